@@ -1,0 +1,3 @@
+from kraken.cli import main
+
+raise SystemExit(main())

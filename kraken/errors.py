@@ -1,0 +1,122 @@
+"""Errors are types, mapped once to the provider's wire format.
+
+Every failure Kraken reports is a ``KrakenError`` carrying its HTTP status, the OpenAI-style
+error ``type``/``code`` and a message that never contains a key, a key hash or content.
+"""
+from __future__ import annotations
+
+import orjson
+
+
+class KrakenError(Exception):
+    """Base class: ``status`` and ``error_type`` decide the response and the record."""
+
+    status = 500
+    error_type = "internal_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return []
+
+
+class BadRequest(KrakenError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class Unauthorized(KrakenError):
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(KrakenError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(KrakenError):
+    status = 405
+    error_type = "invalid_request_error"
+
+
+class PayloadTooLarge(KrakenError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(KrakenError):
+    status = 429
+    error_type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, limit: int = 0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.limit = limit
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"retry-after", str(self.retry_after_s).encode()),
+            (b"x-ratelimit-limit-requests", str(self.limit).encode()),
+            (b"x-ratelimit-remaining-requests", b"0"),
+            (b"x-ratelimit-reset-requests", f"{self.retry_after_s}s".encode()),
+        ]
+
+
+class Overloaded(KrakenError):
+    """The metadata queue is full: refuse rather than serve an unrecorded request."""
+
+    status = 503
+    error_type = "server_overloaded"
+    code = "overloaded"
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"1")]
+
+
+class UpstreamError(KrakenError):
+    """The provider could not be reached or failed before its first byte."""
+
+    status = 502
+    error_type = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    error_type = "upstream_timeout"
+
+
+class UpstreamStatus(KrakenError):
+    """The provider answered 4xx: relayed with its status and (scrubbed) body."""
+
+    error_type = "upstream_status"
+
+    def __init__(self, status: int, body: bytes):
+        super().__init__(f"provider returned {status}", status=status)
+        self.body = body
+
+
+def error_body(exc: KrakenError) -> bytes:
+    """The OpenAI-style JSON error body for ``exc``."""
+    return orjson.dumps(
+        {"error": {"message": exc.message, "type": exc.error_type, "param": None, "code": exc.code}}
+    )
+
+
+def sse_error_event(exc: KrakenError) -> bytes:
+    """What a client sees when a stream fails after its first byte."""
+    return b"event: error\ndata: " + error_body(exc) + b"\n\n"

@@ -1,0 +1,1 @@
+"""The request lifecycle as phases: authenticate, limit, parse, route, dispatch, relay, record."""

@@ -1,0 +1,85 @@
+"""Per-request state gathered by the pipeline phases and turned into one record."""
+from __future__ import annotations
+
+import os
+import time
+
+from kraken.errors import KrakenError
+from kraken.meter.record import RequestRecord
+from kraken.providers.usage import Usage
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+class Call:
+    """What one request did, in timestamps and labels; never its content."""
+
+    __slots__ = (
+        "request_id", "received_ns", "ts", "route", "customer_id", "model_requested",
+        "model_dispatched", "provider", "task_type", "status", "error_type", "fallback_used",
+        "usage", "sent_ns", "head_ns", "ttfb_ns", "relay_ns", "end_ns", "reserved", "recorded",
+        "stream",
+    )
+
+    def __init__(self, received_ns: int, route: str):
+        self.request_id = new_request_id()
+        self.received_ns = received_ns
+        self.ts = time.time() - (time.perf_counter_ns() - received_ns) / 1e9
+        self.route = route
+        self.customer_id: str | None = None
+        self.model_requested: str | None = None
+        self.model_dispatched: str | None = None
+        self.provider = ""
+        self.task_type: str | None = None
+        self.status = 0
+        self.error_type: str | None = None
+        self.fallback_used = False
+        self.usage: Usage | None = None
+        self.sent_ns = 0
+        self.head_ns = 0
+        self.ttfb_ns = 0
+        self.relay_ns = 0
+        """Time spent inside the relay's callbacks (gateway work after dispatch)."""
+        self.end_ns = 0
+        self.reserved = False
+        self.recorded = False
+        self.stream = False
+
+    def fail(self, exc: KrakenError) -> None:
+        if not self.head_ns:  # once the head is out, the status the client saw stands
+            self.status = exc.status
+        self.error_type = exc.error_type
+
+    def overhead_ns(self) -> int:
+        """Gateway time: before dispatch plus inside the relay, without provider waits."""
+        before = (self.sent_ns or self.head_ns or time.perf_counter_ns()) - self.received_ns
+        return before + self.relay_ns
+
+    def overhead_header(self) -> bytes:
+        return b"%.3f" % (self.overhead_ns() / 1e6)
+
+    def to_record(self) -> RequestRecord:
+        end = self.end_ns or time.perf_counter_ns()
+        usage = self.usage or Usage()
+        return RequestRecord(
+            ts=self.ts,
+            request_id=self.request_id,
+            customer_id=self.customer_id,
+            model_requested=self.model_requested,
+            model_dispatched=self.model_dispatched,
+            provider=self.provider or None,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            latency_ms=round((end - self.received_ns) / 1e6, 3),
+            ttfb_ms=round((self.ttfb_ns - self.received_ns) / 1e6, 3) if self.ttfb_ns else None,
+            task_type=self.task_type,
+            cost_usd=None,
+            kraken_fee_usd=None,
+            fallback_used=self.fallback_used,
+            error_type=self.error_type,
+            status=self.status,
+        )

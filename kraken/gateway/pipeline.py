@@ -1,0 +1,240 @@
+"""The request lifecycle, top to bottom:
+
+    authenticate → admit → limit → parse → route → dispatch → relay → record
+
+Each phase is a small method that raises a ``KrakenError`` to stop; ``handle`` turns that
+into the provider-format error and makes sure every admitted request leaves exactly one
+record. No socket calls and no SQL here.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kraken import metrics
+from kraken.errors import (
+    BadRequest, KrakenError, MethodNotAllowed, NotFound, Overloaded, UpstreamError,
+    UpstreamStatus, error_body,
+)
+from kraken.gateway.auth import KeyVerifier, Principal, credential
+from kraken.gateway.call import Call
+from kraken.gateway.classify import task_type
+from kraken.gateway.limits import LocalLimiter
+from kraken.gateway.relay import Relay
+from kraken.gateway.router import Route, Router
+from kraken.http.exchange import Request, ResponseSink
+from kraken.http.h1 import send_error
+from kraken.meter.writer import Meter
+
+log = logging.getLogger("kraken.gateway")
+
+MAX_ATTEMPTS = 3
+_JSON = [(b"content-type", b"application/json")]
+
+
+class Gateway:
+    """Everything one request needs, wired once at startup."""
+
+    def __init__(self, verifier: KeyVerifier, limiter: LocalLimiter, router: Router, meter: Meter):
+        self.verifier = verifier
+        self.limiter = limiter
+        self.router = router
+        self.meter = meter
+        self.shutting_down = False
+        self.aborting = False
+        """Set when the drain deadline passed: cancellations are the gateway's, not the client's."""
+
+    async def handle(self, req: Request, sink: ResponseSink) -> None:
+        """Entry point for every request on the client listener."""
+        path = req.path
+        if path == "/v1/chat/completions":
+            if req.method != "POST":
+                raise MethodNotAllowed("Use POST for /v1/chat/completions")
+            await self.chat_completions(req, sink)
+        elif path == "/v1/models":
+            await self.list_models(req, sink)
+        elif path == "/healthz":
+            _send_json(sink, 200, b'{"status":"ok"}')
+        elif path == "/readyz":
+            ready = self.meter.ready and not self.shutting_down
+            _send_json(sink, 200 if ready else 503,
+                       b'{"status":"ready"}' if ready else b'{"status":"not ready"}')
+        elif path == "/metrics":
+            body = generate_latest(metrics.REGISTRY)
+            sink.start(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], len(body))
+            sink.write(body)
+            sink.end()
+        else:
+            raise NotFound(f"Unknown path {path[:100]}")
+
+    # ---- phases --------------------------------------------------------------------
+    async def authenticate(self, req: Request) -> Principal:
+        token = credential(req.header(b"authorization"), req.header(b"x-api-key"))
+        if token is not None:
+            principal = self.verifier.lookup_cached(token)
+            if principal is not None:
+                return principal
+        return await self.verifier.verify(token)
+
+    def admit(self, call: Call) -> None:
+        """Reserve the record's place: refuse now rather than serve unrecorded."""
+        if self.shutting_down or not self.meter.reserve():
+            metrics.OVERLOAD_REJECTIONS.inc()
+            raise Overloaded("Kraken is overloaded; retry shortly")
+        call.reserved = True
+
+    @staticmethod
+    def parse(req: Request) -> dict:
+        try:
+            payload = orjson.loads(req.body)
+        except orjson.JSONDecodeError:
+            raise BadRequest("Request body is not valid JSON", code="invalid_json") from None
+        if not isinstance(payload, dict):
+            raise BadRequest("Request body must be a JSON object", code="invalid_json")
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' is required and must be a string", code="invalid_value")
+        messages = payload.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' must be a non-empty array", code="invalid_value")
+        stream = payload.get("stream", False)
+        if not isinstance(stream, bool):
+            raise BadRequest("'stream' must be a boolean", code="invalid_value")
+        return payload
+
+    async def dispatch(self, call: Call, routes: tuple[Route, ...], payload: dict,
+                       sink: ResponseSink) -> None:
+        """Try candidates in order until one starts answering (fallback before first byte)."""
+        last: KrakenError | None = None
+        for attempt, route in enumerate(routes[:MAX_ATTEMPTS]):
+            call.provider, call.model_dispatched = route.provider.name, route.model
+            try:
+                await self.relay(call, route, payload, sink)
+                return
+            except UpstreamStatus:
+                raise
+            except UpstreamError as exc:
+                metrics.UPSTREAM_ERRORS.labels(route.provider.name, exc.error_type).inc()
+                last = exc
+                if attempt + 1 < min(len(routes), MAX_ATTEMPTS):
+                    call.fallback_used = True
+                    call.error_type = exc.error_type
+        assert last is not None
+        raise last
+
+    async def relay(self, call: Call, route: Route, payload: dict, sink: ResponseSink) -> None:
+        """One upstream exchange; a stale keep-alive connection is retried once, fresh."""
+        family, pool = route.provider.family, route.provider.pool
+        target, headers, body, hide_usage = family.chat_request(payload, route.model)
+        for fresh_retry in (False, True):
+            conn = await pool.acquire()
+            relay = Relay(call, sink, family, stream=call.stream, hide_usage=hide_usage,
+                          on_complete=lambda: self.record(call))
+            call.sent_ns = time.perf_counter_ns()
+            conn.send("POST", target, headers, body, relay)
+            sink.set_producer(conn)
+            try:
+                await relay.done
+                return
+            except UpstreamError:
+                stale = conn.used > 1 and not conn.received_any and not relay.started
+                conn.abort()
+                if stale and not fresh_retry:
+                    continue
+                raise
+            except BaseException:
+                relay.cancel()
+                conn.abort()  # client gone or shutdown: the provider call is cancelled now
+                raise
+            finally:
+                sink.set_producer(None)
+                pool.release(conn)
+
+    def record(self, call: Call) -> None:
+        """Push the one record of an admitted request (journal first, then queue)."""
+        if call.recorded or not call.reserved:
+            return
+        call.recorded = True
+        call.end_ns = time.perf_counter_ns()
+        rec = call.to_record()
+        self.meter.record(rec)
+        metrics.REQUESTS.labels(call.route, call.provider, call.model_dispatched or "",
+                                str(call.status)).inc()
+        if call.ttfb_ns:
+            metrics.TTFB.labels(call.provider).observe(rec.ttfb_ms)
+        metrics.LATENCY.labels(call.provider).observe(rec.latency_ms)
+        metrics.OVERHEAD.observe(call.overhead_ns() / 1e6)
+        usage = call.usage
+        if usage is not None:
+            tokens = metrics.TOKENS
+            for kind in ("prompt", "completion", "cached", "reasoning"):
+                value = getattr(usage, kind + "_tokens")
+                if value:
+                    tokens.labels(call.provider, call.model_dispatched, kind).inc(value)
+
+    # ---- routes --------------------------------------------------------------------
+    async def chat_completions(self, req: Request, sink: ResponseSink) -> None:
+        call = Call(req.received_ns, "chat_completions")
+        try:
+            principal = await self.authenticate(req)
+            call.customer_id = principal.customer_id
+            self.admit(call)
+            self.limiter.check(principal)
+            payload = self.parse(req)
+            call.model_requested = payload["model"]
+            call.stream = payload.get("stream") is True
+            call.task_type = task_type("chat", payload)
+            routes = self.router.candidates(payload["model"])
+            await self.dispatch(call, routes, payload, sink)
+        except KrakenError as exc:
+            call.fail(exc)
+            self.record(call)
+            if not sink.started:
+                _send_error(sink, exc, call)
+        except asyncio.CancelledError:
+            call.status = call.status or 499
+            client_gone = sink.disconnected and not self.aborting
+            call.error_type = "client_cancelled" if client_gone else "aborted_shutdown"
+            if client_gone:
+                metrics.CLIENT_CANCELLED.inc()
+            self.record(call)
+            raise
+        except Exception:
+            log.exception("request %s failed", call.request_id)
+            err = KrakenError("internal error")
+            call.fail(err)
+            self.record(call)
+            if not sink.started:
+                _send_error(sink, err, call)
+        finally:
+            if call.reserved and not call.recorded:
+                self.meter.release()
+
+    async def list_models(self, req: Request, sink: ResponseSink) -> None:
+        if req.method != "GET":
+            raise MethodNotAllowed("Use GET for /v1/models")
+        await self.authenticate(req)
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": provider}
+                for name, provider in self.router.models()]
+        _send_json(sink, 200, orjson.dumps({"object": "list", "data": data}))
+
+
+def _send_json(sink: ResponseSink, status: int, body: bytes) -> None:
+    sink.start(status, list(_JSON), len(body))
+    sink.write(body)
+    sink.end()
+
+
+def _send_error(sink: ResponseSink, exc: KrakenError, call: Call) -> None:
+    extra = [(b"x-request-id", call.request_id.encode())]
+    if isinstance(exc, UpstreamStatus):
+        body = exc.body or error_body(exc)
+        sink.start(exc.status, list(_JSON) + extra, len(body))
+        sink.write(body)
+        sink.end()
+        return
+    send_error(sink, exc, extra)

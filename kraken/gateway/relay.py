@@ -1,0 +1,173 @@
+"""The relay: one upstream response written to one client, bytes unchanged.
+
+Runs inside the upstream connection's ``data_received`` callbacks, so a provider chunk
+reaches the client socket in the same loop iteration, with no task switch. States:
+
+    WAITING ──2xx head──▶ STREAMING ──end──▶ DONE
+    WAITING ──error / non-2xx──▶ REFUSED   (nothing sent: the pipeline may fall back)
+    STREAMING ──provider error──▶ FAILED   (SSE ``error`` event, then the response ends)
+    any ──client gone──▶ CANCELLED
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+from kraken import metrics
+from kraken.errors import KrakenError, UpstreamError, sse_error_event
+from kraken.gateway.call import Call
+from kraken.gateway.sse import SseTap
+from kraken.http.exchange import ResponseSink
+from kraken.providers.openai_compat import OpenAICompat
+
+WAITING, STREAMING, DONE, REFUSED, FAILED, CANCELLED = (
+    "waiting", "streaming", "done", "refused", "failed", "cancelled")
+
+MAX_ERROR_BODY = 64 * 1024
+MAX_USAGE_BODY = 4 * 1024 * 1024
+"""A non-streamed body is copied (up to this bound) only to read its usage object."""
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class Relay:
+    """``ResponseHandler`` for one upstream exchange of one ``Call``."""
+
+    __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body", "_status",
+                 "_on_complete", "_stream", "_perf")
+
+    def __init__(
+        self,
+        call: Call,
+        sink: ResponseSink,
+        family: OpenAICompat,
+        *,
+        stream: bool,
+        hide_usage: bool,
+        on_complete: Callable[[], None],
+    ):
+        self.call = call
+        self.sink = sink
+        self.family = family
+        self.state = WAITING
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stream = stream
+        self._tap = SseTap(family.usage_event, strip_usage=hide_usage) if stream else None
+        self._body = bytearray()
+        self._status = 0
+        self._on_complete = on_complete
+        self._perf = time.perf_counter_ns
+
+    # ---- ResponseHandler -----------------------------------------------------------
+    def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.state is not WAITING:
+            return
+        self._status = status
+        if not 200 <= status < 300:
+            self.state = REFUSED  # body collected in on_data, mapped in on_end
+            return
+        t0 = self._perf()
+        self.state = STREAMING
+        call = self.call
+        call.status = status
+        ours = [(b"x-request-id", call.request_id.encode())]
+        if self._stream:
+            metrics.ACTIVE_STREAMS.labels(call.provider).inc()
+            out = _SSE_HEADERS + ours
+            length = None
+        else:
+            out = [(b"content-type", _header(headers, b"content-type") or b"application/json")] + ours
+            raw_length = _header(headers, b"content-length")
+            length = int(raw_length) if raw_length and raw_length.isdigit() else None
+        call.head_ns = t0
+        out.append((b"x-kraken-overhead-ms", call.overhead_header()))
+        self.sink.start(status, out, length)
+        call.relay_ns += self._perf() - t0
+
+    def on_data(self, data: bytes) -> None:
+        state = self.state
+        if state is STREAMING:
+            t0 = self._perf()
+            call = self.call
+            if not call.ttfb_ns:
+                call.ttfb_ns = t0
+            if self._tap is not None:
+                out = self._tap.feed(data)
+                if out:
+                    self.sink.write(out)
+            else:
+                self.sink.write(data)
+                if len(self._body) + len(data) <= MAX_USAGE_BODY:
+                    self._body += data
+            call.relay_ns += self._perf() - t0
+        elif state is REFUSED and len(self._body) < MAX_ERROR_BODY:
+            self._body += data[: MAX_ERROR_BODY - len(self._body)]
+
+    def on_end(self) -> None:
+        state = self.state
+        if state is STREAMING:
+            call = self.call
+            if self._tap is not None:
+                tail = self._tap.flush()
+                if tail:
+                    self.sink.write(tail)
+                call.usage = self._tap.usage
+            else:
+                call.usage = self.family.usage_from_body(bytes(self._body))
+            self._finish(DONE)
+        elif state is REFUSED:
+            self._refuse(self.family.map_error(self._status, bytes(self._body)))
+        elif state is WAITING:
+            self._refuse(UpstreamError("provider ended the exchange without a response"))
+
+    def on_error(self, exc: Exception) -> None:
+        err = exc if isinstance(exc, KrakenError) else UpstreamError("provider connection failed")
+        if self.state is STREAMING:
+            self.call.fail(err)
+            if self._stream:
+                self.sink.write(sse_error_event(err))
+                self._finish(FAILED)
+            else:  # a Content-Length body cannot carry an error: cut it short
+                self._finish(FAILED, abort=True)
+        elif self.state in (WAITING, REFUSED):
+            self._refuse(err)
+
+    # ---- transitions ---------------------------------------------------------------
+    def cancel(self) -> None:
+        """The client went away (or shutdown): stop writing."""
+        if self.state is STREAMING and self._stream:
+            metrics.ACTIVE_STREAMS.labels(self.call.provider).dec()
+        self.state = CANCELLED
+
+    def _refuse(self, err: KrakenError) -> None:
+        self.state = REFUSED
+        if not self.done.done():
+            self.done.set_exception(err)
+
+    def _finish(self, state: str, abort: bool = False) -> None:
+        if self._stream:
+            metrics.ACTIVE_STREAMS.labels(self.call.provider).dec()
+        self.state = state
+        self._on_complete()  # the record reaches the journal before the client sees the end
+        if abort:
+            self.sink.abort()
+        else:
+            self.sink.end()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    @property
+    def started(self) -> bool:
+        return self.state is not WAITING and self.state is not REFUSED
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None

@@ -1,0 +1,89 @@
+"""A tap on a relayed SSE stream: finds the usage event, optionally hides it.
+
+The client receives the provider's bytes unchanged. When the client did not ask for
+``stream_options.include_usage``, Kraken asked for it anyway and this tap removes only
+the usage-only event; to do that it holds back the bytes of an event that has not ended
+yet (bounded by ``max_event_bytes``), which never delays a complete event. When nothing
+is hidden, every chunk is written through before the tap looks at it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+UsageParser = Callable[[bytes], "tuple[object, bool] | None"]
+"""Given one complete event: None, or (usage, hidden) where hidden marks a usage-only event."""
+
+
+def has_usage_object(chunk: bytes) -> bool:
+    """True if some ``"usage"`` key in ``chunk`` is not null (three C-speed scans)."""
+    n = chunk.count(b'"usage"')
+    return n > 0 and n != chunk.count(b'"usage":null') + chunk.count(b'"usage": null')
+
+
+class SseTap:
+    """Splits a byte stream into SSE events without copying the bytes that pass through."""
+
+    __slots__ = ("_tail", "_sep", "_strip", "_parse", "_max", "_passthrough", "usage")
+
+    def __init__(self, parse_usage: UsageParser, *, strip_usage: bool, max_event_bytes: int = 1 << 20):
+        self._tail = b""
+        self._sep = b"\n\n"
+        self._strip = strip_usage
+        self._parse = parse_usage
+        self._max = max_event_bytes
+        self._passthrough = False
+        self.usage: object | None = None
+
+    @property
+    def overflowed(self) -> bool:
+        return self._passthrough
+
+    def feed(self, data: bytes) -> bytes:
+        """Take the next bytes from the provider; return the bytes to send the client."""
+        if self._passthrough:
+            return data
+        strip = self._strip
+        buf = self._tail + data if self._tail else data
+        sep = self._sep
+        cut = buf.rfind(sep)
+        if cut < 0 and sep == b"\n\n" and b"\r\n\r\n" in buf:
+            self._sep = sep = b"\r\n\r\n"
+            cut = buf.rfind(sep)
+        if cut < 0:
+            out, self._tail = (b"" if strip else data), buf
+        else:
+            cut += len(sep)
+            complete, self._tail = buf[:cut], buf[cut:]
+            out = self._events(complete, sep) if has_usage_object(complete) else complete
+            if not strip:
+                out = data
+        if len(self._tail) > self._max:  # an event beyond the bound: stop holding, pass through
+            self._passthrough = True
+            if strip:
+                out += self._tail
+            self._tail = b""
+        return out
+
+    def _events(self, complete: bytes, sep: bytes) -> bytes:
+        kept = []
+        for event in complete.split(sep):
+            if not event:
+                continue
+            found = self._parse(event)
+            if found is not None:
+                self.usage, hidden = found
+                if hidden and self._strip:
+                    continue
+            kept.append(event + sep)
+        return b"".join(kept)
+
+    def flush(self) -> bytes:
+        """At the end of the stream: the held bytes of an unterminated last event."""
+        tail, self._tail = self._tail, b""
+        if tail and not self._passthrough:
+            found = self._parse(tail)
+            if found is not None:
+                self.usage, hidden = found
+                if hidden and self._strip:
+                    return b""
+        return tail if self._strip else b""

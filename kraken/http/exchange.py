@@ -1,0 +1,71 @@
+"""The protocol-neutral seam between inbound transports and the gateway pipeline.
+
+``h1.py`` (and later ``h2.py``) turn bytes into a ``Request`` and implement ``ResponseSink``;
+the gateway never learns which protocol carried the request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One complete client request; header names are lower-case bytes."""
+
+    method: str
+    target: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    peer: str
+    received_ns: int
+    """``time.perf_counter_ns()`` when the request head was complete."""
+    scheme: str = "http"
+    http_version: str = "1.1"
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of header ``name`` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class FlowControl(Protocol):
+    """What a response producer exposes so a slow client can pause it."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class ResponseSink(Protocol):
+    """Where the gateway writes one response. Writes never block; backpressure goes to
+    the producer registered with ``set_producer``."""
+
+    def start(
+        self, status: int, headers: list[tuple[bytes, bytes]], length: int | None
+    ) -> None:
+        """Send the status line and headers. ``length=None`` streams the body."""
+
+    def write(self, data: bytes) -> None:
+        """Send body bytes exactly as given."""
+
+    def end(self) -> None:
+        """Finish the response; the connection may carry the next request."""
+
+    def abort(self) -> None:
+        """Close without finishing: the client sees a truncated response."""
+
+    def set_producer(self, producer: FlowControl | None) -> None:
+        """Pause/resume ``producer`` as the client's send buffer fills and drains."""
+
+    @property
+    def started(self) -> bool: ...
+
+    @property
+    def disconnected(self) -> bool: ...

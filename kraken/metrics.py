@@ -1,0 +1,136 @@
+"""Every Prometheus metric Kraken exports, defined once.
+
+Labels are bounded sets chosen by the operator (provider and model names from the config,
+route names, status codes): never customer input, never content, never keys.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_MS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+
+REQUESTS = Counter(
+    "kraken_requests_total",
+    "Requests answered, by route, provider, model and HTTP status.",
+    ("route", "provider", "model", "status"),
+    registry=REGISTRY,
+)
+TTFB = Histogram(
+    "kraken_ttfb_milliseconds",
+    "Time from request head to the provider's first body byte.",
+    ("provider",),
+    buckets=_MS_BUCKETS,
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "kraken_latency_milliseconds",
+    "Time from request head to the last byte written to the client.",
+    ("provider",),
+    buckets=_MS_BUCKETS,
+    registry=REGISTRY,
+)
+OVERHEAD = Histogram(
+    "kraken_overhead_milliseconds",
+    "Gateway time: total time minus time spent waiting on the provider.",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 25, 50, 100),
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "kraken_tokens_total",
+    "Tokens reported by providers, by kind (prompt, completion, cached, reasoning).",
+    ("provider", "model", "kind"),
+    registry=REGISTRY,
+)
+COST = Counter(
+    "kraken_cost_usd_total",
+    "Provider cost in USD of answered requests.",
+    ("provider", "model"),
+    registry=REGISTRY,
+)
+ACTIVE_CONNECTIONS = Gauge(
+    "kraken_active_connections", "Open client connections.", registry=REGISTRY
+)
+ACTIVE_STREAMS = Gauge(
+    "kraken_active_streams", "Streaming responses in progress.", ("provider",), registry=REGISTRY
+)
+QUEUE_DEPTH = Gauge(
+    "kraken_meter_queue_depth", "Records waiting to be written (plus reserved slots).", registry=REGISTRY
+)
+QUEUE_CAPACITY = Gauge(
+    "kraken_meter_queue_capacity", "Bound of the metadata queue.", registry=REGISTRY
+)
+FLUSH_SECONDS = Histogram(
+    "kraken_meter_flush_seconds",
+    "Duration of one batch write to the store.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+RECORDS_WRITTEN = Counter(
+    "kraken_meter_records_written_total", "Records committed to the store.", registry=REGISTRY
+)
+RECORDS_REPLAYED = Counter(
+    "kraken_meter_records_replayed_total",
+    "Records recovered from the crash journal at startup.",
+    registry=REGISTRY,
+)
+RECORDS_DROPPED = Counter(
+    "kraken_meter_records_dropped_total",
+    "Records lost. Kraken refuses service instead, so this must stay zero.",
+    registry=REGISTRY,
+)
+STORE_ERRORS = Counter(
+    "kraken_store_errors_total",
+    "Failed batch writes, by reason (busy, full, other); the batch is kept and retried.",
+    ("reason",),
+    registry=REGISTRY,
+)
+OVERLOAD_REJECTIONS = Counter(
+    "kraken_overload_rejections_total",
+    "Requests refused with 503 because the metadata queue was full.",
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "kraken_rate_limited_total", "Requests refused with 429.", ("scope",), registry=REGISTRY
+)
+AUTH_CACHE = Counter(
+    "kraken_auth_cache_total",
+    "API key verifications, by outcome (hit, miss, negative_hit).",
+    ("outcome",),
+    registry=REGISTRY,
+)
+AUTH_CACHE_SIZE = Gauge(
+    "kraken_auth_cache_entries", "Entries in the key verification cache.", registry=REGISTRY
+)
+AUTH_FAILURES = Counter(
+    "kraken_auth_failures_total", "Requests refused with 401.", registry=REGISTRY
+)
+UPSTREAM_CONNECTIONS = Gauge(
+    "kraken_upstream_connections",
+    "Open connections to providers, by state (idle, busy).",
+    ("provider", "state"),
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "kraken_upstream_errors_total",
+    "Provider failures, by error type.",
+    ("provider", "error_type"),
+    registry=REGISTRY,
+)
+CLIENT_CANCELLED = Counter(
+    "kraken_client_cancelled_total",
+    "Requests whose client disconnected before the response ended.",
+    registry=REGISTRY,
+)
+PROTOCOL_ERRORS = Counter(
+    "kraken_http_protocol_errors_total",
+    "Malformed or over-limit client requests, by status sent.",
+    ("status",),
+    registry=REGISTRY,
+)
+SSE_TAP_BUFFER = Gauge(
+    "kraken_sse_tap_buffer_bytes_max",
+    "Bound on the bytes one SSE tap may hold while looking for an event's end.",
+    registry=REGISTRY,
+)

@@ -1,0 +1,1 @@
+"""One module per provider wire family: endpoint, auth header, request shaping, usage, errors."""

@@ -1,0 +1,160 @@
+"""The embedded store: one SQLite file in WAL mode, written by one task through aiosqlite.
+
+aiosqlite runs every statement in its own thread, so the event loop never blocks on disk.
+One lock serialises this object's multi-statement transactions; cancellation mid-way
+still rolls back (shielded) so the connection is never left inside a transaction.
+"""
+from __future__ import annotations
+
+import sqlite3
+from operator import attrgetter
+from typing import Any, Sequence
+
+import aiosqlite
+import anyio
+
+from kraken.meter.record import FIELD_NAMES, RequestRecord
+from kraken.store.errors import StoreError, from_sqlite
+from kraken.store.schema import MIGRATIONS, VERSION, statements
+
+_INSERT = "INSERT OR IGNORE INTO requests ({}) VALUES ({})".format(
+    ", ".join(FIELD_NAMES), ", ".join("?" * len(FIELD_NAMES))
+)
+_row = attrgetter(*FIELD_NAMES)  # bool fallback_used binds as 0/1 (bool is an int)
+
+
+class SqliteStore:
+    """Request metadata in SQLite. Create with ``await SqliteStore.open(path)``."""
+
+    def __init__(self, conn: aiosqlite.Connection, busy_timeout_ms: int) -> None:
+        self._conn = conn
+        self._busy_timeout_ms = busy_timeout_ms
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: str, *, busy_timeout_ms: int = 5000, max_page_count: int | None = None
+    ) -> "SqliteStore":
+        """Open (creating if needed), set the pragmas, apply pending migrations.
+
+        ``max_page_count`` optionally caps the file size; reaching it raises StoreFull.
+        """
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            # busy_timeout first so switching to WAL waits for other connections.
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA secure_delete = ON")
+            store = cls(conn, busy_timeout_ms)
+            await store._migrate()
+            if max_page_count is not None:
+                await conn.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise from_sqlite(exc, "open") from exc
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        """Apply each pending migration in its own IMMEDIATE transaction.
+
+        The version is re-read under the write lock, so two processes opening the same
+        file at once apply each migration exactly once.
+        """
+        current = await self._user_version()
+        if current > VERSION:
+            raise StoreError(f"open: schema version {current} is newer than this Kraken ({VERSION})")
+        for version in range(current + 1, VERSION + 1):
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if await self._user_version() < version:
+                    for stmt in statements(MIGRATIONS[version - 1]):
+                        await self._conn.execute(stmt)
+                    await self._conn.execute(f"PRAGMA user_version = {version}")
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+
+    async def _user_version(self) -> int:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def insert_records(self, records: Sequence[RequestRecord]) -> int:
+        """Insert a batch in one transaction; return how many rows were new.
+
+        ``INSERT OR IGNORE`` keyed on request_id makes replays (journal recovery, retries
+        after a partial failure) idempotent.
+        """
+        if not records:
+            return 0
+        rows = [_row(rec) for rec in records]
+        async with self._lock:
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                cur = await self._conn.executemany(_INSERT, rows)
+                inserted = max(cur.rowcount, 0)
+                await self._conn.execute("COMMIT")
+                return inserted
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise from_sqlite(exc, "insert_records") from exc
+            except BaseException:
+                await self._rollback()
+                raise
+
+    async def writable(self, *, timeout_ms: int = 100) -> bool:
+        """True if the write lock can be taken within ``timeout_ms`` (BEGIN IMMEDIATE; ROLLBACK)."""
+        with anyio.move_on_after(timeout_ms / 1000):
+            async with self._lock:
+                with anyio.CancelScope(shield=True):
+                    return await self._probe(timeout_ms)
+        return False
+
+    async def _probe(self, timeout_ms: int) -> bool:
+        try:
+            await self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                await self._conn.execute("ROLLBACK")
+                return True
+            finally:
+                await self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        except sqlite3.Error:
+            await self._rollback()
+            return False
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL back into the database and truncate it (at shutdown, or idle)."""
+        async with self._lock:
+            try:
+                await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise from_sqlite(exc, "checkpoint") from exc
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run a read query (admin API, exports, tests)."""
+        async with self._lock:
+            try:
+                return [tuple(r) for r in await self._conn.execute_fetchall(sql, params)]
+            except sqlite3.Error as exc:
+                raise from_sqlite(exc, "query") from exc
+
+    async def close(self) -> None:
+        """Close the connection (and stop aiosqlite's thread)."""
+        with anyio.CancelScope(shield=True):
+            await self._conn.close()
+
+    async def _rollback(self) -> None:
+        # Issued unconditionally: SQLite may already have rolled back (e.g. on SQLITE_FULL),
+        # and checking in_transaction from this thread could race aiosqlite's.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

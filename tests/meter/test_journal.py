@@ -1,0 +1,140 @@
+"""Journal: one line per record, torn lines skipped, rotation, exact round trip."""
+from __future__ import annotations
+
+import os
+import stat
+
+import orjson
+import pytest
+
+from kraken.meter.journal import Journal
+from kraken.meter.record import RequestRecord
+
+
+def make(i: int, **kw) -> RequestRecord:
+    values = dict(
+        ts=1_700_000_000.125 + i,
+        request_id=f"req-{i:06d}",
+        customer_id="cust-1",
+        model_requested="gpt-4o-mini",
+        model_dispatched=None,
+        provider="openai",
+        prompt_tokens=12,
+        completion_tokens=34,
+        cached_tokens=None,
+        reasoning_tokens=0,
+        latency_ms=123.5,
+        ttfb_ms=None,
+        task_type="chat",
+        cost_usd=0.000123,
+        kraken_fee_usd=1e-05,
+        fallback_used=i % 2 == 0,
+        error_type=None,
+        status=200,
+    )
+    values.update(kw)
+    return RequestRecord(**values)
+
+
+@pytest.fixture
+def journal(tmp_path):
+    j = Journal(tmp_path / "journal")
+    j.open()
+    yield j
+    j.close()
+
+
+def test_open_creates_directory_and_a_private_segment(tmp_path):
+    j = Journal(tmp_path / "a" / "b")
+    j.open()
+    try:
+        (seg,) = j.segments()
+        assert seg == j.current
+        assert stat.S_IMODE(seg.stat().st_mode) == 0o600
+    finally:
+        j.close()
+
+
+def test_append_writes_exactly_one_line_per_record(journal):
+    records = [make(i) for i in range(3)]
+    for rec in records:
+        journal.append(rec)
+    data = journal.current.read_bytes()
+    assert data == b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in records)
+
+
+def test_records_round_trip_exactly(journal):
+    records = [make(i) for i in range(5)] + [make(9, customer_id=None, status=429, error_type="rate_limited")]
+    for rec in records:
+        journal.append(rec)
+    assert Journal.read(journal.current) == records
+
+
+def test_read_skips_a_torn_last_line(journal):
+    journal.append(make(1))
+    journal.append(make(2))
+    path = journal.current
+    full = path.read_bytes()
+    torn = orjson.dumps(make(3).to_dict())[:40]  # a crash mid-write
+    with open(path, "ab") as f:
+        f.write(torn)
+    assert Journal.read(path) == [make(1), make(2)]
+    assert path.read_bytes() == full + torn
+
+
+def test_read_skips_garbage_and_incomplete_lines(journal):
+    journal.append(make(1))
+    bad = make(2).to_dict()
+    del bad["status"]
+    with open(journal.current, "ab") as f:
+        f.write(b"not json\n[1, 2]\n" + orjson.dumps(bad) + b"\n" + orjson.dumps({**make(3).to_dict(), "request_id": None}) + b"\n\n")
+    journal.append(make(4))
+    assert Journal.read(journal.current) == [make(1), make(4)]
+
+
+def test_rotate_returns_older_segments_sorted_and_appends_to_a_new_one(journal):
+    first = journal.current
+    journal.append(make(1))
+    older = journal.rotate()
+    assert older == [first]
+    second = journal.current
+    assert second != first and second > first  # names sort by creation order
+    journal.append(make(2))
+    assert journal.rotate() == [first, second]
+    assert Journal.read(first) == [make(1)]
+    assert Journal.read(second) == [make(2)]
+    assert journal.segments() == [first, second, journal.current]
+
+
+def test_remove_deletes_only_given_segments_and_never_the_current_one(journal):
+    journal.append(make(1))
+    old = journal.rotate()
+    journal.remove(old + [journal.current])
+    journal.remove(old)  # already gone: fine
+    assert journal.segments() == [journal.current]
+
+
+def test_each_open_starts_a_new_segment_so_a_torn_tail_stays_isolated(tmp_path):
+    first = Journal(tmp_path)
+    first.append(make(1))  # append opens lazily
+    os.write(first._fd, b'{"ts": 1.0, "requ')  # simulated crash mid-line
+    second = Journal(tmp_path)
+    second.open()
+    second.append(make(2))
+    try:
+        a, b = second.segments()
+        assert (Journal.read(a), Journal.read(b)) == ([make(1)], [make(2)])
+    finally:
+        first.close()
+        second.close()
+
+
+def test_close_removes_an_empty_segment_and_keeps_a_written_one(tmp_path):
+    j = Journal(tmp_path)
+    j.open()
+    j.close()
+    assert j.segments() == []
+    j.append(make(1))  # appending after close reopens a fresh segment
+    (seg,) = j.segments()
+    j.close()
+    assert Journal.read(seg) == [make(1)]
