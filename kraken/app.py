@@ -76,8 +76,10 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(cfg: Config, *, started: asyncio.Future | None = None) -> int:
-    """Run Kraken until SIGTERM/SIGINT; returns the process exit code."""
+async def serve(
+    cfg: Config, *, started: asyncio.Future | None = None, stop: asyncio.Event | None = None
+) -> int:
+    """Run Kraken until SIGTERM/SIGINT (or ``stop``, when embedded); returns the exit code."""
     loop = asyncio.get_running_loop()
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
     async with contextlib.AsyncExitStack() as stack:
@@ -97,9 +99,11 @@ async def serve(cfg: Config, *, started: asyncio.Future | None = None) -> int:
             lambda: H1Connection(gateway.handle, cfg.server, connections),
             sock=_listen_socket(cfg.server.host, cfg.server.port),
         )
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        own_signals = stop is None
+        stop = stop or asyncio.Event()
+        if own_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
         async with anyio.create_task_group() as tg:
             tg.start_soon(meter.run)
             address = server.sockets[0].getsockname()
@@ -110,8 +114,9 @@ async def serve(cfg: Config, *, started: asyncio.Future | None = None) -> int:
             log.info("shutting down: draining for up to %.0fs", cfg.server.drain_timeout_s)
             await _drain(server, gateway, connections, cfg.server.drain_timeout_s)
             await meter.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        if own_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
     log.info("kraken stopped")
     return 0
 

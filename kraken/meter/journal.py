@@ -9,6 +9,7 @@ a NEW segment, so a torn last line from a crash is never glued to a later record
 from __future__ import annotations
 
 import errno
+import math
 import os
 import time
 from pathlib import Path
@@ -106,8 +107,9 @@ class Journal:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
-            if _valid(data):
-                out.append(RequestRecord.from_dict(data))
+            rec = _from_line(data)
+            if rec is not None:
+                out.append(rec)
         return out
 
     def remove(self, paths: Iterable[Path]) -> None:
@@ -138,19 +140,33 @@ class Journal:
                 pass
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # NaN binds as NULL in SQLite and orjson writes it as null: not a usable value.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _valid(data: object) -> bool:
-    """A line is a record only if it has every field and the NOT NULL ones are typed."""
+def storable(rec: RequestRecord) -> bool:
+    """Every value is a scalar SQLite can bind and the NOT NULL fields are typed.
+
+    The store's ``INSERT OR IGNORE`` would silently skip a row violating NOT NULL or
+    CHECK, so the writer checks this first and counts such a record as dropped.
+    """
     return (
-        isinstance(data, dict)
-        and all(name in data for name in FIELD_NAMES)
-        and isinstance(data["request_id"], str)
-        and _is_number(data["ts"])
-        and _is_number(data["latency_ms"])
-        and isinstance(data["fallback_used"], bool)
-        and isinstance(data["status"], int)
-        and not isinstance(data["status"], bool)
+        all(type(getattr(rec, name)) in _SCALARS for name in FIELD_NAMES)
+        and isinstance(rec.request_id, str)
+        and _is_number(rec.ts)
+        and _is_number(rec.latency_ms)
+        and isinstance(rec.fallback_used, bool)
+        and isinstance(rec.status, int)
+        and not isinstance(rec.status, bool)
     )
+
+
+def _from_line(data: object) -> RequestRecord | None:
+    if not isinstance(data, dict) or not all(name in data for name in FIELD_NAMES):
+        return None
+    rec = RequestRecord.from_dict(data)
+    return rec if storable(rec) else None

@@ -19,7 +19,7 @@ from anyio.abc import TaskStatus
 
 from kraken import metrics
 from kraken.config import MeterConfig
-from kraken.meter.journal import Journal
+from kraken.meter.journal import Journal, storable
 from kraken.meter.record import RequestRecord
 from kraken.store.errors import StoreDataError, StoreError
 from kraken.store.sqlite import SqliteStore
@@ -72,11 +72,11 @@ class Meter:
         try:
             self._journal.append(rec)
             self._journal_ok = True
-        except OSError as exc:
+        except (OSError, TypeError) as exc:  # TypeError: a value orjson cannot encode
             # Still kept in memory; only crash-safety is lost until the journal recovers.
             self._journal_ok = False
             metrics.STORE_ERRORS.labels("journal").inc()
-            log.error("meter journal append failed: %s", exc.strerror or type(exc).__name__)
+            log.error("meter journal append failed: %s", type(exc).__name__)
         self._queue.append(rec)
         if len(self._queue) >= self._batch_max:
             self._wake.set()
@@ -106,10 +106,11 @@ class Meter:
                 continue
             records = Journal.read(path)
             for i in range(0, len(records), self._batch_max):
-                replayed += await self._insert(records[i : i + self._batch_max])
+                inserted = await self._insert(records[i : i + self._batch_max])
+                metrics.RECORDS_REPLAYED.inc(inserted)
+                replayed += inserted
             self._journal.remove([path])
         self._recovered = True
-        metrics.RECORDS_REPLAYED.inc(replayed)
         if replayed:
             log.info("meter recovered %d records from the journal", replayed)
         return replayed
@@ -196,6 +197,8 @@ class Meter:
 
     async def _insert(self, batch: list[RequestRecord]) -> int:
         """One transaction per batch; a row the schema refuses is isolated, not retried forever."""
+        if not all(map(storable, batch)):
+            batch = self._drop([rec for rec in batch if not storable(rec)], batch)
         start = perf_counter()
         try:
             inserted = await self._store.insert_records(batch)
@@ -205,14 +208,21 @@ class Meter:
         metrics.RECORDS_WRITTEN.inc(inserted)
         return inserted
 
+    @staticmethod
+    def _drop(bad: list[RequestRecord], batch: list[RequestRecord]) -> list[RequestRecord]:
+        # A bug upstream (e.g. a NULL request_id): INSERT OR IGNORE would skip it silently,
+        # so it is counted here (this metric must stay zero) and logged without content.
+        metrics.RECORDS_DROPPED.inc(len(bad))
+        log.error("meter dropped %d record(s) with missing or unbindable fields", len(bad))
+        return [rec for rec in batch if storable(rec)]
+
     async def _insert_one_by_one(self, batch: list[RequestRecord]) -> int:
         inserted = 0
         for rec in batch:
             try:
                 inserted += await self._store.insert_records([rec])
             except StoreDataError as exc:
-                # A bug upstream (e.g. a NULL request_id); keeping it would block every
-                # later record, so it is counted (this metric must stay zero) and logged.
+                # e.g. a value SQLite cannot bind: keeping it would block every later record.
                 metrics.RECORDS_DROPPED.inc()
                 log.error("meter dropped a record the store refused: %s", exc)
         return inserted

@@ -1,7 +1,6 @@
 """Journal: one line per record, torn lines skipped, rotation, exact round trip."""
 from __future__ import annotations
 
-import os
 import stat
 
 import orjson
@@ -117,7 +116,8 @@ def test_remove_deletes_only_given_segments_and_never_the_current_one(journal):
 def test_each_open_starts_a_new_segment_so_a_torn_tail_stays_isolated(tmp_path):
     first = Journal(tmp_path)
     first.append(make(1))  # append opens lazily
-    os.write(first._fd, b'{"ts": 1.0, "requ')  # simulated crash mid-line
+    with open(first.current, "ab") as f:
+        f.write(b'{"ts": 1.0, "requ')  # simulated crash mid-line
     second = Journal(tmp_path)
     second.open()
     second.append(make(2))

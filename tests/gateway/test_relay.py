@@ -1,0 +1,190 @@
+"""The relay: byte-exact SSE, errors before and after the first byte, cancellation, fallback."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+import anyio
+import pytest
+
+from harness import (auth_headers, free_port, http, kraken_mapping, running_kraken,
+                     running_mock)
+
+pytestmark = pytest.mark.anyio
+
+UNICODE = "Grüße 🌊 世界 — naïve café ✓ " * 8
+
+
+def chat(stream: bool, **extra) -> bytes:
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    body.update(extra)
+    return json.dumps(body).encode()
+
+
+def rows(k) -> list[dict]:
+    conn = sqlite3.connect(k.db_path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY ts")]
+    finally:
+        conn.close()
+
+
+async def wait_for(predicate, seconds: float = 10.0):
+    """Poll an observable condition with a hard bound (no bare sleeps as assertions)."""
+    with anyio.fail_after(seconds):
+        while not (value := predicate()):
+            await asyncio.sleep(0.01)
+    return value
+
+
+def without_usage_event(body: bytes) -> bytes:
+    events = [e for e in body.split(b"\n\n") if e]
+    kept = [e for e in events if b'"choices":[]' not in e]
+    assert len(kept) == len(events) - 1, "exactly one usage-only event"
+    return b"".join(e + b"\n\n" for e in kept)
+
+
+@pytest.fixture
+async def stack(tmp_path):
+    async with running_mock() as mock:
+        doc = kraken_mapping(tmp_path, mock.port)
+        doc["providers"]["slow"] = {**doc["providers"]["mockai"], "models": ["slow-gpt"],
+                                    "read_timeout_s": 0.3}
+        doc["providers"]["dead"] = {**doc["providers"]["mockai"], "models": [],
+                                    "base_url": f"http://127.0.0.1:{free_port()}/v1"}
+        doc["models"] = {"with-fallback": ["dead/mock-gpt", "mockai/mock-gpt"],
+                         "only-dead": ["dead/mock-gpt"]}
+        async with running_kraken(doc) as k:
+            yield mock, k
+
+
+async def test_stream_bytes_identical_when_client_asked_for_usage(stack):
+    mock, k = stack
+    r = await http(k.port, "POST", "/v1/chat/completions",
+                   chat(True, stream_options={"include_usage": True}, mock={"content": UNICODE}),
+                   auth_headers())
+    assert r.status == 200
+    assert r.headers["x-accel-buffering"] == "no"
+    assert r.body == mock.responses[-1].body
+    assert UNICODE.split()[0].encode() in r.body or b"Gr" in r.body
+
+
+async def test_stream_bytes_identical_except_the_hidden_usage_event(stack):
+    mock, k = stack
+    r = await http(k.port, "POST", "/v1/chat/completions",
+                   chat(True, mock={"content": UNICODE, "chunks": 40}), auth_headers())
+    assert r.status == 200
+    assert r.body == without_usage_event(mock.responses[-1].body)
+    assert r.body.endswith(b"data: [DONE]\n\n")
+
+
+async def test_non_stream_body_identical(stack):
+    mock, k = stack
+    r = await http(k.port, "POST", "/v1/chat/completions", chat(False, mock={"content": UNICODE}),
+                   auth_headers())
+    assert r.status == 200 and r.body == mock.responses[-1].body
+
+
+async def test_cached_and_reasoning_tokens_are_recorded(stack):
+    _, k = stack
+    usage = {"cached_tokens": 7, "reasoning_tokens": 5}
+    await http(k.port, "POST", "/v1/chat/completions", chat(True, mock={"usage": usage}),
+               auth_headers())
+    row = (await wait_for(lambda: rows(k)))[0]
+    assert row["cached_tokens"] == 7 and row["reasoning_tokens"] == 5
+
+
+@pytest.mark.parametrize("status,expect", [(500, 502), (503, 502), (429, 429)])
+async def test_provider_failure_before_first_byte_is_openai_error(stack, status, expect):
+    _, k = stack
+    r = await http(k.port, "POST", "/v1/chat/completions", chat(True, mock={"status": status}),
+                   auth_headers())
+    assert r.status == expect
+    err = r.json()["error"]
+    assert err["message"] and err["type"]
+    row = (await wait_for(lambda: rows(k)))[0]
+    assert row["status"] == expect and row["error_type"] == err["type"]
+
+
+async def test_provider_4xx_is_relayed_with_its_status(stack):
+    _, k = stack
+    r = await http(k.port, "POST", "/v1/chat/completions", chat(False, mock={"status": 400}),
+                   auth_headers())
+    assert r.status == 400 and "error" in r.json()
+
+
+async def test_unreachable_provider_is_502(stack):
+    _, k = stack
+    r = await http(k.port, "POST", "/v1/chat/completions",
+                   json.dumps({"model": "only-dead", "messages": [{"role": "user", "content": "x"}]}).encode(),
+                   auth_headers())
+    assert r.status == 502 and r.json()["error"]["type"] == "upstream_error"
+
+
+async def test_slow_first_byte_is_504(stack):
+    _, k = stack
+    body = json.dumps({"model": "slow-gpt", "messages": [{"role": "user", "content": "x"}],
+                       "mock": {"first_byte_delay_ms": 2000}}).encode()
+    r = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
+    assert r.status == 504 and r.json()["error"]["type"] == "upstream_timeout"
+
+
+async def test_fallback_before_first_byte_is_recorded(stack):
+    mock, k = stack
+    body = json.dumps({"model": "with-fallback", "messages": [{"role": "user", "content": "x"}],
+                       "stream": True}).encode()
+    r = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
+    assert r.status == 200 and r.body.endswith(b"data: [DONE]\n\n")
+    row = (await wait_for(lambda: rows(k)))[0]
+    assert row["fallback_used"] == 1 and row["provider"] == "mockai"
+    assert row["model_requested"] == "with-fallback" and row["model_dispatched"] == "mock-gpt"
+
+
+async def test_provider_drop_mid_stream_becomes_sse_error_event(stack):
+    _, k = stack
+    r = await http(k.port, "POST", "/v1/chat/completions",
+                   chat(True, mock={"drop_after_chunks": 3}), auth_headers())
+    assert r.status == 200
+    events = [e for e in r.body.split(b"\n\n") if e]
+    assert events[-1].startswith(b"event: error\ndata: ")
+    assert json.loads(events[-1].split(b"data: ", 1)[1])["error"]["type"] == "upstream_error"
+    assert len(events) >= 4
+    row = (await wait_for(lambda: rows(k)))[0]
+    assert row["error_type"] == "upstream_error" and row["status"] == 200
+
+
+async def test_provider_hang_mid_stream_times_out_with_sse_error(stack):
+    _, k = stack
+    body = json.dumps({"model": "slow-gpt", "messages": [{"role": "user", "content": "x"}],
+                       "stream": True, "mock": {"hang_after_chunks": 2}}).encode()
+    r = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
+    last = [e for e in r.body.split(b"\n\n") if e][-1]
+    assert json.loads(last.split(b"data: ", 1)[1])["error"]["type"] == "upstream_timeout"
+
+
+async def test_client_disconnect_cancels_upstream_within_a_second(stack):
+    mock, k = stack
+    reader, writer = await asyncio.open_connection("127.0.0.1", k.port)
+    body = chat(True, mock={"chunks": 400, "chunk_delay_ms": 20})
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
+            f"Authorization: {auth_headers()['Authorization']}\r\n\r\n").encode()
+    writer.write(head + body)
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    await reader.read(200)  # the stream has started
+    assert len(mock._conns) == 1
+    writer.transport.abort()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await wait_for(lambda: len(mock._conns) == 0, seconds=1.0)
+    assert loop.time() - t0 < 1.0
+    row = (await wait_for(lambda: rows(k)))[0]
+    assert row["error_type"] == "client_cancelled" and row["status"] == 200
+
+
+async def test_request_id_header_matches_record(stack):
+    _, k = stack
+    r = await http(k.port, "POST", "/v1/chat/completions", chat(True), auth_headers())
+    row = (await wait_for(lambda: rows(k)))[0]
+    assert r.headers["x-request-id"] == row["request_id"]
