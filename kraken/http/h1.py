@@ -78,6 +78,7 @@ class H1Connection(asyncio.Protocol):
         self._task: asyncio.Task | None = None
         self._deadline = Deadline(self._loop, self._on_timeout)
         self._keep_alive = True
+        self._http11 = True
         self._reading_paused = False
         self._writing_paused = False
         self._producer: FlowControl | None = None
@@ -175,7 +176,8 @@ class H1Connection(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._expect_continue = conn.they_are_waiting_for_100_continue
-        self._keep_alive = event.http_version == b"1.1" and not _has_token(
+        self._http11 = event.http_version == b"1.1"
+        self._keep_alive = self._http11 and not _has_token(
             event.headers, b"connection", b"close"
         )
         self.state = BODY
@@ -286,12 +288,13 @@ class H1Connection(asyncio.Protocol):
         if length is not None:
             self._chunked = False
             parts.append(b"content-length: %d\r\n" % length)
-        elif self._keep_alive:
+        elif self._http11:
+            # chunked even when closing: a cut stream must look cut, not complete
             self._chunked = not self._head_only
             if self._chunked:
                 parts.append(b"transfer-encoding: chunked\r\n")
         else:
-            self._chunked = False  # HTTP/1.0 or closing: the body ends with the connection
+            self._chunked = False  # HTTP/1.0: the body ends with the connection
         if not self._keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")

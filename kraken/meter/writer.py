@@ -177,8 +177,11 @@ class Meter:
                 # at the next start if it is never rotated out.
                 metrics.STORE_ERRORS.labels("journal").inc()
                 log.error("meter journal rotate failed: %s", exc.strerror or type(exc).__name__)
-            self._inflight.extend(self._queue)
+            taken = list(self._queue)
             self._queue.clear()
+            if not all(map(storable, taken)):
+                taken = self._drop_unstorable(taken)
+            self._inflight.extend(taken)
         while self._inflight:
             batch = self._inflight[: self._batch_max]
             try:
@@ -197,8 +200,6 @@ class Meter:
 
     async def _insert(self, batch: list[RequestRecord]) -> int:
         """One transaction per batch; a row the schema refuses is isolated, not retried forever."""
-        if not all(map(storable, batch)):
-            batch = self._drop([rec for rec in batch if not storable(rec)], batch)
         start = perf_counter()
         try:
             inserted = await self._store.insert_records(batch)
@@ -209,12 +210,13 @@ class Meter:
         return inserted
 
     @staticmethod
-    def _drop(bad: list[RequestRecord], batch: list[RequestRecord]) -> list[RequestRecord]:
+    def _drop_unstorable(records: list[RequestRecord]) -> list[RequestRecord]:
         # A bug upstream (e.g. a NULL request_id): INSERT OR IGNORE would skip it silently,
-        # so it is counted here (this metric must stay zero) and logged without content.
-        metrics.RECORDS_DROPPED.inc(len(bad))
-        log.error("meter dropped %d record(s) with missing or unbindable fields", len(bad))
-        return [rec for rec in batch if storable(rec)]
+        # so it is counted here, once (this metric must stay zero), and logged without content.
+        kept = [rec for rec in records if storable(rec)]
+        metrics.RECORDS_DROPPED.inc(len(records) - len(kept))
+        log.error("meter dropped %d record(s) with missing or unbindable fields", len(records) - len(kept))
+        return kept
 
     async def _insert_one_by_one(self, batch: list[RequestRecord]) -> int:
         inserted = 0

@@ -1,0 +1,158 @@
+"""Process lifecycle with a real ``kraken serve`` subprocess: drain on SIGTERM, and no
+completed record lost to ``kill -9``."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+
+import anyio
+import h11
+import pytest
+
+from harness import (KrakenProcess, auth_headers, free_port, http, kraken_mapping, running_kraken,
+                     running_mock, write_toml)
+
+pytestmark = pytest.mark.anyio
+
+
+def stream_body(**mock) -> bytes:
+    return json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}],
+                       "stream": True, "mock": mock}).encode()
+
+
+def request_ids(db) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT request_id FROM requests")]
+    finally:
+        conn.close()
+
+
+def process(tmp_path, mock_port: int, **sections) -> KrakenProcess:
+    port = free_port()
+    sections["server"] = {"port": port, **sections.get("server", {})}
+    doc = kraken_mapping(tmp_path, mock_port, **sections)
+    path = tmp_path / "kraken.toml"
+    write_toml(path, doc)
+    return KrakenProcess(path, port, tmp_path / "kraken.log")
+
+
+async def test_sigterm_drains_in_flight_stream_then_exits_zero(tmp_path):
+    async with running_mock() as mock:
+        kp = process(tmp_path, mock.port)
+        await anyio.to_thread.run_sync(kp.start)
+        try:
+            pending = asyncio.ensure_future(http(kp.port, "POST", "/v1/chat/completions",
+                                                 stream_body(chunks=40, chunk_delay_ms=25),
+                                                 auth_headers()))
+            await asyncio.sleep(0)
+            with anyio.fail_after(5):  # the stream is in flight at the provider
+                while not mock.requests:
+                    await asyncio.sleep(0.01)
+            kp.signal(signal.SIGTERM)
+            reply = await pending
+            assert reply.status == 200 and reply.body.endswith(b"data: [DONE]\n\n")
+            code = await anyio.to_thread.run_sync(kp.wait)
+            assert code == 0
+            assert request_ids(tmp_path / "kraken.db") == [reply.headers["x-request-id"]]
+            assert list((tmp_path / "kraken.db.journal").iterdir()) == [], "journal trimmed"
+
+        finally:
+            kp.kill()
+
+
+async def test_drain_deadline_records_aborted_shutdown(tmp_path):
+    async with running_mock() as mock:
+        kp = process(tmp_path, mock.port, server={"drain_timeout_s": 0.3})
+        await anyio.to_thread.run_sync(kp.start)
+        try:
+            pending = asyncio.ensure_future(http(kp.port, "POST", "/v1/chat/completions",
+                                                 stream_body(chunks=200, chunk_delay_ms=50),
+                                                 auth_headers()))
+            with anyio.fail_after(5):
+                while not mock.requests:
+                    await asyncio.sleep(0.01)
+            kp.signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(kp.wait) == 0
+            with pytest.raises((h11.RemoteProtocolError, ConnectionError)):
+                await pending  # the client sees the stream cut, never a fake clean end
+            conn = sqlite3.connect(tmp_path / "kraken.db")
+            (error_type,), = conn.execute("SELECT error_type FROM requests").fetchall()
+            conn.close()
+            assert error_type == "aborted_shutdown"
+        finally:
+            kp.kill()
+
+
+async def test_kill_9_under_load_loses_no_completed_record(tmp_path):
+    """Every request a client saw complete is in the database exactly once, across
+    three SIGKILLs mid-load and restarts (the crash journal is replayed at startup)."""
+    completed: list[str] = []
+    async with running_mock(chunks=5) as mock:
+        kp = process(tmp_path, mock.port, meter={"flush_interval_ms": 500, "batch_max": 1000})
+        for round_ in range(3):
+            await anyio.to_thread.run_sync(kp.start)
+            stop = asyncio.Event()
+
+            async def client(n: int) -> None:
+                for i in range(200):  # bounded in requests (and by the kill below)
+                    if stop.is_set():
+                        return
+                    try:
+                        r = await http(kp.port, "POST", "/v1/chat/completions",
+                                       stream_body(chunks=5) if i % 2 else
+                                       json.dumps({"model": "mock-gpt",
+                                                   "messages": [{"role": "user", "content": "x"}]}).encode(),
+                                       auth_headers(), timeout=5)
+                    except (OSError, asyncio.IncompleteReadError, TimeoutError, Exception):
+                        return
+                    done = r.body.endswith(b"data: [DONE]\n\n") if i % 2 else r.body.endswith(b"}")
+                    if r.status == 200 and done:
+                        completed.append(r.headers["x-request-id"])
+
+            tasks = [asyncio.ensure_future(client(n)) for n in range(8)]
+            target = len(completed) + 60
+            with anyio.fail_after(30):
+                while len(completed) < target:
+                    await asyncio.sleep(0.005)
+            kp.kill()  # SIGKILL mid-load: no drain, no flush
+            stop.set()
+            await asyncio.gather(*tasks)
+        await anyio.to_thread.run_sync(kp.start)  # replays the journal left by the last kill
+        kp.signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(kp.wait) == 0
+    stored = request_ids(tmp_path / "kraken.db")
+    assert len(stored) == len(set(stored))
+    missing = set(completed) - set(stored)
+    assert not missing, f"{len(missing)} completed requests lost of {len(completed)}"
+    assert len(completed) >= 180
+
+
+async def test_readyz_goes_red_when_store_is_locked_and_queue_bound_gives_503(tmp_path):
+    async with running_mock() as mock:
+        doc = kraken_mapping(tmp_path, mock.port, store={"busy_timeout_ms": 50},
+                             meter={"queue_max": 3, "flush_interval_ms": 10, "retry_backoff_ms": 20})
+        async with running_kraken(doc) as k:
+            assert (await http(k.port, "GET", "/readyz")).status == 200
+            lock = sqlite3.connect(k.db_path, timeout=0.1, isolation_level=None)
+            lock.execute("BEGIN EXCLUSIVE")
+            try:
+                body = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "x"}]}).encode()
+                statuses = [(await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())).status
+                            for _ in range(5)]
+                assert statuses[:3] == [200, 200, 200]
+                assert statuses[3:] == [503, 503]
+                with anyio.fail_after(5):
+                    while (await http(k.port, "GET", "/readyz")).status != 503:
+                        await asyncio.sleep(0.02)
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            with anyio.fail_after(5):
+                while (await http(k.port, "GET", "/readyz")).status != 200:
+                    await asyncio.sleep(0.02)
+            assert len(request_ids(k.db_path)) == 3
+            ok = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
+            assert ok.status == 200
