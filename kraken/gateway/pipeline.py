@@ -165,9 +165,9 @@ class Gateway:
         metrics.REQUESTS.labels(call.route, call.provider, call.model_dispatched or "",
                                 str(call.status)).inc()
         if call.ttfb_ns:
-            metrics.TTFB.labels(call.provider).observe(rec.ttfb_ms)
-        metrics.LATENCY.labels(call.provider).observe(rec.latency_ms)
-        metrics.OVERHEAD.observe(call.overhead_ns() / 1e6)
+            metrics.TTFB.labels(call.provider).observe(rec.ttfb_ms / 1000)
+        metrics.LATENCY.labels(call.provider).observe(rec.latency_ms / 1000)
+        metrics.OVERHEAD.observe(call.overhead_ns() / 1e9)
         usage = call.usage
         if usage is not None:
             tokens = metrics.TOKENS
