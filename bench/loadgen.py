@@ -134,7 +134,8 @@ class Run:
         self.ttfb: list[float] = []
         self.total: list[float] = []
         self.status: dict[int, int] = {}
-        self.errors = 0
+        self.errors = 0  # requests that failed (non-200, broken or malformed response)
+        self.connect_errors = 0
         self.cut = 0
         self.bad_stream = 0
         self.bytes = 0
@@ -155,10 +156,11 @@ async def worker(run: Run, host: str, port: int, payload: bytes, stream: bool, r
             try:
                 _, client = await loop.create_connection(Client, host, port)
             except OSError:
-                run.errors += 1
+                run.connect_errors += 1
                 await asyncio.sleep(0.05)
                 continue
             run.clients.add(client)
+            continue  # the budget may have been spent while connecting
         run.remaining -= 1
         t0 = perf()
         try:
@@ -230,7 +232,8 @@ async def load(url: str, body: bytes, headers: list[str], stream: bool, concurre
     done = len(run.total)
     return {
         "url": url, "stream": stream, "concurrency": concurrency, "requested": requests,
-        "completed": done, "errors": run.errors, "cut_by_deadline": run.cut,
+        "completed": done, "errors": run.errors, "connect_errors": run.connect_errors,
+        "cut_by_deadline": run.cut,
         "bad_stream": run.bad_stream, "timed_out": run.remaining > 0 and elapsed >= max_seconds,
         "seconds": round(elapsed, 4), "rps": round(done / elapsed, 1) if elapsed else None,
         "status": {str(k): v for k, v in sorted(run.status.items())}, "bytes": run.bytes,
@@ -268,10 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
         t, tt = result["ttfb_ms"], result["total_ms"]
-        print(f"{result['completed']} ok, {result['errors']} errors in {result['seconds']} s "
+        print(f"{result['completed']} ok, {result['errors']} errors, {result['connect_errors']} "
+              f"connect errors in {result['seconds']} s "
               f"= {result['rps']} req/s; TTFB p50 {t['p50']} p99 {t['p99']} ms; "
               f"total p50 {tt['p50']} p99 {tt['p99']} ms; status {result['status']}")
-    return 0 if result["errors"] == 0 and result["completed"] else 1
+    return 0 if result["errors"] == 0 and result["connect_errors"] == 0 and result["completed"] else 1
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class SseTap:
         for event in complete.split(sep):
             if not event:
                 continue
-            found = self._parse(event)
+            found = self._parse(event) if has_usage_object(event) else None
             if found is not None:
                 self.usage, hidden = found
                 if hidden and self._strip:

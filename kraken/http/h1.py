@@ -8,7 +8,13 @@ without driving h11's send-side state machine.
 
 Connection states (one table, like h11's ``_state.py``):
     HEAD ──request head──▶ BODY ──end of body──▶ BUSY ──response end, keep-alive──▶ HEAD
-    any ──error / close──▶ CLOSED
+    HEAD | BODY ──malformed / over limit / timeout──▶ BUSY (error response) ──▶ CLOSED
+    any ──close / abort / client gone──▶ CLOSED
+
+Closing is "lingering": after the last response the write side is shut (FIN) and whatever
+the client still sends is read and dropped until it closes too, or ``_LINGER_S`` passes.
+Closing a socket with unread request bytes makes the kernel send RST, and the client then
+often loses the response it was about to read (e.g. a 413 sent before the body).
 """
 from __future__ import annotations
 
@@ -36,6 +42,13 @@ HEAD, BODY, BUSY, CLOSED = "HEAD", "BODY", "BUSY", "CLOSED"
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+_LINGER_S = 2.0
+"""How long a closing connection keeps draining client bytes before it is closed."""
+_MAX_CHUNK = 1 << 63
+"""h11 accepts 20 hex digits of chunk size; a size past a signed 64-bit integer is an
+overflow probe aimed at other servers, refused as malformed rather than as too large."""
+_REJECT_CODES = {400: "invalid_request", 408: "request_timeout", 413: "request_too_large",
+                 414: "uri_too_long", 431: "request_header_fields_too_large"}
 
 
 class _DateHeader:
@@ -74,11 +87,16 @@ class H1Connection(asyncio.Protocol):
         self._request_head: h11.Request | None = None
         self._body: list[bytes] = []
         self._body_size = 0
+        self._head_ns = 0
         self._expect_continue = False
         self._task: asyncio.Task | None = None
+        self._seq = 0
+        """Counts requests handed to the handler, so a task knows if it still owns the sink."""
         self._deadline = Deadline(self._loop, self._on_timeout)
         self._keep_alive = True
         self._http11 = True
+        self._idle = False
+        """Waiting for a next request under the keep-alive timeout (not the head timeout)."""
         self._reading_paused = False
         self._writing_paused = False
         self._producer: FlowControl | None = None
@@ -86,6 +104,8 @@ class H1Connection(asyncio.Protocol):
         self._started = False
         self._chunked = False
         self._head_only = False
+        self._mute = False
+        """Nothing more may be written: a HEAD response's body, or the connection is closing."""
         self.disconnected = False
         self.draining = False
 
@@ -102,7 +122,9 @@ class H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disconnected = True
+        self._mute = True
         self.state = CLOSED
+        self._buf = bytearray()
         self._deadline.cancel()
         metrics.ACTIVE_CONNECTIONS.dec()
         if self._tracker is not None:
@@ -114,22 +136,26 @@ class H1Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A client that half-closes has given up on this connection; treat as gone.
+        # While lingering, this is the client's close we were waiting for.
         return None
 
     def data_received(self, data: bytes) -> None:
-        if self.state is BODY:
+        state = self.state
+        if state is BODY:
             self._deadline.touch()
             self._feed_body(data)
-            return
-        if self.state is HEAD:
-            if not self._buf:
-                self._deadline.arm(self._cfg.head_timeout_s)  # keep-alive idle ends here
+        elif state is HEAD:
+            if self._idle:  # keep-alive idle ends here; the head must now be sent in time
+                self._idle = False
+                self._deadline.arm(self._cfg.head_timeout_s)
+            seen = len(self._buf)
             self._buf += data
-            self._parse_head()
-            return
-        self._buf += data
-        if self.state is BUSY and len(self._buf) > self._cfg.pipeline_buffer_bytes:
-            self._pause_reading()
+            self._parse_head(seen - 3 if seen > 3 else 0)
+        elif state is BUSY:
+            self._buf += data
+            if len(self._buf) > self._cfg.pipeline_buffer_bytes:
+                self._pause_reading()
+        # CLOSED (lingering): the client's remaining bytes are dropped
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -142,18 +168,31 @@ class H1Connection(asyncio.Protocol):
             self._producer.resume_reading()
 
     # ---- request parsing -----------------------------------------------------------
-    def _parse_head(self) -> None:
+    def _parse_head(self, scanned: int = 0) -> None:
+        """Parse the head in ``_buf`` if complete; ``scanned`` bytes are known not to hold
+        its end."""
+        # Also scheduled with call_soon after a response when pipelined bytes wait: by
+        # then data_received may already have started the next request.
+        if self.state is not HEAD:
+            return
         buf = self._buf
+        # RFC 9112 §2.2: ignore empty lines before a request-line (some clients send a
+        # CRLF after a POST body); h11 would answer "no request line received".
+        if buf[:2] == b"\r\n":
+            scanned = 0
+            while buf[:2] == b"\r\n":
+                del buf[:2]
         if not buf:
             return
         try:
-            end = find_head_end(buf, self._cfg.max_head_bytes)
+            end = find_head_end(buf, self._cfg.max_head_bytes, scanned)
             if end < 0:
                 return
             check_head(bytes(buf[:end]))
         except HeadRejected as exc:
             self._reject(exc.status, str(exc))
             return
+        self._head_ns = time.perf_counter_ns()
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._cfg.max_head_bytes)
         conn.receive_data(bytes(buf))
         self._buf = bytearray()
@@ -162,15 +201,17 @@ class H1Connection(asyncio.Protocol):
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint if exc.error_status_hint in (414, 431) else 400
-            self._reject(status, "malformed request")
+            self._reject(status, f"malformed request: {exc}")
             return
-        assert isinstance(event, h11.Request), event
+        if not isinstance(event, h11.Request):  # cannot happen with a complete head
+            self._reject(400, "malformed request")
+            return
         if len(event.target) > self._cfg.max_uri_bytes:
             self._reject(414, "request URI too long")
             return
         length = _content_length(event.headers)
         if length is not None and length > self._cfg.max_body_bytes:
-            self._reject(413, "request body too large")
+            self._reject(413, "request body too large")  # before the body is sent
             return
         self._request_head = event
         self._body = []
@@ -180,6 +221,7 @@ class H1Connection(asyncio.Protocol):
         self._keep_alive = self._http11 and not _has_token(
             event.headers, b"connection", b"close"
         )
+        self._head_only = event.method == b"HEAD"
         self.state = BODY
         self._deadline.arm(self._cfg.body_idle_timeout_s)
         self._pump_body()
@@ -195,10 +237,12 @@ class H1Connection(asyncio.Protocol):
         while True:
             try:
                 event = conn.next_event()
-            except h11.RemoteProtocolError:
-                self._reject(400, "malformed request body")
+            except h11.RemoteProtocolError as exc:
+                self._reject(400, f"malformed request body: {exc}")
                 return
             if event is h11.NEED_DATA:
+                if self._chunk_too_large(conn):
+                    return
                 if self._expect_continue and self.transport is not None:
                     self._expect_continue = False
                     self.transport.write(_CONTINUE)
@@ -209,6 +253,8 @@ class H1Connection(asyncio.Protocol):
                 if self._body_size > self._cfg.max_body_bytes:
                     self._reject(413, "request body too large")
                     return
+                if event.chunk_start and self._chunk_too_large(conn):
+                    return
                 self._body.append(bytes(event.data))
             elif type(event) is h11.EndOfMessage:
                 self._dispatch(conn.trailing_data[0])
@@ -217,6 +263,22 @@ class H1Connection(asyncio.Protocol):
                 self._close()
                 return
 
+    def _chunk_too_large(self, conn: h11.Connection) -> bool:
+        """Refuse a chunk by its declared size, before its bytes arrive.
+
+        h11 does not expose the size, so its reader's counter is read (absent, hence 0,
+        for a Content-Length body, whose length was checked when the head arrived)."""
+        pending = getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0)
+        if not pending:
+            return False
+        if pending >= _MAX_CHUNK:
+            self._reject(400, "chunk size overflow")
+            return True
+        if self._body_size + pending > self._cfg.max_body_bytes:
+            self._reject(413, "request body too large")
+            return True
+        return False
+
     def _dispatch(self, leftover: bytes) -> None:
         head = self._request_head
         assert head is not None
@@ -224,33 +286,46 @@ class H1Connection(asyncio.Protocol):
         self._deadline.cancel()
         self.state = BUSY
         self._started = False
-        self._head_only = head.method == b"HEAD"
+        self._seq += 1
         request = Request(
             method=head.method.decode("ascii", "replace"),
             target=head.target.decode("ascii", "replace"),
             headers=tuple((k, v) for k, v in head.headers),
             body=b"".join(self._body),
             peer=self.peer,
-            received_ns=time.perf_counter_ns(),
+            received_ns=self._head_ns,
             http_version=head.http_version.decode(),
         )
         self._body = []
-        self._task = self._loop.create_task(self._run(request))
+        self._task = self._loop.create_task(self._run(request, self._seq))
 
-    async def _run(self, request: Request) -> None:
+    def _owns(self, seq: int) -> bool:
+        """Whether request ``seq`` still has an unfinished response on this connection."""
+        return seq == self._seq and self.state is BUSY
+
+    async def _run(self, request: Request, seq: int) -> None:
+        task = asyncio.current_task()
         try:
             await self._handler(request, self)
+            if self._owns(seq) and not self.disconnected:
+                # Returned without ending its response: don't leave the client waiting.
+                log.error("request handler returned without ending its response")
+                self._fail(KrakenError("internal error"))
         except asyncio.CancelledError:
-            if not self.disconnected:
+            if self._owns(seq) and not self.disconnected:
                 self.abort()
             raise
         except KrakenError as exc:  # handler let a mapped error escape
-            self._fail(exc)
+            if self._owns(seq):
+                self._fail(exc)
         except Exception:
             log.exception("unhandled error in request handler")
-            self._fail(KrakenError("internal error"))
+            if self._owns(seq):
+                self._fail(KrakenError("internal error"))
         finally:
-            self._task = None
+            # A handler may still run after end(); the next request's task is not ours.
+            if self._task is task:
+                self._task = None
 
     def _fail(self, exc: KrakenError) -> None:
         if self.disconnected:
@@ -276,9 +351,10 @@ class H1Connection(asyncio.Protocol):
             producer.pause_reading()
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
-        if self.disconnected:
-            return
+        if self._started or self.state is not BUSY:
+            return  # a second start, or the connection is closing: nothing may be sent
         self._started = True
+        self._mute = self._head_only
         if self.draining:
             self._keep_alive = False
         parts = [b"HTTP/1.1 %d %s\r\ndate: %s\r\nserver: kraken\r\n" % (
@@ -301,7 +377,7 @@ class H1Connection(asyncio.Protocol):
         self.transport.write(b"".join(parts))  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
-        if self.disconnected or self._head_only or not data:
+        if self._mute or not data:
             return
         if self._chunked:
             self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # type: ignore[union-attr]
@@ -309,15 +385,18 @@ class H1Connection(asyncio.Protocol):
             self.transport.write(data)  # type: ignore[union-attr]
 
     def end(self) -> None:
-        if self.disconnected:
+        if self.state is not BUSY or not self._started:
             return
-        if self._chunked:
+        if self._chunked and not self._mute:
             self.transport.write(_LAST_CHUNK)  # type: ignore[union-attr]
         self._producer = None
         if not self._keep_alive or self.draining:
             self._close()
             return
         self.state = HEAD
+        self._started = False
+        self._mute = False
+        self._head_only = False
         self._h11 = None
         self._request_head = None
         if self._reading_paused:
@@ -327,10 +406,14 @@ class H1Connection(asyncio.Protocol):
             self._deadline.arm(self._cfg.head_timeout_s)
             self._loop.call_soon(self._parse_head)  # next pipelined request, after this task
         else:
+            self._idle = True
             self._deadline.arm(self._cfg.keepalive_timeout_s)
 
     def abort(self) -> None:
         self._producer = None
+        self._mute = True
+        self.state = CLOSED
+        self._deadline.cancel()
         if self.transport is not None and not self.disconnected:
             self.transport.abort()
 
@@ -349,24 +432,51 @@ class H1Connection(asyncio.Protocol):
     def _reject(self, status: int, reason: str) -> None:
         """A protocol error: answer ``status`` and close; nothing reaches the gateway."""
         metrics.PROTOCOL_ERRORS.labels(str(status)).inc()
-        self.state = CLOSED
+        log.debug("rejected request from %s: %d %s", self.peer, status, reason)
         self._keep_alive = False
-        if self.transport is not None and not self.disconnected:
-            err = KrakenError(reason, status=status)
-            err.error_type = "invalid_request_error"
-            send_error(self, err)
+        self._body = []
+        self._h11 = None
+        self._request_head = None
+        if self.transport is None or self.disconnected or self.state is CLOSED:
+            self.state = CLOSED
+            return
+        # A fresh response of this connection, whatever the previous request was.
+        self.state = BUSY
+        self._started = False
+        self._head_only = False
+        self._mute = False
+        err = KrakenError(reason, status=status, code=_REJECT_CODES.get(status))
+        err.error_type = "invalid_request_error"
+        send_error(self, err)  # its end() closes: keep-alive is off
 
     def _close(self) -> None:
+        """Finish the connection after the last response: FIN, then linger (module doc)."""
         self.state = CLOSED
+        self._mute = True
+        self._producer = None
+        self._buf = bytearray()
         self._deadline.cancel()
-        if self.transport is not None and not self.disconnected:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or self.disconnected or transport.is_closing():
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        try:
+            transport.write_eof()
+        except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
+            transport.close()
+            return
+        self._deadline.arm(_LINGER_S)
 
     def _on_timeout(self) -> None:
-        if self.state is BODY or (self.state is HEAD and self._buf):
+        state = self.state
+        if state is BODY or (state is HEAD and self._buf):
             self._reject(408, "request timeout")
-        elif self.state is HEAD:
-            self._close()
+        elif state is HEAD:
+            self._close()  # idle keep-alive, or a connection that never sent a byte
+        elif state is CLOSED and self.transport is not None:
+            self.transport.close()  # lingered long enough
 
 
 def send_error(sink, exc: KrakenError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -386,7 +496,10 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 def _has_token(headers: list[tuple[bytes, bytes]], name: bytes, token: bytes) -> bool:
+    """Whether comma-separated header ``name`` lists ``token`` (case-insensitive)."""
     for key, value in headers:
-        if key == name and token in value.lower():
-            return True
+        if key == name:
+            value = value.lower()
+            if token in value and any(p.strip() == token for p in value.split(b",")):
+                return True
     return False

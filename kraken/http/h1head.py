@@ -16,15 +16,17 @@ class HeadRejected(Exception):
         self.status = status
 
 
-def find_head_end(buf: bytearray | bytes, max_head: int) -> int:
+def find_head_end(buf: bytearray | bytes, max_head: int, start: int = 0) -> int:
     """Index just past the blank line ending the head, or -1 if more bytes are needed.
 
+    ``start`` is where new bytes may matter: a caller that appends to ``buf`` passes the
+    old length minus 3, so a client trickling a head byte by byte costs O(n), not O(n²).
     Raises HeadRejected for bare-LF framing (which h11 would accept) and for heads
     longer than ``max_head`` (431).
     """
-    end = buf.find(b"\r\n\r\n")
+    end = buf.find(b"\r\n\r\n", start)
     if end < 0:
-        if b"\n\n" in buf or b"\n\r\n" in buf:
+        if buf.find(b"\n\n", start) >= 0 or buf.find(b"\n\r\n", start) >= 0:
             raise HeadRejected("bare LF in request head")
         if len(buf) > max_head:
             raise HeadRejected("request head too large", 431)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+_SLACK_S = 0.001
+
 
 class Deadline:
     """Calls ``on_expire`` once ``timeout`` seconds pass without ``touch()``."""
@@ -40,7 +42,9 @@ class Deadline:
 
     def _fire(self) -> None:
         due = self._last + self.timeout
-        if self._loop.time() < due:
+        # uvloop rounds timers to whole milliseconds and may fire up to 0.5 ms early;
+        # re-arming for that remainder would spin through zero-delay callbacks.
+        if self._loop.time() < due - _SLACK_S:
             self._handle = self._loop.call_at(due, self._fire)
             return
         self._handle = None

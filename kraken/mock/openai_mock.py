@@ -3,8 +3,16 @@
 It is the latency floor in benchmarks, so it avoids h11: a small incremental HTTP/1.1 parser,
 responses built once per shape and cached as wire bytes (only the completion id changes per
 request), and an ``asyncio.Protocol`` that writes a whole undelayed stream in one call.
-Content is fake ("tok0 tok1 ..."); the prompt is never echoed. A ``"mock": {...}`` field in the
-JSON body steers one request (delays, error status, dropped or hung streams, exact content).
+Content is fake ("tok0 tok1 ..."); the prompt is never echoed.
+
+A ``"mock": {...}`` field in a JSON body steers that one request (Kraken forwards bodies, so tests
+reach the mock through it): ``chunks`` (content pieces per choice), ``chunk_delay_ms``,
+``first_byte_delay_ms``, ``status`` (answer with this error status, OpenAI error body),
+``drop_after_chunks`` / ``hang_after_chunks`` (after that many SSE events, counting role, content,
+finish and usage events: close with a bare FIN / stop sending but keep the socket open; on a
+non-stream request: close / hang before answering), ``close_before_response``, ``content``
+(exact text, split on character boundaries), ``usage`` (prompt_tokens, completion_tokens,
+total_tokens, cached_tokens, reasoning_tokens).
 """
 from __future__ import annotations
 
@@ -813,16 +821,17 @@ class MockOpenAI:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        tasks = [c.task for c in self._conns if c.task is not None]
         for conn in list(self._conns):
             if conn.transport is not None:
                 conn.transport.abort()
-        tasks = [c.task for c in list(self._conns) if c.task is not None]
         for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        await asyncio.sleep(0)  # let connection_lost callbacks run
+        await asyncio.sleep(0)  # let the last connection_lost callbacks run
 
     async def __aenter__(self) -> MockOpenAI:
         await self.start()

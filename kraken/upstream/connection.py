@@ -1,18 +1,19 @@
-"""One HTTP/1.1 keep-alive connection to a provider, driven by h11.
+"""One HTTP/1.1 keep-alive connection to a provider.
 
 The connection runs one exchange at a time and pushes what it parses into a
 ``ResponseHandler`` from inside ``data_received``: no task hop per chunk, so a provider's
-bytes reach the client in the same loop iteration they arrive in.
+bytes reach the client in the same loop iteration they arrive in. Requests are serialised
+here (their headers are built by Kraken, never copied from a client); responses are parsed
+by ``response.ResponseParser``, which costs a fraction of h11 per chunk.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import Callable, Protocol
 
-import h11
-
 from kraken.errors import UpstreamError, UpstreamTimeout
 from kraken.http.timers import Deadline
+from kraken.upstream.response import ResponseError, ResponseParser
 
 
 class ResponseHandler(Protocol):
@@ -35,7 +36,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._loop = asyncio.get_event_loop()
         self._read_timeout = read_timeout_s
         self.transport: asyncio.Transport | None = None
-        self._h11 = h11.Connection(h11.CLIENT)
+        self._parser: ResponseParser | None = None
         self._handler: ResponseHandler | None = None
         self._deadline = Deadline(self._loop, self._on_timeout)
         self.closed = False
@@ -45,7 +46,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.on_close: Callable[[UpstreamConnection], None] | None = None
         self._paused = False
-        self._finished = False
 
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -54,14 +54,11 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._deadline.cancel()
-        handler = self._handler
-        if handler is not None:
+        handler, parser = self._handler, self._parser
+        if handler is not None and parser is not None:
             try:  # a close-delimited body ends with the connection
-                self._h11.receive_data(b"")
-                self._drain_events(handler)
-            except h11.RemoteProtocolError:
-                pass
-            if not self._finished:
+                parser.feed_eof()
+            except ResponseError:
                 self._handler = None
                 handler.on_error(UpstreamError("provider closed the connection"))
         if self.on_close is not None:
@@ -74,10 +71,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received_any = True
         self._deadline.touch()
-        self._h11.receive_data(data)
         try:
-            self._drain_events(handler)
-        except h11.RemoteProtocolError:
+            self._parser.feed(data)  # type: ignore[union-attr]
+        except ResponseError:
             self._handler = None
             handler.on_error(UpstreamError("malformed response from provider"))
             self.close()
@@ -113,50 +109,36 @@ class UpstreamConnection(asyncio.Protocol):
         """Write the request and route the response to ``handler``."""
         self.used += 1
         self.received_any = False
-        self._finished = False
         self._handler = handler
-        conn = self._h11
-        out = conn.send(h11.Request(method=method, target=target, headers=headers))
-        out += conn.send(h11.Data(data=body)) if body else b""
-        out += conn.send(h11.EndOfMessage())
+        self._parser = ResponseParser(self, no_body=method == "HEAD")
+        head = [b"%s %s HTTP/1.1\r\n" % (method.encode(), target.encode())]
+        head += [b"%s: %s\r\n" % (name, value) for name, value in headers]
+        head.append(b"\r\n")
         self._deadline.arm(self._read_timeout)
-        self.transport.write(out)  # type: ignore[union-attr]
+        self.transport.write(b"".join(head) + body)  # type: ignore[union-attr]
 
-    def _drain_events(self, handler: ResponseHandler) -> None:
-        conn = self._h11
-        while True:
-            event = conn.next_event()
-            kind = type(event)
-            if kind is h11.Data:
-                handler.on_data(event.data)  # type: ignore[union-attr]
-            elif event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            elif kind is h11.Response:
-                handler.on_head(event.status_code, event.headers.raw_items())  # type: ignore[union-attr]
-            elif kind is h11.EndOfMessage:
-                self._finished = True
-                self._handler = None
-                self._deadline.cancel()
-                self.idle_since = self._loop.time()
-                reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
-                if reusable:
-                    conn.start_next_cycle()
-                else:
-                    self.close()
-                handler.on_end()
-                return
-            elif kind is h11.ConnectionClosed:
-                return
-            # InformationalResponse (1xx) needs nothing
+    # ---- BodySink: the parser's callbacks, forwarded to the exchange's handler -----
+    def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self._handler is not None:
+            self._handler.on_head(status, headers)
+
+    def on_data(self, data: bytes) -> None:
+        if self._handler is not None:
+            self._handler.on_data(data)
+
+    def on_end(self) -> None:
+        handler, self._handler = self._handler, None
+        self._deadline.cancel()
+        self.idle_since = self._loop.time()
+        if not self._parser.keep_alive:  # type: ignore[union-attr]
+            self.close()
+        self._parser = None
+        if handler is not None:
+            handler.on_end()
 
     @property
     def reusable(self) -> bool:
-        return (
-            not self.closed
-            and self._handler is None
-            and self._h11.our_state is h11.IDLE
-            and self._h11.their_state is h11.IDLE
-        )
+        return not self.closed and self._handler is None and self._parser is None
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

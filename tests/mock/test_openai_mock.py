@@ -267,6 +267,21 @@ async def test_hang_after_chunks_keeps_connection_open(mock):
         writer.close()
 
 
+async def test_close_ends_hung_streams():
+    m = MockOpenAI()
+    await m.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", m.port)
+    try:
+        writer.write(post("/v1/chat/completions", body_json(stream=True, mock={"hang_after_chunks": 1})))
+        await asyncio.wait_for(reader.readuntil(b"data: "), 2)
+        await asyncio.wait_for(m.close(), 2)
+        await asyncio.wait_for(reader.read(), 2)  # EOF (or reset) instead of hanging forever
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+
+
 async def test_delays_are_applied(client):
     t0 = time.perf_counter()
     stream = await client.chat.completions.create(

@@ -1,0 +1,437 @@
+"""One command, one table: the mock provider direct vs nginx -> mock vs Kraken -> mock.
+
+Everything runs on 127.0.0.1 as child processes of this script (the mock, nginx, Kraken, and
+bench/loadgen.py once per scenario, so load generation never shares the targets' CPU accounting).
+Every load run is bounded in requests and seconds; every child is stopped by PID at the end.
+
+    python bench/run.py                      # all targets, modest defaults (< 2 min on 2 cores)
+    python bench/run.py --targets direct,nginx --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+DEMO_KEY = "kr_test_demo_krakendemokeyfordocs0000"
+AUTH = f"Authorization: Bearer {DEMO_KEY}"
+PATH = "/v1/chat/completions"
+BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
+NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = ("direct", "nginx", "kraken")
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, seconds: float) -> bool:
+    """True once 127.0.0.1:port accepts; False if the process died or time ran out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def start(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    out = open(log, "wb")
+    try:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd, env=env)
+    finally:
+        out.close()
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """SIGTERM this one child (by PID), then SIGKILL if it ignores us for 5 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ----------------------------------------------------------------------------- /proc accounting
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()  # fields from #3 (state) on; comm may hold spaces
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (nginx workers, Kraken workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat_fields(int(entry))[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of live processes (fields 14 and 15 of /proc/<pid>/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            f = _stat_fields(pid)
+            ticks += int(f[11]) + int(f[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / CLK_TCK
+
+
+def memory_kib(pids: list[int], key: str) -> int:
+    """Sum of ``key`` (VmRSS or VmHWM) over the processes, in KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proc: subprocess.Popen
+    log: Path
+    idle_rss_kib: int = 0
+    peak_rss_kib: int = 0
+    scenarios: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{PATH}"
+
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid)
+
+
+def probe(port: int) -> tuple[int, bytes]:
+    """One non-stream request, to check a target answers before loading it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", PATH, json.dumps(BODY), {
+            "Content-Type": "application/json", "Authorization": f"Bearer {DEMO_KEY}"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except OSError as e:
+        return 0, str(e).encode()
+    finally:
+        conn.close()
+
+
+def find_nginx() -> str | None:
+    return next((p for p in NGINX_CANDIDATES if os.access(p, os.X_OK)), None) or shutil.which("nginx")
+
+
+def nginx_config(tmp: Path, port: int, mock_port: int) -> Path:
+    text = (BENCH / "nginx.conf.template").read_text()
+    text = text.replace("@DIR@", str(tmp)).replace("@PORT@", str(port))
+    text = text.replace("@MOCK_PORT@", str(mock_port))
+    conf = tmp / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+def kraken_config(tmp: Path, port: int, mock_port: int) -> Path:
+    conf = tmp / "kraken.toml"
+    conf.write_text(f"""[server]
+host = "127.0.0.1"
+port = {port}
+
+[store]
+path = "{tmp / 'bench.db'}"
+
+[providers.bench]
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+api_key = "sk-bench"
+models = ["mock-gpt"]
+""")
+    return conf
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def run_load(url: str, stream: bool, concurrency: int, requests: int, max_seconds: float,
+             warmup: int = 0) -> dict:
+    """bench/loadgen.py in its own process; returns its JSON summary."""
+    cmd = [sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--concurrency", str(concurrency),
+           "--requests", str(requests), "--max-seconds", str(max_seconds), "--warmup", str(warmup),
+           "--header", AUTH, "--body", json.dumps(BODY), "--json", "-"]
+    if stream:
+        cmd.append("--stream")
+    try:
+        out = subprocess.run(cmd, capture_output=True, timeout=2 * max_seconds + 30, cwd=BENCH)
+    except subprocess.TimeoutExpired:
+        return {"completed": 0, "errors": 1, "error": "loadgen timed out"}
+    try:
+        return json.loads(out.stdout.decode().strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"completed": 0, "errors": 1, "error": out.stderr.decode()[-500:]}
+
+
+SCENARIOS = (  # name, stream, concurrency, args attribute holding the request count
+    ("stream_c1", True, 1, "stream1"),
+    ("stream_c32", True, 32, "stream32"),
+    ("nonstream_c32", False, 32, "nonstream"),
+)
+
+
+def measure(target: Target, mock: Target, args) -> None:
+    """Warm up, then run each scenario with the target's CPU time read around it."""
+    run_load(target.url, True, 32, args.warmup, args.max_seconds / 2)
+    run_load(target.url, False, 32, args.warmup, args.max_seconds / 2)
+    for name, stream, conc, attr in SCENARIOS:
+        pids, mock_pids = target.pids(), mock.pids()
+        cpu0, mock0 = cpu_seconds(pids), cpu_seconds(mock_pids)
+        result = run_load(target.url, stream, conc, getattr(args, attr), args.max_seconds)
+        time.sleep(0.2)  # let batched after-response work (e.g. the meter flush) land in this scenario
+        result["cpu_s"] = round(cpu_seconds(pids) - cpu0, 3)
+        result["mock_cpu_s"] = round(cpu_seconds(mock_pids) - mock0, 3)
+        target.scenarios[name] = result
+        print(f"  {target.name:7} {name:14} {result.get('completed', 0):6} req "
+              f"{result.get('rps') or 0:9.1f} req/s  errors {result.get('errors')}", flush=True)
+    target.peak_rss_kib = memory_kib(target.pids(), "VmHWM")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def metrics(t: Target) -> dict:
+    """The table's figures for one target (None where a scenario produced nothing)."""
+    s = t.scenarios
+
+    def pct(name: str, kind: str, q: str):
+        return (s.get(name, {}).get(kind) or {}).get(q)
+
+    streamed = sum(s.get(n, {}).get("completed", 0) for n in ("stream_c1", "stream_c32"))
+    stream_cpu = sum(s.get(n, {}).get("cpu_s", 0) for n in ("stream_c1", "stream_c32"))
+    ns = s.get("nonstream_c32", {})
+    return {
+        "stream_c1_ttfb_p50_ms": pct("stream_c1", "ttfb_ms", "p50"),
+        "stream_c1_ttfb_p99_ms": pct("stream_c1", "ttfb_ms", "p99"),
+        "stream_c1_total_p50_ms": pct("stream_c1", "total_ms", "p50"),
+        "stream_c32_ttfb_p50_ms": pct("stream_c32", "ttfb_ms", "p50"),
+        "stream_c32_ttfb_p99_ms": pct("stream_c32", "ttfb_ms", "p99"),
+        "stream_c32_total_p50_ms": pct("stream_c32", "total_ms", "p50"),
+        "nonstream_c32_rps": ns.get("rps"),
+        "cpu_s_per_1000_nonstream": (ns["cpu_s"] * 1000 / ns["completed"]) if ns.get("completed") else None,
+        "cpu_ms_per_stream": (stream_cpu * 1000 / streamed) if streamed else None,
+        "peak_rss_mib": t.peak_rss_kib / 1024 if t.peak_rss_kib else None,
+        "idle_rss_mib": t.idle_rss_kib / 1024 if t.idle_rss_kib else None,
+    }
+
+
+ROWS = (  # key, label, how to compare with direct: "diff" (ms) or "ratio"
+    ("stream_c1_ttfb_p50_ms", "stream c=1   TTFB p50 ms", "diff"),
+    ("stream_c1_ttfb_p99_ms", "stream c=1   TTFB p99 ms", "diff"),
+    ("stream_c1_total_p50_ms", "stream c=1   total p50 ms", "diff"),
+    ("stream_c32_ttfb_p50_ms", "stream c=32  TTFB p50 ms", "diff"),
+    ("stream_c32_ttfb_p99_ms", "stream c=32  TTFB p99 ms", "diff"),
+    ("stream_c32_total_p50_ms", "stream c=32  total p50 ms", "diff"),
+    ("nonstream_c32_rps", "non-stream c=32 req/s", "ratio"),
+    ("cpu_s_per_1000_nonstream", "CPU s / 1000 non-stream req", "ratio"),
+    ("cpu_ms_per_stream", "CPU ms / streamed req", "ratio"),
+    ("peak_rss_mib", "peak RSS MiB (VmHWM)", "ratio"),
+    ("idle_rss_mib", "idle RSS MiB (after start)", "ratio"),
+)
+
+
+def fmt(value, base, how: str, is_base: bool) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    if is_base or base is None:
+        return text
+    if how == "diff":
+        return f"{text} ({value - base:+.3f})"
+    return f"{text} (x{value / base:.2f})" if base else text
+
+
+def render(figures: dict[str, dict]) -> str:
+    names = list(figures)
+    base = figures.get("direct", {})
+    rows = [["metric", *names]]
+    for key, label, how in ROWS:
+        rows.append([label, *(fmt(figures[n][key], base.get(key), how, n == "direct") for n in names)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Kraken vs nginx vs direct, through the mock provider.")
+    ap.add_argument("--targets", default="direct,nginx,kraken",
+                    help="comma list of direct,nginx,kraken (direct is always measured)")
+    ap.add_argument("--stream1", type=int, default=500, help="streamed requests at concurrency 1")
+    ap.add_argument("--stream32", type=int, default=3000, help="streamed requests at concurrency 32")
+    ap.add_argument("--nonstream", type=int, default=5000, help="non-stream requests at concurrency 32")
+    ap.add_argument("--warmup", type=int, default=300, help="unmeasured requests per target and mode")
+    ap.add_argument("--max-seconds", type=float, default=10.0, help="cap per scenario")
+    ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed response")
+    ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="mock delay between chunks")
+    ap.add_argument("--kraken-cmd", default="{python} -m kraken serve --demo --config {config}",
+                    help="command starting Kraken ({python} and {config} are filled in)")
+    ap.add_argument("--start-seconds", type=float, default=30.0, help="wait this long for a target")
+    ap.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    args = ap.parse_args(argv)
+    wanted = ["direct", *[t for t in args.targets.split(",") if t in TARGETS and t != "direct"]]
+    unknown = [t for t in args.targets.split(",") if t and t not in TARGETS]
+    if unknown:
+        ap.error(f"unknown targets: {', '.join(unknown)}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="kraken-bench-"))
+    procs: list[subprocess.Popen] = []
+    notes: list[str] = []
+    targets: dict[str, Target] = {}
+    try:
+        # -- start everything first, so idle RSS is read before any load
+        port = free_port()
+        proc = start([sys.executable, "-m", "kraken.mock", "--host", "127.0.0.1", "--port", str(port),
+                      "--chunks", str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)],
+                     tmp / "mock.log", tmp)
+        procs.append(proc)
+        if not wait_port(port, proc, args.start_seconds):
+            print(f"mock provider did not start:\n{tail(tmp / 'mock.log')}", file=sys.stderr)
+            return 2
+        mock = targets["direct"] = Target("direct", port, proc, tmp / "mock.log")
+
+        if "nginx" in wanted:
+            nginx = find_nginx()
+            if nginx is None:
+                notes.append("nginx: not installed (no /usr/sbin/nginx), column skipped")
+            else:
+                port = free_port()
+                conf = nginx_config(tmp, port, mock.port)
+                proc = start([nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf),
+                              "-g", "daemon off;"], tmp / "nginx.log", tmp)
+                procs.append(proc)
+                if wait_port(port, proc, args.start_seconds):
+                    targets["nginx"] = Target("nginx", port, proc, tmp / "nginx.log")
+                else:
+                    notes.append(f"nginx: did not start, column skipped: {tail(tmp / 'error.log', 3)}")
+
+        if "kraken" in wanted:
+            port = free_port()
+            conf = kraken_config(tmp, port, mock.port)
+            cmd = [a.format(python=sys.executable, config=conf) for a in shlex.split(args.kraken_cmd)]
+            proc = start(cmd, tmp / "kraken.log", tmp)
+            procs.append(proc)
+            if wait_port(port, proc, args.start_seconds):
+                targets["kraken"] = Target("kraken", port, proc, tmp / "kraken.log")
+            else:
+                notes.append(f"kraken: did not start, column skipped:\n{tail(tmp / 'kraken.log')}")
+
+        time.sleep(1.0)  # settle before reading idle memory
+        for t in list(targets.values()):
+            t.idle_rss_kib = memory_kib(t.pids(), "VmRSS")
+            status, body = probe(t.port)
+            if status != 200:
+                notes.append(f"{t.name}: probe answered {status} {body[:300]!r}, column skipped"
+                             + (f"\n{tail(t.log)}" if t.name == "kraken" else ""))
+                if t.name == "direct":
+                    print("\n".join(notes), file=sys.stderr)
+                    return 2
+                del targets[t.name]
+
+        print(f"load: {args.stream1} streamed @1, {args.stream32} streamed @32, {args.nonstream} "
+              f"non-stream @32, <= {args.max_seconds:g} s each; {args.chunks} chunks/stream, "
+              f"{args.chunk_delay_ms:g} ms between chunks", flush=True)
+        for t in targets.values():
+            measure(t, mock, args)
+
+        figures = {name: metrics(t) for name, t in targets.items()}
+        for t in targets.values():
+            for name, r in t.scenarios.items():
+                if r.get("errors") or r.get("connect_errors") or r.get("bad_stream") or r.get("timed_out"):
+                    notes.append(f"{t.name} {name}: {r.get('completed', 0)}/{r.get('requested')} done, "
+                                 f"{r.get('errors')} errors, {r.get('connect_errors', 0)} failed "
+                                 f"connects, {r.get('bad_stream', 0)} streams without "
+                                 f"[DONE], stopped by time cap: {r.get('timed_out')} {r.get('error', '')}")
+        print()
+        print(render(figures))
+        print("\n(x) = ratio to direct, (+) = ms added over direct; CPU and RSS are the target's own "
+              "processes (direct = the mock itself).")
+        for note in notes:
+            print("note:", note)
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "args": vars(args), "figures": figures, "notes": notes,
+                "targets": {n: {"idle_rss_kib": t.idle_rss_kib, "peak_rss_kib": t.peak_rss_kib,
+                                "scenarios": t.scenarios} for n, t in targets.items()},
+            }, indent=2))
+        return 0
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        if args.keep_tmp:
+            print(f"configs and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

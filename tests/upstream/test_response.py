@@ -1,0 +1,114 @@
+"""The provider response parser: framing, strictness, and any split of the byte stream."""
+from __future__ import annotations
+
+import pytest
+
+from kraken.upstream.response import ResponseError, ResponseParser
+
+
+class Collect:
+    def __init__(self):
+        self.status, self.headers, self.body, self.ended, self.data_calls = 0, [], b"", 0, 0
+
+    def on_head(self, status, headers):
+        self.status, self.headers = status, headers
+
+    def on_data(self, data):
+        self.body += data
+        self.data_calls += 1
+
+    def on_end(self):
+        self.ended += 1
+
+
+def parse(raw: bytes, splits=None, eof=False, **kw):
+    sink = Collect()
+    parser = ResponseParser(sink, **kw)
+    pieces = [raw] if splits is None else [raw[i:j] for i, j in zip([0] + splits, splits + [len(raw)])]
+    for piece in pieces:
+        parser.feed(piece)
+    if eof:
+        parser.feed_eof()
+    return sink, parser
+
+
+SSE = b"data: {\"a\":1}\n\ndata: [DONE]\n\n"
+CHUNKED = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"d\r\ndata: {\"a\":1}\r\n4;ext=1\r\n\n\nda\r\nC\r\nta: [DONE]\n\n\r\n0\r\nx-trailer: 1\r\n\r\n")
+LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(SSE), SSE)
+
+
+@pytest.mark.parametrize("raw", [CHUNKED, LENGTH], ids=["chunked", "content-length"])
+def test_every_split_point_gives_the_same_body(raw):
+    for cut in range(1, len(raw)):
+        sink, parser = parse(raw, [cut])
+        assert (sink.status, sink.body, sink.ended) == (200, SSE, 1), cut
+        assert parser.keep_alive and parser.done
+
+
+def test_byte_by_byte():
+    sink, _ = parse(CHUNKED, list(range(1, len(CHUNKED))))
+    assert sink.body == SSE and sink.ended == 1
+
+
+def test_one_feed_gives_one_on_data_call():
+    sink, _ = parse(CHUNKED)
+    assert sink.data_calls == 1 and sink.body == SSE
+
+
+def test_headers_are_lowercased():
+    sink, _ = parse(LENGTH)
+    assert (b"content-length", str(len(SSE)).encode()) in sink.headers
+
+
+def test_close_delimited_body_ends_at_eof_and_is_not_reusable():
+    sink, parser = parse(b"HTTP/1.1 200 OK\r\n\r\nhello", eof=True)
+    assert sink.body == b"hello" and sink.ended == 1 and not parser.keep_alive
+
+
+def test_connection_close_and_http10_are_not_reusable():
+    _, p1 = parse(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    _, p2 = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert not p1.keep_alive and not p2.keep_alive
+
+
+def test_interim_100_is_skipped():
+    sink, _ = parse(b"HTTP/1.1 100 Continue\r\n\r\n" + LENGTH)
+    assert sink.status == 200 and sink.body == SSE
+
+
+def test_204_and_head_have_no_body():
+    sink, parser = parse(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert sink.ended == 1 and parser.done
+    sink, _ = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", no_body=True)
+    assert sink.ended == 1 and sink.body == b""
+
+
+def test_eof_mid_body_is_an_error():
+    with pytest.raises(ResponseError):
+        parse(LENGTH[:-3], eof=True)
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"f" * 17 + b"\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nBad Header : x\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nno-colon\r\n\r\n",
+    b"HTTP/2 200 OK\r\n\r\n",
+    b"HTTP/1.1 2x0 OK\r\n\r\n",
+], ids=["hex", "0x", "size-overflow", "missing-crlf", "gzip-te", "te+cl", "dup-cl", "plus-cl",
+        "space-before-colon", "no-colon", "http2-line", "bad-code"])
+def test_malformed_responses_raise(raw):
+    with pytest.raises(ResponseError):
+        parse(raw)
+
+
+def test_oversized_head_raises():
+    with pytest.raises(ResponseError):
+        parse(b"HTTP/1.1 200 OK\r\n" + b"x-a: b\r\n" * 10000)
