@@ -162,19 +162,19 @@ class Gateway:
         call.end_ns = time.perf_counter_ns()
         rec = call.to_record()
         self.meter.record(rec)
-        metrics.REQUESTS.labels(call.route, call.provider, call.model_dispatched or "",
-                                str(call.status)).inc()
+        metrics.requests_for(call.route, call.provider, call.model_dispatched or "",
+                             call.status).inc()
         if call.ttfb_ns:
-            metrics.TTFB.labels(call.provider).observe(rec.ttfb_ms / 1000)
-        metrics.LATENCY.labels(call.provider).observe(rec.latency_ms / 1000)
+            metrics.ttfb_for(call.provider).observe(rec.ttfb_ms / 1000)
+        metrics.latency_for(call.provider).observe(rec.latency_ms / 1000)
         metrics.OVERHEAD.observe(call.overhead_ns() / 1e9)
         usage = call.usage
         if usage is not None:
-            tokens = metrics.TOKENS
-            for kind in ("prompt", "completion", "cached", "reasoning"):
-                value = getattr(usage, kind + "_tokens")
+            model = call.model_dispatched or ""
+            for kind, value in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),
+                                ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
                 if value:
-                    tokens.labels(call.provider, call.model_dispatched, kind).inc(value)
+                    metrics.tokens_for(call.provider, model, kind).inc(value)
 
     # ---- routes --------------------------------------------------------------------
     async def chat_completions(self, req: Request, sink: ResponseSink) -> None:

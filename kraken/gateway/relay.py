@@ -77,7 +77,7 @@ class Relay:
         call.status = status
         ours = [(b"x-request-id", call.request_id.encode())]
         if self._stream:
-            metrics.ACTIVE_STREAMS.labels(call.provider).inc()
+            metrics.active_streams_for(call.provider).inc()
             out = _SSE_HEADERS + ours
             length = None
         else:
@@ -141,7 +141,7 @@ class Relay:
     def cancel(self) -> None:
         """The client went away (or shutdown): stop writing."""
         if self.state is STREAMING and self._stream:
-            metrics.ACTIVE_STREAMS.labels(self.call.provider).dec()
+            metrics.active_streams_for(self.call.provider).dec()
         self.state = CANCELLED
 
     def _refuse(self, err: KrakenError) -> None:
@@ -151,7 +151,7 @@ class Relay:
 
     def _finish(self, state: str, abort: bool = False) -> None:
         if self._stream:
-            metrics.ACTIVE_STREAMS.labels(self.call.provider).dec()
+            metrics.active_streams_for(self.call.provider).dec()
         self.state = state
         self._on_complete()  # the record reaches the journal before the client sees the end
         if abort:

@@ -14,10 +14,14 @@ UsageParser = Callable[[bytes], "tuple[object, bool] | None"]
 """Given one complete event: None, or (usage, hidden) where hidden marks a usage-only event."""
 
 
-def has_usage_object(chunk: bytes) -> bool:
-    """True if some ``"usage"`` key in ``chunk`` is not null (three C-speed scans)."""
-    n = chunk.count(b'"usage"')
-    return n > 0 and n != chunk.count(b'"usage":null') + chunk.count(b'"usage": null')
+_USAGE_KEYS = (b'"usage":{', b'"usage": {')
+
+
+def find_usage_object(data: bytes, start: int = 0) -> int:
+    """Index of the next non-null ``"usage"`` object in ``data``, or -1 (two C scans)."""
+    a = data.find(_USAGE_KEYS[0], start)
+    b = data.find(_USAGE_KEYS[1], start)
+    return a if b < 0 else b if a < 0 else min(a, b)
 
 
 class SseTap:
@@ -54,7 +58,7 @@ class SseTap:
         else:
             cut += len(sep)
             complete, self._tail = buf[:cut], buf[cut:]
-            out = self._events(complete, sep) if has_usage_object(complete) else complete
+            out = self._events(complete, sep)
             if not strip:
                 out = data
         if len(self._tail) > self._max:  # an event beyond the bound: stop holding, pass through
@@ -65,16 +69,26 @@ class SseTap:
         return out
 
     def _events(self, complete: bytes, sep: bytes) -> bytes:
-        kept = []
-        for event in complete.split(sep):
-            if not event:
-                continue
-            found = self._parse(event) if has_usage_object(event) else None
+        """Parse only the events that carry a usage object; cut a hidden one out."""
+        at = find_usage_object(complete)
+        if at < 0:
+            return complete
+        kept: list[bytes] = []
+        emitted = 0
+        while at >= 0:
+            begin = complete.rfind(sep, 0, at)
+            begin = 0 if begin < 0 else begin + len(sep)
+            end = complete.find(sep, at) + len(sep)  # complete always ends with sep
+            found = self._parse(complete[begin : end - len(sep)])
             if found is not None:
                 self.usage, hidden = found
                 if hidden and self._strip:
-                    continue
-            kept.append(event + sep)
+                    kept.append(complete[emitted:begin])
+                    emitted = end
+            at = find_usage_object(complete, end)
+        if not emitted:
+            return complete
+        kept.append(complete[emitted:])
         return b"".join(kept)
 
     def flush(self) -> bytes:

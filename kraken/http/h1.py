@@ -188,9 +188,12 @@ class H1Connection(asyncio.Protocol):
             end = find_head_end(buf, self._cfg.max_head_bytes, scanned)
             if end < 0:
                 return
-            check_head(bytes(buf[:end]))
+            length = check_head(bytes(buf[:end]))
         except HeadRejected as exc:
             self._reject(exc.status, str(exc))
+            return
+        if length is not None and length > self._cfg.max_body_bytes:
+            self._reject(413, "request body too large")  # before the body is sent
             return
         self._head_ns = time.perf_counter_ns()
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._cfg.max_head_bytes)
@@ -208,10 +211,6 @@ class H1Connection(asyncio.Protocol):
             return
         if len(event.target) > self._cfg.max_uri_bytes:
             self._reject(414, "request URI too long")
-            return
-        length = _content_length(event.headers)
-        if length is not None and length > self._cfg.max_body_bytes:
-            self._reject(413, "request body too large")  # before the body is sent
             return
         self._request_head = event
         self._body = []
@@ -486,13 +485,6 @@ def send_error(sink, exc: KrakenError, extra: list[tuple[bytes, bytes]] | None =
     sink.start(exc.status, headers, len(body))
     sink.write(body)
     sink.end()
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value)
-    return None
 
 
 def _has_token(headers: list[tuple[bytes, bytes]], name: bytes, token: bytes) -> bool:

@@ -36,8 +36,11 @@ def find_head_end(buf: bytearray | bytes, max_head: int, start: int = 0) -> int:
     return end + 4
 
 
-def check_head(head: bytes) -> None:
-    """Reject smuggling-prone heads that h11 would normalise silently."""
+def check_head(head: bytes) -> int | None:
+    """Reject smuggling-prone heads that h11 would normalise silently.
+
+    Returns the Content-Length (validated: one header, digits only), or None without one;
+    the caller compares it with its limit before h11 (which refuses over 20 digits)."""
     if head.count(b"\n") != head.count(b"\r\n"):
         raise HeadRejected("bare LF in request head")
     if b"\n " in head or b"\n\t" in head:
@@ -50,6 +53,8 @@ def check_head(head: bytes) -> None:
         if b"\ntransfer-encoding:" in lower:
             raise HeadRejected("both Transfer-Encoding and Content-Length")
         start = lower.index(b"\ncontent-length:") + 16
-        value = lower[start : lower.index(b"\r\n", start)].strip()
+        value = lower[start : lower.index(b"\r\n", start)].strip(b" \t")
         if not value.isdigit():
             raise HeadRejected("invalid Content-Length")
+        return int(value)
+    return None

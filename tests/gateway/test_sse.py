@@ -1,0 +1,57 @@
+"""The SSE tap: output bytes equal the input minus (only) a hidden usage-only event."""
+from __future__ import annotations
+
+import pytest
+
+from kraken.gateway.sse import SseTap
+from kraken.providers.openai_compat import OpenAICompat
+
+CHUNK = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"h\xc3\xa9"}}],"usage":null}'
+USAGE = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}'
+DONE = b"data: [DONE]"
+
+
+def stream(sep: bytes = b"\n\n") -> bytes:
+    return sep.join([CHUNK, CHUNK, USAGE, DONE]) + sep
+
+
+def run(data: bytes, cuts: list[int], strip: bool, max_event: int = 1 << 20):
+    tap = SseTap(OpenAICompat.usage_event, strip_usage=strip, max_event_bytes=max_event)
+    out = b""
+    for i, j in zip([0] + cuts, cuts + [len(data)]):
+        out += tap.feed(data[i:j])
+    return out + tap.flush(), tap
+
+
+@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n"], ids=["lf", "crlf"])
+def test_every_split_point_strips_only_the_usage_event(sep):
+    data = stream(sep)
+    expected = sep.join([CHUNK, CHUNK, DONE]) + sep
+    for cut in range(1, len(data)):
+        out, tap = run(data, [cut], strip=True)
+        assert out == expected, cut
+        assert tap.usage.completion_tokens == 5
+
+
+def test_byte_by_byte_passthrough_is_identical_and_finds_usage():
+    data = stream()
+    out, tap = run(data, list(range(1, len(data))), strip=False)
+    assert out == data and tap.usage.prompt_tokens == 3
+
+
+def test_usage_with_choices_is_never_hidden():
+    mixed = b'data: {"choices":[{"index":0,"delta":{}}],"usage":{"prompt_tokens":1}}\n\n'
+    out, tap = run(mixed, [], strip=True)
+    assert out == mixed and tap.usage.prompt_tokens == 1
+
+
+def test_event_over_the_bound_passes_through_unchanged():
+    big = b"data: " + b"x" * 5000 + b"\n\n" + USAGE + b"\n\n"
+    out, tap = run(big, [100, 4000], strip=True, max_event=1000)
+    assert out == big and tap.overflowed
+
+
+def test_unterminated_last_event_is_flushed():
+    data = CHUNK + b"\n\n" + DONE
+    out, _ = run(data, [10], strip=True)
+    assert out == data
