@@ -188,6 +188,8 @@ def _provider(name: str, raw: Any, source: str, env: Mapping[str, str]) -> Provi
     if "api_key" not in body and key_env:
         body["api_key"] = env.get(key_env, "")
     cfg = _section(ProviderConfig, body, f"providers.{name}", source, name=name, kind=kind)
+    if any(ch in cfg.api_key for ch in "\r\n\0 \t"):
+        raise ConfigError(f"{source}: providers.{name}.api_key contains whitespace or control characters")
     if kind != "mock":
         if not cfg.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{source}: providers.{name}.base_url must be an http(s) URL")

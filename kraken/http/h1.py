@@ -176,12 +176,9 @@ class H1Connection(asyncio.Protocol):
         if self.state is not HEAD:
             return
         buf = self._buf
-        # RFC 9112 §2.2: ignore empty lines before a request-line (some clients send a
-        # CRLF after a POST body); h11 would answer "no request line received".
         if buf[:2] == b"\r\n":
             scanned = 0
-            while buf[:2] == b"\r\n":
-                del buf[:2]
+            _skip_empty_lines(buf)
         if not buf:
             return
         try:
@@ -401,6 +398,7 @@ class H1Connection(asyncio.Protocol):
         if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
+        _skip_empty_lines(self._buf)
         if self._buf:
             self._deadline.arm(self._cfg.head_timeout_s)
             self._loop.call_soon(self._parse_head)  # next pipelined request, after this task
@@ -485,6 +483,13 @@ def send_error(sink, exc: KrakenError, extra: list[tuple[bytes, bytes]] | None =
     sink.start(exc.status, headers, len(body))
     sink.write(body)
     sink.end()
+
+
+def _skip_empty_lines(buf: bytearray) -> None:
+    """RFC 9112 §2.2: ignore empty lines before a request-line (some clients send a CRLF
+    after a POST body); h11 would answer "no request line received"."""
+    while buf[:2] == b"\r\n":
+        del buf[:2]
 
 
 def _has_token(headers: list[tuple[bytes, bytes]], name: bytes, token: bytes) -> bool:

@@ -495,3 +495,15 @@ async def test_client_disconnect_mid_stream_cancels_the_handler():
             await asyncio.wait_for(reader.readuntil(b"data: x\n\n"), 5)
         await asyncio.wait_for(cancelled.wait(), 5)
         assert sink_seen[0].disconnected
+
+
+async def test_crlf_after_a_body_keeps_the_keep_alive_timeout():
+    """An extra CRLF after a POST body (RFC 9112 §2.2) is not the start of a slow head."""
+    async with serve(head_timeout_s=0.2, keepalive_timeout_s=5.0) as server:
+        async with connect(server.port) as (reader, writer):
+            writer.write(post(b"/one", b"abc") + b"\r\n")
+            await read_response(reader)
+            await assert_open(reader, wait=0.6)  # three head timeouts later: still open
+            writer.write(get(b"/two"))
+            second = await read_response(reader)
+        assert second.body == b"/two 0"

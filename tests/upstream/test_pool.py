@@ -1,0 +1,122 @@
+"""Per-origin pools against a real local server: bounds, reuse, reaping, TLS verification."""
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import anyio
+import pytest
+import trustme
+
+from kraken.errors import UpstreamError
+from kraken.upstream.pool import Origin, OriginPool
+from harness import running_mock
+
+pytestmark = pytest.mark.anyio
+
+
+class Collect:
+    def __init__(self):
+        self.done = asyncio.get_running_loop().create_future()
+        self.status, self.body = 0, b""
+
+    def on_head(self, status, headers):
+        self.status = status
+
+    def on_data(self, data):
+        self.body += data
+
+    def on_end(self):
+        self.done.set_result(None)
+
+    def on_error(self, exc):
+        self.done.set_exception(exc)
+
+
+async def exchange(pool: OriginPool, mock) -> Collect:
+    conn = await pool.acquire()
+    sink = Collect()
+    conn.send("GET", "/v1/models", [(b"host", b"x"), (b"authorization", b"Bearer " + mock.api_key.encode())],
+              b"", sink)
+    try:
+        await sink.done
+    finally:
+        pool.release(conn)
+    return sink
+
+
+async def wait_for(predicate, seconds=5.0):
+    with anyio.fail_after(seconds):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_keep_alive_reuses_one_connection():
+    async with running_mock() as mock:
+        pool = OriginPool(Origin(mock.url), "m")
+        for _ in range(5):
+            assert (await exchange(pool, mock)).status == 200
+        assert pool.size == 1 and len(mock._conns) == 1
+        await pool.close()
+
+
+async def test_max_connections_bounds_concurrency():
+    async with running_mock(first_byte_delay_ms=0) as mock:
+        pool = OriginPool(Origin(mock.url), "m", max_connections=2)
+
+        async def one():
+            return await exchange(pool, mock)
+
+        results = await asyncio.gather(*(one() for _ in range(10)))
+        assert all(r.status == 200 for r in results)
+        assert pool.size == 2 and len(mock._conns) == 2  # both used, never a third
+        await pool.close()
+
+
+async def test_idle_connections_are_reaped():
+    async with running_mock() as mock:
+        pool = OriginPool(Origin(mock.url), "m", idle_timeout_s=0.2)
+        await exchange(pool, mock)
+        assert len(mock._conns) == 1
+        await wait_for(lambda: len(mock._conns) == 0)
+        assert pool.size == 0
+        await pool.close()
+
+
+async def test_refused_connection_is_upstream_error():
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pool = OriginPool(Origin(f"http://127.0.0.1:{port}/v1"), "m", connect_timeout_s=1)
+    with pytest.raises(UpstreamError):
+        await pool.acquire()
+    assert pool.size == 0
+
+
+async def test_untrusted_certificate_is_refused():
+    """Providers are verified against the system CAs: a self-made CA is not trusted."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    pool = OriginPool(Origin(f"https://localhost:{port}/v1"), "m", connect_timeout_s=2)
+    with pytest.raises(UpstreamError) as err:
+        await pool.acquire()
+    assert "TLS" in str(err.value)
+    server.close()
+
+
+async def test_trusted_certificate_connects():
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    pool = OriginPool(Origin(f"https://localhost:{port}/v1"), "m", ssl_context=client_ctx)
+    conn = await pool.acquire()
+    assert conn.transport.get_extra_info("ssl_object") is not None
+    conn.close()
+    server.close()
