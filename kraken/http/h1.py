@@ -200,8 +200,10 @@ class H1Connection(asyncio.Protocol):
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
+            # h11's text quotes the offending line, which may be an Authorization header:
+            # never echoed (errors.py: messages carry no keys).
             status = exc.error_status_hint if exc.error_status_hint in (414, 431) else 400
-            self._reject(status, f"malformed request: {exc}")
+            self._reject(status, "malformed request")
             return
         if not isinstance(event, h11.Request):  # cannot happen with a complete head
             self._reject(400, "malformed request")
@@ -233,8 +235,8 @@ class H1Connection(asyncio.Protocol):
         while True:
             try:
                 event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._reject(400, f"malformed request body: {exc}")
+            except h11.RemoteProtocolError:
+                self._reject(400, "malformed request body")
                 return
             if event is h11.NEED_DATA:
                 if self._chunk_too_large(conn):

@@ -139,7 +139,8 @@ async def test_chunked_body_up_to_the_limit_is_accepted(sizes: list[int]):
 async def test_413_from_content_length_is_answered_before_the_body_is_sent():
     async with serve(**LIMITS) as server:
         async with connect(server.port) as (reader, writer):
-            writer.write(POST + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (MAX_BODY + 1))
+            writer.write(POST + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+                         % (MAX_BODY + 1))
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             assert head.startswith(b"HTTP/1.1 413 ")  # no "100 Continue" first
             writer.write(b"x" * (MAX_BODY + 1))  # a client that sends anyway is not reset
@@ -195,3 +196,14 @@ async def test_leading_empty_line_before_request_line_is_ignored():
             data = await read_to_eof(reader)
         (resp,) = parse_responses(data)
         assert resp.status == 200 and resp.body == b"/x 0"
+
+
+async def test_error_message_never_echoes_the_request():
+    secret = b"sk-secret-0123456789"
+    async with serve(**LIMITS) as server:
+        async with connect(server.port) as (reader, writer):
+            writer.write(b"GET / HTTP/1.1\r\n" + H
+                         + b"Authorization : Bearer " + secret + b"\r\n\r\n")
+            data = await read_to_eof(reader)
+        assert parse_responses(data)[0].status == 400
+        assert secret not in data
