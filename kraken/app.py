@@ -134,6 +134,9 @@ async def _drain(server: asyncio.AbstractServer, gateway: Gateway,
     gateway.aborting = True
     leftovers = [c.task for c in list(connections) if c.task is not None]
     for conn in list(connections):
-        conn.abort()
+        if conn.task is not None:
+            conn.abort()  # past the deadline: cut it, recorded as aborted_shutdown
+        else:
+            conn.close_when_idle()  # finished: let buffered bytes reach the client
     if leftovers:
         await asyncio.wait(leftovers, timeout=5)

@@ -86,6 +86,7 @@ class Relay:
             length = int(raw_length) if raw_length and raw_length.isdigit() else None
         call.head_ns = t0
         out.append((b"x-kraken-overhead-ms", call.overhead_header()))
+        self.sink.cork()  # head and the bytes read with it leave in one write
         self.sink.start(status, out, length)
         call.relay_ns += self._perf() - t0
 
@@ -136,6 +137,10 @@ class Relay:
                 self._finish(FAILED, abort=True)
         elif self.state in (WAITING, REFUSED):
             self._refuse(err)
+
+    def on_read_end(self) -> None:
+        if self.state is STREAMING:
+            self.sink.flush()
 
     # ---- transitions ---------------------------------------------------------------
     def cancel(self) -> None:

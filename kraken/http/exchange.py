@@ -55,8 +55,14 @@ class ResponseSink(Protocol):
     def write(self, data: bytes) -> None:
         """Send body bytes exactly as given."""
 
+    def cork(self) -> None:
+        """Hold writes until ``flush`` or ``end`` (one syscall for bytes that arrived together)."""
+
+    def flush(self) -> None:
+        """Send what ``cork`` held."""
+
     def end(self) -> None:
-        """Finish the response; the connection may carry the next request."""
+        """Finish the response (flushing anything held); the connection may carry the next request."""
 
     def abort(self) -> None:
         """Close without finishing: the client sees a truncated response."""

@@ -105,6 +105,9 @@ class H1Connection(asyncio.Protocol):
         self._chunked = False
         self._head_only = False
         self._mute = False
+        self._corked = False
+        self._pending: list[bytes] = []
+        """Writes held while corked: at most what one provider read delivered."""
         """Nothing more may be written: a HEAD response's body, or the connection is closing."""
         self.disconnected = False
         self.draining = False
@@ -372,21 +375,39 @@ class H1Connection(asyncio.Protocol):
         if not self._keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
-        self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        if self._corked:
+            self._pending.append(b"".join(parts))
+        else:
+            self.transport.write(b"".join(parts))  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
         if self._mute or not data:
             return
         if self._chunked:
-            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # type: ignore[union-attr]
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        if self._corked:
+            self._pending.append(data)
         else:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def cork(self) -> None:
+        """Hold writes until ``flush``/``end``: bytes that arrived together leave in one
+        syscall (a relay corks per provider read, so nothing waits longer than that read)."""
+        self._corked = True
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            if not self._mute:
+                self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))  # type: ignore[union-attr]
 
     def end(self) -> None:
         if self.state is not BUSY or not self._started:
             return
         if self._chunked and not self._mute:
-            self.transport.write(_LAST_CHUNK)  # type: ignore[union-attr]
+            self._pending.append(_LAST_CHUNK)
+        self._corked = False
+        self.flush()
         self._producer = None
         if not self._keep_alive or self.draining:
             self._close()
@@ -411,6 +432,8 @@ class H1Connection(asyncio.Protocol):
     def abort(self) -> None:
         self._producer = None
         self._mute = True
+        self._corked = False
+        self._pending = []
         self.state = CLOSED
         self._deadline.cancel()
         if self.transport is not None and not self.disconnected:

@@ -27,6 +27,9 @@ class ResponseHandler(Protocol):
 
     def on_error(self, exc: Exception) -> None: ...
 
+    def on_read_end(self) -> None:
+        """Everything one socket read carried has been delivered (flush point)."""
+
 
 class UpstreamConnection(asyncio.Protocol):
     """Client side of one TCP (or TLS) connection; ``send`` starts an exchange."""
@@ -73,6 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._deadline.touch()
         try:
             self._parser.feed(data)  # type: ignore[union-attr]
+            handler.on_read_end()
         except ResponseError:
             self._handler = None
             handler.on_error(UpstreamError("malformed response from provider"))

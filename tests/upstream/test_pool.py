@@ -32,6 +32,9 @@ class Collect:
     def on_error(self, exc):
         self.done.set_exception(exc)
 
+    def on_read_end(self):
+        pass
+
 
 async def exchange(pool: OriginPool, mock) -> Collect:
     conn = await pool.acquire()
