@@ -128,7 +128,7 @@ class H1Connection(asyncio.Protocol):
         self._mute = True
         self.state = CLOSED
         self._buf = bytearray()
-        self._deadline.cancel()
+        self._deadline.stop()
         metrics.ACTIVE_CONNECTIONS.dec()
         if self._tracker is not None:
             self._tracker.discard(self)

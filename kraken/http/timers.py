@@ -25,27 +25,48 @@ class Deadline:
         self.timeout = 0.0
 
     def arm(self, timeout: float) -> None:
-        """(Re)start the deadline with a new timeout; 0 disables it."""
-        self.cancel()
+        """(Re)start the deadline with a new timeout; 0 disables it.
+
+        A timer already due no later than the new deadline is kept (it re-arms itself
+        for the rest when it fires), so the common arm/cancel/arm cycle of a keep-alive
+        connection costs no timer-heap work.
+        """
         self.timeout = timeout
-        if timeout > 0:
-            self._last = self._loop.time()
-            self._handle = self._loop.call_at(self._last + timeout, self._fire)
+        if timeout <= 0:
+            return
+        now = self._loop.time()
+        self._last = now
+        due = now + timeout
+        handle = self._handle
+        if handle is not None:
+            if handle.when() <= due + _SLACK_S:
+                return
+            handle.cancel()
+        self._handle = self._loop.call_at(due, self._fire)
 
     def touch(self) -> None:
         self._last = self._loop.time()
 
     def cancel(self) -> None:
+        """Disarm. A pending timer stays scheduled, fires once into nothing, or is reused."""
+        self.timeout = 0.0
+
+    def stop(self) -> None:
+        """Disarm for good (the owner is closing): drop the timer and its reference to us."""
+        self.timeout = 0.0
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
     def _fire(self) -> None:
+        self._handle = None
+        if self.timeout <= 0:
+            return
         due = self._last + self.timeout
         # uvloop rounds timers to whole milliseconds and may fire up to 0.5 ms early;
         # re-arming for that remainder would spin through zero-delay callbacks.
         if self._loop.time() < due - _SLACK_S:
             self._handle = self._loop.call_at(due, self._fire)
             return
-        self._handle = None
+        self.timeout = 0.0
         self._on_expire()

@@ -56,7 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._deadline.cancel()
+        self._deadline.stop()
         handler, parser = self._handler, self._parser
         if handler is not None and parser is not None:
             try:  # a close-delimited body ends with the connection

@@ -67,9 +67,17 @@ class ResponseParser:
                     if end - pos > MAX_SIZE_LINE:
                         raise ResponseError("chunk size line too long")
                     break
-                self._remaining = _chunk_size(buf[pos:nl])
+                size = _chunk_size(buf[pos:nl])
                 pos = nl + 2
-                self._state = DATA if self._remaining else TRAILER
+                stop = pos + size
+                if size and stop + 2 <= end:  # fast path: the whole chunk is here
+                    if buf[stop : stop + 2] != b"\r\n":
+                        raise ResponseError("missing CRLF after chunk data")
+                    out.append(buf[pos:stop])
+                    pos = stop + 2
+                    continue
+                self._remaining = size
+                self._state = DATA if size else TRAILER
             elif state == DATA:
                 take = min(self._remaining, end - pos)
                 out.append(buf[pos : pos + take])
@@ -186,7 +194,7 @@ class ResponseParser:
 
 
 def _chunk_size(line: bytes) -> int:
-    size = line.split(b";", 1)[0].strip()
+    size = line.split(b";", 1)[0].strip() if b";" in line or b" " in line else line
     if not size or len(size) > 16 or not _HEX.issuperset(size):
         raise ResponseError("bad chunk size")
     return int(size, 16)
