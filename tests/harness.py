@@ -218,3 +218,38 @@ async def http(port: int, method: str, path: str, body: bytes = b"",
     finally:
         writer.close()
     return Reply(status, out_headers, b"".join(chunks))
+
+
+def db_rows(db_path) -> list[dict]:
+    """All request records in a Kraken SQLite file, oldest first (read with plain sqlite3)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db_path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY ts")]
+    finally:
+        conn.close()
+
+
+async def wait_for(predicate, seconds: float = 10.0):
+    """Poll an observable condition with a hard bound (never a bare sleep as an assertion)."""
+    import anyio
+
+    with anyio.fail_after(seconds):
+        while not (value := predicate()):
+            await asyncio.sleep(0.01)
+    return value
+
+
+async def wait_rows(db_path, n: int) -> list[dict]:
+    """Records are flushed in batches: wait (bounded) until ``n`` are in SQLite."""
+    return await wait_for(lambda: rows if len(rows := db_rows(db_path)) >= n else None)
+
+
+@contextlib.asynccontextmanager
+async def mock_and_kraken(tmp: Path, **mock_kwargs: Any) -> AsyncIterator[tuple[MockOpenAI, Running]]:
+    """The usual stack: a mock provider and Kraken in front of it."""
+    async with running_mock(**mock_kwargs) as mock:
+        async with running_kraken(kraken_mapping(tmp, mock.port)) as k:
+            yield mock, k

@@ -1,51 +1,18 @@
 """The OpenAI SDK, unmodified, through Kraken in front of a local mock provider."""
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 
 import openai
 import pytest
 
-from harness import (PROMPT_CANARY, PROVIDER_KEY, TEST_KEY, auth_headers, http, kraken_mapping,
-                     running_kraken, running_mock)
+from harness import PROMPT_CANARY, PROVIDER_KEY, TEST_KEY, auth_headers, http, wait_rows
 
 pytestmark = pytest.mark.anyio
 
 
 def client(k, **kw) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=k.base_url + "/v1", api_key=TEST_KEY, max_retries=0, **kw)
-
-
-def db_rows(k) -> list[dict]:
-    conn = sqlite3.connect(k.db_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY ts")]
-    finally:
-        conn.close()
-
-
-async def wait_rows(k, n: int) -> list[dict]:
-    """Records are flushed in batches; wait (bounded) until ``n`` are in SQLite."""
-    with anyio_fail_after(10):
-        while len(rows := db_rows(k)) < n:
-            await asyncio.sleep(0.01)
-    return rows
-
-
-def anyio_fail_after(seconds: float):
-    import anyio
-
-    return anyio.fail_after(seconds)
-
-
-@pytest.fixture
-async def stack(tmp_path):
-    async with running_mock() as mock:
-        async with running_kraken(kraken_mapping(tmp_path, mock.port)) as k:
-            yield mock, k
 
 
 async def test_non_streaming_completion_and_its_record(stack):
@@ -60,7 +27,7 @@ async def test_non_streaming_completion_and_its_record(stack):
     # the provider got the operator's key, never the client's
     upstream = mock.requests[-1]
     assert upstream.header(b"authorization") == b"Bearer " + PROVIDER_KEY.encode()
-    rows = await wait_rows(k, 1)
+    rows = await wait_rows(k.db_path, 1)
     row = rows[0]
     assert row["request_id"] == request_id
     assert row["customer_id"] == "cust_1"
@@ -83,7 +50,7 @@ async def test_streaming_with_sdk_hides_forced_usage(stack):
     assert all(c.choices for c in chunks), "the usage-only chunk must not reach this client"
     sent = json.loads(mock.requests[-1].body)
     assert sent["stream_options"] == {"include_usage": True}, "Kraken asks for usage anyway"
-    row = (await wait_rows(k, 1))[0]
+    row = (await wait_rows(k.db_path, 1))[0]
     assert row["completion_tokens"] == 20 and row["prompt_tokens"] == 12
 
 
@@ -162,7 +129,7 @@ async def test_records_hold_no_content(stack, tmp_path):
     stream = await client(k).chat.completions.create(
         model="mock-gpt", messages=[{"role": "user", "content": PROMPT_CANARY}], stream=True)
     [c async for c in stream]
-    await wait_rows(k, 2)
+    await wait_rows(k.db_path, 2)
     response_text = json.loads(mock.responses[0].body)["choices"][0]["message"]["content"]
     for path in tmp_path.rglob("*"):
         if path.is_file():

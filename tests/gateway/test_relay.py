@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 
-import anyio
 import pytest
 
-from harness import (auth_headers, free_port, http, kraken_mapping, running_kraken,
-                     running_mock)
+from harness import (auth_headers, db_rows, free_port, http, kraken_mapping, running_kraken,
+                     running_mock, wait_for)
 
 pytestmark = pytest.mark.anyio
 
@@ -20,23 +18,6 @@ def chat(stream: bool, **extra) -> bytes:
     body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     body.update(extra)
     return json.dumps(body).encode()
-
-
-def rows(k) -> list[dict]:
-    conn = sqlite3.connect(k.db_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY ts")]
-    finally:
-        conn.close()
-
-
-async def wait_for(predicate, seconds: float = 10.0):
-    """Poll an observable condition with a hard bound (no bare sleeps as assertions)."""
-    with anyio.fail_after(seconds):
-        while not (value := predicate()):
-            await asyncio.sleep(0.01)
-    return value
 
 
 def without_usage_event(body: bytes) -> bytes:
@@ -92,7 +73,7 @@ async def test_cached_and_reasoning_tokens_are_recorded(stack):
     usage = {"cached_tokens": 7, "reasoning_tokens": 5}
     await http(k.port, "POST", "/v1/chat/completions", chat(True, mock={"usage": usage}),
                auth_headers())
-    row = (await wait_for(lambda: rows(k)))[0]
+    row = (await wait_for(lambda: db_rows(k.db_path)))[0]
     assert row["cached_tokens"] == 7 and row["reasoning_tokens"] == 5
 
 
@@ -104,7 +85,7 @@ async def test_provider_failure_before_first_byte_is_openai_error(stack, status,
     assert r.status == expect
     err = r.json()["error"]
     assert err["message"] and err["type"]
-    row = (await wait_for(lambda: rows(k)))[0]
+    row = (await wait_for(lambda: db_rows(k.db_path)))[0]
     assert row["status"] == expect and row["error_type"] == err["type"]
 
 
@@ -137,7 +118,7 @@ async def test_fallback_before_first_byte_is_recorded(stack):
                        "stream": True}).encode()
     r = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
     assert r.status == 200 and r.body.endswith(b"data: [DONE]\n\n")
-    row = (await wait_for(lambda: rows(k)))[0]
+    row = (await wait_for(lambda: db_rows(k.db_path)))[0]
     assert row["fallback_used"] == 1 and row["provider"] == "mockai"
     assert row["model_requested"] == "with-fallback" and row["model_dispatched"] == "mock-gpt"
 
@@ -151,7 +132,7 @@ async def test_provider_drop_mid_stream_becomes_sse_error_event(stack):
     assert events[-1].startswith(b"event: error\ndata: ")
     assert json.loads(events[-1].split(b"data: ", 1)[1])["error"]["type"] == "upstream_error"
     assert len(events) >= 4
-    row = (await wait_for(lambda: rows(k)))[0]
+    row = (await wait_for(lambda: db_rows(k.db_path)))[0]
     assert row["error_type"] == "upstream_error" and row["status"] == 200
 
 
@@ -179,12 +160,12 @@ async def test_client_disconnect_cancels_upstream_within_a_second(stack):
     t0 = loop.time()
     await wait_for(lambda: len(mock._conns) == 0, seconds=1.0)
     assert loop.time() - t0 < 1.0
-    row = (await wait_for(lambda: rows(k)))[0]
+    row = (await wait_for(lambda: db_rows(k.db_path)))[0]
     assert row["error_type"] == "client_cancelled" and row["status"] == 200
 
 
 async def test_request_id_header_matches_record(stack):
     _, k = stack
     r = await http(k.port, "POST", "/v1/chat/completions", chat(True), auth_headers())
-    row = (await wait_for(lambda: rows(k)))[0]
+    row = (await wait_for(lambda: db_rows(k.db_path)))[0]
     assert r.headers["x-request-id"] == row["request_id"]

@@ -13,13 +13,6 @@ pytestmark = pytest.mark.anyio
 BODY = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "x"}]}).encode()
 
 
-@pytest.fixture
-async def stack(tmp_path):
-    async with running_mock() as mock:
-        async with running_kraken(kraken_mapping(tmp_path, mock.port)) as k:
-            yield mock, k
-
-
 async def test_client_headers_are_not_forwarded(stack):
     mock, k = stack
     headers = {**auth_headers(), "Cookie": "session=abc", "X-Forwarded-Host": "evil.example",

@@ -4,13 +4,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-import anyio
 import pytest
 import trustme
 
 from kraken.errors import UpstreamError
 from kraken.upstream.pool import Origin, OriginPool
-from harness import running_mock
+from harness import running_mock, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -46,12 +45,6 @@ async def exchange(pool: OriginPool, mock) -> Collect:
     finally:
         pool.release(conn)
     return sink
-
-
-async def wait_for(predicate, seconds=5.0):
-    with anyio.fail_after(seconds):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def test_keep_alive_reuses_one_connection():
@@ -96,13 +89,16 @@ async def test_refused_connection_is_upstream_error():
     assert pool.size == 0
 
 
-async def test_untrusted_certificate_is_refused():
-    """Providers are verified against the system CAs: a self-made CA is not trusted."""
-    ca = trustme.CA()
+async def tls_server(ca: trustme.CA) -> tuple[asyncio.Server, int]:
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_ctx)
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_ctx)
-    port = server.sockets[0].getsockname()[1]
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_untrusted_certificate_is_refused():
+    """Providers are verified against the system CAs: a self-made CA is not trusted."""
+    server, port = await tls_server(trustme.CA())
     pool = OriginPool(Origin(f"https://localhost:{port}/v1"), "m", connect_timeout_s=2)
     with pytest.raises(UpstreamError) as err:
         await pool.acquire()
@@ -112,10 +108,7 @@ async def test_untrusted_certificate_is_refused():
 
 async def test_trusted_certificate_connects():
     ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_ctx)
-    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_ctx)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await tls_server(ca)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     pool = OriginPool(Origin(f"https://localhost:{port}/v1"), "m", ssl_context=client_ctx)
