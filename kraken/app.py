@@ -17,6 +17,8 @@ import socket
 import anyio
 
 from kraken import metrics
+from kraken.billing.fees import FeeSchedule
+from kraken.billing.pricing import PriceTable
 from kraken.config import Config, ProviderConfig
 from kraken.gateway.auth import KeyVerifier
 from kraken.gateway.limits import LocalLimiter
@@ -93,7 +95,8 @@ async def serve(
         router = _build_router(cfg, stack)
         verifier = KeyVerifier(cfg.keys, cfg.auth)
         stack.callback(verifier.close)
-        gateway = Gateway(verifier, LocalLimiter(), router, meter)
+        gateway = Gateway(verifier, LocalLimiter(), router, meter,
+                          PriceTable.load(cfg.prices), FeeSchedule.from_mapping(cfg.fees))
         connections: set[H1Connection] = set()
         server = await loop.create_server(
             lambda: H1Connection(gateway.handle, cfg.server, connections),

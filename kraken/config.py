@@ -108,6 +108,10 @@ class Config:
     providers: tuple[ProviderConfig, ...] = ()
     models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Public model name -> ordered candidates ``provider/upstream-model``."""
+    prices: Mapping[str, Any] = field(default_factory=dict)
+    """Price overrides: provider kind -> model -> {input, cached_input, output, ...} per 1M tokens."""
+    fees: Mapping[str, Any] = field(default_factory=dict)
+    """Kraken fee rules: {managed_pct, byok_pct, plans = {name = {...}}}."""
     demo: bool = False
     source: str = "<defaults>"
 
@@ -233,7 +237,7 @@ def from_mapping(
 ) -> Config:
     """Validate a parsed TOML document into a Config."""
     env = os.environ if env is None else env
-    allowed = {"server", "store", "meter", "auth", "keys", "providers", "models"}
+    allowed = {"server", "store", "meter", "auth", "keys", "providers", "models", "prices", "fees"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{source}: unknown top-level key {key!r}")
@@ -255,9 +259,31 @@ def from_mapping(
         keys=_keys(raw.get("keys"), source),
         providers=providers,
         models=models,
+        prices=_checked_prices(raw.get("prices"), source),
+        fees=_checked_fees(raw.get("fees"), source),
         source=source,
     )
     return _env_overrides(cfg, env)
+
+
+def _checked_prices(raw: Any, source: str) -> dict:
+    from kraken.billing.pricing import PriceTable, PricingError
+
+    try:
+        PriceTable.load(raw or {})
+    except PricingError as exc:
+        raise ConfigError(f"{source}: prices: {exc}") from None
+    return dict(raw or {})
+
+
+def _checked_fees(raw: Any, source: str) -> dict:
+    from kraken.billing.fees import FeeError, FeeSchedule
+
+    try:
+        FeeSchedule.from_mapping(raw or {})
+    except FeeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return dict(raw or {})
 
 
 def _env_overrides(cfg: Config, env: Mapping[str, str]) -> Config:
@@ -304,4 +330,7 @@ def with_demo(cfg: Config, demo_key_hash: str) -> Config:
             ProviderConfig(name="mock", kind="mock", models=("mock-gpt", "gpt-4o-mini")),
         )
     keys = cfg.keys + (KeyConfig(id="demo", hash=demo_key_hash, customer_id="demo"),)
-    return replace(cfg, providers=providers, keys=keys, demo=True)
+    prices = {"mock": {"mock-gpt": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
+                       "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6}},
+              **cfg.prices}
+    return replace(cfg, providers=providers, keys=keys, prices=prices, demo=True)

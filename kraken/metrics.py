@@ -54,6 +54,12 @@ COST = Counter(
     ("provider", "model"),
     registry=REGISTRY,
 )
+UNPRICED = Counter(
+    "kraken_unpriced_requests_total",
+    "Answered requests whose model has no price: recorded with cost null, never zero.",
+    ("provider", "model"),
+    registry=REGISTRY,
+)
 ACTIVE_CONNECTIONS = Gauge(
     "kraken_active_connections", "Open client connections.", registry=REGISTRY
 )
@@ -167,3 +173,8 @@ def active_streams_for(provider: str) -> Gauge:
 @functools.lru_cache(maxsize=4096)
 def tokens_for(provider: str, model: str, kind: str) -> Counter:
     return TOKENS.labels(provider, model, kind)
+
+
+@functools.lru_cache(maxsize=4096)
+def cost_for(provider: str, model: str) -> Counter:
+    return COST.labels(provider, model)

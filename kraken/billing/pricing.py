@@ -1,9 +1,9 @@
 """Per-token prices and the exact cost of one request.
 
 Prices are USD per million tokens. They stay ``Decimal`` from the TOML text (parsed with
-``parse_float=Decimal``) to the result, so a cost is exact: 3 tokens at $0.15/M is
-$0.00000045, not ``3 * 0.15 / 1e6 == 4.4999999999999996e-07``. A float appears only at the
-record boundary, after rounding to 10 decimal places.
+``parse_float=Decimal``) to the result, so a cost is exact: 7 tokens at $0.075/M is
+$0.000000525, not ``7 * 0.075 / 1e6 == 5.250000000000001e-07``, and sums of costs stay exact.
+A float appears only at the record boundary, after rounding to 10 decimal places.
 
 An unknown price is ``None`` all the way through, never 0: a zero cost would hide the missing
 price (the caller counts a warning metric instead).
@@ -36,7 +36,7 @@ Family = Literal["openai", "xai", "anthropic"]
 _MILLION = Decimal(1_000_000)
 _USD_PLACES = Decimal("1e-10")
 _MICRO = Decimal("1e-6")
-# 50 digits: tokens (≤ 1e12) × price (≤ 1e6 with ≤ 10 decimals) stays exact with room to spare,
+# 50 digits: tokens (≤ 1e12) × price (≤ 1e6, ≤ 10 decimals) stays exact with room to spare,
 # whatever the thread's default context says.
 _CONTEXT = Context(prec=50, rounding=ROUND_HALF_EVEN)
 
@@ -222,13 +222,13 @@ def cost_decimal(
         else:
             visible = completion
         tier = price.for_prompt(prompt)
-        micro_units = (
+        usd_per_million = (
             (prompt - cached) * tier.input
             + cached * tier.cached_input
             + visible * tier.output
             + reasoning * tier.reasoning
         )
-        return micro_units / _MILLION
+        return usd_per_million / _MILLION
 
 
 def _anthropic_cost(price: Price, usage: AnthropicUsage) -> Decimal | None:
@@ -238,14 +238,14 @@ def _anthropic_cost(price: Price, usage: AnthropicUsage) -> Decimal | None:
     written = usage.cache_creation_input_tokens or 0
     written_1h = min(usage.cache_creation_1h_input_tokens or 0, written)
     tier = price.for_prompt(usage.input_tokens + read + written)
-    micro_units = (
+    usd_per_million = (
         usage.input_tokens * tier.input
         + read * tier.cached_input
         + (written - written_1h) * tier.cache_write
         + written_1h * tier.cache_write_1h
         + (usage.output_tokens or 0) * tier.output
     )
-    return micro_units / _MILLION
+    return usd_per_million / _MILLION
 
 
 def cost_usd(
@@ -288,7 +288,9 @@ def _decimal(value: object, where: str) -> Decimal:
         # binary value 0.1499999999999999944488848768742172978818416595458984375.
         number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
-        raise PricingError(f"{where} must be a number (USD per million tokens), not {value!r}") from None
+        raise PricingError(
+            f"{where} must be a number (USD per million tokens), not {value!r}"
+        ) from None
     if not number.is_finite() or number < 0:
         raise PricingError(f"{where} must be a finite number >= 0, not {value!r}")
     return number
@@ -396,7 +398,10 @@ class PriceTable:
             raw = _merge_raw(overrides, "price override", raw)
         return cls(
             {
-                kind: {model: _build_price(fields, f"{where}.{model}") for model, (where, fields) in models.items()}
+                kind: {
+                    model: _build_price(fields, f"{where}.{model}")
+                    for model, (where, fields) in models.items()
+                }
                 for kind, models in raw.items()
             }
         )

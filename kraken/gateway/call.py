@@ -20,7 +20,7 @@ class Call:
         "request_id", "received_ns", "ts", "route", "customer_id", "model_requested",
         "model_dispatched", "provider", "task_type", "status", "error_type", "fallback_used",
         "usage", "sent_ns", "head_ns", "ttfb_ns", "relay_ns", "end_ns", "reserved", "recorded",
-        "stream",
+        "stream", "provider_kind", "cost_usd", "fee_usd",
     )
 
     def __init__(self, received_ns: int, route: str):
@@ -46,6 +46,9 @@ class Call:
         self.reserved = False
         self.recorded = False
         self.stream = False
+        self.provider_kind = ""
+        self.cost_usd: float | None = None
+        self.fee_usd: float | None = None
 
     def fail(self, exc: KrakenError) -> None:
         if not self.head_ns:  # once the head is out, the status the client saw stands
@@ -77,8 +80,8 @@ class Call:
             latency_ms=round((end - self.received_ns) / 1e6, 3),
             ttfb_ms=round((self.ttfb_ns - self.received_ns) / 1e6, 3) if self.ttfb_ns else None,
             task_type=self.task_type,
-            cost_usd=None,
-            kraken_fee_usd=None,
+            cost_usd=self.cost_usd,
+            kraken_fee_usd=self.fee_usd,
             fallback_used=self.fallback_used,
             error_type=self.error_type,
             status=self.status,

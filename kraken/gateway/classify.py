@@ -1,14 +1,362 @@
-"""Task type of a request, from its shape only; the label is stored, never the text.
+"""Task type of a request, a label stored with its record; the text itself is never kept or logged.
 
-A first cut: the full classifier (code fences, language keywords, system prompt cues) is
-part of the routing work. This one only looks at structure, in well under a microsecond.
+Labels: code_gen, chat, summarization, extraction, translation, reasoning, embedding, other.
+
+- code_gen       write, fix, explain or convert code, queries, shell commands, configs
+- chat           conversation, questions, advice, recommendations; the default
+- summarization  shorten or recap a given text, or a known work (tl;dr, key points, gist)
+- extraction     pull fields, entities or values out of a text; structured output
+- translation    between human languages (code-to-code conversion is code_gen)
+- reasoning      maths, logic puzzles, probability, proofs, step-by-step problem solving
+- other          creative writing, rewriting/editing/tone, classification and moderation, grading
+- embedding      every request on the embeddings route
+
+How: a weighted bag of cue words over the system prompt and the last user message that has text,
+plus the request shape (response_format, forced tool_choice, tool names) and a few syntax cues (code
+fences, operators, digits). Cues near the start or end of the user message (where the instruction
+usually is) count fully; cues only in the middle (pasted material) count less. The highest score
+wins; if nothing clears the chat baseline the label is chat.
+
+Cost is bounded whatever the request size: at most _MAX_MESSAGES messages and _MAX_BLOCKS content
+blocks are looked at, and only the first _HEAD and last _TAIL characters of the user text
+(_SYS_HEAD + _SYS_TAIL of the system prompt) are lower-cased and scanned. Tokens are found with one
+precompiled regex and matched against one dict through a set intersection, so the per-word work
+runs in C; a few hundred characters classify in well under 50 µs (bench/classify_bench.py).
 """
 from __future__ import annotations
 
+import re
+
+__all__ = ["LABELS", "task_type"]
+
+LABELS = ("code_gen", "chat", "summarization", "extraction", "translation", "reasoning", "embedding", "other")
+CODE, CHAT, SUMM, EXTR, TRAN, REAS, OTHER = 0, 1, 2, 3, 4, 5, 6
+_NAMES = ("code_gen", "chat", "summarization", "extraction", "translation", "reasoning", "other")
+
+_HEAD = 2048            # characters of the user text scanned from the start
+_TAIL = 512             # ... and from the end
+_INSTR = 320            # the instruction zone: this many characters at each end of the user text
+_SYS_HEAD = 1024        # system prompts: the role is stated first
+_SYS_TAIL = 256
+_MAX_MESSAGES = 8       # look back at most this many messages for the last user text
+_MAX_BLOCKS = 32        # content blocks read per message
+_BODY_WEIGHT = 0.4      # a cue only in pasted material (outside the instruction zone)
+_CHAT_BASELINE = 0.9    # another label must score more than this to win
+
+# Latin (with Latin-1 accents) and Cyrillic words; CJK text has no spaces and is handled by _CJK.
+_WORD = re.compile(r"[a-zß-öø-ÿœа-яё]+(?:\+\+|#)?")
+_NUMBER = re.compile(r"\d+")
+
+
+def _cues(table: dict[int, str]) -> dict[str, tuple[tuple[int, float], ...]]:
+    """{label: "word:weight word ..."} -> {word: ((label, weight), ...)}; a bare word weighs 1."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for label, spec in table.items():
+        for item in spec.split():
+            word, _, weight = item.partition(":")
+            out.setdefault(word, []).append((label, float(weight) if weight else 1.0))
+    return {word: tuple(pairs) for word, pairs in out.items()}
+
+
+# Weights are rough log-odds by hand: 3 = nearly decisive alone, 1 = a hint, 0.5 = a tie-breaker.
+_WORDS = _cues({
+    CODE: """
+        python:3 javascript:3 typescript:3 java:2.5 kotlin:3 swift:1.5 rust:2 rustc:3 golang:3 ruby:1.5 php:3
+        perl:2 scala:2 haskell:3 elixir:2 clojure:3 lua:2 dart:1 matlab:2 c++:3 c#:3 csharp:3 cpp:3
+        sql:3 mysql:3 postgres:2 postgresql:3 sqlite:3 bash:3 shell:1.5 zsh:3 powershell:3 html:1.5 css:2.5
+        react:2 vue:2 angular:2 django:2.5 flask:2 fastapi:3 rails:1.5 node:1 nodejs:3 npm:3 pip:2 yarn:1
+        docker:2.5 dockerfile:3 kubernetes:2.5 kubectl:3 terraform:3 ansible:3 yaml:2 nginx:2 git:2.5
+        github:2 gitlab:2 regex:3 regexp:3 excel:1 formula:1 vba:3
+        function:2 functions:2 func:2 def:1.5 method:1.5 class:1 struct:2 enum:1.5 interface:1 variable:1.5
+        variables:1.5 array:1.5 arrays:1.5 dict:1.5 hashmap:3 loop:1.5 recursion:2 recursive:1.5
+        recursively:1.5 algorithm:1.5 api:1 endpoint:2 endpoints:2 handler:2 query:1.5 queries:1.5
+        script:1.5 scripts:1.5 code:2.5 coding:2 program:1.5 programming:2 compile:2.5 compiler:2.5
+        compiles:2.5 bug:1.5 bugs:1.5 debug:2 error:1 errors:0.5 exception:2 traceback:3 stacktrace:3
+        typeerror:3 valueerror:3 nullpointerexception:3 segfault:3 undefined:1.5 null:1 async:2.5 await:2.5
+        callback:2 callbacks:2 promise:1 thread:1 mutex:3 lambda:1.5 refactor:3 implement:2
+        implementation:1.5 unit:1 tests:1 pytest:3 jest:3 junit:3 cli:2 flag:0.5 repo:2 repository:2
+        commit:2 merge:1 deploy:1.5 workflow:1 migration:1.5 schema:0.5 json:0.3 component:1.5 hook:1
+        useeffect:3 usestate:3 pointer:2 malloc:3 int:1.5 const:1.5 println:3 printf:3 console:1.5
+        import:1 return:0.5 self:0.3 cache:1 lru:3 crc:3 binary:1 debounce:3 throttle:1.5 generics:3
+        snippet:1.5 oneliner:2 linter:3 ruff:3 webpack:3 vite:3 frontend:1 backend:1 backend:1
+        serialize:1.5 deserialize:2 serializes:1.5 parser:1 tokenizer:1 boilerplate:1.5 syntax:1.5
+        función:2.5 funcion:2.5 código:2.5 codigo:2.5 programa:1 methode:2 funktion:2 fonction:2
+        """,
+    CHAT: """
+        hi:1 hello:1 hey:0.8 thanks:1 thank:0.8 morning:0.5 evening:0.3 recommend:1 recommendation:1
+        recommendations:1 advice:1 tips:1 suggestions:0.5 you:0.3 your:0.2 feel:0.5 feelings:0.8 think:0.3
+        opinion:1 favorite:0.8 favourite:0.8 should:0.4 why:0.4 remember:0.5 weather:0.8 trip:0.5
+        itinerary:0.5 visit:0.5 history:0.4 difference:0.4 between:0.2 pros:0.5 cons:0.5 tell:0.3
+        hola:1 bonjour:1 hallo:1 gracias:1 merci:1 danke:1 привет:1 спасибо:1
+        """,
+    SUMM: """
+        summarize:3.5 summarise:3.5 summarized:3 summarised:3 summarizing:3 summarising:3 summary:3
+        summaries:3 summarization:3 summariser:3 summarizer:3 summarisation:3 tldr:3.5 recap:3
+        gist:3 condense:3 condensed:2.5 synopsis:3 abstract:1.5 overview:1.5 takeaways:2.5 takeaway:2
+        highlights:1.5 nutshell:2.5 briefly:1.5 brief:1.2 shorten:1.5 short:0.8 shorter:0.5 bullet:1.2
+        bullets:1.2 points:0.8 key:0.5 main:0.6 boil:1.2 sentences:1 sentence:0.5 paragraph:0.4 skim:2
+        decided:0.6 discussed:0.8 topics:0.6 executive:0.8 minutes:0.3 plot:0.6 chapter:0.6
+        resumen:3 resumir:3 resume:1 resuma:3 resúmelo:3 résume:3 résumez:3 résumer:3 résumé:1
+        zusammenfassung:3.5 zusammenfassen:3.5 zusammen:1.5 fasse:2 kurz:0.5 riassunto:3.5 riassumi:3.5
+        resumo:3 samenvatting:3.5 samenvatten:3.5 кратко:1.5 резюме:2.5 суммируй:3 перескажи:3
+        """,
+    EXTR: """
+        extract:3.5 extracts:3 extraction:3 extracting:3 extrae:3.5 extraer:3.5 extrais:3.5 extraire:3.5
+        extrahiere:3.5 extrahieren:3.5 estrai:3.5 parse:2.5 parsing:1.5 pull:1.2 fields:2 field:1.2
+        entities:2.5 entity:2.5 named:0.8 json:1.5 csv:1.5 table:0.8 identify:1.2 find:0.6 list:0.8
+        every:0.6 all:0.3 names:0.8 dates:1.5 date:0.6 amounts:1.5 amount:0.8 addresses:1.2 address:0.6
+        numbers:0.8 number:0.5 prices:1 price:0.6 emails:1 email:0.3 urls:1.5 links:0.8 phone:1
+        mentioned:1.5 mentions:1 appear:1 appears:0.8 fill:1.5 template:0.5 tag:1.2 key:0.5 value:0.8
+        values:1 pairs:0.8 structured:2 invoice:1 receipt:1 sku:1.5 quantity:0.8 quantities:1
+        ingredients:0.8 parties:0.8 respond:0.3 quoting:1 medications:0.8 reference:0.3 seat:0.3 ibans:2
+        iban:1.5 skills:0.5 employers:1 salary:0.6 location:0.3 who:0.2 which:0.2 out:0.4 nombres:0.8
+        montant:1 извлеки:3.5
+        """,
+    TRAN: """
+        translate:4 translated:3.5 translating:3.5 translation:3.5 translations:3.5 translator:4
+        localize:3 localise:3 localization:2.5 localisation:2.5 say:0.6 mean:0.5 means:0.5 word:0.5
+        native:0.5 speaker:0.5 phrase:0.5 subtitles:1.5 render:0.5
+        traduce:4 traducir:4 traducción:4 traduzca:4 traduis:4 traduire:4 traduction:4 traduza:4
+        traduzir:4 tradução:4 tradurre:4 traduci:4 traduzione:4 übersetze:4 übersetzen:4 übersetzung:4
+        vertaal:4 vertaling:4 переведи:4 перевести:4 перевод:3.5
+        """,
+    REAS: """
+        solve:2.5 solving:1.5 prove:3 proof:2.5 show:0.3 probability:3 probabilities:3 calculate:2
+        compute:1.5 evaluate:1 derivative:3 differentiate:2.5 integrate:1.5 integral:3 limit:1
+        equation:3 equations:3 sum:1.2 average:1 percent:1.5 percentage:1.5 puzzle:2.5 riddle:1.5
+        logic:2 logical:1.5 deduce:2.5 premises:3 premise:2.5 conclusion:1 follows:1 syllogism:3
+        knights:2 knaves:3 liar:1 older:1.5 younger:1.5 taller:1.5 shorter:0.5 youngest:1.5 oldest:1.5
+        mph:2 speed:1.2 velocity:1.5 ratio:1.5 odds:1.5 chance:1 dice:2 die:0.8 roll:1 rolls:1.5 coin:1.5
+        coins:1.5 prime:1.5 divisible:2.5 factorial:1 sequence:1.5 arrange:1.5 permutations:3
+        combinations:2 ways:0.8 perimeter:3 area:1.2 volume:1 angle:2 angles:2 triangle:2.5 rectangle:2.5
+        circle:1.5 radius:2.5 hexagon:2.5 polygon:2.5 jug:2 gallons:1.5 widgets:1.5 machines:0.8
+        weighings:3 irrational:3 rational:1.5 integer:1.5 integers:2 induction:2 theorem:2.5 lemma:2.5
+        reason:1.5 reasoning:2 justify:2 think:0.5 step:1 math:2.5 maths:2.5 mathematician:2.5 tutor:1
+        algebra:2.5 geometry:2.5 calculus:2.5 expected:1 x:0.8 how:0.2 many:0.6 much:0.5 each:0.3
+        tip:0.5 split:0.5 total:0.3 serves:0.5 next:0.3 larger:1 larger:1 greater:1 minimum:1 maximum:1
+        resuelve:3 resolver:2 calcula:2.5 calcular:2.5 velocidad:1.5 berechne:3 beweise:3 wie:0.3
+        lange:0.3 viele:0.5 arbeiter:0.5 résous:3 calculez:3 calcule:2.5 реши:3 вычисли:3
+        """,
+    OTHER: """
+        poem:4 poems:4 poetry:3.5 haiku:4 limerick:4 sonnet:4 lyrics:4 song:2 verse:2 rhyme:3 rhyming:3
+        couplet:3 story:2.5 stories:2.5 fiction:2 tale:2 fairy:1.5 bedtime:1.5 character:1.5 backstory:3
+        dialogue:2 dialog:2 screenplay:3 continue:1 toast:2.5 eulogy:4 speech:1.5 essay:1.5 letter:1.5
+        cover:0.8 tweet:2 post:1.2 linkedin:2 caption:2 slogan:3 slogans:3 tagline:3 taglines:3
+        catchy:2.5 brainstorm:3 ideas:1 names:1 creative:2 imaginative:2 funny:1 joke:2 jokes:2 quiz:3
+        questions:0.8 rewrite:3 reword:3 rephrase:3 paraphrase:3.5 proofread:3.5 grammar:2.5 spelling:2.5
+        typos:2 tone:2.5 formal:2 professional:1.2 friendlier:2.5 friendly:0.5 punchier:3 polish:2
+        improve:1 sound:1.5 simpler:1 classify:3 classifier:3 classification:3 categorize:3
+        categorise:3 category:2 categories:2 sentiment:3 spam:2.5 intent:2 label:1.5 labels:1.5
+        moderation:3 unsafe:2 grade:2.5 feedback:1.5 rate:1 critique:2 description:1.2 marketing:1.5
+        copy:0.5 write:0.4 announcing:1 announce:1 product:0.3 card:0.5 birthday:0.8 wedding:0.8
+        poema:4 poème:4 gedicht:4 poesia:4 cuento:2.5 histoire:1 geschichte:1 стих:4 стихотворение:4
+        """,
+})
+
+# Whole phrases, searched as substrings of the lower-cased instruction zone and system prompt.
+_PHRASES = (
+    ("```", CODE, 3.0), ("tl;dr", SUMM, 3.5), ("tl,dr", SUMM, 3.5), ("step by step", REAS, 2.0),
+    ("step-by-step", REAS, 2.0), ("show your work", REAS, 2.5), ("show that", REAS, 2.0),
+    ("how many", REAS, 1.0), ("how much", REAS, 0.6), ("how long would", REAS, 1.0),
+    ("one-liner", CODE, 2.0), ("what is this about", SUMM, 2.0), ("what's this about", SUMM, 2.0),
+    ("main point", SUMM, 1.5), ("key points", SUMM, 1.5), ("short version", SUMM, 2.5),
+    ("key-value", EXTR, 2.0), ("key: value", EXTR, 2.0), ("pull out", EXTR, 1.5), ("out of this", EXTR, 0.5),
+    ("how do you say", TRAN, 3.0), ("how would", TRAN, 0.3), ("in english", TRAN, 1.0),
+    ("english please", TRAN, 2.5), ("word for", TRAN, 1.5), ("c++", CODE, 3.0), ("c#", CODE, 2.0),
+    ("you are a translator", TRAN, 3.0), ("content moderation", OTHER, 2.0),
+)
+
+# Syntax that prose rarely has; each present adds to code_gen (capped).
+_CODE_SYNTAX = ("();", ") {", "){", "=>", "!=", "==", "+=", "def ", "#include", "</", "print(", "self.",
+                "::", "[]", "import ", "fn ", "func ", "->", "const ", "let ", "var ", "select ", "\n    ")
+_MATH_SYNTAX = ("=", "^", "+", "%", "²", "√", "×", "÷", "·", "/", "*")
+
+# Human languages: a name near the instruction says translation unless it is about something else.
+_LANGUAGES = frozenset("""
+    english french spanish german italian portuguese japanese chinese mandarin cantonese korean russian
+    arabic hindi dutch swedish norwegian danish finnish polish turkish greek hebrew thai vietnamese
+    indonesian malay latin ukrainian czech romanian hungarian bengali urdu persian farsi swahili tagalog
+    inglés ingles francés frances alemán aleman español espanol italiano portugués japonés chino
+    anglais français allemand espagnol italien portugais japonais chinois englisch deutsch französisch
+    spanisch italienisch inglese francese tedesco spagnolo inglês francês alemão espanhol
+    английский английском английского английскую русский немецкий французский
+""".split())
+_TRAN_HELPERS = frozenset("into in to from say mean means word please version speaker native".split())
+
+# CJK, Korean and other spaceless scripts: substring cues, only checked when the text is not ASCII.
+_CJK = (
+    ("翻译", TRAN, 4.0), ("翻譯", TRAN, 4.0), ("翻訳", TRAN, 4.0), ("译成", TRAN, 3.0), ("英語に", TRAN, 2.0),
+    ("英文", TRAN, 1.5), ("英语", TRAN, 1.5), ("日语", TRAN, 1.5), ("日文", TRAN, 1.5), ("中文", TRAN, 1.0),
+    ("번역", TRAN, 4.0), ("영어로", TRAN, 2.0),
+    ("总结", SUMM, 3.5), ("總結", SUMM, 3.5), ("概括", SUMM, 3.0), ("摘要", SUMM, 3.0), ("要約", SUMM, 3.5),
+    ("まとめ", SUMM, 2.5), ("要点", SUMM, 2.0), ("요약", SUMM, 3.5),
+    ("提取", EXTR, 3.5), ("抽出", EXTR, 3.5), ("抽取", EXTR, 3.5), ("추출", EXTR, 3.5),
+    ("代码", CODE, 3.0), ("程序", CODE, 2.0), ("函数", CODE, 3.0), ("コード", CODE, 3.0), ("関数", CODE, 3.0),
+    ("プログラム", CODE, 2.0), ("코드", CODE, 3.0),
+    ("证明", REAS, 3.0), ("计算", REAS, 2.5), ("多少", REAS, 1.0), ("等于", REAS, 2.0), ("方程", REAS, 3.0),
+    ("概率", REAS, 3.0), ("計算", REAS, 2.5), ("証明", REAS, 3.0),
+    ("诗", OTHER, 3.5), ("詩", OTHER, 3.5), ("故事", OTHER, 2.5), ("物語", OTHER, 2.5), ("改写", OTHER, 3.0),
+)
+
+# Tool names that mean an agent editing code.
+_CODE_TOOLS = ("file", "bash", "shell", "exec", "run", "terminal", "edit", "git", "repo", "python", "code")
+
 
 def task_type(route: str, payload: dict) -> str:
+    """The task label for one request on `route` ("chat", "messages" or "embeddings")."""
     if route == "embeddings":
         return "embedding"
-    if payload.get("tools") or payload.get("response_format"):
-        return "extraction" if payload.get("response_format") else "chat"
-    return "chat"
+    if not isinstance(payload, dict):
+        return "chat"
+    messages = payload.get("messages")
+    user = _last_user_text(messages) if isinstance(messages, list) else ""
+    if not user:
+        prompt = payload.get("prompt")          # legacy completions shape
+        user = prompt if isinstance(prompt, str) else ""
+    system = _system_text(payload, messages)
+    scores = [0.0] * 7
+
+    if user:
+        _score_user(user, scores)
+    if system:
+        s = system if len(system) <= _SYS_HEAD + _SYS_TAIL else system[:_SYS_HEAD] + "\n" + system[-_SYS_TAIL:]
+        s = s.lower()
+        _add_words(scores, _WORD.findall(s), 1.0)
+        _add_phrases(scores, s, 1.0)
+        if not s.isascii():
+            _add_cjk(scores, s, 1.0)
+    _score_shape(payload, scores)
+
+    best = max(range(7), key=scores.__getitem__)
+    if best != CHAT and scores[best] <= max(_CHAT_BASELINE, scores[CHAT]):
+        return "chat"
+    return _NAMES[best]
+
+
+# ---- reading the payload (bounded) ---------------------------------------------------------------
+def _content_text(content: object) -> str:
+    """Text of a message's content: a string, or the text blocks of a list (bounded in count and size)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    parts: list[str] = []
+    size = 0
+    for block in content[:_MAX_BLOCKS]:
+        if isinstance(block, str):
+            text = block
+        elif isinstance(block, dict) and block.get("type") in ("text", "input_text"):
+            text = block.get("text")
+            if not isinstance(text, str):
+                continue
+        else:
+            continue
+        parts.append(text)
+        size += len(text)
+        if size > _HEAD + _TAIL:
+            break
+    return "\n".join(parts)
+
+
+def _last_user_text(messages: list) -> str:
+    # An agent loop's last user turn may hold only tool results: look back a little for the instruction.
+    for message in reversed(messages[-_MAX_MESSAGES:]):
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = _content_text(message.get("content"))
+            if text.strip():
+                return text
+    return ""
+
+
+def _system_text(payload: dict, messages: object) -> str:
+    system = payload.get("system")              # Anthropic: a string or a list of text blocks
+    if system is not None:
+        return _content_text(system)
+    if isinstance(messages, list):              # OpenAI: leading system/developer messages
+        for message in messages[:2]:
+            if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+                return _content_text(message.get("content"))
+    return ""
+
+
+# ---- scoring --------------------------------------------------------------------------------------
+def _score_user(text: str, scores: list[float]) -> None:
+    n = len(text)
+    if n <= 2 * _INSTR:
+        instr = text.lower()
+        _add_words(scores, _WORD.findall(instr), 1.0)
+    else:
+        instr = (text[:_INSTR] + "\n" + text[-_INSTR:]).lower()
+        body = (text[:_HEAD] + "\n" + text[-_TAIL:]).lower() if n > _HEAD + _TAIL else text.lower()
+        head_words = set(_WORD.findall(instr))
+        _add_words(scores, head_words, 1.0)
+        _add_words(scores, set(_WORD.findall(body)) - head_words, _BODY_WEIGHT)
+        code = sum(1 for cue in _CODE_SYNTAX if cue in body)
+        if code:
+            scores[CODE] += 0.6 * min(code, 5) * _BODY_WEIGHT
+        if n > 1500:        # a long paste with a short ask: more often condensed than answered
+            scores[SUMM] += 0.5
+    _add_phrases(scores, instr, 1.0)
+    _add_languages(scores, instr)
+    code = sum(1 for cue in _CODE_SYNTAX if cue in instr)
+    if code:
+        scores[CODE] += 0.6 * min(code, 5)
+    digits = len(_NUMBER.findall(instr))
+    if digits:
+        math = sum(1 for cue in _MATH_SYNTAX if cue in instr)
+        scores[REAS] += 0.3 * min(digits, 4) + 0.4 * min(math, 3)
+    if not instr.isascii():
+        _add_cjk(scores, instr, 1.0)
+
+
+def _add_words(scores: list[float], words, weight: float) -> None:
+    for word in _WORDS.keys() & words:
+        for label, w in _WORDS[word]:
+            scores[label] += w * weight
+
+
+def _add_phrases(scores: list[float], text: str, weight: float) -> None:
+    for phrase, label, w in _PHRASES:
+        if phrase in text:
+            scores[label] += w * weight
+
+
+def _add_cjk(scores: list[float], text: str, weight: float) -> None:
+    for cue, label, w in _CJK:
+        if cue in text:
+            scores[label] += w * weight
+
+
+def _add_languages(scores: list[float], instr: str) -> None:
+    words = set(_WORD.findall(instr))
+    langs = words & _LANGUAGES
+    if langs:
+        scores[TRAN] += 1.5 + (1.0 if words & _TRAN_HELPERS else 0.0) + 0.5 * (len(langs) - 1)
+
+
+def _score_shape(payload: dict, scores: list[float]) -> None:
+    fmt = payload.get("response_format")
+    if isinstance(fmt, dict):
+        kind = fmt.get("type")
+        if kind == "json_schema":
+            scores[EXTR] += 3.0
+        elif kind == "json_object":
+            scores[EXTR] += 2.0
+    choice = payload.get("tool_choice")
+    if choice == "required" or choice == "any" or (
+            isinstance(choice, dict) and choice.get("type") in ("function", "tool", "any")):
+        scores[EXTR] += 2.5          # forcing a tool call is how structured output is asked for
+    tools = payload.get("tools")
+    if isinstance(tools, list) and tools:
+        names = []
+        for tool in tools[:16]:
+            if isinstance(tool, dict):
+                fn = tool.get("function")
+                name = fn.get("name") if isinstance(fn, dict) else tool.get("name")
+                if isinstance(name, str):
+                    names.append(name[:64].lower())
+        joined = " ".join(names)
+        if sum(1 for cue in _CODE_TOOLS if cue in joined) >= 2:
+            scores[CODE] += 2.0
+        else:
+            scores[CHAT] += 0.5

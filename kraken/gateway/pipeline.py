@@ -16,6 +16,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kraken import metrics
+from kraken.billing.fees import FeeSchedule
+from kraken.billing.pricing import PriceTable, cost_usd, family_for
 from kraken.errors import (
     BadRequest, KrakenError, MethodNotAllowed, NotFound, Overloaded, UpstreamError,
     UpstreamStatus, error_body,
@@ -39,7 +41,10 @@ _JSON = [(b"content-type", b"application/json")]
 class Gateway:
     """Everything one request needs, wired once at startup."""
 
-    def __init__(self, verifier: KeyVerifier, limiter: LocalLimiter, router: Router, meter: Meter):
+    def __init__(self, verifier: KeyVerifier, limiter: LocalLimiter, router: Router, meter: Meter,
+                 prices: PriceTable, fees: FeeSchedule):
+        self.prices = prices
+        self.fees = fees
         self.verifier = verifier
         self.limiter = limiter
         self.router = router
@@ -112,6 +117,7 @@ class Gateway:
         last: KrakenError | None = None
         for attempt, route in enumerate(routes[:MAX_ATTEMPTS]):
             call.provider, call.model_dispatched = route.provider.name, route.model
+            call.provider_kind = route.provider.family.cfg.kind
             try:
                 await self.relay(call, route, payload, sink)
                 return
@@ -160,6 +166,8 @@ class Gateway:
             return
         call.recorded = True
         call.end_ns = time.perf_counter_ns()
+        if call.usage is not None:
+            self.price(call)
         rec = call.to_record()
         self.meter.record(rec)
         metrics.requests_for(call.route, call.provider, call.model_dispatched or "",
@@ -175,6 +183,18 @@ class Gateway:
                                 ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
                 if value:
                     metrics.tokens_for(call.provider, model, kind).inc(value)
+
+    def price(self, call: Call) -> None:
+        """cost_usd from the provider's usage and the price table; unknown is null, not 0."""
+        model = call.model_dispatched or ""
+        price = self.prices.lookup(call.provider_kind, model)
+        if price is None:
+            metrics.UNPRICED.labels(call.provider, model).inc()
+            return
+        call.cost_usd = cost_usd(price, call.usage, family=family_for(call.provider_kind))
+        call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=False, plan=None)
+        if call.cost_usd:
+            metrics.cost_for(call.provider, model).inc(call.cost_usd)
 
     # ---- routes --------------------------------------------------------------------
     async def chat_completions(self, req: Request, sink: ResponseSink) -> None:

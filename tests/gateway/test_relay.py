@@ -169,3 +169,26 @@ async def test_request_id_header_matches_record(stack):
     r = await http(k.port, "POST", "/v1/chat/completions", chat(True), auth_headers())
     row = (await wait_for(lambda: db_rows(k.db_path)))[0]
     assert r.headers["x-request-id"] == row["request_id"]
+
+
+async def test_cost_and_fee_from_usage_and_price_table(tmp_path):
+    async with running_mock() as mock:
+        doc = kraken_mapping(tmp_path, mock.port)
+        doc["prices"] = {"openai_compatible": {"mock-gpt": {"input": 1.0, "cached_input": 0.5, "output": 2.0}}}
+        async with running_kraken(doc) as k:
+            await http(k.port, "POST", "/v1/chat/completions",
+                       chat(True, mock={"usage": {"cached_tokens": 4}}), auth_headers())
+            row = (await wait_for(lambda: db_rows(k.db_path)))[0]
+    # 12 prompt tokens, 4 of them cached; 20 completion tokens, per 1M tokens:
+    # (12-4) x $1 + 4 x $0.50 + 20 x $2 = $50 per 1M  ->  $0.000050; fee 5% -> $0.0000025
+    assert row["cost_usd"] == pytest.approx(0.000050, abs=1e-12)
+    assert row["kraken_fee_usd"] == pytest.approx(0.0000025, abs=1e-13)
+
+
+async def test_unpriced_model_records_null_cost_not_zero(stack):
+    _, k = stack
+    await http(k.port, "POST", "/v1/chat/completions", chat(False), auth_headers())
+    row = (await wait_for(lambda: db_rows(k.db_path)))[0]
+    assert row["prompt_tokens"] == 12 and row["cost_usd"] is None and row["kraken_fee_usd"] is None
+    metrics = (await http(k.port, "GET", "/metrics")).body.decode()
+    assert 'kraken_unpriced_requests_total{model="mock-gpt",provider="mockai"}' in metrics

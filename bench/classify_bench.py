@@ -1,0 +1,101 @@
+"""Accuracy and speed of the task classifier (kraken/gateway/classify.py) over the labelled eval set.
+
+    python bench/classify_bench.py                       # tests/gateway/classify_eval.jsonl, 200 rounds
+    python bench/classify_bench.py --rounds 50 --errors  # also list misclassified ids (never their text)
+
+Speed: every request is classified `--rounds` times, each call timed on its own with
+perf_counter_ns; mean and p99 are over all calls. Only labels and ids are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from kraken.gateway.classify import task_type  # noqa: E402
+
+DEFAULT_SET = REPO / "tests" / "gateway" / "classify_eval.jsonl"
+
+
+def load(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def accuracy(cases: list[dict]) -> tuple[float, dict[str, tuple[int, int]], list[tuple[str, str, str]]]:
+    """Overall accuracy, {label: (correct, total)} and the misses as (id, expected, got)."""
+    per: dict[str, list[int]] = {}
+    misses = []
+    for case in cases:
+        got = task_type(case["route"], case["payload"])
+        slot = per.setdefault(case["label"], [0, 0])
+        slot[1] += 1
+        if got == case["label"]:
+            slot[0] += 1
+        else:
+            misses.append((case["id"], case["label"], got))
+    total = sum(t for _, t in per.values())
+    correct = sum(c for c, _ in per.values())
+    return correct / total, {k: (c, t) for k, (c, t) in per.items()}, misses
+
+
+def timings(cases: list[dict], rounds: int) -> list[int]:
+    calls = [(c["route"], c["payload"]) for c in cases]
+    for route, payload in calls:          # warm up
+        task_type(route, payload)
+    out = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for route, payload in calls:
+                t0 = clock()
+                task_type(route, payload)
+                out.append(clock() - t0)
+    finally:
+        gc.enable()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", type=Path, default=DEFAULT_SET, help="JSONL eval set (id, label, route, payload)")
+    ap.add_argument("--rounds", type=int, default=200, help="timed passes over the set")
+    ap.add_argument("--errors", action="store_true", help="list misclassified ids")
+    args = ap.parse_args(argv)
+
+    cases = load(args.set)
+    acc, per, misses = accuracy(cases)
+    confusion = Counter((exp, got) for _, exp, got in misses)
+    print(f"eval set: {args.set.name}, {len(cases)} requests")
+    print(f"{'label':<14} {'recall':>7}  correct/total")
+    for label in sorted(per):
+        c, t = per[label]
+        print(f"{label:<14} {c / t:>7.3f}  {c}/{t}")
+    print(f"{'overall':<14} {acc:>7.3f}  {sum(c for c, _ in per.values())}/{len(cases)}")
+    if confusion:
+        print("most common confusions (expected -> got):",
+              ", ".join(f"{e}->{g} x{n}" for (e, g), n in confusion.most_common(8)))
+    if args.errors:
+        for case_id, exp, got in misses:
+            print(f"  miss {case_id}: {exp} -> {got}")
+
+    ns = sorted(timings(cases, args.rounds))
+    mean = sum(ns) / len(ns) / 1000
+    p50 = ns[len(ns) // 2] / 1000
+    p99 = ns[min(len(ns) - 1, int(len(ns) * 0.99))] / 1000
+    lengths = sorted(len(json.dumps(c["payload"])) for c in cases)
+    print(f"speed: {len(ns)} calls, mean {mean:.1f} µs, p50 {p50:.1f} µs, p99 {p99:.1f} µs, max {ns[-1] / 1000:.1f} µs "
+          f"(median payload {lengths[len(lengths) // 2]} B JSON)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
