@@ -277,3 +277,23 @@ class CertificateReloader:
         log.log(level, "TLS certificate %s from %s: serial %x, expires %s (in %d days)", verb,
                 self.cert_path, self._leaf.serial_number, f"{self.not_after:%Y-%m-%d %H:%M}Z",
                 left.days)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kraken.http.tls CERT KEY``: the checks Kraken runs on load, for the
+    certbot deploy hook to run before it installs anything. Exit 0 if usable, 1 if not."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m kraken.http.tls FULLCHAIN.pem PRIVKEY.pem", file=sys.stderr)
+        return 2
+    try:
+        _, leaf = _build(args[0], args[1], None)
+    except TLSConfigError as exc:
+        print(f"kraken tls check: {exc}", file=sys.stderr)
+        return 1
+    print(f"ok: serial {leaf.serial_number:x}, expires {leaf.not_valid_after_utc:%Y-%m-%d %H:%M}Z")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -192,3 +192,41 @@ async def test_unpriced_model_records_null_cost_not_zero(stack):
     assert row["prompt_tokens"] == 12 and row["cost_usd"] is None and row["kraken_fee_usd"] is None
     metrics = (await http(k.port, "GET", "/metrics")).body.decode()
     assert 'kraken_unpriced_requests_total{model="mock-gpt",provider="mockai"}' in metrics
+
+
+def dechunk(raw: bytes) -> bytes:
+    out, pos = [], 0
+    while True:
+        nl = raw.index(b"\r\n", pos)
+        size = int(raw[pos:nl], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(raw[nl + 2: nl + 2 + size])
+        pos = nl + 4 + size
+
+
+async def test_slow_client_pauses_the_provider_and_loses_nothing(stack):
+    """Backpressure end to end: a client that stops reading stops Kraken reading from the
+    provider (the provider's own writes pause); when it reads again, every byte arrives."""
+    import socket
+
+    mock, k = stack
+    body = chat(True, stream_options={"include_usage": True},
+                mock={"content": "y" * 4_000_000, "chunks": 100_000, "chunk_delay_ms": 0.0001})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", k.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write((f"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                  f"Content-Length: {len(body)}\r\nAuthorization: {auth_headers()['Authorization']}"
+                  f"\r\n\r\n").encode() + body)
+
+    def provider_paused() -> bool:
+        return any(c._drain is not None and not c._drain.done() for c in mock._conns)
+
+    await wait_for(provider_paused, seconds=20)
+    raw = await asyncio.wait_for(reader.read(-1), 60)
+    writer.close()
+    head, _, chunked = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert dechunk(chunked) == mock.responses[-1].body

@@ -1,0 +1,688 @@
+"""Inbound HTTP/2: one ``asyncio.Protocol`` per connection, framing with h2.
+
+Each stream is one request through the same handler as HTTP/1.1: headers and body are
+collected (bounded like h1: ``max_head_bytes`` → 431, ``max_body_bytes`` → 413), then
+``handler(request, stream)`` runs in its own task; the ``_Stream`` is that request's
+``ResponseSink``. A client RST_STREAM, a stream error or the loss of the connection cancels
+the task, and with it the provider call.
+
+Frame-level policing (RFC 9113 checks h2 lacks, flood and reset counters) lives in
+``h2limits.GuardedH2Connection``, which never does I/O; this module owns the transport.
+
+Stream states (request side, then response side):
+    RECV ──END_STREAM──▶ RUN (handler task owns the response)
+    RECV ──over a limit / body timeout / CONNECT──▶ REJECTED (error response sent from here)
+    RECV | RUN ──RST_STREAM either way / stream error / connection lost──▶ closed
+    response: start ──▶ write* ──▶ end ──(data queued beyond the client's window drains)──▶ closed
+
+Response flow control: DATA never exceeds the client's windows; bytes beyond them wait in a
+per-stream buffer, and once that holds ``stream_buffer_bytes`` the stream's producer (the
+provider connection) is paused until WINDOW_UPDATEs drain half of it. A full transport
+(``pause_writing``) pauses every producer.
+
+Connection states: OPEN ──close_when_idle / client GOAWAY──▶ DRAINING (graceful GOAWAY,
+streams in flight finish) ──idle──▶ CLOSED; any ──connection error / flood──▶ GOAWAY with
+its code, tasks cancelled, CLOSED. Closing is lingering, as in h1: FIN, then the client's
+remaining bytes are read and dropped for up to ``_LINGER_S``, so it gets the GOAWAY rather
+than a TCP reset.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+from h2.errors import ErrorCodes
+from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged,
+                       RequestReceived, StreamEnded, StreamReset, WindowUpdated)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
+
+from kraken import metrics
+from kraken.config import ServerConfig
+from kraken.errors import KrakenError
+from kraken.http.exchange import FlowControl, Request
+from kraken.http.h1 import DATE, send_error
+from kraken.http.h2limits import (CONNECTION_SPECIFIC, Calm, GuardedH2Connection, H2Limits,
+                                  StreamRejected)
+from kraken.http.timers import Deadline
+
+log = logging.getLogger("kraken.http")
+
+Handler = Callable[[Request, "_Stream"], Awaitable[None]]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""What a cleartext listener sniffs to hand a connection to HTTP/2 (prior knowledge)."""
+
+RECV, RUN, REJECTED = "RECV", "RUN", "REJECTED"
+OPEN, DRAINING, CLOSED = "OPEN", "DRAINING", "CLOSED"
+
+_LINGER_S = 2.0
+_BODY_BUDGET_FACTOR = 4
+"""Request bodies still being received on one connection may total this many times
+``max_body_bytes``; the stream that crosses it gets 413 (h1 buffers one body at a time)."""
+_DROP_RESPONSE_HEADERS = CONNECTION_SPECIFIC | {b"te", b"content-length"}
+_REJECT_CODES = {405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large",
+                 414: "uri_too_long", 431: "request_header_fields_too_large"}
+_SETTINGS_MOVING_DATA = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
+
+
+class _Stream:
+    """One request/response exchange; the ``ResponseSink`` given to the handler."""
+
+    __slots__ = (
+        "_conn", "stream_id", "phase", "method", "target", "scheme", "headers", "head_ns",
+        "_body", "body_size", "deadline", "task", "_started", "_ending", "closed", "reset",
+        "_head_only", "_pending", "_producer", "_producer_paused", "_buffer_full", "_left",
+    )
+
+    def __init__(self, conn: H2Connection, stream_id: int):
+        self._conn = conn
+        self.stream_id = stream_id
+        self.phase = RECV
+        self.method = ""
+        self.target = ""
+        self.scheme = "https"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_ns = 0
+        self._body: list[bytes] = []
+        self.body_size = 0
+        self.deadline: Deadline | None = None
+        self.task: asyncio.Task | None = None
+        self._started = False
+        self._ending = False
+        """end() was called while response bytes still wait for the client's window."""
+        self.closed = False
+        """END_STREAM sent or the stream reset: nothing more may be sent."""
+        self.reset = False
+        """The client reset the stream (or broke it): it will never read the response."""
+        self._head_only = False
+        self._pending = bytearray()
+        self._producer: FlowControl | None = None
+        self._producer_paused = False
+        self._buffer_full = False
+        self._left: int | None = None
+        """Body bytes still due under a Content-Length: the last ones carry END_STREAM."""
+
+    # ---- ResponseSink --------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def disconnected(self) -> bool:
+        return self.reset or self._conn.disconnected
+
+    def set_producer(self, producer: FlowControl | None) -> None:
+        self._producer = producer
+        self._producer_paused = False
+        self.update_producer()
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        if self._started or self.closed:
+            return
+        self._started = True
+        self._head_only = self.method == "HEAD"
+        out = [(b":status", b"%d" % status), (b"date", DATE.get()), (b"server", b"kraken")]
+        for name, value in headers:
+            name = name.lower()
+            if name not in _DROP_RESPONSE_HEADERS:  # hop-by-hop fields are malformed in h2
+                out.append((name, value))
+        if length is not None:
+            out.append((b"content-length", b"%d" % length))
+            self._left = length
+        self._conn.send_headers(self, out)
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self._ending or not data or not self._started or self._head_only:
+            return
+        left = self._left
+        if left is not None:
+            self._left = left - len(data)
+            if self._left <= 0:  # the whole body: END_STREAM goes with it, end() is a no-op
+                self._ending = True
+                self._producer = None
+        self._conn.write_data(self, data)
+
+    def flush(self) -> None:
+        """Nothing to do: writes go out as soon as the client's window allows."""
+
+    def end(self) -> None:
+        if self.closed or self._ending or not self._started:
+            return
+        self._ending = True
+        self._producer = None
+        self._conn.pump(self)
+
+    def abort(self) -> None:
+        """RST_STREAM INTERNAL_ERROR: the client sees the response cut, not complete."""
+        if not self.closed:
+            self._conn.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
+
+    # ---- used by H2Connection ------------------------------------------------------
+    @property
+    def pending(self) -> bytearray:
+        return self._pending
+
+    @property
+    def ending(self) -> bool:
+        return self._ending
+
+    def update_producer(self) -> None:
+        """Pause or resume the producer: paused while the transport is full or this stream
+        holds ``stream_buffer_bytes`` the client has no window for (resumed at half)."""
+        limit = self._conn.stream_buffer_bytes
+        size = len(self._pending)
+        if size >= limit:
+            self._buffer_full = True
+        elif size <= limit // 2:
+            self._buffer_full = False
+        producer = self._producer
+        if producer is None:
+            return
+        want = self._buffer_full or self._conn.writing_paused
+        if want and not self._producer_paused:
+            self._producer_paused = True
+            producer.pause_reading()
+        elif not want and self._producer_paused:
+            self._producer_paused = False
+            producer.resume_reading()
+
+    def add_body(self, data: bytes) -> None:
+        self._body.append(data)
+
+    def take_body(self) -> bytes:
+        body = b"".join(self._body)
+        self._body = []
+        return body
+
+    def drop(self) -> None:
+        """Forget everything queued: the stream is closed."""
+        self.closed = True
+        self._pending = bytearray()
+        self._producer = None
+        self._body = []
+        if self.deadline is not None:
+            self.deadline.cancel()
+
+    @property
+    def producer(self) -> FlowControl | None:
+        return self._producer
+
+    @property
+    def producer_paused(self) -> bool:
+        return self._producer_paused
+
+
+class H2Connection(asyncio.Protocol):
+    """One client connection speaking HTTP/2 (after TLS ALPN "h2" or a cleartext preface).
+
+    ``initial_data``: bytes a sniffer already read from the socket (starting with ``PREFACE``).
+    """
+
+    def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None, *,
+                 initial_data: bytes = b"", limits: H2Limits | None = None):
+        self._handler = handler
+        self._cfg = cfg
+        self._tracker = tracker
+        self._limits = limits or H2Limits()
+        self._loop = asyncio.get_event_loop()
+        self._initial = initial_data
+        self._h2 = GuardedH2Connection(cfg.max_head_bytes, self._limits)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.state = OPEN
+        self.disconnected = False
+        self.writing_paused = False
+        self.stream_buffer_bytes = self._limits.stream_buffer_bytes
+        self._streams: dict[int, _Stream] = {}
+        self._blocked: dict[int, _Stream] = {}
+        """Streams with response bytes waiting for a window, oldest first."""
+        self._tasks: set[asyncio.Task] = set()
+        self._receiving_bytes = 0
+        """Request body bytes held by streams still in RECV."""
+        self._deadline = Deadline(self._loop, self._on_timeout)
+        self._idle = False
+        self._preface_pending = True
+        self._eof_sent = False
+
+    # ---- app-facing ----------------------------------------------------------------
+    @property
+    def tasks(self) -> list[asyncio.Task]:
+        """The handler tasks still running on this connection."""
+        return [t for t in self._tasks if not t.done()]
+
+    @property
+    def draining(self) -> bool:
+        return self.state is not OPEN
+
+    def close_when_idle(self) -> None:
+        """Graceful shutdown: GOAWAY (last stream = highest processed), refuse newer streams,
+        close once the streams in flight have finished."""
+        if self.state is not OPEN:
+            return
+        self.state = DRAINING
+        if not self.disconnected:
+            self._h2.goaway()
+            self._flush()
+        self._maybe_close()
+
+    def abort(self) -> None:
+        """Drop the connection now (drain deadline passed): every handler task is cancelled."""
+        self._cancel_all()
+        self.state = CLOSED
+        self._deadline.cancel()
+        if self.transport is not None and not self.disconnected:
+            self.transport.abort()
+
+    # ---- asyncio.Protocol ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
+        transport.set_write_buffer_limits(high=self._cfg.write_buffer_high)  # type: ignore[attr-defined]
+        metrics.ACTIVE_CONNECTIONS.inc()
+        if self._tracker is not None:
+            self._tracker.add(self)
+        self._h2.open_connection()
+        self._flush()
+        self._deadline.arm(self._cfg.head_timeout_s)  # the client preface must arrive in time
+        if self._initial:
+            data, self._initial = self._initial, b""
+            self.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disconnected = True
+        self.state = CLOSED
+        self._deadline.cancel()
+        metrics.ACTIVE_CONNECTIONS.dec()
+        if self._tracker is not None:
+            self._tracker.discard(self)
+        for stream in list(self._streams.values()):
+            producer = stream.producer
+            if producer is not None and stream.producer_paused:
+                producer.resume_reading()
+        self._cancel_all()
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is gone (or, while lingering, done): close
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is CLOSED:
+            return  # lingering: dropped
+        try:
+            events = self._h2.receive_data(data)
+        except ProtocolError as exc:  # h2 has queued GOAWAY with exc.error_code
+            self._connection_error(exc)
+            return
+        if self._preface_pending and self._h2.preface_received:
+            self._preface_pending = False
+            self._update_idle(force=True)
+        self._handle(events)
+        self._flush()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        for stream in self._streams.values():
+            stream.update_producer()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        for stream in list(self._streams.values()):
+            stream.update_producer()
+
+    # ---- events --------------------------------------------------------------------
+    def _handle(self, events: list) -> None:
+        ready: list[_Stream] = []
+        for event in events:
+            kind = type(event)
+            if kind is DataReceived:
+                self._on_data(event)
+            elif kind is RequestReceived:
+                self._on_request(event)
+            elif kind is StreamEnded:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None and stream.phase is RECV:
+                    ready.append(stream)
+            elif kind is WindowUpdated:
+                if event.stream_id:
+                    stream = self._streams.get(event.stream_id)
+                    if stream is not None and stream.pending:
+                        self.pump(stream)
+                else:
+                    self._pump_blocked()
+            elif kind is StreamReset or kind is StreamRejected:
+                self._on_reset(event.stream_id)
+            elif kind is RemoteSettingsChanged:
+                if any(code in event.changed_settings for code in _SETTINGS_MOVING_DATA):
+                    self._pump_blocked()
+            elif kind is ConnectionTerminated:
+                self._on_goaway(event)
+            # PING/SETTINGS acks, PRIORITY, trailers, refused streams: h2 or h2limits answered
+        for stream in ready:  # after the whole batch: a stream reset in it never starts
+            if stream.phase is RECV and not stream.closed:
+                self._dispatch(stream)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        stream = _Stream(self, event.stream_id)
+        self._streams[event.stream_id] = stream
+        self._update_idle()
+        stream.head_ns = time.perf_counter_ns()
+        cfg = self._cfg
+        size = 0
+        authority = None
+        has_host = False
+        headers = stream.headers
+        for name, value in event.headers:  # validated by GuardedH2Connection
+            size += len(name) + len(value) + 32
+            if name[:1] == b":":
+                if name == b":method":
+                    stream.method = value.decode("ascii", "replace")
+                elif name == b":path":
+                    stream.target = value.decode("ascii", "replace")
+                elif name == b":scheme":
+                    stream.scheme = value.decode("ascii", "replace")
+                else:
+                    authority = value
+            else:
+                has_host = has_host or name == b"host"
+                headers.append((name, value))
+        if authority is not None and not has_host:
+            headers.insert(0, (b"host", authority))  # what an h1 handler would find
+        if size > cfg.max_head_bytes:
+            self._reject(stream, 431, "request header fields too large")
+        elif stream.method == "CONNECT":
+            self._reject(stream, 405, "CONNECT is not supported")
+        elif len(stream.target) > cfg.max_uri_bytes:
+            self._reject(stream, 414, "request URI too long")
+        elif _declared_length(headers) > cfg.max_body_bytes:
+            self._reject(stream, 413, "request body too large")  # before the body is sent
+        elif event.stream_ended is None:
+            stream.deadline = Deadline(self._loop, lambda: self._on_body_timeout(stream))
+            stream.deadline.arm(cfg.body_idle_timeout_s)
+
+    def _on_data(self, event: DataReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None and stream.phase is RECV and not stream.closed:
+            size = len(event.data)
+            stream.body_size += size
+            self._receiving_bytes += size
+            if stream.deadline is not None:
+                stream.deadline.touch()
+            if stream.body_size > self._cfg.max_body_bytes:
+                self._reject(stream, 413, "request body too large")
+            elif self._receiving_bytes > self._cfg.max_body_bytes * _BODY_BUDGET_FACTOR:
+                self._reject(stream, 413, "too many request bodies in flight on this connection")
+            else:
+                stream.add_body(event.data)
+        if event.flow_controlled_length:
+            # Bodies are bounded by max_body_bytes, so data is acknowledged as it arrives.
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def _on_reset(self, stream_id: int) -> None:
+        """The client reset the stream, or broke it (h2 or h2limits reset it)."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        if stream.phase is RECV:
+            self._receiving_bytes -= stream.body_size
+        stream.reset = True
+        self._close_stream(stream)
+        task = stream.task
+        if task is not None and not task.done():
+            task.cancel()
+        self._forget(stream)
+
+    def _on_goaway(self, event: ConnectionTerminated) -> None:
+        if event.error_code != ErrorCodes.NO_ERROR:
+            log.debug("client %s sent GOAWAY %s", self.peer, event.error_code)
+            self._cancel_all()
+            self._close()
+        else:
+            self.close_when_idle()
+
+    # ---- requests ------------------------------------------------------------------
+    def _dispatch(self, stream: _Stream) -> None:
+        if stream.deadline is not None:
+            stream.deadline.cancel()
+            stream.deadline = None
+        self._receiving_bytes -= stream.body_size
+        stream.phase = RUN
+        request = Request(
+            method=stream.method,
+            target=stream.target,
+            headers=tuple(stream.headers),
+            body=stream.take_body(),
+            peer=self.peer,
+            received_ns=stream.head_ns,
+            scheme=stream.scheme,
+            http_version="2",
+        )
+        task = self._loop.create_task(self._run(request, stream))
+        stream.task = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._task_done(t, stream))
+
+    async def _run(self, request: Request, stream: _Stream) -> None:
+        try:
+            await self._handler(request, stream)
+            if not stream.closed and not stream.ending:
+                log.error("request handler returned without ending its response")
+                self._fail(stream, KrakenError("internal error"))
+        except asyncio.CancelledError:
+            stream.abort()
+            raise
+        except KrakenError as exc:  # handler let a mapped error escape
+            self._fail(stream, exc)
+        except Exception:
+            log.exception("unhandled error in request handler")
+            self._fail(stream, KrakenError("internal error"))
+
+    def _task_done(self, task: asyncio.Task, stream: _Stream) -> None:
+        self._tasks.discard(task)
+        self._forget(stream)
+
+    def _fail(self, stream: _Stream, exc: KrakenError) -> None:
+        if stream.closed:
+            return
+        if stream.started:
+            stream.abort()
+        else:
+            send_error(stream, exc)
+
+    def _reject(self, stream: _Stream, status: int, reason: str) -> None:
+        """Answer ``status`` on this stream without the handler, and stop its upload."""
+        metrics.PROTOCOL_ERRORS.labels(str(status)).inc()
+        log.debug("rejected stream %d from %s: %d %s", stream.stream_id, self.peer, status, reason)
+        if stream.phase is RECV:
+            self._receiving_bytes -= stream.body_size
+        stream.phase = REJECTED
+        stream.take_body()
+        if stream.deadline is not None:
+            stream.deadline.cancel()
+        err = KrakenError(reason, status=status, code=_REJECT_CODES.get(status))
+        err.error_type = "invalid_request_error"
+        send_error(stream, err)
+
+    def _on_body_timeout(self, stream: _Stream) -> None:
+        if stream.phase is RECV and not stream.closed:
+            self._reject(stream, 408, "request timeout")
+            self._flush()
+
+    # ---- responses -----------------------------------------------------------------
+    def send_headers(self, stream: _Stream, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            self._h2.send_headers(stream.stream_id, headers)
+        except ProtocolError:  # the connection failed under the handler
+            self._close_stream(stream)
+            return
+        self._flush()
+
+    def write_data(self, stream: _Stream, data: bytes) -> None:
+        pending = stream.pending
+        if not pending and self.state is not CLOSED:
+            # The usual case, an SSE event inside the window: no copy into the buffer.
+            h2 = self._h2
+            try:
+                fits = len(data) <= min(h2.local_flow_control_window(stream.stream_id),
+                                        h2.max_outbound_frame_size)
+                if fits:
+                    h2.send_data(stream.stream_id, data, end_stream=stream.ending)
+            except ProtocolError:
+                self._close_stream(stream)
+                return
+            if fits:
+                if stream.ending:
+                    self._response_sent(stream)
+                self._flush()
+                return
+        pending += data
+        self.pump(stream)
+
+    def pump(self, stream: _Stream) -> None:
+        """Send what the windows allow of ``stream``'s queued bytes, then END_STREAM if
+        ``end()`` was called and nothing is left."""
+        if stream.closed or self.state is CLOSED:
+            return
+        h2 = self._h2
+        pending = stream.pending
+        sid = stream.stream_id
+        try:
+            while pending:
+                window = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                if len(pending) <= window:
+                    h2.send_data(sid, bytes(pending), end_stream=stream.ending)
+                    pending.clear()
+                    if stream.ending:
+                        self._response_sent(stream)
+                        return
+                else:
+                    h2.send_data(sid, bytes(pending[:window]))
+                    del pending[:window]
+            if not pending and stream.ending:
+                h2.end_stream(sid)
+                self._response_sent(stream)
+                return
+        except ProtocolError:  # the stream or the connection is gone under us
+            self._close_stream(stream)
+            return
+        finally:
+            self._flush()
+        if pending:
+            self._blocked.pop(sid, None)
+            self._blocked[sid] = stream  # to the back: the next window goes round-robin
+        else:
+            self._blocked.pop(sid, None)
+        stream.update_producer()
+
+    def _pump_blocked(self) -> None:
+        for stream in list(self._blocked.values()):
+            self.pump(stream)
+
+    def _response_sent(self, stream: _Stream) -> None:
+        """END_STREAM is out. A client still uploading is told to stop (RFC 9113 §8.1)."""
+        h2_stream = self._h2.streams.get(stream.stream_id)
+        if h2_stream is not None and not h2_stream.closed:
+            try:
+                self._h2.reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
+            except ProtocolError:
+                pass
+        self._close_stream(stream)
+        self._forget(stream)
+
+    def reset_stream(self, stream: _Stream, code: ErrorCodes) -> None:
+        if not stream.closed and self.state is not CLOSED:
+            try:
+                self._h2.reset_stream(stream.stream_id, code)
+            except ProtocolError:
+                pass
+            self._flush()
+        self._close_stream(stream)
+        self._forget(stream)
+
+    def _close_stream(self, stream: _Stream) -> None:
+        stream.drop()
+        self._blocked.pop(stream.stream_id, None)
+
+    def _forget(self, stream: _Stream) -> None:
+        """Remove a finished stream: closed, and its handler (if any) done."""
+        if stream.closed and (stream.task is None or stream.task.done()):
+            if self._streams.pop(stream.stream_id, None) is not None:
+                self._update_idle()
+                self._maybe_close()
+
+    # ---- connection ----------------------------------------------------------------
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data and not self._eof_sent and self.transport is not None \
+                and not self.disconnected and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _connection_error(self, exc: ProtocolError) -> None:
+        if isinstance(exc, Calm):
+            log.warning("HTTP/2 client %s: %s; sending GOAWAY ENHANCE_YOUR_CALM", self.peer, exc.kind)
+        else:
+            log.debug("HTTP/2 connection error from %s: %s", self.peer, exc)
+        self._flush()  # the GOAWAY h2 queued
+        self._cancel_all()
+        self._close()
+
+    def _cancel_all(self) -> None:
+        for stream in list(self._streams.values()):
+            stream.reset = True
+            self._close_stream(stream)
+            task = stream.task
+            if task is not None and not task.done():
+                task.cancel()
+
+    def _maybe_close(self) -> None:
+        if self.state is DRAINING and not self._streams and not self.tasks:
+            self._close()
+
+    def _update_idle(self, force: bool = False) -> None:
+        """Arm the keep-alive deadline while no stream is open; disarm it otherwise."""
+        if self.state is not OPEN or self._preface_pending:
+            return
+        idle = not self._streams
+        if idle and (force or not self._idle):
+            self._deadline.arm(self._cfg.keepalive_timeout_s)
+        elif not idle and (force or self._idle):
+            self._deadline.cancel()
+        self._idle = idle
+
+    def _on_timeout(self) -> None:
+        if self.state is CLOSED:
+            if self.transport is not None:
+                self.transport.close()  # lingered long enough
+        elif self._preface_pending:
+            self._close()  # never spoke HTTP/2 in time
+        else:
+            self.close_when_idle()  # idle keep-alive: GOAWAY, then close
+
+    def _close(self) -> None:
+        """Finish the connection: FIN, then linger (module doc)."""
+        if self.state is CLOSED:
+            return
+        self._flush()
+        self.state = CLOSED
+        self._deadline.cancel()
+        transport = self.transport
+        if transport is None or self.disconnected or transport.is_closing():
+            return
+        try:
+            transport.write_eof()
+            self._eof_sent = True
+        except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
+            transport.close()
+            return
+        self._deadline.arm(_LINGER_S)
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0  # h2 already refused a bad value
+    return 0
