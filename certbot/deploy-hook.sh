@@ -39,6 +39,9 @@ done
 [ -d "$tls_dir" ] || fail "$tls_dir is not a directory (create it: install -d -m 0750 -o root -g kraken $tls_dir)"
 
 if [ -n "$check_cmd" ]; then
+  check_bin=${check_cmd%% *}
+  command -v "$check_bin" >/dev/null 2>&1 ||
+    fail "checker $check_bin not found: set KRAKEN_CHECK_CMD (empty skips the check); nothing installed"
   # word splitting of the command is intended
   # shellcheck disable=SC2086
   $check_cmd "$src_cert" "$src_key" >/dev/null || fail "new certificate refused; nothing installed"

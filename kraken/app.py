@@ -16,7 +16,7 @@ import socket
 
 import anyio
 
-from kraken import metrics
+from kraken import metrics, sdnotify
 from kraken.billing.fees import FeeSchedule
 from kraken.billing.pricing import PriceTable
 from kraken.config import Config, ProviderConfig
@@ -24,7 +24,10 @@ from kraken.gateway.auth import KeyVerifier
 from kraken.gateway.limits import LocalLimiter
 from kraken.gateway.pipeline import Gateway
 from kraken.gateway.router import Provider, Router
+from kraken.http.acme import plain_http_handler
 from kraken.http.h1 import H1Connection
+from kraken.http.listener import ProtocolSelector
+from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
 from kraken.providers.openai_compat import OpenAICompat
@@ -97,47 +100,76 @@ async def serve(
         stack.callback(verifier.close)
         gateway = Gateway(verifier, LocalLimiter(), router, meter,
                           PriceTable.load(cfg.prices), FeeSchedule.from_mapping(cfg.fees))
-        connections: set[H1Connection] = set()
+        connections: set = set()
+        reloader = CertificateReloader(cfg.tls.cert, cfg.tls.key) if cfg.tls.cert else None
+        tls = ({"ssl": reloader.context, "ssl_handshake_timeout": cfg.server.head_timeout_s}
+               if reloader is not None else {})
+        always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []
         server = await loop.create_server(
-            lambda: H1Connection(gateway.handle, cfg.server, connections),
-            sock=_listen_socket(cfg.server.host, cfg.server.port),
+            lambda: ProtocolSelector(gateway.handle, cfg.server, connections,
+                                     h2c=cfg.server.h2c, always_headers=always),
+            sock=_listen_socket(cfg.server.host, cfg.server.port), **tls,
         )
+        servers = [server]
+        if cfg.server.redirect_http_port:  # ACME challenges + redirect; also before any cert exists
+            plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
+            servers.append(await loop.create_server(
+                lambda: H1Connection(plain, cfg.server, connections),
+                sock=_listen_socket(cfg.server.host, cfg.server.redirect_http_port)))
+
+        def on_sighup() -> None:
+            """Reload the certificate for new handshakes; a broken one keeps the old."""
+            sdnotify.reloading()
+            if reloader is not None:
+                reloader.reload()
+            sdnotify.ready()
+
         own_signals = stop is None
         stop = stop or asyncio.Event()
+        signals = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: on_sighup}
         if own_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
+            for sig, callback in signals.items():
+                loop.add_signal_handler(sig, callback)
         async with anyio.create_task_group() as tg:
             tg.start_soon(meter.run)
             address = server.sockets[0].getsockname()
-            log.info("kraken listening on http://%s:%d", address[0], address[1])
+            scheme = "https" if reloader is not None else "http"
+            log.info("kraken listening on %s://%s:%d", scheme, address[0], address[1])
             if started is not None and not started.done():
                 started.set_result(address[1])
+            sdnotify.ready(f"listening on {address[0]}:{address[1]}")
             await stop.wait()
+            sdnotify.stopping("draining")
             log.info("shutting down: draining for up to %.0fs", cfg.server.drain_timeout_s)
-            await _drain(server, gateway, connections, cfg.server.drain_timeout_s)
+            await _drain(servers, gateway, connections, cfg.server.drain_timeout_s)
             await meter.close()
         if own_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
     log.info("kraken stopped")
     return 0
 
 
-async def _drain(server: asyncio.AbstractServer, gateway: Gateway,
-                 connections: set[H1Connection], deadline_s: float) -> None:
+def _in_flight(connections: set) -> list[asyncio.Task]:
+    """Handler tasks still running on HTTP/1.1 and HTTP/2 connections."""
+    return [task for conn in list(connections) for task in conn.tasks]
+
+
+async def _drain(servers: list[asyncio.AbstractServer], gateway: Gateway,
+                 connections: set, deadline_s: float) -> None:
     """Stop accepting, finish in-flight responses, then abort what is left."""
     gateway.shutting_down = True
-    server.close()
+    for server in servers:
+        server.close()
     for conn in list(connections):
         conn.close_when_idle()
     with anyio.move_on_after(deadline_s):
-        while tasks := [c.task for c in list(connections) if c.task is not None]:
+        while tasks := _in_flight(connections):
             await asyncio.wait(tasks)
     gateway.aborting = True
-    leftovers = [c.task for c in list(connections) if c.task is not None]
+    leftovers = _in_flight(connections)
     for conn in list(connections):
-        if conn.task is not None:
+        if conn.tasks:
             conn.abort()  # past the deadline: cut it, recorded as aborted_shutdown
         else:
             conn.close_when_idle()  # finished: let buffered bytes reach the client

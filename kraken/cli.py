@@ -37,7 +37,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.demo:
         print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
               file=sys.stderr)
-    return uvloop.run(app.serve(cfg))
+    from kraken.http.tls import TLSConfigError
+
+    try:
+        return uvloop.run(app.serve(cfg))
+    except TLSConfigError as exc:
+        print(f"kraken: {exc}", file=sys.stderr)
+        return 2
 
 
 def _keys_hash(args: argparse.Namespace) -> int:

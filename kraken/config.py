@@ -36,6 +36,24 @@ class ServerConfig:
     """Bytes queued to a slow client before the provider read is paused."""
     pipeline_buffer_bytes: int = 64 * 1024
     """Bytes of pipelined requests buffered before reading from the client pauses."""
+    h2c: bool = True
+    """Accept HTTP/2 with prior knowledge on a cleartext listener (ALPN decides over TLS)."""
+    redirect_http_port: int = 0
+    """If set, a plain-HTTP listener here serves ACME challenges and redirects to HTTPS."""
+    acme_dir: str = ""
+    """certbot's webroot: files under .well-known/acme-challenge/ are served from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Inbound TLS on server.port. Empty cert means plain HTTP (loopback/dev, or behind a proxy)."""
+
+    cert: str = ""
+    """PEM chain, leaf first (certbot's fullchain.pem)."""
+    key: str = ""
+    """PEM private key, unencrypted (0640 root:kraken)."""
+    hsts: bool = True
+    hsts_max_age: int = 31_536_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +119,7 @@ class Config:
     """The whole, validated configuration of one Kraken instance."""
 
     server: ServerConfig = ServerConfig()
+    tls: TLSConfig = TLSConfig()
     store: StoreConfig = StoreConfig()
     meter: MeterConfig = MeterConfig()
     auth: AuthConfig = AuthConfig()
@@ -237,7 +256,7 @@ def from_mapping(
 ) -> Config:
     """Validate a parsed TOML document into a Config."""
     env = os.environ if env is None else env
-    allowed = {"server", "store", "meter", "auth", "keys", "providers", "models", "prices", "fees"}
+    allowed = {"server", "store", "meter", "auth", "keys", "providers", "models", "prices", "fees", "tls"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{source}: unknown top-level key {key!r}")
@@ -253,6 +272,7 @@ def from_mapping(
                 raise ConfigError(f"{source}: models.{public} names unknown provider in {target!r}")
     cfg = Config(
         server=_section(ServerConfig, raw.get("server"), "server", source),
+        tls=_section(TLSConfig, raw.get("tls"), "tls", source),
         store=_section(StoreConfig, raw.get("store"), "store", source),
         meter=_section(MeterConfig, raw.get("meter"), "meter", source),
         auth=_section(AuthConfig, raw.get("auth"), "auth", source),
@@ -263,6 +283,10 @@ def from_mapping(
         fees=_checked_fees(raw.get("fees"), source),
         source=source,
     )
+    if bool(cfg.tls.cert) != bool(cfg.tls.key):
+        raise ConfigError(f"{source}: tls.cert and tls.key must be set together")
+    if cfg.server.redirect_http_port and cfg.server.redirect_http_port == cfg.server.port:
+        raise ConfigError(f"{source}: server.redirect_http_port must differ from server.port")
     return _env_overrides(cfg, env)
 
 

@@ -26,7 +26,7 @@ EXAMPLE = ROOT / "certbot" / "renewal-example.conf"
 CHECK_CMD = f"{sys.executable} -m kraken.http.tls"
 
 
-# ---- fixtures: a lineage, Kraken's TLS directory, a reload recorder ---------------------------------
+# ---- fixtures: a lineage, Kraken's TLS directory, a reload recorder ------------------------------
 
 def _other_group() -> str:
     """A group the hook can chown to: not our primary one when we are root, to see it apply."""
@@ -99,7 +99,7 @@ def _snapshot(env: dict[str, str]) -> list[tuple[str, bytes, int, int]]:
     return out
 
 
-# ---- the deploy hook on fake lineages ---------------------------------------------------------------
+# ---- the deploy hook on fake lineages ------------------------------------------------------------
 
 def test_hook_is_an_executable_posix_shell_script():
     assert os.access(HOOK, os.X_OK)
@@ -209,13 +209,20 @@ def test_hook_reports_a_failed_reload(tmp_path, ca, env):
         ["fullchain.pem", "privkey.pem"]
 
 
+def test_hook_with_a_missing_checker_installs_nothing(tmp_path, ca, env):
+    result = _run_hook({**env, "KRAKEN_CHECK_CMD": str(tmp_path / "no-python") + " -m x"},
+                       _lineage(tmp_path / "le", ca.issue_cert("api.example.com")))
+    assert result.returncode != 0 and "checker" in result.stderr and "not found" in result.stderr
+    assert _snapshot(env) == [] and _reloads(tmp_path) == 0
+
+
 def test_hook_check_can_be_switched_off(tmp_path, ca, env):
     result = _run_hook({**env, "KRAKEN_CHECK_CMD": ""},
                        _lineage(tmp_path / "le", ca.issue_cert("api.example.com")))
     assert result.returncode == 0, result.stderr
 
 
-# ---- the renewal config ---------------------------------------------------------------------------
+# ---- the renewal config --------------------------------------------------------------------------
 
 def _renewal_params(text: str) -> dict[str, str]:
     section, out = "", {}
@@ -241,7 +248,7 @@ def test_renewal_example_uses_webroot_on_the_acme_dir_and_the_deploy_hook():
     assert "OCSP" in EXAMPLE.read_text()
 
 
-# ---- end to end: certbot + pebble + Kraken's ACME handler + hook + reloader ---------------------------
+# ---- end to end: certbot + pebble + Kraken's ACME handler + hook + reloader ----------------------
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
@@ -348,7 +355,8 @@ async def test_certbot_renewal_through_kraken_end_to_end(tmp_path, ca, env):
 
     async with _daemon(challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
                        "-http01", "", "-https01", "", "-tlsalpn01", "",
-                       "-dns01", f"127.0.0.1:{dns_port}", "-management", f"127.0.0.1:{_free_port()}",
+                       "-dns01", f"127.0.0.1:{dns_port}",
+                       "-management", f"127.0.0.1:{_free_port()}",
                        env=daemon_env, log=tmp_path / "challtestsrv.log",
                        ready="Starting management server"), \
             _daemon(pebble, "-config", str(tmp_path / "pebble.json"),

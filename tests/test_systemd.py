@@ -63,7 +63,7 @@ def _verify(unit: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=60, env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
 
 
-# ---- the unit file --------------------------------------------------------------------------------
+# ---- the unit file -------------------------------------------------------------------------------
 
 def test_unit_passes_systemd_analyze_verify(tmp_path):
     unit = _testable_copy(tmp_path)

@@ -22,9 +22,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _MAX_BODY = 4096
 """A key authorization is ``token.thumbprint``: under 200 bytes. Anything bigger is not one."""
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(
-    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
-    r"|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+    rf"(?P<name>{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?")
 _TARGET_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 
 

@@ -74,8 +74,11 @@ DATE = _DateHeader()
 class H1Connection(asyncio.Protocol):
     """One client connection; also the ``ResponseSink`` of its current request."""
 
-    def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None):
+    def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None,
+                 *, always_headers: list[tuple[bytes, bytes]] | None = None):
         self._handler = handler
+        self._always = b"".join(b"%s: %s\r\n" % h for h in always_headers or ())
+        """Header lines on every response of this connection (e.g. HSTS over TLS)."""
         self._cfg = cfg
         self._tracker = tracker
         self._loop = asyncio.get_event_loop()
@@ -337,6 +340,12 @@ class H1Connection(asyncio.Protocol):
             send_error(self, exc)
 
     @property
+    def tasks(self) -> list[asyncio.Task]:
+        """Running handler tasks (zero or one here; HTTP/2 may have many)."""
+        task = self._task
+        return [task] if task is not None and not task.done() else []
+
+    @property
     def task(self) -> asyncio.Task | None:
         """The handler task of the request in flight, if any."""
         return self._task
@@ -358,8 +367,8 @@ class H1Connection(asyncio.Protocol):
         self._mute = self._head_only
         if self.draining:
             self._keep_alive = False
-        parts = [b"HTTP/1.1 %d %s\r\ndate: %s\r\nserver: kraken\r\n" % (
-            status, _REASONS.get(status, b"Unknown"), DATE.get())]
+        parts = [b"HTTP/1.1 %d %s\r\ndate: %s\r\nserver: kraken\r\n%s" % (
+            status, _REASONS.get(status, b"Unknown"), DATE.get(), self._always)]
         for name, value in headers:
             parts.append(b"%s: %s\r\n" % (name, value))
         if length is not None:

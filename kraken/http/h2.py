@@ -75,6 +75,7 @@ class _Stream:
         "_conn", "stream_id", "phase", "method", "target", "scheme", "headers", "head_ns",
         "_body", "body_size", "deadline", "task", "_started", "_ending", "closed", "reset",
         "_head_only", "_pending", "_producer", "_producer_paused", "_buffer_full", "_left",
+        "corked",
     )
 
     def __init__(self, conn: H2Connection, stream_id: int):
@@ -92,7 +93,8 @@ class _Stream:
         self.task: asyncio.Task | None = None
         self._started = False
         self._ending = False
-        """end() was called while response bytes still wait for the client's window."""
+        """The body is complete (``end()``, or all of a Content-Length written); END_STREAM
+        goes with the last queued byte."""
         self.closed = False
         """END_STREAM sent or the stream reset: nothing more may be sent."""
         self.reset = False
@@ -104,6 +106,9 @@ class _Stream:
         self._buffer_full = False
         self._left: int | None = None
         """Body bytes still due under a Content-Length: the last ones carry END_STREAM."""
+        self.corked = False
+        """Frames are queued but not written until ``flush``/``end`` (one syscall per
+        provider read). Another stream's flush may take them along: that only batches more."""
 
     # ---- ResponseSink --------------------------------------------------------------
     @property
@@ -124,7 +129,8 @@ class _Stream:
             return
         self._started = True
         self._head_only = self.method == "HEAD"
-        out = [(b":status", b"%d" % status), (b"date", DATE.get()), (b"server", b"kraken")]
+        out = [(b":status", b"%d" % status), (b"date", DATE.get()), (b"server", b"kraken"),
+               *self._conn.always_headers]
         for name, value in headers:
             name = name.lower()
             if name not in _DROP_RESPONSE_HEADERS:  # hop-by-hop fields are malformed in h2
@@ -145,11 +151,17 @@ class _Stream:
                 self._producer = None
         self._conn.write_data(self, data)
 
+    def cork(self) -> None:
+        self.corked = True
+
     def flush(self) -> None:
-        """Nothing to do: writes go out as soon as the client's window allows."""
+        """Write the frames held since ``cork`` (DATA beyond the window waits for it)."""
+        self._conn.flush()
 
     def end(self) -> None:
+        self.corked = False
         if self.closed or self._ending or not self._started:
+            self._conn.flush()
             return
         self._ending = True
         self._producer = None
@@ -222,8 +234,11 @@ class H2Connection(asyncio.Protocol):
     """
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None, *,
-                 initial_data: bytes = b"", limits: H2Limits | None = None):
+                 initial_data: bytes = b"", limits: H2Limits | None = None,
+                 always_headers: list[tuple[bytes, bytes]] | None = None):
         self._handler = handler
+        self.always_headers = list(always_headers or ())
+        """Headers on every response (e.g. HSTS over TLS)."""
         self._cfg = cfg
         self._tracker = tracker
         self._limits = limits or H2Limits()
@@ -315,6 +330,10 @@ class H2Connection(asyncio.Protocol):
             events = self._h2.receive_data(data)
         except ProtocolError as exc:  # h2 has queued GOAWAY with exc.error_code
             self._connection_error(exc)
+            return
+        except Exception:  # a bug in the stack must not leave a half-parsed connection
+            log.exception("HTTP/2 input from %s could not be processed", self.peer)
+            self.abort()
             return
         if self._preface_pending and self._h2.preface_received:
             self._preface_pending = False
@@ -517,27 +536,22 @@ class H2Connection(asyncio.Protocol):
         except ProtocolError:  # the connection failed under the handler
             self._close_stream(stream)
             return
-        self._flush()
+        if not stream.corked:
+            self._flush()
 
     def write_data(self, stream: _Stream, data: bytes) -> None:
-        pending = stream.pending
-        if not pending and self.state is not CLOSED:
-            # The usual case, an SSE event inside the window: no copy into the buffer.
-            h2 = self._h2
+        if not stream.pending and not stream.ending and self.state is not CLOSED:
+            # The usual case, an SSE event inside the window: one frame, nothing buffered.
             try:
-                fits = len(data) <= min(h2.local_flow_control_window(stream.stream_id),
-                                        h2.max_outbound_frame_size)
-                if fits:
-                    h2.send_data(stream.stream_id, data, end_stream=stream.ending)
+                sent = self._h2.send_chunk(stream.stream_id, data)
             except ProtocolError:
                 self._close_stream(stream)
                 return
-            if fits:
-                if stream.ending:
-                    self._response_sent(stream)
-                self._flush()
+            if sent:
+                if not stream.corked:
+                    self._flush()
                 return
-        pending += data
+        stream.pending.extend(data)
         self.pump(stream)
 
     def pump(self, stream: _Stream) -> None:
@@ -570,7 +584,8 @@ class H2Connection(asyncio.Protocol):
             self._close_stream(stream)
             return
         finally:
-            self._flush()
+            if not stream.corked:
+                self._flush()
         if pending:
             self._blocked.pop(sid, None)
             self._blocked[sid] = stream  # to the back: the next window goes round-robin
@@ -615,6 +630,9 @@ class H2Connection(asyncio.Protocol):
                 self._maybe_close()
 
     # ---- connection ----------------------------------------------------------------
+    def flush(self) -> None:
+        self._flush()
+
     def _flush(self) -> None:
         data = self._h2.data_to_send()
         if data and not self._eof_sent and self.transport is not None \
@@ -623,7 +641,7 @@ class H2Connection(asyncio.Protocol):
 
     def _connection_error(self, exc: ProtocolError) -> None:
         if isinstance(exc, Calm):
-            log.warning("HTTP/2 client %s: %s; sending GOAWAY ENHANCE_YOUR_CALM", self.peer, exc.kind)
+            log.warning("HTTP/2 client %s: %s; GOAWAY ENHANCE_YOUR_CALM", self.peer, exc.kind)
         else:
             log.debug("HTTP/2 connection error from %s: %s", self.peer, exc)
         self._flush()  # the GOAWAY h2 queued

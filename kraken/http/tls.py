@@ -122,7 +122,7 @@ def check_pair(cert_pem: bytes, key_pem: bytes, cert_path: str | os.PathLike[str
             f"{key_path}: the private key is encrypted; Kraken needs an unencrypted key"
             " protected by file permissions") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
-        # cryptography's messages describe the format problem, never the key bytes
+        # only the exception type: a message could quote the input
         raise TLSConfigError(f"{key_path}: not a usable PEM private key"
                              f" ({type(exc).__name__})") from None
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
@@ -199,7 +199,7 @@ def _context_from_files(cert_path: str, key_path: str) -> ssl.SSLContext:
 def _build(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
            now: dt.datetime | None) -> tuple[ssl.SSLContext, x509.Certificate]:
     cert_file, key_file = Path(cert_path), Path(key_path)
-    for attempt in range(3):
+    for _ in range(3):
         cert_pem, key_pem = _read(cert_file, "certificate"), _read(key_file, "key")
         leaf = check_pair(cert_pem, key_pem, cert_file, key_file, now)
         ctx = _context_from_files(str(cert_file), str(key_file))

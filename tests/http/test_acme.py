@@ -101,7 +101,7 @@ def test_target_with_control_characters_redirects_to_root():
     assert redirect_location("api.example.com", "/a\r\nb", 443) == "https://api.example.com/"
 
 
-# ---- the handler on a real listener ---------------------------------------------------------------
+# ---- the handler on a real listener --------------------------------------------------------------
 
 async def _exchange(port: int, raw: bytes) -> list:
     async with connect(port) as (reader, writer):
@@ -148,6 +148,6 @@ async def test_listener_refusals(acme_dir, raw, status):
 @pytest.mark.anyio
 async def test_redirect_uses_the_https_port(acme_dir):
     async with serve(plain_http_handler(acme_dir, 8443)) as server:
-        (resp,) = await _exchange(
-            server.port, b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n")
+        (resp,) = await _exchange(server.port, b"GET /v1/models HTTP/1.1\r\n"
+                                  b"Host: 127.0.0.1:8080\r\nConnection: close\r\n\r\n")
     assert resp.headers[b"location"] == b"https://127.0.0.1:8443/v1/models"

@@ -17,6 +17,7 @@ import pytest
 import trustme
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 
 from harness import TEST_KEY, kraken_mapping, running_kraken, running_mock
 from kraken import app, metrics
@@ -25,7 +26,7 @@ from kraken.errors import KrakenError, NotFound
 from kraken.http.exchange import Request
 from kraken.http.h1 import H1Connection
 from kraken.http.h2 import PREFACE, H2Connection
-from kraken.http.h2limits import H2Limits
+from kraken.http.h2limits import GuardedH2Connection, H2Limits
 
 pytestmark = pytest.mark.anyio
 
@@ -128,6 +129,17 @@ async def h2_client(port: int, **kwargs: Any) -> AsyncIterator[Client]:
             await writer.wait_closed()
 
 
+async def next_frame(reader: asyncio.StreamReader, kind: type, timeout: float = 5.0) -> Any:
+    """The next frame of type ``kind`` read raw from ``reader`` (others skipped)."""
+    async with asyncio.timeout(timeout):
+        for _ in range(10_000):
+            frame, length = Frame.parse_frame_header(memoryview(await reader.readexactly(9)))
+            frame.parse_body(memoryview(await reader.readexactly(length)))
+            if isinstance(frame, kind):
+                return frame
+    pytest.fail(f"no {kind.__name__}")
+
+
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     for _ in range(int(timeout / 0.01)):
         if check():
@@ -179,6 +191,16 @@ async def stack(tmp_path, monkeypatch):
 AUTH = [("authorization", f"Bearer {TEST_KEY}"), ("content-type", "application/json")]
 
 
+def sse_text(body: bytes) -> str:
+    """The assistant text carried by an SSE body's chunks."""
+    text = []
+    for event in body.split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            for choice in json.loads(event[6:]).get("choices", []):
+                text.append(choice.get("delta", {}).get("content") or "")
+    return "".join(text)
+
+
 def chat(**fields: Any) -> bytes:
     return json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}],
                        **fields}).encode()
@@ -198,7 +220,7 @@ async def test_many_concurrent_streams_each_get_their_whole_sse_body(stack):
             assert resp.status == 200 and resp.ended, (i, resp)
             assert resp.headers[b"content-type"].startswith(b"text/event-stream")
             assert bytes(resp.body).endswith(b"data: [DONE]\n\n")
-            assert b"number %d " % i in resp.body
+            assert sse_text(bytes(resp.body)) == f"reply number {i} " * 5
             bodies.append(bytes(resp.body))
     # relayed byte for byte: exactly what the provider sent, stream by stream
     assert sorted(bodies) == sorted(r.body for r in stack.mock.responses)
@@ -356,14 +378,63 @@ async def test_handler_failure_after_start_resets_the_stream():
 
 
 class Producer:
+    """Stands in for the provider connection: writes only while not paused."""
+
     def __init__(self) -> None:
         self.log: list[str] = []
+        self.running = asyncio.Event()
+        self.running.set()
 
     def pause_reading(self) -> None:
         self.log.append("pause")
+        self.running.clear()
 
     def resume_reading(self) -> None:
         self.log.append("resume")
+        self.running.set()
+
+
+async def test_corked_frames_leave_on_flush():
+    flushed = asyncio.Event()
+
+    async def handler(req: Request, sink: Any) -> None:
+        sink.cork()
+        sink.start(200, [], None)
+        sink.write(b"one ")
+        sink.write(b"two")
+        await asyncio.sleep(0.2)
+        flushed.set()
+        sink.flush()
+        sink.end()
+
+    async with serve(handler) as server, h2_client(server.port) as cl:
+        sid = cl.request("GET", "/")
+        await cl.pump(lambda: cl.responses[sid].status != 0)
+        assert flushed.is_set(), "headers left before flush()"
+        assert (await cl.response(sid)).body == b"one two"
+
+
+def test_send_chunk_keeps_h2_flow_control_books():
+    """The DATA fast path frames and counts exactly as h2's send_data would."""
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    client.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":path", "/"),
+                            (":authority", "k")], end_stream=True)
+    wire = client.data_to_send()
+    fast, slow = GuardedH2Connection(16384, H2Limits()), GuardedH2Connection(16384, H2Limits())
+    for server in (fast, slow):
+        server.open_connection()
+        server.receive_data(wire)
+        server.send_headers(1, [(":status", "200")])
+        server.data_to_send()
+    assert fast.send_chunk(1, b"x" * 1000) is True
+    slow.send_data(1, b"x" * 1000)
+    assert fast.data_to_send() == slow.data_to_send()
+    assert fast.local_flow_control_window(1) == slow.local_flow_control_window(1) == 65535 - 1000
+    assert fast.outbound_flow_control_window == slow.outbound_flow_control_window
+    assert fast.send_chunk(1, b"y" * 65000) is False  # beyond the window: nothing queued
+    assert fast.data_to_send() == b""
 
 
 async def test_stalled_client_pauses_the_producer_until_window_update():
@@ -374,8 +445,8 @@ async def test_stalled_client_pauses_the_producer_until_window_update():
         sink.set_producer(producer)
         sink.start(200, [], len(body))
         for i in range(0, len(body), 8192):
+            await producer.running.wait()
             sink.write(body[i:i + 8192])
-            await asyncio.sleep(0)
         sink.set_producer(None)
         sink.end()
 
@@ -384,7 +455,8 @@ async def test_stalled_client_pauses_the_producer_until_window_update():
         await eventually(lambda: producer.log == ["pause"])
         conn = next(iter(server.conns))
         stream = conn._streams[sid]
-        assert len(stream.pending) <= 64 * 1024 + 8192  # bounded: not the whole body
+        await asyncio.sleep(0.05)
+        assert 64 * 1024 <= len(stream.pending) < 64 * 1024 + 8192  # bounded: not the body
         cl.h2.increment_flow_control_window(len(body), stream_id=sid)
         cl.h2.increment_flow_control_window(len(body))
         cl.flush()
@@ -429,15 +501,18 @@ async def test_close_when_idle_finishes_streams_in_flight_then_closes():
         conn = next(iter(server.conns))
         assert len(conn.tasks) == 1
         conn.close_when_idle()
-        await cl.pump(lambda: cl.goaway is not None)
-        assert cl.goaway.error_code == ErrorCodes.NO_ERROR
-        assert cl.goaway.last_stream_id == first
+        # h2's client stops at a GOAWAY, so from here frames are read raw
+        goaway = await next_frame(cl.reader, GoAwayFrame)
+        assert goaway.error_code == ErrorCodes.NO_ERROR and goaway.last_stream_id == first
         late = cl.request("GET", "/")  # raced the GOAWAY: refused, safe to retry elsewhere
-        assert (await cl.response(late)).reset == ErrorCodes.REFUSED_STREAM
+        refused = await next_frame(cl.reader, RstStreamFrame)
+        assert (refused.stream_id, refused.error_code) == (late, ErrorCodes.REFUSED_STREAM)
         release.set()
-        assert (await cl.response(first)).body == b"ok"
-        await cl.pump(lambda: False, timeout=5)  # until the server closes
-        assert cl.closed and not conn.tasks
+        data = await next_frame(cl.reader, DataFrame)
+        assert (data.stream_id, data.data, "END_STREAM" in data.flags) == (first, b"ok", True)
+        async with asyncio.timeout(5):
+            assert await cl.reader.read() == b""  # then the server closes
+        assert not conn.tasks
     assert len(server.calls) == 1
 
 

@@ -13,7 +13,7 @@ from typing import AsyncIterator, Callable
 import hpack
 import pytest
 from hyperframe.frame import (DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
-                              RstStreamFrame, SettingsFrame, WindowUpdateFrame)
+                              RstStreamFrame, SettingsFrame)
 
 from kraken.config import ServerConfig
 from kraken.http.exchange import Request
@@ -212,7 +212,8 @@ class Client:
         for _ in range(100_000):
             frame = await self.frame(max(deadline - loop.time(), 0.01))
             assert frame is not None, "connection closed before the response ended"
-            if isinstance(frame, (RstStreamFrame, GoAwayFrame)) and frame.stream_id in (0, stream_id):
+            if isinstance(frame, GoAwayFrame) or (
+                    isinstance(frame, RstStreamFrame) and frame.stream_id == stream_id):
                 pytest.fail(f"{frame!r} instead of a response")
             if frame.stream_id != stream_id:
                 continue
@@ -496,8 +497,6 @@ async def test_zero_window_update_on_stream_is_stream_protocol_error(c, server):
     c.send(c.headers(1, get(b"/hang")), window_update(1, 0))
     await c.expect_rst(1, PROTOCOL_ERROR)
     await c.assert_usable(3)
-    await asyncio.sleep(0.05)
-    assert server.cancelled == [] or server.cancelled == ["/hang"]
 
 
 async def test_window_update_of_wrong_length_is_frame_size_error(c):

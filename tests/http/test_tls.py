@@ -231,7 +231,8 @@ async def test_tls12_and_tls13_are_accepted(ca, files, version):
     async with tls_server(context) as port, \
             connect(port, client_context(ca, version=version)) as client:
         name, protocol, _ = client.tls.cipher()
-        assert protocol == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+        assert protocol == {ssl.TLSVersion.TLSv1_2: "TLSv1.2",
+                            ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
         assert "GCM" in name or "CHACHA20" in name
         assert await client.echo() == b"ping\n"
 
@@ -402,7 +403,7 @@ def _no_key_material(text: str, pair: Pair) -> bool:
     return "PRIVATE KEY" not in text and body[:40] not in text and body[-40:] not in text
 
 
-# ---- reload ---------------------------------------------------------------------------------------
+# ---- reload --------------------------------------------------------------------------------------
 
 @BOTH_LOOPS
 async def test_reload_serves_the_new_certificate_to_new_connections_only(ca, files):
@@ -421,6 +422,16 @@ async def test_reload_serves_the_new_certificate_to_new_connections_only(ca, fil
                 assert after.serial == new.serial
                 assert after.tls.selected_alpn_protocol() == "h2"
                 assert await after.echo(b"two\n") == b"two\n"
+            # clients that send no SNI (connecting by IP address) switch over too
+            no_sni = client_context(ca)
+            no_sni.check_hostname = False
+            async with asyncio.timeout(5):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=no_sni)
+            by_ip = Client(reader, writer)  # Python sends no SNI for an IP address
+            try:
+                assert by_ip.serial == new.serial
+            finally:
+                await by_ip.close()
             # the connection from before the reload is still up, on its old certificate
             assert await before.echo(b"three\n") == b"three\n"
             assert before.serial == old.serial
@@ -494,7 +505,7 @@ def test_expiring_certificate_logs_a_warning(ca, files, caplog):
     assert record.levelno == logging.WARNING and "expires" in record.getMessage()
 
 
-# ---- HSTS -----------------------------------------------------------------------------------------
+# ---- HSTS ----------------------------------------------------------------------------------------
 
 def test_hsts_header():
     assert tls.hsts_header() == (b"strict-transport-security", b"max-age=31536000")
@@ -508,13 +519,17 @@ def test_hsts_header():
         tls.hsts_value(31536000, preload=True)
 
 
-# ---- sslyze ---------------------------------------------------------------------------------------
+# ---- sslyze --------------------------------------------------------------------------------------
 
 def _sslyze() -> list[str]:
-    """sslyze pins cryptography<47, so tools/test installs it in its own venv and points
-    $KRAKEN_SSLYZE at it; an sslyze in this venv or on PATH works too."""
+    """sslyze pins cryptography<47, so tools/test installs it in its own venv
+    (``.venv-sslyze`` at the repository root); $KRAKEN_SSLYZE, an sslyze importable here or
+    one on PATH work too."""
     if os.environ.get("KRAKEN_SSLYZE"):
         return [os.environ["KRAKEN_SSLYZE"]]
+    beside = Path(__file__).resolve().parents[2] / ".venv-sslyze" / "bin" / "sslyze"
+    if beside.exists():
+        return [str(beside)]
     with contextlib.suppress(ImportError):
         import sslyze  # noqa: F401
         return [sys.executable, "-m", "sslyze"]

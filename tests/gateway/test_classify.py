@@ -1,0 +1,240 @@
+"""The task classifier: a label per request from its shape and a bounded slice of its text.
+
+Accuracy is checked against the hand-written set in classify_eval.jsonl; speed is measured by
+bench/classify_bench.py, never asserted here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kraken.gateway.classify import LABELS, task_type
+
+EVAL = Path(__file__).with_name("classify_eval.jsonl")
+MB5 = 5 * 1024 * 1024
+
+
+def load_eval() -> list[dict]:
+    with EVAL.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def chat(*messages, **extra) -> dict:
+    return {"model": "m", "messages": list(messages), **extra}
+
+
+def user(content) -> dict:
+    return {"role": "user", "content": content}
+
+
+# ---- the evaluation set ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def results() -> list[tuple[str, str, str]]:
+    return [(case["id"], case["label"], task_type(case["route"], case["payload"])) for case in load_eval()]
+
+
+def test_eval_set_is_large_and_covers_every_label_but_embedding():
+    cases = load_eval()
+    counts = Counter(case["label"] for case in cases)
+    assert len(cases) >= 200
+    assert set(counts) == set(LABELS) - {"embedding"}
+    assert min(counts.values()) >= 20
+    assert {case["route"] for case in cases} == {"chat", "messages"}
+    assert len({case["id"] for case in cases}) == len(cases)
+
+
+def test_eval_set_overall_accuracy_at_least_85_percent(results):
+    correct = sum(expected == got for _, expected, got in results)
+    assert correct / len(results) >= 0.85, f"{correct}/{len(results)}"
+
+
+def test_eval_set_no_label_recall_below_60_percent(results):
+    per: dict[str, list[int]] = {}
+    for _, expected, got in results:
+        slot = per.setdefault(expected, [0, 0])
+        slot[0] += expected == got
+        slot[1] += 1
+    low = {label: f"{c}/{t}" for label, (c, t) in per.items() if c / t < 0.6}
+    assert not low
+
+
+def test_classifying_never_logs(results, caplog):
+    caplog.set_level(logging.DEBUG)
+    for case in load_eval()[:50]:
+        task_type(case["route"], case["payload"])
+    assert caplog.records == []
+
+
+# ---- routes and shape -----------------------------------------------------------------------------
+def test_embeddings_route_is_always_embedding():
+    assert task_type("embeddings", {"model": "e", "input": "write a python function"}) == "embedding"
+    assert task_type("embeddings", {}) == "embedding"
+
+
+def test_a_greeting_is_chat():
+    assert task_type("chat", chat(user("hi"))) == "chat"
+
+
+def test_json_schema_response_format_is_extraction():
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    assert task_type("chat", chat(user("Acme Corp, 12 Main St, invoice 881"), response_format=fmt)) == "extraction"
+
+
+def test_forced_tool_choice_is_extraction():
+    tools = [{"type": "function", "function": {"name": "save_contact", "parameters": {}}}]
+    choice = {"type": "function", "function": {"name": "save_contact"}}
+    payload = chat(user("Ann Lee, ann@example.com"), tools=tools, tool_choice=choice)
+    assert task_type("chat", payload) == "extraction"
+
+
+def test_coding_agent_tools_are_code_gen():
+    tools = [{"type": "function", "function": {"name": n}} for n in ("read_file", "write_file", "run_shell")]
+    assert task_type("chat", chat(user("make the failing check pass"), tools=tools)) == "code_gen"
+
+
+def test_code_fence_is_code_gen():
+    assert task_type("chat", chat(user("why?\n```\nx = [1, 2\nprint(x)\n```"))) == "code_gen"
+
+
+def test_translating_code_between_languages_is_code_gen_not_translation():
+    text = "Translate this Python to JavaScript:\n```python\nprint(sum(x * x for x in range(9)))\n```"
+    assert task_type("chat", chat(user(text))) == "code_gen"
+
+
+@pytest.mark.parametrize("text", [
+    "Translate to German: see you tomorrow",
+    "How do you say 'thank you' in Korean?",
+    "请把这句话翻译成英文：今天很冷。",
+    "Traduce al inglés: buenos días",
+])
+def test_translation_cues(text):
+    assert task_type("chat", chat(user(text))) == "translation"
+
+
+def test_in_plain_english_is_not_translation():
+    assert task_type("chat", chat(user("Explain this clause in plain English, briefly: The Licensee shall "
+                                        "indemnify the Licensor against all claims."))) != "translation"
+
+
+def test_system_prompt_sets_the_task():
+    system = {"role": "system", "content": "You are a translator. Translate the user's text into French."}
+    assert task_type("chat", chat(system, user("The shop opens at nine."))) == "translation"
+
+
+def test_manner_words_in_a_system_prompt_do_not_make_the_task():
+    system = {"role": "system", "content": "You are a friendly, polite and concise support agent."}
+    assert task_type("chat", chat(system, user("my order never arrived"))) == "chat"
+
+
+def test_only_the_last_user_message_counts():
+    payload = chat(user("Summarize this article: ..."), {"role": "assistant", "content": "It says ..."},
+                   user("thanks! how are you today?"))
+    assert task_type("chat", payload) == "chat"
+
+
+def test_ask_after_long_pasted_text_is_found():
+    article = "The council met on Tuesday and discussed the new budget for parks and roads. " * 60
+    assert task_type("chat", chat(user(article + "\n\ntl;dr?"))) == "summarization"
+
+
+# ---- Anthropic format -----------------------------------------------------------------------------
+def test_anthropic_system_string_and_block_content():
+    payload = {"model": "c", "max_tokens": 10, "system": "You summarize documents.",
+               "messages": [user([{"type": "text", "text": "Quarterly revenue grew 4 percent."}])]}
+    assert task_type("messages", payload) == "summarization"
+
+
+def test_anthropic_system_as_blocks():
+    payload = {"model": "c", "max_tokens": 10,
+               "system": [{"type": "text", "text": "You are a patient math tutor."},
+                          {"type": "text", "text": "Think step by step.", "cache_control": {"type": "ephemeral"}}],
+               "messages": [user("A tank holds 40 liters and leaks 3 liters per hour; when is it empty?")]}
+    assert task_type("messages", payload) == "reasoning"
+
+
+def test_anthropic_ask_in_a_block_after_a_long_document_block():
+    doc = {"type": "text", "text": "Revenue rose and costs fell in every region this quarter. " * 200}
+    payload = {"model": "c", "max_tokens": 10, "messages": [user([doc, {"type": "text", "text": "Summarize this."}])]}
+    assert task_type("messages", payload) == "summarization"
+
+
+def test_a_turn_of_only_tool_results_looks_back_to_the_ask():
+    payload = {"model": "c", "max_tokens": 10, "messages": [
+        user("Translate the README into Spanish"),
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {}}]},
+        user([{"type": "tool_result", "tool_use_id": "t1", "content": "# Project\nInstall with pip."}]),
+    ]}
+    assert task_type("messages", payload) == "translation"
+
+
+# ---- malformed and empty input: always a label, never an exception --------------------------------
+@pytest.mark.parametrize("payload", [
+    {},
+    {"messages": []},
+    {"messages": None},
+    {"messages": "hello"},
+    {"messages": [None, 3, "x", []]},
+    {"messages": [{"role": "user"}]},
+    {"messages": [{"role": "user", "content": None}]},
+    {"messages": [{"role": "user", "content": 42}]},
+    {"messages": [{"role": "user", "content": ""}]},
+    {"messages": [{"role": "user", "content": "   \n  "}]},
+    {"messages": [{"role": "user", "content": [1, None, {"type": "text"}, {"type": "text", "text": 5}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+    {"messages": [{"role": "assistant", "content": "only an assistant turn"}]},
+    {"messages": [{"role": "user", "content": "hi"}], "system": 7},
+    {"messages": [{"role": "user", "content": "hi"}], "system": [None, {"type": "text", "text": None}]},
+    {"messages": [{"role": "user", "content": "hi"}], "tools": "nope", "tool_choice": 3, "response_format": "x"},
+    {"messages": [{"role": "user", "content": "hi"}], "tools": [None, {"function": None}, {"name": 5}]},
+    {"prompt": "Write a haiku about the sea"},
+    {"prompt": ["not", "a", "string"]},
+])
+def test_malformed_or_empty_payload_still_gets_a_label(payload):
+    assert task_type("chat", payload) in LABELS
+    assert task_type("messages", payload) in LABELS
+
+
+def test_no_text_at_all_is_chat():
+    assert task_type("chat", {"messages": []}) == "chat"
+    assert task_type("messages", {"messages": [{"role": "user", "content": [{"type": "image"}]}]}) == "chat"
+
+
+def test_payload_that_is_not_a_dict_is_chat():
+    assert task_type("chat", None) == "chat"          # type: ignore[arg-type]
+    assert task_type("chat", ["x"]) == "chat"         # type: ignore[arg-type]
+
+
+def test_surrogates_and_control_characters_do_not_break_it():
+    assert task_type("chat", chat(user("\ud800 translate to French: \x00\x1b[0m bonjour \udfff"))) in LABELS
+
+
+# ---- bounded reading ------------------------------------------------------------------------------
+def test_five_megabyte_message_classifies():
+    text = "Summarize the following log:\n\n" + ("lorem ipsum dolor sit amet " * (MB5 // 27 + 1))[:MB5]
+    assert task_type("chat", chat(user(text))) == "summarization"
+
+
+def test_five_megabyte_block_and_system_prompt_classify():
+    big = "x" * MB5
+    payload = {"model": "c", "max_tokens": 1, "system": [{"type": "text", "text": big}] * 3,
+               "messages": [user([{"type": "text", "text": big}, {"type": "text", "text": big}])]}
+    assert task_type("messages", payload) in LABELS
+
+
+def test_only_a_bounded_slice_is_read():
+    # A cue in the middle of 5 MB is outside every slice the classifier reads, so it has no effect.
+    filler = "the weather was mild and the market was quiet that day. " * (MB5 // 112)
+    text = filler + " Translate into French, summarize, extract the fields, write a python function. " + filler
+    assert len(text) > MB5
+    assert task_type("chat", chat(user(text))) == "chat"
+
+
+def test_many_messages_and_blocks_are_bounded():
+    messages = [user("Write a poem about rain")] + [{"role": "assistant", "content": "ok"}] * 100_000
+    assert task_type("chat", chat(*messages)) == "chat"     # the ask is beyond the look-back window
+    blocks = [{"type": "text", "text": "hello there"}] * 100_000
+    assert task_type("messages", {"messages": [user(blocks)]}) in LABELS
