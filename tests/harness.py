@@ -104,10 +104,12 @@ def auth_headers(key: str = TEST_KEY) -> dict[str, str]:
 class KrakenProcess:
     """Kraken as a real subprocess (``python -m kraken serve``), for signal tests."""
 
-    def __init__(self, config_path: Path, port: int, log_path: Path):
+    def __init__(self, config_path: Path, port: int, log_path: Path, tls=None):
         self.config_path = config_path
         self.port = port
         self.log_path = log_path
+        self.tls = tls
+        """Client SSLContext when Kraken listens with TLS."""
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> None:
@@ -123,7 +125,8 @@ class KrakenProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kraken exited early: {self.log_path.read_text()[-2000:]}")
             with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as raw:
+                    s = self.tls.wrap_socket(raw, server_hostname="localhost") if self.tls else raw
                     s.sendall(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                     if s.recv(100).startswith(b"HTTP/1.1 200"):
                         return
@@ -168,6 +171,11 @@ def write_toml(path: Path, doc: dict[str, Any]) -> None:
             for pname, p in section.items():
                 lines.append(f"[providers.{pname}]")
                 lines += [f"{k} = {value(v)}" for k, v in p.items()]
+        elif name == "prices":
+            for kind, models in section.items():
+                for model, fields in models.items():
+                    lines.append(f'[prices.{kind}."{model}"]')
+                    lines += [f"{k} = {value(v)}" for k, v in fields.items()]
         elif name == "models":
             lines.append("[models]")
             lines += [f'"{k}" = {value(v)}' for k, v in section.items()]

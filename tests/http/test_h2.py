@@ -20,12 +20,12 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 
 from harness import TEST_KEY, kraken_mapping, running_kraken, running_mock
-from kraken import app, metrics
+from kraken import metrics
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError, NotFound
 from kraken.http.exchange import Request
-from kraken.http.h1 import H1Connection
 from kraken.http.h2 import PREFACE, H2Connection
+from kraken.http.listener import ProtocolSelector
 from kraken.http.h2limits import GuardedH2Connection, H2Limits
 
 pytestmark = pytest.mark.anyio
@@ -157,35 +157,12 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(tmp_path, monkeypatch):
-    """Mock provider → Kraken as app.serve() wires it, with an HTTP/2 listener on its Gateway."""
-    gateways: list = []
-
-    class Captured(app.Gateway):  # type: ignore[name-defined, misc]
-        def __init__(self, *args: Any, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            gateways.append(self)
-
-    monkeypatch.setattr(app, "Gateway", Captured)
+async def stack(tmp_path):
+    """Mock provider → Kraken exactly as app.serve() wires it; its listener speaks h2c
+    with prior knowledge (kraken.http.listener.ProtocolSelector)."""
     async with running_mock() as mock:
-        async with running_kraken(kraken_mapping(tmp_path, mock.port)):
-            (gateway,) = gateways
-            conns: set = set()
-            loop = asyncio.get_running_loop()
-            listener = await loop.create_server(
-                lambda: H2Connection(gateway.handle, ServerConfig(), conns), "127.0.0.1", 0)
-            try:
-                yield Stack(mock, listener.sockets[0].getsockname()[1], conns)
-            finally:
-                listener.close()
-                for conn in list(conns):
-                    conn.close_when_idle()
-                tasks = [t for c in list(conns) for t in c.tasks]
-                if tasks:
-                    await asyncio.wait(tasks, timeout=5)
-                for conn in list(conns):
-                    conn.abort()
-                await listener.wait_closed()
+        async with running_kraken(kraken_mapping(tmp_path, mock.port)) as k:
+            yield Stack(mock, k.port, set())
 
 
 AUTH = [("authorization", f"Bearer {TEST_KEY}"), ("content-type", "application/json")]
@@ -574,40 +551,6 @@ async def test_active_connections_gauge_follows_h2_connections():
 
 
 # ---- wiring: what a listener does to reach H2Connection -------------------------------------
-class Sniffer(asyncio.Protocol):
-    """Cleartext listener: the client preface means HTTP/2 with prior knowledge, anything else
-    HTTP/1.1. TLS: the ALPN result decides at ``connection_made`` (after the handshake)."""
-
-    def __init__(self, handler: Handler, cfg: ServerConfig, conns: set):
-        self.handler, self.cfg, self.conns = handler, cfg, conns
-        self.buf = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self._switch(ssl_object.selected_alpn_protocol() == "h2", b"")
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) < len(PREFACE) and PREFACE.startswith(self.buf):
-            return  # could still be the preface
-        self._switch(self.buf.startswith(PREFACE), self.buf)
-
-    def _switch(self, is_h2: bool, seen: bytes) -> None:
-        assert self.transport is not None
-        proto: asyncio.Protocol
-        if is_h2:
-            proto = H2Connection(self.handler, self.cfg, self.conns, initial_data=seen)
-        else:
-            proto = H1Connection(self.handler, self.cfg, self.conns)
-        self.transport.set_protocol(proto)
-        proto.connection_made(self.transport)
-        if seen and not is_h2:
-            proto.data_received(seen)
-
-
 async def test_cleartext_sniffer_hands_prior_knowledge_to_h2_and_the_rest_to_h1():
     conns: set = set()
     calls: list[Request] = []
@@ -617,7 +560,7 @@ async def test_cleartext_sniffer_hands_prior_knowledge_to_h2_and_the_rest_to_h1(
         await ok(req, sink)
 
     loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: Sniffer(handler, ServerConfig(), conns),
+    listener = await loop.create_server(lambda: ProtocolSelector(handler, ServerConfig(), conns),
                                         "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     try:
@@ -662,7 +605,7 @@ async def test_tls_alpn_h2_reaches_h2_connection(tmp_path):
         await ok(req, sink)
 
     loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: Sniffer(handler, ServerConfig(), conns),
+    listener = await loop.create_server(lambda: ProtocolSelector(handler, ServerConfig(), conns),
                                         "127.0.0.1", 0, ssl=server_ctx)
     port = listener.sockets[0].getsockname()[1]
     try:
