@@ -1,0 +1,78 @@
+"""Per-chunk CPU cost of Kraken's relay path, without sockets.
+
+One provider SSE event goes: chunked-transfer decoding (upstream/response.py) → relay
+(gateway/relay.py: ttfb stamp, SSE tap for usage) → HTTP/1.1 chunk framing (http/h1.py)
+→ transport.write. Here the transports are in-memory, so the figure is Kraken's own
+Python work per chunk; the write syscall comes on top (see bench/run.py for end to end).
+
+    python bench/chunk_cost.py [--chunks 200000]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from kraken.config import ProviderConfig, ServerConfig
+from kraken.gateway.call import Call
+from kraken.gateway.relay import Relay
+from kraken.http.h1 import BUSY, H1Connection
+from kraken.providers.openai_compat import OpenAICompat
+from kraken.upstream.response import ResponseParser
+
+EVENT = (b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+         b'"choices":[{"index":0,"delta":{"content":" tok42"},"finish_reason":null}],"usage":null}\n\n')
+
+
+class NullTransport:
+    """Accepts writes like a socket transport with an empty buffer."""
+
+    written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def measure(chunks: int, per_read: int) -> float:
+    sink = H1Connection(lambda req, s: None, ServerConfig(), None)
+    sink.connection_made(NullTransport())
+    sink.state = BUSY  # as if a request were in flight
+    family = OpenAICompat(ProviderConfig(name="p", base_url="http://x/v1"), "/v1", "x")
+    call = Call(time.perf_counter_ns(), "chat_completions")
+    call.provider = "p"
+    relay = Relay(call, sink, family, stream=True, hide_usage=True, on_complete=lambda: None)
+    parser = ResponseParser(relay)
+    parser.feed(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n")
+    frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
+    read = frame * per_read  # what one socket read carries
+    reads = chunks // per_read
+    t0 = time.perf_counter()
+    for _ in range(reads):
+        parser.feed(read)
+        relay.on_read_end()
+    elapsed = time.perf_counter() - t0
+    sink._deadline.stop()
+    return elapsed / (reads * per_read) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=200_000)
+    args = parser.parse_args()
+    for per_read in (1, 4, 20):
+        us = asyncio.run(measure(args.chunks, per_read))
+        print(f"{per_read:>3} event(s) per provider read: {us:6.2f} µs of Kraken CPU per chunk")
+
+
+if __name__ == "__main__":
+    main()
