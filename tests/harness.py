@@ -104,7 +104,10 @@ def auth_headers(key: str = TEST_KEY) -> dict[str, str]:
 class KrakenProcess:
     """Kraken as a real subprocess (``python -m kraken serve``), for signal tests."""
 
-    def __init__(self, config_path: Path, port: int, log_path: Path, tls=None):
+    def __init__(self, config_path: Path, port: int, log_path: Path, tls=None,
+                 args: list[str] | None = None):
+        self.args = list(args or [])
+        """Extra arguments before ``serve`` (e.g. --log-level DEBUG)."""
         self.config_path = config_path
         self.port = port
         self.log_path = log_path
@@ -116,7 +119,7 @@ class KrakenProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kraken", "serve", "--config", str(self.config_path)],
+            [sys.executable, "-m", "kraken", *self.args, "serve", "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
         log.close()

@@ -205,10 +205,10 @@ class Gateway:
             self.admit(call)
             self.limiter.check(principal)
             payload = self.parse(req)
-            call.model_requested = payload["model"]
             call.stream = payload.get("stream") is True
             call.task_type = task_type("chat", payload)
             routes = self.router.candidates(payload["model"])
+            call.model_requested = payload["model"]  # only once known: never free client text
             await self.dispatch(call, routes, payload, sink)
         except KrakenError as exc:
             call.fail(exc)
