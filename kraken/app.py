@@ -4,6 +4,7 @@ Startup order matters: the crash journal of a previous run is replayed into the 
 before the listener opens, so a ``kill -9`` never loses a record that a client saw
 completed. Shutdown is the reverse: stop accepting, let in-flight responses finish until
 the drain deadline, record the rest as ``aborted_shutdown``, flush the queue, checkpoint.
+With ``[server] workers = N`` this is what each worker process runs (kraken/workers.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import socket
 
 import anyio
 
-from kraken import metrics, sdnotify
+from kraken import metrics, sdnotify, workers
 from kraken.billing.fees import FeeSchedule
 from kraken.billing.pricing import PriceTable
 from kraken.config import Config, ProviderConfig
@@ -70,10 +71,12 @@ def _build_router(cfg: Config, stack: contextlib.AsyncExitStack) -> Router:
     return Router(providers, cfg.models, exposed)
 
 
-def _listen_socket(host: str, port: int) -> socket.socket:
+def _listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # workers only: a second single-process Kraken must still fail to bind
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -82,16 +85,25 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 
 
 async def serve(
-    cfg: Config, *, started: asyncio.Future | None = None, stop: asyncio.Event | None = None
+    cfg: Config, *, started: asyncio.Future | None = None, stop: asyncio.Event | None = None,
+    worker: int | None = None,
 ) -> int:
-    """Run Kraken until SIGTERM/SIGINT (or ``stop``, when embedded); returns the exit code."""
+    """Run Kraken until SIGTERM/SIGINT (or ``stop``, when embedded); returns the exit code.
+
+    ``worker`` is this process's slot under the supervisor: its own journal directory
+    and SO_REUSEPORT listeners shared with its siblings.
+    """
     loop = asyncio.get_running_loop()
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
     async with contextlib.AsyncExitStack() as stack:
         store = await SqliteStore.open(cfg.store.path, busy_timeout_ms=cfg.store.busy_timeout_ms)
         stack.push_async_callback(store.close)
-        meter = Meter(store, Journal(cfg.journal_dir), cfg.meter)
-        replayed = await meter.recover()
+        journal_dir, stale = workers.journal_dirs(cfg, worker)
+        replayed = 0
+        for directory in stale:  # left by another ``workers`` setting; nobody writes there
+            replayed += await Meter(store, Journal(directory), cfg.meter).recover()
+        meter = Meter(store, Journal(journal_dir), cfg.meter)
+        replayed += await meter.recover()
         if replayed:
             log.info("replayed %d records from the crash journal", replayed)
         cfg = await _start_mocks(cfg, stack)
@@ -108,14 +120,16 @@ async def serve(
         server = await loop.create_server(
             lambda: ProtocolSelector(gateway.handle, cfg.server, connections,
                                      h2c=cfg.server.h2c, always_headers=always),
-            sock=_listen_socket(cfg.server.host, cfg.server.port), **tls,
+            sock=_listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None),
+            **tls,
         )
         servers = [server]
         if cfg.server.redirect_http_port:  # ACME challenges + redirect; also before any cert exists
             plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
             servers.append(await loop.create_server(
                 lambda: H1Connection(plain, cfg.server, connections),
-                sock=_listen_socket(cfg.server.host, cfg.server.redirect_http_port)))
+                sock=_listen_socket(cfg.server.host, cfg.server.redirect_http_port,
+                                    reuse_port=worker is not None)))
 
         def on_sighup() -> None:
             """Reload the certificate for new handshakes; a broken one keeps the old."""

@@ -5,9 +5,14 @@ import argparse
 import dataclasses
 import getpass
 import logging
+import os
 import sys
+from typing import TYPE_CHECKING
 
 from kraken import __version__
+
+if TYPE_CHECKING:
+    from kraken.config import Config
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,6 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
                 port=cfg.server.port if args.port is None else args.port,
             )
             cfg = dataclasses.replace(cfg, server=server)
+        if args.worker_count is not None:  # the supervisor's count, not a re-read file's
+            server = dataclasses.replace(cfg.server, workers=args.worker_count)
+            cfg = dataclasses.replace(cfg, server=server)
         if args.demo:
             cfg = config.with_demo(cfg, hash_key(config.DEMO_KEY, rounds=10))
     except config.ConfigError as exc:
@@ -34,16 +42,48 @@ def _serve(args: argparse.Namespace) -> int:
         print("kraken: no providers configured (add [providers.*] to kraken.toml, or use --demo)",
               file=sys.stderr)
         return 2
-    if args.demo:
+    if args.worker_index is None and cfg.server.workers > 1:
+        return _supervise(args, cfg)
+    if args.demo and args.worker_index is None:
         print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
               file=sys.stderr)
     from kraken.http.tls import TLSConfigError
 
+    if args.worker_index is not None:
+        from kraken import workers
+
+        workers.follow_supervisor()
     try:
-        return uvloop.run(app.serve(cfg))
+        return uvloop.run(app.serve(cfg, worker=args.worker_index))
     except TLSConfigError as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 2
+
+
+def _supervise(args: argparse.Namespace, cfg: Config) -> int:
+    """``workers > 1``: this process only supervises ``kraken serve --worker-index i``."""
+    from kraken import config, workers
+
+    if cfg.server.port == 0:
+        print("kraken: server.workers > 1 needs a fixed server.port (the workers share it)",
+              file=sys.stderr)
+        return 2
+    if args.demo:
+        print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
+              file=sys.stderr)
+    count = cfg.server.workers
+
+    def command(index: int) -> list[str]:
+        argv = [sys.executable, "-m", "kraken", "--log-level", args.log_level, "serve"]
+        if cfg.source != "<defaults>":
+            argv += ["--config", os.path.abspath(cfg.source)]
+        # Pinned: every worker listens where the supervisor said it would.
+        argv += ["--host", cfg.server.host, "--port", str(cfg.server.port)]
+        if args.demo:
+            argv.append("--demo")
+        return argv + ["--worker-index", str(index), "--worker-count", str(count)]
+
+    return workers.Supervisor(count, command, drain_timeout_s=cfg.server.drain_timeout_s).run()
 
 
 def _keys_hash(args: argparse.Namespace) -> int:
@@ -87,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add a built-in mock provider and the documented demo key")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    # Set by the supervisor (server.workers > 1) on the processes it starts.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-count", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     keys = sub.add_parser("keys", help="Kraken API key tooling").add_subparsers(
@@ -106,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Workers share the supervisor's stderr (one journald stream): say which one speaks.
+    worker = getattr(args, "worker_index", None)
+    who = "%(name)s" if worker is None else f"%(name)s[worker-{worker}]"
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+                        format=f"%(asctime)s %(levelname)s {who} %(message)s")
     return args.func(args)

@@ -42,6 +42,8 @@ class ServerConfig:
     """If set, a plain-HTTP listener here serves ACME challenges and redirects to HTTPS."""
     acme_dir: str = ""
     """certbot's webroot: files under .well-known/acme-challenge/ are served from it."""
+    workers: int = 1
+    """Processes serving the port (SO_REUSEPORT) under a supervisor; 1 = one process, no supervisor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +287,8 @@ def from_mapping(
     )
     if bool(cfg.tls.cert) != bool(cfg.tls.key):
         raise ConfigError(f"{source}: tls.cert and tls.key must be set together")
+    if cfg.server.workers < 1:
+        raise ConfigError(f"{source}: server.workers must be at least 1")
     if cfg.server.redirect_http_port and cfg.server.redirect_http_port == cfg.server.port:
         raise ConfigError(f"{source}: server.redirect_http_port must differ from server.port")
     return _env_overrides(cfg, env)

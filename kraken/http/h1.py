@@ -1,10 +1,12 @@
-"""Inbound HTTP/1.1: one ``asyncio.Protocol`` per connection, parsing with h11.
+"""Inbound HTTP/1.1: one ``asyncio.Protocol`` per connection, parsing heads with h11.
 
-h11 parses request heads and bodies. Responses are framed here directly: sending a body
-chunk through ``h11.Connection.send`` costs ~7 µs against ~0.6 µs for formatting the chunk
-(DECISIONS.md), and a stream has hundreds of chunks. A fresh ``h11.Connection`` is made per
-request and handed the unparsed bytes of the previous one, which keeps pipelining correct
-without driving h11's send-side state machine.
+h11 parses request heads; a fresh ``h11.Connection`` is given each head alone, so its
+send-side state machine is never driven. Request bodies are framed here (``FixedBody``,
+``ChunkedBody``): h11's chunked reader accepts any byte but LF in a chunk extension, bare
+LF and obs-fold in trailers, and unbounded extensions and trailers, each a way for a
+proxy in front of Kraken and Kraken to disagree on where a request ends (smuggling).
+Responses are framed here too: sending a body chunk through ``h11.Connection.send`` costs
+~7 µs against ~0.6 µs for formatting the chunk (DECISIONS.md), and a stream has hundreds.
 
 Connection states (one table, like h11's ``_state.py``):
     HEAD ──request head──▶ BODY ──end of body──▶ BUSY ──response end, keep-alive──▶ HEAD
@@ -15,11 +17,22 @@ Closing is "lingering": after the last response the write side is shut (FIN) and
 the client still sends is read and dropped until it closes too, or ``_LINGER_S`` passes.
 Closing a socket with unread request bytes makes the kernel send RST, and the client then
 often loses the response it was about to read (e.g. a 413 sent before the body).
+
+Slow clients: the head must be complete ``head_timeout_s`` after the connection (or its
+idle keep-alive wait) began, however it trickles in (slowloris); a body may pause at most
+``body_idle_timeout_s`` and must be complete ``body_timeout_s`` after the head plus one
+second per ``body_min_rate_bytes_s`` bytes received (``BodyPace``; slow POST). A client
+that stops reading a response pauses the producer (``write_buffer_high``); if writing stays
+paused for ``send_stall_timeout_s`` the connection is aborted, which cancels the handler and
+with it the provider call. Writing resumes once the client drained the transport buffer to
+a quarter of ``write_buffer_high``, so a client must read about 3/4 of it (192 KiB by
+default) per ``send_stall_timeout_s`` while it is behind, after the kernel buffers (MBs).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from http import HTTPStatus
 from typing import Awaitable, Callable
@@ -45,10 +58,34 @@ _LAST_CHUNK = b"0\r\n\r\n"
 _LINGER_S = 2.0
 """How long a closing connection keeps draining client bytes before it is closed."""
 _MAX_CHUNK = 1 << 63
-"""h11 accepts 20 hex digits of chunk size; a size past a signed 64-bit integer is an
-overflow probe aimed at other servers, refused as malformed rather than as too large."""
+"""A chunk size past a signed 64-bit integer is an overflow probe aimed at other servers,
+refused as malformed rather than as too large."""
+_MAX_CHUNK_LINE = 4096
+"""Longest chunk-size line (with its extensions); clients send none, or a few bytes."""
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?")
+"""RFC 9112 §7.1: hex size, then extensions free of control bytes (no bare CR/LF, no NUL)."""
+_TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*")
+"""A trailer field: token, colon, no whitespace before it, no control bytes, no obs-fold."""
+_TIMER_SLACK_S = 0.001
+
+DEFAULTS = {
+    "send_stall_timeout_s": 30.0,
+    "body_timeout_s": 30.0,
+    "body_min_rate_bytes_s": 1024,
+}
+"""Settings read with ``setting()``, for a ``ServerConfig`` that does not carry them yet."""
+
+
+def setting(cfg: ServerConfig, name: str):
+    """``cfg.<name>``, or its default while ``ServerConfig`` has no such field."""
+    return getattr(cfg, name, DEFAULTS[name])
 _REJECT_CODES = {400: "invalid_request", 408: "request_timeout", 413: "request_too_large",
-                 414: "uri_too_long", 431: "request_header_fields_too_large"}
+                 414: "uri_too_long", 431: "request_header_fields_too_large",
+                 505: "http_version_not_supported"}
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control bytes h11 lets through in field values (it refuses only NUL and whitespace)."""
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+"""RFC 9112 §3.2: uri-host [":" port]; no spaces, no userinfo, no second host."""
 
 
 class _DateHeader:
@@ -71,12 +108,191 @@ class _DateHeader:
 DATE = _DateHeader()
 
 
+# ---- request bodies ---------------------------------------------------------------------
+class BodyRejected(Exception):
+    """The body is malformed or over a limit: answer ``status`` and close."""
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.status = status
+
+
+class FixedBody:
+    """A Content-Length body (or none: length 0)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, length: int):
+        self.left = length
+
+    def feed(self, data: bytes, out: list[bytes]) -> bytes | None:
+        """Append the body bytes of ``data`` to ``out``; once the body is complete, return
+        the bytes after it (the next pipelined request), else None."""
+        left = self.left
+        if len(data) < left:
+            if data:
+                out.append(data)
+            self.left = left - len(data)
+            return None
+        if left:
+            out.append(data if len(data) == left else data[:left])
+            self.left = 0
+            return data[left:]
+        return data
+
+
+_SIZE, _DATA, _DATA_END, _TRAILER = "SIZE", "DATA", "DATA_END", "TRAILER"
+
+
+class ChunkedBody:
+    """A strict ``Transfer-Encoding: chunked`` decoder (RFC 9112 §7.1); no I/O.
+
+    Refuses what h11 lets through: control bytes in chunk extensions (a bare CR some
+    servers take for a line end), whitespace after the size without an extension, chunk
+    lines over ``_MAX_CHUNK_LINE``, trailer sections over ``max_trailer`` bytes or with
+    bare LF, obs-fold or malformed fields. A declared chunk that would take the body past
+    ``limit`` is refused (413) before its bytes arrive. Trailer fields are dropped.
+
+        SIZE ──size > 0──▶ DATA ──size bytes──▶ DATA_END ──CRLF──▶ SIZE
+        SIZE ──size 0──▶ TRAILER ──empty line──▶ done
+    """
+
+    __slots__ = ("_state", "_left", "_buf", "_limit", "_max_trailer", "_trailer", "size")
+
+    def __init__(self, limit: int, max_trailer: int):
+        self._state = _SIZE
+        self._left = 0
+        self._buf = b""
+        """An incomplete line (size, data end or trailer) from the previous read."""
+        self._limit = limit
+        self._max_trailer = max_trailer
+        self._trailer = 0
+        self.size = 0
+        """Body bytes declared so far."""
+
+    def feed(self, data: bytes, out: list[bytes]) -> bytes | None:
+        """As ``FixedBody.feed``; raises ``BodyRejected``."""
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        pos, end = 0, len(data)
+        state = self._state
+        while pos < end:
+            if state is _DATA:
+                n = min(self._left, end - pos)
+                out.append(data if n == end else data[pos:pos + n])
+                pos += n
+                self._left -= n
+                if not self._left:
+                    state = _DATA_END
+            elif state is _DATA_END:
+                if data[pos:pos + 2] == b"\r\n":
+                    pos += 2
+                    state = _SIZE
+                elif data[pos:pos + 2] != b"\r":  # not even the start of CRLF
+                    raise BodyRejected("chunk data not followed by CRLF")
+                else:
+                    break
+            elif state is _SIZE:
+                eol = data.find(b"\r\n", pos, pos + _MAX_CHUNK_LINE + 2)
+                if eol < 0:
+                    if end - pos > _MAX_CHUNK_LINE:
+                        raise BodyRejected("chunk size line too long")
+                    if data.find(b"\n", pos) >= 0:
+                        raise BodyRejected("bare LF in chunk size line")
+                    break
+                match = _CHUNK_LINE.fullmatch(data, pos, eol)
+                if match is None:
+                    raise BodyRejected("malformed chunk size line")
+                size = int(match.group(1), 16)
+                pos = eol + 2
+                if not size:
+                    state = _TRAILER
+                elif size >= _MAX_CHUNK:
+                    raise BodyRejected("chunk size overflow")
+                elif self.size + size > self._limit:
+                    raise BodyRejected("request body too large", 413)
+                else:
+                    self.size += size
+                    self._left = size
+                    state = _DATA
+            else:  # _TRAILER: field lines until an empty one
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    if self._trailer + end - pos > self._max_trailer:
+                        raise BodyRejected("trailer section too large", 431)
+                    if data.find(b"\n", pos) >= 0:
+                        raise BodyRejected("bare LF in trailer section")
+                    break
+                if eol == pos:
+                    self._state = state
+                    return data[pos + 2:]
+                self._trailer += eol - pos + 2
+                if self._trailer > self._max_trailer:
+                    raise BodyRejected("trailer section too large", 431)
+                if _TRAILER_LINE.fullmatch(data, pos, eol) is None:
+                    raise BodyRejected("malformed trailer field")
+                pos = eol + 2
+        self._state = state
+        if pos < end:
+            self._buf = data[pos:]
+        return None
+
+
+class BodyPace:
+    """Slow-POST defence (like Apache mod_reqtimeout's MinRate): ``grace`` seconds after a
+    body starts, it must have averaged ``rate`` bytes per second, or ``on_slow`` is called.
+
+    Allowed time = ``grace + received / rate``; the one timer re-arms itself for what the
+    bytes received since bought, so ``add`` on the hot path only adds."""
+
+    __slots__ = ("_loop", "_on_slow", "_start", "_grace", "_rate", "_handle", "received")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, grace: float, rate: float,
+                 on_slow: Callable[[], None]):
+        self._loop = loop
+        self._on_slow = on_slow
+        self._start = loop.time()
+        self._grace = grace
+        self._rate = rate
+        self.received = 0
+        self._handle: asyncio.TimerHandle | None = loop.call_at(self._start + grace, self._check)
+
+    @classmethod
+    def start(cls, loop: asyncio.AbstractEventLoop, cfg: ServerConfig,
+              on_slow: Callable[[], None]) -> BodyPace | None:
+        """A pace for a body starting now, or None if either setting turns it off."""
+        grace, rate = setting(cfg, "body_timeout_s"), setting(cfg, "body_min_rate_bytes_s")
+        if grace <= 0 or rate <= 0:
+            return None
+        return cls(loop, grace, rate, on_slow)
+
+    def add(self, n: int) -> None:
+        self.received += n
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        due = self._start + self._grace + self.received / self._rate
+        if self._loop.time() < due - _TIMER_SLACK_S:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self._handle = None
+        self._on_slow()
+
+
 class H1Connection(asyncio.Protocol):
     """One client connection; also the ``ResponseSink`` of its current request."""
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None,
-                 *, always_headers: list[tuple[bytes, bytes]] | None = None):
+                 *, always_headers: list[tuple[bytes, bytes]] | None = None,
+                 on_lost: Callable[[], None] | None = None):
         self._handler = handler
+        self._on_lost = on_lost
+        """Called once when the connection is gone (the listener's per-address count)."""
         self._always = b"".join(b"%s: %s\r\n" % h for h in always_headers or ())
         """Header lines on every response of this connection (e.g. HSTS over TLS)."""
         self._cfg = cfg
@@ -86,8 +302,9 @@ class H1Connection(asyncio.Protocol):
         self.peer = ""
         self.state = HEAD
         self._buf = bytearray()
-        self._h11: h11.Connection | None = None
         self._request_head: h11.Request | None = None
+        self._reader: FixedBody | ChunkedBody | None = None
+        self._pace: BodyPace | None = None
         self._body: list[bytes] = []
         self._body_size = 0
         self._head_ns = 0
@@ -96,6 +313,9 @@ class H1Connection(asyncio.Protocol):
         self._seq = 0
         """Counts requests handed to the handler, so a task knows if it still owns the sink."""
         self._deadline = Deadline(self._loop, self._on_timeout)
+        self._stall = Deadline(self._loop, self._on_stall)
+        """Runs while writing is paused: a client that reads nothing for this long is cut."""
+        self._stall_timeout: float = setting(cfg, "send_stall_timeout_s")
         self._keep_alive = True
         self._http11 = True
         self._idle = False
@@ -108,10 +328,10 @@ class H1Connection(asyncio.Protocol):
         self._chunked = False
         self._head_only = False
         self._mute = False
+        """Nothing more may be written: a HEAD response's body, or the connection is closing."""
         self._corked = False
         self._pending: list[bytes] = []
         """Writes held while corked: at most what one provider read delivered."""
-        """Nothing more may be written: a HEAD response's body, or the connection is closing."""
         self.disconnected = False
         self.draining = False
 
@@ -132,9 +352,14 @@ class H1Connection(asyncio.Protocol):
         self.state = CLOSED
         self._buf = bytearray()
         self._deadline.stop()
+        self._stall.stop()
+        self._stop_body()
         metrics.ACTIVE_CONNECTIONS.dec()
         if self._tracker is not None:
             self._tracker.discard(self)
+        if self._on_lost is not None:
+            on_lost, self._on_lost = self._on_lost, None
+            on_lost()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._producer is not None and self._writing_paused:
@@ -165,11 +390,14 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        if self._stall_timeout > 0:
+            self._stall.arm(self._stall_timeout)
         if self._producer is not None:
             self._producer.pause_reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._stall.cancel()
         if self._producer is not None:
             self._producer.resume_reading()
 
@@ -200,9 +428,9 @@ class H1Connection(asyncio.Protocol):
             return
         self._head_ns = time.perf_counter_ns()
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._cfg.max_head_bytes)
-        conn.receive_data(bytes(buf))
+        conn.receive_data(bytes(buf[:end]))
+        rest = bytes(buf[end:])
         self._buf = bytearray()
-        self._h11 = conn
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -217,77 +445,76 @@ class H1Connection(asyncio.Protocol):
         if len(event.target) > self._cfg.max_uri_bytes:
             self._reject(414, "request URI too long")
             return
+        refused = _refuse_head(event, buf, end)
+        if refused is not None:
+            self._reject(*refused)
+            return
+        self._http11 = event.http_version == b"1.1"
+        # h11 has refused every Transfer-Encoding but "chunked", and check_head one next to
+        # a Content-Length.
+        chunked = any(name == b"transfer-encoding" for name, _ in event.headers)
+        if chunked and not self._http11:
+            # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+            self._reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+            return
         self._request_head = event
         self._body = []
         self._body_size = 0
         self._expect_continue = conn.they_are_waiting_for_100_continue
-        self._http11 = event.http_version == b"1.1"
         self._keep_alive = self._http11 and not _has_token(
             event.headers, b"connection", b"close"
         )
         self._head_only = event.method == b"HEAD"
+        self._reader = (ChunkedBody(self._cfg.max_body_bytes, self._cfg.max_head_bytes)
+                        if chunked else FixedBody(length or 0))
         self.state = BODY
-        self._deadline.arm(self._cfg.body_idle_timeout_s)
-        self._pump_body()
+        self._feed_body(rest)
+        if self.state is BODY:  # the body is still to come
+            self._deadline.arm(self._cfg.body_idle_timeout_s)
+            self._pace = BodyPace.start(self._loop, self._cfg, self._body_too_slow)
+            if self._pace is not None:
+                self._pace.add(self._body_size)
 
     def _feed_body(self, data: bytes) -> None:
-        assert self._h11 is not None
-        self._h11.receive_data(data)
-        self._pump_body()
+        reader = self._reader
+        assert reader is not None
+        body = self._body
+        before = len(body)
+        try:
+            rest = reader.feed(data, body)
+        except BodyRejected as exc:
+            self._reject(exc.status, str(exc))
+            return
+        if len(body) > before:
+            self._expect_continue = False
+            size = sum(len(piece) for piece in body[before:])
+            self._body_size += size
+            if self._pace is not None:
+                self._pace.add(size)
+        if rest is not None:
+            self._dispatch(rest)
+        elif self._expect_continue and self.transport is not None:
+            self._expect_continue = False
+            self.transport.write(_CONTINUE)
 
-    def _pump_body(self) -> None:
-        conn = self._h11
-        assert conn is not None
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError:
-                self._reject(400, "malformed request body")
-                return
-            if event is h11.NEED_DATA:
-                if self._chunk_too_large(conn):
-                    return
-                if self._expect_continue and self.transport is not None:
-                    self._expect_continue = False
-                    self.transport.write(_CONTINUE)
-                return
-            if type(event) is h11.Data:
-                self._expect_continue = False
-                self._body_size += len(event.data)
-                if self._body_size > self._cfg.max_body_bytes:
-                    self._reject(413, "request body too large")
-                    return
-                if event.chunk_start and self._chunk_too_large(conn):
-                    return
-                self._body.append(bytes(event.data))
-            elif type(event) is h11.EndOfMessage:
-                self._dispatch(conn.trailing_data[0])
-                return
-            else:  # ConnectionClosed mid-body or PAUSED: the client gave up
-                self._close()
-                return
+    def _body_too_slow(self) -> None:
+        self._pace = None
+        if self.state is BODY:
+            self._reject(408, "request body too slow")
 
-    def _chunk_too_large(self, conn: h11.Connection) -> bool:
-        """Refuse a chunk by its declared size, before its bytes arrive.
-
-        h11 does not expose the size, so its reader's counter is read (absent, hence 0,
-        for a Content-Length body, whose length was checked when the head arrived)."""
-        pending = getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0)
-        if not pending:
-            return False
-        if pending >= _MAX_CHUNK:
-            self._reject(400, "chunk size overflow")
-            return True
-        if self._body_size + pending > self._cfg.max_body_bytes:
-            self._reject(413, "request body too large")
-            return True
-        return False
+    def _stop_body(self) -> None:
+        """Forget the request body being received (dispatched, refused or abandoned)."""
+        self._reader = None
+        if self._pace is not None:
+            self._pace.stop()
+            self._pace = None
 
     def _dispatch(self, leftover: bytes) -> None:
         head = self._request_head
         assert head is not None
         self._buf = bytearray(leftover)
         self._deadline.cancel()
+        self._stop_body()
         self.state = BUSY
         self._started = False
         self._seq += 1
@@ -425,7 +652,6 @@ class H1Connection(asyncio.Protocol):
         self._started = False
         self._mute = False
         self._head_only = False
-        self._h11 = None
         self._request_head = None
         if self._reading_paused:
             self._reading_paused = False
@@ -445,6 +671,7 @@ class H1Connection(asyncio.Protocol):
         self._pending = []
         self.state = CLOSED
         self._deadline.cancel()
+        self._stop_body()
         if self.transport is not None and not self.disconnected:
             self.transport.abort()
 
@@ -466,7 +693,7 @@ class H1Connection(asyncio.Protocol):
         log.debug("rejected request from %s: %d %s", self.peer, status, reason)
         self._keep_alive = False
         self._body = []
-        self._h11 = None
+        self._stop_body()
         self._request_head = None
         if self.transport is None or self.disconnected or self.state is CLOSED:
             self.state = CLOSED
@@ -487,6 +714,7 @@ class H1Connection(asyncio.Protocol):
         self._producer = None
         self._buf = bytearray()
         self._deadline.cancel()
+        self._stop_body()
         transport = self.transport
         if transport is None or self.disconnected or transport.is_closing():
             return
@@ -508,6 +736,18 @@ class H1Connection(asyncio.Protocol):
             self._close()  # idle keep-alive, or a connection that never sent a byte
         elif state is CLOSED and self.transport is not None:
             self.transport.close()  # lingered long enough
+            # close() still waits for the client to read what is buffered: not forever.
+            if (self._stall_timeout > 0 and self._stall.timeout <= 0
+                    and self.transport.get_write_buffer_size()):
+                self._stall.arm(self._stall_timeout)
+
+    def _on_stall(self) -> None:
+        """Writing stayed paused for ``send_stall_timeout_s``: the client reads nothing."""
+        if self.disconnected:
+            return
+        log.info("client %s read nothing for %.0f s: connection aborted",
+                 self.peer, self._stall_timeout)
+        self.abort()  # connection_lost cancels the handler, and with it the provider call
 
 
 def send_error(sink, exc: KrakenError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -517,6 +757,20 @@ def send_error(sink, exc: KrakenError, extra: list[tuple[bytes, bytes]] | None =
     sink.start(exc.status, headers, len(body))
     sink.write(body)
     sink.end()
+
+
+def _refuse_head(event: h11.Request, buf: bytearray, end: int) -> tuple[int, str] | None:
+    """What h11 accepts but a front server may read differently: (status, reason) or None."""
+    if event.http_version[:2] != b"1.":
+        return 505, "HTTP version not supported"
+    if _CTL.search(buf, 0, end) is not None:
+        return 400, "control character in request head"
+    hosts = [value for name, value in event.headers if name == b"host"]
+    if len(hosts) > 1:
+        return 400, "duplicate Host"
+    if hosts and _HOST.fullmatch(hosts[0]) is None:
+        return 400, "invalid Host"
+    return None
 
 
 def _skip_empty_lines(buf: bytearray) -> None:

@@ -20,6 +20,11 @@ per-stream buffer, and once that holds ``stream_buffer_bytes`` the stream's prod
 provider connection) is paused until WINDOW_UPDATEs drain half of it. A full transport
 (``pause_writing``) pauses every producer.
 
+Slow readers: a stream whose queued bytes wait for a window while its producer is paused
+(or done) for ``send_stall_timeout_s`` is reset (RST_STREAM CANCEL), which cancels its
+handler and the provider call; a transport that stays paused that long is aborted with all
+its streams. Slow uploads get h1's ``BodyPace`` per stream besides the idle timeout.
+
 Connection states: OPEN ──close_when_idle / client GOAWAY──▶ DRAINING (graceful GOAWAY,
 streams in flight finish) ──idle──▶ CLOSED; any ──connection error / flood──▶ GOAWAY with
 its code, tasks cancelled, CLOSED. Closing is lingering, as in h1: FIN, then the client's
@@ -43,7 +48,7 @@ from kraken import metrics
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError
 from kraken.http.exchange import FlowControl, Request
-from kraken.http.h1 import DATE, send_error
+from kraken.http.h1 import DATE, BodyPace, send_error, setting
 from kraken.http.h2limits import (CONNECTION_SPECIFIC, Calm, GuardedH2Connection, H2Limits,
                                   StreamRejected)
 from kraken.http.timers import Deadline
@@ -75,7 +80,7 @@ class _Stream:
         "_conn", "stream_id", "phase", "method", "target", "scheme", "headers", "head_ns",
         "_body", "body_size", "deadline", "task", "_started", "_ending", "closed", "reset",
         "_head_only", "_pending", "_producer", "_producer_paused", "_buffer_full", "_left",
-        "corked",
+        "corked", "pace", "stall",
     )
 
     def __init__(self, conn: H2Connection, stream_id: int):
@@ -109,6 +114,9 @@ class _Stream:
         self.corked = False
         """Frames are queued but not written until ``flush``/``end`` (one syscall per
         provider read). Another stream's flush may take them along: that only batches more."""
+        self.pace: BodyPace | None = None
+        self.stall: Deadline | None = None
+        """Made on the first stall: runs while queued bytes wait and nothing may add to them."""
 
     # ---- ResponseSink --------------------------------------------------------------
     @property
@@ -184,12 +192,21 @@ class _Stream:
     def update_producer(self) -> None:
         """Pause or resume the producer: paused while the transport is full or this stream
         holds ``stream_buffer_bytes`` the client has no window for (resumed at half)."""
-        limit = self._conn.stream_buffer_bytes
+        conn = self._conn
+        limit = conn.stream_buffer_bytes
         size = len(self._pending)
         if size >= limit:
             self._buffer_full = True
         elif size <= limit // 2:
             self._buffer_full = False
+        stall = self.stall
+        if self.stalled and not self.closed and conn.stall_timeout > 0:
+            if stall is None:
+                stall = self.stall = Deadline(conn.loop, lambda: conn.stream_stalled(self))
+            if stall.timeout <= 0:  # a stall begins; one already running keeps its start
+                stall.arm(conn.stall_timeout)
+        elif stall is not None and stall.timeout > 0:
+            stall.cancel()
         producer = self._producer
         if producer is None:
             return
@@ -209,14 +226,28 @@ class _Stream:
         self._body = []
         return body
 
+    @property
+    def stalled(self) -> bool:
+        """Bytes wait for a window that the client does not open, and nothing more can be
+        queued: the producer is paused on the full buffer, or there is none (it is done)."""
+        return bool(self._pending) and (self._buffer_full or self._producer is None)
+
+    def stop_receiving(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        if self.pace is not None:
+            self.pace.stop()
+            self.pace = None
+
     def drop(self) -> None:
         """Forget everything queued: the stream is closed."""
         self.closed = True
         self._pending = bytearray()
         self._producer = None
         self._body = []
-        if self.deadline is not None:
-            self.deadline.cancel()
+        self.stop_receiving()
+        if self.stall is not None:
+            self.stall.stop()
 
     @property
     def producer(self) -> FlowControl | None:
@@ -235,14 +266,17 @@ class H2Connection(asyncio.Protocol):
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None, *,
                  initial_data: bytes = b"", limits: H2Limits | None = None,
-                 always_headers: list[tuple[bytes, bytes]] | None = None):
+                 always_headers: list[tuple[bytes, bytes]] | None = None,
+                 on_lost: Callable[[], None] | None = None):
         self._handler = handler
+        self._on_lost = on_lost
+        """Called once when the connection is gone (the listener's per-address count)."""
         self.always_headers = list(always_headers or ())
         """Headers on every response (e.g. HSTS over TLS)."""
         self._cfg = cfg
         self._tracker = tracker
         self._limits = limits or H2Limits()
-        self._loop = asyncio.get_event_loop()
+        self._loop = self.loop = asyncio.get_event_loop()
         self._initial = initial_data
         self._h2 = GuardedH2Connection(cfg.max_head_bytes, self._limits)
         self.transport: asyncio.Transport | None = None
@@ -258,6 +292,9 @@ class H2Connection(asyncio.Protocol):
         self._receiving_bytes = 0
         """Request body bytes held by streams still in RECV."""
         self._deadline = Deadline(self._loop, self._on_timeout)
+        self.stall_timeout: float = setting(cfg, "send_stall_timeout_s")
+        self._stall = Deadline(self._loop, self._on_stall)
+        """Runs while the transport is paused (the client reads nothing at all)."""
         self._idle = False
         self._preface_pending = True
         self._eof_sent = False
@@ -311,9 +348,13 @@ class H2Connection(asyncio.Protocol):
         self.disconnected = True
         self.state = CLOSED
         self._deadline.cancel()
+        self._stall.stop()
         metrics.ACTIVE_CONNECTIONS.dec()
         if self._tracker is not None:
             self._tracker.discard(self)
+        if self._on_lost is not None:
+            on_lost, self._on_lost = self._on_lost, None
+            on_lost()
         for stream in list(self._streams.values()):
             producer = stream.producer
             if producer is not None and stream.producer_paused:
@@ -343,11 +384,14 @@ class H2Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        if self.stall_timeout > 0:
+            self._stall.arm(self.stall_timeout)
         for stream in self._streams.values():
             stream.update_producer()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._stall.cancel()
         for stream in list(self._streams.values()):
             stream.update_producer()
 
@@ -420,6 +464,7 @@ class H2Connection(asyncio.Protocol):
         elif event.stream_ended is None:
             stream.deadline = Deadline(self._loop, lambda: self._on_body_timeout(stream))
             stream.deadline.arm(cfg.body_idle_timeout_s)
+            stream.pace = BodyPace.start(self._loop, cfg, lambda: self._on_body_timeout(stream))
 
     def _on_data(self, event: DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
@@ -429,6 +474,8 @@ class H2Connection(asyncio.Protocol):
             self._receiving_bytes += size
             if stream.deadline is not None:
                 stream.deadline.touch()
+            if stream.pace is not None:
+                stream.pace.add(size)
             if stream.body_size > self._cfg.max_body_bytes:
                 self._reject(stream, 413, "request body too large")
             elif self._receiving_bytes > self._cfg.max_body_bytes * _BODY_BUDGET_FACTOR:
@@ -463,9 +510,8 @@ class H2Connection(asyncio.Protocol):
 
     # ---- requests ------------------------------------------------------------------
     def _dispatch(self, stream: _Stream) -> None:
-        if stream.deadline is not None:
-            stream.deadline.cancel()
-            stream.deadline = None
+        stream.stop_receiving()
+        stream.deadline = None
         self._receiving_bytes -= stream.body_size
         stream.phase = RUN
         request = Request(
@@ -518,8 +564,7 @@ class H2Connection(asyncio.Protocol):
             self._receiving_bytes -= stream.body_size
         stream.phase = REJECTED
         stream.take_body()
-        if stream.deadline is not None:
-            stream.deadline.cancel()
+        stream.stop_receiving()
         err = KrakenError(reason, status=status, code=_REJECT_CODES.get(status))
         err.error_type = "invalid_request_error"
         send_error(stream, err)
@@ -592,6 +637,19 @@ class H2Connection(asyncio.Protocol):
         else:
             self._blocked.pop(sid, None)
         stream.update_producer()
+
+    def stream_stalled(self, stream: _Stream) -> None:
+        """``stream``'s bytes waited ``send_stall_timeout_s`` for a window: reset it, as if
+        the client had (its handler is cancelled, the provider call with it)."""
+        if stream.closed or not stream.stalled:
+            return
+        log.info("client %s opened no window on stream %d for %.0f s: stream reset",
+                 self.peer, stream.stream_id, self.stall_timeout)
+        stream.reset = True
+        self.reset_stream(stream, ErrorCodes.CANCEL)
+        task = stream.task
+        if task is not None and not task.done():
+            task.cancel()
 
     def _pump_blocked(self) -> None:
         for stream in list(self._blocked.values()):
@@ -671,10 +729,22 @@ class H2Connection(asyncio.Protocol):
             self._deadline.cancel()
         self._idle = idle
 
+    def _on_stall(self) -> None:
+        """The transport stayed paused for ``send_stall_timeout_s``: the client reads nothing."""
+        if self.disconnected:
+            return
+        log.info("client %s read nothing for %.0f s: connection aborted",
+                 self.peer, self.stall_timeout)
+        self.abort()
+
     def _on_timeout(self) -> None:
         if self.state is CLOSED:
             if self.transport is not None:
                 self.transport.close()  # lingered long enough
+                # close() still waits for the client to read what is buffered: not forever.
+                if (self.stall_timeout > 0 and self._stall.timeout <= 0
+                        and self.transport.get_write_buffer_size()):
+                    self._stall.arm(self.stall_timeout)
         elif self._preface_pending:
             self._close()  # never spoke HTTP/2 in time
         else:

@@ -2,26 +2,58 @@
 preface on cleartext (prior knowledge, if enabled), HTTP/1.1 otherwise.
 
 The selector lives only until it has decided; then the transport is handed to an
-``H1Connection`` or ``H2Connection`` with the bytes it already read.
+``H1Connection`` or ``H2Connection`` with the bytes it already read. Before that, it
+applies the per-address connection cap (``ConnectionLimiter``): a connection over it is
+closed at once, after a minimal 503 unless ALPN chose HTTP/2. The count is released by
+whichever protocol ends up owning the transport (its ``on_lost``), or by the selector if
+the client leaves before a protocol was chosen.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from functools import partial
 
 from kraken.config import ServerConfig
+from kraken.errors import KrakenError, error_body
+from kraken.http.connlimit import ConnectionLimiter, address_key
 from kraken.http.h1 import H1Connection, Handler
 from kraken.http.h2 import H2Connection
 
+log = logging.getLogger("kraken.http")
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def _over_limit_response() -> bytes:
+    err = KrakenError("too many connections from this address", status=503,
+                      code="too_many_connections")
+    err.error_type = "server_error"
+    body = error_body(err)
+    return (b"HTTP/1.1 503 Service Unavailable\r\nserver: kraken\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n"
+            b"retry-after: 1\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+
+
+OVER_LIMIT = _over_limit_response()
+"""Written to an HTTP/1.1 (or not yet known) client refused by the per-address cap."""
+_REFUSED_LINGER_S = 0.5
+"""A refused client's request bytes are read and dropped this long after the 503 and FIN:
+closing with unread bytes would send RST, and the client would likely lose the 503."""
+_LOG_EVERY_S = 10.0
+_last_log = 0.0
 
 
 class ProtocolSelector(asyncio.Protocol):
     """The listener's protocol factory product; replaced as soon as the protocol is known."""
 
-    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_buf", "_transport", "_timer")
+    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_buf", "_transport",
+                 "_timer", "_limiter", "_key", "_counted", "_refused")
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set, *, h2c: bool = True,
-                 always_headers: list[tuple[bytes, bytes]] | None = None):
+                 always_headers: list[tuple[bytes, bytes]] | None = None,
+                 limiter: ConnectionLimiter | None = None):
         self._handler = handler
         self._cfg = cfg
         self._tracker = tracker
@@ -30,12 +62,22 @@ class ProtocolSelector(asyncio.Protocol):
         self._buf = b""
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._limiter = limiter
+        """Shared by every connection of the listener (one per listener, made by the app)."""
+        self._key: bytes | None = None
+        self._counted = False
+        """This connection holds a count in ``_limiter`` that the selector must release."""
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
+        alpn_h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
+        limiter = self._limiter
+        if limiter is not None and limiter.max_per_ip > 0 and not self._admit(transport, alpn_h2):
+            return
         if ssl_object is not None:  # the handshake is done: ALPN has decided
-            self._switch(ssl_object.selected_alpn_protocol() == "h2")
+            self._switch(alpn_h2)
         elif not self._h2c:
             self._switch(False)
         else:  # a silent client must not hold the socket forever
@@ -43,14 +85,47 @@ class ProtocolSelector(asyncio.Protocol):
                 self._cfg.head_timeout_s, transport.close)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # whatever it sent is dropped
         self._buf += data
         if len(self._buf) < len(PREFACE) and PREFACE.startswith(self._buf):
             return  # could still be the preface
         self._switch(self._buf.startswith(PREFACE))
 
+    def eof_received(self) -> bool | None:
+        return None  # close; while refused, the client's close ends the linger early
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._release()
+
+    def _admit(self, transport: asyncio.BaseTransport, alpn_h2: bool) -> bool:
+        """Count this connection against its address; refuse it over the cap."""
+        assert self._limiter is not None
+        peer = transport.get_extra_info("peername")
+        key = address_key(peer[0] if isinstance(peer, tuple) else "")
+        if self._limiter.acquire(key):
+            self._key, self._counted = key, key is not None
+            return True
+        self._refused = True
+        _log_refusal(peer[0], self._limiter.max_per_ip)
+        if alpn_h2:
+            transport.close()
+            return False
+        transport.write(OVER_LIMIT)  # type: ignore[attr-defined]
+        try:
+            transport.write_eof()  # type: ignore[attr-defined]
+        except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
+            transport.close()
+            return False
+        self._timer = asyncio.get_running_loop().call_later(_REFUSED_LINGER_S, transport.close)
+        return False
+
+    def _release(self) -> None:
+        if self._counted and self._limiter is not None:
+            self._counted = False
+            self._limiter.release(self._key)
 
     def _switch(self, is_h2: bool) -> None:
         if self._timer is not None:
@@ -58,14 +133,28 @@ class ProtocolSelector(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         seen, self._buf = self._buf, b""
+        on_lost = None
+        if self._counted and self._limiter is not None:  # the new owner releases the count
+            self._counted = False
+            on_lost = partial(self._limiter.release, self._key)
         proto: asyncio.Protocol
         if is_h2:
             proto = H2Connection(self._handler, self._cfg, self._tracker, initial_data=seen,
-                                 always_headers=self._always)
+                                 always_headers=self._always, on_lost=on_lost)
         else:
             proto = H1Connection(self._handler, self._cfg, self._tracker,
-                                 always_headers=self._always)
+                                 always_headers=self._always, on_lost=on_lost)
         transport.set_protocol(proto)
         proto.connection_made(transport)
         if seen and not is_h2:
             proto.data_received(seen)
+
+
+def _log_refusal(peer: str, cap: int) -> None:
+    """A warning at most every ``_LOG_EVERY_S``: a flood must not become a log flood."""
+    global _last_log
+    now = time.monotonic()
+    if now - _last_log >= _LOG_EVERY_S:
+        _last_log = now
+        log.warning("connection from %s refused: it already holds %d (max_connections_per_ip)",
+                    peer, cap)

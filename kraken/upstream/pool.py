@@ -1,8 +1,17 @@
-"""Per-origin pools of keep-alive connections to providers.
+"""Per-origin pools of connections to providers: HTTP/2 where the origin offers it.
 
-Bounded: at most ``max_connections`` per origin, waiters queue in FIFO order. Idle
-connections are reused newest-first (the warmest TCP window) and reaped after
-``idle_timeout_s``. The origin comes only from operator configuration.
+TLS origins are offered ALPN ``h2`` then ``http/1.1``; the pool remembers what the origin
+chose last (``protocol``). An HTTP/2 origin gets one connection carrying many concurrent
+streams (another only once the provider's MAX_CONCURRENT_STREAMS, or ``h2client.MAX_STREAMS``,
+is reached), and ``acquire`` returns an ``H2Exchange`` bound to one stream. HTTP/1.1 (and
+every cleartext ``http://`` origin: no h2c upstream) keeps one exchange per connection.
+Either way the caller gets the same interface and gives it back with ``release``.
+
+Bounded: at most ``max_connections`` per origin, waiters queue in FIFO order. While the
+protocol is unknown or h2, concurrent acquirers share the one connect in flight instead of
+racing to open rivals. Idle HTTP/1.1 connections are reused newest-first (the warmest TCP
+window); idle connections of both kinds are reaped after ``idle_timeout_s``. The origin
+comes only from operator configuration.
 """
 from __future__ import annotations
 
@@ -14,6 +23,13 @@ from urllib.parse import urlsplit
 from kraken import metrics
 from kraken.errors import UpstreamError, UpstreamTimeout
 from kraken.upstream.connection import UpstreamConnection
+from kraken.upstream.h2client import H2Exchange, H2UpstreamConnection
+
+H1, H2 = "http/1.1", "h2"
+
+Upstream = UpstreamConnection | H2Exchange
+"""What ``acquire`` returns: ``send``, ``pause_reading``/``resume_reading``, ``abort``,
+``used``, ``received_any``."""
 
 
 class Origin:
@@ -35,10 +51,31 @@ class Origin:
 
 
 def default_ssl_context() -> ssl.SSLContext:
-    """Verify providers against the system CAs; HTTP/1.1 only for now."""
+    """Verify providers against the system CAs; offer HTTP/2, fall back to HTTP/1.1."""
     ctx = ssl.create_default_context()
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols([H2, H1])
     return ctx
+
+
+class _Negotiate(asyncio.Protocol):
+    """Builds the connection for the protocol the origin chose and hands it the transport.
+
+    ``connection_made`` of a TLS transport runs once the handshake is done, so ALPN is
+    known before the first byte of application data arrives."""
+
+    def __init__(self, authority: str, read_timeout_s: float):
+        self._authority = authority
+        self._read_timeout = read_timeout_s
+        self.conn: UpstreamConnection | H2UpstreamConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        cls = H2UpstreamConnection if alpn == H2 else UpstreamConnection
+        conn = cls(self._authority, self._read_timeout)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        self.conn = conn
 
 
 class OriginPool:
@@ -64,74 +101,163 @@ class OriginPool:
         self._ssl = ssl_context if origin.scheme == "https" else None
         if origin.scheme == "https" and self._ssl is None:
             self._ssl = default_ssl_context()
+        self.protocol: str | None = None if self._ssl is not None else H1
+        """What the origin chose on its latest connection (h2, http/1.1; None before the first)."""
         self._idle: list[UpstreamConnection] = []
+        self._h2: list[H2UpstreamConnection] = []
         self._open = 0
+        """Connections open or being opened, of both protocols (bounded by ``_max``)."""
+        self._connecting: asyncio.Future[UpstreamError | None] | None = None
+        """The connect in flight that concurrent acquirers share while h2 is possible."""
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._reaper: asyncio.TimerHandle | None = None
         self._closed = False
         self._idle_gauge = metrics.UPSTREAM_CONNECTIONS.labels(provider, "idle")
         self._busy_gauge = metrics.UPSTREAM_CONNECTIONS.labels(provider, "busy")
 
-    async def acquire(self) -> UpstreamConnection:
-        """An idle connection, a new one, or the next one released (bounded wait)."""
-        while self._idle:
-            conn = self._idle.pop()
-            self._idle_gauge.dec()
-            if conn.reusable:
-                self._busy_gauge.inc()
-                return conn
-            self._forget(conn)
-        if self._open >= self._max:
-            fut = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
-            try:
-                async with asyncio.timeout(self._connect_timeout):
-                    conn = await fut
-            except TimeoutError:
-                raise UpstreamTimeout("no free connection to the provider") from None
-            finally:
-                if not fut.done():
-                    fut.cancel()
-                try:
-                    self._waiters.remove(fut)
-                except ValueError:
-                    pass
+    async def acquire(self) -> Upstream:
+        """A stream on a shared HTTP/2 connection, an idle HTTP/1.1 connection, a new
+        connection, or the next one released (bounded wait)."""
+        deadline: float | None = None
+        while True:
+            if self._h2:
+                exchange = self._open_stream()
+                if exchange is not None:
+                    return exchange
+            if self._connecting is not None:
+                await self._join_connect()
+                continue
+            while self._idle:
+                conn = self._idle.pop()
+                self._idle_gauge.dec()
+                if conn.reusable:
+                    self._busy_gauge.inc()
+                    return conn
+                self._forget(conn)
+            if self._open < self._max:
+                new = await self._connect()
+                if isinstance(new, UpstreamConnection):
+                    self._busy_gauge.inc()
+                    return new
+                continue  # an HTTP/2 connection: take a stream on it
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self._connect_timeout
+            conn = await self._wait(deadline)
             if conn is not None:
                 self._busy_gauge.inc()
                 return conn
-        return await self._connect()
 
-    async def _connect(self) -> UpstreamConnection:
+    async def _wait(self, deadline: float) -> UpstreamConnection | None:
+        """Queue for a released HTTP/1.1 connection (or None: a slot or stream freed up)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await fut
+        except TimeoutError:
+            if fut.done() and not fut.cancelled():  # handed over as the deadline hit
+                return fut.result()
+            raise UpstreamTimeout("no free connection to the provider") from None
+        finally:
+            if not fut.done():
+                fut.cancel()
+            try:
+                self._waiters.remove(fut)
+            except ValueError:
+                pass
+
+    async def _join_connect(self) -> None:
+        """Wait for the connect another acquirer started; fail with it if it failed."""
+        fut = self._connecting
+        assert fut is not None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                failure = await asyncio.shield(fut)
+        except TimeoutError:
+            raise UpstreamTimeout("provider connect timed out") from None
+        if failure is not None:
+            raise type(failure)(failure.message)
+
+    def _open_stream(self) -> H2Exchange | None:
+        for conn in self._h2:  # oldest first: streams concentrate on one connection
+            if conn.can_open:
+                if conn.active == 0:
+                    self._idle_gauge.dec()
+                    self._busy_gauge.inc()
+                return conn.reserve()
+        return None
+
+    async def _connect(self) -> UpstreamConnection | H2UpstreamConnection:
         if self._closed:
             raise UpstreamError("gateway is shutting down")
         self._open += 1
+        shared = self.protocol != H1
+        if shared:
+            self._connecting = asyncio.get_running_loop().create_future()
+        failure: UpstreamError | None = None
+        try:
+            conn = await self._dial()
+        except UpstreamError as exc:
+            failure = exc
+            self._lost_slot()
+            raise
+        except BaseException:
+            self._lost_slot()
+            raise
+        finally:
+            if shared:
+                fut, self._connecting = self._connecting, None
+                if fut is not None and not fut.done():
+                    fut.set_result(failure)
+        conn.on_close = self._on_conn_close
+        if conn.closed or self._closed:  # gone (or shut down) before we could use it
+            conn.close()
+            self._forget(conn)
+            raise UpstreamError("gateway is shutting down" if self._closed
+                                else "provider closed the connection")
+        if isinstance(conn, H2UpstreamConnection):
+            self.protocol = H2
+            conn.idle_since = asyncio.get_running_loop().time()
+            self._h2.append(conn)
+            self._idle_gauge.inc()
+            self._schedule_reaper()
+        elif self._ssl is not None:
+            self.protocol = H1
+        return conn
+
+    async def _dial(self) -> UpstreamConnection | H2UpstreamConnection:
         loop = asyncio.get_running_loop()
         o = self.origin
+        if self._ssl is not None:
+            factory = lambda: _Negotiate(o.authority, self._read_timeout)  # noqa: E731
+        else:
+            factory = lambda: UpstreamConnection(o.authority, self._read_timeout)  # noqa: E731
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(o.authority, self._read_timeout),
+                _, proto = await loop.create_connection(
+                    factory,
                     o.host,
                     o.port,
                     ssl=self._ssl,
                     server_hostname=o.host if self._ssl else None,
                 )
         except TimeoutError:
-            self._lost_slot()
             raise UpstreamTimeout("provider connect timed out") from None
         except (OSError, ssl.SSLError) as exc:
-            self._lost_slot()
-            reason = "TLS handshake failed" if isinstance(exc, ssl.SSLError) else "connection refused"
+            tls = isinstance(exc, ssl.SSLError)
+            reason = "TLS handshake failed" if tls else "connection refused"
             raise UpstreamError(f"provider unreachable: {reason}") from None
-        except BaseException:
-            self._lost_slot()
-            raise
-        conn.on_close = self._on_conn_close
-        self._busy_gauge.inc()
+        conn = proto.conn if isinstance(proto, _Negotiate) else proto
+        if conn is None:
+            raise UpstreamError("provider unreachable: TLS handshake failed")
         return conn
 
-    def release(self, conn: UpstreamConnection) -> None:
-        """Return ``conn`` after its exchange; broken connections are dropped."""
+    def release(self, conn: Upstream) -> None:
+        """Return ``conn`` after its exchange: a stream's slot frees up (an unfinished
+        stream is cancelled); a broken HTTP/1.1 connection is dropped."""
+        if isinstance(conn, H2Exchange):
+            self._release_stream(conn)
+            return
         self._busy_gauge.dec()
         if not conn.reusable or self._closed:
             conn.close()
@@ -146,21 +272,41 @@ class OriginPool:
         self._idle_gauge.inc()
         self._schedule_reaper()
 
-    def _on_conn_close(self, conn: UpstreamConnection) -> None:
+    def _release_stream(self, exchange: H2Exchange) -> None:
+        conn = exchange.connection
+        conn.release(exchange)  # closes a draining connection once its last stream is done
+        if conn.active == 0 and conn in self._h2:
+            self._busy_gauge.dec()
+            self._idle_gauge.inc()
+            if self._closed:
+                conn.close()
+            else:
+                self._schedule_reaper()
+        if conn.can_open:
+            self._wake_one()
+
+    def _on_conn_close(self, conn: UpstreamConnection | H2UpstreamConnection) -> None:
         self._forget(conn)
 
-    def _forget(self, conn: UpstreamConnection) -> None:
+    def _forget(self, conn: UpstreamConnection | H2UpstreamConnection) -> None:
         if getattr(conn, "_forgotten", False):
             return
-        conn._forgotten = True  # type: ignore[attr-defined]
+        conn._forgotten = True  # type: ignore[union-attr]
         if conn in self._idle:
-            self._idle.remove(conn)
+            self._idle.remove(conn)  # type: ignore[arg-type]
             self._idle_gauge.dec()
+        elif conn in self._h2:
+            self._h2.remove(conn)  # type: ignore[arg-type]
+            busy = conn.active  # type: ignore[union-attr]
+            (self._busy_gauge if busy else self._idle_gauge).dec()
         self._lost_slot()
 
     def _lost_slot(self) -> None:
         self._open -= 1
-        while self._waiters:  # a slot opened: let the oldest waiter connect afresh
+        self._wake_one()  # a slot opened: let the oldest waiter connect afresh
+
+    def _wake_one(self) -> None:
+        while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
@@ -177,7 +323,11 @@ class OriginPool:
         for conn in [c for c in self._idle if now - c.idle_since >= self._idle_timeout]:
             conn.close()
             self._forget(conn)
-        if self._idle:
+        for h2conn in [c for c in self._h2
+                       if c.active == 0 and now - c.idle_since >= self._idle_timeout]:
+            h2conn.close()
+            self._forget(h2conn)
+        if self._idle or any(c.active == 0 for c in self._h2):
             self._schedule_reaper()
 
     @property
@@ -185,11 +335,17 @@ class OriginPool:
         return self._open
 
     async def close(self) -> None:
+        """Close idle connections; HTTP/2 connections in use close after their last stream."""
         self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()
         for conn in list(self._idle):
             conn.close()
+        for h2conn in list(self._h2):
+            if h2conn.active == 0:
+                h2conn.close()
+            else:
+                h2conn.draining = True
         for fut in self._waiters:
             if not fut.done():
                 fut.cancel()

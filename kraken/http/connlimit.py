@@ -1,0 +1,71 @@
+"""Per-address connection cap: one client address may hold at most ``max_per_ip`` connections.
+
+IPv4 is counted per address; IPv6 per /64, the smallest block a single subscriber usually
+gets (one host can use any of its 2^64 addresses, so counting per address would cap nothing).
+An IPv4-mapped IPv6 peer (``::ffff:a.b.c.d`` on a dual-stack socket) counts as its IPv4
+address. Entries are removed when their count returns to zero, so memory is bounded by the
+open connections themselves. No I/O here: the listener asks, and answers the client.
+"""
+from __future__ import annotations
+
+import socket
+
+_MAPPED_V4 = b"\x00" * 10 + b"\xff\xff"
+
+
+def address_key(peer: str) -> bytes | None:
+    """What ``peer`` is counted under: 4 bytes of IPv4 or 8 bytes of an IPv6 /64 prefix.
+
+    None for anything that is not an IP address (a Unix socket): never limited."""
+    if not peer:
+        return None
+    try:
+        if ":" in peer:
+            packed = socket.inet_pton(socket.AF_INET6, peer.split("%", 1)[0])
+            return packed[12:] if packed[:12] == _MAPPED_V4 else packed[:8]
+        return socket.inet_pton(socket.AF_INET, peer)
+    except OSError:
+        return None
+
+
+class ConnectionLimiter:
+    """Counts open connections per address key; ``max_per_ip`` 0 means unlimited."""
+
+    __slots__ = ("max_per_ip", "_open", "refused")
+
+    def __init__(self, max_per_ip: int):
+        self.max_per_ip = max_per_ip
+        self._open: dict[bytes, int] = {}
+        self.refused = 0
+        """Connections refused since start (for logs and tests)."""
+
+    def acquire(self, key: bytes | None) -> bool:
+        """Count a new connection under ``key`` (from ``address_key``); False, counting
+        nothing, when that key already holds ``max_per_ip`` connections."""
+        if key is None or self.max_per_ip <= 0:
+            return True
+        count = self._open.get(key, 0)
+        if count >= self.max_per_ip:
+            self.refused += 1
+            return False
+        self._open[key] = count + 1
+        return True
+
+    def release(self, key: bytes | None) -> None:
+        """A connection that ``acquire`` accepted under ``key`` has closed."""
+        if key is None or self.max_per_ip <= 0:
+            return
+        count = self._open.get(key, 0) - 1
+        if count > 0:
+            self._open[key] = count
+        else:
+            self._open.pop(key, None)
+
+    def open_from(self, peer: str) -> int:
+        """Connections currently counted for ``peer``'s key."""
+        key = address_key(peer)
+        return self._open.get(key, 0) if key is not None else 0
+
+    def __len__(self) -> int:
+        """Distinct address keys with at least one open connection."""
+        return len(self._open)

@@ -1,0 +1,270 @@
+"""The Anthropic wire family: the native ``POST /v1/messages`` relayed as the provider sends it.
+
+A client using the Anthropic SDK with ``base_url`` pointed at Kraken sees Anthropic's own bytes:
+the request body changes only in ``model``, the response (JSON or SSE) is never re-encoded, so
+thinking blocks keep their signatures and tool-use streams their ``input_json_delta`` pieces.
+Kraken's errors are rendered in Anthropic's shape (``{"type":"error","error":{...}}``) so the
+SDK raises its own exception classes.
+
+Usage is Anthropic's, not OpenAI's: ``input_tokens`` excludes cache reads and cache writes, and a
+stream splits it over two events (``message_start`` has the input counts, ``message_delta`` the
+cumulative output). The parsers return ``kraken.billing.pricing.AnthropicUsage``, whose
+``prompt_tokens``/``completion_tokens``/``cached_tokens`` properties give the record's counts
+with OpenAI's meaning (prompt = input + cache read + cache write, cached = cache read) and which
+``cost_decimal(..., family="anthropic")`` prices with the cache-write rates.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+import orjson
+
+from kraken.billing.pricing import AnthropicUsage
+from kraken.config import ProviderConfig
+from kraken.errors import KrakenError, UpstreamError, UpstreamStatus
+from kraken.providers.openai_compat import scrub
+
+__all__ = [
+    "DEFAULT_VERSION",
+    "MESSAGES_PATH",
+    "AnthropicFamily",
+    "StreamUsage",
+    "error_body_for",
+    "error_type_for",
+    "sse_error_event",
+]
+
+MESSAGES_PATH = "/messages"
+DEFAULT_VERSION = b"2023-06-01"
+"""The only Messages API version Anthropic has published; sent when the client names none."""
+
+_VERSION = re.compile(rb"\d{4}-\d{2}-\d{2}")
+# Beta names are lower-case words and dates joined by dashes ("interleaved-thinking-2025-05-14");
+# the SDK joins several with "," and HTTP allows spaces around list commas.
+_BETA = re.compile(rb"[a-z0-9-]+(?:[ \t]*,[ \t]*[a-z0-9-]+)*")
+_MAX_BETA = 1024
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+class AnthropicFamily:
+    """Shapes requests for one configured Anthropic provider (``kind = "anthropic"``).
+
+    Same method names as ``OpenAICompat`` where the meaning is the same; the stream usage tap
+    needs state across events, so it comes from ``usage_parser()`` (one per stream).
+    """
+
+    def __init__(self, cfg: ProviderConfig, base_path: str, authority: str):
+        self.cfg = cfg
+        self.name = cfg.name
+        self._messages_target = base_path + MESSAGES_PATH
+        self._base_headers: list[tuple[bytes, bytes]] = [
+            (b"host", authority.encode()),
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"user-agent", b"kraken-gateway"),
+        ]
+        if cfg.api_key:
+            self._base_headers.append((b"x-api-key", cfg.api_key.encode()))
+
+    # ---- request -------------------------------------------------------------------
+    def messages_request(
+        self,
+        payload: dict,
+        upstream_model: str,
+        client_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> tuple[str, list[tuple[bytes, bytes]], bytes, bool]:
+        """(target, headers, body, hide_usage) for one Messages call.
+
+        ``client_headers`` are the client's (lower-case name, value) pairs, e.g.
+        ``Request.headers``; only ``anthropic-version`` and ``anthropic-beta`` are taken from
+        them, and only when well-formed. The client's ``x-api-key``/``authorization`` (its
+        Kraken key) is never forwarded: the provider key comes from the config.
+        ``hide_usage`` is always False: Anthropic streams always carry usage.
+        """
+        body = dict(payload)
+        body["model"] = upstream_model
+        data = orjson.dumps(body)
+        version = None
+        betas: list[bytes] = []
+        for name, value in client_headers:
+            if name == b"anthropic-version":
+                if version is None:
+                    version = value.strip()
+            elif name == b"anthropic-beta":
+                value = value.strip()
+                if value:
+                    betas.append(value)
+        headers = self._base_headers + [
+            (b"anthropic-version",
+             version if version is not None and _VERSION.fullmatch(version) else DEFAULT_VERSION)]
+        if betas:
+            beta = b",".join(betas)
+            if len(beta) <= _MAX_BETA and _BETA.fullmatch(beta):
+                headers.append((b"anthropic-beta", beta))
+        headers.append((b"content-length", str(len(data)).encode()))
+        return self._messages_target, headers, data, False
+
+    # ---- usage ---------------------------------------------------------------------
+    @staticmethod
+    def usage_parser() -> StreamUsage:
+        """A fresh stateful usage parser for one stream (pass it to ``SseTap``)."""
+        return StreamUsage()
+
+    @staticmethod
+    def usage_from_body(body: bytes) -> AnthropicUsage | None:
+        """Usage of a non-streamed Message (already complete, bounded in size)."""
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        usage = obj.get("usage") if isinstance(obj, dict) else None
+        return AnthropicUsage.from_anthropic(usage) if isinstance(usage, dict) else None
+
+    # ---- errors --------------------------------------------------------------------
+    def map_error(self, status: int, body: bytes) -> KrakenError:
+        """A provider error before the first byte, as the client should see it.
+
+        401/403 are the gateway's credentials (502, body not shown); 429 stays 429 and 529
+        (Anthropic overloaded) becomes 503, both ``UpstreamError`` so the pipeline may fall back;
+        504 stays 504, other 5xx are 502; any other 4xx is relayed with its status and the
+        provider's body, scrubbed of anything key-shaped.
+        """
+        if status in (401, 403):
+            return UpstreamError(f"provider {self.name} rejected the gateway's credentials")
+        if 400 <= status < 500 and status != 429:
+            return UpstreamStatus(status, scrub(body, self.cfg.api_key))
+        err = UpstreamError(f"provider {self.name} returned {status}")
+        if status == 429:
+            err.status, err.error_type = 429, "upstream_rate_limited"
+        elif status == 529:
+            err.status, err.error_type = 503, "upstream_overloaded"
+        elif status == 504:
+            err.status, err.error_type = 504, "upstream_timeout"
+        return err
+
+    @staticmethod
+    def error_body_for(exc: KrakenError, request_id: str | None = None) -> bytes:
+        """Kraken's error ``exc`` as an Anthropic error body (see the module function)."""
+        return error_body_for(exc, request_id)
+
+    @staticmethod
+    def sse_error_event(exc: KrakenError) -> bytes:
+        """``event: error`` for a stream that fails after its first byte."""
+        return sse_error_event(exc)
+
+
+class StreamUsage:
+    """The usage of one Messages stream, merged across its events; call it once per event.
+
+    ``message_start`` carries ``message.usage`` (input, cache read/write counts and an initial
+    ``output_tokens``); ``message_delta`` carries cumulative counts (always ``output_tokens``,
+    and on newer API versions the input counts again). A later count replaces an earlier one,
+    a count the later event omits keeps its earlier value, like the SDK's own accumulator.
+    Each call returns the usage merged so far, so the tap's last answer is the stream's total.
+    One instance per stream: it is not shared and not thread-safe (one task per request).
+    """
+
+    __slots__ = ("_merged",)
+
+    def __init__(self) -> None:
+        self._merged: dict[str, Any] = {}
+
+    def usage_event(self, event: bytes) -> tuple[AnthropicUsage, bool] | None:
+        """For one complete SSE event: (usage so far, False) if it carries usage, else None.
+
+        Never asks to hide the event: Anthropic clients always get usage.
+        """
+        obj = _event_json(event)
+        if obj is None:
+            return None
+        kind = obj.get("type")
+        if kind == "message_start":
+            message = obj.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+        elif kind == "message_delta":
+            usage = obj.get("usage")
+        else:
+            return None
+        if not isinstance(usage, dict):
+            return None
+        merged = self._merged
+        for key, value in usage.items():
+            if value is not None:
+                merged[key] = value
+        return AnthropicUsage.from_anthropic(merged), False
+
+    __call__ = usage_event
+
+    @property
+    def usage(self) -> AnthropicUsage | None:
+        return AnthropicUsage.from_anthropic(self._merged) if self._merged else None
+
+
+def _event_json(event: bytes) -> dict | None:
+    """The JSON ``data`` of one SSE event (several ``data:`` lines are joined with LF)."""
+    start = event.find(b"data:")
+    if start < 0:
+        return None
+    if event.find(b"data:", start + 5) < 0:
+        payload = event[start + 5:]
+    else:
+        lines = event.replace(b"\r\n", b"\n").split(b"\n")
+        payload = b"\n".join(line[5:] for line in lines if line.startswith(b"data:"))
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+# ---- Anthropic-format errors -------------------------------------------------------
+
+
+def error_type_for(status: int) -> str:
+    """Anthropic's ``error.type`` for an HTTP status (what api.anthropic.com would send)."""
+    kind = _ERROR_TYPES.get(status)
+    if kind is None:
+        kind = "api_error" if status >= 500 else "invalid_request_error"
+    return kind
+
+
+def error_body_for(exc: KrakenError, request_id: str | None = None) -> bytes:
+    """The Anthropic-format JSON error body for ``exc``.
+
+    A relayed provider 4xx (``UpstreamStatus``) keeps the provider's own (scrubbed) body when it
+    already is an Anthropic error; otherwise the body is built from the status and message.
+    """
+    if isinstance(exc, UpstreamStatus) and exc.body:
+        try:
+            obj = orjson.loads(exc.body)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("type") == "error" and isinstance(obj.get("error"), dict):
+            return exc.body
+    body: dict[str, Any] = {
+        "type": "error",
+        "error": {"type": error_type_for(exc.status), "message": exc.message},
+    }
+    if request_id is not None:
+        body["request_id"] = request_id
+    return orjson.dumps(body)
+
+
+def sse_error_event(exc: KrakenError) -> bytes:
+    """What an Anthropic client sees when a stream fails after its first byte."""
+    return b"event: error\ndata: " + error_body_for(exc) + b"\n\n"
