@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Awaitable, Callable
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,6 +36,11 @@ from kraken.meter.writer import Meter
 log = logging.getLogger("kraken.gateway")
 
 MAX_ATTEMPTS = 3
+CallBody = Callable[[Call, Request, ResponseSink], Awaitable[None]]
+"""An endpoint's phases for one call (authenticate, admit, ..., dispatch)."""
+ErrorSender = Callable[[ResponseSink, KrakenError, Call], None]
+"""Writes a KrakenError in the endpoint's wire format before the first response byte."""
+Endpoint = Callable[[Request, ResponseSink], Awaitable[None]]
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -52,29 +58,46 @@ class Gateway:
         self.shutting_down = False
         self.aborting = False
         """Set when the drain deadline passed: cancellations are the gateway's, not the client's."""
+        self.endpoints: dict[str, Endpoint] = {}
+        self.add_endpoint("/v1/chat/completions", self.chat_completions)
+        self.add_endpoint("/v1/models", self.list_models, "GET")
+        self.add_endpoint("/healthz", self.healthz, None)
+        self.add_endpoint("/readyz", self.readyz, None)
+        self.add_endpoint("/metrics", self.prometheus, None)
 
     async def handle(self, req: Request, sink: ResponseSink) -> None:
         """Entry point for every request on the client listener."""
-        path = req.path
-        if path == "/v1/chat/completions":
-            if req.method != "POST":
-                raise MethodNotAllowed("Use POST for /v1/chat/completions")
-            await self.chat_completions(req, sink)
-        elif path == "/v1/models":
-            await self.list_models(req, sink)
-        elif path == "/healthz":
-            _send_json(sink, 200, b'{"status":"ok"}')
-        elif path == "/readyz":
-            ready = self.meter.ready and not self.shutting_down
-            _send_json(sink, 200 if ready else 503,
-                       b'{"status":"ready"}' if ready else b'{"status":"not ready"}')
-        elif path == "/metrics":
-            body = generate_latest(metrics.REGISTRY)
-            sink.start(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], len(body))
-            sink.write(body)
-            sink.end()
-        else:
-            raise NotFound(f"Unknown path {path[:100]}")
+        endpoint = self.endpoints.get(req.path)
+        if endpoint is None:
+            raise NotFound(f"Unknown path {req.path[:100]}")
+        await endpoint(req, sink)
+
+    def add_endpoint(self, path: str, endpoint: Endpoint, method: str | None = "POST") -> None:
+        """Serve ``path`` with ``endpoint``; other methods get 405 when ``method`` is set."""
+        if method is None:
+            self.endpoints[path] = endpoint
+            return
+
+        async def checked(req: Request, sink: ResponseSink) -> None:
+            if req.method != method:
+                raise MethodNotAllowed(f"Use {method} for {path}")
+            await endpoint(req, sink)
+
+        self.endpoints[path] = checked
+
+    async def healthz(self, req: Request, sink: ResponseSink) -> None:
+        _send_json(sink, 200, b'{"status":"ok"}')
+
+    async def readyz(self, req: Request, sink: ResponseSink) -> None:
+        ready = self.meter.ready and not self.shutting_down
+        _send_json(sink, 200 if ready else 503,
+                   b'{"status":"ready"}' if ready else b'{"status":"not ready"}')
+
+    async def prometheus(self, req: Request, sink: ResponseSink) -> None:
+        body = generate_latest(metrics.REGISTRY)
+        sink.start(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], len(body))
+        sink.write(body)
+        sink.end()
 
     # ---- phases --------------------------------------------------------------------
     async def authenticate(self, req: Request) -> Principal:
@@ -198,23 +221,37 @@ class Gateway:
 
     # ---- routes --------------------------------------------------------------------
     async def chat_completions(self, req: Request, sink: ResponseSink) -> None:
-        call = Call(req.received_ns, "chat_completions")
+        await self.run_call(req, sink, "chat_completions", self._chat)
+
+    async def _chat(self, call: Call, req: Request, sink: ResponseSink) -> None:
+        principal = await self.authenticate(req)
+        call.customer_id = principal.customer_id
+        self.admit(call)
+        self.limiter.check(principal)
+        payload = self.parse(req)
+        call.stream = payload.get("stream") is True
+        call.task_type = task_type("chat", payload)
+        routes = self.router.candidates(payload["model"])
+        call.model_requested = payload["model"]  # only once known: never free client text
+        await self.dispatch(call, routes, payload, sink)
+
+    async def run_call(self, req: Request, sink: ResponseSink, route: str, body: CallBody,
+                       send_failure: ErrorSender | None = None) -> None:
+        """The lifecycle every metered endpoint shares: exactly one record per admitted call.
+
+        ``body`` does the endpoint's phases; any ``KrakenError`` it raises becomes the error
+        response (``send_failure`` picks the wire format, OpenAI's by default) before the
+        first byte, or is left to the relay's SSE error event after it.
+        """
+        call = Call(req.received_ns, route)
+        send_failure = send_failure or _send_error
         try:
-            principal = await self.authenticate(req)
-            call.customer_id = principal.customer_id
-            self.admit(call)
-            self.limiter.check(principal)
-            payload = self.parse(req)
-            call.stream = payload.get("stream") is True
-            call.task_type = task_type("chat", payload)
-            routes = self.router.candidates(payload["model"])
-            call.model_requested = payload["model"]  # only once known: never free client text
-            await self.dispatch(call, routes, payload, sink)
+            await body(call, req, sink)
         except KrakenError as exc:
             call.fail(exc)
             self.record(call)
             if not sink.started:
-                _send_error(sink, exc, call)
+                send_failure(sink, exc, call)
         except asyncio.CancelledError:
             call.status = call.status or 499
             client_gone = sink.disconnected and not self.aborting
@@ -229,14 +266,12 @@ class Gateway:
             call.fail(err)
             self.record(call)
             if not sink.started:
-                _send_error(sink, err, call)
+                send_failure(sink, err, call)
         finally:
             if call.reserved and not call.recorded:
                 self.meter.release()
 
     async def list_models(self, req: Request, sink: ResponseSink) -> None:
-        if req.method != "GET":
-            raise MethodNotAllowed("Use GET for /v1/models")
         await self.authenticate(req)
         data = [{"id": name, "object": "model", "created": 0, "owned_by": provider}
                 for name, provider in self.router.models()]

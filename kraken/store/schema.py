@@ -34,6 +34,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX requests_ts ON requests (ts);
     CREATE INDEX requests_customer_ts ON requests (customer_id, ts);
     """,
+    # 2: accounts: customers, organisations, members, API keys, revocations (kraken/accounts).
+    "",
+    # 3: the hash-chained admin audit log (kraken/audit).
+    "",
+    # 4: BYOK provider keys, AES-256-GCM ciphertexts (kraken/accounts/byok).
+    "",
+    # 5: plans, wallets and wallet transactions (kraken/billing/wallet).
+    "",
 ]
 
 VERSION = len(MIGRATIONS)

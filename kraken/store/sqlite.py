@@ -6,9 +6,10 @@ still rolls back (shielded) so the connection is never left inside a transaction
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from operator import attrgetter
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 import aiosqlite
 import anyio
@@ -145,6 +146,25 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise from_sqlite(exc, "query") from exc
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator["Tx"]:
+        """One IMMEDIATE transaction for accounts, audit, wallet and erase code.
+
+        Commits on normal exit, rolls back on any exception (including cancellation).
+        sqlite3 errors surface as StoreError subclasses naming the operation.
+        """
+        async with self._lock:
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                yield Tx(self._conn)
+                await self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise from_sqlite(exc, "transaction") from exc
+            except BaseException:
+                await self._rollback()
+                raise
+
     async def close(self) -> None:
         """Close the connection (and stop aiosqlite's thread)."""
         with anyio.CancelScope(shield=True):
@@ -158,3 +178,28 @@ class SqliteStore:
                 await self._conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+
+
+class Tx:
+    """The statements of one open transaction (see ``SqliteStore.transaction``)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one parameterised statement; return the number of rows changed."""
+        cur = await self._conn.execute(sql, params)
+        return max(cur.rowcount, 0)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        cur = await self._conn.executemany(sql, rows)
+        return max(cur.rowcount, 0)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return [tuple(r) for r in await self._conn.execute_fetchall(sql, params)]
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        rows = await self._conn.execute_fetchall(sql, params)
+        return tuple(rows[0]) if rows else None
