@@ -96,7 +96,11 @@ class KeyConfig:
     hash: str
     customer_id: str
     rpm: int = 0
-    """Requests per minute for this key; 0 means unlimited."""
+    """Requests per minute for this key; 0 means the [limits] default (0 there: unlimited)."""
+    tpm: int = 0
+    """Tokens per minute for this key; 0 means the [limits] default."""
+    max_concurrent: int = 0
+    """Requests in flight for this key; 0 means the [limits] default."""
 
 
 @dataclass(frozen=True, slots=True)

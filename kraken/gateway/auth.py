@@ -45,7 +45,9 @@ class Principal:
 
     key_id: str
     customer_id: str
-    rpm: int
+    rpm: int = 0
+    tpm: int = 0
+    max_concurrent: int = 0
 
 
 class _Key(NamedTuple):
@@ -129,7 +131,7 @@ class KeyVerifier:
                 raise ValueError(f"key id {k.id!r} must match [a-z0-9]{{1,32}}")
             if k.id in new:
                 raise ValueError(f"duplicate key id {k.id!r}")
-            new[k.id] = _Key(k.hash, Principal(k.id, k.customer_id, k.rpm))
+            new[k.id] = _Key(k.hash, Principal(k.id, k.customer_id, k.rpm, k.tpm, k.max_concurrent))
         self._keys = new
         self._drop(lambda e: (cur := new.get(e.key_id)) is None or cur.hash != e.hash)
 
