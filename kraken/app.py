@@ -18,19 +18,32 @@ import socket
 import anyio
 
 from kraken import metrics, sdnotify, workers
+from kraken.accounts import masterkey
+from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.fees import FeeSchedule
+from kraken.billing.guard import BillingGuard
+from kraken.billing.plans import PlanBook
+from kraken.billing.stripe_webhook import PATH as STRIPE_PATH, StripeWebhook
+from kraken.billing.wallet import usd_to_micros
 from kraken.billing.pricing import PriceTable
 from kraken.config import Config, ProviderConfig
+from kraken.accounts.keystore import DbKeySource
+from kraken.accounts.revocation import RevocationWatcher
 from kraken.gateway.auth import KeyVerifier
-from kraken.gateway.limits import LocalLimiter
+from kraken.gateway.clientip import ClientAddress
+from kraken.gateway.limits import build_limiter
+from kraken.gateway import embeddings, gemini_native, responses
 from kraken.gateway.pipeline import Gateway
 from kraken.gateway.router import Provider, Router
 from kraken.http.acme import plain_http_handler
 from kraken.http.h1 import H1Connection
+from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.listener import ProtocolSelector
 from kraken.http.tls import CertificateReloader, hsts_header
+from kraken.logs import RequestLog
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
+from kraken.providers.anthropic import AnthropicFamily
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.store.sqlite import SqliteStore
 from kraken.upstream.pool import Origin, OriginPool
@@ -39,7 +52,8 @@ log = logging.getLogger("kraken")
 
 
 async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
-    """``kind = "mock"`` providers run in-process on a loopback port (demo, no internet)."""
+    """``kind = "mock"`` / ``"mock_anthropic"`` providers run in-process on a loopback port
+    (demo, no internet); a ``mock_anthropic`` with a ``base_url`` is an external mock."""
     from kraken.mock.openai_mock import MockOpenAI
 
     providers: list[ProviderConfig] = []
@@ -48,6 +62,13 @@ async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
             mock = MockOpenAI(chunks=p.mock_chunks, chunk_delay_ms=p.mock_chunk_delay_ms)
             port = await mock.start()
             stack.push_async_callback(mock.close)
+            p = dataclasses.replace(p, base_url=f"http://127.0.0.1:{port}/v1")
+        elif p.kind == "mock_anthropic" and not p.base_url:  # with a base_url: an external mock
+            from kraken.mock.anthropic_mock import MockAnthropic
+
+            claude = MockAnthropic(chunks=p.mock_chunks, chunk_delay_ms=p.mock_chunk_delay_ms)
+            port = await claude.start()
+            stack.push_async_callback(claude.close)
             p = dataclasses.replace(p, base_url=f"http://127.0.0.1:{port}/v1")
         providers.append(p)
     return dataclasses.replace(cfg, providers=tuple(providers))
@@ -66,9 +87,11 @@ def _build_router(cfg: Config, stack: contextlib.AsyncExitStack) -> Router:
             idle_timeout_s=p.idle_timeout_s,
         )
         stack.push_async_callback(pool.close)
-        providers[p.name] = Provider(p.name, OpenAICompat(p, origin.base_path, origin.authority), pool)
+        family_class = AnthropicFamily if p.kind in ("anthropic", "mock_anthropic") else OpenAICompat
+        providers[p.name] = Provider(p.name, family_class(p, origin.base_path, origin.authority), pool)
     exposed = {p.name: p.models for p in cfg.providers}
-    return Router(providers, cfg.models, exposed)
+    return Router(providers, cfg.models, exposed, aliases=cfg.aliases, routing=cfg.routing,
+                  prices=PriceTable.load(cfg.prices))
 
 
 def _listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -95,35 +118,70 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
+    keyring = masterkey.load(cfg.byok.master_key_file, cfg.byok.master_key)  # fail before serving
     async with contextlib.AsyncExitStack() as stack:
         store = await SqliteStore.open(cfg.store.path, busy_timeout_ms=cfg.store.busy_timeout_ms)
         stack.push_async_callback(store.close)
         journal_dir, stale = workers.journal_dirs(cfg, worker)
         replayed = 0
+        billing = BillingGuard(PlanBook.from_mapping(cfg.plans),
+                               min_balance_micros=usd_to_micros(cfg.wallet.min_balance_usd))
         for directory in stale:  # left by another ``workers`` setting; nobody writes there
-            replayed += await Meter(store, Journal(directory), cfg.meter).recover()
+            leftover = Meter(store, Journal(directory), cfg.meter)
+            leftover.billing = billing  # replayed usage is debited too (idempotent by request id)
+            replayed += await leftover.recover()
         meter = Meter(store, Journal(journal_dir), cfg.meter)
+        meter.billing = billing
         replayed += await meter.recover()
+        await billing.refresh(store)  # balances, monthly usage and plans before serving
         if replayed:
             log.info("replayed %d records from the crash journal", replayed)
         cfg = await _start_mocks(cfg, stack)
         router = _build_router(cfg, stack)
-        verifier = KeyVerifier(cfg.keys, cfg.auth)
+        # Accounts read on their own connection, so key lookups never queue behind the writer.
+        accounts_store = await SqliteStore.open(cfg.store.path,
+                                                busy_timeout_ms=cfg.store.busy_timeout_ms)
+        stack.push_async_callback(accounts_store.close)
+        verifier = KeyVerifier(cfg.keys, cfg.auth, source=DbKeySource(accounts_store))
         stack.callback(verifier.close)
-        gateway = Gateway(verifier, LocalLimiter(), router, meter,
-                          PriceTable.load(cfg.prices), FeeSchedule.from_mapping(cfg.fees))
+        revocations = RevocationWatcher(accounts_store, verifier, redis_url=cfg.limits.redis_url)
+        await revocations.start()
+        limiter = build_limiter(cfg.limits)
+        stack.push_async_callback(limiter.aclose)
+        gateway = Gateway(verifier, limiter, router, meter,
+                          PriceTable.load(cfg.prices),
+                          billing.plans.fee_schedule(FeeSchedule.from_mapping(cfg.fees)),
+                          ClientAddress(cfg.limits.trusted_proxies))
+        gateway.billing = billing
+        gateway.byok = ByokCache(store, keyring, max_entries=cfg.byok.cache_max,
+                                 ttl_s=cfg.byok.cache_ttl_s, poll_interval_s=cfg.byok.poll_interval_s)
+        for extra in (embeddings, responses, gemini_native):  # relayed beside chat completions
+            extra.register(gateway)
+        if cfg.stripe.webhook_secret:
+            webhook = StripeWebhook(store, billing, cfg.stripe.webhook_secret,
+                                    tolerance_s=cfg.stripe.tolerance_s,
+                                    metadata_key=cfg.stripe.customer_metadata_key)
+            gateway.add_endpoint(STRIPE_PATH, webhook.handle)
+        gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
         connections: set = set()
+        per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip)
         reloader = CertificateReloader(cfg.tls.cert, cfg.tls.key) if cfg.tls.cert else None
         tls = ({"ssl": reloader.context, "ssl_handshake_timeout": cfg.server.head_timeout_s}
                if reloader is not None else {})
         always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []
         server = await loop.create_server(
             lambda: ProtocolSelector(gateway.handle, cfg.server, connections,
-                                     h2c=cfg.server.h2c, always_headers=always),
+                                     h2c=cfg.server.h2c, always_headers=always,
+                                     limiter=per_ip),
             sock=_listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None),
             **tls,
         )
         servers = [server]
+        if cfg.admin.token_hash and worker in (None, 0):  # one admin listener per host
+            from kraken.admin.listener import start_admin
+
+            servers.append(await start_admin(cfg, store, connections, meter=meter,
+                                               verifier=verifier, keyring=keyring, stack=stack))
         if cfg.server.redirect_http_port:  # ACME challenges + redirect; also before any cert exists
             plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
             servers.append(await loop.create_server(
@@ -146,6 +204,13 @@ async def serve(
                 loop.add_signal_handler(sig, callback)
         async with anyio.create_task_group() as tg:
             tg.start_soon(meter.run)
+            if worker in (None, 0):
+                from kraken.privacy import retention
+
+                tg.start_soon(retention.run, store, cfg.retention)
+            tg.start_soon(billing.run, store, cfg.wallet.refresh_interval_s)
+            tg.start_soon(revocations.run)  # revoked keys refused within 1 s
+            await tg.start(gateway.byok.run)  # first change poll done before serving
             address = server.sockets[0].getsockname()
             scheme = "https" if reloader is not None else "http"
             log.info("kraken listening on %s://%s:%d", scheme, address[0], address[1])
@@ -157,6 +222,7 @@ async def serve(
             log.info("shutting down: draining for up to %.0fs", cfg.server.drain_timeout_s)
             await _drain(servers, gateway, connections, cfg.server.drain_timeout_s)
             await meter.close()
+            tg.cancel_scope.cancel()  # the billing refresh loop; the meter is flushed
         if own_signals:
             for sig in signals:
                 loop.remove_signal_handler(sig)

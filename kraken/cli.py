@@ -35,9 +35,15 @@ def _serve(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, server=server)
         if args.demo:
             cfg = config.with_demo(cfg, hash_key(config.DEMO_KEY, rounds=10))
+        if args.log_level:  # the command line wins over [logging] level
+            cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
+                cfg.logging, level=args.log_level.upper()))
     except config.ConfigError as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 2
+    from kraken.logs import setup_process_logging
+
+    setup_process_logging(cfg.logging, worker=args.worker_index)
     if not cfg.providers:
         print("kraken: no providers configured (add [providers.*] to kraken.toml, or use --demo)",
               file=sys.stderr)
@@ -47,6 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.demo and args.worker_index is None:
         print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
               file=sys.stderr)
+    from kraken.accounts.masterkey import KeyringError
     from kraken.http.tls import TLSConfigError
 
     if args.worker_index is not None:
@@ -55,7 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers.follow_supervisor()
     try:
         return uvloop.run(app.serve(cfg, worker=args.worker_index))
-    except TLSConfigError as exc:
+    except (TLSConfigError, KeyringError) as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 2
 
@@ -74,7 +81,9 @@ def _supervise(args: argparse.Namespace, cfg: Config) -> int:
     count = cfg.server.workers
 
     def command(index: int) -> list[str]:
-        argv = [sys.executable, "-m", "kraken", "--log-level", args.log_level, "serve"]
+        argv = [sys.executable, "-m", "kraken"]
+        argv += ["--log-level", args.log_level] if args.log_level else []
+        argv.append("serve")
         if cfg.source != "<defaults>":
             argv += ["--config", os.path.abspath(cfg.source)]
         # Pinned: every worker listens where the supervisor said it would.
@@ -115,10 +124,18 @@ def _keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top(args: argparse.Namespace) -> int:
+    from kraken import top
+
+    return top.run(args.url, args.interval, args.once)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kraken", description="Kraken LLM API gateway")
     parser.add_argument("--version", action="version", version=f"kraken {__version__}")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                        help="overrides [logging] level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
@@ -144,6 +161,29 @@ def build_parser() -> argparse.ArgumentParser:
     new_cmd.add_argument("--env", choices=("live", "test"), default="live")
     new_cmd.add_argument("--rounds", type=int, default=12)
     new_cmd.set_defaults(func=_keys_new)
+
+    from kraken.accounts import cli as accounts_cli
+
+    accounts_cli.add_parsers(sub, keys)  # customers ...; keys create|list|revoke|delete
+
+    from kraken.billing import wallet_cli
+
+    wallet_cli.add_parser(sub)
+
+    from kraken.admin import cli as admin_cli
+
+    admin_cli.add_parsers(sub)
+
+    from kraken.accounts import byok_cli
+
+    byok_cli.add_parser(sub)
+
+    top_cmd = sub.add_parser("top", help="live view of a running Kraken (from its /metrics)")
+    top_cmd.add_argument("--url", default="http://127.0.0.1:8080/metrics",
+                         help="the metrics endpoint (default %(default)s)")
+    top_cmd.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    top_cmd.add_argument("--once", action="store_true", help="print one frame and exit")
+    top_cmd.set_defaults(func=_top)
     return parser
 
 
@@ -152,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     # Workers share the supervisor's stderr (one journald stream): say which one speaks.
     worker = getattr(args, "worker_index", None)
     who = "%(name)s" if worker is None else f"%(name)s[worker-{worker}]"
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=args.log_level or "INFO", stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s {who} %(message)s")
+    # aiosqlite logs every statement with its parameters at DEBUG (key ids, emails, ...).
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     return args.func(args)

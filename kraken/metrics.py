@@ -60,6 +60,13 @@ UNPRICED = Counter(
     ("provider", "model"),
     registry=REGISTRY,
 )
+TRANSLATION_FAILURES = Counter(
+    "kraken_translation_failures_total",
+    "OpenAI-format answers from an Anthropic provider that could not be translated: "
+    "event_too_large / body_too_large (over the translator's bound) or untranslatable.",
+    ("reason",),
+    registry=REGISTRY,
+)
 ACTIVE_CONNECTIONS = Gauge(
     "kraken_active_connections", "Open client connections.", registry=REGISTRY
 )
@@ -105,17 +112,44 @@ OVERLOAD_REJECTIONS = Counter(
 RATE_LIMITED = Counter(
     "kraken_rate_limited_total", "Requests refused with 429.", ("scope",), registry=REGISTRY
 )
+LIMITER_UNAVAILABLE = Counter(
+    "kraken_limiter_unavailable_total",
+    "Rate-limit store calls that failed or were skipped (Redis unreachable).",
+    ("operation",), registry=REGISTRY,
+)
 AUTH_CACHE = Counter(
     "kraken_auth_cache_total",
-    "API key verifications, by outcome (hit, miss, negative_hit).",
+    "API key verifications, by outcome (hit, miss = bcrypt run, negative_hit, db_lookup).",
     ("outcome",),
     registry=REGISTRY,
 )
 AUTH_CACHE_SIZE = Gauge(
-    "kraken_auth_cache_entries", "Entries in the key verification cache.", registry=REGISTRY
+    "kraken_auth_cache_entries",
+    "Entries in the key verification caches (verified tokens, wrong secrets, database key "
+    "rows, unknown database key ids).", registry=REGISTRY
+)
+KEY_EVICTIONS = Counter(
+    "kraken_key_evictions_total",
+    "Key cache evictions for revoked, deleted or changed keys, by source (poll, redis).",
+    ("source",), registry=REGISTRY,
 )
 AUTH_FAILURES = Counter(
     "kraken_auth_failures_total", "Requests refused with 401.", registry=REGISTRY
+)
+BYOK_CACHE = Counter(
+    "kraken_byok_cache_total",
+    "BYOK key lookups, by outcome (hit, miss, none_stored: no BYOK key exists at all).",
+    ("outcome",),
+    registry=REGISTRY,
+)
+BYOK_CACHE_SIZE = Gauge(
+    "kraken_byok_cache_entries", "Customers in the decrypted BYOK key cache.", registry=REGISTRY
+)
+BYOK_ERRORS = Counter(
+    "kraken_byok_errors_total",
+    "BYOK problems: undecryptable stored keys (unusable), failed change polls (poll).",
+    ("kind",),
+    registry=REGISTRY,
 )
 UPSTREAM_CONNECTIONS = Gauge(
     "kraken_upstream_connections",
@@ -127,6 +161,47 @@ UPSTREAM_ERRORS = Counter(
     "kraken_upstream_errors_total",
     "Provider failures, by error type.",
     ("provider", "error_type"),
+    registry=REGISTRY,
+)
+FALLBACKS = Counter(
+    "kraken_fallbacks_total",
+    "Calls moved to the next candidate before the first byte, by the provider that failed.",
+    ("provider",),
+    registry=REGISTRY,
+)
+CIRCUIT_STATE = Gauge(
+    "kraken_circuit_state",
+    "Circuit breaker state per provider: 0 closed, 1 half-open (probing), 2 open.",
+    ("provider",),
+    registry=REGISTRY,
+)
+CIRCUIT_TRANSITIONS = Counter(
+    "kraken_circuit_transitions_total",
+    "Circuit breaker state changes, by provider and the state entered.",
+    ("provider", "state"),
+    registry=REGISTRY,
+)
+CIRCUIT_SKIPS = Counter(
+    "kraken_circuit_skips_total",
+    "Candidates passed over because their provider's circuit breaker was open.",
+    ("provider",),
+    registry=REGISTRY,
+)
+ROUTE_TTFB_EWMA = Gauge(
+    "kraken_route_ttfb_ewma_seconds",
+    "Moving average of the provider's time to first byte, per configured route (used by auto).",
+    ("provider", "model"),
+    registry=REGISTRY,
+)
+ROUTE_ERROR_RATE_EWMA = Gauge(
+    "kraken_route_error_rate_ewma",
+    "Moving average of the failure rate per configured route (used by auto).",
+    ("provider", "model"),
+    registry=REGISTRY,
+)
+ROUTE_HEALTH_ENTRIES = Gauge(
+    "kraken_route_health_entries",
+    "Routes whose health is tracked (bounded by the configuration).",
     registry=REGISTRY,
 )
 CLIENT_CANCELLED = Counter(
@@ -143,6 +218,30 @@ PROTOCOL_ERRORS = Counter(
 SSE_TAP_BUFFER = Gauge(
     "kraken_sse_tap_buffer_bytes_max",
     "Bound on the bytes one SSE tap may hold while looking for an event's end.",
+    registry=REGISTRY,
+)
+BILLING_REFUSALS = Counter(
+    "kraken_billing_refusals_total",
+    "Requests refused by plan or wallet (model_not_allowed, monthly_token_cap, "
+    "monthly_spend_cap, insufficient_balance).",
+    ("reason",),
+    registry=REGISTRY,
+)
+WALLET_DEBITS = Counter(
+    "kraken_wallet_debits_total", "Usage debits applied to wallets by the batch writer.",
+    registry=REGISTRY,
+)
+BILLING_SNAPSHOT_ENTRIES = Gauge(
+    "kraken_billing_snapshot_entries",
+    "Entries held in memory for the hot path's billing checks, by table "
+    "(balances, usage, customer_plans, unwritten); bounded by the number of customers.",
+    ("table",),
+    registry=REGISTRY,
+)
+STRIPE_WEBHOOKS = Counter(
+    "kraken_stripe_webhooks_total",
+    "Stripe webhook deliveries, by outcome (top_up, duplicate, ignored, bad_signature, invalid).",
+    ("outcome",),
     registry=REGISTRY,
 )
 

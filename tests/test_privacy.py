@@ -71,4 +71,6 @@ async def test_no_content_keys_or_hashes_in_logs_db_or_responses_even_at_debug(t
     assert set(rows[0]) == {"ts", "request_id", "customer_id", "model_requested", "model_dispatched",
                             "provider", "prompt_tokens", "completion_tokens", "cached_tokens",
                             "reasoning_tokens", "latency_ms", "ttfb_ms", "task_type", "cost_usd",
-                            "kraken_fee_usd", "fallback_used", "error_type", "status"}
+                            "kraken_fee_usd", "fallback_used", "error_type", "status",
+                            "byok",  # issue 3: the record says whether the customer's key was used
+                            "key_id"}  # issue 3: usage per key (the public id only)

@@ -7,8 +7,15 @@ secret for a known key id is cached negatively for ``negative_ttl_s``. Both cach
 Concurrent verifications of one uncached token share a single bcrypt run (single flight), which
 runs in a bounded thread pool; when too many runs are queued the request gets a 503.
 
-Every bad key - missing, malformed, unknown id, wrong secret, revoked - gets the same 401 with
-the same message, which never contains the key, its id or a hash.
+Every bad key - missing, malformed, unknown id, wrong secret, revoked, expired - gets the same
+401 with the same message, which never contains the key, its id or a hash.
+
+Keys come from the config file (``[[keys]]``) and, optionally, from a ``KeySource`` (the
+database, kraken/accounts/keystore.py). A database key is looked up by id only on a cache
+miss; its row is cached (bounded, ``cache_ttl_s``) and unknown ids are cached negatively
+(``negative_ttl_s``). Database keys must carry a valid checksum, so typos and made-up keys are
+refused without any lookup. ``evict`` (driven by kraken/accounts/revocation.py) forgets
+revoked, deleted or changed keys within a second.
 """
 from __future__ import annotations
 
@@ -18,11 +25,11 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 from kraken import errors
 from kraken.config import AuthConfig, KeyConfig
-from kraken.gateway.keys import KEY_ID_RE, MAX_KEY_LEN, check_key, parse_key
+from kraken.gateway.keys import KEY_ID_RE, MAX_KEY_LEN, check_key, checksum_ok, parse_key
 from kraken.metrics import AUTH_CACHE, AUTH_CACHE_SIZE, AUTH_FAILURES
 
 INVALID_KEY_MESSAGE = (
@@ -37,6 +44,7 @@ PENDING_PER_THREAD = 64
 _HIT = AUTH_CACHE.labels("hit")
 _MISS = AUTH_CACHE.labels("miss")
 _NEGATIVE_HIT = AUTH_CACHE.labels("negative_hit")
+_DB_LOOKUP = AUTH_CACHE.labels("db_lookup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +56,53 @@ class Principal:
     rpm: int = 0
     tpm: int = 0
     max_concurrent: int = 0
+    allowed_models: frozenset[str] | None = None
+    """Public model names this key may call; None = every model."""
+    plan: str | None = None
+    """The customer's plan from its account row; None (config-file keys): the billing guard
+    looks the customer up in its snapshot, else the default plan."""
+    opted_out: bool = False
+    """The customer objected to routing-statistics use of its metadata."""
+    token_budget: int | None = None
+    spend_budget_usd: float | None = None
+
+
+class KeyModelNotAllowed(errors.KrakenError):
+    """The key's model allow-list does not name the requested model."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "model_not_allowed"
+
+
+def check_model_allowed(principal: Principal, model: str) -> None:
+    """Raise 403 ``model_not_allowed`` unless the key may call ``model`` (the public name the
+    client sent); O(1), called after routing so unknown models still get their 404."""
+    allowed = principal.allowed_models
+    if allowed is not None and model not in allowed:
+        raise KeyModelNotAllowed("This API key is not allowed to use this model.")
 
 
 class _Key(NamedTuple):
     hash: str
     principal: Principal
+    expires_at: float | None = None
+    """Wall-clock expiry of the key itself (database keys)."""
+    fresh_until: float = float("inf")
+    """Monotonic time after which a cached database row is fetched again."""
+
+
+class KeyRow(NamedTuple):
+    """What a ``KeySource`` returns for a usable key."""
+
+    hash: str
+    principal: Principal
+    expires_at: float | None
+
+
+class KeySource(Protocol):
+    async def fetch(self, key_id: str) -> KeyRow | None:
+        """The key row if the key exists and is neither revoked nor expired, else None."""
 
 
 class _Entry(NamedTuple):
@@ -101,6 +151,8 @@ class KeyVerifier:
         checker: Callable[[str, str], bool] = check_key,
         clock: Callable[[], float] = time.monotonic,
         max_pending: int | None = None,
+        source: KeySource | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._cfg = cfg
         self._checker = checker
@@ -115,6 +167,15 @@ class KeyVerifier:
         # (token digest, hash checked against) -> the running bcrypt comparison.
         self._inflight: dict[tuple[bytes, str], asyncio.Future[bool]] = {}
         self._closed = False
+        self._source = source
+        self._wall = wall_clock
+        # Database key rows by id and ids known not to be usable: both bounded (oldest out first)
+        # and TTL-limited.
+        self._db: OrderedDict[str, _Key] = OrderedDict()
+        self._db_missing: OrderedDict[str, float] = OrderedDict()
+        self._fetching: dict[str, asyncio.Future[KeyRow | None]] = {}
+        self._epoch = 0
+        """Bumped by every eviction: a row fetched across one is used once, not cached."""
         self.replace_keys(keys)
 
     # -- key set -----------------------------------------------------------------------------
@@ -133,12 +194,24 @@ class KeyVerifier:
                 raise ValueError(f"duplicate key id {k.id!r}")
             new[k.id] = _Key(k.hash, Principal(k.id, k.customer_id, k.rpm, k.tpm, k.max_concurrent))
         self._keys = new
-        self._drop(lambda e: (cur := new.get(e.key_id)) is None or cur.hash != e.hash)
+        self._drop(lambda e: (cur := self._key(e.key_id)) is None or cur.hash != e.hash)
 
     def revoke(self, key_id: str) -> None:
         """Forget ``key_id`` now, including every cached verification of it."""
         self._keys.pop(key_id, None)
-        self._drop(lambda e: e.key_id == key_id)
+        self.evict([key_id])
+
+    def evict(self, key_ids: Iterable[str]) -> None:
+        """Forget cached database rows and verifications of ``key_ids`` (revoked, deleted or
+        changed: the next request looks the key up again). Config keys are unaffected."""
+        ids = set(key_ids)
+        if not ids:
+            return
+        self._epoch += 1
+        for key_id in ids:
+            self._db.pop(key_id, None)
+            self._db_missing.pop(key_id, None)
+        self._drop(lambda e: e.key_id in ids and e.key_id not in self._keys)
 
     def _drop(self, stale: Callable[[_Entry], bool]) -> None:
         # O(cache size), but only on reload or revocation, never per request.
@@ -148,7 +221,8 @@ class KeyVerifier:
         self._update_size()
 
     def _update_size(self) -> None:
-        AUTH_CACHE_SIZE.set(len(self._cache) + len(self._negative))
+        AUTH_CACHE_SIZE.set(len(self._cache) + len(self._negative) + len(self._db)
+                            + len(self._db_missing))
 
     def close(self) -> None:
         """Shut down the bcrypt pool; later cache misses are refused with 503."""
@@ -157,10 +231,26 @@ class KeyVerifier:
 
     # -- hot path ----------------------------------------------------------------------------
 
+    def _key(self, key_id: str) -> _Key | None:
+        """The usable key for ``key_id`` known without I/O: config first, then a cached row."""
+        key = self._keys.get(key_id)
+        if key is not None:
+            return key
+        key = self._db.get(key_id)
+        if key is None:
+            return None
+        if key.fresh_until <= self._clock() or (
+                key.expires_at is not None and key.expires_at <= self._wall()):
+            del self._db[key_id]
+            self._update_size()
+            return None
+        return key
+
     def _current(self, entry: _Entry) -> Principal | None:
         # The entry is only valid while its key is present with the hash it was checked against;
-        # that makes revoke() and replace_keys() effective immediately, whatever the cache holds.
-        key = self._keys.get(entry.key_id)
+        # that makes revoke(), evict() and replace_keys() effective immediately, whatever the
+        # cache holds.
+        key = self._key(entry.key_id)
         if key is None or key.hash != entry.hash:
             return None
         return key.principal
@@ -203,7 +293,13 @@ class KeyVerifier:
         if parsed is None:
             raise _unauthorized()
         key_id = parsed[0]
-        key = self._keys.get(key_id)
+        if key_id not in self._keys and not checksum_ok(text):
+            # Database keys carry a checksum: a typo or a made-up key is refused before any
+            # lookup or bcrypt run. Config keys (and the demo key) may lack one.
+            raise _unauthorized()
+        key = self._key(key_id)
+        if key is None:
+            key = await self._fetch_db_key(key_id)
         if key is None:
             # Unknown ids are refused without bcrypt; key ids are not secrets.
             raise _unauthorized()
@@ -219,10 +315,62 @@ class KeyVerifier:
         _MISS.inc()
         ok = await asyncio.shield(self._check(digest, text, key_id, key.hash))
         if ok:
-            current = self._keys.get(key_id)
+            current = self._key(key_id)
+            if current is None and key_id not in self._keys and self._source is not None:
+                current = await self._fetch_db_key(key_id)  # evicted meanwhile: re-read
             if current is not None and current.hash == key.hash:  # not revoked meanwhile
                 return current.principal
         raise _unauthorized()
+
+    async def _fetch_db_key(self, key_id: str) -> _Key | None:
+        """Look a database key up by id (cache miss only); None if unknown/revoked/expired."""
+        if self._source is None:
+            return None
+        missing = self._db_missing.get(key_id)
+        if missing is not None:
+            if missing > self._clock():
+                _NEGATIVE_HIT.inc()
+                return None
+            del self._db_missing[key_id]
+        fut = self._fetching.get(key_id)
+        if fut is None:
+            if self._closed or len(self._fetching) >= self._max_pending:
+                raise errors.Overloaded("Authentication is overloaded; retry shortly.")
+            fut = asyncio.ensure_future(self._fetch_row(key_id))
+            self._fetching[key_id] = fut
+            fut.add_done_callback(lambda f: self._fetching.pop(key_id, None))
+        row = await asyncio.shield(fut)
+        if row is None:
+            return None
+        key = self._db.get(key_id)  # cached by _fetch_row unless an eviction raced it
+        return key if key is not None else _Key(row.hash, row.principal, row.expires_at)
+
+    async def _fetch_row(self, key_id: str) -> KeyRow | None:
+        epoch = self._epoch
+        _DB_LOOKUP.inc()
+        try:
+            row = await self._source.fetch(key_id)
+        except errors.KrakenError:
+            raise
+        except Exception:  # noqa: BLE001 - store unavailable: a 503, never a 401 or 500
+            raise errors.Overloaded("Authentication is unavailable; retry shortly.") from None
+        if epoch != self._epoch or self._cfg.cache_max <= 0:
+            return row  # an eviction ran while we read: use this row once, cache nothing
+        now = self._clock()
+        if row is None:
+            if self._cfg.negative_ttl_s > 0:
+                self._db_missing[key_id] = now + self._cfg.negative_ttl_s
+                self._db_missing.move_to_end(key_id)
+                while len(self._db_missing) > self._cfg.cache_max:
+                    self._db_missing.popitem(last=False)
+        elif self._cfg.cache_ttl_s > 0:
+            self._db[key_id] = _Key(row.hash, row.principal, row.expires_at,
+                                    now + self._cfg.cache_ttl_s)
+            self._db.move_to_end(key_id)
+            while len(self._db) > self._cfg.cache_max:
+                self._db.popitem(last=False)
+        self._update_size()
+        return row
 
     def _check(self, digest: bytes, text: str, key_id: str, hashed: str) -> asyncio.Future[bool]:
         """The one in-flight bcrypt run for ``digest``, started if there is none (single flight)."""
@@ -249,7 +397,7 @@ class KeyVerifier:
         self._inflight.pop((digest, hashed), None)
         if fut.cancelled() or fut.exception() is not None:
             return
-        key = self._keys.get(key_id)
+        key = self._key(key_id)
         if key is None or key.hash != hashed:
             return  # revoked or replaced while bcrypt ran: cache nothing
         if fut.result():

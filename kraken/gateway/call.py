@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import os
 import time
+from types import MappingProxyType
+from typing import Mapping
 
 from kraken.errors import KrakenError
 from kraken.meter.record import RequestRecord
 from kraken.providers.usage import Usage
+
+_NO_KEYS: Mapping = MappingProxyType({})
 
 
 def new_request_id() -> str:
@@ -20,7 +24,8 @@ class Call:
         "request_id", "received_ns", "ts", "route", "customer_id", "model_requested",
         "model_dispatched", "provider", "task_type", "status", "error_type", "fallback_used",
         "usage", "sent_ns", "head_ns", "ttfb_ns", "relay_ns", "end_ns", "reserved", "recorded",
-        "stream", "provider_kind", "cost_usd", "fee_usd",
+        "stream", "provider_kind", "cost_usd", "fee_usd", "lease", "response_headers", "opted_out", "byok",
+        "byok_keys", "key_id",
     )
 
     def __init__(self, received_ns: int, route: str):
@@ -49,6 +54,17 @@ class Call:
         self.provider_kind = ""
         self.cost_usd: float | None = None
         self.fee_usd: float | None = None
+        self.lease = None
+        """The rate limiter's grant, released exactly once when the call ends."""
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.opted_out = False
+        """The customer objects to non-essential processing: no routing statistics from this call."""
+        """Headers the gateway adds to a successful answer (x-ratelimit-*)."""
+        self.byok = False
+        self.key_id: str | None = None
+        """The dispatched attempt used the customer's own provider key."""
+        self.byok_keys: Mapping = _NO_KEYS
+        """The customer's decrypted BYOK keys by provider kind (from the in-memory cache)."""
 
     def fail(self, exc: KrakenError) -> None:
         if not self.head_ns:  # once the head is out, the status the client saw stands
@@ -85,4 +101,6 @@ class Call:
             fallback_used=self.fallback_used,
             error_type=self.error_type,
             status=self.status,
+            byok=self.byok,
+            key_id=self.key_id,
         )

@@ -3,6 +3,8 @@
 A key reads ``kr_<env>_<key id>_<secret>``: ``env`` is ``live`` or ``test``, the key id
 (``[a-z0-9]{1,32}``) names the stored hash and may appear in logs and the admin API, the
 secret (``[A-Za-z0-9]{24,64}``) never leaves the client. Only bcrypt hashes are stored.
+Keys issued from the database end their secret with a checksum (``CHECKED_KEY_PATTERN``);
+config-file keys (and the documented demo key) may lack it.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import hashlib
 import re
 import secrets
 import string
+import zlib
 
 import bcrypt
 
@@ -29,6 +32,45 @@ DEFAULT_ROUNDS = 12
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 _BCRYPT_MAX = 72
+
+
+CHECKED_KEY_PATTERN = r"kr_(live|test)_([a-z0-9]{16})_([A-Za-z0-9]{32})([A-Za-z0-9]{6})"
+"""Keys issued from the database (``kraken keys create``, the admin API): a 16-char id, a
+32-char secret and a 6-char checksum (CRC-32 of everything before it, base62), so scanners
+and Kraken reject a mistyped or made-up key without a lookup. Published in the README."""
+
+CHECKED_KEY_RE = re.compile(CHECKED_KEY_PATTERN)
+DB_KEY_ID_LEN = 16
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+
+def checksum(body: str) -> str:
+    """Six base62 characters of CRC-32 over ``body`` (``kr_<env>_<id>_<secret>``)."""
+    n = zlib.crc32(body.encode("ascii"))
+    out = []
+    for _ in range(6):
+        n, r = divmod(n, 62)
+        out.append(_BASE62[r])
+    return "".join(reversed(out))
+
+
+def checksum_ok(token: str) -> bool:
+    """True if ``token`` has the database-key shape and its checksum matches."""
+    if CHECKED_KEY_RE.fullmatch(token) is None:
+        return False
+    return checksum(token[:-6]) == token[-6:]
+
+
+def generate_checked_key(env: str = "live") -> tuple[str, str]:
+    """A new database key and its id: ``kr_<env>_<16-char id>_<32-char secret><checksum>``.
+
+    63 characters, so bcrypt reads every one of them (below its 72-byte limit)."""
+    if env not in ENVS:
+        raise ValueError(f"key env must be one of {ENVS}")
+    key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(DB_KEY_ID_LEN))
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(32))
+    body = f"kr_{env}_{key_id}_{secret}"
+    return body + checksum(body), key_id
 
 
 def parse_key(token: str) -> tuple[str, str] | None:

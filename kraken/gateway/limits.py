@@ -1,39 +1,22 @@
-"""In-memory per-key request limits (the embedded default; Redis takes over on many hosts).
+"""The limiter the ``[limits]`` section asks for: in memory (one process) or Redis (many).
 
-A fixed one-minute window per key: O(1) per request, bounded by the number of keys.
+The embedded default is ``MemoryLimiter``; ``RedisLimiter`` is imported only when configured,
+so a plain install never touches the redis package.
 """
 from __future__ import annotations
 
-import time
-
 from kraken import metrics
-from kraken.errors import RateLimited
-from kraken.gateway.auth import Principal
+from kraken.config import LimitsConfig, limit_policy
+from kraken.gateway.ratelimit import Limiter, MemoryLimiter
 
 
-class LocalLimiter:
-    def __init__(self, clock=time.monotonic):
-        self._clock = clock
-        self._windows: dict[str, list[float | int]] = {}
+def build_limiter(cfg: LimitsConfig) -> Limiter:
+    policy = limit_policy(cfg)
+    if cfg.backend != "redis":
+        return MemoryLimiter(policy)
+    from kraken.gateway.redis_limits import RedisLimiter
 
-    def check(self, principal: Principal) -> None:
-        """Count one request for the key, or raise RateLimited with the wait in seconds."""
-        limit = principal.rpm
-        if limit <= 0:
-            return
-        now = self._clock()
-        window = self._windows.get(principal.key_id)
-        if window is None or now - window[0] >= 60.0:
-            self._windows[principal.key_id] = [now, 1]
-            return
-        if window[1] >= limit:
-            metrics.RATE_LIMITED.labels("key_rpm").inc()
-            raise RateLimited(
-                f"Rate limit reached: {limit} requests per minute for this key",
-                retry_after_s=max(1, int(60.0 - (now - window[0])) + 1),
-                limit=limit,
-            )
-        window[1] += 1
-
-    def forget(self, key_id: str) -> None:
-        self._windows.pop(key_id, None)
+    return RedisLimiter(cfg.redis_url, ip_salt=cfg.ip_salt, policy=policy,
+                        fail_open=cfg.fail_open, timeout_s=cfg.redis_timeout_s,
+                        retry_s=cfg.redis_retry_s,
+                        on_unavailable=lambda op: metrics.LIMITER_UNAVAILABLE.labels(op).inc())

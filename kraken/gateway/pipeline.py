@@ -11,56 +11,76 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Awaitable, Callable
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kraken import metrics
+from kraken.accounts.byok import ByokKeyUnusable
+from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.fees import FeeSchedule
-from kraken.billing.pricing import PriceTable, cost_usd, family_for
+from kraken.billing.guard import BillingGuard
+from kraken.billing.pricing import AnthropicUsage, PriceTable, cost_usd, family_for
 from kraken.errors import (
-    BadRequest, KrakenError, MethodNotAllowed, NotFound, Overloaded, UpstreamError,
+    BadRequest, KrakenError, MethodNotAllowed, NotFound, Overloaded, Unauthorized, UpstreamError,
     UpstreamStatus, error_body,
 )
-from kraken.gateway.auth import KeyVerifier, Principal, credential
+from kraken.gateway.auth import KeyVerifier, Principal, check_model_allowed, credential
+from kraken.gateway import fallback
 from kraken.gateway.call import Call
 from kraken.gateway.classify import task_type
-from kraken.gateway.limits import LocalLimiter
+from kraken.gateway.clientip import ClientAddress
+from kraken.gateway.ratelimit import Limiter
+from kraken.gateway.messages import chat_shape, register as register_messages
 from kraken.gateway.relay import Relay
 from kraken.gateway.router import Route, Router
 from kraken.http.exchange import Request, ResponseSink
+from kraken.logs import RequestLog
 from kraken.http.h1 import send_error
 from kraken.meter.writer import Meter
 
 log = logging.getLogger("kraken.gateway")
 
-MAX_ATTEMPTS = 3
 CallBody = Callable[[Call, Request, ResponseSink], Awaitable[None]]
 """An endpoint's phases for one call (authenticate, admit, ..., dispatch)."""
 ErrorSender = Callable[[ResponseSink, KrakenError, Call], None]
 """Writes a KrakenError in the endpoint's wire format before the first response byte."""
 Endpoint = Callable[[Request, ResponseSink], Awaitable[None]]
+Shaper = Callable[[Route, dict, ResponseSink], tuple]
+"""(route, payload, client sink) -> (relay family, sink, (target, headers, body, hide_usage))."""
 _JSON = [(b"content-type", b"application/json")]
 
 
 class Gateway:
     """Everything one request needs, wired once at startup."""
 
-    def __init__(self, verifier: KeyVerifier, limiter: LocalLimiter, router: Router, meter: Meter,
-                 prices: PriceTable, fees: FeeSchedule):
+    def __init__(self, verifier: KeyVerifier, limiter: Limiter, router: Router, meter: Meter,
+                 prices: PriceTable, fees: FeeSchedule,
+                 client_address: ClientAddress = ClientAddress()):
         self.prices = prices
+        self.client_address = client_address
+        self._releases: set[asyncio.Task] = set()
+        """Lease releases under way (at most one per call in flight)."""
         self.fees = fees
         self.verifier = verifier
         self.limiter = limiter
         self.router = router
         self.meter = meter
+        self.request_log: RequestLog | None = None
+        """The per-request log line (kraken/logs.py); None: no line (embedded use)."""
         self.shutting_down = False
+        self.billing: BillingGuard | None = None
+        """Plans, monthly caps and prepaid balances (kraken/billing/guard.py); None: no checks."""
+        self.byok: ByokCache | None = None
+        """Customers' own provider keys, decrypted in memory (kraken/accounts/byok_cache.py)."""
         self.aborting = False
         """Set when the drain deadline passed: cancellations are the gateway's, not the client's."""
         self.endpoints: dict[str, Endpoint] = {}
         self.add_endpoint("/v1/chat/completions", self.chat_completions)
         self.add_endpoint("/v1/models", self.list_models, "GET")
+        register_messages(self)
         self.add_endpoint("/healthz", self.healthz, None)
         self.add_endpoint("/readyz", self.readyz, None)
         self.add_endpoint("/metrics", self.prometheus, None)
@@ -68,6 +88,8 @@ class Gateway:
     async def handle(self, req: Request, sink: ResponseSink) -> None:
         """Entry point for every request on the client listener."""
         endpoint = self.endpoints.get(req.path)
+        if endpoint is None:  # "/prefix/*" serves one path segment (Gemini's models/{m}:{method})
+            endpoint = self.endpoints.get(req.path.rpartition("/")[0] + "/*")
         if endpoint is None:
             raise NotFound(f"Unknown path {req.path[:100]}")
         await endpoint(req, sink)
@@ -106,7 +128,52 @@ class Gateway:
             principal = self.verifier.lookup_cached(token)
             if principal is not None:
                 return principal
-        return await self.verifier.verify(token)
+        # A cache miss may cost a bcrypt run: addresses that keep failing are refused first.
+        ip = self.client_address.of(req.peer, req.header(b"x-forwarded-for"))
+        await self.limiter.check_ip(ip)
+        try:
+            return await self.verifier.verify(token)
+        except Unauthorized:
+            await self.limiter.auth_failure(ip)
+            raise
+
+    def bill(self, principal: Principal, model: str) -> None:
+        """403 when the key's allow-list or the customer's plan does not include ``model``
+        (every metered endpoint calls this once the request is parsed)."""
+        check_model_allowed(principal, model)
+        if self.billing is not None:
+            self.billing.check_model(principal.customer_id, model, getattr(principal, "plan", None))
+
+    async def limit(self, call: Call, principal: Principal) -> None:
+        """Take the key's rate-limit lease (429 when over); released when the call ends.
+
+        First, from memory: the plan's monthly caps (429/402) and a prepaid wallet (402), so
+        every metered endpoint refuses before it takes a lease.
+        """
+        subject = principal
+        if self.billing is not None:
+            self.billing.check(principal.customer_id, None, getattr(principal, "plan", None))
+            plan = self.billing.plan_for(principal.customer_id, getattr(principal, "plan", None))
+            if plan.rpm or plan.tpm or plan.max_concurrent:
+                # A limit set on the key wins; then the plan's; then the [limits] default.
+                subject = replace(principal, rpm=principal.rpm or plan.rpm,
+                                  tpm=principal.tpm or plan.tpm,
+                                  max_concurrent=principal.max_concurrent or plan.max_concurrent)
+        lease = await self.limiter.acquire(subject)
+        call.lease = lease
+        if lease.limit_requests:
+            call.response_headers = lease.headers
+
+    def release(self, call: Call) -> None:
+        """Hand the lease back, charging the tokens used; never blocks the caller."""
+        lease, call.lease = call.lease, None
+        if lease is None or (lease.slot is None and not lease.tpm):
+            return  # nothing held: no concurrency slot, no token budget
+        usage = call.usage
+        used = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0) if usage else 0
+        task = asyncio.get_running_loop().create_task(self.limiter.release(lease, tokens_used=used))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     def admit(self, call: Call) -> None:
         """Reserve the record's place: refuse now rather than serve unrecorded."""
@@ -135,30 +202,28 @@ class Gateway:
         return payload
 
     async def dispatch(self, call: Call, routes: tuple[Route, ...], payload: dict,
-                       sink: ResponseSink) -> None:
+                       sink: ResponseSink, shape: Shaper | None = None) -> None:
         """Try candidates in order until one starts answering (fallback before first byte)."""
-        last: KrakenError | None = None
-        for attempt, route in enumerate(routes[:MAX_ATTEMPTS]):
-            call.provider, call.model_dispatched = route.provider.name, route.model
-            call.provider_kind = route.provider.family.cfg.kind
-            try:
-                await self.relay(call, route, payload, sink)
-                return
-            except UpstreamStatus:
-                raise
-            except UpstreamError as exc:
-                metrics.UPSTREAM_ERRORS.labels(route.provider.name, exc.error_type).inc()
-                last = exc
-                if attempt + 1 < min(len(routes), MAX_ATTEMPTS):
-                    call.fallback_used = True
-                    call.error_type = exc.error_type
-        assert last is not None
-        raise last
+        await self.load_byok(call)
+        # Skips open circuits, bounds attempts, falls back on 429/5xx/connect/timeout only.
+        await fallback.dispatch(self.router, call, routes,
+                                lambda route: self.relay(call, route, payload, sink, shape), sink)
 
-    async def relay(self, call: Call, route: Route, payload: dict, sink: ResponseSink) -> None:
-        """One upstream exchange; a stale keep-alive connection is retried once, fresh."""
+    async def relay(self, call: Call, route: Route, payload: dict, sink: ResponseSink,
+                    shape: Shaper | None = None) -> str:
+        """One upstream exchange; a stale keep-alive connection is retried once, fresh.
+
+        Returns the relay's final state (``relay.FAILED``: the provider broke mid-stream).
+
+        ``shape`` gives the endpoint's (family, sink, request) for the route; by default the
+        route's family shapes a chat completion and the client's sink is written directly.
+        """
         family, pool = route.provider.family, route.provider.pool
-        target, headers, body, hide_usage = family.chat_request(payload, route.model)
+        if shape is None:
+            target, headers, body, hide_usage = family.chat_request(payload, route.model)
+        else:
+            family, sink, (target, headers, body, hide_usage) = shape(route, payload, sink)
+        headers = self.authorize(call, route, headers)
         for fresh_retry in (False, True):
             conn = await pool.acquire()
             relay = Relay(call, sink, family, stream=call.stream, hide_usage=hide_usage,
@@ -168,7 +233,7 @@ class Gateway:
             sink.set_producer(conn)
             try:
                 await relay.done
-                return
+                return relay.state
             except UpstreamError:
                 stale = conn.used > 1 and not conn.received_any and not relay.started
                 conn.abort()
@@ -183,6 +248,28 @@ class Gateway:
                 sink.set_producer(None)
                 pool.release(conn)
 
+    async def load_byok(self, call: Call) -> None:
+        """Fetch the customer's BYOK keys once per call (in memory on a cache hit)."""
+        if self.byok is not None:
+            call.byok_keys = await self.byok.keys_for(call.customer_id)
+
+    @staticmethod
+    def authorize(call: Call, route: Route, headers: list) -> list:
+        """Use the customer's own key for this route's provider kind, if it has one."""
+        key = call.byok_keys.get(route.provider.family.cfg.kind) if call.byok_keys else None
+        call.byok = False
+        if key is None:
+            return headers
+        if isinstance(key, ByokKeyUnusable):
+            # Never fall back to the operator's key behind the customer's back. A fresh error:
+            # re-raising the cached instance would grow its traceback on every request.
+            raise ByokKeyUnusable(None, key.message)
+        authorized = getattr(route.provider.family, "authorized", None)
+        if authorized is None:  # a family without BYOK support: managed access
+            return headers
+        call.byok = True
+        return authorized(headers, key)
+
     def record(self, call: Call) -> None:
         """Push the one record of an admitted request (journal first, then queue)."""
         if call.recorded or not call.reserved:
@@ -193,6 +280,10 @@ class Gateway:
             self.price(call)
         rec = call.to_record()
         self.meter.record(rec)
+        if self.billing is not None:
+            self.billing.note(rec)  # balance and caps count it before the batch is written
+        if self.request_log is not None:
+            self.request_log.emit(call, rec)
         metrics.requests_for(call.route, call.provider, call.model_dispatched or "",
                              call.status).inc()
         if call.ttfb_ns:
@@ -214,8 +305,10 @@ class Gateway:
         if price is None:
             metrics.UNPRICED.labels(call.provider, model).inc()
             return
-        call.cost_usd = cost_usd(price, call.usage, family=family_for(call.provider_kind))
-        call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=False, plan=None)
+        family = "anthropic" if isinstance(call.usage, AnthropicUsage) else family_for(call.provider_kind)
+        call.cost_usd = cost_usd(price, call.usage, family=family)
+        plan = self.billing.plan_for(call.customer_id).name if self.billing is not None else None
+        call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=call.byok, plan=plan)
         if call.cost_usd:
             metrics.cost_for(call.provider, model).inc(call.cost_usd)
 
@@ -226,14 +319,17 @@ class Gateway:
     async def _chat(self, call: Call, req: Request, sink: ResponseSink) -> None:
         principal = await self.authenticate(req)
         call.customer_id = principal.customer_id
+        call.key_id = principal.key_id
         self.admit(call)
-        self.limiter.check(principal)
+        await self.limit(call, principal)
         payload = self.parse(req)
+        self.bill(principal, payload["model"])
         call.stream = payload.get("stream") is True
         call.task_type = task_type("chat", payload)
-        routes = self.router.candidates(payload["model"])
+        call.opted_out = getattr(principal, "opted_out", False)  # feeds no routing statistics
+        routes = self.router.candidates(payload["model"], task=call.task_type)
         call.model_requested = payload["model"]  # only once known: never free client text
-        await self.dispatch(call, routes, payload, sink)
+        await self.dispatch(call, routes, payload, sink, shape=chat_shape)
 
     async def run_call(self, req: Request, sink: ResponseSink, route: str, body: CallBody,
                        send_failure: ErrorSender | None = None) -> None:
@@ -270,6 +366,8 @@ class Gateway:
         finally:
             if call.reserved and not call.recorded:
                 self.meter.release()
+            if call.lease is not None:
+                self.release(call)
 
     async def list_models(self, req: Request, sink: ResponseSink) -> None:
         await self.authenticate(req)

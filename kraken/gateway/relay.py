@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 from kraken import metrics
-from kraken.errors import KrakenError, UpstreamError, sse_error_event
+from kraken.errors import KrakenError, UpstreamError
 from kraken.gateway.call import Call
-from kraken.gateway.sse import SseTap
+from kraken.gateway.sse import SseTap, UsageParser
 from kraken.http.exchange import ResponseSink
-from kraken.providers.openai_compat import OpenAICompat
 
 WAITING, STREAMING, DONE, REFUSED, FAILED, CANCELLED = (
     "waiting", "streaming", "done", "refused", "failed", "cancelled")
@@ -27,6 +26,16 @@ WAITING, STREAMING, DONE, REFUSED, FAILED, CANCELLED = (
 MAX_ERROR_BODY = 64 * 1024
 MAX_USAGE_BODY = 4 * 1024 * 1024
 """A non-streamed body is copied (up to this bound) only to read its usage object."""
+
+
+class WireFamily(Protocol):
+    """What the relay needs from a provider family (``OpenAICompat``, ``AnthropicFamily``)."""
+
+    def usage_parser(self) -> UsageParser: ...
+    def usage_from_body(self, body: bytes) -> object | None: ...
+    def map_error(self, status: int, body: bytes) -> KrakenError: ...
+    def sse_error_event(self, exc: KrakenError) -> bytes: ...
+
 
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -45,7 +54,7 @@ class Relay:
         self,
         call: Call,
         sink: ResponseSink,
-        family: OpenAICompat,
+        family: WireFamily,
         *,
         stream: bool,
         hide_usage: bool,
@@ -57,7 +66,7 @@ class Relay:
         self.state = WAITING
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stream = stream
-        self._tap = SseTap(family.usage_event, strip_usage=hide_usage) if stream else None
+        self._tap = SseTap(family.usage_parser(), strip_usage=hide_usage) if stream else None
         self._body = bytearray()
         self._status = 0
         self._on_complete = on_complete
@@ -75,7 +84,7 @@ class Relay:
         self.state = STREAMING
         call = self.call
         call.status = status
-        ours = [(b"x-request-id", call.request_id.encode())]
+        ours = [(b"x-request-id", call.request_id.encode()), *call.response_headers]
         if self._stream:
             metrics.active_streams_for(call.provider).inc()
             out = _SSE_HEADERS + ours
@@ -131,7 +140,7 @@ class Relay:
         if self.state is STREAMING:
             self.call.fail(err)
             if self._stream:
-                self.sink.write(sse_error_event(err))
+                self.sink.write(self.family.sse_error_event(err))
                 self._finish(FAILED)
             else:  # a Content-Length body cannot carry an error: cut it short
                 self._finish(FAILED, abort=True)

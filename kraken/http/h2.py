@@ -2,7 +2,7 @@
 
 Each stream is one request through the same handler as HTTP/1.1: headers and body are
 collected (bounded like h1: ``max_head_bytes`` → 431, ``max_body_bytes`` → 413), then
-``handler(request, stream)`` runs in its own task; the ``_Stream`` is that request's
+``handler(request, stream)`` runs in its own task; the ``H2Stream`` is that request's
 ``ResponseSink``. A client RST_STREAM, a stream error or the loss of the connection cancels
 the task, and with it the provider call.
 
@@ -47,215 +47,30 @@ from h2.settings import SettingCodes
 from kraken import metrics
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError
-from kraken.http.exchange import FlowControl, Request
-from kraken.http.h1 import DATE, BodyPace, send_error, setting
-from kraken.http.h2limits import (CONNECTION_SPECIFIC, Calm, GuardedH2Connection, H2Limits,
+from kraken.http.exchange import Request
+from kraken.http.h1 import send_error
+from kraken.http.h1body import BodyPace
+from kraken.http.h2limits import (Calm, GuardedH2Connection, H2Limits,
                                   StreamRejected)
+from kraken.http.h2stream import RECV, REJECTED, RUN, H2Stream
 from kraken.http.timers import Deadline
 
 log = logging.getLogger("kraken.http")
 
-Handler = Callable[[Request, "_Stream"], Awaitable[None]]
+Handler = Callable[[Request, "H2Stream"], Awaitable[None]]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """What a cleartext listener sniffs to hand a connection to HTTP/2 (prior knowledge)."""
 
-RECV, RUN, REJECTED = "RECV", "RUN", "REJECTED"
 OPEN, DRAINING, CLOSED = "OPEN", "DRAINING", "CLOSED"
 
 _LINGER_S = 2.0
 _BODY_BUDGET_FACTOR = 4
 """Request bodies still being received on one connection may total this many times
 ``max_body_bytes``; the stream that crosses it gets 413 (h1 buffers one body at a time)."""
-_DROP_RESPONSE_HEADERS = CONNECTION_SPECIFIC | {b"te", b"content-length"}
 _REJECT_CODES = {405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large",
                  414: "uri_too_long", 431: "request_header_fields_too_large"}
 _SETTINGS_MOVING_DATA = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
-
-
-class _Stream:
-    """One request/response exchange; the ``ResponseSink`` given to the handler."""
-
-    __slots__ = (
-        "_conn", "stream_id", "phase", "method", "target", "scheme", "headers", "head_ns",
-        "_body", "body_size", "deadline", "task", "_started", "_ending", "closed", "reset",
-        "_head_only", "_pending", "_producer", "_producer_paused", "_buffer_full", "_left",
-        "corked", "pace", "stall",
-    )
-
-    def __init__(self, conn: H2Connection, stream_id: int):
-        self._conn = conn
-        self.stream_id = stream_id
-        self.phase = RECV
-        self.method = ""
-        self.target = ""
-        self.scheme = "https"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_ns = 0
-        self._body: list[bytes] = []
-        self.body_size = 0
-        self.deadline: Deadline | None = None
-        self.task: asyncio.Task | None = None
-        self._started = False
-        self._ending = False
-        """The body is complete (``end()``, or all of a Content-Length written); END_STREAM
-        goes with the last queued byte."""
-        self.closed = False
-        """END_STREAM sent or the stream reset: nothing more may be sent."""
-        self.reset = False
-        """The client reset the stream (or broke it): it will never read the response."""
-        self._head_only = False
-        self._pending = bytearray()
-        self._producer: FlowControl | None = None
-        self._producer_paused = False
-        self._buffer_full = False
-        self._left: int | None = None
-        """Body bytes still due under a Content-Length: the last ones carry END_STREAM."""
-        self.corked = False
-        """Frames are queued but not written until ``flush``/``end`` (one syscall per
-        provider read). Another stream's flush may take them along: that only batches more."""
-        self.pace: BodyPace | None = None
-        self.stall: Deadline | None = None
-        """Made on the first stall: runs while queued bytes wait and nothing may add to them."""
-
-    # ---- ResponseSink --------------------------------------------------------------
-    @property
-    def started(self) -> bool:
-        return self._started
-
-    @property
-    def disconnected(self) -> bool:
-        return self.reset or self._conn.disconnected
-
-    def set_producer(self, producer: FlowControl | None) -> None:
-        self._producer = producer
-        self._producer_paused = False
-        self.update_producer()
-
-    def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
-        if self._started or self.closed:
-            return
-        self._started = True
-        self._head_only = self.method == "HEAD"
-        out = [(b":status", b"%d" % status), (b"date", DATE.get()), (b"server", b"kraken"),
-               *self._conn.always_headers]
-        for name, value in headers:
-            name = name.lower()
-            if name not in _DROP_RESPONSE_HEADERS:  # hop-by-hop fields are malformed in h2
-                out.append((name, value))
-        if length is not None:
-            out.append((b"content-length", b"%d" % length))
-            self._left = length
-        self._conn.send_headers(self, out)
-
-    def write(self, data: bytes) -> None:
-        if self.closed or self._ending or not data or not self._started or self._head_only:
-            return
-        left = self._left
-        if left is not None:
-            self._left = left - len(data)
-            if self._left <= 0:  # the whole body: END_STREAM goes with it, end() is a no-op
-                self._ending = True
-                self._producer = None
-        self._conn.write_data(self, data)
-
-    def cork(self) -> None:
-        self.corked = True
-
-    def flush(self) -> None:
-        """Write the frames held since ``cork`` (DATA beyond the window waits for it)."""
-        self._conn.flush()
-
-    def end(self) -> None:
-        self.corked = False
-        if self.closed or self._ending or not self._started:
-            self._conn.flush()
-            return
-        self._ending = True
-        self._producer = None
-        self._conn.pump(self)
-
-    def abort(self) -> None:
-        """RST_STREAM INTERNAL_ERROR: the client sees the response cut, not complete."""
-        if not self.closed:
-            self._conn.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
-
-    # ---- used by H2Connection ------------------------------------------------------
-    @property
-    def pending(self) -> bytearray:
-        return self._pending
-
-    @property
-    def ending(self) -> bool:
-        return self._ending
-
-    def update_producer(self) -> None:
-        """Pause or resume the producer: paused while the transport is full or this stream
-        holds ``stream_buffer_bytes`` the client has no window for (resumed at half)."""
-        conn = self._conn
-        limit = conn.stream_buffer_bytes
-        size = len(self._pending)
-        if size >= limit:
-            self._buffer_full = True
-        elif size <= limit // 2:
-            self._buffer_full = False
-        stall = self.stall
-        if self.stalled and not self.closed and conn.stall_timeout > 0:
-            if stall is None:
-                stall = self.stall = Deadline(conn.loop, lambda: conn.stream_stalled(self))
-            if stall.timeout <= 0:  # a stall begins; one already running keeps its start
-                stall.arm(conn.stall_timeout)
-        elif stall is not None and stall.timeout > 0:
-            stall.cancel()
-        producer = self._producer
-        if producer is None:
-            return
-        want = self._buffer_full or self._conn.writing_paused
-        if want and not self._producer_paused:
-            self._producer_paused = True
-            producer.pause_reading()
-        elif not want and self._producer_paused:
-            self._producer_paused = False
-            producer.resume_reading()
-
-    def add_body(self, data: bytes) -> None:
-        self._body.append(data)
-
-    def take_body(self) -> bytes:
-        body = b"".join(self._body)
-        self._body = []
-        return body
-
-    @property
-    def stalled(self) -> bool:
-        """Bytes wait for a window that the client does not open, and nothing more can be
-        queued: the producer is paused on the full buffer, or there is none (it is done)."""
-        return bool(self._pending) and (self._buffer_full or self._producer is None)
-
-    def stop_receiving(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-        if self.pace is not None:
-            self.pace.stop()
-            self.pace = None
-
-    def drop(self) -> None:
-        """Forget everything queued: the stream is closed."""
-        self.closed = True
-        self._pending = bytearray()
-        self._producer = None
-        self._body = []
-        self.stop_receiving()
-        if self.stall is not None:
-            self.stall.stop()
-
-    @property
-    def producer(self) -> FlowControl | None:
-        return self._producer
-
-    @property
-    def producer_paused(self) -> bool:
-        return self._producer_paused
 
 
 class H2Connection(asyncio.Protocol):
@@ -285,14 +100,14 @@ class H2Connection(asyncio.Protocol):
         self.disconnected = False
         self.writing_paused = False
         self.stream_buffer_bytes = self._limits.stream_buffer_bytes
-        self._streams: dict[int, _Stream] = {}
-        self._blocked: dict[int, _Stream] = {}
+        self._streams: dict[int, H2Stream] = {}
+        self._blocked: dict[int, H2Stream] = {}
         """Streams with response bytes waiting for a window, oldest first."""
         self._tasks: set[asyncio.Task] = set()
         self._receiving_bytes = 0
         """Request body bytes held by streams still in RECV."""
         self._deadline = Deadline(self._loop, self._on_timeout)
-        self.stall_timeout: float = setting(cfg, "send_stall_timeout_s")
+        self.stall_timeout: float = cfg.send_stall_timeout_s
         self._stall = Deadline(self._loop, self._on_stall)
         """Runs while the transport is paused (the client reads nothing at all)."""
         self._idle = False
@@ -397,7 +212,7 @@ class H2Connection(asyncio.Protocol):
 
     # ---- events --------------------------------------------------------------------
     def _handle(self, events: list) -> None:
-        ready: list[_Stream] = []
+        ready: list[H2Stream] = []
         for event in events:
             kind = type(event)
             if kind is DataReceived:
@@ -428,7 +243,7 @@ class H2Connection(asyncio.Protocol):
                 self._dispatch(stream)
 
     def _on_request(self, event: RequestReceived) -> None:
-        stream = _Stream(self, event.stream_id)
+        stream = H2Stream(self, event.stream_id)
         self._streams[event.stream_id] = stream
         self._update_idle()
         stream.head_ns = time.perf_counter_ns()
@@ -509,7 +324,7 @@ class H2Connection(asyncio.Protocol):
             self.close_when_idle()
 
     # ---- requests ------------------------------------------------------------------
-    def _dispatch(self, stream: _Stream) -> None:
+    def _dispatch(self, stream: H2Stream) -> None:
         stream.stop_receiving()
         stream.deadline = None
         self._receiving_bytes -= stream.body_size
@@ -529,7 +344,7 @@ class H2Connection(asyncio.Protocol):
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, stream))
 
-    async def _run(self, request: Request, stream: _Stream) -> None:
+    async def _run(self, request: Request, stream: H2Stream) -> None:
         try:
             await self._handler(request, stream)
             if not stream.closed and not stream.ending:
@@ -544,11 +359,11 @@ class H2Connection(asyncio.Protocol):
             log.exception("unhandled error in request handler")
             self._fail(stream, KrakenError("internal error"))
 
-    def _task_done(self, task: asyncio.Task, stream: _Stream) -> None:
+    def _task_done(self, task: asyncio.Task, stream: H2Stream) -> None:
         self._tasks.discard(task)
         self._forget(stream)
 
-    def _fail(self, stream: _Stream, exc: KrakenError) -> None:
+    def _fail(self, stream: H2Stream, exc: KrakenError) -> None:
         if stream.closed:
             return
         if stream.started:
@@ -556,7 +371,7 @@ class H2Connection(asyncio.Protocol):
         else:
             send_error(stream, exc)
 
-    def _reject(self, stream: _Stream, status: int, reason: str) -> None:
+    def _reject(self, stream: H2Stream, status: int, reason: str) -> None:
         """Answer ``status`` on this stream without the handler, and stop its upload."""
         metrics.PROTOCOL_ERRORS.labels(str(status)).inc()
         log.debug("rejected stream %d from %s: %d %s", stream.stream_id, self.peer, status, reason)
@@ -569,13 +384,13 @@ class H2Connection(asyncio.Protocol):
         err.error_type = "invalid_request_error"
         send_error(stream, err)
 
-    def _on_body_timeout(self, stream: _Stream) -> None:
+    def _on_body_timeout(self, stream: H2Stream) -> None:
         if stream.phase is RECV and not stream.closed:
             self._reject(stream, 408, "request timeout")
             self._flush()
 
     # ---- responses -----------------------------------------------------------------
-    def send_headers(self, stream: _Stream, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]]) -> None:
         try:
             self._h2.send_headers(stream.stream_id, headers)
         except ProtocolError:  # the connection failed under the handler
@@ -584,7 +399,7 @@ class H2Connection(asyncio.Protocol):
         if not stream.corked:
             self._flush()
 
-    def write_data(self, stream: _Stream, data: bytes) -> None:
+    def write_data(self, stream: H2Stream, data: bytes) -> None:
         if not stream.pending and not stream.ending and self.state is not CLOSED:
             # The usual case, an SSE event inside the window: one frame, nothing buffered.
             try:
@@ -599,7 +414,7 @@ class H2Connection(asyncio.Protocol):
         stream.pending.extend(data)
         self.pump(stream)
 
-    def pump(self, stream: _Stream) -> None:
+    def pump(self, stream: H2Stream) -> None:
         """Send what the windows allow of ``stream``'s queued bytes, then END_STREAM if
         ``end()`` was called and nothing is left."""
         if stream.closed or self.state is CLOSED:
@@ -638,7 +453,7 @@ class H2Connection(asyncio.Protocol):
             self._blocked.pop(sid, None)
         stream.update_producer()
 
-    def stream_stalled(self, stream: _Stream) -> None:
+    def stream_stalled(self, stream: H2Stream) -> None:
         """``stream``'s bytes waited ``send_stall_timeout_s`` for a window: reset it, as if
         the client had (its handler is cancelled, the provider call with it)."""
         if stream.closed or not stream.stalled:
@@ -655,7 +470,7 @@ class H2Connection(asyncio.Protocol):
         for stream in list(self._blocked.values()):
             self.pump(stream)
 
-    def _response_sent(self, stream: _Stream) -> None:
+    def _response_sent(self, stream: H2Stream) -> None:
         """END_STREAM is out. A client still uploading is told to stop (RFC 9113 §8.1)."""
         h2_stream = self._h2.streams.get(stream.stream_id)
         if h2_stream is not None and not h2_stream.closed:
@@ -666,7 +481,7 @@ class H2Connection(asyncio.Protocol):
         self._close_stream(stream)
         self._forget(stream)
 
-    def reset_stream(self, stream: _Stream, code: ErrorCodes) -> None:
+    def reset_stream(self, stream: H2Stream, code: ErrorCodes) -> None:
         if not stream.closed and self.state is not CLOSED:
             try:
                 self._h2.reset_stream(stream.stream_id, code)
@@ -676,11 +491,11 @@ class H2Connection(asyncio.Protocol):
         self._close_stream(stream)
         self._forget(stream)
 
-    def _close_stream(self, stream: _Stream) -> None:
+    def _close_stream(self, stream: H2Stream) -> None:
         stream.drop()
         self._blocked.pop(stream.stream_id, None)
 
-    def _forget(self, stream: _Stream) -> None:
+    def _forget(self, stream: H2Stream) -> None:
         """Remove a finished stream: closed, and its handler (if any) done."""
         if stream.closed and (stream.task is None or stream.task.done()):
             if self._streams.pop(stream.stream_id, None) is not None:

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import orjson
 
-from kraken.meter.record import FIELD_NAMES, RequestRecord
+from kraken.meter.record import FIELD_NAMES, REQUIRED_FIELDS, RequestRecord
 
 _PREFIX = "seg-"
 _SUFFIX = ".jsonl"
@@ -166,7 +166,7 @@ def storable(rec: RequestRecord) -> bool:
 
 
 def _from_line(data: object) -> RequestRecord | None:
-    if not isinstance(data, dict) or not all(name in data for name in FIELD_NAMES):
+    if not isinstance(data, dict) or not all(name in data for name in REQUIRED_FIELDS):
         return None
     rec = RequestRecord.from_dict(data)
     return rec if storable(rec) else None

@@ -5,7 +5,7 @@ label or an identifier chosen by Kraken or the operator.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +29,21 @@ class RequestRecord:
     fallback_used: bool
     error_type: str | None
     status: int
+    byok: bool = False
+    """The customer's own provider key was used (fee rules differ); absent in old journals."""
+    key_id: str | None = None
+    """The public id of the Kraken API key (never its secret or hash): per-key usage."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "RequestRecord":
-        return cls(**{name: data.get(name) for name in FIELD_NAMES})
+        # A field with a default that is missing (a journal line from an older Kraken) keeps it.
+        return cls(**{name: data.get(name) for name in FIELD_NAMES
+                      if name in data or name in REQUIRED_FIELDS})
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
+REQUIRED_FIELDS: frozenset[str] = frozenset(
+    f.name for f in fields(RequestRecord) if f.default is MISSING)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from time import perf_counter
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskStatus
@@ -22,9 +24,17 @@ from kraken.config import MeterConfig
 from kraken.meter.journal import Journal, storable
 from kraken.meter.record import RequestRecord
 from kraken.store.errors import StoreDataError, StoreError
-from kraken.store.sqlite import SqliteStore
+from kraken.store.sqlite import SqliteStore, Tx
 
 log = logging.getLogger("kraken.meter")
+
+
+class BatchHook(Protocol):
+    """Work done in the same transaction as each batch insert (kraken/billing/guard.py)."""
+
+    async def in_batch(self, tx: Tx, records: Sequence[RequestRecord]) -> None: ...
+
+    def committed(self) -> None: ...
 
 
 class Meter:
@@ -47,6 +57,8 @@ class Meter:
         self._closing = False
         self._wake = anyio.Event()
         self._stopped = anyio.Event()
+        self.billing: BatchHook | None = None
+        """Wallet debits and monthly usage, applied in each batch's transaction (app wiring)."""
         ref = weakref.ref(self)
         metrics.QUEUE_DEPTH.set_function(lambda: m.depth if (m := ref()) is not None else 0)
         metrics.QUEUE_CAPACITY.set(cfg.queue_max)
@@ -202,7 +214,7 @@ class Meter:
         """One transaction per batch; a row the schema refuses is isolated, not retried forever."""
         start = perf_counter()
         try:
-            inserted = await self._store.insert_records(batch)
+            inserted = await self._store_batch(batch)
         except StoreDataError:
             inserted = await self._insert_one_by_one(batch)
         metrics.FLUSH_SECONDS.observe(perf_counter() - start)
@@ -218,11 +230,20 @@ class Meter:
         log.error("meter dropped %d record(s) with missing or unbindable fields", len(records) - len(kept))
         return kept
 
+    async def _store_batch(self, batch: list[RequestRecord]) -> int:
+        """Insert (and, with billing wired, debit) in one transaction; then update memory."""
+        hook = self.billing
+        if hook is None:
+            return await self._store.insert_records(batch)
+        inserted = await self._store.insert_records(batch, hook.in_batch)
+        hook.committed()
+        return inserted
+
     async def _insert_one_by_one(self, batch: list[RequestRecord]) -> int:
         inserted = 0
         for rec in batch:
             try:
-                inserted += await self._store.insert_records([rec])
+                inserted += await self._store_batch([rec])
             except StoreDataError as exc:
                 # e.g. a value SQLite cannot bind: keeping it would block every later record.
                 metrics.RECORDS_DROPPED.inc()

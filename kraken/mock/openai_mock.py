@@ -796,9 +796,12 @@ class MockOpenAI:
         self.first_byte_delay_ms = first_byte_delay_ms
         self.prompt_tokens = prompt_tokens
         self.api_key = api_key
+        self.fail_status: int | None = None
+        """When set, every chat completion is answered with this error status (fallback tests)."""
         self.requests: collections.deque[MockRequest] = collections.deque(maxlen=RECORD_MAX)
         self.responses: collections.deque[MockResponse] = collections.deque(maxlen=RECORD_MAX)
         self._auth = b"Bearer " + api_key.encode() if api_key else None
+        self._also: set[bytes] = set()
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Conn] = set()
         self._cache = _Cache()
@@ -810,6 +813,10 @@ class MockOpenAI:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/v1"
+
+    def accept_key(self, api_key: str) -> None:
+        """Also accept ``api_key`` (a customer's own key in BYOK tests); see ``requests``."""
+        self._also.add(b"Bearer " + api_key.encode())
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -862,7 +869,7 @@ class MockOpenAI:
     def _route(self, req: ParsedRequest, path: str) -> Reply:
         if self._auth is not None:
             got = next((v for k, v in req.headers if k == b"authorization"), None)
-            if got != self._auth:
+            if got != self._auth and got not in self._also:
                 return Reply(401, error_body(401, "Incorrect API key provided."))
         if path.startswith("/v1/"):
             path = path[3:]
@@ -870,6 +877,9 @@ class MockOpenAI:
             if req.method != "POST":
                 return Reply(405, error_body(405, f"Method {req.method} not allowed."))
             return self._chat(req.body)
+        if path == "/responses" and req.method == "POST":
+            from kraken.mock.openai_extras import responses_reply  # imports this module
+            return responses_reply(self, req.body)
         if path == "/embeddings":
             if req.method != "POST":
                 return Reply(405, error_body(405, f"Method {req.method} not allowed."))
@@ -887,7 +897,7 @@ class MockOpenAI:
 
     def _chat(self, raw: bytes) -> Reply:
         body, mock = _load(raw)
-        error = _mock_error(mock)
+        error = _mock_error({"status": self.fail_status} if self.fail_status else mock)
         if error is not None:
             return self._with_mock(mock, error)
         plan = plan_chat(body, mock, self.chunks, self.prompt_tokens)

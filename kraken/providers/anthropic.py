@@ -78,8 +78,21 @@ class AnthropicFamily:
             (b"accept", b"application/json, text/event-stream"),
             (b"user-agent", b"kraken-gateway"),
         ]
+        self._keyless_headers = list(self._base_headers)
         if cfg.api_key:
             self._base_headers.append((b"x-api-key", cfg.api_key.encode()))
+
+    def headers_for(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
+        """The base headers, authorised by the customer's own key (BYOK) when one is given."""
+        if api_key is None:
+            return self._base_headers
+        return self._keyless_headers + [(b"x-api-key", api_key.encode())]
+
+    @staticmethod
+    def authorized(headers: list[tuple[bytes, bytes]], api_key: str) -> list[tuple[bytes, bytes]]:
+        """Already shaped ``headers`` with the customer's own key (BYOK) as the only credential."""
+        return [h for h in headers if h[0] not in (b"x-api-key", b"authorization")] + [
+            (b"x-api-key", api_key.encode())]
 
     # ---- request -------------------------------------------------------------------
     def messages_request(
@@ -87,13 +100,15 @@ class AnthropicFamily:
         payload: dict,
         upstream_model: str,
         client_headers: Iterable[tuple[bytes, bytes]] = (),
+        api_key: str | None = None,
     ) -> tuple[str, list[tuple[bytes, bytes]], bytes, bool]:
         """(target, headers, body, hide_usage) for one Messages call.
 
         ``client_headers`` are the client's (lower-case name, value) pairs, e.g.
         ``Request.headers``; only ``anthropic-version`` and ``anthropic-beta`` are taken from
         them, and only when well-formed. The client's ``x-api-key``/``authorization`` (its
-        Kraken key) is never forwarded: the provider key comes from the config.
+        Kraken key) is never forwarded: the provider key comes from the config, or is
+        ``api_key``, the customer's own (BYOK).
         ``hide_usage`` is always False: Anthropic streams always carry usage.
         """
         body = dict(payload)
@@ -109,7 +124,7 @@ class AnthropicFamily:
                 value = value.strip()
                 if value:
                     betas.append(value)
-        headers = self._base_headers + [
+        headers = self.headers_for(api_key) + [
             (b"anthropic-version",
              version if version is not None and _VERSION.fullmatch(version) else DEFAULT_VERSION)]
         if betas:

@@ -8,10 +8,18 @@ import re
 import orjson
 
 from kraken.config import ProviderConfig
-from kraken.errors import BadRequest, KrakenError, UpstreamError, UpstreamStatus
+from kraken.errors import (
+    BadRequest,
+    KrakenError,
+    UpstreamError,
+    UpstreamStatus,
+    sse_error_event,
+)
 from kraken.providers.usage import Usage
 
 CHAT_PATH = "/chat/completions"
+EMBEDDINGS_PATH = "/embeddings"
+RESPONSES_PATH = "/responses"
 _KEYLIKE = re.compile(rb"(sk-[A-Za-z0-9_\-*]{3,}|AIza[0-9A-Za-z_\-]{10,}|kr_(?:live|test)_[A-Za-z0-9_]+)")
 
 
@@ -23,17 +31,34 @@ class OpenAICompat:
         self.name = cfg.name
         self._chat_target = base_path + CHAT_PATH
         self._models_target = base_path + "/models"
+        self.embeddings_target = base_path + EMBEDDINGS_PATH
+        self.responses_target = base_path + RESPONSES_PATH
+        self.stream_usage = cfg.stream_usage or "include_usage"
+        """Preset quirk: "always" providers (Mistral) reject ``stream_options`` but send usage."""
         self._base_headers: list[tuple[bytes, bytes]] = [
             (b"host", authority.encode()),
             (b"content-type", b"application/json"),
             (b"accept", b"application/json, text/event-stream"),
             (b"user-agent", b"kraken-gateway"),
         ]
+        self._keyless_headers = list(self._base_headers)
         if cfg.api_key:
             self._base_headers.append((b"authorization", b"Bearer " + cfg.api_key.encode()))
 
+    def headers_for(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
+        """The base headers, authorised by the customer's own key (BYOK) when one is given."""
+        if api_key is None:
+            return self._base_headers
+        return self._keyless_headers + [(b"authorization", b"Bearer " + api_key.encode())]
+
+    @staticmethod
+    def authorized(headers: list[tuple[bytes, bytes]], api_key: str) -> list[tuple[bytes, bytes]]:
+        """Already shaped ``headers`` with the customer's own key (BYOK) as the only credential."""
+        return [h for h in headers if h[0] != b"authorization"] + [
+            (b"authorization", b"Bearer " + api_key.encode())]
+
     def chat_request(
-        self, payload: dict, upstream_model: str
+        self, payload: dict, upstream_model: str, api_key: str | None = None
     ) -> tuple[str, list[tuple[bytes, bytes]], bytes, bool]:
         """(target, headers, body, hide_usage) for a chat completion.
 
@@ -43,7 +68,7 @@ class OpenAICompat:
         body = dict(payload)
         body["model"] = upstream_model
         hide_usage = False
-        if body.get("stream") is True:
+        if body.get("stream") is True and self.stream_usage == "include_usage":
             options = body.get("stream_options")
             if options is None:
                 options = {}
@@ -53,7 +78,7 @@ class OpenAICompat:
                 hide_usage = True
                 body["stream_options"] = {**options, "include_usage": True}
         data = orjson.dumps(body)
-        headers = self._base_headers + [(b"content-length", str(len(data)).encode())]
+        headers = self.headers_for(api_key) + [(b"content-length", str(len(data)).encode())]
         return self._chat_target, headers, data, hide_usage
 
     @staticmethod
@@ -64,7 +89,16 @@ class OpenAICompat:
         except orjson.JSONDecodeError:
             return None
         usage = obj.get("usage") if isinstance(obj, dict) else None
-        return Usage.from_openai(usage) if isinstance(usage, dict) else None
+        return openai_usage(usage) if isinstance(usage, dict) else None
+
+    def usage_parser(self):
+        """The stream usage parser for ``SseTap`` (stateless here: one event holds all usage)."""
+        return self.usage_event
+
+    @staticmethod
+    def sse_error_event(exc: KrakenError) -> bytes:
+        """``event: error`` for a stream that fails after its first byte (OpenAI's shape)."""
+        return sse_error_event(exc)
 
     @staticmethod
     def usage_event(event: bytes) -> tuple[Usage, bool] | None:
@@ -79,10 +113,32 @@ class OpenAICompat:
             obj = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return None
-        usage = obj.get("usage") if isinstance(obj, dict) else None
-        if not isinstance(usage, dict):
+        if not isinstance(obj, dict):
             return None
-        return Usage.from_openai(usage), obj.get("choices") == []
+        usage = obj.get("usage")
+        if not isinstance(usage, dict):  # Groq's older streams: usage under "x_groq"
+            extra = obj.get("x_groq")
+            usage = extra.get("usage") if isinstance(extra, dict) else None
+            if not isinstance(usage, dict):
+                return None
+            return openai_usage(usage), False
+        return openai_usage(usage), obj.get("choices") == []
+
+    def embeddings_request(self, payload: dict, upstream_model: str,
+                           api_key: str | None = None) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
+        """(target, headers, body) for ``POST /embeddings``: the client's body, upstream model."""
+        return self.embeddings_target, *self._json_request(payload, upstream_model, api_key)
+
+    def responses_request(self, payload: dict, upstream_model: str,
+                          api_key: str | None = None) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
+        """(target, headers, body) for ``POST /responses``; usage arrives in
+        ``response.completed`` unasked, so nothing is added (nothing to hide)."""
+        return self.responses_target, *self._json_request(payload, upstream_model, api_key)
+
+    def _json_request(self, payload: dict, upstream_model: str,
+                      api_key: str | None = None) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        data = orjson.dumps({**payload, "model": upstream_model})
+        return self.headers_for(api_key) + [(b"content-length", str(len(data)).encode())], data
 
     def map_error(self, status: int, body: bytes) -> KrakenError:
         """A provider error before the first byte, as the client should see it."""
@@ -103,3 +159,27 @@ def scrub(body: bytes, secret: str) -> bytes:
     if secret:
         body = body.replace(secret.encode(), b"[redacted]")
     return _KEYLIKE.sub(b"[redacted]", body)
+
+
+def openai_usage(usage: dict) -> Usage:
+    """A Chat Completions/Embeddings usage object in any preset's dialect.
+
+    DeepSeek reports cache reads as ``prompt_cache_hit_tokens`` (its ``prompt_tokens`` is hit +
+    miss, so the meaning matches OpenAI's ``prompt_tokens_details.cached_tokens``).
+    """
+    parsed = Usage.from_openai(usage)
+    if parsed.cached_tokens is None:
+        hit = usage.get("prompt_cache_hit_tokens")
+        if isinstance(hit, int) and not isinstance(hit, bool) and hit >= 0:
+            parsed = Usage(parsed.prompt_tokens, parsed.completion_tokens, hit, parsed.reasoning_tokens)
+    return parsed
+
+
+def responses_usage(usage: dict) -> Usage:
+    """The Responses API's usage object (``input_tokens``/``output_tokens`` and their details)."""
+    return Usage.from_openai({
+        "prompt_tokens": usage.get("input_tokens"),
+        "completion_tokens": usage.get("output_tokens"),
+        "prompt_tokens_details": usage.get("input_tokens_details"),
+        "completion_tokens_details": usage.get("output_tokens_details"),
+    })

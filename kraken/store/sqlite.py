@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from operator import attrgetter
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import aiosqlite
 import anyio
@@ -19,7 +19,9 @@ from kraken.store.errors import StoreError, from_sqlite
 from kraken.store.schema import MIGRATIONS, VERSION, statements
 
 _INSERT = "INSERT OR IGNORE INTO requests ({}) VALUES ({})".format(
-    ", ".join(FIELD_NAMES), ", ".join("?" * len(FIELD_NAMES))
+    ", ".join(FIELD_NAMES),
+    # byok None (a record built field by field) means managed access, not a skipped row.
+    ", ".join("COALESCE(?, 0)" if name == "byok" else "?" for name in FIELD_NAMES),
 )
 _row = attrgetter(*FIELD_NAMES)  # bool fallback_used binds as 0/1 (bool is an int)
 
@@ -86,11 +88,15 @@ class SqliteStore:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def insert_records(self, records: Sequence[RequestRecord]) -> int:
+    async def insert_records(
+        self, records: Sequence[RequestRecord],
+        hook: Callable[["Tx", Sequence[RequestRecord]], Awaitable[None]] | None = None,
+    ) -> int:
         """Insert a batch in one transaction; return how many rows were new.
 
         ``INSERT OR IGNORE`` keyed on request_id makes replays (journal recovery, retries
-        after a partial failure) idempotent.
+        after a partial failure) idempotent. ``hook`` runs first in the same transaction
+        (wallet debits, kraken/billing/guard.py), so both commit or neither does.
         """
         if not records:
             return 0
@@ -98,6 +104,8 @@ class SqliteStore:
         async with self._lock:
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
+                if hook is not None:
+                    await hook(Tx(self._conn), records)
                 cur = await self._conn.executemany(_INSERT, rows)
                 inserted = max(cur.rowcount, 0)
                 await self._conn.execute("COMMIT")

@@ -16,7 +16,7 @@ from kraken.billing.pricing import (
     cost_usd,
     family_for,
 )
-from kraken.config import PROVIDER_PRESETS
+from kraken.config import MOCK_KINDS, PROVIDER_PRESETS
 from kraken.providers.usage import Usage
 
 
@@ -354,7 +354,7 @@ def test_micro_usd_of_a_larger_cost(table):
 
 
 def test_every_real_provider_kind_has_prices(table):
-    kinds = set(PROVIDER_PRESETS) - {"mock", "openai_compatible"}
+    kinds = set(PROVIDER_PRESETS) - set(MOCK_KINDS) - {"openai_compatible"}
     assert kinds <= set(table.provider_kinds)
     assert "anthropic" in table.provider_kinds
 

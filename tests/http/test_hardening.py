@@ -1,9 +1,6 @@
 """Protocol hardening on real loopback sockets: clients that never read (slow read), too many
 connections from one address, slowloris and slow POST, and the request-smuggling variants
 that tests/http/test_h1_malformed.py does not already list.
-
-Settings that ``ServerConfig`` does not carry yet are set through ``kraken.http.h1.DEFAULTS``
-(what the listener reads while the field is missing); once it has them they go in the config.
 """
 from __future__ import annotations
 
@@ -24,7 +21,8 @@ from kraken.config import ServerConfig
 from kraken.http import h1
 from kraken.http.connlimit import ConnectionLimiter, address_key
 from kraken.http.exchange import Request
-from kraken.http.h1 import BodyRejected, ChunkedBody, FixedBody, H1Connection
+from kraken.http.h1 import H1Connection
+from kraken.http.h1body import BodyRejected, ChunkedBody, FixedBody
 from kraken.http.listener import ProtocolSelector
 from test_h2 import eventually, h2_client
 from test_h2 import serve as h2_serve
@@ -38,16 +36,11 @@ AUTH = b"Authorization: Bearer " + TEST_KEY.encode() + b"\r\n"
 
 
 def settings(monkeypatch, **values: Any) -> dict[str, Any]:
-    """``ServerConfig`` keyword arguments; settings it lacks yet go to ``h1.DEFAULTS``."""
+    """``ServerConfig`` keyword arguments, checked to be real fields."""
     known = {f.name for f in dataclasses.fields(ServerConfig)}
-    out = {}
-    for name, value in values.items():
-        if name in known:
-            out[name] = value
-        else:
-            assert name in h1.DEFAULTS, name
-            monkeypatch.setitem(h1.DEFAULTS, name, value)
-    return out
+    for name in values:
+        assert name in known, name
+    return dict(values)
 
 
 def chat(**fields: Any) -> bytes:
@@ -626,3 +619,20 @@ async def test_records_are_untouched_by_refused_requests(tmp_path):
             await asyncio.sleep(0.1)
             assert db_rows(k.db_path) == []
     assert len(mock.requests) == 0
+
+
+async def test_server_max_connections_per_ip_caps_a_real_kraken(tmp_path, monkeypatch):
+    server = settings(monkeypatch, max_connections_per_ip=2)
+    async with running_mock() as mock:
+        async with running_kraken(kraken_mapping(tmp_path, mock.port, server=server)) as k:
+            async with connect(k.port) as first, connect(k.port) as second:
+                for reader, writer in (first, second):
+                    writer.write(b"GET /healthz HTTP/1.1\r\n" + H + b"\r\n")
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200 ")
+                    await reader.readexactly(15)  # {"status":"ok"}
+                async with connect(k.port) as (reader, writer):
+                    writer.write(b"GET /healthz HTTP/1.1\r\n" + H + b"\r\n")
+                    (resp,) = parse_responses(await read_to_eof(reader))
+                assert is_openai_error(resp, 503)
+                assert resp.json()["error"]["code"] == "too_many_connections"

@@ -1,0 +1,133 @@
+"""Revocation propagation: every Kraken process forgets a revoked key within 1 s.
+
+Writers never talk to gateways directly. Triggers append a ``key_events`` row whenever a key
+row changes or disappears (revoke, delete, cascades, new limits, a customer's plan or
+opt-out); each process polls that table every 250 ms - one indexed range read, off the hot
+path - and evicts the keys from its verifier. Processes on other hosts share the database
+(or, with Redis configured, also hear ``publish``ed key ids on a pub/sub channel at once).
+Old events are purged after an hour: a process that lost its place just starts from the end,
+because a fresh verifier has nothing cached.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+import anyio
+
+from kraken.metrics import KEY_EVICTIONS
+
+log = logging.getLogger("kraken.accounts.revocation")
+
+CHANNEL = "kraken:key-events"
+POLL_INTERVAL_S = 0.25
+EVENTS_KEPT_S = 3600.0
+PURGE_EVERY_S = 60.0
+BATCH = 1000
+_POLLED = KEY_EVICTIONS.labels("poll")
+_HEARD = KEY_EVICTIONS.labels("redis")
+
+
+async def publish(redis_url: str, key_ids: Iterable[str]) -> None:
+    """Tell every subscribed process to evict ``key_ids`` now. Best effort: the key_events
+    poll is the guarantee, so a Redis failure is logged (without ids) and not raised."""
+    payload = ",".join(key_ids)
+    if not payload:
+        return
+    import redis.asyncio as aioredis
+
+    try:
+        client = aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            await client.publish(CHANNEL, payload)
+        finally:
+            await client.aclose()
+    except Exception as exc:  # noqa: BLE001 - any Redis failure; the poll still delivers
+        log.warning("revocation publish to redis failed (%s); processes will poll it",
+                    type(exc).__name__)
+
+
+class RevocationWatcher:
+    """Feeds key events into ``verifier.evict``. ``await start()`` then ``run()`` as a task."""
+
+    def __init__(self, store, verifier, *, redis_url: str | None = None,
+                 interval_s: float = POLL_INTERVAL_S) -> None:
+        self._store = store
+        self._verifier = verifier
+        self._redis_url = redis_url or None
+        self._interval = interval_s
+        self._seq = 0
+        self._next_purge = time.monotonic() + PURGE_EVERY_S
+
+    async def start(self) -> None:
+        """Start from the newest event: nothing is cached yet, so older ones do not matter."""
+        rows = await self._store.fetch_all("SELECT COALESCE(MAX(seq), 0) FROM key_events")
+        self._seq = int(rows[0][0])
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            if self._redis_url:
+                tg.start_soon(self._subscribe)
+            while True:
+                try:
+                    await self.poll_once()
+                    await self._purge()
+                except Exception as exc:  # noqa: BLE001 - keep polling through store hiccups
+                    log.warning("key event poll failed: %s", type(exc).__name__)
+                await anyio.sleep(self._interval)
+
+    async def poll_once(self) -> int:
+        """Evict keys named by events newer than the last seen; returns how many events."""
+        total = 0
+        while True:
+            rows = await self._store.fetch_all(
+                "SELECT seq, key_id FROM key_events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (self._seq, BATCH))
+            if not rows:
+                return total
+            self._verifier.evict(key_id for _, key_id in rows)
+            self._seq = rows[-1][0]
+            total += len(rows)
+            _POLLED.inc(len(rows))
+            if len(rows) < BATCH:
+                return total
+
+    async def _purge(self) -> None:
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_EVERY_S
+        cutoff = time.time() - EVENTS_KEPT_S
+        # Take the write lock only when there is something to delete (a read first): N
+        # processes polling must not contend with the metadata writer every minute.
+        if await self._store.fetch_all("SELECT 1 FROM key_events WHERE ts < ? LIMIT 1",
+                                       (cutoff,)):
+            async with self._store.transaction() as tx:
+                await tx.execute("DELETE FROM key_events WHERE ts < ?", (cutoff,))
+
+    async def _subscribe(self) -> None:
+        import redis.asyncio as aioredis
+
+        delay = 0.1
+        while True:
+            client = aioredis.from_url(self._redis_url, socket_connect_timeout=2)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    delay = 0.1
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        data = message["data"]
+                        ids = (data.decode("ascii", "replace") if isinstance(data, bytes)
+                               else str(data)).split(",")
+                        self._verifier.evict(ids)
+                        _HEARD.inc(len(ids))
+            except Exception as exc:  # noqa: BLE001 - reconnect; the poll covers the gap
+                log.warning("revocation subscription to redis failed (%s); retrying",
+                            type(exc).__name__)
+            finally:
+                await client.aclose()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)

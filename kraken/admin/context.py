@@ -1,0 +1,24 @@
+"""What admin routes need, wired once by ``kraken.admin.build``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kraken.config import Config
+from kraken.store.sqlite import SqliteStore
+
+
+@dataclass
+class AdminContext:
+    store: SqliteStore
+    cfg: Config
+    meter: Any = None
+    """The running process's Meter: erasure waits for its queue before the final sweep."""
+    keyring: Any = None
+    """The BYOK master keyring (None: BYOK is not configured)."""
+    verifier: Any = None
+    """The gateway's KeyVerifier: the usage page accepts Kraken API keys (None: admin token only)."""
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.cfg.limits.redis_url or None

@@ -1,0 +1,57 @@
+"""Start the admin listener: Kraken's own HTTP stack on a separate (loopback) address."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import socket
+from typing import Any
+
+from kraken.admin.context import AdminContext
+from kraken.admin.routes import build
+from kraken.config import Config
+from kraken.http.listener import ProtocolSelector
+from kraken.store.sqlite import SqliteStore
+
+log = logging.getLogger("kraken.admin")
+
+
+async def start_admin(cfg: Config, store: SqliteStore, connections: set, *, meter: Any = None,
+                      keyring: Any = None, verifier: Any = None,
+                      stack: contextlib.AsyncExitStack | None = None) -> asyncio.AbstractServer:
+    """Listen on ``[admin] host:port``; connections join ``connections`` so shutdown drains them.
+
+    No SO_REUSEPORT: with ``workers > 1`` only one process (worker 0) serves admin. Given
+    ``stack``, admin work gets its own SQLite connection (closed with the stack): a long usage
+    query or export then never holds the lock the meter's batch writer needs (WAL lets
+    readers and the writer proceed side by side).
+    """
+    server_cfg = dataclasses.replace(cfg.server, max_body_bytes=cfg.admin.max_body_bytes,
+                                     max_connections_per_ip=0)
+    family = socket.AF_INET6 if ":" in cfg.admin.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((cfg.admin.host, cfg.admin.port))
+    sock.listen(128)
+    sock.setblocking(False)
+    # Listening before the first await: once the client port answers /readyz, admin
+    # connections are at least queued in the backlog, never refused.
+    try:
+        if stack is not None:
+            store = await SqliteStore.open(cfg.store.path,
+                                           busy_timeout_ms=cfg.store.busy_timeout_ms)
+            stack.push_async_callback(store.close)
+        app = build(AdminContext(store, cfg, meter=meter, keyring=keyring, verifier=verifier))
+        server = await asyncio.get_running_loop().create_server(
+            lambda: ProtocolSelector(app.handle, server_cfg, connections, h2c=False), sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    address = server.sockets[0].getsockname()
+    log.info("admin API listening on http://%s:%d", address[0], address[1])
+    if not ipaddress.ip_address(address[0]).is_loopback:
+        log.warning("admin API on a non-loopback address without TLS: the admin token crosses "
+                    "the network in clear text (put it behind a TLS proxy or a VPN)")
+    return server

@@ -1,0 +1,200 @@
+"""The usage page on the admin listener: static files plus two data routes.
+
+The page itself is public (it holds no data); it asks for a Kraken API key or the admin
+token and keeps it in a JavaScript variable only: no cookies, no storage. The data routes
+check that credential themselves: an API key sees only its own customer's requests, the
+admin token any customer's (or all). Charts use uPlot (MIT), vendored in ``static/``.
+"""
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+from kraken import audit
+from kraken.admin import validate as val
+from kraken.admin.context import AdminContext
+from kraken.admin.errors import AdminError
+from kraken.admin.server import AdminApp, AdminCall, FlowGate
+from kraken.admin.token import bearer, token_matches
+from kraken.admin.usage import has_key_column
+from kraken.errors import Unauthorized
+from kraken.privacy.export import CONTENT_TYPES, FORMATS, export_stream
+from kraken.store.sqlite import SqliteStore
+
+STATIC = {
+    "/usage": ("usage.html", b"text/html; charset=utf-8"),
+    "/usage/app.js": ("usage.js", b"text/javascript; charset=utf-8"),
+    "/usage/uplot.js": ("uplot.iife.min.js", b"text/javascript; charset=utf-8"),
+    "/usage/uplot.css": ("uplot.min.css", b"text/css; charset=utf-8"),
+    "/usage/page.css": ("usage.css", b"text/css; charset=utf-8"),
+}
+_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy",
+     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+     b"connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"),
+]
+RANGES_H = (1, 6, 24, 24 * 7, 24 * 30, 24 * 90)
+_BUCKETS_S = (60, 300, 900, 3600, 6 * 3600, 86400)
+MAX_POINTS = 200
+def _unauthorized() -> AdminError:
+    """A new 401 each time: re-raising one shared exception would grow its traceback."""
+    return AdminError("a Kraken API key or the admin token is required", status=401,
+                      code="invalid_credential")
+
+
+def _bucket_for(hours: int) -> int:
+    span = hours * 3600
+    return next((b for b in _BUCKETS_S if span / b <= MAX_POINTS), _BUCKETS_S[-1])
+
+
+_STATS_SQL = """
+SELECT g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
+       COALESCE(SUM(cost_usd), 0), SUM(status >= 400), SUM(fallback_used != 0),
+       MAX(CASE WHEN rl = (50 * n + 99) / 100 THEN latency_ms END),
+       MAX(CASE WHEN rl = (95 * n + 99) / 100 THEN latency_ms END),
+       MAX(CASE WHEN ttfb_ms IS NOT NULL AND rt = (50 * nt + 99) / 100 THEN ttfb_ms END),
+       MAX(CASE WHEN ttfb_ms IS NOT NULL AND rt = (95 * nt + 99) / 100 THEN ttfb_ms END)
+FROM (SELECT g, prompt_tokens, completion_tokens, cost_usd, status, fallback_used, latency_ms,
+             ttfb_ms,
+             ROW_NUMBER() OVER (PARTITION BY g ORDER BY latency_ms) AS rl,
+             COUNT(*) OVER (PARTITION BY g) AS n,
+             ROW_NUMBER() OVER (PARTITION BY g ORDER BY ttfb_ms IS NULL, ttfb_ms) AS rt,
+             COUNT(ttfb_ms) OVER (PARTITION BY g) AS nt
+      FROM (SELECT {group} AS g, prompt_tokens, completion_tokens, cost_usd, status,
+                   fallback_used, latency_ms, ttfb_ms
+            FROM requests WHERE {where}))
+GROUP BY g ORDER BY g LIMIT 2000"""
+STAT_FIELDS = ("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "errors",
+               "fallbacks", "p50_latency_ms", "p95_latency_ms", "p50_ttfb_ms", "p95_ttfb_ms")
+
+
+async def stats(store: SqliteStore, group: str, where: str, params: list) -> list[dict[str, Any]]:
+    """Nearest-rank percentiles computed inside SQLite: one row per group comes back.
+    ``group`` and ``where`` are fixed SQL from this module; values go in ``params``."""
+    rows = await store.fetch_all(_STATS_SQL.format(group=group, where=where), params)
+    out = []
+    for row in rows:
+        item = dict(zip(STAT_FIELDS, row))
+        item["cost_usd"] = round(item["cost_usd"], 10)
+        item["total_tokens"] = item["prompt_tokens"] + item["completion_tokens"]
+        item["error_rate"] = round(item["errors"] / item["requests"], 6) if item["requests"] else 0.0
+        out.append(item)
+    return out
+
+
+def register(app: AdminApp, ctx: AdminContext) -> None:
+    store = ctx.store
+    static = resources.files("kraken.admin") / "static"
+    files = {path: ((static / name).read_bytes(), ctype) for path, (name, ctype) in STATIC.items()}
+
+    def serve_static(path: str):
+        body, ctype = files[path]
+
+        async def handler(call: AdminCall):
+            call.sink.start(200, [(b"content-type", ctype), *_HEADERS], len(body))
+            call.sink.write(body)
+            call.sink.end()
+
+        return handler
+
+    for path in files:
+        app.add_public(path, serve_static(path))
+
+    async def who(call: AdminCall) -> tuple[str | None, str]:
+        """(customer the caller may see or None for the admin, actor for the audit log)."""
+        token = bearer(call.req.header(b"authorization"))
+        if token is None:
+            raise _unauthorized()
+        if token_matches(token, ctx.cfg.admin.token_hash):
+            return None, "admin:usage-page"
+        verifier = getattr(ctx, "verifier", None)
+        if verifier is None:
+            raise _unauthorized()
+        try:
+            principal = await verifier.verify(token)
+        except Unauthorized:  # the one 401, nothing echoed (Overloaded stays a 503)
+            raise _unauthorized() from None
+        return principal.customer_id, f"key:{principal.key_id}"
+
+    def scope(caller: str | None, q: dict[str, str]) -> str | None:
+        wanted = val.ident(q.get("customer"), "customer", required=False)
+        if caller is not None:
+            if wanted not in (None, caller):
+                raise AdminError("customer: an API key sees only its own customer", status=403,
+                                 code="forbidden", param="customer")
+            return caller
+        return wanted
+
+    async def data(call: AdminCall):
+        caller, _ = await who(call)
+        q = call.query(("customer", "hours"))
+        customer = scope(caller, q)
+        raw = q.get("hours") or "24"
+        if not (raw.isascii() and raw.isdigit()) or int(raw) not in RANGES_H:
+            raise val.invalid("hours", f"must be one of {', '.join(map(str, RANGES_H))}")
+        hours = int(raw)
+        bucket = _bucket_for(hours)
+        now = time.time()
+        start = (int(now - hours * 3600) // bucket) * bucket
+        where, params = ["ts >= ?"], [start]
+        if customer is not None:
+            where.append("customer_id = ?")
+            params.append(customer)
+        cond = " AND ".join(where)
+        rows = await stats(store, f"CAST(ts / {bucket} AS INTEGER) * {bucket}", cond, params)
+        by_time = {int(r["group"]): r for r in rows}
+        series: dict[str, list] = {k: [] for k in ("t", *STAT_FIELDS[1:], "total_tokens")}
+        for t in range(start, int(now) + 1, bucket):
+            r = by_time.get(t, {})
+            series["t"].append(t)
+            for k in series:
+                if k != "t":
+                    series[k].append(r.get(k))  # null: no requests (a gap, not a zero)
+        total = await stats(store, "''", cond, params)
+        by_model = await stats(store, "COALESCE(model_requested, '')", cond, params)
+        by_key = (await stats(store, "COALESCE(key_id, '')", cond, params)
+                  if await has_key_column(store) else None)
+        return 200, {"customer": customer, "hours": hours, "bucket_s": bucket, "from": start,
+                     "to": now, "total": total[0] if total else None, "series": series,
+                     "by_model": by_model, "by_key": by_key}
+
+    async def export(call: AdminCall):
+        caller, actor = await who(call)
+        q = call.query(("customer", "format"))
+        customer = scope(caller, q)
+        if customer is None:
+            raise val.invalid("customer", "name the customer to export")
+        fmt = val.choice(q.get("format"), "format", FORMATS, "jsonl")
+        rows = await store.fetch_all("SELECT id FROM customers WHERE id = ?", (customer,))
+        if rows:
+            from kraken.accounts import service
+
+            record = (await service.get_customer(store, customer)).as_dict()
+        else:  # a customer named only in the config file: its request records, no account
+            record = {"id": customer}
+        await audit.record(store, actor=actor, action="customer.export", target=customer,
+                           subject=customer, detail={"format": fmt, "via": "usage-page"})
+        sink, gate = call.sink, FlowGate()
+        sink.set_producer(gate)
+        sink.start(200, [(b"content-type", CONTENT_TYPES[fmt]), (b"cache-control", b"no-store"),
+                         (b"content-disposition",
+                          f'attachment; filename="{customer}.{fmt}"'.encode())], None)
+        try:
+            async for chunk in export_stream(store, record, fmt,
+                                             page_rows=ctx.cfg.admin.export_page_rows):
+                if sink.disconnected:
+                    return None
+                sink.write(chunk)
+                await gate.wait()
+            sink.end()
+        finally:
+            sink.set_producer(None)
+        return None
+
+    app.add_public("/usage/data", data)
+    app.add_public("/usage/export", export)

@@ -1,0 +1,111 @@
+"""Admin routes for GDPR rights (export, erasure), usage statistics and the audit log."""
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+
+from kraken import audit
+from kraken.accounts import service
+from kraken.admin import validate as val
+from kraken.admin.context import AdminContext
+from kraken.admin.server import AdminApp, AdminCall, FlowGate
+from kraken.admin.usage import GROUPS, UsageQuery, usage
+from kraken.privacy.erase import erase_customer, sweep_requests
+from kraken.privacy.export import CONTENT_TYPES, FORMATS, export_stream
+
+log = logging.getLogger("kraken.admin")
+_METER_DRAIN_S = 5.0
+
+
+def register(app: AdminApp, ctx: AdminContext) -> None:
+    store = ctx.store
+
+    async def export(call: AdminCall):
+        q = call.query(("format",))
+        fmt = val.choice(q.get("format"), "format", FORMATS, "jsonl")
+        customer = (await service.get_customer(store, call.params["id"])).as_dict()
+        await audit.record(store, actor=call.actor, action="customer.export",
+                           target=customer["id"], subject=customer["id"], detail={"format": fmt})
+        sink = call.sink
+        gate = FlowGate()
+        sink.set_producer(gate)
+        sink.start(200, [(b"content-type", CONTENT_TYPES[fmt]), (b"cache-control", b"no-store"),
+                         (b"content-disposition",
+                          f'attachment; filename="{customer["id"]}.{fmt}"'.encode())], None)
+        try:
+            async for chunk in export_stream(store, customer, fmt,
+                                             page_rows=ctx.cfg.admin.export_page_rows):
+                if sink.disconnected:
+                    return
+                sink.write(chunk)
+                await gate.wait()  # a slow reader pauses the reads, nothing piles up
+            sink.end()
+        finally:
+            sink.set_producer(None)
+        return
+
+    async def erase(call: AdminCall):
+        call.body(())
+        cid = call.params["id"]
+        keep = ctx.cfg.retention.keep_billing_records
+        result = await erase_customer(store, cid, actor=call.actor, keep_billing_records=keep)
+        # Requests admitted just before the keys went away may still sit in the meter's
+        # queue: wait (bounded) for it to flush, then sweep once more.
+        if ctx.meter is not None:
+            with anyio.move_on_after(_METER_DRAIN_S):
+                while ctx.meter.depth:
+                    await anyio.sleep(0.05)
+        late = await sweep_requests(store, cid, tombstone_id=result.tombstone)
+        if keep:
+            result.requests_tombstoned += late
+        else:
+            result.requests_deleted += late
+        return 200, result.to_dict()
+
+    app.add("GET", "/admin/customers/{id}/export", export)
+    app.add("DELETE", "/admin/customers/{id}", erase)
+
+    async def usage_route(call: AdminCall):
+        q = call.query(("customer", "key", "model", "group_by", "from", "to"))
+        query = UsageQuery(
+            customer=val.ident(q.get("customer"), "customer", required=False),
+            key=val.ident(q.get("key"), "key", required=False),
+            model=val.clean_text(q["model"], "model") if q.get("model") else None,
+            group_by=val.choice(q.get("group_by"), "group_by", tuple(GROUPS), "day"),
+            start=val.timestamp(q.get("from"), "from"),
+            end=val.timestamp(q.get("to"), "to"))
+        if query.start is not None and query.end is not None and query.end <= query.start:
+            raise val.invalid("to", "must be after from")
+        return 200, {"group_by": query.group_by, "data": await usage(store, query)}
+
+    app.add("GET", "/admin/usage", usage_route)
+
+    async def audit_list(call: AdminCall):
+        q = call.query(("after", "limit"))
+        after = _int(q.get("after"), "after", 0, 2**62, 0)
+        limit = _int(q.get("limit"), "limit", 1, 1000, 100)
+        entries = await audit.list_entries(store, after_seq=after, limit=limit)
+        return 200, {"data": [e.to_dict() for e in entries],
+                     "next_after": entries[-1].seq if len(entries) == limit else None}
+
+    async def audit_verify(call: AdminCall):
+        result = await audit.verify(store)
+        return 200, result.to_dict()
+
+    app.add("GET", "/admin/audit", audit_list)
+    app.add("GET", "/admin/audit/verify", audit_verify)
+
+    async def whoami(call: AdminCall):
+        return 200, {"actor": call.actor, "time": time.time()}
+
+    app.add("GET", "/admin/whoami", whoami)
+
+
+def _int(raw: str | None, field: str, lo: int, hi: int, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
+        raise val.invalid(field, f"must be an integer between {lo} and {hi}")
+    return int(raw)

@@ -1,0 +1,67 @@
+"""Admin routes for prepaid wallets (kraken/billing/wallet.py): balance, ledger, credits."""
+from __future__ import annotations
+
+import re
+
+from kraken import audit
+from kraken.accounts import service
+from kraken.admin import validate as val
+from kraken.admin.context import AdminContext
+from kraken.admin.errors import AdminError, conflict
+from kraken.admin.server import AdminApp, AdminCall
+from kraken.billing import wallet
+
+_FIELD = re.compile(r"[a-z_]+")
+
+
+def _wallet_error(exc: wallet.WalletError) -> AdminError:
+    """WalletError messages start with the field's name; keep it as ``param``."""
+    first = str(exc).split(" ", 1)[0]
+    param = first if _FIELD.fullmatch(first) else None
+    if isinstance(exc, wallet.RefConflict):
+        return conflict(str(exc), param="ref")
+    return AdminError(str(exc), param=param)
+
+
+def register(app: AdminApp, ctx: AdminContext) -> None:
+    store = ctx.store
+
+    async def show(call: AdminCall):
+        q = call.query(("limit", "before"))
+        cus = await service.get_customer(store, call.params["id"])
+        limit = q.get("limit") or "100"
+        before = q.get("before") or None
+        for name, raw in (("limit", limit), ("before", before)):
+            if raw is not None and not (raw.isascii() and raw.isdigit()):
+                raise val.invalid(name, "must be a non-negative integer")
+        if not 1 <= int(limit) <= 1000:
+            raise val.invalid("limit", "must be between 1 and 1000")
+        micros = await wallet.balance(store, cus.id)
+        txs = await wallet.transactions(store, cus.id, limit=int(limit),
+                                        before_id=int(before) if before else None)
+        return 200, {"customer_id": cus.id, "balance_micros": micros,
+                     "balance_usd": wallet.micros_to_usd(micros),
+                     "transactions": [t.to_dict() for t in txs]}
+
+    async def credit(call: AdminCall):
+        body = call.body(("amount_usd", "ref", "kind"))
+        kind = val.choice(val.text(body, "kind", max_len=20), "kind",
+                          ("top_up", "refund", "adjustment"), "top_up")
+        ref = val.text(body, "ref", required=True, max_len=255)
+        if "amount_usd" not in body:
+            raise val.invalid("amount_usd", "is required")
+        if not isinstance(body["amount_usd"], (str, int, float)) or isinstance(body["amount_usd"], bool):
+            raise val.invalid("amount_usd", "must be a number of USD")
+        cus = await service.get_customer(store, call.params["id"])
+        try:
+            micros = wallet.usd_to_micros(body["amount_usd"])
+            tx, new = await wallet.apply(store, cus.id, kind, micros, ref)
+        except wallet.WalletError as exc:
+            raise _wallet_error(exc) from None
+        if new:
+            await audit.record(store, actor=call.actor, action=f"wallet.{kind}", target=cus.id,
+                               subject=cus.id, detail={"amount_micros": micros})
+        return (201 if new else 200), tx.to_dict()
+
+    app.add("GET", "/admin/customers/{id}/wallet", show)
+    app.add("POST", "/admin/customers/{id}/wallet", credit)

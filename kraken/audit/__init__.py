@@ -1,0 +1,16 @@
+"""The append-only, hash-chained log of admin actions (API and CLI)."""
+from kraken.audit.log import (
+                              AuditEntry,
+                              AuditTampered,
+                              VerifyResult,
+                              append,
+                              cli_actor,
+                              list_entries,
+                              purge_before,
+                              record,
+                              redact_subject,
+                              verify,
+)
+
+__all__ = ["AuditEntry", "AuditTampered", "VerifyResult", "append", "cli_actor", "list_entries", "purge_before", "record",
+           "redact_subject", "verify"]

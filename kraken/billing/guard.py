@@ -1,0 +1,271 @@
+"""The hot path's billing checks, answered from memory: plan, monthly caps, wallet balance.
+
+``BillingGuard.check`` is synchronous and does a few dict lookups. What it reads is kept fresh
+off the hot path: the batch writer calls ``in_batch`` inside each batch's transaction (wallet
+debits, monthly usage) and ``committed`` after it; ``refresh`` (every ``refresh_interval_s``,
+and after an in-process top-up) picks up what other processes wrote - top-ups from the CLI or
+admin API, other workers' usage, changed customer plans. The snapshots hold one entry per
+customer (bounded by the accounts table) and are exported as a metric.
+
+Prepaid refusal works on the snapshot, so a wallet can end slightly below zero: requests
+already in flight when the balance ran out are still debited in full (the service was
+delivered); the next request gets 402.
+"""
+from __future__ import annotations
+
+import calendar
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+
+from kraken import metrics
+from kraken.billing import wallet
+from kraken.billing.plans import Plan, PlanBook
+from kraken.errors import KrakenError
+from kraken.meter.record import RequestRecord
+from kraken.store.errors import StoreError
+from kraken.store.sqlite import SqliteStore, Tx
+
+log = logging.getLogger("kraken.billing")
+
+_REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason) for reason in (
+    "model_not_allowed", "monthly_token_cap", "monthly_spend_cap", "insufficient_balance")}
+
+
+class ModelNotAllowed(KrakenError):
+    status = 403
+    error_type = "permission_error"
+    code = "model_not_allowed"
+
+
+class MonthlyTokenCapReached(KrakenError):
+    status = 429
+    error_type = "quota_exceeded"
+    code = "monthly_token_cap_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after_s).encode())]
+
+
+class MonthlySpendCapReached(KrakenError):
+    status = 402
+    error_type = "quota_exceeded"
+    code = "monthly_spend_cap_exceeded"
+
+
+class InsufficientBalance(KrakenError):
+    status = 402
+    error_type = "insufficient_balance"
+    code = "insufficient_balance"
+
+
+def month_of(ts: float) -> str:
+    """The calendar month (UTC) a Unix time falls in, as 'YYYY-MM'."""
+    return time.strftime("%Y-%m", time.gmtime(ts))
+
+
+def seconds_to_next_month(now: float) -> int:
+    t = time.gmtime(now)
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return max(1, int(calendar.timegm((year, month, 1, 0, 0, 0)) - now) + 1)
+
+
+class BillingGuard:
+    """In-memory billing state for one process, and the writer hooks that keep it current."""
+
+    def __init__(self, plans: PlanBook, *, min_balance_micros: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.plans = plans
+        self.min_balance_micros = min_balance_micros
+        self._clock = clock
+        self._customer_plans: dict[str, str] = {}
+        self._balances: dict[str, int] = {}
+        self._usage: dict[str, list[int]] = {}  # customer -> [tokens, spend_micros] this month
+        self._month = month_of(clock())
+        self._last_tx_id = 0
+        self._pending: tuple[Sequence[RequestRecord], list[RequestRecord], dict[str, int]] | None = None
+        self._unflushed: dict[str, list[int]] = {}
+        """customer -> [micro-dollars, tokens] recorded but not yet committed by the writer."""
+        self._customers_table = True
+        self._export_sizes()
+
+    # -- hot path: synchronous, memory only ---------------------------------------------
+
+    def plan_for(self, customer_id: str | None, plan_name: str | None = None) -> Plan:
+        """The customer's plan (``customers.plan``), or the default plan.
+
+        ``plan_name`` (e.g. carried on the Principal) wins over the snapshot.
+        """
+        if plan_name is None and customer_id is not None:
+            plan_name = self._customer_plans.get(customer_id)
+        return self.plans.get(plan_name)
+
+    def balance_micros(self, wallet_id: str) -> int:
+        """The balance: last committed, less usage recorded but not yet written."""
+        pending = self._unflushed.get(wallet_id)
+        return self._balances.get(wallet_id, 0) - (pending[0] if pending else 0)
+
+    def usage(self, customer_id: str) -> tuple[int, int]:
+        """(tokens, spend in micro-dollars) this calendar month, including unwritten usage."""
+        u = self._usage.get(customer_id)
+        tokens, spend = (u[0], u[1]) if u else (0, 0)
+        pending = self._unflushed.get(customer_id)
+        if pending:
+            tokens, spend = tokens + pending[1], spend + pending[0]
+        return tokens, spend
+
+    def note(self, rec: RequestRecord) -> None:
+        """A request just ended (hot path, after the response): count it before it is written.
+
+        Without this a burst finishing inside one flush interval would all be admitted on
+        the same stale balance; with it, only requests already in flight can overdraw.
+        """
+        if not rec.customer_id:
+            return
+        micros = wallet.usage_micros(rec)
+        tokens = (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
+        if micros or tokens:
+            p = self._unflushed.setdefault(rec.customer_id, [0, 0])
+            p[0] += micros
+            p[1] += tokens
+
+    def check_model(self, customer_id: str, model: str, plan_name: str | None = None) -> None:
+        """Refuse (403) a model outside the customer's plan."""
+        plan = self.plan_for(customer_id, plan_name)
+        if plan.allowed_models and model not in plan.allowed_models:
+            _REFUSED["model_not_allowed"].inc()
+            raise ModelNotAllowed(
+                f"Model '{model[:100]}' is not available on the '{plan.name}' plan. "
+                f"Allowed models: {', '.join(plan.allowed_models)}")
+
+    def check(self, customer_id: str, model: str | None = None, plan_name: str | None = None) -> Plan:
+        """Refuse a request the plan's monthly caps or the wallet do not cover; return the plan.
+
+        With ``model`` the plan's allowed models are checked too (``check_model``).
+        """
+        if model is not None:
+            self.check_model(customer_id, model, plan_name)
+        plan = self.plan_for(customer_id, plan_name)
+        if plan.monthly_token_cap or plan.monthly_spend_cap_usd:
+            tokens, spend = self.usage(customer_id)
+            if plan.monthly_token_cap and tokens >= plan.monthly_token_cap:
+                _REFUSED["monthly_token_cap"].inc()
+                raise MonthlyTokenCapReached(
+                    f"Monthly token cap reached: {tokens} of {plan.monthly_token_cap} tokens used "
+                    f"this month on the '{plan.name}' plan; it resets on the 1st (UTC).",
+                    retry_after_s=seconds_to_next_month(self._clock()))
+            cap = plan.monthly_spend_cap_micros
+            if cap and spend >= cap:
+                _REFUSED["monthly_spend_cap"].inc()
+                raise MonthlySpendCapReached(
+                    f"Monthly spend cap reached: {wallet.micros_to_usd(spend)} of "
+                    f"{wallet.micros_to_usd(cap)} USD used this month on the '{plan.name}' plan.")
+        if plan.prepaid:
+            bal = self.balance_micros(customer_id)
+            if bal <= 0 or bal < self.min_balance_micros:
+                _REFUSED["insufficient_balance"].inc()
+                raise InsufficientBalance(
+                    f"Insufficient balance: your prepaid wallet holds {wallet.micros_to_usd(bal)} USD"
+                    + (f" (minimum {wallet.micros_to_usd(self.min_balance_micros)} USD)"
+                       if self.min_balance_micros > 0 else "")
+                    + ". Top up your wallet to continue.")
+        return plan
+
+    # -- writer side: inside the batch transaction, then after commit ---------------------
+
+    async def in_batch(self, tx: Tx, records: Sequence[RequestRecord]) -> None:
+        """Debit wallets and add monthly usage for the batch's new records (same transaction).
+
+        Runs before the batch's INSERT OR IGNORE, so records already stored (a journal replay)
+        are recognised and neither debited nor counted twice.
+        """
+        self._pending = None
+        new = await wallet.new_records(tx, records)
+        if not new:
+            self._pending = (records, [], {})
+            return
+        balances = await wallet.debit_usage(tx, new)
+        sums: dict[tuple[str, str], list[int]] = {}
+        for rec in new:
+            if not rec.customer_id:
+                continue
+            s = sums.setdefault((rec.customer_id, month_of(rec.ts)), [0, 0])
+            s[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
+            s[1] += wallet.usage_micros(rec)
+        if sums:
+            await tx.executemany(
+                "INSERT INTO usage_monthly (customer_id, month, tokens, spend_micros) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (customer_id, month) DO UPDATE SET tokens = tokens + excluded.tokens,"
+                " spend_micros = spend_micros + excluded.spend_micros",
+                [(c, m, t, s) for (c, m), (t, s) in sums.items()])
+        self._pending = (records, new, balances)
+
+    def committed(self) -> None:
+        """The batch committed: fold its debits and usage into the snapshots."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        written, new, balances = pending
+        for rec in written:  # now in the store: no longer counted as unwritten
+            p = self._unflushed.get(rec.customer_id) if rec.customer_id else None
+            if p is not None:
+                p[0] -= wallet.usage_micros(rec)
+                p[1] -= (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
+                if p[0] <= 0 and p[1] <= 0:  # replays at startup were never noted: clamp
+                    del self._unflushed[rec.customer_id]
+        self._balances.update(balances)
+        metrics.WALLET_DEBITS.inc(sum(1 for r in new if r.customer_id and wallet.usage_micros(r) > 0))
+        for rec in new:
+            if rec.customer_id and month_of(rec.ts) == self._month:
+                u = self._usage.setdefault(rec.customer_id, [0, 0])
+                u[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
+                u[1] += wallet.usage_micros(rec)
+        self._export_sizes()
+
+    def note_balance(self, wallet_id: str, balance_micros: int) -> None:
+        """A top-up in this process: the next request sees it at once."""
+        self._balances[wallet_id] = balance_micros
+        self._export_sizes()
+
+    # -- refresh: what other processes wrote --------------------------------------------
+
+    async def refresh(self, store: SqliteStore) -> None:
+        """Reload balances changed since the last refresh, this month's usage, customer plans."""
+        changed, self._last_tx_id = await wallet.balances_since(store, self._last_tx_id)
+        self._balances.update(changed)
+        month = month_of(self._clock())
+        rows = await store.fetch_all(
+            "SELECT customer_id, tokens, spend_micros FROM usage_monthly WHERE month = ?", (month,))
+        self._month = month
+        self._usage = {r[0]: [int(r[1]), int(r[2])] for r in rows}
+        if self._customers_table:
+            try:
+                plans = await store.fetch_all("SELECT id, plan FROM customers")
+            except StoreError:  # accounts not migrated in: config keys only, default plan
+                self._customers_table = False
+            else:
+                self._customer_plans = {r[0]: r[1] for r in plans}
+        self._export_sizes()
+
+    async def run(self, store: SqliteStore, interval_s: float) -> None:
+        """Refresh every ``interval_s`` until cancelled; a store error is logged and retried."""
+        while True:
+            await anyio.sleep(interval_s)
+            try:
+                await self.refresh(store)
+            except StoreError as exc:
+                metrics.STORE_ERRORS.labels(exc.reason).inc()
+                log.warning("billing refresh failed, will retry: %s", exc)
+
+    def _export_sizes(self) -> None:
+        metrics.BILLING_SNAPSHOT_ENTRIES.labels("balances").set(len(self._balances))
+        metrics.BILLING_SNAPSHOT_ENTRIES.labels("usage").set(len(self._usage))
+        metrics.BILLING_SNAPSHOT_ENTRIES.labels("customer_plans").set(len(self._customer_plans))
+        metrics.BILLING_SNAPSHOT_ENTRIES.labels("unwritten").set(len(self._unflushed))

@@ -1,0 +1,280 @@
+"""Prepaid wallets: integer micro-dollar balances changed only by immutable transactions.
+
+The schema (migration 5) enforces the ledger: a wallet's balance moves only through the
+AFTER INSERT trigger of ``wallet_transactions``, each row carries the balance after it, rows
+are never updated, and only ``usage_debit`` rows may take a balance below zero (the service
+was already delivered; the hot path then refuses the customer's next request with 402). Every
+transaction has a unique ``ref`` (the request id for a usage debit, the Stripe payment for a
+webhook top-up, the caller's idempotency key for an admin top-up), so replays never apply twice.
+
+A wallet belongs to a customer (``wallet_id`` = customer id). Its rows hold ids and amounts,
+never names or emails, and are kept for billing; ``erase_wallet`` removes them only when the
+operator does not keep billing records.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+from kraken.meter.record import RequestRecord
+from kraken.store.sqlite import SqliteStore, Tx
+
+__all__ = [
+    "KINDS",
+    "MICROS_PER_USD",
+    "InsufficientBalance",
+    "RefConflict",
+    "Transaction",
+    "WalletError",
+    "apply",
+    "balance",
+    "balances_since",
+    "debit_usage",
+    "erase_wallet",
+    "micros_to_usd",
+    "top_up",
+    "transactions",
+    "usage_micros",
+    "usd_to_micros",
+]
+
+MICROS_PER_USD = 1_000_000
+KINDS = ("top_up", "usage_debit", "refund", "adjustment")
+MAX_AMOUNT_MICROS = 10**15
+"""One billion dollars: larger amounts are a typo, not a payment."""
+_MICRO = Decimal("1e-6")
+
+
+class WalletError(ValueError):
+    """A refused wallet operation; the message names the field."""
+
+
+class InsufficientBalance(WalletError):
+    """A debit other than usage would take the balance below zero."""
+
+
+class RefConflict(WalletError):
+    """The ref is already used by a different transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    id: int
+    wallet_id: str
+    kind: str
+    amount_micros: int
+    ref: str
+    ts: float
+    balance_after_micros: int
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "wallet_id": self.wallet_id, "kind": self.kind,
+                "amount_micros": self.amount_micros, "amount_usd": micros_to_usd(self.amount_micros),
+                "ref": self.ref, "ts": self.ts, "balance_after_micros": self.balance_after_micros}
+
+
+_COLUMNS = "id, wallet_id, kind, amount_micros, ref, ts, balance_after_micros"
+
+
+def usd_to_micros(amount: str | float | Decimal, *, field: str = "amount_usd") -> int:
+    """Exact conversion of a USD amount to micro-dollars; more than 6 decimals is refused."""
+    if isinstance(amount, bool):
+        raise WalletError(f"{field} must be a number of USD")
+    try:
+        value = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(str(amount).strip())
+    except InvalidOperation:
+        raise WalletError(f"{field} must be a number of USD, not {str(amount)[:40]!r}") from None
+    if not value.is_finite():
+        raise WalletError(f"{field} must be finite")
+    micros = value / _MICRO
+    if micros != micros.to_integral_value():
+        raise WalletError(f"{field} has more than 6 decimal places (the unit is one micro-dollar)")
+    return int(micros)
+
+
+def micros_to_usd(micros: int) -> str:
+    """A micro-dollar amount as an exact decimal string (for JSON and the CLI)."""
+    return str((Decimal(micros) * _MICRO).quantize(_MICRO))
+
+
+def usage_micros(rec: RequestRecord) -> int:
+    """What a request costs the customer (provider cost + Kraken fee), rounded half-even to µ$."""
+    total = Decimal(0)
+    for value in (rec.cost_usd, rec.kraken_fee_usd):
+        if value:
+            total += Decimal(repr(value))
+    return int((total / _MICRO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def _check(wallet_id: str, kind: str, amount_micros: int, ref: str) -> None:
+    if not isinstance(wallet_id, str) or not wallet_id or len(wallet_id) > 128:
+        raise WalletError("customer_id must be a non-empty string of at most 128 characters")
+    if kind not in KINDS:
+        raise WalletError(f"kind must be one of {', '.join(KINDS)}")
+    if isinstance(amount_micros, bool) or not isinstance(amount_micros, int) or amount_micros == 0:
+        raise WalletError("amount must be a non-zero whole number of micro-dollars")
+    if abs(amount_micros) > MAX_AMOUNT_MICROS:
+        raise WalletError("amount is larger than 1,000,000,000 USD")
+    if kind == "top_up" and amount_micros < 0:
+        raise WalletError("a top-up amount must be positive")
+    if kind == "usage_debit" and amount_micros > 0:
+        raise WalletError("a usage debit amount must be negative")
+    if not isinstance(ref, str) or not ref or len(ref) > 255:
+        raise WalletError("ref must be a non-empty string of at most 255 characters")
+
+
+async def _ensure_wallet(tx: Tx, wallet_id: str, now: float) -> int:
+    await tx.execute("INSERT OR IGNORE INTO wallets (wallet_id, created_ts) VALUES (?, ?)",
+                     (wallet_id, now))
+    row = await tx.fetch_one("SELECT balance_micros FROM wallets WHERE wallet_id = ?", (wallet_id,))
+    assert row is not None
+    return int(row[0])
+
+
+async def apply_in(tx: Tx, wallet_id: str, kind: str, amount_micros: int, ref: str,
+                   *, now: float | None = None) -> tuple[Transaction, bool]:
+    """Apply one transaction inside an open transaction; (row, False) if ``ref`` was applied.
+
+    Raises RefConflict when ``ref`` names a different transaction, InsufficientBalance when a
+    non-usage debit would overdraw.
+    """
+    _check(wallet_id, kind, amount_micros, ref)
+    row = await tx.fetch_one(f"SELECT {_COLUMNS} FROM wallet_transactions WHERE ref = ?", (ref,))
+    if row is not None:
+        existing = Transaction(*row)
+        if (existing.wallet_id, existing.kind, existing.amount_micros) != (wallet_id, kind, amount_micros):
+            raise RefConflict("ref is already used by a different wallet transaction")
+        return existing, False
+    now = time.time() if now is None else now
+    current = await _ensure_wallet(tx, wallet_id, now)
+    after = current + amount_micros
+    if kind != "usage_debit" and amount_micros < 0 and after < 0:
+        raise InsufficientBalance(
+            f"insufficient balance: {micros_to_usd(current)} USD available, "
+            f"{micros_to_usd(-amount_micros)} USD requested")
+    await tx.execute(
+        "INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, balance_after_micros)"
+        " VALUES (?, ?, ?, ?, ?, ?)", (wallet_id, kind, amount_micros, ref, now, after))
+    row = await tx.fetch_one(f"SELECT {_COLUMNS} FROM wallet_transactions WHERE ref = ?", (ref,))
+    assert row is not None
+    return Transaction(*row), True
+
+
+async def apply(store: SqliteStore, wallet_id: str, kind: str, amount_micros: int, ref: str,
+                ) -> tuple[Transaction, bool]:
+    """``apply_in`` in its own transaction."""
+    async with store.transaction() as tx:
+        return await apply_in(tx, wallet_id, kind, amount_micros, ref)
+
+
+async def top_up(store: SqliteStore, customer_id: str, amount_micros: int, ref: str,
+                 ) -> tuple[Transaction, bool]:
+    """Credit a customer's wallet (admin API, CLI, Stripe). Idempotent by ``ref``.
+
+    Returns the transaction and whether it was new; a repeated ``ref`` with the same
+    customer and amount returns the first transaction, a different one raises RefConflict.
+    """
+    return await apply(store, customer_id, "top_up", amount_micros, ref)
+
+
+async def balance(store: SqliteStore, wallet_id: str) -> int:
+    """The balance in micro-dollars (0 for a wallet that does not exist yet)."""
+    rows = await store.fetch_all("SELECT balance_micros FROM wallets WHERE wallet_id = ?", (wallet_id,))
+    return int(rows[0][0]) if rows else 0
+
+
+async def transactions(store: SqliteStore, wallet_id: str, *, limit: int = 100,
+                       before_id: int | None = None) -> list[Transaction]:
+    """Newest first, ``limit`` at most, optionally only those older than ``before_id``."""
+    limit = max(1, min(int(limit), 1000))
+    if before_id is None:
+        rows = await store.fetch_all(
+            f"SELECT {_COLUMNS} FROM wallet_transactions WHERE wallet_id = ? ORDER BY id DESC LIMIT ?",
+            (wallet_id, limit))
+    else:
+        rows = await store.fetch_all(
+            f"SELECT {_COLUMNS} FROM wallet_transactions WHERE wallet_id = ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?", (wallet_id, int(before_id), limit))
+    return [Transaction(*r) for r in rows]
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+async def new_records(tx: Tx, records: Sequence[RequestRecord]) -> list[RequestRecord]:
+    """The records of a batch not yet in ``requests`` (run before the batch's INSERT OR IGNORE)."""
+    ids = [r.request_id for r in records]
+    seen: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        rows = await tx.fetch_all(
+            f"SELECT request_id FROM requests WHERE request_id IN ({_placeholders(len(chunk))})", chunk)
+        seen.update(r[0] for r in rows)
+    out, taken = [], set()
+    for rec in records:
+        if rec.request_id not in seen and rec.request_id not in taken:
+            taken.add(rec.request_id)
+            out.append(rec)
+    return out
+
+
+async def debit_usage(tx: Tx, records: Iterable[RequestRecord], *, now: float | None = None,
+                      ) -> dict[str, int]:
+    """Debit each record's cost + fee from its customer's wallet, inside the batch transaction.
+
+    Idempotent by request id (the ref): a record already debited is skipped. Returns the new
+    balance of every wallet touched, for the hot path's snapshot.
+    """
+    now = time.time() if now is None else now
+    debits = [(rec.customer_id, -m, rec.request_id) for rec in records
+              if rec.customer_id and (m := usage_micros(rec)) > 0]
+    if not debits:
+        return {}
+    refs = [d[2] for d in debits]
+    done: set[str] = set()
+    for i in range(0, len(refs), 500):
+        chunk = refs[i:i + 500]
+        rows = await tx.fetch_all(
+            f"SELECT ref FROM wallet_transactions WHERE ref IN ({_placeholders(len(chunk))})", chunk)
+        done.update(r[0] for r in rows)
+    balances: dict[str, int] = {}
+    rows_out = []
+    for wallet_id, amount, ref in debits:
+        if ref in done:
+            continue
+        done.add(ref)
+        if wallet_id not in balances:
+            balances[wallet_id] = await _ensure_wallet(tx, wallet_id, now)
+        balances[wallet_id] += amount
+        rows_out.append((wallet_id, "usage_debit", amount, ref, now, balances[wallet_id]))
+    if rows_out:
+        await tx.executemany(
+            "INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, balance_after_micros)"
+            " VALUES (?, ?, ?, ?, ?, ?)", rows_out)
+    return balances
+
+
+async def balances_since(store: SqliteStore, last_tx_id: int) -> tuple[dict[str, int], int]:
+    """Wallets changed after transaction ``last_tx_id``: ({wallet: balance}, newest tx id)."""
+    rows = await store.fetch_all(
+        "SELECT wallet_id, balance_micros, last_tx_id FROM wallets WHERE last_tx_id > ?",
+        (last_tx_id,))
+    newest = max((int(r[2]) for r in rows), default=last_tx_id)
+    return {r[0]: int(r[1]) for r in rows}, newest
+
+
+async def erase_wallet(tx: Tx, wallet_id: str, *, now: float | None = None) -> int:
+    """Delete a wallet and its transactions for account erasure; returns rows deleted.
+
+    Call only when billing records are not kept (``[retention] keep_billing_records = false``);
+    the tombstone in ``wallet_erasures`` is what lets the schema's triggers allow the delete.
+    """
+    now = time.time() if now is None else now
+    await tx.execute("INSERT OR IGNORE INTO wallet_erasures (wallet_id, ts) VALUES (?, ?)",
+                     (wallet_id, now))
+    deleted = await tx.execute("DELETE FROM wallet_transactions WHERE wallet_id = ?", (wallet_id,))
+    deleted += await tx.execute("DELETE FROM wallets WHERE wallet_id = ?", (wallet_id,))
+    return deleted

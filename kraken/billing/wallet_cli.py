@@ -1,0 +1,88 @@
+"""``kraken wallet topup|balance|transactions``: the operator's view of the wallet ledger.
+
+Works on the configured SQLite file directly (WAL: safe beside a running Kraken, which picks
+the change up within ``[wallet] refresh_interval_s``). Output is JSON, one object per line.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import orjson
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    wallet = sub.add_parser("wallet", help="prepaid wallet ledger").add_subparsers(
+        dest="wallet_command", required=True)
+    top = wallet.add_parser("topup", help="credit a customer's wallet (idempotent by --ref)")
+    top.add_argument("customer_id")
+    top.add_argument("amount_usd", help="e.g. 25 or 12.50 (at most 6 decimals)")
+    top.add_argument("--ref", help="idempotency key: the same ref never credits twice "
+                                   "(default: a new random one)")
+    top.add_argument("--kind", choices=("top_up", "refund", "adjustment"), default="top_up",
+                     help="refund/adjustment may be negative (never below a zero balance)")
+    bal = wallet.add_parser("balance", help="print a customer's balance")
+    bal.add_argument("customer_id")
+    txs = wallet.add_parser("transactions", help="a customer's transactions, newest first")
+    txs.add_argument("customer_id")
+    txs.add_argument("--limit", type=int, default=50)
+    for p in (top, bal, txs):
+        p.add_argument("--config", help="TOML file (default: $KRAKEN_CONFIG or ./kraken.toml)")
+        p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from kraken import config
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"kraken: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(args, cfg.store.path, cfg.store.busy_timeout_ms))
+
+
+async def _run(args: argparse.Namespace, path: str, busy_timeout_ms: int) -> int:
+    from kraken.billing import wallet
+    from kraken.store.errors import StoreError
+    from kraken.store.sqlite import SqliteStore
+
+    try:
+        store = await SqliteStore.open(path, busy_timeout_ms=busy_timeout_ms)
+    except StoreError as exc:
+        print(f"kraken: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.wallet_command == "topup":
+            micros = wallet.usd_to_micros(args.amount_usd)
+            ref = args.ref or "cli:" + os.urandom(12).hex()
+            txn, created = await wallet.apply(store, args.customer_id, args.kind, micros, ref)
+            if created:
+                from kraken import audit
+
+                await audit.record(store, actor=audit.cli_actor(), action=f"wallet.{args.kind}",
+                                   target=args.customer_id, subject=args.customer_id,
+                                   detail={"amount_micros": micros, "ref": ref})
+            _print({**txn.to_dict(), "duplicate": not created})
+        elif args.wallet_command == "balance":
+            micros = await wallet.balance(store, args.customer_id)
+            _print({"customer_id": args.customer_id, "balance_micros": micros,
+                    "balance_usd": wallet.micros_to_usd(micros)})
+        else:
+            for txn in await wallet.transactions(store, args.customer_id, limit=args.limit):
+                _print(txn.to_dict())
+        return 0
+    except wallet.WalletError as exc:
+        print(f"kraken: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"kraken: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+
+
+def _print(obj: dict) -> None:
+    sys.stdout.write(orjson.dumps(obj).decode() + "\n")

@@ -1,0 +1,113 @@
+"""Trying a request's candidates in order: fallback before the first byte, circuit breakers,
+bounded attempts, and the live health that ``auto`` reads.
+
+Shared by every relayed endpoint: each passes an ``attempt(route)`` that performs one upstream
+exchange (raising a ``KrakenError`` when it is refused before the first byte, returning the
+relay's final state otherwise). Which failures move on to the next candidate:
+
+* connect failure, timeout, a provider that closed without answering (``UpstreamError``);
+* a provider answer of 429 or 5xx;
+* never a 4xx other than 429 (the request itself is at fault: another provider would say the
+  same), and never once a byte has reached the client.
+
+Customers who object to non-essential processing (``call.opted_out``) do not feed the moving
+averages that ``auto`` optimises on. Their outcomes still count towards the circuit breaker:
+it protects every request's service and keeps only a counter of the provider's failures.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from kraken import metrics
+from kraken.errors import KrakenError, UpstreamError, UpstreamStatus
+from kraken.gateway.breaker import CircuitOpen
+from kraken.gateway.call import Call
+from kraken.gateway.relay import FAILED
+from kraken.gateway.router import Route, Router
+from kraken.http.exchange import ResponseSink
+
+Attempt = Callable[[Route], Awaitable[object]]
+"""One upstream exchange on ``route``; returns the relay's final state (``FAILED`` = broke mid-stream)."""
+
+
+def falls_back(exc: KrakenError) -> bool:
+    """Would another candidate be worth trying after this error before the first byte?"""
+    if isinstance(exc, UpstreamStatus):
+        return exc.status == 429 or exc.status >= 500
+    return isinstance(exc, UpstreamError)
+
+
+async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[Route],
+                   attempt: Attempt, sink: ResponseSink) -> None:
+    """Try ``routes`` in order until one starts answering; raise the last failure otherwise.
+
+    Candidates whose provider's circuit is open are skipped (not counted as attempts; the
+    record says ``fallback_used`` and ``circuit_open`` when nothing else failed); at most
+    ``router.max_attempts`` are tried. ``call`` ends up naming the route that answered (or
+    failed last), ``fallback_used`` and the failed attempt's ``error_type``.
+    """
+    learn = not getattr(call, "opted_out", False)
+    health = router.health
+    last: KrakenError | None = None
+    previous: str | None = None
+    tried = 0
+    for route in routes:
+        if tried >= router.max_attempts:
+            break
+        name, model = route.provider.name, route.model
+        breaker = router.breakers.get(name)
+        if breaker is not None and not breaker.allow():
+            metrics.CIRCUIT_SKIPS.labels(name).inc()
+            call.error_type = call.error_type or CircuitOpen.error_type
+            previous = name  # serving from a later candidate is a fallback
+            continue
+        if previous is not None:
+            call.fallback_used = True
+            metrics.FALLBACKS.labels(previous).inc()
+        tried += 1
+        call.provider, call.model_dispatched = name, model
+        call.provider_kind = route.provider.family.cfg.kind
+        try:
+            outcome = await attempt(route)
+        except KrakenError as exc:
+            if not falls_back(exc):
+                if breaker is not None:
+                    breaker.success()  # the provider answered; the request is at fault
+                raise
+            metrics.UPSTREAM_ERRORS.labels(name, exc.error_type).inc()
+            if breaker is not None:
+                breaker.failure()
+            if learn:
+                health.failure(name, model)
+            if sink.started:
+                raise
+            call.error_type = exc.error_type
+            last, previous = exc, name
+            continue
+        except BaseException:
+            if breaker is not None:
+                breaker.release()  # cancelled: no outcome to learn from
+            raise
+        if outcome == FAILED:  # answered, then broke mid-stream
+            if breaker is not None:
+                breaker.failure()
+            if learn:
+                health.failure(name, model)
+        else:
+            if breaker is not None:
+                breaker.success()
+            if learn:
+                health.success(name, model, _ttfb_ms(call))
+        return
+    if last is not None:
+        raise last
+    raise CircuitOpen("Every provider for this model is failing; retry in a few seconds",
+                      code="circuit_open")
+
+
+def _ttfb_ms(call: Call) -> float | None:
+    """The provider's own time to first byte on the attempt that answered."""
+    first = call.ttfb_ns or call.head_ns
+    if not first or not call.sent_ns or first < call.sent_ns:
+        return None
+    return (first - call.sent_ns) / 1e6

@@ -1,0 +1,266 @@
+"""Claude through Kraken: the native ``POST /v1/messages`` endpoint and the OpenAI-format bridge.
+
+``/v1/messages`` runs the shared call lifecycle (authenticate → admit → limit → parse → route →
+dispatch → relay → record) with Anthropic's request checks and error format; the provider's
+answer is relayed byte for byte (the relay only taps ``message_start``/``message_delta`` for
+usage). Only routes whose provider speaks Anthropic's format are tried.
+
+``chat_shape`` is how ``/v1/chat/completions`` reaches an Anthropic provider: the request is
+translated (``kraken.providers.anthropic_translate``) and ``ChatOverAnthropic`` stands between
+the relay and the client, re-encoding the answer as OpenAI's (``anthropic_answer``; the
+translate module says why this path cannot relay bytes).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+
+from kraken import metrics
+from kraken.errors import (
+    BadRequest,
+    KrakenError,
+    MethodNotAllowed,
+    NotFound,
+    UpstreamStatus,
+)
+from kraken.gateway.call import Call
+from kraken.gateway.classify import task_type
+from kraken.http.exchange import FlowControl, Request, ResponseSink
+from kraken.providers.anthropic import AnthropicFamily, error_body_for
+from kraken.providers.anthropic_answer import (
+    ChunkTranslator,
+    completion_from_message,
+    openai_error_from_anthropic,
+)
+from kraken.providers.anthropic_translate import chat_to_messages, wants_usage_chunk
+
+if TYPE_CHECKING:
+    from kraken.gateway.pipeline import Gateway
+    from kraken.gateway.router import Route
+
+__all__ = ["ChatOverAnthropic", "chat_shape", "register", "send_anthropic_error"]
+
+PATH = "/v1/messages"
+MAX_TRANSLATED_BODY = 8 * 1024 * 1024
+"""A non-streamed Message is held (up to this bound) to be rewritten as a chat.completion."""
+_MOCK_KINDS = ("mock_anthropic",)
+"""Provider kinds that are Kraken's local mock: the request's ``mock`` steering field is kept."""
+
+
+def register(gateway: Gateway) -> None:
+    """Serve ``POST /v1/messages`` on ``gateway`` (other methods get Anthropic's 405)."""
+
+    async def messages(req: Request, sink: ResponseSink) -> None:
+        await gateway.run_call(req, sink, "messages",
+                               lambda call, r, s: _messages_call(gateway, call, r, s),
+                               send_failure=send_anthropic_error)
+
+    gateway.add_endpoint(PATH, messages, None)
+
+
+async def _messages_call(gateway: Gateway, call: Call, req: Request, sink: ResponseSink) -> None:
+    if req.method != "POST":
+        raise MethodNotAllowed(f"Use POST for {PATH}")
+    principal = await gateway.authenticate(req)
+    call.customer_id = principal.customer_id
+    call.key_id = principal.key_id
+    gateway.admit(call)
+    await gateway.limit(call, principal)
+    # Anthropic's SDK reads ``request-id`` (its ``_request_id``); Kraken's id stands in for it.
+    call.response_headers = [*call.response_headers, (b"request-id", call.request_id.encode())]
+    payload = parse_messages(req.body)
+    gateway.bill(principal, payload["model"])
+    call.stream = payload.get("stream") is True
+    call.task_type = task_type("messages", payload)
+    call.opted_out = getattr(principal, "opted_out", False)  # feeds no routing statistics
+    routes = anthropic_routes(gateway.router.candidates(payload["model"], task=call.task_type),
+                              payload["model"])
+    call.model_requested = payload["model"]  # only once known: never free client text
+    headers = req.headers
+
+    def shape(route: Route, body: dict, out: ResponseSink):
+        family = route.provider.family
+        return family, out, family.messages_request(body, route.model, headers)
+
+    await gateway.dispatch(call, routes, payload, sink, shape=shape)
+
+
+def parse_messages(raw: bytes) -> dict:
+    """The fields Kraken needs from a Messages request; the rest is the provider's to check."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("Request body must be a JSON object", code="invalid_json")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: Field required (a string)", code="invalid_value")
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: must be a non-empty array", code="invalid_value")
+    max_tokens = payload.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise BadRequest("max_tokens: Field required (a positive integer)", code="invalid_value")
+    stream = payload.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream: must be a boolean", code="invalid_value")
+    return payload
+
+
+def anthropic_routes(routes: tuple[Route, ...], model: str) -> tuple[Route, ...]:
+    """The candidates that speak Anthropic's format (the router's list, filtered in order)."""
+    kept = tuple(r for r in routes if isinstance(r.provider.family, AnthropicFamily))
+    if not kept:
+        raise NotFound(f"The model '{model[:200]}' is not served by an Anthropic provider here",
+                       code="model_not_found")
+    return kept
+
+
+def send_anthropic_error(sink: ResponseSink, exc: KrakenError, call: Call) -> None:
+    """A Kraken error before the first byte, as Anthropic's SDK expects it."""
+    body = error_body_for(exc)
+    rid = call.request_id.encode()
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", rid),
+               (b"request-id", rid), *exc.headers,
+               *(h for h in call.response_headers if h[0] != b"request-id")]
+    sink.start(exc.status, headers, len(body))
+    sink.write(body)
+    sink.end()
+
+
+# ---- /v1/chat/completions to an Anthropic provider ----------------------------------------------
+
+
+def chat_shape(route: Route, payload: dict, sink: ResponseSink):
+    """(relay family, response sink, upstream request) for one chat-completions attempt."""
+    family = route.provider.family
+    if not isinstance(family, AnthropicFamily):
+        return family, sink, family.chat_request(payload, route.model)
+    bridge = ChatOverAnthropic(family, sink, stream=payload.get("stream") is True,
+                               include_usage=wants_usage_chunk(payload))
+    return bridge, bridge, bridge.request(payload, route.model)
+
+
+class ChatOverAnthropic:
+    """The relay's family and sink for one OpenAI-format call answered by an Anthropic provider.
+
+    As a family it shapes the translated request, reads Anthropic usage (the relay's tap sees the
+    provider's bytes before they are translated) and turns provider errors into OpenAI's shape.
+    As a sink it translates what the relay writes: SSE events one by one as they arrive, or a
+    whole Message (held, bounded) rewritten at the end. Backpressure and the client's state are
+    the real sink's.
+    """
+
+    __slots__ = (
+        "_body",
+        "_head",
+        "_overflow",
+        "_sink",
+        "_stream",
+        "_translator",
+        "cfg",
+        "family",
+        "name",
+    )
+
+    def __init__(self, family: AnthropicFamily, sink: ResponseSink, *, stream: bool,
+                 include_usage: bool):
+        self.family = family
+        self.cfg = family.cfg
+        self.name = family.name
+        self._sink = sink
+        self._stream = stream
+        self._translator = ChunkTranslator(include_usage=include_usage) if stream else None
+        self._body = bytearray()
+        self._head: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        self._overflow = False
+
+    # ---- family ------------------------------------------------------------------------------
+    def request(self, payload: dict, model: str):
+        passthrough = ("mock",) if self.cfg.kind in _MOCK_KINDS else ()
+        body = chat_to_messages(payload, model, passthrough=passthrough)
+        target, headers, data, _ = self.family.messages_request(body, model)
+        return target, headers, data, False
+
+    def usage_parser(self):
+        return self.family.usage_parser()
+
+    def usage_from_body(self, body: bytes):
+        return self.family.usage_from_body(body)
+
+    def map_error(self, status: int, body: bytes) -> KrakenError:
+        err = self.family.map_error(status, body)
+        if isinstance(err, UpstreamStatus):
+            err.body = openai_error_from_anthropic(status, err.body, err)
+        return err
+
+    def sse_error_event(self, exc: KrakenError) -> bytes:
+        """Writes OpenAI's error event to the client itself and returns nothing for the relay
+        to write: the relay's bytes go through the translator, which this event must not."""
+        assert self._translator is not None
+        self._sink.write(self._translator.fail(exc))
+        return b""
+
+    # ---- sink --------------------------------------------------------------------------------
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        if self._stream:
+            self._sink.start(status, headers, None)
+        else:
+            self._head = (status, [(k, v) for k, v in headers if k != b"content-type"])
+
+    def write(self, data: bytes) -> None:
+        translator = self._translator
+        if translator is not None:
+            was_done = translator.done
+            out = translator.feed(data)
+            if out:
+                self._sink.write(out)
+            if translator.overflowed and not was_done:
+                metrics.TRANSLATION_FAILURES.labels("event_too_large").inc()
+        elif len(self._body) + len(data) <= MAX_TRANSLATED_BODY:
+            self._body += data
+        else:
+            self._overflow = True
+
+    def end(self) -> None:
+        if self._translator is not None:
+            tail = self._translator.finish()
+            if tail:
+                self._sink.write(tail)
+            self._sink.end()
+            return
+        raw = bytes(self._body)
+        body = None if self._overflow else completion_from_message(
+            raw, self.family.usage_from_body(raw))
+        status, headers = self._head or (200, [])
+        if body is None:
+            metrics.TRANSLATION_FAILURES.labels(
+                "body_too_large" if self._overflow else "untranslatable").inc()
+            status = 502
+            body = orjson.dumps({"error": {"message": "provider answer could not be translated",
+                                           "type": "upstream_error", "param": None, "code": None}})
+        self._sink.start(status, [(b"content-type", b"application/json"), *headers], len(body))
+        self._sink.write(body)
+        self._sink.end()
+
+    def abort(self) -> None:
+        self._sink.abort()
+
+    def cork(self) -> None:
+        self._sink.cork()
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def set_producer(self, producer: FlowControl | None) -> None:
+        self._sink.set_producer(producer)
+
+    @property
+    def started(self) -> bool:
+        return self._sink.started
+
+    @property
+    def disconnected(self) -> bool:
+        return self._sink.disconnected

@@ -1,0 +1,208 @@
+"""One HTTP/2 stream as the handler sees it: the ``ResponseSink`` of one exchange.
+
+It turns sink calls into frames through its ``H2Connection`` (which owns the h2 state
+machine, flow control and the socket) and carries the stream's phase and timers.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from h2.errors import ErrorCodes
+
+from kraken.http.exchange import FlowControl
+from kraken.http.h1 import DATE
+from kraken.http.h1body import BodyPace
+from kraken.http.h2limits import CONNECTION_SPECIFIC
+from kraken.http.timers import Deadline
+
+if TYPE_CHECKING:
+    from kraken.http.h2 import H2Connection
+
+RECV, RUN, REJECTED = "RECV", "RUN", "REJECTED"
+_DROP_RESPONSE_HEADERS = CONNECTION_SPECIFIC | {b"te", b"content-length"}
+
+
+class H2Stream:
+    """One request/response exchange; the ``ResponseSink`` given to the handler."""
+
+    __slots__ = (
+        "_conn", "stream_id", "phase", "method", "target", "scheme", "headers", "head_ns",
+        "_body", "body_size", "deadline", "task", "_started", "_ending", "closed", "reset",
+        "_head_only", "_pending", "_producer", "_producer_paused", "_buffer_full", "_left",
+        "corked", "pace", "stall",
+    )
+
+    def __init__(self, conn: H2Connection, stream_id: int):
+        self._conn = conn
+        self.stream_id = stream_id
+        self.phase = RECV
+        self.method = ""
+        self.target = ""
+        self.scheme = "https"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_ns = 0
+        self._body: list[bytes] = []
+        self.body_size = 0
+        self.deadline: Deadline | None = None
+        self.task: asyncio.Task | None = None
+        self._started = False
+        self._ending = False
+        """The body is complete (``end()``, or all of a Content-Length written); END_STREAM
+        goes with the last queued byte."""
+        self.closed = False
+        """END_STREAM sent or the stream reset: nothing more may be sent."""
+        self.reset = False
+        """The client reset the stream (or broke it): it will never read the response."""
+        self._head_only = False
+        self._pending = bytearray()
+        self._producer: FlowControl | None = None
+        self._producer_paused = False
+        self._buffer_full = False
+        self._left: int | None = None
+        """Body bytes still due under a Content-Length: the last ones carry END_STREAM."""
+        self.corked = False
+        """Frames are queued but not written until ``flush``/``end`` (one syscall per
+        provider read). Another stream's flush may take them along: that only batches more."""
+        self.pace: BodyPace | None = None
+        self.stall: Deadline | None = None
+        """Made on the first stall: runs while queued bytes wait and nothing may add to them."""
+
+    # ---- ResponseSink --------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def disconnected(self) -> bool:
+        return self.reset or self._conn.disconnected
+
+    def set_producer(self, producer: FlowControl | None) -> None:
+        self._producer = producer
+        self._producer_paused = False
+        self.update_producer()
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        if self._started or self.closed:
+            return
+        self._started = True
+        self._head_only = self.method == "HEAD"
+        out = [(b":status", b"%d" % status), (b"date", DATE.get()), (b"server", b"kraken"),
+               *self._conn.always_headers]
+        for name, value in headers:
+            name = name.lower()
+            if name not in _DROP_RESPONSE_HEADERS:  # hop-by-hop fields are malformed in h2
+                out.append((name, value))
+        if length is not None:
+            out.append((b"content-length", b"%d" % length))
+            self._left = length
+        self._conn.send_headers(self, out)
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self._ending or not data or not self._started or self._head_only:
+            return
+        left = self._left
+        if left is not None:
+            self._left = left - len(data)
+            if self._left <= 0:  # the whole body: END_STREAM goes with it, end() is a no-op
+                self._ending = True
+                self._producer = None
+        self._conn.write_data(self, data)
+
+    def cork(self) -> None:
+        self.corked = True
+
+    def flush(self) -> None:
+        """Write the frames held since ``cork`` (DATA beyond the window waits for it)."""
+        self._conn.flush()
+
+    def end(self) -> None:
+        self.corked = False
+        if self.closed or self._ending or not self._started:
+            self._conn.flush()
+            return
+        self._ending = True
+        self._producer = None
+        self._conn.pump(self)
+
+    def abort(self) -> None:
+        """RST_STREAM INTERNAL_ERROR: the client sees the response cut, not complete."""
+        if not self.closed:
+            self._conn.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
+
+    # ---- used by H2Connection ------------------------------------------------------
+    @property
+    def pending(self) -> bytearray:
+        return self._pending
+
+    @property
+    def ending(self) -> bool:
+        return self._ending
+
+    def update_producer(self) -> None:
+        """Pause or resume the producer: paused while the transport is full or this stream
+        holds ``stream_buffer_bytes`` the client has no window for (resumed at half)."""
+        conn = self._conn
+        limit = conn.stream_buffer_bytes
+        size = len(self._pending)
+        if size >= limit:
+            self._buffer_full = True
+        elif size <= limit // 2:
+            self._buffer_full = False
+        stall = self.stall
+        if self.stalled and not self.closed and conn.stall_timeout > 0:
+            if stall is None:
+                stall = self.stall = Deadline(conn.loop, lambda: conn.stream_stalled(self))
+            if stall.timeout <= 0:  # a stall begins; one already running keeps its start
+                stall.arm(conn.stall_timeout)
+        elif stall is not None and stall.timeout > 0:
+            stall.cancel()
+        producer = self._producer
+        if producer is None:
+            return
+        want = self._buffer_full or self._conn.writing_paused
+        if want and not self._producer_paused:
+            self._producer_paused = True
+            producer.pause_reading()
+        elif not want and self._producer_paused:
+            self._producer_paused = False
+            producer.resume_reading()
+
+    def add_body(self, data: bytes) -> None:
+        self._body.append(data)
+
+    def take_body(self) -> bytes:
+        body = b"".join(self._body)
+        self._body = []
+        return body
+
+    @property
+    def stalled(self) -> bool:
+        """Bytes wait for a window that the client does not open, and nothing more can be
+        queued: the producer is paused on the full buffer, or there is none (it is done)."""
+        return bool(self._pending) and (self._buffer_full or self._producer is None)
+
+    def stop_receiving(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        if self.pace is not None:
+            self.pace.stop()
+            self.pace = None
+
+    def drop(self) -> None:
+        """Forget everything queued: the stream is closed."""
+        self.closed = True
+        self._pending = bytearray()
+        self._producer = None
+        self._body = []
+        self.stop_receiving()
+        if self.stall is not None:
+            self.stall.stop()
+
+    @property
+    def producer(self) -> FlowControl | None:
+        return self._producer
+
+    @property
+    def producer_paused(self) -> bool:
+        return self._producer_paused

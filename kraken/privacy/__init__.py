@@ -1,0 +1,1 @@
+"""GDPR rights over the store: export (access, portability), erasure, retention purge."""

@@ -1,0 +1,148 @@
+"""Right to erasure: the account, its keys, BYOK ciphertexts, memberships and request
+metadata go in one transaction; then the WAL is checkpointed and truncated.
+
+With ``secure_delete`` on (SqliteStore sets it) SQLite zeroes freed cells and pages, and the
+TRUNCATE checkpoint moves the last page images out of the WAL and empties it, so afterwards
+neither the email nor the customer id is in ``kraken.db``, ``-wal`` or ``-shm``
+(tests/privacy/test_erase_bytes.py greps the raw files).
+
+``keep_billing_records`` keeps the request rows for billing audit but replaces the customer
+id with a tombstone: an HMAC-SHA256 of the id under a random key that is discarded at once,
+so the rows stay grouped together yet can never be linked back to the customer.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass, field
+
+import anyio
+
+from kraken import audit
+from kraken.accounts import service
+from kraken.privacy.tables import customer_tables, quoted
+from kraken.store.sqlite import SqliteStore, Tx
+
+BILLING_TABLES = frozenset({"usage_monthly"})
+"""Tables keyed by customer_id that are billing records: tombstoned, not deleted, when the
+operator keeps billing records. (Wallet ledgers are immutable by design and are kept as
+they are in that mode; without it they are erased.)"""
+
+
+@dataclass
+class Erasure:
+    """What an erasure removed (counts only: nothing about the person)."""
+
+    requests_deleted: int = 0
+    requests_tombstoned: int = 0
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    rows_tombstoned: dict[str, int] = field(default_factory=dict)
+    audit_entries_redacted: int = 0
+    wal_truncated: bool = False
+    tombstone: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"erased": True, "requests_deleted": self.requests_deleted,
+                "requests_tombstoned": self.requests_tombstoned,
+                "rows_deleted": self.rows_deleted, "rows_tombstoned": self.rows_tombstoned,
+                "tombstone": self.tombstone,
+                "audit_entries_redacted": self.audit_entries_redacted,
+                "wal_truncated": self.wal_truncated}
+
+
+def tombstone(customer_id: str) -> str:
+    """An irreversible stand-in for ``customer_id`` (the HMAC key is never stored)."""
+    key = os.urandom(32)
+    return "erased_" + hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+async def erase_customer(store: SqliteStore, customer_id: str, *, actor: str,
+                         keep_billing_records: bool = False) -> Erasure:
+    """Erase everything about ``customer_id`` (NotFoundError if there is no such customer)."""
+    result = Erasure(tombstone=tombstone(customer_id) if keep_billing_records else None)
+    tables = await customer_tables(store)
+    async with store.transaction() as tx:
+        if await tx.fetch_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+            raise service.NotFoundError("customer_id", "no such customer")
+        # Own rows first (BYOK ciphertexts, wallet...): a table without ON DELETE CASCADE
+        # would otherwise block the customer's delete, or outlive it.
+        for table, _, _ in reversed(tables):
+            if table == "members":  # delete_customer_in needs them to drop emptied orgs
+                row = await tx.fetch_one("SELECT COUNT(*) FROM members WHERE customer_id = ?",
+                                         (customer_id,))
+                if row and row[0]:
+                    result.rows_deleted[table] = int(row[0])
+                continue
+            if result.tombstone and table in BILLING_TABLES:
+                n = await tx.execute(f"UPDATE {quoted(table)} SET customer_id = ? "
+                                     "WHERE customer_id = ?", (result.tombstone, customer_id))
+                if n:
+                    result.rows_tombstoned[table] = n
+                continue
+            n = await tx.execute(f"DELETE FROM {quoted(table)} WHERE customer_id = ?",
+                                 (customer_id,))
+            if n:
+                result.rows_deleted[table] = n
+        await service.delete_customer_in(tx, customer_id)
+        result.rows_deleted["customers"] = 1
+        await _requests(tx, customer_id, result)
+        if not keep_billing_records:
+            n = await _erase_wallet(tx, customer_id)
+            if n:
+                result.rows_deleted["wallets"] = n
+        # The entry commits to the id through its salted digest, then the plaintext is
+        # blanked with every other entry about this customer.
+        await audit.append(tx, actor=actor, action="customer.erase", target=customer_id,
+                           subject=customer_id, detail={
+                               "requests_deleted": result.requests_deleted,
+                               "requests_tombstoned": result.requests_tombstoned,
+                               "tables": sorted(result.rows_deleted)})
+        result.audit_entries_redacted = await audit.redact_subject(tx, customer_id)
+    result.wal_truncated = await truncate_wal(store)
+    return result
+
+
+async def _requests(tx: Tx, customer_id: str, result: Erasure) -> None:
+    if result.tombstone:
+        result.requests_tombstoned = await tx.execute(
+            "UPDATE requests SET customer_id = ? WHERE customer_id = ?",
+            (result.tombstone, customer_id))
+    else:
+        result.requests_deleted = await tx.execute(
+            "DELETE FROM requests WHERE customer_id = ?", (customer_id,))
+
+
+async def _erase_wallet(tx: Tx, customer_id: str) -> int:
+    """The prepaid wallet (kraken/billing/wallet.py), keyed by the customer id; the erasure
+    marker its triggers need is removed too, so the id is left nowhere."""
+    from kraken.billing import wallet
+
+    n = await wallet.erase_wallet(tx, customer_id)
+    await tx.execute("DELETE FROM wallet_erasures WHERE wallet_id = ?", (customer_id,))
+    return n
+
+
+async def sweep_requests(store: SqliteStore, customer_id: str, *,
+                         tombstone_id: str | None = None) -> int:
+    """Records of an erased customer that were still queued in the meter when it was erased
+    (and the wallet their debits may have re-created)."""
+    result = Erasure(tombstone=tombstone_id)
+    async with store.transaction() as tx:
+        await _requests(tx, customer_id, result)
+        if not tombstone_id:
+            await _erase_wallet(tx, customer_id)
+    n = result.requests_deleted + result.requests_tombstoned
+    if n:
+        await truncate_wal(store)
+    return n
+
+
+async def truncate_wal(store: SqliteStore, attempts: int = 50) -> bool:
+    """``PRAGMA wal_checkpoint(TRUNCATE)`` until it is not blocked by a reader (bounded)."""
+    for _ in range(attempts):
+        rows = await store.fetch_all("PRAGMA wal_checkpoint(TRUNCATE)")
+        if rows and rows[0][0] == 0:
+            return True
+        await anyio.sleep(0.05)
+    return False

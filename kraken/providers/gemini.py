@@ -1,0 +1,203 @@
+"""The Gemini native wire family: ``generateContent`` / ``streamGenerateContent`` passed through.
+
+The client's body goes upstream unchanged (it names no model: the model is in the path) and
+Google's bytes come back unchanged. Google lets callers put the API key in the URL (``?key=``);
+Kraken never does: the provider key travels only in the ``x-goog-api-key`` header, so it cannot
+end up in an access log, a proxy log or a ``Request`` repr. Errors Kraken itself reports use
+Google's shape, ``{"error":{"code":..,"message":..,"status":..}}``, so Google's SDKs raise
+their own exceptions.
+
+Usage is ``usageMetadata``: ``promptTokenCount`` already includes ``cachedContentTokenCount``
+(OpenAI's convention for cached tokens), while ``candidatesTokenCount`` excludes
+``thoughtsTokenCount``; the record's completion count is candidates + thoughts with thoughts as
+the reasoning part, so the "openai" pricing family prices both correctly. In a stream every
+chunk carries the counts so far; the last one wins.
+"""
+from __future__ import annotations
+
+import orjson
+
+from kraken.config import ProviderConfig
+from kraken.errors import KrakenError, UpstreamError, UpstreamStatus
+from kraken.providers.openai_compat import scrub
+from kraken.providers.usage import Usage
+
+__all__ = [
+    "METHODS",
+    "GeminiNative",
+    "UsageMetadataTap",
+    "gemini_usage",
+    "google_error_body",
+    "google_status",
+    "native_base_path",
+]
+
+METHODS = ("generateContent", "streamGenerateContent")
+OPENAI_SUFFIX = "/openai"
+
+_STATUS = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION",
+    403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 408: "DEADLINE_EXCEEDED",
+    409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+    500: "INTERNAL", 501: "NOT_IMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_META_KEY = b'"usageMetadata"'
+
+
+def google_status(status: int) -> str:
+    """google.rpc.Code name for an HTTP status (what Google puts in ``error.status``)."""
+    return _STATUS.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+
+
+def google_error_body(exc: KrakenError) -> bytes:
+    return orjson.dumps({"error": {"code": exc.status, "message": exc.message,
+                                   "status": google_status(exc.status)}})
+
+
+def native_base_path(base_path: str) -> str:
+    """The native API root from the preset's OpenAI-compatible base (``/v1beta/openai``)."""
+    return base_path.removesuffix(OPENAI_SUFFIX)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def gemini_usage(meta: dict) -> Usage:
+    """``usageMetadata`` as the record's four counts (see the module docstring)."""
+    prompt = _int(meta.get("promptTokenCount"))
+    tool_prompt = _int(meta.get("toolUsePromptTokenCount"))
+    if prompt is not None and tool_prompt:
+        prompt += tool_prompt  # billed as input, reported beside the prompt
+    candidates = _int(meta.get("candidatesTokenCount"))
+    thoughts = _int(meta.get("thoughtsTokenCount"))
+    completion = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+    return Usage(prompt, completion, _int(meta.get("cachedContentTokenCount")), thoughts)
+
+
+def _usage_of(obj: object) -> Usage | None:
+    if isinstance(obj, list):  # streamGenerateContent without alt=sse: a JSON array of chunks
+        obj = obj[-1] if obj else None
+    meta = obj.get("usageMetadata") if isinstance(obj, dict) else None
+    return gemini_usage(meta) if isinstance(meta, dict) else None
+
+
+class UsageMetadataTap:
+    """Stream tap for ``alt=sse``: bytes pass through untouched, the last ``usageMetadata`` is kept.
+
+    Only the line holding the newest ``usageMetadata`` is copied (a partial last line is held,
+    bounded by ``max_line``); it is parsed once, at the end. Same interface as ``SseTap``.
+    """
+
+    __slots__ = ("_last", "_max", "_tail", "overflowed", "usage")
+
+    def __init__(self, max_line: int = 1 << 20):
+        self._tail = b""
+        self._last = b""
+        self._max = max_line
+        self.overflowed = False
+        self.usage: Usage | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._tail + data if self._tail else data
+        nl = buf.rfind(b"\n")
+        if nl < 0:
+            complete, tail = b"", buf
+        else:
+            complete, tail = buf[: nl + 1], buf[nl + 1 :]
+        at = complete.rfind(_META_KEY)
+        if at >= 0:
+            start = complete.rfind(b"\n", 0, at) + 1
+            self._last = complete[start : complete.find(b"\n", at)]
+        if len(tail) > self._max:  # a line beyond the bound: its usage is lost, not buffered
+            self.overflowed = True
+            tail = b""
+        self._tail = tail
+        return data
+
+    def flush(self) -> bytes:
+        if _META_KEY in self._tail:
+            self._last = self._tail
+        self._tail = b""
+        line = self._last.strip()
+        if line.startswith(b"data:"):
+            try:
+                self.usage = _usage_of(orjson.loads(line[5:]))
+            except orjson.JSONDecodeError:
+                self.usage = None
+        return b""
+
+
+class GeminiNative:
+    """Shapes native requests for one configured ``kind = "gemini"`` provider."""
+
+    def __init__(self, cfg: ProviderConfig, base_path: str, authority: str):
+        self.cfg = cfg
+        self.name = cfg.name
+        self._models = native_base_path(base_path) + "/models/"
+        self._headers: list[tuple[bytes, bytes]] = [
+            (b"host", authority.encode()),
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"user-agent", b"kraken-gateway"),
+        ]
+        if cfg.api_key:
+            self._headers.append((b"x-goog-api-key", cfg.api_key.encode()))
+
+    @staticmethod
+    def authorized(headers: list[tuple[bytes, bytes]], api_key: str) -> list[tuple[bytes, bytes]]:
+        """``headers`` with the customer's own key (BYOK) as the only credential."""
+        return [h for h in headers if h[0] != b"x-goog-api-key"] + [
+            (b"x-goog-api-key", api_key.encode())]
+
+    def request(self, model: str, method: str, body: bytes, *, sse: bool
+                ) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
+        """(target, headers, body): the client's body as is; the key only in a header."""
+        if method not in METHODS:
+            raise ValueError(method)
+        target = self._models + model + ":" + method
+        if sse:
+            target += "?alt=sse"
+        return target, self._headers + [(b"content-length", str(len(body)).encode())], body
+
+    # ---- what the relay needs (same names as OpenAICompat) ----------------------------
+    @staticmethod
+    def usage_from_body(body: bytes) -> Usage | None:
+        try:
+            return _usage_of(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            return None
+
+    @staticmethod
+    def usage_event(event: bytes) -> tuple[Usage, bool] | None:
+        """For one SSE event: (usage, False) if it carries ``usageMetadata``; never hidden."""
+        start = event.find(b"data:")
+        if start < 0:
+            return None
+        try:
+            usage = _usage_of(orjson.loads(event[start + 5 :]))
+        except orjson.JSONDecodeError:
+            return None
+        return (usage, False) if usage is not None else None
+
+    def usage_parser(self):
+        return self.usage_event
+
+    @staticmethod
+    def sse_error_event(exc: KrakenError) -> bytes:
+        """A stream failing after its first byte ends with Google's error object as an event."""
+        return b"data: " + google_error_body(exc) + b"\r\n\r\n"
+
+    def map_error(self, status: int, body: bytes) -> KrakenError:
+        """A provider error before the first byte (the same rules as the OpenAI family)."""
+        if status in (401, 403) or (status == 400 and b"API_KEY_INVALID" in body):
+            return UpstreamError(f"provider {self.name} rejected the gateway's credentials")
+        if 400 <= status < 500 and status != 429:
+            return UpstreamStatus(status, scrub(body, self.cfg.api_key))
+        err = UpstreamError(f"provider {self.name} returned {status}")
+        if status == 429:
+            err.status, err.error_type = 429, "upstream_rate_limited"
+        elif status == 504:
+            err.status, err.error_type = 504, "upstream_timeout"
+        return err

@@ -1,0 +1,268 @@
+"""The accounts service against a real SQLite file: validation names the field, text is stored
+verbatim (SQL metacharacters included), roles follow the table, deletion cascades and every
+key change leaves a key event for the gateways."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from kraken.accounts import service
+from kraken.accounts.roles import ACTIONS, PERMISSIONS, ROLES, can, require
+from kraken.gateway.keys import CHECKED_KEY_RE, check_key, checksum_ok, parse_key
+from kraken.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+NASTY = [
+    "Robert'); DROP TABLE customers;--",
+    "\" OR 1=1 --",
+    "a%_\\b; SELECT * FROM api_keys",
+    "' UNION SELECT hash FROM api_keys --",
+    "O'Brien \u00e9\u00e8 \U0001F419 /* */ `x`",
+]
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await SqliteStore.open(str(tmp_path / "acc.db"))
+    yield s
+    await s.close()
+
+
+async def _field(coro) -> str:
+    with pytest.raises(service.AccountError) as info:
+        await coro
+    return info.value.field
+
+
+# -- validation --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("email", ["", "   ", "no-at-sign", "a@b", "a@@b.com", "@b.com", "a@b..com",
+                                   "a b@c.com", "a@-b.com", "x" * 250 + "@b.com", "a@b.123",
+                                   "a\n@b.com"])
+async def test_bad_email_is_refused_naming_the_field(store, email):
+    assert await _field(service.create_customer(store, email)) == "email"
+
+
+async def test_email_is_required_and_typed(store):
+    assert await _field(service.create_customer(store, None)) == "email"
+    assert await _field(service.create_customer(store, 42)) == "email"
+
+
+async def test_email_is_normalised_and_unique_case_insensitively(store):
+    cus = await service.create_customer(store, "  Ada.Lovelace@Example.ORG ")
+    assert cus.email == "Ada.Lovelace@example.org"
+    with pytest.raises(service.ConflictError) as info:
+        await service.create_customer(store, "ada.lovelace@EXAMPLE.org")
+    assert info.value.field == "email" and info.value.status == 409
+    assert "Ada" not in info.value.message  # the address is not echoed back
+    other = await service.create_customer(store, "other@example.org")
+    with pytest.raises(service.ConflictError):
+        await service.update_customer(store, other.id, email="ADA.LOVELACE@example.org")
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"name": "x" * 201}, "name"),
+    ({"name": "bell\x07"}, "name"),
+    ({"name": 5}, "name"),
+    ({"plan": ""}, "plan"),
+    ({"plan": "a b"}, "plan"),
+    ({"opted_out": "yes"}, "opted_out"),
+])
+async def test_customer_fields_are_validated(store, kwargs, field):
+    assert await _field(service.create_customer(store, "v@example.com", **kwargs)) == field
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"rpm": -1}, "rpm"),
+    ({"tpm": 1.5}, "tpm"),
+    ({"max_concurrent": True}, "max_concurrent"),
+    ({"token_budget": -5}, "token_budget"),
+    ({"spend_budget_usd": float("nan")}, "spend_budget_usd"),
+    ({"spend_budget_usd": -1}, "spend_budget_usd"),
+    ({"expires_at": time.time() - 10}, "expires_at"),
+    ({"expires_at": "tomorrow"}, "expires_at"),
+    ({"allowed_models": "mock-gpt"}, "allowed_models"),
+    ({"allowed_models": []}, "allowed_models"),
+    ({"allowed_models": ["ok", ""]}, "allowed_models[1]"),
+    ({"allowed_models": [3]}, "allowed_models[0]"),
+    ({"name": "\x00"}, "name"),
+    ({"env": "prod"}, "env"),
+    ({"org_id": "org_missing"}, "org_id"),
+])
+async def test_key_fields_are_validated(store, kwargs, field):
+    cus = await service.create_customer(store, "k@example.com")
+    assert await _field(service.create_key(store, cus.id, rounds=4, **kwargs)) == field
+    assert await service.list_keys(store) == []
+
+
+async def test_unknown_ids_are_not_found_naming_the_field(store):
+    assert await _field(service.get_customer(store, "cus_nope")) == "customer_id"
+    assert await _field(service.create_key(store, "cus_nope", rounds=4)) == "customer_id"
+    assert await _field(service.revoke_key(store, "nope")) == "key_id"
+    assert await _field(service.delete_key(store, "nope")) == "key_id"
+    assert await _field(service.get_organisation(store, "org_nope")) == "org_id"
+    assert await _field(service.create_organisation(store, "Acme", "cus_nope")) == "owner_id"
+
+
+async def test_errors_render_as_openai_style_bodies(store):
+    from kraken.errors import error_body
+
+    with pytest.raises(service.ValidationError) as info:
+        await service.create_customer(store, "broken")
+    body = json.loads(error_body(info.value))
+    assert info.value.status == 400
+    assert body["error"]["message"].startswith("email: ")
+
+
+# -- SQL metacharacters are data ---------------------------------------------------------------
+
+@pytest.mark.parametrize("nasty", NASTY)
+async def test_sql_metacharacters_in_every_text_field_are_stored_verbatim(store, tmp_path, nasty):
+    local = "".join(c for c in nasty if c.isascii() and (c.isalnum() or c in "'%_")) or "x"
+    email = f"{local[:60]}@example.com"
+    cus = await service.create_customer(store, email, nasty, plan="p_1.x-y")
+    assert (await service.get_customer(store, cus.id)).name == nasty
+    assert (await service.find_customer_by_email(store, email)).id == cus.id
+    org = await service.create_organisation(store, nasty, cus.id)
+    assert (await service.get_organisation(store, org.id)).name == nasty
+    created = await service.create_key(store, cus.id, name=nasty, org_id=org.id,
+                                       allowed_models=[nasty, "mock-gpt"], rounds=4)
+    key = await service.get_key(store, created.key.id)
+    assert key.name == nasty and key.allowed_models == (nasty, "mock-gpt")
+    # Lookups by a hostile "id" find nothing and break nothing.
+    assert await _field(service.get_customer(store, nasty)) == "customer_id"
+    assert await _field(service.revoke_key(store, nasty)) == "key_id"
+    assert await service.list_keys(store, customer_id=nasty) == []
+    with sqlite3.connect(tmp_path / "acc.db") as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"customers", "organisations", "members", "api_keys", "key_events"} <= tables
+        assert raw.execute("SELECT COUNT(*) FROM customers").fetchone() == (1,)
+
+
+# -- roles ---------------------------------------------------------------------------------
+
+EXPECTED = {
+    "restricted": {"call_models"},
+    "developer": {"call_models", "manage_own_keys", "read_own_usage"},
+    "admin": {"call_models", "manage_own_keys", "read_own_usage", "manage_members",
+              "manage_keys", "manage_byok", "manage_limits", "read_usage"},
+    "owner": set(ACTIONS),
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("action", ACTIONS)
+def test_roles_matrix(role, action):
+    assert can(role, action) is (action in EXPECTED[role])
+    if action in EXPECTED[role]:
+        require(role, action)
+    else:
+        with pytest.raises(service.ForbiddenError) as info:
+            require(role, action)
+        assert info.value.status == 403
+
+
+def test_no_role_may_do_nothing_and_unknown_actions_raise():
+    assert not any(can(None, a) or can("superuser", a) for a in ACTIONS)
+    with pytest.raises(ValueError):
+        can("owner", "launch_missiles")
+    assert set(PERMISSIONS) == set(ROLES)
+
+
+async def test_members_and_the_last_owner(store):
+    owner = await service.create_customer(store, "owner@example.com")
+    dev = await service.create_customer(store, "dev@example.com")
+    org = await service.create_organisation(store, "Acme", owner.id)
+    assert await service.member_role(store, org.id, owner.id) == "owner"
+    assert await _field(service.add_member(store, org.id, dev.id, "root")) == "role"
+    await service.add_member(store, org.id, dev.id, "developer")
+    assert await _field(service.add_member(store, org.id, dev.id, "admin")) == "customer_id"
+    assert can(await service.member_role(store, org.id, dev.id), "manage_own_keys")
+    assert not can(await service.member_role(store, org.id, dev.id), "manage_members")
+    assert await _field(service.set_member_role(store, org.id, owner.id, "admin")) == "role"
+    assert await _field(service.remove_member(store, org.id, owner.id)) == "customer_id"
+    await service.set_member_role(store, org.id, dev.id, "owner")
+    await service.set_member_role(store, org.id, owner.id, "restricted")
+    assert [(m.customer_id, m.role) for m in await service.list_members(store, org.id)] == \
+        [(owner.id, "restricted"), (dev.id, "owner")]
+    await service.remove_member(store, org.id, owner.id)
+    assert await service.member_role(store, org.id, owner.id) is None
+    assert [o.id for o in await service.list_organisations(store, customer_id=dev.id)] == [org.id]
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+async def test_key_is_returned_once_and_stored_only_as_a_hash(store, tmp_path):
+    cus = await service.create_customer(store, "h@example.com")
+    created = await service.create_key(store, cus.id, rounds=4)
+    secret = created.plaintext
+    assert CHECKED_KEY_RE.fullmatch(secret) and checksum_ok(secret)
+    assert parse_key(secret)[0] == created.key.id
+    assert secret not in repr(created)
+    listed = await service.list_keys(store, customer_id=cus.id)
+    assert listed == [created.key]
+    assert "hash" not in created.key.as_dict() and "$2b$" not in json.dumps(
+        [k.as_dict() for k in listed])
+    with sqlite3.connect(tmp_path / "acc.db") as raw:
+        (stored,) = raw.execute("SELECT hash FROM api_keys").fetchone()
+    assert stored.startswith("$2b$04$") and check_key(secret, stored)
+    raw_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("acc.db*"))
+    assert secret.encode() not in raw_bytes
+
+
+async def test_revoke_update_delete_and_status(store):
+    cus = await service.create_customer(store, "s@example.com")
+    created = await service.create_key(store, cus.id, expires_at=time.time() + 3600, rounds=4)
+    kid = created.key.id
+    assert created.key.status() == "active"
+    assert created.key.status(now=time.time() + 7200) == "expired"
+    updated = await service.update_key(store, kid, rpm=7, allowed_models=["a", "a", "b"],
+                                       expires_at=None)
+    assert (updated.rpm, updated.allowed_models, updated.expires_at) == (7, ("a", "b"), None)
+    first = await service.revoke_key(store, kid)
+    again = await service.revoke_key(store, kid)
+    assert first.status() == "revoked" and again.revoked_at == first.revoked_at
+    assert await service.list_keys(store, include_revoked=False) == []
+    await service.delete_key(store, kid)
+    assert await service.list_keys(store) == []
+
+
+async def test_every_key_change_leaves_a_key_event(store):
+    cus = await service.create_customer(store, "e@example.com")
+    a = (await service.create_key(store, cus.id, rounds=4)).key.id
+    b = (await service.create_key(store, cus.id, rounds=4)).key.id
+
+    async def events() -> list[str]:
+        return [r[0] for r in await store.fetch_all("SELECT key_id FROM key_events ORDER BY seq")]
+
+    assert await events() == []  # creating a key evicts nothing
+    await service.update_key(store, a, rpm=1)
+    await service.revoke_key(store, a)
+    await service.update_customer(store, cus.id, plan="gold")
+    assert (await events())[:2] == [a, a] and sorted((await events())[2:]) == sorted([a, b])
+    await service.update_customer(store, cus.id, name="only the name")  # no cache impact
+    assert len(await events()) == 4
+    await service.delete_customer(store, cus.id)
+    assert sorted((await events())[4:]) == sorted([a, b])
+
+
+async def test_deleting_a_customer_cascades_to_keys_and_memberships(store):
+    cus = await service.create_customer(store, "gone@example.com", "Gone")
+    stays = await service.create_customer(store, "stays@example.com")
+    solo = await service.create_organisation(store, "Solo", cus.id)
+    shared = await service.create_organisation(store, "Shared", stays.id)
+    await service.add_member(store, shared.id, cus.id, "admin")
+    await service.create_key(store, cus.id, org_id=shared.id, rounds=4)
+    keep = await service.create_key(store, stays.id, rounds=4)
+    await service.delete_customer(store, cus.id)
+    assert await _field(service.get_customer(store, cus.id)) == "customer_id"
+    assert await service.list_keys(store) == [keep.key]
+    assert [m.customer_id for m in await service.list_members(store, shared.id)] == [stays.id]
+    assert await _field(service.get_organisation(store, solo.id)) == "org_id"  # no member left
+    assert await store.fetch_all("SELECT COUNT(*) FROM members WHERE customer_id = ?",
+                                 (cus.id,)) == [(0,)]
+    assert await _field(service.delete_customer(store, cus.id)) == "customer_id"

@@ -1,0 +1,61 @@
+"""``kraken admin-token``, ``kraken usage`` and ``kraken audit list``: tables by default,
+JSON with --json, over the same store the server uses."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from adminkit import admin_kraken, insert_requests
+from harness import write_toml
+
+from kraken.admin.token import hash_token
+
+pytestmark = pytest.mark.anyio
+
+
+def _kraken(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kraken", *args], input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_admin_token_prints_a_token_and_the_hash_to_configure():
+    out = _kraken("admin-token")
+    assert out.returncode == 0
+    token = out.stdout.splitlines()[0].rsplit(" ", 1)[1]
+    assert token.startswith("kradm_") and len(token) > 40
+    assert f'token_hash = "{hash_token(token)}"' in out.stdout
+    hashed = _kraken("admin-token", "--hash", stdin=token + "\n")
+    assert hashed.returncode == 0 and hashed.stdout.strip() == hash_token(token)
+    empty = _kraken("admin-token", "--hash", stdin="\n")
+    assert empty.returncode == 2 and "token" in empty.stderr
+
+
+async def test_usage_and_audit_as_tables_and_json(tmp_path):
+    async with admin_kraken(tmp_path) as (admin, k):
+        cus = await admin.customer()
+        insert_requests(k.db_path, cus["id"], 20, latency=lambda i: float(i + 1), error_every=5)
+        insert_requests(k.db_path, cus["id"], 4, model="other-model")
+        db = k.db_path
+    cfg = tmp_path / "cli.toml"
+    write_toml(cfg, {"store": {"path": str(db)}})
+    table = _kraken("usage", "--config", str(cfg), "--group-by", "model")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["model", "requests", "prompt_tokens"]
+    row = next(line.split() for line in lines if line.startswith("mock-gpt"))
+    assert row[1] == "20"
+    as_json = _kraken("usage", "--config", str(cfg), "--group-by", "model", "--json",
+                      "--customer", cus["id"])
+    data = {r["group"]: r for r in json.loads(as_json.stdout)}
+    assert data["mock-gpt"]["p50_latency_ms"] == 10.0 and data["mock-gpt"]["p95_latency_ms"] == 19.0
+    assert data["mock-gpt"]["error_rate"] == 0.2 and data["other-model"]["requests"] == 4
+    audit = _kraken("audit", "list", "--config", str(cfg))
+    assert audit.returncode == 0 and "customer.create" in audit.stdout
+    assert audit.stdout.splitlines()[0].split() == ["seq", "ts", "actor", "action", "target",
+                                                    "subject", "detail"]
+    bad = _kraken("audit", "list", "--config", str(cfg), "--limit", "0")
+    assert bad.returncode == 2 and "--limit" in bad.stderr
+    nocfg = _kraken("usage", "--config", str(tmp_path / "missing.toml"))
+    assert nocfg.returncode == 2 and "missing.toml" in nocfg.stderr

@@ -1,0 +1,186 @@
+"""The Stripe-compatible webhook: signatures computed here (no network), posted to a real
+Kraken process; top-ups are idempotent per payment and the body never reaches the logs."""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import orjson
+import pytest
+
+from kraken.billing.stripe_webhook import (
+    SignatureError,
+    sign,
+    top_up_of,
+    verify_signature,
+)
+from kraken.errors import BadRequest
+from tests.harness import (
+    KrakenProcess,
+    free_port,
+    http,
+    kraken_mapping,
+    running_mock,
+    write_toml,
+)
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "whsec_test_0123456789abcdef"
+CANARY = "CANARY-STRIPE-BODY-5d1e"
+NOW = 1_800_000_000
+
+
+def header(body: bytes, *, secret: str = SECRET, t: int | None = None, extra: str = "") -> str:
+    t = int(time.time()) if t is None else t
+    return f"t={t},v1={sign(secret, t, body)}{extra}"
+
+
+def checkout(event_id: str, *, cents: int = 2500, customer: str = "cus_a", pi: str | None = "pi_1",
+             status: str = "paid", currency: str = "usd") -> bytes:
+    return orjson.dumps({
+        "id": event_id, "object": "event", "type": "checkout.session.completed",
+        "data": {"object": {"id": "cs_test_1", "object": "checkout.session", "amount_total": cents,
+                            "currency": currency, "payment_status": status, "payment_intent": pi,
+                            "metadata": {"kraken_customer_id": customer, "note": CANARY}}}})
+
+
+def intent(event_id: str, *, pi: str = "pi_1", cents: int = 2500) -> bytes:
+    return orjson.dumps({
+        "id": event_id, "type": "payment_intent.succeeded",
+        "data": {"object": {"id": pi, "object": "payment_intent", "amount_received": cents,
+                            "currency": "usd", "metadata": {"kraken_customer_id": "cus_a"}}}})
+
+
+# ---- signature verification ----------------------------------------------------------
+
+def test_a_valid_signature_returns_its_timestamp():
+    body = b'{"id":"evt_1"}'
+    assert verify_signature(header(body, t=NOW).encode(), body, SECRET, tolerance_s=300, now=NOW + 10) == NOW
+
+
+def test_any_of_several_v1_signatures_may_match():
+    body = b'{"id":"evt_1"}'
+    h = f"t={NOW},v1={'0' * 64},v0=abc,v1={sign(SECRET, NOW, body)}"
+    assert verify_signature(h.encode(), body, SECRET, tolerance_s=300, now=NOW) == NOW
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda b: None, "Missing Stripe-Signature"),
+    (lambda b: f"v1={sign(SECRET, NOW, b)}", "no t= timestamp"),
+    (lambda b: f"t={NOW}", "no v1= signature"),
+    (lambda b: "t=yesterday,v1=00", "not a Unix timestamp"),
+    (lambda b: header(b, t=NOW - 301), "outside the 300 s tolerance"),
+    (lambda b: header(b, t=NOW + 301), "outside the 300 s tolerance"),
+    (lambda b: header(b, t=NOW, secret="whsec_other"), "does not match"),
+    (lambda b: header(b + b" ", t=NOW), "does not match"),
+    (lambda b: "t=1," + "v1=0," * 1000, "too long"),
+])
+def test_bad_signatures_are_refused_with_a_clear_reason(make, message):
+    body = b'{"id":"evt_1"}'
+    h = make(body)
+    # the body is signed as received: the last case signs one extra space
+    signed_body = body
+    with pytest.raises(SignatureError, match=message) as err:
+        verify_signature(h.encode() if h else None, signed_body, SECRET, tolerance_s=300, now=NOW)
+    assert err.value.status == 400 and err.value.code == "invalid_signature"
+
+
+def test_checkout_and_payment_intent_of_one_payment_share_a_ref():
+    a = top_up_of(orjson.loads(checkout("evt_1")), "kraken_customer_id")
+    b = top_up_of(orjson.loads(intent("evt_2")), "kraken_customer_id")
+    assert a == b == ("cus_a", 25_000_000, "stripe:pi_1")
+
+
+@pytest.mark.parametrize("body, message", [
+    (checkout("e", customer=""), "metadata.kraken_customer_id"),
+    (checkout("e", currency="eur"), "currency must be 'usd'"),
+    (checkout("e", cents=0), "amount_total must be a positive integer"),
+])
+def test_handled_events_missing_what_a_top_up_needs_name_the_field(body, message):
+    with pytest.raises(BadRequest, match=message):
+        top_up_of(orjson.loads(body), "kraken_customer_id")
+
+
+def test_unpaid_checkouts_and_other_events_are_ignored():
+    assert top_up_of(orjson.loads(checkout("e", status="unpaid")), "kraken_customer_id") is None
+    assert top_up_of({"type": "customer.created", "data": {"object": {}}}, "kraken_customer_id") is None
+
+
+# ---- a real Kraken process ------------------------------------------------------------
+
+def ledger(db) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT wallet_id, kind, amount_micros, ref FROM wallet_transactions"
+                            " ORDER BY id").fetchall()
+
+
+async def post(port: int, body: bytes, sig: str | None) -> tuple[int, dict]:
+    headers = {"content-type": "application/json"}
+    if sig is not None:
+        headers["stripe-signature"] = sig
+    r = await http(port, "POST", "/v1/webhooks/stripe", body, headers)
+    return r.status, r.json()
+
+
+async def test_webhook_in_a_real_process_tops_up_once_per_payment(tmp_path):
+    async with running_mock() as mock:
+        port = free_port()
+        doc = kraken_mapping(tmp_path, mock.port, server={"host": "127.0.0.1", "port": port},
+                             stripe={"webhook_secret": SECRET})
+        cfg_path = tmp_path / "kraken.toml"
+        write_toml(cfg_path, doc)
+        log = tmp_path / "kraken.log"
+        proc = KrakenProcess(cfg_path, port, log, args=["--log-level", "DEBUG"])
+        proc.start()
+        try:
+            body = checkout("evt_1")
+            status, reply = await post(port, body, header(body))
+            assert status == 200 and reply["handled"] and not reply["duplicate"]
+            # Stripe redelivers the same event; then the PaymentIntent's own event arrives.
+            status, reply = await post(port, body, header(body))
+            assert status == 200 and reply["duplicate"]
+            other = intent("evt_2")
+            status, reply = await post(port, other, header(other))
+            assert status == 200 and reply["duplicate"]
+
+            status, reply = await post(port, body, header(body, secret="whsec_wrong"))
+            assert status == 400
+            assert reply["error"]["code"] == "invalid_signature"
+            assert "does not match" in reply["error"]["message"]
+            status, reply = await post(port, body, None)
+            assert status == 400 and "Missing Stripe-Signature" in reply["error"]["message"]
+            stale = int(time.time()) - 3600
+            status, reply = await post(port, body, header(body, t=stale))
+            assert status == 400 and "tolerance" in reply["error"]["message"]
+
+            second = checkout("evt_3", pi="pi_2", cents=1000)
+            status, reply = await post(port, second, f"t=1,v1=00,{header(second)}")
+            assert status == 400 and "more than one t=" in reply["error"]["message"]
+            status, reply = await post(port, second, header(second, extra=",v1=" + "f" * 64))
+            assert status == 200 and not reply["duplicate"]
+
+            ignored = orjson.dumps({"id": "evt_4", "type": "invoice.created", "data": {"object": {}}})
+            status, reply = await post(port, ignored, header(ignored))
+            assert status == 200 and reply == {"received": True, "handled": False}
+
+            r = await http(port, "GET", "/v1/webhooks/stripe")
+            assert r.status == 405
+        finally:
+            proc.signal(15)
+            assert proc.wait() == 0
+        assert ledger(tmp_path / "kraken.db") == [
+            ("cus_a", "top_up", 25_000_000, "stripe:pi_1"),
+            ("cus_a", "top_up", 10_000_000, "stripe:pi_2")]
+        text = log.read_bytes()
+        assert b"stripe top-up applied" in text  # the process did log at DEBUG
+        assert CANARY.encode() not in text and b"whsec_" not in text
+
+
+async def test_without_a_secret_there_is_no_webhook_endpoint(tmp_path):
+    from tests.harness import running_kraken
+
+    async with running_mock() as mock, running_kraken(kraken_mapping(tmp_path, mock.port)) as k:
+        body = checkout("evt_1")
+        r = await http(k.port, "POST", "/v1/webhooks/stripe", body, {"stripe-signature": header(body)})
+        assert r.status == 404

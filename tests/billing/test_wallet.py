@@ -1,0 +1,196 @@
+"""The wallet ledger: micro-dollar amounts, immutable rows, balance == sum, idempotent refs,
+usage debits applied by the batch writer exactly once (journal replay included)."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from kraken.billing import wallet
+from kraken.billing.guard import BillingGuard
+from kraken.billing.plans import PlanBook
+from kraken.config import MeterConfig
+from kraken.meter.journal import Journal
+from kraken.meter.record import RequestRecord
+from kraken.meter.writer import Meter
+from kraken.store import SqliteStore
+from kraken.store.errors import StoreError
+
+pytestmark = pytest.mark.anyio
+
+
+def record(i: int, customer: str | None = "cus_a", cost: float | None = 0.001,
+           fee: float | None = 0.00005, ts: float | None = None) -> RequestRecord:
+    import time
+
+    return RequestRecord(
+        ts=time.time() if ts is None else ts, request_id=f"req_{i:06d}", customer_id=customer,
+        model_requested="m", model_dispatched="m", provider="p", prompt_tokens=10,
+        completion_tokens=5, cached_tokens=0, reasoning_tokens=0, latency_ms=1.0, ttfb_ms=1.0,
+        task_type="chat", cost_usd=cost, kraken_fee_usd=fee, fallback_used=False,
+        error_type=None, status=200)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await SqliteStore.open(str(tmp_path / "k.db"))
+    yield s
+    await s.close()
+
+
+def ledger(db: Path, wallet_id: str) -> tuple[int, int, list[tuple[int, int]]]:
+    """(materialised balance, SUM of amounts, [(amount, balance_after)] oldest first)."""
+    with sqlite3.connect(db) as conn:
+        bal = conn.execute("SELECT balance_micros FROM wallets WHERE wallet_id = ?", (wallet_id,)).fetchone()
+        total = conn.execute("SELECT COALESCE(SUM(amount_micros), 0) FROM wallet_transactions"
+                             " WHERE wallet_id = ?", (wallet_id,)).fetchone()[0]
+        rows = conn.execute("SELECT amount_micros, balance_after_micros FROM wallet_transactions"
+                            " WHERE wallet_id = ? ORDER BY id", (wallet_id,)).fetchall()
+    return (bal[0] if bal else 0), total, rows
+
+
+@pytest.mark.parametrize("text, micros", [
+    ("25", 25_000_000), ("12.50", 12_500_000), ("0.000001", 1), (0.1, 100_000), ("-3.5", -3_500_000)])
+def test_usd_to_micros_is_exact(text, micros):
+    assert wallet.usd_to_micros(text) == micros
+
+
+@pytest.mark.parametrize("bad", ["0.0000001", "abc", "nan", "inf", True])
+def test_usd_to_micros_refuses_sub_micro_and_non_numbers(bad):
+    with pytest.raises(wallet.WalletError, match="amount_usd"):
+        wallet.usd_to_micros(bad)
+
+
+def test_usage_is_cost_plus_fee_rounded_half_even_to_micros():
+    # 0.001 + 0.00005 USD = 1050 µ$
+    assert wallet.usage_micros(record(1)) == 1050
+    # 0.0000025 USD = 2.5 µ$ -> 2 (half-even); 0.0000035 -> 4
+    assert wallet.usage_micros(record(2, cost=0.0000025, fee=None)) == 2
+    assert wallet.usage_micros(record(3, cost=0.0000035, fee=None)) == 4
+    assert wallet.usage_micros(record(4, cost=None, fee=None)) == 0
+
+
+async def test_top_up_is_idempotent_by_ref(store, tmp_path):
+    first, created = await wallet.top_up(store, "cus_a", 5_000_000, "pay_1")
+    again, created_again = await wallet.top_up(store, "cus_a", 5_000_000, "pay_1")
+    assert created and not created_again and again == first
+    assert await wallet.balance(store, "cus_a") == 5_000_000
+    with pytest.raises(wallet.RefConflict):
+        await wallet.top_up(store, "cus_a", 7_000_000, "pay_1")
+    with pytest.raises(wallet.RefConflict):
+        await wallet.top_up(store, "cus_b", 5_000_000, "pay_1")
+    assert ledger(tmp_path / "k.db", "cus_a") == (5_000_000, 5_000_000, [(5_000_000, 5_000_000)])
+
+
+@pytest.mark.parametrize("kind, amount, message", [
+    ("top_up", -5, "positive"), ("usage_debit", 5, "negative"), ("bonus", 5, "kind must be"),
+    ("top_up", 0, "non-zero"), ("top_up", 10**16, "larger than")])
+async def test_bad_transactions_are_refused_naming_the_field(store, kind, amount, message):
+    with pytest.raises(wallet.WalletError, match=message):
+        await wallet.apply(store, "cus_a", kind, amount, "r1")
+
+
+async def test_adjustment_never_overdraws_but_usage_may(store, tmp_path):
+    await wallet.top_up(store, "cus_a", 1_000, "t1")
+    with pytest.raises(wallet.InsufficientBalance, match="0.001000 USD available"):
+        await wallet.apply(store, "cus_a", "adjustment", -1_001, "adj1")
+    await wallet.apply(store, "cus_a", "refund", -1_000, "refund1")
+    async with store.transaction() as tx:
+        await wallet.debit_usage(tx, [record(1)])
+    bal, total, rows = ledger(tmp_path / "k.db", "cus_a")
+    assert bal == total == -1_050
+    assert rows == [(1_000, 1_000), (-1_000, 0), (-1_050, -1_050)]
+
+
+INSERT_TX = ("INSERT INTO wallet_transactions"
+             " (wallet_id, kind, amount_micros, ref, ts, balance_after_micros)")
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("UPDATE wallets SET balance_micros = balance_micros + 1", "only by a new wallet transaction"),
+    ("UPDATE wallet_transactions SET amount_micros = 1", "immutable"),
+    ("DELETE FROM wallet_transactions", "are kept"),
+    ("DELETE FROM wallets", "are kept"),
+    ("INSERT INTO wallets (wallet_id, balance_micros, created_ts) VALUES ('x', 5, 0)", "starts empty"),
+    (INSERT_TX + " VALUES ('cus_a', 'top_up', 10, 'r9', 0, 999)", "balance plus the amount"),
+    (INSERT_TX + " VALUES ('cus_a', 'adjustment', -10, 'r9', 0, -5)", "insufficient"),
+])
+async def test_the_schema_forbids_changing_the_ledger_behind_its_back(store, tmp_path, sql, message):
+    await wallet.top_up(store, "cus_a", 5, "t1")
+    conn = sqlite3.connect(tmp_path / "k.db")
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match=message):
+            conn.execute(sql)
+    finally:
+        conn.close()
+    assert ledger(tmp_path / "k.db", "cus_a")[:2] == (5, 5)
+
+
+async def test_erasure_removes_a_wallet_only_through_its_tombstone(store, tmp_path):
+    await wallet.top_up(store, "cus_a", 5, "t1")
+    await wallet.top_up(store, "cus_b", 7, "t2")
+    async with store.transaction() as tx:
+        assert await wallet.erase_wallet(tx, "cus_a") == 2
+    assert ledger(tmp_path / "k.db", "cus_a") == (0, 0, [])
+    assert ledger(tmp_path / "k.db", "cus_b")[:2] == (7, 7)
+    with pytest.raises(StoreError):  # cus_b has no tombstone: still protected
+        async with store.transaction() as tx:
+            await tx.execute("DELETE FROM wallet_transactions WHERE wallet_id = 'cus_b'")
+
+
+async def test_transactions_page_newest_first(store):
+    for i in range(5):
+        await wallet.top_up(store, "cus_a", 1 + i, f"t{i}")
+    page = await wallet.transactions(store, "cus_a", limit=2)
+    assert [t.ref for t in page] == ["t4", "t3"]
+    older = await wallet.transactions(store, "cus_a", limit=10, before_id=page[-1].id)
+    assert [t.ref for t in older] == ["t2", "t1", "t0"]
+    assert page[0].balance_after_micros == 1 + 2 + 3 + 4 + 5
+
+
+async def test_writer_debits_in_the_batch_transaction_and_replay_does_not_debit_twice(tmp_path):
+    db = tmp_path / "k.db"
+    store = await SqliteStore.open(str(db))
+    guard = BillingGuard(PlanBook())
+    meter = Meter(store, Journal(tmp_path / "j"), MeterConfig(batch_max=3))
+    meter.billing = guard
+    try:
+        records = [record(i) for i in range(7)] + [record(100, customer=None), record(101, cost=None, fee=None)]
+        for rec in records:
+            assert meter.reserve()
+            meter.record(rec)
+        await meter.close()
+        # Replaying every record again (a crash after commit, before the segment was deleted).
+        again = Meter(store, Journal(tmp_path / "j2"), MeterConfig(batch_max=4))
+        again.billing = guard
+        for rec in records:
+            assert again.reserve()
+            again.record(rec)
+        await again.close()
+        assert await wallet.balance(store, "cus_a") == -7 * 1050
+        assert guard.balance_micros("cus_a") == -7 * 1050
+        tokens, spend = guard.usage("cus_a")
+        assert (tokens, spend) == (8 * 15, 7 * 1050)  # the unpriced request's tokens count too
+    finally:
+        await store.close()
+    bal, total, rows = ledger(db, "cus_a")
+    assert bal == total == -7 * 1050 and len(rows) == 7
+    with sqlite3.connect(db) as conn:
+        refs = {r[0] for r in conn.execute("SELECT ref FROM wallet_transactions")}
+        month = conn.execute("SELECT tokens, spend_micros FROM usage_monthly WHERE customer_id='cus_a'").fetchall()
+    assert refs == {f"req_{i:06d}" for i in range(7)}
+    assert month == [(8 * 15, 7 * 1050)]
+
+
+async def test_refresh_picks_up_top_ups_written_by_another_process(store, tmp_path):
+    guard = BillingGuard(PlanBook())
+    await guard.refresh(store)
+    assert guard.balance_micros("cus_a") == 0
+    other = await SqliteStore.open(str(tmp_path / "k.db"))
+    try:
+        await wallet.top_up(other, "cus_a", 3_000_000, "cli-1")
+    finally:
+        await other.close()
+    await guard.refresh(store)
+    assert guard.balance_micros("cus_a") == 3_000_000

@@ -1,0 +1,38 @@
+"""``kraken wallet topup|balance|transactions`` as an operator runs them (real subprocesses)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def kraken(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "kraken.toml"
+    if not cfg.exists():
+        cfg.write_text(f'[store]\npath = "{tmp_path / "kraken.db"}"\n')
+    return subprocess.run([sys.executable, "-m", "kraken", "wallet", *args, "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_topup_balance_and_transactions(tmp_path):
+    first = kraken(tmp_path, "topup", "cus_a", "12.50", "--ref", "inv-1")
+    assert first.returncode == 0, first.stderr
+    row = json.loads(first.stdout)
+    assert (row["amount_micros"], row["balance_after_micros"], row["duplicate"]) == (12_500_000, 12_500_000, False)
+    again = kraken(tmp_path, "topup", "cus_a", "12.50", "--ref", "inv-1")
+    assert json.loads(again.stdout)["duplicate"] is True
+    assert kraken(tmp_path, "topup", "cus_a", "-2.5", "--kind", "adjustment").returncode == 0
+
+    bal = json.loads(kraken(tmp_path, "balance", "cus_a").stdout)
+    assert bal == {"customer_id": "cus_a", "balance_micros": 10_000_000, "balance_usd": "10.000000"}
+    txs = [json.loads(line) for line in kraken(tmp_path, "transactions", "cus_a").stdout.splitlines()]
+    assert [(t["kind"], t["amount_usd"]) for t in txs] == [("adjustment", "-2.500000"), ("top_up", "12.500000")]
+
+
+def test_refusals_exit_2_with_a_clear_message(tmp_path):
+    over = kraken(tmp_path, "topup", "cus_a", "-1", "--kind", "refund")
+    assert over.returncode == 2 and "insufficient balance" in over.stderr
+    tiny = kraken(tmp_path, "topup", "cus_a", "0.0000001")
+    assert tiny.returncode == 2 and "more than 6 decimal places" in tiny.stderr
+    negative = kraken(tmp_path, "topup", "cus_a", "-5")
+    assert negative.returncode == 2 and "top-up amount must be positive" in negative.stderr

@@ -1,0 +1,107 @@
+"""``kraken top --once`` against a real Kraken process, and its bucket arithmetic."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+
+import anyio
+import pytest
+
+from harness import (KrakenProcess, auth_headers, free_port, http, kraken_mapping, running_mock,
+                     wait_for, write_toml)
+from kraken.top import quantile
+
+pytestmark = pytest.mark.anyio
+INF = math.inf
+
+
+@pytest.mark.parametrize(("q", "buckets", "want"), [
+    (0.5, {0.1: 0, 0.5: 10, 1.0: 20, INF: 20}, 0.5),
+    (0.25, {0.1: 0, 0.5: 10, 1.0: 20, INF: 20}, 0.3),    # linear inside (0.1, 0.5]
+    (0.99, {0.1: 0, 0.5: 10, 1.0: 20, INF: 20}, 0.99),
+    (0.5, {0.1: 4, 0.5: 4, INF: 4}, 0.05),                # first bucket starts at 0
+    (0.9, {0.1: 1, 0.5: 1, INF: 10}, 0.5),                # in +Inf: the highest finite bound
+    (0.5, {0.1: 0, INF: 0}, None),                        # no observations
+    (0.5, {}, None),
+])
+def test_quantile_follows_prometheus_histogram_quantile(q, buckets, want):
+    got = quantile(q, buckets)
+    assert got == pytest.approx(want) if want is not None else got is None
+
+
+def top_once(url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kraken", "top", "--once", "--interval", "0.2",
+                           "--url", url], capture_output=True, text=True, timeout=30)
+
+
+def seconds(cell: str) -> float:
+    return float(cell[:-2]) / 1000 if cell.endswith("ms") else float(cell.removesuffix("s"))
+
+
+def row(frame: str, provider: str) -> dict[str, str]:
+    lines = frame.splitlines()
+    header = next(line for line in lines if line.startswith("provider")).split()
+    names = ["provider", "req/s", "5xx/s", "requests", "4xx", "5xx", "ttfb_p50", "ttfb_p99", "streams"]
+    assert len(header) == len(names) + 2  # "ttfb p50", "ttfb p99" are two words each
+    for line in lines:
+        cells = line.split()
+        if cells and cells[0] == provider:
+            return dict(zip(names, cells))
+    raise AssertionError(f"no row for {provider}:\n{frame}")
+
+
+async def test_top_once_shows_requests_errors_ttfb_and_active_streams(tmp_path):
+    async with running_mock() as mock:
+        port = free_port()
+        write_toml(tmp_path / "k.toml", kraken_mapping(tmp_path, mock.port, server={"port": port}))
+        kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "kraken.log")
+        await anyio.to_thread.run_sync(kp.start)
+        try:
+            def chat(**extra) -> bytes:
+                return json.dumps({"model": "mock-gpt", **extra,
+                                   "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+            for _ in range(3):
+                assert (await http(port, "POST", "/v1/chat/completions", chat(), auth_headers())).status == 200
+            failed = await http(port, "POST", "/v1/chat/completions", chat(mock={"status": 500}),
+                                auth_headers())
+            assert failed.status == 502
+            async with anyio.create_task_group() as tg:
+                # One stream held open (~60 s of chunks) while top looks; cancelled after.
+                tg.start_soon(http, port, "POST", "/v1/chat/completions",
+                              chat(stream=True, mock={"chunks": 600, "chunk_delay_ms": 100}),
+                              auth_headers(), 120.0)
+
+                async def streaming() -> bool:
+                    text = (await http(port, "GET", "/metrics")).body.decode()
+                    return 'kraken_active_streams{provider="mockai"} 1.0' in text
+
+                with anyio.fail_after(10):
+                    while not await streaming():
+                        await anyio.sleep(0.05)
+                result = await anyio.to_thread.run_sync(top_once, f"http://127.0.0.1:{port}/metrics")
+                tg.cancel_scope.cancel()
+            kp.signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(kp.wait) == 0
+        finally:
+            kp.kill()
+    assert result.returncode == 0, result.stderr
+    frame = result.stdout
+    assert "\x1b[" not in frame  # --once: a plain frame, no screen control
+    assert "active streams 1" in frame
+    mockai = row(frame, "mockai")
+    assert mockai["requests"] == "4" and mockai["5xx"] == "1" and mockai["4xx"] == "0"
+    assert mockai["streams"] == "1"
+    p50, p99 = (seconds(mockai[k]) for k in ("ttfb_p50", "ttfb_p99"))
+    assert 0 < p50 <= p99 < 5
+    assert float(mockai["req/s"]) >= 0
+
+
+def test_top_names_the_url_it_cannot_read():
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    result = top_once(url)
+    assert result.returncode == 1
+    assert url in result.stderr and "Traceback" not in result.stderr
