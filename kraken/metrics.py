@@ -222,8 +222,8 @@ SSE_TAP_BUFFER = Gauge(
 )
 BILLING_REFUSALS = Counter(
     "kraken_billing_refusals_total",
-    "Requests refused by plan or wallet (model_not_allowed, monthly_token_cap, "
-    "monthly_spend_cap, insufficient_balance).",
+    "Requests refused by plan, wallet or key budget (model_not_allowed, monthly_token_cap, "
+    "monthly_spend_cap, insufficient_balance, key_token_budget, key_spend_budget).",
     ("reason",),
     registry=REGISTRY,
 )
@@ -234,7 +234,8 @@ WALLET_DEBITS = Counter(
 BILLING_SNAPSHOT_ENTRIES = Gauge(
     "kraken_billing_snapshot_entries",
     "Entries held in memory for the hot path's billing checks, by table "
-    "(balances, usage, customer_plans, unwritten); bounded by the number of customers.",
+    "(balances, usage, customer_plans, unwritten); bounded by the number of customers; "
+    "key_budgets, key_unwritten: budgeted API keys only, capped (kraken/billing/key_budgets.py).",
     ("table",),
     registry=REGISTRY,
 )

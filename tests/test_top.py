@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from harness import (KrakenProcess, auth_headers, free_port, http, kraken_mapping, running_mock,
-                     wait_for, write_toml)
+                     write_toml)
 from kraken.top import quantile
 
 pytestmark = pytest.mark.anyio

@@ -7,6 +7,9 @@ and after an in-process top-up) picks up what other processes wrote - top-ups fr
 admin API, other workers' usage, changed customer plans. The snapshots hold one entry per
 customer (bounded by the accounts table) and are exported as a metric.
 
+Per-key lifetime budgets (``check_key_budget``) live in ``key_budgets.py`` and are fed by the
+same hooks; a budgeted key not yet in the snapshot wakes the refresh loop early.
+
 Prepaid refusal works on the snapshot, so a wallet can end slightly below zero: requests
 already in flight when the balance ran out are still debited in full (the service was
 delivered); the next request gets 402.
@@ -22,6 +25,7 @@ import anyio
 
 from kraken import metrics
 from kraken.billing import wallet
+from kraken.billing.key_budgets import DEFAULT_MAX_KEYS, KeyBudgets
 from kraken.billing.plans import Plan, PlanBook
 from kraken.errors import KrakenError
 from kraken.meter.record import RequestRecord
@@ -29,6 +33,8 @@ from kraken.store.errors import StoreError
 from kraken.store.sqlite import SqliteStore, Tx
 
 log = logging.getLogger("kraken.billing")
+
+_MIN_WAKE_GAP_S = 0.2
 
 _REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason) for reason in (
     "model_not_allowed", "monthly_token_cap", "monthly_spend_cap", "insufficient_balance")}
@@ -81,7 +87,8 @@ class BillingGuard:
     """In-memory billing state for one process, and the writer hooks that keep it current."""
 
     def __init__(self, plans: PlanBook, *, min_balance_micros: int = 0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 max_budget_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.plans = plans
         self.min_balance_micros = min_balance_micros
         self._clock = clock
@@ -94,6 +101,9 @@ class BillingGuard:
         self._unflushed: dict[str, list[int]] = {}
         """customer -> [micro-dollars, tokens] recorded but not yet committed by the writer."""
         self._customers_table = True
+        self.key_budgets = KeyBudgets(max_keys=max_budget_keys)
+        self.key_budgets.wake = self._wake_refresh
+        self._wake: anyio.Event | None = None
         self._export_sizes()
 
     # -- hot path: synchronous, memory only ---------------------------------------------
@@ -127,6 +137,7 @@ class BillingGuard:
         Without this a burst finishing inside one flush interval would all be admitted on
         the same stale balance; with it, only requests already in flight can overdraw.
         """
+        self.key_budgets.note(rec)
         if not rec.customer_id:
             return
         micros = wallet.usage_micros(rec)
@@ -135,6 +146,15 @@ class BillingGuard:
             p = self._unflushed.setdefault(rec.customer_id, [0, 0])
             p[0] += micros
             p[1] += tokens
+
+    def check_key_budget(self, principal: object) -> None:
+        """Refuse (429 ``key_token_budget_exceeded`` / 402 ``key_spend_budget_exceeded``) a key
+        whose lifetime budget is used up; the budget is the one on the Principal (fresh within
+        1 s of an update), the usage is this guard's snapshot."""
+        tokens = getattr(principal, "token_budget", None)
+        spend = getattr(principal, "spend_budget_usd", None)
+        if tokens is not None or spend is not None:
+            self.key_budgets.check(principal.key_id, tokens, spend)  # type: ignore[attr-defined]
 
     def check_model(self, customer_id: str, model: str, plan_name: str | None = None) -> None:
         """Refuse (403) a model outside the customer's plan."""
@@ -188,6 +208,7 @@ class BillingGuard:
         """
         self._pending = None
         new = await wallet.new_records(tx, records)
+        self.key_budgets.in_batch(records, new)
         if not new:
             self._pending = (records, [], {})
             return
@@ -209,6 +230,7 @@ class BillingGuard:
 
     def committed(self) -> None:
         """The batch committed: fold its debits and usage into the snapshots."""
+        self.key_budgets.committed()
         pending, self._pending = self._pending, None
         if pending is None:
             return
@@ -252,17 +274,31 @@ class BillingGuard:
                 self._customers_table = False
             else:
                 self._customer_plans = {r[0]: r[1] for r in plans}
+        await self.key_budgets.refresh(store)
         self._export_sizes()
 
     async def run(self, store: SqliteStore, interval_s: float) -> None:
-        """Refresh every ``interval_s`` until cancelled; a store error is logged and retried."""
+        """Refresh every ``interval_s`` until cancelled; a store error is logged and retried.
+
+        A budgeted key missing from the snapshot wakes it sooner (at most every 0.2 s).
+        """
+        last = time.monotonic()
         while True:
-            await anyio.sleep(interval_s)
+            self._wake = anyio.Event()
+            with anyio.move_on_after(interval_s) as timer:
+                await self._wake.wait()
+            if not timer.cancelled_caught:  # woken: keep early refreshes apart
+                await anyio.sleep(max(0.0, last + _MIN_WAKE_GAP_S - time.monotonic()))
+            last = time.monotonic()
             try:
                 await self.refresh(store)
             except StoreError as exc:
                 metrics.STORE_ERRORS.labels(exc.reason).inc()
                 log.warning("billing refresh failed, will retry: %s", exc)
+
+    def _wake_refresh(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def _export_sizes(self) -> None:
         metrics.BILLING_SNAPSHOT_ENTRIES.labels("balances").set(len(self._balances))

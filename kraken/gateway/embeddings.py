@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from functools import partial
 
-import orjson
-
 from kraken.errors import BadRequest, NotFound
+from kraken.gateway.body import with_model
 from kraken.gateway.call import Call
 from kraken.gateway.router import Route
 from kraken.http.exchange import Request, ResponseSink
@@ -20,29 +19,17 @@ ROUTE = "embeddings"
 
 
 def register(gateway) -> None:
-    gateway.add_endpoint(PATH, partial(embeddings, gateway))
-
-
-async def embeddings(gateway, req: Request, sink: ResponseSink) -> None:
-    await gateway.run_call(req, sink, ROUTE, partial(_phases, gateway))
+    gateway.add_call(PATH, ROUTE, partial(_phases, gateway))
 
 
 async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
-    principal = await gateway.authenticate(req)
-    call.customer_id = principal.customer_id
-    call.key_id = principal.key_id
-    gateway.admit(call)
-    await gateway.limit(call, principal)
-    payload = parse(req.body)
-    gateway.bill(principal, payload["model"])
+    _, payload = await gateway.begin(call, req, parse)
     call.task_type = "embedding"
-    call.opted_out = getattr(principal, "opted_out", False)
-    routes = [r for r in gateway.router.candidates(payload["model"], task=call.task_type)
-              if r.provider.family.cfg.embeddings]
-    call.model_requested = payload["model"]
-    if not routes:
-        raise NotFound(f"The model '{payload['model'][:200]}' does not serve embeddings here",
-                       code="model_not_found")
+    model = payload["model"]
+    routes = gateway.routes_for(
+        call, model, lambda r: r.provider.family.cfg.embeddings,
+        lambda: NotFound(f"The model '{model[:200]}' does not serve embeddings here",
+                         code="model_not_found"))
     await gateway.dispatch(call, routes, payload, sink, shape=shape)
 
 
@@ -55,15 +42,7 @@ def shape(route: Route, payload: dict, sink: ResponseSink) -> tuple:
 
 def parse(body: bytes) -> dict:
     """Check what the gateway relies on; the provider validates the rest."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("Request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("Request body must be a JSON object", code="invalid_json")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string", code="invalid_value")
+    payload = with_model(body)
     data = payload.get("input")
     if isinstance(data, str):
         ok = True

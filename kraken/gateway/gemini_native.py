@@ -12,29 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from functools import partial
 from urllib.parse import parse_qs
 
-import orjson
 
-from kraken.accounts.byok import ByokKeyUnusable
 from kraken.errors import (
     BadRequest,
     KrakenError,
     MethodNotAllowed,
     NotFound,
-    UpstreamError,
     UpstreamStatus,
 )
-from kraken.gateway import fallback
 from kraken.gateway.auth import credential
+from kraken.gateway.body import json_object
 from kraken.gateway.call import Call
 from kraken.gateway.classify import task_type
-from kraken.gateway.relay import Relay
 from kraken.gateway.router import Route
 from kraken.http.exchange import Request, ResponseSink
-from kraken.providers.gemini import METHODS, GeminiNative, UsageMetadataTap, google_error_body
+from kraken.providers.gemini import METHODS, GeminiNative, google_error_body
 
 PREFIX = "/v1beta/models/"
 ROUTE = "gemini_generate_content"
@@ -44,94 +39,29 @@ _CLASSIFY_TURNS = 8
 
 def register(gateway) -> None:
     """Serve the native paths (any method reaches us: errors must be in Google's shape)."""
-    gateway.add_endpoint(PREFIX + "*", partial(generate_content, gateway), None)
-
-
-async def generate_content(gateway, req: Request, sink: ResponseSink) -> None:
-    await gateway.run_call(req, sink, ROUTE, partial(_phases, gateway), send_google_error)
+    gateway.add_call(PREFIX + "*", ROUTE, partial(_phases, gateway), send_google_error, None)
 
 
 async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
-    principal = await gateway.authenticate(_with_kraken_key(req))
-    call.customer_id = principal.customer_id
-    call.key_id = principal.key_id
+    principal = await gateway.identify(call, _with_kraken_key(req))
     if req.method != "POST":
         raise MethodNotAllowed(f"Use POST for {PREFIX}{{model}}:{{method}}")
     model, method = parse_target(req.path)
     sse = method == "streamGenerateContent" and _query(req.target).get("alt") == ["sse"]
-    gateway.admit(call)
-    await gateway.limit(call, principal)
-    payload = parse_body(req.body)
-    gateway.bill(principal, model)
+    _, payload = await gateway.begin(call, req, parse_body, principal=principal, model=model)
     call.stream = sse
     call.task_type = task_type("chat", as_chat(payload))
-    call.opted_out = getattr(principal, "opted_out", False)
-    routes = [r for r in gateway.router.candidates(model, task=call.task_type)
-              if r.provider.family.cfg.kind == "gemini"]
-    call.model_requested = model
-    if not routes:
-        raise NotFound(f"models/{model} is not served through the Gemini API here")
-    await gateway.load_byok(call)
-    # The shared fallback rules (circuits, attempt bound, 429/5xx/connect only, health).
-    await fallback.dispatch(gateway.router, call, routes,
-                            lambda route: exchange(gateway, call, route, method, req.body, sink),
-                            sink)
+    routes = gateway.routes_for(
+        call, model, lambda r: r.provider.family.cfg.kind == "gemini",
+        lambda: NotFound(f"models/{model} is not served through the Gemini API here"))
 
+    def shape(route: Route, _payload: dict, out: ResponseSink) -> tuple:
+        """``Gateway.dispatch``'s shaper: the client's body as is, the model and method in the
+        path; the relay takes Google's ``usageMetadata`` tap from ``GeminiNative``."""
+        family = native_family(route)
+        return family, out, (*family.request(route.model, method, req.body, sse=sse), False)
 
-async def exchange(gateway, call: Call, route: Route, method: str, body: bytes,
-                   sink: ResponseSink) -> str:
-    """One upstream exchange (``Gateway.relay`` with Gemini's shaping and usage tap)."""
-    family = native_family(route)
-    target, headers, body = family.request(route.model, method, body, sse=call.stream)
-    headers = authorize(call, family, headers)
-    pool = route.provider.pool
-    for fresh_retry in (False, True):
-        conn = await pool.acquire()
-        relay = GeminiRelay(call, sink, family, stream=call.stream, hide_usage=False,
-                            on_complete=lambda: gateway.record(call))
-        call.sent_ns = time.perf_counter_ns()
-        conn.send("POST", target, headers, body, relay)
-        sink.set_producer(conn)
-        try:
-            await relay.done
-            return relay.state
-        except UpstreamError:
-            stale = conn.used > 1 and not conn.received_any and not relay.started
-            conn.abort()
-            if stale and not fresh_retry:
-                continue
-            raise
-        except BaseException:
-            relay.cancel()
-            conn.abort()  # client gone or shutdown: the provider call is cancelled now
-            raise
-        finally:
-            sink.set_producer(None)
-            pool.release(conn)
-    raise AssertionError("unreachable")
-
-
-def authorize(call: Call, family: GeminiNative, headers: list) -> list:
-    """The customer's own Gemini key (BYOK) in ``x-goog-api-key`` when they have one."""
-    key = call.byok_keys.get("gemini") if call.byok_keys else None
-    call.byok = False
-    if key is None:
-        return headers
-    if isinstance(key, ByokKeyUnusable):
-        raise key  # never fall back to the operator's key behind the customer's back
-    call.byok = True
-    return family.authorized(headers, key)
-
-
-class GeminiRelay(Relay):
-    """The relay with a ``usageMetadata`` tap: Google's usage key is not OpenAI's ``usage``."""
-
-    __slots__ = ()
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self._tap is not None:
-            self._tap = UsageMetadataTap()
+    await gateway.dispatch(call, routes, payload, sink, shape=shape)
 
 
 def native_family(route: Route) -> GeminiNative:
@@ -152,12 +82,8 @@ def parse_target(path: str) -> tuple[str, str]:
 
 
 def parse_body(body: bytes) -> dict:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("Invalid JSON payload received.", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("Invalid JSON payload received: the body must be an object.")
+    payload = json_object(body, "Invalid JSON payload received.",
+                          "Invalid JSON payload received: the body must be an object.")
     contents = payload.get("contents")
     if not isinstance(contents, list) or not contents:
         raise BadRequest("'contents' must be a non-empty array", code="invalid_value")

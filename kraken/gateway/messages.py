@@ -24,6 +24,7 @@ from kraken.errors import (
     NotFound,
     UpstreamStatus,
 )
+from kraken.gateway.body import boolean, nonempty_array, with_model
 from kraken.gateway.call import Call
 from kraken.gateway.classify import task_type
 from kraken.http.exchange import FlowControl, Request, ResponseSink
@@ -50,33 +51,23 @@ _MOCK_KINDS = ("mock_anthropic",)
 
 def register(gateway: Gateway) -> None:
     """Serve ``POST /v1/messages`` on ``gateway`` (other methods get Anthropic's 405)."""
-
-    async def messages(req: Request, sink: ResponseSink) -> None:
-        await gateway.run_call(req, sink, "messages",
-                               lambda call, r, s: _messages_call(gateway, call, r, s),
-                               send_failure=send_anthropic_error)
-
-    gateway.add_endpoint(PATH, messages, None)
+    gateway.add_call(PATH, "messages", lambda call, r, s: _messages_call(gateway, call, r, s),
+                     send_anthropic_error, None)
 
 
 async def _messages_call(gateway: Gateway, call: Call, req: Request, sink: ResponseSink) -> None:
     if req.method != "POST":
         raise MethodNotAllowed(f"Use POST for {PATH}")
-    principal = await gateway.authenticate(req)
-    call.customer_id = principal.customer_id
-    call.key_id = principal.key_id
-    gateway.admit(call)
-    await gateway.limit(call, principal)
+    _, payload = await gateway.begin(call, req, parse_messages)
     # Anthropic's SDK reads ``request-id`` (its ``_request_id``); Kraken's id stands in for it.
     call.response_headers = [*call.response_headers, (b"request-id", call.request_id.encode())]
-    payload = parse_messages(req.body)
-    gateway.bill(principal, payload["model"])
     call.stream = payload.get("stream") is True
     call.task_type = task_type("messages", payload)
-    call.opted_out = getattr(principal, "opted_out", False)  # feeds no routing statistics
-    routes = anthropic_routes(gateway.router.candidates(payload["model"], task=call.task_type),
-                              payload["model"])
-    call.model_requested = payload["model"]  # only once known: never free client text
+    model = payload["model"]
+    routes = gateway.routes_for(
+        call, model, speaks_anthropic,
+        lambda: NotFound(f"The model '{model[:200]}' is not served by an Anthropic provider "
+                         "here", code="model_not_found"))
     headers = req.headers
 
     def shape(route: Route, body: dict, out: ResponseSink):
@@ -88,34 +79,18 @@ async def _messages_call(gateway: Gateway, call: Call, req: Request, sink: Respo
 
 def parse_messages(raw: bytes) -> dict:
     """The fields Kraken needs from a Messages request; the rest is the provider's to check."""
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("Request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("Request body must be a JSON object", code="invalid_json")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("model: Field required (a string)", code="invalid_value")
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages: must be a non-empty array", code="invalid_value")
+    payload = with_model(raw, "model: Field required (a string)")
+    nonempty_array(payload, "messages", "messages: must be a non-empty array")
     max_tokens = payload.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise BadRequest("max_tokens: Field required (a positive integer)", code="invalid_value")
-    stream = payload.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("stream: must be a boolean", code="invalid_value")
+    boolean(payload, "stream", "stream: must be a boolean")
     return payload
 
 
-def anthropic_routes(routes: tuple[Route, ...], model: str) -> tuple[Route, ...]:
-    """The candidates that speak Anthropic's format (the router's list, filtered in order)."""
-    kept = tuple(r for r in routes if isinstance(r.provider.family, AnthropicFamily))
-    if not kept:
-        raise NotFound(f"The model '{model[:200]}' is not served by an Anthropic provider here",
-                       code="model_not_found")
-    return kept
+def speaks_anthropic(route: Route) -> bool:
+    """Whether ``route``'s provider speaks Anthropic's format (``/v1/messages`` tries only these)."""
+    return isinstance(route.provider.family, AnthropicFamily)
 
 
 def send_anthropic_error(sink: ResponseSink, exc: KrakenError, call: Call) -> None:

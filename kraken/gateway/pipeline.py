@@ -24,10 +24,11 @@ from kraken.billing.fees import FeeSchedule
 from kraken.billing.guard import BillingGuard
 from kraken.billing.pricing import AnthropicUsage, PriceTable, cost_usd, family_for
 from kraken.errors import (
-    BadRequest, KrakenError, MethodNotAllowed, NotFound, Overloaded, Unauthorized, UpstreamError,
+    KrakenError, MethodNotAllowed, NotFound, Overloaded, Unauthorized, UpstreamError,
     UpstreamStatus, error_body,
 )
 from kraken.gateway.auth import KeyVerifier, Principal, check_model_allowed, credential
+from kraken.gateway import body as body_checks
 from kraken.gateway import fallback
 from kraken.gateway.call import Call
 from kraken.gateway.classify import task_type
@@ -48,6 +49,8 @@ CallBody = Callable[[Call, Request, ResponseSink], Awaitable[None]]
 ErrorSender = Callable[[ResponseSink, KrakenError, Call], None]
 """Writes a KrakenError in the endpoint's wire format before the first response byte."""
 Endpoint = Callable[[Request, ResponseSink], Awaitable[None]]
+BodyParser = Callable[[bytes], dict]
+"""An endpoint's body check: the payload, or a ``BadRequest`` naming the field."""
 Shaper = Callable[[Route, dict, ResponseSink], tuple]
 """(route, payload, client sink) -> (relay family, sink, (target, headers, body, hide_usage))."""
 _JSON = [(b"content-type", b"application/json")]
@@ -107,6 +110,16 @@ class Gateway:
 
         self.endpoints[path] = checked
 
+    def add_call(self, path: str, route: str, body: CallBody,
+                 send_failure: ErrorSender | None = None, method: str | None = "POST") -> None:
+        """Serve ``path`` as a metered endpoint: ``body`` inside the shared lifecycle
+        (``run_call``: one record per admitted call), recorded under ``route``."""
+
+        async def endpoint(req: Request, sink: ResponseSink) -> None:
+            await self.run_call(req, sink, route, body, send_failure)
+
+        self.add_endpoint(path, endpoint, method)
+
     async def healthz(self, req: Request, sink: ResponseSink) -> None:
         _send_json(sink, 200, b'{"status":"ok"}')
 
@@ -137,6 +150,45 @@ class Gateway:
             await self.limiter.auth_failure(ip)
             raise
 
+    async def identify(self, call: Call, req: Request) -> Principal:
+        """Authenticate, and name the customer and key on the call's record."""
+        principal = await self.authenticate(req)
+        call.customer_id = principal.customer_id
+        call.key_id = principal.key_id
+        return principal
+
+    async def begin(self, call: Call, req: Request, parse: BodyParser, *,
+                    principal: Principal | None = None,
+                    model: str | None = None) -> tuple[Principal, dict]:
+        """authenticate → admit → limit → parse → bill: how every metered endpoint opens.
+
+        ``parse(req.body)`` checks what the endpoint relies on (a ``BadRequest`` naming the
+        field). ``principal``: already identified (an endpoint with a check in between);
+        ``model``: what is billed when the body does not name it (Gemini's is in the path).
+        """
+        if principal is None:
+            principal = await self.identify(call, req)
+        self.admit(call)
+        await self.limit(call, principal)
+        payload = parse(req.body)
+        self.bill(principal, model if model is not None else payload["model"])
+        call.opted_out = getattr(principal, "opted_out", False)  # feeds no routing statistics
+        return principal, payload
+
+    def routes_for(self, call: Call, model: str, accept: Callable[[Route], bool] | None = None,
+                   missing: Callable[[], KrakenError] | None = None) -> tuple[Route, ...]:
+        """The router's candidates for ``model`` (``call.task_type`` set), those ``accept``
+        keeps, in order; none kept raises ``missing()``. Names the model on the record only
+        once the router knows it: never free client text."""
+        routes = self.router.candidates(model, task=call.task_type)
+        call.model_requested = model
+        if accept is None:
+            return routes
+        kept = tuple(r for r in routes if accept(r))
+        if not kept and missing is not None:
+            raise missing()
+        return kept
+
     def bill(self, principal: Principal, model: str) -> None:
         """403 when the key's allow-list or the customer's plan does not include ``model``
         (every metered endpoint calls this once the request is parsed)."""
@@ -147,12 +199,14 @@ class Gateway:
     async def limit(self, call: Call, principal: Principal) -> None:
         """Take the key's rate-limit lease (429 when over); released when the call ends.
 
-        First, from memory: the plan's monthly caps (429/402) and a prepaid wallet (402), so
+        First, from memory: the plan's monthly caps (429/402), the key's budgets (429/402)
+        and a prepaid wallet (402), so
         every metered endpoint refuses before it takes a lease.
         """
         subject = principal
         if self.billing is not None:
             self.billing.check(principal.customer_id, None, getattr(principal, "plan", None))
+            self.billing.check_key_budget(principal)  # the key's lifetime token/spend budget
             plan = self.billing.plan_for(principal.customer_id, getattr(principal, "plan", None))
             if plan.rpm or plan.tpm or plan.max_concurrent:
                 # A limit set on the key wins; then the plan's; then the [limits] default.
@@ -183,22 +237,11 @@ class Gateway:
         call.reserved = True
 
     @staticmethod
-    def parse(req: Request) -> dict:
-        try:
-            payload = orjson.loads(req.body)
-        except orjson.JSONDecodeError:
-            raise BadRequest("Request body is not valid JSON", code="invalid_json") from None
-        if not isinstance(payload, dict):
-            raise BadRequest("Request body must be a JSON object", code="invalid_json")
-        model = payload.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("'model' is required and must be a string", code="invalid_value")
-        messages = payload.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("'messages' must be a non-empty array", code="invalid_value")
-        stream = payload.get("stream", False)
-        if not isinstance(stream, bool):
-            raise BadRequest("'stream' must be a boolean", code="invalid_value")
+    def parse(body: bytes) -> dict:
+        """A chat completion's body: the fields Kraken relies on."""
+        payload = body_checks.with_model(body)
+        body_checks.nonempty_array(payload, "messages", "'messages' must be a non-empty array")
+        body_checks.boolean(payload, "stream", "'stream' must be a boolean")
         return payload
 
     async def dispatch(self, call: Call, routes: tuple[Route, ...], payload: dict,
@@ -223,7 +266,7 @@ class Gateway:
             target, headers, body, hide_usage = family.chat_request(payload, route.model)
         else:
             family, sink, (target, headers, body, hide_usage) = shape(route, payload, sink)
-        headers = self.authorize(call, route, headers)
+        headers = self.authorize(call, route, headers, family)
         for fresh_retry in (False, True):
             conn = await pool.acquire()
             relay = Relay(call, sink, family, stream=call.stream, hide_usage=hide_usage,
@@ -254,8 +297,11 @@ class Gateway:
             call.byok_keys = await self.byok.keys_for(call.customer_id)
 
     @staticmethod
-    def authorize(call: Call, route: Route, headers: list) -> list:
-        """Use the customer's own key for this route's provider kind, if it has one."""
+    def authorize(call: Call, route: Route, headers: list, family: object = None) -> list:
+        """Use the customer's own key for this route's provider kind, if it has one.
+
+        ``family`` is the endpoint's shaper when it puts the key elsewhere (Gemini native:
+        ``x-goog-api-key``); otherwise the route's own family places it."""
         key = call.byok_keys.get(route.provider.family.cfg.kind) if call.byok_keys else None
         call.byok = False
         if key is None:
@@ -264,7 +310,8 @@ class Gateway:
             # Never fall back to the operator's key behind the customer's back. A fresh error:
             # re-raising the cached instance would grow its traceback on every request.
             raise ByokKeyUnusable(None, key.message)
-        authorized = getattr(route.provider.family, "authorized", None)
+        authorized = (getattr(family, "authorized", None)
+                      or getattr(route.provider.family, "authorized", None))
         if authorized is None:  # a family without BYOK support: managed access
             return headers
         call.byok = True
@@ -317,18 +364,10 @@ class Gateway:
         await self.run_call(req, sink, "chat_completions", self._chat)
 
     async def _chat(self, call: Call, req: Request, sink: ResponseSink) -> None:
-        principal = await self.authenticate(req)
-        call.customer_id = principal.customer_id
-        call.key_id = principal.key_id
-        self.admit(call)
-        await self.limit(call, principal)
-        payload = self.parse(req)
-        self.bill(principal, payload["model"])
+        _, payload = await self.begin(call, req, self.parse)
         call.stream = payload.get("stream") is True
         call.task_type = task_type("chat", payload)
-        call.opted_out = getattr(principal, "opted_out", False)  # feeds no routing statistics
-        routes = self.router.candidates(payload["model"], task=call.task_type)
-        call.model_requested = payload["model"]  # only once known: never free client text
+        routes = self.routes_for(call, payload["model"])
         await self.dispatch(call, routes, payload, sink, shape=chat_shape)
 
     async def run_call(self, req: Request, sink: ResponseSink, route: str, body: CallBody,

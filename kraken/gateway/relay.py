@@ -29,12 +29,22 @@ MAX_USAGE_BODY = 4 * 1024 * 1024
 
 
 class WireFamily(Protocol):
-    """What the relay needs from a provider family (``OpenAICompat``, ``AnthropicFamily``)."""
+    """What the relay needs from a provider family (``OpenAICompat``, ``AnthropicFamily``,
+    ``GeminiNative``); a family may also offer ``stream_tap(strip_usage)`` (see ``stream_tap``)."""
 
     def usage_parser(self) -> UsageParser: ...
     def usage_from_body(self, body: bytes) -> object | None: ...
     def map_error(self, status: int, body: bytes) -> KrakenError: ...
     def sse_error_event(self, exc: KrakenError) -> bytes: ...
+
+
+def stream_tap(family: WireFamily, strip_usage: bool):
+    """The tap for a streamed answer: the family's own (``stream_tap``) if it has one, else an
+    ``SseTap`` over its ``usage_parser()``. Both pass bytes through and end with ``usage``."""
+    own = getattr(family, "stream_tap", None)
+    if own is not None:
+        return own(strip_usage)
+    return SseTap(family.usage_parser(), strip_usage=strip_usage)
 
 
 _SSE_HEADERS = [
@@ -66,7 +76,7 @@ class Relay:
         self.state = WAITING
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stream = stream
-        self._tap = SseTap(family.usage_parser(), strip_usage=hide_usage) if stream else None
+        self._tap = stream_tap(family, hide_usage) if stream else None
         self._body = bytearray()
         self._status = 0
         self._on_complete = on_complete

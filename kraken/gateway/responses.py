@@ -13,12 +13,14 @@ from functools import partial
 import orjson
 
 from kraken.errors import BadRequest, KrakenError, NotFound
+from kraken.gateway.body import boolean, with_model
 from kraken.gateway.call import Call
 from kraken.gateway.classify import task_type
 from kraken.gateway.router import Route
 from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.openai_compat import OpenAICompat, responses_usage
 from kraken.providers.usage import Usage
+from kraken.providers.wire import usage_in_body
 
 PATH = "/v1/responses"
 ROUTE = "responses"
@@ -26,30 +28,18 @@ _FINAL = frozenset({"response.completed", "response.incomplete", "response.faile
 
 
 def register(gateway) -> None:
-    gateway.add_endpoint(PATH, partial(responses, gateway))
-
-
-async def responses(gateway, req: Request, sink: ResponseSink) -> None:
-    await gateway.run_call(req, sink, ROUTE, partial(_phases, gateway))
+    gateway.add_call(PATH, ROUTE, partial(_phases, gateway))
 
 
 async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
-    principal = await gateway.authenticate(req)
-    call.customer_id = principal.customer_id
-    call.key_id = principal.key_id
-    gateway.admit(call)
-    await gateway.limit(call, principal)
-    payload = parse(req.body)
-    gateway.bill(principal, payload["model"])
+    _, payload = await gateway.begin(call, req, parse)
     call.stream = payload.get("stream") is True
     call.task_type = task_type("chat", as_chat(payload))
-    call.opted_out = getattr(principal, "opted_out", False)
-    routes = [r for r in gateway.router.candidates(payload["model"], task=call.task_type)
-              if r.provider.family.cfg.responses]
-    call.model_requested = payload["model"]
-    if not routes:
-        raise NotFound(f"The model '{payload['model'][:200]}' is not served through the "
-                       "Responses API here", code="model_not_found")
+    model = payload["model"]
+    routes = gateway.routes_for(
+        call, model, lambda r: r.provider.family.cfg.responses,
+        lambda: NotFound(f"The model '{model[:200]}' is not served through the Responses API "
+                         "here", code="model_not_found"))
     await gateway.dispatch(call, routes, payload, sink, shape=shape)
 
 
@@ -61,20 +51,11 @@ def shape(route: Route, payload: dict, sink: ResponseSink) -> tuple:
 
 
 def parse(body: bytes) -> dict:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("Request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("Request body must be a JSON object", code="invalid_json")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string", code="invalid_value")
+    payload = with_model(body)
     data = payload.get("input")
     if data is not None and not isinstance(data, (str, list)):
         raise BadRequest("'input' must be a string or an array of input items", code="invalid_value")
-    if not isinstance(payload.get("stream", False), bool):
-        raise BadRequest("'stream' must be a boolean", code="invalid_value")
+    boolean(payload, "stream", "'stream' must be a boolean")
     return payload
 
 
@@ -112,12 +93,7 @@ def usage_event(event: bytes) -> tuple[Usage, bool] | None:
 
 
 def usage_from_body(body: bytes) -> Usage | None:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    usage = obj.get("usage") if isinstance(obj, dict) else None
-    return responses_usage(usage) if isinstance(usage, dict) else None
+    return usage_in_body(body, responses_usage)
 
 
 class ResponsesFamily:

@@ -1,8 +1,7 @@
 """A fast, deterministic Anthropic Messages API provider for tests and the bench.
 
-Same design as ``openai_mock``: a small HTTP/1.1 parser (shared), wire bytes built once per
-response shape and cached (only the message id changes per request), an ``asyncio.Protocol``
-that writes a whole undelayed stream in one call. Content is fake ("tok0 tok1 ..."); the prompt
+Same design as ``openai_mock``: the shared ``kraken.mock.server`` does the wire work; wire bytes
+are built once per response shape and cached (only the message id changes per request). Content is fake ("tok0 tok1 ..."); the prompt
 is never echoed. The wire format is api.anthropic.com's: a ``message`` object, or the SSE events
 ``message_start``, ``content_block_start``, ``ping``, ``content_block_delta`` (``text_delta``,
 ``thinking_delta``, ``signature_delta``, ``input_json_delta``), ``content_block_stop``,
@@ -28,27 +27,27 @@ made to match the tool's ``input_schema``, streams as ``input_json_delta`` piece
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import collections
 import hashlib
-import secrets
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
 
-from kraken.mock.openai_mock import (
-    MockRequest, MockResponse, ParsedRequest, ParseError, RequestParser, default_pieces,
-    fake_value, frame, response_head, split_text,
+from kraken.mock.http1 import ParsedRequest
+from kraken.mock.openai_mock import default_pieces, fake_value, split_text
+from kraken.mock.server import (
+    BadRequest,
+    MockServer,
+    Reply,
+    WireCache,
+    checked_int,
+    load_body,
+    mock_status,
+    stream_entry,
 )
 
-__all__ = ["MockAnthropic", "MessagePlan", "build_message", "build_stream", "error_body",
+__all__ = ["MessagePlan", "MockAnthropic", "build_message", "build_stream", "error_body",
            "plan_message"]
-
-MAX_HEAD = 64 * 1024
-MAX_BODY = 32 * 1024 * 1024
-RECORD_MAX = 1000
 
 # Same length as a real id ("msg_" + 24) and as the ids we generate, so cached chunk sizes stay valid.
 _ID_PLACEHOLDER = b"msg_" + b"@" * 24
@@ -79,12 +78,6 @@ def error_body(status: int, message: str) -> bytes:
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
 _OVERLOADED_EVENT = b"event: error\ndata: " + error_body(529, "Overloaded") + b"\n\n"
 
 
@@ -104,9 +97,7 @@ class MessagePlan(NamedTuple):
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"{name}: expected an integer in [{low}, {high}]")
-    return value
+    return checked_int(value, name, low, high)
 
 
 def plan_message(req: dict, mock: dict, chunks: int, input_tokens: int) -> MessagePlan:
@@ -272,220 +263,15 @@ def build_stream(plan: MessagePlan) -> list[bytes]:
     return events
 
 
-JSON = b"application/json"
-SSE = b"text/event-stream; charset=utf-8"
-
-
-# ----------------------------------------------------------------------------- replies
-
-
-@dataclass(slots=True)
-class Reply:
-    """What to send for one request: a whole body, or stream events, plus failure-mode knobs."""
-
-    status: int
-    body: bytes = b""
-    events: list[bytes] | None = None  # unframed SSE events; None = Content-Length body
-    framed: list[bytes] | None = None  # the same events chunk-framed
-    whole: tuple[bytes, bytes] | None = None  # (de-chunked body, chunked body) of a whole stream
-    rounds: int = 0  # content deltas: a delayed whole message waits as long as its stream would
-    first_delay: float = 0.0
-    chunk_delay: float = 0.0
-    drop_after: int | None = None
-    hang_after: int | None = None
-    close_now: bool = False
-
-    @property
-    def immediate(self) -> bool:
-        return self.first_delay <= 0 and self.chunk_delay <= 0
-
-
-def _stream_entry(events: list[bytes]) -> tuple:
-    framed = [frame(e) for e in events]
-    return (events, framed, b"".join(events), b"".join(framed) + b"0\r\n\r\n")
-
-
-class _Cache:
-    """Wire bytes per MessagePlan, bounded. A stream entry is (events, framed events, de-chunked
-    body, whole chunked body); a message entry is (body,). ``_ID_PLACEHOLDER`` marks the id."""
-
-    def __init__(self, size: int = 512):
-        self.size = size
-        self.data: dict[MessagePlan, tuple] = {}
-
-    def get(self, plan: MessagePlan) -> tuple:
-        hit = self.data.get(plan)
-        if hit is None:
-            hit = _stream_entry(build_stream(plan)) if plan.stream else (build_message(plan),)
-            if len(self.data) >= self.size:
-                self.data.clear()
-            self.data[plan] = hit
-        return hit
-
-
-# ----------------------------------------------------------------------------- connection
-
-
-class _Conn(asyncio.Protocol):
-    """One client connection: the only object here that touches a transport."""
-
-    __slots__ = ("server", "transport", "parser", "busy", "task", "closed", "_drain")
-
-    def __init__(self, server: MockAnthropic):
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.parser = RequestParser(MAX_HEAD, MAX_BODY)
-        self.busy = False
-        self.task: asyncio.Task | None = None
-        self.closed: asyncio.Future | None = None
-        self._drain: asyncio.Future | None = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.closed = asyncio.get_running_loop().create_future()
-        self.server._conns.add(self)
-
-    def connection_lost(self, exc):
-        self.server._conns.discard(self)
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-        if self.task is not None:
-            self.task.cancel()
-        self.transport = None
-
-    def pause_writing(self):
-        if self._drain is None or self._drain.done():
-            self._drain = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self):
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def data_received(self, data):
-        self.parser.feed(data)
-        if self.parser.buffered > MAX_HEAD + MAX_BODY:
-            self.transport.pause_reading()
-        if not self.busy:
-            self._process()
-
-    def _process(self):
-        while self.transport is not None and not self.transport.is_closing():
-            try:
-                req = self.parser.next()
-            except ParseError as e:
-                body = error_body(e.status, e.message)
-                self.transport.write(response_head(e.status, JSON, len(body), True, False) + body)
-                self.transport.close()
-                return
-            if req is None:
-                if self.parser.expect_continue:
-                    self.parser.expect_continue = False
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                return
-            self.parser.expect_continue = False
-            index, reply = self.server._handle(req)
-            if reply.close_now:
-                self.server._record(index, 0, b"")
-                self.transport.abort()
-                return
-            if reply.immediate and reply.hang_after is None:
-                self._send_now(index, req, reply)
-            else:
-                self.busy = True
-                self.task = asyncio.ensure_future(self._send_later(index, req, reply))
-                return
-
-    def _send_now(self, index: int, req: ParsedRequest, reply: Reply) -> None:
-        close = not req.keep_alive
-        if reply.events is None:
-            if reply.drop_after is not None:  # a non-stream body cut before it starts
-                self.server._record(index, reply.status, b"")
-                self.transport.close()
-                return
-            head = response_head(reply.status, JSON, len(reply.body), close, req.http10)
-            self.transport.write(head + reply.body)
-            self.server._record(index, reply.status, reply.body)
-        else:
-            close = close or req.http10
-            mid = self.server._next_id()
-            head = response_head(reply.status, SSE, None, close, req.http10)
-            cut = reply.drop_after
-            if cut is not None and cut < len(reply.events):  # dropped: no last-chunk, just a FIN
-                body = b"".join(reply.events[:cut])
-                wire = body if req.http10 else b"".join(reply.framed[:cut])
-                close = True
-            else:
-                body, wire = reply.whole
-                if req.http10:
-                    wire = body
-            self.transport.write(head + wire.replace(_ID_PLACEHOLDER, mid))
-            self.server._record(index, reply.status, body.replace(_ID_PLACEHOLDER, mid))
-        if close:
-            self.transport.close()
-
-    async def _send_later(self, index: int, req: ParsedRequest, reply: Reply) -> None:
-        """Delayed, dropped or hung responses: one event at a time, honouring pause_writing."""
-        sent: list[bytes] = []
-        record = reply.events is not None
-        try:
-            if reply.first_delay > 0:
-                await asyncio.sleep(reply.first_delay)
-            if reply.events is None:
-                if reply.chunk_delay > 0:  # a whole message takes as long as its stream would
-                    await asyncio.sleep(reply.chunk_delay * reply.rounds)
-                if reply.hang_after is not None:
-                    await self.closed
-                elif self.transport is not None:
-                    self._send_now(index, req, reply)
-                return
-            events = reply.events
-            limits = [x for x in (reply.drop_after, reply.hang_after) if x is not None]
-            stop = min([len(events), *limits])
-            hang = reply.hang_after is not None and stop == reply.hang_after
-            close = not req.keep_alive or req.http10
-            mid = self.server._next_id()
-            pending = response_head(reply.status, SSE, None, close, req.http10)
-            close = close or stop < len(events)  # a drop is a bare FIN, not announced
-            for k in range(stop):
-                ev = events[k]
-                if reply.chunk_delay > 0 and ev.startswith(_DELTA):
-                    await asyncio.sleep(reply.chunk_delay)
-                if self._drain is not None and not self._drain.done():
-                    await self._drain
-                if self.transport is None:
-                    return
-                ev = ev.replace(_ID_PLACEHOLDER, mid)
-                sent.append(ev)
-                self.transport.write(pending + (ev if req.http10 else frame(ev)))
-                pending = b""
-            if pending:
-                self.transport.write(pending)
-            if hang:
-                self.server._record(index, reply.status, b"".join(sent))
-                record = False
-                await self.closed
-                return
-            if stop == len(events) and not req.http10:
-                self.transport.write(b"0\r\n\r\n")
-            if close:
-                self.transport.close()
-        except asyncio.CancelledError:
-            pass  # the connection or the server closed
-        finally:
-            if record:
-                self.server._record(index, reply.status, b"".join(sent))
-            self.task = None
-            self.busy = False
-            if self.transport is not None and not self.transport.is_closing():
-                self._process()
+def _build(plan: MessagePlan) -> tuple:
+    """A stream's ``stream_entry``, or ``(body,)``; ``_ID_PLACEHOLDER`` marks the id."""
+    return stream_entry(build_stream(plan)) if plan.stream else (build_message(plan),)
 
 
 # ----------------------------------------------------------------------------- server
 
 
-class MockAnthropic:
+class MockAnthropic(MockServer):
     """An Anthropic Messages API HTTP/1.1 server on the running event loop.
 
     ``url`` is the provider base URL for Kraken's config (``.../v1``); ``sdk_url`` is what the
@@ -493,82 +279,36 @@ class MockAnthropic:
     ``requests``/``responses`` keep the last ``RECORD_MAX`` exchanges for assertions.
     """
 
+    id_placeholder = _ID_PLACEHOLDER
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, chunks: int = 20,
                  chunk_delay_ms: float = 0.0, first_byte_delay_ms: float = 0.0,
                  input_tokens: int = 12, api_key: str | None = None):
-        self.host = host
-        self.port = port
-        self.chunks = chunks
-        self.chunk_delay_ms = chunk_delay_ms
-        self.first_byte_delay_ms = first_byte_delay_ms
+        super().__init__(host, port, chunks=chunks, chunk_delay_ms=chunk_delay_ms,
+                         first_byte_delay_ms=first_byte_delay_ms, api_key=api_key)
         self.input_tokens = input_tokens
-        self.api_key = api_key
-        self.requests: collections.deque[MockRequest] = collections.deque(maxlen=RECORD_MAX)
-        self.responses: collections.deque[MockResponse] = collections.deque(maxlen=RECORD_MAX)
         self._key = api_key.encode() if api_key else None
-        self._server: asyncio.AbstractServer | None = None
-        self._conns: set[_Conn] = set()
-        self._cache = _Cache()
-        self._count = 0
-        self._ids = 0
-        self._id_prefix = secrets.token_hex(4).encode()
+        self._cache = WireCache(_build)
 
     @property
     def sdk_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self.origin
 
     @property
     def url(self) -> str:
         return self.sdk_url + "/v1"
 
-    async def start(self) -> int:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Conn(self), self.host, self.port, backlog=2048, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+    # -- provider hooks used by MockServer
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        tasks = [c.task for c in self._conns if c.task is not None]
-        for conn in list(self._conns):
-            if conn.transport is not None:
-                conn.transport.abort()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-        await asyncio.sleep(0)  # let the last connection_lost callbacks run
-
-    async def __aenter__(self) -> MockAnthropic:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
-    # -- internals used by _Conn
+    def error_body(self, status: int, message: str, param: str | None = None) -> bytes:
+        return error_body(status, message)
 
     def _next_id(self) -> bytes:
         self._ids += 1
         return b"msg_%s%016d" % (self._id_prefix, self._ids)
 
-    def _record(self, index: int, status: int, body: bytes) -> None:
-        self.responses.append(MockResponse(index, status, body))
-
-    def _handle(self, req: ParsedRequest) -> tuple[int, Reply]:
-        index = self._count
-        self._count += 1
-        path = req.target.split("?", 1)[0]
-        self.requests.append(MockRequest(index, req.method, path, req.headers, req.body))
-        try:
-            return index, self._route(req, path)
-        except BadRequest as e:
-            return index, Reply(400, error_body(400, e.message))
+    def _paced(self, reply: Reply, k: int, event: bytes) -> bool:
+        return event.startswith(_DELTA)
 
     def _route(self, req: ParsedRequest, path: str) -> Reply:
         if path.startswith("/v1/"):
@@ -595,28 +335,10 @@ class MockAnthropic:
             body = cached[0].replace(_ID_PLACEHOLDER, self._next_id())
             return self._with_mock(mock, Reply(200, body, rounds=_rounds(plan)))
         if mock and mock.get("error_after_chunks") is not None:
-            cut = _opt_int(mock, "error_after_chunks")
-            cached = _stream_entry(cached[0][:cut] + [_OVERLOADED_EVENT])
-        return self._with_mock(mock, Reply(200, events=cached[0], framed=cached[1], whole=cached[2:]))
-
-    def _with_mock(self, mock: dict, reply: Reply) -> Reply:
-        if not mock:
-            reply.first_delay = self.first_byte_delay_ms / 1000
-            reply.chunk_delay = self.chunk_delay_ms / 1000
-            return reply
-        reply.first_delay = float(mock.get("first_byte_delay_ms", self.first_byte_delay_ms)) / 1000
-        reply.chunk_delay = float(mock.get("chunk_delay_ms", self.chunk_delay_ms)) / 1000
-        reply.drop_after = _opt_int(mock, "drop_after_chunks")
-        reply.hang_after = _opt_int(mock, "hang_after_chunks")
-        reply.close_now = mock.get("close_before_response") is True
-        return reply
-
-
-def _opt_int(mock: dict, key: str) -> int | None:
-    value = mock.get(key)
-    if value is None:
-        return None
-    return _int(value, f"mock.{key}", 0, 10_000_000)
+            cut = self._opt_int(mock, "error_after_chunks")
+            cached = stream_entry(cached[0][:cut] + [_OVERLOADED_EVENT])
+        return self._with_mock(mock, Reply(200, events=cached[0], framed=cached[1],
+                                          whole=cached[2:]))
 
 
 _STATUS_MESSAGES = {429: "Number of request tokens has exceeded your per-minute rate limit",
@@ -624,21 +346,11 @@ _STATUS_MESSAGES = {429: "Number of request tokens has exceeded your per-minute 
 
 
 def _mock_error(mock: dict) -> Reply | None:
-    status = mock.get("status")
-    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
-        return Reply(status, error_body(status, _STATUS_MESSAGES.get(status, f"Mock error {status}.")))
-    return None
-
-
-_NO_MOCK: dict = {}
+    status = mock_status(mock)
+    if status is None:
+        return None
+    return Reply(status, error_body(status, _STATUS_MESSAGES.get(status, f"Mock error {status}.")))
 
 
 def _load(raw: bytes) -> tuple[dict, dict]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("There was an issue with your request body: invalid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    mock = body.get("mock")
-    return body, mock if isinstance(mock, dict) else _NO_MOCK
+    return load_body(raw, "There was an issue with your request body: invalid JSON")

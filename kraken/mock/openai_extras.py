@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from kraken.mock.openai_mock import BadRequest, Reply, _load, _mock_error, frame
+from kraken.mock.openai_mock import _load, _mock_error
+from kraken.mock.server import BadRequest, Reply, stream_reply
 
 __all__ = ["build_response", "build_response_events", "responses_reply"]
 
@@ -112,10 +113,7 @@ def responses_reply(server: Any, raw: bytes) -> Reply:
     usage = _usage(mock.get("usage"), server.prompt_tokens, chunks)
     rid = "resp_" + server._next_id().decode()[9:]
     if body.get("stream") is True:
-        events = build_response_events(rid, model, pieces, usage)
-        framed = [frame(e) for e in events]
-        reply = Reply(200, events=events, framed=framed, n=1, rounds=len(pieces),
-                      whole=(b"".join(events), b"".join(framed) + b"0\r\n\r\n"))
+        reply = stream_reply(build_response_events(rid, model, pieces, usage), rounds=len(pieces))
     else:
         reply = Reply(200, build_response(rid, model, pieces, usage), rounds=len(pieces))
     return server._with_mock(mock, reply)

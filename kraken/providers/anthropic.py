@@ -22,8 +22,9 @@ import orjson
 
 from kraken.billing.pricing import AnthropicUsage
 from kraken.config import ProviderConfig
-from kraken.errors import KrakenError, UpstreamError, UpstreamStatus
-from kraken.providers.openai_compat import scrub
+from kraken.errors import KrakenError, UpstreamStatus
+from kraken.providers.scrub import provider_error
+from kraken.providers.wire import base_headers, usage_in_body
 
 __all__ = [
     "DEFAULT_VERSION",
@@ -72,15 +73,8 @@ class AnthropicFamily:
         self.cfg = cfg
         self.name = cfg.name
         self._messages_target = base_path + MESSAGES_PATH
-        self._base_headers: list[tuple[bytes, bytes]] = [
-            (b"host", authority.encode()),
-            (b"content-type", b"application/json"),
-            (b"accept", b"application/json, text/event-stream"),
-            (b"user-agent", b"kraken-gateway"),
-        ]
-        self._keyless_headers = list(self._base_headers)
-        if cfg.api_key:
-            self._base_headers.append((b"x-api-key", cfg.api_key.encode()))
+        self._base_headers, self._keyless_headers = base_headers(
+            authority, (b"x-api-key", cfg.api_key.encode()) if cfg.api_key else None)
 
     def headers_for(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
         """The base headers, authorised by the customer's own key (BYOK) when one is given."""
@@ -143,12 +137,7 @@ class AnthropicFamily:
     @staticmethod
     def usage_from_body(body: bytes) -> AnthropicUsage | None:
         """Usage of a non-streamed Message (already complete, bounded in size)."""
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
-        usage = obj.get("usage") if isinstance(obj, dict) else None
-        return AnthropicUsage.from_anthropic(usage) if isinstance(usage, dict) else None
+        return usage_in_body(body, AnthropicUsage.from_anthropic)
 
     # ---- errors --------------------------------------------------------------------
     def map_error(self, status: int, body: bytes) -> KrakenError:
@@ -159,17 +148,9 @@ class AnthropicFamily:
         504 stays 504, other 5xx are 502; any other 4xx is relayed with its status and the
         provider's body, scrubbed of anything key-shaped.
         """
-        if status in (401, 403):
-            return UpstreamError(f"provider {self.name} rejected the gateway's credentials")
-        if 400 <= status < 500 and status != 429:
-            return UpstreamStatus(status, scrub(body, self.cfg.api_key))
-        err = UpstreamError(f"provider {self.name} returned {status}")
-        if status == 429:
-            err.status, err.error_type = 429, "upstream_rate_limited"
-        elif status == 529:
+        err = provider_error(self.name, self.cfg.api_key, status, body)
+        if status == 529:
             err.status, err.error_type = 503, "upstream_overloaded"
-        elif status == 504:
-            err.status, err.error_type = 504, "upstream_timeout"
         return err
 
     @staticmethod

@@ -18,9 +18,10 @@ from __future__ import annotations
 import orjson
 
 from kraken.config import ProviderConfig
-from kraken.errors import KrakenError, UpstreamError, UpstreamStatus
-from kraken.providers.openai_compat import scrub
+from kraken.errors import KrakenError
+from kraken.providers.scrub import provider_error
 from kraken.providers.usage import Usage
+from kraken.providers.wire import base_headers
 
 __all__ = [
     "METHODS",
@@ -136,14 +137,8 @@ class GeminiNative:
         self.cfg = cfg
         self.name = cfg.name
         self._models = native_base_path(base_path) + "/models/"
-        self._headers: list[tuple[bytes, bytes]] = [
-            (b"host", authority.encode()),
-            (b"content-type", b"application/json"),
-            (b"accept", b"application/json, text/event-stream"),
-            (b"user-agent", b"kraken-gateway"),
-        ]
-        if cfg.api_key:
-            self._headers.append((b"x-goog-api-key", cfg.api_key.encode()))
+        self._headers, _ = base_headers(
+            authority, (b"x-goog-api-key", cfg.api_key.encode()) if cfg.api_key else None)
 
     @staticmethod
     def authorized(headers: list[tuple[bytes, bytes]], api_key: str) -> list[tuple[bytes, bytes]]:
@@ -185,19 +180,18 @@ class GeminiNative:
         return self.usage_event
 
     @staticmethod
+    def stream_tap(strip_usage: bool) -> UsageMetadataTap:
+        """The relay's tap for ``alt=sse``: Google's ``usageMetadata`` is not the ``"usage":{``
+        key ``SseTap`` looks for, and Gemini never has a usage event to hide."""
+        return UsageMetadataTap()
+
+    @staticmethod
     def sse_error_event(exc: KrakenError) -> bytes:
         """A stream failing after its first byte ends with Google's error object as an event."""
         return b"data: " + google_error_body(exc) + b"\r\n\r\n"
 
     def map_error(self, status: int, body: bytes) -> KrakenError:
-        """A provider error before the first byte (the same rules as the OpenAI family)."""
-        if status in (401, 403) or (status == 400 and b"API_KEY_INVALID" in body):
-            return UpstreamError(f"provider {self.name} rejected the gateway's credentials")
-        if 400 <= status < 500 and status != 429:
-            return UpstreamStatus(status, scrub(body, self.cfg.api_key))
-        err = UpstreamError(f"provider {self.name} returned {status}")
-        if status == 429:
-            err.status, err.error_type = 429, "upstream_rate_limited"
-        elif status == 504:
-            err.status, err.error_type = 504, "upstream_timeout"
-        return err
+        """A provider error before the first byte (the shared rules; Google also reports a bad
+        key as 400 ``API_KEY_INVALID``)."""
+        return provider_error(self.name, self.cfg.api_key, status, body,
+                              credentials_rejected=status == 400 and b"API_KEY_INVALID" in body)

@@ -3,24 +3,19 @@ OpenAI endpoint, vLLM, Ollama, TGI): request shaping, usage extraction, error ma
 """
 from __future__ import annotations
 
-import re
-
 import orjson
 
 from kraken.config import ProviderConfig
-from kraken.errors import (
-    BadRequest,
-    KrakenError,
-    UpstreamError,
-    UpstreamStatus,
-    sse_error_event,
-)
+from kraken.errors import BadRequest, KrakenError, sse_error_event
+from kraken.providers.scrub import provider_error, scrub
 from kraken.providers.usage import Usage
+from kraken.providers.wire import base_headers, usage_in_body
+
+__all__ = ["OpenAICompat", "openai_usage", "responses_usage", "scrub"]
 
 CHAT_PATH = "/chat/completions"
 EMBEDDINGS_PATH = "/embeddings"
 RESPONSES_PATH = "/responses"
-_KEYLIKE = re.compile(rb"(sk-[A-Za-z0-9_\-*]{3,}|AIza[0-9A-Za-z_\-]{10,}|kr_(?:live|test)_[A-Za-z0-9_]+)")
 
 
 class OpenAICompat:
@@ -35,15 +30,8 @@ class OpenAICompat:
         self.responses_target = base_path + RESPONSES_PATH
         self.stream_usage = cfg.stream_usage or "include_usage"
         """Preset quirk: "always" providers (Mistral) reject ``stream_options`` but send usage."""
-        self._base_headers: list[tuple[bytes, bytes]] = [
-            (b"host", authority.encode()),
-            (b"content-type", b"application/json"),
-            (b"accept", b"application/json, text/event-stream"),
-            (b"user-agent", b"kraken-gateway"),
-        ]
-        self._keyless_headers = list(self._base_headers)
-        if cfg.api_key:
-            self._base_headers.append((b"authorization", b"Bearer " + cfg.api_key.encode()))
+        self._base_headers, self._keyless_headers = base_headers(
+            authority, (b"authorization", b"Bearer " + cfg.api_key.encode()) if cfg.api_key else None)
 
     def headers_for(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
         """The base headers, authorised by the customer's own key (BYOK) when one is given."""
@@ -84,12 +72,7 @@ class OpenAICompat:
     @staticmethod
     def usage_from_body(body: bytes) -> Usage | None:
         """Usage of a non-streamed response (already complete, bounded in size)."""
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
-        usage = obj.get("usage") if isinstance(obj, dict) else None
-        return openai_usage(usage) if isinstance(usage, dict) else None
+        return usage_in_body(body, openai_usage)
 
     def usage_parser(self):
         """The stream usage parser for ``SseTap`` (stateless here: one event holds all usage)."""
@@ -142,23 +125,7 @@ class OpenAICompat:
 
     def map_error(self, status: int, body: bytes) -> KrakenError:
         """A provider error before the first byte, as the client should see it."""
-        if status in (401, 403):
-            return UpstreamError(f"provider {self.name} rejected the gateway's credentials")
-        if 400 <= status < 500 and status != 429:
-            return UpstreamStatus(status, scrub(body, self.cfg.api_key))
-        err = UpstreamError(f"provider {self.name} returned {status}")
-        if status == 429:
-            err.status, err.error_type = 429, "upstream_rate_limited"
-        elif status == 504:
-            err.status, err.error_type = 504, "upstream_timeout"
-        return err
-
-
-def scrub(body: bytes, secret: str) -> bytes:
-    """Remove the provider key and anything key-shaped from a provider error body."""
-    if secret:
-        body = body.replace(secret.encode(), b"[redacted]")
-    return _KEYLIKE.sub(b"[redacted]", body)
+        return provider_error(self.name, self.cfg.api_key, status, body)
 
 
 def openai_usage(usage: dict) -> Usage:

@@ -24,7 +24,7 @@ from kraken import metrics
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError, NotFound
 from kraken.http.exchange import Request
-from kraken.http.h2 import PREFACE, H2Connection
+from kraken.http.h2 import H2Connection
 from kraken.http.listener import ProtocolSelector
 from kraken.http.h2limits import GuardedH2Connection, H2Limits
 
@@ -501,7 +501,7 @@ async def test_client_goaway_lets_streams_in_flight_finish():
         await ok(req, sink)
 
     async with serve(handler) as server, h2_client(server.port) as cl:
-        sid = cl.request("GET", "/")
+        cl.request("GET", "/")
         await eventually(lambda: len(server.calls) == 1)
         cl.h2.close_connection()  # GOAWAY NO_ERROR from the client
         cl.flush()

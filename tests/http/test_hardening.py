@@ -18,7 +18,6 @@ from h1wire import connect, is_openai_error, parse_responses, read_to_eof
 from harness import (TEST_KEY, db_rows, kraken_mapping, running_kraken, running_mock,
                      wait_for, wait_rows)
 from kraken.config import ServerConfig
-from kraken.http import h1
 from kraken.http.connlimit import ConnectionLimiter, address_key
 from kraken.http.exchange import Request
 from kraken.http.h1 import H1Connection

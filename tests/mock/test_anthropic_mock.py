@@ -8,6 +8,7 @@ import time
 
 import anthropic
 import pytest
+from mock_wire import raw_exchange, read_response
 
 from kraken.mock.anthropic_mock import MockAnthropic, signature
 
@@ -285,21 +286,6 @@ async def test_close_before_response(client):
         await create(client, extra_body={"mock": {"close_before_response": True}})
 
 
-async def test_hang_after_chunks_keeps_connection_open(mock):
-    reader, writer = await asyncio.open_connection("127.0.0.1", mock.port)
-    try:
-        writer.write(post(body_json(stream=True, mock={"hang_after_chunks": 2})))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
-        assert head.startswith(b"HTTP/1.1 200")
-        await asyncio.sleep(0.1)
-        first = await asyncio.wait_for(reader.read(65536), 1)
-        assert first.count(b"event: ") == 2
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(reader.read(1), 0.2)  # nothing more, and no EOF
-    finally:
-        writer.close()
-
-
 async def test_delays_are_applied(client):
     t0 = time.perf_counter()
     times = []
@@ -350,35 +336,3 @@ def post(body: bytes, *, path: str = "/v1/messages", x_api_key: str | None = KEY
         extra += b"anthropic-version: %s\r\n" % version.encode()
     return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body))
-
-
-async def read_response(reader) -> tuple[int, dict, bytes, list[int]]:
-    """Read one response strictly; returns status, headers, body and the chunk sizes seen."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    lines = head[:-4].split(b"\r\n")
-    status = int(lines[0].split(b" ")[1])
-    headers = dict(line.lower().split(b": ", 1) for line in lines[1:])
-    sizes = []
-    if headers.get(b"transfer-encoding") == b"chunked":
-        body = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
-            sizes.append(size)
-            data = await reader.readexactly(size + 2)
-            assert data[-2:] == b"\r\n"
-            body += data[:-2]
-            if size == 0:
-                break
-    else:
-        body = await reader.readexactly(int(headers[b"content-length"]))
-    return status, headers, body, sizes
-
-
-async def raw_exchange(port: int, request: bytes):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        status, headers, body, _ = await read_response(reader)
-        return status, headers, body
-    finally:
-        writer.close()

@@ -7,9 +7,10 @@ import time
 
 import openai
 import pytest
+from mock_wire import raw_exchange, read_response
 
 from kraken.mock import MockOpenAI
-from kraken.mock.openai_mock import ParseError, RequestParser
+from kraken.mock.http1 import ParseError, RequestParser
 
 pytestmark = pytest.mark.anyio
 
@@ -251,22 +252,6 @@ async def test_close_before_response(client):
             model="mock-gpt", messages=MESSAGES, extra_body={"mock": {"close_before_response": True}})
 
 
-async def test_hang_after_chunks_keeps_connection_open(mock):
-    body = body_json(stream=True, mock={"hang_after_chunks": 2})
-    reader, writer = await asyncio.open_connection("127.0.0.1", mock.port)
-    try:
-        writer.write(post("/v1/chat/completions", body))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
-        assert head.startswith(b"HTTP/1.1 200")
-        await asyncio.sleep(0.1)
-        first = await asyncio.wait_for(reader.read(65536), 1)
-        assert first.count(b"data: ") == 2
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(reader.read(1), 0.2)  # nothing more, and no EOF
-    finally:
-        writer.close()
-
-
 async def test_close_ends_hung_streams():
     m = MockOpenAI()
     await m.start()
@@ -302,39 +287,6 @@ def body_json(stream: bool = False, **extra) -> bytes:
 def post(path: str, body: bytes, extra: bytes = b"") -> bytes:
     return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body))
-
-
-async def read_response(reader) -> tuple[int, dict, bytes, list[int]]:
-    """Read one response strictly; returns status, headers, body and the chunk sizes seen."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    lines = head[:-4].split(b"\r\n")
-    status = int(lines[0].split(b" ")[1])
-    headers = dict(line.lower().split(b": ", 1) for line in lines[1:])
-    sizes = []
-    if headers.get(b"transfer-encoding") == b"chunked":
-        assert b"content-length" not in headers
-        body = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
-            sizes.append(size)
-            data = await reader.readexactly(size + 2)
-            assert data[-2:] == b"\r\n"
-            body += data[:-2]
-            if size == 0:
-                break
-    else:
-        body = await reader.readexactly(int(headers[b"content-length"]))
-    return status, headers, body, sizes
-
-
-async def raw_exchange(port: int, request: bytes):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        status, headers, body, _ = await read_response(reader)
-        return status, headers, body
-    finally:
-        writer.close()
 
 
 async def test_chunked_stream_framing_and_keep_alive(mock):

@@ -1,0 +1,211 @@
+"""Per-key lifetime budgets (``api_keys.token_budget`` / ``spend_budget_usd``), answered from memory.
+
+The budget itself travels on the ``Principal`` (the key cache sees an update within 1 s through
+``key_events``); this module keeps what the key has *used* so far, for keys that have a budget:
+
+- tokens = prompt + completion tokens of every recorded request of the key;
+- spend  = cost_usd + kraken_fee_usd in micro-dollars (``wallet.usage_micros``): what the customer
+  pays, the same amount the wallet is debited, so a spend budget caps the key's share of the bill.
+
+Totals are lifetime sums over ``requests.key_id`` (index ``requests_key_ts``), re-read by ``refresh``
+for budgeted keys only, plus what this process committed since and what it recorded but has not
+written yet (the same three layers as the monthly caps in ``guard.py``). The snapshot is bounded:
+at most ``max_keys`` keys (most recently created first), exported as a metric. A key whose budget
+was set after the last refresh is not known yet: it is admitted (fail-open for at most one refresh,
+which such a key triggers at once) rather than refused on a guess.
+
+Lifetime totals come from ``requests``, so a retention policy that purges request metadata also
+shrinks the keys' used budgets; request metadata is kept by default.
+
+Refusal works on the snapshot, like the monthly caps: requests already in flight when the budget
+runs out still complete; the next request is refused.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+from kraken import metrics
+from kraken.billing import wallet
+from kraken.errors import KrakenError
+from kraken.meter.record import RequestRecord
+from kraken.store.errors import StoreError
+from kraken.store.sqlite import SqliteStore
+
+log = logging.getLogger("kraken.billing")
+
+DEFAULT_MAX_KEYS = 100_000
+"""Budgeted keys tracked per process (two small ints each); more are logged and left unchecked."""
+
+_MAX_WANTED = 1_000
+_IN_CHUNK = 500  # SQLite host parameters per IN (...) list
+
+_REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason)
+            for reason in ("key_token_budget", "key_spend_budget")}
+
+
+class KeyTokenBudgetExceeded(KrakenError):
+    """The key's lifetime token budget is used up; it does not reset, so no Retry-After."""
+
+    status = 429
+    error_type = "quota_exceeded"
+    code = "key_token_budget_exceeded"
+
+
+class KeySpendBudgetExceeded(KrakenError):
+    status = 402
+    error_type = "quota_exceeded"
+    code = "key_spend_budget_exceeded"
+
+
+def usd_budget_micros(usd: float) -> int:
+    """``spend_budget_usd`` (REAL) in micro-dollars, rounded to the nearest."""
+    return round(usd * 1_000_000)
+
+
+def _tokens(rec: RequestRecord) -> int:
+    return (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
+
+
+class KeyBudgets:
+    """Used tokens and spend of budgeted keys, and the refusal when a budget is used up."""
+
+    def __init__(self, *, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        self.max_keys = max_keys
+        self._totals: dict[str, list[int]] = {}
+        """key id -> [tokens, spend_micros]: last refresh + committed since."""
+        self._unflushed: dict[str, list[int]] = {}
+        """key id -> [tokens, spend_micros] recorded by this process, not yet committed."""
+        self._pending: tuple[Sequence[RequestRecord], Sequence[RequestRecord]] | None = None
+        self._wanted: set[str] = set()
+        """Budgeted keys seen on the hot path but not in the snapshot: loaded by the next refresh."""
+        self.wake: Callable[[], None] | None = None
+        """Called (no arguments) when a refresh is wanted sooner than the interval."""
+        self._api_keys_table = True
+        self._warned_cap = False
+        self._export()
+
+    # -- hot path ------------------------------------------------------------------------
+
+    def used(self, key_id: str) -> tuple[int, int] | None:
+        """(tokens, spend micro-dollars) used by the key, or None when it is not tracked."""
+        t = self._totals.get(key_id)
+        if t is None:
+            return None
+        p = self._unflushed.get(key_id)
+        return (t[0] + p[0], t[1] + p[1]) if p else (t[0], t[1])
+
+    def check(self, key_id: str, token_budget: int | None, spend_budget_usd: float | None) -> None:
+        """Refuse (429 / 402) when the key's budget is used up. Memory only; never names the key."""
+        if token_budget is None and spend_budget_usd is None:
+            return
+        used = self.used(key_id)
+        if used is None:
+            if len(self._wanted) < _MAX_WANTED and key_id not in self._wanted:
+                self._wanted.add(key_id)
+                if self.wake is not None:
+                    self.wake()
+            return
+        tokens, spend = used
+        if token_budget is not None and tokens >= token_budget:
+            _REFUSED["key_token_budget"].inc()
+            raise KeyTokenBudgetExceeded(
+                f"This API key's token budget is used up: {tokens} of {token_budget} tokens. "
+                "Raise the key's token_budget or use another key.")
+        if spend_budget_usd is not None:
+            cap = usd_budget_micros(spend_budget_usd)
+            if spend >= cap:
+                _REFUSED["key_spend_budget"].inc()
+                raise KeySpendBudgetExceeded(
+                    f"This API key's spend budget is used up: {wallet.micros_to_usd(spend)} of "
+                    f"{wallet.micros_to_usd(cap)} USD (provider cost plus Kraken fee). "
+                    "Raise the key's spend_budget_usd or use another key.")
+
+    def note(self, rec: RequestRecord) -> None:
+        """A request of a tracked key ended: count it before the writer commits it."""
+        key = rec.key_id
+        if key is None or (key not in self._totals and key not in self._wanted):
+            return
+        tokens, micros = _tokens(rec), wallet.usage_micros(rec)
+        if tokens or micros:
+            p = self._unflushed.setdefault(key, [0, 0])
+            p[0] += tokens
+            p[1] += micros
+
+    # -- writer side -------------------------------------------------------------------
+
+    def in_batch(self, written: Sequence[RequestRecord], new: Sequence[RequestRecord]) -> None:
+        """Remember the batch (all records, and those not stored before) until it commits."""
+        self._pending = (written, new)
+
+    def committed(self) -> None:
+        """Move the batch from 'unwritten' to the totals (only records new to the store)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        written, new = pending
+        for rec in written:
+            p = self._unflushed.get(rec.key_id) if rec.key_id else None
+            if p is not None:
+                p[0] -= _tokens(rec)
+                p[1] -= wallet.usage_micros(rec)
+                if p[0] <= 0 and p[1] <= 0:  # records replayed at startup were never noted
+                    del self._unflushed[rec.key_id]
+        for rec in new:
+            t = self._totals.get(rec.key_id) if rec.key_id else None
+            if t is not None:
+                t[0] += _tokens(rec)
+                t[1] += wallet.usage_micros(rec)
+        self._export()
+
+    # -- refresh -----------------------------------------------------------------------
+
+    async def refresh(self, store: SqliteStore) -> None:
+        """Reload the lifetime totals of every budgeted key (at most ``max_keys``)."""
+        keys = await self._budgeted_keys(store)
+        keys.extend(k for k in self._wanted if k not in keys)
+        wanted = set(self._wanted)
+        totals: dict[str, list[int]] = {k: [0, 0] for k in keys}
+        for chunk in _chunks(keys, _IN_CHUNK):
+            rows = await store.fetch_all(
+                "SELECT key_id, SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)),"
+                " CAST(ROUND(SUM(COALESCE(cost_usd, 0) + COALESCE(kraken_fee_usd, 0)) * 1000000)"
+                " AS INTEGER) FROM requests"
+                f" WHERE key_id IN ({', '.join('?' * len(chunk))}) GROUP BY key_id", chunk)
+            for key_id, tokens, spend in rows:
+                totals[key_id] = [int(tokens or 0), int(spend or 0)]
+        self._totals = totals
+        self._wanted -= wanted
+        for key in [k for k in self._unflushed if k not in totals and k not in self._wanted]:
+            del self._unflushed[key]
+        self._export()
+
+    async def _budgeted_keys(self, store: SqliteStore) -> list[str]:
+        if not self._api_keys_table:
+            return []
+        try:
+            rows = await store.fetch_all(
+                "SELECT id FROM api_keys WHERE (token_budget IS NOT NULL OR spend_budget_usd IS NOT NULL)"
+                " AND revoked_at IS NULL ORDER BY created_at DESC LIMIT ?", (self.max_keys + 1,))
+        except StoreError:  # accounts not migrated in: config keys only, no budgets
+            self._api_keys_table = False
+            return []
+        if len(rows) > self.max_keys:
+            rows = rows[:self.max_keys]
+            if not self._warned_cap:
+                self._warned_cap = True
+                log.warning("more than %d API keys have budgets; only the %d newest are enforced",
+                            self.max_keys, self.max_keys)
+        return [r[0] for r in rows]
+
+    def __len__(self) -> int:
+        return len(self._totals)
+
+    def _export(self) -> None:
+        metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_budgets").set(len(self._totals))
+        metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_unwritten").set(len(self._unflushed))
+
+
+def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
