@@ -136,8 +136,10 @@ async def test_readyz_goes_red_when_store_is_locked_and_queue_bound_gives_503(tm
                              meter={"queue_max": 3, "flush_interval_ms": 10, "retry_backoff_ms": 20})
         async with running_kraken(doc) as k:
             assert (await http(k.port, "GET", "/readyz")).status == 200
-            lock = sqlite3.connect(k.db_path, timeout=0.1, isolation_level=None)
-            lock.execute("BEGIN EXCLUSIVE")
+            lock = sqlite3.connect(k.db_path, timeout=5, isolation_level=None,
+                                   check_same_thread=False)
+            # Off the event loop: a Kraken transaction in flight needs the loop to finish.
+            await asyncio.to_thread(lock.execute, "BEGIN EXCLUSIVE")
             try:
                 body = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "x"}]}).encode()
                 statuses = [(await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())).status
