@@ -282,16 +282,18 @@ class CertificateReloader:
 def main(argv: list[str] | None = None) -> int:
     """``python -m kraken.http.tls CERT KEY``: the checks Kraken runs on load, for the
     certbot deploy hook to run before it installs anything. Exit 0 if usable, 1 if not."""
+    logging.basicConfig(level=logging.INFO, format="kraken tls check: %(message)s")
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m kraken.http.tls FULLCHAIN.pem PRIVKEY.pem", file=sys.stderr)
+        log.error("usage: python -m kraken.http.tls FULLCHAIN.pem PRIVKEY.pem")
         return 2
     try:
         _, leaf = _build(args[0], args[1], None)
     except TLSConfigError as exc:
-        print(f"kraken tls check: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
-    print(f"ok: serial {leaf.serial_number:x}, expires {leaf.not_valid_after_utc:%Y-%m-%d %H:%M}Z")
+    log.info("ok: serial %x, expires %sZ", leaf.serial_number,
+             f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M}")
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import struct
 import time
 from typing import Any, NamedTuple
@@ -39,6 +40,8 @@ from kraken.mock.server import (
 )
 
 __all__ = ["MockOpenAI", "MockRequest", "MockResponse", "ParseError", "RequestParser", "main"]
+
+log = logging.getLogger("kraken.mock")
 
 MODELS = ("mock-gpt", "gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 
@@ -419,6 +422,7 @@ def _load(raw: bytes) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m kraken.mock``: serve until SIGINT/SIGTERM, on uvloop."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     import argparse
     import signal
 
@@ -442,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"kraken-mock listening on {mock.url}", flush=True)
+        log.info("kraken-mock listening on %s", mock.url)
         await stop.wait()
         await mock.close()
 

@@ -1,0 +1,44 @@
+"""Provider kinds: base URL, key variable and wire quirks per preset."""
+from __future__ import annotations
+
+from typing import Any
+
+PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
+    # Quirks from the providers' API references: Mistral rejects ``stream_options`` (422
+    # extra_forbidden) and always ends a stream with usage; DeepSeek reports cache reads as
+    # ``prompt_cache_hit_tokens``; Responses API on OpenAI, Groq and xAI; all use Bearer auth.
+    "openai": {"base_url": "https://api.openai.com/v1", "key_env": "OPENAI_API_KEY",
+               "stream_usage": "include_usage",
+               "embeddings": True, "responses": True},
+    "mistral": {"base_url": "https://api.mistral.ai/v1", "key_env": "MISTRAL_API_KEY",
+                "stream_usage": "always",
+                "embeddings": True, "responses": False},
+    "groq": {"base_url": "https://api.groq.com/openai/v1", "key_env": "GROQ_API_KEY",
+             "stream_usage": "include_usage",
+             "embeddings": False, "responses": True},
+    "deepseek": {"base_url": "https://api.deepseek.com/v1", "key_env": "DEEPSEEK_API_KEY",
+                 "stream_usage": "include_usage",
+                 "embeddings": False, "responses": False},
+    "xai": {"base_url": "https://api.x.ai/v1", "key_env": "XAI_API_KEY",
+            "stream_usage": "include_usage",
+            "embeddings": False, "responses": True},
+    "gemini": {
+        "base_url": "https://generativelanguage.googleapis.com/v1beta/openai",
+        "key_env": "GEMINI_API_KEY",
+        "stream_usage": "include_usage",
+        "embeddings": True, "responses": False,
+    },
+    "openai_compatible": {"base_url": "", "key_env": "", "stream_usage": "include_usage",
+                          "embeddings": True, "responses": False},
+    "mock": {"base_url": "", "key_env": "", "stream_usage": "include_usage",
+             "embeddings": True, "responses": True},
+    # Anthropic's Messages API (kraken/providers/anthropic.py): x-api-key auth, usage always in
+    # the stream; the family appends /messages to the base URL.
+    "anthropic": {"base_url": "https://api.anthropic.com/v1", "key_env": "ANTHROPIC_API_KEY",
+                  "stream_usage": "always", "embeddings": False, "responses": False},
+    "mock_anthropic": {"base_url": "", "key_env": "", "stream_usage": "always",
+                       "embeddings": False, "responses": False},
+}
+MOCK_KINDS = ("mock", "mock_anthropic")
+"""Kinds served by Kraken's built-in local mocks (demo and tests; no base URL)."""
+STREAM_USAGE_MODES = ("include_usage", "always")
