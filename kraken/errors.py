@@ -39,6 +39,12 @@ class Unauthorized(KrakenError):
     code = "invalid_api_key"
 
 
+class Forbidden(KrakenError):
+    status = 403
+    error_type = "permission_error"
+    code = "forbidden"
+
+
 class NotFound(KrakenError):
     status = 404
     error_type = "invalid_request_error"
@@ -74,6 +80,13 @@ class RateLimited(KrakenError):
             (b"x-ratelimit-remaining-requests", b"0"),
             (b"x-ratelimit-reset-requests", f"{self.retry_after_s}s".encode()),
         ]
+
+
+class QuotaExceeded(KrakenError):
+    """A plan cap, key budget or prepaid balance is used up: 402 by default, 429 where it resets."""
+
+    status = 402
+    error_type = "quota_exceeded"
 
 
 class Overloaded(KrakenError):

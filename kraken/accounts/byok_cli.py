@@ -11,6 +11,8 @@ import getpass
 import json
 import sys
 
+from kraken import clikit
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     byok = sub.add_parser("byok", help="customers' own provider keys (BYOK)").add_subparsers(
@@ -25,9 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--customer", dest="customer_id")
     rotate = byok.add_parser("rotate", help="re-encrypt every key under the newest master key")
     for p in (set_cmd, delete, listing, rotate):
-        p.add_argument("--config", help="TOML file (default: $KRAKEN_CONFIG or ./kraken.toml)")
-        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        p.set_defaults(func=main)
+        clikit.add_config(p).set_defaults(func=main)
     keygen = byok.add_parser("keygen", help="print a new master key line 'version:base64key'")
     keygen.add_argument("--version", type=int, default=1, dest="key_version")
     keygen.set_defaults(func=_keygen)
@@ -45,13 +45,14 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from kraken import config
     from kraken.accounts import masterkey
 
+    cfg = clikit.load_config(args.config)
+    if cfg is None:
+        return 2
     try:
-        cfg = config.load(args.config)
         keyring = masterkey.load(cfg.byok.master_key_file, cfg.byok.master_key)
-    except (config.ConfigError, masterkey.KeyringError) as exc:
+    except masterkey.KeyringError as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 2
     if keyring is None and args.byok_command in ("set", "rotate"):
@@ -66,16 +67,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, cfg, keyring, secret: str | None) -> int:
-    from kraken.accounts import byok
-    from kraken.accounts.validation import AccountError
     from kraken.store.errors import StoreError
-    from kraken.store.sqlite import SqliteStore
 
     try:
-        store = await SqliteStore.open(cfg.store.path, busy_timeout_ms=cfg.store.busy_timeout_ms)
+        async with clikit.open_store(cfg) as store:
+            return await _command(args, store, keyring, secret)
     except StoreError as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 1
+
+
+async def _command(args: argparse.Namespace, store, keyring, secret: str | None) -> int:
+    from kraken.accounts import byok
+    from kraken.accounts.validation import AccountError
+
     try:
         if args.byok_command == "set":
             entry = await byok.set_key(store, keyring, args.customer_id, args.provider, secret)
@@ -108,11 +113,6 @@ async def _run(args: argparse.Namespace, cfg, keyring, secret: str | None) -> in
     except AccountError as exc:
         print(f"kraken: {exc.message}", file=sys.stderr)
         return 1 if exc.status >= 500 else 2
-    except StoreError as exc:
-        print(f"kraken: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await store.close()
     return 0
 
 

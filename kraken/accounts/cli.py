@@ -9,10 +9,10 @@ metadata and BYOK keys, is ``kraken erase``.)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import sys
-from typing import Any, Callable
+from typing import Any
+
+from kraken import clikit
 
 _CUSTOMER_COLUMNS = ("id", "email", "name", "plan", "opted_out", "created_at")
 _KEY_COLUMNS = ("id", "customer_id", "name", "status", "expires_at", "allowed_models", "rpm",
@@ -22,11 +22,7 @@ _KEY_COLUMNS = ("id", "customer_id", "name", "status", "expires_at", "allowed_mo
 def add_parsers(sub: argparse._SubParsersAction, keys: argparse._SubParsersAction) -> None:
     """Register ``customers`` on ``kraken``'s subparsers and the database key commands on
     the existing ``keys`` subparsers (beside ``hash`` and ``new``)."""
-    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", help="TOML file (default: $KRAKEN_CONFIG or ./kraken.toml)")
-        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        return p
-
+    common, _run = clikit.add_config, clikit.run_with_store
     cus = sub.add_parser("customers", help="customer accounts").add_subparsers(
         dest="customers_command", required=True)
     c = common(cus.add_parser("create", help="add a customer"))
@@ -76,38 +72,6 @@ def add_parsers(sub: argparse._SubParsersAction, keys: argparse._SubParsersActio
     k = common(keys.add_parser("delete", help="delete a key"))
     k.add_argument("key_id")
     k.set_defaults(func=_run(_keys_delete))
-
-
-def _run(command: Callable[..., Any]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from kraken import config
-        from kraken.errors import KrakenError
-        from kraken.store.errors import StoreError
-        from kraken.store.sqlite import SqliteStore
-
-        try:
-            cfg = config.load(args.config)
-        except config.ConfigError as exc:
-            print(f"kraken: {exc}", file=sys.stderr)
-            return 2
-
-        async def main() -> int:
-            store = await SqliteStore.open(cfg.store.path,
-                                           busy_timeout_ms=cfg.store.busy_timeout_ms)
-            try:
-                return await command(args, cfg, store)
-            finally:
-                await store.close()
-
-        try:
-            return asyncio.run(main())
-        except KrakenError as exc:
-            print(f"kraken: {exc.message}", file=sys.stderr)
-            return 2
-        except StoreError as exc:
-            print(f"kraken: store: {exc}", file=sys.stderr)
-            return 3
-    return run
 
 
 async def _audit(store, action: str, target: str, subject: str, **detail: Any) -> None:
@@ -187,7 +151,7 @@ async def _keys_create(args, cfg, store) -> int:
     key = created.key
     await _audit(store, "key.create", key.id, key.customer_id)
     if args.json:
-        _dump({"key": key.as_dict(), "secret": created.plaintext})
+        clikit.dump({"key": key.as_dict(), "secret": created.plaintext})
     else:
         _print(args, [key.as_dict()], _KEY_COLUMNS)
         print(f"\nsecret (shown once, store it now): {created.plaintext}")
@@ -219,27 +183,17 @@ async def _keys_delete(args, cfg, store) -> int:
     await service.delete_key(store, key.id, redis_url=cfg.limits.redis_url or None)
     await _audit(store, "key.delete", key.id, key.customer_id)
     if args.json:
-        _dump({"id": key.id, "deleted": True})
+        clikit.dump({"id": key.id, "deleted": True})
     else:
         print(f"deleted {key.id}")
     return 0
 
 
-def _dump(value: Any) -> None:
-    import orjson
-
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
 def _print(args: argparse.Namespace, rows: list[dict], columns: tuple[str, ...]) -> None:
-    if args.json:
-        _dump(rows)
-        return
-    from kraken.admin.cli import table
-
-    for row in rows:
-        for col in ("created_at", "expires_at", "revoked_at"):
-            if isinstance(row.get(col), float):
-                row[col] = dt.datetime.fromtimestamp(row[col], dt.timezone.utc).strftime(
-                    "%Y-%m-%d %H:%M:%S")
-    print(table(rows, columns))
+    if not args.json:
+        for row in rows:
+            for col in ("created_at", "expires_at", "revoked_at"):
+                if isinstance(row.get(col), float):
+                    row[col] = dt.datetime.fromtimestamp(row[col], dt.timezone.utc).strftime(
+                        "%Y-%m-%d %H:%M:%S")
+    clikit.print_rows(args, rows, columns)

@@ -34,11 +34,9 @@ class AccountError(errors.KrakenError):
         self.field = field
 
 
-class ValidationError(AccountError):
+class ValidationError(AccountError, errors.BadRequest):
     """Bad input: 400."""
 
-    status = 400
-    error_type = "invalid_request_error"
     code = "invalid_value"
 
 
@@ -49,20 +47,12 @@ class ConflictError(ValidationError):
     code = "conflict"
 
 
-class NotFoundError(AccountError):
+class NotFoundError(AccountError, errors.NotFound):
     """No such customer, organisation, member or key: 404."""
 
-    status = 404
-    error_type = "invalid_request_error"
-    code = "not_found"
 
-
-class ForbiddenError(AccountError):
+class ForbiddenError(AccountError, errors.Forbidden):
     """The role does not allow the action: 403."""
-
-    status = 403
-    error_type = "permission_error"
-    code = "forbidden"
 
 
 def email(value: Any, field: str = "email") -> str:

@@ -8,21 +8,15 @@ audited with actor ``cli:<os user>``.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+
+from kraken import clikit
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the admin subcommands on ``kraken``'s subparsers."""
-    def with_config(p: argparse.ArgumentParser, json_flag: bool = True) -> argparse.ArgumentParser:
-        p.add_argument("--config", help="TOML file (default: $KRAKEN_CONFIG or ./kraken.toml)")
-        if json_flag:
-            p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        return p
-
+    with_config, _run = clikit.add_config, clikit.run_with_store
     tok = sub.add_parser("admin-token", help="make an admin API token and its [admin] token_hash")
     tok.add_argument("--hash", action="store_true",
                      help="read an existing token from stdin and print only its hash")
@@ -76,50 +70,10 @@ def _admin_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(command: Callable[[argparse.Namespace, Any], Any]) -> Callable[[argparse.Namespace], int]:
-    """Load the config, open the store, run ``command``; errors print as ``field: message``."""
-    def run(args: argparse.Namespace) -> int:
-        from kraken import config
-        from kraken.errors import KrakenError
-        from kraken.store.errors import StoreError
-
-        try:
-            cfg = config.load(args.config)
-        except config.ConfigError as exc:
-            print(f"kraken: {exc}", file=sys.stderr)
-            return 2
-
-        async def main() -> int:
-            async with _store(cfg) as store:
-                return await command(args, (cfg, store))
-
-        try:
-            return asyncio.run(main())
-        except KrakenError as exc:
-            print(f"kraken: {exc.message}", file=sys.stderr)
-            return 2
-        except StoreError as exc:
-            print(f"kraken: store: {exc}", file=sys.stderr)
-            return 3
-    return run
-
-
-@contextlib.asynccontextmanager
-async def _store(cfg) -> AsyncIterator[Any]:
-    from kraken.store.sqlite import SqliteStore
-
-    store = await SqliteStore.open(cfg.store.path, busy_timeout_ms=cfg.store.busy_timeout_ms)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-async def _usage(args: argparse.Namespace, env: tuple) -> int:
+async def _usage(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     from kraken.admin import validate as val
     from kraken.admin.usage import COLUMNS, GROUPS, UsageQuery, usage
 
-    _, store = env
     q = UsageQuery(
         customer=val.ident(args.customer, "--customer", required=False),
         key=val.ident(args.key, "--key", required=False),
@@ -127,17 +81,16 @@ async def _usage(args: argparse.Namespace, env: tuple) -> int:
         group_by=val.choice(args.group_by, "--group-by", tuple(GROUPS), "day"),
         start=val.timestamp(args.start, "--from"), end=val.timestamp(args.end, "--to"))
     rows = await usage(store, q)
-    _print(args, rows, COLUMNS, {"group": args.group_by})
+    clikit.print_rows(args, rows, COLUMNS, {"group": args.group_by})
     return 0
 
 
-async def _export(args: argparse.Namespace, env: tuple) -> int:
+async def _export(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     from kraken import audit
     from kraken.accounts import service
     from kraken.admin import validate as val
     from kraken.privacy.export import FORMATS, export_stream
 
-    cfg, store = env
     fmt = val.choice(args.format, "--format", FORMATS, "jsonl")
     customer = (await service.get_customer(store, val.ident(args.customer, "customer"))).as_dict()
     await audit.record(store, actor=audit.cli_actor(), action="customer.export",
@@ -155,13 +108,12 @@ async def _export(args: argparse.Namespace, env: tuple) -> int:
     return 0
 
 
-async def _erase(args: argparse.Namespace, env: tuple) -> int:
+async def _erase(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     from kraken import audit
     from kraken.accounts import service
     from kraken.admin import validate as val
     from kraken.privacy.erase import erase_customer
 
-    cfg, store = env
     cid = val.ident(args.customer, "customer")
     await service.get_customer(store, cid)  # 'no such customer' before asking
     if not args.yes:
@@ -176,7 +128,7 @@ async def _erase(args: argparse.Namespace, env: tuple) -> int:
                                   keep_billing_records=cfg.retention.keep_billing_records)
     report = result.to_dict()
     if args.json:
-        _dump(report)
+        clikit.dump(report)
     else:
         tables = ", ".join(f"{t}={n}" for t, n in sorted(report["rows_deleted"].items()))
         print(f"erased {cid}: rows deleted {tables}; request records deleted "
@@ -186,13 +138,12 @@ async def _erase(args: argparse.Namespace, env: tuple) -> int:
     return 0
 
 
-async def _audit_verify(args: argparse.Namespace, env: tuple) -> int:
+async def _audit_verify(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     from kraken import audit
 
-    _, store = env
     result = await audit.verify(store)
     if args.json:
-        _dump(result.to_dict())
+        clikit.dump(result.to_dict())
     elif result.ok:
         print(f"audit log OK: {result.checked} entries, head {result.head_hash}")
     else:
@@ -201,11 +152,10 @@ async def _audit_verify(args: argparse.Namespace, env: tuple) -> int:
     return 0 if result.ok else 1
 
 
-async def _audit_list(args: argparse.Namespace, env: tuple) -> int:
+async def _audit_list(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     from kraken import audit
     from kraken.admin.errors import invalid
 
-    _, store = env
     if args.after < 0:
         raise invalid("--after", "must be a non-negative integer")
     if not 1 <= args.limit <= 10_000:
@@ -214,7 +164,8 @@ async def _audit_list(args: argparse.Namespace, env: tuple) -> int:
                                                               limit=args.limit)]
     for e in entries:
         e["ts"] = _iso(e["ts"]) if not args.json else e["ts"]
-    _print(args, entries, ("seq", "ts", "actor", "action", "target", "subject", "detail"), {})
+    clikit.print_rows(args, entries,
+                      ("seq", "ts", "actor", "action", "target", "subject", "detail"))
     return 0
 
 
@@ -223,44 +174,3 @@ def _iso(ts: float) -> str:
 
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
-
-def _dump(value: Any) -> None:
-    import orjson
-
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _print(args: argparse.Namespace, rows: list[dict], columns: Sequence[str],
-           rename: dict[str, str]) -> None:
-    if args.json:
-        _dump(rows)
-        return
-    print(table(rows, columns, rename))
-
-
-def table(rows: list[dict], columns: Sequence[str], rename: dict[str, str] | None = None) -> str:
-    """A plain-text table; control characters are escaped so a stored value cannot move the
-    terminal's cursor."""
-    import orjson
-
-    rename = rename or {}
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, float):
-            return f"{value:.6g}"
-        if isinstance(value, (dict, list)):
-            value = orjson.dumps(value).decode()
-        return str(value).encode("unicode_escape").decode("ascii") \
-            if any(ord(c) < 32 or ord(c) == 127 for c in str(value)) else str(value)
-
-    head = [rename.get(c, c) for c in columns]
-    body = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
-    if not rows:
-        lines.append("(no rows)")
-    return "\n".join(lines)

@@ -15,11 +15,12 @@ from kraken import audit
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
 from kraken.admin.errors import AdminError
-from kraken.admin.server import AdminApp, AdminCall, FlowGate
+from kraken.admin.routes_privacy import send_export
+from kraken.admin.server import AdminApp, AdminCall
 from kraken.admin.token import bearer, token_matches
 from kraken.admin.usage import has_key_column
 from kraken.errors import Unauthorized
-from kraken.privacy.export import CONTENT_TYPES, FORMATS, export_stream
+from kraken.privacy.export import FORMATS
 from kraken.store.sqlite import SqliteStore
 
 STATIC = {
@@ -179,21 +180,7 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
             record = {"id": customer}
         await audit.record(store, actor=actor, action="customer.export", target=customer,
                            subject=customer, detail={"format": fmt, "via": "usage-page"})
-        sink, gate = call.sink, FlowGate()
-        sink.set_producer(gate)
-        sink.start(200, [(b"content-type", CONTENT_TYPES[fmt]), (b"cache-control", b"no-store"),
-                         (b"content-disposition",
-                          f'attachment; filename="{customer}.{fmt}"'.encode())], None)
-        try:
-            async for chunk in export_stream(store, record, fmt,
-                                             page_rows=ctx.cfg.admin.export_page_rows):
-                if sink.disconnected:
-                    return None
-                sink.write(chunk)
-                await gate.wait()
-            sink.end()
-        finally:
-            sink.set_producer(None)
+        await send_export(call, store, record, fmt, ctx.cfg.admin.export_page_rows)
         return None
 
     app.add_public("/usage/data", data)

@@ -3,6 +3,7 @@ and BYOK provider keys. Each change is written to the audit log: who, what, whic
 field names only (never values, never secrets)."""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kraken import audit
@@ -25,6 +26,21 @@ def _page(call: AdminCall) -> tuple[int, str | None]:
             raise val.invalid("limit", "must be an integer between 1 and 10000")
         limit = int(q["limit"])
     return limit, val.ident(q.get("after"), "after", required=False)
+
+
+def _changes(call: AdminCall, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A PATCH body: only ``fields``, and at least one of them."""
+    body = call.body(fields)
+    if not body:
+        raise AdminError("body: name at least one of " + ", ".join(fields), param="body")
+    return body
+
+
+def _show(fetch: Callable[[Any, str], Awaitable[Any]], store: Any) -> Callable[[AdminCall], Any]:
+    """A GET handler answering ``fetch(store, id).as_dict()`` for the ``{id}`` in the path."""
+    async def show(call: AdminCall):
+        return 200, (await fetch(store, call.params["id"])).as_dict()
+    return show
 
 
 def register(app: AdminApp, ctx: AdminContext) -> None:
@@ -51,14 +67,8 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
         return 200, {"data": [c.as_dict() for c in rows],
                      "next_after": rows[-1].id if len(rows) == limit else None}
 
-    async def get_customer(call: AdminCall):
-        return 200, (await service.get_customer(store, call.params["id"])).as_dict()
-
     async def patch_customer(call: AdminCall):
-        body = call.body(CUSTOMER_FIELDS)
-        if not body:
-            raise AdminError("body: name at least one of " + ", ".join(CUSTOMER_FIELDS),
-                             param="body")
+        body = _changes(call, CUSTOMER_FIELDS)
         cus = await service.update_customer(store, call.params["id"], **body)
         await log(call, "customer.update", cus.id, cus.id, fields=sorted(body))
         return 200, cus.as_dict()
@@ -74,7 +84,7 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
 
     app.add("POST", "/admin/customers", create_customer)
     app.add("GET", "/admin/customers", list_customers)
-    app.add("GET", "/admin/customers/{id}", get_customer)
+    app.add("GET", "/admin/customers/{id}", _show(service.get_customer, store))
     app.add("PATCH", "/admin/customers/{id}", patch_customer)
     app.add("POST", "/admin/customers/{id}/object", object_)
 
@@ -165,14 +175,8 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
             include_revoked=include == "true")
         return 200, {"data": [k.as_dict() for k in keys]}
 
-    async def get_key(call: AdminCall):
-        return 200, (await service.get_key(store, call.params["id"])).as_dict()
-
     async def patch_key(call: AdminCall):
-        body = call.body(KEY_LIMIT_FIELDS)
-        if not body:
-            raise AdminError("body: name at least one of " + ", ".join(KEY_LIMIT_FIELDS),
-                             param="body")
+        body = _changes(call, KEY_LIMIT_FIELDS)
         key = await service.update_key(store, call.params["id"], **body)
         await log(call, "key.update", key.id, key.customer_id, fields=sorted(body))
         return 200, key.as_dict()
@@ -191,7 +195,7 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
 
     app.add("POST", "/admin/keys", create_key)
     app.add("GET", "/admin/keys", list_keys)
-    app.add("GET", "/admin/keys/{id}", get_key)
+    app.add("GET", "/admin/keys/{id}", _show(service.get_key, store))
     app.add("PATCH", "/admin/keys/{id}", patch_key)
     app.add("POST", "/admin/keys/{id}/revoke", revoke_key)
     app.add("DELETE", "/admin/keys/{id}", delete_key)

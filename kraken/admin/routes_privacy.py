@@ -19,6 +19,25 @@ log = logging.getLogger("kraken.admin")
 _METER_DRAIN_S = 5.0
 
 
+async def send_export(call: AdminCall, store, record: dict, fmt: str, page_rows: int) -> None:
+    """Stream ``record``'s export as a download; a slow reader pauses the reads, so nothing
+    piles up, and a reader that goes away stops it."""
+    sink, gate = call.sink, FlowGate()
+    sink.set_producer(gate)
+    sink.start(200, [(b"content-type", CONTENT_TYPES[fmt]), (b"cache-control", b"no-store"),
+                     (b"content-disposition",
+                      f'attachment; filename="{record["id"]}.{fmt}"'.encode())], None)
+    try:
+        async for chunk in export_stream(store, record, fmt, page_rows=page_rows):
+            if sink.disconnected:
+                return
+            sink.write(chunk)
+            await gate.wait()
+        sink.end()
+    finally:
+        sink.set_producer(None)
+
+
 def register(app: AdminApp, ctx: AdminContext) -> None:
     store = ctx.store
 
@@ -28,23 +47,7 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
         customer = (await service.get_customer(store, call.params["id"])).as_dict()
         await audit.record(store, actor=call.actor, action="customer.export",
                            target=customer["id"], subject=customer["id"], detail={"format": fmt})
-        sink = call.sink
-        gate = FlowGate()
-        sink.set_producer(gate)
-        sink.start(200, [(b"content-type", CONTENT_TYPES[fmt]), (b"cache-control", b"no-store"),
-                         (b"content-disposition",
-                          f'attachment; filename="{customer["id"]}.{fmt}"'.encode())], None)
-        try:
-            async for chunk in export_stream(store, customer, fmt,
-                                             page_rows=ctx.cfg.admin.export_page_rows):
-                if sink.disconnected:
-                    return
-                sink.write(chunk)
-                await gate.wait()  # a slow reader pauses the reads, nothing piles up
-            sink.end()
-        finally:
-            sink.set_producer(None)
-        return
+        await send_export(call, store, customer, fmt, ctx.cfg.admin.export_page_rows)
 
     async def erase(call: AdminCall):
         call.body(())

@@ -27,7 +27,7 @@ from kraken import metrics
 from kraken.billing import wallet
 from kraken.billing.key_budgets import DEFAULT_MAX_KEYS, KeyBudgets
 from kraken.billing.plans import Plan, PlanBook
-from kraken.errors import KrakenError
+from kraken.errors import Forbidden, QuotaExceeded
 from kraken.meter.record import RequestRecord
 from kraken.store.errors import StoreError
 from kraken.store.sqlite import SqliteStore, Tx
@@ -40,15 +40,12 @@ _REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason) for reason in (
     "model_not_allowed", "monthly_token_cap", "monthly_spend_cap", "insufficient_balance")}
 
 
-class ModelNotAllowed(KrakenError):
-    status = 403
-    error_type = "permission_error"
+class ModelNotAllowed(Forbidden):
     code = "model_not_allowed"
 
 
-class MonthlyTokenCapReached(KrakenError):
+class MonthlyTokenCapReached(QuotaExceeded):
     status = 429
-    error_type = "quota_exceeded"
     code = "monthly_token_cap_exceeded"
 
     def __init__(self, message: str, *, retry_after_s: int):
@@ -60,14 +57,11 @@ class MonthlyTokenCapReached(KrakenError):
         return [(b"retry-after", str(self.retry_after_s).encode())]
 
 
-class MonthlySpendCapReached(KrakenError):
-    status = 402
-    error_type = "quota_exceeded"
+class MonthlySpendCapReached(QuotaExceeded):
     code = "monthly_spend_cap_exceeded"
 
 
-class InsufficientBalance(KrakenError):
-    status = 402
+class InsufficientBalance(QuotaExceeded):
     error_type = "insufficient_balance"
     code = "insufficient_balance"
 

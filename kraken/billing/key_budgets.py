@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from kraken import metrics
 from kraken.billing import wallet
-from kraken.errors import KrakenError
+from kraken.errors import QuotaExceeded
 from kraken.meter.record import RequestRecord
 from kraken.store.errors import StoreError
 from kraken.store.sqlite import SqliteStore
@@ -44,17 +44,14 @@ _REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason)
             for reason in ("key_token_budget", "key_spend_budget")}
 
 
-class KeyTokenBudgetExceeded(KrakenError):
+class KeyTokenBudgetExceeded(QuotaExceeded):
     """The key's lifetime token budget is used up; it does not reset, so no Retry-After."""
 
     status = 429
-    error_type = "quota_exceeded"
     code = "key_token_budget_exceeded"
 
 
-class KeySpendBudgetExceeded(KrakenError):
-    status = 402
-    error_type = "quota_exceeded"
+class KeySpendBudgetExceeded(QuotaExceeded):
     code = "key_spend_budget_exceeded"
 
 

@@ -12,6 +12,8 @@ import sys
 
 import orjson
 
+from kraken import clikit
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     wallet = sub.add_parser("wallet", help="prepaid wallet ledger").add_subparsers(
@@ -29,31 +31,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     txs.add_argument("customer_id")
     txs.add_argument("--limit", type=int, default=50)
     for p in (top, bal, txs):
-        p.add_argument("--config", help="TOML file (default: $KRAKEN_CONFIG or ./kraken.toml)")
-        p.set_defaults(func=main)
+        clikit.add_config(p, json_flag=False).set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from kraken import config
-
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        print(f"kraken: {exc}", file=sys.stderr)
+    cfg = clikit.load_config(args.config)
+    if cfg is None:
         return 2
-    return asyncio.run(_run(args, cfg.store.path, cfg.store.busy_timeout_ms))
+    return asyncio.run(_run(args, cfg))
 
 
-async def _run(args: argparse.Namespace, path: str, busy_timeout_ms: int) -> int:
-    from kraken.billing import wallet
+async def _run(args: argparse.Namespace, cfg) -> int:
     from kraken.store.errors import StoreError
-    from kraken.store.sqlite import SqliteStore
 
     try:
-        store = await SqliteStore.open(path, busy_timeout_ms=busy_timeout_ms)
+        async with clikit.open_store(cfg) as store:
+            return await _command(args, store)
     except StoreError as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 1
+
+
+async def _command(args: argparse.Namespace, store) -> int:
+    from kraken.billing import wallet
+
     try:
         if args.wallet_command == "topup":
             micros = wallet.usd_to_micros(args.amount_usd)
@@ -77,11 +78,6 @@ async def _run(args: argparse.Namespace, path: str, busy_timeout_ms: int) -> int
     except wallet.WalletError as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
-        print(f"kraken: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await store.close()
 
 
 def _print(obj: dict) -> None:

@@ -25,7 +25,7 @@ class Call:
         "model_dispatched", "provider", "task_type", "status", "error_type", "fallback_used",
         "usage", "sent_ns", "head_ns", "ttfb_ns", "relay_ns", "end_ns", "reserved", "recorded",
         "stream", "provider_kind", "cost_usd", "fee_usd", "lease", "response_headers", "opted_out", "byok",
-        "byok_keys", "key_id",
+        "byok_keys", "key_id", "plan",
     )
 
     def __init__(self, received_ns: int, route: str):
@@ -62,6 +62,8 @@ class Call:
         """Headers the gateway adds to a successful answer (x-ratelimit-*)."""
         self.byok = False
         self.key_id: str | None = None
+        self.plan: str | None = None
+        """The billing plan the call was admitted under (its fee rule)."""
         """The dispatched attempt used the customer's own provider key."""
         self.byok_keys: Mapping = _NO_KEYS
         """The customer's decrypted BYOK keys by provider kind (from the in-memory cache)."""

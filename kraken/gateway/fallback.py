@@ -46,7 +46,7 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
     ``router.max_attempts`` are tried. ``call`` ends up naming the route that answered (or
     failed last), ``fallback_used`` and the failed attempt's ``error_type``.
     """
-    learn = not getattr(call, "opted_out", False)
+    learn = not call.opted_out
     health = router.health
     last: KrakenError | None = None
     previous: str | None = None

@@ -172,7 +172,7 @@ class Gateway:
         await self.limit(call, principal)
         payload = parse(req.body)
         self.bill(principal, model if model is not None else payload["model"])
-        call.opted_out = getattr(principal, "opted_out", False)  # feeds no routing statistics
+        call.opted_out = principal.opted_out  # feeds no routing statistics
         return principal, payload
 
     def routes_for(self, call: Call, model: str, accept: Callable[[Route], bool] | None = None,
@@ -194,20 +194,19 @@ class Gateway:
         (every metered endpoint calls this once the request is parsed)."""
         check_model_allowed(principal, model)
         if self.billing is not None:
-            self.billing.check_model(principal.customer_id, model, getattr(principal, "plan", None))
+            self.billing.check_model(principal.customer_id, model, principal.plan)
 
     async def limit(self, call: Call, principal: Principal) -> None:
         """Take the key's rate-limit lease (429 when over); released when the call ends.
 
         First, from memory: the plan's monthly caps (429/402), the key's budgets (429/402)
-        and a prepaid wallet (402), so
-        every metered endpoint refuses before it takes a lease.
+        and a prepaid wallet (402), so every metered endpoint refuses before it takes a lease.
         """
         subject = principal
         if self.billing is not None:
-            self.billing.check(principal.customer_id, None, getattr(principal, "plan", None))
+            plan = self.billing.check(principal.customer_id, None, principal.plan)
+            call.plan = plan.name  # the fee rule in price() follows the same plan
             self.billing.check_key_budget(principal)  # the key's lifetime token/spend budget
-            plan = self.billing.plan_for(principal.customer_id, getattr(principal, "plan", None))
             if plan.rpm or plan.tpm or plan.max_concurrent:
                 # A limit set on the key wins; then the plan's; then the [limits] default.
                 subject = replace(principal, rpm=principal.rpm or plan.rpm,
@@ -354,8 +353,7 @@ class Gateway:
             return
         family = "anthropic" if isinstance(call.usage, AnthropicUsage) else family_for(call.provider_kind)
         call.cost_usd = cost_usd(price, call.usage, family=family)
-        plan = self.billing.plan_for(call.customer_id).name if self.billing is not None else None
-        call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=call.byok, plan=plan)
+        call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=call.byok, plan=call.plan)
         if call.cost_usd:
             metrics.cost_for(call.provider, model).inc(call.cost_usd)
 
