@@ -109,6 +109,13 @@ OVERLOAD_REJECTIONS = Counter(
     "Requests refused with 503 because the metadata queue was full.",
     registry=REGISTRY,
 )
+REFUSED = Counter(
+    "kraken_refused_total",
+    "Requests or connections refused because a bound was hit, by reason "
+    "(kraken/shedding.py REASONS: queue_full, journal_failed, per_ip_connections, ...).",
+    ("reason",),
+    registry=REGISTRY,
+)
 RATE_LIMITED = Counter(
     "kraken_rate_limited_total", "Requests refused with 429.", ("scope",), registry=REGISTRY
 )
@@ -278,3 +285,8 @@ def tokens_for(provider: str, model: str, kind: str) -> Counter:
 @functools.lru_cache(maxsize=4096)
 def cost_for(provider: str, model: str) -> Counter:
     return COST.labels(provider, model)
+
+
+@functools.lru_cache(maxsize=64)
+def refused_for(reason: str) -> Counter:
+    return REFUSED.labels(reason)
