@@ -7,12 +7,21 @@ machinery (a LogRecord, a formatter and a handler lock cost several µs each); n
 logged per chunk. Successful requests log at INFO and may be sampled; failed requests
 log at WARNING and are always kept. Each line is a single write well under PIPE_BUF, so
 worker processes sharing one stdout never interleave lines.
+
+The process log is where libraries write too, and several print secrets below WARNING:
+hpack logs every header block it encodes or decodes at DEBUG (clients' Kraken keys, any
+client header, provider keys in ``x-api-key``), aiosqlite logs SQL with its parameters,
+asyncio in debug mode reprs callbacks with their arguments. ``setup_process_logging`` caps
+them in one place. In ``text`` format every client-derived value is escaped, so no value
+can end a line or forge a ``key=value`` pair.
 """
 from __future__ import annotations
 
 import logging
 import random
+import re
 import sys
+import traceback
 from typing import IO, TYPE_CHECKING, Callable
 
 import orjson
@@ -26,6 +35,76 @@ REQUEST_FIELDS = ("ts", "level", "msg", "request_id", "customer_id", "route", "m
                   "model_dispatched", "provider", "status", "stream", "ttfb_ms", "latency_ms",
                   "fallback", "error_type")
 """Every key a request line may carry, in order: metadata only."""
+
+VALUE_LIMIT = 128
+"""Characters of a client-derived string (a model name) a request line keeps."""
+
+THIRD_PARTY_LEVELS = {
+    # Header blocks (hpack: every name and value), frames and events at DEBUG.
+    "hpack": logging.WARNING, "h2": logging.WARNING, "hyperframe": logging.WARNING,
+    "h11": logging.WARNING,
+    # Debug mode (PYTHONASYNCIODEBUG) names callbacks with their arguments' repr.
+    "asyncio": logging.WARNING,
+    # SQL statements with their parameters (key ids, emails, hashes); Redis commands.
+    "aiosqlite": logging.WARNING, "redis": logging.WARNING,
+    # Everything else Kraken or its tests load (setup.cfg install_requires and extras).
+    "anyio": logging.WARNING, "uvloop": logging.WARNING, "orjson": logging.WARNING,
+    "cryptography": logging.WARNING, "bcrypt": logging.WARNING,
+    "prometheus_client": logging.WARNING, "prometheus_async": logging.WARNING,
+    "urllib3": logging.WARNING, "trustme": logging.WARNING,
+    "concurrent.futures": logging.WARNING,
+}
+"""Ceiling levels of library loggers: none of them may speak below WARNING, whatever
+``[logging] level`` says (DEBUG is for Kraken's own messages)."""
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
+                      "\u2060-\u2069\ufeff]")
+"""Characters that end a line or reorder what a terminal shows: escaped in text logs."""
+_BARE = re.compile(r"[\w.:/@+-]*", re.ASCII)
+"""A text-format value written as is; anything else is quoted."""
+_LITERAL = re.compile(r"""(File "[^"\n]*")|(['"])(?:\\.|(?!\2)[^\\\n])*(?:\2|$)""",
+                      re.MULTILINE)
+"""A quoted literal in a repr (bytes, str), or an unclosed one up to the end of its line;
+a traceback's ``File "path"`` (group 1) is kept."""
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match) -> str:
+    c = match.group()
+    code = ord(c)
+    return _ESCAPES.get(c) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: control and bidi characters as backslash escapes."""
+    return _CONTROL.sub(_escape_char, text)
+
+
+def text_value(value: object) -> str:
+    """A request-line value for the text format: ``-`` for None, bare when it is a plain
+    token, else double-quoted with ``"``, ``\\`` and control characters escaped and cut
+    at ``VALUE_LIMIT``, so no value can start a line or pass for another ``key=value``."""
+    if value is None:
+        return "-"
+    text = str(value)
+    if len(text) <= VALUE_LIMIT and _BARE.fullmatch(text) and text:
+        return text
+    if len(text) > VALUE_LIMIT:
+        text = text[:VALUE_LIMIT] + "..."
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _CONTROL.sub(_escape_char, text) + '"'
+
+
+def without_literals(text: str) -> str:
+    """``text`` with every quoted literal (a repr'd header, body or SQL parameter) blanked:
+    library messages and exception texts may name things, never quote values."""
+    return _LITERAL.sub(lambda m: m.group(1) or "'***'", text)
+
+
+def _bounded(value: str | None) -> str | None:
+    return value[:VALUE_LIMIT] if value is not None and len(value) > VALUE_LIMIT else value
 
 
 def _binary(stream: IO | None) -> IO[bytes]:
@@ -63,8 +142,8 @@ class RequestLog:
             "request_id": rec.request_id,
             "customer_id": rec.customer_id,
             "route": call.route,
-            "model": rec.model_requested,
-            "model_dispatched": rec.model_dispatched,
+            "model": _bounded(rec.model_requested),  # client text when it names provider/model
+            "model_dispatched": _bounded(rec.model_dispatched),
             "provider": rec.provider,
             "status": rec.status,
             "stream": call.stream,
@@ -76,13 +155,62 @@ class RequestLog:
         if self._json:
             data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
         else:
-            data = (" ".join(f"{k}={'-' if v is None else v}" for k, v in line.items()
+            data = (" ".join(f"{k}={text_value(v)}" for k, v in line.items()
                              if k not in ("ts", "msg")) + "\n").encode()
         try:
             self._write(data)
             self._flush()
         except (OSError, ValueError):  # stdout closed or gone: never fail the request for a log
             pass
+
+
+def _outline(exc: BaseException | None) -> str:
+    """A library's exception as its frames and type names: the message (which may quote a
+    header or a body) is withheld, literals in source lines blanked."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    parts = []
+    for exc in reversed(chain):
+        kind = type(exc)
+        parts.append("Traceback (most recent call last):\n"
+                     + "".join(traceback.format_tb(exc.__traceback__))
+                     + f"{kind.__module__}.{kind.__qualname__} (message withheld)")
+    return without_literals("\n\nwhich led to:\n\n".join(parts))
+
+
+class ThirdPartyGuard(logging.Filter):
+    """Defence in depth behind ``THIRD_PARTY_LEVELS``, on the root handler: a record from
+    any logger outside ``kraken`` is dropped below INFO (a library added later, or a level
+    lowered at runtime, still cannot log at DEBUG), and what passes has its message and
+    traceback rendered now without quoted literals (asyncio's "Executing <Handle cb(b'...')>"
+    in debug mode, a header value inside an exception text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if name == "kraken" or name.startswith("kraken."):
+            return True
+        if record.levelno < logging.INFO:
+            return False
+        try:
+            message = record.getMessage()
+        except Exception:  # never let logging dump a broken record's arguments
+            message = "(unformattable message)"
+        record.msg, record.args = without_literals(message), ()
+        if record.exc_info:
+            record.exc_text = _outline(record.exc_info[1])
+        if record.stack_info:
+            record.stack_info = without_literals(record.stack_info)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger message``, one physical line per record: control characters in
+    the message or a traceback (which may quote client text) are escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -98,18 +226,34 @@ class JsonFormatter(logging.Formatter):
         if self.worker is not None:
             line["worker"] = self.worker
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line).decode()
+            line["exc"] = record.exc_text or self.formatException(record.exc_info)
+        try:
+            return orjson.dumps(line).decode()
+        except TypeError:  # a lone surrogate: orjson refuses it, a log line must not
+            return orjson.dumps({k: v.encode("utf-8", "backslashreplace").decode()
+                                 if isinstance(v, str) else v for k, v in line.items()}).decode()
+
+
+def cap_libraries() -> None:
+    """Library loggers at their ``THIRD_PARTY_LEVELS`` ceiling (also for the CLI tools)."""
+    for name, level in THIRD_PARTY_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def setup_process_logging(cfg: LoggingConfig, worker: int | None = None) -> None:
-    """Root logger at ``cfg.level`` on stderr, as JSON lines or the plain text format."""
+    """Root logger at ``cfg.level`` on stderr, as JSON lines or the plain text format.
+
+    ``cfg.level`` is for Kraken's own loggers: libraries are capped (``cap_libraries``) and
+    the handler's ``ThirdPartyGuard`` drops what they log below INFO, because at DEBUG they
+    print header blocks and SQL parameters (API keys, provider keys, emails)."""
+    cap_libraries()
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ThirdPartyGuard())
     if cfg.format == "json":
         handler.setFormatter(JsonFormatter(worker))
     else:
         who = "%(name)s" if worker is None else f"%(name)s[worker-{worker}]"
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {who} %(message)s"))
+        handler.setFormatter(TextFormatter(f"%(asctime)s %(levelname)s {who} %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

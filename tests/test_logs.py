@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
 
 from harness import (PROMPT_CANARY, PROVIDER_KEY, TEST_KEY, TEST_KEY_HASH, auth_headers, free_port,
-                     http, kraken_mapping, running_mock, wait_for, write_toml)
+                     http, kraken_mapping, running_mock, wait_for)
 from kraken.gateway.keys import generate_key, hash_key
 from kraken.logs import REQUEST_FIELDS
+from logkit import kraken_process
 
 
 async def raw_connect(port: int):
@@ -35,37 +31,7 @@ KEY_SHAPES = re.compile(rb"(kr_(live|test)_[a-z0-9]+_[A-Za-z0-9]{8,}|sk-[A-Za-z0
                         rb"|\$2[aby]\$\d\d\$)")
 LIMITED_KEY = generate_key("limited", env="test")
 LIMITED_HASH = hash_key(LIMITED_KEY, rounds=4)
-
-
-@contextlib.asynccontextmanager
-async def kraken_process(tmp: Path, doc: dict, args: tuple[str, ...] = ()):
-    """``python -m kraken serve`` with stdout and stderr captured apart; SIGTERM on exit."""
-    write_toml(tmp / "k.toml", doc)
-    out, err = open(tmp / "stdout.log", "wb"), open(tmp / "stderr.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "kraken", *args, "serve", "--config",
-                             str(tmp / "k.toml")], stdout=out, stderr=err,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    out.close()
-    err.close()
-    port = doc["server"]["port"]
-
-    async def ready() -> bool:
-        assert proc.poll() is None, (tmp / "stderr.log").read_text()
-        with contextlib.suppress(OSError):
-            return (await http(port, "GET", "/readyz")).status == 200
-        return False
-
-    try:
-        with anyio.fail_after(20):
-            while not await ready():
-                await anyio.sleep(0.05)
-        yield port
-        proc.send_signal(signal.SIGTERM)
-        assert await anyio.to_thread.run_sync(proc.wait, 30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+STDOUT, STDERR = "k.stdout.log", "k.stderr.log"
 
 
 def request_lines(path: Path) -> list[dict]:
@@ -113,11 +79,11 @@ async def test_one_metadata_line_per_request_and_no_secrets_anywhere_at_debug(tm
             assert (await reader.read()).startswith(b"HTTP/1.1 400 ")
             writer.close()
             # Lines are written when the record is pushed, after the response ended.
-            await wait_for(lambda: len(request_lines(tmp_path / "stdout.log")) >= len(sent))
+            await wait_for(lambda: len(request_lines(tmp_path / STDOUT)) >= len(sent))
         responses = [json.loads(r.body)["choices"][0]["message"]["content"]
                      for r in list(mock.responses)[:1] if r.status == 200]
-    lines = request_lines(tmp_path / "stdout.log")
-    assert request_lines(tmp_path / "stderr.log") == []  # request lines go to stdout only
+    lines = request_lines(tmp_path / STDOUT)
+    assert request_lines(tmp_path / STDERR) == []  # request lines go to stdout only
     assert len(lines) == len(sent)  # admitted requests only; the unknown key has no customer
     by_id = {line["request_id"]: line for line in lines}
     for status, headers in sent:
@@ -130,11 +96,10 @@ async def test_one_metadata_line_per_request_and_no_secrets_anywhere_at_debug(tm
     assert ok["latency_ms"] >= ok["ttfb_ms"] > 0 and ok["error_type"] is None
     assert by_id[sent[2][1]["x-request-id"]]["error_type"] is not None
     assert by_id[sent[7][1]["x-request-id"]]["customer_id"] == "cust_2"
-    everything = b"".join(p.read_bytes() for p in (tmp_path / "stdout.log", tmp_path / "stderr.log"))
+    everything = b"".join(p.read_bytes() for p in (tmp_path / STDOUT, tmp_path / STDERR))
     assert b'"level":"DEBUG"' in everything  # the process logged at DEBUG
     stream_id = sent[1][1]["x-request-id"].encode()
-    ours = [line for line in everything.splitlines()
-            if stream_id in line and b'"logger":"aiosqlite"' not in line]  # aiosqlite: the batch INSERT
+    ours = [line for line in everything.splitlines() if stream_id in line]
     assert len(ours) == 1  # 300 chunks, one line: nothing per chunk
     assert PROMPT_CANARY.encode() not in everything
     assert responses and all(text.encode() not in everything for text in responses)
@@ -154,9 +119,9 @@ async def test_sampling_drops_successes_but_keeps_every_failure(tmp_path):
             failed = await http(port, "POST", "/v1/chat/completions", chat(mock={"status": 503}),
                                 auth_headers())
             assert failed.status == 502
-            await wait_for(lambda: request_lines(tmp_path / "stdout.log"))
-        process_log = (tmp_path / "stderr.log").read_text().splitlines()
-    lines = request_lines(tmp_path / "stdout.log")
+            await wait_for(lambda: request_lines(tmp_path / STDOUT))
+        process_log = (tmp_path / STDERR).read_text().splitlines()
+    lines = request_lines(tmp_path / STDOUT)
     assert [line["request_id"] for line in lines] == [failed.headers["x-request-id"]]
     assert lines[0]["level"] == "WARNING" and lines[0]["status"] == 502
     # format = "json" (the default) makes the process's own messages JSON lines too.
@@ -172,8 +137,51 @@ async def test_level_warning_logs_only_failures_and_text_format_is_key_value(tmp
             ok = await http(port, "POST", "/v1/chat/completions", chat(), auth_headers())
             failed = await http(port, "POST", "/v1/chat/completions", chat(mock={"status": 500}),
                                 auth_headers())
-            await wait_for(lambda: b"request_id=" in (tmp_path / "stdout.log").read_bytes())
-    out = (tmp_path / "stdout.log").read_text().splitlines()
+            await wait_for(lambda: b"request_id=" in (tmp_path / STDOUT).read_bytes())
+    out = (tmp_path / STDOUT).read_text().splitlines()
     assert ok.headers["x-request-id"] not in "".join(out)
     assert len(out) == 1 and f"request_id={failed.headers['x-request-id']}" in out[0]
     assert "level=WARNING" in out[0] and "status=502" in out[0] and "customer_id=cust_1" in out[0]
+
+
+FORGED = "2026-01-01 INFO kraken forged status=200 customer_id=victim"
+TEXT_PAIR = re.compile(r'([a-z_]+)=("(?:\\.|[^"\\])*"|[^ "]*)')
+
+
+def text_pairs(line: str) -> list[tuple[str, str]]:
+    """The key=value pairs of a text request line; the whole line must be made of them."""
+    pairs = [(m.group(1), m.group(2)) for m in TEXT_PAIR.finditer(line)]
+    assert " ".join(f"{k}={v}" for k, v in pairs) == line, line
+    return pairs
+
+
+async def test_text_format_escapes_client_text_so_no_line_or_pair_can_be_forged(tmp_path):
+    """A model name is client text (``provider/<anything>``): in ``format = "text"`` a line
+    break, a quote or a control character in it stays inside its one quoted value."""
+    models = [f"mockai/x\n{FORGED}", f"mockai/x\r\n{FORGED}", f"mockai/x\u2028{FORGED}\x1b[2K",
+              f'mockai/x" status=200 customer_id="victim', f"mockai/x\\\" {FORGED}",
+              "mockai/" + "y" * 5000]
+    async with running_mock() as mock:
+        doc = kraken_mapping(tmp_path, mock.port, server={"port": free_port()},
+                             logging={"format": "text", "level": "debug"})
+        async with kraken_process(tmp_path, doc) as port:
+            replies = [await http(port, "POST", "/v1/chat/completions", chat(model=model),
+                                  {**auth_headers(), "x-request-id": f"x\t{FORGED}"})
+                       for model in models]
+            await wait_for(lambda: (tmp_path / STDOUT).read_bytes().count(b"request_id=")
+                           >= len(models))
+    lines = (tmp_path / STDOUT).read_text().splitlines()  # splits at \r, \u2028, \x1c.. too
+    assert len(lines) == len(models)
+    keys = [k for k in REQUEST_FIELDS if k not in ("ts", "msg")]
+    by_id = {}
+    for line in lines:
+        pairs = text_pairs(line)
+        assert [k for k, _ in pairs] == keys
+        by_id[dict(pairs)["request_id"]] = dict(pairs)
+        assert len(line) < 600  # the 5000-character model is cut
+    for reply in replies:
+        fields = by_id[reply.headers["x-request-id"]]
+        assert fields["customer_id"] == "cust_1" and fields["status"] == str(reply.status)
+    assert by_id[replies[0].headers["x-request-id"]]["model"] == '"mockai/x\\n' + FORGED + '"'
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+    assert all(stamp.match(line) for line in (tmp_path / STDERR).read_text().splitlines())
