@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 
 from kraken import metrics
 from kraken.errors import KrakenError, UpstreamError
+from kraken.gateway.bodytap import BodyTap
 from kraken.gateway.call import Call
 from kraken.gateway.sse import SseTap, UsageParser
 from kraken.http.exchange import ResponseSink
@@ -24,13 +25,12 @@ WAITING, STREAMING, DONE, REFUSED, FAILED, CANCELLED = (
     "waiting", "streaming", "done", "refused", "failed", "cancelled")
 
 MAX_ERROR_BODY = 64 * 1024
-MAX_USAGE_BODY = 4 * 1024 * 1024
-"""A non-streamed body is copied (up to this bound) only to read its usage object."""
 
 
 class WireFamily(Protocol):
     """What the relay needs from a provider family (``OpenAICompat``, ``AnthropicFamily``,
-    ``GeminiNative``); a family may also offer ``stream_tap(strip_usage)`` (see ``stream_tap``)."""
+    ``GeminiNative``); a family may also offer ``stream_tap(strip_usage)`` (see ``stream_tap``)
+    and ``usage_key``, the name of its usage member in a JSON answer (``b"usage"`` if absent)."""
 
     def usage_parser(self) -> UsageParser: ...
     def usage_from_body(self, body: bytes) -> object | None: ...
@@ -57,8 +57,8 @@ _SSE_HEADERS = [
 class Relay:
     """``ResponseHandler`` for one upstream exchange of one ``Call``."""
 
-    __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body", "_status",
-                 "_on_complete", "_stream", "_perf")
+    __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
+                 "_status", "_on_complete", "_stream", "_perf")
 
     def __init__(
         self,
@@ -77,7 +77,9 @@ class Relay:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stream = stream
         self._tap = stream_tap(family, hide_usage) if stream else None
-        self._body = bytearray()
+        # A non-streamed answer of any size: only its two ends are kept to read its usage.
+        self._body_tap = None if stream else BodyTap(getattr(family, "usage_key", b"usage"))
+        self._body = bytearray()  # a refused exchange's error body (bounded)
         self._status = 0
         self._on_complete = on_complete
         self._perf = time.perf_counter_ns
@@ -122,8 +124,7 @@ class Relay:
                     self.sink.write(out)
             else:
                 self.sink.write(data)
-                if len(self._body) + len(data) <= MAX_USAGE_BODY:
-                    self._body += data
+                self._body_tap.feed(data)
             call.relay_ns += self._perf() - t0
         elif state is REFUSED and len(self._body) < MAX_ERROR_BODY:
             self._body += data[: MAX_ERROR_BODY - len(self._body)]
@@ -138,7 +139,8 @@ class Relay:
                     self.sink.write(tail)
                 call.usage = self._tap.usage
             else:
-                call.usage = self.family.usage_from_body(bytes(self._body))
+                document = self._body_tap.document()
+                call.usage = None if document is None else self.family.usage_from_body(document)
             self._finish(DONE)
         elif state is REFUSED:
             self._refuse(self.family.map_error(self._status, bytes(self._body)))

@@ -136,7 +136,8 @@ class AnthropicFamily:
 
     @staticmethod
     def usage_from_body(body: bytes) -> AnthropicUsage | None:
-        """Usage of a non-streamed Message (already complete, bounded in size)."""
+        """Usage of a non-streamed Message: the whole body, or of a large one only its usage
+        member (``kraken.gateway.bodytap``)."""
         return usage_in_body(body, AnthropicUsage.from_anthropic)
 
     # ---- errors --------------------------------------------------------------------

@@ -157,6 +157,9 @@ class GeminiNative:
         return target, self._headers + [(b"content-length", str(len(body)).encode())], body
 
     # ---- what the relay needs (same names as OpenAICompat) ----------------------------
+    usage_key = b"usageMetadata"
+    """The usage member the relay looks for at the end of a large non-streamed answer."""
+
     @staticmethod
     def usage_from_body(body: bytes) -> Usage | None:
         try:

@@ -71,7 +71,8 @@ class OpenAICompat:
 
     @staticmethod
     def usage_from_body(body: bytes) -> Usage | None:
-        """Usage of a non-streamed response (already complete, bounded in size)."""
+        """Usage of a non-streamed response: the whole body, or of a large one only its usage
+        member (``kraken.gateway.bodytap``)."""
         return usage_in_body(body, openai_usage)
 
     def usage_parser(self):
