@@ -143,6 +143,10 @@ KEY_EVICTIONS = Counter(
 AUTH_FAILURES = Counter(
     "kraken_auth_failures_total", "Requests refused with 401.", registry=REGISTRY
 )
+BCRYPT_RUNS = Counter(
+    "kraken_bcrypt_runs_total",
+    "bcrypt comparisons started (requests sharing one run count once).", registry=REGISTRY
+)
 BYOK_CACHE = Counter(
     "kraken_byok_cache_total",
     "BYOK key lookups, by outcome (hit, miss, none_stored: no BYOK key exists at all).",

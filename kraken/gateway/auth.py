@@ -5,7 +5,10 @@ keyed by the SHA-256 digest of the token (never the token itself), for ``cache_t
 secret for a known key id is cached negatively for ``negative_ttl_s``. Both caches are bounded
 (insertion order + LRU refresh). Malformed tokens and unknown ids are refused without bcrypt.
 Concurrent verifications of one uncached token share a single bcrypt run (single flight), which
-runs in a bounded thread pool; when too many runs are queued the request gets a 503.
+runs in a bounded thread pool (kraken/gateway/bcrypt_pool.py); when too many runs are queued the
+request gets a 503. Given the request's client address (``verify(token, gate)``), a bcrypt run
+holds one of that address's authentication attempts and every refusal counts as one failure of
+that address, so one address can neither fill the pool nor outrun its failure limit.
 
 Every bad key - missing, malformed, unknown id, wrong secret, revoked, expired - gets the same
 401 with the same message, which never contains the key, its id or a hash.
@@ -23,12 +26,12 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Protocol
 
 from kraken import errors
 from kraken.config import AuthConfig, KeyConfig
+from kraken.gateway.bcrypt_pool import AttemptGate, BcryptPool
 from kraken.gateway.keys import KEY_ID_RE, MAX_KEY_LEN, check_key, checksum_ok, parse_key
 from kraken.metrics import AUTH_CACHE, AUTH_CACHE_SIZE, AUTH_FAILURES
 
@@ -131,9 +134,14 @@ def credential(authorization: bytes | None, x_api_key: bytes | None) -> bytes | 
     return None
 
 
-def _unauthorized() -> errors.Unauthorized:
+class _WrongSecret(errors.Unauthorized):
+    """The bcrypt run this request started said no: giving back the address's attempt
+    counted the failure already (the client sees the one uniform 401)."""
+
+
+def _unauthorized(kind: type[errors.Unauthorized] = errors.Unauthorized) -> errors.Unauthorized:
     AUTH_FAILURES.inc()
-    return errors.Unauthorized(INVALID_KEY_MESSAGE)
+    return kind(INVALID_KEY_MESSAGE)
 
 
 class KeyVerifier:
@@ -159,14 +167,11 @@ class KeyVerifier:
         self._clock = clock
         threads = max(1, cfg.bcrypt_threads)
         self._max_pending = max_pending if max_pending is not None else PENDING_PER_THREAD * threads
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kraken-bcrypt")
+        self._bcrypt = BcryptPool(checker, threads, self._max_pending)
         self._keys: dict[str, _Key] = {}
         # digest of the presented token -> entry; OrderedDict so the oldest is evicted first.
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._negative: OrderedDict[bytes, _Entry] = OrderedDict()
-        # (token digest, hash checked against) -> the running bcrypt comparison.
-        self._inflight: dict[tuple[bytes, str], asyncio.Future[bool]] = {}
-        self._closed = False
         self._source = source
         self._wall = wall_clock
         # Database key rows by id and ids known not to be usable: both bounded (oldest out first)
@@ -226,8 +231,7 @@ class KeyVerifier:
 
     def close(self) -> None:
         """Shut down the bcrypt pool; later cache misses are refused with 503."""
-        self._closed = True
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._bcrypt.close()
 
     # -- hot path ----------------------------------------------------------------------------
 
@@ -274,11 +278,24 @@ class KeyVerifier:
         _HIT.inc()
         return principal
 
-    async def verify(self, token: bytes | None) -> Principal:
+    async def verify(self, token: bytes | None, gate: AttemptGate | None = None) -> Principal:
         """The Principal for ``token`` (already stripped of "Bearer "), or raise Unauthorized.
 
         Raises ``errors.Overloaded`` (503) when the bcrypt queue is full or the pool is closed.
+        With ``gate`` (the client address, kraken/gateway/authgate.py) a bcrypt run first holds
+        one of the address's attempts (``RateLimitExceeded``, 429, when it has none left), and
+        every Unauthorized counts as one failure of the address.
         """
+        try:
+            return await self._verify(token, gate)
+        except _WrongSecret:
+            raise  # counted when the run gave the address's attempt back
+        except errors.Unauthorized:
+            if gate is not None:
+                await gate.failed()
+            raise
+
+    async def _verify(self, token: bytes | None, gate: AttemptGate | None) -> Principal:
         if not token or len(token) > MAX_KEY_LEN:
             raise _unauthorized()
         digest = hashlib.sha256(token).digest()
@@ -313,13 +330,21 @@ class KeyVerifier:
             self._update_size()
 
         _MISS.inc()
-        ok = await asyncio.shield(self._check(digest, text, key_id, key.hash))
-        if ok:
-            current = self._key(key_id)
-            if current is None and key_id not in self._keys and self._source is not None:
-                current = await self._fetch_db_key(key_id)  # evicted meanwhile: re-read
-            if current is not None and current.hash == key.hash:  # not revoked meanwhile
-                return current.principal
+        # Keyed by the hash too: after a reload changed it, a run against the old hash must
+        # not answer for the new one.
+        hashed = key.hash
+        run, started = await self._bcrypt.run(
+            (digest, hashed), text, hashed,
+            lambda f: self._settle(digest, key_id, hashed, f), gate)
+        # Shielded: a waiter cancelled by a client disconnect must not cancel the shared run.
+        if not await asyncio.shield(run):
+            counted = started and gate is not None
+            raise _unauthorized(_WrongSecret if counted else errors.Unauthorized)
+        current = self._key(key_id)
+        if current is None and key_id not in self._keys and self._source is not None:
+            current = await self._fetch_db_key(key_id)  # evicted meanwhile: re-read
+        if current is not None and current.hash == hashed:  # not revoked meanwhile
+            return current.principal
         raise _unauthorized()
 
     async def _fetch_db_key(self, key_id: str) -> _Key | None:
@@ -334,7 +359,7 @@ class KeyVerifier:
             del self._db_missing[key_id]
         fut = self._fetching.get(key_id)
         if fut is None:
-            if self._closed or len(self._fetching) >= self._max_pending:
+            if self._bcrypt.closed or len(self._fetching) >= self._max_pending:
                 raise errors.Overloaded("Authentication is overloaded; retry shortly.")
             fut = asyncio.ensure_future(self._fetch_row(key_id))
             self._fetching[key_id] = fut
@@ -372,29 +397,8 @@ class KeyVerifier:
         self._update_size()
         return row
 
-    def _check(self, digest: bytes, text: str, key_id: str, hashed: str) -> asyncio.Future[bool]:
-        """The one in-flight bcrypt run for ``digest``, started if there is none (single flight)."""
-        # Keyed by the hash too: after a reload changed it, a run against the old hash must
-        # not answer for the new one.
-        flight = (digest, hashed)
-        fut = self._inflight.get(flight)
-        if fut is not None:
-            return fut
-        if self._closed or len(self._inflight) >= self._max_pending:
-            raise errors.Overloaded("Authentication is overloaded; retry shortly.")
-        loop = asyncio.get_running_loop()
-        try:
-            fut = loop.run_in_executor(self._pool, self._checker, text, hashed)
-        except RuntimeError:  # pool shut down
-            raise errors.Overloaded("Authentication is overloaded; retry shortly.") from None
-        self._inflight[flight] = fut
-        # Settle in a callback, not in the awaiting task: a waiter cancelled by a client
-        # disconnect must not lose the result for the others (hence also the shield above).
-        fut.add_done_callback(lambda f: self._settle(digest, key_id, hashed, f))
-        return fut
-
     def _settle(self, digest: bytes, key_id: str, hashed: str, fut: asyncio.Future[bool]) -> None:
-        self._inflight.pop((digest, hashed), None)
+        """Cache a finished run's answer (positive or negative) for the token's digest."""
         if fut.cancelled() or fut.exception() is not None:
             return
         key = self._key(key_id)

@@ -24,10 +24,11 @@ from kraken.billing.fees import FeeSchedule
 from kraken.billing.guard import BillingGuard
 from kraken.billing.pricing import AnthropicUsage, PriceTable, cost_usd, family_for
 from kraken.errors import (
-    KrakenError, MethodNotAllowed, NotFound, Overloaded, Unauthorized, UpstreamError,
+    KrakenError, MethodNotAllowed, NotFound, Overloaded, UpstreamError,
     UpstreamStatus, error_body,
 )
 from kraken.gateway.auth import KeyVerifier, Principal, check_model_allowed, credential
+from kraken.gateway.authgate import AddressGate
 from kraken.gateway import body as body_checks
 from kraken.gateway import fallback
 from kraken.gateway.call import Call
@@ -141,14 +142,12 @@ class Gateway:
             principal = self.verifier.lookup_cached(token)
             if principal is not None:
                 return principal
-        # A cache miss may cost a bcrypt run: addresses that keep failing are refused first.
-        ip = self.client_address.of(req.peer, req.header(b"x-forwarded-for"))
-        await self.limiter.check_ip(ip)
-        try:
-            return await self.verifier.verify(token)
-        except Unauthorized:
-            await self.limiter.auth_failure(ip)
-            raise
+        # A cache miss may cost a bcrypt run: addresses that keep failing are refused first,
+        # and a run holds one of the address's attempts (kraken/gateway/authgate.py).
+        gate = AddressGate(self.limiter,
+                           self.client_address.of(req.peer, req.header(b"x-forwarded-for")))
+        await gate.check()
+        return await self.verifier.verify(token, gate)
 
     async def identify(self, call: Call, req: Request) -> Principal:
         """Authenticate, and name the customer and key on the call's record."""

@@ -17,8 +17,11 @@ Limits come from the principal (``rpm``, ``tpm``, ``max_concurrent`` attributes,
 attribute falls back to the ``LimitPolicy`` default.
 
 Per client address, failed authentications are counted (``auth_failure``) and checked
-(``check_ip``) before bcrypt runs, so random keys from one address cannot burn CPU. IPv6
-addresses are grouped by /64 (one host usually owns a whole /64); IPv4-mapped IPv6 counts as IPv4.
+(``check_ip``) before bcrypt runs, so random keys from one address cannot burn CPU. Each bcrypt
+run also holds an attempt (``auth_attempt`` ... ``auth_done``): attempts in flight plus recent
+failures stay within ``ip_auth_failures``, so sending many keys at once cannot outrun the
+failure count. IPv6 addresses are grouped by /64 (one host usually owns a whole /64);
+IPv4-mapped IPv6 counts as IPv4.
 
 Refusals raise ``RateLimitExceeded`` (a ``RateLimited``, so a 429) with ``retry_after_s`` (a
 positive int, at most the window) and a ``scope`` from ``SCOPES``, also the label of
@@ -135,6 +138,16 @@ class Lease:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class AuthAttempt:
+    """What ``auth_attempt`` granted; hand it back to ``auth_done`` exactly once."""
+
+    ip: str
+    slot: str | None = None
+    """The attempt held; None when nothing is held (limit off, or the store is unreachable
+    and the limiter fails open)."""
+
+
 class RateLimitExceeded(RateLimited):
     """A 429 that knows which limit refused it, so headers and the metric can say so."""
 
@@ -203,6 +216,8 @@ def ip_bucket(ip: str, ipv6_prefix: int = 64) -> str:
 class Limiter(Protocol):
     """What the pipeline needs from a rate limiter (in memory or Redis)."""
 
+    policy: LimitPolicy
+
     async def acquire(self, principal: Any, *, tokens: int = 0) -> Lease:
         """Count one request, pre-check ``tokens`` against the token budget, take a concurrency
         slot; or raise ``RateLimitExceeded`` (``errors.Overloaded`` if the store is down and
@@ -219,6 +234,16 @@ class Limiter(Protocol):
 
     async def auth_failure(self, ip: str) -> None:
         """Count one failed authentication from ``ip``. Never raises."""
+        ...
+
+    async def auth_attempt(self, ip: str) -> AuthAttempt:
+        """Hold one authentication attempt for ``ip`` while its bcrypt runs, or raise
+        ``RateLimitExceeded(scope="ip_auth")`` when attempts in flight plus failures in the
+        window already reach ``ip_auth_failures``."""
+        ...
+
+    async def auth_done(self, attempt: AuthAttempt, *, failed: bool) -> None:
+        """Give the attempt back; ``failed`` also counts a failed authentication. Never raises."""
         ...
 
     async def aclose(self) -> None:
@@ -258,6 +283,8 @@ class MemoryLimiter:
         self._ips: OrderedDict[str, list] = OrderedDict()
         self._slot_ids = itertools.count(1)
         self._idle_s = max(policy.window_s, policy.lease_s)
+        # address bucket -> attempts in flight; an entry lives only while one is held.
+        self._attempts: dict[str, int] = {}
 
     # ---- keys ------------------------------------------------------------------------------
     def _state(self, key_id: str, now: float) -> _KeyState:
@@ -372,9 +399,44 @@ class MemoryLimiter:
         if len(ips) > self._max_ips:
             ips.popitem(last=False)
 
+    def _failures(self, bucket: str, now: float) -> tuple[int, float]:
+        """(failures in the address's current window, seconds left in it)."""
+        entry = self._ips.get(bucket)
+        if entry is None:
+            return 0, 0.0
+        left = entry[0] + self.policy.ip_window_s - now
+        return (entry[1], left) if left > 0 else (0, 0.0)
+
+    async def auth_attempt(self, ip: str) -> AuthAttempt:
+        limit = self.policy.ip_auth_failures
+        if limit <= 0:
+            return AuthAttempt(ip)
+        bucket = ip_bucket(ip, self.policy.ipv6_prefix)
+        failures, left = self._failures(bucket, self._clock())
+        held = self._attempts.get(bucket, 0)
+        if failures + held >= limit:
+            window = self.policy.ip_window_s
+            # Over on failures: wait for the window; over on attempts: they end within seconds.
+            wait = retry_after(left, window) if failures >= limit else 1
+            raise refuse("ip_auth", limit=limit, window_s=window, retry_after_s=wait)
+        self._attempts[bucket] = held + 1
+        return AuthAttempt(ip, bucket)
+
+    async def auth_done(self, attempt: AuthAttempt, *, failed: bool) -> None:
+        bucket = attempt.slot
+        if bucket is not None:
+            held = self._attempts.get(bucket, 0) - 1
+            if held > 0:
+                self._attempts[bucket] = held
+            else:
+                self._attempts.pop(bucket, None)
+        if failed:
+            await self.auth_failure(attempt.ip)
+
     async def aclose(self) -> None:
         self._keys.clear()
         self._ips.clear()
+        self._attempts.clear()
 
     # ---- introspection (tests, metrics) ----------------------------------------------------
     @property

@@ -12,7 +12,8 @@ counters in one Redis Cluster slot)::
     <prefix>k:{<key id>}:r   requests in the current window       PEXPIRE window_s
     <prefix>k:{<key id>}:t   tokens charged in the current window  PEXPIRE window_s
     <prefix>k:{<key id>}:c   concurrency slots (sorted set)        PEXPIRE lease_s
-    <prefix>ip:<hmac>        failed authentications of an address  PEXPIRE ip_window_s <= 3600 s
+    <prefix>ip:{<hmac>}      failed authentications of an address  PEXPIRE ip_window_s <= 3600 s
+    <prefix>ip:{<hmac>}:a    its attempts in flight (sorted set)    PEXPIRE ATTEMPT_HOLD_S
 
 Client addresses (privacy policy: "IP addresses stored temporarily in Redis for rate limiting;
 automatically expires after 1 hour"): Redis never holds a raw address. The key is
@@ -28,9 +29,9 @@ without limits (``Lease.degraded``), ``fail_open=False`` refuses it with ``error
 (503). After ``TRIP_AFTER`` consecutive failures Redis is not asked again for ``retry_s``, so
 a hung Redis costs the hot path one timeout per ``retry_s``, not one per request. Each request
 served or refused that way calls ``on_unavailable(op)`` (wire it to a counter); the start and
-end of an outage are logged once each. ``release`` and ``auth_failure`` never raise. A release
-that failed is kept (up to ``RELEASE_BACKLOG``) and sent again once Redis answers, so a short
-outage does not hold a key's concurrency slots for the whole ``lease_s``.
+end of an outage are logged once each. ``release``, ``auth_failure`` and ``auth_done`` never
+raise. A release that failed is kept (up to ``RELEASE_BACKLOG``) and sent again once Redis
+answers, so a short outage does not hold a key's concurrency slots for the whole ``lease_s``.
 """
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ from redis.exceptions import RedisError
 
 from kraken.errors import Overloaded
 from kraken.gateway import redis_scripts
-from kraken.gateway.ratelimit import Lease, LimitPolicy, ip_bucket, limits_for, refuse, retry_after
+from kraken.gateway.ratelimit import (
+    AuthAttempt, Lease, LimitPolicy, ip_bucket, limits_for, refuse, retry_after,
+)
 
 log = logging.getLogger("kraken.gateway.ratelimit")
 
@@ -63,6 +66,10 @@ MIN_SALT_BYTES = 16
 
 RELEASE_BACKLOG = 10_000
 """Failed releases kept for a retry after an outage; beyond that, slots wait for their lease."""
+
+ATTEMPT_HOLD_S = 60.0
+"""An authentication attempt not given back (a crashed worker) frees itself after this: longer
+than a full bcrypt queue takes to drain (64 queued runs per thread at ~0.3 s each: ~20 s)."""
 
 
 class _Unavailable(Exception):
@@ -112,6 +119,8 @@ class RedisLimiter:
         self._release = self._redis.register_script(redis_scripts.RELEASE)
         self._auth_failure = self._redis.register_script(redis_scripts.AUTH_FAILURE)
         self._check_ip = self._redis.register_script(redis_scripts.CHECK_IP)
+        self._auth_attempt = self._redis.register_script(redis_scripts.AUTH_ATTEMPT)
+        self._auth_done = self._redis.register_script(redis_scripts.AUTH_DONE)
         # Slot ids unique across workers and hosts without a syscall per request.
         self._slot_prefix = secrets.token_hex(6) + ":"
         self._slot_ids = itertools.count(1)
@@ -126,10 +135,11 @@ class RedisLimiter:
 
     # ---- plumbing --------------------------------------------------------------------------
     def ip_key(self, ip: str) -> str:
-        """The Redis key for ``ip``'s failure count: a keyed hash, never the address."""
+        """The Redis key for ``ip``'s failure count: a keyed hash, never the address. Its hash
+        tag keeps the address's attempts (``ip_key(ip) + ":a"``) in the same Cluster slot."""
         bucket = ip_bucket(ip, self.policy.ipv6_prefix)
         digest = hmac.new(self._salt, bucket.encode(), hashlib.sha256).digest()[:16]
-        return f"{self._prefix}ip:{digest.hex()}"
+        return f"{self._prefix}ip:{{{digest.hex()}}}"
 
     def _key_keys(self, key_id: str) -> tuple[str, str, str]:
         base = f"{self._prefix}k:{{{key_id}}}:"
@@ -252,6 +262,37 @@ class RedisLimiter:
         try:
             await self._run("auth_failure", self._auth_failure, [self.ip_key(ip)],
                             [self._ip_window_ms])
+        except _Unavailable:
+            pass
+
+    async def auth_attempt(self, ip: str) -> AuthAttempt:
+        limit = self.policy.ip_auth_failures
+        if limit <= 0:
+            return AuthAttempt(ip)
+        key = self.ip_key(ip)
+        slot = f"{self._slot_prefix}{next(self._slot_ids):x}"
+        try:
+            refused, ms = await self._run(
+                "auth_attempt", self._auth_attempt, [key, key + ":a"],
+                [limit, self._ip_window_ms, slot, int(ATTEMPT_HOLD_S * 1000)])
+        except _Unavailable:
+            if self.fail_open:
+                return AuthAttempt(ip)
+            raise self._overloaded() from None
+        if refused:
+            window = self.policy.ip_window_s
+            raise refuse("ip_auth", limit=limit, window_s=window,
+                         retry_after_s=retry_after(int(ms) / 1000, window))
+        return AuthAttempt(ip, slot)
+
+    async def auth_done(self, attempt: AuthAttempt, *, failed: bool) -> None:
+        # A give-back lost to an outage is not retried: the attempt expires (ATTEMPT_HOLD_S).
+        if self.policy.ip_auth_failures <= 0 or (attempt.slot is None and not failed):
+            return
+        key = self.ip_key(attempt.ip)
+        try:
+            await self._run("auth_done", self._auth_done, [key, key + ":a"],
+                            [attempt.slot or "", 1 if failed else 0, self._ip_window_ms])
         except _Unavailable:
             pass
 

@@ -114,3 +114,53 @@ if t < 0 then
 end
 return {1, t}
 """
+
+AUTH_ATTEMPT = """
+-- KEYS[1] failed authentications from one client address (as in AUTH_FAILURE)
+-- KEYS[2] its authentication attempts in flight (sorted set: attempt id -> expiry in ms;
+--         PEXPIRE attempt_ms). An attempt a crashed worker never gave back expires.
+-- ARGV: limit, window_ms, attempt id, attempt_ms
+-- Reply: {0, failures + attempts}   admitted, the attempt is held
+--        {1, ms to wait}            refused
+local limit = tonumber(ARGV[1])
+local hold = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local failures = tonumber(redis.call('GET', KEYS[1]) or '0')
+local held = redis.call('ZCARD', KEYS[2])
+if failures + held >= limit then
+  if redis.call('PTTL', KEYS[2]) == -1 then
+    redis.call('PEXPIRE', KEYS[2], hold)
+  end
+  if failures < limit then
+    return {1, 1000}  -- attempts in flight end within seconds
+  end
+  local ms = redis.call('PTTL', KEYS[1])
+  if ms < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    ms = tonumber(ARGV[2])
+  end
+  return {1, ms}
+end
+redis.call('ZADD', KEYS[2], now + hold, ARGV[3])
+if redis.call('PTTL', KEYS[2]) < hold then
+  redis.call('PEXPIRE', KEYS[2], hold)
+end
+return {0, failures + held + 1}
+"""
+
+AUTH_DONE = """
+-- KEYS[1] failed authentications, KEYS[2] attempts in flight (as in AUTH_ATTEMPT)
+-- ARGV: attempt id ('' = none held), failed (1 = count a failure), window_ms
+if ARGV[1] ~= '' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+if ARGV[2] == '1' then
+  redis.call('INCR', KEYS[1])
+  if redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
+end
+return 1
+"""

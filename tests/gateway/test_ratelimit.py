@@ -266,6 +266,45 @@ async def test_address_limit_can_be_disabled(make):
     await lim.check_ip("192.0.2.50")
 
 
+# ---- authentication attempts in flight -------------------------------------------------------
+async def test_attempts_in_flight_count_against_the_address_limit(make):
+    lim = make(LimitPolicy(ip_auth_failures=3))
+    ip = "198.51.100.40"
+    held = [await lim.auth_attempt(ip) for _ in range(3)]
+    exc = await refused(lim.auth_attempt(ip))  # no failure finished yet: the attempts count
+    assert exc.scope == "ip_auth" and exc.retry_after_s == 1
+    assert ip not in exc.message
+    await lim.auth_attempt("198.51.100.41")  # another address has its own attempts
+    await lim.check_ip(ip)  # attempts alone are no failures: cheap refusals still answer 401
+    await lim.auth_done(held[0], failed=True)
+    await lim.auth_done(held[1], failed=True)
+    await refused(lim.auth_attempt(ip))  # 2 failures + 1 in flight
+    await lim.auth_done(held[2], failed=True)
+    exc = await refused(lim.check_ip(ip))
+    assert 1 <= exc.retry_after_s <= WINDOW_S
+    assert (await refused(lim.auth_attempt(ip))).retry_after_s >= 1
+
+
+async def test_a_successful_attempt_is_given_back_without_a_failure(make):
+    lim = make(LimitPolicy(ip_auth_failures=1))
+    ip = "2001:db8:7::1"
+    for _ in range(5):
+        attempt = await lim.auth_attempt(ip)
+        await refused(lim.auth_attempt("2001:db8:7::2"))  # same /64: its one attempt is held
+        await lim.auth_done(attempt, failed=False)
+    await lim.check_ip(ip)
+    await lim.auth_done(await lim.auth_attempt(ip), failed=True)
+    await refused(lim.check_ip(ip))
+
+
+async def test_attempts_are_unlimited_when_the_address_limit_is_off(make):
+    lim = make(LimitPolicy(ip_auth_failures=0))
+    attempts = [await lim.auth_attempt("192.0.2.60") for _ in range(50)]
+    for attempt in attempts:
+        await lim.auth_done(attempt, failed=True)
+    await lim.check_ip("192.0.2.60")
+
+
 # ---- in-memory only --------------------------------------------------------------------------
 class FakeClock:
     def __init__(self):

@@ -11,8 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from kraken.errors import Overloaded
-from kraken.gateway.ratelimit import Lease, LimitPolicy, RateLimitExceeded
-from kraken.gateway.redis_limits import TRIP_AFTER, RedisLimiter
+from kraken.gateway import redis_limits
+from kraken.gateway.ratelimit import AuthAttempt, Lease, LimitPolicy, RateLimitExceeded
+from kraken.gateway.redis_limits import ATTEMPT_HOLD_S, TRIP_AFTER, RedisLimiter
 from redis_server import redis_server, redis_url  # noqa: F401  (module-scoped fixture)
 
 pytestmark = pytest.mark.anyio
@@ -310,3 +311,70 @@ async def _refused(coro) -> RateLimitExceeded:
     with pytest.raises(RateLimitExceeded) as info:
         await coro
     return info.value
+
+
+# ---- authentication attempts in flight -------------------------------------------------------
+async def test_attempts_in_flight_across_four_workers_are_exact(workers):
+    lims = [workers(LimitPolicy(ip_auth_failures=5)) for _ in range(WORKERS)]
+    ip = "198.51.100.61"
+    results = await asyncio.gather(*(lims[i % WORKERS].auth_attempt(ip) for i in range(20)),
+                                   return_exceptions=True)
+    held = [r for r in results if isinstance(r, AuthAttempt)]
+    assert len(held) == 5 and len({a.slot for a in held}) == 5, results
+    assert all(isinstance(r, RateLimitExceeded) and r.retry_after_s == 1
+               for r in results if r not in held)
+    for i, attempt in enumerate(held):  # any worker may give an attempt back
+        await lims[(i + 1) % WORKERS].auth_done(attempt, failed=True)
+    exc = await _refused(lims[0].check_ip(ip))
+    assert exc.scope == "ip_auth" and 1 <= exc.retry_after_s <= 60
+
+
+async def test_attempt_keys_expire_and_hold_no_raw_address(workers, raw, prefix):
+    lim = workers(LimitPolicy(ip_auth_failures=3))
+    ip = "203.0.113.61"
+    held = await lim.auth_attempt(ip)
+    await lim.auth_attempt(ip)
+    await lim.auth_done(held, failed=True)
+    keys = await all_keys(raw, prefix)
+    assert sorted(k.decode()[len(prefix):].split("}")[-1] for k in keys) == ["", ":a"]
+    for key in keys:
+        assert 0 < await raw.pttl(key) <= ATTEMPT_HOLD_S * 1000
+        assert ip.encode() not in key + b"\0" + await dump(raw, key)
+
+
+async def test_a_crashed_workers_attempts_free_themselves(workers, monkeypatch):
+    monkeypatch.setattr(redis_limits, "ATTEMPT_HOLD_S", 0.5)
+    policy = LimitPolicy(ip_auth_failures=2)
+    crashed, alive = workers(policy), workers(policy)
+    ip = "192.0.2.61"
+    await crashed.auth_attempt(ip)
+    await crashed.auth_attempt(ip)
+    await crashed.aclose()  # never gives them back
+    await _refused(alive.auth_attempt(ip))
+    deadline = time.monotonic() + POLL_S
+    while True:
+        try:
+            await alive.auth_attempt(ip)
+            break
+        except RateLimitExceeded:
+            assert time.monotonic() < deadline, "attempts of a crashed worker never freed"
+            await asyncio.sleep(0.05)
+
+
+async def test_redis_down_attempts_fail_open_or_closed_and_give_back_never_raises(own_server):
+    opened = RedisLimiter(own_server.url, ip_salt=SALT, fail_open=True)
+    closed = RedisLimiter(own_server.url, ip_salt=SALT, fail_open=False)
+    try:
+        held = await opened.auth_attempt("192.0.2.62")
+        assert held.slot is not None
+        own_server.stop()
+        got, took = await timed(opened.auth_attempt("192.0.2.62"))
+        assert isinstance(got, AuthAttempt) and got.slot is None and took < DOWN_BOUND_S
+        got, took = await timed(closed.auth_attempt("192.0.2.62"))
+        assert isinstance(got, Overloaded) and took < DOWN_BOUND_S
+        for lim in (opened, closed):
+            got, took = await timed(lim.auth_done(held, failed=True))
+            assert got is None and took < DOWN_BOUND_S
+    finally:
+        await opened.aclose()
+        await closed.aclose()
