@@ -83,10 +83,18 @@ class RateLimited(KrakenError):
 
 
 class QuotaExceeded(KrakenError):
-    """A plan cap, key budget or prepaid balance is used up: 402 by default, 429 where it resets."""
+    """A plan cap, key budget or prepaid balance is used up: 402 by default, 429 where it resets.
+
+    Retrying cannot help until someone tops up, raises the budget or the month turns, so the
+    answer says ``x-should-retry: false``: the OpenAI and Anthropic SDKs obey it (they would
+    otherwise retry a 429 at once, each retry another refused request)."""
 
     status = 402
     error_type = "quota_exceeded"
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"x-should-retry", b"false")]
 
 
 class Overloaded(KrakenError):
@@ -99,6 +107,35 @@ class Overloaded(KrakenError):
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", b"1")]
+
+
+class PoolExhausted(KrakenError):
+    """No connection to the provider freed up within ``pool_wait_s``: Kraken's own bound was
+    hit, not a provider failure (feeds no breaker, no health average). Another candidate may
+    still serve the request."""
+
+    status = 503
+    error_type = "pool_exhausted"
+    code = "pool_exhausted"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after_s).encode())]
+
+
+class PoolShareExceeded(RateLimited):
+    """This key already holds its share of a provider's connections (``per_key_share``):
+    a 429 that SDKs retry after ``Retry-After``, so one key cannot starve the others."""
+
+    code = "key_concurrency_exceeded"
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after_s).encode())]
 
 
 class UpstreamError(KrakenError):

@@ -54,7 +54,8 @@ class MonthlyTokenCapReached(QuotaExceeded):
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"retry-after", str(self.retry_after_s).encode())]
+        # Retry-After says when it resets (days away): no SDK retry can help before then.
+        return [(b"retry-after", str(self.retry_after_s).encode()), *super().headers]
 
 
 class MonthlySpendCapReached(QuotaExceeded):

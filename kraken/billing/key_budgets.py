@@ -45,7 +45,8 @@ _REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason)
 
 
 class KeyTokenBudgetExceeded(QuotaExceeded):
-    """The key's lifetime token budget is used up; it does not reset, so no Retry-After."""
+    """The key's lifetime token budget is used up; it does not reset, so no Retry-After, and
+    ``x-should-retry: false`` (from ``QuotaExceeded``) stops SDKs retrying the 429."""
 
     status = 429
     code = "key_token_budget_exceeded"

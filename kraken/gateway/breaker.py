@@ -11,6 +11,7 @@ away) is released; a probe that never reports is replaced after another cooldown
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -34,6 +35,16 @@ class CircuitOpen(UpstreamError):
 
     status = 503
     error_type = "circuit_open"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1):
+        super().__init__(message, code="circuit_open")
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Retry-After: when a probe may go through, so SDKs wait for it instead of spending
+        their retries (each a recorded 503) on their own backoff."""
+        return [(b"retry-after", str(self.retry_after_s).encode())]
 
 
 class Breaker:
@@ -113,6 +124,14 @@ class Breaker:
             and self.rate >= self.failure_rate
         ):
             self._move("trip")
+
+    def retry_after_s(self) -> int:
+        """Whole seconds (at least 1) until this breaker lets a request through: the end of
+        the cooldown when open; 1 while a half-open probe is in flight (its outcome is near)."""
+        if self.state is CLOSED or self.probe_at is not None:
+            return 1
+        left = self.opened_at + self.cooldown_s - self.clock() if self.state is OPEN else 0.0
+        return max(1, math.ceil(left))
 
     def release(self) -> None:
         """The request let through ended without an outcome (cancelled): free the probe."""

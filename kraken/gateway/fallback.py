@@ -10,6 +10,12 @@ relay's final state otherwise). Which failures move on to the next candidate:
 * never a 4xx other than 429 (the request itself is at fault: another provider would say the
   same), and never once a byte has reached the client.
 
+Kraken's own bounds on a provider's pool - no connection freed within ``pool_wait_s``
+(``PoolExhausted``), or this key already holds its share of the pool (``PoolShareExceeded``) -
+are not the provider's failures: they feed neither the breaker nor the health averages (one
+client holding every connection must not open the circuit for everyone), do not count as an
+attempt, are counted in ``kraken_refused_total`` and move on to the next candidate.
+
 Customers who object to non-essential processing (``call.opted_out``) do not feed the moving
 averages that ``auto`` optimises on. Their outcomes still count towards the circuit breaker:
 it protects every request's service and keeps only a counter of the provider's failures.
@@ -19,12 +25,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from kraken import metrics
-from kraken.errors import KrakenError, UpstreamError, UpstreamStatus
+from kraken.errors import (
+    KrakenError, PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamStatus,
+)
 from kraken.gateway.breaker import CircuitOpen
 from kraken.gateway.call import Call
 from kraken.gateway.relay import FAILED
 from kraken.gateway.router import Route, Router
 from kraken.http.exchange import ResponseSink
+from kraken.shedding import refused
+
+_SHED = {PoolExhausted: "pool_exhausted", PoolShareExceeded: "key_concurrency"}
+"""Kraken's own refusals of an attempt, and their ``kraken_refused_total`` reason."""
 
 Attempt = Callable[[Route], Awaitable[object]]
 """One upstream exchange on ``route``; returns the relay's final state (``FAILED`` = broke mid-stream)."""
@@ -46,17 +58,17 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
     ``router.max_attempts`` are tried. ``call`` ends up naming the route that answered (or
     failed last), ``fallback_used`` and the failed attempt's ``error_type``.
     """
-    learn = not call.opted_out
-    health = router.health
     last: KrakenError | None = None
     previous: str | None = None
-    tried = 0
+    tried = wait_s = 0  # wait_s: the soonest an open circuit lets a probe through
     for route in routes:
         if tried >= router.max_attempts:
             break
-        name, model = route.provider.name, route.model
+        name = route.provider.name
         breaker = router.breakers.get(name)
         if breaker is not None and not breaker.allow():
+            wait = breaker.retry_after_s()
+            wait_s = min(wait_s, wait) if wait_s else wait
             metrics.CIRCUIT_SKIPS.labels(name).inc()
             call.error_type = call.error_type or CircuitOpen.error_type
             previous = name  # serving from a later candidate is a fallback
@@ -65,44 +77,56 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
             call.fallback_used = True
             metrics.FALLBACKS.labels(previous).inc()
         tried += 1
-        call.provider, call.model_dispatched = name, model
+        call.provider, call.model_dispatched = name, route.model
         call.provider_kind = route.provider.family.cfg.kind
         try:
-            outcome = await attempt(route)
+            with route.provider.pool.claim(call.key_id):
+                outcome = await attempt(route)
+        except (PoolExhausted, PoolShareExceeded) as exc:  # ours, not the provider's
+            refused(_SHED[type(exc)])
+            tried -= 1
+            if breaker is not None:
+                breaker.release()  # a half-open probe that never reached the provider
+            call.error_type, last, previous = exc.error_type, exc, name
         except KrakenError as exc:
             if not falls_back(exc):
                 if breaker is not None:
                     breaker.success()  # the provider answered; the request is at fault
                 raise
             metrics.UPSTREAM_ERRORS.labels(name, exc.error_type).inc()
-            if breaker is not None:
-                breaker.failure()
-            if learn:
-                health.failure(name, model)
+            _learn(router, call, route, failed=True)
             if sink.started:
                 raise
-            call.error_type = exc.error_type
-            last, previous = exc, name
-            continue
+            call.error_type, last, previous = exc.error_type, exc, name
         except BaseException:
             if breaker is not None:
                 breaker.release()  # cancelled: no outcome to learn from
             raise
-        if outcome == FAILED:  # answered, then broke mid-stream
-            if breaker is not None:
-                breaker.failure()
-            if learn:
-                health.failure(name, model)
         else:
-            if breaker is not None:
-                breaker.success()
-            if learn:
-                health.success(name, model, _ttfb_ms(call))
-        return
+            _learn(router, call, route, failed=outcome == FAILED)  # FAILED: broke mid-stream
+            return
     if last is not None:
         raise last
     raise CircuitOpen("Every provider for this model is failing; retry in a few seconds",
-                      code="circuit_open")
+                      retry_after_s=wait_s or 1)
+
+
+def _learn(router: Router, call: Call, route: Route, *, failed: bool) -> None:
+    """Tell the provider's breaker, and the route's health averages unless the customer
+    opted out, how the attempt went."""
+    name, model = route.provider.name, route.model
+    breaker = router.breakers.get(name)
+    if breaker is not None:
+        if failed:
+            breaker.failure()
+        else:
+            breaker.success()
+    if call.opted_out:
+        return
+    if failed:
+        router.health.failure(name, model)
+    else:
+        router.health.success(name, model, _ttfb_ms(call))
 
 
 def _ttfb_ms(call: Call) -> float | None:

@@ -7,11 +7,16 @@ is reached), and ``acquire`` returns an ``H2Exchange`` bound to one stream. HTTP
 every cleartext ``http://`` origin: no h2c upstream) keeps one exchange per connection.
 Either way the caller gets the same interface and gives it back with ``release``.
 
-Bounded: at most ``max_connections`` per origin, waiters queue in FIFO order. While the
-protocol is unknown or h2, concurrent acquirers share the one connect in flight instead of
-racing to open rivals. Idle HTTP/1.1 connections are reused newest-first (the warmest TCP
-window); idle connections of both kinds are reaped after ``idle_timeout_s``. The origin
-comes only from operator configuration.
+Bounded: at most ``max_connections`` per origin, waiters queue in FIFO order for at most
+``pool_wait_s``, then get ``PoolExhausted`` (503, Retry-After): a full pool is Kraken's own
+bound, not a provider failure, so it must not look like one (a 504 after a long silent wait
+fed the circuit breaker, and one client's idle streams opened the circuit for everyone).
+``claim(owner)`` bounds what one owner (an API key) holds of the pool to ``per_key_share`` of
+its capacity, so a key cannot starve the others. While the protocol is unknown or h2,
+concurrent acquirers share the one connect in flight instead of racing to open rivals. Idle
+HTTP/1.1 connections are reused newest-first (the warmest TCP window); idle connections of
+both kinds are reaped after ``idle_timeout_s``. The origin comes only from operator
+configuration.
 """
 from __future__ import annotations
 
@@ -21,9 +26,9 @@ import ssl
 from urllib.parse import urlsplit
 
 from kraken import metrics
-from kraken.errors import UpstreamError, UpstreamTimeout
+from kraken.errors import PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamTimeout
 from kraken.upstream.connection import UpstreamConnection
-from kraken.upstream.h2client import H2Exchange, H2UpstreamConnection
+from kraken.upstream.h2client import MAX_STREAMS, H2Exchange, H2UpstreamConnection
 
 H1, H2 = "http/1.1", "h2"
 
@@ -78,6 +83,31 @@ class _Negotiate(asyncio.Protocol):
         self.conn = conn
 
 
+class _Claim:
+    """One owner's exchange counted against its share; ``with`` releases it exactly once."""
+
+    __slots__ = ("_held", "_owner")
+
+    def __init__(self, held: dict[str, int] | None, owner: str | None):
+        self._held = held
+        self._owner = owner
+
+    def __enter__(self) -> _Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            left = held[self._owner] - 1  # type: ignore[index]
+            if left:
+                held[self._owner] = left  # type: ignore[index]
+            else:
+                del held[self._owner]  # type: ignore[arg-type]
+
+
+_UNCLAIMED = _Claim(None, None)
+
+
 class OriginPool:
     """Connections to one origin for one provider."""
 
@@ -90,11 +120,17 @@ class OriginPool:
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 300.0,
         idle_timeout_s: float = 60.0,
+        pool_wait_s: float = 1.0,
+        per_key_share: float = 0.5,
         ssl_context: ssl.SSLContext | None = None,
     ):
         self.origin = origin
         self.provider = provider
         self._max = max(1, max_connections)
+        self._pool_wait = pool_wait_s
+        self._share = per_key_share
+        self._held: dict[str, int] = {}
+        """Owner -> exchanges in flight or waiting (only owners holding some: bounded)."""
         self._connect_timeout = connect_timeout_s
         self._read_timeout = read_timeout_s
         self._idle_timeout = idle_timeout_s
@@ -115,9 +151,26 @@ class OriginPool:
         self._idle_gauge = metrics.UPSTREAM_CONNECTIONS.labels(provider, "idle")
         self._busy_gauge = metrics.UPSTREAM_CONNECTIONS.labels(provider, "busy")
 
+    def claim(self, owner: str | None) -> _Claim:
+        """Count one exchange of ``owner`` (an API key id) for as long as the ``with`` block
+        runs; ``PoolShareExceeded`` at once when the owner already holds its share:
+        ``max(1, per_key_share * capacity)``, capacity being ``max_connections`` (times the
+        streams each carries on an HTTP/2 origin). ``owner`` None or a share of 1: unbounded."""
+        if owner is None or self._share >= 1:
+            return _UNCLAIMED
+        capacity = self._max * (MAX_STREAMS if self.protocol == H2 else 1)
+        cap = max(1, int(capacity * self._share))
+        held = self._held.get(owner, 0)
+        if held >= cap:
+            raise PoolShareExceeded(
+                f"This key already has {held} requests in flight to this provider, its share "
+                f"of the {capacity} the provider is given; retry when one finishes", limit=cap)
+        self._held[owner] = held + 1
+        return _Claim(self._held, owner)
+
     async def acquire(self) -> Upstream:
         """A stream on a shared HTTP/2 connection, an idle HTTP/1.1 connection, a new
-        connection, or the next one released (bounded wait)."""
+        connection, or the next one released within ``pool_wait_s`` (else ``PoolExhausted``)."""
         deadline: float | None = None
         while True:
             if self._h2:
@@ -141,7 +194,7 @@ class OriginPool:
                     return new
                 continue  # an HTTP/2 connection: take a stream on it
             if deadline is None:
-                deadline = asyncio.get_running_loop().time() + self._connect_timeout
+                deadline = asyncio.get_running_loop().time() + self._pool_wait
             conn = await self._wait(deadline)
             if conn is not None:
                 self._busy_gauge.inc()
@@ -157,7 +210,8 @@ class OriginPool:
         except TimeoutError:
             if fut.done() and not fut.cancelled():  # handed over as the deadline hit
                 return fut.result()
-            raise UpstreamTimeout("no free connection to the provider") from None
+            busy = "Every connection to this provider is busy; retry shortly"
+            raise PoolExhausted(busy) from None
         finally:
             if not fut.done():
                 fut.cancel()

@@ -108,3 +108,16 @@ def test_transitions_are_counted(clock):
     for state in (OPEN, HALF_OPEN, CLOSED):
         assert metrics.REGISTRY.get_sample_value(
             "kraken_circuit_transitions_total", {"provider": "br_count", "state": state}) == 1
+
+
+def test_retry_after_counts_down_to_the_probe_then_waits_one_second_for_its_outcome(clock):
+    b = Breaker("br_retry_after", failures=1, cooldown_s=30, clock=clock)
+    b.failure()
+    assert b.retry_after_s() == 30
+    clock.now += 12.5
+    assert b.retry_after_s() == 18  # rounded up: never earlier than the probe
+    clock.now += 17.9
+    assert b.retry_after_s() == 1
+    clock.now += 0.2
+    assert b.allow()  # the probe is in flight
+    assert not b.allow() and b.retry_after_s() == 1

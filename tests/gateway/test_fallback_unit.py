@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from kraken import config
-from kraken.errors import BadRequest, UpstreamError, UpstreamStatus, UpstreamTimeout
+from kraken import config, metrics
+from kraken.errors import (
+    BadRequest, PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamStatus, UpstreamTimeout,
+)
 from kraken.gateway import fallback
-from kraken.gateway.breaker import OPEN
+from kraken.gateway.breaker import CLOSED, OPEN, CircuitOpen
 from kraken.gateway.call import Call
 from kraken.gateway.relay import DONE, FAILED
 from kraken.gateway.router import Provider, Router
@@ -157,3 +159,91 @@ async def test_a_cancelled_probe_is_released():
         await fallback.dispatch(r, call, r.candidates("m")[:1],
                                 answering({"ua": asyncio.CancelledError()}, [], call), Client())
     assert b.allow(), "the next request may probe"
+
+
+async def test_a_full_pool_is_not_the_providers_failure_and_the_next_candidate_serves():
+    r = router()
+    call, tried = new_call(), []
+    await fallback.dispatch(r, call, r.candidates("m"),
+                            answering({"ua": PoolExhausted("busy"), "ub": DONE}, tried, call),
+                            Client())
+    assert tried == ["ua", "ub"]
+    assert (call.provider, call.fallback_used) == ("ub", True)
+    assert r.breakers["ua"].consecutive == 0 and r.breakers["ua"].count == 0
+    assert r.health.snapshot("ua", "um") == (None, 0.0)
+
+
+async def test_kraken_refusals_do_not_count_as_attempts_or_trip_the_breaker():
+    r = router(max_attempts=1)
+    refused = metrics.REGISTRY.get_sample_value("kraken_refused_total",
+                                                {"reason": "pool_exhausted"}) or 0
+    for _ in range(5):  # breaker_failures is 2 here
+        call, tried = new_call(), []
+        await fallback.dispatch(r, call, r.candidates("m"),
+                                answering({"ua": PoolExhausted("busy"), "ub": DONE}, tried, call),
+                                Client())
+        assert tried == ["ua", "ub"]
+    assert r.breakers["ua"].state == CLOSED
+    assert metrics.REGISTRY.get_sample_value("kraken_refused_total",
+                                             {"reason": "pool_exhausted"}) == refused + 5
+
+
+async def test_when_every_pool_refuses_the_last_refusal_is_the_answer():
+    r = router()
+    call = new_call()
+    with pytest.raises(PoolExhausted) as caught:
+        await fallback.dispatch(r, call, r.candidates("m"),
+                                answering({"ua": PoolExhausted("busy"),
+                                           "ub": PoolExhausted("busy")}, [], call), Client())
+    assert dict(caught.value.headers)[b"retry-after"] == b"1"
+    assert call.error_type == "pool_exhausted"
+    assert all(b.state == CLOSED and b.count == 0 for b in (r.breakers["ua"], r.breakers["ub"]))
+
+
+async def test_a_key_over_its_share_of_a_pool_moves_on_and_gets_429_when_none_is_left():
+    r = router()
+    pools = {route.provider.name: route.provider.pool for route in r.candidates("m")}
+    share = 50  # max_connections 100 x per_key_share 0.5
+    holds = [pools["ua"].claim("hog") for _ in range(share)]
+    call, tried = new_call_for("hog"), []
+    await fallback.dispatch(r, call, r.candidates("m"),
+                            answering({"ua": DONE, "ub": DONE}, tried, call), Client())
+    assert tried == ["ub"], "ua refused the key before anything reached the provider"
+    assert r.breakers["ua"].count == 0
+    holds += [pools["ub"].claim("hog") for _ in range(share)]
+    call, tried = new_call_for("hog"), []
+    with pytest.raises(PoolShareExceeded) as caught:
+        await fallback.dispatch(r, call, r.candidates("m"),
+                                answering({"ua": DONE, "ub": DONE}, tried, call), Client())
+    assert tried == [] and caught.value.status == 429
+    assert dict(caught.value.headers)[b"retry-after"] == b"1"
+    other, tried = new_call_for("other"), []
+    await fallback.dispatch(r, other, r.candidates("m"),
+                            answering({"ua": DONE, "ub": DONE}, tried, other), Client())
+    assert len(tried) == 1 and not other.fallback_used, "other keys are not held back"
+    for hold in holds:
+        with hold:
+            pass  # the hog's requests end
+    again, tried = new_call_for("hog"), []
+    await fallback.dispatch(r, again, r.candidates("m"),
+                            answering({"ua": DONE, "ub": DONE}, tried, again), Client())
+    assert len(tried) == 1 and not again.fallback_used
+
+
+async def test_every_circuit_open_answers_with_the_seconds_until_the_first_probe():
+    r = router(breaker_cooldown_s=30)
+    clock = r.breakers["ua"].clock
+    r.breakers["ua"].failure(), r.breakers["ua"].failure()
+    clock.now += 20
+    r.breakers["ub"].failure(), r.breakers["ub"].failure()
+    with pytest.raises(CircuitOpen) as caught:
+        await fallback.dispatch(r, new_call(), r.candidates("m"),
+                                answering({"ua": DONE, "ub": DONE}, [], new_call()), Client())
+    assert caught.value.status == 503
+    assert dict(caught.value.headers)[b"retry-after"] == b"10"  # ua probes first
+
+
+def new_call_for(key_id: str) -> Call:
+    call = new_call()
+    call.key_id = key_id
+    return call

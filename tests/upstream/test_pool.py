@@ -7,7 +7,7 @@ import ssl
 import pytest
 import trustme
 
-from kraken.errors import UpstreamError
+from kraken.errors import PoolExhausted, PoolShareExceeded, UpstreamError
 from kraken.upstream.pool import Origin, OriginPool
 from harness import running_mock, wait_for
 
@@ -67,6 +67,41 @@ async def test_max_connections_bounds_concurrency():
         assert all(r.status == 200 for r in results)
         assert pool.size == 2 and len(mock._conns) == 2  # both used, never a third
         await pool.close()
+
+
+async def test_a_full_pool_refuses_after_pool_wait_s_with_its_own_error_not_a_timeout():
+    """Waiting for a slot is Kraken's bound, not the provider failing (no 504, no breaker)."""
+    async with running_mock() as mock:
+        pool = OriginPool(Origin(mock.url), "m", max_connections=1, pool_wait_s=0.1,
+                          connect_timeout_s=30)
+        held = await pool.acquire()
+        with pytest.raises(PoolExhausted) as caught:
+            await pool.acquire()
+        assert caught.value.status == 503 and caught.value.code == "pool_exhausted"
+        pool.release(held)
+        assert (await exchange(pool, mock)).status == 200  # the freed slot serves at once
+        await pool.close()
+
+
+def test_one_owner_holds_at_most_its_share_of_the_pool():
+    pool = OriginPool(Origin("http://127.0.0.1:9"), "m", max_connections=4, per_key_share=0.5)
+    first, second = pool.claim("a"), pool.claim("a")
+    with pytest.raises(PoolShareExceeded) as caught:
+        pool.claim("a")
+    assert caught.value.status == 429 and caught.value.limit == 2
+    with pool.claim("b"), pool.claim(None):  # others, and unkeyed calls, are not held back
+        pass
+    with first:
+        pass  # one of a's requests ends: a may start another
+    with pool.claim("a"), second:
+        pass
+    tiny = OriginPool(Origin("http://127.0.0.1:9"), "m", max_connections=1, per_key_share=0.5)
+    with tiny.claim("a"):  # always at least one
+        with pytest.raises(PoolShareExceeded):
+            tiny.claim("a")
+    whole = OriginPool(Origin("http://127.0.0.1:9"), "m", max_connections=1, per_key_share=1)
+    with whole.claim("a"), whole.claim("a"):  # a share of 1: no per-key bound
+        pass
 
 
 async def test_idle_connections_are_reaped():
