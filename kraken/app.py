@@ -85,6 +85,8 @@ def _build_router(cfg: Config, stack: contextlib.AsyncExitStack) -> Router:
             connect_timeout_s=p.connect_timeout_s,
             read_timeout_s=p.read_timeout_s,
             idle_timeout_s=p.idle_timeout_s,
+            pool_wait_s=p.pool_wait_s,
+            per_key_share=p.per_key_share,
         )
         stack.push_async_callback(pool.close)
         family_class = AnthropicFamily if p.kind in ("anthropic", "mock_anthropic") else OpenAICompat

@@ -239,6 +239,12 @@ class ProviderConfig:
     read_timeout_s: float = 300.0
     max_connections: int = 100
     idle_timeout_s: float = 60.0
+    pool_wait_s: float = 1.0
+    """How long a request waits for a free connection when all ``max_connections`` are busy;
+    then 503 ``pool_exhausted`` with Retry-After (not a provider failure: no breaker)."""
+    per_key_share: float = 0.5
+    """Share of the provider's connections one API key may hold at once (at least 1); over it:
+    429 with Retry-After. 1 = no per-key bound (a single-key deployment)."""
     mock_chunks: int = 20
     mock_chunk_delay_ms: float = 0.0
     stream_usage: str = ""
