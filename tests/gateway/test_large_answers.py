@@ -12,10 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from harness import (KrakenProcess, auth_headers, db_rows, free_port, http, kraken_mapping,
-                     running_mock, wait_for, write_toml)
+from harness import (PROVIDER_KEY, TEST_KEY, KrakenProcess, auth_headers, db_rows, free_port, http,
+                     kraken_mapping, running_mock, wait_for, write_toml)
 from kraken.mock.anthropic_mock import MockAnthropic
-from harness import PROVIDER_KEY, TEST_KEY
 
 pytestmark = pytest.mark.anyio
 
