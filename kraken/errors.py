@@ -14,6 +14,8 @@ class KrakenError(Exception):
     status = 500
     error_type = "internal_error"
     code: str | None = None
+    param: str | None = None
+    """The request field at fault (OpenAI's ``error.param``; the SDKs' ``exc.param``)."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
         super().__init__(message)
@@ -31,6 +33,10 @@ class KrakenError(Exception):
 class BadRequest(KrakenError):
     status = 400
     error_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message, code=code)
+        self.param = param
 
 
 class Unauthorized(KrakenError):
@@ -52,8 +58,19 @@ class NotFound(KrakenError):
 
 
 class MethodNotAllowed(KrakenError):
+    """A path served here, asked with another method: ``allow`` lists the ones it takes."""
+
     status = 405
     error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: str):
+        super().__init__(message)
+        self.allow = allow
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", self.allow.encode())]
 
 
 class PayloadTooLarge(KrakenError):
@@ -163,7 +180,8 @@ class UpstreamStatus(KrakenError):
 def error_body(exc: KrakenError) -> bytes:
     """The OpenAI-style JSON error body for ``exc``."""
     return orjson.dumps(
-        {"error": {"message": exc.message, "type": exc.error_type, "param": None, "code": exc.code}}
+        {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
+                   "code": exc.code}}
     )
 
 

@@ -41,14 +41,19 @@ _HANDLED = frozenset({
 # ---- request -----------------------------------------------------------------------------------
 
 
+def _invalid(field: str, rule: str, code: str = "invalid_value") -> BadRequest:
+    """A 400 naming ``field`` in its message and in ``param`` (the SDKs' ``exc.param``)."""
+    return BadRequest(f"'{field}' {rule}", code=code, param=field)
+
+
 def chat_to_messages(payload: dict, model: str, *, passthrough: tuple[str, ...] = ()) -> dict:
     """The Messages request body for an OpenAI chat ``payload`` (already checked by the pipeline
     for ``model``, ``messages`` and ``stream``). ``passthrough`` names extra top-level keys copied
     as they are (the local mock's ``mock`` steering field)."""
     for key in payload:
         if key not in _HANDLED and key not in _IGNORED and key not in passthrough:
-            raise BadRequest(f"'{key[:64]}' is not supported for Claude models in the OpenAI format; "
-                             "use POST /v1/messages", code="unsupported_parameter")
+            raise _invalid(key[:64], "is not supported for Claude models in the OpenAI format; "
+                           "use POST /v1/messages", "unsupported_parameter")
     _check_unsupported(payload)
     system, messages = _messages(payload["messages"])
     body: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(payload), "messages": messages}
@@ -58,7 +63,7 @@ def chat_to_messages(payload: dict, model: str, *, passthrough: tuple[str, ...] 
         value = payload.get(key)
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise BadRequest(f"'{key}' must be a number", code="invalid_value")
+                raise _invalid(key, "must be a number")
             body[key] = value
     stop = payload.get("stop")
     if stop is not None:
@@ -73,7 +78,7 @@ def chat_to_messages(payload: dict, model: str, *, passthrough: tuple[str, ...] 
     user = payload.get("user")
     if user is not None:
         if not isinstance(user, str):
-            raise BadRequest("'user' must be a string", code="invalid_value")
+            raise _invalid("user", "must be a string")
         body["metadata"] = {"user_id": user}
     if payload.get("stream") is True:
         body["stream"] = True
@@ -89,21 +94,22 @@ def wants_usage_chunk(payload: dict) -> bool:
     if options is None:
         return False
     if not isinstance(options, dict):
-        raise BadRequest("'stream_options' must be an object", code="invalid_value")
+        raise _invalid("stream_options", "must be an object")
     return options.get("include_usage") is True
 
 
 def _check_unsupported(payload: dict) -> None:
     n = payload.get("n")
     if n is not None and n != 1:
-        raise BadRequest("'n' must be 1 for Claude models (one choice per request)",
-                         code="unsupported_value")
-    if payload.get("logprobs") or payload.get("top_logprobs"):
-        raise BadRequest("'logprobs' is not available for Claude models", code="unsupported_value")
+        raise _invalid("n", "must be 1 for Claude models (one choice per request)",
+                       "unsupported_value")
+    for key in ("logprobs", "top_logprobs"):
+        if payload.get(key):
+            raise _invalid(key, "is not available for Claude models", "unsupported_value")
     fmt = payload.get("response_format")
     if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        raise BadRequest("'response_format' other than text is not supported for Claude models in "
-                         "the OpenAI format; use tools or POST /v1/messages", code="unsupported_value")
+        raise _invalid("response_format", "other than text is not supported for Claude models "
+                       "in the OpenAI format; use tools or POST /v1/messages", "unsupported_value")
 
 
 def _max_tokens(payload: dict) -> int:
@@ -111,7 +117,7 @@ def _max_tokens(payload: dict) -> int:
         value = payload.get(key)
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadRequest(f"'{key}' must be a positive integer", code="invalid_value")
+                raise _invalid(key, "must be a positive integer")
             return value
     return DEFAULT_MAX_TOKENS
 
@@ -121,7 +127,7 @@ def _stop(stop: Any) -> list[str]:
         return [stop]
     if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         return stop
-    raise BadRequest("'stop' must be a string or an array of strings", code="invalid_value")
+    raise _invalid("stop", "must be a string or an array of strings")
 
 
 def _messages(raw: list) -> tuple[list[dict], list[dict]]:
@@ -132,7 +138,7 @@ def _messages(raw: list) -> tuple[list[dict], list[dict]]:
     for i, message in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise BadRequest(f"'{where}' must be an object", code="invalid_value")
+            raise _invalid(where, "must be an object")
         role = message.get("role")
         if role in ("system", "developer"):
             system.extend(_text_blocks(message.get("content"), where))
@@ -144,8 +150,8 @@ def _messages(raw: list) -> tuple[list[dict], list[dict]]:
         elif role == "tool":
             role, blocks = "user", [_tool_result(message, where)]
         else:
-            raise BadRequest(f"'{where}.role' must be one of system, developer, user, assistant, "
-                             "tool", code="invalid_value")
+            raise _invalid(f"{where}.role", "must be one of system, developer, user, assistant, "
+                           "tool")
         if not blocks:
             continue
         if turns and turns[-1]["role"] == role:
@@ -153,15 +159,15 @@ def _messages(raw: list) -> tuple[list[dict], list[dict]]:
         else:
             turns.append({"role": role, "content": blocks})
     if not turns:
-        raise BadRequest("'messages' must contain at least one user or assistant message with "
-                         "content", code="invalid_value")
+        raise _invalid("messages", "must contain at least one user or assistant message with "
+                       "content")
     return system, turns
 
 
 def _text_block(part: dict, where: str) -> dict | None:
     text = part.get("text")
     if not isinstance(text, str):
-        raise BadRequest(f"'{where}.text' must be a string", code="invalid_value")
+        raise _invalid(f"{where}.text", "must be a string")
     if not text:
         return None  # Anthropic rejects empty text blocks
     block: dict[str, Any] = {"type": "text", "text": text}
@@ -177,8 +183,7 @@ def _parts(content: Any, where: str) -> list:
         return [{"type": "text", "text": content}]
     if isinstance(content, list):
         return content
-    raise BadRequest(f"'{where}.content' must be a string or an array of content parts",
-                     code="invalid_value")
+    raise _invalid(f"{where}.content", "must be a string or an array of content parts")
 
 
 def _text_blocks(content: Any, where: str) -> list[dict]:
@@ -186,7 +191,7 @@ def _text_blocks(content: Any, where: str) -> list[dict]:
     for j, part in enumerate(_parts(content, where)):
         here = f"{where}.content[{j}]"
         if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise BadRequest(f"'{here}' must be a text part here", code="invalid_value")
+            raise _invalid(here, "must be a text part here")
         if part["type"] == "refusal":
             part = {"text": part.get("refusal")}
         block = _text_block(part, here)
@@ -206,13 +211,12 @@ def _user_blocks(content: Any, where: str) -> list[dict]:
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str):
-                raise BadRequest(f"'{here}.image_url.url' must be a string", code="invalid_value")
+                raise _invalid(f"{here}.image_url.url", "must be a string")
             block = _image(url, f"{here}.image_url.url")
         elif kind == "file":
             block = _document(part.get("file"), f"{here}.file")
         else:
-            raise BadRequest(f"'{here}.type' must be text, image_url or file for Claude models",
-                             code="invalid_value")
+            raise _invalid(f"{here}.type", "must be text, image_url or file for Claude models")
         if block is not None:
             blocks.append(block)
     return blocks
@@ -222,8 +226,7 @@ def _data_url(url: str, where: str) -> tuple[str, str]:
     """(media type, base64 data) of a ``data:<type>;base64,<data>`` URL."""
     head, sep, data = url[5:].partition(",")
     if not sep or not head.endswith(";base64") or not data:
-        raise BadRequest(f"'{where}' must be a base64 data URL (data:<type>;base64,...)",
-                         code="invalid_value")
+        raise _invalid(where, "must be a base64 data URL (data:<type>;base64,...)")
     return head[: -len(";base64")].lower(), data
 
 
@@ -231,22 +234,21 @@ def _image(url: str, where: str) -> dict:
     if url.startswith("data:"):
         media, data = _data_url(url, where)
         if media not in _IMAGE_TYPES:
-            raise BadRequest(f"'{where}' must be a JPEG, PNG, GIF or WebP image",
-                             code="invalid_value")
+            raise _invalid(where, "must be a JPEG, PNG, GIF or WebP image")
         return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
     if url.startswith(("https://", "http://")):  # fetched by the provider, never by Kraken
         return {"type": "image", "source": {"type": "url", "url": url}}
-    raise BadRequest(f"'{where}' must be an http(s) URL or a base64 data URL", code="invalid_value")
+    raise _invalid(where, "must be an http(s) URL or a base64 data URL")
 
 
 def _document(file: Any, where: str) -> dict:
     data = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data, str) or not data.startswith("data:"):
-        raise BadRequest(f"'{where}.file_data' must be a base64 data URL (uploaded file ids are "
-                         "not available for Claude models)", code="invalid_value")
+        raise _invalid(f"{where}.file_data", "must be a base64 data URL (uploaded file ids "
+                       "are not available for Claude models)")
     media, b64 = _data_url(data, f"{where}.file_data")
     if media != "application/pdf":
-        raise BadRequest(f"'{where}.file_data' must be a PDF", code="invalid_value")
+        raise _invalid(f"{where}.file_data", "must be a PDF")
     return {"type": "document", "source": {"type": "base64", "media_type": media, "data": b64}}
 
 
@@ -256,20 +258,20 @@ def _assistant_blocks(message: dict, where: str) -> list[dict]:
     if calls is None:
         return blocks
     if not isinstance(calls, list):
-        raise BadRequest(f"'{where}.tool_calls' must be an array", code="invalid_value")
+        raise _invalid(f"{where}.tool_calls", "must be an array")
     for j, call in enumerate(calls):
         here = f"{where}.tool_calls[{j}]"
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(call.get("id"), str) \
                 or not isinstance(fn.get("name"), str):
-            raise BadRequest(f"'{here}' needs a string 'id' and 'function.name'", code="invalid_value")
+            raise _invalid(here, "needs a string 'id' and 'function.name'")
         arguments = fn.get("arguments") or "{}"
         try:
             value = orjson.loads(arguments) if isinstance(arguments, str) else None
         except orjson.JSONDecodeError:
             value = None
         if not isinstance(value, dict):
-            raise BadRequest(f"'{here}.function.arguments' must be a JSON object", code="invalid_value")
+            raise _invalid(f"{here}.function.arguments", "must be a JSON object")
         blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": value})
     return blocks
 
@@ -277,7 +279,7 @@ def _assistant_blocks(message: dict, where: str) -> list[dict]:
 def _tool_result(message: dict, where: str) -> dict:
     tool_id = message.get("tool_call_id")
     if not isinstance(tool_id, str) or not tool_id:
-        raise BadRequest(f"'{where}.tool_call_id' must be a non-empty string", code="invalid_value")
+        raise _invalid(f"{where}.tool_call_id", "must be a non-empty string")
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id}
     content = message.get("content")
     if isinstance(content, str):
@@ -292,20 +294,20 @@ def _tool_result(message: dict, where: str) -> dict:
 
 def _tools(tools: Any) -> list[dict]:
     if not isinstance(tools, list):
-        raise BadRequest("'tools' must be an array", code="invalid_value")
+        raise _invalid("tools", "must be an array")
     out = []
     for j, tool in enumerate(tools):
         where = f"tools[{j}]"
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise BadRequest(f"'{where}.type' must be 'function'", code="invalid_value")
+            raise _invalid(f"{where}.type", "must be 'function'")
         fn = tool.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRequest(f"'{where}.function.name' must be a string", code="invalid_value")
+            raise _invalid(f"{where}.function.name", "must be a string")
         schema = fn.get("parameters")
         if schema is None:
             schema = {"type": "object", "properties": {}}
         elif not isinstance(schema, dict):
-            raise BadRequest(f"'{where}.function.parameters' must be an object", code="invalid_value")
+            raise _invalid(f"{where}.function.parameters", "must be an object")
         entry: dict[str, Any] = {"name": fn["name"], "input_schema": schema}
         if isinstance(fn.get("description"), str):
             entry["description"] = fn["description"]
@@ -326,8 +328,8 @@ def _tool_choice(choice: Any, parallel: Any, has_tools: bool) -> dict | None:
             and isinstance(choice["function"].get("name"), str):
         out = {"type": "tool", "name": choice["function"]["name"]}
     else:
-        raise BadRequest("'tool_choice' must be auto, none, required or "
-                         "{\"type\": \"function\", \"function\": {\"name\": ...}}", code="invalid_value")
+        raise _invalid("tool_choice", "must be auto, none, required or "
+                       "{\"type\": \"function\", \"function\": {\"name\": ...}}")
     if out is not None and parallel is False and out["type"] != "none":
         out["disable_parallel_tool_use"] = True
     return out

@@ -166,6 +166,29 @@ async def test_untranslatable_request_is_a_clear_openai_400(stack):
     assert len(mock.requests) == before
 
 
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"n": 2}, "n"),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+     "response_format"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"stop": 5}, "stop"),
+    ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url",
+                                                  "image_url": {"url": "ftp://x/y"}}]}]},
+     "messages[0].content[0].image_url.url"),
+])
+async def test_refused_claude_parameters_name_the_field_in_param(stack, fields, param):
+    """The SDK's ``BadRequestError.param`` says which field to fix (README: "a 400 naming
+    the field")."""
+    _, k = stack
+    request = {"model": "claude-test", "messages": [{"role": "user", "content": "hi"}], **fields}
+    with pytest.raises(openai.BadRequestError) as info:
+        await client(k).chat.completions.create(**request)
+    assert info.value.param == param, info.value.body
+
+
 async def test_provider_error_before_first_byte_in_openai_shape(stack):
     _, k = stack
     with pytest.raises(openai.BadRequestError) as info:
