@@ -183,7 +183,8 @@ async def serve(
             from kraken.admin.listener import start_admin
 
             servers.append(await start_admin(cfg, store, connections, meter=meter,
-                                               verifier=verifier, keyring=keyring, stack=stack))
+                                               verifier=verifier, limiter=limiter,
+                                               keyring=keyring, stack=stack))
         if cfg.server.redirect_http_port:  # ACME challenges + redirect; also before any cert exists
             plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
             servers.append(await loop.create_server(

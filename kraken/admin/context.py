@@ -18,6 +18,9 @@ class AdminContext:
     """The BYOK master keyring (None: BYOK is not configured)."""
     verifier: Any = None
     """The gateway's KeyVerifier: the usage page accepts Kraken API keys (None: admin token only)."""
+    limiter: Any = None
+    """The gateway's rate limiter: the usage page's key checks count against the same
+    per-address auth limits as the client listener (None: no per-address limits)."""
 
     @property
     def redis_url(self) -> str | None:

@@ -1,4 +1,10 @@
-"""Start the admin listener: Kraken's own HTTP stack on a separate (loopback) address."""
+"""Start the admin listener: Kraken's own HTTP stack on a separate (loopback) address.
+
+It keeps the client listener's limits: head and keep-alive timeouts, at most
+``[server] max_connections_per_ip`` connections per address (counted apart from the client
+listener's), and the usage page checks API keys under the same per-address auth limits, through
+the client listener's own rate limiter.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +18,7 @@ from typing import Any
 from kraken.admin.context import AdminContext
 from kraken.admin.routes import build
 from kraken.config import Config
+from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.listener import ProtocolSelector
 from kraken.store.sqlite import SqliteStore
 
@@ -19,7 +26,7 @@ log = logging.getLogger("kraken.admin")
 
 
 async def start_admin(cfg: Config, store: SqliteStore, connections: set, *, meter: Any = None,
-                      keyring: Any = None, verifier: Any = None,
+                      keyring: Any = None, verifier: Any = None, limiter: Any = None,
                       stack: contextlib.AsyncExitStack | None = None) -> asyncio.AbstractServer:
     """Listen on ``[admin] host:port``; connections join ``connections`` so shutdown drains them.
 
@@ -28,8 +35,8 @@ async def start_admin(cfg: Config, store: SqliteStore, connections: set, *, mete
     query or export then never holds the lock the meter's batch writer needs (WAL lets
     readers and the writer proceed side by side).
     """
-    server_cfg = dataclasses.replace(cfg.server, max_body_bytes=cfg.admin.max_body_bytes,
-                                     max_connections_per_ip=0)
+    server_cfg = dataclasses.replace(cfg.server, max_body_bytes=cfg.admin.max_body_bytes)
+    per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip)
     family = socket.AF_INET6 if ":" in cfg.admin.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -43,9 +50,11 @@ async def start_admin(cfg: Config, store: SqliteStore, connections: set, *, mete
             store = await SqliteStore.open(cfg.store.path,
                                            busy_timeout_ms=cfg.store.busy_timeout_ms)
             stack.push_async_callback(store.close)
-        app = build(AdminContext(store, cfg, meter=meter, keyring=keyring, verifier=verifier))
+        app = build(AdminContext(store, cfg, meter=meter, keyring=keyring, verifier=verifier,
+                                 limiter=limiter))
         server = await asyncio.get_running_loop().create_server(
-            lambda: ProtocolSelector(app.handle, server_cfg, connections, h2c=False), sock=sock)
+            lambda: ProtocolSelector(app.handle, server_cfg, connections, h2c=False,
+                                     limiter=per_ip), sock=sock)
     except BaseException:
         sock.close()
         raise

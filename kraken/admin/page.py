@@ -3,7 +3,9 @@
 The page itself is public (it holds no data); it asks for a Kraken API key or the admin
 token and keeps it in a JavaScript variable only: no cookies, no storage. The data routes
 check that credential themselves: an API key sees only its own customer's requests, the
-admin token any customer's (or all). Charts use uPlot (MIT), vendored in ``static/``.
+admin token any customer's (or all). An API key that is not cached is checked under the
+client listener's per-address auth limits (kraken/gateway/authgate.py), so the page is no
+way around them. Charts use uPlot (MIT), vendored in ``static/``.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from kraken.admin.server import AdminApp, AdminCall
 from kraken.admin.token import bearer, token_matches
 from kraken.admin.usage import has_key_column
 from kraken.errors import Unauthorized
+from kraken.gateway.authgate import AddressGate
+from kraken.gateway.clientip import ClientAddress
 from kraken.privacy.export import FORMATS
 from kraken.store.sqlite import SqliteStore
 
@@ -88,6 +92,42 @@ async def stats(store: SqliteStore, group: str, where: str, params: list) -> lis
     return out
 
 
+class Caller:
+    """Who a data route's credential names: the admin token, or a Kraken API key checked like
+    on the client listener (same verifier, same per-address limits)."""
+
+    def __init__(self, ctx: AdminContext):
+        self._ctx = ctx
+        self._addresses = ClientAddress(ctx.cfg.limits.trusted_proxies)
+
+    async def __call__(self, call: AdminCall) -> tuple[str | None, str]:
+        """(customer the caller may see or None for the admin, actor for the audit log)."""
+        token = bearer(call.req.header(b"authorization"))
+        if token is None:
+            raise _unauthorized()
+        if token_matches(token, self._ctx.cfg.admin.token_hash):
+            return None, "admin:usage-page"
+        verifier = self._ctx.verifier
+        if verifier is None:
+            raise _unauthorized()
+        principal = verifier.lookup_cached(token)
+        try:
+            if principal is None:
+                principal = await verifier.verify(token, await self._gate(call))
+        except Unauthorized:  # the one 401, nothing echoed (Overloaded stays a 503)
+            raise _unauthorized() from None
+        return principal.customer_id, f"key:{principal.key_id}"
+
+    async def _gate(self, call: AdminCall) -> AddressGate | None:
+        """The caller's address under the auth limits; 429 if it failed too often."""
+        if self._ctx.limiter is None:
+            return None
+        ip = self._addresses.of(call.req.peer, call.req.header(b"x-forwarded-for"))
+        gate = AddressGate(self._ctx.limiter, ip)
+        await gate.check()
+        return gate
+
+
 def register(app: AdminApp, ctx: AdminContext) -> None:
     store = ctx.store
     static = resources.files("kraken.admin") / "static"
@@ -105,22 +145,7 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
 
     for path in files:
         app.add_public(path, serve_static(path))
-
-    async def who(call: AdminCall) -> tuple[str | None, str]:
-        """(customer the caller may see or None for the admin, actor for the audit log)."""
-        token = bearer(call.req.header(b"authorization"))
-        if token is None:
-            raise _unauthorized()
-        if token_matches(token, ctx.cfg.admin.token_hash):
-            return None, "admin:usage-page"
-        verifier = getattr(ctx, "verifier", None)
-        if verifier is None:
-            raise _unauthorized()
-        try:
-            principal = await verifier.verify(token)
-        except Unauthorized:  # the one 401, nothing echoed (Overloaded stays a 503)
-            raise _unauthorized() from None
-        return principal.customer_id, f"key:{principal.key_id}"
+    who = Caller(ctx)
 
     def scope(caller: str | None, q: dict[str, str]) -> str | None:
         wanted = val.ident(q.get("customer"), "customer", required=False)

@@ -4,11 +4,14 @@ IPv4 is counted per address; IPv6 per /64, the smallest block a single subscribe
 gets (one host can use any of its 2^64 addresses, so counting per address would cap nothing).
 An IPv4-mapped IPv6 peer (``::ffff:a.b.c.d`` on a dual-stack socket) counts as its IPv4
 address. Entries are removed when their count returns to zero, so memory is bounded by the
-open connections themselves. No I/O here: the listener asks, and answers the client.
+open connections themselves. No I/O here: the listener asks, and answers the client. Every
+refusal is counted as ``kraken_refused_total{reason="per_ip_connections"}``.
 """
 from __future__ import annotations
 
 import socket
+
+from kraken import shedding
 
 _MAPPED_V4 = b"\x00" * 10 + b"\xff\xff"
 
@@ -47,6 +50,7 @@ class ConnectionLimiter:
         count = self._open.get(key, 0)
         if count >= self.max_per_ip:
             self.refused += 1
+            shedding.refused("per_ip_connections")
             return False
         self._open[key] = count + 1
         return True
