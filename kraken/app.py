@@ -50,6 +50,13 @@ from kraken.upstream.pool import Origin, OriginPool
 
 log = logging.getLogger("kraken")
 
+EXIT_RECORDS_IN_JOURNAL = 75
+"""Exit status (EX_TEMPFAIL) when the store could not take every record by the drain
+deadline: they stay in the crash journal and are replayed at the next start."""
+FLUSH_MIN_S = 2.0
+"""The final flush gets at least this long even when in-flight responses used the whole
+drain deadline (systemd's TimeoutStopSec and the workers' supervisor allow for it)."""
+
 
 async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
     """``kind = "mock"`` / ``"mock_anthropic"`` providers run in-process on a loopback port
@@ -221,14 +228,21 @@ async def serve(
                 started.set_result(address[1])
             sdnotify.ready(f"listening on {address[0]}:{address[1]}")
             await stop.wait()
+            deadline = anyio.current_time() + cfg.server.drain_timeout_s
             sdnotify.stopping("draining")
             log.info("shutting down: draining for up to %.0fs", cfg.server.drain_timeout_s)
             await _drain(servers, gateway, connections, cfg.server.drain_timeout_s)
-            await meter.close()
+            # A store that stays down (disk full) cannot hold shutdown past the deadline:
+            # what it did not take stays in the journal, replayed at the next start.
+            left = await meter.close(max(deadline - anyio.current_time(), FLUSH_MIN_S))
             tg.cancel_scope.cancel()  # the billing refresh loop; the meter is flushed
         if own_signals:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+    if left:
+        log.error("kraken stopped with %d record(s) left in the crash journal (exit %d)",
+                  left, EXIT_RECORDS_IN_JOURNAL)
+        return EXIT_RECORDS_IN_JOURNAL
     log.info("kraken stopped")
     return 0
 

@@ -98,6 +98,12 @@ RECORDS_DROPPED = Counter(
     "Records lost. Kraken refuses service instead, so this must stay zero.",
     registry=REGISTRY,
 )
+RECORDS_UNJOURNALED = Counter(
+    "kraken_meter_records_unjournaled_total",
+    "Records whose journal append failed (disk full): kept in memory and written to the "
+    "store; new requests are refused until the journal is writable again.",
+    registry=REGISTRY,
+)
 STORE_ERRORS = Counter(
     "kraken_store_errors_total",
     "Failed batch writes, by reason (busy, full, other); the batch is kept and retried.",

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kraken import metrics
+from kraken import metrics, shedding
 from kraken.accounts.byok import ByokKeyUnusable
 from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.fees import FeeSchedule
@@ -231,6 +231,7 @@ class Gateway:
         """Reserve the record's place: refuse now rather than serve unrecorded."""
         if self.shutting_down or not self.meter.reserve():
             metrics.OVERLOAD_REJECTIONS.inc()
+            shedding.refused("shutting_down" if self.shutting_down else self.meter.refusal)
             raise Overloaded("Kraken is overloaded; retry shortly")
         call.reserved = True
 

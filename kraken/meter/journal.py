@@ -21,6 +21,8 @@ from kraken.meter.record import FIELD_NAMES, REQUIRED_FIELDS, RequestRecord
 
 _PREFIX = "seg-"
 _SUFFIX = ".jsonl"
+PROBE_BYTES = 16384
+"""Size of the blank line ``probe()`` writes: room for ~30 records after it succeeds."""
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -33,6 +35,8 @@ class Journal:
         self._current: Path | None = None
         self._written = 0
         self._last_ns = 0
+        self._torn = False
+        """A failed write may have left a line without its newline: end it before the next."""
 
     @property
     def current(self) -> Path | None:
@@ -44,7 +48,7 @@ class Journal:
         if self._fd is not None:
             return
         self._fd, self._current = self._new_segment()
-        self._written = 0
+        self._written, self._torn = 0, False
 
     def _new_segment(self) -> tuple[int, Path]:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -65,15 +69,32 @@ class Journal:
         ``orjson.dumps(rec)`` serialises the dataclass directly: same bytes as
         ``orjson.dumps(rec.to_dict()) + b"\\n"`` but ~3 µs instead of ~40 µs here.
         """
+        self._write(orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE))
+
+    def probe(self) -> None:
+        """Append a blank line of ``PROBE_BYTES`` (readers skip it); OSError if it fails.
+
+        After a failed append the meter refuses requests until this succeeds. A whole
+        blank page or more, not one byte: a full disk often still has the tail of a page
+        free, and a probe that fits there would let traffic in only to fail again.
+        """
+        self._write(b" " * (PROBE_BYTES - 1) + b"\n")
+
+    def _write(self, line: bytes) -> None:
         if self._fd is None:
             self.open()
-        line = orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
-        written = os.write(self._fd, line)  # type: ignore[arg-type]
+        fd: int = self._fd  # type: ignore[assignment]
+        if self._torn:
+            self._written += os.write(fd, b"\n")  # a torn line never swallows this one
+            self._torn = False
+        written = os.write(fd, line)  # raising: nothing of this line was written
         self._written += written
         if written != len(line):
             # Terminate the torn line so the next record stays readable, then report it.
+            self._torn = True
             try:
-                self._written += os.write(self._fd, b"\n")  # type: ignore[arg-type]
+                self._written += os.write(fd, b"\n")
+                self._torn = False
             except OSError:
                 pass
             raise OSError(errno.ENOSPC, "short write to the meter journal")
@@ -86,6 +107,7 @@ class Journal:
         """
         fd, path = self._new_segment()
         old_fd, self._fd, self._current, self._written = self._fd, fd, path, 0
+        self._torn = False
         if old_fd is not None:
             os.close(old_fd)
         return [p for p in self.segments() if p != path]
@@ -129,7 +151,7 @@ class Journal:
         are still journaled.
         """
         fd, path, written = self._fd, self._current, self._written
-        self._fd, self._current, self._written = None, None, 0
+        self._fd, self._current, self._written, self._torn = None, None, 0, False
         if fd is None:
             return
         os.close(fd)

@@ -5,10 +5,19 @@ both are synchronous and O(1). Admission reserves a slot, so a completed request
 has room and no record is ever dropped; when the queue is full Kraken refuses new requests
 (503) instead. ``record()`` journals before it enqueues, so the rotated journal segments
 always hold every record the writer has taken, and are deleted only after they commit.
+
+A failed journal append (disk full) makes admission refuse too, until the writer's probe
+finds the journal writable again: a record that cannot be journalled means the request is
+refused, before its first byte. The few records completing just as the disk fills are kept
+in memory (never dropped), counted, and journalled again once it recovers.
+
+At shutdown ``close(timeout_s)`` gives up on a store that stays down: what is not committed
+stays in the journal and is replayed at the next start.
 """
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -52,9 +61,15 @@ class Meter:
         self._reserved = 0
         self._store_ok = True
         self._journal_ok = True
+        self._next_probe = 0.0  # monotonic time of the next journal probe while it is failing
+        self._unjournaled: dict[str, RequestRecord] = {}
+        """Queued or in-flight records whose journal append failed: kept until committed."""
+        self.refusal = "queue_full"
+        """Why the last ``reserve()`` refused: a ``kraken.shedding`` reason."""
         self._recovered = False
         self._running = False
         self._closing = False
+        self._run_scope: anyio.CancelScope | None = None
         self._wake = anyio.Event()
         self._stopped = anyio.Event()
         self.billing: BatchHook | None = None
@@ -66,8 +81,12 @@ class Meter:
     # -- hot path: synchronous, no I/O besides one journal write --------------------
 
     def reserve(self) -> bool:
-        """Take a slot for a request being admitted; False means answer 503."""
+        """Take a slot for a request being admitted; False means answer 503 (see ``refusal``)."""
+        if not self._journal_ok:
+            self.refusal = "journal_failed"
+            return False
         if len(self._queue) + len(self._inflight) + self._reserved >= self._max:
+            self.refusal = "queue_full"
             return False
         self._reserved += 1
         return True
@@ -83,15 +102,23 @@ class Meter:
             self._reserved -= 1
         try:
             self._journal.append(rec)
-            self._journal_ok = True
         except (OSError, TypeError) as exc:  # TypeError: a value orjson cannot encode
-            # Still kept in memory; only crash-safety is lost until the journal recovers.
-            self._journal_ok = False
+            self._unjournaled[rec.request_id] = rec
+            metrics.RECORDS_UNJOURNALED.inc()
             metrics.STORE_ERRORS.labels("journal").inc()
-            log.error("meter journal append failed: %s", type(exc).__name__)
+            if isinstance(exc, OSError):
+                self._journal_failed(exc)
         self._queue.append(rec)
         if len(self._queue) >= self._batch_max:
             self._wake.set()
+
+    def _journal_failed(self, exc: OSError) -> None:
+        """Refuse admissions until a probe succeeds (once per failure, not per record)."""
+        self._next_probe = time.monotonic() + self._cfg.retry_backoff_ms / 1000
+        if self._journal_ok:
+            self._journal_ok = False
+            log.error("meter journal append failed (%s): refusing new requests until it "
+                      "is writable again", exc.strerror or type(exc).__name__)
 
     @property
     def ready(self) -> bool:
@@ -128,7 +155,8 @@ class Meter:
         return replayed
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The single writer task; returns once close() was called and all is flushed.
+        """The single writer task; returns once close() was called and all is flushed
+        (or close() gave up at its deadline).
 
         Runs recover() first if the application has not (so rotate() never deletes an
         unreplayed segment from a previous run).
@@ -138,42 +166,94 @@ class Meter:
         self._running = True
         self._stopped = anyio.Event()
         try:
-            if not self._recovered:
-                await self.recover()
-            task_status.started()
-            interval = self._cfg.flush_interval_ms / 1000
-            while True:
-                if not self._closing and not self._inflight and len(self._queue) < self._batch_max:
-                    with anyio.move_on_after(interval):
-                        await self._wake.wait()
-                self._wake = anyio.Event()
-                if await self._flush():
-                    if self._closing and not self._queue:
-                        return
-                else:
-                    await anyio.sleep(self._cfg.retry_backoff_ms / 1000)
+            with anyio.CancelScope() as self._run_scope:
+                if not self._recovered:
+                    await self.recover()
+                task_status.started()
+                await self._write_loop()
         finally:
+            self._run_scope = None
             self._running = False
             self._stopped.set()
 
-    async def close(self) -> None:
+    async def _write_loop(self) -> None:
+        interval = self._cfg.flush_interval_ms / 1000
+        while True:
+            if not self._closing and not self._inflight and len(self._queue) < self._batch_max:
+                with anyio.move_on_after(interval):
+                    await self._wake.wait()
+            self._wake = anyio.Event()
+            self._check_journal()
+            if await self._flush():
+                if self._closing and not self._queue:
+                    return
+            else:
+                await anyio.sleep(self._cfg.retry_backoff_ms / 1000)
+
+    def _check_journal(self) -> None:
+        """Probe a failing journal (at most every ``retry_backoff_ms``); once it is writable,
+        admit again and journal the records that were kept only in memory."""
+        if not self._journal_ok:
+            if time.monotonic() < self._next_probe:
+                return
+            try:
+                self._journal.probe()
+            except OSError as exc:
+                self._journal_failed(exc)
+                return
+            self._journal_ok = True
+            log.warning("meter journal writable again: admitting requests")
+        for rec in list(self._unjournaled.values()):
+            try:
+                self._journal.append(rec)
+            except TypeError:
+                pass  # never journalable; still written to the store
+            except OSError as exc:
+                self._journal_failed(exc)
+                return
+            del self._unjournaled[rec.request_id]
+
+    async def close(self, timeout_s: float | None = None) -> int:
         """Flush everything (via run() if it is running), checkpoint, close the journal.
 
-        Wrap in a timeout at shutdown: with the store down this waits for it, and whatever
-        is left stays in the journal for the next start.
+        Returns how many records are left uncommitted: 0 unless the store stayed down for
+        ``timeout_s`` (the drain deadline). Those stay in the journal and are replayed at the
+        next start; records whose append had failed are journalled again here first.
         """
         self._closing = True
         self._wake.set()
-        if self._running:
+        with anyio.move_on_after(timeout_s):
+            if self._running:
+                await self._stopped.wait()
+            elif self._queue or self._inflight:
+                await self._flush()
+        if self._run_scope is not None:  # the deadline passed: stop retrying
+            self._run_scope.cancel()
             await self._stopped.wait()
-        elif self._queue or self._inflight:
-            await self._flush()
-        try:
-            await self._store.checkpoint()
-        except StoreError as exc:
-            metrics.STORE_ERRORS.labels(exc.reason).inc()
-            log.warning("meter checkpoint failed: %s", exc)
+        left = len(self._queue) + len(self._inflight)
+        if left:
+            self._leave_in_journal(left)
+        else:
+            try:
+                await self._store.checkpoint()
+            except StoreError as exc:
+                metrics.STORE_ERRORS.labels(exc.reason).inc()
+                log.warning("meter checkpoint failed: %s", exc)
         self._journal.close()
+        return left
+
+    def _leave_in_journal(self, left: int) -> None:
+        """At a shutdown that could not commit everything: say what stays in the journal."""
+        self._journal_ok, self._next_probe = True, 0.0
+        self._check_journal()  # a last try for the records kept only in memory
+        lost = len(self._unjournaled)
+        log.error("meter: %d record(s) could not be written to the store before the deadline; "
+                  "%d left in the journal %s, replayed at the next start",
+                  left, left - lost, self._journal.directory)
+        if lost:
+            metrics.RECORDS_DROPPED.inc(lost)
+            log.error("meter: %d record(s) could be written neither to the store nor to the "
+                      "journal and are lost", lost)
 
     async def _flush(self) -> bool:
         """Commit everything queued, in batches; delete its segments once all committed.
@@ -204,6 +284,9 @@ class Meter:
                 log.warning("meter batch write failed, will retry: %s", exc)
                 return False
             del self._inflight[: len(batch)]
+            if self._unjournaled:  # committed: no longer needed in memory
+                for rec in batch:
+                    self._unjournaled.pop(rec.request_id, None)
         self._store_ok = True
         if self._segments:
             self._journal.remove(self._segments)

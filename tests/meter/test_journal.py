@@ -138,3 +138,63 @@ def test_close_removes_an_empty_segment_and_keeps_a_written_one(tmp_path):
     (seg,) = j.segments()
     j.close()
     assert Journal.read(seg) == [make(1)]
+
+
+
+def _fill_until_appends_fail(j: Journal, fs, kept: list, start: int):
+    """Fill the filesystem, then append until three appends failed (some half-written)."""
+    from diskfull import fill
+
+    filler = fill(fs)
+    failed = 0
+    for i in range(start, start + 200):  # until the segment's last page is full too
+        try:
+            j.append(make(i))
+            kept.append(make(i))
+        except OSError:
+            failed += 1
+            if failed == 3:
+                return filler
+    raise AssertionError("appends kept succeeding on a full filesystem")
+
+
+def test_a_line_torn_by_a_full_disk_never_swallows_the_next_record(tmp_path):
+    """On a real full filesystem: appends fail (some half-written), then room comes back;
+    every record whose append succeeded reads back, before and after the failures."""
+    from diskfull import free, tiny_filesystem
+
+    with tiny_filesystem(tmp_path / "fs", "256k") as fs:
+        j = Journal(fs / "journal")
+        j.open()
+        try:
+            kept = [make(i) for i in range(5)]
+            for rec in kept:
+                j.append(rec)
+            free(_fill_until_appends_fail(j, fs, kept, 5))
+            for i in range(300, 303):
+                j.append(make(i))
+                kept.append(make(i))
+            assert Journal.read(j.current) == kept
+        finally:
+            j.close()
+
+
+def test_probe_fails_while_the_disk_is_full_and_leaves_only_blank_lines(tmp_path):
+    from diskfull import free, tiny_filesystem
+
+    with tiny_filesystem(tmp_path / "fs", "256k") as fs:
+        j = Journal(fs / "journal")
+        j.open()
+        try:
+            kept = [make(0)]
+            j.append(kept[0])
+            filler = _fill_until_appends_fail(j, fs, kept, 1)
+            with pytest.raises(OSError):
+                j.probe()
+            free(filler)
+            j.probe()
+            j.append(make(400))
+            kept.append(make(400))
+            assert Journal.read(j.current) == kept
+        finally:
+            j.close()

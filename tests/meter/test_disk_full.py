@@ -1,0 +1,162 @@
+"""A full disk under a real Kraken process: never serve what cannot be journalled, never hang
+at shutdown on a store that cannot be written, and lose no completed request either way.
+
+The full disk is real: a tiny tmpfs holding the journal (or the database), filled until the
+kernel answers ENOSPC, then freed by deleting the filler."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+from diskfull import fill, free, tiny_filesystem
+from harness import KrakenProcess, auth_headers, free_port, http, kraken_mapping, running_mock, write_toml
+
+pytestmark = pytest.mark.anyio
+
+BODY = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}).encode()
+PRICES = {"openai_compatible": {"mock-gpt": {"input": 1.0, "output": 2.0}}}
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def _chat(port: int):
+    return await http(port, "POST", "/v1/chat/completions", BODY, auth_headers())
+
+
+def _metric(text: str, name: str) -> float:
+    """The value of one sample line (``name`` includes its labels) in a /metrics page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _stored(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [r[0] for r in conn.execute("SELECT request_id FROM requests")]
+
+
+def _start(tmp: Path, mock_port: int, **sections) -> KrakenProcess:
+    port = free_port()
+    doc = kraken_mapping(tmp, mock_port, server={"port": port, "drain_timeout_s": 3.0},
+                         prices=PRICES, **sections)
+    write_toml(tmp / "k.toml", doc)
+    kp = KrakenProcess(tmp / "k.toml", port, tmp / "kraken.log")
+    kp.start()
+    return kp
+
+
+async def test_a_journal_on_a_full_disk_refuses_requests_until_it_recovers(tmp_path):
+    served: list[str] = []  # request ids answered 200
+    with tiny_filesystem(tmp_path / "jfs", "512k") as jfs:
+        async with running_mock() as mock:
+            kp = await anyio.to_thread.run_sync(
+                lambda: _start(tmp_path, mock.port, store={"journal_dir": str(jfs / "journal")}))
+            try:
+                port = kp.port
+                for _ in range(3):
+                    reply = await _chat(port)
+                    assert reply.status == 200
+                    served.append(reply.headers["x-request-id"])
+                filler = fill(jfs)
+                refused = None
+                for _ in range(40):  # the first appends may still fit in a page's tail
+                    reply = await _chat(port)
+                    if reply.status != 200:
+                        refused = reply
+                        break
+                    served.append(reply.headers["x-request-id"])
+                assert refused is not None, "requests were served although nothing could be journalled"
+                for reply in [refused] + [await _chat(port) for _ in range(5)]:
+                    assert reply.status == 503 and reply.headers.get("retry-after") == "1"
+                    assert reply.json()["error"]["type"] == "server_overloaded"
+                assert (await http(port, "GET", "/readyz")).status == 503
+                page = (await http(port, "GET", "/metrics")).body.decode()
+                assert _metric(page, 'kraken_refused_total{reason="journal_failed"}') >= 6
+                assert _metric(page, "kraken_meter_records_unjournaled_total") >= 1
+                free(filler)
+                with anyio.fail_after(20):  # the writer's probe finds room again
+                    while (reply := await _chat(port)).status != 200:
+                        assert reply.status == 503
+                        await anyio.sleep(0.05)
+                served.append(reply.headers["x-request-id"])
+                for _ in range(3):
+                    reply = await _chat(port)
+                    assert reply.status == 200
+                    served.append(reply.headers["x-request-id"])
+                kp.signal(signal.SIGTERM)
+                assert await anyio.to_thread.run_sync(kp.wait) == 0
+            finally:
+                kp.kill()
+    # Every request that was answered 200 has its record, including those whose journal
+    # append failed (kept in memory, written to the store).
+    assert sorted(_stored(tmp_path / "kraken.db")) == sorted(served)
+
+
+async def test_sigterm_with_the_database_on_a_full_disk_exits_75_and_replays_at_restart(tmp_path):
+    served: list[str] = []
+    with tiny_filesystem(tmp_path / "dbfs", "4m") as dbfs:
+        db = dbfs / "kraken.db"
+        store = {"path": str(db), "journal_dir": str(tmp_path / "journal")}
+        async with running_mock() as mock:
+            kp = await anyio.to_thread.run_sync(lambda: _start(tmp_path, mock.port, store=store))
+            try:
+                port = kp.port
+                for _ in range(3):
+                    reply = await _chat(port)
+                    assert reply.status == 200
+                    served.append(reply.headers["x-request-id"])
+                filler = fill(dbfs)
+                for _ in range(40):  # until a batch hits SQLITE_FULL and /readyz turns red
+                    reply = await _chat(port)
+                    assert reply.status == 200  # the journal still takes every record
+                    served.append(reply.headers["x-request-id"])
+                    if (await http(port, "GET", "/readyz")).status == 503:
+                        break
+                else:
+                    pytest.fail("the store never reported the full disk")
+                for _ in range(3):
+                    reply = await _chat(port)
+                    assert reply.status == 200
+                    served.append(reply.headers["x-request-id"])
+                kp.signal(signal.SIGTERM)
+                try:  # drain_timeout_s = 3: shutdown ends by then (plus process teardown)
+                    code = await anyio.to_thread.run_sync(lambda: kp.wait(20))
+                except subprocess.TimeoutExpired:
+                    pytest.fail("SIGTERM with the store on a full disk never exited")
+            finally:
+                kp.kill()
+            assert code == 75
+            log = (tmp_path / "kraken.log").read_text()
+            left = re.search(r"(\d+) record\(s\) could not be written to the store before the "
+                             r"deadline; (\d+) left in the journal", log)
+            assert left is not None, log[-3000:]
+            assert int(left.group(1)) == int(left.group(2)) >= 3
+            assert "record(s) left in the crash journal (exit 75)" in log
+            free(filler)
+            # The disk has room again: the next start replays the journal into the store.
+            kp = await anyio.to_thread.run_sync(lambda: _start(tmp_path, mock.port, store=store))
+            try:
+                kp.signal(signal.SIGTERM)
+                assert await anyio.to_thread.run_sync(kp.wait) == 0
+            finally:
+                kp.kill()
+        with sqlite3.connect(db) as conn:
+            ids = [r[0] for r in conn.execute("SELECT request_id FROM requests")]
+            tokens = conn.execute("SELECT SUM(COALESCE(prompt_tokens, 0) + "
+                                  "COALESCE(completion_tokens, 0)) FROM requests").fetchone()[0]
+            monthly = conn.execute("SELECT SUM(tokens) FROM usage_monthly").fetchone()[0]
+            debits = conn.execute("SELECT COUNT(*), COUNT(DISTINCT ref) FROM wallet_transactions "
+                                  "WHERE kind = 'usage_debit'").fetchone()
+    assert sorted(ids) == sorted(served)  # every completed request, exactly once
+    assert monthly == tokens  # billed once too, replay or not
+    assert debits == (len(served), len(served))
