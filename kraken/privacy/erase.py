@@ -9,12 +9,14 @@ neither the email nor the customer id is in ``kraken.db``, ``-wal`` or ``-shm``
 ``keep_billing_records`` keeps the request rows for billing audit but replaces the customer
 id with a tombstone: an HMAC-SHA256 of the id under a random key that is discarded at once,
 so the rows stay grouped together yet can never be linked back to the customer.
+
+Erasure is final whatever is still in flight: the same transaction marks the customer in
+``erased_customers`` (a keyed digest, kraken/store/erased.py), and every batch of records,
+in any process and at journal replay, tombstones an erased customer's records as it writes
+them and bills none of them.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 from dataclasses import dataclass, field
 
 import anyio
@@ -22,6 +24,8 @@ import anyio
 from kraken import audit
 from kraken.accounts import service
 from kraken.privacy.tables import customer_tables, quoted
+from kraken.store import erased
+from kraken.store.erased import tombstone
 from kraken.store.sqlite import SqliteStore, Tx
 
 BILLING_TABLES = frozenset({"usage_monthly"})
@@ -51,12 +55,6 @@ class Erasure:
                 "wal_truncated": self.wal_truncated}
 
 
-def tombstone(customer_id: str) -> str:
-    """An irreversible stand-in for ``customer_id`` (the HMAC key is never stored)."""
-    key = os.urandom(32)
-    return "erased_" + hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()[:32]
-
-
 async def erase_customer(store: SqliteStore, customer_id: str, *, actor: str,
                          keep_billing_records: bool = False) -> Erasure:
     """Erase everything about ``customer_id`` (NotFoundError if there is no such customer)."""
@@ -65,6 +63,8 @@ async def erase_customer(store: SqliteStore, customer_id: str, *, actor: str,
     async with store.transaction() as tx:
         if await tx.fetch_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
             raise service.NotFoundError("customer_id", "no such customer")
+        # First: from this commit on, every batch of any process tombstones its records.
+        await erased.mark(tx, customer_id, keep_billing_records=keep_billing_records)
         # Own rows first (BYOK ciphertexts, wallet...): a table without ON DELETE CASCADE
         # would otherwise block the customer's delete, or outlive it.
         for table, _, _ in reversed(tables):

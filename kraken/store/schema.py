@@ -243,6 +243,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE requests ADD COLUMN key_id TEXT;
     CREATE INDEX requests_key_ts ON requests (key_id, ts);
     """,
+    # 7: erased customers as keyed digests (kraken/store/erased.py): every batch checks its
+    # customers here in its own transaction, so a record ending after an erasure, in any
+    # process, is tombstoned instead of bringing the id back. Never the raw id.
+    """
+    CREATE TABLE erasure_key (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        key  BLOB    NOT NULL
+    );
+    INSERT INTO erasure_key (id, key) VALUES (1, randomblob(32));
+    CREATE TABLE erased_customers (
+        digest        TEXT    NOT NULL PRIMARY KEY,
+        keep_billing  INTEGER NOT NULL CHECK (keep_billing IN (0, 1))
+    ) WITHOUT ROWID;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

@@ -15,6 +15,7 @@ import aiosqlite
 import anyio
 
 from kraken.meter.record import FIELD_NAMES, RequestRecord
+from kraken.store import erased
 from kraken.store.errors import StoreError, from_sqlite
 from kraken.store.schema import MIGRATIONS, VERSION, statements
 
@@ -96,17 +97,19 @@ class SqliteStore:
 
         ``INSERT OR IGNORE`` keyed on request_id makes replays (journal recovery, retries
         after a partial failure) idempotent. ``hook`` runs first in the same transaction
-        (wallet debits, kraken/billing/guard.py), so both commit or neither does.
+        (wallet debits, kraken/billing/guard.py), so both commit or neither does. Records of
+        customers erased meanwhile are tombstoned and not billed (kraken/store/erased.py).
         """
         if not records:
             return 0
-        rows = [_row(rec) for rec in records]
         async with self._lock:
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
+                tx = Tx(self._conn)
+                records, billed = await erased.scrub(tx, records)
                 if hook is not None:
-                    await hook(Tx(self._conn), records)
-                cur = await self._conn.executemany(_INSERT, rows)
+                    await hook(tx, billed)
+                cur = await self._conn.executemany(_INSERT, [_row(rec) for rec in records])
                 inserted = max(cur.rowcount, 0)
                 await self._conn.execute("COMMIT")
                 return inserted

@@ -171,3 +171,40 @@ def test_statements_keeps_semicolons_inside_literals_and_triggers():
     parts = statements(script)
     assert len(parts) == 2
     assert parts[1].startswith("CREATE TRIGGER") and parts[1].endswith("END;")
+
+
+@pytest.mark.parametrize("keep_billing", [False, True])
+async def test_a_batch_of_an_erased_customer_is_tombstoned_and_not_billed(tmp_path, keep_billing):
+    """Erasure marks travel with the database: any writer, any time after (a journal replay
+    too) writes the customer's records under a tombstone and hands none to billing."""
+    from kraken.store import erased
+
+    path = tmp_path / "k.db"
+    first = await SqliteStore.open(str(path))
+    try:
+        async with first.transaction() as tx:
+            await erased.mark(tx, "cus_gone", keep_billing_records=keep_billing)
+    finally:
+        await first.close()
+    store = await SqliteStore.open(str(path))  # another connection, as another process
+    billed: list = []
+
+    async def hook(tx, records):
+        billed.extend(records)
+
+    try:
+        batch = [make(1, customer_id="cus_gone", key_id="key_1"), make(2, customer_id="cus_kept"),
+                 make(3, customer_id="cus_gone", key_id="key_1")]
+        assert await store.insert_records(batch, hook) == 3
+    finally:
+        await store.close()
+    assert [r.request_id for r in billed] == ["req-000002"]
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT request_id, customer_id, key_id FROM requests "
+                            "ORDER BY request_id").fetchall()
+        marks = conn.execute("SELECT digest FROM erased_customers").fetchall()
+    assert rows[1] == ("req-000002", "cus_kept", None)
+    tombs = {rows[0][1], rows[2][1]}
+    assert len(tombs) == 1 and tombs.pop().startswith("erased_")
+    assert [r[2] for r in (rows[0], rows[2])] == (["key_1"] * 2 if keep_billing else [None] * 2)
+    assert path.read_bytes().count(b"cus_gone") == 0 and "cus_gone" not in str(marks)
