@@ -30,6 +30,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 REQUESTS_BLUE = (0x25, 0x63, 0xEB)  # usage.js COLORS.requests
 TTFB_P95 = (0xB4, 0x53, 0x09)       # usage.js COLORS.p95ttfb (drawn last)
 COST_CYAN = (0x08, 0x91, 0xB2)      # usage.js COLORS.cost
+UNPRICED = "mockai/free-llama"      # a model without a price: its cost is unknown
 
 
 def color_pixels(png: bytes, rgb: tuple[int, int, int], tolerance: int = 40) -> int:
@@ -166,11 +167,12 @@ async def test_usage_page_in_headless_chromium(tmp_path):
         try:
             msgs = [{"role": "user", "content": PROMPT_CANARY}]
             for key, body in ((TEST_KEY, {}), (TEST_KEY, {"stream": True}),
-                              (TEST_KEY, {"mock": {"status": 500}}), (OTHER_KEY, {})):
+                              (TEST_KEY, {"mock": {"status": 500}}), (OTHER_KEY, {}),
+                              (OTHER_KEY, {"model": UNPRICED})):
                 await http(port, "POST", "/v1/chat/completions",
                            json.dumps({"model": "mock-gpt", "messages": msgs, **body}).encode(),
                            auth_headers(key))
-            await wait_rows(tmp_path / "kraken.db", 4)
+            await wait_rows(tmp_path / "kraken.db", 5)
             history(tmp_path / "kraken.db", "cust_1", 10)
             downloads = tmp_path / "downloads"
             downloads.mkdir()
@@ -188,7 +190,11 @@ async def test_usage_page_in_headless_chromium(tmp_path):
         empty = color_pixels(seen["empty_charts"][name], colour)
         assert drawn > 50 and empty < 5, (name, drawn, empty)
     assert "own customer" in seen["forbidden"]
-    assert seen["admin_status"] == "Showing all customers, 14 requests."
+    assert seen["admin_status"] == "Showing all customers, 15 requests."
+    rows = {line.split(" ")[0]: line for line in seen["admin_by_model"].splitlines()}
+    assert "unknown (1 unpriced)" in rows[UNPRICED], rows  # not $0: the model has no price
+    assert "$" in rows["mock-gpt"] and "unknown" not in rows["mock-gpt"], rows
+    assert "unknown" not in seen["by_model"]  # cust_1: a failed request costs nothing
     assert seen["empty_status"] == "Showing customer nobody, 0 requests."
     assert "Enter a Kraken API key" in seen["after_forget"]
     export = (downloads / "cust_1.jsonl").read_text().splitlines()

@@ -20,7 +20,7 @@ from kraken.admin.errors import AdminError
 from kraken.admin.routes_privacy import send_export
 from kraken.admin.server import AdminApp, AdminCall
 from kraken.admin.token import bearer, token_matches
-from kraken.admin.usage import has_key_column
+from kraken.admin.usage import UNPRICED_SQL, has_key_column, known_cost
 from kraken.errors import Unauthorized
 from kraken.gateway.authgate import AddressGate
 from kraken.gateway.clientip import ClientAddress
@@ -59,7 +59,7 @@ def _bucket_for(hours: int) -> int:
 
 _STATS_SQL = """
 SELECT g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-       COALESCE(SUM(cost_usd), 0), SUM(status >= 400), SUM(fallback_used != 0),
+       COALESCE(SUM(cost_usd), 0), {unpriced}, SUM(status >= 400), SUM(fallback_used != 0),
        MAX(CASE WHEN rl = (50 * n + 99) / 100 THEN latency_ms END),
        MAX(CASE WHEN rl = (95 * n + 99) / 100 THEN latency_ms END),
        MAX(CASE WHEN ttfb_ms IS NOT NULL AND rt = (50 * nt + 99) / 100 THEN ttfb_ms END),
@@ -74,18 +74,20 @@ FROM (SELECT g, prompt_tokens, completion_tokens, cost_usd, status, fallback_use
                    fallback_used, latency_ms, ttfb_ms
             FROM requests WHERE {where}))
 GROUP BY g ORDER BY g LIMIT 2000"""
-STAT_FIELDS = ("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "errors",
-               "fallbacks", "p50_latency_ms", "p95_latency_ms", "p50_ttfb_ms", "p95_ttfb_ms")
+STAT_FIELDS = ("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "unpriced",
+               "errors", "fallbacks", "p50_latency_ms", "p95_latency_ms", "p50_ttfb_ms",
+               "p95_ttfb_ms")
+"""``cost_usd`` is null (unknown) where ``unpriced`` requests had usage but no price."""
 
 
 async def stats(store: SqliteStore, group: str, where: str, params: list) -> list[dict[str, Any]]:
     """Nearest-rank percentiles computed inside SQLite: one row per group comes back.
     ``group`` and ``where`` are fixed SQL from this module; values go in ``params``."""
-    rows = await store.fetch_all(_STATS_SQL.format(group=group, where=where), params)
+    sql = _STATS_SQL.format(group=group, where=where, unpriced=UNPRICED_SQL)
     out = []
-    for row in rows:
+    for row in await store.fetch_all(sql, params):
         item = dict(zip(STAT_FIELDS, row))
-        item["cost_usd"] = round(item["cost_usd"], 10)
+        item["cost_usd"] = known_cost(item["cost_usd"], item["unpriced"])
         item["total_tokens"] = item["prompt_tokens"] + item["completion_tokens"]
         item["error_rate"] = round(item["errors"] / item["requests"], 6) if item["requests"] else 0.0
         out.append(item)

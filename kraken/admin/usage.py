@@ -2,6 +2,11 @@
 
 Percentiles are nearest-rank (value at rank ceil(p * n)), computed inside SQLite with
 window functions, so no request rows are loaded into Python; one row per group comes back.
+
+Cost is known or unknown, never guessed: a request that reported usage for a model without
+a price is recorded with ``cost_usd`` null and counted as ``unpriced``, and a group holding
+one has ``cost_usd`` (and ``kraken_fee_usd``) null, not the sum of the rest. A failed
+request reported no usage: it cost nothing and is not unpriced.
 """
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ GROUPS: dict[str, str] = {
 }
 """group_by name -> SQL expression (a fixed table: nothing from the client is spliced in)."""
 MAX_GROUPS = 10_000
+UNPRICED_SQL = ("SUM(cost_usd IS NULL AND (prompt_tokens IS NOT NULL "
+                "OR completion_tokens IS NOT NULL))")
+"""Requests that reported usage but have no price (a failure reports none)."""
 
 COLUMNS = ("group", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
            "kraken_fee_usd", "unpriced", "errors", "error_rate", "p50_latency_ms", "p95_latency_ms")
@@ -63,7 +71,7 @@ async def usage(store: SqliteStore, q: UsageQuery) -> list[dict[str, Any]]:
     sql = f"""
         SELECT g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
                COALESCE(SUM(cost_usd), 0), COALESCE(SUM(kraken_fee_usd), 0),
-               SUM(cost_usd IS NULL),
+               {UNPRICED_SQL},
                SUM(error_type IS NOT NULL OR status >= 400),
                MAX(CASE WHEN rn = (50 * n + 99) / 100 THEN latency_ms END),
                MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN latency_ms END)
@@ -76,8 +84,14 @@ async def usage(store: SqliteStore, q: UsageQuery) -> list[dict[str, Any]]:
     out = []
     for g, n, pt, ct, cost, fee, unpriced, errors, p50, p95 in await store.fetch_all(sql, params):
         out.append({"group": g, "requests": n, "prompt_tokens": pt, "completion_tokens": ct,
-                    "total_tokens": pt + ct, "cost_usd": round(cost, 10),
-                    "kraken_fee_usd": round(fee, 10), "unpriced": unpriced, "errors": errors,
+                    "total_tokens": pt + ct, "cost_usd": known_cost(cost, unpriced),
+                    "kraken_fee_usd": known_cost(fee, unpriced), "unpriced": unpriced,
+                    "errors": errors,
                     "error_rate": round(errors / n, 6) if n else 0.0,
                     "p50_latency_ms": p50, "p95_latency_ms": p95})
     return out
+
+
+def known_cost(total: float, unpriced: int) -> float | None:
+    """A group's summed cost, or None (unknown) when a request of it had no price."""
+    return None if unpriced else round(total, 10)

@@ -37,12 +37,15 @@
     usd: (v) => (v === null || v === undefined) ? "-" : "$" + Number(v).toFixed(v < 1 ? 6 : 2),
     ms: (v) => (v === null || v === undefined) ? "-" : Number(v).toFixed(1) + " ms",
     pct: (v) => (v === null || v === undefined) ? "-" : (100 * v).toFixed(2) + " %",
+    // A null cost beside requests is unknown (a model without a price), never $0.
+    cost: (r) => (r.cost_usd === null && r.requests)
+      ? "unknown (" + fmt.n(r.unpriced) + " unpriced)" : fmt.usd(r.cost_usd),
   };
 
   function tiles(total) {
     const t = total || { requests: 0, total_tokens: 0, cost_usd: 0, error_rate: 0, fallbacks: 0 };
     const items = [["Requests", fmt.n(t.requests)], ["Tokens", fmt.n(t.total_tokens)],
-                   ["Cost", fmt.usd(t.cost_usd)], ["Error rate", fmt.pct(t.error_rate)],
+                   ["Cost", fmt.cost(t)], ["Error rate", fmt.pct(t.error_rate)],
                    ["Fallbacks", fmt.n(t.fallbacks)], ["Latency p50", fmt.ms(t.p50_latency_ms)],
                    ["Latency p95", fmt.ms(t.p95_latency_ms)], ["TTFB p50", fmt.ms(t.p50_ttfb_ms)],
                    ["TTFB p95", fmt.ms(t.p95_ttfb_ms)]];
@@ -62,7 +65,7 @@
 
   function table(el, rows, title) {
     const cols = [[title, (r) => r.group || "(none)"], ["Requests", (r) => fmt.n(r.requests)],
-                  ["Tokens", (r) => fmt.n(r.total_tokens)], ["Cost", (r) => fmt.usd(r.cost_usd)],
+                  ["Tokens", (r) => fmt.n(r.total_tokens)], ["Cost", fmt.cost],
                   ["Error rate", (r) => fmt.pct(r.error_rate)], ["Fallbacks", (r) => fmt.n(r.fallbacks)],
                   ["Latency p50", (r) => fmt.ms(r.p50_latency_ms)], ["Latency p95", (r) => fmt.ms(r.p95_latency_ms)],
                   ["TTFB p50", (r) => fmt.ms(r.p50_ttfb_ms)], ["TTFB p95", (r) => fmt.ms(r.p95_ttfb_ms)]];
