@@ -5,7 +5,7 @@ One provider SSE event goes: chunked-transfer decoding (upstream/response.py) â†
 â†’ transport.write. Here the transports are in-memory, so the figure is Kraken's own
 Python work per chunk; the write syscall comes on top (see bench/run.py for end to end).
 
-    python bench/chunk_cost.py [--chunks 200000]
+    .venv/bin/python bench/chunk_cost.py [--chunks 200000]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Accuracy and speed of the task classifier (kraken/gateway/classify.py) over the labelled eval set.
 
-    python bench/classify_bench.py                       # tests/gateway/classify_eval.jsonl, 200 rounds
-    python bench/classify_bench.py --rounds 50 --errors  # also list misclassified ids (never their text)
+    .venv/bin/python bench/classify_bench.py                       # tests/gateway/classify_eval.jsonl, 200 rounds
+    .venv/bin/python bench/classify_bench.py --rounds 50 --errors  # also list misclassified ids (never their text)
 
 Speed: every request is classified `--rounds` times, each call timed on its own with
 perf_counter_ns (gc off); mean/p50/p99 over all calls, and split at 500 characters of text (last

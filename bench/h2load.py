@@ -12,8 +12,8 @@ for non-streaming and streaming ``POST /v1/chat/completions`` (``-d`` body file,
 key in ``-H authorization``). Latency percentiles come from h2load's ``--log-file`` (one line
 per request); CPU is Kraken's own process tree from /proc, per request.
 
-    python bench/h2load.py                       # -n 3000 -c 32 -m 8, < 1 min on 2 cores
-    python bench/h2load.py -n 10000 -c 64 -m 16 --chunks 50 --json out.json
+    .venv/bin/python bench/h2load.py                       # -n 3000 -c 32 -m 8, < 1 min on 2 cores
+    .venv/bin/python bench/h2load.py -n 10000 -c 64 -m 16 --chunks 50 --json out.json
 
 Needs h2load (apt-get install -y nghttp2-client). Children are stopped by PID at the end.
 """

@@ -5,7 +5,7 @@ connections sends requests back to back until ``--requests`` are done or ``--max
 TTFB is the time from writing the request to receiving the first byte of the response body
 (after the header block), so a proxy that flushes headers early gains nothing.
 
-    python bench/loadgen.py --url http://127.0.0.1:9000/v1/chat/completions --stream \\
+    .venv/bin/python bench/loadgen.py --url http://127.0.0.1:9000/v1/chat/completions --stream \\
         --concurrency 32 --requests 2000 --max-seconds 30
 """
 from __future__ import annotations

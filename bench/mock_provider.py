@@ -1,4 +1,4 @@
-"""Thin wrapper so ``python bench/mock_provider.py --port 9000`` works from a checkout."""
+"""Thin wrapper so ``.venv/bin/python bench/mock_provider.py --port 9000`` works from a checkout."""
 
 import pathlib
 import sys

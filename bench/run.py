@@ -4,8 +4,8 @@ Everything runs on 127.0.0.1 as child processes of this script (the mock, nginx,
 bench/loadgen.py once per scenario, so load generation never shares the targets' CPU accounting).
 Every load run is bounded in requests and seconds; every child is stopped by PID at the end.
 
-    python bench/run.py                      # all targets, modest defaults (< 2 min on 2 cores)
-    python bench/run.py --targets direct,nginx --json out.json
+    .venv/bin/python bench/run.py                      # all targets, modest defaults (< 2 min on 2 cores)
+    .venv/bin/python bench/run.py --targets direct,nginx --json out.json
 """
 from __future__ import annotations
 

@@ -7,14 +7,19 @@
 # 250 ms, and prints a verdict: Kraken must keep answering /healthz quickly during and after the
 # attack, and must have closed every attack connection itself by the end.
 #
-#   PYTHON=/work/venv/bin/python bench/slowhttp.sh                 # -c 200 -l 20 -T 5
+#   bench/slowhttp.sh                                              # -c 200 -l 20 -T 5
 #   bench/slowhttp.sh -c 500 -l 30 -T 5 -m slowloris               # one mode, more connections
 #
+# Python: $PYTHON, else the checkout's .venv/bin/python, else python3 (it must import kraken).
 # Needs slowhttptest and curl (apt-get install -y slowhttptest curl). Only the Kraken process
 # this script started is stopped (by PID). Exit status 0 = every verdict PASS.
 set -euo pipefail
 
-PYTHON="${PYTHON:-python3}"
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; fi
+fi
 CONNS=200
 SECONDS_MAX=20
 RATE=100
@@ -24,7 +29,7 @@ MODES="slowloris,slowbody"
 MAX_PROBE_MS=1000
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     echo "options: -c CONNS ($CONNS) -l SECONDS ($SECONDS_MAX) -r RATE/s ($RATE) -i INTERVAL_S ($INTERVAL)"
     echo "         -T KRAKEN_TIMEOUT_S ($TIMEOUT) -m MODES ($MODES) -P MAX_PROBE_MS ($MAX_PROBE_MS)"
 }
@@ -46,11 +51,10 @@ for tool in slowhttptest curl; do
     command -v "$tool" >/dev/null || { echo "slowhttp.sh: $tool not installed" >&2; exit 2; }
 done
 "$PYTHON" -c 'import kraken' 2>/dev/null || {
-    echo "slowhttp.sh: $PYTHON cannot import kraken (set PYTHON=/path/to/venv/bin/python)" >&2
+    echo "slowhttp.sh: $PYTHON cannot import kraken (make .venv as README.md says, or set PYTHON)" >&2
     exit 2
 }
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
 TMP="$(mktemp -d -t kraken-slowhttp-XXXXXX)"
 KRAKEN_PID=""
 PROBE_PID=""

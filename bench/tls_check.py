@@ -1,11 +1,11 @@
 """TLS checks and measurements for Kraken's listener.
 
-    python bench/tls_check.py local [--handshakes 300]
+    .venv/bin/python bench/tls_check.py local [--handshakes 300]
         Local server on uvloop with throwaway certificates: handshake latency with a plain
         context, with CertificateReloader before any reload, and after a reload (every
         handshake then switches context in the SNI callback), plus the time reload() takes.
 
-    python bench/tls_check.py remote HOST:PORT [--sni NAME] [--ca FILE]
+    .venv/bin/python bench/tls_check.py remote HOST:PORT [--sni NAME] [--ca FILE]
         What a deployed listener offers: protocol, cipher, ALPN, certificate serial and days
         to expiry, whether TLS 1.0/1.1 and a CBC suite are refused, and the HSTS header.
 """

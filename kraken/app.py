@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
-import socket
+import sqlite3
 
 import anyio
 
@@ -26,7 +27,7 @@ from kraken.billing.plans import PlanBook
 from kraken.billing.stripe_webhook import PATH as STRIPE_PATH, StripeWebhook
 from kraken.billing.wallet import usd_to_micros
 from kraken.billing.pricing import PriceTable
-from kraken.config import Config, ProviderConfig
+from kraken.config import Config, ConfigError, ProviderConfig
 from kraken.accounts.keystore import DbKeySource
 from kraken.accounts.revocation import RevocationWatcher
 from kraken.gateway.auth import KeyVerifier
@@ -38,13 +39,14 @@ from kraken.gateway.router import Provider, Router
 from kraken.http.acme import plain_http_handler
 from kraken.http.h1 import H1Connection
 from kraken.http.connlimit import ConnectionLimiter
-from kraken.http.listener import ProtocolSelector
+from kraken.http.listener import ProtocolSelector, listen_socket
 from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.logs import RequestLog
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
 from kraken.providers.anthropic import AnthropicFamily
 from kraken.providers.openai_compat import OpenAICompat
+from kraken.store.errors import StoreError
 from kraken.store.sqlite import SqliteStore
 from kraken.upstream.pool import Origin, OriginPool
 
@@ -103,17 +105,18 @@ def _build_router(cfg: Config, stack: contextlib.AsyncExitStack) -> Router:
                   prices=PriceTable.load(cfg.prices))
 
 
-def _listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:  # workers only: a second single-process Kraken must still fail to bind
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
+async def _open_store(cfg: Config) -> SqliteStore:
+    """The SQLite store; a path that cannot be opened is a config error naming store.path."""
+    path = cfg.store.path
+    if os.path.isdir(path):
+        raise ConfigError(f"{cfg.source}: store.path: {path!r} is a directory, not a file")
+    try:
+        # Tried synchronously first: after a failed connect, aiosqlite's worker thread may
+        # report to an event loop that is already closed (a traceback at exit).
+        sqlite3.connect(path).close()
+        return await SqliteStore.open(path, busy_timeout_ms=cfg.store.busy_timeout_ms)
+    except (sqlite3.Error, StoreError, OSError) as exc:
+        raise ConfigError(f"{cfg.source}: store.path: cannot open {path!r}: {exc}") from None
 
 
 async def serve(
@@ -129,7 +132,7 @@ async def serve(
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
     keyring = masterkey.load(cfg.byok.master_key_file, cfg.byok.master_key)  # fail before serving
     async with contextlib.AsyncExitStack() as stack:
-        store = await SqliteStore.open(cfg.store.path, busy_timeout_ms=cfg.store.busy_timeout_ms)
+        store = await _open_store(cfg)
         stack.push_async_callback(store.close)
         journal_dir, stale = workers.journal_dirs(cfg, worker)
         replayed = 0
@@ -182,7 +185,8 @@ async def serve(
             lambda: ProtocolSelector(gateway.handle, cfg.server, connections,
                                      h2c=cfg.server.h2c, always_headers=always,
                                      limiter=per_ip),
-            sock=_listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None),
+            sock=listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,
+                               setting="server.port"),
             **tls,
         )
         servers = [server]
@@ -196,8 +200,9 @@ async def serve(
             plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
             servers.append(await loop.create_server(
                 lambda: H1Connection(plain, cfg.server, connections),
-                sock=_listen_socket(cfg.server.host, cfg.server.redirect_http_port,
-                                    reuse_port=worker is not None)))
+                sock=listen_socket(cfg.server.host, cfg.server.redirect_http_port,
+                                   reuse_port=worker is not None,
+                                   setting="server.redirect_http_port")))
 
         def on_sighup() -> None:
             """Reload the certificate for new handshakes; a broken one keeps the old."""

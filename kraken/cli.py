@@ -48,12 +48,18 @@ def _serve(args: argparse.Namespace) -> int:
         print("kraken: no providers configured (add [providers.*] to kraken.toml, or use --demo)",
               file=sys.stderr)
         return 2
+    if args.worker_index is None:  # once, not once per worker
+        for name, variable in config.unset_key_variables(cfg):
+            logging.getLogger("kraken").warning(
+                "provider %s: %s is not set; requests routed to it will fail "
+                "(except with a customer's own BYOK key)", name, variable)
     if args.worker_index is None and cfg.server.workers > 1:
         return _supervise(args, cfg)
     if args.demo and args.worker_index is None:
         print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
               file=sys.stderr)
     from kraken.accounts.masterkey import KeyringError
+    from kraken.http.listener import ListenError
     from kraken.http.tls import TLSConfigError
 
     if args.worker_index is not None:
@@ -62,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers.follow_supervisor()
     try:
         return uvloop.run(app.serve(cfg, worker=args.worker_index))
-    except (TLSConfigError, KeyringError) as exc:
+    except (TLSConfigError, KeyringError, config.ConfigError, ListenError) as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 2
 
@@ -72,8 +78,8 @@ def _supervise(args: argparse.Namespace, cfg: Config) -> int:
     from kraken import config, workers
 
     if cfg.server.port == 0:
-        print("kraken: server.workers > 1 needs a fixed server.port (the workers share it)",
-              file=sys.stderr)
+        print(f"kraken: {cfg.source}: server.workers > 1 needs a fixed server.port "
+              "(the workers share it)", file=sys.stderr)
         return 2
     if args.demo:
         print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
@@ -127,7 +133,46 @@ def _keys_new(args: argparse.Namespace) -> int:
 def _top(args: argparse.Namespace) -> int:
     from kraken import top
 
-    return top.run(args.url, args.interval, args.once)
+    url = args.url
+    if url is None:
+        from kraken import clikit
+
+        cfg = clikit.load_config(args.config)
+        if cfg is None:
+            return 2
+        url = top.metrics_url(cfg)
+    return top.run(url, args.interval, args.once)
+
+
+def _port(text: str) -> int:
+    """``--port``: an integer 0-65535 (argparse prints the error, exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not between 0 and 65535")
+    return port
+
+
+SERVE_DESCRIPTION = """\
+Run the gateway: the client API on [server] host:port, the admin API on [admin] host:port
+(only when [admin] token_hash is set).
+
+Where it listens, highest precedence first: --host/--port, then $KRAKEN_HOST/$KRAKEN_PORT,
+then [server] host/port in the config file, then 127.0.0.1:8080."""
+
+SERVE_ENVIRONMENT = """\
+environment:
+  KRAKEN_CONFIG   config file when --config is not given (else ./kraken.toml if present,
+                  else built-in defaults)
+  KRAKEN_HOST     overrides [server] host
+  KRAKEN_PORT     overrides [server] port
+  KRAKEN_DB       overrides [store] path (the SQLite file)
+  provider keys   OPENAI_API_KEY, ANTHROPIC_API_KEY, MISTRAL_API_KEY, GROQ_API_KEY,
+                  DEEPSEEK_API_KEY, XAI_API_KEY, GEMINI_API_KEY (or [providers.*] api_key_env)
+exit status 2: a configuration or startup error, said in one line on stderr
+(kraken: <file>: <key> ..., or kraken: cannot listen on HOST:PORT: <reason>)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,28 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="overrides [logging] level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="TOML file (default: $KRAKEN_CONFIG or ./kraken.toml)")
-    serve.add_argument("--demo", action="store_true",
-                       help="add a built-in mock provider and the documented demo key")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    # Set by the supervisor (server.workers > 1) on the processes it starts.
-    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
-    serve.add_argument("--worker-count", type=int, help=argparse.SUPPRESS)
-    serve.set_defaults(func=_serve)
+    _add_serve(sub)
 
     keys = sub.add_parser("keys", help="Kraken API key tooling").add_subparsers(
         dest="keys_command", required=True)
     hash_cmd = keys.add_parser("hash", help="print the bcrypt hash of a key (from stdin)")
     hash_cmd.add_argument("key", nargs="?", help="the key (prefer stdin: argv is visible in ps)")
-    hash_cmd.add_argument("--rounds", type=int, default=12)
+    hash_cmd.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12)")
     hash_cmd.set_defaults(func=_keys_hash)
     new_cmd = keys.add_parser("new", help="make a new key and print its [[keys]] block")
-    new_cmd.add_argument("--id")
-    new_cmd.add_argument("--customer", default="default")
-    new_cmd.add_argument("--env", choices=("live", "test"), default="live")
-    new_cmd.add_argument("--rounds", type=int, default=12)
+    new_cmd.add_argument("--id", help="the key id, 1-32 of a-z0-9 (default: random)")
+    new_cmd.add_argument("--customer", default="default",
+                         help="customer_id the key bills to (default %(default)s)")
+    new_cmd.add_argument("--env", choices=("live", "test"), default="live",
+                         help="kr_live_ or kr_test_ prefix (default %(default)s)")
+    new_cmd.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12)")
     new_cmd.set_defaults(func=_keys_new)
 
     from kraken.accounts import cli as accounts_cli
@@ -178,13 +216,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     byok_cli.add_parser(sub)
 
+    _add_top(sub)
+    return parser
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    """``kraken serve``: its --help is where a newcomer learns where it listens."""
+    serve = sub.add_parser("serve", help="run the gateway", description=SERVE_DESCRIPTION,
+                           epilog=SERVE_ENVIRONMENT,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--config", help="TOML file (default: $KRAKEN_CONFIG or ./kraken.toml)")
+    serve.add_argument("--demo", action="store_true",
+                       help="add a built-in mock provider and the documented demo key")
+    serve.add_argument("--host", help="address to listen on; overrides [server] host and "
+                       "$KRAKEN_HOST (default 127.0.0.1; 0.0.0.0 or :: for every interface)")
+    serve.add_argument("--port", type=_port, help="port to listen on; overrides [server] port "
+                       "and $KRAKEN_PORT (default 8080; 0 picks a free one)")
+    # Set by the supervisor (server.workers > 1) on the processes it starts.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-count", type=int, help=argparse.SUPPRESS)
+    serve.set_defaults(func=_serve)
+
+
+def _add_top(sub: argparse._SubParsersAction) -> None:
+    """``kraken top``: without --url it finds /metrics the way serve finds its port."""
     top_cmd = sub.add_parser("top", help="live view of a running Kraken (from its /metrics)")
-    top_cmd.add_argument("--url", default="http://127.0.0.1:8080/metrics",
-                         help="the metrics endpoint (default %(default)s)")
+    top_cmd.add_argument("--url", help="the metrics endpoint (default: http://HOST:PORT/metrics "
+                         "from the config's [server] and $KRAKEN_HOST/$KRAKEN_PORT, as serve "
+                         "reads them)")
+    top_cmd.add_argument("--config", help="TOML file to read [server] from (default: "
+                         "$KRAKEN_CONFIG or ./kraken.toml); ignored with --url")
     top_cmd.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
     top_cmd.add_argument("--once", action="store_true", help="print one frame and exit")
     top_cmd.set_defaults(func=_top)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-DEFAULT_URL = "http://127.0.0.1:8080/metrics"
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -36,6 +35,15 @@ class Snapshot:
     connections: float = 0.0
     queue_depth: float = 0.0
     queue_capacity: float = 0.0
+
+
+def metrics_url(cfg: Any) -> str:
+    """Where ``kraken serve`` with this config serves /metrics: its [server] host and port
+    (after KRAKEN_HOST/KRAKEN_PORT, as ``config.load`` applies them); a wildcard address is
+    reached on loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(cfg.server.host, cfg.server.host)
+    scheme = "https" if cfg.tls.cert else "http"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{cfg.server.port}/metrics"
 
 
 def parse(text: str, at: float) -> Snapshot:

@@ -41,3 +41,42 @@ def test_serve_with_bad_config_exits_2_naming_the_key(tmp_path):
     path.write_text("[server]\nport = 'x'\n")
     out = run("serve", "--config", str(path))
     assert out.returncode == 2 and "server.port" in out.stderr
+
+
+def _options(parser, path=("kraken",)):
+    """(command path, option) for every argument of every subcommand, hidden ones left out."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, path + (name,))
+        elif action.help != argparse.SUPPRESS and not isinstance(
+                action, (argparse._HelpAction, argparse._VersionAction)):
+            yield " ".join(path), "/".join(action.option_strings) or action.dest, action.help
+
+
+def test_every_option_of_every_subcommand_has_help():
+    from kraken.cli import build_parser
+
+    options = list(_options(build_parser()))
+    assert len(options) > 50 and any(cmd == "kraken serve" for cmd, _, _ in options)
+    missing = [f"{cmd} {name}" for cmd, name, text in options if not (text or "").strip()]
+    assert not missing, "options without help: " + ", ".join(missing)
+
+
+def test_serve_help_explains_where_it_listens_and_the_environment():
+    out = run("serve", "--help")
+    assert out.returncode == 0
+    text = out.stdout
+    for needle in ("--host", "--port", "KRAKEN_HOST", "KRAKEN_PORT", "KRAKEN_DB", "KRAKEN_CONFIG",
+                   "127.0.0.1", "8080"):
+        assert needle in text, needle
+    for option, variable in (("--host HOST", "KRAKEN_HOST"), ("--port PORT", "KRAKEN_PORT")):
+        block = text.split(f"\n  {option}", 1)[1].split("\n  -", 1)[0]
+        assert variable in " ".join(block.split()), (option, block)  # said on the option itself
+
+
+def test_serve_port_out_of_range_on_the_command_line_is_refused():
+    out = run("serve", "--port", "70000")
+    assert out.returncode == 2 and "65535" in out.stderr and "Traceback" not in out.stderr

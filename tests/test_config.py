@@ -32,6 +32,16 @@ def test_provider_presets_and_key_from_environment():
     ({"keys": [{"id": "a", "customer_id": "c", "hash": "plain"}]}, "keys[0].hash"),
     ({"models": {"m": "noslash"}}, "models.m"),
     ({"models": {"m": "ghost/x"}}, "models.m"),
+    ({"server": {"port": 65536}}, "server.port"),
+    ({"admin": {"port": 70000}}, "admin.port"),
+    ({"server": {"host": " "}}, "server.host"),
+    ({"server": {"keepalive_timeout_s": float("nan")}}, "server.keepalive_timeout_s"),
+    ({"keys": [{"id": "a", "customer_id": "c", "hash": "$2b$x"}] * 2}, "keys[1].id"),
+    ({"keys": [{"id": "a_b", "customer_id": "c", "hash": "$2b$x"}]}, "keys[0].id"),
+    ({"keys": [{"customer_id": "c", "hash": "$2b$x"}]}, "keys[0].id"),
+    ({"providers": {"x": {"kind": ["openai"]}}}, "providers.x.kind"),
+    ({"providers": {"x": {"kind": "openai_compatible", "base_url": "http://h:port/v1"}}},
+     "providers.x.base_url"),
 ])
 def test_errors_name_the_key_and_the_file(doc, needle):
     with pytest.raises(ConfigError) as err:
@@ -56,3 +66,23 @@ def test_provider_key_with_control_characters_is_refused():
         config.from_mapping({"providers": {"x": {"kind": "openai", "api_key": "sk-a\r\nX-Evil: 1"}}},
                             "<t>", env={})
     assert "sk-a" not in str(err.value)
+
+
+def test_kraken_port_outside_the_tcp_range_is_refused():
+    with pytest.raises(ConfigError, match="KRAKEN_PORT must be between 0 and 65535"):
+        config.from_mapping({}, "<t>", env={"KRAKEN_PORT": "65536"})
+
+
+def test_a_directory_is_not_a_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        config.load(tmp_path, env={})
+
+
+def test_unset_key_variables_names_only_variables_that_are_empty():
+    cfg = config.from_mapping({"providers": {
+        "openai": {"models": ["gpt-4o"]},
+        "mistral": {"models": ["m"]},
+        "groq": {"api_key": "gsk-file"},
+        "local": {"kind": "openai_compatible", "base_url": "http://127.0.0.1:8000/v1"},
+    }}, "<t>", env={"MISTRAL_API_KEY": "sk-set"})
+    assert config.unset_key_variables(cfg) == [("openai", "OPENAI_API_KEY")]

@@ -105,3 +105,44 @@ def test_top_names_the_url_it_cannot_read():
     result = top_once(url)
     assert result.returncode == 1
     assert url in result.stderr and "Traceback" not in result.stderr
+
+
+def top_following(tmp_path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``kraken top --once`` without --url, in a directory with no kraken.toml."""
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KRAKEN_")}
+    return subprocess.run([sys.executable, "-m", "kraken", "top", "--once", "--interval", "0.2",
+                           *args], cwd=tmp_path, env={**clean, **env}, capture_output=True,
+                          text=True, timeout=30)
+
+
+async def test_top_follows_the_configured_port_like_serve(tmp_path):
+    async with running_mock() as mock:
+        port = free_port()
+        write_toml(tmp_path / "k.toml", kraken_mapping(tmp_path, mock.port, server={"port": port}))
+        kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "kraken.log")
+        await anyio.to_thread.run_sync(kp.start)
+        try:
+            from_file = await anyio.to_thread.run_sync(
+                lambda: top_following(tmp_path, "--config", str(tmp_path / "k.toml"), env={}))
+            from_env_file = await anyio.to_thread.run_sync(
+                lambda: top_following(tmp_path, env={"KRAKEN_CONFIG": str(tmp_path / "k.toml")}))
+            from_port = await anyio.to_thread.run_sync(
+                lambda: top_following(tmp_path, env={"KRAKEN_PORT": str(port)}))
+            kp.signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(kp.wait) == 0
+        finally:
+            kp.kill()
+    for result in (from_file, from_env_file, from_port):
+        assert result.returncode == 0, result.stderr
+        assert f"http://127.0.0.1:{port}/metrics" in result.stdout.splitlines()[0]
+        assert "connections" in result.stdout
+
+
+def test_top_with_a_bad_config_says_so_in_one_line(tmp_path):
+    (tmp_path / "k.toml").write_text("[server]\nport = 70000\n")
+    result = top_following(tmp_path, "--config", str(tmp_path / "k.toml"), env={})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"kraken: {tmp_path / 'k.toml'}: server.port must be between 0 and 65535, not 70000"]

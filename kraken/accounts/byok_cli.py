@@ -18,18 +18,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     byok = sub.add_parser("byok", help="customers' own provider keys (BYOK)").add_subparsers(
         dest="byok_command", required=True)
     set_cmd = byok.add_parser("set", help="store a customer's provider key (read from stdin)")
-    set_cmd.add_argument("customer_id")
+    set_cmd.add_argument("customer_id", help="customer id (cus_...)")
     set_cmd.add_argument("provider", help="openai, anthropic, mistral, groq, deepseek, xai, gemini")
     delete = byok.add_parser("delete", help="delete a customer's provider key now")
-    delete.add_argument("customer_id")
-    delete.add_argument("provider")
+    delete.add_argument("customer_id", help="customer id (cus_...)")
+    delete.add_argument("provider", help="the provider kind whose key to delete")
     listing = byok.add_parser("list", help="stored keys (who, provider, master key version)")
-    listing.add_argument("--customer", dest="customer_id")
+    listing.add_argument("--customer", dest="customer_id", help="only this customer id")
     rotate = byok.add_parser("rotate", help="re-encrypt every key under the newest master key")
     for p in (set_cmd, delete, listing, rotate):
         clikit.add_config(p).set_defaults(func=main)
     keygen = byok.add_parser("keygen", help="print a new master key line 'version:base64key'")
-    keygen.add_argument("--version", type=int, default=1, dest="key_version")
+    keygen.add_argument("--version", type=int, default=1, dest="key_version",
+                        help="version number of the new key (default 1; one above the newest)")
     keygen.set_defaults(func=_keygen)
 
 

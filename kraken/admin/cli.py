@@ -23,9 +23,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tok.set_defaults(func=_admin_token)
 
     use = with_config(sub.add_parser("usage", help="requests, tokens, cost, latency, errors"))
-    use.add_argument("--customer")
-    use.add_argument("--key")
-    use.add_argument("--model")
+    use.add_argument("--customer", help="only this customer id")
+    use.add_argument("--key", help="only this key id")
+    use.add_argument("--model", help="only this model (as requested)")
     use.add_argument("--group-by", default="day", help="day, model, customer, provider or key")
     use.add_argument("--from", dest="start", help="unix seconds or ISO date (inclusive)")
     use.add_argument("--to", dest="end", help="unix seconds or ISO date (exclusive)")
@@ -33,13 +33,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     exp = with_config(sub.add_parser("export", help="a customer's data (GDPR access/portability)"),
                       json_flag=False)
-    exp.add_argument("customer")
+    exp.add_argument("customer", help="customer id (cus_...)")
     exp.add_argument("--format", default="jsonl", help="jsonl or csv")
     exp.add_argument("--output", "-o", help="file to write (default: stdout)")
     exp.set_defaults(func=_run(_export))
 
     era = with_config(sub.add_parser("erase", help="erase a customer and its data (GDPR)"))
-    era.add_argument("customer")
+    era.add_argument("customer", help="customer id (cus_...)")
     era.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     era.set_defaults(func=_run(_erase))
 
@@ -48,8 +48,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ver = with_config(aud.add_parser("verify", help="check the hash chain; exit 1 if tampered"))
     ver.set_defaults(func=_run(_audit_verify))
     lst = with_config(aud.add_parser("list", help="entries, oldest first"))
-    lst.add_argument("--after", type=int, default=0)
-    lst.add_argument("--limit", type=int, default=100)
+    lst.add_argument("--after", type=int, default=0,
+                     help="start after this entry number (default 0: from the first)")
+    lst.add_argument("--limit", type=int, default=100,
+                     help="entries to show, 1-10000 (default 100)")
     lst.set_defaults(func=_run(_audit_list))
 
 

@@ -12,14 +12,13 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-import socket
 from typing import Any
 
 from kraken.admin.context import AdminContext
 from kraken.admin.routes import build
 from kraken.config import Config
 from kraken.http.connlimit import ConnectionLimiter
-from kraken.http.listener import ProtocolSelector
+from kraken.http.listener import ProtocolSelector, listen_socket
 from kraken.store.sqlite import SqliteStore
 
 log = logging.getLogger("kraken.admin")
@@ -37,12 +36,7 @@ async def start_admin(cfg: Config, store: SqliteStore, connections: set, *, mete
     """
     server_cfg = dataclasses.replace(cfg.server, max_body_bytes=cfg.admin.max_body_bytes)
     per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip)
-    family = socket.AF_INET6 if ":" in cfg.admin.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((cfg.admin.host, cfg.admin.port))
-    sock.listen(128)
-    sock.setblocking(False)
+    sock = listen_socket(cfg.admin.host, cfg.admin.port, backlog=128, setting="admin.port")
     # Listening before the first await: once the client port answers /readyz, admin
     # connections are at least queued in the backlog, never refused.
     try:

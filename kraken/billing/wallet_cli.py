@@ -19,17 +19,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     wallet = sub.add_parser("wallet", help="prepaid wallet ledger").add_subparsers(
         dest="wallet_command", required=True)
     top = wallet.add_parser("topup", help="credit a customer's wallet (idempotent by --ref)")
-    top.add_argument("customer_id")
+    top.add_argument("customer_id", help="customer id (cus_...)")
     top.add_argument("amount_usd", help="e.g. 25 or 12.50 (at most 6 decimals)")
     top.add_argument("--ref", help="idempotency key: the same ref never credits twice "
                                    "(default: a new random one)")
     top.add_argument("--kind", choices=("top_up", "refund", "adjustment"), default="top_up",
                      help="refund/adjustment may be negative (never below a zero balance)")
     bal = wallet.add_parser("balance", help="print a customer's balance")
-    bal.add_argument("customer_id")
+    bal.add_argument("customer_id", help="customer id (cus_...)")
     txs = wallet.add_parser("transactions", help="a customer's transactions, newest first")
-    txs.add_argument("customer_id")
-    txs.add_argument("--limit", type=int, default=50)
+    txs.add_argument("customer_id", help="customer id (cus_...)")
+    txs.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
     for p in (top, bal, txs):
         clikit.add_config(p, json_flag=False).set_defaults(func=main)
 

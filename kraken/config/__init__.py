@@ -12,6 +12,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from kraken.config.fields import (
+    above_zero, at_least, check_host, check_port, check_url, is_sha256_hex,
+)
+from kraken.config.fields import section as _section
 from kraken.config.presets import MOCK_KINDS, PROVIDER_PRESETS, STREAM_USAGE_MODES
 from kraken.config.sections import (
     DEMO_KEY, LOG_LEVELS, AdminConfig, AuthConfig, ByokConfig, Config, ConfigError, KeyConfig,
@@ -24,57 +28,16 @@ __all__ = [
     "AdminConfig", "AuthConfig", "ByokConfig", "Config", "ConfigError", "KeyConfig",
     "LimitsConfig", "LoggingConfig", "MeterConfig", "ModelTarget", "ProviderConfig",
     "RetentionConfig", "RoutingConfig", "ServerConfig", "StoreConfig", "StripeConfig",
-    "TLSConfig", "WalletConfig", "from_mapping", "limit_policy", "load", "with_demo",
+    "TLSConfig", "WalletConfig", "from_mapping", "limit_policy", "load", "unset_key_variables",
+    "with_demo",
 ]
-
-
-def _section(cls: type, raw: Any, where: str, source: str, **extra: Any) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: [{where}] must be a table")
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = dict(extra)
-    for key, value in raw.items():
-        if key not in known or key in extra:
-            raise ConfigError(f"{source}: unknown key {where}.{key}")
-        default = known[key].default
-        kwargs[key] = _coerce(value, default, f"{where}.{key}", source)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{source}: [{where}] {exc}") from None
-
-
-def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {key} must be true or false")
-        return value
-    if isinstance(default, int) and not isinstance(default, bool):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{source}: {key} must be a non-negative integer")
-        return value
-    if isinstance(default, float):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{source}: {key} must be a non-negative number")
-        return float(value)
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: {key} must be a list of strings")
-        return tuple(value)
-    if isinstance(default, str) or default is None:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a string")
-        return value
-    return value
 
 
 def _provider(name: str, raw: Any, source: str, env: Mapping[str, str]) -> ProviderConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: [providers.{name}] must be a table")
     kind = raw.get("kind", "mock" if name == "mock" else name)
-    if kind not in PROVIDER_PRESETS:
+    if not isinstance(kind, str) or kind not in PROVIDER_PRESETS:
         raise ConfigError(
             f"{source}: providers.{name}.kind {kind!r} is not one of {sorted(PROVIDER_PRESETS)}"
         )
@@ -84,16 +47,20 @@ def _provider(name: str, raw: Any, source: str, env: Mapping[str, str]) -> Provi
     for quirk in ("stream_usage", "embeddings", "responses"):
         body.setdefault(quirk, preset.get(quirk, ProviderConfig.__dataclass_fields__[quirk].default))
     key_env = raw.get("api_key_env", preset["key_env"])
-    if "api_key" not in body and key_env:
+    if not isinstance(key_env, str):
+        raise ConfigError(f"{source}: providers.{name}.api_key_env must be a string")
+    if "api_key" in body:
+        key_env = ""  # the key is in the file
+    elif key_env:
         body["api_key"] = env.get(key_env, "")
-    cfg = _section(ProviderConfig, body, f"providers.{name}", source, name=name, kind=kind)
+    cfg = _section(ProviderConfig, body, f"providers.{name}", source, name=name, kind=kind,
+                   api_key_env=key_env)
     if any(ch in cfg.api_key for ch in "\r\n\0 \t"):
         raise ConfigError(f"{source}: providers.{name}.api_key contains whitespace or control characters")
     if cfg.stream_usage not in STREAM_USAGE_MODES + ("",):
         raise ConfigError(f"{source}: providers.{name}.stream_usage must be one of {list(STREAM_USAGE_MODES)}")
-    if kind not in MOCK_KINDS:
-        if not cfg.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{source}: providers.{name}.base_url must be an http(s) URL")
+    if kind not in MOCK_KINDS or cfg.base_url:  # a mock with a base_url is an external one
+        check_url(cfg.base_url, f"providers.{name}.base_url", source)
     return cfg
 
 
@@ -102,26 +69,28 @@ def _keys(raw: Any, source: str) -> tuple[KeyConfig, ...]:
         return ()
     if not isinstance(raw, list):
         raise ConfigError(f"{source}: keys must be an array of tables ([[keys]])")
-    out = []
+    from kraken.gateway.keys import KEY_ID_RE
+
+    out: dict[str, KeyConfig] = {}
     for i, item in enumerate(raw):
         key = _section(KeyConfig, item, f"keys[{i}]", source)
+        if KEY_ID_RE.fullmatch(key.id) is None:
+            raise ConfigError(f"{source}: keys[{i}].id must be 1 to 32 of a-z and 0-9")
+        if key.id in out:
+            raise ConfigError(f"{source}: keys[{i}].id {key.id!r} is already used by another [[keys]]")
         if not key.hash.startswith("$2"):
             raise ConfigError(f"{source}: keys[{i}].hash must be a bcrypt hash (kraken keys hash)")
-        out.append(key)
-    return tuple(out)
+        out[key.id] = key
+    return tuple(out.values())
 
 
 def _admin(raw: Any, source: str) -> AdminConfig:
     cfg = _section(AdminConfig, raw, "admin", source)
-    if cfg.token_hash and not _is_sha256_hex(cfg.token_hash):
+    if cfg.token_hash and not is_sha256_hex(cfg.token_hash):
         raise ConfigError(f"{source}: admin.token_hash must be 64 hex digits (kraken admin-token)")
     if cfg.export_page_rows < 1:
         raise ConfigError(f"{source}: admin.export_page_rows must be at least 1")
     return cfg
-
-
-def _is_sha256_hex(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
 
 
 def _limits(raw: Any, source: str, env: Mapping[str, str]) -> LimitsConfig:
@@ -321,6 +290,7 @@ def from_mapping(
         plans=_checked_plans(raw.get("plans"), source),
         source=source,
     )
+    _check_ranges(cfg, source)
     if bool(cfg.tls.cert) != bool(cfg.tls.key):
         raise ConfigError(f"{source}: tls.cert and tls.key must be set together")
     if cfg.server.workers < 1:
@@ -330,6 +300,19 @@ def from_mapping(
     if cfg.admin.token_hash and cfg.admin.port and cfg.admin.port == cfg.server.port:
         raise ConfigError(f"{source}: admin.port must differ from server.port (its own listener)")
     return _env_overrides(cfg, env)
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    """Values the type check lets through but that would fail later: addresses and ports
+    (checked here, so a bad one never reaches ``bind``) and intervals of zero."""
+    check_host(cfg.server.host, "server.host", source)
+    check_port(cfg.server.port, "server.port", source)
+    check_port(cfg.server.redirect_http_port, "server.redirect_http_port", source)
+    check_host(cfg.admin.host, "admin.host", source)
+    check_port(cfg.admin.port, "admin.port", source)
+    at_least(cfg.meter.queue_max, 1, "meter.queue_max", source)  # 0 would refuse every request
+    at_least(cfg.meter.flush_interval_ms, 1, "meter.flush_interval_ms", source)  # 0: a busy loop
+    above_zero(cfg.wallet.refresh_interval_s, "wallet.refresh_interval_s", source)  # 0: busy too
 
 
 def _logging(raw: Any, source: str) -> LoggingConfig:
@@ -392,12 +375,14 @@ def _env_overrides(cfg: Config, env: Mapping[str, str]) -> Config:
     from dataclasses import replace
 
     if "KRAKEN_HOST" in env:
+        check_host(env["KRAKEN_HOST"], "KRAKEN_HOST", "environment")
         server = replace(server, host=env["KRAKEN_HOST"])
     if "KRAKEN_PORT" in env:
         try:
             server = replace(server, port=int(env["KRAKEN_PORT"]))
         except ValueError:
             raise ConfigError("environment: KRAKEN_PORT must be an integer") from None
+        check_port(server.port, "KRAKEN_PORT", "environment")
     if "KRAKEN_DB" in env:
         store = replace(store, path=env["KRAKEN_DB"])
     return replace(cfg, server=server, store=store)
@@ -412,12 +397,24 @@ def load(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = No
     if chosen is None:
         return from_mapping({}, "<defaults>", env)
     try:
-        raw = tomllib.loads(Path(chosen).read_text())
+        raw = tomllib.loads(Path(chosen).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{chosen}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{chosen}: is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{chosen}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{chosen}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: invalid TOML: {exc}") from None
     return from_mapping(raw, str(chosen), env)
+
+
+def unset_key_variables(cfg: Config) -> list[tuple[str, str]]:
+    """``(provider, variable)`` for each provider whose key variable is unset or empty: its
+    requests will fail upstream, which startup says once (the name, never a value)."""
+    return [(p.name, p.api_key_env) for p in cfg.providers if p.api_key_env and not p.api_key]
 
 
 def with_demo(cfg: Config, demo_key_hash: str) -> Config:
@@ -434,6 +431,8 @@ def with_demo(cfg: Config, demo_key_hash: str) -> Config:
         providers = providers + (
             ProviderConfig(name="mock-claude", kind="mock_anthropic", models=("mock-claude",)),
         )
+    if any(k.id == "demo" for k in cfg.keys):
+        raise ConfigError(f"{cfg.source}: keys: id \"demo\" is reserved for --demo's key")
     keys = cfg.keys + (KeyConfig(id="demo", hash=demo_key_hash, customer_id="demo"),)
     prices = {"mock": {"mock-gpt": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
                        "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6}},

@@ -234,6 +234,9 @@ class ProviderConfig:
     kind: str = "openai"
     base_url: str = ""
     api_key: str = field(default="", repr=False)
+    api_key_env: str = ""
+    """The variable ``api_key`` was read from (its name only); empty when the key is in the
+    file or the kind needs none. Startup warns when it is unset."""
     models: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 300.0

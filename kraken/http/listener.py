@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from functools import partial
 
@@ -24,6 +25,36 @@ from kraken.http.h2 import H2Connection
 log = logging.getLogger("kraken.http")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class ListenError(KrakenError):
+    """A listening socket could not be opened (address in use, no permission, unknown host):
+    Kraken stops with this one line instead of a traceback."""
+
+    code = "cannot_listen"
+
+
+def listen_socket(host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048,
+                  setting: str = "") -> socket.socket:
+    """A bound, listening, non-blocking TCP socket, or ``ListenError`` saying why not (and
+    which ``setting`` chose the address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # workers only: a second single-process Kraken must still fail to bind
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ListenError(f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
+                          + (f" ({setting})" if setting else "")) from None
+    sock.setblocking(False)
+    return sock
 
 
 def _over_limit_response() -> bytes:
