@@ -86,3 +86,10 @@ def test_unset_key_variables_names_only_variables_that_are_empty():
         "local": {"kind": "openai_compatible", "base_url": "http://127.0.0.1:8000/v1"},
     }}, "<t>", env={"MISTRAL_API_KEY": "sk-set"})
     assert config.unset_key_variables(cfg) == [("openai", "OPENAI_API_KEY")]
+
+
+def test_demo_refuses_a_config_key_that_takes_its_id():
+    cfg = config.from_mapping({"keys": [{"id": "demo", "customer_id": "c", "hash": "$2b$x"}]},
+                              "/etc/kraken/kraken.toml", env={})
+    with pytest.raises(ConfigError, match=r"/etc/kraken/kraken.toml: keys: id \"demo\" is reserved"):
+        config.with_demo(cfg, "$2b$y")
