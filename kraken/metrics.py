@@ -6,6 +6,8 @@ route names, status codes): never customer input, never content, never keys.
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -264,9 +266,34 @@ STRIPE_WEBHOOKS = Counter(
 )
 
 
+# ---- model label values ------------------------------------------------------------
+OTHER_MODEL = "other"
+
+
+class ModelLabels:
+    """The ``model`` label value of a dispatched model name.
+
+    A client may name any model of a configured provider (``provider/<model>``), so the name
+    itself is client text: only the operator's names (configured routes, the price table)
+    are label values as they are; every other name shares ``other``. The series count then
+    follows the configuration, never the traffic.
+    """
+
+    __slots__ = ("_known",)
+
+    def __init__(self, *names: Iterable[str]):
+        self._known = frozenset(itertools.chain(*names))
+
+    def __call__(self, model: str | None) -> str:
+        if not model:
+            return ""
+        return model if model in self._known else OTHER_MODEL
+
+
 # ---- cached label children for the hot path ----------------------------------------
 # ``labels()`` costs ~3 µs (lock, tuple checks); a bounded lru_cache lookup ~0.2 µs.
-# Label values are operator-chosen names, so 4096 entries are never reached in practice.
+# Label values are operator-chosen names (models through ``ModelLabels``), so 4096 entries
+# are never reached in practice.
 @functools.lru_cache(maxsize=4096)
 def requests_for(route: str, provider: str, model: str, status: int) -> Counter:
     return REQUESTS.labels(route, provider, model, str(status))
@@ -295,6 +322,11 @@ def tokens_for(provider: str, model: str, kind: str) -> Counter:
 @functools.lru_cache(maxsize=4096)
 def cost_for(provider: str, model: str) -> Counter:
     return COST.labels(provider, model)
+
+
+@functools.lru_cache(maxsize=4096)
+def unpriced_for(provider: str, model: str) -> Counter:
+    return UNPRICED.labels(provider, model)
 
 
 @functools.lru_cache(maxsize=64)

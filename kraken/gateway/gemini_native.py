@@ -40,12 +40,13 @@ _CLASSIFY_TURNS = 8
 def register(gateway) -> None:
     """Serve the native paths (any method reaches us: errors must be in Google's shape)."""
     gateway.add_call(PREFIX + "*", ROUTE, partial(_phases, gateway), send_google_error, None)
+    gateway.add_error_format("/v1beta/", send_google_error)
 
 
 async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
     principal = await gateway.identify(call, _with_kraken_key(req))
     if req.method != "POST":
-        raise MethodNotAllowed(f"Use POST for {PREFIX}{{model}}:{{method}}")
+        raise MethodNotAllowed(f"Use POST for {PREFIX}{{model}}:{{method}}", allow="POST")
     model, method = parse_target(req.path)
     sse = method == "streamGenerateContent" and _query(req.target).get("alt") == ["sse"]
     _, payload = await gateway.begin(call, req, parse_body, principal=principal, model=model)

@@ -3,7 +3,13 @@
 ``/v1/messages`` runs the shared call lifecycle (authenticate → admit → limit → parse → route →
 dispatch → relay → record) with Anthropic's request checks and error format; the provider's
 answer is relayed byte for byte (the relay only taps ``message_start``/``message_delta`` for
-usage). Only routes whose provider speaks Anthropic's format are tried.
+usage). Only routes whose provider speaks Anthropic's format are tried. Every error under
+``/v1/messages`` (404 and 405 included) is in Anthropic's shape.
+
+``/v1/messages/count_tokens`` (the SDK's ``messages.count_tokens``) runs the same lifecycle and
+is relayed the same way. Anthropic does not bill token counting, so its record carries no
+tokens and no cost, but it is a record like any admitted call (task type ``count_tokens``):
+it is rate-limited, allow-listed and shows in usage as a request.
 
 ``chat_shape`` is how ``/v1/chat/completions`` reaches an Anthropic provider: the request is
 translated (``kraken.providers.anthropic_translate``) and ``ChatOverAnthropic`` stands between
@@ -12,7 +18,8 @@ translate module says why this path cannot relay bytes).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Callable
 
 import orjson
 
@@ -20,7 +27,6 @@ from kraken import metrics
 from kraken.errors import (
     BadRequest,
     KrakenError,
-    MethodNotAllowed,
     NotFound,
     UpstreamStatus,
 )
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["ChatOverAnthropic", "chat_shape", "register", "send_anthropic_error"]
 
 PATH = "/v1/messages"
+COUNT_TOKENS = "count_tokens"
 MAX_TRANSLATED_BODY = 8 * 1024 * 1024
 """A non-streamed Message is held (up to this bound) to be rewritten as a chat.completion."""
 _MOCK_KINDS = ("mock_anthropic",)
@@ -50,19 +57,27 @@ _MOCK_KINDS = ("mock_anthropic",)
 
 
 def register(gateway: Gateway) -> None:
-    """Serve ``POST /v1/messages`` on ``gateway`` (other methods get Anthropic's 405)."""
-    gateway.add_call(PATH, "messages", lambda call, r, s: _messages_call(gateway, call, r, s),
-                     send_anthropic_error, None)
+    """Serve ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` on ``gateway``;
+    anything else under ``/v1/messages`` gets Anthropic's 404 or 405."""
+    gateway.add_call(PATH, "messages", partial(_anthropic_call, gateway, parse_messages, ""),
+                     send_anthropic_error)
+    gateway.add_call(PATH + "/" + COUNT_TOKENS, "messages_count_tokens",
+                     partial(_anthropic_call, gateway, parse_count_tokens, "/" + COUNT_TOKENS),
+                     send_anthropic_error)
+    gateway.add_error_format(PATH, send_anthropic_error)
 
 
-async def _messages_call(gateway: Gateway, call: Call, req: Request, sink: ResponseSink) -> None:
-    if req.method != "POST":
-        raise MethodNotAllowed(f"Use POST for {PATH}")
-    _, payload = await gateway.begin(call, req, parse_messages)
+async def _anthropic_call(gateway: Gateway, parse: Callable[[bytes], dict], suffix: str,
+                          call: Call, req: Request, sink: ResponseSink) -> None:
+    """A Messages API call relayed to an Anthropic provider, at ``PATH + suffix`` there too."""
+    _, payload = await gateway.begin(call, req, parse)
     # Anthropic's SDK reads ``request-id`` (its ``_request_id``); Kraken's id stands in for it.
     call.response_headers = [*call.response_headers, (b"request-id", call.request_id.encode())]
-    call.stream = payload.get("stream") is True
-    call.task_type = task_type("messages", payload)
+    if suffix:  # a token count: one JSON answer, no model call
+        call.task_type = COUNT_TOKENS
+    else:
+        call.stream = payload.get("stream") is True
+        call.task_type = task_type("messages", payload)
     model = payload["model"]
     routes = gateway.routes_for(
         call, model, speaks_anthropic,
@@ -72,19 +87,26 @@ async def _messages_call(gateway: Gateway, call: Call, req: Request, sink: Respo
 
     def shape(route: Route, body: dict, out: ResponseSink):
         family = route.provider.family
-        return family, out, family.messages_request(body, route.model, headers)
+        target, *request = family.messages_request(body, route.model, headers)
+        return family, out, (target + suffix, *request)
 
     await gateway.dispatch(call, routes, payload, sink, shape=shape)
 
 
 def parse_messages(raw: bytes) -> dict:
     """The fields Kraken needs from a Messages request; the rest is the provider's to check."""
-    payload = with_model(raw, "model: Field required (a string)")
-    nonempty_array(payload, "messages", "messages: must be a non-empty array")
+    payload = parse_count_tokens(raw)
     max_tokens = payload.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise BadRequest("max_tokens: Field required (a positive integer)", code="invalid_value")
     boolean(payload, "stream", "stream: must be a boolean")
+    return payload
+
+
+def parse_count_tokens(raw: bytes) -> dict:
+    """A token count needs what a message needs, less ``max_tokens`` (and it never streams)."""
+    payload = with_model(raw, "model: Field required (a string)")
+    nonempty_array(payload, "messages", "messages: must be a non-empty array")
     return payload
 
 

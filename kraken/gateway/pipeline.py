@@ -14,7 +14,6 @@ import time
 from dataclasses import replace
 from typing import Awaitable, Callable
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kraken import metrics, shedding
@@ -31,6 +30,8 @@ from kraken.gateway.auth import KeyVerifier, Principal, check_model_allowed, cre
 from kraken.gateway.authgate import AddressGate
 from kraken.gateway import body as body_checks
 from kraken.gateway import fallback
+from kraken.gateway import models as model_list
+from kraken.gateway.answers import IdentifiedSink, send_json
 from kraken.gateway.call import Call
 from kraken.gateway.classify import task_type
 from kraken.gateway.clientip import ClientAddress
@@ -55,6 +56,8 @@ BodyParser = Callable[[bytes], dict]
 Shaper = Callable[[Route, dict, ResponseSink], tuple]
 """(route, payload, client sink) -> (relay family, sink, (target, headers, body, hide_usage))."""
 _JSON = [(b"content-type", b"application/json")]
+_ALLOW = {"GET": "GET, HEAD"}
+"""The Allow header of a 405, by the method an endpoint serves (HEAD wherever GET)."""
 
 
 class Gateway:
@@ -81,35 +84,54 @@ class Gateway:
         """Customers' own provider keys, decrypted in memory (kraken/accounts/byok_cache.py)."""
         self.aborting = False
         """Set when the drain deadline passed: cancellations are the gateway's, not the client's."""
+        self.model_label = metrics.ModelLabels(
+            router.upstream_models(), *(prices.models(kind) for kind in prices.provider_kinds))
+        """A dispatched model's metric label value: the operator's names, else ``other``."""
         self.endpoints: dict[str, Endpoint] = {}
-        self.add_endpoint("/v1/chat/completions", self.chat_completions)
-        self.add_endpoint("/v1/models", self.list_models, "GET")
+        self._prefixes: list[tuple[str, Endpoint]] = []
+        """``/prefix/*`` endpoints, longest prefix first."""
+        self._error_formats: list[tuple[str, ErrorSender]] = []
+        """(path prefix, error writer) for errors no endpoint answered (404, 405, ...)."""
+        self.add_call("/v1/chat/completions", "chat_completions", self._chat)
+        model_list.register(self)
         register_messages(self)
         self.add_endpoint("/healthz", self.healthz, None)
         self.add_endpoint("/readyz", self.readyz, None)
         self.add_endpoint("/metrics", self.prometheus, None)
 
     async def handle(self, req: Request, sink: ResponseSink) -> None:
-        """Entry point for every request on the client listener."""
-        endpoint = self.endpoints.get(req.path)
-        if endpoint is None:  # "/prefix/*" serves one path segment (Gemini's models/{m}:{method})
-            endpoint = self.endpoints.get(req.path.rpartition("/")[0] + "/*")
-        if endpoint is None:
-            raise NotFound(f"Unknown path {req.path[:100]}")
-        await endpoint(req, sink)
+        """Entry point for every request on the client listener.
+
+        Metered calls answer their own errors; what is left (unknown path, wrong method, a
+        plain endpoint's refusal) is answered here in the wire format of the path's family,
+        with a request id like every answer."""
+        try:
+            await self._endpoint_for(req.path)(req, sink)
+        except KrakenError as exc:
+            if sink.started:
+                raise
+            send = next((w for prefix, w in self._error_formats if req.path.startswith(prefix)),
+                        _send_error)
+            send(sink, exc, Call(req.received_ns, ""))
+
+    def _endpoint_for(self, path: str) -> Endpoint:
+        endpoint = self.endpoints.get(path)
+        if endpoint is not None:
+            return endpoint
+        for prefix, endpoint in self._prefixes:  # Gemini's models/{m}:{method}, /v1/models/{id}
+            if path.startswith(prefix):
+                return endpoint
+        raise NotFound(f"Unknown path {path[:100]}")
 
     def add_endpoint(self, path: str, endpoint: Endpoint, method: str | None = "POST") -> None:
-        """Serve ``path`` with ``endpoint``; other methods get 405 when ``method`` is set."""
-        if method is None:
-            self.endpoints[path] = endpoint
-            return
+        """Serve ``path`` with a plain ``endpoint`` (no call, no record); its answer gets a
+        fresh ``x-request-id``. Other methods get 405 when ``method`` is set; a path ending
+        in ``/*`` serves everything under it."""
 
-        async def checked(req: Request, sink: ResponseSink) -> None:
-            if req.method != method:
-                raise MethodNotAllowed(f"Use {method} for {path}")
-            await endpoint(req, sink)
+        async def identified(req: Request, sink: ResponseSink) -> None:
+            await endpoint(req, IdentifiedSink(sink))
 
-        self.endpoints[path] = checked
+        self._serve(path, identified, method)
 
     def add_call(self, path: str, route: str, body: CallBody,
                  send_failure: ErrorSender | None = None, method: str | None = "POST") -> None:
@@ -119,15 +141,38 @@ class Gateway:
         async def endpoint(req: Request, sink: ResponseSink) -> None:
             await self.run_call(req, sink, route, body, send_failure)
 
-        self.add_endpoint(path, endpoint, method)
+        self._serve(path, endpoint, method)
+
+    def add_error_format(self, prefix: str, send: ErrorSender) -> None:
+        """Errors under ``prefix`` that no endpoint answers are written by ``send``."""
+        self._error_formats.append((prefix, send))
+
+    def _serve(self, path: str, endpoint: Endpoint, method: str | None) -> None:
+        """Route ``path`` to ``endpoint``, behind a method check when ``method`` is set."""
+        if method is not None:
+            allow = _ALLOW.get(method, method)
+            methods = allow.split(", ")
+            inner = endpoint
+
+            async def checked(req: Request, sink: ResponseSink) -> None:
+                if req.method not in methods:
+                    raise MethodNotAllowed(f"Use {method} for {path}", allow=allow)
+                await inner(req, sink)
+
+            endpoint = checked
+        if path.endswith("/*"):
+            self._prefixes.append((path[:-1], endpoint))
+            self._prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+        else:
+            self.endpoints[path] = endpoint
 
     async def healthz(self, req: Request, sink: ResponseSink) -> None:
-        _send_json(sink, 200, b'{"status":"ok"}')
+        send_json(sink, 200, b'{"status":"ok"}')
 
     async def readyz(self, req: Request, sink: ResponseSink) -> None:
         ready = self.meter.ready and not self.shutting_down
-        _send_json(sink, 200 if ready else 503,
-                   b'{"status":"ready"}' if ready else b'{"status":"not ready"}')
+        send_json(sink, 200 if ready else 503,
+                  b'{"status":"ready"}' if ready else b'{"status":"not ready"}')
 
     async def prometheus(self, req: Request, sink: ResponseSink) -> None:
         body = generate_latest(metrics.REGISTRY)
@@ -191,6 +236,7 @@ class Gateway:
     def bill(self, principal: Principal, model: str) -> None:
         """403 when the key's allow-list or the customer's plan does not include ``model``
         (every metered endpoint calls this once the request is parsed)."""
+        self.router.check_name(model)
         check_model_allowed(principal, model)
         if self.billing is not None:
             self.billing.check_model(principal.customer_id, model, principal.plan)
@@ -322,45 +368,41 @@ class Gateway:
             return
         call.recorded = True
         call.end_ns = time.perf_counter_ns()
+        model = self.model_label(call.model_dispatched)  # the label: never free client text
         if call.usage is not None:
-            self.price(call)
+            self.price(call, model)
         rec = call.to_record()
         self.meter.record(rec)
         if self.billing is not None:
             self.billing.note(rec)  # balance and caps count it before the batch is written
         if self.request_log is not None:
             self.request_log.emit(call, rec)
-        metrics.requests_for(call.route, call.provider, call.model_dispatched or "",
-                             call.status).inc()
+        metrics.requests_for(call.route, call.provider, model, call.status).inc()
         if call.ttfb_ns:
             metrics.ttfb_for(call.provider).observe(rec.ttfb_ms / 1000)
         metrics.latency_for(call.provider).observe(rec.latency_ms / 1000)
         metrics.OVERHEAD.observe(call.overhead_ns() / 1e9)
         usage = call.usage
         if usage is not None:
-            model = call.model_dispatched or ""
             for kind, value in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),
                                 ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
                 if value:
                     metrics.tokens_for(call.provider, model, kind).inc(value)
 
-    def price(self, call: Call) -> None:
-        """cost_usd from the provider's usage and the price table; unknown is null, not 0."""
-        model = call.model_dispatched or ""
-        price = self.prices.lookup(call.provider_kind, model)
+    def price(self, call: Call, label: str) -> None:
+        """cost_usd from the provider's usage and the price table; unknown is null, not 0.
+        ``label``: the dispatched model's metric label value."""
+        price = self.prices.lookup(call.provider_kind, call.model_dispatched or "")
         if price is None:
-            metrics.UNPRICED.labels(call.provider, model).inc()
+            metrics.unpriced_for(call.provider, label).inc()
             return
         family = "anthropic" if isinstance(call.usage, AnthropicUsage) else family_for(call.provider_kind)
         call.cost_usd = cost_usd(price, call.usage, family=family)
         call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=call.byok, plan=call.plan)
         if call.cost_usd:
-            metrics.cost_for(call.provider, model).inc(call.cost_usd)
+            metrics.cost_for(call.provider, label).inc(call.cost_usd)
 
     # ---- routes --------------------------------------------------------------------
-    async def chat_completions(self, req: Request, sink: ResponseSink) -> None:
-        await self.run_call(req, sink, "chat_completions", self._chat)
-
     async def _chat(self, call: Call, req: Request, sink: ResponseSink) -> None:
         _, payload = await self.begin(call, req, self.parse)
         call.stream = payload.get("stream") is True
@@ -406,17 +448,6 @@ class Gateway:
             if call.lease is not None:
                 self.release(call)
 
-    async def list_models(self, req: Request, sink: ResponseSink) -> None:
-        await self.authenticate(req)
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": provider}
-                for name, provider in self.router.models()]
-        _send_json(sink, 200, orjson.dumps({"object": "list", "data": data}))
-
-
-def _send_json(sink: ResponseSink, status: int, body: bytes) -> None:
-    sink.start(status, list(_JSON), len(body))
-    sink.write(body)
-    sink.end()
 
 
 def _send_error(sink: ResponseSink, exc: KrakenError, call: Call) -> None:

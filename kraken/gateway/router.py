@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from kraken.config import ModelTarget, RoutingConfig
-from kraken.errors import NotFound
+from kraken.errors import BadRequest, NotFound
 from kraken.gateway.breaker import Breakers
 from kraken.gateway.health import HealthBoard
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.upstream.pool import OriginPool
 
 AUTO = "auto"
+MAX_MODEL_NAME = 256
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@+\-]+")
+"""What providers' model names are made of: ``llama3.1:8b``, ``meta-llama/Llama-3.1-8B-Instruct``,
+``accounts/fireworks/models/x``, ``@cf/meta/llama-3-8b``, ``claude-3-5-sonnet-v2@20241022``,
+``ft:gpt-4o-mini:org::id``, ``anthropic.claude-3-5-sonnet-20240620-v1:0``, ``hf.co/x/y:Q4_K_M``."""
 _MAX_ERROR_RATE = 0.95
 """Caps the expected-attempts factor 1/(1 - error rate) at 20."""
 
@@ -127,6 +133,22 @@ class Router:
 
     def _all_routes(self) -> set[Route]:
         return {e.route for t in self._tables.values() for g in t.groups for e in g}
+
+    def check_name(self, model: str) -> None:
+        """A 400 naming ``model`` unless it is a configured name (model, alias) or looks like
+        a provider's model name (``MAX_MODEL_NAME`` characters of ``_MODEL_NAME``'s set).
+
+        ``provider/<model>`` lets a client choose any text after a provider's name; that text
+        reaches the record, the request log and the provider, so it is bounded first."""
+        if model in self._tables or model in self._aliases:
+            return
+        if len(model) > MAX_MODEL_NAME or _MODEL_NAME.fullmatch(model) is None:
+            raise BadRequest(f"model: must be 1 to {MAX_MODEL_NAME} letters, digits or . _ : / @ "
+                             "+ - (a provider's model name)", code="invalid_value", param="model")
+
+    def upstream_models(self) -> frozenset[str]:
+        """Every upstream model name the configuration routes to (metric label values)."""
+        return frozenset(route.model for route in self._all_routes())
 
     def candidates(self, model: str, *, task: str | None = None) -> tuple[Route, ...]:
         """Routes to try in order; explicit ``provider/model`` works for configured providers.

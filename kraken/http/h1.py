@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from http import HTTPStatus
@@ -554,9 +555,16 @@ class H1Connection(asyncio.Protocol):
 
 
 def send_error(sink, exc: KrakenError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Answer ``exc`` as an OpenAI-style JSON error (the one place errors are rendered)."""
+    """Answer ``exc`` as an OpenAI-style JSON error (the one place errors are rendered).
+
+    Every answer carries ``x-request-id``: ``extra`` has the call's; an answer the transport
+    gives on its own (a malformed request, an error no handler caught) gets a fresh one,
+    shaped like the gateway's (``req_`` + 24 hex digits)."""
     body = error_body(exc)
-    headers = [(b"content-type", b"application/json")] + exc.headers + (extra or [])
+    extra = extra or []
+    if not any(name == b"x-request-id" for name, _ in extra):
+        extra = [*extra, (b"x-request-id", b"req_" + os.urandom(12).hex().encode())]
+    headers = [(b"content-type", b"application/json")] + exc.headers + extra
     sink.start(exc.status, headers, len(body))
     sink.write(body)
     sink.end()

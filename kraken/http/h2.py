@@ -382,7 +382,8 @@ class H2Connection(asyncio.Protocol):
         stream.stop_receiving()
         err = KrakenError(reason, status=status, code=_REJECT_CODES.get(status))
         err.error_type = "invalid_request_error"
-        send_error(stream, err)
+        # a 405 here is CONNECT (no resource to ask about): Allow names what Kraken serves
+        send_error(stream, err, [(b"allow", b"GET, HEAD, POST")] if status == 405 else None)
 
     def _on_body_timeout(self, stream: H2Stream) -> None:
         if stream.phase is RECV and not stream.closed:
