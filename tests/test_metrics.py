@@ -45,3 +45,13 @@ async def test_metrics_pass_promtool_and_count_requests(tmp_path):
                  "kraken_meter_records_dropped_total"):
         assert name in text, name
     assert PROMPT_CANARY not in text and TEST_KEY not in text
+
+
+def test_model_labels_keep_the_operators_names_and_share_other_for_the_rest():
+    """A dispatched model becomes a label value only if the operator named it (a configured
+    route, the price table); client-chosen names and case variants share ``other``."""
+    from kraken.metrics import OTHER_MODEL, ModelLabels
+
+    label = ModelLabels({"mock-gpt"}, ("gpt-4o",))
+    got = [label(m) for m in ("mock-gpt", "gpt-4o", "GPT-4o", "x-1", "x-2", "", None)]
+    assert got == ["mock-gpt", "gpt-4o", OTHER_MODEL, OTHER_MODEL, OTHER_MODEL, "", ""]

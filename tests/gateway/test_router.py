@@ -8,7 +8,7 @@ import pytest
 
 from kraken import config
 from kraken.billing.pricing import PriceTable
-from kraken.errors import NotFound
+from kraken.errors import BadRequest, NotFound
 from kraken.gateway.router import Provider, Router
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.upstream.pool import Origin, OriginPool
@@ -201,3 +201,18 @@ def test_config_forms_parse_to_targets():
     assert cfg.models == {"a": (T("pa/x", 1.0, 0),), "b": (T("pa/x", 1.0, 0), T("pb/y", 1.0, 1)),
                           "c": (T("pa/x", 1.0, 0), T("pb/y", 2.5, 1))}
     assert cfg.routing == config.RoutingConfig()
+
+
+def test_model_names_clients_choose_are_bounded_and_configured_names_always_pass():
+    """``provider/<model>`` is client text: bounded to what provider model names use. The
+    operator's own names (models, aliases) are accepted whatever they contain."""
+    r = build(doc(models={"team model (eu)": ["pa/x"]}, aliases={"fast ⚡": "team model (eu)"}))
+    for name in ("team model (eu)", "fast ⚡", "pa/llama3.1:8b", "pa/@cf/meta/llama-3-8b",
+                 "pa/ft:gpt-4o-mini:org::id", "pa/" + "x" * 253):
+        r.check_name(name)
+    for name in ("pa/x y", "pa/x\n", "pa/é", "pa/" + "x" * 254, "pa/x\"", "pa/x{}", ""):
+        with pytest.raises(BadRequest) as info:
+            r.check_name(name)
+        assert info.value.param == "model"
+        assert not name[4:] or name[4:] not in info.value.message  # never echoed
+    assert r.upstream_models() == {"x"}
