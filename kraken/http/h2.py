@@ -162,8 +162,12 @@ class H2Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.disconnected = True
         self.state = CLOSED
-        self._deadline.cancel()
-        self._stall.stop()
+        # Timers and h2 drop their references to us now: a cancel() would leave a timer
+        # holding this connection until it fired, and the reference cycles would wait
+        # for a full gc run (a flood of short connections piles up meanwhile).
+        self._deadline.close()
+        self._stall.close()
+        self._h2.release()
         metrics.ACTIVE_CONNECTIONS.dec()
         if self._tracker is not None:
             self._tracker.discard(self)
@@ -326,7 +330,6 @@ class H2Connection(asyncio.Protocol):
     # ---- requests ------------------------------------------------------------------
     def _dispatch(self, stream: H2Stream) -> None:
         stream.stop_receiving()
-        stream.deadline = None
         self._receiving_bytes -= stream.body_size
         stream.phase = RUN
         request = Request(
@@ -361,6 +364,7 @@ class H2Connection(asyncio.Protocol):
 
     def _task_done(self, task: asyncio.Task, stream: H2Stream) -> None:
         self._tasks.discard(task)
+        stream.task = None  # a cancelled task's traceback holds the stream: no cycle
         self._forget(stream)
 
     def _fail(self, stream: H2Stream, exc: KrakenError) -> None:

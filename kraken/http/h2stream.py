@@ -183,8 +183,11 @@ class H2Stream:
         return bool(self._pending) and (self._buffer_full or self._producer is None)
 
     def stop_receiving(self) -> None:
+        """The request body is over: drop its timers (a timer merely disarmed would hold
+        this stream and its connection until it fired)."""
         if self.deadline is not None:
-            self.deadline.cancel()
+            self.deadline.stop()
+            self.deadline = None
         if self.pace is not None:
             self.pace.stop()
             self.pace = None
@@ -198,6 +201,7 @@ class H2Stream:
         self.stop_receiving()
         if self.stall is not None:
             self.stall.stop()
+            self.stall = None
 
     @property
     def producer(self) -> FlowControl | None:

@@ -19,7 +19,7 @@ class Deadline:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_expire: Callable[[], None]):
         self._loop = loop
-        self._on_expire = on_expire
+        self._on_expire: Callable[[], None] | None = on_expire
         self._handle: asyncio.TimerHandle | None = None
         self._last = 0.0
         self.timeout = 0.0
@@ -31,6 +31,8 @@ class Deadline:
         for the rest when it fires), so the common arm/cancel/arm cycle of a keep-alive
         connection costs no timer-heap work.
         """
+        if self._on_expire is None:  # closed
+            return
         self.timeout = timeout
         if timeout <= 0:
             return
@@ -48,7 +50,9 @@ class Deadline:
         self._last = self._loop.time()
 
     def cancel(self) -> None:
-        """Disarm. A pending timer stays scheduled, fires once into nothing, or is reused."""
+        """Disarm while the owner lives on. A pending timer stays scheduled, fires once into
+        nothing, or is reused; until then it holds this deadline and its owner, so an owner
+        that is finished must ``stop`` (or ``close``) instead."""
         self.timeout = 0.0
 
     def stop(self) -> None:
@@ -57,6 +61,14 @@ class Deadline:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+    def close(self) -> None:
+        """``stop`` and forget the callback: the owner is gone for good. The owner (which
+        holds this deadline) and its bound method would otherwise form a reference cycle,
+        freed only by a full gc run; a flood of short connections piles up meanwhile.
+        ``arm`` does nothing afterwards."""
+        self.stop()
+        self._on_expire = None
 
     def _fire(self) -> None:
         self._handle = None
@@ -69,4 +81,6 @@ class Deadline:
             self._handle = self._loop.call_at(due, self._fire)
             return
         self.timeout = 0.0
-        self._on_expire()
+        on_expire = self._on_expire
+        if on_expire is not None:
+            on_expire()
