@@ -93,3 +93,9 @@ def test_demo_refuses_a_config_key_that_takes_its_id():
                               "/etc/kraken/kraken.toml", env={})
     with pytest.raises(ConfigError, match=r"/etc/kraken/kraken.toml: keys: id \"demo\" is reserved"):
         config.with_demo(cfg, "$2b$y")
+
+
+def test_config_key_ids_follow_the_key_format():
+    from kraken.gateway.keys import KEY_ID_RE
+
+    assert config.KEY_ID.pattern == KEY_ID_RE.pattern

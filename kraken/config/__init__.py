@@ -7,6 +7,7 @@ The dataclasses are in ``sections``, the provider presets in ``presets``.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -64,17 +65,20 @@ def _provider(name: str, raw: Any, source: str, env: Mapping[str, str]) -> Provi
     return cfg
 
 
+KEY_ID = re.compile(r"[a-z0-9]{1,32}")
+"""A key id as the key format allows it (gateway/keys.py ``KEY_ID_RE``, a layer above: not
+imported here; tests/test_config.py checks both say the same)."""
+
+
 def _keys(raw: Any, source: str) -> tuple[KeyConfig, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
         raise ConfigError(f"{source}: keys must be an array of tables ([[keys]])")
-    from kraken.gateway.keys import KEY_ID_RE
-
     out: dict[str, KeyConfig] = {}
     for i, item in enumerate(raw):
         key = _section(KeyConfig, item, f"keys[{i}]", source)
-        if KEY_ID_RE.fullmatch(key.id) is None:
+        if KEY_ID.fullmatch(key.id) is None:
             raise ConfigError(f"{source}: keys[{i}].id must be 1 to 32 of a-z and 0-9")
         if key.id in out:
             raise ConfigError(f"{source}: keys[{i}].id {key.id!r} is already used by another [[keys]]")
