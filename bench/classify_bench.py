@@ -1,6 +1,6 @@
-"""Accuracy and speed of the task classifier (kraken/gateway/classify.py) over the labelled eval set.
+"""Accuracy and speed of the task classifier (kraken/policy/classify.py) over the labelled eval set.
 
-    .venv/bin/python bench/classify_bench.py                       # tests/gateway/classify_eval.jsonl, 200 rounds
+    .venv/bin/python bench/classify_bench.py                       # tests/policy/classify_eval.jsonl, 200 rounds
     .venv/bin/python bench/classify_bench.py --rounds 50 --errors  # also list misclassified ids (never their text)
 
 Speed: every request is classified `--rounds` times, each call timed on its own with
@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kraken.gateway.classify import task_type  # noqa: E402
+from kraken.policy.classify import task_type  # noqa: E402
 
-DEFAULT_SET = REPO / "tests" / "gateway" / "classify_eval.jsonl"
+DEFAULT_SET = REPO / "tests" / "policy" / "classify_eval.jsonl"
 
 
 def load(path: Path) -> list[dict]:

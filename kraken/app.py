@@ -30,12 +30,12 @@ from kraken.billing.pricing import PriceTable
 from kraken.config import Config, ConfigError, ProviderConfig
 from kraken.accounts.keystore import DbKeySource
 from kraken.accounts.revocation import RevocationWatcher
-from kraken.gateway.auth import KeyVerifier
-from kraken.gateway.clientip import ClientAddress
-from kraken.gateway.limits import build_limiter
-from kraken.gateway import embeddings, gemini_native, responses
+from kraken.policy.auth import KeyVerifier
+from kraken.policy.clientip import ClientAddress
+from kraken.policy.limits import build_limiter
+from kraken.gateway.endpoints import embeddings, gemini_native, responses
 from kraken.gateway.pipeline import Gateway
-from kraken.gateway.router import Provider, Router
+from kraken.policy.router import Provider, Router
 from kraken.http.acme import plain_http_handler
 from kraken.http.h1 import H1Connection
 from kraken.http.connlimit import ConnectionLimiter

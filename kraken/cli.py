@@ -19,7 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from kraken import app, config
-    from kraken.gateway.keys import hash_key
+    from kraken.accounts.keys import hash_key
 
     try:
         cfg = config.load(args.config)
@@ -102,7 +102,7 @@ def _supervise(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _keys_hash(args: argparse.Namespace) -> int:
-    from kraken.gateway.keys import hash_key, parse_key
+    from kraken.accounts.keys import hash_key, parse_key
 
     key = args.key if args.key else (
         getpass.getpass("Kraken key: ") if sys.stdin.isatty() else sys.stdin.readline().strip())
@@ -114,7 +114,7 @@ def _keys_hash(args: argparse.Namespace) -> int:
 
 
 def _keys_new(args: argparse.Namespace) -> int:
-    from kraken.gateway.keys import generate_key, hash_key, parse_key
+    from kraken.accounts.keys import generate_key, hash_key, parse_key
 
     try:
         key = generate_key(args.id, env=args.env)

@@ -29,7 +29,7 @@ import orjson
 if TYPE_CHECKING:
     from kraken.config import LoggingConfig
     from kraken.gateway.call import Call
-    from kraken.meter.record import RequestRecord
+    from kraken.store.record import RequestRecord
 
 REQUEST_FIELDS = ("ts", "level", "msg", "request_id", "customer_id", "route", "model",
                   "model_dispatched", "provider", "status", "stream", "ttfb_ms", "latency_ms",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from kraken import app, config
-from kraken.gateway.keys import generate_key, hash_key
+from kraken.accounts.keys import generate_key, hash_key
 from kraken.mock.openai_mock import MockOpenAI
 
 TEST_KEY = generate_key("testkey", env="test")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from kraken.gateway.keys import check_key, generate_key
+from kraken.accounts.keys import check_key, generate_key
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:

@@ -96,6 +96,6 @@ def test_demo_refuses_a_config_key_that_takes_its_id():
 
 
 def test_config_key_ids_follow_the_key_format():
-    from kraken.gateway.keys import KEY_ID_RE
+    from kraken.accounts.keys import KEY_ID_RE
 
     assert config.KEY_ID.pattern == KEY_ID_RE.pattern

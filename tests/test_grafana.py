@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import (PROMPT_CANARY, TEST_KEY, auth_headers, free_port, http, kraken_mapping,
                      running_kraken, running_mock)
-from kraken.gateway.keys import generate_key, hash_key
+from kraken.accounts.keys import generate_key, hash_key
 
 pytestmark = pytest.mark.anyio
 

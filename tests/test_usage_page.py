@@ -19,8 +19,8 @@ import pytest
 from harness import (PROMPT_CANARY, TEST_KEY, KrakenProcess, auth_headers, free_port, http,
                      kraken_mapping, running_mock, wait_rows, write_toml)
 from kraken.admin.token import generate_token, hash_token
-from kraken.gateway.keys import generate_key, hash_key
-from kraken.meter.record import FIELD_NAMES
+from kraken.accounts.keys import generate_key, hash_key
+from kraken.store.record import FIELD_NAMES
 
 pytestmark = pytest.mark.anyio
 

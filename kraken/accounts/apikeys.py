@@ -17,7 +17,7 @@ import anyio
 
 from kraken.accounts import validation as v
 from kraken.accounts.validation import NotFoundError, ValidationError
-from kraken.gateway.keys import DEFAULT_ROUNDS, generate_checked_key, hash_key
+from kraken.accounts.keys import DEFAULT_ROUNDS, generate_checked_key, hash_key
 
 _UNSET: Any = object()
 KEY_COLS = ("id, customer_id, org_id, name, created_at, expires_at, revoked_at, allowed_models, "

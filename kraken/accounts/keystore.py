@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from kraken.accounts.validation import models_from_json
-from kraken.gateway.auth import KeyRow, Principal
+from kraken.accounts.principal import KeyRow, Principal
 
 _LOOKUP = (
     "SELECT k.hash, k.customer_id, k.rpm, k.tpm, k.max_concurrent, k.allowed_models, "

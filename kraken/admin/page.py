@@ -4,7 +4,7 @@ The page itself is public (it holds no data); it asks for a Kraken API key or th
 token and keeps it in a JavaScript variable only: no cookies, no storage. The data routes
 check that credential themselves: an API key sees only its own customer's requests, the
 admin token any customer's (or all). An API key that is not cached is checked under the
-client listener's per-address auth limits (kraken/gateway/authgate.py), so the page is no
+client listener's per-address auth limits (kraken/policy/authgate.py), so the page is no
 way around them. Charts use uPlot (MIT), vendored in ``static/``.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from kraken.admin.server import AdminApp, AdminCall
 from kraken.admin.token import bearer, token_matches
 from kraken.admin.usage import UNPRICED_SQL, has_key_column, known_cost
 from kraken.errors import Unauthorized
-from kraken.gateway.authgate import AddressGate
-from kraken.gateway.clientip import ClientAddress
+from kraken.policy.authgate import AddressGate
+from kraken.policy.clientip import ClientAddress
 from kraken.privacy.export import FORMATS
 from kraken.store.sqlite import SqliteStore
 

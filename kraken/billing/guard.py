@@ -28,7 +28,7 @@ from kraken.billing import wallet
 from kraken.billing.key_budgets import DEFAULT_MAX_KEYS, KeyBudgets
 from kraken.billing.plans import Plan, PlanBook
 from kraken.errors import Forbidden, QuotaExceeded
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 from kraken.store.errors import StoreError
 from kraken.store.sqlite import SqliteStore, Tx
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from kraken import metrics
 from kraken.billing import wallet
 from kraken.errors import QuotaExceeded
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 from kraken.store.errors import StoreError
 from kraken.store.sqlite import SqliteStore
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 from kraken.store.sqlite import SqliteStore, Tx
 
 __all__ = [

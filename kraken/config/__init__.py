@@ -127,7 +127,7 @@ def _limits(raw: Any, source: str, env: Mapping[str, str]) -> LimitsConfig:
 
 def limit_policy(cfg: LimitsConfig):
     """The ``LimitPolicy`` a ``[limits]`` section describes (raises ValueError if invalid)."""
-    from kraken.gateway.ratelimit import LimitPolicy
+    from kraken.policy.ratelimit import LimitPolicy
 
     return LimitPolicy(rpm=cfg.rpm, tpm=cfg.tpm, max_concurrent=cfg.max_concurrent,
                        window_s=cfg.window_s, lease_s=cfg.lease_s,
@@ -204,7 +204,7 @@ def _aliases(raw: Any, source: str, models: Mapping[str, Any], served: set[str],
 
 
 def _routing(raw: Any, source: str, known: set[str]) -> RoutingConfig:
-    from kraken.gateway.classify import LABELS
+    from kraken.policy.classify import LABELS
 
     body = dict(raw or {}) if isinstance(raw, dict) else raw
     prefer_raw = body.pop("prefer", None) if isinstance(body, dict) else None

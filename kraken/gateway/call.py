@@ -7,7 +7,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from kraken.errors import KrakenError
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 from kraken.providers.usage import Usage
 
 _NO_KEYS: Mapping = MappingProxyType({})

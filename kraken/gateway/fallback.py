@@ -28,10 +28,10 @@ from kraken import metrics
 from kraken.errors import (
     KrakenError, PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamStatus,
 )
-from kraken.gateway.breaker import CircuitOpen
+from kraken.policy.breaker import CircuitOpen
 from kraken.gateway.call import Call
 from kraken.gateway.relay import FAILED
-from kraken.gateway.router import Route, Router
+from kraken.policy.router import Route, Router
 from kraken.http.exchange import ResponseSink
 from kraken.shedding import refused
 

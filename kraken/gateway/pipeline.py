@@ -26,19 +26,19 @@ from kraken.errors import (
     KrakenError, MethodNotAllowed, NotFound, Overloaded, UpstreamError,
     UpstreamStatus, error_body,
 )
-from kraken.gateway.auth import KeyVerifier, Principal, check_model_allowed, credential
-from kraken.gateway.authgate import AddressGate
+from kraken.policy.auth import KeyVerifier, Principal, check_model_allowed, credential
+from kraken.policy.authgate import AddressGate
 from kraken.gateway import body as body_checks
 from kraken.gateway import fallback
-from kraken.gateway import models as model_list
+from kraken.gateway.endpoints import models as model_list
 from kraken.gateway.answers import IdentifiedSink, send_json
 from kraken.gateway.call import Call
-from kraken.gateway.classify import task_type
-from kraken.gateway.clientip import ClientAddress
-from kraken.gateway.ratelimit import Limiter
-from kraken.gateway.messages import chat_shape, register as register_messages
+from kraken.policy.classify import task_type
+from kraken.policy.clientip import ClientAddress
+from kraken.policy.ratelimit import Limiter
+from kraken.gateway.endpoints.messages import chat_shape, register as register_messages
 from kraken.gateway.relay import Relay
-from kraken.gateway.router import Route, Router
+from kraken.policy.router import Route, Router
 from kraken.http.exchange import Request, ResponseSink
 from kraken.logs import RequestLog
 from kraken.http.h1 import send_error
@@ -188,7 +188,7 @@ class Gateway:
             if principal is not None:
                 return principal
         # A cache miss may cost a bcrypt run: addresses that keep failing are refused first,
-        # and a run holds one of the address's attempts (kraken/gateway/authgate.py).
+        # and a run holds one of the address's attempts (kraken/policy/authgate.py).
         gate = AddressGate(self.limiter,
                            self.client_address.of(req.peer, req.header(b"x-forwarded-for")))
         await gate.check()

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import orjson
 
-from kraken.meter.record import FIELD_NAMES, REQUIRED_FIELDS, RequestRecord
+from kraken.store.record import FIELD_NAMES, REQUIRED_FIELDS, RequestRecord
 
 _PREFIX = "seg-"
 _SUFFIX = ".jsonl"

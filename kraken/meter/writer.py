@@ -31,7 +31,7 @@ from anyio.abc import TaskStatus
 from kraken import metrics
 from kraken.config import MeterConfig
 from kraken.meter.journal import Journal, storable
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 from kraken.store.errors import StoreDataError, StoreError
 from kraken.store.sqlite import SqliteStore, Tx
 

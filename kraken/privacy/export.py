@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from kraken.meter.record import FIELD_NAMES
+from kraken.store.record import FIELD_NAMES
 from kraken.privacy.tables import SECRET_COLUMN, customer_tables, quoted
 from kraken.store.sqlite import SqliteStore
 

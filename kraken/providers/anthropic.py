@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from kraken.billing.pricing import AnthropicUsage
+from kraken.providers.usage import AnthropicUsage
 from kraken.config import ProviderConfig
 from kraken.errors import KrakenError, UpstreamStatus
 from kraken.providers.scrub import provider_error

@@ -1,7 +1,9 @@
 """Token usage as providers report it, normalised to the record's four counts."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 def _int(value: object) -> int | None:
@@ -29,3 +31,66 @@ class Usage:
             if isinstance(completion_details, dict)
             else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicUsage:
+    """Anthropic's usage block: unlike OpenAI, its input counts are disjoint.
+
+    ``input_tokens`` is only the uncached part of the prompt; cache reads and cache writes are
+    counted beside it. ``cache_creation_1h_input_tokens`` is the part of
+    ``cache_creation_input_tokens`` written with the 1-hour TTL (the rest used the 5-minute TTL).
+
+    The four properties at the bottom give the record's normalised counts, with OpenAI's meaning
+    (cached and reasoning tokens are subsets of prompt and completion).
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_creation_1h_input_tokens: int | None = None
+
+    @classmethod
+    def from_anthropic(cls, usage: Mapping[str, Any]) -> AnthropicUsage:
+        """From a Messages API ``usage`` object (a response, or message_start + message_delta
+        merged by the caller; message_delta's ``output_tokens`` is cumulative)."""
+        creation = _int(usage.get("cache_creation_input_tokens"))
+        detail = usage.get("cache_creation")
+        one_hour = None
+        if isinstance(detail, Mapping):
+            one_hour = _int(detail.get("ephemeral_1h_input_tokens"))
+            if creation is None:
+                five_min = _int(detail.get("ephemeral_5m_input_tokens"))
+                if five_min is not None or one_hour is not None:
+                    creation = (five_min or 0) + (one_hour or 0)
+        return cls(
+            input_tokens=_int(usage.get("input_tokens")),
+            output_tokens=_int(usage.get("output_tokens")),
+            cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
+            cache_creation_input_tokens=creation,
+            cache_creation_1h_input_tokens=one_hour,
+        )
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        if self.input_tokens is None:
+            return None
+        return (
+            self.input_tokens
+            + (self.cache_read_input_tokens or 0)
+            + (self.cache_creation_input_tokens or 0)
+        )
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return self.output_tokens
+
+    @property
+    def cached_tokens(self) -> int | None:
+        return self.cache_read_input_tokens
+
+    @property
+    def reasoning_tokens(self) -> int | None:
+        # Anthropic bills thinking inside output_tokens and does not report it apart.
+        return None

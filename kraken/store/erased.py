@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 
 if TYPE_CHECKING:
     from kraken.store.sqlite import Tx

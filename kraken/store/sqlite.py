@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 import aiosqlite
 import anyio
 
-from kraken.meter.record import FIELD_NAMES, RequestRecord
+from kraken.store.record import FIELD_NAMES, RequestRecord
 from kraken.store import erased
 from kraken.store.errors import StoreError, from_sqlite
 from kraken.store.schema import MIGRATIONS, VERSION, statements

@@ -23,7 +23,7 @@ from harness import (
 )
 
 from kraken.accounts import byok, masterkey, service
-from kraken.gateway.keys import generate_key, hash_key
+from kraken.accounts.keys import generate_key, hash_key
 from kraken.mock.anthropic_mock import MockAnthropic
 from kraken.mock.openai_mock import MockOpenAI
 from kraken.store.sqlite import SqliteStore

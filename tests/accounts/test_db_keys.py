@@ -18,8 +18,8 @@ from kraken.accounts.keystore import DbKeySource
 from kraken.accounts.revocation import RevocationWatcher
 from kraken.config import AuthConfig
 from kraken.errors import KrakenError, Unauthorized
-from kraken.gateway.auth import KeyVerifier, check_model_allowed
-from kraken.gateway.keys import checksum
+from kraken.policy.auth import KeyVerifier, check_model_allowed
+from kraken.accounts.keys import checksum
 from kraken.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio

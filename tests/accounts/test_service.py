@@ -11,7 +11,7 @@ import pytest
 
 from kraken.accounts import service
 from kraken.accounts.roles import ACTIONS, PERMISSIONS, ROLES, can, require
-from kraken.gateway.keys import CHECKED_KEY_RE, check_key, checksum_ok, parse_key
+from kraken.accounts.keys import CHECKED_KEY_RE, check_key, checksum_ok, parse_key
 from kraken.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio

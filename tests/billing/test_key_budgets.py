@@ -18,8 +18,8 @@ from kraken.billing.guard import BillingGuard
 from kraken.billing.key_budgets import KeySpendBudgetExceeded, KeyTokenBudgetExceeded
 from kraken.billing.plans import PlanBook
 from kraken.errors import error_body
-from kraken.gateway.auth import Principal
-from kraken.meter.record import RequestRecord
+from kraken.policy.auth import Principal
+from kraken.store.record import RequestRecord
 from kraken.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ from kraken.billing.guard import BillingGuard
 from kraken.billing.plans import PlanBook
 from kraken.config import MeterConfig
 from kraken.meter.journal import Journal
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 from kraken.meter.writer import Meter
 from kraken.store import SqliteStore
 from kraken.store.errors import StoreError

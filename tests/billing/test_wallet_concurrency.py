@@ -18,7 +18,7 @@ WORKER = textwrap.dedent(r'''
     from kraken.billing import wallet
     from kraken.billing.guard import BillingGuard
     from kraken.billing.plans import PlanBook
-    from kraken.meter.record import RequestRecord
+    from kraken.store.record import RequestRecord
     from kraken.store.sqlite import SqliteStore
 
     db, proc = sys.argv[1], int(sys.argv[2])

@@ -13,10 +13,10 @@ from kraken.errors import (
     BadRequest, PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamStatus, UpstreamTimeout,
 )
 from kraken.gateway import fallback
-from kraken.gateway.breaker import CLOSED, OPEN, CircuitOpen
+from kraken.policy.breaker import CLOSED, OPEN, CircuitOpen
 from kraken.gateway.call import Call
 from kraken.gateway.relay import DONE, FAILED
-from kraken.gateway.router import Provider, Router
+from kraken.policy.router import Provider, Router
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.upstream.pool import Origin, OriginPool
 

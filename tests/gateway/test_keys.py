@@ -7,7 +7,7 @@ import bcrypt
 import pytest
 
 from kraken.config import DEMO_KEY
-from kraken.gateway.keys import (
+from kraken.accounts.keys import (
     KEY_PATTERN,
     KEY_RE,
     MAX_KEY_LEN,

@@ -31,7 +31,7 @@ from harness import (
     write_toml,
 )
 
-from kraken.gateway.keys import generate_key, hash_key
+from kraken.accounts.keys import generate_key, hash_key
 
 pytestmark = pytest.mark.anyio
 

@@ -28,8 +28,8 @@ from kraken.billing.guard import (
 )
 from kraken.billing.key_budgets import KeySpendBudgetExceeded, KeyTokenBudgetExceeded
 from kraken.errors import KrakenError, Overloaded, PoolExhausted, PoolShareExceeded
-from kraken.gateway.breaker import CircuitOpen
-from kraken.gateway.ratelimit import refuse
+from kraken.policy.breaker import CircuitOpen
+from kraken.policy.ratelimit import refuse
 from kraken.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from kraken.meter.journal import Journal
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 
 
 def make(i: int, **kw) -> RequestRecord:

@@ -12,7 +12,7 @@ import pytest
 from kraken import metrics
 from kraken.config import MeterConfig
 from kraken.meter.journal import Journal
-from kraken.meter.record import RequestRecord
+from kraken.store.record import RequestRecord
 from kraken.meter.writer import Meter
 from kraken.store import SqliteStore
 
@@ -238,7 +238,7 @@ import os, signal, sys, anyio
 from kraken.config import MeterConfig
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
-from kraken.meter.record import FIELD_NAMES, RequestRecord
+from kraken.store.record import FIELD_NAMES, RequestRecord
 from kraken.store import SqliteStore
 
 def make(i):

@@ -27,7 +27,7 @@ from harness import (
 )
 
 from kraken.accounts.masterkey import new_entry
-from kraken.gateway.keys import generate_key, hash_key
+from kraken.accounts.keys import generate_key, hash_key
 
 pytestmark = pytest.mark.anyio
 

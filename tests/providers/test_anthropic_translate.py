@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kraken.billing.pricing import AnthropicUsage
+from kraken.providers.usage import AnthropicUsage
 from kraken.errors import BadRequest, UpstreamError, UpstreamStatus
 from kraken.mock.anthropic_mock import MessagePlan, build_message, build_stream
 from kraken.providers.anthropic_answer import (

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from kraken.meter.record import FIELD_NAMES, RequestRecord
+from kraken.store.record import FIELD_NAMES, RequestRecord
 from kraken.store import SqliteStore, StoreBusy, StoreError, StoreFull
 from kraken.store.schema import MIGRATIONS, VERSION, statements
 

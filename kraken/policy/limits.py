@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from kraken import metrics
 from kraken.config import LimitsConfig, limit_policy
-from kraken.gateway.ratelimit import Limiter, MemoryLimiter
+from kraken.policy.ratelimit import Limiter, MemoryLimiter
 
 
 def build_limiter(cfg: LimitsConfig) -> Limiter:
     policy = limit_policy(cfg)
     if cfg.backend != "redis":
         return MemoryLimiter(policy)
-    from kraken.gateway.redis_limits import RedisLimiter
+    from kraken.policy.redis_limits import RedisLimiter
 
     return RedisLimiter(cfg.redis_url, ip_salt=cfg.ip_salt, policy=policy,
                         fail_open=cfg.fail_open, timeout_s=cfg.redis_timeout_s,

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from kraken.config import ModelTarget, RoutingConfig
 from kraken.errors import BadRequest, NotFound
-from kraken.gateway.breaker import Breakers
-from kraken.gateway.health import HealthBoard
+from kraken.policy.breaker import Breakers
+from kraken.policy.health import HealthBoard
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.upstream.pool import OriginPool
 

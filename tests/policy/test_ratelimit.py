@@ -11,11 +11,11 @@ import pytest
 
 from kraken import metrics
 from kraken.errors import RateLimited
-from kraken.gateway.auth import Principal
-from kraken.gateway.ratelimit import (
+from kraken.policy.auth import Principal
+from kraken.policy.ratelimit import (
     Lease, LimitPolicy, Limits, MemoryLimiter, RateLimitExceeded, ip_bucket, limits_for,
 )
-from kraken.gateway.redis_limits import RedisLimiter
+from kraken.policy.redis_limits import RedisLimiter
 from redis_server import redis_url  # noqa: F401  (module-scoped fixture)
 
 pytestmark = pytest.mark.anyio

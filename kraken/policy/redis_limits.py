@@ -52,12 +52,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from kraken.errors import Overloaded
-from kraken.gateway import redis_scripts
-from kraken.gateway.ratelimit import (
+from kraken.policy import redis_scripts
+from kraken.policy.ratelimit import (
     AuthAttempt, Lease, LimitPolicy, ip_bucket, limits_for, refuse, retry_after,
 )
 
-log = logging.getLogger("kraken.gateway.ratelimit")
+log = logging.getLogger("kraken.policy.ratelimit")
 
 TRIP_AFTER = 3
 """Consecutive Redis failures after which Redis is skipped for ``retry_s``."""

@@ -11,9 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from kraken.errors import Overloaded
-from kraken.gateway import redis_limits
-from kraken.gateway.ratelimit import AuthAttempt, Lease, LimitPolicy, RateLimitExceeded
-from kraken.gateway.redis_limits import ATTEMPT_HOLD_S, TRIP_AFTER, RedisLimiter
+from kraken.policy import redis_limits
+from kraken.policy.ratelimit import AuthAttempt, Lease, LimitPolicy, RateLimitExceeded
+from kraken.policy.redis_limits import ATTEMPT_HOLD_S, TRIP_AFTER, RedisLimiter
 from redis_server import redis_server, redis_url  # noqa: F401  (module-scoped fixture)
 
 pytestmark = pytest.mark.anyio

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Hashable, Protocol
 
 from kraken import errors, shedding
-from kraken.gateway.ratelimit import RateLimitExceeded
+from kraken.policy.ratelimit import RateLimitExceeded
 from kraken.metrics import BCRYPT_RUNS
 
 PER_ADDRESS = 4
@@ -32,7 +32,7 @@ Settle = Callable[["asyncio.Future[bool]"], None]
 
 
 class AttemptGate(Protocol):
-    """One request's client address as authentication limits it (kraken/gateway/authgate.py)."""
+    """One request's client address as authentication limits it (kraken/policy/authgate.py)."""
 
     bucket: str
     """The unit the address is counted in (an IPv4 address, an IPv6 /64)."""

@@ -5,7 +5,7 @@ keyed by the SHA-256 digest of the token (never the token itself), for ``cache_t
 secret for a known key id is cached negatively for ``negative_ttl_s``. Both caches are bounded
 (insertion order + LRU refresh). Malformed tokens and unknown ids are refused without bcrypt.
 Concurrent verifications of one uncached token share a single bcrypt run (single flight), which
-runs in a bounded thread pool (kraken/gateway/bcrypt_pool.py); when too many runs are queued the
+runs in a bounded thread pool (kraken/policy/bcrypt_pool.py); when too many runs are queued the
 request gets a 503. Given the request's client address (``verify(token, gate)``), a bcrypt run
 holds one of that address's authentication attempts and every refusal counts as one failure of
 that address, so one address can neither fill the pool nor outrun its failure limit.
@@ -26,13 +26,13 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple, Protocol
+from typing import Callable, Iterable, NamedTuple
 
 from kraken import errors
 from kraken.config import AuthConfig, KeyConfig
-from kraken.gateway.bcrypt_pool import AttemptGate, BcryptPool
-from kraken.gateway.keys import KEY_ID_RE, MAX_KEY_LEN, check_key, checksum_ok, parse_key
+from kraken.policy.bcrypt_pool import AttemptGate, BcryptPool
+from kraken.accounts.keys import KEY_ID_RE, MAX_KEY_LEN, check_key, checksum_ok, parse_key
+from kraken.accounts.principal import KeyRow, KeySource, Principal
 from kraken.metrics import AUTH_CACHE, AUTH_CACHE_SIZE, AUTH_FAILURES
 
 INVALID_KEY_MESSAGE = (
@@ -48,26 +48,6 @@ _HIT = AUTH_CACHE.labels("hit")
 _MISS = AUTH_CACHE.labels("miss")
 _NEGATIVE_HIT = AUTH_CACHE.labels("negative_hit")
 _DB_LOOKUP = AUTH_CACHE.labels("db_lookup")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who an authenticated request acts for."""
-
-    key_id: str
-    customer_id: str
-    rpm: int = 0
-    tpm: int = 0
-    max_concurrent: int = 0
-    allowed_models: frozenset[str] | None = None
-    """Public model names this key may call; None = every model."""
-    plan: str | None = None
-    """The customer's plan from its account row; None (config-file keys): the billing guard
-    looks the customer up in its snapshot, else the default plan."""
-    opted_out: bool = False
-    """The customer objected to routing-statistics use of its metadata."""
-    token_budget: int | None = None
-    spend_budget_usd: float | None = None
 
 
 class KeyModelNotAllowed(errors.KrakenError):
@@ -93,19 +73,6 @@ class _Key(NamedTuple):
     """Wall-clock expiry of the key itself (database keys)."""
     fresh_until: float = float("inf")
     """Monotonic time after which a cached database row is fetched again."""
-
-
-class KeyRow(NamedTuple):
-    """What a ``KeySource`` returns for a usable key."""
-
-    hash: str
-    principal: Principal
-    expires_at: float | None
-
-
-class KeySource(Protocol):
-    async def fetch(self, key_id: str) -> KeyRow | None:
-        """The key row if the key exists and is neither revoked nor expired, else None."""
 
 
 class _Entry(NamedTuple):
@@ -282,7 +249,7 @@ class KeyVerifier:
         """The Principal for ``token`` (already stripped of "Bearer "), or raise Unauthorized.
 
         Raises ``errors.Overloaded`` (503) when the bcrypt queue is full or the pool is closed.
-        With ``gate`` (the client address, kraken/gateway/authgate.py) a bcrypt run first holds
+        With ``gate`` (the client address, kraken/policy/authgate.py) a bcrypt run first holds
         one of the address's attempts (``RateLimitExceeded``, 429, when it has none left), and
         every Unauthorized counts as one failure of the address.
         """

@@ -16,7 +16,7 @@ import orjson
 
 from kraken.errors import NotFound
 from kraken.gateway.answers import send_json
-from kraken.gateway.auth import Principal
+from kraken.policy.auth import Principal
 from kraken.http.exchange import Request, ResponseSink
 
 if TYPE_CHECKING:

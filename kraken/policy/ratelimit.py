@@ -29,7 +29,7 @@ positive int, at most the window) and a ``scope`` from ``SCOPES``, also the labe
 
 ``MemoryLimiter`` is exact within one process (no await between check and count) and bounded:
 expired windows are swept as new ones start and the number of tracked keys and addresses is
-capped (oldest first). ``kraken.gateway.redis_limits.RedisLimiter`` is exact across processes
+capped (oldest first). ``kraken.policy.redis_limits.RedisLimiter`` is exact across processes
 and hosts.
 """
 from __future__ import annotations

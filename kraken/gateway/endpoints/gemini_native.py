@@ -23,11 +23,11 @@ from kraken.errors import (
     NotFound,
     UpstreamStatus,
 )
-from kraken.gateway.auth import credential
+from kraken.policy.auth import credential
 from kraken.gateway.body import json_object
 from kraken.gateway.call import Call
-from kraken.gateway.classify import task_type
-from kraken.gateway.router import Route
+from kraken.policy.classify import task_type
+from kraken.policy.router import Route
 from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.gemini import METHODS, GeminiNative, google_error_body
 

@@ -32,7 +32,7 @@ from kraken.errors import (
 )
 from kraken.gateway.body import boolean, nonempty_array, with_model
 from kraken.gateway.call import Call
-from kraken.gateway.classify import task_type
+from kraken.policy.classify import task_type
 from kraken.http.exchange import FlowControl, Request, ResponseSink
 from kraken.providers.anthropic import AnthropicFamily, error_body_for
 from kraken.providers.anthropic_answer import (
@@ -44,7 +44,7 @@ from kraken.providers.anthropic_translate import chat_to_messages, wants_usage_c
 
 if TYPE_CHECKING:
     from kraken.gateway.pipeline import Gateway
-    from kraken.gateway.router import Route
+    from kraken.policy.router import Route
 
 __all__ = ["ChatOverAnthropic", "chat_shape", "register", "send_anthropic_error"]
 

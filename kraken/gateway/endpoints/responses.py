@@ -15,8 +15,8 @@ import orjson
 from kraken.errors import BadRequest, KrakenError, NotFound
 from kraken.gateway.body import boolean, with_model
 from kraken.gateway.call import Call
-from kraken.gateway.classify import task_type
-from kraken.gateway.router import Route
+from kraken.policy.classify import task_type
+from kraken.policy.router import Route
 from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.openai_compat import OpenAICompat, responses_usage
 from kraken.providers.usage import Usage

@@ -18,7 +18,7 @@ one only the two ends are read for words (_INSTR characters each, cut at a blank
 where the ask is; when only one end is set off by a blank line the other is pasted material and
 counts _BODY_WEIGHT, as do the digits and punctuation of the whole bounded slice. The highest score
 wins; if nothing clears _CHAT_BASELINE the label is chat. The weights were set by hand against
-tests/gateway/classify_eval.jsonl; a keyword classifier does best on phrasings it has seen, so
+tests/policy/classify_eval.jsonl; a keyword classifier does best on phrasings it has seen, so
 expect lower accuracy on new traffic than on that set (bench/classify_bench.py).
 
 Cost is bounded whatever the request: at most _MAX_MESSAGES messages and _MAX_BLOCKS content blocks

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 
-from kraken.gateway.ratelimit import AuthAttempt, Limiter, ip_bucket
+from kraken.policy.ratelimit import AuthAttempt, Limiter, ip_bucket
 
 _settling: set[asyncio.Task] = set()
 """Give-backs under way (``done`` is called from a run's done callback, so it cannot await)."""
 
 
 class AddressGate:
-    """``AttemptGate`` (kraken/gateway/bcrypt_pool.py) for one client address."""
+    """``AttemptGate`` (kraken/policy/bcrypt_pool.py) for one client address."""
 
     __slots__ = ("_limiter", "_ip", "bucket")
 

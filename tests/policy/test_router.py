@@ -9,7 +9,7 @@ import pytest
 from kraken import config
 from kraken.billing.pricing import PriceTable
 from kraken.errors import BadRequest, NotFound
-from kraken.gateway.router import Provider, Router
+from kraken.policy.router import Provider, Router
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.upstream.pool import Origin, OriginPool
 

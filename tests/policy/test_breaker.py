@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kraken import metrics
-from kraken.gateway.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from kraken.policy.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 
 
 class Clock:

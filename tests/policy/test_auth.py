@@ -13,8 +13,8 @@ import pytest
 
 from kraken import errors
 from kraken.config import AuthConfig, KeyConfig
-from kraken.gateway.auth import INVALID_KEY_MESSAGE, KeyVerifier, Principal, credential
-from kraken.gateway.keys import check_key, generate_key, hash_key
+from kraken.policy.auth import INVALID_KEY_MESSAGE, KeyVerifier, Principal, credential
+from kraken.accounts.keys import check_key, generate_key, hash_key
 from kraken.metrics import REGISTRY
 
 pytestmark = pytest.mark.anyio

@@ -15,12 +15,12 @@ import pytest
 
 from kraken import errors
 from kraken.config import AuthConfig, KeyConfig
-from kraken.gateway.auth import KeyVerifier
-from kraken.gateway.authgate import AddressGate
-from kraken.gateway.bcrypt_pool import PER_ADDRESS
-from kraken.gateway.keys import check_key, generate_key, hash_key
-from kraken.gateway.ratelimit import LimitPolicy, MemoryLimiter, RateLimitExceeded
-from kraken.gateway.redis_limits import RedisLimiter
+from kraken.policy.auth import KeyVerifier
+from kraken.policy.authgate import AddressGate
+from kraken.policy.bcrypt_pool import PER_ADDRESS
+from kraken.accounts.keys import check_key, generate_key, hash_key
+from kraken.policy.ratelimit import LimitPolicy, MemoryLimiter, RateLimitExceeded
+from kraken.policy.redis_limits import RedisLimiter
 from kraken.metrics import REGISTRY
 from redis_server import redis_url  # noqa: F401  (module-scoped fixture)
 

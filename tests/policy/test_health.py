@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kraken import metrics
-from kraken.gateway.health import HealthBoard
+from kraken.policy.health import HealthBoard
 
 
 class Clock:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kraken.gateway.classify import LABELS, task_type
+from kraken.policy.classify import LABELS, task_type
 
 EVAL = Path(__file__).with_name("classify_eval.jsonl")
 MB5 = 5 * 1024 * 1024

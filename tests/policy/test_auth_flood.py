@@ -16,7 +16,7 @@ import pytest
 from authkit import chat_from, metric
 from harness import KrakenProcess, free_port, kraken_mapping, running_mock, write_toml
 from kraken.accounts import service
-from kraken.gateway.keys import generate_key, hash_key
+from kraken.accounts.keys import generate_key, hash_key
 from kraken.store.sqlite import SqliteStore
 from redis_server import redis_server
 

@@ -11,7 +11,7 @@ from functools import partial
 from kraken.errors import BadRequest, NotFound
 from kraken.gateway.body import with_model
 from kraken.gateway.call import Call
-from kraken.gateway.router import Route
+from kraken.policy.router import Route
 from kraken.http.exchange import Request, ResponseSink
 
 PATH = "/v1/embeddings"

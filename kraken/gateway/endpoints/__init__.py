@@ -1,0 +1,1 @@
+"""The endpoints the gateway serves, each a value the lifecycle engine runs."""
