@@ -182,6 +182,16 @@ async def test_text_format_escapes_client_text_so_no_line_or_pair_can_be_forged(
     for reply in replies:
         fields = by_id[reply.headers["x-request-id"]]
         assert fields["customer_id"] == "cust_1" and fields["status"] == str(reply.status)
-    assert by_id[replies[0].headers["x-request-id"]]["model"] == '"mockai/x\\n' + FORGED + '"'
+    # Such names are refused before routing (400, param model), so none reaches the line at all.
+    assert all(reply.status == 400 for reply in replies)
+    assert all(by_id[r.headers["x-request-id"]]["model"] == "-" for r in replies)
     stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
     assert all(stamp.match(line) for line in (tmp_path / STDERR).read_text().splitlines())
+
+
+def test_text_values_keep_client_text_inside_one_quoted_value():
+    """Defence in depth behind the model-name bound: any value a line carries is escaped."""
+    from kraken.logs import text_value
+    assert text_value(f"mockai/x\n{FORGED}") == '"mockai/x\\n' + FORGED + '"'
+    assert "\n" not in text_value("a\nb\r\u2028c") and "\r" not in text_value("a\rb")
+    assert text_value("gpt-4o-mini") == "gpt-4o-mini"
