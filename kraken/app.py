@@ -21,12 +21,11 @@ import anyio
 from kraken import metrics, sdnotify, workers
 from kraken.accounts import masterkey
 from kraken.accounts.byok_cache import ByokCache
-from kraken.billing.fees import FeeSchedule
 from kraken.billing.guard import BillingGuard
-from kraken.billing.plans import PlanBook
 from kraken.billing.stripe_webhook import PATH as STRIPE_PATH, StripeWebhook
 from kraken.billing.wallet import usd_to_micros
 from kraken.billing.pricing import PriceTable
+from kraken.billing.settings import billing_settings
 from kraken.config import Config, ConfigError, ProviderConfig
 from kraken.accounts.keystore import DbKeySource
 from kraken.accounts.revocation import RevocationWatcher
@@ -41,7 +40,7 @@ from kraken.http.h1 import H1Connection
 from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.listener import ProtocolSelector, listen_socket
 from kraken.http.tls import CertificateReloader, hsts_header
-from kraken.logs import RequestLog
+from kraken.gateway.request_log import RequestLog
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
 from kraken.providers.anthropic import AnthropicFamily
@@ -83,7 +82,7 @@ async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
     return dataclasses.replace(cfg, providers=tuple(providers))
 
 
-def _build_router(cfg: Config, stack: contextlib.AsyncExitStack) -> Router:
+def _build_router(cfg: Config, stack: contextlib.AsyncExitStack, prices: PriceTable) -> Router:
     providers: dict[str, Provider] = {}
     for p in cfg.providers:
         origin = Origin(p.base_url)
@@ -102,7 +101,7 @@ def _build_router(cfg: Config, stack: contextlib.AsyncExitStack) -> Router:
         providers[p.name] = Provider(p.name, family_class(p, origin.base_path, origin.authority), pool)
     exposed = {p.name: p.models for p in cfg.providers}
     return Router(providers, cfg.models, exposed, aliases=cfg.aliases, routing=cfg.routing,
-                  prices=PriceTable.load(cfg.prices))
+                  prices=prices)
 
 
 async def _open_store(cfg: Config) -> SqliteStore:
@@ -131,12 +130,13 @@ async def serve(
     loop = asyncio.get_running_loop()
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
     keyring = masterkey.load(cfg.byok.master_key_file, cfg.byok.master_key)  # fail before serving
+    settings = billing_settings(cfg)  # [prices], [plans], [fees]: parsed once, here
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(cfg)
         stack.push_async_callback(store.close)
         journal_dir, stale = workers.journal_dirs(cfg, worker)
         replayed = 0
-        billing = BillingGuard(PlanBook.from_mapping(cfg.plans),
+        billing = BillingGuard(settings.plans,
                                min_balance_micros=usd_to_micros(cfg.wallet.min_balance_usd))
         for directory in stale:  # left by another ``workers`` setting; nobody writes there
             leftover = Meter(store, Journal(directory), cfg.meter)
@@ -149,7 +149,7 @@ async def serve(
         if replayed:
             log.info("replayed %d records from the crash journal", replayed)
         cfg = await _start_mocks(cfg, stack)
-        router = _build_router(cfg, stack)
+        router = _build_router(cfg, stack, settings.prices)
         # Accounts read on their own connection, so key lookups never queue behind the writer.
         accounts_store = await SqliteStore.open(cfg.store.path,
                                                 busy_timeout_ms=cfg.store.busy_timeout_ms)
@@ -161,8 +161,7 @@ async def serve(
         limiter = build_limiter(cfg.limits)
         stack.push_async_callback(limiter.aclose)
         gateway = Gateway(verifier, limiter, router, meter,
-                          PriceTable.load(cfg.prices),
-                          billing.plans.fee_schedule(FeeSchedule.from_mapping(cfg.fees)),
+                          settings.prices, settings.fees,
                           ClientAddress(cfg.limits.trusted_proxies))
         gateway.billing = billing
         gateway.byok = ByokCache(store, keyring, max_entries=cfg.byok.cache_max,

@@ -54,6 +54,13 @@ def _serve(args: argparse.Namespace) -> int:
                 "provider %s: %s is not set; requests routed to it will fail "
                 "(except with a customer's own BYOK key)", name, variable)
     if args.worker_index is None and cfg.server.workers > 1:
+        from kraken.billing.settings import billing_settings
+
+        try:  # the workers parse these for themselves; a bad one must stop the supervisor
+            billing_settings(cfg)
+        except config.ConfigError as exc:
+            print(f"kraken: {exc}", file=sys.stderr)
+            return 2
         return _supervise(args, cfg)
     if args.demo and args.worker_index is None:
         print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
@@ -200,19 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     new_cmd.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12)")
     new_cmd.set_defaults(func=_keys_new)
 
-    from kraken.accounts import cli as accounts_cli
+    from kraken.commands import accounts as accounts_cli
 
     accounts_cli.add_parsers(sub, keys)  # customers ...; keys create|list|revoke|delete
 
-    from kraken.billing import wallet_cli
+    from kraken.commands import wallet as wallet_cli
 
     wallet_cli.add_parser(sub)
 
-    from kraken.admin import cli as admin_cli
+    from kraken.commands import admin as admin_cli
 
     admin_cli.add_parsers(sub)
 
-    from kraken.accounts import byok_cli
+    from kraken.commands import byok as byok_cli
 
     byok_cli.add_parser(sub)
 

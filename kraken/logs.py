@@ -1,12 +1,7 @@
-"""Logs for journald: one structured line per request, and the process's own log format.
+"""The process's own log: format, level, and the caps that keep libraries from leaking.
 
-The request line holds only metadata the privacy policy names (ids, model, provider,
-status, timings, error type): never content, keys or key hashes. It is written straight to
-stdout as one ``orjson.dumps`` and one ``write`` per request, skipping the ``logging``
-machinery (a LogRecord, a formatter and a handler lock cost several µs each); nothing is
-logged per chunk. Successful requests log at INFO and may be sampled; failed requests
-log at WARNING and are always kept. Each line is a single write well under PIPE_BUF, so
-worker processes sharing one stdout never interleave lines.
+The per-request line lives beside the call it describes (kraken/gateway/request_log.py); this
+leaf holds what both share: escaping of client text for ``text`` format.
 
 The process log is where libraries write too, and several print secrets below WARNING:
 hpack logs every header block it encodes or decodes at DEBUG (clients' Kraken keys, any
@@ -18,23 +13,21 @@ can end a line or forge a ``key=value`` pair.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import sys
 import traceback
-from typing import IO, TYPE_CHECKING, Callable
+from typing import Protocol
 
 import orjson
 
-if TYPE_CHECKING:
-    from kraken.config import LoggingConfig
-    from kraken.gateway.call import Call
-    from kraken.store.record import RequestRecord
 
-REQUEST_FIELDS = ("ts", "level", "msg", "request_id", "customer_id", "route", "model",
-                  "model_dispatched", "provider", "status", "stream", "ttfb_ms", "latency_ms",
-                  "fallback", "error_type")
-"""Every key a request line may carry, in order: metadata only."""
+
+class LoggingSettings(Protocol):
+    """What logging setup reads of ``[logging]`` (kraken.config.LoggingConfig, a layer above)."""
+
+    level: str
+    format: str
+
 
 VALUE_LIMIT = 128
 """Characters of a client-derived string (a model name) a request line keeps."""
@@ -101,67 +94,6 @@ def without_literals(text: str) -> str:
     """``text`` with every quoted literal (a repr'd header, body or SQL parameter) blanked:
     library messages and exception texts may name things, never quote values."""
     return _LITERAL.sub(lambda m: m.group(1) or "'***'", text)
-
-
-def _bounded(value: str | None) -> str | None:
-    return value[:VALUE_LIMIT] if value is not None and len(value) > VALUE_LIMIT else value
-
-
-def _binary(stream: IO | None) -> IO[bytes]:
-    stream = stream if stream is not None else sys.stdout
-    return getattr(stream, "buffer", stream)
-
-
-class RequestLog:
-    """Writes the request line for each finished call, honouring level and sampling."""
-
-    __slots__ = ("_write", "_flush", "_info", "_warning", "_sampling", "_json", "_random")
-
-    def __init__(self, cfg: LoggingConfig, stream: IO | None = None,
-                 rand: Callable[[], float] = random.random):
-        out = _binary(stream)
-        self._write, self._flush = out.write, out.flush
-        level = logging.getLevelName(cfg.level)
-        self._info = level <= logging.INFO
-        self._warning = level <= logging.WARNING
-        self._sampling = cfg.sampling
-        self._json = cfg.format == "json"
-        self._random = rand
-
-    def emit(self, call: Call, rec: RequestRecord) -> None:
-        failed = rec.status >= 400 or rec.error_type is not None
-        if failed:
-            if not self._warning:
-                return
-        elif not self._info or (self._sampling < 1.0 and self._random() >= self._sampling):
-            return
-        line = {
-            "ts": round(rec.ts, 3),
-            "level": "WARNING" if failed else "INFO",
-            "msg": "request",
-            "request_id": rec.request_id,
-            "customer_id": rec.customer_id,
-            "route": call.route,
-            "model": _bounded(rec.model_requested),  # client text when it names provider/model
-            "model_dispatched": _bounded(rec.model_dispatched),
-            "provider": rec.provider,
-            "status": rec.status,
-            "stream": call.stream,
-            "ttfb_ms": rec.ttfb_ms,
-            "latency_ms": rec.latency_ms,
-            "fallback": rec.fallback_used,
-            "error_type": rec.error_type,
-        }
-        if self._json:
-            data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
-        else:
-            data = (" ".join(f"{k}={text_value(v)}" for k, v in line.items()
-                             if k not in ("ts", "msg")) + "\n").encode()
-        try:
-            self._write(data)
-            self._flush()
-        except (OSError, ValueError):  # stdout closed or gone: never fail the request for a log
-            pass
 
 
 def _outline(exc: BaseException | None) -> str:
@@ -240,7 +172,7 @@ def cap_libraries() -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def setup_process_logging(cfg: LoggingConfig, worker: int | None = None) -> None:
+def setup_process_logging(cfg: LoggingSettings, worker: int | None = None) -> None:
     """Root logger at ``cfg.level`` on stderr, as JSON lines or the plain text format.
 
     ``cfg.level`` is for Kraken's own loggers: libraries are capped (``cap_libraries``) and

@@ -16,7 +16,7 @@ import pytest
 from harness import (PROMPT_CANARY, PROVIDER_KEY, TEST_KEY, TEST_KEY_HASH, auth_headers, free_port,
                      http, kraken_mapping, running_mock, wait_for)
 from kraken.accounts.keys import generate_key, hash_key
-from kraken.logs import REQUEST_FIELDS
+from kraken.gateway.request_log import REQUEST_FIELDS
 from logkit import kraken_process
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kraken.config.fields import (
-    above_zero, at_least, check_host, check_port, check_url, is_sha256_hex,
+    above_zero, at_least, check_host, check_limit_values, check_port, check_url, is_sha256_hex,
 )
 from kraken.config.fields import section as _section
-from kraken.config.presets import MOCK_KINDS, PROVIDER_PRESETS, STREAM_USAGE_MODES
+from kraken.config.presets import MOCK_KINDS, PROVIDER_PRESETS, STREAM_USAGE_MODES, TASK_TYPES
 from kraken.config.sections import (
     DEMO_KEY, LOG_LEVELS, AdminConfig, AuthConfig, ByokConfig, Config, ConfigError, KeyConfig,
     LimitsConfig, LoggingConfig, MeterConfig, ModelTarget, ProviderConfig, RetentionConfig,
@@ -29,7 +29,7 @@ __all__ = [
     "AdminConfig", "AuthConfig", "ByokConfig", "Config", "ConfigError", "KeyConfig",
     "LimitsConfig", "LoggingConfig", "MeterConfig", "ModelTarget", "ProviderConfig",
     "RetentionConfig", "RoutingConfig", "ServerConfig", "StoreConfig", "StripeConfig",
-    "TLSConfig", "WalletConfig", "from_mapping", "limit_policy", "load", "unset_key_variables",
+    "TLSConfig", "WalletConfig", "from_mapping", "load", "unset_key_variables",
     "with_demo",
 ]
 
@@ -119,20 +119,10 @@ def _limits(raw: Any, source: str, env: Mapping[str, str]) -> LimitsConfig:
             raise ConfigError(f"{source}: limits.trusted_proxies: {proxy!r} is not an "
                               "address or network") from None
     try:
-        limit_policy(cfg)
+        check_limit_values(cfg)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
-
-
-def limit_policy(cfg: LimitsConfig):
-    """The ``LimitPolicy`` a ``[limits]`` section describes (raises ValueError if invalid)."""
-    from kraken.policy.ratelimit import LimitPolicy
-
-    return LimitPolicy(rpm=cfg.rpm, tpm=cfg.tpm, max_concurrent=cfg.max_concurrent,
-                       window_s=cfg.window_s, lease_s=cfg.lease_s,
-                       ip_auth_failures=cfg.ip_auth_failures, ip_window_s=cfg.ip_window_s,
-                       ipv6_prefix=cfg.ipv6_prefix)
 
 
 def _models(raw: Any, source: str) -> dict[str, tuple[ModelTarget, ...]]:
@@ -204,8 +194,6 @@ def _aliases(raw: Any, source: str, models: Mapping[str, Any], served: set[str],
 
 
 def _routing(raw: Any, source: str, known: set[str]) -> RoutingConfig:
-    from kraken.policy.classify import LABELS
-
     body = dict(raw or {}) if isinstance(raw, dict) else raw
     prefer_raw = body.pop("prefer", None) if isinstance(body, dict) else None
     cfg = _section(RoutingConfig, body, "routing", source)
@@ -216,8 +204,8 @@ def _routing(raw: Any, source: str, known: set[str]) -> RoutingConfig:
     if prefer_raw is not None and not isinstance(prefer_raw, dict):
         raise ConfigError(f"{source}: routing.prefer must be a table of task type -> models")
     for task, names in (prefer_raw or {}).items():
-        if task not in LABELS:
-            raise ConfigError(f"{source}: routing.prefer.{task}: task type must be one of {list(LABELS)}")
+        if task not in TASK_TYPES:
+            raise ConfigError(f"{source}: routing.prefer.{task}: task type must be one of {list(TASK_TYPES)}")
         if not isinstance(names, list) or not all(n in cfg.auto_models for n in names):
             raise ConfigError(f"{source}: routing.prefer.{task} must list models of routing.auto_models")
         prefer[task] = tuple(names)
@@ -287,11 +275,11 @@ def from_mapping(
         models=models,
         aliases=aliases,
         routing=routing,
-        prices=_checked_prices(raw.get("prices"), source),
-        fees=_checked_fees(raw.get("fees"), source),
+        prices=_table(raw.get("prices"), "prices", source),
+        fees=_table(raw.get("fees"), "fees", source),
         wallet=_section(WalletConfig, raw.get("wallet"), "wallet", source),
         stripe=_stripe(raw.get("stripe"), source, env),
-        plans=_checked_plans(raw.get("plans"), source),
+        plans=_table(raw.get("plans"), "plans", source),
         source=source,
     )
     _check_ranges(cfg, source)
@@ -332,23 +320,10 @@ def _logging(raw: Any, source: str) -> LoggingConfig:
     return replace(cfg, level=cfg.level.upper())
 
 
-def _checked_prices(raw: Any, source: str) -> dict:
-    from kraken.billing.pricing import PriceTable, PricingError
-
-    try:
-        PriceTable.load(raw or {})
-    except PricingError as exc:
-        raise ConfigError(f"{source}: prices: {exc}") from None
-    return dict(raw or {})
-
-
-def _checked_plans(raw: Any, source: str) -> dict:
-    from kraken.billing.plans import PlanBook, PlanError
-
-    try:
-        PlanBook.from_mapping(raw or {})
-    except PlanError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+def _table(raw: Any, name: str, source: str) -> dict:
+    """A section billing parses at startup (kraken/billing/settings.py): a table, kept as is."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
     return dict(raw or {})
 
 
@@ -361,16 +336,6 @@ def _stripe(raw: Any, source: str, env: Mapping[str, str]) -> StripeConfig:
     if not cfg.customer_metadata_key:
         raise ConfigError(f"{source}: stripe.customer_metadata_key must not be empty")
     return cfg
-
-
-def _checked_fees(raw: Any, source: str) -> dict:
-    from kraken.billing.fees import FeeError, FeeSchedule
-
-    try:
-        FeeSchedule.from_mapping(raw or {})
-    except FeeError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    return dict(raw or {})
 
 
 def _env_overrides(cfg: Config, env: Mapping[str, str]) -> Config:

@@ -105,3 +105,21 @@ def above_zero(value: float, key: str, source: str) -> None:
 
 def is_sha256_hex(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
+
+
+MAX_IP_RETENTION_S = 3600.0
+"""Counters keyed by client address expire within this (the privacy policy's one hour)."""
+
+
+def check_limit_values(values: object) -> None:
+    """ValueError naming the ``[limits]`` field out of range; ``values`` has LimitPolicy's fields
+    (a ``LimitsConfig`` or a ``LimitPolicy``), so both are checked by the same rule."""
+    for name in ("rpm", "tpm", "max_concurrent", "ip_auth_failures"):
+        if getattr(values, name) < 0:
+            raise ValueError(f"limits.{name} must be >= 0")
+    if not 0 < values.window_s <= MAX_IP_RETENTION_S:
+        raise ValueError("limits.window_s must be > 0 and <= 3600")
+    if values.lease_s <= 0:
+        raise ValueError("limits.lease_s must be > 0")
+    if not 0 < values.ip_window_s <= MAX_IP_RETENTION_S:
+        raise ValueError("limits.ip_window_s must be > 0 and <= 3600 (IP data expires within 1 h)")

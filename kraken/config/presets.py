@@ -42,3 +42,8 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
 MOCK_KINDS = ("mock", "mock_anthropic")
 """Kinds served by Kraken's built-in local mocks (demo and tests; no base URL)."""
 STREAM_USAGE_MODES = ("include_usage", "always")
+
+TASK_TYPES = ("code_gen", "chat", "summarization", "extraction", "translation", "reasoning",
+              "embedding", "other")
+"""Every task type a request is classified as (kraken/policy/classify.py), which
+``[routing] prefer`` may name."""

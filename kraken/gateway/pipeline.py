@@ -40,7 +40,7 @@ from kraken.gateway.endpoints.messages import chat_shape, register as register_m
 from kraken.gateway.relay import Relay
 from kraken.policy.router import Route, Router
 from kraken.http.exchange import Request, ResponseSink
-from kraken.logs import RequestLog
+from kraken.gateway.request_log import RequestLog
 from kraken.http.h1 import send_error
 from kraken.meter.writer import Meter
 

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import re
 
+from kraken.config.presets import TASK_TYPES
+
 __all__ = ["LABELS", "task_type"]
 
-LABELS = ("code_gen", "chat", "summarization", "extraction", "translation", "reasoning", "embedding", "other")
+LABELS = TASK_TYPES
 CODE, CHAT, SUMM, EXTR, TRAN, REAS, OTHER = range(7)
 LANG = 7                # a cue's pseudo-label: the word names a human language
 _NAMES = ("code_gen", "chat", "summarization", "extraction", "translation", "reasoning", "other")

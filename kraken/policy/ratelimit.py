@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from kraken import metrics
+from kraken.config.fields import MAX_IP_RETENTION_S, check_limit_values
 from kraken.errors import RateLimited
 
 SCOPES = ("key_rpm", "key_tpm", "key_concurrency", "ip_auth")
 
-MAX_IP_RETENTION_S = 3600.0
 """The privacy policy: rate-limit data about an IP address expires within one hour."""
 
 _REFUSED = {scope: metrics.RATE_LIMITED.labels(scope) for scope in SCOPES}
@@ -76,15 +76,7 @@ class LimitPolicy:
     """IPv6 addresses are counted per network of this prefix length."""
 
     def __post_init__(self) -> None:
-        for name in ("rpm", "tpm", "max_concurrent", "ip_auth_failures"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"limits.{name} must be >= 0")
-        if not 0 < self.window_s <= MAX_IP_RETENTION_S:
-            raise ValueError("limits.window_s must be > 0 and <= 3600")
-        if self.lease_s <= 0:
-            raise ValueError("limits.lease_s must be > 0")
-        if not 0 < self.ip_window_s <= MAX_IP_RETENTION_S:
-            raise ValueError("limits.ip_window_s must be > 0 and <= 3600 (IP data expires within 1 h)")
+        check_limit_values(self)
         if not 0 < self.ipv6_prefix <= 128:
             raise ValueError("limits.ipv6_prefix must be between 1 and 128")
 

@@ -19,6 +19,7 @@ from kraken.billing.guard import (
     MonthlyTokenCapReached,
 )
 from kraken.billing.plans import PlanBook
+from kraken.billing.settings import billing_settings
 from kraken.store import SqliteStore
 from tests.harness import (
     auth_headers,
@@ -69,7 +70,7 @@ def test_plans_parse_and_unknown_names_fall_back_to_the_default():
 ])
 def test_bad_plan_config_names_the_key_and_file(raw, message):
     with pytest.raises(config.ConfigError, match=f"kraken.toml: .*{message}"):
-        config.from_mapping({"plans": raw}, "kraken.toml", env={})
+        billing_settings(config.from_mapping({"plans": raw}, "kraken.toml", env={}))
 
 
 def test_plan_fees_override_the_fee_schedule():
