@@ -1,7 +1,7 @@
 """The protocol-neutral seam between inbound transports and the gateway pipeline.
 
-``h1.py`` (and later ``h2.py``) turn bytes into a ``Request`` and implement ``ResponseSink``;
-the gateway never learns which protocol carried the request.
+``h1.py`` and ``h2.py`` turn bytes into a ``Request`` and give each request its own
+``ResponseSink``; the gateway never learns which protocol carried the request.
 """
 from __future__ import annotations
 
@@ -54,6 +54,10 @@ class ResponseSink(Protocol):
 
     def write(self, data: bytes) -> None:
         """Send body bytes exactly as given."""
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole response at once (``start`` with ``len(body)``, ``write``, ``end``): the
+        head and body leave together, in one write to the socket where the transport can."""
 
     def cork(self) -> None:
         """Hold writes until ``flush`` or ``end`` (one syscall for bytes that arrived together)."""

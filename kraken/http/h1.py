@@ -394,6 +394,14 @@ class H1Connection(asyncio.Protocol):
     def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
         if self._started or self.state is not BUSY:
             return  # a second start, or the connection is closing: nothing may be sent
+        head = self._head(status, headers, length)
+        if self._corked:
+            self._pending.append(head)
+        else:
+            self.transport.write(head)  # type: ignore[union-attr]
+
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
+        """The status line and header section; decides the body's framing."""
         self._started = True
         self._mute = self._head_only
         if self.draining:
@@ -415,10 +423,7 @@ class H1Connection(asyncio.Protocol):
         if not self._keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
-        if self._corked:
-            self._pending.append(b"".join(parts))
-        else:
-            self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        return b"".join(parts)
 
     def write(self, data: bytes) -> None:
         if self._mute or not data:
@@ -429,6 +434,22 @@ class H1Connection(asyncio.Protocol):
             self._pending.append(data)
         else:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """``start`` + ``write`` + ``end`` with the head and body in one transport write."""
+        if self.state is not BUSY:
+            return
+        if self._started:
+            self.write(body)
+        else:
+            data = self._head(status, headers, len(body))
+            if body and not self._mute:
+                data += body
+            if self._corked:
+                self._pending.append(data)
+            else:
+                self.transport.write(data)  # type: ignore[union-attr]
+        self.end()
 
     def cork(self) -> None:
         """Hold writes until ``flush``/``end``: bytes that arrived together leave in one

@@ -109,6 +109,13 @@ class H2Stream:
                 self._producer = None
         self._conn.write_data(self, data)
 
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """``start`` + ``write`` + ``end``, corked: HEADERS and DATA leave in one write."""
+        self.corked = True
+        self.start(status, headers, len(body))
+        self.write(body)
+        self.end()
+
     def cork(self) -> None:
         self.corked = True
 
