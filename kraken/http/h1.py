@@ -46,7 +46,7 @@ from kraken.errors import KrakenError, error_body
 from kraken.http.exchange import FlowControl, Request
 from kraken.http.h1body import BodyPace, BodyRejected, ChunkedBody, FixedBody
 from kraken.http.h1head import HeadRejected, check_head, find_head_end
-from kraken.http.timers import Deadline
+from kraken.timers import Deadline
 
 log = logging.getLogger("kraken.http")
 

@@ -53,7 +53,7 @@ from kraken.http.h1body import BodyPace
 from kraken.http.h2limits import (Calm, GuardedH2Connection, H2Limits,
                                   StreamRejected)
 from kraken.http.h2stream import RECV, REJECTED, RUN, H2Stream
-from kraken.http.timers import Deadline
+from kraken.timers import Deadline
 
 log = logging.getLogger("kraken.http")
 

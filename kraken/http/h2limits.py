@@ -28,7 +28,8 @@ What the client does → what h2 alone would answer → what is answered here:
   its reserved bit set → GOAWAY PROTOCOL_ERROR → bit ignored (§6.9)
 - DATA still in flight on a stream we reset → RST_STREAM STREAM_CLOSED → ignored, the
   connection window credited (§5.1)
-- GOAWAY from the client → nothing more may be sent → the streams in flight finish (§6.8)
+- GOAWAY from the client → nothing more may be sent → the streams in flight finish (§6.8;
+  ``kraken.h2common``, shared with the outbound client)
 - more than ``max_continuation_frames`` CONTINUATIONs, or a header block over the hard cap
   → PROTOCOL_ERROR after 64 frames → GOAWAY ENHANCE_YOUR_CALM
 - rapid reset (CVE-2023-44487): RST_STREAM on open streams past ``client_resets``;
@@ -47,10 +48,8 @@ from typing import Callable, Iterable
 
 from h2.config import H2Configuration
 from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState
-from h2.connection import H2Connection as _H2Connection
 from h2.errors import ErrorCodes
-from h2.events import (ConnectionTerminated, Event, RequestReceived, StreamReset,
-                       TrailersReceived)
+from h2.events import Event, RequestReceived, StreamReset, TrailersReceived
 from h2.exceptions import (DenialOfServiceError, FrameDataMissingError, InvalidBodyLengthError,
                            ProtocolError, StreamClosedError)
 from h2.frame_buffer import FrameBuffer
@@ -61,6 +60,8 @@ from hyperframe.frame import (AltSvcFrame, ContinuationFrame, DataFrame, Extensi
                               GoAwayFrame, HeadersFrame, PingFrame, PriorityFrame,
                               PushPromiseFrame, RstStreamFrame, SettingsFrame,
                               WindowUpdateFrame)
+
+from kraken.h2common import GoawayTolerantH2Connection, connection_specific
 
 Rate = tuple[int, float]
 """(events, seconds): more than ``events`` within any ``seconds`` is abuse; 0 events disables."""
@@ -164,8 +165,6 @@ class SlidingWindow:
 
 
 # ---- request validation (RFC 9113 §8.2, §8.3) -------------------------------------------
-CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 _BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]").search
 """A field name is a token (RFC 9110 §5.1), and lower-case in HTTP/2 (RFC 9113 §8.2.1)."""
@@ -179,10 +178,10 @@ def _field_problem(name: bytes, value: bytes) -> str | None:
         return "invalid field name"
     if value and _BAD_VALUE(value):
         return "invalid field value"
-    if name in CONNECTION_SPECIFIC:
+    if connection_specific(name, value):
+        if name == b"te":
+            return "te other than trailers"
         return f"connection-specific field {name.decode()}"
-    if name == b"te" and value.lower() != b"trailers":
-        return "te other than trailers"
     return None
 
 
@@ -301,7 +300,7 @@ class GuardedFrameBuffer(FrameBuffer):
         return super()._update_header_buffer(f)
 
 
-class GuardedH2Connection(_H2Connection):
+class GuardedH2Connection(GoawayTolerantH2Connection):
     """h2's server connection with Kraken's checks (module table). No I/O."""
 
     def __init__(self, max_header_list_size: int, limits: H2Limits,
@@ -495,14 +494,6 @@ class GuardedH2Connection(_H2Connection):
         return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), events + [StreamReset(
             stream_id=stream_id, error_code=ErrorCodes.PROTOCOL_ERROR, remote_reset=False)]
 
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
-        # h2 would close its state machine here; RFC 9113 §6.8 lets our streams finish.
-        event = ConnectionTerminated()
-        event.error_code = _error_code(frame.error_code)
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
-
     # ---- helpers -----------------------------------------------------------------------
     def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         try:
@@ -534,10 +525,3 @@ def _is_overhead(frame: Frame) -> bool:
     if frame.__class__ is DataFrame:
         return not frame.data and "END_STREAM" not in frame.flags  # type: ignore[attr-defined]
     return True
-
-
-def _error_code(code: int) -> ErrorCodes | int:
-    try:
-        return ErrorCodes(code)
-    except ValueError:
-        return code

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
+from kraken.h2common import CONNECTION_SPECIFIC
 from kraken.http.exchange import FlowControl
 from kraken.http.h1 import DATE
 from kraken.http.h1body import BodyPace
-from kraken.http.h2limits import CONNECTION_SPECIFIC
-from kraken.http.timers import Deadline
+from kraken.timers import Deadline
 
 if TYPE_CHECKING:
     from kraken.http.h2 import H2Connection

@@ -3,11 +3,14 @@
 Pure bytes in, bytes out (no sockets), shared by every mock in ``kraken.mock``. The mocks are the
 latency floor in benchmarks, so this avoids h11: it handles the subset a provider needs
 (Content-Length and chunked bodies, keep-alive, pipelining) in a few microseconds per request.
+Chunked request bodies go through Kraken's one strict chunked decoder (``kraken.h1framing``).
 """
 from __future__ import annotations
 
 import http
 from typing import NamedTuple
+
+from kraken.h1framing import ChunkedBody, FramingError
 
 __all__ = ["JSON", "MAX_BODY", "MAX_HEAD", "SSE", "ParseError", "ParsedRequest", "RequestParser",
            "frame", "response_head", "status_line"]
@@ -60,12 +63,13 @@ class RequestParser:
         self._length = 0  # Content-Length, or -1 for chunked
         self._parts: list[bytes] | None = None  # a long body, collected without quadratic copies
         self._have = 0
+        self._chunked: ChunkedBody | None = None
         self._chunks: list[bytes] = []
-        self._chunked_size = 0
 
     @property
     def buffered(self) -> int:
-        return len(self.buf) - self.pos + self._have
+        chunked = self._chunked
+        return len(self.buf) - self.pos + self._have + (chunked.size if chunked else 0)
 
     def feed(self, data: bytes) -> None:
         if self._parts is not None:
@@ -153,47 +157,27 @@ class RequestParser:
             raise ParseError(413, "Request body too large.")
         keep_alive = (b"keep-alive" in conn) if http10 else (b"close" not in conn)
         self._length = -1 if chunked else (length or 0)
+        self._chunked = ChunkedBody(self.max_body, self.max_head) if chunked else None
         self._chunks = []
-        self._chunked_size = 0
         self._head = (method.decode("ascii"), target.decode("latin-1"), headers, keep_alive, http10)
         return True
 
     def _parse_chunked(self) -> bytes | None:
-        buf = self.buf
-        while True:
-            pos = self.pos
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                if len(buf) - pos > 1024:
-                    raise ParseError(400, "Malformed chunk size line.")
-                return None
-            size_text = buf[pos:eol].split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ParseError(400, "Malformed chunk size line.") from None
-            if size == 0:
-                # last-chunk, optional trailers, then an empty line
-                if buf.startswith(b"\r\n", eol + 2):
-                    self.pos = eol + 4
-                else:
-                    end = buf.find(b"\r\n\r\n", eol)
-                    if end < 0:
-                        return None
-                    self.pos = end + 4
-                body = b"".join(self._chunks)
-                self._chunks = []
-                return body
-            if len(buf) < eol + 2 + size + 2:
-                return None
-            if buf[eol + 2 + size : eol + 4 + size] != b"\r\n":
-                raise ParseError(400, "Malformed chunk data.")
-            self._chunked_size += size
-            if self._chunked_size > self.max_body:
-                raise ParseError(413, "Request body too large.")
-            self._chunks.append(buf[eol + 2 : eol + 2 + size])
-            self.pos = eol + 4 + size
-
+        """Hand what is buffered to the chunked decoder; the body once it is complete."""
+        buf, pos, chunked = self.buf, self.pos, self._chunked
+        assert chunked is not None
+        try:
+            rest = chunked.feed(buf[pos:] if pos else buf, self._chunks)
+        except FramingError as exc:
+            reason = str(exc)
+            raise ParseError(exc.status, f"{reason[:1].upper()}{reason[1:]}.") from None
+        if rest is None:
+            self.buf, self.pos = b"", 0
+            return None
+        self.buf, self.pos = rest, 0
+        body = b"".join(self._chunks)
+        self._chunked, self._chunks = None, []
+        return body
 
 
 # ----------------------------------------------------------------------------- response framing

@@ -12,7 +12,7 @@ import asyncio
 from typing import Callable, Protocol
 
 from kraken.errors import UpstreamError, UpstreamTimeout
-from kraken.http.timers import Deadline
+from kraken.timers import Deadline
 from kraken.upstream.response import ResponseError, ResponseParser
 
 

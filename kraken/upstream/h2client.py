@@ -1,18 +1,11 @@
 """Outbound HTTP/2: many provider calls multiplexed over one TLS connection.
 
-``H2UpstreamConnection`` owns the transport and an h2 ``H2Connection``. Each call is an
-``H2Exchange`` bound to one stream and shaped like ``UpstreamConnection`` (``send``,
-``pause_reading``/``resume_reading``, ``abort``, ``used``, ``received_any``), so the relay
-drives either protocol unchanged; ``OriginPool.acquire`` hands out exchanges and
-``OriginPool.release`` gives their stream slot back. Responses are pushed into the
-exchange's ``ResponseHandler`` from ``data_received``, as on HTTP/1.1: DATA reaches
-``on_data`` as received and every handler touched by a read gets ``on_read_end``.
-
-Exchange states:
-    READY ──send──▶ OPEN ──END_STREAM──▶ DONE
-    OPEN ──RST_STREAM from the provider / GOAWAY above its last id / read timeout /
-           connection lost──▶ FAILED (``on_error``)
-    READY | OPEN ──abort()──▶ CANCELLED (RST_STREAM CANCEL on this stream only)
+``H2UpstreamConnection`` owns the transport and an h2 connection; each call is an
+``h2exchange.H2Exchange`` bound to one stream (its states are there). Shaped like the
+inbound ``http/h2.py``: ``data_received`` hands each h2 event to its own handler
+(``_EVENT_HANDLERS``). Responses are pushed into the exchange's ``ResponseHandler`` from
+there, as on HTTP/1.1: DATA reaches ``on_data`` as received and every handler touched by a
+read gets ``on_read_end``.
 
 Connection states:
     OPEN ──GOAWAY received / stream ids used up / silent for a read timeout──▶ DRAINING
@@ -33,18 +26,21 @@ because RFC 9113 §8.7 guarantees the provider did nothing with it.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Any, Callable
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged,
                        ResponseReceived, StreamEnded, StreamReset, WindowUpdated)
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
-from kraken.errors import UpstreamError, UpstreamTimeout
-from kraken.http.timers import Deadline
+from kraken.errors import UpstreamError
+from kraken.upstream.h2exchange import OPEN, READY, H2Exchange
+from kraken.h2common import GoawayTolerantH2Connection, connection_specific
+
+__all__ = ["CONNECTION_WINDOW", "MAX_STREAMS", "STREAM_WINDOW", "H2Exchange",
+           "H2UpstreamConnection"]
 
 STREAM_WINDOW = 256 * 1024
 """Bytes a provider may send on one stream ahead of the relay: what a paused stream buffers."""
@@ -55,119 +51,7 @@ one TCP connection's loss or head-of-line stall should not take down more than t
 MAX_HEADER_LIST = 64 * 1024
 _LAST_STREAM_ID = 2**31 - 1
 
-READY, OPEN, DONE, FAILED, CANCELLED = "ready", "open", "done", "failed", "cancelled"
-
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-
-
-class _ClientH2(H2Connection):
-    """h2's connection, except that a GOAWAY lets the streams below its last id finish.
-
-    h2 4.4 closes its state machine on GOAWAY and then rejects every further frame,
-    including the DATA of streams the provider promised to complete (RFC 9113 §6.8).
-    Not opening new streams afterwards is ``H2UpstreamConnection``'s job.
-    """
-
-    def _receive_goaway_frame(self, frame):  # type: ignore[override]
-        event = ConnectionTerminated()
-        try:
-            event.error_code = ErrorCodes(frame.error_code)
-        except ValueError:
-            event.error_code = frame.error_code
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
-
-
-class H2Exchange:
-    """One request/response on a shared HTTP/2 connection (the pool's unit of acquire)."""
-
-    __slots__ = ("connection", "stream_id", "state", "used", "received_any", "handler",
-                 "paused", "owed", "body", "deadline")
-
-    def __init__(self, connection: H2UpstreamConnection):
-        self.connection = connection
-        self.stream_id = 0
-        self.state = READY
-        self.used = 0
-        """Streams started on the connection, this one included (>= 2 once refused unprocessed)."""
-        self.received_any = False
-        self.handler = None
-        self.paused = False
-        self.owed = 0
-        """Flow-controlled bytes received while paused: the stream window still owed."""
-        self.body = b""
-        """Request body bytes still waiting for the provider's window."""
-        self.deadline = Deadline(connection.loop, self._on_timeout)
-
-    # ---- the UpstreamConnection interface used by the gateway ----------------------
-    def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
-             handler) -> None:
-        """Open the stream, send the request and route the response to ``handler``."""
-        self.handler = handler
-        self.connection.start(self, method, target, headers, body)
-
-    def pause_reading(self) -> None:
-        if not self.paused:
-            self.paused = True
-            self.deadline.cancel()  # a stalled client is not a slow provider
-
-    def resume_reading(self) -> None:
-        if self.paused:
-            self.paused = False
-            if self.state is OPEN:
-                owed, self.owed = self.owed, 0
-                if owed:
-                    self.connection.acknowledge(self.stream_id, owed)
-                self.deadline.arm(self.connection.read_timeout)
-
-    def abort(self) -> None:
-        """Cancel this exchange only: RST_STREAM CANCEL, the connection lives on."""
-        self.handler = None
-        if self.state is OPEN:
-            self.connection.reset(self, ErrorCodes.CANCEL)
-        if self.state is OPEN or self.state is READY:
-            self.state = CANCELLED
-        self.deadline.stop()
-
-    close = abort
-
-    @property
-    def closed(self) -> bool:
-        return self.state is not READY and self.state is not OPEN
-
-    @property
-    def reusable(self) -> bool:
-        return False  # a stream carries one exchange; the connection is what is reused
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self.connection.transport
-
-    # ---- transitions (called by the connection) ------------------------------------
-    def _end(self) -> None:
-        self.state = DONE
-        self.deadline.stop()
-        handler, self.handler = self.handler, None
-        if handler is not None:
-            handler.on_end()
-
-    def _fail(self, exc: Exception, *, refused: bool = False) -> None:
-        self.state = FAILED
-        self.deadline.stop()
-        if refused and not self.received_any:
-            self.used = max(self.used, 2)
-        handler, self.handler = self.handler, None
-        if handler is not None:
-            handler.on_error(exc)
-
-    def _on_timeout(self) -> None:
-        if self.state is OPEN:
-            conn = self.connection
-            conn.reset(self, ErrorCodes.CANCEL)
-            conn.check_alive()
-            self._fail(UpstreamTimeout("provider read timed out"))
+Fields = list[tuple[bytes, bytes]]
 
 
 class H2UpstreamConnection(asyncio.Protocol):
@@ -177,7 +61,8 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.authority = authority.encode()
         self.read_timeout = read_timeout_s
         self.loop = asyncio.get_event_loop()
-        self.h2 = _ClientH2(H2Configuration(client_side=True, header_encoding=None))
+        self.h2 = GoawayTolerantH2Connection(
+            H2Configuration(client_side=True, header_encoding=None))
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Exchange] = {}
         """Open streams by id (request sent, response not finished)."""
@@ -192,6 +77,10 @@ class H2UpstreamConnection(asyncio.Protocol):
         self._limit = MAX_STREAMS
         self._blocked: list[H2Exchange] = []
         """Exchanges whose request body waits for the provider's window."""
+        self._touched: list[H2Exchange] = []
+        """Exchanges whose handler got something in the current read (``on_read_end`` due)."""
+        self._credit = 0
+        """Connection window owed for DATA on paused streams in the current read."""
 
     # ---- pool side -----------------------------------------------------------------
     @property
@@ -246,84 +135,99 @@ class H2UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.last_read = self.loop.time()
-        streams = self.streams
-        touched: list[H2Exchange] = []
-        credit = 0
+        handlers = _EVENT_HANDLERS
         for event in events:
-            cls = event.__class__
-            if cls is DataReceived:
-                sid = event.stream_id
-                size = event.flow_controlled_length
-                ex = streams.get(sid)
-                if ex is None:  # abandoned or refused: only the connection window matters
-                    if size:
-                        h2.acknowledge_received_data(size, sid)
-                    continue
-                ex.received_any = True
-                ex.deadline.touch()
-                handler = ex.handler
-                if handler is not None and event.data:
-                    handler.on_data(event.data)
-                    if ex not in touched:
-                        touched.append(ex)
-                if size:
-                    if ex.paused and ex.state is OPEN:
-                        ex.owed += size
-                        credit += size
-                    else:
-                        h2.acknowledge_received_data(size, sid)
-            elif cls is ResponseReceived:
-                ex = streams.get(event.stream_id)
-                if ex is None:
-                    continue
-                ex.received_any = True
-                ex.deadline.touch()
-                status = 0
-                fields = []
-                for name, value in event.headers:
-                    if name[:1] == b":":
-                        if name == b":status":
-                            status = int(value)
-                    else:
-                        fields.append((name, value))
-                if ex.handler is not None:
-                    ex.handler.on_head(status, fields)
-                    if ex not in touched:
-                        touched.append(ex)
-            elif cls is StreamEnded:
-                ex = streams.pop(event.stream_id, None)
-                if ex is not None:
-                    self._unblock(ex)
-                    ex._end()
-            elif cls is StreamReset:
-                ex = streams.pop(event.stream_id, None)
-                if ex is not None:
-                    self._unblock(ex)
-                    refused = event.error_code == ErrorCodes.REFUSED_STREAM
-                    ex._fail(UpstreamError("provider refused the request" if refused
-                                           else "provider reset the stream"), refused=refused)
-            elif cls is WindowUpdated:
-                if self._blocked:
-                    self._send_blocked()
-            elif cls is RemoteSettingsChanged:
-                self._limit = min(MAX_STREAMS, h2.remote_settings.max_concurrent_streams)
-                if self._blocked:
-                    self._send_blocked()
-            elif cls is ConnectionTerminated:
-                self._goaway(event)
-        if credit and not self.closed:
-            h2.increment_flow_control_window(credit)
+            on_event = handlers.get(event.__class__)
+            if on_event is not None:  # others (PING, SETTINGS acks, ...) h2 has answered
+                on_event(self, event)
+        if self._credit:
+            if not self.closed:
+                h2.increment_flow_control_window(self._credit)
+            self._credit = 0
         self._flush()
-        for ex in touched:
-            handler = ex.handler
-            if handler is not None:
-                handler.on_read_end()
+        if self._touched:
+            touched, self._touched = self._touched, []
+            for ex in touched:
+                handler = ex.handler
+                if handler is not None:
+                    handler.on_read_end()
 
     def pause_writing(self) -> None:  # request bodies are small; nothing to pause
         pass
 
     def resume_writing(self) -> None:
         pass
+
+    # ---- events (one handler per h2 event; ``data_received`` dispatches) ------------
+    def _on_data(self, event: DataReceived) -> None:
+        sid = event.stream_id
+        size = event.flow_controlled_length
+        ex = self.streams.get(sid)
+        if ex is None:  # abandoned or refused: only the connection window matters
+            if size:
+                self.h2.acknowledge_received_data(size, sid)
+            return
+        ex.received_any = True
+        ex.deadline.touch()
+        handler = ex.handler
+        if handler is not None and event.data:
+            handler.on_data(event.data)
+            if ex not in self._touched:
+                self._touched.append(ex)
+        if size:
+            if ex.paused and ex.state is OPEN:
+                ex.owed += size
+                self._credit += size
+            else:
+                self.h2.acknowledge_received_data(size, sid)
+
+    def _on_response(self, event: ResponseReceived) -> None:
+        ex = self.streams.get(event.stream_id)
+        if ex is None:
+            return
+        ex.received_any = True
+        ex.deadline.touch()
+        handler = ex.handler
+        if handler is not None:
+            handler.on_head(*_status_and_fields(event.headers))
+            if ex not in self._touched:
+                self._touched.append(ex)
+
+    def _on_stream_ended(self, event: StreamEnded) -> None:
+        ex = self.streams.pop(event.stream_id, None)
+        if ex is not None:
+            self._unblock(ex)
+            ex._end()
+
+    def _on_stream_reset(self, event: StreamReset) -> None:
+        ex = self.streams.pop(event.stream_id, None)
+        if ex is not None:
+            self._unblock(ex)
+            refused = event.error_code == ErrorCodes.REFUSED_STREAM
+            ex._fail(UpstreamError("provider refused the request" if refused
+                                   else "provider reset the stream"), refused=refused)
+
+    def _on_window_updated(self, event: WindowUpdated) -> None:
+        if self._blocked:
+            self._send_blocked()
+
+    def _on_settings(self, event: RemoteSettingsChanged) -> None:
+        self._limit = min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams)
+        if self._blocked:
+            self._send_blocked()
+
+    def _on_goaway(self, event: ConnectionTerminated) -> None:
+        """The provider is going away: streams above ``last_stream_id`` were never
+        processed (retryable); below it they finish, unless the GOAWAY reports an error."""
+        self.draining = True
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        graceful = event.error_code == ErrorCodes.NO_ERROR
+        for sid in [s for s in self.streams if s > last or not graceful]:
+            ex = self.streams.pop(sid)
+            self._unblock(ex)
+            ex._fail(UpstreamError("provider closed the connection (GOAWAY)"), refused=sid > last)
+        if not graceful or self.active == 0:
+            self.close()
 
     # ---- streams -------------------------------------------------------------------
     def start(self, ex: H2Exchange, method: str, target: str,
@@ -338,7 +242,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             name = name.lower()
             if name == b"host":
                 fields[2] = (b":authority", value)
-            elif name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            elif connection_specific(name, value):
                 continue
             else:
                 fields.append((name, value))
@@ -423,19 +327,6 @@ class H2UpstreamConnection(asyncio.Protocol):
         if self._blocked and ex in self._blocked:
             self._blocked.remove(ex)
 
-    def _goaway(self, event: ConnectionTerminated) -> None:
-        """The provider is going away: streams above ``last_stream_id`` were never
-        processed (retryable); below it they finish, unless the GOAWAY reports an error."""
-        self.draining = True
-        last = event.last_stream_id if event.last_stream_id is not None else 0
-        graceful = event.error_code == ErrorCodes.NO_ERROR
-        for sid in [s for s in self.streams if s > last or not graceful]:
-            ex = self.streams.pop(sid)
-            self._unblock(ex)
-            ex._fail(UpstreamError("provider closed the connection (GOAWAY)"), refused=sid > last)
-        if not graceful or self.active == 0:
-            self.close()
-
     def _fail_all(self, exc: UpstreamError) -> None:
         streams, self.streams = self.streams, {}
         self._blocked.clear()
@@ -446,3 +337,29 @@ class H2UpstreamConnection(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
+
+
+_EVENT_HANDLERS: dict[type, Callable[[H2UpstreamConnection, Any], None]] = {
+    DataReceived: H2UpstreamConnection._on_data,
+    ResponseReceived: H2UpstreamConnection._on_response,
+    StreamEnded: H2UpstreamConnection._on_stream_ended,
+    StreamReset: H2UpstreamConnection._on_stream_reset,
+    WindowUpdated: H2UpstreamConnection._on_window_updated,
+    RemoteSettingsChanged: H2UpstreamConnection._on_settings,
+    ConnectionTerminated: H2UpstreamConnection._on_goaway,
+}
+"""What ``data_received`` calls per h2 event. Plain functions, not bound methods: a table
+of bound methods on the connection would be a reference cycle, freed only by a full gc."""
+
+
+def _status_and_fields(headers: Fields) -> tuple[int, Fields]:
+    """``:status`` and the regular fields of a response header block."""
+    status = 0
+    fields: Fields = []
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":status":
+                status = int(value)
+        else:
+            fields.append((name, value))
+    return status, fields

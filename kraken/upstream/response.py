@@ -2,9 +2,12 @@
 
 h11 costs ~20 µs of Python per chunk here (event objects, state machine, regexes), and a
 stream has hundreds of chunks. This parser handles the one job a provider connection has
-- a status line, headers, then a Content-Length, chunked or close-delimited body - with
-byte scans, and hands ``on_data`` everything one ``feed`` decoded in a single call, so
-chunks that arrive together leave in one write.
+- a status line, headers, then a body - with byte scans, and hands ``on_data`` everything
+one ``feed`` decoded in a single call, so chunks that arrive together leave in one write.
+
+The head picks one body reader, once per response (``kraken.h1framing``: Content-Length,
+chunked, or until the connection closes); ``feed`` then only forwards bytes to it. The
+chunked reader is the one inbound requests use.
 
 Strict where it matters for reuse: a malformed size line, a missing chunk CRLF or
 conflicting framing headers raise ``ResponseError`` and the connection is discarded.
@@ -13,13 +16,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+from kraken.h1framing import NO_LIMIT, ChunkedBody, FixedBody, FramingError, UntilClose
+
 MAX_HEAD = 64 * 1024
-MAX_SIZE_LINE = 1024
 
-
-class ResponseError(Exception):
-    """The provider sent something that is not valid HTTP/1.1."""
+ResponseError = FramingError
+"""The provider sent something that is not valid HTTP/1.1."""
 
 
 class BodySink(Protocol):
@@ -30,20 +32,30 @@ class BodySink(Protocol):
     def on_end(self) -> None: ...
 
 
-HEAD, LENGTH, SIZE, DATA, DATA_CRLF, TRAILER, UNTIL_EOF, DONE = range(8)
+class _Finished:
+    """The reader after the body: whatever follows is not part of this response."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes, out: list[bytes]) -> bytes:
+        return data
+
+
+_FINISHED = _Finished()
+_UNTIL_CLOSE = UntilClose()
+Reader = FixedBody | ChunkedBody | UntilClose | _Finished
 
 
 class ResponseParser:
     """Parses exactly one response; ``keep_alive`` says whether the connection may be reused."""
 
-    __slots__ = ("_sink", "_state", "_buf", "_remaining", "keep_alive", "_no_body", "status",
-                 "_ended")
+    __slots__ = ("_sink", "_reader", "_head_buf", "keep_alive", "_no_body", "status", "_ended")
 
     def __init__(self, sink: BodySink, *, no_body: bool = False):
         self._sink = sink
-        self._state = HEAD
-        self._buf = b""
-        self._remaining = 0
+        self._reader: Reader | None = None
+        """The body's reader, chosen by the head; None while the head is still arriving."""
+        self._head_buf = b""
         self._no_body = no_body
         self.keep_alive = True
         self.status = 0
@@ -51,110 +63,89 @@ class ResponseParser:
 
     @property
     def done(self) -> bool:
-        return self._state == DONE
+        return self._reader is _FINISHED
 
     def feed(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else bytes(data)
-        self._buf = b""
+        reader = self._reader
+        if reader is None:
+            data = self._read_head(data)
+            reader = self._reader
+            if reader is None:
+                return  # the head is still incomplete
         out: list[bytes] = []
-        pos = 0
-        end = len(buf)
-        while pos < end:
-            state = self._state
-            if state == SIZE:
-                nl = buf.find(b"\r\n", pos)
-                if nl < 0:
-                    if end - pos > MAX_SIZE_LINE:
-                        raise ResponseError("chunk size line too long")
-                    break
-                size = _chunk_size(buf[pos:nl])
-                pos = nl + 2
-                stop = pos + size
-                if size and stop + 2 <= end:  # fast path: the whole chunk is here
-                    if buf[stop : stop + 2] != b"\r\n":
-                        raise ResponseError("missing CRLF after chunk data")
-                    out.append(buf[pos:stop])
-                    pos = stop + 2
-                    continue
-                self._remaining = size
-                self._state = DATA if size else TRAILER
-            elif state == DATA:
-                take = min(self._remaining, end - pos)
-                out.append(buf[pos : pos + take])
-                pos += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._state = DATA_CRLF
-            elif state == DATA_CRLF:
-                if end - pos < 2:
-                    break
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise ResponseError("missing CRLF after chunk data")
-                pos += 2
-                self._state = SIZE
-            elif state == LENGTH:
-                take = min(self._remaining, end - pos)
-                out.append(buf[pos : pos + take])
-                pos += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._state = DONE
-            elif state == UNTIL_EOF:
-                out.append(buf[pos:])
-                pos = end
-            elif state == HEAD:
-                head_end = buf.find(b"\r\n\r\n", pos)
-                if head_end < 0:
-                    if end - pos > MAX_HEAD:
-                        raise ResponseError("response head too large")
-                    break
-                if out:
-                    raise ResponseError("unexpected bytes before head")
-                self._head(buf[pos:head_end])
-                pos = head_end + 4
-            elif state == TRAILER:  # trailer lines until an empty one
-                nl = buf.find(b"\r\n", pos)
-                if nl < 0:
-                    if end - pos > MAX_HEAD:
-                        raise ResponseError("trailers too large")
-                    break
-                if nl == pos:
-                    self._state = DONE
-                pos = nl + 2
-            else:  # DONE: bytes after a complete response
-                self.keep_alive = False
-                pos = end
-        if pos < end:
-            self._buf = buf[pos:]
+        rest = reader.feed(data, out)
         if out:
             self._sink.on_data(out[0] if len(out) == 1 else b"".join(out))
-        if self._state == DONE and self.status and not self._ended:
-            self._ended = True
-            if self._buf:
-                self.keep_alive = False
-            self._sink.on_end()
+        if rest is not None:
+            self._finish(rest)
 
     def feed_eof(self) -> None:
         """The provider closed the connection: fine only for a close-delimited body."""
-        if self._state == UNTIL_EOF:
-            self._state = DONE
+        if self._reader is _UNTIL_CLOSE:
             self.keep_alive = False
+            self._finish(b"")
+        elif self._reader is not _FINISHED:
+            raise ResponseError("provider closed the connection mid-response")
+
+    def _finish(self, rest: bytes) -> None:
+        """The body is complete; ``rest`` is what followed it in the same read."""
+        self._reader = _FINISHED
+        if rest:  # bytes after a complete response: the connection is out of step
+            self.keep_alive = False
+        if not self._ended:
             self._ended = True
             self._sink.on_end()
-        elif self._state != DONE:
-            raise ResponseError("provider closed the connection mid-response")
+
+    def _read_head(self, data: bytes) -> bytes:
+        """Parse heads (interim 1xx ones are skipped) until one picks a body reader; returns
+        the bytes after it. An incomplete head is kept for the next ``feed``."""
+        buf = self._head_buf + data if self._head_buf else data
+        pos = 0
+        while self._reader is None:
+            head_end = buf.find(b"\r\n\r\n", pos)
+            if head_end < 0:
+                if len(buf) - pos > MAX_HEAD:
+                    raise ResponseError("response head too large")
+                self._head_buf = buf[pos:]
+                return b""
+            self._head(buf[pos:head_end])
+            pos = head_end + 4
+        self._head_buf = b""
+        return buf[pos:]
 
     def _head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
-        status_line = lines[0]
+        status = self._status(lines[0])
+        headers, length, chunked = self._fields(lines)
+        if 100 <= status < 200:
+            return  # interim response: the real head follows
+        if chunked and length is not None:
+            raise ResponseError("both Content-Length and chunked")
+        self.status = status
+        self._sink.on_head(status, headers)
+        if self._no_body or status in (204, 304):
+            self._reader = FixedBody(0)
+        elif chunked:
+            self._reader = ChunkedBody(NO_LIMIT, MAX_HEAD)
+        elif length is not None:
+            self._reader = FixedBody(length)
+        else:
+            self.keep_alive = False
+            self._reader = _UNTIL_CLOSE
+
+    def _status(self, status_line: bytes) -> int:
         if not status_line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or len(status_line) < 12:
             raise ResponseError("bad status line")
         code = status_line[9:12]
         if not code.isdigit():
             raise ResponseError("bad status code")
-        status = int(code)
         if status_line.startswith(b"HTTP/1.0"):
             self.keep_alive = False
+        return int(code)
+
+    def _fields(self, lines: list[bytes]) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+        """The header fields, the Content-Length (None if absent) and whether the body is
+        chunked; notes ``Connection: close``."""
         headers: list[tuple[bytes, bytes]] = []
         length: int | None = None
         chunked = False
@@ -175,27 +166,4 @@ class ResponseParser:
             elif name == b"connection" and b"close" in value.lower():
                 self.keep_alive = False
             headers.append((name, value))
-        if 100 <= status < 200:
-            return  # interim response: the real head follows
-        if chunked and length is not None:
-            raise ResponseError("both Content-Length and chunked")
-        self.status = status
-        self._sink.on_head(status, headers)
-        if self._no_body or status in (204, 304):
-            self._state = DONE
-        elif chunked:
-            self._state = SIZE
-        elif length is not None:
-            self._remaining = length
-            self._state = LENGTH if length else DONE
-        else:
-            self.keep_alive = False
-            self._state = UNTIL_EOF
-
-
-def _chunk_size(line: bytes) -> int:
-    size = line.split(b";", 1)[0].strip() if b";" in line or b" " in line else line
-    if not size or len(size) > 16 or not _HEX.issuperset(size):
-        raise ResponseError("bad chunk size")
-    return int(size, 16)
-
+        return headers, length, chunked

@@ -112,3 +112,20 @@ def test_malformed_responses_raise(raw):
 def test_oversized_head_raises():
     with pytest.raises(ResponseError):
         parse(b"HTTP/1.1 200 OK\r\n" + b"x-a: b\r\n" * 10000)
+
+
+@pytest.mark.parametrize("body", [
+    b"5 \r\nhello\r\n0\r\n\r\n",
+    b"5;a=\x00\r\nhello\r\n0\r\n\r\n",
+    b"5\nhello\r\n0\r\n\r\n",
+    b"0\r\nbad trailer\r\n\r\n",
+], ids=["space-without-extension", "nul-in-extension", "bare-lf-size-line", "malformed-trailer"])
+def test_chunked_framing_is_as_strict_as_for_requests(body):
+    """Responses go through the request side's chunked decoder (kraken.h1framing)."""
+    with pytest.raises(ResponseError):
+        parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+
+
+def test_bytes_after_a_complete_response_make_the_connection_not_reusable():
+    sink, parser = parse(LENGTH + b"HTTP/1.1 200 OK\r\n")
+    assert sink.body == SSE and sink.ended == 1 and parser.done and not parser.keep_alive

@@ -3,6 +3,8 @@
 Re-arming ``loop.call_later`` for every chunk costs a TimerHandle allocation and a heap
 operation; ``touch()`` only stores a timestamp, and the single timer re-arms itself for
 the remaining time when it fires early.
+
+A leaf: inbound (``http``) and outbound (``upstream``) connections both use it.
 """
 from __future__ import annotations
 

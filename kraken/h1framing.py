@@ -1,0 +1,201 @@
+"""HTTP/1.1 body framing (RFC 9112 §6.3), with no I/O: one reader per framing.
+
+Request bodies (``http/h1.py``), provider responses (``upstream/response.py``) and the mock
+providers all read bodies through these, so there is one chunked decoder and it is strict
+everywhere. Kraken frames bodies itself rather than through h11: h11's chunked reader
+accepts any byte but LF in a chunk extension, bare LF and obs-fold in trailers, and
+unbounded extensions and trailers, each a way for a peer and Kraken to disagree on where a
+message ends (request smuggling inbound, a desynchronised pooled connection outbound).
+
+Every reader has ``feed(data, out)``: it appends the body bytes of ``data`` to ``out`` and,
+once the body is complete, returns the bytes after it (the next message), else None.
+
+A leaf (imports nothing from kraken): ``http`` and ``upstream`` both use it and may not
+import each other.
+"""
+from __future__ import annotations
+
+import re
+
+NO_LIMIT = 1 << 100
+"""A ``ChunkedBody`` limit no body reaches (provider streams are unbounded)."""
+_MAX_CHUNK = 1 << 63
+"""A chunk size past a signed 64-bit integer is an overflow probe aimed at other servers,
+refused as malformed rather than as too large."""
+_MAX_CHUNK_LINE = 4096
+"""Longest chunk-size line (with its extensions); peers send none, or a few bytes."""
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?").fullmatch
+"""RFC 9112 §7.1: hex size, then extensions free of control bytes (no bare CR/LF, no NUL)."""
+_TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*").fullmatch
+"""A trailer field: token, colon, no whitespace before it, no control bytes, no obs-fold."""
+
+
+class FramingError(Exception):
+    """The body is malformed or over a limit: a server answers ``status`` and closes; a
+    client discards the connection."""
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.status = status
+
+
+class FixedBody:
+    """A Content-Length body (or none: length 0)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, length: int):
+        self.left = length
+
+    def feed(self, data: bytes, out: list[bytes]) -> bytes | None:
+        left = self.left
+        if len(data) < left:
+            if data:
+                out.append(data)
+            self.left = left - len(data)
+            return None
+        if left:
+            out.append(data if len(data) == left else data[:left])
+            self.left = 0
+            return data[left:]
+        return data
+
+
+class UntilClose:
+    """A close-delimited response body: everything until the connection ends (the owner
+    learns that from the transport, so ``feed`` never completes it)."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes, out: list[bytes]) -> bytes | None:
+        if data:
+            out.append(data)
+        return None
+
+
+_SIZE, _DATA, _DATA_END, _TRAILER = "SIZE", "DATA", "DATA_END", "TRAILER"
+
+
+class ChunkedBody:
+    """A strict ``Transfer-Encoding: chunked`` decoder (RFC 9112 §7.1).
+
+    Refuses what h11 lets through: control bytes in chunk extensions (a bare CR some
+    servers take for a line end), whitespace after the size without an extension, chunk
+    lines over ``_MAX_CHUNK_LINE``, trailer sections over ``max_trailer`` bytes or with
+    bare LF, obs-fold or malformed fields. A declared chunk that would take the body past
+    ``limit`` is refused (413) before its bytes arrive. Trailer fields are dropped.
+
+        SIZE ──size > 0──▶ DATA ──size bytes──▶ DATA_END ──CRLF──▶ SIZE
+        SIZE ──size 0──▶ TRAILER ──empty line──▶ done
+
+    A chunk whose data and CRLF are already in ``data`` goes SIZE ──▶ SIZE in one step:
+    provider streams are mostly one SSE event per chunk, and this path is most of their
+    per-chunk cost (bench/chunk_cost.py).
+    """
+
+    __slots__ = ("_state", "_left", "_buf", "_limit", "_max_trailer", "_trailer", "size")
+
+    def __init__(self, limit: int, max_trailer: int):
+        self._state = _SIZE
+        self._left = 0
+        self._buf = b""
+        """An incomplete line (size, data end or trailer) from the previous read."""
+        self._limit = limit
+        self._max_trailer = max_trailer
+        self._trailer = 0
+        self.size = 0
+        """Body bytes declared so far."""
+
+    def feed(self, data: bytes, out: list[bytes]) -> bytes | None:
+        """As ``FixedBody.feed``; raises ``FramingError``."""
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        pos, end = 0, len(data)
+        state = self._state
+        while pos < end:
+            if state is _SIZE:
+                eol = data.find(b"\r\n", pos, pos + _MAX_CHUNK_LINE + 2)
+                if eol < 0:
+                    _check_partial_line(data, pos, end)
+                    break
+                size = self._chunk_size(data, pos, eol)
+                pos = eol + 2
+                if not size:
+                    state = _TRAILER
+                    continue
+                stop = pos + size
+                if stop + 2 <= end:  # the whole chunk is here
+                    if data[stop:stop + 2] != b"\r\n":
+                        raise FramingError("chunk data not followed by CRLF")
+                    out.append(data[pos:stop])
+                    pos = stop + 2
+                else:
+                    self._left = size
+                    state = _DATA
+            elif state is _DATA:
+                n = min(self._left, end - pos)
+                out.append(data if n == end else data[pos:pos + n])
+                pos += n
+                self._left -= n
+                if not self._left:
+                    state = _DATA_END
+            elif state is _DATA_END:
+                if data[pos:pos + 2] == b"\r\n":
+                    pos += 2
+                    state = _SIZE
+                elif data[pos:pos + 2] != b"\r":  # not even the start of CRLF
+                    raise FramingError("chunk data not followed by CRLF")
+                else:
+                    break
+            else:  # _TRAILER: field lines until an empty one
+                eol = self._trailer_line(data, pos, end)
+                if eol < 0:
+                    break
+                if eol == pos:
+                    self._state = state
+                    return data[pos + 2:]
+                pos = eol + 2
+        self._state = state
+        if pos < end:
+            self._buf = data[pos:]
+        return None
+
+    def _chunk_size(self, data: bytes, pos: int, eol: int) -> int:
+        """The size on the line ``data[pos:eol]``, counted against the limit."""
+        match = _CHUNK_LINE(data, pos, eol)
+        if match is None:
+            raise FramingError("malformed chunk size line")
+        size = int(match[1], 16)
+        if size >= _MAX_CHUNK:
+            raise FramingError("chunk size overflow")
+        total = self.size + size
+        if total > self._limit:
+            raise FramingError("request body too large", 413)
+        self.size = total
+        return size
+
+    def _trailer_line(self, data: bytes, pos: int, end: int) -> int:
+        """Where the trailer line at ``pos`` ends (its CRLF), or -1 until more arrives."""
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            if self._trailer + end - pos > self._max_trailer:
+                raise FramingError("trailer section too large", 431)
+            if data.find(b"\n", pos) >= 0:
+                raise FramingError("bare LF in trailer section")
+            return -1
+        if eol > pos:
+            self._trailer += eol - pos + 2
+            if self._trailer > self._max_trailer:
+                raise FramingError("trailer section too large", 431)
+            if _TRAILER_LINE(data, pos, eol) is None:
+                raise FramingError("malformed trailer field")
+        return eol
+
+
+def _check_partial_line(data: bytes, pos: int, end: int) -> None:
+    """A chunk-size line without its CRLF yet: refuse it now if it can never be valid."""
+    if end - pos > _MAX_CHUNK_LINE:
+        raise FramingError("chunk size line too long")
+    if data.find(b"\n", pos) >= 0:
+        raise FramingError("bare LF in chunk size line")
