@@ -15,7 +15,8 @@ What the client does → what h2 alone would answer → what is answered here:
 - malformed request (uppercase or invalid field name, connection-specific field, ``te``
   other than ``trailers``, pseudo-header missing / duplicated / unknown / after a field,
   content-length unlike the DATA, pseudo-header in trailers) → GOAWAY PROTOCOL_ERROR →
-  RST_STREAM PROTOCOL_ERROR, the connection lives on (RFC 9113 §8.1.1)
+  RST_STREAM PROTOCOL_ERROR, the connection lives on (RFC 9113 §8.1.1; the field rules
+  are in ``h2fields``)
 - HEADERS beyond SETTINGS_MAX_CONCURRENT_STREAMS → GOAWAY PROTOCOL_ERROR →
   RST_STREAM REFUSED_STREAM (§5.1.2)
 - undecodable HPACK block → GOAWAY PROTOCOL_ERROR → GOAWAY COMPRESSION_ERROR (§4.3)
@@ -40,11 +41,10 @@ What the client does → what h2 alone would answer → what is answered here:
 from __future__ import annotations
 
 import collections
-import re
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 from h2.config import H2Configuration
 from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState
@@ -61,7 +61,8 @@ from hyperframe.frame import (AltSvcFrame, ContinuationFrame, DataFrame, Extensi
                               PushPromiseFrame, RstStreamFrame, SettingsFrame,
                               WindowUpdateFrame)
 
-from kraken.h2common import GoawayTolerantH2Connection, connection_specific
+from kraken.h2common import GoawayTolerantH2Connection
+from kraken.http.h2fields import request_problem, trailers_problem
 
 Rate = tuple[int, float]
 """(events, seconds): more than ``events`` within any ``seconds`` is abuse; 0 events disables."""
@@ -162,86 +163,6 @@ class SlidingWindow:
             hits.popleft()
         hits.append(now)
         return len(hits) > self.limit
-
-
-# ---- request validation (RFC 9113 §8.2, §8.3) -------------------------------------------
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]").search
-"""A field name is a token (RFC 9110 §5.1), and lower-case in HTTP/2 (RFC 9113 §8.2.1)."""
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$").search
-
-
-def _field_problem(name: bytes, value: bytes) -> str | None:
-    if not name:
-        return "empty field name"
-    if _BAD_NAME(name):
-        return "invalid field name"
-    if value and _BAD_VALUE(value):
-        return "invalid field value"
-    if connection_specific(name, value):
-        if name == b"te":
-            return "te other than trailers"
-        return f"connection-specific field {name.decode()}"
-    return None
-
-
-def request_problem(headers: Iterable[tuple[bytes, bytes]], end_stream: bool) -> str | None:
-    """Why this request header block is malformed, or None. CONNECT is well-formed here
-    (``h2.py`` answers it 405); extended CONNECT (``:protocol``) is not, as it was never
-    enabled by SETTINGS."""
-    pseudo: dict[bytes, bytes] = {}
-    regular = False
-    host: bytes | None = None
-    for name, value in headers:
-        if name[:1] == b":":
-            if regular:
-                return "pseudo-header after a regular field"
-            if name not in _REQUEST_PSEUDO:
-                return f"unknown pseudo-header {name.decode('ascii', 'replace')}"
-            if name in pseudo:
-                return f"duplicate {name.decode()}"
-            if value and _BAD_VALUE(value):
-                return f"invalid {name.decode()}"
-            pseudo[name] = value
-            continue
-        regular = True
-        problem = _field_problem(name, value)
-        if problem:
-            return problem
-        if name == b"host":
-            if host is not None:
-                return "duplicate host"
-            host = value
-        elif name == b"content-length" and end_stream and value.isdigit() and int(value):
-            return "content-length with an empty body"
-    method = pseudo.get(b":method")
-    if not method:
-        return "missing :method"
-    if method == b"CONNECT":
-        if b":scheme" in pseudo or b":path" in pseudo or b":authority" not in pseudo:
-            return "malformed CONNECT"
-    else:
-        if not pseudo.get(b":scheme"):
-            return "missing :scheme"
-        path = pseudo.get(b":path")
-        if not path:
-            return "missing :path"
-        if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
-            return "invalid :path"
-    authority = pseudo.get(b":authority")
-    if authority is not None and host is not None and authority != host:
-        return "host differs from :authority"
-    return None
-
-
-def trailers_problem(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name[:1] == b":":
-            return "pseudo-header in trailers"
-        problem = _field_problem(name, value)
-        if problem:
-            return problem
-    return None
 
 
 # ---- frames ------------------------------------------------------------------------------
