@@ -14,9 +14,11 @@ from importlib import resources
 from typing import Any
 
 from kraken import audit
+from kraken.accounts import service
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
 from kraken.admin.errors import AdminError
+from kraken.admin.route_group import Route, RouteGroup
 from kraken.admin.routes_privacy import send_export
 from kraken.admin.server import AdminApp, AdminCall
 from kraken.admin.token import bearer, token_matches
@@ -46,6 +48,8 @@ _HEADERS = [
 RANGES_H = (1, 6, 24, 24 * 7, 24 * 30, 24 * 90)
 _BUCKETS_S = (60, 300, 900, 3600, 6 * 3600, 86400)
 MAX_POINTS = 200
+
+
 def _unauthorized() -> AdminError:
     """A new 401 each time: re-raising one shared exception would grow its traceback."""
     return AdminError("a Kraken API key or the admin token is required", status=401,
@@ -130,42 +134,75 @@ class Caller:
         return gate
 
 
-def register(app: AdminApp, ctx: AdminContext) -> None:
-    store = ctx.store
-    static = resources.files("kraken.admin") / "static"
-    files = {path: ((static / name).read_bytes(), ctype) for path, (name, ctype) in STATIC.items()}
+def _static(body: bytes, ctype: bytes):
+    """A handler answering one file read at startup, with the page's security headers."""
+    async def handler(call: AdminCall):
+        call.sink.start(200, [(b"content-type", ctype), *_HEADERS], len(body))
+        call.sink.write(body)
+        call.sink.end()
 
-    def serve_static(path: str):
-        body, ctype = files[path]
+    return handler
 
-        async def handler(call: AdminCall):
-            call.sink.start(200, [(b"content-type", ctype), *_HEADERS], len(body))
-            call.sink.write(body)
-            call.sink.end()
 
-        return handler
+def _scope(caller: str | None, q: dict[str, str]) -> str | None:
+    """The customer a data route shows: an API key's own only, the admin's choice (or all)."""
+    wanted = val.ident(q.get("customer"), "customer", required=False)
+    if caller is not None:
+        if wanted not in (None, caller):
+            raise AdminError("customer: an API key sees only its own customer", status=403,
+                             code="forbidden", param="customer")
+        return caller
+    return wanted
 
-    for path in files:
-        app.add_public(path, serve_static(path))
-    who = Caller(ctx)
 
-    def scope(caller: str | None, q: dict[str, str]) -> str | None:
-        wanted = val.ident(q.get("customer"), "customer", required=False)
-        if caller is not None:
-            if wanted not in (None, caller):
-                raise AdminError("customer: an API key sees only its own customer", status=403,
-                                 code="forbidden", param="customer")
-            return caller
-        return wanted
+def _hours(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) not in RANGES_H:
+        raise val.invalid("hours", f"must be one of {', '.join(map(str, RANGES_H))}")
+    return int(raw)
 
-    async def data(call: AdminCall):
-        caller, _ = await who(call)
+
+def _series(rows: list[dict[str, Any]], start: int, now: float, bucket: int) -> dict[str, list]:
+    """One column per stat over every bucket from ``start`` to ``now``; null where a bucket
+    had no requests (a gap in the chart, not a zero)."""
+    by_time = {int(r["group"]): r for r in rows}
+    series: dict[str, list] = {k: [] for k in ("t", *STAT_FIELDS[1:], "total_tokens")}
+    for t in range(start, int(now) + 1, bucket):
+        r = by_time.get(t, {})
+        series["t"].append(t)
+        for k in series:
+            if k != "t":
+                series[k].append(r.get(k))
+    return series
+
+
+class UsagePage(RouteGroup):
+    """The page's files and its two data routes, all public to ``AdminApp``: the data routes
+    check the caller's credential themselves (``Caller``)."""
+
+    def __init__(self, ctx: AdminContext):
+        super().__init__(ctx)
+        self._who = Caller(ctx)
+        static = resources.files("kraken.admin") / "static"
+        self._files = {path: ((static / name).read_bytes(), ctype)
+                       for path, (name, ctype) in STATIC.items()}
+
+    def routes(self) -> list[Route]:
+        return [
+            *(("GET", path, _static(body, ctype)) for path, (body, ctype) in self._files.items()),
+            ("GET", "/usage/data", self.data),
+            ("GET", "/usage/export", self.export),
+        ]
+
+    def bind(self, app: AdminApp) -> None:
+        for method, path, handler in self.routes():
+            assert method == "GET"  # public routes are GET only: AdminApp answers 405 otherwise
+            app.add_public(path, handler)
+
+    async def data(self, call: AdminCall):
+        caller, _ = await self._who(call)
         q = call.query(("customer", "hours"))
-        customer = scope(caller, q)
-        raw = q.get("hours") or "24"
-        if not (raw.isascii() and raw.isdigit()) or int(raw) not in RANGES_H:
-            raise val.invalid("hours", f"must be one of {', '.join(map(str, RANGES_H))}")
-        hours = int(raw)
+        customer = _scope(caller, q)
+        hours = _hours(q.get("hours") or "24")
         bucket = _bucket_for(hours)
         now = time.time()
         start = (int(now - hours * 3600) // bucket) * bucket
@@ -174,15 +211,9 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
             where.append("customer_id = ?")
             params.append(customer)
         cond = " AND ".join(where)
+        store = self.store
         rows = await stats(store, f"CAST(ts / {bucket} AS INTEGER) * {bucket}", cond, params)
-        by_time = {int(r["group"]): r for r in rows}
-        series: dict[str, list] = {k: [] for k in ("t", *STAT_FIELDS[1:], "total_tokens")}
-        for t in range(start, int(now) + 1, bucket):
-            r = by_time.get(t, {})
-            series["t"].append(t)
-            for k in series:
-                if k != "t":
-                    series[k].append(r.get(k))  # null: no requests (a gap, not a zero)
+        series = _series(rows, start, now, bucket)
         total = await stats(store, "''", cond, params)
         by_model = await stats(store, "COALESCE(model_requested, '')", cond, params)
         by_key = (await stats(store, "COALESCE(key_id, '')", cond, params)
@@ -191,24 +222,25 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
                      "to": now, "total": total[0] if total else None, "series": series,
                      "by_model": by_model, "by_key": by_key}
 
-    async def export(call: AdminCall):
-        caller, actor = await who(call)
+    async def export(self, call: AdminCall):
+        caller, actor = await self._who(call)
         q = call.query(("customer", "format"))
-        customer = scope(caller, q)
+        customer = _scope(caller, q)
         if customer is None:
             raise val.invalid("customer", "name the customer to export")
         fmt = val.choice(q.get("format"), "format", FORMATS, "jsonl")
+        store = self.store
         rows = await store.fetch_all("SELECT id FROM customers WHERE id = ?", (customer,))
         if rows:
-            from kraken.accounts import service
-
             record = (await service.get_customer(store, customer)).as_dict()
         else:  # a customer named only in the config file: its request records, no account
             record = {"id": customer}
+        # The caller is named by its credential, not by the call (public to AdminApp).
         await audit.record(store, actor=actor, action="customer.export", target=customer,
                            subject=customer, detail={"format": fmt, "via": "usage-page"})
-        await send_export(call, store, record, fmt, ctx.cfg.admin.export_page_rows)
+        await send_export(call, store, record, fmt, self.ctx.cfg.admin.export_page_rows)
         return None
 
-    app.add_public("/usage/data", data)
-    app.add_public("/usage/export", export)
+
+def register(app: AdminApp, ctx: AdminContext) -> None:
+    UsagePage(ctx).bind(app)

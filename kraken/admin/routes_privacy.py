@@ -10,6 +10,7 @@ from kraken import audit
 from kraken.accounts import service
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
+from kraken.admin.route_group import Route, RouteGroup
 from kraken.admin.server import AdminApp, AdminCall, FlowGate
 from kraken.admin.usage import GROUPS, UsageQuery, usage
 from kraken.privacy.erase import erase_customer, sweep_requests
@@ -38,39 +39,50 @@ async def send_export(call: AdminCall, store, record: dict, fmt: str, page_rows:
         sink.set_producer(None)
 
 
-def register(app: AdminApp, ctx: AdminContext) -> None:
-    store = ctx.store
+class PrivacyRoutes(RouteGroup):
+    """Export and erasure of a customer, usage statistics, the audit log, whoami."""
 
-    async def export(call: AdminCall):
+    def routes(self) -> list[Route]:
+        return [
+            ("GET", "/admin/customers/{id}/export", self.export),
+            ("DELETE", "/admin/customers/{id}", self.erase),
+            ("GET", "/admin/usage", self.usage_stats),
+            ("GET", "/admin/audit", self.audit_list),
+            ("GET", "/admin/audit/verify", self.audit_verify),
+            ("GET", "/admin/whoami", self.whoami),
+        ]
+
+    async def export(self, call: AdminCall):
         q = call.query(("format",))
         fmt = val.choice(q.get("format"), "format", FORMATS, "jsonl")
-        customer = (await service.get_customer(store, call.params["id"])).as_dict()
-        await audit.record(store, actor=call.actor, action="customer.export",
-                           target=customer["id"], subject=customer["id"], detail={"format": fmt})
-        await send_export(call, store, customer, fmt, ctx.cfg.admin.export_page_rows)
+        customer = (await service.get_customer(self.store, call.params["id"])).as_dict()
+        await self._audit(call, "customer.export", customer["id"], customer["id"], format=fmt)
+        await send_export(call, self.store, customer, fmt, self.ctx.cfg.admin.export_page_rows)
 
-    async def erase(call: AdminCall):
+    async def erase(self, call: AdminCall):
         call.body(())
         cid = call.params["id"]
-        keep = ctx.cfg.retention.keep_billing_records
-        result = await erase_customer(store, cid, actor=call.actor, keep_billing_records=keep)
-        # Requests admitted just before the keys went away may still sit in the meter's
-        # queue: wait (bounded) for it to flush, then sweep once more.
-        if ctx.meter is not None:
-            with anyio.move_on_after(_METER_DRAIN_S):
-                while ctx.meter.depth:
-                    await anyio.sleep(0.05)
-        late = await sweep_requests(store, cid, tombstone_id=result.tombstone)
+        keep = self.ctx.cfg.retention.keep_billing_records
+        result = await erase_customer(self.store, cid, actor=call.actor,
+                                      keep_billing_records=keep)
+        await self._drain_meter()
+        late = await sweep_requests(self.store, cid, tombstone_id=result.tombstone)
         if keep:
             result.requests_tombstoned += late
         else:
             result.requests_deleted += late
         return 200, result.to_dict()
 
-    app.add("GET", "/admin/customers/{id}/export", export)
-    app.add("DELETE", "/admin/customers/{id}", erase)
+    async def _drain_meter(self) -> None:
+        """Requests admitted just before the keys went away may still sit in the meter's
+        queue: wait (bounded) for it to flush before the final sweep."""
+        meter = self.ctx.meter
+        if meter is not None:
+            with anyio.move_on_after(_METER_DRAIN_S):
+                while meter.depth:
+                    await anyio.sleep(0.05)
 
-    async def usage_route(call: AdminCall):
+    async def usage_stats(self, call: AdminCall):
         q = call.query(("customer", "key", "model", "group_by", "from", "to"))
         query = UsageQuery(
             customer=val.ident(q.get("customer"), "customer", required=False),
@@ -81,29 +93,26 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
             end=val.timestamp(q.get("to"), "to"))
         if query.start is not None and query.end is not None and query.end <= query.start:
             raise val.invalid("to", "must be after from")
-        return 200, {"group_by": query.group_by, "data": await usage(store, query)}
+        return 200, {"group_by": query.group_by, "data": await usage(self.store, query)}
 
-    app.add("GET", "/admin/usage", usage_route)
-
-    async def audit_list(call: AdminCall):
+    async def audit_list(self, call: AdminCall):
         q = call.query(("after", "limit"))
         after = _int(q.get("after"), "after", 0, 2**62, 0)
         limit = _int(q.get("limit"), "limit", 1, 1000, 100)
-        entries = await audit.list_entries(store, after_seq=after, limit=limit)
+        entries = await audit.list_entries(self.store, after_seq=after, limit=limit)
         return 200, {"data": [e.to_dict() for e in entries],
                      "next_after": entries[-1].seq if len(entries) == limit else None}
 
-    async def audit_verify(call: AdminCall):
-        result = await audit.verify(store)
+    async def audit_verify(self, call: AdminCall):
+        result = await audit.verify(self.store)
         return 200, result.to_dict()
 
-    app.add("GET", "/admin/audit", audit_list)
-    app.add("GET", "/admin/audit/verify", audit_verify)
-
-    async def whoami(call: AdminCall):
+    async def whoami(self, call: AdminCall):
         return 200, {"actor": call.actor, "time": time.time()}
 
-    app.add("GET", "/admin/whoami", whoami)
+
+def register(app: AdminApp, ctx: AdminContext) -> None:
+    PrivacyRoutes(ctx).bind(app)
 
 
 def _int(raw: str | None, field: str, lo: int, hi: int, default: int) -> int:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import re
 
-from kraken import audit
 from kraken.accounts import service
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
 from kraken.admin.errors import AdminError, conflict
+from kraken.admin.route_group import Route, RouteGroup
 from kraken.admin.server import AdminApp, AdminCall
 from kraken.billing import wallet
 
@@ -23,12 +23,18 @@ def _wallet_error(exc: wallet.WalletError) -> AdminError:
     return AdminError(str(exc), param=param)
 
 
-def register(app: AdminApp, ctx: AdminContext) -> None:
-    store = ctx.store
+class WalletRoutes(RouteGroup):
+    """A customer's balance and ledger; credits (top-up, refund, adjustment) by reference."""
 
-    async def show(call: AdminCall):
+    def routes(self) -> list[Route]:
+        return [
+            ("GET", "/admin/customers/{id}/wallet", self.show),
+            ("POST", "/admin/customers/{id}/wallet", self.credit),
+        ]
+
+    async def show(self, call: AdminCall):
         q = call.query(("limit", "before"))
-        cus = await service.get_customer(store, call.params["id"])
+        cus = await service.get_customer(self.store, call.params["id"])
         limit = q.get("limit") or "100"
         before = q.get("before") or None
         for name, raw in (("limit", limit), ("before", before)):
@@ -36,14 +42,14 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
                 raise val.invalid(name, "must be a non-negative integer")
         if not 1 <= int(limit) <= 1000:
             raise val.invalid("limit", "must be between 1 and 1000")
-        micros = await wallet.balance(store, cus.id)
-        txs = await wallet.transactions(store, cus.id, limit=int(limit),
+        micros = await wallet.balance(self.store, cus.id)
+        txs = await wallet.transactions(self.store, cus.id, limit=int(limit),
                                         before_id=int(before) if before else None)
         return 200, {"customer_id": cus.id, "balance_micros": micros,
                      "balance_usd": wallet.micros_to_usd(micros),
                      "transactions": [t.to_dict() for t in txs]}
 
-    async def credit(call: AdminCall):
+    async def credit(self, call: AdminCall):
         body = call.body(("amount_usd", "ref", "kind"))
         kind = val.choice(val.text(body, "kind", max_len=20), "kind",
                           ("top_up", "refund", "adjustment"), "top_up")
@@ -52,16 +58,16 @@ def register(app: AdminApp, ctx: AdminContext) -> None:
             raise val.invalid("amount_usd", "is required")
         if not isinstance(body["amount_usd"], (str, int, float)) or isinstance(body["amount_usd"], bool):
             raise val.invalid("amount_usd", "must be a number of USD")
-        cus = await service.get_customer(store, call.params["id"])
+        cus = await service.get_customer(self.store, call.params["id"])
         try:
             micros = wallet.usd_to_micros(body["amount_usd"])
-            tx, new = await wallet.apply(store, cus.id, kind, micros, ref)
+            tx, new = await wallet.apply(self.store, cus.id, kind, micros, ref)
         except wallet.WalletError as exc:
             raise _wallet_error(exc) from None
         if new:
-            await audit.record(store, actor=call.actor, action=f"wallet.{kind}", target=cus.id,
-                               subject=cus.id, detail={"amount_micros": micros})
+            await self._audit(call, f"wallet.{kind}", cus.id, cus.id, amount_micros=micros)
         return (201 if new else 200), tx.to_dict()
 
-    app.add("GET", "/admin/customers/{id}/wallet", show)
-    app.add("POST", "/admin/customers/{id}/wallet", credit)
+
+def register(app: AdminApp, ctx: AdminContext) -> None:
+    WalletRoutes(ctx).bind(app)
