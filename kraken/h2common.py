@@ -30,6 +30,12 @@ class GoawayTolerantH2Connection(H2Connection):
     h2 stays pinned to 4.4.x.
     """
 
+    def release(self) -> None:
+        """The socket is gone: drop h2's table of our own bound methods, the one reference
+        cycle in this object, so it is freed at once instead of at the next full gc run.
+        Nothing may be received afterwards; what is queued can still be read."""
+        self._frame_dispatch_table = {}
+
     def _receive_goaway_frame(  # type: ignore[override]
             self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
         event = ConnectionTerminated()

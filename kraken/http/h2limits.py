@@ -279,12 +279,6 @@ class GuardedH2Connection(GoawayTolerantH2Connection):
         self._prepare_for_sending([GoAwayFrame(
             0, last_stream_id=self.highest_inbound_stream_id, error_code=ErrorCodes.NO_ERROR)])
 
-    def release(self) -> None:
-        """The socket is gone: drop h2's table of our own bound methods, the one reference
-        cycle in this object, so it is freed at once instead of at the next full gc run.
-        Nothing may be received afterwards; what is queued can still be read."""
-        self._frame_dispatch_table = {}
-
     def receive_data(self, data: bytes) -> list[Event]:  # type: ignore[override]
         try:
             return super().receive_data(data)

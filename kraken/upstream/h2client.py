@@ -119,6 +119,7 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.h2.release()  # no cycle left: freed at once, like the inbound connection
         streams, self.streams = self.streams, {}
         for ex in streams.values():
             ex._fail(UpstreamError("provider closed the connection"))

@@ -356,3 +356,29 @@ async def test_release_of_an_unfinished_stream_cancels_it():
         _, again = await call(pool, "next")
         assert again.status == 200 and provider.connections == 1
         await pool.close()
+
+
+async def test_a_lost_connection_is_freed_without_a_cycle_collection():
+    """Like the inbound side: once the provider's socket is gone, nothing keeps the h2 client
+    connection alive, not even a reference cycle waiting for the next gc run."""
+    import gc
+    import weakref
+
+    from kraken.upstream.h2client import H2UpstreamConnection
+
+    async with H2Provider(CA) as provider:
+        pool = make_pool(provider)
+        exchange, res = await call(pool, "once")
+        assert res.status == 200 and isinstance(exchange.connection, H2UpstreamConnection)
+        refs = [weakref.ref(exchange.connection), weakref.ref(exchange.connection.h2)]
+        del exchange, res
+        gc.collect()
+        gc.disable()
+        try:
+            provider.drop_connections()
+            await wait_for(lambda: pool.size == 0)
+            await asyncio.sleep(0)  # let the transport's own callbacks finish
+            assert [ref() for ref in refs] == [None, None]
+        finally:
+            gc.enable()
+        await pool.close()
