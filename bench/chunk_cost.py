@@ -1,8 +1,8 @@
 """Per-chunk CPU cost of Kraken's relay path, without sockets.
 
 One provider SSE event goes: chunked-transfer decoding (upstream/response.py) → relay
-(gateway/relay.py: ttfb stamp, SSE tap for usage) → HTTP/1.1 chunk framing (http/h1.py)
-→ transport.write. Here the transports are in-memory, so the figure is Kraken's own
+(gateway/relay.py: ttfb stamp, SSE tap for usage) → HTTP/1.1 chunk framing
+(http/h1exchange.py) → transport.write. Here the transports are in-memory, so the figure is Kraken's own
 Python work per chunk; the write syscall comes on top (see bench/run.py for end to end).
 
     .venv/bin/python bench/chunk_cost.py [--chunks 200000]
@@ -16,7 +16,7 @@ import time
 from kraken.config import ProviderConfig, ServerConfig
 from kraken.gateway.call import Call
 from kraken.gateway.relay import Relay
-from kraken.http.h1 import BUSY, H1Connection
+from kraken.http.h1 import H1Connection
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.upstream.response import ResponseParser
 
@@ -42,10 +42,25 @@ class NullTransport:
         return False
 
 
+async def request_sink() -> tuple[H1Connection, object]:
+    """A connection with one request in flight, and that request's sink (its handler
+    waits until the connection is lost)."""
+    loop = asyncio.get_running_loop()
+    got = loop.create_future()
+
+    async def handler(req, sink) -> None:
+        got.set_result(sink)
+        await loop.create_future()
+
+    conn = H1Connection(handler, ServerConfig(), None)
+    conn.connection_made(NullTransport())
+    conn.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\n"
+                       b"Content-Length: 0\r\n\r\n")
+    return conn, await got
+
+
 async def measure(chunks: int, per_read: int) -> float:
-    sink = H1Connection(lambda req, s: None, ServerConfig(), None)
-    sink.connection_made(NullTransport())
-    sink.state = BUSY  # as if a request were in flight
+    conn, sink = await request_sink()
     family = OpenAICompat(ProviderConfig(name="p", base_url="http://x/v1"), "/v1", "x")
     call = Call(time.perf_counter_ns(), "chat_completions")
     call.provider = "p"
@@ -61,7 +76,7 @@ async def measure(chunks: int, per_read: int) -> float:
         parser.feed(read)
         relay.on_read_end()
     elapsed = time.perf_counter() - t0
-    sink._deadline.stop()
+    conn.connection_lost(None)
     return elapsed / (reads * per_read) * 1e6
 
 

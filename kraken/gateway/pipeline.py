@@ -41,7 +41,7 @@ from kraken.gateway.relay import Relay
 from kraken.policy.router import Route, Router
 from kraken.http.exchange import Request, ResponseSink
 from kraken.gateway.request_log import RequestLog
-from kraken.http.h1 import send_error
+from kraken.http.answers import send_error
 from kraken.meter.writer import Meter
 
 log = logging.getLogger("kraken.gateway")

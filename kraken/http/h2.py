@@ -27,16 +27,15 @@ its streams. Slow uploads get h1's ``BodyPace`` per stream besides the idle time
 
 Connection states: OPEN ──close_when_idle / client GOAWAY──▶ DRAINING (graceful GOAWAY,
 streams in flight finish) ──idle──▶ CLOSED; any ──connection error / flood──▶ GOAWAY with
-its code, tasks cancelled, CLOSED. Closing is lingering, as in h1: FIN, then the client's
-remaining bytes are read and dropped for up to ``_LINGER_S``, so it gets the GOAWAY rather
-than a TCP reset.
+its code, tasks cancelled, CLOSED. Closing is lingering, as in h1 (``connection.py``), so
+the client gets the GOAWAY rather than a TCP reset.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from typing import Callable
 
 from h2.errors import ErrorCodes
 from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged,
@@ -44,11 +43,10 @@ from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
-from kraken import metrics
 from kraken.config import ServerConfig
-from kraken.errors import KrakenError
+from kraken.http.answers import error_answer, rejection
+from kraken.http.connection import Handler, InboundConnection, run_handler
 from kraken.http.exchange import Request
-from kraken.http.h1 import send_error
 from kraken.http.h1body import BodyPace
 from kraken.http.h2limits import (Calm, GuardedH2Connection, H2Limits,
                                   StreamRejected)
@@ -57,23 +55,18 @@ from kraken.timers import Deadline
 
 log = logging.getLogger("kraken.http")
 
-Handler = Callable[[Request, "H2Stream"], Awaitable[None]]
-
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """What a cleartext listener sniffs to hand a connection to HTTP/2 (prior knowledge)."""
 
 OPEN, DRAINING, CLOSED = "OPEN", "DRAINING", "CLOSED"
 
-_LINGER_S = 2.0
 _BODY_BUDGET_FACTOR = 4
 """Request bodies still being received on one connection may total this many times
 ``max_body_bytes``; the stream that crosses it gets 413 (h1 buffers one body at a time)."""
-_REJECT_CODES = {405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large",
-                 414: "uri_too_long", 431: "request_header_fields_too_large"}
 _SETTINGS_MOVING_DATA = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(InboundConnection):
     """One client connection speaking HTTP/2 (after TLS ALPN "h2" or a cleartext preface).
 
     ``initial_data``: bytes a sniffer already read from the socket (starting with ``PREFACE``).
@@ -83,21 +76,13 @@ class H2Connection(asyncio.Protocol):
                  initial_data: bytes = b"", limits: H2Limits | None = None,
                  always_headers: list[tuple[bytes, bytes]] | None = None,
                  on_lost: Callable[[], None] | None = None):
-        self._handler = handler
-        self._on_lost = on_lost
-        """Called once when the connection is gone (the listener's per-address count)."""
+        super().__init__(handler, cfg, tracker, on_lost)
         self.always_headers = list(always_headers or ())
         """Headers on every response (e.g. HSTS over TLS)."""
-        self._cfg = cfg
-        self._tracker = tracker
         self._limits = limits or H2Limits()
-        self._loop = self.loop = asyncio.get_event_loop()
         self._initial = initial_data
         self._h2 = GuardedH2Connection(cfg.max_head_bytes, self._limits)
-        self.transport: asyncio.Transport | None = None
-        self.peer = ""
         self.state = OPEN
-        self.disconnected = False
         self.writing_paused = False
         self.stream_buffer_bytes = self._limits.stream_buffer_bytes
         self._streams: dict[int, H2Stream] = {}
@@ -106,10 +91,6 @@ class H2Connection(asyncio.Protocol):
         self._tasks: set[asyncio.Task] = set()
         self._receiving_bytes = 0
         """Request body bytes held by streams still in RECV."""
-        self._deadline = Deadline(self._loop, self._on_timeout)
-        self.stall_timeout: float = cfg.send_stall_timeout_s
-        self._stall = Deadline(self._loop, self._on_stall)
-        """Runs while the transport is paused (the client reads nothing at all)."""
         self._idle = False
         self._preface_pending = True
         self._eof_sent = False
@@ -145,13 +126,7 @@ class H2Connection(asyncio.Protocol):
 
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
-        transport.set_write_buffer_limits(high=self._cfg.write_buffer_high)  # type: ignore[attr-defined]
-        metrics.ACTIVE_CONNECTIONS.inc()
-        if self._tracker is not None:
-            self._tracker.add(self)
+        self._opened(transport)
         self._h2.open_connection()
         self._flush()
         self._deadline.arm(self._cfg.head_timeout_s)  # the client preface must arrive in time
@@ -160,28 +135,14 @@ class H2Connection(asyncio.Protocol):
             self.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.disconnected = True
         self.state = CLOSED
-        # Timers and h2 drop their references to us now: a cancel() would leave a timer
-        # holding this connection until it fired, and the reference cycles would wait
-        # for a full gc run (a flood of short connections piles up meanwhile).
-        self._deadline.close()
-        self._stall.close()
-        self._h2.release()
-        metrics.ACTIVE_CONNECTIONS.dec()
-        if self._tracker is not None:
-            self._tracker.discard(self)
-        if self._on_lost is not None:
-            on_lost, self._on_lost = self._on_lost, None
-            on_lost()
+        self._gone()
+        self._h2.release()  # h2 drops its references to us too (see _gone)
         for stream in list(self._streams.values()):
             producer = stream.producer
             if producer is not None and stream.producer_paused:
                 producer.resume_reading()
         self._cancel_all()
-
-    def eof_received(self) -> bool | None:
-        return None  # the client is gone (or, while lingering, done): close
 
     def data_received(self, data: bytes) -> None:
         if self.state is CLOSED:
@@ -252,26 +213,8 @@ class H2Connection(asyncio.Protocol):
         self._update_idle()
         stream.head_ns = time.perf_counter_ns()
         cfg = self._cfg
-        size = 0
-        authority = None
-        has_host = False
+        size = stream.take_head(event.headers)
         headers = stream.headers
-        for name, value in event.headers:  # validated by GuardedH2Connection
-            size += len(name) + len(value) + 32
-            if name[:1] == b":":
-                if name == b":method":
-                    stream.method = value.decode("ascii", "replace")
-                elif name == b":path":
-                    stream.target = value.decode("ascii", "replace")
-                elif name == b":scheme":
-                    stream.scheme = value.decode("ascii", "replace")
-                else:
-                    authority = value
-            else:
-                has_host = has_host or name == b"host"
-                headers.append((name, value))
-        if authority is not None and not has_host:
-            headers.insert(0, (b"host", authority))  # what an h1 handler would find
         if size > cfg.max_head_bytes:
             self._reject(stream, 431, "request header fields too large")
         elif stream.method == "CONNECT":
@@ -281,9 +224,9 @@ class H2Connection(asyncio.Protocol):
         elif _declared_length(headers) > cfg.max_body_bytes:
             self._reject(stream, 413, "request body too large")  # before the body is sent
         elif event.stream_ended is None:
-            stream.deadline = Deadline(self._loop, lambda: self._on_body_timeout(stream))
+            stream.deadline = Deadline(self.loop, lambda: self._on_body_timeout(stream))
             stream.deadline.arm(cfg.body_idle_timeout_s)
-            stream.pace = BodyPace.start(self._loop, cfg, lambda: self._on_body_timeout(stream))
+            stream.pace = BodyPace.start(self.loop, cfg, lambda: self._on_body_timeout(stream))
 
     def _on_data(self, event: DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
@@ -342,52 +285,28 @@ class H2Connection(asyncio.Protocol):
             scheme=stream.scheme,
             http_version="2",
         )
-        task = self._loop.create_task(self._run(request, stream))
+        task = self.loop.create_task(run_handler(self._handler, request, stream))
         stream.task = task
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, stream))
-
-    async def _run(self, request: Request, stream: H2Stream) -> None:
-        try:
-            await self._handler(request, stream)
-            if not stream.closed and not stream.ending:
-                log.error("request handler returned without ending its response")
-                self._fail(stream, KrakenError("internal error"))
-        except asyncio.CancelledError:
-            stream.abort()
-            raise
-        except KrakenError as exc:  # handler let a mapped error escape
-            self._fail(stream, exc)
-        except Exception:
-            log.exception("unhandled error in request handler")
-            self._fail(stream, KrakenError("internal error"))
 
     def _task_done(self, task: asyncio.Task, stream: H2Stream) -> None:
         self._tasks.discard(task)
         stream.task = None  # a cancelled task's traceback holds the stream: no cycle
         self._forget(stream)
 
-    def _fail(self, stream: H2Stream, exc: KrakenError) -> None:
-        if stream.closed:
-            return
-        if stream.started:
-            stream.abort()
-        else:
-            send_error(stream, exc)
-
     def _reject(self, stream: H2Stream, status: int, reason: str) -> None:
         """Answer ``status`` on this stream without the handler, and stop its upload."""
-        metrics.PROTOCOL_ERRORS.labels(str(status)).inc()
+        err = rejection(status, reason)
         log.debug("rejected stream %d from %s: %d %s", stream.stream_id, self.peer, status, reason)
         if stream.phase is RECV:
             self._receiving_bytes -= stream.body_size
         stream.phase = REJECTED
         stream.take_body()
         stream.stop_receiving()
-        err = KrakenError(reason, status=status, code=_REJECT_CODES.get(status))
-        err.error_type = "invalid_request_error"
         # a 405 here is CONNECT (no resource to ask about): Allow names what Kraken serves
-        send_error(stream, err, [(b"allow", b"GET, HEAD, POST")] if status == 405 else None)
+        stream.respond(*error_answer(
+            err, [(b"allow", b"GET, HEAD, POST")] if status == 405 else None))
 
     def _on_body_timeout(self, stream: H2Stream) -> None:
         if stream.phase is RECV and not stream.closed:
@@ -549,44 +468,22 @@ class H2Connection(asyncio.Protocol):
             self._deadline.cancel()
         self._idle = idle
 
-    def _on_stall(self) -> None:
-        """The transport stayed paused for ``send_stall_timeout_s``: the client reads nothing."""
-        if self.disconnected:
-            return
-        log.info("client %s read nothing for %.0f s: connection aborted",
-                 self.peer, self.stall_timeout)
-        self.abort()
-
     def _on_timeout(self) -> None:
         if self.state is CLOSED:
-            if self.transport is not None:
-                self.transport.close()  # lingered long enough
-                # close() still waits for the client to read what is buffered: not forever.
-                if (self.stall_timeout > 0 and self._stall.timeout <= 0
-                        and self.transport.get_write_buffer_size()):
-                    self._stall.arm(self.stall_timeout)
+            self._lingered()
         elif self._preface_pending:
             self._close()  # never spoke HTTP/2 in time
         else:
             self.close_when_idle()  # idle keep-alive: GOAWAY, then close
 
     def _close(self) -> None:
-        """Finish the connection: FIN, then linger (module doc)."""
+        """Finish the connection: FIN, then linger."""
         if self.state is CLOSED:
             return
         self._flush()
         self.state = CLOSED
         self._deadline.cancel()
-        transport = self.transport
-        if transport is None or self.disconnected or transport.is_closing():
-            return
-        try:
-            transport.write_eof()
-            self._eof_sent = True
-        except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
-            transport.close()
-            return
-        self._deadline.arm(_LINGER_S)
+        self._eof_sent = self._linger()
 
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:

@@ -12,7 +12,7 @@ from h2.errors import ErrorCodes
 
 from kraken.h2common import CONNECTION_SPECIFIC
 from kraken.http.exchange import FlowControl
-from kraken.http.h1 import DATE
+from kraken.http.date import DATE
 from kraken.http.h1body import BodyPace
 from kraken.timers import Deadline
 
@@ -76,6 +76,11 @@ class H2Stream:
     @property
     def disconnected(self) -> bool:
         return self.reset or self._conn.disconnected
+
+    @property
+    def unfinished(self) -> bool:
+        """The handler has not ended the response, and the stream can still carry it."""
+        return not self.closed and not self._ending
 
     def set_producer(self, producer: FlowControl | None) -> None:
         self._producer = producer
@@ -174,6 +179,32 @@ class H2Stream:
         elif not want and self._producer_paused:
             self._producer_paused = False
             producer.resume_reading()
+
+    def take_head(self, fields: list[tuple[bytes, bytes]]) -> int:
+        """Keep the request head of HEADERS ``fields`` (validated by GuardedH2Connection):
+        pseudo-headers apart, :authority as the Host an h1 handler would find. Returns the
+        head's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it."""
+        size = 0
+        authority = None
+        has_host = False
+        headers = self.headers
+        for name, value in fields:
+            size += len(name) + len(value) + 32
+            if name[:1] == b":":
+                if name == b":method":
+                    self.method = value.decode("ascii", "replace")
+                elif name == b":path":
+                    self.target = value.decode("ascii", "replace")
+                elif name == b":scheme":
+                    self.scheme = value.decode("ascii", "replace")
+                else:
+                    authority = value
+            else:
+                has_host = has_host or name == b"host"
+                headers.append((name, value))
+        if authority is not None and not has_host:
+            headers.insert(0, (b"host", authority))
+        return size
 
     def add_body(self, data: bytes) -> None:
         self._body.append(data)

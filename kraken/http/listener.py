@@ -18,8 +18,9 @@ from functools import partial
 
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError, error_body
+from kraken.http.connection import Handler
 from kraken.http.connlimit import ConnectionLimiter, address_key
-from kraken.http.h1 import H1Connection, Handler
+from kraken.http.h1 import H1Connection
 from kraken.http.h2 import H2Connection
 
 log = logging.getLogger("kraken.http")

@@ -1,5 +1,6 @@
 """Raw-socket helpers for the HTTP/1.1 listener tests: a real ``H1Connection`` on a loopback
-port, a recording handler, and a small independent parser for what the server sends."""
+port (each request's sink an ``H1Exchange``), a recording handler, and a small independent
+parser for what the server sends."""
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +13,12 @@ from typing import AsyncIterator, Awaitable, Callable
 from kraken.config import ServerConfig
 from kraken.http.exchange import Request
 from kraken.http.h1 import H1Connection
+from kraken.http.h1exchange import H1Exchange
 
-Handler = Callable[[Request, H1Connection], Awaitable[None]]
+Handler = Callable[[Request, H1Exchange], Awaitable[None]]
 
 
-async def echo_length(req: Request, sink: H1Connection) -> None:
+async def echo_length(req: Request, sink: H1Exchange) -> None:
     """Answer 200 with ``<path> <body length>`` as a Content-Length body."""
     body = b"%s %d" % (req.path.encode(), len(req.body))
     sink.start(200, [(b"content-type", b"text/plain")], len(body))
@@ -37,7 +39,7 @@ async def serve(handler: Handler = echo_length, **cfg) -> AsyncIterator[Server]:
     loop = asyncio.get_running_loop()
     server = Server(0)
 
-    async def recording(req: Request, sink: H1Connection) -> None:
+    async def recording(req: Request, sink: H1Exchange) -> None:
         server.calls.append(req)
         await handler(req, sink)
 

@@ -21,6 +21,7 @@ from kraken.config import ServerConfig
 from kraken.http.connlimit import ConnectionLimiter, address_key
 from kraken.http.exchange import Request
 from kraken.http.h1 import H1Connection
+from kraken.http.h1exchange import H1Exchange
 from kraken.http.h1body import BodyRejected, ChunkedBody, FixedBody
 from kraken.http.listener import ProtocolSelector
 from test_h2 import eventually, h2_client
@@ -133,7 +134,7 @@ async def test_h1_client_that_keeps_reading_slowly_is_not_dropped(monkeypatch):
     gate = Gate()
     chunks = 128  # 8 MiB: more than the kernel buffers, so writing does pause
 
-    async def stream(req: Request, sink: H1Connection) -> None:
+    async def stream(req: Request, sink: H1Exchange) -> None:
         sink.start(200, [], None)
         sink.set_producer(gate)
         for _ in range(chunks):
