@@ -19,25 +19,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from kraken import app, config
-    from kraken.accounts.keys import hash_key
 
     try:
-        cfg = config.load(args.config)
-        if args.host or args.port is not None:
-            server = dataclasses.replace(
-                cfg.server,
-                host=args.host or cfg.server.host,
-                port=cfg.server.port if args.port is None else args.port,
-            )
-            cfg = dataclasses.replace(cfg, server=server)
-        if args.worker_count is not None:  # the supervisor's count, not a re-read file's
-            server = dataclasses.replace(cfg.server, workers=args.worker_count)
-            cfg = dataclasses.replace(cfg, server=server)
-        if args.demo:
-            cfg = config.with_demo(cfg, hash_key(config.DEMO_KEY, rounds=10))
-        if args.log_level:  # the command line wins over [logging] level
-            cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
-                cfg.logging, level=args.log_level.upper()))
+        cfg = _serve_config(args)
     except config.ConfigError as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 2
@@ -49,22 +33,12 @@ def _serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if args.worker_index is None:  # once, not once per worker
-        for name, variable in config.unset_key_variables(cfg):
-            logging.getLogger("kraken").warning(
-                "provider %s: %s is not set; requests routed to it will fail "
-                "(except with a customer's own BYOK key)", name, variable)
-    if args.worker_index is None and cfg.server.workers > 1:
-        from kraken.billing.settings import billing_settings
-
-        try:  # the workers parse these for themselves; a bad one must stop the supervisor
-            billing_settings(cfg)
-        except config.ConfigError as exc:
-            print(f"kraken: {exc}", file=sys.stderr)
-            return 2
-        return _supervise(args, cfg)
-    if args.demo and args.worker_index is None:
-        print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
-              file=sys.stderr)
+        _warn_unset_keys(cfg)
+        if cfg.server.workers > 1:
+            return _supervise(args, cfg)
+        if args.demo:
+            print(f"kraken demo: use API key {config.DEMO_KEY} (accepted only with --demo)",
+                  file=sys.stderr)
     from kraken.accounts.masterkey import KeyringError
     from kraken.http.listener import ListenError
     from kraken.http.tls import TLSConfigError
@@ -80,10 +54,51 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _serve_config(args: argparse.Namespace) -> Config:
+    """The config file with the command line's overrides (--host/--port, --demo, --log-level)."""
+    from kraken import config
+    from kraken.accounts.keys import hash_key
+
+    cfg = config.load(args.config)
+    if args.host or args.port is not None:
+        server = dataclasses.replace(
+            cfg.server,
+            host=args.host or cfg.server.host,
+            port=cfg.server.port if args.port is None else args.port,
+        )
+        cfg = dataclasses.replace(cfg, server=server)
+    if args.worker_count is not None:  # the supervisor's count, not a re-read file's
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server,
+                                                                  workers=args.worker_count))
+    if args.demo:
+        cfg = config.with_demo(cfg, hash_key(config.DEMO_KEY, rounds=10))
+    if args.log_level:  # the command line wins over [logging] level
+        cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
+            cfg.logging, level=args.log_level.upper()))
+    return cfg
+
+
+def _warn_unset_keys(cfg: Config) -> None:
+    """A provider whose key variable is unset is named at startup (the variable, never a value)."""
+    from kraken import config
+
+    for name, variable in config.unset_key_variables(cfg):
+        logging.getLogger("kraken").warning(
+            "provider %s: %s is not set; requests routed to it will fail "
+            "(except with a customer's own BYOK key)", name, variable)
+
+
 def _supervise(args: argparse.Namespace, cfg: Config) -> int:
     """``workers > 1``: this process only supervises ``kraken serve --worker-index i``."""
     from kraken import config, workers
 
+    from kraken.billing.settings import billing_settings
+
+    try:  # the workers parse these for themselves; a bad one must stop the supervisor
+        billing_settings(cfg)
+    except config.ConfigError as exc:
+        print(f"kraken: {exc}", file=sys.stderr)
+        return 2
     if cfg.server.port == 0:
         print(f"kraken: {cfg.source}: server.workers > 1 needs a fixed server.port "
               "(the workers share it)", file=sys.stderr)

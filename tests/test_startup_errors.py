@@ -135,6 +135,13 @@ BAD_CONFIGS = [
     ("sampling-nan", "[logging]\nsampling = nan\n", "logging.sampling"),
     ("store-is-a-directory", "[store]\npath = \"{tmp}\"\n", "store.path"),
     ("unknown-section", "[sever]\nport = 1\n", "sever"),
+    # Billing's sections are parsed at startup (kraken/billing/settings.py), in one process
+    # and by the supervisor of several alike.
+    ("bad-price", "[prices.mock]\n\"mock-gpt\" = { input = -1 }\n", "prices"),
+    ("bad-plan", "[plans.free]\nrpm = -1\n", "plans.free.rpm"),
+    ("bad-fee", "[fees]\nmanaged_pct = 150\n", "managed_pct"),
+    ("bad-plan-two-workers", "[server]\nport = 0\nworkers = 2\n[plans.free]\nrpm = -1\n",
+     "plans.free.rpm"),
     ("not-utf8", "\udcff", "UTF-8"),
 ]
 
