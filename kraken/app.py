@@ -17,6 +17,7 @@ import signal
 import sqlite3
 
 import anyio
+import anyio.abc
 
 from kraken import metrics, sdnotify, workers
 from kraken.accounts import masterkey
@@ -25,7 +26,7 @@ from kraken.billing.guard import BillingGuard
 from kraken.billing.stripe_webhook import PATH as STRIPE_PATH, StripeWebhook
 from kraken.billing.wallet import usd_to_micros
 from kraken.billing.pricing import PriceTable
-from kraken.billing.settings import billing_settings
+from kraken.billing.settings import BillingSettings, billing_settings
 from kraken.config import Config, ConfigError, ProviderConfig
 from kraken.accounts.keystore import DbKeySource
 from kraken.accounts.revocation import RevocationWatcher
@@ -118,6 +119,21 @@ async def _open_store(cfg: Config) -> SqliteStore:
         raise ConfigError(f"{cfg.source}: store.path: cannot open {path!r}: {exc}") from None
 
 
+@dataclasses.dataclass(slots=True)
+class Parts:
+    """What startup wired, handed to listening, serving and draining."""
+
+    store: SqliteStore
+    meter: Meter
+    billing: BillingGuard
+    gateway: Gateway
+    verifier: KeyVerifier
+    limiter: object
+    revocations: RevocationWatcher
+    keyring: object
+    connections: set = dataclasses.field(default_factory=set)
+
+
 async def serve(
     cfg: Config, *, started: asyncio.Future | None = None, stop: asyncio.Event | None = None,
     worker: int | None = None,
@@ -125,130 +141,176 @@ async def serve(
     """Run Kraken until SIGTERM/SIGINT (or ``stop``, when embedded); returns the exit code.
 
     ``worker`` is this process's slot under the supervisor: its own journal directory
-    and SO_REUSEPORT listeners shared with its siblings.
+    and SO_REUSEPORT listeners shared with its siblings. The steps: start (replay the
+    journal, wire the parts), listen, serve until told to stop, drain.
     """
-    loop = asyncio.get_running_loop()
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
     keyring = masterkey.load(cfg.byok.master_key_file, cfg.byok.master_key)  # fail before serving
     settings = billing_settings(cfg)  # [prices], [plans], [fees]: parsed once, here
     async with contextlib.AsyncExitStack() as stack:
-        store = await _open_store(cfg)
-        stack.push_async_callback(store.close)
-        journal_dir, stale = workers.journal_dirs(cfg, worker)
-        replayed = 0
-        billing = BillingGuard(settings.plans,
-                               min_balance_micros=usd_to_micros(cfg.wallet.min_balance_usd))
-        for directory in stale:  # left by another ``workers`` setting; nobody writes there
-            leftover = Meter(store, Journal(directory), cfg.meter)
-            leftover.billing = billing  # replayed usage is debited too (idempotent by request id)
-            replayed += await leftover.recover()
-        meter = Meter(store, Journal(journal_dir), cfg.meter)
-        meter.billing = billing
-        replayed += await meter.recover()
-        await billing.refresh(store)  # balances, monthly usage and plans before serving
-        if replayed:
-            log.info("replayed %d records from the crash journal", replayed)
-        cfg = await _start_mocks(cfg, stack)
-        router = _build_router(cfg, stack, settings.prices)
-        # Accounts read on their own connection, so key lookups never queue behind the writer.
-        accounts_store = await SqliteStore.open(cfg.store.path,
-                                                busy_timeout_ms=cfg.store.busy_timeout_ms)
-        stack.push_async_callback(accounts_store.close)
-        verifier = KeyVerifier(cfg.keys, cfg.auth, source=DbKeySource(accounts_store))
-        stack.callback(verifier.close)
-        revocations = RevocationWatcher(accounts_store, verifier, redis_url=cfg.limits.redis_url)
-        await revocations.start()
-        limiter = build_limiter(cfg.limits)
-        stack.push_async_callback(limiter.aclose)
-        gateway = Gateway(verifier, limiter, router, meter,
-                          settings.prices, settings.fees,
-                          ClientAddress(cfg.limits.trusted_proxies))
-        gateway.billing = billing
-        gateway.byok = ByokCache(store, keyring, max_entries=cfg.byok.cache_max,
-                                 ttl_s=cfg.byok.cache_ttl_s, poll_interval_s=cfg.byok.poll_interval_s)
-        for extra in (embeddings, responses, gemini_native):  # relayed beside chat completions
-            extra.register(gateway)
-        if cfg.stripe.webhook_secret:
-            webhook = StripeWebhook(store, billing, cfg.stripe.webhook_secret,
-                                    tolerance_s=cfg.stripe.tolerance_s,
-                                    metadata_key=cfg.stripe.customer_metadata_key)
-            gateway.add_endpoint(STRIPE_PATH, webhook.handle)
-        gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
-        connections: set = set()
-        per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip)
-        reloader = CertificateReloader(cfg.tls.cert, cfg.tls.key) if cfg.tls.cert else None
-        tls = ({"ssl": reloader.context, "ssl_handshake_timeout": cfg.server.head_timeout_s}
-               if reloader is not None else {})
-        always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []
-        server = await loop.create_server(
-            lambda: ProtocolSelector(gateway.handle, cfg.server, connections,
-                                     h2c=cfg.server.h2c, always_headers=always,
-                                     limiter=per_ip),
-            sock=listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,
-                               setting="server.port"),
-            **tls,
-        )
-        servers = [server]
-        if cfg.admin.token_hash and worker in (None, 0):  # one admin listener per host
-            from kraken.admin.listener import start_admin
-
-            servers.append(await start_admin(cfg, store, connections, meter=meter,
-                                               verifier=verifier, limiter=limiter,
-                                               keyring=keyring, stack=stack))
-        if cfg.server.redirect_http_port:  # ACME challenges + redirect; also before any cert exists
-            plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
-            servers.append(await loop.create_server(
-                lambda: H1Connection(plain, cfg.server, connections),
-                sock=listen_socket(cfg.server.host, cfg.server.redirect_http_port,
-                                   reuse_port=worker is not None,
-                                   setting="server.redirect_http_port")))
-
-        def on_sighup() -> None:
-            """Reload the certificate for new handshakes; a broken one keeps the old."""
-            sdnotify.reloading()
-            if reloader is not None:
-                reloader.reload()
-            sdnotify.ready()
-
-        own_signals = stop is None
-        stop = stop or asyncio.Event()
-        signals = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: on_sighup}
-        if own_signals:
-            for sig, callback in signals.items():
-                loop.add_signal_handler(sig, callback)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(meter.run)
-            if worker in (None, 0):
-                from kraken.privacy import retention
-
-                tg.start_soon(retention.run, store, cfg.retention)
-            tg.start_soon(billing.run, store, cfg.wallet.refresh_interval_s)
-            tg.start_soon(revocations.run)  # revoked keys refused within 1 s
-            await tg.start(gateway.byok.run)  # first change poll done before serving
-            address = server.sockets[0].getsockname()
-            scheme = "https" if reloader is not None else "http"
-            log.info("kraken listening on %s://%s:%d", scheme, address[0], address[1])
-            if started is not None and not started.done():
-                started.set_result(address[1])
-            sdnotify.ready(f"listening on {address[0]}:{address[1]}")
-            await stop.wait()
-            deadline = anyio.current_time() + cfg.server.drain_timeout_s
-            sdnotify.stopping("draining")
-            log.info("shutting down: draining for up to %.0fs", cfg.server.drain_timeout_s)
-            await _drain(servers, gateway, connections, cfg.server.drain_timeout_s)
-            # A store that stays down (disk full) cannot hold shutdown past the deadline:
-            # what it did not take stays in the journal, replayed at the next start.
-            left = await meter.close(max(deadline - anyio.current_time(), FLUSH_MIN_S))
-            tg.cancel_scope.cancel()  # the billing refresh loop; the meter is flushed
-        if own_signals:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+        cfg, parts = await _start(cfg, stack, settings, keyring, worker)
+        servers, reloader = await _listen(cfg, parts, stack, worker)
+        left = await _run(cfg, parts, servers, reloader, worker, started, stop)
     if left:
         log.error("kraken stopped with %d record(s) left in the crash journal (exit %d)",
                   left, EXIT_RECORDS_IN_JOURNAL)
         return EXIT_RECORDS_IN_JOURNAL
     log.info("kraken stopped")
     return 0
+
+
+async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: BillingSettings,
+                 keyring: object, worker: int | None) -> tuple[Config, Parts]:
+    """Replay what a previous run left in the journal, then wire the gateway's parts."""
+    store = await _open_store(cfg)
+    stack.push_async_callback(store.close)
+    billing = BillingGuard(settings.plans,
+                           min_balance_micros=usd_to_micros(cfg.wallet.min_balance_usd))
+    meter = await _recovered_meter(cfg, store, billing, worker)
+    await billing.refresh(store)  # balances, monthly usage and plans before serving
+    cfg = await _start_mocks(cfg, stack)
+    router = _build_router(cfg, stack, settings.prices)
+    # Accounts read on their own connection, so key lookups never queue behind the writer.
+    accounts_store = await SqliteStore.open(cfg.store.path,
+                                            busy_timeout_ms=cfg.store.busy_timeout_ms)
+    stack.push_async_callback(accounts_store.close)
+    verifier = KeyVerifier(cfg.keys, cfg.auth, source=DbKeySource(accounts_store))
+    stack.callback(verifier.close)
+    revocations = RevocationWatcher(accounts_store, verifier, redis_url=cfg.limits.redis_url)
+    await revocations.start()
+    limiter = build_limiter(cfg.limits)
+    stack.push_async_callback(limiter.aclose)
+    gateway = Gateway(verifier, limiter, router, meter,
+                      settings.prices, settings.fees,
+                      ClientAddress(cfg.limits.trusted_proxies))
+    gateway.billing = billing
+    gateway.byok = ByokCache(store, keyring, max_entries=cfg.byok.cache_max,
+                             ttl_s=cfg.byok.cache_ttl_s, poll_interval_s=cfg.byok.poll_interval_s)
+    for extra in (embeddings, responses, gemini_native):  # relayed beside chat completions
+        extra.register(gateway)
+    if cfg.stripe.webhook_secret:
+        webhook = StripeWebhook(store, billing, cfg.stripe.webhook_secret,
+                                tolerance_s=cfg.stripe.tolerance_s,
+                                metadata_key=cfg.stripe.customer_metadata_key)
+        gateway.add_endpoint(STRIPE_PATH, webhook.handle)
+    gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
+    return cfg, Parts(store, meter, billing, gateway, verifier, limiter, revocations, keyring)
+
+
+async def _recovered_meter(cfg: Config, store: SqliteStore, billing: BillingGuard,
+                           worker: int | None) -> Meter:
+    """This process's meter, after every journal segment left on disk is in the store."""
+    journal_dir, stale = workers.journal_dirs(cfg, worker)
+    replayed = 0
+    for directory in stale:  # left by another ``workers`` setting; nobody writes there
+        leftover = Meter(store, Journal(directory), cfg.meter)
+        leftover.billing = billing  # replayed usage is debited too (idempotent by request id)
+        replayed += await leftover.recover()
+    meter = Meter(store, Journal(journal_dir), cfg.meter)
+    meter.billing = billing
+    replayed += await meter.recover()
+    if replayed:
+        log.info("replayed %d records from the crash journal", replayed)
+    return meter
+
+
+async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
+                  worker: int | None) -> tuple[list[asyncio.AbstractServer],
+                                               CertificateReloader | None]:
+    """The client listener (TLS when configured), the admin listener and the ACME/redirect one."""
+    loop = asyncio.get_running_loop()
+    connections, gateway = parts.connections, parts.gateway
+    per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip)
+    reloader = CertificateReloader(cfg.tls.cert, cfg.tls.key) if cfg.tls.cert else None
+    tls = ({"ssl": reloader.context, "ssl_handshake_timeout": cfg.server.head_timeout_s}
+           if reloader is not None else {})
+    always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []
+    server = await loop.create_server(
+        lambda: ProtocolSelector(gateway.handle, cfg.server, connections,
+                                 h2c=cfg.server.h2c, always_headers=always,
+                                 limiter=per_ip),
+        sock=listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,
+                           setting="server.port"),
+        **tls,
+    )
+    servers = [server]
+    if cfg.admin.token_hash and worker in (None, 0):  # one admin listener per host
+        from kraken.admin.listener import start_admin
+
+        servers.append(await start_admin(cfg, parts.store, connections, meter=parts.meter,
+                                           verifier=parts.verifier, limiter=parts.limiter,
+                                           keyring=parts.keyring, stack=stack))
+    if cfg.server.redirect_http_port:  # ACME challenges + redirect; also before any cert exists
+        plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
+        servers.append(await loop.create_server(
+            lambda: H1Connection(plain, cfg.server, connections),
+            sock=listen_socket(cfg.server.host, cfg.server.redirect_http_port,
+                               reuse_port=worker is not None,
+                               setting="server.redirect_http_port")))
+    return servers, reloader
+
+
+async def _run(cfg: Config, parts: Parts, servers: list[asyncio.AbstractServer],
+               reloader: CertificateReloader | None, worker: int | None,
+               started: asyncio.Future | None, stop: asyncio.Event | None) -> int:
+    """Serve until ``stop`` (or SIGTERM/SIGINT), then drain; returns the records left in the
+    journal (0: the store took them all)."""
+    loop = asyncio.get_running_loop()
+
+    def on_sighup() -> None:
+        """Reload the certificate for new handshakes; a broken one keeps the old."""
+        sdnotify.reloading()
+        if reloader is not None:
+            reloader.reload()
+        sdnotify.ready()
+
+    own_signals = stop is None
+    stop = stop or asyncio.Event()
+    signals = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: on_sighup}
+    if own_signals:
+        for sig, callback in signals.items():
+            loop.add_signal_handler(sig, callback)
+    try:
+        async with anyio.create_task_group() as tg:
+            await _start_background(tg, cfg, parts, worker)
+            address = servers[0].sockets[0].getsockname()
+            scheme = "https" if reloader is not None else "http"
+            log.info("kraken listening on %s://%s:%d", scheme, address[0], address[1])
+            if started is not None and not started.done():
+                started.set_result(address[1])
+            sdnotify.ready(f"listening on {address[0]}:{address[1]}")
+            await stop.wait()
+            left = await _shut_down(cfg, parts, servers)
+            tg.cancel_scope.cancel()  # the billing refresh loop; the meter is flushed
+    finally:
+        if own_signals:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+    return left
+
+
+async def _start_background(tg: anyio.abc.TaskGroup, cfg: Config, parts: Parts,
+                            worker: int | None) -> None:
+    """The writer, retention, billing refresh, revocations and BYOK polls."""
+    tg.start_soon(parts.meter.run)
+    if worker in (None, 0):
+        from kraken.privacy import retention
+
+        tg.start_soon(retention.run, parts.store, cfg.retention)
+    tg.start_soon(parts.billing.run, parts.store, cfg.wallet.refresh_interval_s)
+    tg.start_soon(parts.revocations.run)  # revoked keys refused within 1 s
+    await tg.start(parts.gateway.byok.run)  # first change poll done before serving
+
+
+async def _shut_down(cfg: Config, parts: Parts, servers: list[asyncio.AbstractServer]) -> int:
+    """Drain in-flight responses, then flush the meter within what is left of the deadline."""
+    deadline = anyio.current_time() + cfg.server.drain_timeout_s
+    sdnotify.stopping("draining")
+    log.info("shutting down: draining for up to %.0fs", cfg.server.drain_timeout_s)
+    await _drain(servers, parts.gateway, parts.connections, cfg.server.drain_timeout_s)
+    # A store that stays down (disk full) cannot hold shutdown past the deadline:
+    # what it did not take stays in the journal, replayed at the next start.
+    return await parts.meter.close(max(deadline - anyio.current_time(), FLUSH_MIN_S))
 
 
 def _in_flight(connections: set) -> list[asyncio.Task]:
