@@ -7,12 +7,13 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 from kraken import app, config
 from kraken.accounts.keys import generate_key, hash_key
@@ -201,13 +202,23 @@ class Reply:
 
 
 async def http(port: int, method: str, path: str, body: bytes = b"",
-               headers: dict[str, str] | None = None, timeout: float = 10.0) -> Reply:
-    """One request on a fresh connection, parsed with h11 (a client independent of Kraken)."""
+               headers: Mapping[str, str] | None = None, timeout: float = 10.0, *,
+               source: str | None = None, tls: ssl.SSLContext | None = None) -> Reply:
+    """One request on a fresh connection, parsed with h11 (a client independent of Kraken).
+
+    ``source``: the local address to bind (another client address on 127/8); ``tls``: the
+    client context for a TLS listener (``localhost`` as the server name)."""
     import h11
 
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    options: dict[str, Any] = {}
+    if source is not None:
+        options["local_addr"] = (source, 0)
+    if tls is not None:
+        options.update(ssl=tls, server_hostname="localhost")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, **options)
     conn = h11.Connection(h11.CLIENT)
-    hdrs = [("host", "127.0.0.1"), ("connection", "close"), ("content-length", str(len(body)))]
+    host = "localhost" if tls is not None else "127.0.0.1"
+    hdrs = [("host", host), ("connection", "close"), ("content-length", str(len(body)))]
     hdrs += list((headers or {}).items())
     writer.write(conn.send(h11.Request(method=method, target=path, headers=hdrs)))
     writer.write(conn.send(h11.Data(data=body)) if body else b"")

@@ -17,9 +17,8 @@ import anyio
 import h2.config
 import h2.connection
 import h2.events
-import h11
 
-from harness import Reply, write_toml
+from harness import Reply, http, write_toml
 
 
 @contextlib.asynccontextmanager
@@ -64,32 +63,10 @@ async def _open(port: int, tls: ssl.SSLContext | None):
 
 
 async def h1_request(port: int, method: str, path: str, body: bytes = b"",
-             headers: Mapping[str, str] | None = None, *, tls: ssl.SSLContext | None = None,
-             timeout: float = 10.0) -> Reply:
+                     headers: Mapping[str, str] | None = None, *,
+                     tls: ssl.SSLContext | None = None, timeout: float = 10.0) -> Reply:
     """One HTTP/1.1 request on a fresh connection (TLS with ``tls``), parsed by h11."""
-    reader, writer = await _open(port, tls)
-    conn = h11.Connection(h11.CLIENT)
-    hdrs = [("host", "localhost"), ("connection", "close"), ("content-length", str(len(body)))]
-    writer.write(conn.send(h11.Request(method=method, target=path,
-                                       headers=hdrs + list((headers or {}).items()))))
-    writer.write((conn.send(h11.Data(data=body)) if body else b"") + conn.send(h11.EndOfMessage()))
-    status, out_headers, chunks = 0, {}, []
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await reader.read(65536))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    out_headers = {k.decode(): v.decode() for k, v in event.headers}
-                elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                    break
-    finally:
-        writer.close()
-    return Reply(status, out_headers, b"".join(chunks))
+    return await http(port, method, path, body, headers, timeout, tls=tls)
 
 
 async def h2_request(port: int, method: str, path: str, body: bytes = b"",
