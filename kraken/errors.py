@@ -1,7 +1,10 @@
 """Errors are types, mapped once to the provider's wire format.
 
-Every failure Kraken reports is a ``KrakenError`` carrying its HTTP status, the OpenAI-style
-error ``type``/``code`` and a message that never contains a key, a key hash or content.
+Every failure Kraken reports is a ``KrakenError`` subclass whose HTTP status, OpenAI-style
+error ``type`` and ``code`` are class attributes (h2's ``ProtocolError`` subclasses carry their
+code the same way): code matches on ``isinstance``, never on a field someone changed. The
+message never contains a key, a key hash or content. ``kraken.providers.error_formats`` turns
+an error into each wire format's body; ``error_body`` here is OpenAI's, the transport's own.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ class KrakenError(Exception):
     """The request field at fault (OpenAI's ``error.param``; the SDKs' ``exc.param``)."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        """``status``/``code`` are only for ``kraken/http``'s reject paths, until they raise
+        ``RequestRejected``/``TooManyConnections``; everything else raises a subclass."""
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -34,9 +39,33 @@ class BadRequest(KrakenError):
     status = 400
     error_type = "invalid_request_error"
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
         self.param = param
+
+
+class InvalidJson(BadRequest):
+    """The body is not JSON, or not the JSON object the endpoint takes."""
+
+    code = "invalid_json"
+
+
+class InvalidValue(BadRequest):
+    """A field is missing or has a value the endpoint cannot take."""
+
+    code = "invalid_value"
+
+
+class UnsupportedValue(BadRequest):
+    """A valid field the chosen provider cannot honour (e.g. ``n`` > 1 for Claude)."""
+
+    code = "unsupported_value"
+
+
+class UnsupportedParameter(BadRequest):
+    """A field the chosen provider has no equivalent for."""
+
+    code = "unsupported_parameter"
 
 
 class Unauthorized(KrakenError):
@@ -55,6 +84,18 @@ class NotFound(KrakenError):
     status = 404
     error_type = "invalid_request_error"
     code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """No route serves the model (at all, or on this endpoint)."""
+
+    code = "model_not_found"
+
+
+class ModelNotAllowed(Forbidden):
+    """The key's allow-list or the customer's plan does not include the model."""
+
+    code = "model_not_allowed"
 
 
 class MethodNotAllowed(KrakenError):
@@ -155,6 +196,26 @@ class PoolShareExceeded(RateLimited):
         return [(b"retry-after", str(self.retry_after_s).encode())]
 
 
+class TooManyConnections(KrakenError):
+    """The per-address connection cap refused a new connection (answered by the listener)."""
+
+    status = 503
+    error_type = "server_error"
+    code = "too_many_connections"
+
+
+class RequestRejected(KrakenError):
+    """The transport refused a malformed or oversized request: its status and code come from
+    the transport's reject table, so here they are the instance's data."""
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, status: int, code: str | None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
 class UpstreamError(KrakenError):
     """The provider could not be reached or failed before its first byte."""
 
@@ -163,28 +224,55 @@ class UpstreamError(KrakenError):
 
 
 class UpstreamTimeout(UpstreamError):
+    """No answer in time, or the provider itself answered 504."""
+
     status = 504
     error_type = "upstream_timeout"
 
 
+class UpstreamRateLimited(UpstreamError):
+    """The provider answered 429: another candidate may still serve the request."""
+
+    status = 429
+    error_type = "upstream_rate_limited"
+
+
+class UpstreamOverloaded(UpstreamError):
+    """The provider said it is overloaded (Anthropic's 529)."""
+
+    status = 503
+    error_type = "upstream_overloaded"
+
+
+class UpstreamFailed(UpstreamError):
+    """The provider answered 5xx (or a status Kraken cannot relay): the client sees 502."""
+
+
+class UpstreamCredentialsRejected(UpstreamError):
+    """The provider refused the gateway's own key: a 502, the provider's body not shown."""
+
+
+class UpstreamBadStream(UpstreamError):
+    """The provider's stream could not be read (an event over the size bound)."""
+
+    error_type = "internal_error"
+
+
 class UpstreamStatus(KrakenError):
-    """The provider answered 4xx: relayed with its status and (scrubbed) body."""
+    """The provider answered 4xx: relayed with its status and (scrubbed) body, both the
+    provider's, so both are the instance's data."""
 
     error_type = "upstream_status"
 
     def __init__(self, status: int, body: bytes):
-        super().__init__(f"provider returned {status}", status=status)
+        super().__init__(f"provider returned {status}")
+        self.status = status
         self.body = body
 
 
 def error_body(exc: KrakenError) -> bytes:
-    """The OpenAI-style JSON error body for ``exc``."""
+    """The OpenAI-style JSON error body for ``exc`` (the transport's and the admin API's too)."""
     return orjson.dumps(
         {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
                    "code": exc.code}}
     )
-
-
-def sse_error_event(exc: KrakenError) -> bytes:
-    """What a client sees when a stream fails after its first byte."""
-    return b"event: error\ndata: " + error_body(exc) + b"\n\n"

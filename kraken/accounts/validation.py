@@ -1,7 +1,7 @@
 """Input validation for accounts: every error names the field it is about.
 
 ``AccountError`` subclasses are ``KrakenError``s, so the admin API renders them with
-``errors.error_body`` (and may put ``exc.field`` in the body's ``param``); the CLI prints
+``errors.error_body`` (``exc.field`` is the body's ``param``); the CLI prints
 ``exc.field: exc.message``. Messages never repeat a secret back.
 """
 from __future__ import annotations
@@ -27,11 +27,12 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AccountError(errors.KrakenError):
-    """Base of account errors: ``field`` names the offending input (or None)."""
+    """Base of account errors: ``field`` names the offending input (or None); it is also the
+    error body's ``param`` (the admin API's)."""
 
     def __init__(self, field: str | None, message: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
+        self.field = self.param = field
 
 
 class ValidationError(AccountError, errors.BadRequest):

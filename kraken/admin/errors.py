@@ -1,25 +1,77 @@
-"""Admin API errors: OpenAI-style JSON bodies that name the offending field in ``param``."""
-from __future__ import annotations
+"""Admin API errors: OpenAI-style JSON bodies that name the offending field in ``param``.
 
-import orjson
+One class per answer: status and code are class attributes, the message and the field at
+fault are the instance's. The body is OpenAI's (``kraken.errors.error_body``); an account
+error's ``param`` is its ``field``.
+"""
+from __future__ import annotations
 
 from kraken.errors import KrakenError
 
 
 class AdminError(KrakenError):
-    """A KrakenError that also names the request field at fault."""
+    """A refused admin request (400 by default) that also names the request field at fault."""
 
+    status = 400
     error_type = "invalid_request_error"
+    code = "invalid_value"
 
-    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_value",
-                 param: str | None = None, allow: str | None = None):
-        super().__init__(message, status=status, code=code)
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
         self.param = param
+
+
+class AdminUnauthorized(AdminError):
+    status = 401
+    code = "invalid_admin_token"
+
+
+class CredentialRequired(AdminError):
+    """The usage page takes a Kraken API key or the admin token; neither was valid."""
+
+    status = 401
+    code = "invalid_credential"
+
+
+class AdminForbidden(AdminError):
+    status = 403
+    code = "forbidden"
+
+
+class AdminNotFound(AdminError):
+    status = 404
+    code = "not_found"
+
+
+class AdminMethodNotAllowed(AdminError):
+    """A known admin path asked with another method: ``allow`` lists the ones it takes."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: str):
+        super().__init__(message)
         self.allow = allow
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"allow", self.allow.encode())] if self.allow else []
+        return [(b"allow", self.allow.encode())]
+
+
+class AdminConflict(AdminError):
+    status = 409
+    code = "conflict"
+
+
+class ByokNotConfigured(AdminConflict):
+    """BYOK routes need a master key; none is configured."""
+
+    code = "byok_not_configured"
+
+
+class AdminInternalError(AdminError):
+    status = 500
+    code = "internal_error"
 
 
 def invalid(param: str, message: str) -> AdminError:
@@ -27,20 +79,14 @@ def invalid(param: str, message: str) -> AdminError:
 
 
 def not_found(what: str, param: str | None = None) -> AdminError:
-    return AdminError(f"{what} not found", status=404, code="not_found", param=param)
+    return AdminNotFound(f"{what} not found", param=param)
 
 
 def conflict(message: str, param: str | None = None) -> AdminError:
-    return AdminError(message, status=409, code="conflict", param=param)
+    return AdminConflict(message, param=param)
 
 
 def unauthorized() -> AdminError:
     """The one 401 for a missing, malformed or wrong token (nothing echoed). A new instance
     each time: re-raising one shared exception would grow its traceback forever."""
-    return AdminError("invalid admin token", status=401, code="invalid_admin_token")
-
-
-def body_of(exc: KrakenError) -> bytes:
-    param = getattr(exc, "param", None) or getattr(exc, "field", None)
-    return orjson.dumps({"error": {"message": exc.message, "type": exc.error_type,
-                                   "param": param, "code": exc.code}})
+    return AdminUnauthorized("invalid admin token")

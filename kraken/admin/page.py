@@ -17,7 +17,7 @@ from kraken import audit
 from kraken.accounts import service
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
-from kraken.admin.errors import AdminError
+from kraken.admin.errors import AdminError, AdminForbidden, CredentialRequired
 from kraken.admin.route_group import Route, RouteGroup
 from kraken.admin.routes_privacy import send_export
 from kraken.admin.server import AdminApp, AdminCall
@@ -52,8 +52,7 @@ MAX_POINTS = 200
 
 def _unauthorized() -> AdminError:
     """A new 401 each time: re-raising one shared exception would grow its traceback."""
-    return AdminError("a Kraken API key or the admin token is required", status=401,
-                      code="invalid_credential")
+    return CredentialRequired("a Kraken API key or the admin token is required")
 
 
 def _bucket_for(hours: int) -> int:
@@ -137,9 +136,7 @@ class Caller:
 def _static(body: bytes, ctype: bytes):
     """A handler answering one file read at startup, with the page's security headers."""
     async def handler(call: AdminCall):
-        call.sink.start(200, [(b"content-type", ctype), *_HEADERS], len(body))
-        call.sink.write(body)
-        call.sink.end()
+        call.sink.respond(200, [(b"content-type", ctype), *_HEADERS], body)
 
     return handler
 
@@ -149,8 +146,8 @@ def _scope(caller: str | None, q: dict[str, str]) -> str | None:
     wanted = val.ident(q.get("customer"), "customer", required=False)
     if caller is not None:
         if wanted not in (None, caller):
-            raise AdminError("customer: an API key sees only its own customer", status=403,
-                             code="forbidden", param="customer")
+            raise AdminForbidden("customer: an API key sees only its own customer",
+                                 param="customer")
         return caller
     return wanted
 

@@ -8,7 +8,7 @@ from typing import Any
 from kraken.accounts import byok, service
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
-from kraken.admin.errors import AdminError
+from kraken.admin.errors import ByokNotConfigured
 from kraken.admin.route_group import Route, RouteGroup, changes
 from kraken.admin.server import AdminApp, AdminCall
 
@@ -77,8 +77,7 @@ class KeyRoutes(RouteGroup):
     # ---- BYOK provider keys ------------------------------------------------------------
     def _keyring(self):
         if self.ctx.keyring is None:
-            raise AdminError("BYOK is not configured (no master key)", status=409,
-                             code="byok_not_configured", param="api_key")
+            raise ByokNotConfigured("BYOK is not configured (no master key)", param="api_key")
         return self.ctx.keyring
 
     async def set_byok(self, call: AdminCall):

@@ -15,11 +15,14 @@ from typing import Any
 
 import orjson
 
-from kraken.admin.errors import AdminError, body_of, unauthorized
+from kraken.admin.errors import (
+    AdminError, AdminInternalError, AdminMethodNotAllowed, AdminNotFound, unauthorized,
+)
 from kraken.admin.token import bearer, token_matches
 from kraken.admin.validate import ID_RE, json_object, path_segment, query
 from kraken.errors import KrakenError, PayloadTooLarge
 from kraken.http.exchange import Request, ResponseSink
+from kraken.providers.error_formats import OPENAI
 
 log = logging.getLogger("kraken.admin")
 
@@ -88,8 +91,7 @@ class AdminApp:
         except Exception:
             log.exception("admin request failed")
             if not sink.started:
-                send_json_error(sink, AdminError("internal error", status=500,
-                                                 code="internal_error"))
+                send_json_error(sink, AdminInternalError("internal error"))
             else:
                 sink.abort()
 
@@ -97,8 +99,7 @@ class AdminApp:
         public = self._public.get(req.path)
         if public is not None:
             if req.method != "GET":
-                raise AdminError("use GET for this path", status=405, code="method_not_allowed",
-                                 allow="GET")
+                raise AdminMethodNotAllowed("use GET for this path", allow="GET")
             result = await public(AdminCall(req, sink, {}, "public", self._max_body))
             if result is not None:
                 send_json(sink, *result)
@@ -134,24 +135,18 @@ class AdminApp:
                 send_json(sink, status, payload)
             return
         if allowed:
-            raise AdminError(f"use {', '.join(sorted(set(allowed)))} for this path", status=405,
-                             code="method_not_allowed", allow=", ".join(sorted(set(allowed))))
-        raise AdminError("no such admin path", status=404, code="not_found", param="path")
+            allow = ", ".join(sorted(set(allowed)))
+            raise AdminMethodNotAllowed(f"use {allow} for this path", allow=allow)
+        raise AdminNotFound("no such admin path", param="path")
 
 
 def send_json(sink: ResponseSink, status: int, payload: Any) -> None:
     body = b"" if status == 204 else orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
-    sink.start(status, [_JSON, _NO_STORE], len(body))
-    if body:
-        sink.write(body)
-    sink.end()
+    sink.respond(status, [_JSON, _NO_STORE], body)
 
 
 def send_json_error(sink: ResponseSink, exc: KrakenError) -> None:
-    body = body_of(exc)
-    sink.start(exc.status, [_JSON, _NO_STORE, *exc.headers], len(body))
-    sink.write(body)
-    sink.end()
+    sink.respond(exc.status, [_JSON, _NO_STORE, *exc.headers], OPENAI.render(exc))
 
 
 class FlowGate:

@@ -27,7 +27,7 @@ from kraken import metrics
 from kraken.billing import wallet
 from kraken.billing.key_budgets import DEFAULT_MAX_KEYS, KeyBudgets
 from kraken.billing.plans import Plan, PlanBook
-from kraken.errors import Forbidden, QuotaExceeded
+from kraken.errors import ModelNotAllowed, QuotaExceeded
 from kraken.store.record import RequestRecord
 from kraken.store.errors import StoreError
 from kraken.store.sqlite import SqliteStore, Tx
@@ -38,10 +38,6 @@ _MIN_WAKE_GAP_S = 0.2
 
 _REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason) for reason in (
     "model_not_allowed", "monthly_token_cap", "monthly_spend_cap", "insufficient_balance")}
-
-
-class ModelNotAllowed(Forbidden):
-    code = "model_not_allowed"
 
 
 class MonthlyTokenCapReached(QuotaExceeded):

@@ -27,7 +27,8 @@ import orjson
 from kraken import metrics
 from kraken.billing import wallet
 from kraken.billing.guard import BillingGuard
-from kraken.errors import BadRequest, KrakenError, error_body
+from kraken.errors import InvalidJson, InvalidValue, KrakenError
+from kraken.providers.error_formats import OPENAI
 from kraken.http.exchange import Request, ResponseSink
 from kraken.store.sqlite import SqliteStore
 
@@ -100,7 +101,7 @@ def top_up_of(event: dict, metadata_key: str) -> tuple[str, int, str] | None:
     kind = event.get("type")
     obj = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
     if not isinstance(kind, str) or not isinstance(obj, dict):
-        raise BadRequest("event must have a 'type' and a 'data.object'", code="invalid_value")
+        raise InvalidValue("event must have a 'type' and a 'data.object'")
     if kind in _CHECKOUT_EVENTS:
         if obj.get("payment_status") != "paid":
             return None  # async methods: the top-up comes with async_payment_succeeded
@@ -115,16 +116,14 @@ def top_up_of(event: dict, metadata_key: str) -> tuple[str, int, str] | None:
     metadata = obj.get("metadata")
     customer = metadata.get(metadata_key) if isinstance(metadata, dict) else None
     if not isinstance(customer, str) or not customer:
-        raise BadRequest(f"data.object.metadata.{metadata_key} must name the Kraken customer",
-                         code="invalid_value")
+        raise InvalidValue(f"data.object.metadata.{metadata_key} must name the Kraken customer")
     currency = obj.get("currency")
     if not isinstance(currency, str) or currency.lower() != "usd":
-        raise BadRequest("data.object.currency must be 'usd' (wallets hold US dollars)",
-                         code="invalid_value")
+        raise InvalidValue("data.object.currency must be 'usd' (wallets hold US dollars)")
     if isinstance(cents, bool) or not isinstance(cents, int) or cents <= 0:
-        raise BadRequest(f"{where} must be a positive integer number of cents", code="invalid_value")
+        raise InvalidValue(f"{where} must be a positive integer number of cents")
     if not isinstance(ref_id, str) or not ref_id:
-        raise BadRequest("data.object.id must be a string", code="invalid_value")
+        raise InvalidValue("data.object.id must be a string")
     return customer, cents * 10_000, f"stripe:{ref_id}"
 
 
@@ -150,10 +149,8 @@ class StripeWebhook:
             outcome = "bad_signature" if isinstance(exc, SignatureError) else "invalid"
             _OUTCOMES[outcome].inc()
             log.warning("stripe webhook refused (%s): %s", outcome, exc.message)
-            status, body = exc.status, error_body(exc)
-        sink.start(status, [(b"content-type", b"application/json")], len(body))
-        sink.write(body)
-        sink.end()
+            status, body = exc.status, OPENAI.render(exc)
+        sink.respond(status, [(b"content-type", b"application/json")], body)
 
     async def _process(self, req: Request) -> tuple[int, bytes]:
         verify_signature(req.header(b"stripe-signature"), req.body, self._secret,
@@ -161,9 +158,9 @@ class StripeWebhook:
         try:
             event = orjson.loads(req.body)
         except orjson.JSONDecodeError:
-            raise BadRequest("Webhook body is not valid JSON", code="invalid_json") from None
+            raise InvalidJson("Webhook body is not valid JSON") from None
         if not isinstance(event, dict):
-            raise BadRequest("Webhook body must be a JSON object", code="invalid_json")
+            raise InvalidJson("Webhook body must be a JSON object")
         found = top_up_of(event, self._metadata_key)
         event_id = event.get("id") if isinstance(event.get("id"), str) else None
         if found is None:
@@ -173,7 +170,7 @@ class StripeWebhook:
         try:
             txn, created = await wallet.top_up(self._store, customer, micros, ref)
         except wallet.WalletError as exc:
-            raise BadRequest(str(exc), code="invalid_value") from None
+            raise InvalidValue(str(exc)) from None
         if self._guard is not None:
             self._guard.note_balance(txn.wallet_id, await wallet.balance(self._store, txn.wallet_id))
         _OUTCOMES["top_up" if created else "duplicate"].inc()

@@ -24,7 +24,7 @@ from kraken.store.sqlite import SqliteStore, Tx
 __all__ = [
     "KINDS",
     "MICROS_PER_USD",
-    "InsufficientBalance",
+    "Overdraft",
     "RefConflict",
     "Transaction",
     "WalletError",
@@ -51,8 +51,9 @@ class WalletError(ValueError):
     """A refused wallet operation; the message names the field."""
 
 
-class InsufficientBalance(WalletError):
-    """A debit other than usage would take the balance below zero."""
+class Overdraft(WalletError):
+    """A debit other than usage would take the balance below zero (a refused wallet operation;
+    a request refused for a low balance is ``billing.guard.InsufficientBalance``)."""
 
 
 class RefConflict(WalletError):
@@ -137,7 +138,7 @@ async def apply_in(tx: Tx, wallet_id: str, kind: str, amount_micros: int, ref: s
                    *, now: float | None = None) -> tuple[Transaction, bool]:
     """Apply one transaction inside an open transaction; (row, False) if ``ref`` was applied.
 
-    Raises RefConflict when ``ref`` names a different transaction, InsufficientBalance when a
+    Raises RefConflict when ``ref`` names a different transaction, Overdraft when a
     non-usage debit would overdraw.
     """
     _check(wallet_id, kind, amount_micros, ref)
@@ -151,7 +152,7 @@ async def apply_in(tx: Tx, wallet_id: str, kind: str, amount_micros: int, ref: s
     current = await _ensure_wallet(tx, wallet_id, now)
     after = current + amount_micros
     if kind != "usage_debit" and amount_micros < 0 and after < 0:
-        raise InsufficientBalance(
+        raise Overdraft(
             f"insufficient balance: {micros_to_usd(current)} USD available, "
             f"{micros_to_usd(-amount_micros)} USD requested")
     await tx.execute(

@@ -2,14 +2,18 @@
 
 A metered call's answer carries its call's id (the record's key). Endpoints without a call
 (health, readiness, metrics, the model list, webhooks) and the 404/405 answers have no
-record, but their answers carry a fresh id too: a client can always quote one.
+record, but their answers carry a fresh id too: a client can always quote one. Errors are
+written by ``send_error`` alone, in the wire format the endpoint names
+(``kraken.providers.error_formats``).
 """
 from __future__ import annotations
 
-from kraken.gateway.call import new_request_id
+from kraken.errors import KrakenError
+from kraken.gateway.call import Call, new_request_id
 from kraken.http.exchange import ResponseSink
+from kraken.providers.error_formats import ErrorFormat
 
-__all__ = ["IdentifiedSink", "send_json"]
+__all__ = ["IdentifiedSink", "send_error", "send_json"]
 
 _JSON = (b"content-type", b"application/json")
 
@@ -17,7 +21,7 @@ _JSON = (b"content-type", b"application/json")
 class IdentifiedSink:
     """The client's sink, with ``x-request-id`` added to the answer's head (plain endpoints).
 
-    Only ``start`` differs; everything else is the client's sink itself."""
+    Only the head differs (``start``, ``respond``); everything else is the client's sink."""
 
     __slots__ = ("_sink", "request_id")
 
@@ -28,12 +32,20 @@ class IdentifiedSink:
     def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
         self._sink.start(status, [*headers, (b"x-request-id", self.request_id.encode())], length)
 
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self._sink.respond(status, [*headers, (b"x-request-id", self.request_id.encode())], body)
+
     def __getattr__(self, name: str):
         return getattr(self._sink, name)
 
 
 def send_json(sink: ResponseSink, status: int, body: bytes) -> None:
     """A whole JSON answer."""
-    sink.start(status, [_JSON], len(body))
-    sink.write(body)
-    sink.end()
+    sink.respond(status, [_JSON], body)
+
+
+def send_error(sink: ResponseSink, fmt: ErrorFormat, exc: KrakenError, call: Call) -> None:
+    """``exc`` before the first byte, in ``fmt``'s wire format, with the call's request id
+    (and, where the format carries them, the call's own headers)."""
+    head = fmt.head(exc, call.request_id.encode(), call.response_headers)
+    sink.respond(exc.status, head, fmt.body(exc))

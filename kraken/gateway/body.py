@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from kraken.errors import BadRequest
+from kraken.errors import InvalidJson, InvalidValue
 
 __all__ = ["MAX_DEPTH", "boolean", "json_object", "nonempty_array", "with_model"]
 
@@ -25,11 +25,11 @@ def json_object(body: bytes, invalid: str = "Request body is not valid JSON",
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise BadRequest(invalid, code="invalid_json") from None
+        raise InvalidJson(invalid) from None
     if not isinstance(payload, dict):
-        raise BadRequest(not_object, code="invalid_json")
+        raise InvalidJson(not_object)
     if _too_deep(body, payload):
-        raise BadRequest(TOO_DEEP, code="invalid_json")
+        raise InvalidJson(TOO_DEEP)
     return payload
 
 
@@ -54,17 +54,17 @@ def with_model(body: bytes, missing: str = "'model' is required and must be a st
     payload = json_object(body)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
-        raise BadRequest(missing, code="invalid_value")
+        raise InvalidValue(missing)
     return payload
 
 
 def nonempty_array(payload: dict, key: str, message: str) -> None:
     value = payload.get(key)
     if not isinstance(value, list) or not value:
-        raise BadRequest(message, code="invalid_value")
+        raise InvalidValue(message)
 
 
 def boolean(payload: dict, key: str, message: str) -> None:
     """An optional boolean (absent means false)."""
     if not isinstance(payload.get(key, False), bool):
-        raise BadRequest(message, code="invalid_value")
+        raise InvalidValue(message)

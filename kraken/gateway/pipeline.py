@@ -22,16 +22,13 @@ from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.fees import FeeSchedule
 from kraken.billing.guard import BillingGuard
 from kraken.billing.pricing import AnthropicUsage, PriceTable, cost_usd, family_for
-from kraken.errors import (
-    KrakenError, MethodNotAllowed, NotFound, Overloaded, UpstreamError,
-    UpstreamStatus, error_body,
-)
+from kraken.errors import KrakenError, MethodNotAllowed, NotFound, Overloaded, UpstreamError
 from kraken.policy.auth import KeyVerifier, Principal, check_model_allowed, credential
 from kraken.policy.authgate import AddressGate
 from kraken.gateway import body as body_checks
 from kraken.gateway import fallback
 from kraken.gateway.endpoints import models as model_list
-from kraken.gateway.answers import IdentifiedSink, send_json
+from kraken.gateway.answers import IdentifiedSink, send_error, send_json
 from kraken.gateway.call import Call
 from kraken.policy.classify import task_type
 from kraken.policy.clientip import ClientAddress
@@ -41,21 +38,18 @@ from kraken.gateway.relay import Relay
 from kraken.policy.router import Route, Router
 from kraken.http.exchange import Request, ResponseSink
 from kraken.gateway.request_log import RequestLog
-from kraken.http.answers import send_error
 from kraken.meter.writer import Meter
+from kraken.providers.error_formats import OPENAI, ErrorFormat
 
 log = logging.getLogger("kraken.gateway")
 
 CallBody = Callable[[Call, Request, ResponseSink], Awaitable[None]]
 """An endpoint's phases for one call (authenticate, admit, ..., dispatch)."""
-ErrorSender = Callable[[ResponseSink, KrakenError, Call], None]
-"""Writes a KrakenError in the endpoint's wire format before the first response byte."""
 Endpoint = Callable[[Request, ResponseSink], Awaitable[None]]
 BodyParser = Callable[[bytes], dict]
 """An endpoint's body check: the payload, or a ``BadRequest`` naming the field."""
 Shaper = Callable[[Route, dict, ResponseSink], tuple]
 """(route, payload, client sink) -> (relay family, sink, (target, headers, body, hide_usage))."""
-_JSON = [(b"content-type", b"application/json")]
 _ALLOW = {"GET": "GET, HEAD"}
 """The Allow header of a 405, by the method an endpoint serves (HEAD wherever GET)."""
 
@@ -90,8 +84,8 @@ class Gateway:
         self.endpoints: dict[str, Endpoint] = {}
         self._prefixes: list[tuple[str, Endpoint]] = []
         """``/prefix/*`` endpoints, longest prefix first."""
-        self._error_formats: list[tuple[str, ErrorSender]] = []
-        """(path prefix, error writer) for errors no endpoint answered (404, 405, ...)."""
+        self._error_formats: list[tuple[str, ErrorFormat]] = []
+        """(path prefix, wire format) for errors no endpoint answered (404, 405, ...)."""
         self.add_call("/v1/chat/completions", "chat_completions", self._chat)
         model_list.register(self)
         register_messages(self)
@@ -110,9 +104,9 @@ class Gateway:
         except KrakenError as exc:
             if sink.started:
                 raise
-            send = next((w for prefix, w in self._error_formats if req.path.startswith(prefix)),
-                        _send_error)
-            send(sink, exc, Call(req.received_ns, ""))
+            fmt = next((f for prefix, f in self._error_formats if req.path.startswith(prefix)),
+                       OPENAI)
+            send_error(sink, fmt, exc, Call(req.received_ns, ""))
 
     def _endpoint_for(self, path: str) -> Endpoint:
         endpoint = self.endpoints.get(path)
@@ -134,18 +128,19 @@ class Gateway:
         self._serve(path, identified, method)
 
     def add_call(self, path: str, route: str, body: CallBody,
-                 send_failure: ErrorSender | None = None, method: str | None = "POST") -> None:
+                 errors: ErrorFormat = OPENAI, method: str | None = "POST") -> None:
         """Serve ``path`` as a metered endpoint: ``body`` inside the shared lifecycle
-        (``run_call``: one record per admitted call), recorded under ``route``."""
+        (``run_call``: one record per admitted call), recorded under ``route``; its errors
+        are answered in the ``errors`` wire format."""
 
         async def endpoint(req: Request, sink: ResponseSink) -> None:
-            await self.run_call(req, sink, route, body, send_failure)
+            await self.run_call(req, sink, route, body, errors)
 
         self._serve(path, endpoint, method)
 
-    def add_error_format(self, prefix: str, send: ErrorSender) -> None:
-        """Errors under ``prefix`` that no endpoint answers are written by ``send``."""
-        self._error_formats.append((prefix, send))
+    def add_error_format(self, prefix: str, errors: ErrorFormat) -> None:
+        """Errors under ``prefix`` that no endpoint answers are in the ``errors`` format."""
+        self._error_formats.append((prefix, errors))
 
     def _serve(self, path: str, endpoint: Endpoint, method: str | None) -> None:
         """Route ``path`` to ``endpoint``, behind a method check when ``method`` is set."""
@@ -175,10 +170,8 @@ class Gateway:
                   b'{"status":"ready"}' if ready else b'{"status":"not ready"}')
 
     async def prometheus(self, req: Request, sink: ResponseSink) -> None:
-        body = generate_latest(metrics.REGISTRY)
-        sink.start(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], len(body))
-        sink.write(body)
-        sink.end()
+        sink.respond(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+                     generate_latest(metrics.REGISTRY))
 
     # ---- phases --------------------------------------------------------------------
     async def authenticate(self, req: Request) -> Principal:
@@ -411,22 +404,21 @@ class Gateway:
         await self.dispatch(call, routes, payload, sink, shape=chat_shape)
 
     async def run_call(self, req: Request, sink: ResponseSink, route: str, body: CallBody,
-                       send_failure: ErrorSender | None = None) -> None:
+                       errors: ErrorFormat = OPENAI) -> None:
         """The lifecycle every metered endpoint shares: exactly one record per admitted call.
 
         ``body`` does the endpoint's phases; any ``KrakenError`` it raises becomes the error
-        response (``send_failure`` picks the wire format, OpenAI's by default) before the
-        first byte, or is left to the relay's SSE error event after it.
+        response in the ``errors`` wire format before the first byte, or is left to the
+        relay's SSE error event after it.
         """
         call = Call(req.received_ns, route)
-        send_failure = send_failure or _send_error
         try:
             await body(call, req, sink)
         except KrakenError as exc:
             call.fail(exc)
             self.record(call)
             if not sink.started:
-                send_failure(sink, exc, call)
+                send_error(sink, errors, exc, call)
         except asyncio.CancelledError:
             call.status = call.status or 499
             client_gone = sink.disconnected and not self.aborting
@@ -441,21 +433,9 @@ class Gateway:
             call.fail(err)
             self.record(call)
             if not sink.started:
-                send_failure(sink, err, call)
+                send_error(sink, errors, err, call)
         finally:
             if call.reserved and not call.recorded:
                 self.meter.release()
             if call.lease is not None:
                 self.release(call)
-
-
-
-def _send_error(sink: ResponseSink, exc: KrakenError, call: Call) -> None:
-    extra = [(b"x-request-id", call.request_id.encode())]
-    if isinstance(exc, UpstreamStatus):
-        body = exc.body or error_body(exc)
-        sink.start(exc.status, list(_JSON) + extra, len(body))
-        sink.write(body)
-        sink.end()
-        return
-    send_error(sink, exc, extra)

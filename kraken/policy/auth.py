@@ -50,20 +50,12 @@ _NEGATIVE_HIT = AUTH_CACHE.labels("negative_hit")
 _DB_LOOKUP = AUTH_CACHE.labels("db_lookup")
 
 
-class KeyModelNotAllowed(errors.KrakenError):
-    """The key's model allow-list does not name the requested model."""
-
-    status = 403
-    error_type = "permission_error"
-    code = "model_not_allowed"
-
-
 def check_model_allowed(principal: Principal, model: str) -> None:
     """Raise 403 ``model_not_allowed`` unless the key may call ``model`` (the public name the
     client sent); O(1), called after routing so unknown models still get their 404."""
     allowed = principal.allowed_models
     if allowed is not None and model not in allowed:
-        raise KeyModelNotAllowed("This API key is not allowed to use this model.")
+        raise errors.ModelNotAllowed("This API key is not allowed to use this model.")
 
 
 class _Key(NamedTuple):

@@ -35,9 +35,10 @@ class CircuitOpen(UpstreamError):
 
     status = 503
     error_type = "circuit_open"
+    code = "circuit_open"
 
     def __init__(self, message: str, *, retry_after_s: int = 1):
-        super().__init__(message, code="circuit_open")
+        super().__init__(message)
         self.retry_after_s = retry_after_s
 
     @property

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from kraken.config import ModelTarget, RoutingConfig
-from kraken.errors import BadRequest, NotFound
+from kraken.errors import InvalidValue, ModelNotFound
 from kraken.policy.breaker import Breakers
 from kraken.policy.health import HealthBoard
 from kraken.providers.openai_compat import OpenAICompat
@@ -143,8 +143,8 @@ class Router:
         if model in self._tables or model in self._aliases:
             return
         if len(model) > MAX_MODEL_NAME or _MODEL_NAME.fullmatch(model) is None:
-            raise BadRequest(f"model: must be 1 to {MAX_MODEL_NAME} letters, digits or . _ : / @ "
-                             "+ - (a provider's model name)", code="invalid_value", param="model")
+            raise InvalidValue(f"model: must be 1 to {MAX_MODEL_NAME} letters, digits or . _ : / @ "
+                               "+ - (a provider's model name)", param="model")
 
     def upstream_models(self) -> frozenset[str]:
         """Every upstream model name the configuration routes to (metric label values)."""
@@ -165,8 +165,7 @@ class Router:
         provider_name, _, upstream = model.partition("/")
         if upstream and provider_name in self._providers:
             return (Route(self._providers[provider_name], upstream),)
-        raise NotFound(f"The model '{model[:200]}' does not exist or is not served here",
-                       code="model_not_found")
+        raise ModelNotFound(f"The model '{model[:200]}' does not exist or is not served here")
 
     def models(self) -> list[tuple[str, str]]:
         """(public model name, owning provider) for GET /v1/models, aliases and auto included."""

@@ -3,8 +3,8 @@
 A client using the Anthropic SDK with ``base_url`` pointed at Kraken sees Anthropic's own bytes:
 the request body changes only in ``model``, the response (JSON or SSE) is never re-encoded, so
 thinking blocks keep their signatures and tool-use streams their ``input_json_delta`` pieces.
-Kraken's errors are rendered in Anthropic's shape (``{"type":"error","error":{...}}``) so the
-SDK raises its own exception classes.
+Kraken's errors are rendered in Anthropic's shape (``{"type":"error","error":{...}}``, the
+``ANTHROPIC`` row of ``error_formats``) so the SDK raises its own exception classes.
 
 Usage is Anthropic's, not OpenAI's: ``input_tokens`` excludes cache reads and cache writes, and a
 stream splits it over two events (``message_start`` has the input counts, ``message_delta`` the
@@ -22,7 +22,8 @@ import orjson
 
 from kraken.providers.usage import AnthropicUsage
 from kraken.config import ProviderConfig
-from kraken.errors import KrakenError, UpstreamStatus
+from kraken.errors import KrakenError, UpstreamOverloaded
+from kraken.providers.error_formats import ANTHROPIC, anthropic_error_body
 from kraken.providers.scrub import provider_error
 from kraken.providers.wire import base_headers, usage_in_body
 
@@ -31,9 +32,6 @@ __all__ = [
     "MESSAGES_PATH",
     "AnthropicFamily",
     "StreamUsage",
-    "error_body_for",
-    "error_type_for",
-    "sse_error_event",
 ]
 
 MESSAGES_PATH = "/messages"
@@ -45,22 +43,6 @@ _VERSION = re.compile(rb"\d{4}-\d{2}-\d{2}")
 # the SDK joins several with "," and HTTP allows spaces around list commas.
 _BETA = re.compile(rb"[a-z0-9-]+(?:[ \t]*,[ \t]*[a-z0-9-]+)*")
 _MAX_BETA = 1024
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
 
 class AnthropicFamily:
     """Shapes requests for one configured Anthropic provider (``kind = "anthropic"``).
@@ -149,20 +131,17 @@ class AnthropicFamily:
         504 stays 504, other 5xx are 502; any other 4xx is relayed with its status and the
         provider's body, scrubbed of anything key-shaped.
         """
-        err = provider_error(self.name, self.cfg.api_key, status, body)
         if status == 529:
-            err.status, err.error_type = 503, "upstream_overloaded"
-        return err
+            return UpstreamOverloaded(f"provider {self.name} returned {status}")
+        return provider_error(self.name, self.cfg.api_key, status, body)
 
     @staticmethod
     def error_body_for(exc: KrakenError, request_id: str | None = None) -> bytes:
-        """Kraken's error ``exc`` as an Anthropic error body (see the module function)."""
-        return error_body_for(exc, request_id)
+        """Kraken's error ``exc`` as an Anthropic error body (``error_formats``)."""
+        return anthropic_error_body(exc, request_id)
 
-    @staticmethod
-    def sse_error_event(exc: KrakenError) -> bytes:
-        """``event: error`` for a stream that fails after its first byte."""
-        return sse_error_event(exc)
+    sse_error_event = staticmethod(ANTHROPIC.sse_event)
+    """``event: error`` for a stream that fails after its first byte."""
 
 
 class StreamUsage:
@@ -227,41 +206,3 @@ def _event_json(event: bytes) -> dict | None:
     except orjson.JSONDecodeError:
         return None
     return obj if isinstance(obj, dict) else None
-
-
-# ---- Anthropic-format errors -------------------------------------------------------
-
-
-def error_type_for(status: int) -> str:
-    """Anthropic's ``error.type`` for an HTTP status (what api.anthropic.com would send)."""
-    kind = _ERROR_TYPES.get(status)
-    if kind is None:
-        kind = "api_error" if status >= 500 else "invalid_request_error"
-    return kind
-
-
-def error_body_for(exc: KrakenError, request_id: str | None = None) -> bytes:
-    """The Anthropic-format JSON error body for ``exc``.
-
-    A relayed provider 4xx (``UpstreamStatus``) keeps the provider's own (scrubbed) body when it
-    already is an Anthropic error; otherwise the body is built from the status and message.
-    """
-    if isinstance(exc, UpstreamStatus) and exc.body:
-        try:
-            obj = orjson.loads(exc.body)
-        except orjson.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict) and obj.get("type") == "error" and isinstance(obj.get("error"), dict):
-            return exc.body
-    body: dict[str, Any] = {
-        "type": "error",
-        "error": {"type": error_type_for(exc.status), "message": exc.message},
-    }
-    if request_id is not None:
-        body["request_id"] = request_id
-    return orjson.dumps(body)
-
-
-def sse_error_event(exc: KrakenError) -> bytes:
-    """What an Anthropic client sees when a stream fails after its first byte."""
-    return b"event: error\ndata: " + error_body_for(exc) + b"\n\n"

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from kraken.errors import KrakenError, error_body, sse_error_event
+from kraken.errors import KrakenError, UpstreamBadStream, error_body
 from kraken.providers.anthropic import StreamUsage
+from kraken.providers.error_formats import OPENAI
 
 __all__ = [
     "FINISH_REASONS",
@@ -151,7 +152,7 @@ class ChunkTranslator:
         if len(self._tail) > self._max:
             self.overflowed = True
             return b"".join(self._event(e) for e in events) + self.fail(
-                KrakenError("provider sent an oversized stream event", status=502))
+                UpstreamBadStream("provider sent an oversized stream event"))
         return b"".join(self._event(e) for e in events if e and not self._done)
 
     def finish(self) -> bytes:
@@ -168,7 +169,7 @@ class ChunkTranslator:
         if self._done:
             return b""
         self._done = True
-        return sse_error_event(exc)
+        return OPENAI.sse_event(exc)
 
     # ---- one event ---------------------------------------------------------------------------
     def _event(self, raw: bytes) -> bytes:
@@ -224,7 +225,7 @@ class ChunkTranslator:
             err = obj.get("error") or {}
             body = {"error": {"message": err.get("message") or "provider error",
                               "type": err.get("type") or "api_error", "param": None, "code": None}}
-            return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+            return OPENAI.frame(orjson.dumps(body))
         return b""  # ping and future event types
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:

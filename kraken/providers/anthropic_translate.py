@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from kraken.errors import BadRequest
+from kraken.errors import BadRequest, InvalidValue, UnsupportedParameter, UnsupportedValue
 
 __all__ = ["DEFAULT_MAX_TOKENS", "chat_to_messages", "wants_usage_chunk"]
 
@@ -41,9 +41,9 @@ _HANDLED = frozenset({
 # ---- request -----------------------------------------------------------------------------------
 
 
-def _invalid(field: str, rule: str, code: str = "invalid_value") -> BadRequest:
+def _invalid(field: str, rule: str, kind: type[BadRequest] = InvalidValue) -> BadRequest:
     """A 400 naming ``field`` in its message and in ``param`` (the SDKs' ``exc.param``)."""
-    return BadRequest(f"'{field}' {rule}", code=code, param=field)
+    return kind(f"'{field}' {rule}", param=field)
 
 
 def chat_to_messages(payload: dict, model: str, *, passthrough: tuple[str, ...] = ()) -> dict:
@@ -53,7 +53,7 @@ def chat_to_messages(payload: dict, model: str, *, passthrough: tuple[str, ...] 
     for key in payload:
         if key not in _HANDLED and key not in _IGNORED and key not in passthrough:
             raise _invalid(key[:64], "is not supported for Claude models in the OpenAI format; "
-                           "use POST /v1/messages", "unsupported_parameter")
+                           "use POST /v1/messages", UnsupportedParameter)
     _check_unsupported(payload)
     system, messages = _messages(payload["messages"])
     body: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(payload), "messages": messages}
@@ -102,14 +102,14 @@ def _check_unsupported(payload: dict) -> None:
     n = payload.get("n")
     if n is not None and n != 1:
         raise _invalid("n", "must be 1 for Claude models (one choice per request)",
-                       "unsupported_value")
+                       UnsupportedValue)
     for key in ("logprobs", "top_logprobs"):
         if payload.get(key):
-            raise _invalid(key, "is not available for Claude models", "unsupported_value")
+            raise _invalid(key, "is not available for Claude models", UnsupportedValue)
     fmt = payload.get("response_format")
     if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
         raise _invalid("response_format", "other than text is not supported for Claude models "
-                       "in the OpenAI format; use tools or POST /v1/messages", "unsupported_value")
+                       "in the OpenAI format; use tools or POST /v1/messages", UnsupportedValue)
 
 
 def _max_tokens(payload: dict) -> int:

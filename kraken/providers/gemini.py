@@ -4,8 +4,8 @@ The client's body goes upstream unchanged (it names no model: the model is in th
 Google's bytes come back unchanged. Google lets callers put the API key in the URL (``?key=``);
 Kraken never does: the provider key travels only in the ``x-goog-api-key`` header, so it cannot
 end up in an access log, a proxy log or a ``Request`` repr. Errors Kraken itself reports use
-Google's shape, ``{"error":{"code":..,"message":..,"status":..}}``, so Google's SDKs raise
-their own exceptions.
+Google's shape, ``{"error":{"code":..,"message":..,"status":..}}`` (the ``GOOGLE`` row of
+``error_formats``), so Google's SDKs raise their own exceptions.
 
 Usage is ``usageMetadata``: ``promptTokenCount`` already includes ``cachedContentTokenCount``
 (OpenAI's convention for cached tokens), while ``candidatesTokenCount`` excludes
@@ -19,6 +19,7 @@ import orjson
 
 from kraken.config import ProviderConfig
 from kraken.errors import KrakenError
+from kraken.providers.error_formats import GOOGLE
 from kraken.providers.scrub import provider_error
 from kraken.providers.usage import Usage
 from kraken.providers.wire import base_headers
@@ -28,32 +29,13 @@ __all__ = [
     "GeminiNative",
     "UsageMetadataTap",
     "gemini_usage",
-    "google_error_body",
-    "google_status",
     "native_base_path",
 ]
 
 METHODS = ("generateContent", "streamGenerateContent")
 OPENAI_SUFFIX = "/openai"
 
-_STATUS = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION",
-    403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 408: "DEADLINE_EXCEEDED",
-    409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
-    500: "INTERNAL", 501: "NOT_IMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 _META_KEY = b'"usageMetadata"'
-
-
-def google_status(status: int) -> str:
-    """google.rpc.Code name for an HTTP status (what Google puts in ``error.status``)."""
-    return _STATUS.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
-
-
-def google_error_body(exc: KrakenError) -> bytes:
-    return orjson.dumps({"error": {"code": exc.status, "message": exc.message,
-                                   "status": google_status(exc.status)}})
 
 
 def native_base_path(base_path: str) -> str:
@@ -188,10 +170,8 @@ class GeminiNative:
         key ``SseTap`` looks for, and Gemini never has a usage event to hide."""
         return UsageMetadataTap()
 
-    @staticmethod
-    def sse_error_event(exc: KrakenError) -> bytes:
-        """A stream failing after its first byte ends with Google's error object as an event."""
-        return b"data: " + google_error_body(exc) + b"\r\n\r\n"
+    sse_error_event = staticmethod(GOOGLE.sse_event)
+    """A stream failing after its first byte ends with Google's error object as an event."""
 
     def map_error(self, status: int, body: bytes) -> KrakenError:
         """A provider error before the first byte (the shared rules; Google also reports a bad

@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 
 from kraken.config import ProviderConfig
-from kraken.errors import BadRequest, KrakenError, sse_error_event
+from kraken.errors import InvalidValue, KrakenError
+from kraken.providers.error_formats import OPENAI
 from kraken.providers.scrub import provider_error, scrub
 from kraken.providers.usage import Usage
 from kraken.providers.wire import base_headers, usage_in_body
@@ -61,7 +62,7 @@ class OpenAICompat:
             if options is None:
                 options = {}
             elif not isinstance(options, dict):
-                raise BadRequest("stream_options must be an object", code="invalid_value")
+                raise InvalidValue("stream_options must be an object")
             if options.get("include_usage") is not True:
                 hide_usage = True
                 body["stream_options"] = {**options, "include_usage": True}
@@ -79,10 +80,8 @@ class OpenAICompat:
         """The stream usage parser for ``SseTap`` (stateless here: one event holds all usage)."""
         return self.usage_event
 
-    @staticmethod
-    def sse_error_event(exc: KrakenError) -> bytes:
-        """``event: error`` for a stream that fails after its first byte (OpenAI's shape)."""
-        return sse_error_event(exc)
+    sse_error_event = staticmethod(OPENAI.sse_event)
+    """``event: error`` for a stream that fails after its first byte (OpenAI's shape)."""
 
     @staticmethod
     def usage_event(event: bytes) -> tuple[Usage, bool] | None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 
-from kraken.errors import KrakenError, UpstreamError, UpstreamStatus
+from kraken.errors import (
+    KrakenError, UpstreamCredentialsRejected, UpstreamFailed, UpstreamRateLimited, UpstreamStatus,
+    UpstreamTimeout,
+)
 
 __all__ = ["provider_error", "scrub"]
 
@@ -29,12 +32,12 @@ def provider_error(name: str, secret: str, status: int, body: bytes, *,
     """The shared mapping (see the module docstring); ``credentials_rejected`` marks a status
     other than 401/403 that the family knows to mean its key was refused."""
     if credentials_rejected or status in (401, 403):
-        return UpstreamError(f"provider {name} rejected the gateway's credentials")
+        return UpstreamCredentialsRejected(f"provider {name} rejected the gateway's credentials")
     if 400 <= status < 500 and status != 429:
         return UpstreamStatus(status, scrub(body, secret))
-    err = UpstreamError(f"provider {name} returned {status}")
-    if status == 429:
-        err.status, err.error_type = 429, "upstream_rate_limited"
-    elif status == 504:
-        err.status, err.error_type = 504, "upstream_timeout"
-    return err
+    failure = _FAILURES.get(status, UpstreamFailed)
+    return failure(f"provider {name} returned {status}")
+
+
+_FAILURES = {429: UpstreamRateLimited, 504: UpstreamTimeout}
+"""Provider statuses with a class of their own; any other failure is ``UpstreamFailed``."""

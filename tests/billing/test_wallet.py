@@ -93,7 +93,7 @@ async def test_bad_transactions_are_refused_naming_the_field(store, kind, amount
 
 async def test_adjustment_never_overdraws_but_usage_may(store, tmp_path):
     await wallet.top_up(store, "cus_a", 1_000, "t1")
-    with pytest.raises(wallet.InsufficientBalance, match="0.001000 USD available"):
+    with pytest.raises(wallet.Overdraft, match="0.001000 USD available"):
         await wallet.apply(store, "cus_a", "adjustment", -1_001, "adj1")
     await wallet.apply(store, "cus_a", "refund", -1_000, "refund1")
     async with store.transaction() as tx:

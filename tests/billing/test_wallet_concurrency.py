@@ -49,7 +49,7 @@ WORKER = textwrap.dedent(r'''
                         await wallet.apply(store, w, "adjustment", -take, f"adj-{w}-{tag}")
                         out[w] -= take
                         out["withdrawals"] += 1
-                    except wallet.InsufficientBalance:
+                    except wallet.Overdraft:
                         out["refused"] += 1
                 batch = [rec(f"req-{tag}-{k}", rng.randint(1, 40)) for k in range(3)]
                 inserted = await store.insert_records(batch, guard.in_batch)

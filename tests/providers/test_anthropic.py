@@ -10,13 +10,14 @@ from kraken.billing.pricing import AnthropicUsage, PriceTable, cost_decimal
 from kraken.config import ProviderConfig
 from kraken.errors import (
     BadRequest, KrakenError, NotFound, Overloaded, PayloadTooLarge, RateLimited, Unauthorized,
-    UpstreamError, UpstreamStatus, UpstreamTimeout,
+    UpstreamCredentialsRejected, UpstreamError, UpstreamFailed, UpstreamOverloaded,
+    UpstreamRateLimited, UpstreamStatus, UpstreamTimeout,
 )
 from kraken.gateway.sse import SseTap
 from kraken.mock.anthropic_mock import MessagePlan, build_stream
-from kraken.providers.anthropic import (
-    DEFAULT_VERSION, AnthropicFamily, StreamUsage, error_body_for, sse_error_event,
-)
+from kraken.providers.anthropic import DEFAULT_VERSION, AnthropicFamily, StreamUsage
+from kraken.providers.error_formats import ANTHROPIC
+from kraken.providers.error_formats import anthropic_error_body as error_body_for
 
 KEY = "sk-ant-api03-PROVIDERkeyPROVIDERkey0123456789"
 CLIENT_KEY = "kr_live_clientkey123456"
@@ -239,14 +240,14 @@ def test_usage_prices_cache_writes_with_the_anthropic_family():
 
 
 @pytest.mark.parametrize("status, kind, relayed, error_type", [
-    (401, UpstreamError, 502, "upstream_error"),
-    (403, UpstreamError, 502, "upstream_error"),
-    (429, UpstreamError, 429, "upstream_rate_limited"),
-    (529, UpstreamError, 503, "upstream_overloaded"),
-    (500, UpstreamError, 502, "upstream_error"),
-    (502, UpstreamError, 502, "upstream_error"),
-    (503, UpstreamError, 502, "upstream_error"),
-    (504, UpstreamError, 504, "upstream_timeout"),
+    (401, UpstreamCredentialsRejected, 502, "upstream_error"),
+    (403, UpstreamCredentialsRejected, 502, "upstream_error"),
+    (429, UpstreamRateLimited, 429, "upstream_rate_limited"),
+    (529, UpstreamOverloaded, 503, "upstream_overloaded"),
+    (500, UpstreamFailed, 502, "upstream_error"),
+    (502, UpstreamFailed, 502, "upstream_error"),
+    (503, UpstreamFailed, 502, "upstream_error"),
+    (504, UpstreamTimeout, 504, "upstream_timeout"),
     (400, UpstreamStatus, 400, "upstream_status"),
     (404, UpstreamStatus, 404, "upstream_status"),
     (413, UpstreamStatus, 413, "upstream_status"),
@@ -256,7 +257,7 @@ def test_error_mapping(status, kind, relayed, error_type):
     body = b'{"type":"error","error":{"type":"x","message":"m"}}'
     err = family().map_error(status, body)
     assert type(err) is kind and err.status == relayed and err.error_type == error_type
-    if kind is UpstreamError:
+    if issubclass(kind, UpstreamError):  # every one falls back; none shows the provider's body
         assert "claude" in err.message and KEY not in err.message
 
 
@@ -307,7 +308,7 @@ def test_error_body_carries_the_request_id_when_given():
 
 def test_sse_error_event_is_anthropics_shape():
     raw = AnthropicFamily.sse_error_event(UpstreamError("provider connection failed"))
-    assert raw == sse_error_event(UpstreamError("provider connection failed"))
+    assert raw == ANTHROPIC.sse_event(UpstreamError("provider connection failed"))
     assert raw.startswith(b"event: error\ndata: ") and raw.endswith(b"\n\n") and raw.count(b"\n") == 3
     assert json.loads(raw[len(b"event: error\ndata: "):]) == {
         "type": "error", "error": {"type": "api_error", "message": "provider connection failed"}}

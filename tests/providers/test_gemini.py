@@ -6,14 +6,12 @@ import json
 import pytest
 
 from kraken.config import ProviderConfig
-from kraken.errors import BadRequest, RateLimited, Unauthorized, UpstreamError, UpstreamStatus
-from kraken.providers.gemini import (
-    GeminiNative,
-    UsageMetadataTap,
-    gemini_usage,
-    google_error_body,
-    native_base_path,
+from kraken.errors import (
+    BadRequest, RateLimited, Unauthorized, UpstreamCredentialsRejected, UpstreamError,
+    UpstreamStatus, UpstreamTimeout,
 )
+from kraken.providers.error_formats import google_error_body
+from kraken.providers.gemini import GeminiNative, UsageMetadataTap, gemini_usage, native_base_path
 
 KEY = "AIzaSyUnitTestKey000000000000000000000"
 
@@ -138,7 +136,7 @@ def test_tap_ignores_usage_text_inside_content_when_a_real_one_follows():
     (Unauthorized("bad key"), 401, "UNAUTHENTICATED"),
     (RateLimited("slow down"), 429, "RESOURCE_EXHAUSTED"),
     (UpstreamError("provider down"), 502, "UNAVAILABLE"),
-    (UpstreamError("late", status=504), 504, "DEADLINE_EXCEEDED"),
+    (UpstreamTimeout("late"), 504, "DEADLINE_EXCEEDED"),
 ])
 def test_google_error_shape(exc, status, name):
     assert json.loads(google_error_body(exc)) == {
@@ -159,8 +157,9 @@ def test_provider_errors_map_and_are_scrubbed():
     assert isinstance(err, UpstreamStatus) and err.status == 400 and KEY.encode() not in err.body
     invalid_key = json.dumps({"error": {"code": 400, "message": "API key not valid.",
                                         "details": [{"reason": "API_KEY_INVALID"}]}}).encode()
-    assert type(fam.map_error(400, invalid_key)) is UpstreamError, "our key, not the client's fault"
-    assert type(fam.map_error(403, b"{}")) is UpstreamError
+    assert type(fam.map_error(400, invalid_key)) is UpstreamCredentialsRejected, (
+        "our key, not the client's fault")
+    assert type(fam.map_error(403, b"{}")) is UpstreamCredentialsRejected
     assert fam.map_error(429, b"{}").status == 429
     assert fam.map_error(504, b"{}").error_type == "upstream_timeout"
     assert fam.map_error(500, b"{}").status == 502

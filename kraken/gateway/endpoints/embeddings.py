@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from kraken.errors import BadRequest, NotFound
+from kraken.errors import InvalidValue, ModelNotFound
 from kraken.gateway.body import with_model
 from kraken.gateway.call import Call
 from kraken.policy.router import Route
@@ -28,8 +28,7 @@ async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None
     model = payload["model"]
     routes = gateway.routes_for(
         call, model, lambda r: r.provider.family.cfg.embeddings,
-        lambda: NotFound(f"The model '{model[:200]}' does not serve embeddings here",
-                         code="model_not_found"))
+        lambda: ModelNotFound(f"The model '{model[:200]}' does not serve embeddings here"))
     await gateway.dispatch(call, routes, payload, sink, shape=shape)
 
 
@@ -54,8 +53,8 @@ def parse(body: bytes) -> dict:
     else:
         ok = False
     if not ok:
-        raise BadRequest("'input' must be a string, an array of strings, or an array of token "
-                         "arrays (non-empty)", code="invalid_value")
+        raise InvalidValue("'input' must be a string, an array of strings, or an array of token "
+                           "arrays (non-empty)")
     if payload.get("stream"):
-        raise BadRequest("'stream' is not supported for embeddings", code="invalid_value")
+        raise InvalidValue("'stream' is not supported for embeddings")
     return payload

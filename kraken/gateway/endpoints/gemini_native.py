@@ -16,20 +16,15 @@ from functools import partial
 from urllib.parse import parse_qs
 
 
-from kraken.errors import (
-    BadRequest,
-    KrakenError,
-    MethodNotAllowed,
-    NotFound,
-    UpstreamStatus,
-)
+from kraken.errors import InvalidValue, MethodNotAllowed, NotFound
 from kraken.policy.auth import credential
 from kraken.gateway.body import json_object
 from kraken.gateway.call import Call
 from kraken.policy.classify import task_type
 from kraken.policy.router import Route
 from kraken.http.exchange import Request, ResponseSink
-from kraken.providers.gemini import METHODS, GeminiNative, google_error_body
+from kraken.providers.error_formats import GOOGLE
+from kraken.providers.gemini import METHODS, GeminiNative
 
 PREFIX = "/v1beta/models/"
 ROUTE = "gemini_generate_content"
@@ -39,8 +34,8 @@ _CLASSIFY_TURNS = 8
 
 def register(gateway) -> None:
     """Serve the native paths (any method reaches us: errors must be in Google's shape)."""
-    gateway.add_call(PREFIX + "*", ROUTE, partial(_phases, gateway), send_google_error, None)
-    gateway.add_error_format("/v1beta/", send_google_error)
+    gateway.add_call(PREFIX + "*", ROUTE, partial(_phases, gateway), GOOGLE, None)
+    gateway.add_error_format("/v1beta/", GOOGLE)
 
 
 async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
@@ -87,7 +82,7 @@ def parse_body(body: bytes) -> dict:
                           "Invalid JSON payload received: the body must be an object.")
     contents = payload.get("contents")
     if not isinstance(contents, list) or not contents:
-        raise BadRequest("'contents' must be a non-empty array", code="invalid_value")
+        raise InvalidValue("'contents' must be a non-empty array")
     return payload
 
 
@@ -141,13 +136,3 @@ def _with_kraken_key(req: Request) -> Request:
     if forwarded is not None:
         headers += ((b"x-forwarded-for", forwarded),)
     return dataclasses.replace(req, headers=headers)
-
-
-def send_google_error(sink: ResponseSink, exc: KrakenError, call: Call) -> None:
-    """Kraken's errors in Google's shape; a provider's own 4xx body is relayed (scrubbed)."""
-    body = exc.body if isinstance(exc, UpstreamStatus) and exc.body else google_error_body(exc)
-    headers = [(b"content-type", b"application/json; charset=UTF-8"), *exc.headers,
-               (b"x-request-id", call.request_id.encode())]
-    sink.start(exc.status, headers, len(body))
-    sink.write(body)
-    sink.end()

@@ -21,32 +21,26 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Callable
 
-import orjson
-
 from kraken import metrics
-from kraken.errors import (
-    BadRequest,
-    KrakenError,
-    NotFound,
-    UpstreamStatus,
-)
+from kraken.errors import InvalidValue, KrakenError, ModelNotFound, UpstreamError, UpstreamStatus
 from kraken.gateway.body import boolean, nonempty_array, with_model
 from kraken.gateway.call import Call
 from kraken.policy.classify import task_type
 from kraken.http.exchange import FlowControl, Request, ResponseSink
-from kraken.providers.anthropic import AnthropicFamily, error_body_for
+from kraken.providers.anthropic import AnthropicFamily
 from kraken.providers.anthropic_answer import (
     ChunkTranslator,
     completion_from_message,
     openai_error_from_anthropic,
 )
 from kraken.providers.anthropic_translate import chat_to_messages, wants_usage_chunk
+from kraken.providers.error_formats import ANTHROPIC, OPENAI
 
 if TYPE_CHECKING:
     from kraken.gateway.pipeline import Gateway
     from kraken.policy.router import Route
 
-__all__ = ["ChatOverAnthropic", "chat_shape", "register", "send_anthropic_error"]
+__all__ = ["ChatOverAnthropic", "chat_shape", "register"]
 
 PATH = "/v1/messages"
 COUNT_TOKENS = "count_tokens"
@@ -60,11 +54,11 @@ def register(gateway: Gateway) -> None:
     """Serve ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` on ``gateway``;
     anything else under ``/v1/messages`` gets Anthropic's 404 or 405."""
     gateway.add_call(PATH, "messages", partial(_anthropic_call, gateway, parse_messages, ""),
-                     send_anthropic_error)
+                     ANTHROPIC)
     gateway.add_call(PATH + "/" + COUNT_TOKENS, "messages_count_tokens",
                      partial(_anthropic_call, gateway, parse_count_tokens, "/" + COUNT_TOKENS),
-                     send_anthropic_error)
-    gateway.add_error_format(PATH, send_anthropic_error)
+                     ANTHROPIC)
+    gateway.add_error_format(PATH, ANTHROPIC)
 
 
 async def _anthropic_call(gateway: Gateway, parse: Callable[[bytes], dict], suffix: str,
@@ -81,8 +75,8 @@ async def _anthropic_call(gateway: Gateway, parse: Callable[[bytes], dict], suff
     model = payload["model"]
     routes = gateway.routes_for(
         call, model, speaks_anthropic,
-        lambda: NotFound(f"The model '{model[:200]}' is not served by an Anthropic provider "
-                         "here", code="model_not_found"))
+        lambda: ModelNotFound(f"The model '{model[:200]}' is not served by an Anthropic "
+                              "provider here"))
     headers = req.headers
 
     def shape(route: Route, body: dict, out: ResponseSink):
@@ -98,7 +92,7 @@ def parse_messages(raw: bytes) -> dict:
     payload = parse_count_tokens(raw)
     max_tokens = payload.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise BadRequest("max_tokens: Field required (a positive integer)", code="invalid_value")
+        raise InvalidValue("max_tokens: Field required (a positive integer)")
     boolean(payload, "stream", "stream: must be a boolean")
     return payload
 
@@ -113,18 +107,6 @@ def parse_count_tokens(raw: bytes) -> dict:
 def speaks_anthropic(route: Route) -> bool:
     """Whether ``route``'s provider speaks Anthropic's format (``/v1/messages`` tries only these)."""
     return isinstance(route.provider.family, AnthropicFamily)
-
-
-def send_anthropic_error(sink: ResponseSink, exc: KrakenError, call: Call) -> None:
-    """A Kraken error before the first byte, as Anthropic's SDK expects it."""
-    body = error_body_for(exc)
-    rid = call.request_id.encode()
-    headers = [(b"content-type", b"application/json"), (b"x-request-id", rid),
-               (b"request-id", rid), *exc.headers,
-               *(h for h in call.response_headers if h[0] != b"request-id")]
-    sink.start(exc.status, headers, len(body))
-    sink.write(body)
-    sink.end()
 
 
 # ---- /v1/chat/completions to an Anthropic provider ----------------------------------------------
@@ -189,8 +171,8 @@ class ChatOverAnthropic:
 
     def map_error(self, status: int, body: bytes) -> KrakenError:
         err = self.family.map_error(status, body)
-        if isinstance(err, UpstreamStatus):
-            err.body = openai_error_from_anthropic(status, err.body, err)
+        if isinstance(err, UpstreamStatus):  # the provider's own 4xx, re-said in OpenAI's shape
+            return UpstreamStatus(err.status, openai_error_from_anthropic(status, err.body, err))
         return err
 
     def sse_error_event(self, exc: KrakenError) -> bytes:
@@ -235,12 +217,15 @@ class ChatOverAnthropic:
         if body is None:
             metrics.TRANSLATION_FAILURES.labels(
                 "body_too_large" if self._overflow else "untranslatable").inc()
-            status = 502
-            body = orjson.dumps({"error": {"message": "provider answer could not be translated",
-                                           "type": "upstream_error", "param": None, "code": None}})
-        self._sink.start(status, [(b"content-type", b"application/json"), *headers], len(body))
-        self._sink.write(body)
-        self._sink.end()
+            err = UpstreamError("provider answer could not be translated")
+            status, body = err.status, OPENAI.render(err)
+        self._sink.respond(status, [(b"content-type", b"application/json"), *headers], body)
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole answer is translated like any other: head, body, end."""
+        self.start(status, headers, len(body))
+        self.write(body)
+        self.end()
 
     def abort(self) -> None:
         self._sink.abort()

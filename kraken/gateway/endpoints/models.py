@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from kraken.errors import NotFound
+from kraken.errors import ModelNotFound
 from kraken.gateway.answers import send_json
 from kraken.policy.auth import Principal
 from kraken.http.exchange import Request, ResponseSink
@@ -54,6 +54,5 @@ async def retrieve_model(gateway: Gateway, req: Request, sink: ResponseSink) -> 
     name = unquote(req.path[len(PATH) + 1:])  # the SDK sends "org/model" as "org%2Fmodel"
     owner = usable(gateway, principal).get(name)
     if owner is None:
-        raise NotFound(f"The model '{name[:200]}' does not exist or this key may not use it",
-                       code="model_not_found")
+        raise ModelNotFound(f"The model '{name[:200]}' does not exist or this key may not use it")
     send_json(sink, 200, orjson.dumps(_model(name, owner)))

@@ -12,12 +12,13 @@ from functools import partial
 
 import orjson
 
-from kraken.errors import BadRequest, KrakenError, NotFound
+from kraken.errors import InvalidValue, KrakenError, ModelNotFound
 from kraken.gateway.body import boolean, with_model
 from kraken.gateway.call import Call
 from kraken.policy.classify import task_type
 from kraken.policy.router import Route
 from kraken.http.exchange import Request, ResponseSink
+from kraken.providers.error_formats import OPENAI_RESPONSES
 from kraken.providers.openai_compat import OpenAICompat, responses_usage
 from kraken.providers.usage import Usage
 from kraken.providers.wire import usage_in_body
@@ -28,7 +29,7 @@ _FINAL = frozenset({"response.completed", "response.incomplete", "response.faile
 
 
 def register(gateway) -> None:
-    gateway.add_call(PATH, ROUTE, partial(_phases, gateway))
+    gateway.add_call(PATH, ROUTE, partial(_phases, gateway), OPENAI_RESPONSES)
 
 
 async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
@@ -38,8 +39,8 @@ async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None
     model = payload["model"]
     routes = gateway.routes_for(
         call, model, lambda r: r.provider.family.cfg.responses,
-        lambda: NotFound(f"The model '{model[:200]}' is not served through the Responses API "
-                         "here", code="model_not_found"))
+        lambda: ModelNotFound(f"The model '{model[:200]}' is not served through the Responses "
+                              "API here"))
     await gateway.dispatch(call, routes, payload, sink, shape=shape)
 
 
@@ -54,7 +55,7 @@ def parse(body: bytes) -> dict:
     payload = with_model(body)
     data = payload.get("input")
     if data is not None and not isinstance(data, (str, list)):
-        raise BadRequest("'input' must be a string or an array of input items", code="invalid_value")
+        raise InvalidValue("'input' must be a string or an array of input items")
     boolean(payload, "stream", "'stream' must be a boolean")
     return payload
 
@@ -113,9 +114,5 @@ class ResponsesFamily:
     def map_error(self, status: int, body: bytes) -> KrakenError:
         return self.base.map_error(status, body)
 
-    @staticmethod
-    def sse_error_event(exc: KrakenError) -> bytes:
-        """The Responses API's own ``error`` event shape."""
-        return b"event: error\ndata: " + orjson.dumps(
-            {"type": "error", "code": exc.code or exc.error_type, "message": exc.message,
-             "param": None}) + b"\n\n"
+    sse_error_event = staticmethod(OPENAI_RESPONSES.sse_event)
+    """The Responses API's own ``error`` event shape."""
