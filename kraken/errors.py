@@ -20,15 +20,9 @@ class KrakenError(Exception):
     param: str | None = None
     """The request field at fault (OpenAI's ``error.param``; the SDKs' ``exc.param``)."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
-        """``status``/``code`` are only for ``kraken/http``'s reject paths, until they raise
-        ``RequestRejected``/``TooManyConnections``; everything else raises a subclass."""
+    def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
-        if code is not None:
-            self.code = code
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:

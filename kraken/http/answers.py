@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from kraken import metrics
-from kraken.errors import KrakenError, error_body
+from kraken.errors import KrakenError, RequestRejected, error_body
 from kraken.http.exchange import ResponseSink
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -21,9 +21,7 @@ and HTTP/2 share it; each refuses only some of these statuses)."""
 def rejection(status: int, reason: str) -> KrakenError:
     """A transport's refusal of a malformed or over-limit request, counted as such."""
     metrics.PROTOCOL_ERRORS.labels(str(status)).inc()
-    err = KrakenError(reason, status=status, code=REJECT_CODES.get(status))
-    err.error_type = "invalid_request_error"
-    return err
+    return RequestRejected(reason, status, REJECT_CODES.get(status))
 
 
 def error_answer(exc: KrakenError, extra: list[tuple[bytes, bytes]] | None = None) -> Answer:

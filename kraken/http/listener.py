@@ -17,7 +17,7 @@ import time
 from functools import partial
 
 from kraken.config import ServerConfig
-from kraken.errors import KrakenError, error_body
+from kraken.errors import KrakenError, TooManyConnections, error_body
 from kraken.http.connection import Handler
 from kraken.http.connlimit import ConnectionLimiter, address_key
 from kraken.http.h1 import H1Connection
@@ -59,10 +59,7 @@ def listen_socket(host: str, port: int, *, reuse_port: bool = False, backlog: in
 
 
 def _over_limit_response() -> bytes:
-    err = KrakenError("too many connections from this address", status=503,
-                      code="too_many_connections")
-    err.error_type = "server_error"
-    body = error_body(err)
+    body = error_body(TooManyConnections("too many connections from this address"))
     return (b"HTTP/1.1 503 Service Unavailable\r\nserver: kraken\r\n"
             b"content-type: application/json\r\ncontent-length: %d\r\n"
             b"retry-after: 1\r\nconnection: close\r\n\r\n%s" % (len(body), body))

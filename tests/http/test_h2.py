@@ -22,7 +22,7 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 from harness import TEST_KEY, kraken_mapping, running_kraken, running_mock
 from kraken import metrics
 from kraken.config import ServerConfig
-from kraken.errors import KrakenError, NotFound
+from kraken.errors import KrakenError, NotFound, RateLimited
 from kraken.http.exchange import Request
 from kraken.http.h2 import H2Connection
 from kraken.http.listener import ProtocolSelector
@@ -626,7 +626,7 @@ async def test_tls_alpn_h2_reaches_h2_connection(tmp_path):
 
 async def test_handler_kraken_error_status_is_kept():
     async def handler(req: Request, sink: Any) -> None:
-        raise KrakenError("slow down", status=429, code="rate_limit_exceeded")
+        raise RateLimited("slow down")
 
     async with serve(handler) as server, h2_client(server.port) as cl:
         resp = await cl.response(cl.request("GET", "/"))
