@@ -33,7 +33,7 @@ from kraken.config import MeterConfig
 from kraken.meter.journal import Journal, storable
 from kraken.store.record import RequestRecord
 from kraken.store.errors import StoreDataError, StoreError
-from kraken.store.sqlite import SqliteStore, Tx
+from kraken.store.interface import Store, Tx
 
 log = logging.getLogger("kraken.meter")
 
@@ -49,7 +49,7 @@ class BatchHook(Protocol):
 class Meter:
     """Reservations, the record queue and the single batch-writer task."""
 
-    def __init__(self, store: SqliteStore, journal: Journal, cfg: MeterConfig) -> None:
+    def __init__(self, store: Store, journal: Journal, cfg: MeterConfig) -> None:
         self._store = store
         self._journal = journal
         self._cfg = cfg

@@ -72,6 +72,15 @@ async def scrub(tx: Tx, records: Sequence[RequestRecord],
             "SELECT digest, keep_billing FROM erased_customers WHERE digest IN "
             f"({', '.join('?' * len(chunk))})", chunk)
         erased.update((by_digest[d], bool(keep)) for d, keep in rows)
+    return apply(records, erased)
+
+
+def apply(records: Sequence[RequestRecord], erased: dict[str, bool],
+          ) -> tuple[Sequence[RequestRecord], Sequence[RequestRecord]]:
+    """(records to insert, records to bill) given the batch's erased customers (id -> keep_billing).
+
+    Shared by both backends; only the lookup that builds ``erased`` is dialect SQL.
+    """
     if not erased:
         return records, records
     stand_in = {cid: tombstone(cid) for cid in erased}  # one per batch: its rows stay grouped

@@ -1,4 +1,7 @@
-"""SqliteStore against real SQLite files: schema, WAL, idempotent inserts, error mapping."""
+"""SqliteStore against real SQLite files: schema, WAL, error mapping (SQLite only).
+
+The record path both backends share is tested once per backend in test_records.py.
+"""
 from __future__ import annotations
 
 import sqlite3
@@ -65,19 +68,6 @@ async def test_migrations_create_requests_table_with_one_column_per_field(store,
     assert (await store.fetch_all("PRAGMA user_version"))[0][0] == VERSION == len(MIGRATIONS)
 
 
-async def test_reopen_is_idempotent_and_keeps_rows(tmp_path):
-    path = str(tmp_path / "k.db")
-    first = await SqliteStore.open(path)
-    assert await first.insert_records([make(1)]) == 1
-    await first.close()
-    second = await SqliteStore.open(path)
-    try:
-        assert (await second.fetch_all("PRAGMA user_version"))[0][0] == VERSION
-        assert await second.fetch_all("SELECT request_id FROM requests") == [("req-000001",)]
-    finally:
-        await second.close()
-
-
 async def test_a_database_from_a_newer_kraken_is_refused(tmp_path):
     path = tmp_path / "k.db"
     with sqlite3.connect(path) as conn:
@@ -97,28 +87,6 @@ async def test_connection_pragmas(store):
     assert (await store.fetch_all("PRAGMA foreign_keys"))[0][0] == 1
     assert (await store.fetch_all("PRAGMA secure_delete"))[0][0] == 1
     assert (await store.fetch_all("PRAGMA busy_timeout"))[0][0] == 50
-
-
-async def test_record_round_trips_with_fallback_as_0_or_1(store):
-    rec = make(7, fallback_used=True, reasoning_tokens=5, error_type="upstream_timeout", status=504)
-    assert await store.insert_records([rec]) == 1
-    (row,) = await store.fetch_all(f"SELECT {', '.join(FIELD_NAMES)} FROM requests")
-    data = dict(zip(FIELD_NAMES, row))
-    assert data["fallback_used"] == 1
-    data["fallback_used"] = bool(data["fallback_used"])
-    assert RequestRecord(**data) == rec
-
-
-async def test_duplicate_request_id_is_a_no_op(store, tmp_path):
-    assert await store.insert_records([make(1)]) == 1
-    assert await store.insert_records([make(1, status=500)]) == 0
-    assert await store.insert_records([make(2), make(2), make(1)]) == 1
-    assert count(tmp_path / "k.db") == 2
-    assert await store.fetch_all("SELECT status FROM requests WHERE request_id='req-000001'") == [(200,)]
-
-
-async def test_empty_batch_inserts_nothing(store):
-    assert await store.insert_records([]) == 0
 
 
 async def test_exclusive_lock_held_elsewhere_maps_to_store_busy(store, tmp_path):

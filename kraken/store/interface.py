@@ -1,0 +1,76 @@
+"""The one store interface both backends implement: SQLite (embedded) and PostgreSQL (many hosts).
+
+The meter's batch writer depends only on this. Open is backend-specific in its options
+(``SqliteStore.open(path, busy_timeout_ms=...)``, ``PostgresStore.open(dsn, pool_size=...)``)
+but both take the target first. Errors are ``kraken.store.errors`` types whatever the backend.
+
+``Tx`` still takes the backend's own SQL (``?`` placeholders in SQLite, ``$1`` in PostgreSQL):
+accounts, billing, audit and privacy issue SQLite SQL today, and move behind per-concern query
+modules in store/ before PostgreSQL can serve them (issue 12).
+"""
+from __future__ import annotations
+
+from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol, Sequence, runtime_checkable
+
+from kraken.store.record import RequestRecord
+
+
+@runtime_checkable
+class Tx(Protocol):
+    """The statements of one open transaction."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one parameterised statement; return the number of rows changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int | None:
+        """Run one statement per row; rows changed, or None where the driver does not say."""
+        ...
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None: ...
+
+
+BatchWork = Callable[[Any, Sequence[RequestRecord]], Awaitable[None]]
+"""Work run inside a batch's transaction before its rows (wallet debits): ``(tx, records)``."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Request records in batches, plus transactions and reads for everything else."""
+
+    @classmethod
+    async def open(cls, target: str) -> "Store":
+        """Connect, apply pending migrations, return a ready store."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def insert_records(self, records: Sequence[RequestRecord],
+                             hook: BatchWork | None = None) -> int:
+        """Insert a batch in one transaction, idempotent by request_id; return how many were new.
+
+        ``hook`` runs first in the same transaction, so both commit or neither does. A
+        StoreError other than StoreDataError means: nothing written, keep the batch, retry.
+        """
+        ...
+
+    async def writable(self, *, timeout_ms: int = 100) -> bool:
+        """True if a write could start within ``timeout_ms`` (/readyz)."""
+        ...
+
+    async def checkpoint(self) -> None:
+        """Housekeeping at shutdown or when idle (a no-op where the server does it)."""
+        ...
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run one read query outside any transaction."""
+        ...
+
+    def transaction(self) -> AsyncContextManager[Tx]:
+        """One transaction: commits on normal exit, rolls back on any exception."""
+        ...
+
+
+__all__ = ["BatchWork", "Store", "Tx"]
