@@ -33,13 +33,16 @@ from kraken.gateway.call import Call
 from kraken.policy.classify import task_type
 from kraken.policy.clientip import ClientAddress
 from kraken.policy.ratelimit import Limiter
-from kraken.gateway.endpoints.messages import chat_shape, register as register_messages
+from kraken.gateway.endpoints.messages import (
+    chat_response_filter, chat_shape, register as register_messages,
+)
 from kraken.gateway.relay import Relay
 from kraken.policy.router import Route, Router
 from kraken.http.exchange import Request, ResponseSink
 from kraken.gateway.request_log import RequestLog
 from kraken.meter.writer import Meter
 from kraken.providers.error_formats import OPENAI, ErrorFormat
+from kraken.providers.family import Headers, ResponseFilter, UpstreamRequest
 
 log = logging.getLogger("kraken.gateway")
 
@@ -48,8 +51,10 @@ CallBody = Callable[[Call, Request, ResponseSink], Awaitable[None]]
 Endpoint = Callable[[Request, ResponseSink], Awaitable[None]]
 BodyParser = Callable[[bytes], dict]
 """An endpoint's body check: the payload, or a ``BadRequest`` naming the field."""
-Shaper = Callable[[Route, dict, ResponseSink], tuple]
-"""(route, payload, client sink) -> (relay family, sink, (target, headers, body, hide_usage))."""
+Shaper = Callable[[Route, dict], UpstreamRequest]
+"""(route, payload) -> the upstream request for one candidate (its family reads the answer)."""
+FilterFor = Callable[[Route, dict], "ResponseFilter | None"]
+"""(route, payload) -> a fresh response filter for one candidate, or None: bytes unchanged."""
 _ALLOW = {"GET": "GET, HEAD"}
 """The Allow header of a 405, by the method an endpoint serves (HEAD wherever GET)."""
 
@@ -283,34 +288,35 @@ class Gateway:
         return payload
 
     async def dispatch(self, call: Call, routes: tuple[Route, ...], payload: dict,
-                       sink: ResponseSink, shape: Shaper | None = None) -> None:
+                       sink: ResponseSink, shape: Shaper,
+                       response_filter: FilterFor | None = None) -> None:
         """Try candidates in order until one starts answering (fallback before first byte)."""
         await self.load_byok(call)
         # Skips open circuits, bounds attempts, falls back on 429/5xx/connect/timeout only.
-        await fallback.dispatch(self.router, call, routes,
-                                lambda route: self.relay(call, route, payload, sink, shape), sink)
+        await fallback.dispatch(
+            self.router, call, routes,
+            lambda route: self.relay(call, route, payload, sink, shape, response_filter), sink)
 
     async def relay(self, call: Call, route: Route, payload: dict, sink: ResponseSink,
-                    shape: Shaper | None = None) -> str:
+                    shape: Shaper, response_filter: FilterFor | None = None) -> str:
         """One upstream exchange; a stale keep-alive connection is retried once, fresh.
 
         Returns the relay's final state (``relay.FAILED``: the provider broke mid-stream).
 
-        ``shape`` gives the endpoint's (family, sink, request) for the route; by default the
-        route's family shapes a chat completion and the client's sink is written directly.
+        ``shape`` gives the endpoint's request for the route (its family reads the answer);
+        ``response_filter``, when the endpoint declares one, what re-says the answer.
         """
-        family, pool = route.provider.family, route.provider.pool
-        if shape is None:
-            target, headers, body, hide_usage = family.chat_request(payload, route.model)
-        else:
-            family, sink, (target, headers, body, hide_usage) = shape(route, payload, sink)
-        headers = self.authorize(call, route, headers, family)
+        pool = route.provider.pool
+        request = shape(route, payload)
+        filt = None if response_filter is None else response_filter(route, payload)
+        headers = self.authorize(call, route, request)
         for fresh_retry in (False, True):
             conn = await pool.acquire()
-            relay = Relay(call, sink, family, stream=call.stream, hide_usage=hide_usage,
-                          on_complete=lambda: self.record(call))
+            relay = Relay(call, sink, request.family, stream=call.stream,
+                          hide_usage=request.hide_usage, on_complete=lambda: self.record(call),
+                          response_filter=filt)
             call.sent_ns = time.perf_counter_ns()
-            conn.send("POST", target, headers, body, relay)
+            conn.send(request.method, request.target, headers, request.body, relay)
             sink.set_producer(conn)
             try:
                 await relay.done
@@ -335,25 +341,23 @@ class Gateway:
             call.byok_keys = await self.byok.keys_for(call.customer_id)
 
     @staticmethod
-    def authorize(call: Call, route: Route, headers: list, family: object = None) -> list:
-        """Use the customer's own key for this route's provider kind, if it has one.
-
-        ``family`` is the endpoint's shaper when it puts the key elsewhere (Gemini native:
-        ``x-goog-api-key``); otherwise the route's own family places it."""
+    def authorize(call: Call, route: Route, request: UpstreamRequest) -> Headers:
+        """The request's headers, with the customer's own key for this route's provider kind
+        if it has one, placed where the request's family puts it (Gemini native:
+        ``x-goog-api-key``)."""
         key = call.byok_keys.get(route.provider.family.cfg.kind) if call.byok_keys else None
         call.byok = False
         if key is None:
-            return headers
+            return request.headers
         if isinstance(key, ByokKeyUnusable):
             # Never fall back to the operator's key behind the customer's back. A fresh error:
             # re-raising the cached instance would grow its traceback on every request.
             raise ByokKeyUnusable(None, key.message)
-        authorized = (getattr(family, "authorized", None)
-                      or getattr(route.provider.family, "authorized", None))
+        authorized = request.family.authorized
         if authorized is None:  # a family without BYOK support: managed access
-            return headers
+            return request.headers
         call.byok = True
-        return authorized(headers, key)
+        return authorized(request.headers, key)
 
     def record(self, call: Call) -> None:
         """Push the one record of an admitted request (journal first, then queue)."""
@@ -401,7 +405,7 @@ class Gateway:
         call.stream = payload.get("stream") is True
         call.task_type = task_type("chat", payload)
         routes = self.routes_for(call, payload["model"])
-        await self.dispatch(call, routes, payload, sink, shape=chat_shape)
+        await self.dispatch(call, routes, payload, sink, chat_shape, chat_response_filter)
 
     async def run_call(self, req: Request, sink: ResponseSink, route: str, body: CallBody,
                        errors: ErrorFormat = OPENAI) -> None:

@@ -7,19 +7,24 @@ reaches the client socket in the same loop iteration, with no task switch. State
     WAITING ──error / non-2xx──▶ REFUSED   (nothing sent: the pipeline may fall back)
     STREAMING ──provider error──▶ FAILED   (SSE ``error`` event, then the response ends)
     any ──client gone──▶ CANCELLED
+
+When the endpoint declares a response filter (the client's wire format is not the provider's),
+the provider's bytes are still tapped for usage as received, then fed to the filter, and what
+it yields is written; otherwise they are written as they are.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 from kraken import metrics
 from kraken.errors import KrakenError, UpstreamError
 from kraken.gateway.bodytap import BodyTap
 from kraken.gateway.call import Call
-from kraken.gateway.sse import SseTap, UsageParser
+from kraken.gateway.sse import SseTap
 from kraken.http.exchange import ResponseSink
+from kraken.providers.family import Headers, ResponseFilter, StreamTap, WireFamily
 
 WAITING, STREAMING, DONE, REFUSED, FAILED, CANCELLED = (
     "waiting", "streaming", "done", "refused", "failed", "cancelled")
@@ -27,21 +32,10 @@ WAITING, STREAMING, DONE, REFUSED, FAILED, CANCELLED = (
 MAX_ERROR_BODY = 64 * 1024
 
 
-class WireFamily(Protocol):
-    """What the relay needs from a provider family (``OpenAICompat``, ``AnthropicFamily``,
-    ``GeminiNative``); a family may also offer ``stream_tap(strip_usage)`` (see ``stream_tap``)
-    and ``usage_key``, the name of its usage member in a JSON answer (``b"usage"`` if absent)."""
-
-    def usage_parser(self) -> UsageParser: ...
-    def usage_from_body(self, body: bytes) -> object | None: ...
-    def map_error(self, status: int, body: bytes) -> KrakenError: ...
-    def sse_error_event(self, exc: KrakenError) -> bytes: ...
-
-
-def stream_tap(family: WireFamily, strip_usage: bool):
+def stream_tap(family: WireFamily, strip_usage: bool) -> StreamTap:
     """The tap for a streamed answer: the family's own (``stream_tap``) if it has one, else an
     ``SseTap`` over its ``usage_parser()``. Both pass bytes through and end with ``usage``."""
-    own = getattr(family, "stream_tap", None)
+    own = family.stream_tap
     if own is not None:
         return own(strip_usage)
     return SseTap(family.usage_parser(), strip_usage=strip_usage)
@@ -58,7 +52,7 @@ class Relay:
     """``ResponseHandler`` for one upstream exchange of one ``Call``."""
 
     __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
-                 "_status", "_on_complete", "_stream", "_perf")
+                 "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end")
 
     def __init__(
         self,
@@ -69,6 +63,7 @@ class Relay:
         stream: bool,
         hide_usage: bool,
         on_complete: Callable[[], None],
+        response_filter: ResponseFilter | None = None,
     ):
         self.call = call
         self.sink = sink
@@ -78,11 +73,16 @@ class Relay:
         self._stream = stream
         self._tap = stream_tap(family, hide_usage) if stream else None
         # A non-streamed answer of any size: only its two ends are kept to read its usage.
-        self._body_tap = None if stream else BodyTap(getattr(family, "usage_key", b"usage"))
+        self._body_tap = None if stream else BodyTap(family.usage_key)
         self._body = bytearray()  # a refused exchange's error body (bounded)
         self._status = 0
         self._on_complete = on_complete
         self._perf = time.perf_counter_ns
+        self._filter = response_filter
+        if response_filter is None:
+            self._write, self._end = sink.write, sink.end
+        else:
+            self._write, self._end = self._filtered_write, self._filtered_end
 
     # ---- ResponseHandler -----------------------------------------------------------
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -108,7 +108,10 @@ class Relay:
         call.head_ns = t0
         out.append((b"x-kraken-overhead-ms", call.overhead_header()))
         self.sink.cork()  # head and the bytes read with it leave in one write
-        self.sink.start(status, out, length)
+        if self._filter is None:
+            self.sink.start(status, out, length)
+        else:
+            self._filtered_start(status, out)
         call.relay_ns += self._perf() - t0
 
     def on_data(self, data: bytes) -> None:
@@ -121,9 +124,9 @@ class Relay:
             if self._tap is not None:
                 out = self._tap.feed(data)
                 if out:
-                    self.sink.write(out)
+                    self._write(out)
             else:
-                self.sink.write(data)
+                self._write(data)
                 self._body_tap.feed(data)
             call.relay_ns += self._perf() - t0
         elif state is REFUSED and len(self._body) < MAX_ERROR_BODY:
@@ -136,14 +139,15 @@ class Relay:
             if self._tap is not None:
                 tail = self._tap.flush()
                 if tail:
-                    self.sink.write(tail)
+                    self._write(tail)
                 call.usage = self._tap.usage
             else:
                 document = self._body_tap.document()
                 call.usage = None if document is None else self.family.usage_from_body(document)
             self._finish(DONE)
         elif state is REFUSED:
-            self._refuse(self.family.map_error(self._status, bytes(self._body)))
+            err = self.family.map_error(self._status, bytes(self._body))
+            self._refuse(err if self._filter is None else self._filter.refused(err))
         elif state is WAITING:
             self._refuse(UpstreamError("provider ended the exchange without a response"))
 
@@ -152,7 +156,8 @@ class Relay:
         if self.state is STREAMING:
             self.call.fail(err)
             if self._stream:
-                self.sink.write(self.family.sse_error_event(err))
+                filt = self._filter
+                self.sink.write(self.family.sse_error_event(err) if filt is None else filt.failed(err))
                 self._finish(FAILED)
             else:  # a Content-Length body cannot carry an error: cut it short
                 self._finish(FAILED, abort=True)
@@ -183,9 +188,29 @@ class Relay:
         if abort:
             self.sink.abort()
         else:
-            self.sink.end()
+            self._end()
         if not self.done.done():
             self.done.set_result(None)
+
+    # ---- a declared response filter (the client's format is not the provider's) ------
+    def _filtered_start(self, status: int, headers: Headers) -> None:
+        head = self._filter.head(status, headers)
+        if head is not None:  # else held: the whole answer is written at the end
+            self.sink.start(status, head, None)
+
+    def _filtered_write(self, data: bytes) -> None:
+        out = self._filter.feed(data)
+        if out:
+            self.sink.write(out)
+
+    def _filtered_end(self) -> None:
+        last = self._filter.end()
+        if isinstance(last, bytes):
+            if last:
+                self.sink.write(last)
+            self.sink.end()
+        else:
+            self.sink.respond(*last)
 
     @property
     def started(self) -> bool:

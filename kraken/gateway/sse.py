@@ -8,10 +8,7 @@ is hidden, every chunk is written through before the tap looks at it.
 """
 from __future__ import annotations
 
-from typing import Callable
-
-UsageParser = Callable[[bytes], "tuple[object, bool] | None"]
-"""Given one complete event: None, or (usage, hidden) where hidden marks a usage-only event."""
+from kraken.providers.family import UsageParser
 
 
 _USAGE_KEYS = (b'"usage":{', b'"usage": {')

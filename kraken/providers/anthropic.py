@@ -24,6 +24,7 @@ from kraken.providers.usage import AnthropicUsage
 from kraken.config import ProviderConfig
 from kraken.errors import KrakenError, UpstreamOverloaded
 from kraken.providers.error_formats import ANTHROPIC, anthropic_error_body
+from kraken.providers.family import FamilyBase, UpstreamRequest
 from kraken.providers.scrub import provider_error
 from kraken.providers.wire import base_headers, usage_in_body
 
@@ -44,7 +45,7 @@ _VERSION = re.compile(rb"\d{4}-\d{2}-\d{2}")
 _BETA = re.compile(rb"[a-z0-9-]+(?:[ \t]*,[ \t]*[a-z0-9-]+)*")
 _MAX_BETA = 1024
 
-class AnthropicFamily:
+class AnthropicFamily(FamilyBase):
     """Shapes requests for one configured Anthropic provider (``kind = "anthropic"``).
 
     Same method names as ``OpenAICompat`` where the meaning is the same; the stream usage tap
@@ -77,15 +78,15 @@ class AnthropicFamily:
         upstream_model: str,
         client_headers: Iterable[tuple[bytes, bytes]] = (),
         api_key: str | None = None,
-    ) -> tuple[str, list[tuple[bytes, bytes]], bytes, bool]:
-        """(target, headers, body, hide_usage) for one Messages call.
+    ) -> UpstreamRequest:
+        """One Messages call, read by this family.
 
         ``client_headers`` are the client's (lower-case name, value) pairs, e.g.
         ``Request.headers``; only ``anthropic-version`` and ``anthropic-beta`` are taken from
         them, and only when well-formed. The client's ``x-api-key``/``authorization`` (its
         Kraken key) is never forwarded: the provider key comes from the config, or is
         ``api_key``, the customer's own (BYOK).
-        ``hide_usage`` is always False: Anthropic streams always carry usage.
+        Nothing is hidden: Anthropic streams always carry usage.
         """
         body = dict(payload)
         body["model"] = upstream_model
@@ -108,7 +109,7 @@ class AnthropicFamily:
             if len(beta) <= _MAX_BETA and _BETA.fullmatch(beta):
                 headers.append((b"anthropic-beta", beta))
         headers.append((b"content-length", str(len(data)).encode()))
-        return self._messages_target, headers, data, False
+        return UpstreamRequest(self._messages_target, headers, data, self)
 
     # ---- usage ---------------------------------------------------------------------
     @staticmethod

@@ -20,6 +20,7 @@ import orjson
 from kraken.config import ProviderConfig
 from kraken.errors import KrakenError
 from kraken.providers.error_formats import GOOGLE
+from kraken.providers.family import FamilyBase, UpstreamRequest
 from kraken.providers.scrub import provider_error
 from kraken.providers.usage import Usage
 from kraken.providers.wire import base_headers
@@ -112,7 +113,7 @@ class UsageMetadataTap:
         return b""
 
 
-class GeminiNative:
+class GeminiNative(FamilyBase):
     """Shapes native requests for one configured ``kind = "gemini"`` provider."""
 
     def __init__(self, cfg: ProviderConfig, base_path: str, authority: str):
@@ -128,15 +129,15 @@ class GeminiNative:
         return [h for h in headers if h[0] != b"x-goog-api-key"] + [
             (b"x-goog-api-key", api_key.encode())]
 
-    def request(self, model: str, method: str, body: bytes, *, sse: bool
-                ) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
-        """(target, headers, body): the client's body as is; the key only in a header."""
+    def request(self, model: str, method: str, body: bytes, *, sse: bool) -> UpstreamRequest:
+        """The client's body as is, read by this family; the key only in a header."""
         if method not in METHODS:
             raise ValueError(method)
         target = self._models + model + ":" + method
         if sse:
             target += "?alt=sse"
-        return target, self._headers + [(b"content-length", str(len(body)).encode())], body
+        return UpstreamRequest(target, self._headers + [(b"content-length", str(len(body)).encode())],
+                               body, self)
 
     # ---- what the relay needs (same names as OpenAICompat) ----------------------------
     usage_key = b"usageMetadata"

@@ -8,6 +8,8 @@ import orjson
 from kraken.config import ProviderConfig
 from kraken.errors import InvalidValue, KrakenError
 from kraken.providers.error_formats import OPENAI
+from kraken.providers.family import FamilyBase, Headers, UpstreamRequest
+from kraken.providers.openai_responses import ResponsesFamily, responses_usage
 from kraken.providers.scrub import provider_error, scrub
 from kraken.providers.usage import Usage
 from kraken.providers.wire import base_headers, usage_in_body
@@ -19,7 +21,7 @@ EMBEDDINGS_PATH = "/embeddings"
 RESPONSES_PATH = "/responses"
 
 
-class OpenAICompat:
+class OpenAICompat(FamilyBase):
     """Shapes requests for one configured OpenAI-compatible provider."""
 
     def __init__(self, cfg: ProviderConfig, base_path: str, authority: str):
@@ -29,6 +31,8 @@ class OpenAICompat:
         self._models_target = base_path + "/models"
         self.embeddings_target = base_path + EMBEDDINGS_PATH
         self.responses_target = base_path + RESPONSES_PATH
+        self._responses = ResponsesFamily(self)
+        """Reads this provider's Responses API answers (built once, not per call)."""
         self.stream_usage = cfg.stream_usage or "include_usage"
         """Preset quirk: "always" providers (Mistral) reject ``stream_options`` but send usage."""
         self._base_headers, self._keyless_headers = base_headers(
@@ -46,10 +50,9 @@ class OpenAICompat:
         return [h for h in headers if h[0] != b"authorization"] + [
             (b"authorization", b"Bearer " + api_key.encode())]
 
-    def chat_request(
-        self, payload: dict, upstream_model: str, api_key: str | None = None
-    ) -> tuple[str, list[tuple[bytes, bytes]], bytes, bool]:
-        """(target, headers, body, hide_usage) for a chat completion.
+    def chat_request(self, payload: dict, upstream_model: str,
+                     api_key: str | None = None) -> UpstreamRequest:
+        """A chat completion, read by this family.
 
         Streams always ask for usage (a stream without it would cost zero); if the client
         did not ask, ``hide_usage`` tells the relay to remove that one event.
@@ -68,7 +71,7 @@ class OpenAICompat:
                 body["stream_options"] = {**options, "include_usage": True}
         data = orjson.dumps(body)
         headers = self.headers_for(api_key) + [(b"content-length", str(len(data)).encode())]
-        return self._chat_target, headers, data, hide_usage
+        return UpstreamRequest(self._chat_target, headers, data, self, hide_usage)
 
     @staticmethod
     def usage_from_body(body: bytes) -> Usage | None:
@@ -108,18 +111,20 @@ class OpenAICompat:
         return openai_usage(usage), obj.get("choices") == []
 
     def embeddings_request(self, payload: dict, upstream_model: str,
-                           api_key: str | None = None) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
-        """(target, headers, body) for ``POST /embeddings``: the client's body, upstream model."""
-        return self.embeddings_target, *self._json_request(payload, upstream_model, api_key)
+                           api_key: str | None = None) -> UpstreamRequest:
+        """``POST /embeddings``: the client's body, upstream model."""
+        headers, data = self._json_request(payload, upstream_model, api_key)
+        return UpstreamRequest(self.embeddings_target, headers, data, self)
 
     def responses_request(self, payload: dict, upstream_model: str,
-                          api_key: str | None = None) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
-        """(target, headers, body) for ``POST /responses``; usage arrives in
+                          api_key: str | None = None) -> UpstreamRequest:
+        """``POST /responses``, read as the Responses API; usage arrives in
         ``response.completed`` unasked, so nothing is added (nothing to hide)."""
-        return self.responses_target, *self._json_request(payload, upstream_model, api_key)
+        headers, data = self._json_request(payload, upstream_model, api_key)
+        return UpstreamRequest(self.responses_target, headers, data, self._responses)
 
     def _json_request(self, payload: dict, upstream_model: str,
-                      api_key: str | None = None) -> tuple[list[tuple[bytes, bytes]], bytes]:
+                      api_key: str | None = None) -> tuple[Headers, bytes]:
         data = orjson.dumps({**payload, "model": upstream_model})
         return self.headers_for(api_key) + [(b"content-length", str(len(data)).encode())], data
 
@@ -141,12 +146,3 @@ def openai_usage(usage: dict) -> Usage:
             parsed = Usage(parsed.prompt_tokens, parsed.completion_tokens, hit, parsed.reasoning_tokens)
     return parsed
 
-
-def responses_usage(usage: dict) -> Usage:
-    """The Responses API's usage object (``input_tokens``/``output_tokens`` and their details)."""
-    return Usage.from_openai({
-        "prompt_tokens": usage.get("input_tokens"),
-        "completion_tokens": usage.get("output_tokens"),
-        "prompt_tokens_details": usage.get("input_tokens_details"),
-        "completion_tokens_details": usage.get("output_tokens_details"),
-    })

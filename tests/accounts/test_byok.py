@@ -333,13 +333,13 @@ def test_request_builders_take_the_customer_key_instead_of_the_operators():
 
     oa = OpenAICompat(ProviderConfig(name="o", kind="openai", api_key="sk-operator-0001"),
                       "/v1", "api.example")
-    _, headers, _, _ = oa.chat_request({"messages": []}, "m", api_key=SECRET_A)
+    headers = oa.chat_request({"messages": []}, "m", api_key=SECRET_A).headers
     assert [v for k, v in headers if k == b"authorization"] == [b"Bearer " + SECRET_A.encode()]
-    _, headers, _, _ = oa.chat_request({"messages": []}, "m")
+    headers = oa.chat_request({"messages": []}, "m").headers
     assert [v for k, v in headers if k == b"authorization"] == [b"Bearer sk-operator-0001"]
     an = AnthropicFamily(ProviderConfig(name="c", kind="anthropic", api_key="sk-ant-operator"),
                          "/v1", "api.example")
-    _, headers, _, _ = an.messages_request({"messages": []}, "m", api_key=SECRET_B)
+    headers = an.messages_request({"messages": []}, "m", api_key=SECRET_B).headers
     assert [v for k, v in headers if k == b"x-api-key"] == [SECRET_B.encode()]
-    shaped = an.messages_request({"messages": []}, "m")[1]
+    shaped = an.messages_request({"messages": []}, "m").headers
     assert [v for k, v in an.authorized(shaped, SECRET_B) if k == b"x-api-key"] == [SECRET_B.encode()]

@@ -42,8 +42,9 @@ def test_preset_request_building(kind):
     host, target, forces_usage, embeds, responds = EXPECTED[kind]
     fam = provider(kind)
     assert fam.cfg.api_key == KEY, f"{kind} reads its key from the documented environment variable"
-    got_target, headers, body, hide = fam.chat_request(
+    chat = fam.chat_request(
         {"model": "public", "stream": True, "messages": [{"role": "user", "content": "x"}]}, "up")
+    got_target, headers, body, hide = chat.target, chat.headers, chat.body, chat.hide_usage
     assert got_target == target
     assert header(headers, b"host") == host.encode()
     assert header(headers, b"authorization") == b"Bearer " + KEY.encode()
@@ -51,11 +52,13 @@ def test_preset_request_building(kind):
     assert sent["model"] == "up"
     assert ("stream_options" in sent) is forces_usage and hide is forces_usage
     assert (fam.cfg.embeddings, fam.cfg.responses) == (embeds, responds)
-    e_target, e_headers, e_body = fam.embeddings_request({"model": "m", "input": "x"}, "up")
+    emb = fam.embeddings_request({"model": "m", "input": "x"}, "up")
+    e_target, e_headers, e_body = emb.target, emb.headers, emb.body
     assert e_target == target.replace("/chat/completions", "/embeddings")
     assert json.loads(e_body) == {"model": "up", "input": "x"}
     assert header(e_headers, b"content-length") == str(len(e_body)).encode()
-    r_target, _, r_body = fam.responses_request({"model": "m", "input": "x", "stream": True}, "up")
+    resp = fam.responses_request({"model": "m", "input": "x", "stream": True}, "up")
+    r_target, r_body = resp.target, resp.body
     assert r_target == target.replace("/chat/completions", "/responses")
     assert json.loads(r_body) == {"model": "up", "input": "x", "stream": True}
 
@@ -68,18 +71,18 @@ def test_every_preset_is_covered_and_valid():
 
 
 def test_mistral_never_gets_stream_options_even_when_client_did_not_ask():
-    _, _, body, hide = provider("mistral").chat_request(
+    req = provider("mistral").chat_request(
         {"model": "m", "stream": True, "messages": []}, "mistral-small-latest")
-    assert "stream_options" not in json.loads(body) and not hide
+    assert "stream_options" not in json.loads(req.body) and not req.hide_usage
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "http://ollama.lan:11434/v1",
                                  "https://tgi.internal/v1"])
 def test_self_hosted_uses_the_operator_base_url_only(url):
     fam = provider("openai_compatible", base_url=url, api_key="")
-    target, headers, _, _ = fam.chat_request({"model": "m", "messages": []}, "llama")
-    assert target == Origin(url).base_path + "/chat/completions"
-    assert header(headers, b"authorization") is None, "no key configured: none sent"
+    req = fam.chat_request({"model": "m", "messages": []}, "llama")
+    assert req.target == Origin(url).base_path + "/chat/completions"
+    assert header(req.headers, b"authorization") is None, "no key configured: none sent"
 
 
 def test_self_hosted_needs_a_base_url():
@@ -90,8 +93,8 @@ def test_self_hosted_needs_a_base_url():
 def test_operator_overrides_quirks_per_provider():
     fam = provider("openai_compatible", base_url="http://tgi:80/v1", stream_usage="always",
                    embeddings=False, responses=True)
-    _, _, body, hide = fam.chat_request({"model": "m", "stream": True, "messages": []}, "m")
-    assert "stream_options" not in json.loads(body) and not hide
+    req = fam.chat_request({"model": "m", "stream": True, "messages": []}, "m")
+    assert "stream_options" not in json.loads(req.body) and not req.hide_usage
     assert not fam.cfg.embeddings and fam.cfg.responses
     assert provider("groq", responses=False).cfg.responses is False
 

@@ -32,7 +32,8 @@ def family() -> AnthropicFamily:
 def shaped(payload: dict | None = None, headers=(), model: str = "claude-sonnet-4-5"):
     payload = payload or {"model": "pub", "max_tokens": 10,
                           "messages": [{"role": "user", "content": "hi"}]}
-    return family().messages_request(payload, model, headers)
+    req = family().messages_request(payload, model, headers)
+    return req.target, req.headers, req.body, req.hide_usage
 
 
 def header(headers, name: bytes) -> list[bytes]:
@@ -87,8 +88,8 @@ def test_clients_credentials_are_never_forwarded():
 
 def test_no_provider_key_means_no_key_header():
     cfg = ProviderConfig(name="local", kind="anthropic", base_url="http://127.0.0.1:9/v1")
-    _, headers, _, _ = AnthropicFamily(cfg, "/v1", "127.0.0.1:9").messages_request(
-        {"model": "m", "messages": []}, "m", [(b"x-api-key", CLIENT_KEY.encode())])
+    headers = AnthropicFamily(cfg, "/v1", "127.0.0.1:9").messages_request(
+        {"model": "m", "messages": []}, "m", [(b"x-api-key", CLIENT_KEY.encode())]).headers
     assert not header(headers, b"x-api-key")
 
 

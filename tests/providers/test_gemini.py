@@ -38,7 +38,8 @@ def test_native_path_from_the_presets_openai_base():
 ])
 def test_request_key_in_header_never_in_url_body_untouched(method, sse, target):
     body = b'{"contents":[{"parts":[{"text":"hi"}]}]}'
-    got, headers, sent = family().request("gemini-2.5-flash", method, body, sse=sse)
+    req = family().request("gemini-2.5-flash", method, body, sse=sse)
+    got, headers, sent = req.target, req.headers, req.body
     assert got == target and KEY not in got and "key=" not in got
     assert (b"x-goog-api-key", KEY.encode()) in headers
     assert not any(k == b"authorization" for k, _ in headers)
@@ -47,7 +48,7 @@ def test_request_key_in_header_never_in_url_body_untouched(method, sse, target):
 
 
 def test_byok_key_replaces_the_operators_in_the_header_only():
-    _, headers, _ = family().request("m", "generateContent", b"{}", sse=False)
+    headers = family().request("m", "generateContent", b"{}", sse=False).headers
     mine = GeminiNative.authorized(headers, "AIzaSyCustomerOwnKey")
     assert [v for k, v in mine if k == b"x-goog-api-key"] == [b"AIzaSyCustomerOwnKey"]
     assert len(mine) == len(headers)

@@ -17,24 +17,25 @@ def family() -> OpenAICompat:
 
 
 def test_stream_forces_usage_and_hides_it_when_not_asked():
-    target, headers, body, hide = family().chat_request(
-        {"model": "pub", "stream": True, "messages": []}, "up")
-    sent = json.loads(body)
-    assert target == "/v1/chat/completions"
-    assert sent["model"] == "up" and sent["stream_options"] == {"include_usage": True} and hide
-    assert (b"authorization", b"Bearer " + KEY.encode()) in headers
-    assert (b"content-length", str(len(body)).encode()) in headers
+    req = family().chat_request({"model": "pub", "stream": True, "messages": []}, "up")
+    sent = json.loads(req.body)
+    assert req.target == "/v1/chat/completions" and req.method == "POST"
+    assert sent["model"] == "up" and sent["stream_options"] == {"include_usage": True}
+    assert req.hide_usage
+    assert (b"authorization", b"Bearer " + KEY.encode()) in req.headers
+    assert (b"content-length", str(len(req.body)).encode()) in req.headers
 
 
 def test_client_asking_for_usage_sees_it_and_other_options_are_kept():
-    _, _, body, hide = family().chat_request(
+    req = family().chat_request(
         {"model": "m", "stream": True, "stream_options": {"include_usage": True, "x": 1}}, "m")
-    assert not hide and json.loads(body)["stream_options"] == {"include_usage": True, "x": 1}
+    assert not req.hide_usage
+    assert json.loads(req.body)["stream_options"] == {"include_usage": True, "x": 1}
 
 
 def test_non_stream_body_untouched_but_model():
-    _, _, body, hide = family().chat_request({"model": "m", "n": 2, "tools": []}, "up")
-    assert json.loads(body) == {"model": "up", "n": 2, "tools": []} and not hide
+    req = family().chat_request({"model": "m", "n": 2, "tools": []}, "up")
+    assert json.loads(req.body) == {"model": "up", "n": 2, "tools": []} and not req.hide_usage
 
 
 def test_bad_stream_options_is_400():

@@ -13,6 +13,7 @@ from kraken.gateway.body import with_model
 from kraken.gateway.call import Call
 from kraken.policy.router import Route
 from kraken.http.exchange import Request, ResponseSink
+from kraken.providers.family import UpstreamRequest
 
 PATH = "/v1/embeddings"
 ROUTE = "embeddings"
@@ -29,14 +30,12 @@ async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None
     routes = gateway.routes_for(
         call, model, lambda r: r.provider.family.cfg.embeddings,
         lambda: ModelNotFound(f"The model '{model[:200]}' does not serve embeddings here"))
-    await gateway.dispatch(call, routes, payload, sink, shape=shape)
+    await gateway.dispatch(call, routes, payload, sink, shape)
 
 
-def shape(route: Route, payload: dict, sink: ResponseSink) -> tuple:
+def shape(route: Route, payload: dict) -> UpstreamRequest:
     """``Gateway.dispatch``'s shaper: the route's own family, a plain (unstreamed) request."""
-    family = route.provider.family
-    target, headers, body = family.embeddings_request(payload, route.model)
-    return family, sink, (target, headers, body, False)
+    return route.provider.family.embeddings_request(payload, route.model)
 
 
 def parse(body: bytes) -> dict:

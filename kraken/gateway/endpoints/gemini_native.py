@@ -24,6 +24,7 @@ from kraken.policy.classify import task_type
 from kraken.policy.router import Route
 from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.error_formats import GOOGLE
+from kraken.providers.family import UpstreamRequest
 from kraken.providers.gemini import METHODS, GeminiNative
 
 PREFIX = "/v1beta/models/"
@@ -51,13 +52,12 @@ async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None
         call, model, lambda r: r.provider.family.cfg.kind == "gemini",
         lambda: NotFound(f"models/{model} is not served through the Gemini API here"))
 
-    def shape(route: Route, _payload: dict, out: ResponseSink) -> tuple:
+    def shape(route: Route, _payload: dict) -> UpstreamRequest:
         """``Gateway.dispatch``'s shaper: the client's body as is, the model and method in the
-        path; the relay takes Google's ``usageMetadata`` tap from ``GeminiNative``."""
-        family = native_family(route)
-        return family, out, (*family.request(route.model, method, req.body, sse=sse), False)
+        path; read by ``GeminiNative`` (Google's ``usageMetadata`` tap)."""
+        return native_family(route).request(route.model, method, req.body, sse=sse)
 
-    await gateway.dispatch(call, routes, payload, sink, shape=shape)
+    await gateway.dispatch(call, routes, payload, sink, shape)
 
 
 def native_family(route: Route) -> GeminiNative:

@@ -12,42 +12,34 @@ tokens and no cost, but it is a record like any admitted call (task type ``count
 it is rate-limited, allow-listed and shows in usage as a request.
 
 ``chat_shape`` is how ``/v1/chat/completions`` reaches an Anthropic provider: the request is
-translated (``kraken.providers.anthropic_translate``) and ``ChatOverAnthropic`` stands between
-the relay and the client, re-encoding the answer as OpenAI's (``anthropic_answer``; the
-translate module says why this path cannot relay bytes).
+translated and ``chat_response_filter`` gives the relay the filter that re-says the answer as
+OpenAI's (``kraken.providers.anthropic_chat``; ``anthropic_translate`` says why this path
+cannot relay bytes).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Callable
 
-from kraken import metrics
-from kraken.errors import InvalidValue, KrakenError, ModelNotFound, UpstreamError, UpstreamStatus
+from kraken.errors import InvalidValue, ModelNotFound
 from kraken.gateway.body import boolean, nonempty_array, with_model
 from kraken.gateway.call import Call
 from kraken.policy.classify import task_type
-from kraken.http.exchange import FlowControl, Request, ResponseSink
+from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.anthropic import AnthropicFamily
-from kraken.providers.anthropic_answer import (
-    ChunkTranslator,
-    completion_from_message,
-    openai_error_from_anthropic,
-)
-from kraken.providers.anthropic_translate import chat_to_messages, wants_usage_chunk
-from kraken.providers.error_formats import ANTHROPIC, OPENAI
+from kraken.providers.anthropic_chat import chat_filter, chat_request
+from kraken.providers.error_formats import ANTHROPIC
+from kraken.providers.family import ResponseFilter, UpstreamRequest
 
 if TYPE_CHECKING:
     from kraken.gateway.pipeline import Gateway
     from kraken.policy.router import Route
 
-__all__ = ["ChatOverAnthropic", "chat_shape", "register"]
+__all__ = ["chat_response_filter", "chat_shape", "register"]
 
 PATH = "/v1/messages"
 COUNT_TOKENS = "count_tokens"
-MAX_TRANSLATED_BODY = 8 * 1024 * 1024
-"""A non-streamed Message is held (up to this bound) to be rewritten as a chat.completion."""
-_MOCK_KINDS = ("mock_anthropic",)
-"""Provider kinds that are Kraken's local mock: the request's ``mock`` steering field is kept."""
 
 
 def register(gateway: Gateway) -> None:
@@ -79,12 +71,11 @@ async def _anthropic_call(gateway: Gateway, parse: Callable[[bytes], dict], suff
                               "provider here"))
     headers = req.headers
 
-    def shape(route: Route, body: dict, out: ResponseSink):
-        family = route.provider.family
-        target, *request = family.messages_request(body, route.model, headers)
-        return family, out, (target + suffix, *request)
+    def shape(route: Route, body: dict) -> UpstreamRequest:
+        request = route.provider.family.messages_request(body, route.model, headers)
+        return replace(request, target=request.target + suffix) if suffix else request
 
-    await gateway.dispatch(call, routes, payload, sink, shape=shape)
+    await gateway.dispatch(call, routes, payload, sink, shape)
 
 
 def parse_messages(raw: bytes) -> dict:
@@ -112,137 +103,16 @@ def speaks_anthropic(route: Route) -> bool:
 # ---- /v1/chat/completions to an Anthropic provider ----------------------------------------------
 
 
-def chat_shape(route: Route, payload: dict, sink: ResponseSink):
-    """(relay family, response sink, upstream request) for one chat-completions attempt."""
+def chat_shape(route: Route, payload: dict) -> UpstreamRequest:
+    """The upstream request for one chat-completions attempt: the route's own format, or
+    translated into a Messages request for an Anthropic provider."""
     family = route.provider.family
-    if not isinstance(family, AnthropicFamily):
-        return family, sink, family.chat_request(payload, route.model)
-    bridge = ChatOverAnthropic(family, sink, stream=payload.get("stream") is True,
-                               include_usage=wants_usage_chunk(payload))
-    return bridge, bridge, bridge.request(payload, route.model)
+    if isinstance(family, AnthropicFamily):
+        return chat_request(family, payload, route.model)
+    return family.chat_request(payload, route.model)
 
 
-class ChatOverAnthropic:
-    """The relay's family and sink for one OpenAI-format call answered by an Anthropic provider.
-
-    As a family it shapes the translated request, reads Anthropic usage (the relay's tap sees the
-    provider's bytes before they are translated) and turns provider errors into OpenAI's shape.
-    As a sink it translates what the relay writes: SSE events one by one as they arrive, or a
-    whole Message (held, bounded) rewritten at the end. Backpressure and the client's state are
-    the real sink's.
-    """
-
-    __slots__ = (
-        "_body",
-        "_head",
-        "_overflow",
-        "_sink",
-        "_stream",
-        "_translator",
-        "cfg",
-        "family",
-        "name",
-    )
-
-    def __init__(self, family: AnthropicFamily, sink: ResponseSink, *, stream: bool,
-                 include_usage: bool):
-        self.family = family
-        self.cfg = family.cfg
-        self.name = family.name
-        self._sink = sink
-        self._stream = stream
-        self._translator = ChunkTranslator(include_usage=include_usage) if stream else None
-        self._body = bytearray()
-        self._head: tuple[int, list[tuple[bytes, bytes]]] | None = None
-        self._overflow = False
-
-    # ---- family ------------------------------------------------------------------------------
-    def request(self, payload: dict, model: str):
-        passthrough = ("mock",) if self.cfg.kind in _MOCK_KINDS else ()
-        body = chat_to_messages(payload, model, passthrough=passthrough)
-        target, headers, data, _ = self.family.messages_request(body, model)
-        return target, headers, data, False
-
-    def usage_parser(self):
-        return self.family.usage_parser()
-
-    def usage_from_body(self, body: bytes):
-        return self.family.usage_from_body(body)
-
-    def map_error(self, status: int, body: bytes) -> KrakenError:
-        err = self.family.map_error(status, body)
-        if isinstance(err, UpstreamStatus):  # the provider's own 4xx, re-said in OpenAI's shape
-            return UpstreamStatus(err.status, openai_error_from_anthropic(status, err.body, err))
-        return err
-
-    def sse_error_event(self, exc: KrakenError) -> bytes:
-        """Writes OpenAI's error event to the client itself and returns nothing for the relay
-        to write: the relay's bytes go through the translator, which this event must not."""
-        assert self._translator is not None
-        self._sink.write(self._translator.fail(exc))
-        return b""
-
-    # ---- sink --------------------------------------------------------------------------------
-    def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
-        if self._stream:
-            self._sink.start(status, headers, None)
-        else:
-            self._head = (status, [(k, v) for k, v in headers if k != b"content-type"])
-
-    def write(self, data: bytes) -> None:
-        translator = self._translator
-        if translator is not None:
-            was_done = translator.done
-            out = translator.feed(data)
-            if out:
-                self._sink.write(out)
-            if translator.overflowed and not was_done:
-                metrics.TRANSLATION_FAILURES.labels("event_too_large").inc()
-        elif len(self._body) + len(data) <= MAX_TRANSLATED_BODY:
-            self._body += data
-        else:
-            self._overflow = True
-
-    def end(self) -> None:
-        if self._translator is not None:
-            tail = self._translator.finish()
-            if tail:
-                self._sink.write(tail)
-            self._sink.end()
-            return
-        raw = bytes(self._body)
-        body = None if self._overflow else completion_from_message(
-            raw, self.family.usage_from_body(raw))
-        status, headers = self._head or (200, [])
-        if body is None:
-            metrics.TRANSLATION_FAILURES.labels(
-                "body_too_large" if self._overflow else "untranslatable").inc()
-            err = UpstreamError("provider answer could not be translated")
-            status, body = err.status, OPENAI.render(err)
-        self._sink.respond(status, [(b"content-type", b"application/json"), *headers], body)
-
-    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """A whole answer is translated like any other: head, body, end."""
-        self.start(status, headers, len(body))
-        self.write(body)
-        self.end()
-
-    def abort(self) -> None:
-        self._sink.abort()
-
-    def cork(self) -> None:
-        self._sink.cork()
-
-    def flush(self) -> None:
-        self._sink.flush()
-
-    def set_producer(self, producer: FlowControl | None) -> None:
-        self._sink.set_producer(producer)
-
-    @property
-    def started(self) -> bool:
-        return self._sink.started
-
-    @property
-    def disconnected(self) -> bool:
-        return self._sink.disconnected
+def chat_response_filter(route: Route, payload: dict) -> ResponseFilter | None:
+    """What re-says an Anthropic provider's answer as OpenAI's; None: bytes unchanged."""
+    family = route.provider.family
+    return chat_filter(family, payload) if isinstance(family, AnthropicFamily) else None

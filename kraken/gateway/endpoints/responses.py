@@ -1,31 +1,24 @@
 """``POST /v1/responses`` (OpenAI's Responses API) relayed, streaming or not, byte for byte.
 
 Only providers whose preset (or config) says ``responses = true`` are tried. The body goes
-upstream with only ``model`` replaced. Usage needs nothing forced: a stream ends with
-``response.completed`` (or ``response.incomplete`` / ``response.failed``) whose ``response``
-carries ``usage`` (``input_tokens``, ``output_tokens`` and their details); a plain answer has
-it at the top level.
+upstream with only ``model`` replaced. Usage needs nothing forced (how it is read:
+``kraken.providers.openai_responses``).
 """
 from __future__ import annotations
 
 from functools import partial
 
-import orjson
-
-from kraken.errors import InvalidValue, KrakenError, ModelNotFound
+from kraken.errors import InvalidValue, ModelNotFound
 from kraken.gateway.body import boolean, with_model
 from kraken.gateway.call import Call
 from kraken.policy.classify import task_type
 from kraken.policy.router import Route
 from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.error_formats import OPENAI_RESPONSES
-from kraken.providers.openai_compat import OpenAICompat, responses_usage
-from kraken.providers.usage import Usage
-from kraken.providers.wire import usage_in_body
+from kraken.providers.family import UpstreamRequest
 
 PATH = "/v1/responses"
 ROUTE = "responses"
-_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def register(gateway) -> None:
@@ -41,14 +34,13 @@ async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None
         call, model, lambda r: r.provider.family.cfg.responses,
         lambda: ModelNotFound(f"The model '{model[:200]}' is not served through the Responses "
                               "API here"))
-    await gateway.dispatch(call, routes, payload, sink, shape=shape)
+    await gateway.dispatch(call, routes, payload, sink, shape)
 
 
-def shape(route: Route, payload: dict, sink: ResponseSink) -> tuple:
-    """``Gateway.dispatch``'s shaper: nothing forced, nothing hidden (usage comes unasked)."""
-    family = route.provider.family
-    target, headers, body = family.responses_request(payload, route.model)
-    return ResponsesFamily(family), sink, (target, headers, body, False)
+def shape(route: Route, payload: dict) -> UpstreamRequest:
+    """``Gateway.dispatch``'s shaper: nothing forced, nothing hidden (usage comes unasked);
+    read as the Responses API (``kraken.providers.openai_responses``)."""
+    return route.provider.family.responses_request(payload, route.model)
 
 
 def parse(body: bytes) -> dict:
@@ -76,43 +68,3 @@ def as_chat(payload: dict) -> dict:
         chat["response_format"] = {"type": fmt["type"]}
     return chat
 
-
-def usage_event(event: bytes) -> tuple[Usage, bool] | None:
-    """For one SSE event: the usage of a final ``response.*`` event (never hidden)."""
-    start = event.find(b"data:")
-    if start < 0:
-        return None
-    try:
-        obj = orjson.loads(event[start + 5 :])
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict) or obj.get("type") not in _FINAL:
-        return None
-    response = obj.get("response")
-    usage = response.get("usage") if isinstance(response, dict) else None
-    return (responses_usage(usage), False) if isinstance(usage, dict) else None
-
-
-def usage_from_body(body: bytes) -> Usage | None:
-    return usage_in_body(body, responses_usage)
-
-
-class ResponsesFamily:
-    """What the relay needs for a Responses API exchange; errors map as the provider's family."""
-
-    __slots__ = ("base", "cfg", "name")
-
-    def __init__(self, base: OpenAICompat):
-        self.base, self.cfg, self.name = base, base.cfg, base.name
-
-    usage_event = staticmethod(usage_event)
-    usage_from_body = staticmethod(usage_from_body)
-
-    def usage_parser(self):
-        return usage_event
-
-    def map_error(self, status: int, body: bytes) -> KrakenError:
-        return self.base.map_error(status, body)
-
-    sse_error_event = staticmethod(OPENAI_RESPONSES.sse_event)
-    """The Responses API's own ``error`` event shape."""
