@@ -39,7 +39,7 @@ THIRD_PARTY_LEVELS = {
     # Debug mode (PYTHONASYNCIODEBUG) names callbacks with their arguments' repr.
     "asyncio": logging.WARNING,
     # SQL statements with their parameters (key ids, emails, hashes); Redis commands.
-    "aiosqlite": logging.WARNING, "redis": logging.WARNING,
+    "aiosqlite": logging.WARNING, "redis": logging.WARNING, "asyncpg": logging.WARNING,
     # Everything else Kraken or its tests load (setup.cfg install_requires and extras).
     "anyio": logging.WARNING, "uvloop": logging.WARNING, "orjson": logging.WARNING,
     "cryptography": logging.WARNING, "bcrypt": logging.WARNING,
