@@ -33,7 +33,6 @@ from kraken.accounts.revocation import RevocationWatcher
 from kraken.policy.auth import KeyVerifier
 from kraken.policy.clientip import ClientAddress
 from kraken.policy.limits import build_limiter
-from kraken.gateway.endpoints import embeddings, gemini_native, responses
 from kraken.gateway.pipeline import Gateway
 from kraken.policy.router import Provider, Router
 from kraken.http.acme import plain_http_handler
@@ -186,8 +185,6 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
     gateway.billing = billing
     gateway.byok = ByokCache(store, keyring, max_entries=cfg.byok.cache_max,
                              ttl_s=cfg.byok.cache_ttl_s, poll_interval_s=cfg.byok.poll_interval_s)
-    for extra in (embeddings, responses, gemini_native):  # relayed beside chat completions
-        extra.register(gateway)
     if cfg.stripe.webhook_secret:
         webhook = StripeWebhook(store, billing, cfg.stripe.webhook_secret,
                                 tolerance_s=cfg.stripe.tolerance_s,

@@ -1,10 +1,14 @@
-"""The request lifecycle, top to bottom:
+"""The lifecycle engine: every metered call runs the same phases, in an order written once.
 
-    authenticate → admit → limit → parse → route → dispatch → relay → record
+    identify → admit → check billing caps → take rate limit → parse → check model allowed
+             → classify → route → dispatch (→ relay) → record
 
-Each phase is a small method that raises a ``KrakenError`` to stop; ``handle`` turns that
-into the provider-format error and makes sure every admitted request leaves exactly one
-record. No socket calls and no SQL here.
+``Gateway.run`` states that order for any ``Endpoint`` (``kraken.gateway.endpoint``); an
+endpoint only supplies its parse, classify, route filter, request shape, response filter and
+error format. Each phase is a method of the gateway taking the call (and the request or what
+was read from it) that raises a ``KrakenError`` to stop; ``run`` turns that into the endpoint's
+error format and makes sure every admitted request leaves exactly one record. No socket calls
+and no SQL here.
 """
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from typing import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -22,41 +25,27 @@ from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.fees import FeeSchedule
 from kraken.billing.guard import BillingGuard
 from kraken.billing.pricing import AnthropicUsage, PriceTable, cost_usd, family_for
-from kraken.errors import KrakenError, MethodNotAllowed, NotFound, Overloaded, UpstreamError
-from kraken.policy.auth import KeyVerifier, Principal, check_model_allowed, credential
-from kraken.policy.authgate import AddressGate
-from kraken.gateway import body as body_checks
+from kraken.errors import KrakenError, Overloaded, UpstreamError
 from kraken.gateway import fallback
-from kraken.gateway.endpoints import models as model_list
 from kraken.gateway.answers import IdentifiedSink, send_error, send_json
 from kraken.gateway.call import Call
-from kraken.policy.classify import task_type
+from kraken.gateway.endpoint import Endpoint, Parsed
+from kraken.gateway.endpoints import ERROR_FORMATS, METERED
+from kraken.gateway.endpoints import models as model_list
+from kraken.gateway.paths import Handler, Paths
+from kraken.gateway.relay import Relay
+from kraken.gateway.request_log import RequestLog
+from kraken.http.exchange import Request, ResponseSink
+from kraken.meter.writer import Meter
+from kraken.policy import auth
+from kraken.policy.auth import KeyVerifier, Principal, credential
+from kraken.policy.authgate import AddressGate
 from kraken.policy.clientip import ClientAddress
 from kraken.policy.ratelimit import Limiter
-from kraken.gateway.endpoints.messages import (
-    chat_response_filter, chat_shape, register as register_messages,
-)
-from kraken.gateway.relay import Relay
 from kraken.policy.router import Route, Router
-from kraken.http.exchange import Request, ResponseSink
-from kraken.gateway.request_log import RequestLog
-from kraken.meter.writer import Meter
-from kraken.providers.error_formats import OPENAI, ErrorFormat
-from kraken.providers.family import Headers, ResponseFilter, UpstreamRequest
+from kraken.providers.family import Headers, UpstreamRequest
 
 log = logging.getLogger("kraken.gateway")
-
-CallBody = Callable[[Call, Request, ResponseSink], Awaitable[None]]
-"""An endpoint's phases for one call (authenticate, admit, ..., dispatch)."""
-Endpoint = Callable[[Request, ResponseSink], Awaitable[None]]
-BodyParser = Callable[[bytes], dict]
-"""An endpoint's body check: the payload, or a ``BadRequest`` naming the field."""
-Shaper = Callable[[Route, dict], UpstreamRequest]
-"""(route, payload) -> the upstream request for one candidate (its family reads the answer)."""
-FilterFor = Callable[[Route, dict], "ResponseFilter | None"]
-"""(route, payload) -> a fresh response filter for one candidate, or None: bytes unchanged."""
-_ALLOW = {"GET": "GET, HEAD"}
-"""The Allow header of a 405, by the method an endpoint serves (HEAD wherever GET)."""
 
 
 class Gateway:
@@ -86,14 +75,12 @@ class Gateway:
         self.model_label = metrics.ModelLabels(
             router.upstream_models(), *(prices.models(kind) for kind in prices.provider_kinds))
         """A dispatched model's metric label value: the operator's names, else ``other``."""
-        self.endpoints: dict[str, Endpoint] = {}
-        self._prefixes: list[tuple[str, Endpoint]] = []
-        """``/prefix/*`` endpoints, longest prefix first."""
-        self._error_formats: list[tuple[str, ErrorFormat]] = []
-        """(path prefix, wire format) for errors no endpoint answered (404, 405, ...)."""
-        self.add_call("/v1/chat/completions", "chat_completions", self._chat)
+        self.paths = Paths()
+        for endpoint in METERED:
+            self.add_call(endpoint)
+        for prefix, errors in ERROR_FORMATS:
+            self.paths.add_error_format(prefix, errors)
         model_list.register(self)
-        register_messages(self)
         self.add_endpoint("/healthz", self.healthz, None)
         self.add_endpoint("/readyz", self.readyz, None)
         self.add_endpoint("/metrics", self.prometheus, None)
@@ -105,66 +92,29 @@ class Gateway:
         plain endpoint's refusal) is answered here in the wire format of the path's family,
         with a request id like every answer."""
         try:
-            await self._endpoint_for(req.path)(req, sink)
+            await self.paths.handler_for(req.path)(req, sink)
         except KrakenError as exc:
             if sink.started:
                 raise
-            fmt = next((f for prefix, f in self._error_formats if req.path.startswith(prefix)),
-                       OPENAI)
-            send_error(sink, fmt, exc, Call(req.received_ns, ""))
+            send_error(sink, self.paths.error_format(req.path), exc, Call(req.received_ns, ""))
 
-    def _endpoint_for(self, path: str) -> Endpoint:
-        endpoint = self.endpoints.get(path)
-        if endpoint is not None:
-            return endpoint
-        for prefix, endpoint in self._prefixes:  # Gemini's models/{m}:{method}, /v1/models/{id}
-            if path.startswith(prefix):
-                return endpoint
-        raise NotFound(f"Unknown path {path[:100]}")
-
-    def add_endpoint(self, path: str, endpoint: Endpoint, method: str | None = "POST") -> None:
-        """Serve ``path`` with a plain ``endpoint`` (no call, no record); its answer gets a
+    def add_endpoint(self, path: str, handler: Handler, method: str | None = "POST") -> None:
+        """Serve ``path`` with a plain ``handler`` (no call, no record); its answer gets a
         fresh ``x-request-id``. Other methods get 405 when ``method`` is set; a path ending
         in ``/*`` serves everything under it."""
 
         async def identified(req: Request, sink: ResponseSink) -> None:
-            await endpoint(req, IdentifiedSink(sink))
+            await handler(req, IdentifiedSink(sink))
 
-        self._serve(path, identified, method)
+        self.paths.add(path, identified, method)
 
-    def add_call(self, path: str, route: str, body: CallBody,
-                 errors: ErrorFormat = OPENAI, method: str | None = "POST") -> None:
-        """Serve ``path`` as a metered endpoint: ``body`` inside the shared lifecycle
-        (``run_call``: one record per admitted call), recorded under ``route``; its errors
-        are answered in the ``errors`` wire format."""
+    def add_call(self, endpoint: Endpoint) -> None:
+        """Serve ``endpoint`` as a metered call (``run``: one record per admitted call)."""
 
-        async def endpoint(req: Request, sink: ResponseSink) -> None:
-            await self.run_call(req, sink, route, body, errors)
+        async def metered(req: Request, sink: ResponseSink) -> None:
+            await self.run(endpoint, req, sink)
 
-        self._serve(path, endpoint, method)
-
-    def add_error_format(self, prefix: str, errors: ErrorFormat) -> None:
-        """Errors under ``prefix`` that no endpoint answers are in the ``errors`` format."""
-        self._error_formats.append((prefix, errors))
-
-    def _serve(self, path: str, endpoint: Endpoint, method: str | None) -> None:
-        """Route ``path`` to ``endpoint``, behind a method check when ``method`` is set."""
-        if method is not None:
-            allow = _ALLOW.get(method, method)
-            methods = allow.split(", ")
-            inner = endpoint
-
-            async def checked(req: Request, sink: ResponseSink) -> None:
-                if req.method not in methods:
-                    raise MethodNotAllowed(f"Use {method} for {path}", allow=allow)
-                await inner(req, sink)
-
-            endpoint = checked
-        if path.endswith("/*"):
-            self._prefixes.append((path[:-1], endpoint))
-            self._prefixes.sort(key=lambda item: len(item[0]), reverse=True)
-        else:
-            self.endpoints[path] = endpoint
+        self.paths.add(endpoint.path, metered, endpoint.method)
 
     async def healthz(self, req: Request, sink: ResponseSink) -> None:
         send_json(sink, 200, b'{"status":"ok"}')
@@ -177,6 +127,64 @@ class Gateway:
     async def prometheus(self, req: Request, sink: ResponseSink) -> None:
         sink.respond(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())],
                      generate_latest(metrics.REGISTRY))
+
+    # ---- the engine ----------------------------------------------------------------
+    async def run(self, endpoint: Endpoint, req: Request, sink: ResponseSink) -> None:
+        """One metered call: its phases, then exactly one record per admitted call.
+
+        Any ``KrakenError`` a phase raises becomes the error answer in the endpoint's wire
+        format before the first byte, or is left to the relay's error event after it.
+        """
+        call = Call(req.received_ns, endpoint.route)
+        errors = endpoint.errors
+        try:
+            await self.phases(endpoint, call, req, sink)
+        except KrakenError as exc:
+            call.fail(exc)
+            self.record(call)
+            if not sink.started:
+                send_error(sink, errors, exc, call)
+        except asyncio.CancelledError:
+            call.status = call.status or 499
+            client_gone = sink.disconnected and not self.aborting
+            call.error_type = "client_cancelled" if client_gone else "aborted_shutdown"
+            if client_gone:
+                metrics.CLIENT_CANCELLED.inc()
+            self.record(call)
+            raise
+        except Exception:
+            log.exception("request %s failed", call.request_id)
+            err = KrakenError("internal error")
+            call.fail(err)
+            self.record(call)
+            if not sink.started:
+                send_error(sink, errors, err, call)
+        finally:
+            if call.reserved and not call.recorded:
+                self.meter.release()
+            if call.lease is not None:
+                self.release(call)
+
+    async def phases(self, endpoint: Endpoint, call: Call, req: Request,
+                     sink: ResponseSink) -> None:
+        """The order every metered endpoint runs, written once (the record is pushed by the
+        relay when the answer ends, or by ``run`` when a phase refuses)."""
+        principal = await self.identify(
+            call, req if endpoint.credentials is None else endpoint.credentials(req))
+        where = None if endpoint.locate is None else endpoint.locate(req)
+        self.admit(call)
+        subject = self.check_billing_caps(call, principal)
+        await self.take_rate_limit(call, subject)
+        parsed = Parsed(req, endpoint.parse(req.body), where)
+        model = endpoint.model(parsed)
+        self.check_model_allowed(principal, model)
+        call.opted_out = principal.opted_out  # feeds no routing statistics
+        if endpoint.request_id_header is not None:
+            call.response_headers = [*call.response_headers,
+                                     (endpoint.request_id_header, call.request_id.encode())]
+        self.classify(call, endpoint, parsed)
+        routes = self.route(call, endpoint, model)
+        await self.dispatch(call, endpoint, routes, parsed, sink)
 
     # ---- phases --------------------------------------------------------------------
     async def authenticate(self, req: Request) -> Principal:
@@ -199,62 +207,33 @@ class Gateway:
         call.key_id = principal.key_id
         return principal
 
-    async def begin(self, call: Call, req: Request, parse: BodyParser, *,
-                    principal: Principal | None = None,
-                    model: str | None = None) -> tuple[Principal, dict]:
-        """authenticate → admit → limit → parse → bill: how every metered endpoint opens.
+    def admit(self, call: Call) -> None:
+        """Reserve the record's place: refuse now rather than serve unrecorded."""
+        if self.shutting_down or not self.meter.reserve():
+            metrics.OVERLOAD_REJECTIONS.inc()
+            shedding.refused("shutting_down" if self.shutting_down else self.meter.refusal)
+            raise Overloaded("Kraken is overloaded; retry shortly")
+        call.reserved = True
 
-        ``parse(req.body)`` checks what the endpoint relies on (a ``BadRequest`` naming the
-        field). ``principal``: already identified (an endpoint with a check in between);
-        ``model``: what is billed when the body does not name it (Gemini's is in the path).
-        """
-        if principal is None:
-            principal = await self.identify(call, req)
-        self.admit(call)
-        await self.limit(call, principal)
-        payload = parse(req.body)
-        self.bill(principal, model if model is not None else payload["model"])
-        call.opted_out = principal.opted_out  # feeds no routing statistics
-        return principal, payload
+    def check_billing_caps(self, call: Call, principal: Principal) -> Principal:
+        """From memory: the plan's monthly caps (429/402), the key's budgets (429/402) and a
+        prepaid wallet (402), so every metered endpoint refuses before it takes a lease.
 
-    def routes_for(self, call: Call, model: str, accept: Callable[[Route], bool] | None = None,
-                   missing: Callable[[], KrakenError] | None = None) -> tuple[Route, ...]:
-        """The router's candidates for ``model`` (``call.task_type`` set), those ``accept``
-        keeps, in order; none kept raises ``missing()``. Names the model on the record only
-        once the router knows it: never free client text."""
-        routes = self.router.candidates(model, task=call.task_type)
-        call.model_requested = model
-        if accept is None:
-            return routes
-        kept = tuple(r for r in routes if accept(r))
-        if not kept and missing is not None:
-            raise missing()
-        return kept
+        Returns whom the rate limit applies to: the key, with its plan's limits where the
+        key sets none (a limit set on the key wins; then the plan's; then ``[limits]``)."""
+        if self.billing is None:
+            return principal
+        plan = self.billing.check(principal.customer_id, None, principal.plan)
+        call.plan = plan.name  # the fee rule in price() follows the same plan
+        self.billing.check_key_budget(principal)  # the key's lifetime token/spend budget
+        if plan.rpm or plan.tpm or plan.max_concurrent:
+            return replace(principal, rpm=principal.rpm or plan.rpm,
+                           tpm=principal.tpm or plan.tpm,
+                           max_concurrent=principal.max_concurrent or plan.max_concurrent)
+        return principal
 
-    def bill(self, principal: Principal, model: str) -> None:
-        """403 when the key's allow-list or the customer's plan does not include ``model``
-        (every metered endpoint calls this once the request is parsed)."""
-        self.router.check_name(model)
-        check_model_allowed(principal, model)
-        if self.billing is not None:
-            self.billing.check_model(principal.customer_id, model, principal.plan)
-
-    async def limit(self, call: Call, principal: Principal) -> None:
-        """Take the key's rate-limit lease (429 when over); released when the call ends.
-
-        First, from memory: the plan's monthly caps (429/402), the key's budgets (429/402)
-        and a prepaid wallet (402), so every metered endpoint refuses before it takes a lease.
-        """
-        subject = principal
-        if self.billing is not None:
-            plan = self.billing.check(principal.customer_id, None, principal.plan)
-            call.plan = plan.name  # the fee rule in price() follows the same plan
-            self.billing.check_key_budget(principal)  # the key's lifetime token/spend budget
-            if plan.rpm or plan.tpm or plan.max_concurrent:
-                # A limit set on the key wins; then the plan's; then the [limits] default.
-                subject = replace(principal, rpm=principal.rpm or plan.rpm,
-                                  tpm=principal.tpm or plan.tpm,
-                                  max_concurrent=principal.max_concurrent or plan.max_concurrent)
+    async def take_rate_limit(self, call: Call, subject: Principal) -> None:
+        """Take the key's rate-limit lease (429 when over); released when the call ends."""
         lease = await self.limiter.acquire(subject)
         call.lease = lease
         if lease.limit_requests:
@@ -271,44 +250,55 @@ class Gateway:
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    def admit(self, call: Call) -> None:
-        """Reserve the record's place: refuse now rather than serve unrecorded."""
-        if self.shutting_down or not self.meter.reserve():
-            metrics.OVERLOAD_REJECTIONS.inc()
-            shedding.refused("shutting_down" if self.shutting_down else self.meter.refusal)
-            raise Overloaded("Kraken is overloaded; retry shortly")
-        call.reserved = True
+    def check_model_allowed(self, principal: Principal, model: str) -> None:
+        """400 for a model name no provider could have; 403 when the key's allow-list or the
+        customer's plan does not include ``model``."""
+        self.router.check_name(model)
+        auth.check_model_allowed(principal, model)
+        if self.billing is not None:
+            self.billing.check_model(principal.customer_id, model, principal.plan)
 
     @staticmethod
-    def parse(body: bytes) -> dict:
-        """A chat completion's body: the fields Kraken relies on."""
-        payload = body_checks.with_model(body)
-        body_checks.nonempty_array(payload, "messages", "'messages' must be a non-empty array")
-        body_checks.boolean(payload, "stream", "'stream' must be a boolean")
-        return payload
+    def classify(call: Call, endpoint: Endpoint, parsed: Parsed) -> None:
+        """Whether the answer streams, and the record's task type (``auto`` routes by it)."""
+        call.stream = endpoint.stream(parsed)
+        call.task_type = endpoint.task(parsed)
 
-    async def dispatch(self, call: Call, routes: tuple[Route, ...], payload: dict,
-                       sink: ResponseSink, shape: Shaper,
-                       response_filter: FilterFor | None = None) -> None:
+    def route(self, call: Call, endpoint: Endpoint, model: str) -> tuple[Route, ...]:
+        """The router's candidates for ``model`` (by ``call.task_type``), those the endpoint
+        serves, in order; none served raises the endpoint's ``not_served``. Names the model on
+        the record only once the router knows it: never free client text."""
+        routes = self.router.candidates(model, task=call.task_type)
+        call.model_requested = model
+        serves = endpoint.serves
+        if serves is None:
+            return routes
+        kept = tuple(r for r in routes if serves(r))
+        if not kept and endpoint.not_served is not None:
+            raise endpoint.not_served(model)
+        return kept
+
+    async def dispatch(self, call: Call, endpoint: Endpoint, routes: tuple[Route, ...],
+                       parsed: Parsed, sink: ResponseSink) -> None:
         """Try candidates in order until one starts answering (fallback before first byte)."""
         await self.load_byok(call)
         # Skips open circuits, bounds attempts, falls back on 429/5xx/connect/timeout only.
         await fallback.dispatch(
             self.router, call, routes,
-            lambda route: self.relay(call, route, payload, sink, shape, response_filter), sink)
+            lambda route: self.relay(call, endpoint, route, parsed, sink), sink)
 
-    async def relay(self, call: Call, route: Route, payload: dict, sink: ResponseSink,
-                    shape: Shaper, response_filter: FilterFor | None = None) -> str:
+    async def relay(self, call: Call, endpoint: Endpoint, route: Route, parsed: Parsed,
+                    sink: ResponseSink) -> str:
         """One upstream exchange; a stale keep-alive connection is retried once, fresh.
 
         Returns the relay's final state (``relay.FAILED``: the provider broke mid-stream).
-
-        ``shape`` gives the endpoint's request for the route (its family reads the answer);
-        ``response_filter``, when the endpoint declares one, what re-says the answer.
+        The endpoint shapes the request for the route (its family reads the answer) and,
+        when it declares one, gives the filter that re-says the answer for the client.
         """
         pool = route.provider.pool
-        request = shape(route, payload)
-        filt = None if response_filter is None else response_filter(route, payload)
+        request = endpoint.shape(route, parsed)
+        make_filter = endpoint.response_filter
+        filt = None if make_filter is None else make_filter(route, parsed)
         headers = self.authorize(call, route, request)
         for fresh_retry in (False, True):
             conn = await pool.acquire()
@@ -359,6 +349,7 @@ class Gateway:
         call.byok = True
         return authorized(request.headers, key)
 
+    # ---- record --------------------------------------------------------------------
     def record(self, call: Call) -> None:
         """Push the one record of an admitted request (journal first, then queue)."""
         if call.recorded or not call.reserved:
@@ -398,48 +389,3 @@ class Gateway:
         call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=call.byok, plan=call.plan)
         if call.cost_usd:
             metrics.cost_for(call.provider, label).inc(call.cost_usd)
-
-    # ---- routes --------------------------------------------------------------------
-    async def _chat(self, call: Call, req: Request, sink: ResponseSink) -> None:
-        _, payload = await self.begin(call, req, self.parse)
-        call.stream = payload.get("stream") is True
-        call.task_type = task_type("chat", payload)
-        routes = self.routes_for(call, payload["model"])
-        await self.dispatch(call, routes, payload, sink, chat_shape, chat_response_filter)
-
-    async def run_call(self, req: Request, sink: ResponseSink, route: str, body: CallBody,
-                       errors: ErrorFormat = OPENAI) -> None:
-        """The lifecycle every metered endpoint shares: exactly one record per admitted call.
-
-        ``body`` does the endpoint's phases; any ``KrakenError`` it raises becomes the error
-        response in the ``errors`` wire format before the first byte, or is left to the
-        relay's SSE error event after it.
-        """
-        call = Call(req.received_ns, route)
-        try:
-            await body(call, req, sink)
-        except KrakenError as exc:
-            call.fail(exc)
-            self.record(call)
-            if not sink.started:
-                send_error(sink, errors, exc, call)
-        except asyncio.CancelledError:
-            call.status = call.status or 499
-            client_gone = sink.disconnected and not self.aborting
-            call.error_type = "client_cancelled" if client_gone else "aborted_shutdown"
-            if client_gone:
-                metrics.CLIENT_CANCELLED.inc()
-            self.record(call)
-            raise
-        except Exception:
-            log.exception("request %s failed", call.request_id)
-            err = KrakenError("internal error")
-            call.fail(err)
-            self.record(call)
-            if not sink.started:
-                send_error(sink, errors, err, call)
-        finally:
-            if call.reserved and not call.recorded:
-                self.meter.release()
-            if call.lease is not None:
-                self.release(call)

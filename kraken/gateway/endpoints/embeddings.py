@@ -6,36 +6,27 @@ providers embed is a preset quirk (``embeddings``), overridable per provider.
 """
 from __future__ import annotations
 
-from functools import partial
-
-from kraken.errors import InvalidValue, ModelNotFound
+from kraken.errors import InvalidValue
 from kraken.gateway.body import with_model
-from kraken.gateway.call import Call
+from kraken.gateway.endpoint import Endpoint, Parsed, model_not_served
 from kraken.policy.router import Route
-from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.family import UpstreamRequest
 
 PATH = "/v1/embeddings"
-ROUTE = "embeddings"
 
 
-def register(gateway) -> None:
-    gateway.add_call(PATH, ROUTE, partial(_phases, gateway))
+def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
+    """The route's own family, a plain (unstreamed) request."""
+    return route.provider.family.embeddings_request(parsed.payload, route.model)
 
 
-async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
-    _, payload = await gateway.begin(call, req, parse)
-    call.task_type = "embedding"
-    model = payload["model"]
-    routes = gateway.routes_for(
-        call, model, lambda r: r.provider.family.cfg.embeddings,
-        lambda: ModelNotFound(f"The model '{model[:200]}' does not serve embeddings here"))
-    await gateway.dispatch(call, routes, payload, sink, shape)
+def embeds(route: Route) -> bool:
+    """Which providers embed is a preset quirk, overridable per provider."""
+    return route.provider.family.cfg.embeddings
 
 
-def shape(route: Route, payload: dict) -> UpstreamRequest:
-    """``Gateway.dispatch``'s shaper: the route's own family, a plain (unstreamed) request."""
-    return route.provider.family.embeddings_request(payload, route.model)
+def _task(parsed: Parsed) -> str:
+    return "embedding"
 
 
 def parse(body: bytes) -> dict:
@@ -57,3 +48,7 @@ def parse(body: bytes) -> dict:
     if payload.get("stream"):
         raise InvalidValue("'stream' is not supported for embeddings")
     return payload
+
+
+ENDPOINT = Endpoint(path=PATH, route="embeddings", parse=parse, task=_task, shape=shape,
+                    serves=embeds, not_served=model_not_served("does not serve embeddings here"))

@@ -12,52 +12,68 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from functools import partial
 from urllib.parse import parse_qs
 
-
-from kraken.errors import InvalidValue, MethodNotAllowed, NotFound
-from kraken.policy.auth import credential
+from kraken.errors import InvalidValue, KrakenError, MethodNotAllowed, NotFound
 from kraken.gateway.body import json_object
-from kraken.gateway.call import Call
+from kraken.gateway.endpoint import Endpoint, Parsed
+from kraken.policy.auth import credential
 from kraken.policy.classify import task_type
 from kraken.policy.router import Route
-from kraken.http.exchange import Request, ResponseSink
+from kraken.http.exchange import Request
 from kraken.providers.error_formats import GOOGLE
 from kraken.providers.family import UpstreamRequest
 from kraken.providers.gemini import METHODS, GeminiNative
 
 PREFIX = "/v1beta/models/"
-ROUTE = "gemini_generate_content"
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")
 _CLASSIFY_TURNS = 8
 
 
-def register(gateway) -> None:
-    """Serve the native paths (any method reaches us: errors must be in Google's shape)."""
-    gateway.add_call(PREFIX + "*", ROUTE, partial(_phases, gateway), GOOGLE, None)
-    gateway.add_error_format("/v1beta/", GOOGLE)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """What the path and query say: ``/v1beta/models/{model}:{method}[?alt=sse]``."""
+
+    model: str
+    method: str
+    sse: bool
 
 
-async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
-    principal = await gateway.identify(call, _with_kraken_key(req))
+def locate(req: Request) -> Target:
+    """After identify (any method reaches us: errors must be in Google's shape): the 405, the
+    path's 404, or what it names."""
     if req.method != "POST":
         raise MethodNotAllowed(f"Use POST for {PREFIX}{{model}}:{{method}}", allow="POST")
     model, method = parse_target(req.path)
     sse = method == "streamGenerateContent" and _query(req.target).get("alt") == ["sse"]
-    _, payload = await gateway.begin(call, req, parse_body, principal=principal, model=model)
-    call.stream = sse
-    call.task_type = task_type("chat", as_chat(payload))
-    routes = gateway.routes_for(
-        call, model, lambda r: r.provider.family.cfg.kind == "gemini",
-        lambda: NotFound(f"models/{model} is not served through the Gemini API here"))
+    return Target(model, method, sse)
 
-    def shape(route: Route, _payload: dict) -> UpstreamRequest:
-        """``Gateway.dispatch``'s shaper: the client's body as is, the model and method in the
-        path; read by ``GeminiNative`` (Google's ``usageMetadata`` tap)."""
-        return native_family(route).request(route.model, method, req.body, sse=sse)
 
-    await gateway.dispatch(call, routes, payload, sink, shape)
+def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
+    """The client's body as is, the model and method in the path; read by ``GeminiNative``
+    (Google's ``usageMetadata`` tap)."""
+    where = parsed.where
+    return native_family(route).request(route.model, where.method, parsed.req.body, sse=where.sse)
+
+
+def serves_gemini(route: Route) -> bool:
+    return route.provider.family.cfg.kind == "gemini"
+
+
+def not_served(model: str) -> KrakenError:
+    return NotFound(f"models/{model} is not served through the Gemini API here")
+
+
+def _model(parsed: Parsed) -> str:
+    return parsed.where.model
+
+
+def _streamed(parsed: Parsed) -> bool:
+    return parsed.where.sse
+
+
+def _task(parsed: Parsed) -> str:
+    return task_type("chat", as_chat(parsed.payload))
 
 
 def native_family(route: Route) -> GeminiNative:
@@ -136,3 +152,10 @@ def _with_kraken_key(req: Request) -> Request:
     if forwarded is not None:
         headers += ((b"x-forwarded-for", forwarded),)
     return dataclasses.replace(req, headers=headers)
+
+
+ENDPOINT = Endpoint(
+    path=PREFIX + "*", route="gemini_generate_content", parse=parse_body, task=_task, shape=shape,
+    errors=GOOGLE, method=None, model=_model, stream=_streamed, serves=serves_gemini,
+    not_served=not_served, credentials=_with_kraken_key, locate=locate,
+)

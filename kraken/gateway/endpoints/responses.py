@@ -6,41 +6,29 @@ upstream with only ``model`` replaced. Usage needs nothing forced (how it is rea
 """
 from __future__ import annotations
 
-from functools import partial
-
-from kraken.errors import InvalidValue, ModelNotFound
+from kraken.errors import InvalidValue
 from kraken.gateway.body import boolean, with_model
-from kraken.gateway.call import Call
+from kraken.gateway.endpoint import Endpoint, Parsed, asked_to_stream, model_not_served
 from kraken.policy.classify import task_type
 from kraken.policy.router import Route
-from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.error_formats import OPENAI_RESPONSES
 from kraken.providers.family import UpstreamRequest
 
 PATH = "/v1/responses"
-ROUTE = "responses"
 
 
-def register(gateway) -> None:
-    gateway.add_call(PATH, ROUTE, partial(_phases, gateway), OPENAI_RESPONSES)
+def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
+    """Nothing forced, nothing hidden (usage comes unasked); read as the Responses API
+    (``kraken.providers.openai_responses``)."""
+    return route.provider.family.responses_request(parsed.payload, route.model)
 
 
-async def _phases(gateway, call: Call, req: Request, sink: ResponseSink) -> None:
-    _, payload = await gateway.begin(call, req, parse)
-    call.stream = payload.get("stream") is True
-    call.task_type = task_type("chat", as_chat(payload))
-    model = payload["model"]
-    routes = gateway.routes_for(
-        call, model, lambda r: r.provider.family.cfg.responses,
-        lambda: ModelNotFound(f"The model '{model[:200]}' is not served through the Responses "
-                              "API here"))
-    await gateway.dispatch(call, routes, payload, sink, shape)
+def responds(route: Route) -> bool:
+    return route.provider.family.cfg.responses
 
 
-def shape(route: Route, payload: dict) -> UpstreamRequest:
-    """``Gateway.dispatch``'s shaper: nothing forced, nothing hidden (usage comes unasked);
-    read as the Responses API (``kraken.providers.openai_responses``)."""
-    return route.provider.family.responses_request(payload, route.model)
+def _task(parsed: Parsed) -> str:
+    return task_type("chat", as_chat(parsed.payload))
 
 
 def parse(body: bytes) -> dict:
@@ -68,3 +56,8 @@ def as_chat(payload: dict) -> dict:
         chat["response_format"] = {"type": fmt["type"]}
     return chat
 
+
+
+ENDPOINT = Endpoint(path=PATH, route="responses", parse=parse, task=_task, shape=shape,
+                    errors=OPENAI_RESPONSES, stream=asked_to_stream, serves=responds,
+                    not_served=model_not_served("is not served through the Responses API here"))

@@ -1,0 +1,266 @@
+"""Each phase of the lifecycle engine as a function of the call, without a client socket.
+
+A real ``Gateway`` (in-memory limiter, real router, meter on a tmp SQLite store and journal),
+called phase by phase with ``Request`` values; dispatch goes to Kraken's own mock provider."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import replace
+
+import pytest
+
+from harness import PROVIDER_KEY, TEST_KEY, TEST_KEY_HASH
+from kraken import config
+from kraken.accounts.principal import Principal
+from kraken.billing.settings import billing_settings
+from kraken.errors import (
+    BadRequest, MethodNotAllowed, ModelNotAllowed, ModelNotFound, NotFound, Overloaded,
+    RateLimited, Unauthorized,
+)
+from kraken.gateway.call import Call
+from kraken.gateway.endpoint import Parsed
+from kraken.gateway.endpoints import METERED, chat, embeddings, gemini_native, messages
+from kraken.gateway.pipeline import Gateway
+from kraken.gateway.relay import DONE
+from kraken.http.exchange import Request
+from kraken.meter.journal import Journal
+from kraken.meter.writer import Meter
+from kraken.mock.openai_mock import MockOpenAI
+from kraken.policy.auth import KeyVerifier
+from kraken.policy.limits import build_limiter
+from kraken.policy.router import Provider, Router
+from kraken.providers.anthropic import AnthropicFamily
+from kraken.providers.openai_compat import OpenAICompat
+from kraken.store.sqlite import SqliteStore
+from kraken.upstream.pool import Origin, OriginPool
+
+pytestmark = pytest.mark.anyio
+CHAT = b'{"model":"mock-gpt","messages":[{"role":"user","content":"hi"}]}'
+
+
+class Collected:
+    """The client's side of one answer, kept in memory."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list = []
+        self.body = bytearray()
+        self.started = self.ended = self.disconnected = False
+
+    def start(self, status, headers, length) -> None:
+        self.status, self.headers, self.started = status, headers, True
+
+    def write(self, data: bytes) -> None:
+        self.body += data
+
+    def respond(self, status, headers, body) -> None:
+        self.start(status, headers, len(body))
+        self.write(body)
+        self.end()
+
+    def end(self) -> None:
+        self.ended = True
+
+    def cork(self) -> None: ...
+    def flush(self) -> None: ...
+    def abort(self) -> None: ...
+    def set_producer(self, producer) -> None: ...
+
+
+def request(path: str = "/v1/chat/completions", body: bytes = CHAT, key: str | None = TEST_KEY,
+            method: str = "POST", headers: tuple = ()) -> Request:
+    auth = ((b"authorization", b"Bearer " + key.encode()),) if key else ()
+    return Request(method, path, auth + headers, body, "127.0.0.1", time.perf_counter_ns())
+
+
+def build(port: int, **key) -> tuple[config.Config, Router, dict]:
+    cfg = config.from_mapping({
+        "keys": [{"id": "testkey", "hash": TEST_KEY_HASH, "customer_id": "cust_1", **key}],
+        "providers": {
+            "mockai": {"kind": "openai_compatible", "base_url": f"http://127.0.0.1:{port}/v1",
+                       "api_key": PROVIDER_KEY, "models": ["mock-gpt"], "embeddings": False},
+            "claude": {"kind": "anthropic", "base_url": "http://127.0.0.1:9/v1",
+                       "api_key": "sk-ant-x", "models": ["claude-x"]},
+        },
+    }, "<t>", env={})
+    providers = {}
+    for p in cfg.providers:
+        origin = Origin(p.base_url)
+        family = AnthropicFamily if p.kind == "anthropic" else OpenAICompat
+        providers[p.name] = Provider(p.name, family(p, origin.base_path, origin.authority),
+                                     OriginPool(origin, p.name))
+    return cfg, Router(providers, cfg.models, {p.name: p.models for p in cfg.providers},
+                       routing=cfg.routing), providers
+
+
+@contextlib.asynccontextmanager
+async def gateway(tmp_path, **key):
+    mock = MockOpenAI(api_key=PROVIDER_KEY)
+    port = await mock.start()
+    store = await SqliteStore.open(str(tmp_path / "kraken.db"))
+    cfg, router, providers = build(port, **key)
+    settings = billing_settings(cfg)
+    verifier = KeyVerifier(cfg.keys, cfg.auth)
+    limiter = build_limiter(cfg.limits)
+    meter = Meter(store, Journal(tmp_path / "journal"), cfg.meter)
+    try:
+        yield Gateway(verifier, limiter, router, meter, settings.prices, settings.fees)
+    finally:
+        for provider in providers.values():
+            await provider.pool.close()
+        verifier.close()
+        await limiter.aclose()
+        await store.close()
+        await mock.close()
+
+
+def new_call(route: str = "chat_completions") -> Call:
+    return Call(time.perf_counter_ns(), route)
+
+
+def parsed(req: Request, endpoint=chat.ENDPOINT, where=None) -> Parsed:
+    return Parsed(req, endpoint.parse(req.body), where)
+
+
+async def test_every_metered_endpoint_is_served_from_the_one_list(tmp_path):
+    async with gateway(tmp_path) as gw:
+        paths = [e.path for e in METERED]
+        assert len(set(paths)) == len(paths)
+        for path in paths:
+            assert gw.paths.handler_for(path.replace("*", "m:generateContent"))
+
+
+async def test_identify_names_the_customer_and_key(tmp_path):
+    async with gateway(tmp_path) as gw:
+        call = new_call()
+        principal = await gw.identify(call, request())
+        assert (principal.customer_id, call.customer_id, call.key_id) == ("cust_1", "cust_1",
+                                                                          "testkey")
+        with pytest.raises(Unauthorized):
+            await gw.identify(new_call(), request(key=None))
+
+
+async def test_admit_reserves_the_record_or_refuses_while_shutting_down(tmp_path):
+    async with gateway(tmp_path) as gw:
+        call = new_call()
+        gw.admit(call)
+        assert call.reserved and gw.meter.depth == 1
+        gw.shutting_down = True
+        with pytest.raises(Overloaded):
+            gw.admit(new_call())
+
+
+async def test_billing_caps_without_billing_leave_the_key_as_it_is(tmp_path):
+    async with gateway(tmp_path) as gw:
+        principal = Principal("k", "c", rpm=3)
+        assert gw.check_billing_caps(new_call(), principal) is principal
+
+
+async def test_take_rate_limit_leases_then_refuses_over_the_keys_rpm(tmp_path):
+    async with gateway(tmp_path) as gw:
+        principal = Principal("k", "c", rpm=1)
+        call = new_call()
+        await gw.take_rate_limit(call, principal)
+        assert call.lease is not None and call.response_headers
+        with pytest.raises(RateLimited):
+            await gw.take_rate_limit(new_call(), principal)
+        gw.release(call)
+        assert call.lease is None
+
+
+async def test_parse_checks_what_each_endpoint_relies_on():
+    assert chat.parse(CHAT)["model"] == "mock-gpt"
+    with pytest.raises(BadRequest):
+        chat.parse(b'{"model":"m","messages":[]}')
+    with pytest.raises(BadRequest):
+        messages.MESSAGES.parse(b'{"model":"m","messages":[{"role":"user"}]}')  # no max_tokens
+    assert messages.COUNT_TOKENS.parse(b'{"model":"m","messages":[{"role":"user"}]}')
+
+
+async def test_check_model_allowed_by_name_allow_list_and_plan(tmp_path):
+    async with gateway(tmp_path) as gw:
+        gw.check_model_allowed(Principal("k", "c"), "mock-gpt")
+        with pytest.raises(ModelNotAllowed):
+            gw.check_model_allowed(Principal("k", "c", allowed_models=frozenset({"x"})),
+                                   "mock-gpt")
+        with pytest.raises(BadRequest):
+            gw.check_model_allowed(Principal("k", "c"), "no spaces allowed")
+
+
+async def test_classify_sets_stream_and_task_type():
+    call = new_call()
+    body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    Gateway.classify(call, chat.ENDPOINT, parsed(request(body=body)))
+    assert call.stream is True and call.task_type
+    call = new_call("embeddings")
+    Gateway.classify(call, embeddings.ENDPOINT,
+                     parsed(request(body=b'{"model":"m","input":"x"}'), embeddings.ENDPOINT))
+    assert (call.stream, call.task_type) == (False, "embedding")
+
+
+async def test_route_keeps_what_the_endpoint_serves_or_says_why_not(tmp_path):
+    async with gateway(tmp_path) as gw:
+        call = new_call()
+        routes = gw.route(call, chat.ENDPOINT, "mock-gpt")
+        assert [r.provider.name for r in routes] == ["mockai"]
+        assert call.model_requested == "mock-gpt"
+        with pytest.raises(ModelNotFound):
+            gw.route(new_call(), embeddings.ENDPOINT, "mock-gpt")  # the mock does not embed
+        with pytest.raises(ModelNotFound):
+            gw.route(new_call(), messages.MESSAGES, "mock-gpt")  # not an Anthropic provider
+        assert gw.route(new_call(), messages.MESSAGES, "claude-x")
+
+
+async def test_locate_answers_gemini_405_and_404_after_identify():
+    with pytest.raises(MethodNotAllowed):
+        gemini_native.locate(request("/v1beta/models/m:generateContent", method="GET"))
+    with pytest.raises(NotFound):
+        gemini_native.locate(request("/v1beta/models/m:countTokens"))
+    where = gemini_native.locate(replace(
+        request(), target="/v1beta/models/m:streamGenerateContent?alt=sse"))
+    assert (where.model, where.method, where.sse) == ("m", "streamGenerateContent", True)
+
+
+async def test_dispatch_relays_the_providers_answer_and_records_the_call(tmp_path):
+    async with gateway(tmp_path) as gw:
+        call, sink, req = new_call(), Collected(), request()
+        gw.admit(call)
+        routes = gw.route(call, chat.ENDPOINT, "mock-gpt")
+        await gw.dispatch(call, chat.ENDPOINT, routes, parsed(req), sink)
+        assert sink.status == 200 and sink.ended and b"chat.completion" in sink.body
+        assert (call.provider, call.model_dispatched, call.recorded) == ("mockai", "mock-gpt",
+                                                                        True)
+        assert call.usage is not None
+
+
+async def test_relay_returns_its_final_state(tmp_path):
+    async with gateway(tmp_path) as gw:
+        call, req = new_call(), request()
+        route = gw.route(call, chat.ENDPOINT, "mock-gpt")[0]
+        assert await gw.relay(call, chat.ENDPOINT, route, parsed(req), Collected()) == DONE
+
+
+async def test_record_pushes_one_record_per_admitted_call(tmp_path):
+    async with gateway(tmp_path) as gw:
+        call = new_call()
+        gw.record(call)
+        assert not call.recorded, "never admitted: nothing to record"
+        gw.admit(call)
+        call.status = 200
+        gw.record(call)
+        gw.record(call)
+        assert call.recorded and gw.meter.depth == 1
+        journal = b"".join(p.read_bytes() for p in (tmp_path / "journal").iterdir())
+        assert journal.count(call.request_id.encode()) == 1
+
+
+async def test_run_answers_a_refusal_in_the_endpoints_format_and_records_it(tmp_path):
+    async with gateway(tmp_path) as gw:
+        sink = Collected()
+        await gw.run(messages.MESSAGES, request("/v1/messages", body=b"{}"), sink)
+        assert sink.status == 400 and b'"type":"error"' in sink.body  # Anthropic's shape
+        assert gw.meter.depth == 1, "admitted, then refused at parse: one record"
+        sink = Collected()
+        await gw.run(chat.ENDPOINT, request(key="kr_test_wrong"), sink)
+        assert sink.status == 401 and gw.meter.depth == 1, "not admitted: no record"
