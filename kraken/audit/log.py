@@ -5,6 +5,9 @@ action and its entry commit together. Entries are never updated (a trigger refus
 except to blank ``target``/``subject`` on erasure; they are deleted only by the retention
 purge, which first moves the anchor (the hash of the last purged entry) so the remaining
 chain still verifies from it.
+
+The rules live here; the SQL is the store's (``store.audit`` / ``tx.audit``, one repository per
+backend: kraken/store/audit_repo.py), so the same chain runs on SQLite and on PostgreSQL.
 """
 from __future__ import annotations
 
@@ -15,11 +18,10 @@ from typing import Any
 import orjson
 
 from kraken.audit.chain import GENESIS, canonical_detail, digest, entry_hash, new_salt
-from kraken.store.sqlite import SqliteStore, Tx
+from kraken.store.audit_repo import AuditRepo
+from kraken.store.interface import Store, Tx
 
 _PAGE = 1000
-_COLUMNS = ("seq, ts, actor, action, target, subject, salt, target_digest, subject_digest, "
-            "detail, prev_hash, hash")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +53,6 @@ class VerifyResult:
                 "bad_seq": self.bad_seq, "reason": self.reason}
 
 
-async def _tail(tx: Tx) -> tuple[int, str]:
-    row = await tx.fetch_one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-    if row is None:
-        row = await tx.fetch_one("SELECT last_seq, last_hash FROM audit_anchor WHERE id = 1")
-    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
-
-
 async def append(tx: Tx, *, actor: str, action: str, target: str | None = None,
                  subject: str | None = None, detail: dict[str, Any] | None = None,
                  now: float | None = None) -> int:
@@ -65,15 +60,16 @@ async def append(tx: Tx, *, actor: str, action: str, target: str | None = None,
 
     ``subject`` is the customer the action concerns (blanked when that customer is erased);
     ``detail`` must hold no secrets and no personal data (field names, counts, flags).
+    Reading the head holds off every other appender, on any host, until ``tx`` ends.
     """
     text = canonical_detail(detail)
-    last_seq, prev = await _tail(tx)
+    repo: AuditRepo = tx.audit
+    last_seq, prev = await repo.head(tx) or (0, GENESIS)
     seq, ts, salt = last_seq + 1, time.time() if now is None else float(now), new_salt()
     t_digest, s_digest = digest(salt, target), digest(salt, subject)
     h = entry_hash(prev, seq, ts, actor, action, salt, t_digest, s_digest, text)
-    await tx.execute(
-        f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (seq, ts, actor, action, target, subject, salt, t_digest, s_digest, text, prev, h))
+    await repo.insert(tx, (seq, ts, actor, action, target, subject, salt, t_digest, s_digest,
+                           text, prev, h))
     return seq
 
 
@@ -87,7 +83,7 @@ def cli_actor() -> str:
         return "cli"
 
 
-async def record(store: SqliteStore, **entry: Any) -> int:
+async def record(store: Store, **entry: Any) -> int:
     """``append`` in a transaction of its own (actions that write nothing else)."""
     async with store.transaction() as tx:
         return await append(tx, **entry)
@@ -95,27 +91,24 @@ async def record(store: SqliteStore, **entry: Any) -> int:
 
 async def redact_subject(tx: Tx, customer_id: str) -> int:
     """Blank target/subject of every entry about ``customer_id`` (erasure); chain intact."""
-    n = await tx.execute("UPDATE audit_log SET target = NULL, subject = NULL WHERE subject = ?",
-                         (customer_id,))
-    return n + await tx.execute("UPDATE audit_log SET target = NULL WHERE target = ?",
-                                (customer_id,))
+    repo: AuditRepo = tx.audit
+    return await repo.redact(tx, customer_id)
 
 
-async def verify(store: SqliteStore, *, upto_seq: int | None = None) -> VerifyResult:
+async def verify(store: Store, *, upto_seq: int | None = None) -> VerifyResult:
     """Walk the chain from the anchor (or genesis); name the first entry that does not fit.
 
     Catches edited, inserted, reordered and deleted-in-the-middle entries. Cutting the
     newest entries off the end cannot be seen from inside the file: compare ``head_hash``
     with a copy kept elsewhere (``kraken audit verify`` prints it).
     """
-    anchor = await store.fetch_all("SELECT last_seq, last_hash FROM audit_anchor WHERE id = 1")
-    expected_seq, prev = (int(anchor[0][0]) + 1, str(anchor[0][1])) if anchor else (1, GENESIS)
+    repo: AuditRepo = store.audit
+    anchor = await repo.anchor(store)
+    expected_seq, prev = (anchor[0] + 1, anchor[1]) if anchor else (1, GENESIS)
     checked, start = 0, expected_seq
     limit = upto_seq if upto_seq is not None else 2**62
     while True:
-        rows = await store.fetch_all(
-            f"SELECT {_COLUMNS} FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
-            (expected_seq, limit, _PAGE))
+        rows = await repo.rows(store, expected_seq, limit, _PAGE)
         if not rows:
             break
         for (seq, ts, actor, action, target, subject, salt, t_dig, s_dig, detail,
@@ -129,10 +122,9 @@ async def verify(store: SqliteStore, *, upto_seq: int | None = None) -> VerifyRe
         if len(rows) < _PAGE:
             break
     if upto_seq is None:  # an entry slipped in below the anchor is outside the chain
-        stray = await store.fetch_all("SELECT MIN(seq) FROM audit_log WHERE seq < ?", (start,))
-        if stray and stray[0][0] is not None:
-            return VerifyResult(False, checked, prev, int(stray[0][0]),
-                                "entry below the purge anchor")
+        stray = await repo.lowest_seq_below(store, start)
+        if stray is not None:
+            return VerifyResult(False, checked, prev, stray, "entry below the purge anchor")
     return VerifyResult(True, checked, prev)
 
 
@@ -152,29 +144,22 @@ def _check_row(expected_seq: int, prev: str, seq: int, ts: float, actor: str, ac
     return ""
 
 
-async def purge_before(store: SqliteStore, cutoff_ts: float) -> int:
+async def purge_before(store: Store, cutoff_ts: float) -> int:
     """Delete the oldest entries written before ``cutoff_ts``; returns how many.
 
     Only a prefix of the chain is removed, and only if it verifies (a tampered log is kept
     as evidence). The anchor then holds the last purged entry's seq and hash.
     """
-    rows = await store.fetch_all(
-        "SELECT seq, hash FROM audit_log WHERE ts < ? AND seq < "
-        "COALESCE((SELECT MIN(seq) FROM audit_log WHERE ts >= ?), 9223372036854775807) "
-        "ORDER BY seq DESC LIMIT 1", (cutoff_ts, cutoff_ts))
-    if not rows:
+    repo: AuditRepo = store.audit
+    point = await repo.purge_point(store, cutoff_ts)
+    if point is None:
         return 0
-    last_seq, last_hash = int(rows[0][0]), str(rows[0][1])
+    last_seq, last_hash = point
     result = await verify(store, upto_seq=last_seq)
     if not result.ok:
         raise AuditTampered(result)
     async with store.transaction() as tx:
-        await tx.execute(
-            "INSERT INTO audit_anchor (id, last_seq, last_hash, purged_at) VALUES (1, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq, "
-            "last_hash = excluded.last_hash, purged_at = excluded.purged_at",
-            (last_seq, last_hash, time.time()))
-        return await tx.execute("DELETE FROM audit_log WHERE seq <= ?", (last_seq,))
+        return await repo.purge(tx, last_seq, last_hash, time.time())
 
 
 class AuditTampered(Exception):
@@ -185,13 +170,8 @@ class AuditTampered(Exception):
         self.result = result
 
 
-async def list_entries(store: SqliteStore, *, after_seq: int = 0, limit: int = 100,
+async def list_entries(store: Store, *, after_seq: int = 0, limit: int = 100,
                        subject: str | None = None) -> list[AuditEntry]:
     """Entries after ``after_seq`` (keyset pagination), oldest first."""
-    sql = "SELECT seq, ts, actor, action, target, subject, detail FROM audit_log WHERE seq > ?"
-    params: list[Any] = [after_seq]
-    if subject is not None:
-        sql += " AND subject = ?"
-        params.append(subject)
-    rows = await store.fetch_all(sql + " ORDER BY seq LIMIT ?", (*params, limit))
-    return [AuditEntry(*row) for row in rows]
+    repo: AuditRepo = store.audit
+    return [AuditEntry(*row) for row in await repo.entries(store, after_seq, limit, subject)]

@@ -16,6 +16,7 @@ import anyio
 
 from kraken.store.record import FIELD_NAMES, RequestRecord
 from kraken.store import erased
+from kraken.store.audit_sqlite import AUDIT
 from kraken.store.errors import StoreError, from_sqlite
 from kraken.store.schema import MIGRATIONS, VERSION, statements
 
@@ -29,6 +30,9 @@ _row = attrgetter(*FIELD_NAMES)  # bool fallback_used binds as 0/1 (bool is an i
 
 class SqliteStore:
     """Request metadata in SQLite. Create with ``await SqliteStore.open(path)``."""
+
+    audit = AUDIT
+    """The audit chain's SQL (kraken/store/audit_sqlite.py)."""
 
     def __init__(self, conn: aiosqlite.Connection, busy_timeout_ms: int) -> None:
         self._conn = conn
@@ -195,6 +199,8 @@ class Tx:
     """The statements of one open transaction (see ``SqliteStore.transaction``)."""
 
     __slots__ = ("_conn",)
+    audit = AUDIT
+    """The audit chain's SQL, for appends inside an action's transaction."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn

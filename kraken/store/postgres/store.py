@@ -20,6 +20,7 @@ import asyncpg
 from kraken.store.errors import StoreError
 from kraken.store.interface import BatchWork
 from kraken.store.postgres import erased
+from kraken.store.postgres.audit import AUDIT
 from kraken.store.postgres.errors import FAILURES, from_asyncpg, is_disconnect
 from kraken.store.postgres.schema import BOOTSTRAP, ERASURE_LOCK, MIGRATION_LOCK, MIGRATIONS, VERSION
 from kraken.store.record import FIELD_NAMES, RequestRecord
@@ -52,6 +53,9 @@ class PostgresStore:
 
     Create with ``await PostgresStore.open(dsn)``; ``close()`` at shutdown.
     """
+
+    audit = AUDIT
+    """The audit chain's SQL (kraken/store/postgres/audit.py)."""
 
     def __init__(self, pool: asyncpg.Pool, erasure_key: bytes, applied: tuple[int, ...]) -> None:
         self._pool = pool
@@ -203,6 +207,8 @@ class PgTx:
     """The statements of one open transaction (see ``PostgresStore.transaction``)."""
 
     __slots__ = ("_conn",)
+    audit = AUDIT
+    """The audit chain's SQL, for appends inside an action's transaction."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn

@@ -1,0 +1,76 @@
+"""The audit chain's SQL for SQLite (``SqliteStore.audit``; contract: kraken/store/audit_repo.py).
+
+Appends need no lock of their own: every write transaction is ``BEGIN IMMEDIATE``, so SQLite's
+single writer already orders them, across processes too.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from kraken.store.audit_repo import BIGGEST_SEQ, COLUMNS, ENTRY_COLUMNS, Reader
+
+_COLUMNS = ", ".join(COLUMNS)
+_INSERT = f"INSERT INTO audit_log ({_COLUMNS}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+_ANCHOR = "SELECT last_seq, last_hash FROM audit_anchor WHERE id = 1"
+_PURGE_POINT = (
+    "SELECT seq, hash FROM audit_log WHERE ts < ? AND seq < "
+    f"COALESCE((SELECT MIN(seq) FROM audit_log WHERE ts >= ?), {BIGGEST_SEQ}) "
+    "ORDER BY seq DESC LIMIT 1")
+_MOVE_ANCHOR = (
+    "INSERT INTO audit_anchor (id, last_seq, last_hash, purged_at) VALUES (1, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq, "
+    "last_hash = excluded.last_hash, purged_at = excluded.purged_at")
+
+
+class SqliteAuditRepo:
+    """Stateless: one instance serves every SqliteStore and transaction."""
+
+    __slots__ = ()
+
+    async def head(self, tx: Any) -> tuple[int, str] | None:
+        row = await tx.fetch_one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        if row is None:
+            row = await tx.fetch_one(_ANCHOR)
+        return (int(row[0]), str(row[1])) if row else None
+
+    async def insert(self, tx: Any, row: Sequence[Any]) -> None:
+        await tx.execute(_INSERT, tuple(row))
+
+    async def redact(self, tx: Any, customer_id: str) -> int:
+        n = await tx.execute("UPDATE audit_log SET target = NULL, subject = NULL WHERE subject = ?",
+                             (customer_id,))
+        return n + await tx.execute("UPDATE audit_log SET target = NULL WHERE target = ?",
+                                    (customer_id,))
+
+    async def anchor(self, q: Reader) -> tuple[int, str] | None:
+        rows = await q.fetch_all(_ANCHOR)
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    async def rows(self, q: Reader, first_seq: int, last_seq: int, limit: int) -> list[tuple]:
+        return await q.fetch_all(
+            f"SELECT {_COLUMNS} FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (first_seq, last_seq, limit))
+
+    async def lowest_seq_below(self, q: Reader, seq: int) -> int | None:
+        rows = await q.fetch_all("SELECT MIN(seq) FROM audit_log WHERE seq < ?", (seq,))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def purge_point(self, q: Reader, cutoff_ts: float) -> tuple[int, str] | None:
+        rows = await q.fetch_all(_PURGE_POINT, (cutoff_ts, cutoff_ts))
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    async def purge(self, tx: Any, last_seq: int, last_hash: str, now: float) -> int:
+        await tx.execute(_MOVE_ANCHOR, (last_seq, last_hash, now))
+        return await tx.execute("DELETE FROM audit_log WHERE seq <= ?", (last_seq,))
+
+    async def entries(self, q: Reader, after_seq: int, limit: int,
+                      subject: str | None) -> list[tuple]:
+        sql = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM audit_log WHERE seq > ?"
+        params: list[Any] = [after_seq]
+        if subject is not None:
+            sql += " AND subject = ?"
+            params.append(subject)
+        return await q.fetch_all(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+
+
+AUDIT = SqliteAuditRepo()
