@@ -20,9 +20,6 @@ from kraken.accounts.validation import NotFoundError, ValidationError
 from kraken.accounts.keys import DEFAULT_ROUNDS, generate_checked_key, hash_key
 
 _UNSET: Any = object()
-KEY_COLS = ("id, customer_id, org_id, name, created_at, expires_at, revoked_at, allowed_models, "
-            "rpm, tpm, max_concurrent, token_budget, spend_budget_usd")
-"""Columns of an ApiKey, in field order. ``hash`` is deliberately not among them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +72,7 @@ class CreatedKey:
 
 
 def api_key(row: tuple) -> ApiKey:
-    """An ApiKey from a ``SELECT {KEY_COLS}`` row."""
+    """An ApiKey from a key row (``kraken.store.accounts_sql.KEY_COLS``, in field order)."""
     return ApiKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
                   v.models_from_json(row[7]), row[8], row[9], row[10], row[11], row[12])
 
@@ -122,19 +119,13 @@ async def create_key(store, customer_id: str, *, name: str | None = None,
     hashed = await anyio.to_thread.run_sync(hash_key, plaintext, rounds)
     created_at = time.time()
     async with store.transaction() as tx:
-        if await tx.fetch_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+        if not await tx.accounts.customer_exists(tx, customer_id):
             raise NotFoundError("customer_id", "no such customer")
-        if org_id is not None and await tx.fetch_one(
-                "SELECT 1 FROM members WHERE org_id = ? AND customer_id = ?",
-                (org_id, customer_id)) is None:
+        if org_id is not None and not await tx.accounts.is_member(tx, org_id, customer_id):
             raise NotFoundError("org_id", "the customer is not a member of this organisation")
-        await tx.execute(
-            "INSERT INTO api_keys (id, customer_id, org_id, name, hash, created_at, expires_at, "
-            "allowed_models, rpm, tpm, max_concurrent, token_budget, spend_budget_usd) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key_id, customer_id, org_id, name, hashed, created_at, expires_at,
+        await tx.accounts.insert_key(tx, (key_id, customer_id, org_id, name, hashed, created_at, expires_at,
              v.models_json(models), limits["rpm"], limits["tpm"], limits["max_concurrent"],
-             limits["token_budget"], limits["spend_budget_usd"]))
+            limits["token_budget"], limits["spend_budget_usd"]))
     key = ApiKey(key_id, customer_id, org_id, name, created_at, expires_at, None, models,
                  limits["rpm"], limits["tpm"], limits["max_concurrent"], limits["token_budget"],
                  limits["spend_budget_usd"])
@@ -143,28 +134,21 @@ async def create_key(store, customer_id: str, *, name: str | None = None,
 
 async def get_key(store, key_id: str) -> ApiKey:
     key_id = v.identifier(key_id, "key_id")
-    rows = await store.fetch_all(f"SELECT {KEY_COLS} FROM api_keys WHERE id = ?", (key_id,))
-    if not rows:
+    row = await store.accounts.key(store, key_id)
+    if row is None:
         raise NotFoundError("key_id", "no such key")
-    return api_key(rows[0])
+    return api_key(row)
 
 
 async def list_keys(store, *, customer_id: str | None = None, org_id: str | None = None,
                     include_revoked: bool = True) -> list[ApiKey]:
     """Keys (never hashes), newest first, filtered by customer and/or organisation."""
-    where, params = [], []
     if customer_id is not None:
-        where.append("customer_id = ?")
-        params.append(v.identifier(customer_id, "customer_id"))
+        customer_id = v.identifier(customer_id, "customer_id")
     if org_id is not None:
-        where.append("org_id = ?")
-        params.append(v.identifier(org_id, "org_id"))
-    if not include_revoked:
-        where.append("revoked_at IS NULL")
-    sql = f"SELECT {KEY_COLS} FROM api_keys"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = await store.fetch_all(sql + " ORDER BY created_at DESC, id", params)
+        org_id = v.identifier(org_id, "org_id")
+    rows = await store.accounts.keys(store, customer_id=customer_id, org_id=org_id,
+                                     include_revoked=include_revoked)
     return [api_key(r) for r in rows]
 
 
@@ -183,11 +167,9 @@ async def update_key(store, key_id: str, *, name: Any = _UNSET, expires_at: Any 
     if allowed_models is not _UNSET:
         changes["allowed_models"] = v.models_json(v.models(allowed_models))
     async with store.transaction() as tx:
-        if changes:
-            sets = ", ".join(f"{col} = ?" for col in changes)  # fixed column names only
-            await tx.execute(f"UPDATE api_keys SET {sets} WHERE id = ?",
-                             (*changes.values(), key_id))
-        row = await tx.fetch_one(f"SELECT {KEY_COLS} FROM api_keys WHERE id = ?", (key_id,))
+        if changes:  # fixed column names only
+            await tx.accounts.update_key(tx, key_id, changes)
+        row = await tx.accounts.key(tx, key_id)
     if row is None:
         raise NotFoundError("key_id", "no such key")
     return api_key(row)
@@ -198,9 +180,8 @@ async def revoke_key(store, key_id: str, *, redis_url: str | None = None) -> Api
     process sharing the database within 1 s; at once on hosts subscribed through Redis."""
     key_id = v.identifier(key_id, "key_id")
     async with store.transaction() as tx:
-        await tx.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                         (time.time(), key_id))
-        row = await tx.fetch_one(f"SELECT {KEY_COLS} FROM api_keys WHERE id = ?", (key_id,))
+        await tx.accounts.revoke_key(tx, key_id, time.time())
+        row = await tx.accounts.key(tx, key_id)
     if row is None:
         raise NotFoundError("key_id", "no such key")
     await _publish(redis_url, key_id)
@@ -211,7 +192,7 @@ async def delete_key(store, key_id: str, *, redis_url: str | None = None) -> Non
     """Delete the key row (its hash is gone; secure_delete overwrites the page content)."""
     key_id = v.identifier(key_id, "key_id")
     async with store.transaction() as tx:
-        if not await tx.execute("DELETE FROM api_keys WHERE id = ?", (key_id,)):
+        if not await tx.accounts.delete_key(tx, key_id):
             raise NotFoundError("key_id", "no such key")
     await _publish(redis_url, key_id)
 

@@ -146,20 +146,13 @@ async def set_key(store, keyring: Keyring, customer_id: str, provider_kind: str,
     sealed = seal(keyring, customer_id, provider_kind, secret(api_key))
     now = time.time()
     async with store.transaction() as tx:
-        if await tx.fetch_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+        if not await tx.accounts.customer_exists(tx, customer_id):
             raise NotFoundError("customer_id", "no such customer")
-        await tx.execute(
-            "INSERT INTO byok_keys (customer_id, provider, key_version, nonce, ciphertext,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (customer_id, provider) DO UPDATE SET key_version = excluded.key_version,"
-            " nonce = excluded.nonce, ciphertext = excluded.ciphertext,"
-            " updated_at = excluded.updated_at",
-            (customer_id, provider_kind, sealed.key_version, sealed.nonce, sealed.ciphertext,
-             now, now))
-        row = await tx.fetch_one(
-            "SELECT created_at FROM byok_keys WHERE customer_id = ? AND provider = ?",
-            (customer_id, provider_kind))
-    return ByokEntry(customer_id, provider_kind, sealed.key_version, row[0] if row else now, now)
+        created_at = await tx.accounts.upsert_byok(
+            tx, customer_id, provider_kind, sealed.key_version, sealed.nonce, sealed.ciphertext,
+            now)
+    return ByokEntry(customer_id, provider_kind, sealed.key_version,
+                     now if created_at is None else created_at, now)
 
 
 async def delete_key(store, customer_id: str, provider_kind: str) -> None:
@@ -167,21 +160,16 @@ async def delete_key(store, customer_id: str, provider_kind: str) -> None:
     customer_id = _customer_id(customer_id)
     provider_kind = provider(provider_kind)
     async with store.transaction() as tx:
-        deleted = await tx.execute(
-            "DELETE FROM byok_keys WHERE customer_id = ? AND provider = ?",
-            (customer_id, provider_kind))
+        deleted = await tx.accounts.delete_byok(tx, customer_id, provider_kind)
     if not deleted:
         raise NotFoundError("provider", "no BYOK key stored for this customer and provider")
 
 
 async def list_keys(store, customer_id: str | None = None) -> list[ByokEntry]:
     """Stored keys (metadata only), for one customer or all."""
-    sql = ("SELECT customer_id, provider, key_version, created_at, updated_at FROM byok_keys")
-    params: tuple = ()
     if customer_id is not None:
-        sql += " WHERE customer_id = ?"
-        params = (_customer_id(customer_id),)
-    rows = await store.fetch_all(sql + " ORDER BY customer_id, provider", params)
+        customer_id = _customer_id(customer_id)
+    rows = await store.accounts.byok_entries(store, customer_id)
     return [ByokEntry(*row) for row in rows]
 
 
@@ -194,8 +182,7 @@ async def rotate(store, keyring: Keyring) -> RotateReport:
     newest = keyring.newest
     by_version: dict[int, int] = {}
     async with store.transaction() as tx:
-        rows = await tx.fetch_all(
-            "SELECT customer_id, provider, key_version, nonce, ciphertext FROM byok_keys")
+        rows = await tx.accounts.byok_sealed(tx)
         updates = []
         for customer_id, provider_kind, version, nonce, ciphertext in rows:
             by_version[version] = by_version.get(version, 0) + 1
@@ -210,18 +197,14 @@ async def rotate(store, keyring: Keyring) -> RotateReport:
             updates.append((sealed.key_version, sealed.nonce, sealed.ciphertext,
                             customer_id, provider_kind))
         if updates:
-            await tx.executemany(
-                "UPDATE byok_keys SET key_version = ?, nonce = ?, ciphertext = ?"
-                " WHERE customer_id = ? AND provider = ?", updates)
+            await tx.accounts.reseal_byok(tx, updates)
     rotated = sum(n for v, n in by_version.items() if v != newest)
     return RotateReport(newest, rotated, by_version.get(newest, 0), by_version)
 
 
 async def keys_of(store, keyring: Keyring | None, customer_id: str) -> dict[str, str | ByokKeyUnusable]:
     """provider kind -> plaintext key (or the reason it is unusable) for one customer."""
-    rows = await store.fetch_all(
-        "SELECT provider, key_version, nonce, ciphertext FROM byok_keys WHERE customer_id = ?",
-        (customer_id,))
+    rows = await store.accounts.byok_sealed_of(store, customer_id)
     out: dict[str, str | ByokKeyUnusable] = {}
     for provider_kind, version, nonce, ciphertext in rows:
         try:
@@ -234,5 +217,4 @@ async def keys_of(store, keyring: Keyring | None, customer_id: str) -> dict[str,
 
 async def state(store) -> tuple[int, int]:
     """(generation, number of stored keys): one row, read by every process's cache poller."""
-    rows = await store.fetch_all("SELECT generation, keys FROM byok_state WHERE id = 1")
-    return (rows[0][0], rows[0][1]) if rows else (0, 0)
+    return await store.accounts.byok_state(store)

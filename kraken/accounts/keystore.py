@@ -1,7 +1,8 @@
 """The database as a key source for the gateway's ``KeyVerifier``.
 
 Called only on a key-cache miss (like bcrypt), never per cached request: one indexed
-lookup by key id, joined with the customer for the plan and opt-out the pipeline needs.
+lookup by key id, joined with the customer for the plan and opt-out the pipeline needs
+(``usable_key`` of the store's accounts repository).
 """
 from __future__ import annotations
 
@@ -10,30 +11,24 @@ import time
 from kraken.accounts.validation import models_from_json
 from kraken.accounts.principal import KeyRow, Principal
 
-_LOOKUP = (
-    "SELECT k.hash, k.customer_id, k.rpm, k.tpm, k.max_concurrent, k.allowed_models, "
-    "c.plan, c.opted_out, k.token_budget, k.spend_budget_usd, k.expires_at "
-    "FROM api_keys k JOIN customers c ON c.id = k.customer_id "
-    "WHERE k.id = ? AND k.revoked_at IS NULL"
-)
-
 
 class DbKeySource:
     """``fetch(key_id)``: the usable key row, or None for unknown, revoked or expired keys.
 
-    ``store`` is any object with ``fetch_all(sql, params)`` (a ``SqliteStore``); a separate
-    read connection keeps these lookups from queuing behind the metadata writer.
+    ``store`` is a store (``SqliteStore`` or ``PostgresStore``); with SQLite a separate read
+    connection keeps these lookups from queuing behind the metadata writer.
     """
 
     def __init__(self, store) -> None:
         self._store = store
+        self._accounts = store.accounts
 
     async def fetch(self, key_id: str) -> KeyRow | None:
-        rows = await self._store.fetch_all(_LOOKUP, (key_id,))
-        if not rows:
+        row = await self._accounts.usable_key(self._store, key_id)
+        if row is None:
             return None
         (hashed, customer_id, rpm, tpm, max_concurrent, allowed, plan, opted_out,
-         token_budget, spend_budget, expires_at) = rows[0]
+         token_budget, spend_budget, expires_at) = row
         if expires_at is not None and expires_at <= time.time():
             return None
         principal = Principal(

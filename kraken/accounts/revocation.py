@@ -54,6 +54,7 @@ class RevocationWatcher:
     def __init__(self, store, verifier, *, redis_url: str | None = None,
                  interval_s: float = POLL_INTERVAL_S) -> None:
         self._store = store
+        self._accounts = store.accounts
         self._verifier = verifier
         self._redis_url = redis_url or None
         self._interval = interval_s
@@ -62,8 +63,7 @@ class RevocationWatcher:
 
     async def start(self) -> None:
         """Start from the newest event: nothing is cached yet, so older ones do not matter."""
-        rows = await self._store.fetch_all("SELECT COALESCE(MAX(seq), 0) FROM key_events")
-        self._seq = int(rows[0][0])
+        self._seq = await self._accounts.last_key_event(self._store)
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -81,9 +81,7 @@ class RevocationWatcher:
         """Evict keys named by events newer than the last seen; returns how many events."""
         total = 0
         while True:
-            rows = await self._store.fetch_all(
-                "SELECT seq, key_id FROM key_events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (self._seq, BATCH))
+            rows = await self._accounts.key_events_after(self._store, self._seq, BATCH)
             if not rows:
                 return total
             self._verifier.evict(key_id for _, key_id in rows)
@@ -101,10 +99,9 @@ class RevocationWatcher:
         cutoff = time.time() - EVENTS_KEPT_S
         # Take the write lock only when there is something to delete (a read first): N
         # processes polling must not contend with the metadata writer every minute.
-        if await self._store.fetch_all("SELECT 1 FROM key_events WHERE ts < ? LIMIT 1",
-                                       (cutoff,)):
+        if await self._accounts.key_events_before(self._store, cutoff):
             async with self._store.transaction() as tx:
-                await tx.execute("DELETE FROM key_events WHERE ts < ?", (cutoff,))
+                await tx.accounts.purge_key_events(tx, cutoff)
 
     async def _subscribe(self) -> None:
         import redis.asyncio as aioredis

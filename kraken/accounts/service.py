@@ -1,7 +1,8 @@
-"""Accounts: customers, organisations and members, over the store's transaction API.
+"""Accounts: customers, organisations and members, over the store's accounts repository.
 
 The one place the admin API (kraken/admin), the CLI and GDPR code change accounts. Every
-input is validated (``ValidationError`` names the field), SQL is always parameterised, and
+input is validated (``ValidationError`` names the field); the statements (always
+parameterised, one set per backend) are ``store.accounts`` (kraken/store/accounts_sql.py), and
 text is stored exactly as given after trimming. Key functions live in ``apikeys`` and are
 re-exported here, so callers need only ``from kraken.accounts import service``.
 
@@ -25,12 +26,10 @@ from kraken.accounts.roles import role as _role
 from kraken.accounts.validation import (  # noqa: F401
     AccountError, ConflictError, ForbiddenError, NotFoundError, ValidationError,
 )
-from kraken.store.errors import StoreDataError, StoreError
+from kraken.store.errors import StoreError
 
 UNSET: Any = object()
 """Default of ``update_*`` arguments: leave the field as it is."""
-
-_CUSTOMER_COLS = "id, email, name, plan, opted_out, created_at"
 
 
 def new_id(prefix: str) -> str:
@@ -80,11 +79,11 @@ def _customer(row: tuple) -> Customer:
     return Customer(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
 
 
-def _is_unique_email(exc: StoreError) -> bool:
-    # The message names only the SQLite code (no row content); email is the one UNIQUE column
-    # a customer write can break (ids are random), and BEGIN IMMEDIATE plus the pre-check make
-    # even that unreachable on SQLite.
-    return isinstance(exc, StoreDataError) and "UNIQUE" in str(exc)
+def _is_unique_email(store, exc: StoreError) -> bool:
+    # Email is the one UNIQUE column a customer write can break (ids are random). On SQLite,
+    # BEGIN IMMEDIATE plus the pre-check make even that unreachable; on PostgreSQL two hosts
+    # may race past the pre-check, and the unique index on lower(email) refuses the second.
+    return store.accounts.is_duplicate(exc)
 
 
 # -- customers ---------------------------------------------------------------------------------
@@ -100,13 +99,12 @@ async def create_customer(store, email: str, name: str | None = None, *, plan: s
     cus = Customer(new_id("cus"), email, name, plan, opted_out, time.time())
     try:
         async with store.transaction() as tx:
-            if await tx.fetch_one("SELECT 1 FROM customers WHERE email = ?", (email,)):
+            if await tx.accounts.email_taken(tx, email):
                 raise ConflictError("email", "is already used by another customer")
-            await tx.execute(
-                f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
-                (cus.id, cus.email, cus.name, cus.plan, int(cus.opted_out), cus.created_at))
+            await tx.accounts.insert_customer(tx, cus.id, cus.email, cus.name, cus.plan,
+                                              cus.opted_out, cus.created_at)
     except StoreError as exc:  # a concurrent insert of the same address
-        if _is_unique_email(exc):
+        if _is_unique_email(store, exc):
             raise ConflictError("email", "is already used by another customer") from None
         raise
     return cus
@@ -115,19 +113,17 @@ async def create_customer(store, email: str, name: str | None = None, *, plan: s
 async def get_customer(store, customer_id: str) -> Customer:
     """The customer, or NotFoundError naming ``customer_id``."""
     customer_id = v.identifier(customer_id, "customer_id")
-    rows = await store.fetch_all(
-        f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,))
-    if not rows:
+    row = await store.accounts.customer(store, customer_id)
+    if row is None:
         raise NotFoundError("customer_id", "no such customer")
-    return _customer(rows[0])
+    return _customer(row)
 
 
 async def find_customer_by_email(store, email: str) -> Customer | None:
     """The customer with this address (case-insensitive), or None."""
     email = v.email(email)
-    rows = await store.fetch_all(
-        f"SELECT {_CUSTOMER_COLS} FROM customers WHERE email = ?", (email,))
-    return _customer(rows[0]) if rows else None
+    row = await store.accounts.customer_by_email(store, email)
+    return _customer(row) if row else None
 
 
 async def list_customers(store, *, limit: int = 100, after: str | None = None) -> list[Customer]:
@@ -135,9 +131,7 @@ async def list_customers(store, *, limit: int = 100, after: str | None = None) -
     limit = v.count(limit, "limit")
     if not 1 <= limit <= 10_000:
         raise ValidationError("limit", "must be between 1 and 10000")
-    rows = await store.fetch_all(
-        f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id > ? ORDER BY id LIMIT ?",
-        (after or "", limit))
+    rows = await store.accounts.customers_after(store, after or "", limit)
     return [_customer(r) for r in rows]
 
 
@@ -156,26 +150,21 @@ async def update_customer(store, customer_id: str, *, email: Any = UNSET, name: 
     if plan is not UNSET:
         changes["plan"] = v.plan(plan)
     if opted_out is not UNSET:
-        changes["opted_out"] = int(v.flag(opted_out, "opted_out"))
+        changes["opted_out"] = v.flag(opted_out, "opted_out")
     try:
         async with store.transaction() as tx:
-            row = await tx.fetch_one(
-                f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,))
+            accounts = tx.accounts
+            row = await accounts.customer(tx, customer_id)
             if row is None:
                 raise NotFoundError("customer_id", "no such customer")
-            if "email" in changes and await tx.fetch_one(
-                    "SELECT 1 FROM customers WHERE email = ? AND id <> ?",
-                    (changes["email"], customer_id)):
+            if "email" in changes and await accounts.email_taken(
+                    tx, changes["email"], other_than=customer_id):
                 raise ConflictError("email", "is already used by another customer")
-            if changes:
-                # Column names come from the fixed set above, never from input.
-                sets = ", ".join(f"{col} = ?" for col in changes)
-                await tx.execute(f"UPDATE customers SET {sets} WHERE id = ?",
-                                 (*changes.values(), customer_id))
-                row = await tx.fetch_one(
-                    f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,))
+            if changes:  # column names come from the fixed set above, never from input
+                await accounts.update_customer(tx, customer_id, changes)
+                row = await accounts.customer(tx, customer_id)
     except StoreError as exc:
-        if _is_unique_email(exc):
+        if _is_unique_email(store, exc):
             raise ConflictError("email", "is already used by another customer") from None
         raise
     return _customer(row)
@@ -187,13 +176,7 @@ async def delete_customer_in(tx, customer_id: str) -> bool:
     Cascades to api_keys and members; organisations left without any member are deleted too.
     Returns False if there was no such customer."""
     customer_id = v.identifier(customer_id, "customer_id")
-    orgs = await tx.fetch_all("SELECT org_id FROM members WHERE customer_id = ?", (customer_id,))
-    deleted = await tx.execute("DELETE FROM customers WHERE id = ?", (customer_id,))
-    for (org_id,) in orgs:
-        await tx.execute(
-            "DELETE FROM organisations WHERE id = ? "
-            "AND NOT EXISTS (SELECT 1 FROM members WHERE org_id = ?)", (org_id, org_id))
-    return deleted > 0
+    return await tx.accounts.delete_customer(tx, customer_id)
 
 
 async def delete_customer(store, customer_id: str) -> None:
@@ -211,35 +194,26 @@ async def create_organisation(store, name: str, owner_id: str) -> Organisation:
     owner_id = v.identifier(owner_id, "owner_id")
     org = Organisation(new_id("org"), name, time.time())
     async with store.transaction() as tx:
-        if await tx.fetch_one("SELECT 1 FROM customers WHERE id = ?", (owner_id,)) is None:
+        if not await tx.accounts.customer_exists(tx, owner_id):
             raise NotFoundError("owner_id", "no such customer")
-        await tx.execute("INSERT INTO organisations (id, name, created_at) VALUES (?, ?, ?)",
-                         (org.id, org.name, org.created_at))
-        await tx.execute(
-            "INSERT INTO members (org_id, customer_id, role, created_at) VALUES (?, ?, ?, ?)",
-            (org.id, owner_id, "owner", org.created_at))
+        await tx.accounts.insert_organisation(tx, org.id, org.name, org.created_at)
+        await tx.accounts.insert_member(tx, org.id, owner_id, "owner", org.created_at)
     return org
 
 
 async def get_organisation(store, org_id: str) -> Organisation:
     org_id = v.identifier(org_id, "org_id")
-    rows = await store.fetch_all(
-        "SELECT id, name, created_at FROM organisations WHERE id = ?", (org_id,))
-    if not rows:
+    row = await store.accounts.organisation(store, org_id)
+    if row is None:
         raise NotFoundError("org_id", "no such organisation")
-    return Organisation(*rows[0])
+    return Organisation(*row)
 
 
 async def list_organisations(store, *, customer_id: str | None = None) -> list[Organisation]:
     """All organisations, or those ``customer_id`` is a member of."""
-    if customer_id is None:
-        rows = await store.fetch_all(
-            "SELECT id, name, created_at FROM organisations ORDER BY id")
-    else:
-        rows = await store.fetch_all(
-            "SELECT o.id, o.name, o.created_at FROM organisations o "
-            "JOIN members m ON m.org_id = o.id WHERE m.customer_id = ? ORDER BY o.id",
-            (v.identifier(customer_id, "customer_id"),))
+    if customer_id is not None:
+        customer_id = v.identifier(customer_id, "customer_id")
+    rows = await store.accounts.organisations(store, customer_id)
     return [Organisation(*r) for r in rows]
 
 
@@ -247,10 +221,9 @@ async def rename_organisation(store, org_id: str, name: str) -> Organisation:
     org_id = v.identifier(org_id, "org_id")
     name = v.text(name, "name", required=True)
     async with store.transaction() as tx:
-        if not await tx.execute("UPDATE organisations SET name = ? WHERE id = ?", (name, org_id)):
+        if not await tx.accounts.rename_organisation(tx, org_id, name):
             raise NotFoundError("org_id", "no such organisation")
-        row = await tx.fetch_one(
-            "SELECT id, name, created_at FROM organisations WHERE id = ?", (org_id,))
+        row = await tx.accounts.organisation(tx, org_id)
     return Organisation(*row)
 
 
@@ -258,7 +231,7 @@ async def delete_organisation(store, org_id: str) -> None:
     """Delete the organisation, its memberships and the keys scoped to it."""
     org_id = v.identifier(org_id, "org_id")
     async with store.transaction() as tx:
-        if not await tx.execute("DELETE FROM organisations WHERE id = ?", (org_id,)):
+        if not await tx.accounts.delete_organisation(tx, org_id):
             raise NotFoundError("org_id", "no such organisation")
 
 
@@ -269,16 +242,14 @@ async def add_member(store, org_id: str, customer_id: str, role: str) -> Member:
     role = _role(role)
     m = Member(org_id, customer_id, role, time.time())
     async with store.transaction() as tx:
-        if await tx.fetch_one("SELECT 1 FROM organisations WHERE id = ?", (org_id,)) is None:
+        accounts = tx.accounts
+        if not await accounts.organisation_exists(tx, org_id):
             raise NotFoundError("org_id", "no such organisation")
-        if await tx.fetch_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+        if not await accounts.customer_exists(tx, customer_id):
             raise NotFoundError("customer_id", "no such customer")
-        if await tx.fetch_one("SELECT 1 FROM members WHERE org_id = ? AND customer_id = ?",
-                              (org_id, customer_id)):
+        if await accounts.is_member(tx, org_id, customer_id):
             raise ConflictError("customer_id", "is already a member")
-        await tx.execute(
-            "INSERT INTO members (org_id, customer_id, role, created_at) VALUES (?, ?, ?, ?)",
-            (m.org_id, m.customer_id, m.role, m.created_at))
+        await accounts.insert_member(tx, m.org_id, m.customer_id, m.role, m.created_at)
     return m
 
 
@@ -288,14 +259,12 @@ async def set_member_role(store, org_id: str, customer_id: str, role: str) -> Me
     customer_id = v.identifier(customer_id, "customer_id")
     role = _role(role)
     async with store.transaction() as tx:
-        row = await tx.fetch_one("SELECT role, created_at FROM members "
-                                 "WHERE org_id = ? AND customer_id = ?", (org_id, customer_id))
+        row = await tx.accounts.member(tx, org_id, customer_id)
         if row is None:
             raise NotFoundError("customer_id", "is not a member of this organisation")
-        if row[0] == "owner" and role != "owner" and await _owners(tx, org_id) <= 1:
+        if row[0] == "owner" and role != "owner" and await tx.accounts.owners(tx, org_id) <= 1:
             raise ValidationError("role", "the last owner cannot be demoted")
-        await tx.execute("UPDATE members SET role = ? WHERE org_id = ? AND customer_id = ?",
-                         (role, org_id, customer_id))
+        await tx.accounts.set_member_role(tx, org_id, customer_id, role)
     return Member(org_id, customer_id, role, row[1])
 
 
@@ -304,33 +273,21 @@ async def remove_member(store, org_id: str, customer_id: str) -> None:
     org_id = v.identifier(org_id, "org_id")
     customer_id = v.identifier(customer_id, "customer_id")
     async with store.transaction() as tx:
-        row = await tx.fetch_one("SELECT role FROM members WHERE org_id = ? AND customer_id = ?",
-                                 (org_id, customer_id))
+        row = await tx.accounts.member(tx, org_id, customer_id)
         if row is None:
             raise NotFoundError("customer_id", "is not a member of this organisation")
-        if row[0] == "owner" and await _owners(tx, org_id) <= 1:
+        if row[0] == "owner" and await tx.accounts.owners(tx, org_id) <= 1:
             raise ValidationError("customer_id", "the last owner cannot be removed")
-        await tx.execute("DELETE FROM members WHERE org_id = ? AND customer_id = ?",
-                         (org_id, customer_id))
+        await tx.accounts.delete_member(tx, org_id, customer_id)
 
 
 async def list_members(store, org_id: str) -> list[Member]:
     org_id = v.identifier(org_id, "org_id")
-    rows = await store.fetch_all(
-        "SELECT org_id, customer_id, role, created_at FROM members WHERE org_id = ? "
-        "ORDER BY created_at, customer_id", (org_id,))
-    return [Member(*r) for r in rows]
+    return [Member(*r) for r in await store.accounts.members(store, org_id)]
 
 
 async def member_role(store, org_id: str, customer_id: str) -> str | None:
     """The customer's role in the organisation, or None if not a member (feed it to ``can``)."""
-    rows = await store.fetch_all(
-        "SELECT role FROM members WHERE org_id = ? AND customer_id = ?",
-        (v.identifier(org_id, "org_id"), v.identifier(customer_id, "customer_id")))
-    return rows[0][0] if rows else None
-
-
-async def _owners(tx, org_id: str) -> int:
-    row = await tx.fetch_one(
-        "SELECT COUNT(*) FROM members WHERE org_id = ? AND role = 'owner'", (org_id,))
-    return int(row[0])
+    row = await store.accounts.member(
+        store, v.identifier(org_id, "org_id"), v.identifier(customer_id, "customer_id"))
+    return row[0] if row else None

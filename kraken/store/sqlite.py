@@ -16,6 +16,7 @@ import anyio
 
 from kraken.store.record import FIELD_NAMES, RequestRecord
 from kraken.store import erased
+from kraken.store.accounts_sql import SQLITE_ACCOUNTS
 from kraken.store.audit_sqlite import AUDIT
 from kraken.store.errors import StoreError, from_sqlite
 from kraken.store.schema import MIGRATIONS, VERSION, statements
@@ -33,6 +34,9 @@ class SqliteStore:
 
     audit = AUDIT
     """The audit chain's SQL (kraken/store/audit_sqlite.py)."""
+
+    accounts = SQLITE_ACCOUNTS
+    """The accounts SQL (kraken/store/accounts_sql.py)."""
 
     def __init__(self, conn: aiosqlite.Connection, busy_timeout_ms: int) -> None:
         self._conn = conn
@@ -201,6 +205,9 @@ class Tx:
     __slots__ = ("_conn",)
     audit = AUDIT
     """The audit chain's SQL, for appends inside an action's transaction."""
+
+    accounts = SQLITE_ACCOUNTS
+    """The accounts SQL (kraken/store/accounts_sql.py)."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn

@@ -1,10 +1,9 @@
-"""BYOK storage rules against a real SQLite file: AES-256-GCM bound to customer, provider and
-master key version; no plaintext on disk; delete and cascade at once; rotation; the cache."""
+"""BYOK storage rules against a real SQLite file and a real PostgreSQL database (the store tests
+run once per backend): AES-256-GCM bound to customer, provider and master key version; no
+plaintext on disk; delete and cascade at once; rotation; the cache."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
 
 import anyio
 import pytest
@@ -14,7 +13,7 @@ from kraken.accounts.byok import ByokKeyUnusable
 from kraken.accounts.byok_cache import ByokCache
 from kraken.accounts.masterkey import Keyring, KeyringError
 from kraken.accounts.validation import NotFoundError, ValidationError
-from kraken.store.sqlite import SqliteStore
+from backends import backend, pg_server, store  # noqa: F401  (fixtures: once per backend)
 
 pytestmark = pytest.mark.anyio
 
@@ -28,26 +27,14 @@ def ring(*entries: str) -> Keyring:
     return Keyring.parse("\n".join(entries), "<test>")
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = await SqliteStore.open(str(tmp_path / "k.db"))
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 async def customer(store, email: str) -> str:
     return (await service.create_customer(store, email)).id
 
 
-def raw_rows(db) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("SELECT customer_id, provider, key_version, nonce, ciphertext"
-                            " FROM byok_keys ORDER BY customer_id, provider").fetchall()
-    finally:
-        conn.close()
+async def raw_rows(store) -> list[tuple]:
+    rows = await store.fetch_all("SELECT customer_id, provider, key_version, nonce, ciphertext"
+                                 " FROM byok_keys ORDER BY customer_id, provider")
+    return [(c, p, v, bytes(n), bytes(ct)) for c, p, v, n, ct in rows]
 
 
 # ---- crypto ---------------------------------------------------------------------------
@@ -117,20 +104,19 @@ def test_bad_keyring_errors_name_the_entry_not_the_key(text, message):
 
 # ---- storage --------------------------------------------------------------------------
 
-async def test_set_stores_only_ciphertext_and_the_files_never_hold_the_key(store, tmp_path):
+async def test_set_stores_only_ciphertext_and_the_files_never_hold_the_key(store, backend):
     keys = ring(V1)
     a = await customer(store, "a@example.com")
     entry = await byok.set_key(store, keys, a, "openai", SECRET_A)
     assert (entry.customer_id, entry.provider, entry.key_version) == (a, "openai", 1)
     await byok.set_key(store, keys, a, "openai", SECRET_B)  # replaced, still one row
-    (row,) = raw_rows(tmp_path / "k.db")
+    (row,) = await raw_rows(store)
     assert row[:3] == (a, "openai", 1)
     assert await byok.keys_of(store, keys, a) == {"openai": SECRET_B}
     listed = await byok.list_keys(store, a)
     assert [e.as_dict()["provider"] for e in listed] == ["openai"]
     assert SECRET_B not in repr(listed)
-    for name in os.listdir(tmp_path):
-        blob = (tmp_path / name).read_bytes()
+    for name, blob in await backend.blobs(store):
         for secret in (SECRET_A, SECRET_B):
             assert secret.encode() not in blob, name
 
@@ -184,31 +170,30 @@ async def test_account_deletion_cascades_to_byok_keys(store):
     assert await byok.state(store) == (generation + 2, 1)  # triggers fire on cascade too
 
 
-async def test_row_copied_to_another_customer_does_not_decrypt(store, tmp_path):
+async def test_row_copied_to_another_customer_does_not_decrypt(store, backend):
     keys = ring(V1)
     a = await customer(store, "a@example.com")
     b = await customer(store, "b@example.com")
     await byok.set_key(store, keys, a, "openai", SECRET_A)
-    conn = sqlite3.connect(tmp_path / "k.db")
-    with conn:
-        conn.execute("INSERT INTO byok_keys SELECT ?, provider, key_version, nonce, ciphertext,"
-                     " created_at, updated_at FROM byok_keys WHERE customer_id = ?", (b, a))
-    conn.close()
+    async with store.transaction() as tx:  # behind the accounts code's back
+        await tx.execute(backend.sql(
+            "INSERT INTO byok_keys SELECT ?, provider, key_version, nonce, ciphertext,"
+            " created_at, updated_at FROM byok_keys WHERE customer_id = ?"), (b, a))
     got = await byok.keys_of(store, keys, b)
     assert isinstance(got["openai"], ByokKeyUnusable)
     assert await byok.keys_of(store, keys, a) == {"openai": SECRET_A}
 
 
-async def test_rotate_reencrypts_everything_under_the_newest_version(store, tmp_path):
+async def test_rotate_reencrypts_everything_under_the_newest_version(store):
     a = await customer(store, "a@example.com")
     b = await customer(store, "b@example.com")
     await byok.set_key(store, ring(V1), a, "openai", SECRET_A)
     await byok.set_key(store, ring(V1), b, "anthropic", SECRET_B)
-    before = raw_rows(tmp_path / "k.db")
+    before = await raw_rows(store)
     report = await byok.rotate(store, ring(V1, V2))
     assert report.as_dict() == {"newest_version": 2, "rotated": 2, "already_current": 0,
                                 "before": {"1": 2}}
-    after = raw_rows(tmp_path / "k.db")
+    after = await raw_rows(store)
     assert [r[2] for r in after] == [2, 2]
     assert all(x[3] != y[3] and x[4] != y[4] for x, y in zip(before, after))
     only_v2 = ring(V2)  # the old version can now be removed
@@ -218,16 +203,16 @@ async def test_rotate_reencrypts_everything_under_the_newest_version(store, tmp_
     assert (again.rotated, again.current) == (0, 2)
 
 
-async def test_rotate_without_the_old_version_changes_nothing(store, tmp_path):
+async def test_rotate_without_the_old_version_changes_nothing(store):
     a = await customer(store, "a@example.com")
     b = await customer(store, "b@example.com")
     await byok.set_key(store, ring(V2), a, "openai", SECRET_A)  # already current
     await byok.set_key(store, ring(V1), b, "openai", SECRET_B)  # needs v1
-    before = raw_rows(tmp_path / "k.db")
+    before = await raw_rows(store)
     with pytest.raises(ByokKeyUnusable, match="version 1 is not configured") as err:
         await byok.rotate(store, ring(V2))
     assert b in err.value.message and SECRET_B not in err.value.message
-    assert raw_rows(tmp_path / "k.db") == before
+    assert await raw_rows(store) == before
 
 
 # ---- the in-memory cache -----------------------------------------------------------------
@@ -237,6 +222,7 @@ class CountingStore:
 
     def __init__(self, store):
         self.store = store
+        self.accounts = store.accounts  # the backend's statements, run through this wrapper
         self.reads = 0
 
     async def fetch_all(self, sql, params=()):
@@ -292,12 +278,12 @@ async def test_cache_is_bounded_lru_with_ttl(store):
     assert counting.reads == 2
 
 
-async def test_a_change_by_another_connection_is_seen_at_the_next_poll(store, tmp_path):
+async def test_a_change_by_another_connection_is_seen_at_the_next_poll(store, backend):
     keys = ring(V1)
     a = await customer(store, "a@example.com")
     await byok.set_key(store, keys, a, "openai", SECRET_A)
     cache = ByokCache(store, keys, poll_interval_s=0.05)
-    other = await SqliteStore.open(str(tmp_path / "k.db"))  # as the CLI or another worker would
+    other = await backend.open()  # as the CLI, another worker or another host would
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(cache.run)

@@ -1,19 +1,27 @@
 """Revocation within 1 s across processes: two real ``kraken serve`` processes share one SQLite
 file (as hosts share a database); a key cached by both is revoked with the ``kraken`` CLI and
 both refuse it within a second - through the key_events poll, and through Redis pub/sub when
-Redis is configured."""
+Redis is configured. The poll itself is also proven store to store, once per backend (SQLite
+and PostgreSQL): what one host changes, another host's key cache drops within a second."""
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 
+from backends import backend, pg_server, store  # noqa: F401  (fixtures: once per backend)
 from harness import running_mock
 from keyproc import chat, cli, kraken_process, metric
-from kraken.accounts.revocation import CHANNEL
+from kraken.accounts import service
+from kraken.accounts.keystore import DbKeySource
+from kraken.accounts.revocation import CHANNEL, RevocationWatcher
+from kraken.config import AuthConfig
+from kraken.errors import Unauthorized
+from kraken.policy.auth import KeyVerifier
 from redis_server import redis_url  # noqa: F401  (module-scoped fixture)
 
 pytestmark = pytest.mark.anyio
@@ -83,3 +91,58 @@ async def test_with_redis_the_revocation_is_also_broadcast(tmp_path, redis_url):
     await _revoke_across_two_processes(  # each process hears the key id on the channel
         tmp_path, heard=1, redis=redis_url,
         limits={"backend": "redis", "redis_url": redis_url, "ip_salt": SALT})
+
+
+async def _refused_within(verifier, key: bytes, seconds: float = 1.0) -> None:
+    with anyio.fail_after(seconds):
+        while True:
+            try:
+                await verifier.verify(key)
+            except Unauthorized:
+                return
+            await anyio.sleep(0.02)
+
+
+async def test_a_change_on_one_host_reaches_the_other_hosts_cache_within_a_second(store, backend):
+    """Host A writes through its store; host B polls key_events on its own store and evicts."""
+    cus = await service.create_customer(store, "hosts@example.com", plan="gold")
+    created = await service.create_key(store, cus.id, rounds=4)
+    key = created.plaintext.encode()
+    host_b = await backend.open()
+    verifier = KeyVerifier([], AuthConfig(cache_ttl_s=300), source=DbKeySource(host_b))
+    watcher = RevocationWatcher(host_b, verifier)
+    try:
+        await watcher.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher.run)
+            assert (await verifier.verify(key)).plan == "gold"
+            await service.update_customer(store, cus.id, plan="basic", opted_out=True)
+            with anyio.fail_after(1):
+                while verifier.lookup_cached(key) is not None:
+                    await anyio.sleep(0.02)
+            principal = await verifier.verify(key)
+            assert (principal.plan, principal.opted_out) == ("basic", True)
+            await service.revoke_key(store, created.key.id)
+            await _refused_within(verifier, key)
+            tg.cancel_scope.cancel()
+    finally:
+        verifier.close()
+        await host_b.close()
+
+
+async def test_key_events_older_than_an_hour_are_purged_on_both_backends(store, backend):
+    cus = await service.create_customer(store, "purge@example.com")
+    kid = (await service.create_key(store, cus.id, rounds=4)).key.id
+    await service.revoke_key(store, kid)
+    async with store.transaction() as tx:
+        await tx.execute(backend.sql("INSERT INTO key_events (key_id, ts) VALUES (?, ?)"),
+                         ("old", time.time() - 7200))
+    verifier = KeyVerifier([], AuthConfig(), source=DbKeySource(store))
+    watcher = RevocationWatcher(store, verifier)
+    try:
+        await watcher.start()
+        watcher._next_purge = 0.0  # due now instead of a minute after start
+        await watcher._purge()
+        assert await store.fetch_all("SELECT key_id FROM key_events") == [(kid,)]
+    finally:
+        verifier.close()

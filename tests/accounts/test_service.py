@@ -1,10 +1,11 @@
-"""The accounts service against a real SQLite file: validation names the field, text is stored
-verbatim (SQL metacharacters included), roles follow the table, deletion cascades and every
-key change leaves a key event for the gateways."""
+"""The accounts service against a real SQLite file and a real PostgreSQL database (every store
+test runs once per backend): validation names the field, text is stored verbatim (SQL
+metacharacters included), roles follow the table, deletion cascades and every key change leaves
+a key event for the gateways."""
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
 import time
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from kraken.accounts import service
 from kraken.accounts.roles import ACTIONS, PERMISSIONS, ROLES, can, require
 from kraken.accounts.keys import CHECKED_KEY_RE, check_key, checksum_ok, parse_key
-from kraken.store.sqlite import SqliteStore
+from backends import backend, pg_server, store  # noqa: F401  (fixtures: once per backend)
 
 pytestmark = pytest.mark.anyio
 
@@ -23,13 +24,6 @@ NASTY = [
     "' UNION SELECT hash FROM api_keys --",
     "O'Brien \u00e9\u00e8 \U0001F419 /* */ `x`",
 ]
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = await SqliteStore.open(str(tmp_path / "acc.db"))
-    yield s
-    await s.close()
 
 
 async def _field(coro) -> str:
@@ -121,7 +115,7 @@ async def test_errors_render_as_openai_style_bodies(store):
 # -- SQL metacharacters are data ---------------------------------------------------------------
 
 @pytest.mark.parametrize("nasty", NASTY)
-async def test_sql_metacharacters_in_every_text_field_are_stored_verbatim(store, tmp_path, nasty):
+async def test_sql_metacharacters_in_every_text_field_are_stored_verbatim(store, backend, nasty):
     local = "".join(c for c in nasty if c.isascii() and (c.isalnum() or c in "'%_")) or "x"
     email = f"{local[:60]}@example.com"
     cus = await service.create_customer(store, email, nasty, plan="p_1.x-y")
@@ -137,10 +131,9 @@ async def test_sql_metacharacters_in_every_text_field_are_stored_verbatim(store,
     assert await _field(service.get_customer(store, nasty)) == "customer_id"
     assert await _field(service.revoke_key(store, nasty)) == "key_id"
     assert await service.list_keys(store, customer_id=nasty) == []
-    with sqlite3.connect(tmp_path / "acc.db") as raw:
-        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"customers", "organisations", "members", "api_keys", "key_events"} <= tables
-        assert raw.execute("SELECT COUNT(*) FROM customers").fetchone() == (1,)
+    tables = await backend.tables(store)
+    assert {"customers", "organisations", "members", "api_keys", "key_events"} <= tables
+    assert await store.fetch_all("SELECT COUNT(*) FROM customers") == [(1,)]
 
 
 # -- roles ---------------------------------------------------------------------------------
@@ -196,7 +189,7 @@ async def test_members_and_the_last_owner(store):
 
 # -- keys ------------------------------------------------------------------------------------
 
-async def test_key_is_returned_once_and_stored_only_as_a_hash(store, tmp_path):
+async def test_key_is_returned_once_and_stored_only_as_a_hash(store, backend):
     cus = await service.create_customer(store, "h@example.com")
     created = await service.create_key(store, cus.id, rounds=4)
     secret = created.plaintext
@@ -207,11 +200,10 @@ async def test_key_is_returned_once_and_stored_only_as_a_hash(store, tmp_path):
     assert listed == [created.key]
     assert "hash" not in created.key.as_dict() and "$2b$" not in json.dumps(
         [k.as_dict() for k in listed])
-    with sqlite3.connect(tmp_path / "acc.db") as raw:
-        (stored,) = raw.execute("SELECT hash FROM api_keys").fetchone()
+    ((stored,),) = await store.fetch_all("SELECT hash FROM api_keys")
     assert stored.startswith("$2b$04$") and check_key(secret, stored)
-    raw_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("acc.db*"))
-    assert secret.encode() not in raw_bytes
+    for name, blob in await backend.blobs(store):
+        assert secret.encode() not in blob, name
 
 
 async def test_revoke_update_delete_and_status(store):
@@ -250,7 +242,7 @@ async def test_every_key_change_leaves_a_key_event(store):
     assert sorted((await events())[4:]) == sorted([a, b])
 
 
-async def test_deleting_a_customer_cascades_to_keys_and_memberships(store):
+async def test_deleting_a_customer_cascades_to_keys_and_memberships(store, backend):
     cus = await service.create_customer(store, "gone@example.com", "Gone")
     stays = await service.create_customer(store, "stays@example.com")
     solo = await service.create_organisation(store, "Solo", cus.id)
@@ -263,6 +255,22 @@ async def test_deleting_a_customer_cascades_to_keys_and_memberships(store):
     assert await service.list_keys(store) == [keep.key]
     assert [m.customer_id for m in await service.list_members(store, shared.id)] == [stays.id]
     assert await _field(service.get_organisation(store, solo.id)) == "org_id"  # no member left
-    assert await store.fetch_all("SELECT COUNT(*) FROM members WHERE customer_id = ?",
+    assert await store.fetch_all(backend.sql("SELECT COUNT(*) FROM members WHERE customer_id = ?"),
                                  (cus.id,)) == [(0,)]
     assert await _field(service.delete_customer(store, cus.id)) == "customer_id"
+
+
+async def test_the_same_address_created_at_once_on_two_hosts_is_one_customer(store, backend):
+    """On PostgreSQL both may pass the pre-check; the unique index on lower(email) refuses one."""
+    other = await backend.open()
+    try:
+        results = await asyncio.gather(
+            *(service.create_customer(s, "race@Example.com") for s in (store, other) * 3),
+            return_exceptions=True)
+    finally:
+        await other.close()
+    created = [r for r in results if isinstance(r, service.Customer)]
+    assert len(created) == 1
+    assert all(isinstance(r, service.ConflictError) and r.field == "email"
+               for r in results if r not in created)
+    assert await store.fetch_all("SELECT COUNT(*) FROM customers") == [(1,)]

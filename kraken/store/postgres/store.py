@@ -19,6 +19,7 @@ import asyncpg
 
 from kraken.store.errors import StoreError
 from kraken.store.interface import BatchWork
+from kraken.store.postgres.accounts import POSTGRES_ACCOUNTS
 from kraken.store.postgres import erased
 from kraken.store.postgres.audit import AUDIT
 from kraken.store.postgres.errors import FAILURES, from_asyncpg, is_disconnect
@@ -56,6 +57,9 @@ class PostgresStore:
 
     audit = AUDIT
     """The audit chain's SQL (kraken/store/postgres/audit.py)."""
+
+    accounts = POSTGRES_ACCOUNTS
+    """The accounts SQL (kraken/store/postgres/accounts.py)."""
 
     def __init__(self, pool: asyncpg.Pool, erasure_key: bytes, applied: tuple[int, ...]) -> None:
         self._pool = pool
@@ -209,6 +213,9 @@ class PgTx:
     __slots__ = ("_conn",)
     audit = AUDIT
     """The audit chain's SQL, for appends inside an action's transaction."""
+
+    accounts = POSTGRES_ACCOUNTS
+    """The accounts SQL (kraken/store/postgres/accounts.py)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn

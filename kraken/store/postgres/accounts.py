@@ -1,0 +1,40 @@
+"""The accounts statements in PostgreSQL's spelling (kraken/store/accounts_sql.py runs them).
+
+Placeholders are numbered (``$1``); flags bind as booleans; an email is compared through
+``lower()`` on both sides, which is what the unique index ``customers_email`` is built on
+(SQLite compares through the column's NOCASE collation instead).
+"""
+from __future__ import annotations
+
+import re
+
+from kraken.store.accounts_sql import CUSTOMER_COLS, STATEMENTS, AccountsRepository, Dialect
+from kraken.store.errors import StoreDataError, StoreError
+
+_MARK = re.compile(r"\?")
+
+
+def numbered(sql: str) -> str:
+    """``?`` placeholders as ``$1``, ``$2``, ... (the statements quote no literal ``?``)."""
+    counter = iter(range(1, 1000))
+    return _MARK.sub(lambda _m: f"${next(counter)}", sql)
+
+
+_EMAIL = {
+    "customer_by_email": f"SELECT {CUSTOMER_COLS} FROM customers WHERE lower(email) = lower(?)",
+    "email_taken": "SELECT 1 FROM customers WHERE lower(email) = lower(?)",
+    "email_taken_by_other": "SELECT 1 FROM customers WHERE lower(email) = lower(?) AND id <> ?",
+}
+
+STATEMENTS_PG: dict[str, str] = {name: numbered(_EMAIL.get(name, sql))
+                                 for name, sql in STATEMENTS.items()}
+
+
+def _duplicate(exc: StoreError) -> bool:
+    # kraken/store/postgres/errors.py names the SQLSTATE: 23505 is unique_violation.
+    return isinstance(exc, StoreDataError) and "(23505)" in str(exc)
+
+
+POSTGRES = Dialect(STATEMENTS_PG, lambda n: f"${n}", bool, _duplicate)
+POSTGRES_ACCOUNTS = AccountsRepository(POSTGRES)
+"""PostgreSQL's accounts repository (``PostgresStore.accounts``)."""
