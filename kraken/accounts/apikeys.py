@@ -123,8 +123,9 @@ async def create_key(store, customer_id: str, *, name: str | None = None,
             raise NotFoundError("customer_id", "no such customer")
         if org_id is not None and not await tx.accounts.is_member(tx, org_id, customer_id):
             raise NotFoundError("org_id", "the customer is not a member of this organisation")
-        await tx.accounts.insert_key(tx, (key_id, customer_id, org_id, name, hashed, created_at, expires_at,
-             v.models_json(models), limits["rpm"], limits["tpm"], limits["max_concurrent"],
+        await tx.accounts.insert_key(tx, (
+            key_id, customer_id, org_id, name, hashed, created_at, expires_at,
+            v.models_json(models), limits["rpm"], limits["tpm"], limits["max_concurrent"],
             limits["token_budget"], limits["spend_budget_usd"]))
     key = ApiKey(key_id, customer_id, org_id, name, created_at, expires_at, None, models,
                  limits["rpm"], limits["tpm"], limits["max_concurrent"], limits["token_budget"],

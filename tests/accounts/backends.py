@@ -3,6 +3,9 @@ module's PostgreSQL server (tests/postgres_server.py).
 
     from backends import backend, pg_server, store  # noqa: F401  (fixtures)
 
+``any_store`` is the same per-backend store, for modules whose own ``store`` fixture is a
+SQLite file shared with a real ``kraken serve`` process.
+
 ``Backend.sql`` rewrites a test's own ``?`` placeholders for PostgreSQL; ``Backend.blobs`` yields
 every file the data could have reached (the SQLite file with its WAL, or the server's data
 directory after a checkpoint), for tests proving a secret is never stored.
@@ -75,6 +78,15 @@ def backend(request, tmp_path) -> Backend:
 
 @pytest.fixture
 async def store(backend):
+    s = await backend.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def any_store(backend):
     s = await backend.open()
     try:
         yield s

@@ -1,7 +1,8 @@
 """Database-backed Kraken API keys through a real ``kraken serve`` process: a created key
 works, revoked/deleted/expired keys get the one uniform 401 within a second, the model
 allow-list gives 403, bcrypt runs once per TTL, typos never reach the database, and neither
-the key, its id nor its hash shows up in logs, files or error bodies."""
+the key, its id nor its hash shows up in logs, files or error bodies. The verifier's lookups
+without a process (principal, stale rows, expiry, bounds, purge) run once per backend."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import time
 import anyio
 import pytest
 
+from backends import any_store, backend, pg_server  # noqa: F401  (fixtures: once per backend)
 from harness import TEST_KEY, db_rows, http, running_mock, wait_for
 from keyproc import chat, kraken_process, metric
 from kraken.accounts import service
@@ -178,13 +180,13 @@ async def test_sql_metacharacters_in_the_authorization_header_get_the_uniform_40
 
 # -- the verifier with the database source, in process ---------------------------------------
 
-async def test_principal_carries_plan_opt_out_allow_list_and_follows_changes(store):
-    cus = await _customer(store, plan="gold")
-    created = await service.create_key(store, cus.id, allowed_models=["a", "b"], rpm=5, tpm=50,
-                                       max_concurrent=2, token_budget=1000,
+async def test_principal_carries_plan_opt_out_allow_list_and_follows_changes(any_store):
+    cus = await _customer(any_store, plan="gold")
+    created = await service.create_key(any_store, cus.id, allowed_models=["a", "b"], rpm=5,
+                                       tpm=50, max_concurrent=2, token_budget=1000,
                                        spend_budget_usd=2.5, rounds=4)
-    verifier = KeyVerifier([], AuthConfig(cache_ttl_s=300), source=DbKeySource(store))
-    watcher = RevocationWatcher(store, verifier)
+    verifier = KeyVerifier([], AuthConfig(cache_ttl_s=300), source=DbKeySource(any_store))
+    watcher = RevocationWatcher(any_store, verifier)
     await watcher.start()
     try:
         p = await verifier.verify(created.plaintext.encode())
@@ -196,13 +198,13 @@ async def test_principal_carries_plan_opt_out_allow_list_and_follows_changes(sto
         with pytest.raises(KrakenError) as info:
             check_model_allowed(p, "c")
         assert (info.value.status, info.value.code) == (403, "model_not_allowed")
-        await service.update_customer(store, cus.id, plan="basic", opted_out=True)
+        await service.update_customer(any_store, cus.id, plan="basic", opted_out=True)
         assert verifier.lookup_cached(created.plaintext.encode()) == p  # until the poll
         assert await watcher.poll_once() == 1
         assert verifier.lookup_cached(created.plaintext.encode()) is None
         p2 = await verifier.verify(created.plaintext.encode())
         assert (p2.plan, p2.opted_out) == ("basic", True)
-        await service.revoke_key(store, created.key.id)
+        await service.revoke_key(any_store, created.key.id)
         await watcher.poll_once()
         with pytest.raises(Unauthorized):
             await verifier.verify(created.plaintext.encode())
@@ -210,11 +212,11 @@ async def test_principal_carries_plan_opt_out_allow_list_and_follows_changes(sto
         verifier.close()
 
 
-async def test_a_revocation_during_the_lookup_is_not_cached_stale(store):
+async def test_a_revocation_during_the_lookup_is_not_cached_stale(any_store):
     """The row read before a revocation must not outlive the eviction that followed it."""
-    cus = await _customer(store)
-    created = await service.create_key(store, cus.id, rounds=4)
-    source = DbKeySource(store)
+    cus = await _customer(any_store)
+    created = await service.create_key(any_store, cus.id, rounds=4)
+    source = DbKeySource(any_store)
     gate = anyio.Event()
     proceed = anyio.Event()
 
@@ -238,7 +240,7 @@ async def test_a_revocation_during_the_lookup_is_not_cached_stale(store):
 
             tg.start_soon(attempt)
             await gate.wait()
-            await service.revoke_key(store, created.key.id)
+            await service.revoke_key(any_store, created.key.id)
             verifier.evict([created.key.id])
             proceed.set()
         # The in-flight request was served from a row read before the revocation; nothing
@@ -251,11 +253,11 @@ async def test_a_revocation_during_the_lookup_is_not_cached_stale(store):
         verifier.close()
 
 
-async def test_a_cached_key_stops_working_at_its_expiry(store):
-    cus = await _customer(store)
+async def test_a_cached_key_stops_working_at_its_expiry(any_store):
+    cus = await _customer(any_store)
     now = [time.time()]
-    created = await service.create_key(store, cus.id, expires_at=now[0] + 60, rounds=4)
-    verifier = KeyVerifier([], AuthConfig(cache_ttl_s=300), source=DbKeySource(store),
+    created = await service.create_key(any_store, cus.id, expires_at=now[0] + 60, rounds=4)
+    verifier = KeyVerifier([], AuthConfig(cache_ttl_s=300), source=DbKeySource(any_store),
                            wall_clock=lambda: now[0])
     try:
         token = created.plaintext.encode()
@@ -267,10 +269,10 @@ async def test_a_cached_key_stops_working_at_its_expiry(store):
         verifier.close()
 
 
-async def test_row_caches_are_bounded_and_a_failing_store_is_a_503(store):
-    cus = await _customer(store)
-    keys = [await service.create_key(store, cus.id, rounds=4) for _ in range(3)]
-    verifier = KeyVerifier([], AuthConfig(cache_max=2), source=DbKeySource(store))
+async def test_row_caches_are_bounded_and_a_failing_store_is_a_503(any_store):
+    cus = await _customer(any_store)
+    keys = [await service.create_key(any_store, cus.id, rounds=4) for _ in range(3)]
+    verifier = KeyVerifier([], AuthConfig(cache_max=2), source=DbKeySource(any_store))
     try:
         for k in keys:
             await verifier.verify(k.plaintext.encode())
@@ -293,19 +295,19 @@ async def test_row_caches_are_bounded_and_a_failing_store_is_a_503(store):
         broken.close()
 
 
-async def test_key_events_older_than_an_hour_are_purged(store):
-    cus = await _customer(store)
-    kid = (await service.create_key(store, cus.id, rounds=4)).key.id
-    await service.revoke_key(store, kid)
-    async with store.transaction() as tx:
-        await tx.execute("INSERT INTO key_events (key_id, ts) VALUES (?, ?)",
+async def test_key_events_older_than_an_hour_are_purged(any_store, backend):
+    cus = await _customer(any_store)
+    kid = (await service.create_key(any_store, cus.id, rounds=4)).key.id
+    await service.revoke_key(any_store, kid)
+    async with any_store.transaction() as tx:
+        await tx.execute(backend.sql("INSERT INTO key_events (key_id, ts) VALUES (?, ?)"),
                          ("old", time.time() - 7200))
-    verifier = KeyVerifier([], AuthConfig(), source=DbKeySource(store))
-    watcher = RevocationWatcher(store, verifier)
+    verifier = KeyVerifier([], AuthConfig(), source=DbKeySource(any_store))
+    watcher = RevocationWatcher(any_store, verifier)
     try:
         await watcher.start()
         watcher._next_purge = 0.0  # due now instead of a minute after start
         await watcher._purge()
-        assert await store.fetch_all("SELECT key_id FROM key_events") == [(kid,)]
+        assert await any_store.fetch_all("SELECT key_id FROM key_events") == [(kid,)]
     finally:
         verifier.close()

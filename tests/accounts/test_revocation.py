@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 
 import anyio
@@ -129,20 +128,3 @@ async def test_a_change_on_one_host_reaches_the_other_hosts_cache_within_a_secon
         verifier.close()
         await host_b.close()
 
-
-async def test_key_events_older_than_an_hour_are_purged_on_both_backends(store, backend):
-    cus = await service.create_customer(store, "purge@example.com")
-    kid = (await service.create_key(store, cus.id, rounds=4)).key.id
-    await service.revoke_key(store, kid)
-    async with store.transaction() as tx:
-        await tx.execute(backend.sql("INSERT INTO key_events (key_id, ts) VALUES (?, ?)"),
-                         ("old", time.time() - 7200))
-    verifier = KeyVerifier([], AuthConfig(), source=DbKeySource(store))
-    watcher = RevocationWatcher(store, verifier)
-    try:
-        await watcher.start()
-        watcher._next_purge = 0.0  # due now instead of a minute after start
-        await watcher._purge()
-        assert await store.fetch_all("SELECT key_id FROM key_events") == [(kid,)]
-    finally:
-        verifier.close()
