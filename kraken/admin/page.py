@@ -227,8 +227,7 @@ class UsagePage(RouteGroup):
             raise val.invalid("customer", "name the customer to export")
         fmt = val.choice(q.get("format"), "format", FORMATS, "jsonl")
         store = self.store
-        rows = await store.fetch_all("SELECT id FROM customers WHERE id = ?", (customer,))
-        if rows:
+        if await store.accounts.customer_exists(store, customer):
             record = (await service.get_customer(store, customer)).as_dict()
         else:  # a customer named only in the config file: its request records, no account
             record = {"id": customer}
