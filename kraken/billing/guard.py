@@ -88,7 +88,8 @@ class BillingGuard:
         self._usage: dict[str, list[int]] = {}  # customer -> [tokens, spend_micros] this month
         self._month = month_of(clock())
         self._last_tx_id = 0
-        self._pending: tuple[Sequence[RequestRecord], list[RequestRecord], dict[str, int]] | None = None
+        self._pending: tuple[Sequence[RequestRecord], list[RequestRecord], dict[str, int],
+                             tuple[list[int], dict[str, int]]] | None = None
         self._unflushed: dict[str, list[int]] = {}
         """customer -> [micro-dollars, tokens] recorded but not yet committed by the writer."""
         self._customers_table = True
@@ -128,10 +129,10 @@ class BillingGuard:
         Without this a burst finishing inside one flush interval would all be admitted on
         the same stale balance; with it, only requests already in flight can overdraw.
         """
-        self.key_budgets.note(rec)
+        micros = wallet.usage_micros(rec)
+        self.key_budgets.note(rec, micros)
         if not rec.customer_id:
             return
-        micros = wallet.usage_micros(rec)
         tokens = (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
         if micros or tokens:
             p = self._unflushed.setdefault(rec.customer_id, [0, 0])
@@ -199,25 +200,27 @@ class BillingGuard:
         """
         self._pending = None
         new = await wallet.new_records(tx, records)
-        self.key_budgets.in_batch(records, new)
+        costs = wallet.batch_costs(records)
+        self.key_budgets.in_batch(records, new, costs)
         if not new:
-            self._pending = (records, [], {})
+            self._pending = (records, [], {}, costs)
             return
-        balances = await wallet.debit_usage(tx, new)
+        by_id = costs[1]
+        balances = await wallet.debit_usage(tx, new, costs=by_id)
         sums: dict[tuple[str, str], list[int]] = {}
         for rec in new:
             if not rec.customer_id:
                 continue
             s = sums.setdefault((rec.customer_id, month_of(rec.ts)), [0, 0])
             s[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
-            s[1] += wallet.usage_micros(rec)
+            s[1] += by_id[rec.request_id]
         if sums:
             await tx.executemany(
                 "INSERT INTO usage_monthly (customer_id, month, tokens, spend_micros) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (customer_id, month) DO UPDATE SET tokens = tokens + excluded.tokens,"
                 " spend_micros = spend_micros + excluded.spend_micros",
                 [(c, m, t, s) for (c, m), (t, s) in sums.items()])
-        self._pending = (records, new, balances)
+        self._pending = (records, new, balances, costs)
 
     def committed(self) -> None:
         """The batch committed: fold its debits and usage into the snapshots."""
@@ -225,21 +228,21 @@ class BillingGuard:
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        written, new, balances = pending
-        for rec in written:  # now in the store: no longer counted as unwritten
+        written, new, balances, (micros, by_id) = pending
+        for rec, m in zip(written, micros):  # now in the store: no longer counted as unwritten
             p = self._unflushed.get(rec.customer_id) if rec.customer_id else None
             if p is not None:
-                p[0] -= wallet.usage_micros(rec)
+                p[0] -= m
                 p[1] -= (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
                 if p[0] <= 0 and p[1] <= 0:  # replays at startup were never noted: clamp
                     del self._unflushed[rec.customer_id]
         self._balances.update(balances)
-        metrics.WALLET_DEBITS.inc(sum(1 for r in new if r.customer_id and wallet.usage_micros(r) > 0))
+        metrics.WALLET_DEBITS.inc(sum(1 for r in new if r.customer_id and by_id[r.request_id] > 0))
         for rec in new:
             if rec.customer_id and month_of(rec.ts) == self._month:
                 u = self._usage.setdefault(rec.customer_id, [0, 0])
                 u[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
-                u[1] += wallet.usage_micros(rec)
+                u[1] += by_id[rec.request_id]
         self._export_sizes()
 
     def note_balance(self, wallet_id: str, balance_micros: int) -> None:

@@ -23,7 +23,7 @@ runs out still complete; the next request is refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from kraken import metrics
 from kraken.billing import wallet
@@ -74,7 +74,8 @@ class KeyBudgets:
         """key id -> [tokens, spend_micros]: last refresh + committed since."""
         self._unflushed: dict[str, list[int]] = {}
         """key id -> [tokens, spend_micros] recorded by this process, not yet committed."""
-        self._pending: tuple[Sequence[RequestRecord], Sequence[RequestRecord]] | None = None
+        self._pending: tuple[Sequence[RequestRecord], Sequence[RequestRecord],
+                             tuple[Sequence[int], Mapping[str, int]]] | None = None
         self._wanted: set[str] = set()
         """Budgeted keys seen on the hot path but not in the snapshot: loaded by the next refresh."""
         self.wake: Callable[[], None] | None = None
@@ -119,12 +120,16 @@ class KeyBudgets:
                     f"{wallet.micros_to_usd(cap)} USD (provider cost plus Kraken fee). "
                     "Raise the key's spend_budget_usd or use another key.")
 
-    def note(self, rec: RequestRecord) -> None:
-        """A request of a tracked key ended: count it before the writer commits it."""
+    def note(self, rec: RequestRecord, micros: int | None = None) -> None:
+        """A request of a tracked key ended: count it before the writer commits it.
+
+        ``micros``: the record's ``wallet.usage_micros`` when the caller has it already."""
         key = rec.key_id
         if key is None or (key not in self._totals and key not in self._wanted):
             return
-        tokens, micros = _tokens(rec), wallet.usage_micros(rec)
+        tokens = _tokens(rec)
+        if micros is None:
+            micros = wallet.usage_micros(rec)
         if tokens or micros:
             p = self._unflushed.setdefault(key, [0, 0])
             p[0] += tokens
@@ -132,28 +137,31 @@ class KeyBudgets:
 
     # -- writer side -------------------------------------------------------------------
 
-    def in_batch(self, written: Sequence[RequestRecord], new: Sequence[RequestRecord]) -> None:
-        """Remember the batch (all records, and those not stored before) until it commits."""
-        self._pending = (written, new)
+    def in_batch(self, written: Sequence[RequestRecord], new: Sequence[RequestRecord],
+                 costs: tuple[Sequence[int], Mapping[str, int]] | None = None) -> None:
+        """Remember the batch (all records, and those not stored before) until it commits.
+
+        ``costs``: the batch's ``wallet.batch_costs(written)``, if the caller has it."""
+        self._pending = (written, new, costs or wallet.batch_costs(written))
 
     def committed(self) -> None:
         """Move the batch from 'unwritten' to the totals (only records new to the store)."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        written, new = pending
-        for rec in written:
+        written, new, (micros, by_id) = pending
+        for rec, m in zip(written, micros):
             p = self._unflushed.get(rec.key_id) if rec.key_id else None
             if p is not None:
                 p[0] -= _tokens(rec)
-                p[1] -= wallet.usage_micros(rec)
+                p[1] -= m
                 if p[0] <= 0 and p[1] <= 0:  # records replayed at startup were never noted
                     del self._unflushed[rec.key_id]
         for rec in new:
             t = self._totals.get(rec.key_id) if rec.key_id else None
             if t is not None:
                 t[0] += _tokens(rec)
-                t[1] += wallet.usage_micros(rec)
+                t[1] += by_id[rec.request_id]
         self._export()
 
     # -- refresh -----------------------------------------------------------------------

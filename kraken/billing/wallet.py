@@ -14,7 +14,7 @@ operator does not keep billing records.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
@@ -30,6 +30,7 @@ __all__ = [
     "WalletError",
     "apply",
     "balance",
+    "batch_costs",
     "balances_since",
     "debit_usage",
     "erase_wallet",
@@ -107,6 +108,16 @@ def usage_micros(rec: RequestRecord) -> int:
         if value:
             total += Decimal(repr(value))
     return int((total / _MICRO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def batch_costs(records: Sequence[RequestRecord]) -> tuple[list[int], dict[str, int]]:
+    """``usage_micros`` of each record of a batch, computed once (Decimal work, ~2 µs each):
+    in record order, and by request id (the first record of an id, as ``new_records`` keeps)."""
+    micros = [usage_micros(rec) for rec in records]
+    by_id: dict[str, int] = {}
+    for rec, m in zip(records, micros):
+        by_id.setdefault(rec.request_id, m)
+    return micros, by_id
 
 
 def _check(wallet_id: str, kind: str, amount_micros: int, ref: str) -> None:
@@ -223,15 +234,17 @@ async def new_records(tx: Tx, records: Sequence[RequestRecord]) -> list[RequestR
 
 
 async def debit_usage(tx: Tx, records: Iterable[RequestRecord], *, now: float | None = None,
-                      ) -> dict[str, int]:
+                      costs: Mapping[str, int] | None = None) -> dict[str, int]:
     """Debit each record's cost + fee from its customer's wallet, inside the batch transaction.
 
     Idempotent by request id (the ref): a record already debited is skipped. Returns the new
-    balance of every wallet touched, for the hot path's snapshot.
+    balance of every wallet touched, for the hot path's snapshot. ``costs`` (request id ->
+    ``usage_micros``, see ``batch_costs``) spares computing them again.
     """
     now = time.time() if now is None else now
     debits = [(rec.customer_id, -m, rec.request_id) for rec in records
-              if rec.customer_id and (m := usage_micros(rec)) > 0]
+              if rec.customer_id and (m := usage_micros(rec) if costs is None
+                                      else costs[rec.request_id]) > 0]
     if not debits:
         return {}
     refs = [d[2] for d in debits]
