@@ -4,9 +4,11 @@ The meter's batch writer depends only on this. Open is backend-specific in its o
 (``SqliteStore.open(path, busy_timeout_ms=...)``, ``PostgresStore.open(dsn, pool_size=...)``)
 but both take the target first. Errors are ``kraken.store.errors`` types whatever the backend.
 
-``Tx`` still takes the backend's own SQL (``?`` placeholders in SQLite, ``$1`` in PostgreSQL):
-accounts, billing, audit and privacy issue SQLite SQL today, and move behind per-concern query
-modules in store/ before PostgreSQL can serve them (issue 12).
+Each concern's SQL is a repository beside the store, one version per backend, reached as an
+attribute of the store (reads) and of its transactions (writes inside the caller's transaction):
+``store.accounts`` / ``tx.accounts`` (kraken/store/accounts_sql.py), ``store.audit`` /
+``tx.audit`` (audit_repo.py). ``Tx`` also still takes the backend's own SQL (``?`` placeholders
+in SQLite, ``$1`` in PostgreSQL) for what has not moved yet: billing and privacy (issue 12).
 """
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ from kraken.store.record import RequestRecord
 @runtime_checkable
 class Tx(Protocol):
     """The statements of one open transaction."""
+
+    accounts: Any
+    """Customers, organisations, members, keys, BYOK rows (kraken/store/accounts_sql.py)."""
+    audit: Any
+    """The hash-chained audit log (kraken/store/audit_repo.py)."""
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one parameterised statement; return the number of rows changed."""
@@ -39,6 +46,9 @@ BatchWork = Callable[[Any, Sequence[RequestRecord]], Awaitable[None]]
 @runtime_checkable
 class Store(Protocol):
     """Request records in batches, plus transactions and reads for everything else."""
+
+    accounts: Any
+    audit: Any
 
     @classmethod
     async def open(cls, target: str) -> "Store":
