@@ -9,6 +9,7 @@ the queue as full as ``queue_max`` allows, and the figure is records committed p
 to end (first push to last commit). The run is bounded by ``--records`` and ``--seconds``.
 
     .venv/bin/python bench/writer_bench.py [--records 200000] [--seconds 30] [--batch-max 500]
+                                           [--no-billing] [--ordered-ids]
 
 At the end the bench checks what it wrote: one row per record, balance == SUM(ledger) for
 every wallet, ``usage_monthly`` equal to the sums over ``requests``.
@@ -62,7 +63,12 @@ async def accounts(store: SqliteStore) -> list[tuple[str, str]]:
     return pairs
 
 
-def records(n: int, pairs: list[tuple[str, str]]) -> list[RequestRecord]:
+def request_id(ts: float, ordered: bool) -> str:
+    """Kraken's id shape (req_ + 24 hex): random as today, or time-ordered (µs, then random)."""
+    return f"req_{int(ts * 1e6):014x}{os.urandom(5).hex()}" if ordered else "req_" + os.urandom(12).hex()
+
+
+def records(n: int, pairs: list[tuple[str, str]], ordered_ids: bool = False) -> list[RequestRecord]:
     """Built before the clock starts: the bench measures the writer, not record building."""
     rng = random.Random(13)
     now = time.time()
@@ -72,7 +78,7 @@ def records(n: int, pairs: list[tuple[str, str]]) -> list[RequestRecord]:
         failed = i % 50 == 0
         prompt, completion = rng.randint(10, 4000), rng.randint(1, 800)
         out.append(RequestRecord(
-            ts=now + i * 1e-5, request_id="req_" + os.urandom(12).hex(), customer_id=customer,
+            ts=now + i * 1e-5, request_id=request_id(now + i * 1e-5, ordered_ids), customer_id=customer,
             model_requested="gpt-4o-mini", model_dispatched="gpt-4o-mini", provider="openai",
             prompt_tokens=None if failed else prompt, completion_tokens=None if failed else completion,
             cached_tokens=0, reasoning_tokens=None, latency_ms=rng.uniform(50, 900),
@@ -98,7 +104,7 @@ async def produce(meter: Meter, billing: BillingGuard, recs: list[RequestRecord]
     return i
 
 
-def check(db: Path, pushed: int) -> list[str]:
+def check(db: Path, pushed: int, billed: bool) -> list[str]:
     """What must hold after the run; returns the problems found (none expected)."""
     problems = []
     with sqlite3.connect(db) as conn:
@@ -110,6 +116,8 @@ def check(db: Path, pushed: int) -> list[str]:
                 " JOIN wallet_transactions t USING (wallet_id) GROUP BY w.wallet_id"):
             if bal != total:
                 problems.append(f"wallet {wallet_id}: balance {bal} != ledger {total}")
+        if not billed:
+            return problems
         monthly = dict(((c, m), (t, s)) for c, m, t, s in conn.execute(
             "SELECT customer_id, month, tokens, spend_micros FROM usage_monthly"))
         for c, m, t in conn.execute(
@@ -126,13 +134,13 @@ async def main(args: argparse.Namespace) -> None:
         db = Path(tmp) / "kraken.db"
         store = await SqliteStore.open(str(db))
         pairs = await accounts(store)
-        recs = records(args.records, pairs)
+        recs = records(args.records, pairs, args.ordered_ids)
         billing = BillingGuard(plans())
         await billing.refresh(store)
         cfg = MeterConfig(queue_max=args.queue_max, batch_max=args.batch_max,
                           flush_interval_ms=args.flush_interval_ms)
         meter = Meter(store, Journal(Path(tmp) / "journal"), cfg)
-        meter.billing = billing
+        meter.billing = None if args.no_billing else billing
         byok = ByokCache(store, None, poll_interval_s=0.25)
         async with anyio.create_task_group() as tg:
             await tg.start(meter.run)
@@ -146,10 +154,11 @@ async def main(args: argparse.Namespace) -> None:
             tg.cancel_scope.cancel()
         await meter.close()
         await store.close()
-        problems = check(db, pushed)
+        problems = check(db, pushed, not args.no_billing)
     print(f"records committed: {pushed} in {elapsed:.2f} s = {pushed / elapsed:,.0f} records/s "
           f"(batch_max {args.batch_max}, queue_max {args.queue_max}, "
-          f"{PREPAID} prepaid + {POSTPAID} postpaid customers, {len(pairs)} keys)")
+          f"{PREPAID} prepaid + {POSTPAID} postpaid customers, {len(pairs)} keys"
+          f"{', billing off' if args.no_billing else ''}{', ordered ids' if args.ordered_ids else ''})")
     print("checks:", "ok" if not problems else "; ".join(problems[:5]))
 
 
@@ -161,4 +170,8 @@ if __name__ == "__main__":
     p.add_argument("--batch-max", type=int, default=defaults.batch_max)
     p.add_argument("--queue-max", type=int, default=defaults.queue_max)
     p.add_argument("--flush-interval-ms", type=int, default=defaults.flush_interval_ms)
+    p.add_argument("--no-billing", action="store_true",
+                   help="no batch hook (no wallet debits, monthly usage, key budgets): the floor")
+    p.add_argument("--ordered-ids", action="store_true",
+                   help="time-ordered request ids instead of random ones (same length)")
     anyio.run(main, p.parse_args())
