@@ -45,7 +45,8 @@ def _provider(name: str, raw: Any, source: str, env: Mapping[str, str]) -> Provi
     preset = PROVIDER_PRESETS[kind]
     body = {k: v for k, v in raw.items() if k not in ("kind", "api_key_env")}
     body.setdefault("base_url", preset["base_url"])
-    for quirk in ("stream_usage", "embeddings", "responses"):
+    for quirk in ("stream_usage", "embeddings", "responses", "completions", "moderations",
+                  "images", "rerank"):
         body.setdefault(quirk, preset.get(quirk, ProviderConfig.__dataclass_fields__[quirk].default))
     key_env = raw.get("api_key_env", preset["key_env"])
     if not isinstance(key_env, str):
@@ -394,7 +395,7 @@ def with_demo(cfg: Config, demo_key_hash: str) -> Config:
     if not any(p.kind == "mock" for p in providers):
         providers = providers + (
             ProviderConfig(name="mock", kind="mock", models=("mock-gpt", "gpt-4o-mini"),
-                           embeddings=True, responses=True),
+                           embeddings=True, responses=True, completions=True),
         )
     if not any(p.kind == "mock_anthropic" for p in providers):  # /v1/messages and Claude via OpenAI
         providers = providers + (

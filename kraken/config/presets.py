@@ -7,9 +7,11 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
     # Quirks from the providers' API references: Mistral rejects ``stream_options`` (422
     # extra_forbidden) and always ends a stream with usage; DeepSeek reports cache reads as
     # ``prompt_cache_hit_tokens``; Responses API on OpenAI, Groq and xAI; all use Bearer auth.
+    # Legacy completions, moderations, images, rerank: absent means false (README "Endpoints").
     "openai": {"base_url": "https://api.openai.com/v1", "key_env": "OPENAI_API_KEY",
                "stream_usage": "include_usage",
-               "embeddings": True, "responses": True},
+               "embeddings": True, "responses": True,
+               "completions": True, "moderations": True, "images": True},
     "mistral": {"base_url": "https://api.mistral.ai/v1", "key_env": "MISTRAL_API_KEY",
                 "stream_usage": "always",
                 "embeddings": True, "responses": False},
@@ -29,9 +31,10 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
         "embeddings": True, "responses": False,
     },
     "openai_compatible": {"base_url": "", "key_env": "", "stream_usage": "include_usage",
-                          "embeddings": True, "responses": False},
+                          "embeddings": True, "responses": False, "completions": True},
     "mock": {"base_url": "", "key_env": "", "stream_usage": "include_usage",
-             "embeddings": True, "responses": True},
+             "embeddings": True, "responses": True, "completions": True, "moderations": True,
+             "images": True, "rerank": True},
     # Anthropic's Messages API (kraken/providers/anthropic.py): x-api-key auth, usage always in
     # the stream; the family appends /messages to the base URL.
     "anthropic": {"base_url": "https://api.anthropic.com/v1", "key_env": "ANTHROPIC_API_KEY",

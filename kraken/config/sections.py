@@ -257,6 +257,14 @@ class ProviderConfig:
     """Serves ``POST /v1/embeddings`` (preset default; set for vLLM/Ollama/TGI as needed)."""
     responses: bool = False
     """Serves ``POST /v1/responses`` (preset default)."""
+    completions: bool = False
+    """Serves legacy ``POST /v1/completions`` (preset default)."""
+    moderations: bool = False
+    """Serves ``POST /v1/moderations`` (preset default)."""
+    images: bool = False
+    """Serves ``POST /v1/images/generations`` (preset default)."""
+    rerank: bool = False
+    """Serves ``POST /v1/rerank`` (Cohere/Jina shape; set for vLLM, Jina, Cohere v2 servers)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -316,6 +316,11 @@ def _build(plan: ChatPlan) -> tuple:
     return stream_entry(build_stream(plan)) if plan.stream else (build_completion(plan),)
 
 
+_MORE = {"/completions": "completions_reply", "/moderations": "moderations_reply",
+         "/images/generations": "images_reply", "/rerank": "rerank_reply"}
+"""Paths answered by ``kraken.mock.openai_more`` (name of its reply function)."""
+
+
 # ----------------------------------------------------------------------------- server
 
 
@@ -376,6 +381,9 @@ class MockOpenAI(MockServer):
         if path == "/responses" and req.method == "POST":
             from kraken.mock.openai_extras import responses_reply  # imports this module
             return responses_reply(self, req.body)
+        if path in _MORE and req.method == "POST":
+            from kraken.mock import openai_more  # imports this module
+            return getattr(openai_more, _MORE[path])(self, req.body)
         if path == "/embeddings":
             if req.method != "POST":
                 return Reply(405, error_body(405, f"Method {req.method} not allowed."))

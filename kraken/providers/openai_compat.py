@@ -9,6 +9,7 @@ from kraken.config import ProviderConfig
 from kraken.errors import InvalidValue, KrakenError
 from kraken.providers.error_formats import OPENAI
 from kraken.providers.family import FamilyBase, Headers, UpstreamRequest
+from kraken.providers.body_family import BodyFamily, rerank_usage
 from kraken.providers.openai_responses import ResponsesFamily, responses_usage
 from kraken.providers.scrub import provider_error, scrub
 from kraken.providers.usage import Usage
@@ -19,6 +20,10 @@ __all__ = ["OpenAICompat", "openai_usage", "responses_usage", "scrub"]
 CHAT_PATH = "/chat/completions"
 EMBEDDINGS_PATH = "/embeddings"
 RESPONSES_PATH = "/responses"
+COMPLETIONS_PATH = "/completions"
+MODERATIONS_PATH = "/moderations"
+IMAGES_PATH = "/images/generations"
+RERANK_PATH = "/rerank"
 
 
 class OpenAICompat(FamilyBase):
@@ -33,6 +38,13 @@ class OpenAICompat(FamilyBase):
         self.responses_target = base_path + RESPONSES_PATH
         self._responses = ResponsesFamily(self)
         """Reads this provider's Responses API answers (built once, not per call)."""
+        self._completions_target = base_path + COMPLETIONS_PATH
+        self._moderations_target = base_path + MODERATIONS_PATH
+        self._images_target = base_path + IMAGES_PATH
+        self._rerank_target = base_path + RERANK_PATH
+        self._images = BodyFamily(self, responses_usage)
+        self._rerank = BodyFamily(self, rerank_usage)
+        """Read gpt-image's and rerank servers' ``usage`` (``kraken.providers.body_family``)."""
         self.stream_usage = cfg.stream_usage or "include_usage"
         """Preset quirk: "always" providers (Mistral) reject ``stream_options`` but send usage."""
         self._base_headers, self._keyless_headers = base_headers(
@@ -57,6 +69,18 @@ class OpenAICompat(FamilyBase):
         Streams always ask for usage (a stream without it would cost zero); if the client
         did not ask, ``hide_usage`` tells the relay to remove that one event.
         """
+        return self._usage_forced(self._chat_target, payload, upstream_model, api_key)
+
+    def completions_request(self, payload: dict, upstream_model: str,
+                            api_key: str | None = None) -> UpstreamRequest:
+        """A legacy text completion (``POST /completions``): streams ask for usage as chat's do
+        (the usage chunk also has ``"choices": []``, so the same parser reads and hides it)."""
+        return self._usage_forced(self._completions_target, payload, upstream_model, api_key)
+
+    def _usage_forced(self, target: str, payload: dict, upstream_model: str,
+                      api_key: str | None) -> UpstreamRequest:
+        """The client's body with the upstream model and, on a stream, usage asked for;
+        ``hide_usage`` when the client had not asked."""
         body = dict(payload)
         body["model"] = upstream_model
         hide_usage = False
@@ -71,7 +95,7 @@ class OpenAICompat(FamilyBase):
                 body["stream_options"] = {**options, "include_usage": True}
         data = orjson.dumps(body)
         headers = self.headers_for(api_key) + [(b"content-length", str(len(data)).encode())]
-        return UpstreamRequest(self._chat_target, headers, data, self, hide_usage)
+        return UpstreamRequest(target, headers, data, self, hide_usage)
 
     @staticmethod
     def usage_from_body(body: bytes) -> Usage | None:
@@ -122,6 +146,26 @@ class OpenAICompat(FamilyBase):
         ``response.completed`` unasked, so nothing is added (nothing to hide)."""
         headers, data = self._json_request(payload, upstream_model, api_key)
         return UpstreamRequest(self.responses_target, headers, data, self._responses)
+
+    def moderations_request(self, payload: dict, upstream_model: str,
+                            api_key: str | None = None) -> UpstreamRequest:
+        """``POST /moderations``: the answer carries no usage (the record's tokens stay null)."""
+        headers, data = self._json_request(payload, upstream_model, api_key)
+        return UpstreamRequest(self._moderations_target, headers, data, self)
+
+    def images_request(self, payload: dict, upstream_model: str,
+                       api_key: str | None = None) -> UpstreamRequest:
+        """``POST /images/generations``; gpt-image models' ``usage`` is read as the Responses
+        API's (``input_tokens``/``output_tokens``), DALL-E's answers have none."""
+        headers, data = self._json_request(payload, upstream_model, api_key)
+        return UpstreamRequest(self._images_target, headers, data, self._images)
+
+    def rerank_request(self, payload: dict, upstream_model: str,
+                       api_key: str | None = None) -> UpstreamRequest:
+        """``POST /rerank`` (Cohere v2 / Jina / vLLM shape); usage as
+        ``kraken.providers.body_family`` reads it."""
+        headers, data = self._json_request(payload, upstream_model, api_key)
+        return UpstreamRequest(self._rerank_target, headers, data, self._rerank)
 
     def _json_request(self, payload: dict, upstream_model: str,
                       api_key: str | None = None) -> tuple[Headers, bytes]:

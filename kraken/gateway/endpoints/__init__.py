@@ -2,7 +2,17 @@
 from __future__ import annotations
 
 from kraken.gateway.endpoint import Endpoint
-from kraken.gateway.endpoints import chat, embeddings, gemini_native, messages, responses
+from kraken.gateway.endpoints import (
+    chat,
+    completions,
+    embeddings,
+    gemini_native,
+    images,
+    messages,
+    moderations,
+    rerank,
+    responses,
+)
 from kraken.providers.error_formats import ANTHROPIC, GOOGLE, ErrorFormat
 
 __all__ = ["ERROR_FORMATS", "METERED"]
@@ -14,6 +24,10 @@ METERED: tuple[Endpoint, ...] = (
     embeddings.ENDPOINT,
     responses.ENDPOINT,
     gemini_native.ENDPOINT,
+    completions.ENDPOINT,
+    moderations.ENDPOINT,
+    images.ENDPOINT,
+    rerank.ENDPOINT,
 )
 """Every metered endpoint: one record per admitted call."""
 

@@ -1,0 +1,57 @@
+"""Reading the usage of an OpenAI-compatible provider's one-body answers whose ``usage`` is not
+Chat Completions' (images, rerank): the provider's own family with another usage reader.
+
+gpt-image answers say ``usage: {input_tokens, output_tokens, ...}`` (read as the Responses
+API's); rerank servers say ``usage: {total_tokens}`` (Jina, vLLM: all of it is input), Cohere's
+v2 says ``meta.billed_units.search_units``, which is not a token count: no column holds it, so
+such a record keeps null tokens (and cost).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from kraken.errors import KrakenError
+from kraken.providers.family import FamilyBase, WireFamily
+from kraken.providers.usage import Usage
+from kraken.providers.wire import usage_in_body
+
+__all__ = ["BodyFamily", "rerank_usage"]
+
+
+def rerank_usage(usage: dict) -> Usage | None:
+    """A rerank server's ``usage``: ``prompt_tokens`` if given (Jina), else ``total_tokens``."""
+    tokens = usage.get("prompt_tokens")
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        tokens = usage.get("total_tokens")
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        return None
+    return Usage(prompt_tokens=tokens, completion_tokens=0)
+
+
+class BodyFamily(FamilyBase):
+    """``base``'s answers (errors, BYOK key placement) with ``convert`` reading ``usage``."""
+
+    __slots__ = ("_convert", "authorized", "base", "cfg", "name")
+
+    def __init__(self, base: WireFamily, convert: Callable[[dict], Usage | None]):
+        self.base, self.cfg, self.name = base, base.cfg, base.name
+        self.authorized = base.authorized
+        self._convert = convert
+
+    def usage_from_body(self, body: bytes) -> Usage | None:
+        return usage_in_body(body, self._convert)
+
+    def usage_parser(self):
+        return _no_usage  # never streamed
+
+    def map_error(self, status: int, body: bytes) -> KrakenError:
+        return self.base.map_error(status, body)
+
+    def sse_error_event(self, exc: KrakenError) -> bytes:
+        return self.base.sse_error_event(exc)
+
+
+def _no_usage(event: bytes) -> None:
+    return None
+
+
