@@ -1,32 +1,32 @@
 """Right to erasure: the account, its keys, BYOK ciphertexts, memberships and request
-metadata go in one transaction; then the WAL is checkpointed and truncated.
+metadata go in one transaction; then the backend pushes the erased bytes out of its files.
 
 With ``secure_delete`` on (SqliteStore sets it) SQLite zeroes freed cells and pages, and the
 TRUNCATE checkpoint moves the last page images out of the WAL and empties it, so afterwards
 neither the email nor the customer id is in ``kraken.db``, ``-wal`` or ``-shm``
-(tests/privacy/test_erase_bytes.py greps the raw files).
+(tests/privacy/test_gdpr_erase.py greps the raw files). On PostgreSQL the rows are gone from
+every query and dump at commit (tests/privacy/test_privacy_backends.py greps a ``pg_dump``).
 
 ``keep_billing_records`` keeps the request rows for billing audit but replaces the customer
 id with a tombstone: an HMAC-SHA256 of the id under a random key that is discarded at once,
 so the rows stay grouped together yet can never be linked back to the customer.
 
-Erasure is final whatever is still in flight: the same transaction marks the customer in
+Erasure is final whatever is still in flight: the same transaction first marks the customer in
 ``erased_customers`` (a keyed digest, kraken/store/erased.py), and every batch of records,
-in any process and at journal replay, tombstones an erased customer's records as it writes
-them and bills none of them.
+in any process or host and at journal replay, tombstones an erased customer's records as it
+writes them and bills none of them. The statements are the store's (``tx.privacy``,
+kraken/store/privacy_sql.py); this module decides what goes and in which order.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-
-import anyio
 
 from kraken import audit
 from kraken.accounts import service
-from kraken.privacy.tables import customer_tables, quoted
-from kraken.store import erased
+from kraken.privacy.tables import customer_tables
 from kraken.store.erased import tombstone
-from kraken.store.sqlite import SqliteStore, Tx
+from kraken.store.interface import Store, Tx
 
 BILLING_TABLES = frozenset({"usage_monthly"})
 """Tables keyed by customer_id that are billing records: tombstoned, not deleted, when the
@@ -55,35 +55,18 @@ class Erasure:
                 "wal_truncated": self.wal_truncated}
 
 
-async def erase_customer(store: SqliteStore, customer_id: str, *, actor: str,
+async def erase_customer(store: Store, customer_id: str, *, actor: str,
                          keep_billing_records: bool = False) -> Erasure:
     """Erase everything about ``customer_id`` (NotFoundError if there is no such customer)."""
     result = Erasure(tombstone=tombstone(customer_id) if keep_billing_records else None)
     tables = await customer_tables(store)
     async with store.transaction() as tx:
-        if await tx.fetch_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)) is None:
+        if not await tx.accounts.customer_exists(tx, customer_id):
             raise service.NotFoundError("customer_id", "no such customer")
-        # First: from this commit on, every batch of any process tombstones its records.
-        await erased.mark(tx, customer_id, keep_billing_records=keep_billing_records)
-        # Own rows first (BYOK ciphertexts, wallet...): a table without ON DELETE CASCADE
-        # would otherwise block the customer's delete, or outlive it.
-        for table, _, _ in reversed(tables):
-            if table == "members":  # delete_customer_in needs them to drop emptied orgs
-                row = await tx.fetch_one("SELECT COUNT(*) FROM members WHERE customer_id = ?",
-                                         (customer_id,))
-                if row and row[0]:
-                    result.rows_deleted[table] = int(row[0])
-                continue
-            if result.tombstone and table in BILLING_TABLES:
-                n = await tx.execute(f"UPDATE {quoted(table)} SET customer_id = ? "
-                                     "WHERE customer_id = ?", (result.tombstone, customer_id))
-                if n:
-                    result.rows_tombstoned[table] = n
-                continue
-            n = await tx.execute(f"DELETE FROM {quoted(table)} WHERE customer_id = ?",
-                                 (customer_id,))
-            if n:
-                result.rows_deleted[table] = n
+        # First: from this commit on, every batch of any process (any host) tombstones its
+        # records; on PostgreSQL this waits for batches in flight, which then are deleted below.
+        await tx.privacy.mark_erased(tx, customer_id, keep_billing_records=keep_billing_records)
+        await _own_rows(tx, customer_id, [t for t, _, _ in tables], result)
         await service.delete_customer_in(tx, customer_id)
         result.rows_deleted["customers"] = 1
         await _requests(tx, customer_id, result)
@@ -99,31 +82,44 @@ async def erase_customer(store: SqliteStore, customer_id: str, *, actor: str,
                                "requests_tombstoned": result.requests_tombstoned,
                                "tables": sorted(result.rows_deleted)})
         result.audit_entries_redacted = await audit.redact_subject(tx, customer_id)
-    result.wal_truncated = await truncate_wal(store)
+    result.wal_truncated = await store.privacy.after_erasure(store)
     return result
+
+
+async def _own_rows(tx: Tx, customer_id: str, tables: list[str], result: Erasure) -> None:
+    """Own rows first (BYOK ciphertexts, usage...): a table without ON DELETE CASCADE would
+    otherwise block the customer's delete, or outlive it. Last created, first erased."""
+    for table in reversed(tables):
+        if table == "members":  # delete_customer_in needs them to drop emptied orgs
+            n = await tx.privacy.count_members(tx, customer_id)
+            if n:
+                result.rows_deleted[table] = n
+            continue
+        if result.tombstone and table in BILLING_TABLES:
+            n = await tx.privacy.tombstone_rows(tx, table, result.tombstone, customer_id)
+            if n:
+                result.rows_tombstoned[table] = n
+            continue
+        n = await tx.privacy.delete_rows(tx, table, customer_id)
+        if n:
+            result.rows_deleted[table] = n
 
 
 async def _requests(tx: Tx, customer_id: str, result: Erasure) -> None:
     if result.tombstone:
-        result.requests_tombstoned = await tx.execute(
-            "UPDATE requests SET customer_id = ? WHERE customer_id = ?",
-            (result.tombstone, customer_id))
+        result.requests_tombstoned = await tx.privacy.tombstone_requests(
+            tx, result.tombstone, customer_id)
     else:
-        result.requests_deleted = await tx.execute(
-            "DELETE FROM requests WHERE customer_id = ?", (customer_id,))
+        result.requests_deleted = await tx.privacy.delete_requests(tx, customer_id)
 
 
 async def _erase_wallet(tx: Tx, customer_id: str) -> int:
-    """The prepaid wallet (kraken/billing/wallet.py), keyed by the customer id; the erasure
-    marker its triggers need is removed too, so the id is left nowhere."""
-    from kraken.billing import wallet
-
-    n = await wallet.erase_wallet(tx, customer_id)
-    await tx.execute("DELETE FROM wallet_erasures WHERE wallet_id = ?", (customer_id,))
-    return n
+    """The prepaid wallet (kraken/billing/wallet.py), keyed by the customer id, with its
+    transactions; the erasure marker its triggers need goes too, so the id is left nowhere."""
+    return await tx.privacy.erase_wallet(tx, customer_id, time.time())
 
 
-async def sweep_requests(store: SqliteStore, customer_id: str, *,
+async def sweep_requests(store: Store, customer_id: str, *,
                          tombstone_id: str | None = None) -> int:
     """Records of an erased customer that were still queued in the meter when it was erased
     (and the wallet their debits may have re-created)."""
@@ -134,15 +130,5 @@ async def sweep_requests(store: SqliteStore, customer_id: str, *,
             await _erase_wallet(tx, customer_id)
     n = result.requests_deleted + result.requests_tombstoned
     if n:
-        await truncate_wal(store)
+        await store.privacy.after_erasure(store)
     return n
-
-
-async def truncate_wal(store: SqliteStore, attempts: int = 50) -> bool:
-    """``PRAGMA wal_checkpoint(TRUNCATE)`` until it is not blocked by a reader (bounded)."""
-    for _ in range(attempts):
-        rows = await store.fetch_all("PRAGMA wal_checkpoint(TRUNCATE)")
-        if rows and rows[0][0] == 0:
-            return True
-        await anyio.sleep(0.05)
-    return False

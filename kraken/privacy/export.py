@@ -16,39 +16,31 @@ from typing import Any
 
 import orjson
 
+from kraken.privacy.tables import SECRET_COLUMN, customer_tables
+from kraken.store.interface import Store
 from kraken.store.record import FIELD_NAMES
-from kraken.privacy.tables import SECRET_COLUMN, customer_tables, quoted
-from kraken.store.sqlite import SqliteStore
 
 FORMATS = ("jsonl", "csv")
 CONTENT_TYPES = {"jsonl": b"application/x-ndjson", "csv": b"text/csv; charset=utf-8"}
 CSV_COLUMNS = ("record_type", *FIELD_NAMES, "data")
 """One CSV table: request rows fill the request columns, account rows put their fields as a
 JSON object in ``data``."""
-_REQUEST_SQL = ("SELECT {} FROM requests WHERE customer_id = ? AND (ts > ? OR (ts = ? AND "
-                "request_id > ?)) ORDER BY ts, request_id LIMIT ?").format(", ".join(FIELD_NAMES))
 
 
-async def account_records(store: SqliteStore, customer: dict[str, Any],
+async def account_records(store: Store, customer: dict[str, Any],
                           page_rows: int) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """``(record_type, fields)`` for the customer, its organisations and every row of every
     table keyed by its id, without secret columns (key hashes, ciphertexts)."""
     cid = customer["id"]
     yield "customer", customer
-    orgs = await store.fetch_all(
-        "SELECT o.id, o.name, o.created_at FROM organisations o JOIN members m "
-        "ON m.org_id = o.id WHERE m.customer_id = ? ORDER BY o.id", (cid,))
-    for org_id, name, created_at in orgs:
+    for org_id, name, created_at in await store.accounts.organisations(store, cid):
         yield "organisation", {"id": org_id, "name": name, "created_at": created_at}
     for table, cols, key in await customer_tables(store, ("customer_id", "wallet_id")):
         shown = [c for c in cols if not SECRET_COLUMN.search(c)]
-        select = ", ".join(quoted(c) for c in shown)
         offset = 0
         while True:  # per-customer account tables are small; OFFSET paging keeps memory flat
-            rows = await store.fetch_all(
-                f"SELECT {select} FROM {quoted(table)} WHERE {quoted(key)} = ? "
-                f"ORDER BY {', '.join(quoted(c) for c in shown)} LIMIT ? OFFSET ?",
-                (cid, page_rows, offset))
+            rows = await store.privacy.account_rows(store, table, shown, key, cid,
+                                                    page_rows, offset)
             for row in rows:
                 yield table, dict(zip(shown, row))
             if len(rows) < page_rows:
@@ -56,12 +48,12 @@ async def account_records(store: SqliteStore, customer: dict[str, Any],
             offset += len(rows)
 
 
-async def request_pages(store: SqliteStore, customer_id: str,
+async def request_pages(store: Store, customer_id: str,
                         page_rows: int) -> AsyncIterator[list[tuple]]:
     """Every request row of the customer, oldest first, one keyset page at a time."""
     ts, rid = -1.0, ""
     while True:
-        rows = await store.fetch_all(_REQUEST_SQL, (customer_id, ts, ts, rid, page_rows))
+        rows = await store.privacy.request_page(store, customer_id, (ts, rid), page_rows)
         if not rows:
             return
         yield rows
@@ -71,7 +63,7 @@ async def request_pages(store: SqliteStore, customer_id: str,
             return
 
 
-async def export_stream(store: SqliteStore, customer: dict[str, Any], fmt: str, *,
+async def export_stream(store: Store, customer: dict[str, Any], fmt: str, *,
                         page_rows: int = 1000) -> AsyncIterator[bytes]:
     """The export as byte chunks (a page of rows per chunk)."""
     if fmt not in FORMATS:

@@ -15,7 +15,7 @@ from kraken import audit
 from kraken.audit.log import AuditTampered
 from kraken.config import RetentionConfig
 from kraken.store.errors import StoreError
-from kraken.store.sqlite import SqliteStore
+from kraken.store.interface import Store
 
 log = logging.getLogger("kraken.retention")
 DAY_S = 86_400
@@ -23,7 +23,7 @@ _BATCH = 5_000
 """Request rows deleted per transaction, so the meter's writer never waits long."""
 
 
-async def purge_once(store: SqliteStore, cfg: RetentionConfig, *,
+async def purge_once(store: Store, cfg: RetentionConfig, *,
                      now: float | None = None) -> dict[str, int]:
     """One purge pass; returns how many audit entries and request rows went."""
     now = time.time() if now is None else now
@@ -32,9 +32,7 @@ async def purge_once(store: SqliteStore, cfg: RetentionConfig, *,
         cutoff = now - cfg.request_days * DAY_S
         while True:
             async with store.transaction() as tx:
-                n = await tx.execute(
-                    "DELETE FROM requests WHERE rowid IN "
-                    "(SELECT rowid FROM requests WHERE ts < ? LIMIT ?)", (cutoff, _BATCH))
+                n = await tx.privacy.purge_requests(tx, cutoff, _BATCH)
             done["requests"] += n
             if n < _BATCH:
                 break
@@ -46,7 +44,7 @@ async def purge_once(store: SqliteStore, cfg: RetentionConfig, *,
     return done
 
 
-async def run(store: SqliteStore, cfg: RetentionConfig) -> None:
+async def run(store: Store, cfg: RetentionConfig) -> None:
     """Purge every ``purge_interval_s`` (the first pass at most a minute after startup, not
     during it) until cancelled; errors are logged."""
     if cfg.audit_days == 0 and cfg.request_days == 0:

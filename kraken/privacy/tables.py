@@ -2,13 +2,13 @@
 
 Export and erasure both walk every table with a ``customer_id`` column, so a table added by
 a later migration (BYOK keys, wallets, ...) is covered without touching this package. Names
-come from ``sqlite_master``, never from input.
+come from the database's own catalogue (``store.privacy.tables``), never from input.
 """
 from __future__ import annotations
 
 import re
 
-from kraken.store.sqlite import SqliteStore
+from kraken.store.interface import Store
 
 NOT_ACCOUNT_DATA = frozenset({"requests", "audit_log", "audit_anchor", "customers"})
 """Handled on their own (request metadata, the audit chain, the customer row itself)."""
@@ -17,24 +17,15 @@ SECRET_COLUMN = re.compile(r"hash|secret|cipher|nonce|salt|wrapped|token$|^iv$|^
 """Columns never exported: key hashes, BYOK ciphertexts and their nonces."""
 
 
-async def customer_tables(store: SqliteStore, keys: tuple[str, ...] = ("customer_id",),
+async def customer_tables(store: Store, keys: tuple[str, ...] = ("customer_id",),
                           ) -> list[tuple[str, list[str], str]]:
     """``(table, columns, key column)`` for every table with one of the ``keys`` columns
     (``wallet_id`` is a customer id too), in creation order."""
     out = []
-    tables = await store.fetch_all(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY rowid")
-    for (name,) in tables:
+    for name, cols in await store.privacy.tables(store):
         if name in NOT_ACCOUNT_DATA:
             continue
-        cols = [r[0] for r in await store.fetch_all(
-            "SELECT name FROM pragma_table_info(?)", (name,))]
         key = next((k for k in keys if k in cols), None)
         if key is not None:
             out.append((name, cols, key))
     return out
-
-
-def quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -7,8 +7,9 @@ but both take the target first. Errors are ``kraken.store.errors`` types whateve
 Each concern's SQL is a repository beside the store, one version per backend, reached as an
 attribute of the store (reads) and of its transactions (writes inside the caller's transaction):
 ``store.accounts`` / ``tx.accounts`` (kraken/store/accounts_sql.py), ``store.audit`` /
-``tx.audit`` (audit_repo.py). ``Tx`` also still takes the backend's own SQL (``?`` placeholders
-in SQLite, ``$1`` in PostgreSQL) for what has not moved yet: billing and privacy (issue 12).
+``tx.audit`` (audit_repo.py), ``store.privacy`` / ``tx.privacy`` (privacy_sql.py). ``Tx`` also
+still takes the backend's own SQL (``?`` placeholders in SQLite, ``$1`` in PostgreSQL) for what
+has not moved yet: billing (issue 12).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class Tx(Protocol):
     """Customers, organisations, members, keys, BYOK rows (kraken/store/accounts_sql.py)."""
     audit: Any
     """The hash-chained audit log (kraken/store/audit_repo.py)."""
+    privacy: Any
+    """GDPR export, erasure and the retention purge (kraken/store/privacy_sql.py)."""
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one parameterised statement; return the number of rows changed."""
@@ -49,6 +52,7 @@ class Store(Protocol):
 
     accounts: Any
     audit: Any
+    privacy: Any
 
     @classmethod
     async def open(cls, target: str) -> "Store":

@@ -19,6 +19,7 @@ from kraken.store import erased
 from kraken.store.accounts_sql import SQLITE_ACCOUNTS
 from kraken.store.audit_sqlite import AUDIT
 from kraken.store.errors import StoreError, from_sqlite
+from kraken.store.privacy_sql import SQLITE_PRIVACY
 from kraken.store.schema import MIGRATIONS, VERSION, statements
 
 _INSERT = "INSERT OR IGNORE INTO requests ({}) VALUES ({})".format(
@@ -37,6 +38,9 @@ class SqliteStore:
 
     accounts = SQLITE_ACCOUNTS
     """The accounts SQL (kraken/store/accounts_sql.py)."""
+
+    privacy = SQLITE_PRIVACY
+    """GDPR export, erasure and retention SQL (kraken/store/privacy_sql.py)."""
 
     def __init__(self, conn: aiosqlite.Connection, busy_timeout_ms: int) -> None:
         self._conn = conn
@@ -216,6 +220,9 @@ class Tx:
 
     accounts = SQLITE_ACCOUNTS
     """The accounts SQL (kraken/store/accounts_sql.py)."""
+
+    privacy = SQLITE_PRIVACY
+    """GDPR export, erasure and retention SQL (kraken/store/privacy_sql.py)."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn

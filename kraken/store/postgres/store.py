@@ -23,6 +23,7 @@ from kraken.store.postgres.accounts import POSTGRES_ACCOUNTS
 from kraken.store.postgres import erased
 from kraken.store.postgres.audit import AUDIT
 from kraken.store.postgres.errors import FAILURES, from_asyncpg, is_disconnect
+from kraken.store.postgres.privacy import POSTGRES_PRIVACY
 from kraken.store.postgres.schema import BOOTSTRAP, ERASURE_LOCK, MIGRATION_LOCK, MIGRATIONS, VERSION
 from kraken.store.record import FIELD_NAMES, RequestRecord
 
@@ -60,6 +61,9 @@ class PostgresStore:
 
     accounts = POSTGRES_ACCOUNTS
     """The accounts SQL (kraken/store/postgres/accounts.py)."""
+
+    privacy = POSTGRES_PRIVACY
+    """GDPR export, erasure and retention SQL (kraken/store/postgres/privacy.py)."""
 
     def __init__(self, pool: asyncpg.Pool, erasure_key: bytes, applied: tuple[int, ...]) -> None:
         self._pool = pool
@@ -216,6 +220,9 @@ class PgTx:
 
     accounts = POSTGRES_ACCOUNTS
     """The accounts SQL (kraken/store/postgres/accounts.py)."""
+
+    privacy = POSTGRES_PRIVACY
+    """GDPR export, erasure and retention SQL (kraken/store/postgres/privacy.py)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn

@@ -1,0 +1,52 @@
+"""The privacy statements in PostgreSQL's spelling (kraken/store/privacy_sql.py runs them).
+
+The catalogue is ``pg_class`` (tables in creation order: their oids grow with each migration) and
+``information_schema.columns``; placeholders are numbered; the retention purge picks its rows by
+primary key (there is no rowid). Marking an erased customer takes the erasure lock exclusive
+(kraken/store/postgres/erased.py), so batches in flight on any host commit first and later ones
+see the mark. Flags come back as 0/1, as SQLite gives them, so an export reads the same.
+
+After an erasure nothing is pushed out by hand: the deleted rows are gone from every query and
+every dump at once, and their dead tuples are reclaimed by autovacuum (the server owns its WAL).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from kraken.store.postgres import erased
+from kraken.store.postgres.accounts import numbered
+from kraken.store.privacy_sql import STATEMENTS, Dialect, PrivacyRepository
+from kraken.store.record import FIELD_NAMES
+
+_CATALOGUE = {
+    "tables": ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+               "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() ORDER BY c.oid"),
+    "columns": ("SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = ? ORDER BY ordinal_position"),
+    "mark_wallet_erased": ("INSERT INTO wallet_erasures (wallet_id, ts) VALUES (?, ?) "
+                           "ON CONFLICT (wallet_id) DO NOTHING"),
+    "purge_requests": ("DELETE FROM requests WHERE request_id IN "
+                       "(SELECT request_id FROM requests WHERE ts < ? LIMIT ?)"),
+}
+
+STATEMENTS_PG: dict[str, str] = {name: numbered(_CATALOGUE.get(name, sql))
+                                 for name, sql in STATEMENTS.items()}
+
+_FLAGS = tuple(i for i, name in enumerate(FIELD_NAMES) if name in ("fallback_used", "byok"))
+
+
+def _as_sqlite(row: tuple) -> tuple:
+    out = list(row)
+    for i in _FLAGS:
+        if out[i] is not None:
+            out[i] = int(out[i])
+    return tuple(out)
+
+
+async def _nothing_to_push(_store: Any) -> bool:
+    return False
+
+
+POSTGRES = Dialect(STATEMENTS_PG, erased.mark, _nothing_to_push, _as_sqlite)
+POSTGRES_PRIVACY = PrivacyRepository(POSTGRES)
+"""PostgreSQL's privacy repository (``PostgresStore.privacy``)."""
