@@ -44,6 +44,7 @@ from kraken.gateway.request_log import RequestLog
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
 from kraken.providers.anthropic import AnthropicFamily
+from kraken.providers.azure_openai import AzureOpenAI
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.store.errors import StoreError
 from kraken.store.sqlite import SqliteStore
@@ -82,6 +83,11 @@ async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
     return dataclasses.replace(cfg, providers=tuple(providers))
 
 
+FAMILIES = {"anthropic": AnthropicFamily, "mock_anthropic": AnthropicFamily,
+            "azure_openai": AzureOpenAI}
+"""The wire family of each provider kind that is not OpenAI-compatible as it stands."""
+
+
 def _build_router(cfg: Config, stack: contextlib.AsyncExitStack, prices: PriceTable) -> Router:
     providers: dict[str, Provider] = {}
     for p in cfg.providers:
@@ -97,7 +103,7 @@ def _build_router(cfg: Config, stack: contextlib.AsyncExitStack, prices: PriceTa
             per_key_share=p.per_key_share,
         )
         stack.push_async_callback(pool.close)
-        family_class = AnthropicFamily if p.kind in ("anthropic", "mock_anthropic") else OpenAICompat
+        family_class = FAMILIES.get(p.kind, OpenAICompat)
         providers[p.name] = Provider(p.name, family_class(p, origin.base_path, origin.authority), pool)
     exposed = {p.name: p.models for p in cfg.providers}
     return Router(providers, cfg.models, exposed, aliases=cfg.aliases, routing=cfg.routing,

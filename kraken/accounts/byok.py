@@ -25,9 +25,10 @@ from kraken.accounts.masterkey import Keyring
 from kraken.accounts.validation import AccountError, NotFoundError, ValidationError
 
 PROVIDERS: frozenset[str] = frozenset(
-    {"openai", "anthropic", "mistral", "groq", "deepseek", "xai", "gemini"})
+    {"openai", "anthropic", "mistral", "groq", "deepseek", "xai", "gemini", "azure_openai"})
 """Provider kinds a customer may bring a key for: only the vendors' own APIs, never an
-operator-configured self-hosted URL (a customer's key must not reach a server it did not pick)."""
+operator-configured self-hosted URL (a customer's key must not reach a server it did not pick).
+An Azure OpenAI key goes to the resource endpoint the operator configured for that kind."""
 KEY_MAX = 1024
 NONCE_BYTES = 12
 _KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: it goes into a header

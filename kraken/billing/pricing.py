@@ -54,6 +54,10 @@ _SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{3,4}|-latest|@[0-9
 
 _LOOKUP_CACHE_SIZE = 4096
 
+SAME_PRICES_AS = {"azure_openai": "openai"}
+"""Provider kinds that bill a model name at another kind's price (Azure OpenAI's prices equal
+OpenAI's for the same model names); a model listed under the kind itself wins."""
+
 
 class PricingError(ValueError):
     """A malformed price list or override; the message names the offending key."""
@@ -359,6 +363,12 @@ class PriceTable:
         return price
 
     def _find(self, kind: str, name: str) -> Price | None:
+        price = self._find_in(kind, name)
+        if price is None and kind in SAME_PRICES_AS:
+            price = self._find_in(SAME_PRICES_AS[kind], name)
+        return price
+
+    def _find_in(self, kind: str, name: str) -> Price | None:
         models = self._prices.get(kind)
         if not models:
             return None
@@ -372,11 +382,15 @@ class PriceTable:
 
     def models(self, provider_kind: str) -> tuple[str, ...]:
         """The model names listed for a provider kind (for admin listings and tests)."""
-        return tuple(sorted(self._prices.get(provider_kind.lower(), {})))
+        kind = provider_kind.lower()
+        return tuple(sorted({**self._prices.get(SAME_PRICES_AS.get(kind, ""), {}),
+                             **self._prices.get(kind, {})}))
 
     @property
     def provider_kinds(self) -> tuple[str, ...]:
-        return tuple(sorted(self._prices))
+        """Kinds with prices: listed ones and those priced as a listed one."""
+        return tuple(sorted({*self._prices, *(k for k, v in SAME_PRICES_AS.items()
+                                              if v in self._prices)}))
 
 
 def _merge_raw(

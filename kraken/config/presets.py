@@ -41,6 +41,12 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
                   "stream_usage": "always", "embeddings": False, "responses": False},
     "mock_anthropic": {"base_url": "", "key_env": "", "stream_usage": "always",
                        "embeddings": False, "responses": False},
+    # Azure OpenAI (kraken/providers/azure_openai.py): base_url is the resource endpoint, the
+    # deployment goes in the path with ?api-version=, the key in an ``api-key`` header
+    # (kraken/config/azure.py: api_version, auth, deployments).
+    "azure_openai": {"base_url": "", "key_env": "AZURE_OPENAI_API_KEY",
+                     "stream_usage": "include_usage", "embeddings": True, "responses": False,
+                     "completions": True, "api_version": "2024-10-21"},
 }
 MOCK_KINDS = ("mock", "mock_anthropic")
 """Kinds served by Kraken's built-in local mocks (demo and tests; no base URL)."""

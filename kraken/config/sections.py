@@ -237,6 +237,13 @@ class ProviderConfig:
     api_key_env: str = ""
     """The variable ``api_key`` was read from (its name only); empty when the key is in the
     file or the kind needs none. Startup warns when it is unset."""
+    api_version: str = ""
+    """Azure OpenAI's ``api-version`` query (kind ``azure_openai``; its preset gives one)."""
+    auth: str = ""
+    """Azure OpenAI: "api-key" (an ``api-key`` header) or "azure_ad" (an Entra ID token, read
+    from ``azure_ad_token_env``, as ``Authorization: Bearer``)."""
+    deployments: Mapping[str, str] = field(default_factory=dict)
+    """Azure OpenAI: model name -> deployment name; a model without one is its own deployment."""
     models: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 300.0
