@@ -25,6 +25,7 @@ from kraken.accounts.masterkey import Keyring
 from kraken.accounts.validation import AccountError, NotFoundError, ValidationError
 
 PROVIDERS: frozenset[str] = frozenset(
+    {"cohere", "together", "fireworks", "openrouter", "perplexity"} |  # hosted, Bearer
     {"openai", "anthropic", "mistral", "groq", "deepseek", "xai", "gemini", "azure_openai"})
 """Provider kinds a customer may bring a key for: only the vendors' own APIs, never an
 operator-configured self-hosted URL (a customer's key must not reach a server it did not pick).

@@ -61,6 +61,11 @@ def _provider(name: str, raw: Any, source: str, env: Mapping[str, str]) -> Provi
                    api_key_env=key_env)
     if any(ch in cfg.api_key for ch in "\r\n\0 \t"):
         raise ConfigError(f"{source}: providers.{name}.api_key contains whitespace or control characters")
+    for header in ("referer", "title"):  # OpenRouter's app attribution, sent as headers
+        value = getattr(cfg, header)
+        if value and (kind != "openrouter" or re.fullmatch(r"[\x20-\x7e]{1,200}", value) is None):
+            raise ConfigError(f"{source}: providers.{name}.{header} is for kind openrouter only, "
+                              "printable ASCII up to 200 characters")
     if cfg.stream_usage not in STREAM_USAGE_MODES + ("",):
         raise ConfigError(f"{source}: providers.{name}.stream_usage must be one of {list(STREAM_USAGE_MODES)}")
     if kind not in MOCK_KINDS or cfg.base_url:  # a mock with a base_url is an external one

@@ -47,6 +47,31 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
     "azure_openai": {"base_url": "", "key_env": "AZURE_OPENAI_API_KEY",
                      "stream_usage": "include_usage", "embeddings": True, "responses": False,
                      "completions": True, "api_version": "2024-10-21"},
+    # Hosted OpenAI-compatible APIs, Bearer auth. Cohere's Compatibility API and Perplexity
+    # reject or ignore ``stream_options`` and end a stream with usage unasked; Perplexity's
+    # ``citations``/``search_results`` pass through untouched. OpenRouter may get the optional
+    # ``HTTP-Referer``/``X-Title`` app attribution headers (``referer``/``title``).
+    "cohere": {"base_url": "https://api.cohere.ai/compatibility/v1", "key_env": "CO_API_KEY",
+               "stream_usage": "always", "embeddings": True, "responses": False},
+    "together": {"base_url": "https://api.together.xyz/v1", "key_env": "TOGETHER_API_KEY",
+                 "stream_usage": "include_usage", "embeddings": True, "responses": False,
+                 "completions": True, "rerank": True},
+    "fireworks": {"base_url": "https://api.fireworks.ai/inference/v1",
+                  "key_env": "FIREWORKS_API_KEY", "stream_usage": "include_usage",
+                  "embeddings": True, "responses": False, "completions": True},
+    "openrouter": {"base_url": "https://openrouter.ai/api/v1", "key_env": "OPENROUTER_API_KEY",
+                   "stream_usage": "include_usage", "embeddings": False, "responses": False,
+                   "completions": True},
+    "perplexity": {"base_url": "https://api.perplexity.ai", "key_env": "PERPLEXITY_API_KEY",
+                   "stream_usage": "always", "embeddings": False, "responses": False},
+    # Self-hosted servers on their default ports: no key needed (one set in the file is sent as
+    # Bearer), so none is warned about.
+    "ollama": {"base_url": "http://localhost:11434/v1", "key_env": "",
+               "stream_usage": "include_usage", "embeddings": True, "responses": False,
+               "completions": True},
+    "vllm": {"base_url": "http://localhost:8000/v1", "key_env": "",
+             "stream_usage": "include_usage", "embeddings": True, "responses": False,
+             "completions": True, "rerank": True},
 }
 MOCK_KINDS = ("mock", "mock_anthropic")
 """Kinds served by Kraken's built-in local mocks (demo and tests; no base URL)."""

@@ -272,6 +272,10 @@ class ProviderConfig:
     """Serves ``POST /v1/images/generations`` (preset default)."""
     rerank: bool = False
     """Serves ``POST /v1/rerank`` (Cohere/Jina shape; set for vLLM, Jina, Cohere v2 servers)."""
+    referer: str = ""
+    """OpenRouter: the optional ``HTTP-Referer`` app attribution header (kind ``openrouter``)."""
+    title: str = ""
+    """OpenRouter: the optional ``X-Title`` app attribution header (kind ``openrouter``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,10 @@ class OpenAICompat(FamilyBase):
         """Preset quirk: "always" providers (Mistral) reject ``stream_options`` but send usage."""
         self._base_headers, self._keyless_headers = base_headers(
             authority, (b"authorization", b"Bearer " + cfg.api_key.encode()) if cfg.api_key else None)
+        attribution = [(name, value.encode()) for name, value in (
+            (b"http-referer", cfg.referer), (b"x-title", cfg.title)) if value]
+        self._base_headers += attribution  # OpenRouter's optional app attribution
+        self._keyless_headers = self._keyless_headers + attribution
 
     def headers_for(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
         """The base headers, authorised by the customer's own key (BYOK) when one is given."""
