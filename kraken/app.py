@@ -33,6 +33,7 @@ from kraken.accounts.revocation import RevocationWatcher
 from kraken.policy.auth import KeyVerifier
 from kraken.policy.clientip import ClientAddress
 from kraken.policy.limits import build_limiter
+from kraken.gateway.endpoints import account as account_api
 from kraken.gateway.pipeline import Gateway
 from kraken.policy.router import Provider, Router
 from kraken.http.acme import plain_http_handler
@@ -196,6 +197,7 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
                                 tolerance_s=cfg.stripe.tolerance_s,
                                 metadata_key=cfg.stripe.customer_metadata_key)
         gateway.add_endpoint(STRIPE_PATH, webhook.handle)
+    account_api.register(gateway, store, redis_url=cfg.limits.redis_url)  # /v1/account
     gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
     return cfg, Parts(store, meter, billing, gateway, verifier, limiter, revocations, keyring)
 

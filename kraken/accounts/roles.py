@@ -52,6 +52,8 @@ def can(role_name: str | None, action: str) -> bool:
 
 
 def require(role_name: str | None, action: str) -> None:
-    """Raise ForbiddenError (403) unless ``role_name`` may do ``action``."""
+    """Raise ForbiddenError (403), naming the missing permission, unless ``role_name`` may
+    do ``action``."""
     if not can(role_name, action):
-        raise ForbiddenError("role", f"may not {action.replace('_', ' ')}")
+        raise ForbiddenError("role", f"the role {role_name or 'none'!s} lacks the permission "
+                                     f"'{action}'")

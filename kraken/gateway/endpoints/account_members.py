@@ -1,0 +1,65 @@
+"""``/v1/account/organisations/{id}/members``: the calling key's organisation only (any other
+id: 404). Admins and owners manage members; only an owner may make, demote or remove an
+owner; the last owner cannot leave or be demoted (the service refuses it)."""
+from __future__ import annotations
+
+from kraken.accounts import service
+from kraken.accounts import validation as v
+from kraken.gateway.endpoints.account import AccountApi, Answer, Caller, json_body
+from kraken.http.exchange import Request
+
+
+class OwnersOnly(service.ForbiddenError):
+    """Only an owner may grant, change or remove the owner role."""
+
+    code = "owner_required"
+
+
+def _owner_only(caller: Caller, field: str) -> None:
+    if caller.role != "owner":
+        raise OwnersOnly(field, "only an owner may make, demote or remove an owner")
+
+
+async def _member(api: AccountApi, org_id: str, customer_id: str) -> str:
+    role = await service.member_role(api.store, org_id, customer_id)
+    if role is None:
+        raise service.NotFoundError("customer_id", "is not a member of this organisation")
+    return role
+
+
+async def list_members(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
+    org_id = api.visible_org(caller, params["id"])
+    members = await service.list_members(api.store, org_id)
+    return 200, {"object": "list", "data": [m.as_dict() for m in members]}
+
+
+async def add_member(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
+    org_id = api.visible_org(caller, params["id"])
+    body = json_body(req, ("customer_id", "role"))
+    role = v.text(body.get("role"), "role", required=True, max_len=32)
+    if role == "owner":
+        _owner_only(caller, "role")
+    m = await service.add_member(api.store, org_id, body.get("customer_id"), role)
+    await api.audit(caller, "member.add", m.org_id, m.customer_id, role=m.role)
+    return 201, m.as_dict()
+
+
+async def set_role(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
+    org_id = api.visible_org(caller, params["id"])
+    body = json_body(req, ("role",))
+    role = v.text(body.get("role"), "role", required=True, max_len=32)
+    if role == "owner" or await _member(api, org_id, params["customer"]) == "owner":
+        _owner_only(caller, "role")
+    m = await service.set_member_role(api.store, org_id, params["customer"], role)
+    await api.audit(caller, "member.role", m.org_id, m.customer_id, role=m.role)
+    return 200, m.as_dict()
+
+
+async def remove_member(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
+    org_id = api.visible_org(caller, params["id"])
+    customer_id = params["customer"]
+    if await _member(api, org_id, customer_id) == "owner":
+        _owner_only(caller, "customer_id")
+    await service.remove_member(api.store, org_id, customer_id)
+    await api.audit(caller, "member.remove", org_id, customer_id)
+    return 200, {"org_id": org_id, "customer_id": customer_id, "deleted": True}
