@@ -222,19 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     new_cmd.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12)")
     new_cmd.set_defaults(func=_keys_new)
 
-    from kraken.commands import accounts as accounts_cli
+    from kraken.cli_commands import accounts as accounts_cli
 
     accounts_cli.add_parsers(sub, keys)  # customers ...; keys create|list|revoke|delete
 
-    from kraken.commands import wallet as wallet_cli
+    from kraken.cli_commands import wallet as wallet_cli
 
     wallet_cli.add_parser(sub)
 
-    from kraken.commands import admin as admin_cli
+    from kraken.cli_commands import admin as admin_cli
 
     admin_cli.add_parsers(sub)
 
-    from kraken.commands import byok as byok_cli
+    from kraken.cli_commands import byok as byok_cli
 
     byok_cli.add_parser(sub)
 
