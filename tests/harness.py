@@ -69,6 +69,13 @@ class Running:
         return f"http://127.0.0.1:{self.port}"
 
 
+def openai_client(k: "Running") -> Any:
+    """The real OpenAI SDK pointed at a running Kraken with the test key (no SDK retries)."""
+    import openai
+
+    return openai.AsyncOpenAI(base_url=k.base_url + "/v1", api_key=TEST_KEY, max_retries=0)
+
+
 @contextlib.asynccontextmanager
 async def running_kraken(doc: dict[str, Any]) -> AsyncIterator[Running]:
     """Kraken in this event loop, stopped (drained and flushed) on exit."""

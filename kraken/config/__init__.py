@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from kraken import metrics
-from kraken.config.fields import MAX_IP_RETENTION_S, check_limit_values
+from kraken.config.fields import check_limit_values
 from kraken.errors import RateLimited
 
 SCOPES = ("key_rpm", "key_tpm", "key_concurrency", "ip_auth")

@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 from harness import (
-    TEST_KEY,
+    openai_client,
     auth_headers,
     http,
     kraken_mapping,
@@ -19,8 +19,7 @@ from harness import (
 pytestmark = pytest.mark.anyio
 
 
-def client(k) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=k.base_url + "/v1", api_key=TEST_KEY, max_retries=0)
+client = openai_client
 
 
 def doc(tmp_path, mock, **provider):

@@ -6,7 +6,7 @@ import json
 
 import openai
 import pytest
-from harness import TEST_KEY, http, wait_rows
+from harness import openai_client, TEST_KEY, http, wait_rows
 from test_messages import claude_stack
 
 pytestmark = pytest.mark.anyio
@@ -25,8 +25,7 @@ async def stack(tmp_path):
         yield pair
 
 
-def client(k) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=k.base_url + "/v1", api_key=TEST_KEY, max_retries=0)
+client = openai_client
 
 
 async def test_non_streaming_completion_translated(stack):

@@ -7,8 +7,8 @@ import json
 import openai
 import pytest
 from harness import (
+    openai_client,
     PROMPT_CANARY,
-    TEST_KEY,
     auth_headers,
     http,
     kraken_mapping,
@@ -21,8 +21,7 @@ pytestmark = pytest.mark.anyio
 DEFAULT = "omni-moderation-latest"
 
 
-def client(k) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=k.base_url + "/v1", api_key=TEST_KEY, max_retries=0)
+client = openai_client
 
 
 def doc(tmp_path, mock, models=(DEFAULT, "text-moderation-stable"), **provider):

@@ -6,9 +6,9 @@ import json
 import openai
 import pytest
 from harness import (
+    openai_client,
     PROMPT_CANARY,
     PROVIDER_KEY,
-    TEST_KEY,
     auth_headers,
     http,
     kraken_mapping,
@@ -20,8 +20,7 @@ from harness import (
 pytestmark = pytest.mark.anyio
 
 
-def client(k) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=k.base_url + "/v1", api_key=TEST_KEY, max_retries=0)
+client = openai_client
 
 
 def doc(tmp_path, mock, **provider):

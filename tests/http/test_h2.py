@@ -22,7 +22,7 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 from harness import TEST_KEY, kraken_mapping, running_kraken, running_mock
 from kraken import metrics
 from kraken.config import ServerConfig
-from kraken.errors import KrakenError, NotFound, RateLimited
+from kraken.errors import NotFound, RateLimited
 from kraken.http.exchange import Request
 from kraken.http.h2 import H2Connection
 from kraken.http.listener import ProtocolSelector

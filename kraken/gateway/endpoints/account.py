@@ -23,7 +23,6 @@ from kraken.accounts import service
 from kraken.accounts.roles import require
 from kraken.billing import wallet
 from kraken.errors import MethodNotAllowed, NotFound
-from kraken.gateway.answers import send_json
 from kraken.http.exchange import Request, ResponseSink
 from kraken.policy.auth import Principal
 
