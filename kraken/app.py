@@ -225,7 +225,8 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
     """The client listener (TLS when configured), the admin listener and the ACME/redirect one."""
     loop = asyncio.get_running_loop()
     connections, gateway = parts.connections, parts.gateway
-    per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip)
+    per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip,  # proxies: never counted
+                               exempt=cfg.limits.trusted_proxies)
     reloader = CertificateReloader(cfg.tls.cert, cfg.tls.key) if cfg.tls.cert else None
     tls = ({"ssl": reloader.context, "ssl_handshake_timeout": cfg.server.head_timeout_s}
            if reloader is not None else {})

@@ -36,7 +36,8 @@ class ServerConfig:
     """A client that reads nothing of a response for this long is dropped, the provider call
     cancelled (slow read)."""
     max_connections_per_ip: int = 256
-    """Open connections one address (IPv6: one /64) may hold; 0 = unlimited."""
+    """Open connections one address (IPv6: one /64) may hold; 0 = unlimited. Peers in
+    ``[limits] trusted_proxies`` (a load balancer carries every client) are never counted."""
     drain_timeout_s: float = 30.0
     write_buffer_high: int = 256 * 1024
     """Bytes queued to a slow client before the provider read is paused."""
@@ -247,14 +248,19 @@ class ProviderConfig:
     models: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 300.0
-    max_connections: int = 100
+    max_connections: int = 1024
+    """Connections to this provider's origin. An HTTP/1.1 connection carries one stream at a
+    time and LLM streams last minutes, so this is the concurrent streams an HTTP/1.1 provider
+    gets (two file descriptors each with the client's: see LimitNOFILE); on an HTTP/2 origin each
+    connection multiplexes up to 100 streams."""
     idle_timeout_s: float = 60.0
     pool_wait_s: float = 1.0
     """How long a request waits for a free connection when all ``max_connections`` are busy;
     then 503 ``pool_exhausted`` with Retry-After (not a provider failure: no breaker)."""
-    per_key_share: float = 0.5
+    per_key_share: float = 1.0
     """Share of the provider's connections one API key may hold at once (at least 1); over it:
-    429 with Retry-After. 1 = no per-key bound (a single-key deployment)."""
+    429 with Retry-After. 1 (default) = no per-key bound: a single-tenant deployment often has
+    one key. Multi-tenant operators set e.g. 0.5 so one key's idle streams cannot take the pool."""
     mock_chunks: int = 20
     mock_chunk_delay_ms: float = 0.0
     stream_usage: str = ""

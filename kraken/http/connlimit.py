@@ -6,10 +6,18 @@ An IPv4-mapped IPv6 peer (``::ffff:a.b.c.d`` on a dual-stack socket) counts as i
 address. Entries are removed when their count returns to zero, so memory is bounded by the
 open connections themselves. No I/O here: the listener asks, and answers the client. Every
 refusal is counted as ``kraken_refused_total{reason="per_ip_connections"}``.
+
+Peers in ``[limits] trusted_proxies`` are exempt: a load balancer or TLS terminator in front of
+Kraken is one address carrying every client, so capping it would cap the whole service. The
+forwarded address cannot be counted instead, because the cap applies when the connection is
+accepted, before any request header exists; per-client limits behind a proxy are the rate
+limits, which do read X-Forwarded-For from trusted peers.
 """
 from __future__ import annotations
 
+import ipaddress
 import socket
+from typing import Iterable
 
 from kraken import shedding
 
@@ -32,15 +40,28 @@ def address_key(peer: str) -> bytes | None:
 
 
 class ConnectionLimiter:
-    """Counts open connections per address key; ``max_per_ip`` 0 means unlimited."""
+    """Counts open connections per address key; ``max_per_ip`` 0 means unlimited.
 
-    __slots__ = ("max_per_ip", "_open", "refused")
+    ``exempt``: addresses or networks (the trusted proxies) that are never counted."""
 
-    def __init__(self, max_per_ip: int):
+    __slots__ = ("max_per_ip", "_open", "refused", "_exempt")
+
+    def __init__(self, max_per_ip: int, exempt: Iterable[str] = ()):
         self.max_per_ip = max_per_ip
         self._open: dict[bytes, int] = {}
         self.refused = 0
         """Connections refused since start (for logs and tests)."""
+        self._exempt = tuple(ipaddress.ip_network(p, strict=False) for p in exempt)
+
+    def key_of(self, peer: str) -> bytes | None:
+        """``address_key(peer)``, or None (never limited) when ``peer`` is exempt."""
+        key = address_key(peer)
+        if key is None or not self._exempt:
+            return key
+        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return None if any(ip in net for net in self._exempt) else key
 
     def acquire(self, key: bytes | None) -> bool:
         """Count a new connection under ``key`` (from ``address_key``); False, counting
@@ -67,7 +88,7 @@ class ConnectionLimiter:
 
     def open_from(self, peer: str) -> int:
         """Connections currently counted for ``peer``'s key."""
-        key = address_key(peer)
+        key = self.key_of(peer)
         return self._open.get(key, 0) if key is not None else 0
 
     def __len__(self) -> int:

@@ -4,7 +4,8 @@ preface on cleartext (prior knowledge, if enabled), HTTP/1.1 otherwise.
 The selector lives only until it has decided; then the transport is handed to an
 ``H1Connection`` or ``H2Connection`` with the bytes it already read. Before that, it
 applies the per-address connection cap (``ConnectionLimiter``): a connection over it is
-closed at once, after a minimal 503 unless ALPN chose HTTP/2. The count is released by
+closed at once, after a minimal 503 unless ALPN chose HTTP/2 (trusted proxies are never
+counted: see ``kraken.http.connlimit``). The count is released by
 whichever protocol ends up owning the transport (its ``on_lost``), or by the selector if
 the client leaves before a protocol was chosen.
 """
@@ -19,7 +20,7 @@ from functools import partial
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError, TooManyConnections, error_body
 from kraken.http.connection import Handler
-from kraken.http.connlimit import ConnectionLimiter, address_key
+from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.h1 import H1Connection
 from kraken.http.h2 import H2Connection
 
@@ -133,7 +134,7 @@ class ProtocolSelector(asyncio.Protocol):
         """Count this connection against its address; refuse it over the cap."""
         assert self._limiter is not None
         peer = transport.get_extra_info("peername")
-        key = address_key(peer[0] if isinstance(peer, tuple) else "")
+        key = self._limiter.key_of(peer[0] if isinstance(peer, tuple) else "")
         if self._limiter.acquire(key):
             self._key, self._counted = key, key is not None
             return True

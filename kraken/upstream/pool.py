@@ -12,11 +12,11 @@ Bounded: at most ``max_connections`` per origin, waiters queue in FIFO order for
 bound, not a provider failure, so it must not look like one (a 504 after a long silent wait
 fed the circuit breaker, and one client's idle streams opened the circuit for everyone).
 ``claim(owner)`` bounds what one owner (an API key) holds of the pool to ``per_key_share`` of
-its capacity, so a key cannot starve the others. While the protocol is unknown or h2,
-concurrent acquirers share the one connect in flight instead of racing to open rivals. Idle
-HTTP/1.1 connections are reused newest-first (the warmest TCP window); idle connections of
-both kinds are reaped after ``idle_timeout_s``. The origin comes only from operator
-configuration.
+its capacity, so a key cannot starve the others (off by default: a share of 1). While the
+protocol is unknown or h2, concurrent acquirers share the one connect in flight instead of
+racing to open rivals. Idle HTTP/1.1 connections are reused newest-first (the warmest TCP
+window); idle connections of both kinds are reaped after ``idle_timeout_s``. The origin comes
+only from operator configuration.
 """
 from __future__ import annotations
 
@@ -116,12 +116,12 @@ class OriginPool:
         origin: Origin,
         provider: str,
         *,
-        max_connections: int = 100,
+        max_connections: int = 1024,
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 300.0,
         idle_timeout_s: float = 60.0,
         pool_wait_s: float = 1.0,
-        per_key_share: float = 0.5,
+        per_key_share: float = 1.0,
         ssl_context: ssl.SSLContext | None = None,
     ):
         self.origin = origin

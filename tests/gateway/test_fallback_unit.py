@@ -48,7 +48,8 @@ def router(**routing) -> Router:
     for p in cfg.providers:
         origin = Origin(p.base_url)
         providers[p.name] = Provider(p.name, OpenAICompat(p, origin.base_path, origin.authority),
-                                     OriginPool(origin, p.name))
+                                     OriginPool(origin, p.name, max_connections=100,
+                                                per_key_share=0.5))
     return Router(providers, cfg.models, {}, routing=cfg.routing, rng=random.Random(1),
                   clock=Clock())
 

@@ -130,7 +130,7 @@ def auth(name: str) -> dict[str, str]:
 
 async def test_one_key_holds_only_its_share_and_a_full_pool_never_opens_the_circuit(tmp_path):
     async with running_mock() as mock, kraken(tmp_path, mock.port, max_connections=10,
-                                              pool_wait_s=0.5) as port:
+                                              pool_wait_s=0.5, per_key_share=0.5) as port:
         held: list[HeldStream] = []
         try:
             hog = await asyncio.gather(*(open_stream(port, KEYS["hog"], HANGING)
