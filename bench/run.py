@@ -6,6 +6,10 @@ Every load run is bounded in requests and seconds; every child is stopped by PID
 
     .venv/bin/python bench/run.py                      # all targets, modest defaults (< 2 min on 2 cores)
     .venv/bin/python bench/run.py --targets direct,nginx --json out.json
+
+The burst scenario opens --burst (1000) streams at once, --burst-chunk-delay-ms (50) apart per
+chunk, against Kraken's DEFAULT config but ``trusted_proxies = ["127.0.0.1"]`` (the load client
+stands where a production load balancer would): TTFB p50, failed streams, RSS growth per stream.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +207,10 @@ kind = "openai_compatible"
 base_url = "http://127.0.0.1:{mock_port}/v1"
 api_key = "sk-bench"
 models = ["mock-gpt"]
+
+[limits]
+# The load client stands in for a load balancer: everything else is Kraken's default.
+trusted_proxies = ["127.0.0.1"]
 """)
     return conf
 
@@ -210,11 +219,11 @@ models = ["mock-gpt"]
 
 
 def run_load(url: str, stream: bool, concurrency: int, requests: int, max_seconds: float,
-             warmup: int = 0) -> dict:
+             warmup: int = 0, body: dict | None = None) -> dict:
     """bench/loadgen.py in its own process; returns its JSON summary."""
     cmd = [sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--concurrency", str(concurrency),
            "--requests", str(requests), "--max-seconds", str(max_seconds), "--warmup", str(warmup),
-           "--header", AUTH, "--body", json.dumps(BODY), "--json", "-"]
+           "--header", AUTH, "--body", json.dumps(body or BODY), "--json", "-"]
     if stream:
         cmd.append("--stream")
     try:
@@ -234,10 +243,48 @@ SCENARIOS = (  # name, stream, concurrency, args attribute holding the request c
 )
 
 
+class PeakRss(threading.Thread):
+    """Samples the summed VmRSS of ``pids`` every ``every`` seconds until ``stop``; keeps the max."""
+
+    def __init__(self, pids: list[int], every: float = 0.01):
+        super().__init__(daemon=True)
+        self.pids, self.every, self.peak, self._stop_event = pids, every, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every):
+            self.peak = max(self.peak, memory_kib(self.pids, "VmRSS"))
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+def burst(target: Target, args) -> dict:
+    """``args.burst`` streams opened at once (one connection each), the mock pacing every chunk;
+    the target's RSS sampled throughout for the memory each open stream costs."""
+    pids = target.pids()
+    before, cpu0, sampler = memory_kib(pids, "VmRSS"), cpu_seconds(pids), PeakRss(pids)
+    sampler.start()
+    body = {**BODY, "mock": {"chunks": args.chunks, "chunk_delay_ms": args.burst_chunk_delay_ms}}
+    result = run_load(target.url, True, args.burst, args.burst, args.burst_seconds, body=body)
+    peak = max(sampler.stop(), memory_kib(pids, "VmRSS"), before)
+    result.update(cpu_s=round(cpu_seconds(pids) - cpu0, 3), rss_before_kib=before, rss_peak_kib=peak)
+    result["kib_per_stream"] = round((peak - before) / args.burst, 2) if args.burst else None
+    # every stream that did not end in a 200 with [DONE] (refused, broken, cut by the time cap)
+    result["failed"] = args.burst - result.get("completed", 0) + result.get("bad_stream", 0)
+    return result
+
+
 def measure(target: Target, mock: Target, args) -> None:
     """Warm up, then run each scenario with the target's CPU time read around it."""
     run_load(target.url, True, 32, args.warmup, args.max_seconds / 2)
     run_load(target.url, False, 32, args.warmup, args.max_seconds / 2)
+    if args.burst:  # first, so earlier scenarios' heap growth does not hide its memory
+        result = target.scenarios["burst"] = burst(target, args)
+        print(f"  {target.name:7} {'burst':14} {result.get('completed', 0):6} req "
+              f"TTFB p50 {(result.get('ttfb_ms') or {}).get('p50')} ms  failed {result['failed']}  "
+              f"{result['kib_per_stream']} KiB/stream", flush=True)
     for name, stream, conc, attr in SCENARIOS:
         pids, mock_pids = target.pids(), mock.pids()
         cpu0, mock0 = cpu_seconds(pids), cpu_seconds(mock_pids)
@@ -264,7 +311,11 @@ def metrics(t: Target) -> dict:
     streamed = sum(s.get(n, {}).get("completed", 0) for n in ("stream_c1", "stream_c32"))
     stream_cpu = sum(s.get(n, {}).get("cpu_s", 0) for n in ("stream_c1", "stream_c32"))
     ns = s.get("nonstream_c32", {})
+    b = s.get("burst", {})
     return {
+        "burst_ttfb_p50_ms": pct("burst", "ttfb_ms", "p50"),
+        "burst_failed": b.get("failed"),
+        "burst_kib_per_stream": b.get("kib_per_stream"),
         "stream_c1_ttfb_p50_ms": pct("stream_c1", "ttfb_ms", "p50"),
         "stream_c1_ttfb_p99_ms": pct("stream_c1", "ttfb_ms", "p99"),
         "stream_c1_total_p50_ms": pct("stream_c1", "total_ms", "p50"),
@@ -279,7 +330,10 @@ def metrics(t: Target) -> dict:
     }
 
 
-ROWS = (  # key, label, how to compare with direct: "diff" (ms) or "ratio"
+ROWS = (  # key, label, how to compare with direct: "diff" (ms), "ratio" or "raw"
+    ("burst_ttfb_p50_ms", "burst: N streams at once TTFB p50 ms", "diff"),
+    ("burst_failed", "burst: failed streams", "raw"),
+    ("burst_kib_per_stream", "burst: KiB RSS per open stream", "ratio"),
     ("stream_c1_ttfb_p50_ms", "stream c=1   TTFB p50 ms", "diff"),
     ("stream_c1_ttfb_p99_ms", "stream c=1   TTFB p99 ms", "diff"),
     ("stream_c1_total_p50_ms", "stream c=1   total p50 ms", "diff"),
@@ -297,8 +351,9 @@ ROWS = (  # key, label, how to compare with direct: "diff" (ms) or "ratio"
 def fmt(value, base, how: str, is_base: bool) -> str:
     if value is None:
         return "-"
-    text = f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
-    if is_base or base is None:
+    text = (str(value) if isinstance(value, int) else f"{value:.0f}" if abs(value) >= 1000
+            else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}")
+    if is_base or base is None or how == "raw":
         return text
     if how == "diff":
         return f"{text} ({value - base:+.3f})"
@@ -332,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=10.0, help="cap per scenario")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed response")
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="mock delay between chunks")
+    ap.add_argument("--burst", type=int, default=1000,
+                    help="streams opened at once in the burst scenario (0 = skip it)")
+    ap.add_argument("--burst-chunk-delay-ms", type=float, default=50.0,
+                    help="mock delay between chunks in the burst scenario (sent per request)")
+    ap.add_argument("--burst-seconds", type=float, default=60.0, help="burst scenario time cap")
     ap.add_argument("--kraken-cmd", default="{python} -m kraken serve --demo --config {config}",
                     help="command starting Kraken ({python} and {config} are filled in)")
     ap.add_argument("--start-seconds", type=float, default=30.0, help="wait this long for a target")
@@ -397,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
                 del targets[t.name]
 
+        print(f"burst: {args.burst} streams at once, {args.burst_chunk_delay_ms:g} ms between "
+              f"chunks (Kraken: default config, the load client as a trusted proxy)", flush=True)
         print(f"load: {args.stream1} streamed @1, {args.stream32} streamed @32, {args.nonstream} "
               f"non-stream @32, <= {args.max_seconds:g} s each; {args.chunks} chunks/stream, "
               f"{args.chunk_delay_ms:g} ms between chunks", flush=True)
