@@ -42,6 +42,7 @@ from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.listener import ProtocolSelector, listen_socket
 from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.gateway.request_log import RequestLog
+from kraken.privacy import account_rights
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
 from kraken.providers.anthropic import AnthropicFamily
@@ -197,7 +198,10 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
                                 tolerance_s=cfg.stripe.tolerance_s,
                                 metadata_key=cfg.stripe.customer_metadata_key)
         gateway.add_endpoint(STRIPE_PATH, webhook.handle)
-    account_api.register(gateway, store, redis_url=cfg.limits.redis_url)  # /v1/account
+    accounts = account_api.register(gateway, store, redis_url=cfg.limits.redis_url,
+                                    stripe=cfg.stripe)  # /v1/account
+    account_rights.register(accounts, export_page_rows=cfg.admin.export_page_rows,
+                            keep_billing_records=cfg.retention.keep_billing_records, meter=meter)
     gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
     return cfg, Parts(store, meter, billing, gateway, verifier, limiter, revocations, keyring)
 

@@ -340,6 +340,12 @@ def _stripe(raw: Any, source: str, env: Mapping[str, str]) -> StripeConfig:
         from dataclasses import replace
 
         cfg = replace(cfg, webhook_secret=env[cfg.webhook_secret_env])
+    if not cfg.api_key and cfg.api_key_env and env.get(cfg.api_key_env):
+        from dataclasses import replace
+
+        cfg = replace(cfg, api_key=env[cfg.api_key_env])
+    if not cfg.api_base.startswith(("https://", "http://")):
+        raise ConfigError(f"{source}: stripe.api_base must be an http(s) URL")
     if not cfg.customer_metadata_key:
         raise ConfigError(f"{source}: stripe.customer_metadata_key must not be empty")
     return cfg

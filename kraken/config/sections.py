@@ -210,6 +210,15 @@ class StripeConfig:
     """Signatures older or newer than this are refused (replay protection)."""
     customer_metadata_key: str = "kraken_customer_id"
     """The payment's metadata key holding the Kraken customer id to credit."""
+    api_key: str = field(default="", repr=False)
+    """The secret API key (``sk_...``) for top-ups (``POST /v1/account/wallet/checkout``); or
+    the variable named by ``api_key_env``. Unset: the top-up route answers 503."""
+    api_key_env: str = "STRIPE_SECRET_KEY"
+    api_base: str = "https://api.stripe.com"
+    """Where Checkout Sessions are created (``{api_base}/v1/checkout/sessions``)."""
+    checkout_success_url: str = "https://example.com/kraken/topup/success"
+    checkout_cancel_url: str = "https://example.com/kraken/topup/cancel"
+    """Where Stripe sends the payer back (a client may name its own in the request)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -344,7 +344,7 @@ async def test_unknown_paths_and_methods_answer_in_openai_shape(world: World):
     assert_error(await world.call(owner, "GET", "/v1/account/nothing"), 404, "not_found")
     reply = await world.call(owner, "PUT", "/v1/account")
     assert_error(reply, 405, "method_not_allowed")
-    assert reply.headers["allow"] == "GET, PATCH"
+    assert reply.headers["allow"] == "GET, PATCH, DELETE"
     assert_error(await world.call(owner, "PATCH", "/v1/account", {"plan": "free"}),
                  400, "invalid_value", param="plan")
 

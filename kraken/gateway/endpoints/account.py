@@ -63,7 +63,15 @@ class Caller:
 
 
 Answer = tuple[int, Any]
+"""(status, JSON payload), or (status, a ``Streamed``) for an answer the handler writes itself."""
 RouteHandler = Callable[["AccountApi", Caller, Request, dict[str, str]], Awaitable[Answer]]
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """An answer too large to build in memory: ``send(sink)`` streams it (export)."""
+
+    send: Callable[[ResponseSink], Awaitable[None]]
 
 
 def json_body(req: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -91,12 +99,24 @@ class AccountApi:
         self.gateway = gateway
         self.store = store
         self.redis_url = redis_url
+        self.stripe: Any = None
+        """The ``[stripe]`` settings, for the top-up (set by ``register``)."""
+        self.rights: dict[str, Any] = {}
+        """Settings of the privacy-layer routes (kraken/privacy/account_rights.py)."""
+        self.extra: list[CompiledRoute] = []
+        """Routes served by higher layers (privacy: usage, export, erasure), added by the app."""
+
+    def add_routes(self, table: list[tuple[str, str, str, RouteHandler]]) -> None:
+        self.extra.extend(compile_route(*row) for row in table)
 
     async def handle(self, req: Request, sink: ResponseSink) -> None:
-        handler, action, params = match(req.method, req.path)
+        handler, action, params = match(req.method, req.path, self.extra)
         caller = await self.caller(req)
         require(caller.role, action)  # the one permission check: 403 names the permission
         status, payload = await handler(self, caller, req, params)
+        if isinstance(payload, Streamed):
+            await payload.send(sink)
+            return
         sink.respond(status, [(b"content-type", b"application/json"),
                               (b"cache-control", b"no-store")], orjson.dumps(payload))
 
@@ -157,11 +177,20 @@ async def show_wallet(api: AccountApi, caller: Caller, req: Request, params) -> 
 
 # ---- the route table -----------------------------------------------------------------------
 
+CompiledRoute = tuple[str, "re.Pattern[str]", str, RouteHandler]
+
+
+def compile_route(method: str, path: str, action: str, handler: RouteHandler) -> CompiledRoute:
+    return (method, re.compile(PREFIX + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]{1,64})", path)),
+            action, handler)
+
+
 @cache
-def routes() -> list[tuple[str, re.Pattern[str], str, RouteHandler]]:
+def routes() -> list[CompiledRoute]:
     """The table, built on first use (the handler modules import this one)."""
     from kraken.gateway.endpoints import account_keys as keys
     from kraken.gateway.endpoints import account_members as members
+    from kraken.gateway.endpoints import account_wallet as topup
 
     table = [
         # method, path under /v1/account, the roles.py action it needs, handler
@@ -178,15 +207,16 @@ def routes() -> list[tuple[str, re.Pattern[str], str, RouteHandler]]:
         ("DELETE", "/organisations/{id}/members/{customer}", "manage_members",
          members.remove_member),
         ("GET", "/wallet", "billing", show_wallet),
+        ("POST", "/wallet/checkout", "billing", topup.checkout),
     ]
-    return [(method, re.compile(PREFIX + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]{1,64})", path)),
-             action, handler) for method, path, action, handler in table]
+    return [compile_route(*row) for row in table]
 
 
-def match(method: str, path: str) -> tuple[RouteHandler, str, dict[str, str]]:
+def match(method: str, path: str, extra: list[CompiledRoute] = ()
+          ) -> tuple[RouteHandler, str, dict[str, str]]:
     """The route for (method, path): 404 for an unknown path, 405 naming the methods it takes."""
     allow: list[str] = []
-    for route_method, pattern, action, handler in routes():
+    for route_method, pattern, action, handler in [*routes(), *extra]:
         found = pattern.fullmatch(path)
         if found is None:
             continue
@@ -198,9 +228,11 @@ def match(method: str, path: str) -> tuple[RouteHandler, str, dict[str, str]]:
     raise NotFound(f"Unknown path {path[:100]}")
 
 
-def register(gateway: Gateway, store, *, redis_url: str | None = None) -> AccountApi:
+def register(gateway: Gateway, store, *, redis_url: str | None = None,
+             stripe: Any = None) -> AccountApi:
     """Serve the account API on ``gateway``'s listener, over ``store``."""
     api = AccountApi(gateway, store, redis_url=redis_url)
+    api.stripe = stripe
     gateway.add_endpoint(PREFIX, api.handle, None)
     gateway.add_endpoint(PREFIX + "/*", api.handle, None)
     return api
