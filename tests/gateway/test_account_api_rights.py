@@ -47,6 +47,7 @@ class MockStripe:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, str]]] = []
         self.port = 0
+        self.refuse_next = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -57,7 +58,9 @@ class MockStripe:
         n = len(self.calls)
         ok = lines[0] == "POST /v1/checkout/sessions HTTP/1.1" \
             and headers.get("authorization") == f"Bearer {STRIPE_KEY}" \
-            and headers.get("content-type") == "application/x-www-form-urlencoded"
+            and headers.get("content-type") == "application/x-www-form-urlencoded" \
+            and not self.refuse_next
+        self.refuse_next = False
         body = orjson.dumps({"id": f"cs_test_{n}", "object": "checkout.session",
                              "url": f"https://checkout.stripe.com/c/pay/cs_test_{n}"} if ok else
                             {"error": {"type": "invalid_request_error"}})
@@ -215,6 +218,16 @@ async def test_checkout_creates_a_session_and_the_signed_webhook_credits_the_wal
                        "stripe-signature": f"t={t},v1={sign(WHSEC, t, event)}"})
     assert hook.status == 200, hook.body
     assert await wallet.balance(w.store, owner.customer_id) == before + 25_000_000
+
+
+async def test_a_session_stripe_refuses_is_a_502_and_nothing_is_audited(env):
+    w, stripe, *_ = env
+    stripe.refuse_next = True
+    audits = await audited(w, w.personal, "wallet.checkout")
+    reply = await w.call(w.personal, "POST", "/v1/account/wallet/checkout", {"amount_usd": 5})
+    error = assert_error(reply, 502, "stripe_failed")
+    assert STRIPE_KEY not in error["message"] and "401" in error["message"]
+    assert await audited(w, w.personal, "wallet.checkout") == audits
 
 
 @pytest.mark.parametrize("role", ["admin", "developer", "restricted"])
