@@ -23,45 +23,61 @@ _MOVE_ANCHOR = (
 
 
 class SqliteAuditRepo:
-    """Stateless: one instance serves every SqliteStore and transaction."""
+    """Stateless: one instance serves every SqliteStore and transaction.
+
+    The statements are written once, in SQLite's spelling; PostgreSQL's repository
+    (kraken/store/postgres/audit.py) renames the placeholders (``sql``) and serialises the
+    appends of several hosts (``serialise``)."""
 
     __slots__ = ()
 
+    @staticmethod
+    def sql(statement: str) -> str:
+        """``statement`` in this backend's placeholder spelling."""
+        return statement
+
+    async def serialise(self, tx: Any) -> None:
+        """Make this transaction the chain's only writer until it ends (SQLite: BEGIN IMMEDIATE
+        already did)."""
+
     async def head(self, tx: Any) -> tuple[int, str] | None:
+        await self.serialise(tx)
         row = await tx.fetch_one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         if row is None:
             row = await tx.fetch_one(_ANCHOR)
         return (int(row[0]), str(row[1])) if row else None
 
     async def insert(self, tx: Any, row: Sequence[Any]) -> None:
-        await tx.execute(_INSERT, tuple(row))
+        await tx.execute(self.sql(_INSERT), tuple(row))
 
     async def redact(self, tx: Any, customer_id: str) -> int:
-        n = await tx.execute("UPDATE audit_log SET target = NULL, subject = NULL WHERE subject = ?",
-                             (customer_id,))
-        return n + await tx.execute("UPDATE audit_log SET target = NULL WHERE target = ?",
-                                    (customer_id,))
+        n = await tx.execute(self.sql(
+            "UPDATE audit_log SET target = NULL, subject = NULL WHERE subject = ?"), (customer_id,))
+        return n + await tx.execute(
+            self.sql("UPDATE audit_log SET target = NULL WHERE target = ?"), (customer_id,))
 
     async def anchor(self, q: Reader) -> tuple[int, str] | None:
         rows = await q.fetch_all(_ANCHOR)
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     async def rows(self, q: Reader, first_seq: int, last_seq: int, limit: int) -> list[tuple]:
-        return await q.fetch_all(
-            f"SELECT {_COLUMNS} FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
+        return await q.fetch_all(self.sql(
+            f"SELECT {_COLUMNS} FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?"),
             (first_seq, last_seq, limit))
 
     async def lowest_seq_below(self, q: Reader, seq: int) -> int | None:
-        rows = await q.fetch_all("SELECT MIN(seq) FROM audit_log WHERE seq < ?", (seq,))
+        rows = await q.fetch_all(self.sql("SELECT MIN(seq) FROM audit_log WHERE seq < ?"), (seq,))
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def purge_point(self, q: Reader, cutoff_ts: float) -> tuple[int, str] | None:
-        rows = await q.fetch_all(_PURGE_POINT, (cutoff_ts, cutoff_ts))
+        cutoff = float(cutoff_ts)
+        rows = await q.fetch_all(self.sql(_PURGE_POINT), (cutoff, cutoff))
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     async def purge(self, tx: Any, last_seq: int, last_hash: str, now: float) -> int:
-        await tx.execute(_MOVE_ANCHOR, (last_seq, last_hash, now))
-        return await tx.execute("DELETE FROM audit_log WHERE seq <= ?", (last_seq,))
+        await self.serialise(tx)  # it moves the anchor ``head`` may fall back to
+        await tx.execute(self.sql(_MOVE_ANCHOR), (last_seq, last_hash, float(now)))
+        return await tx.execute(self.sql("DELETE FROM audit_log WHERE seq <= ?"), (last_seq,))
 
     async def entries(self, q: Reader, after_seq: int, limit: int,
                       subject: str | None) -> list[tuple]:
@@ -70,7 +86,7 @@ class SqliteAuditRepo:
         if subject is not None:
             sql += " AND subject = ?"
             params.append(subject)
-        return await q.fetch_all(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        return await q.fetch_all(self.sql(sql + " ORDER BY seq LIMIT ?"), (*params, limit))
 
 
 AUDIT = SqliteAuditRepo()
