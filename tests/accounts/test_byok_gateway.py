@@ -159,6 +159,18 @@ async def test_byok_key_used_for_its_customer_only_and_dropped_on_delete(tmp_pat
     assert_secret_not_on_disk(tmp_path)
 
 
+async def write_db(path: Path, sql: str, params: tuple) -> None:
+    """One write from outside Kraken, in a thread: Kraken runs in this event loop, and a
+    blocking wait for its write lock here would keep it from ever releasing it."""
+    def write() -> None:
+        conn = sqlite3.connect(path, timeout=30)
+        with conn:
+            conn.execute(sql, params)
+        conn.close()
+
+    await anyio.to_thread.run_sync(write)
+
+
 async def test_swapped_ciphertext_is_refused_and_rotation_keeps_keys_usable(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     v1, v2 = masterkey.new_entry(1), masterkey.new_entry(2)
@@ -177,12 +189,10 @@ async def test_swapped_ciphertext_is_refused_and_rotation_keeps_keys_usable(tmp_
             assert (await chat(k.port, KEY_A)).status == 200
             assert upstream_credential(mock) == b"Bearer " + BYOK_SECRET.encode()
             # An attacker with write access copies A's ciphertext to B: it must not decrypt.
-            conn = sqlite3.connect(tmp_path / "kraken.db")
-            with conn:
-                conn.execute("INSERT INTO byok_keys SELECT ?, provider, key_version, nonce,"
-                             " ciphertext, created_at, updated_at FROM byok_keys"
-                             " WHERE customer_id = ?", (b, a))
-            conn.close()
+            await write_db(tmp_path / "kraken.db",
+                           "INSERT INTO byok_keys SELECT ?, provider, key_version, nonce,"
+                           " ciphertext, created_at, updated_at FROM byok_keys"
+                           " WHERE customer_id = ?", (b, a))
             seen = len(mock.requests)
 
             async def refused() -> bool:
@@ -194,10 +204,8 @@ async def test_swapped_ciphertext_is_refused_and_rotation_keeps_keys_usable(tmp_
                     await anyio.sleep(0.02)
             assert all(r.header(b"authorization") != b"Bearer " + BYOK_SECRET.encode()
                        for r in list(mock.requests)[seen:] if r.index >= seen)
-            conn = sqlite3.connect(tmp_path / "kraken.db")
-            with conn:
-                conn.execute("DELETE FROM byok_keys WHERE customer_id = ?", (b,))
-            conn.close()
+            await write_db(tmp_path / "kraken.db",
+                           "DELETE FROM byok_keys WHERE customer_id = ?", (b,))
 
         # Rotation: add version 2, re-encrypt, remove version 1, restart.
         key_file.write_text(f"{v1}\n{v2}\n")
