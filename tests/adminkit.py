@@ -55,7 +55,16 @@ async def admin_kraken(tmp: Path, **sections: Any) -> AsyncIterator[tuple[Admin,
             yield Admin(port, k.db_path), k
 
 
-def insert_requests(db_path: Path, customer_id: str | None, n: int, *, start_ts: float | None = None,
+async def insert_requests(*args: Any, **kw: Any) -> list[str]:
+    """Request metadata rows written with plain sqlite3 (as the meter would), in a thread: an
+    in-process Kraken runs in this event loop, and a blocking wait for its write lock here
+    would keep it from releasing it."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(lambda: _insert_requests(*args, **kw))
+
+
+def _insert_requests(db_path: Path, customer_id: str | None, n: int, *, start_ts: float | None = None,
                     model: str = "mock-gpt", latency: Any = None, error_every: int = 0,
                     prefix: str = "req") -> list[str]:
     """Request metadata rows written with plain sqlite3 (as the meter would)."""

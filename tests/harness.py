@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -247,6 +248,21 @@ async def http(port: int, method: str, path: str, body: bytes = b"",
     finally:
         writer.close()
     return Reply(status, out_headers, b"".join(chunks))
+
+
+async def write_db(path: Path | str, sql: str, params: tuple = ()) -> None:
+    """One write to a Kraken database from outside Kraken, in a thread: an in-process Kraken
+    runs in this event loop, and a blocking wait here for its write lock would keep it from
+    ever releasing it (then "database is locked")."""
+    import anyio.to_thread
+
+    def write() -> None:
+        conn = sqlite3.connect(path, timeout=30)
+        with conn:
+            conn.execute(sql, params)
+        conn.close()
+
+    await anyio.to_thread.run_sync(write)
 
 
 def db_rows(db_path) -> list[dict]:

@@ -13,6 +13,7 @@ import anyio
 import orjson
 import pytest
 from harness import (
+    write_db,
     PROVIDER_KEY,
     auth_headers,
     db_rows,
@@ -157,18 +158,6 @@ async def test_byok_key_used_for_its_customer_only_and_dropped_on_delete(tmp_pat
     assert (b, 1) not in by_customer
     assert BYOK_SECRET not in caplog.text
     assert_secret_not_on_disk(tmp_path)
-
-
-async def write_db(path: Path, sql: str, params: tuple) -> None:
-    """One write from outside Kraken, in a thread: Kraken runs in this event loop, and a
-    blocking wait for its write lock here would keep it from ever releasing it."""
-    def write() -> None:
-        conn = sqlite3.connect(path, timeout=30)
-        with conn:
-            conn.execute(sql, params)
-        conn.close()
-
-    await anyio.to_thread.run_sync(write)
 
 
 async def test_swapped_ciphertext_is_refused_and_rotation_keeps_keys_usable(tmp_path, caplog):

@@ -148,9 +148,9 @@ async def test_usage_by_model_and_day_with_percentiles_and_error_rate(tmp_path):
         a, b = await admin.customer(), await admin.customer()
         start = 1_767_225_600.0  # 2026-01-01T00:00:00Z
         # latencies 1..100 ms: nearest-rank p50 = 50, p95 = 95; every 10th an error.
-        insert_requests(k.db_path, a["id"], 100, start_ts=start, latency=lambda i: float(i + 1),
+        await insert_requests(k.db_path, a["id"], 100, start_ts=start, latency=lambda i: float(i + 1),
                         error_every=10)
-        insert_requests(k.db_path, b["id"], 3, start_ts=start + 86_400, model="other")
+        await insert_requests(k.db_path, b["id"], 3, start_ts=start + 86_400, model="other")
         by_model = await admin.ok("GET", "/admin/usage?group_by=model")
         rows = {r["group"]: r for r in by_model["data"]}
         mg = rows["mock-gpt"]

@@ -35,8 +35,8 @@ def test_admin_token_prints_a_token_and_the_hash_to_configure():
 async def test_usage_and_audit_as_tables_and_json(tmp_path):
     async with admin_kraken(tmp_path) as (admin, k):
         cus = await admin.customer()
-        insert_requests(k.db_path, cus["id"], 20, latency=lambda i: float(i + 1), error_every=5)
-        insert_requests(k.db_path, cus["id"], 4, model="other-model")
+        await insert_requests(k.db_path, cus["id"], 20, latency=lambda i: float(i + 1), error_every=5)
+        await insert_requests(k.db_path, cus["id"], 4, model="other-model")
         db = k.db_path
     cfg = tmp_path / "cli.toml"
     write_toml(cfg, {"store": {"path": str(db)}})

@@ -63,7 +63,7 @@ async def test_sql_metacharacters_through_every_text_field(tmp_path):
         owner = await admin.customer()
         org = await admin.ok("POST", "/admin/organisations", {"name": "o", "owner_id": owner["id"]}, 201)
         key = (await admin.ok("POST", "/admin/keys", {"customer_id": owner["id"]}, 201))["key"]
-        insert_requests(k.db_path, owner["id"], 3)
+        await insert_requests(k.db_path, owner["id"], 3)
         tables = _tables(k.db_path)
         accepted = 0
         for value in NASTY:
@@ -171,7 +171,7 @@ def _kraken(*args: str) -> subprocess.CompletedProcess:
 async def test_cli_inputs_are_validated_naming_the_option(tmp_path):
     async with admin_kraken(tmp_path) as (admin, k):
         cus = await admin.customer()
-        insert_requests(k.db_path, cus["id"], 2)
+        await insert_requests(k.db_path, cus["id"], 2)
         db = k.db_path
     cfg = tmp_path / "cli.toml"
     write_toml(cfg, {"store": {"path": str(db)}})

@@ -22,6 +22,7 @@ from kraken.billing.plans import PlanBook
 from kraken.billing.settings import billing_settings
 from kraken.store import SqliteStore
 from tests.harness import (
+    write_db,
     auth_headers,
     db_rows,
     http,
@@ -228,9 +229,9 @@ async def test_customer_plan_comes_from_the_customers_table(tmp_path):
         async with running_kraken(doc) as k:
             r = await http(k.port, "POST", "/v1/chat/completions", chat(), auth_headers())
             assert r.status == 403
-            with sqlite3.connect(k.db_path) as conn:
-                conn.execute("INSERT INTO customers (id, email, plan, created_at) VALUES (?, ?, ?, ?)",
-                             ("cust_1", "a@example.com", "pro", time.time()))
+            await write_db(k.db_path,
+                           "INSERT INTO customers (id, email, plan, created_at) VALUES (?, ?, ?, ?)",
+                           ("cust_1", "a@example.com", "pro", time.time()))
 
             async def upgraded():
                 r = await http(k.port, "POST", "/v1/chat/completions", chat(), auth_headers())

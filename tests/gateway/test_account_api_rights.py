@@ -92,7 +92,14 @@ async def env(tmp_path_factory):
         server.close()
 
 
-def insert(db: Path, customer: str, key_id: str, n: int, *, cost: float | None = 0.001) -> None:
+async def insert(*args: Any, **kw: Any) -> None:
+    """Rows written from outside Kraken, in a thread (Kraken runs in this event loop)."""
+    import anyio.to_thread
+
+    await anyio.to_thread.run_sync(lambda: _insert(*args, **kw))
+
+
+def _insert(db: Path, customer: str, key_id: str, n: int, *, cost: float | None = 0.001) -> None:
     with sqlite3.connect(db, timeout=30) as conn:
         for i in range(n):
             conn.execute(
@@ -108,9 +115,9 @@ def insert(db: Path, customer: str, key_id: str, n: int, *, cost: float | None =
 async def test_usage_is_own_for_developers_and_the_organisations_for_admins_and_owners(env):
     w, _, _, db = env
     dev, adm = w.members["developer"], w.members["admin"]
-    insert(db, dev.customer_id, dev.key_id, 3)
-    insert(db, adm.customer_id, adm.key_id, 2)
-    insert(db, w.foreign.customer_id, w.foreign.key_id, 4)
+    await insert(db, dev.customer_id, dev.key_id, 3)
+    await insert(db, adm.customer_id, adm.key_id, 2)
+    await insert(db, w.foreign.customer_id, w.foreign.key_id, 4)
 
     mine = (await w.call(dev, "GET", "/v1/account/usage")).json()
     assert mine["scope"] == "customer"
@@ -125,7 +132,7 @@ async def test_usage_is_own_for_developers_and_the_organisations_for_admins_and_
     foreign = (await w.call(w.foreign, "GET", "/v1/account/usage")).json()
     assert foreign["total"]["requests"] == 4
 
-    insert(db, adm.customer_id, adm.key_id, 1, cost=None)  # usage without a price
+    await insert(db, adm.customer_id, adm.key_id, 1, cost=None)  # usage without a price
     org = (await w.call(w.members["owner"], "GET", "/v1/account/usage")).json()
     assert org["total"]["unpriced"] == 1 and org["total"]["cost_usd"] is None
     assert (await w.call(dev, "GET", "/v1/account/usage")).json()["total"]["cost_usd"] \
@@ -139,7 +146,7 @@ async def test_usage_is_own_for_developers_and_the_organisations_for_admins_and_
 async def test_export_is_complete_and_only_the_callers_own(env):
     w, _, _, db = env
     dev = w.members["developer"]
-    insert(db, dev.customer_id, dev.key_id, 2)
+    await insert(db, dev.customer_id, dev.key_id, 2)
     expected = [r["request_id"] for r in db_rows(db) if r["customer_id"] == dev.customer_id]
     reply = await w.call(dev, "GET", "/v1/account/export")
     assert reply.status == 200 and reply.headers["content-type"] == "application/x-ndjson"

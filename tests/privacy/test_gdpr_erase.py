@@ -125,9 +125,9 @@ async def test_erasure_leaves_no_trace_in_db_wal_or_shm_of_a_real_process(tmp_pa
 async def test_billing_retention_keeps_rows_under_an_irreversible_tombstone(tmp_path):
     async with admin_kraken(tmp_path, retention={"keep_billing_records": True}) as (admin, k):
         cus = await admin.customer()
-        insert_requests(k.db_path, cus["id"], 12)
+        await insert_requests(k.db_path, cus["id"], 12)
         other = await admin.customer()
-        insert_requests(k.db_path, other["id"], 2)
+        await insert_requests(k.db_path, other["id"], 2)
         report = await admin.ok("DELETE", f"/admin/customers/{cus['id']}")
         assert report["requests_tombstoned"] == 12 and report["requests_deleted"] == 0
         rows = db_rows(k.db_path)
@@ -157,7 +157,7 @@ def _kraken(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
 async def test_cli_erase_needs_yes_then_erases_and_audits(tmp_path):
     async with admin_kraken(tmp_path) as (admin, k):
         cus = await admin.customer()
-        insert_requests(k.db_path, cus["id"], 3)
+        await insert_requests(k.db_path, cus["id"], 3)
         db = k.db_path
     cfg = tmp_path / "cli.toml"
     write_toml(cfg, {"store": {"path": str(db)}})
@@ -184,7 +184,7 @@ async def test_records_flushed_after_the_erasure_are_swept(tmp_path):
     async with admin_kraken(tmp_path) as (admin, k):
         cus = await admin.customer()
         await admin.ok("DELETE", f"/admin/customers/{cus['id']}")
-        insert_requests(k.db_path, cus["id"], 3)  # as the meter would, late
+        await insert_requests(k.db_path, cus["id"], 3)  # as the meter would, late
         store = await SqliteStore.open(str(k.db_path))
         try:
             assert await sweep_requests(store, cus["id"]) == 3

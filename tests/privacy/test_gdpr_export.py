@@ -21,9 +21,9 @@ async def _customer_with_data(admin, k, n_requests: int) -> tuple[dict, list[str
     created = await admin.ok("POST", "/admin/keys", {"customer_id": cus["id"], "name": "laptop"}, 201)
     other = await admin.customer()
     # Same second for several rows: keyset paging must not skip or repeat ties.
-    ids = insert_requests(k.db_path, cus["id"], n_requests, latency=lambda i: 5.0)
-    insert_requests(k.db_path, cus["id"], 4, start_ts=1_000.0)
-    insert_requests(k.db_path, other["id"], 5)
+    ids = await insert_requests(k.db_path, cus["id"], n_requests, latency=lambda i: 5.0)
+    await insert_requests(k.db_path, cus["id"], 4, start_ts=1_000.0)
+    await insert_requests(k.db_path, other["id"], 5)
     return cus, ids, created["secret"], org["id"]
 
 

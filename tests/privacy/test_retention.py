@@ -37,8 +37,8 @@ async def _seed(db, now: float) -> None:
                                target="cus_x", now=now - days * DAY_S)
     finally:
         await store.close()
-    insert_requests(db, "cus_x", 3, start_ts=now - 400 * DAY_S, prefix="old")
-    insert_requests(db, "cus_x", 2, start_ts=now - DAY_S, prefix="new")
+    await insert_requests(db, "cus_x", 3, start_ts=now - 400 * DAY_S, prefix="old")
+    await insert_requests(db, "cus_x", 2, start_ts=now - DAY_S, prefix="new")
 
 
 async def test_purge_once_keeps_requests_by_default_and_drops_old_audit(tmp_path):
