@@ -18,12 +18,14 @@ import glob
 import itertools
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -165,3 +167,28 @@ def pg_dsn(pg_server: PostgresServer) -> str:
     """DSN of a fresh, empty database for one test."""
     return pg_server.create_database()
 
+
+@dataclass
+class StoreBackend:
+    """One store backend under test: ``name`` "sqlite" (``target`` the file's path) or
+    "postgres" (``target`` the database's DSN)."""
+
+    name: str
+    target: str
+
+    async def open(self) -> Any:
+        """Another store on the same database (as another process or host would open it)."""
+        if self.name == "sqlite":
+            from kraken.store.sqlite import SqliteStore
+
+            return await SqliteStore.open(self.target)
+        from kraken.store.postgres import PostgresStore
+
+        return await PostgresStore.open(self.target, pool_size=2)
+
+    def sql(self, text: str) -> str:
+        """``text`` with this backend's placeholders (``?`` numbered for PostgreSQL)."""
+        if self.name == "sqlite":
+            return text
+        numbers = iter(range(1, 1000))
+        return re.sub(r"\?", lambda _: f"${next(numbers)}", text)

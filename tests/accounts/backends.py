@@ -13,38 +13,18 @@ directory after a checkpoint), for tests proving a secret is never stored.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from postgres_server import pg_server  # noqa: F401  (module-scoped fixture)
-from kraken.store.sqlite import SqliteStore
+from postgres_server import StoreBackend, pg_server  # noqa: F401  (module-scoped fixture)
 
 
 @dataclass
-class Backend:
-    name: str
-    target: str
-    """The SQLite file's path, or the PostgreSQL database's DSN."""
+class Backend(StoreBackend):
     files: Path
     """Where the bytes land: the SQLite file's directory, or the server's data directory."""
-
-    async def open(self) -> Any:
-        """Another store on the same database (as another process or host would open it)."""
-        if self.name == "sqlite":
-            return await SqliteStore.open(self.target)
-        from kraken.store.postgres import PostgresStore
-
-        return await PostgresStore.open(self.target, pool_size=2)
-
-    def sql(self, text: str) -> str:
-        if self.name == "sqlite":
-            return text
-        numbers = iter(range(1, 1000))
-        return re.sub(r"\?", lambda _: f"${next(numbers)}", text)
 
     async def tables(self, store) -> set[str]:
         if self.name == "sqlite":

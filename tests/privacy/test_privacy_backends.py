@@ -6,7 +6,6 @@ files (database, WAL, shared memory), or a ``pg_dump`` of the PostgreSQL databas
 """
 from __future__ import annotations
 
-import re
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import anyio
 import orjson
 import pytest
 
-from postgres_server import bin_dir, pg_server  # noqa: F401  (module-scoped fixture)
+from postgres_server import StoreBackend, bin_dir, pg_server  # noqa: F401  (module-scoped fixture)
 from kraken import audit
 from kraken.accounts import apikeys, service
 from kraken.config import RetentionConfig
@@ -25,7 +24,6 @@ from kraken.privacy import retention
 from kraken.privacy.erase import erase_customer, sweep_requests
 from kraken.privacy.export import export_stream
 from kraken.store.record import FIELD_NAMES, RequestRecord
-from kraken.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
 PAGE = 3
@@ -33,24 +31,8 @@ DAY_S = retention.DAY_S
 
 
 @dataclass
-class Backend:
-    name: str
-    target: str
-    """The SQLite file's path, or the PostgreSQL database's DSN."""
+class Backend(StoreBackend):
     server: Any = None
-
-    async def open(self) -> Any:
-        if self.name == "sqlite":
-            return await SqliteStore.open(self.target)
-        from kraken.store.postgres import PostgresStore
-
-        return await PostgresStore.open(self.target, pool_size=2)
-
-    def sql(self, text: str) -> str:
-        if self.name == "sqlite":
-            return text
-        numbers = iter(range(1, 1000))
-        return re.sub(r"\?", lambda _: f"${next(numbers)}", text)
 
     def copy(self) -> bytes:
         """What an operator's copy of the database holds: the SQLite files' bytes (after the
