@@ -49,7 +49,9 @@ from kraken.providers.anthropic import AnthropicFamily
 from kraken.providers.azure_openai import AzureOpenAI
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.store.errors import StoreError
-from kraken.store.sqlite import SqliteStore
+from kraken.config.store import describe as describe_store
+from kraken.store.interface import Store
+from kraken.store.open import open_store
 from kraken.upstream.pool import Origin, OriginPool
 
 log = logging.getLogger("kraken")
@@ -60,6 +62,8 @@ deadline: they stay in the crash journal and are replayed at the next start."""
 FLUSH_MIN_S = 2.0
 """The final flush gets at least this long even when in-flight responses used the whole
 drain deadline (systemd's TimeoutStopSec and the workers' supervisor allow for it)."""
+ACCOUNTS_POOL_SIZE = 2
+"""PostgreSQL connections for key lookups, revocation and BYOK polls (SQLite: one connection)."""
 
 
 async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
@@ -112,8 +116,15 @@ def _build_router(cfg: Config, stack: contextlib.AsyncExitStack, prices: PriceTa
                   prices=prices)
 
 
-async def _open_store(cfg: Config) -> SqliteStore:
-    """The SQLite store; a path that cannot be opened is a config error naming store.path."""
+async def _open_store(cfg: Config, *, pool_size: int | None = None) -> Store:
+    """The configured store; one that cannot be opened is a one-line config error naming
+    store.path (SQLite) or where PostgreSQL is (never its password)."""
+    if cfg.store.backend == "postgres":
+        try:
+            return await open_store(cfg.store, pool_size=pool_size)
+        except StoreError as exc:
+            raise ConfigError(f"{cfg.source}: store.dsn: cannot open "
+                              f"{describe_store(cfg.store)}: {exc}") from None
     path = cfg.store.path
     if os.path.isdir(path):
         raise ConfigError(f"{cfg.source}: store.path: {path!r} is a directory, not a file")
@@ -121,7 +132,7 @@ async def _open_store(cfg: Config) -> SqliteStore:
         # Tried synchronously first: after a failed connect, aiosqlite's worker thread may
         # report to an event loop that is already closed (a traceback at exit).
         sqlite3.connect(path).close()
-        return await SqliteStore.open(path, busy_timeout_ms=cfg.store.busy_timeout_ms)
+        return await open_store(cfg.store)
     except (sqlite3.Error, StoreError, OSError) as exc:
         raise ConfigError(f"{cfg.source}: store.path: cannot open {path!r}: {exc}") from None
 
@@ -130,7 +141,7 @@ async def _open_store(cfg: Config) -> SqliteStore:
 class Parts:
     """What startup wired, handed to listening, serving and draining."""
 
-    store: SqliteStore
+    store: Store
     meter: Meter
     billing: BillingGuard
     gateway: Gateway
@@ -177,9 +188,8 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
     await billing.refresh(store)  # balances, monthly usage and plans before serving
     cfg = await _start_mocks(cfg, stack)
     router = _build_router(cfg, stack, settings.prices)
-    # Accounts read on their own connection, so key lookups never queue behind the writer.
-    accounts_store = await SqliteStore.open(cfg.store.path,
-                                            busy_timeout_ms=cfg.store.busy_timeout_ms)
+    # Accounts read on their own connection (pool), so key lookups never queue behind the writer.
+    accounts_store = await _open_store(cfg, pool_size=ACCOUNTS_POOL_SIZE)
     stack.push_async_callback(accounts_store.close)
     verifier = KeyVerifier(cfg.keys, cfg.auth, source=DbKeySource(accounts_store))
     stack.callback(verifier.close)
@@ -206,7 +216,7 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
     return cfg, Parts(store, meter, billing, gateway, verifier, limiter, revocations, keyring)
 
 
-async def _recovered_meter(cfg: Config, store: SqliteStore, billing: BillingGuard,
+async def _recovered_meter(cfg: Config, store: Store, billing: BillingGuard,
                            worker: int | None) -> Meter:
     """This process's meter, after every journal segment left on disk is in the store."""
     journal_dir, stale = workers.journal_dirs(cfg, worker)

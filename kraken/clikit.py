@@ -37,14 +37,11 @@ def load_config(path: str | None) -> Any:
 
 @contextlib.asynccontextmanager
 async def open_store(cfg: Any) -> AsyncIterator[Any]:
-    """The configured SQLite store, closed on the way out."""
-    from kraken.store.sqlite import SqliteStore
+    """The configured store (SQLite or PostgreSQL), closed on the way out."""
+    from kraken.store.open import opened_store
 
-    store = await SqliteStore.open(cfg.store.path, busy_timeout_ms=cfg.store.busy_timeout_ms)
-    try:
+    async with opened_store(cfg.store, pool_size=2) as store:
         yield store
-    finally:
-        await store.close()
 
 
 def run_with_store(command: Callable[[argparse.Namespace, Any, Any], Awaitable[int]]

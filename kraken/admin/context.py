@@ -5,12 +5,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kraken.config import Config
-from kraken.store.sqlite import SqliteStore
+from kraken.store.interface import Store
 
 
 @dataclass
 class AdminContext:
-    store: SqliteStore
+    store: Store
     cfg: Config
     meter: Any = None
     """The running process's Meter: erasure waits for its queue before the final sweep."""

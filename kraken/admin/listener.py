@@ -19,18 +19,21 @@ from kraken.admin.routes import build
 from kraken.config import Config
 from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.listener import ProtocolSelector, listen_socket
-from kraken.store.sqlite import SqliteStore
+from kraken.store.interface import Store
+from kraken.store.open import open_store
 
 log = logging.getLogger("kraken.admin")
+ADMIN_POOL_SIZE = 2
+"""PostgreSQL connections for admin work (SQLite: one connection of its own)."""
 
 
-async def start_admin(cfg: Config, store: SqliteStore, connections: set, *, meter: Any = None,
+async def start_admin(cfg: Config, store: Store, connections: set, *, meter: Any = None,
                       keyring: Any = None, verifier: Any = None, limiter: Any = None,
                       stack: contextlib.AsyncExitStack | None = None) -> asyncio.AbstractServer:
     """Listen on ``[admin] host:port``; connections join ``connections`` so shutdown drains them.
 
     No SO_REUSEPORT: with ``workers > 1`` only one process (worker 0) serves admin. Given
-    ``stack``, admin work gets its own SQLite connection (closed with the stack): a long usage
+    ``stack``, admin work gets its own store connection (closed with the stack): a long usage
     query or export then never holds the lock the meter's batch writer needs (WAL lets
     readers and the writer proceed side by side).
     """
@@ -41,8 +44,7 @@ async def start_admin(cfg: Config, store: SqliteStore, connections: set, *, mete
     # connections are at least queued in the backlog, never refused.
     try:
         if stack is not None:
-            store = await SqliteStore.open(cfg.store.path,
-                                           busy_timeout_ms=cfg.store.busy_timeout_ms)
+            store = await open_store(cfg.store, pool_size=ADMIN_POOL_SIZE)
             stack.push_async_callback(store.close)
         app = build(AdminContext(store, cfg, meter=meter, keyring=keyring, verifier=verifier,
                                  limiter=limiter))

@@ -17,6 +17,7 @@ from kraken.config.fields import (
     above_zero, at_least, check_host, check_limit_values, check_port, check_url, is_sha256_hex,
 )
 from kraken.config.fields import section as _section
+from kraken.config.store import store_section
 from kraken.config.presets import MOCK_KINDS, PROVIDER_PRESETS, STREAM_USAGE_MODES, TASK_TYPES
 from kraken.config.sections import (
     DEMO_KEY, LOG_LEVELS, AdminConfig, AuthConfig, ByokConfig, Config, ConfigError, KeyConfig,
@@ -269,7 +270,7 @@ def from_mapping(
     cfg = Config(
         server=_section(ServerConfig, raw.get("server"), "server", source),
         tls=_section(TLSConfig, raw.get("tls"), "tls", source),
-        store=_section(StoreConfig, raw.get("store"), "store", source),
+        store=store_section(raw.get("store"), source, env),
         meter=_section(MeterConfig, raw.get("meter"), "meter", source),
         auth=_section(AuthConfig, raw.get("auth"), "auth", source),
         admin=_admin(raw.get("admin"), source),

@@ -67,12 +67,23 @@ class TLSConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """Where metadata lives: SQLite file (embedded default) and the crash journal."""
+    """Where state lives: one SQLite file (embedded default) or a PostgreSQL shared by several
+    hosts; and this host's crash journal, which is always local."""
 
+    backend: str = "sqlite"
+    """``"sqlite"`` (one host, zero setup) or ``"postgres"`` (many hosts on one database)."""
     path: str = "kraken.db"
+    """SQLite only: the database file."""
+    dsn: str = ""
+    """PostgreSQL only: ``postgresql://user@host/db`` (or ``KRAKEN_DATABASE_URL``)."""
+    pool_size: int = 8
+    """PostgreSQL only: connections per pool (the writer's, and the key lookups' own)."""
+    statement_timeout_ms: int = 5000
+    """PostgreSQL only: a statement running longer is cancelled and retried as a busy store."""
     journal_dir: str = ""
-    """Defaults to ``<path>.journal`` beside the database."""
+    """Defaults to ``<path>.journal`` beside SQLite's file, ``kraken.journal`` with PostgreSQL."""
     busy_timeout_ms: int = 5000
+    """SQLite only: how long a write waits for the file's lock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,4 +381,6 @@ class Config:
 
     @property
     def journal_dir(self) -> str:
-        return self.store.journal_dir or self.store.path + ".journal"
+        if self.store.journal_dir:
+            return self.store.journal_dir
+        return "kraken.journal" if self.store.backend == "postgres" else self.store.path + ".journal"
