@@ -48,6 +48,7 @@ from kraken.meter.writer import Meter
 from kraken.providers.anthropic import AnthropicFamily
 from kraken.providers.azure_openai import AzureOpenAI
 from kraken.providers.openai_compat import OpenAICompat
+from kraken.providers.vertex import VertexFamily
 from kraken.store.errors import StoreError
 from kraken.config.store import describe as describe_store
 from kraken.store.interface import Store
@@ -90,7 +91,7 @@ async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
 
 
 FAMILIES = {"anthropic": AnthropicFamily, "mock_anthropic": AnthropicFamily,
-            "azure_openai": AzureOpenAI}
+            "azure_openai": AzureOpenAI, "vertex": VertexFamily}
 """The wire family of each provider kind that is not OpenAI-compatible as it stands."""
 
 

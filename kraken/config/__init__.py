@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kraken.config.azure import azure_options
+from kraken.config.vertex import vertex_options
 from kraken.config.fields import (
     above_zero, at_least, check_host, check_limit_values, check_port, check_url, is_sha256_hex,
 )
@@ -53,6 +54,7 @@ def _provider(name: str, raw: Any, source: str, env: Mapping[str, str]) -> Provi
     if not isinstance(key_env, str):
         raise ConfigError(f"{source}: providers.{name}.api_key_env must be a string")
     key_env = azure_options(name, kind, body, key_env, preset.get("api_version", ""), source)
+    vertex_options(name, kind, body, env, source)
     if "api_key" in body:
         key_env = ""  # the key is in the file
     elif key_env:

@@ -47,6 +47,10 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
     "azure_openai": {"base_url": "", "key_env": "AZURE_OPENAI_API_KEY",
                      "stream_usage": "include_usage", "embeddings": True, "responses": False,
                      "completions": True, "api_version": "2024-10-21"},
+    # Vertex AI (kraken/providers/vertex.py): Gemini and Claude in a Google Cloud project; an
+    # OAuth2 token from a service-account key, no API key (kraken/config/vertex.py).
+    "vertex": {"base_url": "", "key_env": "", "stream_usage": "include_usage",
+               "embeddings": False, "responses": False},
     # Hosted OpenAI-compatible APIs, Bearer auth. Cohere's Compatibility API and Perplexity
     # reject or ignore ``stream_options`` and end a stream with usage unasked; Perplexity's
     # ``citations``/``search_results`` pass through untouched. OpenRouter may get the optional

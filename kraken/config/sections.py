@@ -265,6 +265,12 @@ class ProviderConfig:
     from ``azure_ad_token_env``, as ``Authorization: Bearer``)."""
     deployments: Mapping[str, str] = field(default_factory=dict)
     """Azure OpenAI: model name -> deployment name; a model without one is its own deployment."""
+    project: str = ""
+    """Vertex AI: the Google Cloud project id (kind ``vertex``; it goes in the URL path)."""
+    region: str = ""
+    """Vertex AI: the region ("us-central1") or "global"; the default base URL follows it."""
+    credentials_file: str = ""
+    """Vertex AI: the service-account JSON key file (default: GOOGLE_APPLICATION_CREDENTIALS)."""
     models: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 300.0

@@ -300,6 +300,8 @@ class Gateway:
         make_filter = endpoint.response_filter
         filt = None if make_filter is None else make_filter(route, parsed)
         headers = self.authorize(call, route, request)
+        if request.family.signed is not None:  # e.g. an OAuth2 token, exchanged when due
+            headers = await request.family.signed(headers)
         for fresh_retry in (False, True):
             conn = await pool.acquire()
             relay = Relay(call, sink, request.family, stream=call.stream,

@@ -10,7 +10,7 @@ out, never I/O); an endpoint declares one when the client's format is not the pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from kraken.config import ProviderConfig
 from kraken.errors import KrakenError
@@ -55,6 +55,13 @@ class WireFamily(Protocol):
     authorized: Callable[[Headers, str], Headers] | None
     """Shaped headers with a customer's own key (BYOK) as the only credential; None: this
     family takes no customer keys (managed access only)."""
+    signed: Callable[[Headers], Awaitable[Headers]] | None
+    """The headers with a credential that may need an await when sent (Vertex AI: a cached
+    OAuth2 token, exchanged only when due); None: the shaped headers are complete."""
+
+    def for_model(self, model: str) -> WireFamily:
+        """The family that speaks for ``model`` (a provider with several publishers, Vertex AI,
+        has one per publisher); most families speak for every model themselves."""
 
     def usage_parser(self) -> UsageParser: ...
     def usage_from_body(self, body: bytes) -> object | None: ...
@@ -69,6 +76,10 @@ class FamilyBase:
     usage_key = b"usage"
     stream_tap: Callable[[bool], StreamTap] | None = None
     authorized: Callable[[Headers, str], Headers] | None = None
+    signed: Callable[[Headers], Awaitable[Headers]] | None = None
+
+    def for_model(self, model: str) -> WireFamily:
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ def parse(body: bytes) -> dict:
 def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
     """The upstream request for one attempt: the route's own format, or translated into a
     Messages request for an Anthropic provider."""
-    family = route.provider.family
+    family = route.provider.family.for_model(route.model)
     if isinstance(family, AnthropicFamily):
         return chat_request(family, parsed.payload, route.model)
     return family.chat_request(parsed.payload, route.model)
@@ -38,7 +38,7 @@ def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
 
 def response_filter(route: Route, parsed: Parsed) -> ResponseFilter | None:
     """What re-says an Anthropic provider's answer as OpenAI's; None: bytes unchanged."""
-    family = route.provider.family
+    family = route.provider.family.for_model(route.model)
     return chat_filter(family, parsed.payload) if isinstance(family, AnthropicFamily) else None
 
 

@@ -57,7 +57,9 @@ def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
 
 
 def serves_gemini(route: Route) -> bool:
-    return route.provider.family.cfg.kind == "gemini"
+    """Kind ``gemini``, or a provider whose family for the model speaks Gemini (Vertex AI)."""
+    family = route.provider.family
+    return family.cfg.kind == "gemini" or isinstance(family.for_model(route.model), GeminiNative)
 
 
 def not_served(model: str) -> KrakenError:
@@ -78,6 +80,9 @@ def _task(parsed: Parsed) -> str:
 
 def native_family(route: Route) -> GeminiNative:
     """The native shaper for a ``gemini`` provider (built per call: a few header tuples)."""
+    family = route.provider.family.for_model(route.model)
+    if family.cfg.kind != "gemini" and isinstance(family, GeminiNative):
+        return family  # Vertex AI's: its own path and credential
     origin = route.provider.pool.origin
     return GeminiNative(route.provider.family.cfg, origin.base_path, origin.authority)
 

@@ -48,13 +48,19 @@ def parse_count_tokens(raw: bytes) -> dict:
 
 def speaks_anthropic(route: Route) -> bool:
     """Whether ``route``'s provider speaks Anthropic's format (``/v1/messages`` tries only these)."""
+    return isinstance(route.provider.family.for_model(route.model), AnthropicFamily)
+
+
+def counts_tokens(route: Route) -> bool:
+    """``/v1/messages/count_tokens`` goes to Anthropic's own API only (Vertex AI's count
+    endpoint has another shape)."""
     return isinstance(route.provider.family, AnthropicFamily)
 
 
 def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
     """The client's body with only ``model`` replaced, and its ``anthropic-version`` and
     ``anthropic-beta`` headers when well-formed."""
-    return route.provider.family.messages_request(parsed.payload, route.model, parsed.req.headers)
+    return route.provider.family.for_model(route.model).messages_request(parsed.payload, route.model, parsed.req.headers)
 
 
 def shape_count_tokens(route: Route, parsed: Parsed) -> UpstreamRequest:
@@ -79,5 +85,5 @@ MESSAGES = Endpoint(
 COUNT_TOKENS = Endpoint(
     path=PATH + "/count_tokens", route="messages_count_tokens", parse=parse_count_tokens,
     task=_count_tokens_task, shape=shape_count_tokens, errors=ANTHROPIC,
-    serves=speaks_anthropic, not_served=not_served, request_id_header=b"request-id",
+    serves=counts_tokens, not_served=not_served, request_id_header=b"request-id",
 )
