@@ -22,12 +22,13 @@ from kraken.admin.route_group import Route, RouteGroup
 from kraken.admin.routes_privacy import send_export
 from kraken.admin.server import AdminApp, AdminCall
 from kraken.admin.token import bearer, token_matches
-from kraken.admin.usage import UNPRICED_SQL, has_key_column, known_cost
+from kraken.admin.usage import has_key_column, known_cost
 from kraken.errors import Unauthorized
 from kraken.policy.authgate import AddressGate
 from kraken.policy.clientip import ClientAddress
 from kraken.privacy.export import FORMATS
-from kraken.store.sqlite import SqliteStore
+from kraken.store.interface import Store
+from kraken.store.reports_sql import STAT_COLUMNS
 
 STATIC = {
     "/usage": ("usage.html", b"text/html; charset=utf-8"),
@@ -60,41 +61,34 @@ def _bucket_for(hours: int) -> int:
     return next((b for b in _BUCKETS_S if span / b <= MAX_POINTS), _BUCKETS_S[-1])
 
 
-_STATS_SQL = """
-SELECT g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-       COALESCE(SUM(cost_usd), 0), {unpriced}, SUM(status >= 400), SUM(fallback_used != 0),
-       MAX(CASE WHEN rl = (50 * n + 99) / 100 THEN latency_ms END),
-       MAX(CASE WHEN rl = (95 * n + 99) / 100 THEN latency_ms END),
-       MAX(CASE WHEN ttfb_ms IS NOT NULL AND rt = (50 * nt + 99) / 100 THEN ttfb_ms END),
-       MAX(CASE WHEN ttfb_ms IS NOT NULL AND rt = (95 * nt + 99) / 100 THEN ttfb_ms END)
-FROM (SELECT g, prompt_tokens, completion_tokens, cost_usd, status, fallback_used, latency_ms,
-             ttfb_ms,
-             ROW_NUMBER() OVER (PARTITION BY g ORDER BY latency_ms) AS rl,
-             COUNT(*) OVER (PARTITION BY g) AS n,
-             ROW_NUMBER() OVER (PARTITION BY g ORDER BY ttfb_ms IS NULL, ttfb_ms) AS rt,
-             COUNT(ttfb_ms) OVER (PARTITION BY g) AS nt
-      FROM (SELECT {group} AS g, prompt_tokens, completion_tokens, cost_usd, status,
-                   fallback_used, latency_ms, ttfb_ms
-            FROM requests WHERE {where}))
-GROUP BY g ORDER BY g LIMIT 2000"""
-STAT_FIELDS = ("group", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "unpriced",
-               "errors", "fallbacks", "p50_latency_ms", "p95_latency_ms", "p50_ttfb_ms",
-               "p95_ttfb_ms")
+STAT_FIELDS = STAT_COLUMNS
 """``cost_usd`` is null (unknown) where ``unpriced`` requests had usage but no price."""
 
 
-async def stats(store: SqliteStore, group: str, where: str, params: list) -> list[dict[str, Any]]:
-    """Nearest-rank percentiles computed inside SQLite: one row per group comes back.
-    ``group`` and ``where`` are fixed SQL from this module; values go in ``params``."""
-    sql = _STATS_SQL.format(group=group, where=where, unpriced=UNPRICED_SQL)
+def _stat_dicts(rows: list[tuple]) -> list[dict[str, Any]]:
     out = []
-    for row in await store.fetch_all(sql, params):
+    for row in rows:
         item = dict(zip(STAT_FIELDS, row))
         item["cost_usd"] = known_cost(item["cost_usd"], item["unpriced"])
         item["total_tokens"] = item["prompt_tokens"] + item["completion_tokens"]
         item["error_rate"] = round(item["errors"] / item["requests"], 6) if item["requests"] else 0.0
         out.append(item)
     return out
+
+
+async def group_stats(store: Store, group: str, *, bucket_s: int | None = None,
+                      since: float | None = None, customer: str | None = None,
+                      key_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per group ("all", "model", "key", "bucket" of ``bucket_s``, ...) of the requests
+    in scope; nearest-rank percentiles computed by the database (``store.reports``)."""
+    return _stat_dicts(await store.reports.stats(store, group, bucket_s=bucket_s, since=since,
+                                                 customer=customer, key_ids=key_ids))
+
+
+async def stats(store: Store, group: str, where: str, params: list) -> list[dict[str, Any]]:
+    """``group_stats`` over a caller's own SQL group expression and condition: kept for
+    kraken/privacy/account_rights.py and account_series.py, which still pass SQL."""
+    return _stat_dicts(await store.reports.stats_where(store, group, where, params))
 
 
 class Caller:
@@ -203,17 +197,12 @@ class UsagePage(RouteGroup):
         bucket = _bucket_for(hours)
         now = time.time()
         start = (int(now - hours * 3600) // bucket) * bucket
-        where, params = ["ts >= ?"], [start]
-        if customer is not None:
-            where.append("customer_id = ?")
-            params.append(customer)
-        cond = " AND ".join(where)
         store = self.store
-        rows = await stats(store, f"CAST(ts / {bucket} AS INTEGER) * {bucket}", cond, params)
+        rows = await group_stats(store, "bucket", bucket_s=bucket, since=start, customer=customer)
         series = _series(rows, start, now, bucket)
-        total = await stats(store, "''", cond, params)
-        by_model = await stats(store, "COALESCE(model_requested, '')", cond, params)
-        by_key = (await stats(store, "COALESCE(key_id, '')", cond, params)
+        total = await group_stats(store, "all", since=start, customer=customer)
+        by_model = await group_stats(store, "model", since=start, customer=customer)
+        by_key = (await group_stats(store, "key", since=start, customer=customer)
                   if await has_key_column(store) else None)
         return 200, {"customer": customer, "hours": hours, "bucket_s": bucket, "from": start,
                      "to": now, "total": total[0] if total else None, "series": series,

@@ -29,9 +29,9 @@ from kraken.billing import wallet
 from kraken.billing.key_budgets import DEFAULT_MAX_KEYS, KeyBudgets
 from kraken.billing.plans import Plan, PlanBook
 from kraken.errors import ModelNotAllowed, QuotaExceeded
-from kraken.store.record import RequestRecord
 from kraken.store.errors import StoreError
-from kraken.store.sqlite import SqliteStore, Tx
+from kraken.store.interface import Store, Tx
+from kraken.store.record import RequestRecord
 
 log = logging.getLogger("kraken.billing")
 
@@ -222,11 +222,7 @@ class BillingGuard:
             s[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
             s[1] += by_id[rec.request_id]
         if sums:
-            await tx.executemany(
-                "INSERT INTO usage_monthly (customer_id, month, tokens, spend_micros) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (customer_id, month) DO UPDATE SET tokens = tokens + excluded.tokens,"
-                " spend_micros = spend_micros + excluded.spend_micros",
-                [(c, m, t, s) for (c, m), (t, s) in sums.items()])
+            await tx.billing.add_usage(tx, [(c, m, t, s) for (c, m), (t, s) in sums.items()])
         self._pending = (records, new, balances, costs)
 
     def committed(self) -> None:
@@ -259,18 +255,17 @@ class BillingGuard:
 
     # -- refresh: what other processes wrote --------------------------------------------
 
-    async def refresh(self, store: SqliteStore) -> None:
+    async def refresh(self, store: Store) -> None:
         """Reload balances changed since the last refresh, this month's usage, customer plans."""
         changed, self._last_tx_id = await wallet.balances_since(store, self._last_tx_id)
         self._balances.update(changed)
         month = month_of(self._clock())
-        rows = await store.fetch_all(
-            "SELECT customer_id, tokens, spend_micros FROM usage_monthly WHERE month = ?", (month,))
+        rows = await store.billing.usage_of_month(store, month)
         self._month = month
-        self._usage = {r[0]: [int(r[1]), int(r[2])] for r in rows}
+        self._usage = {r[0]: [r[1], r[2]] for r in rows}
         if self._customers_table:
             try:
-                plans = await store.fetch_all("SELECT id, plan FROM customers")
+                plans = await store.billing.customer_plans(store)
             except StoreError:  # accounts not migrated in: config keys only, default plan
                 self._customers_table = False
             else:
@@ -278,7 +273,7 @@ class BillingGuard:
         await self.key_budgets.refresh(store)
         self._export_sizes()
 
-    async def run(self, store: SqliteStore, interval_s: float) -> None:
+    async def run(self, store: Store, interval_s: float) -> None:
         """Refresh every ``interval_s`` until cancelled; a store error is logged and retried.
 
         A budgeted key missing from the snapshot wakes it sooner (at most every 0.2 s).

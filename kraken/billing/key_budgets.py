@@ -23,14 +23,14 @@ runs out still complete; the next request is refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from kraken import metrics
 from kraken.billing import wallet
 from kraken.errors import QuotaExceeded
-from kraken.store.record import RequestRecord
 from kraken.store.errors import StoreError
-from kraken.store.sqlite import SqliteStore
+from kraken.store.interface import Store
+from kraken.store.record import RequestRecord
 
 log = logging.getLogger("kraken.billing")
 
@@ -38,7 +38,6 @@ DEFAULT_MAX_KEYS = 100_000
 """Budgeted keys tracked per process (two small ints each); more are logged and left unchecked."""
 
 _MAX_WANTED = 1_000
-_IN_CHUNK = 500  # SQLite host parameters per IN (...) list
 
 _REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason)
             for reason in ("key_token_budget", "key_spend_budget")}
@@ -166,33 +165,25 @@ class KeyBudgets:
 
     # -- refresh -----------------------------------------------------------------------
 
-    async def refresh(self, store: SqliteStore) -> None:
+    async def refresh(self, store: Store) -> None:
         """Reload the lifetime totals of every budgeted key (at most ``max_keys``)."""
         keys = await self._budgeted_keys(store)
         keys.extend(k for k in self._wanted if k not in keys)
         wanted = set(self._wanted)
         totals: dict[str, list[int]] = {k: [0, 0] for k in keys}
-        for chunk in _chunks(keys, _IN_CHUNK):
-            rows = await store.fetch_all(
-                "SELECT key_id, SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)),"
-                " CAST(ROUND(SUM(COALESCE(cost_usd, 0) + COALESCE(kraken_fee_usd, 0)) * 1000000)"
-                " AS INTEGER) FROM requests"
-                f" WHERE key_id IN ({', '.join('?' * len(chunk))}) GROUP BY key_id", chunk)
-            for key_id, tokens, spend in rows:
-                totals[key_id] = [int(tokens or 0), int(spend or 0)]
+        for key_id, tokens, spend in await store.billing.key_totals(store, keys):
+            totals[key_id] = [tokens, spend]
         self._totals = totals
         self._wanted -= wanted
         for key in [k for k in self._unflushed if k not in totals and k not in self._wanted]:
             del self._unflushed[key]
         self._export()
 
-    async def _budgeted_keys(self, store: SqliteStore) -> list[str]:
+    async def _budgeted_keys(self, store: Store) -> list[str]:
         if not self._api_keys_table:
             return []
         try:
-            rows = await store.fetch_all(
-                "SELECT id FROM api_keys WHERE (token_budget IS NOT NULL OR spend_budget_usd IS NOT NULL)"
-                " AND revoked_at IS NULL ORDER BY created_at DESC LIMIT ?", (self.max_keys + 1,))
+            rows = await store.billing.budgeted_keys(store, self.max_keys + 1)
         except StoreError:  # accounts not migrated in: config keys only, no budgets
             self._api_keys_table = False
             return []
@@ -202,7 +193,7 @@ class KeyBudgets:
                 self._warned_cap = True
                 log.warning("more than %d API keys have budgets; only the %d newest are enforced",
                             self.max_keys, self.max_keys)
-        return [r[0] for r in rows]
+        return rows
 
     def __len__(self) -> int:
         return len(self._totals)
@@ -211,7 +202,3 @@ class KeyBudgets:
         metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_budgets").set(len(self._totals))
         metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_unwritten").set(len(self._unflushed))
 
-
-def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]

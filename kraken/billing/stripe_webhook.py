@@ -30,7 +30,7 @@ from kraken.billing.guard import BillingGuard
 from kraken.errors import InvalidJson, InvalidValue, KrakenError
 from kraken.providers.error_formats import OPENAI
 from kraken.http.exchange import Request, ResponseSink
-from kraken.store.sqlite import SqliteStore
+from kraken.store.interface import Store
 
 log = logging.getLogger("kraken.billing.stripe")
 
@@ -130,7 +130,7 @@ def top_up_of(event: dict, metadata_key: str) -> tuple[str, int, str] | None:
 class StripeWebhook:
     """The endpoint; register with ``gateway.add_endpoint(PATH, webhook.handle)``."""
 
-    def __init__(self, store: SqliteStore, guard: BillingGuard | None, secret: str, *,
+    def __init__(self, store: Store, guard: BillingGuard | None, secret: str, *,
                  tolerance_s: float = 300.0, metadata_key: str = "kraken_customer_id",
                  clock: Callable[[], float] = time.time) -> None:
         if not secret:

@@ -9,7 +9,8 @@ webhook top-up, the caller's idempotency key for an admin top-up), so replays ne
 
 A wallet belongs to a customer (``wallet_id`` = customer id). Its rows hold ids and amounts,
 never names or emails, and are kept for billing; ``erase_wallet`` removes them only when the
-operator does not keep billing records.
+operator does not keep billing records. The statements are the store's billing repository
+(``store.billing`` / ``tx.billing``, kraken/store/billing_sql.py), one per backend.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+from kraken.store.interface import Store, Tx
 from kraken.store.record import RequestRecord
-from kraken.store.sqlite import SqliteStore, Tx
 
 __all__ = [
     "KINDS",
@@ -75,9 +76,6 @@ class Transaction:
         return {"id": self.id, "wallet_id": self.wallet_id, "kind": self.kind,
                 "amount_micros": self.amount_micros, "amount_usd": micros_to_usd(self.amount_micros),
                 "ref": self.ref, "ts": self.ts, "balance_after_micros": self.balance_after_micros}
-
-
-_COLUMNS = "id, wallet_id, kind, amount_micros, ref, ts, balance_after_micros"
 
 
 def usd_to_micros(amount: str | float | Decimal, *, field: str = "amount_usd") -> int:
@@ -137,14 +135,6 @@ def _check(wallet_id: str, kind: str, amount_micros: int, ref: str) -> None:
         raise WalletError("ref must be a non-empty string of at most 255 characters")
 
 
-async def _ensure_wallet(tx: Tx, wallet_id: str, now: float) -> int:
-    await tx.execute("INSERT OR IGNORE INTO wallets (wallet_id, created_ts) VALUES (?, ?)",
-                     (wallet_id, now))
-    row = await tx.fetch_one("SELECT balance_micros FROM wallets WHERE wallet_id = ?", (wallet_id,))
-    assert row is not None
-    return int(row[0])
-
-
 async def apply_in(tx: Tx, wallet_id: str, kind: str, amount_micros: int, ref: str,
                    *, now: float | None = None) -> tuple[Transaction, bool]:
     """Apply one transaction inside an open transaction; (row, False) if ``ref`` was applied.
@@ -153,35 +143,33 @@ async def apply_in(tx: Tx, wallet_id: str, kind: str, amount_micros: int, ref: s
     non-usage debit would overdraw.
     """
     _check(wallet_id, kind, amount_micros, ref)
-    row = await tx.fetch_one(f"SELECT {_COLUMNS} FROM wallet_transactions WHERE ref = ?", (ref,))
+    row = await tx.billing.transaction_by_ref(tx, ref)
     if row is not None:
         existing = Transaction(*row)
         if (existing.wallet_id, existing.kind, existing.amount_micros) != (wallet_id, kind, amount_micros):
             raise RefConflict("ref is already used by a different wallet transaction")
         return existing, False
     now = time.time() if now is None else now
-    current = await _ensure_wallet(tx, wallet_id, now)
+    current = await tx.billing.wallet_for_change(tx, wallet_id, now)
     after = current + amount_micros
     if kind != "usage_debit" and amount_micros < 0 and after < 0:
         raise Overdraft(
             f"insufficient balance: {micros_to_usd(current)} USD available, "
             f"{micros_to_usd(-amount_micros)} USD requested")
-    await tx.execute(
-        "INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, balance_after_micros)"
-        " VALUES (?, ?, ?, ?, ?, ?)", (wallet_id, kind, amount_micros, ref, now, after))
-    row = await tx.fetch_one(f"SELECT {_COLUMNS} FROM wallet_transactions WHERE ref = ?", (ref,))
+    await tx.billing.insert_transaction(tx, (wallet_id, kind, amount_micros, ref, now, after))
+    row = await tx.billing.transaction_by_ref(tx, ref)
     assert row is not None
     return Transaction(*row), True
 
 
-async def apply(store: SqliteStore, wallet_id: str, kind: str, amount_micros: int, ref: str,
+async def apply(store: Store, wallet_id: str, kind: str, amount_micros: int, ref: str,
                 ) -> tuple[Transaction, bool]:
     """``apply_in`` in its own transaction."""
     async with store.transaction() as tx:
         return await apply_in(tx, wallet_id, kind, amount_micros, ref)
 
 
-async def top_up(store: SqliteStore, customer_id: str, amount_micros: int, ref: str,
+async def top_up(store: Store, customer_id: str, amount_micros: int, ref: str,
                  ) -> tuple[Transaction, bool]:
     """Credit a customer's wallet (admin API, CLI, Stripe). Idempotent by ``ref``.
 
@@ -191,40 +179,24 @@ async def top_up(store: SqliteStore, customer_id: str, amount_micros: int, ref: 
     return await apply(store, customer_id, "top_up", amount_micros, ref)
 
 
-async def balance(store: SqliteStore, wallet_id: str) -> int:
+async def balance(store: Store, wallet_id: str) -> int:
     """The balance in micro-dollars (0 for a wallet that does not exist yet)."""
-    rows = await store.fetch_all("SELECT balance_micros FROM wallets WHERE wallet_id = ?", (wallet_id,))
-    return int(rows[0][0]) if rows else 0
+    found = await store.billing.balance(store, wallet_id)
+    return 0 if found is None else found
 
 
-async def transactions(store: SqliteStore, wallet_id: str, *, limit: int = 100,
+async def transactions(store: Store, wallet_id: str, *, limit: int = 100,
                        before_id: int | None = None) -> list[Transaction]:
     """Newest first, ``limit`` at most, optionally only those older than ``before_id``."""
     limit = max(1, min(int(limit), 1000))
-    if before_id is None:
-        rows = await store.fetch_all(
-            f"SELECT {_COLUMNS} FROM wallet_transactions WHERE wallet_id = ? ORDER BY id DESC LIMIT ?",
-            (wallet_id, limit))
-    else:
-        rows = await store.fetch_all(
-            f"SELECT {_COLUMNS} FROM wallet_transactions WHERE wallet_id = ? AND id < ?"
-            " ORDER BY id DESC LIMIT ?", (wallet_id, int(before_id), limit))
+    rows = await store.billing.transactions(
+        store, wallet_id, limit, None if before_id is None else int(before_id))
     return [Transaction(*r) for r in rows]
-
-
-def _placeholders(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 async def new_records(tx: Tx, records: Sequence[RequestRecord]) -> list[RequestRecord]:
     """The records of a batch not yet in ``requests`` (run before the batch's INSERT OR IGNORE)."""
-    ids = [r.request_id for r in records]
-    seen: set[str] = set()
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        rows = await tx.fetch_all(
-            f"SELECT request_id FROM requests WHERE request_id IN ({_placeholders(len(chunk))})", chunk)
-        seen.update(r[0] for r in rows)
+    seen = await tx.billing.seen_requests(tx, [r.request_id for r in records])
     out, taken = [], set()
     for rec in records:
         if rec.request_id not in seen and rec.request_id not in taken:
@@ -247,51 +219,14 @@ async def debit_usage(tx: Tx, records: Iterable[RequestRecord], *, now: float | 
                                       else costs[rec.request_id]) > 0]
     if not debits:
         return {}
-    refs = [d[2] for d in debits]
-    done: set[str] = set()
-    for i in range(0, len(refs), 500):
-        chunk = refs[i:i + 500]
-        rows = await tx.fetch_all(
-            f"SELECT ref FROM wallet_transactions WHERE ref IN ({_placeholders(len(chunk))})", chunk)
-        done.update(r[0] for r in rows)
-    todo = []
-    for debit in debits:
-        if debit[2] not in done:
-            done.add(debit[2])
-            todo.append(debit)
-    balances = await _ensure_wallets(tx, list(dict.fromkeys(d[0] for d in todo)), now)
-    rows_out = []
-    for wallet_id, amount, ref in todo:
-        balances[wallet_id] += amount
-        rows_out.append((wallet_id, "usage_debit", amount, ref, now, balances[wallet_id]))
-    if rows_out:
-        await tx.executemany(
-            "INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, balance_after_micros)"
-            " VALUES (?, ?, ?, ?, ?, ?)", rows_out)
-    return balances
+    return await tx.billing.debit(tx, debits, now)
 
 
-async def _ensure_wallets(tx: Tx, wallet_ids: list[str], now: float) -> dict[str, int]:
-    """``_ensure_wallet`` for a batch's wallets: two statements per 500, not two per wallet."""
-    balances: dict[str, int] = {}
-    for i in range(0, len(wallet_ids), 500):
-        chunk = wallet_ids[i:i + 500]
-        await tx.executemany("INSERT OR IGNORE INTO wallets (wallet_id, created_ts) VALUES (?, ?)",
-                             [(w, now) for w in chunk])
-        rows = await tx.fetch_all(
-            f"SELECT wallet_id, balance_micros FROM wallets WHERE wallet_id IN ({_placeholders(len(chunk))})",
-            chunk)
-        balances.update((r[0], int(r[1])) for r in rows)
-    return balances
-
-
-async def balances_since(store: SqliteStore, last_tx_id: int) -> tuple[dict[str, int], int]:
+async def balances_since(store: Store, last_tx_id: int) -> tuple[dict[str, int], int]:
     """Wallets changed after transaction ``last_tx_id``: ({wallet: balance}, newest tx id)."""
-    rows = await store.fetch_all(
-        "SELECT wallet_id, balance_micros, last_tx_id FROM wallets WHERE last_tx_id > ?",
-        (last_tx_id,))
-    newest = max((int(r[2]) for r in rows), default=last_tx_id)
-    return {r[0]: int(r[1]) for r in rows}, newest
+    rows = await store.billing.balances_since(store, last_tx_id)
+    newest = max((r[2] for r in rows), default=last_tx_id)
+    return {r[0]: r[1] for r in rows}, newest
 
 
 async def erase_wallet(tx: Tx, wallet_id: str, *, now: float | None = None) -> int:
@@ -300,9 +235,4 @@ async def erase_wallet(tx: Tx, wallet_id: str, *, now: float | None = None) -> i
     Call only when billing records are not kept (``[retention] keep_billing_records = false``);
     the tombstone in ``wallet_erasures`` is what lets the schema's triggers allow the delete.
     """
-    now = time.time() if now is None else now
-    await tx.execute("INSERT OR IGNORE INTO wallet_erasures (wallet_id, ts) VALUES (?, ?)",
-                     (wallet_id, now))
-    deleted = await tx.execute("DELETE FROM wallet_transactions WHERE wallet_id = ?", (wallet_id,))
-    deleted += await tx.execute("DELETE FROM wallets WHERE wallet_id = ?", (wallet_id,))
-    return deleted
+    return await tx.billing.erase_wallet(tx, wallet_id, time.time() if now is None else now)

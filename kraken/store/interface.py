@@ -7,9 +7,9 @@ but both take the target first. Errors are ``kraken.store.errors`` types whateve
 Each concern's SQL is a repository beside the store, one version per backend, reached as an
 attribute of the store (reads) and of its transactions (writes inside the caller's transaction):
 ``store.accounts`` / ``tx.accounts`` (kraken/store/accounts_sql.py), ``store.audit`` /
-``tx.audit`` (audit_repo.py), ``store.privacy`` / ``tx.privacy`` (privacy_sql.py). ``Tx`` also
-still takes the backend's own SQL (``?`` placeholders in SQLite, ``$1`` in PostgreSQL) for what
-has not moved yet: billing (issue 12).
+``tx.audit`` (audit_repo.py), ``store.privacy`` / ``tx.privacy`` (privacy_sql.py),
+``store.billing`` / ``tx.billing`` (billing_sql.py) and ``store.reports`` (reports_sql.py). ``Tx``
+also still takes the backend's own SQL (``?`` placeholders in SQLite, ``$1`` in PostgreSQL).
 """
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ class Tx(Protocol):
     """The hash-chained audit log (kraken/store/audit_repo.py)."""
     privacy: Any
     """GDPR export, erasure and the retention purge (kraken/store/privacy_sql.py)."""
+    signup: Any
+    """Pending sign-up links (kraken/store/signup_sql.py)."""
+    billing: Any
+    """Wallets, their ledger, monthly usage, per-key totals (kraken/store/billing_sql.py)."""
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one parameterised statement; return the number of rows changed."""
@@ -53,6 +57,10 @@ class Store(Protocol):
     accounts: Any
     audit: Any
     privacy: Any
+    signup: Any
+    billing: Any
+    reports: Any
+    """Usage statistics over ``requests`` for the admin API and page (reports_sql.py)."""
 
     @classmethod
     async def open(cls, target: str) -> "Store":

@@ -257,6 +257,12 @@ MIGRATIONS: list[str] = [
         keep_billing  INTEGER NOT NULL CHECK (keep_billing IN (0, 1))
     ) WITHOUT ROWID;
     """,
+    # 8: nothing changes here. PostgreSQL's wallet triggers became per statement (its batch
+    # inserts every debit in one statement); SQLite's run per row, one row after another, so a
+    # multi-row insert already sees each row's effect. Kept so both numbers stay one for one.
+    """
+    SELECT 1;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

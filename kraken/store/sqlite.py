@@ -18,8 +18,11 @@ from kraken.store.record import FIELD_NAMES, RequestRecord
 from kraken.store import erased
 from kraken.store.accounts_sql import SQLITE_ACCOUNTS
 from kraken.store.audit_sqlite import AUDIT
+from kraken.store.billing_sql import SQLITE_BILLING
 from kraken.store.errors import StoreError, from_sqlite
 from kraken.store.privacy_sql import SQLITE_PRIVACY
+from kraken.store.signup_sql import SQLITE_SIGNUP
+from kraken.store.reports_sql import SQLITE_REPORTS
 from kraken.store.schema import MIGRATIONS, VERSION, statements
 
 _INSERT = "INSERT OR IGNORE INTO requests ({}) VALUES ({})".format(
@@ -41,6 +44,15 @@ class SqliteStore:
 
     privacy = SQLITE_PRIVACY
     """GDPR export, erasure and retention SQL (kraken/store/privacy_sql.py)."""
+
+    signup = SQLITE_SIGNUP
+    """Pending sign-up links (kraken/store/signup_sql.py)."""
+
+    billing = SQLITE_BILLING
+    """Wallets, ledger, monthly usage, key totals (kraken/store/billing_sql.py)."""
+
+    reports = SQLITE_REPORTS
+    """Usage statistics (kraken/store/reports_sql.py)."""
 
     def __init__(self, conn: aiosqlite.Connection, busy_timeout_ms: int) -> None:
         self._conn = conn
@@ -223,6 +235,12 @@ class Tx:
 
     privacy = SQLITE_PRIVACY
     """GDPR export, erasure and retention SQL (kraken/store/privacy_sql.py)."""
+
+    signup = SQLITE_SIGNUP
+    """Pending sign-up links (kraken/store/signup_sql.py)."""
+
+    billing = SQLITE_BILLING
+    """Wallet debits and monthly usage inside the batch (kraken/store/billing_sql.py)."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn

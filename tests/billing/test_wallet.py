@@ -1,11 +1,13 @@
 """The wallet ledger: micro-dollar amounts, immutable rows, balance == sum, idempotent refs,
-usage debits applied by the batch writer exactly once (journal replay included)."""
+usage debits applied by the batch writer exactly once (journal replay included). Every test
+that touches a database runs once per backend (SQLite, PostgreSQL: tests/billing/conftest.py)."""
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
+import asyncpg
 import pytest
+from conftest import raw_execute
 
 from kraken.billing import wallet
 from kraken.billing.guard import BillingGuard
@@ -14,7 +16,6 @@ from kraken.config import MeterConfig
 from kraken.meter.journal import Journal
 from kraken.store.record import RequestRecord
 from kraken.meter.writer import Meter
-from kraken.store import SqliteStore
 from kraken.store.errors import StoreError
 
 pytestmark = pytest.mark.anyio
@@ -33,21 +34,28 @@ def record(i: int, customer: str | None = "cus_a", cost: float | None = 0.001,
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = await SqliteStore.open(str(tmp_path / "k.db"))
+async def store(backend):
+    s = await backend.open()
     yield s
     await s.close()
 
 
-def ledger(db: Path, wallet_id: str) -> tuple[int, int, list[tuple[int, int]]]:
-    """(materialised balance, SUM of amounts, [(amount, balance_after)] oldest first)."""
-    with sqlite3.connect(db) as conn:
-        bal = conn.execute("SELECT balance_micros FROM wallets WHERE wallet_id = ?", (wallet_id,)).fetchone()
-        total = conn.execute("SELECT COALESCE(SUM(amount_micros), 0) FROM wallet_transactions"
-                             " WHERE wallet_id = ?", (wallet_id,)).fetchone()[0]
-        rows = conn.execute("SELECT amount_micros, balance_after_micros FROM wallet_transactions"
-                            " WHERE wallet_id = ? ORDER BY id", (wallet_id,)).fetchall()
-    return (bal[0] if bal else 0), total, rows
+async def ledger(backend, wallet_id: str) -> tuple[int, int, list[tuple[int, int]]]:
+    """(materialised balance, SUM of amounts, [(amount, balance_after)] oldest first), read
+    through another store on the same database."""
+    db = await backend.open()
+    try:
+        bal = await db.fetch_all(backend.sql("SELECT balance_micros FROM wallets WHERE wallet_id = ?"),
+                                 (wallet_id,))
+        total = (await db.fetch_all(backend.sql(
+            "SELECT COALESCE(SUM(amount_micros), 0) FROM wallet_transactions WHERE wallet_id = ?"),
+            (wallet_id,)))[0][0]
+        rows = await db.fetch_all(backend.sql(
+            "SELECT amount_micros, balance_after_micros FROM wallet_transactions"
+            " WHERE wallet_id = ? ORDER BY id"), (wallet_id,))
+    finally:
+        await db.close()
+    return (bal[0][0] if bal else 0), int(total), rows
 
 
 @pytest.mark.parametrize("text, micros", [
@@ -71,7 +79,7 @@ def test_usage_is_cost_plus_fee_rounded_half_even_to_micros():
     assert wallet.usage_micros(record(4, cost=None, fee=None)) == 0
 
 
-async def test_top_up_is_idempotent_by_ref(store, tmp_path):
+async def test_top_up_is_idempotent_by_ref(store, backend):
     first, created = await wallet.top_up(store, "cus_a", 5_000_000, "pay_1")
     again, created_again = await wallet.top_up(store, "cus_a", 5_000_000, "pay_1")
     assert created and not created_again and again == first
@@ -80,7 +88,7 @@ async def test_top_up_is_idempotent_by_ref(store, tmp_path):
         await wallet.top_up(store, "cus_a", 7_000_000, "pay_1")
     with pytest.raises(wallet.RefConflict):
         await wallet.top_up(store, "cus_b", 5_000_000, "pay_1")
-    assert ledger(tmp_path / "k.db", "cus_a") == (5_000_000, 5_000_000, [(5_000_000, 5_000_000)])
+    assert await ledger(backend, "cus_a") == (5_000_000, 5_000_000, [(5_000_000, 5_000_000)])
 
 
 @pytest.mark.parametrize("kind, amount, message", [
@@ -91,14 +99,14 @@ async def test_bad_transactions_are_refused_naming_the_field(store, kind, amount
         await wallet.apply(store, "cus_a", kind, amount, "r1")
 
 
-async def test_adjustment_never_overdraws_but_usage_may(store, tmp_path):
+async def test_adjustment_never_overdraws_but_usage_may(store, backend):
     await wallet.top_up(store, "cus_a", 1_000, "t1")
     with pytest.raises(wallet.Overdraft, match="0.001000 USD available"):
         await wallet.apply(store, "cus_a", "adjustment", -1_001, "adj1")
     await wallet.apply(store, "cus_a", "refund", -1_000, "refund1")
     async with store.transaction() as tx:
         await wallet.debit_usage(tx, [record(1)])
-    bal, total, rows = ledger(tmp_path / "k.db", "cus_a")
+    bal, total, rows = await ledger(backend, "cus_a")
     assert bal == total == -1_050
     assert rows == [(1_000, 1_000), (-1_000, 0), (-1_050, -1_050)]
 
@@ -116,27 +124,38 @@ INSERT_TX = ("INSERT INTO wallet_transactions"
     (INSERT_TX + " VALUES ('cus_a', 'top_up', 10, 'r9', 0, 999)", "balance plus the amount"),
     (INSERT_TX + " VALUES ('cus_a', 'adjustment', -10, 'r9', 0, -5)", "insufficient"),
 ])
-async def test_the_schema_forbids_changing_the_ledger_behind_its_back(store, tmp_path, sql, message):
+async def test_the_schema_forbids_changing_the_ledger_behind_its_back(store, backend, sql, message):
     await wallet.top_up(store, "cus_a", 5, "t1")
-    conn = sqlite3.connect(tmp_path / "k.db")
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match=message):
-            conn.execute(sql)
-    finally:
-        conn.close()
-    assert ledger(tmp_path / "k.db", "cus_a")[:2] == (5, 5)
+    refused = sqlite3.IntegrityError if backend.name == "sqlite" else asyncpg.IntegrityConstraintViolationError
+    with pytest.raises(refused, match=message):
+        await raw_execute(backend, sql)
+    assert (await ledger(backend, "cus_a"))[:2] == (5, 5)
 
 
-async def test_erasure_removes_a_wallet_only_through_its_tombstone(store, tmp_path):
+async def test_erasure_removes_a_wallet_only_through_its_tombstone(store, backend):
     await wallet.top_up(store, "cus_a", 5, "t1")
     await wallet.top_up(store, "cus_b", 7, "t2")
     async with store.transaction() as tx:
         assert await wallet.erase_wallet(tx, "cus_a") == 2
-    assert ledger(tmp_path / "k.db", "cus_a") == (0, 0, [])
-    assert ledger(tmp_path / "k.db", "cus_b")[:2] == (7, 7)
+    assert await ledger(backend, "cus_a") == (0, 0, [])
+    assert (await ledger(backend, "cus_b"))[:2] == (7, 7)
     with pytest.raises(StoreError):  # cus_b has no tombstone: still protected
         async with store.transaction() as tx:
             await tx.execute("DELETE FROM wallet_transactions WHERE wallet_id = 'cus_b'")
+
+
+async def test_a_multi_row_insert_checks_every_row_against_the_running_balance(store, backend):
+    """One statement, several rows of one wallet (what a batch's debits are on PostgreSQL):
+    every balance_after must be the running sum; one wrong row refuses the whole statement."""
+    await wallet.top_up(store, "cus_a", 100, "t1")
+    rows = "('cus_a', 'usage_debit', -10, 'd1', 0, {0}), ('cus_a', 'usage_debit', -20, 'd2', 0, {1})"
+    with pytest.raises(StoreError):
+        async with store.transaction() as tx:
+            await tx.execute(INSERT_TX + " VALUES " + rows.format(90, 80))  # second row stale
+    assert (await ledger(backend, "cus_a"))[:2] == (100, 100)
+    async with store.transaction() as tx:
+        await tx.execute(INSERT_TX + " VALUES " + rows.format(90, 70))
+    assert await ledger(backend, "cus_a") == (70, 70, [(100, 100), (-10, 90), (-20, 70)])
 
 
 async def test_transactions_page_newest_first(store):
@@ -149,9 +168,8 @@ async def test_transactions_page_newest_first(store):
     assert page[0].balance_after_micros == 1 + 2 + 3 + 4 + 5
 
 
-async def test_writer_debits_in_the_batch_transaction_and_replay_does_not_debit_twice(tmp_path):
-    db = tmp_path / "k.db"
-    store = await SqliteStore.open(str(db))
+async def test_writer_debits_in_the_batch_transaction_and_replay_does_not_debit_twice(backend, tmp_path):
+    store = await backend.open()
     guard = BillingGuard(PlanBook())
     meter = Meter(store, Journal(tmp_path / "j"), MeterConfig(batch_max=3))
     meter.billing = guard
@@ -172,22 +190,22 @@ async def test_writer_debits_in_the_batch_transaction_and_replay_does_not_debit_
         assert guard.balance_micros("cus_a") == -7 * 1050
         tokens, spend = guard.usage("cus_a")
         assert (tokens, spend) == (8 * 15, 7 * 1050)  # the unpriced request's tokens count too
+        refs = {r[0] for r in await store.fetch_all("SELECT ref FROM wallet_transactions")}
+        month = await store.fetch_all(
+            "SELECT tokens, spend_micros FROM usage_monthly WHERE customer_id = 'cus_a'")
     finally:
         await store.close()
-    bal, total, rows = ledger(db, "cus_a")
+    bal, total, rows = await ledger(backend, "cus_a")
     assert bal == total == -7 * 1050 and len(rows) == 7
-    with sqlite3.connect(db) as conn:
-        refs = {r[0] for r in conn.execute("SELECT ref FROM wallet_transactions")}
-        month = conn.execute("SELECT tokens, spend_micros FROM usage_monthly WHERE customer_id='cus_a'").fetchall()
     assert refs == {f"req_{i:06d}" for i in range(7)}
     assert month == [(8 * 15, 7 * 1050)]
 
 
-async def test_refresh_picks_up_top_ups_written_by_another_process(store, tmp_path):
+async def test_refresh_picks_up_top_ups_written_by_another_process(store, backend):
     guard = BillingGuard(PlanBook())
     await guard.refresh(store)
     assert guard.balance_micros("cus_a") == 0
-    other = await SqliteStore.open(str(tmp_path / "k.db"))
+    other = await backend.open()
     try:
         await wallet.top_up(other, "cus_a", 3_000_000, "cli-1")
     finally:

@@ -305,6 +305,60 @@ MIGRATIONS: list[str] = [
         keep_billing  BOOLEAN NOT NULL
     );
     """,
+    # 8: the wallet triggers per statement (kraken/store/postgres/billing.py): a batch inserts
+    # its usage debits in one statement, and row-level AFTER triggers run only at its end, so a
+    # per-row check would see the balance before the batch. The statement's rows (transition
+    # table) are checked against their wallets, locked FOR UPDATE in wallet id order: each row's
+    # balance_after is the balance plus the running sum of the wallet's rows in id order. Then
+    # each wallet moves once, to its last row's balance_after. A wallet's balance is the
+    # balance_after of its last transaction, and last_tx_id only grows. Same rules as SQLite.
+    """
+    DROP TRIGGER wallet_transactions_check ON wallet_transactions;
+    DROP TRIGGER wallet_transactions_apply ON wallet_transactions;
+    DROP TRIGGER wallets_change_only_by_transaction ON wallets;
+    DROP FUNCTION wallet_transaction_check();
+    DROP FUNCTION wallet_transaction_apply();
+    CREATE FUNCTION wallet_transactions_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM 1 FROM wallets WHERE wallet_id IN (SELECT wallet_id FROM added)
+            ORDER BY wallet_id FOR UPDATE;
+        IF EXISTS (SELECT 1 FROM (
+                SELECT a.balance_after_micros AS after, w.balance_micros + SUM(a.amount_micros)
+                       OVER (PARTITION BY a.wallet_id ORDER BY a.id) AS expected
+                FROM added a LEFT JOIN wallets w ON w.wallet_id = a.wallet_id) c
+                WHERE c.after IS DISTINCT FROM c.expected) THEN
+            RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation',
+                MESSAGE = 'balance_after_micros must be the balance plus the amount';
+        END IF;
+        IF EXISTS (SELECT 1 FROM added WHERE kind != 'usage_debit' AND amount_micros < 0
+                   AND balance_after_micros < 0) THEN
+            RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation',
+                MESSAGE = 'insufficient wallet balance';
+        END IF;
+        UPDATE wallets w SET balance_micros = t.balance_after_micros, last_tx_id = t.id
+        FROM (SELECT DISTINCT ON (wallet_id) wallet_id, id, balance_after_micros FROM added
+              ORDER BY wallet_id, id DESC) t
+        WHERE w.wallet_id = t.wallet_id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER wallet_transactions_apply AFTER INSERT ON wallet_transactions
+        REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION wallet_transactions_apply();
+    CREATE OR REPLACE FUNCTION wallet_change_check() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.wallet_id IS DISTINCT FROM OLD.wallet_id OR NEW.created_ts IS DISTINCT FROM OLD.created_ts
+           OR NEW.last_tx_id <= OLD.last_tx_id
+           OR NEW.balance_micros IS DISTINCT FROM (
+                SELECT balance_after_micros FROM wallet_transactions
+                WHERE id = NEW.last_tx_id AND wallet_id = OLD.wallet_id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation',
+                MESSAGE = 'a wallet balance changes only by a new wallet transaction';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER wallets_change_only_by_transaction BEFORE UPDATE ON wallets
+        FOR EACH ROW EXECUTE FUNCTION wallet_change_check();
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

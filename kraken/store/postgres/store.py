@@ -20,10 +20,13 @@ import asyncpg
 from kraken.store.errors import StoreError
 from kraken.store.interface import BatchWork
 from kraken.store.postgres.accounts import POSTGRES_ACCOUNTS
+from kraken.store.postgres.billing import POSTGRES_BILLING
 from kraken.store.postgres import erased
 from kraken.store.postgres.audit import AUDIT
 from kraken.store.postgres.errors import FAILURES, from_asyncpg, is_disconnect
 from kraken.store.postgres.privacy import POSTGRES_PRIVACY
+from kraken.store.postgres.signup import POSTGRES_SIGNUP
+from kraken.store.postgres.reports import POSTGRES_REPORTS
 from kraken.store.postgres.schema import BOOTSTRAP, ERASURE_LOCK, MIGRATION_LOCK, MIGRATIONS, VERSION
 from kraken.store.record import FIELD_NAMES, RequestRecord
 
@@ -64,6 +67,15 @@ class PostgresStore:
 
     privacy = POSTGRES_PRIVACY
     """GDPR export, erasure and retention SQL (kraken/store/postgres/privacy.py)."""
+
+    signup = POSTGRES_SIGNUP
+    """Pending sign-up links (kraken/store/postgres/signup.py)."""
+
+    billing = POSTGRES_BILLING
+    """Wallets, ledger, monthly usage, key totals (kraken/store/postgres/billing.py)."""
+
+    reports = POSTGRES_REPORTS
+    """Usage statistics (kraken/store/postgres/reports.py)."""
 
     def __init__(self, pool: asyncpg.Pool, erasure_key: bytes, applied: tuple[int, ...]) -> None:
         self._pool = pool
@@ -223,6 +235,12 @@ class PgTx:
 
     privacy = POSTGRES_PRIVACY
     """GDPR export, erasure and retention SQL (kraken/store/postgres/privacy.py)."""
+
+    signup = POSTGRES_SIGNUP
+    """Pending sign-up links (kraken/store/postgres/signup.py)."""
+
+    billing = POSTGRES_BILLING
+    """Wallet debits and monthly usage inside the batch (kraken/store/postgres/billing.py)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn

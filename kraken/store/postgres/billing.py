@@ -1,0 +1,94 @@
+"""The billing statements in PostgreSQL's spelling, for several hosts (``PostgresStore.billing``).
+
+Single-wallet statements are SQLite's with numbered placeholders, except that a wallet about to
+change is read ``FOR UPDATE``: its balance cannot move before this transaction ends.
+
+A batch is a handful of statements whatever its size, each taking arrays (``= ANY($1)``,
+``unnest``): the "already stored" check, the wallets created and locked, the "already debited"
+check, one multi-row ledger insert and one ``usage_monthly`` upsert. Exactly once across hosts:
+the batch locks its wallets ``FOR UPDATE`` in wallet id order (two batches never wait on each
+other crosswise), and only then looks for refs already debited, so a ref of a wallet can only
+be written by the one transaction holding that wallet; the balance each ledger row carries is
+computed from balances read under those locks. The statement-level trigger of migration 8 checks
+every row's balance against the locked wallet and moves the balance once per wallet and
+statement. ``usage_monthly`` rows are upserted in key order, for the same reason.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kraken.store.billing_sql import STATEMENTS, BillingRepository
+from kraken.store.postgres.accounts import numbered
+
+_PG = {
+    "ensure_wallet": ("INSERT INTO wallets (wallet_id, created_ts) VALUES (?, ?) "
+                      "ON CONFLICT (wallet_id) DO NOTHING"),
+    "wallet_for_change": "SELECT balance_micros FROM wallets WHERE wallet_id = ? FOR UPDATE",
+    "key_totals": ("SELECT key_id, SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)),"
+                   " ROUND(SUM(COALESCE(cost_usd, 0) + COALESCE(kraken_fee_usd, 0))::numeric"
+                   " * 1000000)::bigint FROM requests WHERE key_id = ANY(?::text[]) GROUP BY key_id"),
+    "seen_requests": "SELECT request_id FROM requests WHERE request_id = ANY(?::text[])",
+    "seen_refs": "SELECT ref FROM wallet_transactions WHERE ref = ANY(?::text[])",
+    "ensure_wallets": ("INSERT INTO wallets (wallet_id, created_ts) SELECT w, ? FROM "
+                       "unnest(?::text[]) AS w ORDER BY w ON CONFLICT (wallet_id) DO NOTHING"),
+    "lock_wallets": ("SELECT wallet_id, balance_micros FROM wallets WHERE wallet_id = ANY(?::text[]) "
+                     "ORDER BY wallet_id FOR UPDATE"),
+    "insert_debits": ("INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, "
+                      "balance_after_micros) SELECT d.w, 'usage_debit', d.a, d.r, ?, d.b FROM "
+                      "unnest(?::text[], ?::int8[], ?::text[], ?::int8[]) AS d (w, a, r, b)"),
+    "add_usage_batch": ("INSERT INTO usage_monthly (customer_id, month, tokens, spend_micros) "
+                        "SELECT * FROM unnest(?::text[], ?::text[], ?::int8[], ?::int8[]) "
+                        "ON CONFLICT (customer_id, month) DO UPDATE SET "
+                        "tokens = usage_monthly.tokens + EXCLUDED.tokens, "
+                        "spend_micros = usage_monthly.spend_micros + EXCLUDED.spend_micros"),
+    "mark_wallet_erased": ("INSERT INTO wallet_erasures (wallet_id, ts) VALUES (?, ?) "
+                           "ON CONFLICT (wallet_id) DO NOTHING"),
+}
+
+STATEMENTS_PG: dict[str, str] = {name: numbered(sql) for name, sql in {**STATEMENTS, **_PG}.items()}
+
+
+class PostgresBillingRepository(BillingRepository):
+    """Array parameters and fixed-order row locks for the batch; the rest as SQLite."""
+
+    __slots__ = ()
+
+    async def debit(self, tx: Any, debits: Sequence[tuple[str, int, str]], now: float,
+                    ) -> dict[str, int]:
+        wallets = sorted({d[0] for d in debits})
+        if not wallets:
+            return {}
+        await tx.execute(self.sql["ensure_wallets"], (now, wallets))
+        locked = {r[0]: int(r[1]) for r in await tx.fetch_all(self.sql["lock_wallets"], (wallets,))}
+        done = {r[0] for r in await tx.fetch_all(self.sql["seen_refs"], ([d[2] for d in debits],))}
+        balances: dict[str, int] = {}
+        cols: tuple[list, list, list, list] = ([], [], [], [])
+        for wallet_id, amount, ref in debits:
+            if ref in done:
+                continue
+            done.add(ref)
+            after = balances.get(wallet_id, locked[wallet_id]) + amount
+            balances[wallet_id] = after
+            for col, value in zip(cols, (wallet_id, amount, ref, after)):
+                col.append(value)
+        if cols[0]:
+            await tx.execute(self.sql["insert_debits"], (now, *cols))
+        return balances
+
+    async def add_usage(self, tx: Any, rows: Sequence[tuple[str, str, int, int]]) -> None:
+        if rows:
+            await tx.execute(self.sql["add_usage_batch"], tuple(map(list, zip(*sorted(rows)))))
+
+    async def seen_requests(self, tx: Any, ids: Sequence[str]) -> set[str]:
+        return {r[0] for r in await tx.fetch_all(self.sql["seen_requests"], (list(ids),))}
+
+    async def key_totals(self, db: Any, keys: Sequence[str]) -> list[tuple[str, int, int]]:
+        if not keys:
+            return []
+        return [(k, int(t or 0), int(s or 0))
+                for k, t, s in await db.fetch_all(self.sql["key_totals"], (list(keys),))]
+
+
+POSTGRES_BILLING = PostgresBillingRepository(STATEMENTS_PG)
+"""PostgreSQL's billing repository (``PostgresStore.billing``)."""
