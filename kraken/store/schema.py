@@ -263,6 +263,18 @@ MIGRATIONS: list[str] = [
     """
     SELECT 1;
     """,
+    # 9: pending sign-up links (kraken/accounts/signup.py): the SHA-256 of the link's token
+    # (never the token), the address the account will have, and when the link stops working.
+    # A link is used or expired by deleting its row.
+    """
+    CREATE TABLE signup_links (
+        token_hash  TEXT NOT NULL PRIMARY KEY,
+        email       TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        expires_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX signup_links_expires ON signup_links (expires_at);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

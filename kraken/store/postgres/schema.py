@@ -359,6 +359,16 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER wallets_change_only_by_transaction BEFORE UPDATE ON wallets
         FOR EACH ROW EXECUTE FUNCTION wallet_change_check();
     """,
+    # 9: pending sign-up links (kraken/accounts/signup.py), as SQLite's 9.
+    """
+    CREATE TABLE signup_links (
+        token_hash  TEXT             NOT NULL PRIMARY KEY,
+        email       TEXT             NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL,
+        expires_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX signup_links_expires ON signup_links (expires_at);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)
