@@ -214,6 +214,11 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
     account_rights.register(accounts, export_page_rows=cfg.admin.export_page_rows,
                             keep_billing_records=cfg.retention.keep_billing_records, meter=meter)
     gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
+    if cfg.otel is not None:  # the SDK is an optional extra: imported only when configured
+        from kraken.telemetry.otel import Tracing
+
+        gateway.tracing = tracing = Tracing(cfg.otel, cfg.providers)
+        stack.push_async_callback(asyncio.to_thread, tracing.close)  # exports what is queued
     return cfg, Parts(store, meter, billing, gateway, verifier, limiter, revocations, keyring)
 
 

@@ -264,6 +264,12 @@ STRIPE_WEBHOOKS = Counter(
     ("outcome",),
     registry=REGISTRY,
 )
+OTEL_SPANS_DROPPED = Counter(
+    "kraken_otel_spans_dropped_total",
+    "Request spans dropped because the OpenTelemetry export queue ([otel] max_queue) was full "
+    "(the collector is slow or down); export never waits on the event loop.",
+    registry=REGISTRY,
+)
 
 
 # ---- model label values ------------------------------------------------------------

@@ -18,7 +18,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(names.split()) for names in
     "accounts billing audit",                          # through the store interface
     "providers",                                       # wire families
     "upstream http",                                   # client side | inbound transport (siblings)
-    "meter",                                           # records, queue, journal, batch writer
+    "meter telemetry",                                 # records, queue, journal, batch writer | trace spans
     "store",                                           # the store interface and its backends
     "config",                                          # TOML + env -> frozen dataclasses
     "errors metrics logs timers shedding sdnotify h2common h1framing __init__",  # leaves

@@ -19,6 +19,7 @@ from kraken.config.fields import (
 )
 from kraken.config.fields import section as _section
 from kraken.config.store import store_section
+from kraken.config.otel import otel_section
 from kraken.config.presets import MOCK_KINDS, PROVIDER_PRESETS, STREAM_USAGE_MODES, TASK_TYPES
 from kraken.config.sections import (
     DEMO_KEY, LOG_LEVELS, AdminConfig, AuthConfig, ByokConfig, Config, ConfigError, KeyConfig,
@@ -251,7 +252,7 @@ def from_mapping(
     """Validate a parsed TOML document into a Config."""
     env = os.environ if env is None else env
     allowed = {"server", "store", "meter", "auth", "limits", "admin", "retention", "logging", "keys", "providers", "models", "aliases", "routing", "prices", "fees", "tls",
-               "wallet", "stripe", "plans", "byok"}
+               "wallet", "stripe", "plans", "byok", "otel"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{source}: unknown top-level key {key!r}")
@@ -290,6 +291,7 @@ def from_mapping(
         wallet=_section(WalletConfig, raw.get("wallet"), "wallet", source),
         stripe=_stripe(raw.get("stripe"), source, env),
         plans=_table(raw.get("plans"), "plans", source),
+        otel=otel_section(raw.get("otel"), source, env),
         source=source,
     )
     _check_ranges(cfg, source)

@@ -25,7 +25,7 @@ class Call:
         "model_dispatched", "provider", "task_type", "status", "error_type", "fallback_used",
         "usage", "sent_ns", "head_ns", "ttfb_ns", "relay_ns", "end_ns", "reserved", "recorded",
         "stream", "provider_kind", "cost_usd", "fee_usd", "lease", "response_headers", "opted_out", "byok",
-        "byok_keys", "key_id", "plan",
+        "byok_keys", "key_id", "plan", "trace",
     )
 
     def __init__(self, received_ns: int, route: str):
@@ -67,6 +67,8 @@ class Call:
         """The dispatched attempt used the customer's own provider key."""
         self.byok_keys: Mapping = _NO_KEYS
         """The customer's decrypted BYOK keys by provider kind (from the in-memory cache)."""
+        self.trace = None
+        """Its ``kraken.telemetry.propagation.TraceContext`` when ``[otel]`` is on."""
 
     def fail(self, exc: KrakenError) -> None:
         if not self.head_ns:  # once the head is out, the status the client saw stands

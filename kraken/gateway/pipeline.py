@@ -29,6 +29,7 @@ from kraken.errors import KrakenError, Overloaded, UpstreamError
 from kraken.gateway import fallback
 from kraken.gateway.answers import IdentifiedSink, send_error, send_json
 from kraken.gateway.call import Call
+from kraken.gateway.cost_header import CostSink, opted_in
 from kraken.gateway.endpoint import Endpoint, Parsed
 from kraken.gateway.endpoints import ERROR_FORMATS, METERED
 from kraken.gateway.endpoints import models as model_list
@@ -71,6 +72,8 @@ class Gateway:
         self.byok: ByokCache | None = None
         """Customers' own provider keys, decrypted in memory (kraken/accounts/byok_cache.py)."""
         self.aborting = False
+        self.tracing = None
+        """``kraken.telemetry.otel.Tracing`` when ``[otel]`` is on (app.py imports it then only)."""
         """Set when the drain deadline passed: cancellations are the gateway's, not the client's."""
         self.model_label = metrics.ModelLabels(
             router.upstream_models(), *(prices.models(kind) for kind in prices.provider_kinds))
@@ -136,6 +139,8 @@ class Gateway:
         format before the first byte, or is left to the relay's error event after it.
         """
         call = Call(req.received_ns, endpoint.route)
+        if self.tracing is not None:
+            call.trace = self.tracing.begin(req.header(b"traceparent"), req.header(b"tracestate"))
         errors = endpoint.errors
         try:
             await self.phases(endpoint, call, req, sink)
@@ -300,11 +305,17 @@ class Gateway:
         make_filter = endpoint.response_filter
         filt = None if make_filter is None else make_filter(route, parsed)
         headers = self.authorize(call, route, request)
+        trace = call.trace
+        if trace is not None and self.tracing.propagation.allowed(
+                route.provider.name, route.provider.family.cfg.kind):
+            headers = [*headers, *trace.upstream_headers()]  # self-hosted or listed only
+        # A non-streamed answer is held (bounded) so its head can carry the priced cost.
+        out = sink if call.stream else CostSink(sink, call, opted_in(parsed.req))
         if request.family.signed is not None:  # e.g. an OAuth2 token, exchanged when due
             headers = await request.family.signed(headers)
         for fresh_retry in (False, True):
             conn = await pool.acquire()
-            relay = Relay(call, sink, request.family, stream=call.stream,
+            relay = Relay(call, out, request.family, stream=call.stream,
                           hide_usage=request.hide_usage, on_complete=lambda: self.record(call),
                           response_filter=filt)
             call.sent_ns = time.perf_counter_ns()
@@ -363,6 +374,8 @@ class Gateway:
             self.price(call, model)
         rec = call.to_record()
         self.meter.record(rec)
+        if call.trace is not None:  # the span is built from the record, queued for export
+            self.tracing.finish(call.trace, call.route, call.provider_kind, rec)
         if self.billing is not None:
             self.billing.note(rec)  # balance and caps count it before the batch is written
         if self.request_log is not None:
