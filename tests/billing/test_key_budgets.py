@@ -19,6 +19,7 @@ from kraken.billing.key_budgets import KeySpendBudgetExceeded, KeyTokenBudgetExc
 from kraken.billing.plans import PlanBook
 from kraken.errors import error_body
 from kraken.policy.auth import Principal
+from kraken.store.interface import Store
 from kraken.store.record import RequestRecord
 from kraken.store.sqlite import SqliteStore
 
@@ -37,7 +38,7 @@ def rec(key_id: str, customer: str, *, prompt=10, completion=5, cost=None, fee=N
         error_type=None, status=200, key_id=key_id)
 
 
-async def write(store: SqliteStore, guard: BillingGuard, records: list[RequestRecord]) -> None:
+async def write(store: Store, guard: BillingGuard, records: list[RequestRecord]) -> None:
     """What the meter's writer does with a batch: insert with the hook, then ``committed``."""
     await store.insert_records(records, guard.in_batch)
     guard.committed()
@@ -48,8 +49,9 @@ def principal(key, **budgets) -> Principal:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = await SqliteStore.open(str(tmp_path / "kraken.db"))
+async def store(backend):
+    """Each store-backed test runs once per backend (tests/billing/conftest.py)."""
+    s = await backend.open()
     yield s
     await s.close()
 

@@ -184,3 +184,43 @@ async def test_without_a_secret_there_is_no_webhook_endpoint(tmp_path):
         body = checkout("evt_1")
         r = await http(k.port, "POST", "/v1/webhooks/stripe", body, {"stripe-signature": header(body)})
         assert r.status == 404
+
+
+class _Sink:
+    """Keeps the one response the webhook gives."""
+
+    def respond(self, status: int, headers, body: bytes) -> None:
+        self.reply = (status, orjson.loads(body))
+
+
+async def test_webhook_credits_the_wallet_once_per_payment_on_each_backend(backend):
+    """The handler over each store backend (tests/billing/conftest.py): one top-up per payment
+    whichever event carries it, the guard's balance updated at once, the ledger in the store."""
+    from kraken.billing.guard import BillingGuard
+    from kraken.billing.plans import PlanBook
+    from kraken.billing.stripe_webhook import PATH, StripeWebhook
+    from kraken.http.exchange import Request
+
+    store = await backend.open()
+    guard = BillingGuard(PlanBook())
+    hook = StripeWebhook(store, guard, SECRET)
+
+    async def post(body: bytes) -> tuple[int, dict]:
+        sink = _Sink()
+        await hook.handle(Request("POST", PATH, ((b"stripe-signature", header(body).encode()),),
+                                  body, "127.0.0.1", 0), sink)
+        return sink.reply
+
+    try:
+        first = await post(checkout("evt_1"))
+        assert first[0] == 200 and not first[1]["duplicate"]
+        assert (await post(checkout("evt_1")))[1]["duplicate"]
+        assert (await post(intent("evt_2")))[1]["duplicate"]  # the same payment's other event
+        assert not (await post(checkout("evt_3", pi="pi_2", cents=1000)))[1]["duplicate"]
+        assert guard.balance_micros("cus_a") == 35_000_000
+        rows = await store.fetch_all("SELECT wallet_id, kind, amount_micros, ref FROM "
+                                     "wallet_transactions ORDER BY id")
+        assert rows == [("cus_a", "top_up", 25_000_000, "stripe:pi_1"),
+                        ("cus_a", "top_up", 10_000_000, "stripe:pi_2")]
+    finally:
+        await store.close()

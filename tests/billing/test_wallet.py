@@ -10,7 +10,7 @@ import pytest
 from conftest import raw_execute
 
 from kraken.billing import wallet
-from kraken.billing.guard import BillingGuard
+from kraken.billing.guard import BillingGuard, MonthlyTokenCapReached
 from kraken.billing.plans import PlanBook
 from kraken.config import MeterConfig
 from kraken.meter.journal import Journal
@@ -212,3 +212,32 @@ async def test_refresh_picks_up_top_ups_written_by_another_process(store, backen
         await other.close()
     await guard.refresh(store)
     assert guard.balance_micros("cus_a") == 3_000_000
+
+
+async def test_refresh_reads_balances_month_usage_and_plans_written_by_another_host(store, backend):
+    """What the guard's refresh reads, written through another store (another host): balances
+    changed since the last refresh, this month's usage, the customers' plans."""
+    from kraken.accounts import service
+    from kraken.billing.plans import Plan
+
+    book = PlanBook({"small": Plan("small", monthly_token_cap=50)})
+    guard = BillingGuard(book)
+    await guard.refresh(store)
+    other = await backend.open()
+    try:
+        cus = await service.create_customer(other, "refresh@example.com", plan="small")
+        await wallet.top_up(other, cus.id, 2_000_000, "other-1")
+        writer = BillingGuard(PlanBook())
+        await other.insert_records([record(i, customer=cus.id) for i in range(3)], writer.in_batch)
+        writer.committed()
+    finally:
+        await other.close()
+    guard.check(cus.id)  # not refreshed yet: no usage, default plan
+    await guard.refresh(store)
+    assert guard.balance_micros(cus.id) == 2_000_000 - 3 * 1050
+    assert guard.usage(cus.id) == (3 * 15, 3 * 1050)
+    assert guard.plan_for(cus.id).name == "small"
+    guard.check(cus.id)
+    guard.note(record(9, customer=cus.id))  # 60 tokens of the 50 allowed this month
+    with pytest.raises(MonthlyTokenCapReached):
+        guard.check(cus.id)

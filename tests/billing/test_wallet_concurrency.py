@@ -1,6 +1,7 @@
 """Balance == sum of transactions under contention: several OS processes, each with several
-tasks and its own SQLite connections, top up, withdraw and debit usage on the same wallets at
-once. The prepaid wallet (top-ups and withdrawals only) must never go below zero."""
+tasks and its own store (SQLite connections, or PostgreSQL pools as several hosts would have),
+top up, withdraw and debit usage on the same wallets at once. The prepaid wallet (top-ups and
+withdrawals only) must never go below zero."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 PROCESSES = 4
 TASKS = 3
@@ -22,6 +25,12 @@ WORKER = textwrap.dedent(r'''
     from kraken.store.sqlite import SqliteStore
 
     db, proc = sys.argv[1], int(sys.argv[2])
+
+    async def open_store():
+        if db.startswith("postgresql://"):
+            from kraken.store.postgres import PostgresStore
+            return await PostgresStore.open(db, pool_size=2, statement_timeout_ms=60000)
+        return await SqliteStore.open(db, busy_timeout_ms=60000)
     TASKS, ROUNDS = int(sys.argv[3]), int(sys.argv[4])
 
     def rec(rid, micros):
@@ -31,7 +40,7 @@ WORKER = textwrap.dedent(r'''
             cost_usd=micros / 1e6, kraken_fee_usd=None, fallback_used=False, error_type=None, status=200)
 
     async def task(t, out):
-        store = await SqliteStore.open(db, busy_timeout_ms=60000)
+        store = await open_store()
         guard = BillingGuard(PlanBook())
         rng = random.Random(proc * 100 + t)
         try:
@@ -71,13 +80,11 @@ WORKER = textwrap.dedent(r'''
 ''')
 
 
-def test_balance_equals_sum_under_concurrent_processes(tmp_path):
-    db = tmp_path / "k.db"
+@pytest.mark.anyio
+async def test_balance_equals_sum_under_concurrent_processes(backend, tmp_path):
+    db = backend.target
     # Create the schema once, so the processes race on data, not on migrations.
-    init = ("import asyncio\nfrom kraken.store.sqlite import SqliteStore\n"
-            f"async def main():\n    await (await SqliteStore.open({str(db)!r})).close()\n"
-            "asyncio.run(main())\n")
-    subprocess.run([sys.executable, "-c", init], check=True)
+    await (await backend.open()).close()
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     procs = [subprocess.Popen([sys.executable, str(script), str(db), str(p), str(TASKS), str(ROUNDS)],
@@ -92,22 +99,27 @@ def test_balance_equals_sum_under_concurrent_processes(tmp_path):
     expected = {w: sum(r[w] for r in results) for w in ("pre", "mixed")}
     withdrawals = sum(r["withdrawals"] for r in results)
     assert withdrawals > 0 and sum(r["refused"] for r in results) > 0  # both paths exercised
-    with sqlite3.connect(db) as conn:
+    store = await backend.open()
+    try:
         for w in ("pre", "mixed"):
-            balance = conn.execute("SELECT balance_micros FROM wallets WHERE wallet_id = ?", (w,)).fetchone()[0]
-            total = conn.execute("SELECT SUM(amount_micros) FROM wallet_transactions WHERE wallet_id = ?",
-                                 (w,)).fetchone()[0]
+            balance = (await store.fetch_all(backend.sql(
+                "SELECT balance_micros FROM wallets WHERE wallet_id = ?"), (w,)))[0][0]
+            total = (await store.fetch_all(backend.sql(
+                "SELECT SUM(amount_micros) FROM wallet_transactions WHERE wallet_id = ?"), (w,)))[0][0]
             assert balance == total == expected[w], w
             running = 0
-            for amount, after, kind in conn.execute(
+            for amount, after, kind in await store.fetch_all(backend.sql(
                     "SELECT amount_micros, balance_after_micros, kind FROM wallet_transactions"
-                    " WHERE wallet_id = ? ORDER BY id", (w,)):
+                    " WHERE wallet_id = ? ORDER BY id"), (w,)):
                 running += amount
                 assert after == running  # every row's balance_after is the running sum
                 if w == "pre":
                     assert after >= 0  # prepaid: never below zero, at any point in history
-        debits = conn.execute("SELECT COUNT(*) FROM wallet_transactions WHERE kind = 'usage_debit'").fetchone()[0]
-        records = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        debits = (await store.fetch_all(
+            "SELECT COUNT(*) FROM wallet_transactions WHERE kind = 'usage_debit'"))[0][0]
+        records = (await store.fetch_all("SELECT COUNT(*) FROM requests"))[0][0]
+    finally:
+        await store.close()
     assert debits == records == PROCESSES * TASKS * ROUNDS * 3
 
 
@@ -156,8 +168,6 @@ async def _prepaid_gateway_under_concurrent_requests_and_top_ups(tmp_path):
         served = sum(1 for r in db_rows(k.db_path) if r["status"] == 200)
     return statuses, served, clients, per_request
 
-
-import pytest
 
 
 @pytest.mark.anyio
