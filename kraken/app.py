@@ -47,6 +47,7 @@ from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
 from kraken.providers.anthropic import AnthropicFamily
 from kraken.providers.azure_openai import AzureOpenAI
+from kraken.providers.bedrock import BedrockFamily
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.providers.vertex import VertexFamily
 from kraken.store.errors import StoreError
@@ -91,7 +92,7 @@ async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
 
 
 FAMILIES = {"anthropic": AnthropicFamily, "mock_anthropic": AnthropicFamily,
-            "azure_openai": AzureOpenAI, "vertex": VertexFamily}
+            "azure_openai": AzureOpenAI, "vertex": VertexFamily, "bedrock": BedrockFamily}
 """The wire family of each provider kind that is not OpenAI-compatible as it stands."""
 
 

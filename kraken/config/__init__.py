@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kraken.config.azure import azure_options
+from kraken.config.bedrock import bedrock_options
 from kraken.config.vertex import vertex_options
 from kraken.config.fields import (
     above_zero, at_least, check_host, check_limit_values, check_port, check_url, is_sha256_hex,
@@ -54,6 +55,7 @@ def _provider(name: str, raw: Any, source: str, env: Mapping[str, str]) -> Provi
     key_env = raw.get("api_key_env", preset["key_env"])
     if not isinstance(key_env, str):
         raise ConfigError(f"{source}: providers.{name}.api_key_env must be a string")
+    key_env = bedrock_options(name, kind, body, key_env, env, source)
     key_env = azure_options(name, kind, body, key_env, preset.get("api_version", ""), source)
     vertex_options(name, kind, body, env, source)
     if "api_key" in body:

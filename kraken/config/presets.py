@@ -41,6 +41,10 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
                   "stream_usage": "always", "embeddings": False, "responses": False},
     "mock_anthropic": {"base_url": "", "key_env": "", "stream_usage": "always",
                        "embeddings": False, "responses": False},
+    # Amazon Bedrock (kraken/providers/bedrock.py): OpenAI chat translated to the Converse API,
+    # signed with an AWS key pair (SigV4); region and credentials in kraken/config/bedrock.py.
+    "bedrock": {"base_url": "", "key_env": "", "stream_usage": "always",
+                "embeddings": False, "responses": False},
     # Azure OpenAI (kraken/providers/azure_openai.py): base_url is the resource endpoint, the
     # deployment goes in the path with ?api-version=, the key in an ``api-key`` header
     # (kraken/config/azure.py: api_version, auth, deployments).

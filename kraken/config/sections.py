@@ -362,6 +362,12 @@ class ProviderConfig:
     """OpenRouter: the optional ``HTTP-Referer`` app attribution header (kind ``openrouter``)."""
     title: str = ""
     """OpenRouter: the optional ``X-Title`` app attribution header (kind ``openrouter``)."""
+    aws_region: str = ""
+    """Bedrock: the AWS region (``region`` in the file; kind ``bedrock``, kraken/config/bedrock.py)."""
+    aws_access_key_id: str = field(default="", repr=False)
+    aws_secret_access_key: str = field(default="", repr=False)
+    aws_session_token: str = field(default="", repr=False)
+    """Bedrock: the key pair (and temporary credentials' token) read from the AWS variables."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ from kraken.policy.classify import task_type
 from kraken.policy.router import Route
 from kraken.providers.anthropic import AnthropicFamily
 from kraken.providers.anthropic_chat import chat_filter, chat_request
+from kraken.providers import bedrock_chat
+from kraken.providers.bedrock import BedrockFamily
 from kraken.providers.family import ResponseFilter, UpstreamRequest
 
 __all__ = ["ENDPOINT", "parse", "response_filter", "shape"]
@@ -37,8 +39,11 @@ def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
 
 
 def response_filter(route: Route, parsed: Parsed) -> ResponseFilter | None:
-    """What re-says an Anthropic provider's answer as OpenAI's; None: bytes unchanged."""
+    """What re-says an Anthropic or Bedrock provider's answer as OpenAI's; None: bytes
+    unchanged."""
     family = route.provider.family.for_model(route.model)
+    if isinstance(family, BedrockFamily):
+        return bedrock_chat.chat_filter(family, parsed.payload, route.model)
     return chat_filter(family, parsed.payload) if isinstance(family, AnthropicFamily) else None
 
 
