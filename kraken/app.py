@@ -34,6 +34,7 @@ from kraken.policy.auth import KeyVerifier
 from kraken.policy.clientip import ClientAddress
 from kraken.policy.limits import build_limiter
 from kraken.gateway.endpoints import account as account_api
+from kraken.gateway.endpoints import account_signup
 from kraken.gateway.pipeline import Gateway
 from kraken.policy.router import Provider, Router
 from kraken.http.acme import plain_http_handler
@@ -214,6 +215,9 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
                                     stripe=cfg.stripe)  # /v1/account
     account_rights.register(accounts, export_page_rows=cfg.admin.export_page_rows,
                             keep_billing_records=cfg.retention.keep_billing_records, meter=meter)
+    if cfg.email.signup:  # POST /v1/account/signup (off by default: 404)
+        stack.push_async_callback(
+            account_signup.register(gateway, store, cfg.email, cfg.limits).aclose)
     gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
     if cfg.otel is not None:  # the SDK is an optional extra: imported only when configured
         from kraken.telemetry.otel import Tracing

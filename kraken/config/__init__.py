@@ -20,6 +20,7 @@ from kraken.config.fields import (
 )
 from kraken.config.fields import section as _section
 from kraken.config.store import store_section
+from kraken.config.email import email_section
 from kraken.config.otel import otel_section
 from kraken.config.presets import MOCK_KINDS, PROVIDER_PRESETS, STREAM_USAGE_MODES, TASK_TYPES
 from kraken.config.sections import (
@@ -254,7 +255,7 @@ def from_mapping(
     """Validate a parsed TOML document into a Config."""
     env = os.environ if env is None else env
     allowed = {"server", "store", "meter", "auth", "limits", "admin", "retention", "logging", "keys", "providers", "models", "aliases", "routing", "prices", "fees", "tls",
-               "wallet", "stripe", "plans", "byok", "otel"}
+               "wallet", "stripe", "plans", "byok", "email", "otel"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{source}: unknown top-level key {key!r}")
@@ -292,6 +293,7 @@ def from_mapping(
         fees=_table(raw.get("fees"), "fees", source),
         wallet=_section(WalletConfig, raw.get("wallet"), "wallet", source),
         stripe=_stripe(raw.get("stripe"), source, env),
+        email=email_section(raw.get("email"), source, env),
         plans=_table(raw.get("plans"), "plans", source),
         otel=otel_section(raw.get("otel"), source, env),
         source=source,

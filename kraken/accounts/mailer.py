@@ -1,0 +1,69 @@
+"""Sending one email through the configured SMTP server (``[email]``).
+
+The standard library's smtplib, run in a worker thread: a sign-up email is rare and off the
+metered path, so a thread per message costs nothing that matters and needs no dependency.
+Every failure becomes ``MailUnavailable`` (503) whose message names only the kind of failure:
+SMTP replies often quote the recipient's address back, so they are never repeated.
+"""
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import anyio
+
+from kraken.config.sections import EmailConfig
+from kraken.errors import KrakenError
+
+log = logging.getLogger("kraken.mail")
+
+
+class MailUnavailable(KrakenError):
+    """The SMTP server could not be reached or refused the message."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "email_unavailable"
+
+
+def message(cfg: EmailConfig, to: str, subject: str, text: str) -> EmailMessage:
+    """A plain-text message from the configured sender."""
+    msg = EmailMessage()
+    msg["From"] = cfg.from_address
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = make_msgid(domain=cfg.from_address.rpartition("@")[2])
+    msg.set_content(text)
+    return msg
+
+
+def _send_blocking(cfg: EmailConfig, msg: EmailMessage) -> None:
+    tls = ssl.create_default_context()
+    if cfg.ssl:
+        client: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_s,
+                                                context=tls)
+    else:
+        client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s)
+    with client:
+        if cfg.starttls:
+            client.starttls(context=tls)
+        if cfg.username:
+            client.login(cfg.username, cfg.password)
+        client.send_message(msg)
+
+
+async def send(cfg: EmailConfig, to: str, subject: str, text: str) -> None:
+    """Deliver one message to the SMTP server, or raise MailUnavailable."""
+    msg = message(cfg, to, subject, text)
+    try:
+        await anyio.to_thread.run_sync(_send_blocking, cfg, msg)
+    except (OSError, smtplib.SMTPException, ValueError) as exc:
+        # The type only: an SMTP reply may quote the recipient's address.
+        log.warning("sign-up email not sent: SMTP %s:%d failed (%s)", cfg.host, cfg.port,
+                    type(exc).__name__)
+        raise MailUnavailable("The sign-up email could not be sent (the mail server is "
+                              "unavailable); nothing was created, try again later") from None
