@@ -19,7 +19,9 @@ import orjson
 from kraken.errors import KrakenError, UpstreamBadStream
 from kraken.providers.anthropic_answer import openai_usage
 from kraken.providers.error_formats import OPENAI
-from kraken.providers.eventstream import MAX_MESSAGE, Decoder, EventStreamError, Message
+from kraken.providers.eventstream import (
+    MAX_MESSAGE, Decoder, EventStreamError, Message, MessageTooLarge,
+)
 from kraken.providers.usage import AnthropicUsage
 
 __all__ = ["FINISH_REASONS", "ChunkTranslator", "bedrock_usage", "completion_from_converse",
@@ -155,7 +157,7 @@ class ChunkTranslator:
         try:
             messages = self._decoder.feed(data)
         except EventStreamError as exc:
-            self.overflowed = "bound" in exc.message
+            self.overflowed = isinstance(exc, MessageTooLarge)
             return self.fail(exc)
         return b"".join(self._message(m) for m in messages if not self._done)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from kraken.errors import UpstreamBadStream
 
-__all__ = ["MAX_MESSAGE", "Decoder", "EventStreamError", "Message", "encode"]
+__all__ = ["MAX_MESSAGE", "Decoder", "EventStreamError", "Message", "MessageTooLarge", "encode"]
 
 MAX_MESSAGE = 1 << 20
 """The largest message accepted (AWS's own limit for one event is 16 MiB; a Converse delta is
@@ -35,6 +35,10 @@ _INTS = {2: ">b", 3: ">h", 4: ">i", 5: ">q", 8: ">q"}
 
 class EventStreamError(UpstreamBadStream):
     """The provider's event stream cannot be read (bad CRC, bad lengths, oversized message)."""
+
+
+class MessageTooLarge(EventStreamError):
+    """A prelude announced a message over the decoder's bound (refused before buffering it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +117,7 @@ class Decoder:
                 if zlib.crc32(memoryview(buf)[start:start + 8]) != crc:
                     raise EventStreamError("event stream prelude CRC mismatch")
                 if total > self._max:
-                    raise EventStreamError(f"event stream message of {total} bytes is over "
+                    raise MessageTooLarge(f"event stream message of {total} bytes is over "
                                            f"the {self._max}-byte bound")
                 if total < _MIN_MESSAGE or hlen > total - _MIN_MESSAGE:
                     raise EventStreamError("event stream message lengths are inconsistent")
