@@ -4,14 +4,16 @@ Single-wallet statements are SQLite's with numbered placeholders, except that a 
 change is read ``FOR UPDATE``: its balance cannot move before this transaction ends.
 
 A batch is a handful of statements whatever its size, each taking arrays (``= ANY($1)``,
-``unnest``): the "already stored" check, the wallets created and locked, the "already debited"
-check, one multi-row ledger insert and one ``usage_monthly`` upsert. Exactly once across hosts:
-the batch locks its wallets ``FOR UPDATE`` in wallet id order (two batches never wait on each
-other crosswise), and only then looks for refs already debited, so a ref of a wallet can only
-be written by the one transaction holding that wallet; the balance each ledger row carries is
-computed from balances read under those locks. The statement-level trigger of migration 8 checks
-every row's balance against the locked wallet and moves the balance once per wallet and
-statement. ``usage_monthly`` rows are upserted in key order, for the same reason.
+``unnest``): the "already stored" check, the batch's wallets locked ``FOR UPDATE`` in wallet id
+order (created first if new; two batches never wait on each other crosswise), one multi-row
+ledger insert and one ``usage_monthly`` upsert (rows in key order, for the same reason).
+
+Exactly once across hosts, and never from a stale balance: the ledger insert starts only once
+the wallets are locked, so its snapshot holds every ref applied to them (a ref of a wallet is
+only ever written by the transaction holding that wallet), and each row's balance_after is the
+locked balance plus the running sum of the batch's debits, computed by the database in the
+statement itself. The statement-level trigger of migration 8 checks every row against the
+locked wallet and moves each wallet's balance once per statement.
 """
 from __future__ import annotations
 
@@ -29,14 +31,18 @@ _PG = {
                    " ROUND(SUM(COALESCE(cost_usd, 0) + COALESCE(kraken_fee_usd, 0))::numeric"
                    " * 1000000)::bigint FROM requests WHERE key_id = ANY(?::text[]) GROUP BY key_id"),
     "seen_requests": "SELECT request_id FROM requests WHERE request_id = ANY(?::text[])",
-    "seen_refs": "SELECT ref FROM wallet_transactions WHERE ref = ANY(?::text[])",
     "ensure_wallets": ("INSERT INTO wallets (wallet_id, created_ts) SELECT w, ? FROM "
                        "unnest(?::text[]) AS w ORDER BY w ON CONFLICT (wallet_id) DO NOTHING"),
     "lock_wallets": ("SELECT wallet_id, balance_micros FROM wallets WHERE wallet_id = ANY(?::text[]) "
                      "ORDER BY wallet_id FOR UPDATE"),
-    "insert_debits": ("INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, "
-                      "balance_after_micros) SELECT d.w, 'usage_debit', d.a, d.r, ?, d.b FROM "
-                      "unnest(?::text[], ?::int8[], ?::text[], ?::int8[]) AS d (w, a, r, b)"),
+    "insert_debits": (  # run with the wallets locked: its snapshot holds every ref applied
+        "INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, "
+        "balance_after_micros) SELECT d.w, 'usage_debit', d.a, d.r, ?, w.balance_micros + "
+        "SUM(d.a) OVER (PARTITION BY d.w ORDER BY d.o) FROM (SELECT * FROM "
+        "unnest(?::text[], ?::int8[], ?::text[]) WITH ORDINALITY AS u (w, a, r, o) WHERE NOT "
+        "EXISTS (SELECT 1 FROM wallet_transactions t WHERE t.ref = u.r)) AS d "
+        "JOIN wallets w ON w.wallet_id = d.w ORDER BY d.o "
+        "RETURNING wallet_id, balance_after_micros"),
     "add_usage_batch": ("INSERT INTO usage_monthly (customer_id, month, tokens, spend_micros) "
                         "SELECT * FROM unnest(?::text[], ?::text[], ?::int8[], ?::int8[]) "
                         "ON CONFLICT (customer_id, month) DO UPDATE SET "
@@ -59,21 +65,18 @@ class PostgresBillingRepository(BillingRepository):
         wallets = sorted({d[0] for d in debits})
         if not wallets:
             return {}
-        await tx.execute(self.sql["ensure_wallets"], (now, wallets))
-        locked = {r[0]: int(r[1]) for r in await tx.fetch_all(self.sql["lock_wallets"], (wallets,))}
-        done = {r[0] for r in await tx.fetch_all(self.sql["seen_refs"], ([d[2] for d in debits],))}
+        locked = await tx.fetch_all(self.sql["lock_wallets"], (wallets,))
+        if len(locked) < len(wallets):  # new wallets: create, then lock them too
+            await tx.execute(self.sql["ensure_wallets"], (now, wallets))
+            await tx.fetch_all(self.sql["lock_wallets"], (wallets,))
+        todo: dict[str, tuple[str, int, str]] = {}
+        for debit in debits:
+            todo.setdefault(debit[2], debit)
+        cols = tuple(map(list, zip(*todo.values())))
         balances: dict[str, int] = {}
-        cols: tuple[list, list, list, list] = ([], [], [], [])
-        for wallet_id, amount, ref in debits:
-            if ref in done:
-                continue
-            done.add(ref)
-            after = balances.get(wallet_id, locked[wallet_id]) + amount
-            balances[wallet_id] = after
-            for col, value in zip(cols, (wallet_id, amount, ref, after)):
-                col.append(value)
-        if cols[0]:
-            await tx.execute(self.sql["insert_debits"], (now, *cols))
+        for wallet_id, after in await tx.fetch_all(self.sql["insert_debits"], (now, *cols)):
+            # every amount is negative: a wallet's lowest balance_after is its new balance
+            balances[wallet_id] = min(after, balances.get(wallet_id, after))
         return balances
 
     async def add_usage(self, tx: Any, rows: Sequence[tuple[str, str, int, int]]) -> None:

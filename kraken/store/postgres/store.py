@@ -54,7 +54,7 @@ _BEGIN_BATCH = f"BEGIN; SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK})"
 
 
 class PostgresStore:
-    """Request metadata (and, next, accounts and billing) in PostgreSQL.
+    """Request metadata, accounts, audit, privacy, billing and reports in PostgreSQL.
 
     Create with ``await PostgresStore.open(dsn)``; ``close()`` at shutdown.
     """
