@@ -1,6 +1,9 @@
 """Records in → committed, no HTTP: the meter's writer with billing wired as app.py wires it.
 
-A real SqliteStore (WAL) in a temp dir, a real Meter + Journal, the real BillingGuard as the
+A real store - SqliteStore (WAL) in a temp dir, and with ``--postgres DSN`` (an empty database)
+or ``--postgres-temp`` (a throwaway local server started by tests/postgres_server.py, which runs
+with fsync and synchronous_commit off, as for tests) also a PostgresStore, measured one after the
+other in the same run - a real Meter + Journal, the real BillingGuard as the
 batch hook (``meter.billing = billing``) with its refresh loop, and the BYOK change poll on
 the writer's connection, as in a serving process. Customers: some prepaid (topped-up wallets),
 some postpaid with monthly caps; some keys with lifetime budgets. One producer task pushes
@@ -10,6 +13,7 @@ to end (first push to last commit). The run is bounded by ``--records`` and ``--
 
     .venv/bin/python bench/writer_bench.py [--records 200000] [--seconds 30] [--batch-max 500]
                                            [--no-billing] [--ordered-ids]
+                                           [--postgres DSN | --postgres-temp] [--postgres-only]
 
 At the end the bench checks what it wrote: one row per record, balance == SUM(ledger) for
 every wallet, ``usage_monthly`` equal to the sums over ``requests``.
@@ -17,12 +21,14 @@ every wallet, ``usage_monthly`` equal to the sums over ``requests``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
-import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
 
 import anyio
 
@@ -34,6 +40,7 @@ from kraken.billing.plans import Plan, PlanBook
 from kraken.config import MeterConfig
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
+from kraken.store.interface import Store
 from kraken.store.record import RequestRecord
 from kraken.store.sqlite import SqliteStore
 
@@ -48,12 +55,13 @@ def plans() -> PlanBook:
     }, default="capped")
 
 
-async def accounts(store: SqliteStore) -> list[tuple[str, str]]:
+async def accounts(store: Store) -> list[tuple[str, str]]:
     """Customers, wallets and keys; returns (customer id, key id) pairs to draw records from."""
     pairs = []
     for i in range(PREPAID + POSTPAID):
         prepaid = i < PREPAID
-        cus = await service.create_customer(store, f"c{i}@bench.example", plan="pre" if prepaid else "capped")
+        cus = await service.create_customer(store, f"c{i}@bench.example",
+                                            plan="pre" if prepaid else "capped")
         if prepaid:
             await wallet.top_up(store, cus.id, 10**12, f"bench-top-up-{i}")
         plain = await apikeys.create_key(store, cus.id, rounds=4)
@@ -116,42 +124,68 @@ async def lag(worst: list[float]) -> None:
         worst[0] = max(worst[0], time.perf_counter() - start - 0.001)
 
 
-def check(db: Path, pushed: int, billed: bool) -> list[str]:
+_MONTH = {"sqlite": "strftime('%Y-%m', ts, 'unixepoch')",
+          "postgres": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM')"}
+
+
+async def check(store: Store, backend: str, pushed: int, billed: bool) -> list[str]:
     """What must hold after the run; returns the problems found (none expected)."""
     problems = []
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        if rows != pushed:
-            problems.append(f"{rows} rows for {pushed} records")
-        for wallet_id, bal, total in conn.execute(
-                "SELECT w.wallet_id, w.balance_micros, SUM(t.amount_micros) FROM wallets w"
-                " JOIN wallet_transactions t USING (wallet_id) GROUP BY w.wallet_id"):
-            if bal != total:
-                problems.append(f"wallet {wallet_id}: balance {bal} != ledger {total}")
-        if not billed:
-            return problems
-        monthly = dict(((c, m), (t, s)) for c, m, t, s in conn.execute(
-            "SELECT customer_id, month, tokens, spend_micros FROM usage_monthly"))
-        for c, m, t in conn.execute(
-                "SELECT customer_id, strftime('%Y-%m', ts, 'unixepoch'),"
-                " SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0))"
-                " FROM requests GROUP BY 1, 2"):
-            if monthly.get((c, m), (None,))[0] != t:
-                problems.append(f"usage_monthly {c} {m}: {monthly.get((c, m))} tokens != {t}")
+    rows = (await store.fetch_all("SELECT COUNT(*) FROM requests"))[0][0]
+    if rows != pushed:
+        problems.append(f"{rows} rows for {pushed} records")
+    for wallet_id, bal, total in await store.fetch_all(
+            "SELECT w.wallet_id, w.balance_micros, SUM(t.amount_micros) FROM wallets w"
+            " JOIN wallet_transactions t USING (wallet_id) GROUP BY w.wallet_id, w.balance_micros"):
+        if bal != total:
+            problems.append(f"wallet {wallet_id}: balance {bal} != ledger {total}")
+    if not billed:
+        return problems
+    monthly = {(c, m): (t, s) for c, m, t, s in await store.fetch_all(
+        "SELECT customer_id, month, tokens, spend_micros FROM usage_monthly")}
+    for c, m, t in await store.fetch_all(
+            f"SELECT customer_id, {_MONTH[backend]},"
+            " SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0))"
+            " FROM requests GROUP BY 1, 2"):
+        if monthly.get((c, m), (None,))[0] != t:
+            problems.append(f"usage_monthly {c} {m}: {monthly.get((c, m))} tokens != {t}")
     return problems
 
 
-async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="writer-bench-") as tmp:
-        db = Path(tmp) / "kraken.db"
-        store = await SqliteStore.open(str(db))
+@contextlib.contextmanager
+def postgres_temp() -> Iterator[str]:
+    """A throwaway local PostgreSQL (tests/postgres_server.py); yields an empty database's DSN."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from postgres_server import postgres_server
+
+    with postgres_server() as server:
+        yield server.create_database("writer_bench")
+
+
+@contextlib.asynccontextmanager
+async def opened(backend: str, target: str) -> AsyncIterator[Store]:
+    if backend == "sqlite":
+        store: Any = await SqliteStore.open(target)
+    else:
+        from kraken.store.postgres import PostgresStore
+
+        store = await PostgresStore.open(target)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def run(args: argparse.Namespace, backend: str, target: str, tmp: Path) -> None:
+    """One measured run on one backend; prints its figures."""
+    async with opened(backend, target) as store:
         pairs = await accounts(store)
         recs = records(args.records, pairs, args.ordered_ids)
         billing = BillingGuard(plans())
         await billing.refresh(store)
         cfg = MeterConfig(queue_max=args.queue_max, batch_max=args.batch_max,
                           flush_interval_ms=args.flush_interval_ms)
-        meter = Meter(store, Journal(Path(tmp) / "journal"), cfg)
+        meter = Meter(store, Journal(tmp / f"journal-{backend}"), cfg)
         meter.billing = None if args.no_billing else billing
         byok = ByokCache(store, None, poll_interval_s=0.25)
         async with anyio.create_task_group() as tg:
@@ -167,16 +201,24 @@ async def main(args: argparse.Namespace) -> None:
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             tg.cancel_scope.cancel()
         await meter.close()
-        await store.close()
-        problems = check(db, pushed, not args.no_billing)
-    print(f"records committed: {pushed} in {elapsed:.2f} s = {pushed / elapsed:,.0f} records/s "
-          f"(batch_max {args.batch_max}, queue_max {args.queue_max}, "
-          f"{PREPAID} prepaid + {POSTPAID} postpaid customers, {len(pairs)} keys"
+        problems = await check(store, backend, pushed, not args.no_billing)
+    print(f"[{backend}] records committed: {pushed} in {elapsed:.2f} s = "
+          f"{pushed / elapsed:,.0f} records/s (batch_max {args.batch_max}, queue_max "
+          f"{args.queue_max}, {PREPAID} prepaid + {POSTPAID} postpaid customers, {len(pairs)} keys"
           f"{', billing off' if args.no_billing else ''}{', ordered ids' if args.ordered_ids else ''})")
-    print(f"process CPU (all threads): {cpu / pushed * 1e6:.1f} us per record "
-          f"(steadier than records/s on a shared machine)")
-    print(f"longest event-loop stall: {worst[0] * 1000:.1f} ms")
-    print("checks:", "ok" if not problems else "; ".join(problems[:5]))
+    print(f"[{backend}] process CPU (all threads): {cpu / pushed * 1e6:.1f} us per record "
+          f"(steadier than records/s on a shared machine; the PostgreSQL server's CPU not included)")
+    print(f"[{backend}] longest event-loop stall: {worst[0] * 1000:.1f} ms")
+    print(f"[{backend}] checks:", "ok" if not problems else "; ".join(problems[:5]))
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="writer-bench-") as tmp, contextlib.ExitStack() as stack:
+        dsn = args.postgres or (stack.enter_context(postgres_temp()) if args.postgres_temp else None)
+        if dsn is None or not args.postgres_only:
+            await run(args, "sqlite", str(Path(tmp) / "kraken.db"), Path(tmp))
+        if dsn is not None:
+            await run(args, "postgres", dsn, Path(tmp))
 
 
 if __name__ == "__main__":
@@ -191,4 +233,11 @@ if __name__ == "__main__":
                    help="no batch hook (no wallet debits, monthly usage, key budgets): the floor")
     p.add_argument("--ordered-ids", action="store_true",
                    help="time-ordered request ids instead of random ones (same length)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--postgres", metavar="DSN",
+                        help="also measure a PostgresStore on this (empty) database, after SQLite")
+    target.add_argument("--postgres-temp", action="store_true",
+                        help="also measure PostgreSQL on a throwaway local server "
+                             "(tests/postgres_server.py: fsync and synchronous_commit off)")
+    p.add_argument("--postgres-only", action="store_true", help="skip the SQLite run")
     anyio.run(main, p.parse_args())
