@@ -149,3 +149,36 @@ async def test_a_batch_waits_for_the_wallet_another_host_holds_and_then_reads_it
         await watcher.close()
         await a.close()
         await b.close()
+
+
+async def test_refresh_sees_a_top_up_that_commits_after_a_later_numbered_debit(pg_dsn):
+    """Ids are taken at insert, not at commit: a top-up holding id N commits after another host's
+    batch (ids above N) was already seen by a refresh; the next refresh still sees the top-up."""
+    a = await PostgresStore.open(pg_dsn, pool_size=2)
+    b = await PostgresStore.open(pg_dsn, pool_size=2)
+    try:
+        await wallet.top_up(a, "slow", 1, "open-slow")
+        await wallet.top_up(a, "busy", 10**9, "open-busy")
+        guard = BillingGuard(PlanBook())
+        await guard.refresh(a)
+        inserted, release = anyio.Event(), anyio.Event()
+
+        async def slow_top_up():
+            async with a.transaction() as tx:
+                await wallet.apply_in(tx, "slow", "top_up", 5_000_000, "late-payment")
+                inserted.set()
+                await release.wait()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow_top_up)
+            await inserted.wait()
+            await flush(b, BillingGuard(PlanBook()), [rec(f"busy-{i}", "busy", 5) for i in range(20)])
+            await guard.refresh(a)  # sees the batch's higher ids, not the uncommitted top-up
+            assert guard.balance_micros("busy") == 10**9 - 100
+            assert guard.balance_micros("slow") == 1
+            release.set()
+        await guard.refresh(a)
+        assert guard.balance_micros("slow") == 5_000_001
+    finally:
+        await a.close()
+        await b.close()

@@ -48,6 +48,7 @@ _PG = {
                         "ON CONFLICT (customer_id, month) DO UPDATE SET "
                         "tokens = usage_monthly.tokens + EXCLUDED.tokens, "
                         "spend_micros = usage_monthly.spend_micros + EXCLUDED.spend_micros"),
+    "all_balances": "SELECT wallet_id, balance_micros, last_tx_id FROM wallets",
     "mark_wallet_erased": ("INSERT INTO wallet_erasures (wallet_id, ts) VALUES (?, ?) "
                            "ON CONFLICT (wallet_id) DO NOTHING"),
 }
@@ -78,6 +79,13 @@ class PostgresBillingRepository(BillingRepository):
             # every amount is negative: a wallet's lowest balance_after is its new balance
             balances[wallet_id] = min(after, balances.get(wallet_id, after))
         return balances
+
+    async def balances_since(self, db: Any, last_tx_id: int) -> list[tuple[str, int, int]]:
+        """Every wallet, whatever ``last_tx_id``: ids are taken when a row is inserted, not when
+        its transaction commits, so a wallet changed by a slower transaction can commit with an
+        id below one a refresh has already seen. One row per customer, as the plans read."""
+        return [(r[0], int(r[1]), int(r[2]))
+                for r in await db.fetch_all(self.sql["all_balances"])]
 
     async def add_usage(self, tx: Any, rows: Sequence[tuple[str, str, int, int]]) -> None:
         if rows:
