@@ -35,6 +35,7 @@ from kraken.policy.clientip import ClientAddress
 from kraken.policy.limits import build_limiter
 from kraken.gateway.endpoints import account as account_api
 from kraken.gateway.endpoints import account_signup
+from kraken.gateway.endpoints import portal
 from kraken.gateway.pipeline import Gateway
 from kraken.policy.router import Provider, Router
 from kraken.http.acme import plain_http_handler
@@ -43,7 +44,7 @@ from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.listener import ProtocolSelector, listen_socket
 from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.gateway.request_log import RequestLog
-from kraken.privacy import account_rights
+from kraken.privacy import account_rights, account_series
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
 from kraken.providers.anthropic import AnthropicFamily
@@ -215,6 +216,8 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
                                     stripe=cfg.stripe)  # /v1/account
     account_rights.register(accounts, export_page_rows=cfg.admin.export_page_rows,
                             keep_billing_records=cfg.retention.keep_billing_records, meter=meter)
+    account_series.register(accounts)  # /v1/account/usage/series
+    portal.register(gateway)  # /portal: the customer portal page over the account API
     if cfg.email.signup:  # POST /v1/account/signup (off by default: 404)
         stack.push_async_callback(
             account_signup.register(gateway, store, cfg.email, cfg.limits).aclose)

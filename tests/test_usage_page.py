@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from browserkit import CHROMEDRIVER, CHROMIUM, browser
 from harness import (PROMPT_CANARY, TEST_KEY, KrakenProcess, auth_headers, free_port, http,
                      kraken_mapping, running_mock, wait_rows, write_toml)
 from kraken.admin.token import generate_token, hash_token
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.anyio
 
 ADMIN_TOKEN = generate_token()
 OTHER_KEY = generate_key("otherkey", env="test")
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 REQUESTS_BLUE = (0x25, 0x63, 0xEB)  # usage.js COLORS.requests
 TTFB_P95 = (0xB4, 0x53, 0x09)       # usage.js COLORS.p95ttfb (drawn last)
 COST_CYAN = (0x08, 0x91, 0xB2)      # usage.js COLORS.cost
@@ -69,24 +69,6 @@ def history(db: Path, customer: str, n: int) -> None:
         conn.commit()
     finally:
         conn.close()
-
-
-def browser(download_dir: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1800", "--force-device-scale-factor=1"):
-        opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(download_dir),
-                                           "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.execute_cdp_cmd("Page.setDownloadBehavior",
-                           {"behavior": "allow", "downloadPath": str(download_dir)})
-    return driver
 
 
 def show(driver, credential: str, customer: str = "", hours: str = "1") -> str:

@@ -5,7 +5,8 @@ token and keeps it in a JavaScript variable only: no cookies, no storage. The da
 check that credential themselves: an API key sees only its own customer's requests, the
 admin token any customer's (or all). An API key that is not cached is checked under the
 client listener's per-address auth limits (kraken/policy/authgate.py), so the page is no
-way around them. Charts use uPlot (MIT), vendored in ``static/``.
+way around them. Charts use uPlot (MIT), vendored in ``kraken/web/`` with the chart code
+shared with the client listener's portal.
 """
 from __future__ import annotations
 
@@ -24,28 +25,24 @@ from kraken.admin.server import AdminApp, AdminCall
 from kraken.admin.token import bearer, token_matches
 from kraken.admin.usage import has_key_column, known_cost
 from kraken.errors import Unauthorized
+from kraken.gateway.endpoints.portal import PAGE_HEADERS, WEB
 from kraken.policy.authgate import AddressGate
 from kraken.policy.clientip import ClientAddress
 from kraken.privacy.export import FORMATS
 from kraken.store.interface import Store
 from kraken.store.reports_sql import STAT_COLUMNS
 
+_OWN = resources.files("kraken.admin") / "static"
 STATIC = {
-    "/usage": ("usage.html", b"text/html; charset=utf-8"),
-    "/usage/app.js": ("usage.js", b"text/javascript; charset=utf-8"),
-    "/usage/uplot.js": ("uplot.iife.min.js", b"text/javascript; charset=utf-8"),
-    "/usage/uplot.css": ("uplot.min.css", b"text/css; charset=utf-8"),
-    "/usage/page.css": ("usage.css", b"text/css; charset=utf-8"),
+    "/usage": (_OWN / "usage.html", b"text/html; charset=utf-8"),
+    "/usage/app.js": (_OWN / "usage.js", b"text/javascript; charset=utf-8"),
+    # Shared with the client listener's portal (kraken/web): one copy of the chart code.
+    "/usage/common.js": (WEB / "common.js", b"text/javascript; charset=utf-8"),
+    "/usage/uplot.js": (WEB / "uplot.iife.min.js", b"text/javascript; charset=utf-8"),
+    "/usage/uplot.css": (WEB / "uplot.min.css", b"text/css; charset=utf-8"),
+    "/usage/page.css": (WEB / "page.css", b"text/css; charset=utf-8"),
 }
-_HEADERS = [
-    (b"cache-control", b"no-store"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy",
-     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-     b"connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"),
-]
+_HEADERS = PAGE_HEADERS
 RANGES_H = (1, 6, 24, 24 * 7, 24 * 30, 24 * 90)
 _BUCKETS_S = (60, 300, 900, 3600, 6 * 3600, 86400)
 MAX_POINTS = 200
@@ -173,9 +170,7 @@ class UsagePage(RouteGroup):
     def __init__(self, ctx: AdminContext):
         super().__init__(ctx)
         self._who = Caller(ctx)
-        static = resources.files("kraken.admin") / "static"
-        self._files = {path: ((static / name).read_bytes(), ctype)
-                       for path, (name, ctype) in STATIC.items()}
+        self._files = {path: (file.read_bytes(), ctype) for path, (file, ctype) in STATIC.items()}
 
     def routes(self) -> list[Route]:
         return [

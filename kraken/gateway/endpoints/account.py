@@ -20,7 +20,7 @@ import orjson
 
 from kraken import audit
 from kraken.accounts import service
-from kraken.accounts.roles import require
+from kraken.accounts.roles import ACTIONS, can, require
 from kraken.billing import wallet
 from kraken.errors import MethodNotAllowed, NotFound
 from kraken.http.exchange import Request, ResponseSink
@@ -151,9 +151,13 @@ class AccountApi:
 # ---- profile and wallet --------------------------------------------------------------------
 
 async def show_profile(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
+    """The caller's customer and key, with what the key's role may do (``permissions``: the
+    roles.py actions, as ``handle`` checks them), so a client such as the portal shows only
+    what it may use."""
     cus = await service.get_customer(api.store, caller.customer_id)
+    permissions = [action for action in ACTIONS if can(caller.role, action)]
     return 200, {**cus.as_dict(), "key": {"id": caller.key.id, "org_id": caller.org_id,
-                                          "role": caller.role}}
+                                          "role": caller.role}, "permissions": permissions}
 
 
 async def patch_profile(api: AccountApi, caller: Caller, req: Request, params) -> Answer:

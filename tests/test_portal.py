@@ -1,0 +1,282 @@
+"""The customer portal (``GET /portal`` on the client listener) in a real headless Chromium
+against a real Kraken process, with accounts, an organisation and its members' keys created
+through the service layer in the same SQLite file.
+
+Each role sees only the sections its permissions allow; an action the page does not offer,
+forced into the page anyway, is refused by the account API and the page shows the 403; a
+developer creates and revokes a key through the page; the key never leaves the tab's memory.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+
+from browserkit import CHROMEDRIVER, CHROMIUM, browser
+from harness import (PROMPT_CANARY, KrakenProcess, auth_headers, free_port,
+                     kraken_mapping, running_mock, wait_rows, write_toml)
+from harness import http as request
+from kraken.accounts import service
+from kraken.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+ROLES = ("owner", "admin", "developer", "restricted")
+SECTIONS = {
+    "owner": ["account", "keys", "members", "usage", "export", "wallet", "delete"],
+    "admin": ["account", "keys", "members", "usage", "export", "delete"],
+    "developer": ["account", "keys", "usage", "export", "delete"],
+    "restricted": ["account", "export", "delete"],
+}
+FORCED = {  # a section the role is not shown -> (its action's form or button, the permission)
+    "keys": ("#key-create button[type=submit]", "manage_own_keys"),
+    "members": ("#member-add button[type=submit]", "manage_members"),
+    "wallet": ("#topup button[type=submit]", "billing"),
+}
+
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    return "asyncio"
+
+
+@dataclass
+class World:
+    port: int
+    log: Path
+    keys: dict[str, str]
+    """role -> the plaintext key of that member of the organisation."""
+    customers: dict[str, str]
+
+
+async def _populate(store, port: int, log: Path) -> World:
+    keys, customers = {}, {}
+    owner = (await service.create_customer(store, f"own-{uuid.uuid4().hex[:8]}@example.com",
+                                           "Owner")).id
+    org = (await service.create_organisation(store, "Acme", owner)).id
+    for role in ROLES:
+        cid = owner if role == "owner" else (await service.create_customer(
+            store, f"{role}-{uuid.uuid4().hex[:8]}@example.com", role)).id
+        if role != "owner":
+            await service.add_member(store, org, cid, role)
+        keys[role] = (await service.create_key(store, cid, org_id=org, rounds=4)).plaintext
+        customers[role] = cid
+    return World(port, log, keys, customers)
+
+
+@pytest.fixture(scope="module")
+async def world(tmp_path_factory):
+    assert shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER), "tools/test installs chromium"
+    tmp = tmp_path_factory.mktemp("portal")
+    async with running_mock() as mock:
+        port = free_port()
+        doc = kraken_mapping(tmp, mock.port, server={"port": port})
+        doc["prices"] = {"openai_compatible": {"mock-gpt": {"input": 1.0, "output": 2.0}}}
+        write_toml(tmp / "k.toml", doc)
+        kp = KrakenProcess(tmp / "k.toml", port, tmp / "kraken.log")
+        await anyio.to_thread.run_sync(kp.start)
+        try:
+            store = await SqliteStore.open(str(tmp / "kraken.db"))
+            try:
+                yield await _populate(store, port, tmp / "kraken.log")
+            finally:
+                await store.close()
+        finally:
+            kp.kill()
+
+
+# ---- driving the page (blocking Selenium, run in a thread) -----------------------------------
+
+def _by():
+    from selenium.webdriver.common.by import By
+    return By
+
+
+def act(driver, do) -> str:
+    """Do something on the page and wait until the page says it is done; the status line."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    By = _by()
+    before = driver.find_element(By.TAG_NAME, "body").get_attribute("data-done")
+    do()
+    WebDriverWait(driver, 20).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-done") != before)
+    return driver.find_element(By.ID, "status").text
+
+
+def sign_in(driver, key: str) -> str:
+    By = _by()
+
+    def submit():
+        driver.find_element(By.ID, "key").send_keys(key)
+        driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+
+    return act(driver, submit)
+
+
+def sections(driver) -> list[str]:
+    return [s.get_attribute("id") for s in driver.find_elements(_by().CSS_SELECTOR, "#portal > section")]
+
+
+def force(driver, section: str, selector: str) -> str:
+    """Put a section the page did not render into it anyway (as a tampered page would) and
+    use its action: the account API decides, the page shows its answer."""
+    driver.execute_script(
+        "document.getElementById('portal').append("
+        "document.getElementById('section-' + arguments[0]).content.cloneNode(true));", section)
+    return act(driver, lambda: driver.find_element(_by().CSS_SELECTOR, selector).click())
+
+
+def leftovers(driver) -> list:
+    """Whatever the tab kept outside its memory: storage, cookies, the URL."""
+    return [driver.execute_script("return [localStorage.length, sessionStorage.length, "
+                                  "document.cookie, location.href]"), driver.get_cookies()]
+
+
+def drive_role(port: int, key: str, role: str, downloads: Path) -> dict:
+    seen: dict = {}
+    driver = browser(downloads)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/portal")
+        seen["title"] = driver.title
+        seen["before"] = sections(driver)
+        seen["status"] = sign_in(driver, key)
+        seen["sections"] = sections(driver)
+        seen["account"] = driver.find_element(_by().ID, "account").text
+        if "wallet" in seen["sections"]:
+            seen["balance"] = driver.find_element(_by().ID, "balance").text
+            seen["topup"] = act(driver, lambda: driver.find_element(
+                _by().CSS_SELECTOR, "#topup button[type=submit]").click())
+        seen["refused"] = {name: force(driver, name, selector)
+                           for name, (selector, _) in FORCED.items()
+                           if name not in seen["sections"]}
+        seen["left"] = leftovers(driver)
+    finally:
+        driver.quit()
+    return seen
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_each_role_sees_only_what_it_may_do_and_is_refused_the_rest(world, role, tmp_path):
+    seen = await anyio.to_thread.run_sync(drive_role, world.port, world.keys[role], role,
+                                          tmp_path)
+    assert seen["title"] == "Kraken portal" and seen["before"] == []
+    assert seen["status"] == f"Signed in as {world.customers[role]} ({role})."
+    assert seen["sections"] == SECTIONS[role]
+    assert role in seen["account"] and world.customers[role] in seen["account"]
+    forbidden = {name for name in FORCED if name not in SECTIONS[role]}
+    assert set(seen["refused"]) == forbidden
+    for name, status in seen["refused"].items():
+        permission = FORCED[name][1]
+        assert status.startswith("HTTP 403: ") and f"'{permission}'" in status, (name, status)
+    if role == "owner":  # no Stripe key configured: the API's 503 is shown, not swallowed
+        assert seen["balance"].startswith("$")
+        assert seen["topup"].startswith("HTTP 503: ") and "not configured" in seen["topup"]
+    assert seen["left"] == [[0, 0, "", f"http://127.0.0.1:{world.port}/portal"], []]
+
+
+def models_status(port: int, key: str) -> int:
+    """GET /v1/models with ``key`` (blocking: called from the Selenium thread)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/v1/models", headers=auth_headers(key))
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def drive_developer(port: int, key: str, downloads: Path) -> dict:
+    By = _by()
+    seen: dict = {}
+    driver = browser(downloads)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/portal")
+        sign_in(driver, key)
+        seen["key_field"] = driver.find_element(By.ID, "key").get_attribute("value")
+        seen["tiles"] = driver.find_element(By.ID, "tiles").text
+        seen["by_model"] = driver.find_element(By.ID, "by-model").text
+        seen["canvases"] = len(driver.find_elements(By.CSS_SELECTOR, "#usage .chart canvas"))
+
+        def create():
+            form = driver.find_element(By.ID, "key-create")
+            form.find_element(By.NAME, "name").send_keys("from the portal")
+            form.find_element(By.NAME, "rpm").send_keys("30")
+            form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+        seen["created"] = act(driver, create)
+        seen["secret"] = driver.find_element(By.CSS_SELECTOR, "#new-secret code").text
+        seen["keys_after_create"] = driver.find_element(By.ID, "key-list").text
+        new_id = seen["created"].split(" ")[1]
+        seen["new_id"] = new_id
+        seen["works_before_revoke"] = models_status(port, seen["secret"])
+        seen["revoked"] = act(driver, lambda: driver.find_element(
+            By.CSS_SELECTOR, f"button[data-action=revoke-key][data-id='{new_id}']").click())
+        seen["keys_after_revoke"] = driver.find_element(By.ID, "key-list").text
+        seen["export"] = act(driver, lambda: driver.find_element(
+            By.CSS_SELECTOR, "button[data-action=export][data-format=jsonl]").click())
+        seen["left"] = leftovers(driver)
+        driver.refresh()
+        seen["after_reload"] = sections(driver)
+        seen["after_reload_open"] = act(driver, lambda: driver.find_element(
+            By.CSS_SELECTOR, "#login button[type=submit]").click())
+        seen["left_after_reload"] = leftovers(driver)
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_developer_creates_and_revokes_a_key_and_the_tab_forgets_it(world, tmp_path):
+    key = world.keys["developer"]
+    body = json.dumps({"model": "mock-gpt",
+                       "messages": [{"role": "user", "content": PROMPT_CANARY}]}).encode()
+    for _ in range(2):
+        reply = await request(world.port, "POST", "/v1/chat/completions", body, auth_headers(key))
+        assert reply.status == 200
+    await wait_rows(world.log.parent / "kraken.db", 2)
+    seen = await anyio.to_thread.run_sync(drive_developer, world.port, key, tmp_path)
+    assert seen["key_field"] == ""  # memory only: not left in the form
+    assert "Requests" in seen["tiles"] and "mock-gpt" in seen["by_model"]
+    assert seen["canvases"] == 4
+    assert seen["created"].startswith("Key ") and seen["created"].endswith(" created.")
+    assert seen["secret"].startswith("kr_") and seen["new_id"] in seen["keys_after_create"]
+    assert "from the portal" in seen["keys_after_create"]
+    assert seen["revoked"] == f"Key {seen['new_id']} revoked."
+    row = [r for r in seen["keys_after_revoke"].splitlines() if seen["new_id"] in r]
+    assert row and "revoked" in row[0]
+    assert seen["works_before_revoke"] == 200
+    refused = await request(world.port, "GET", "/v1/models", headers=auth_headers(seen["secret"]))
+    assert refused.status == 401  # revoked through the page: the API refuses the key
+    assert seen["export"].startswith("Export downloaded")
+    exported = (tmp_path / f"{world.customers['developer']}.jsonl").read_text()
+    assert PROMPT_CANARY not in exported and world.customers["developer"] in exported
+    url = f"http://127.0.0.1:{world.port}/portal"
+    assert seen["left"] == [[0, 0, "", url], []]
+    assert seen["after_reload"] == [] and seen["after_reload_open"] == "Enter a Kraken API key."
+    assert seen["left_after_reload"] == [[0, 0, "", url], []]
+    logged = world.log.read_text()
+    assert key not in logged and seen["secret"] not in logged and PROMPT_CANARY not in logged
+
+
+async def test_page_and_files_have_strict_headers_and_set_no_cookie(world):
+    page = await request(world.port, "GET", "/portal")
+    files = [await request(world.port, "GET", f"/portal/{name}")
+             for name in ("app.js", "common.js", "uplot.js", "uplot.css", "page.css", "portal.css")]
+    missing = await request(world.port, "GET", "/portal/secrets.txt")
+    post = await request(world.port, "POST", "/portal", b"{}")
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    for reply in (page, *files):
+        assert reply.status == 200
+        h = reply.headers
+        assert "script-src 'self';" in h["content-security-policy"]
+        assert "frame-ancestors 'none'" in h["content-security-policy"]
+        assert h["x-frame-options"] == "DENY" and h["x-content-type-options"] == "nosniff"
+        assert h["cache-control"] == "no-store" and "set-cookie" not in h
+    assert b"<script>" not in page.body  # no inline script: the CSP would block it
+    assert b"KrakenPage" in files[1].body and b"uPlot" in files[2].body
+    assert missing.status == 404 and post.status == 405
