@@ -280,3 +280,26 @@ async def test_page_and_files_have_strict_headers_and_set_no_cookie(world):
     assert b"<script>" not in page.body  # no inline script: the CSP would block it
     assert b"KrakenPage" in files[1].body and b"uPlot" in files[2].body
     assert missing.status == 404 and post.status == 405
+
+
+async def test_usage_series_has_the_usage_routes_scope_and_permission(world):
+    body = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]})
+    reply = await request(world.port, "POST", "/v1/chat/completions", body.encode(),
+                          auth_headers(world.keys["restricted"]))
+    assert reply.status == 200
+    await wait_rows(world.log.parent / "kraken.db", 1)
+    refused = await request(world.port, "GET", "/v1/account/usage/series?hours=1",
+                            headers=auth_headers(world.keys["restricted"]))
+    assert refused.status == 403 and "'read_own_usage'" in refused.json()["error"]["message"]
+    for role, scope in (("developer", "customer"), ("admin", "organisation")):
+        headers = auth_headers(world.keys[role])
+        over = (await request(world.port, "GET", "/v1/account/usage/series?hours=1",
+                              headers=headers)).json()
+        total = (await request(world.port, "GET", "/v1/account/usage", headers=headers)).json()
+        assert over["scope"] == total["scope"] == scope and over["bucket_s"] == 60
+        counted = sum(n or 0 for n in over["series"]["requests"])
+        assert counted == (total["total"] or {}).get("requests", 0), (role, over, total)
+        assert counted >= 1 or role == "developer"  # the organisation has the request above
+    bad = await request(world.port, "GET", "/v1/account/usage/series?hours=5",
+                        headers=auth_headers(world.keys["developer"]))
+    assert bad.status == 400

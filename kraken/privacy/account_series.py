@@ -10,18 +10,18 @@ from typing import Any
 
 from kraken.accounts import service
 from kraken.accounts.roles import can
-from kraken.admin.page import _bucket_for, _hours, _series, stats
+from kraken.admin.page import _bucket_for, _hours, _series, group_stats
 from kraken.gateway.endpoints.account import AccountApi, Answer, Caller
 from kraken.http.exchange import Request
 from kraken.privacy.account_rights import _query
 
 
-async def _scope(api: AccountApi, caller: Caller) -> tuple[str, str, list[Any]]:
-    """(scope name, SQL condition, its parameters) as ``GET /v1/account/usage`` scopes it."""
+async def _scope(api: AccountApi, caller: Caller) -> tuple[str, dict[str, Any]]:
+    """(scope name, ``group_stats`` filter) as ``GET /v1/account/usage`` scopes it."""
     if caller.org_id is not None and can(caller.role, "read_usage"):
-        ids = [k.id for k in await service.list_keys(api.store, org_id=caller.org_id)] or [""]
-        return "organisation", f"key_id IN ({', '.join('?' * len(ids))})", ids
-    return "customer", "customer_id = ?", [caller.customer_id]
+        keys = await service.list_keys(api.store, org_id=caller.org_id)
+        return "organisation", {"key_ids": [k.id for k in keys]}
+    return "customer", {"customer": caller.customer_id}
 
 
 async def series(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
@@ -29,9 +29,8 @@ async def series(api: AccountApi, caller: Caller, req: Request, params) -> Answe
     bucket = _bucket_for(hours)
     now = time.time()
     start = (int(now - hours * 3600) // bucket) * bucket
-    scope, where, args = await _scope(api, caller)
-    rows = await stats(api.store, f"CAST(ts / {bucket} AS INTEGER) * {bucket}",
-                       f"ts >= ? AND {where}", [start, *args])
+    scope, where = await _scope(api, caller)
+    rows = await group_stats(api.store, "bucket", bucket_s=bucket, since=start, **where)
     return 200, {"scope": scope, "hours": hours, "bucket_s": bucket, "from": start, "to": now,
                  "series": _series(rows, start, now, bucket)}
 
