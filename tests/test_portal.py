@@ -53,6 +53,7 @@ class World:
     keys: dict[str, str]
     """role -> the plaintext key of that member of the organisation."""
     customers: dict[str, str]
+    store: SqliteStore
 
 
 async def _populate(store, port: int, log: Path) -> World:
@@ -67,7 +68,7 @@ async def _populate(store, port: int, log: Path) -> World:
             await service.add_member(store, org, cid, role)
         keys[role] = (await service.create_key(store, cid, org_id=org, rounds=4)).plaintext
         customers[role] = cid
-    return World(port, log, keys, customers)
+    return World(port, log, keys, customers, store)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +222,7 @@ def drive_developer(port: int, key: str, downloads: Path) -> dict:
         seen["export"] = act(driver, lambda: driver.find_element(
             By.CSS_SELECTOR, "button[data-action=export][data-format=jsonl]").click())
         seen["left"] = leftovers(driver)
+        driver.save_screenshot(str(downloads / "portal.png"))  # for a human look
         driver.refresh()
         seen["after_reload"] = sections(driver)
         seen["after_reload_open"] = act(driver, lambda: driver.find_element(
@@ -303,3 +305,34 @@ async def test_usage_series_has_the_usage_routes_scope_and_permission(world):
     bad = await request(world.port, "GET", "/v1/account/usage/series?hours=5",
                         headers=auth_headers(world.keys["developer"]))
     assert bad.status == 400
+
+
+def drive_deletion(port: int, key: str, downloads: Path) -> dict:
+    By = _by()
+    seen: dict = {}
+    driver = browser(downloads)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/portal")
+        sign_in(driver, key)
+        seen["sections"] = sections(driver)
+        delete = (By.CSS_SELECTOR, "button[data-action=delete-account]")
+        seen["unconfirmed"] = act(driver, lambda: driver.find_element(*delete).click())
+        driver.find_element(By.ID, "delete-confirm").click()
+        seen["deleted"] = act(driver, lambda: driver.find_element(*delete).click())
+        seen["after"] = sections(driver)
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_a_personal_key_deletes_its_account_through_the_page(world, tmp_path):
+    cid = (await service.create_customer(world.store, f"solo-{uuid.uuid4().hex[:8]}@example.com",
+                                         "Solo")).id
+    key = (await service.create_key(world.store, cid, rounds=4)).plaintext
+    seen = await anyio.to_thread.run_sync(drive_deletion, world.port, key, tmp_path)
+    # A personal key is its own account's owner, but has no organisation: no members section.
+    assert seen["sections"] == ["account", "keys", "usage", "export", "wallet", "delete"]
+    assert seen["unconfirmed"] == "Tick the box to confirm the deletion."
+    assert seen["deleted"] == "Account deleted; the key is gone with it." and seen["after"] == []
+    gone = await request(world.port, "GET", "/v1/account", headers=auth_headers(key))
+    assert gone.status == 401
