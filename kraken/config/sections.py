@@ -287,38 +287,6 @@ class EmailConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class EmailConfig:
-    """Outgoing email (``[email]``) and self-service sign-up by one-time link (off by default)."""
-
-    signup: bool = False
-    """Serve ``POST /v1/account/signup``; false: the route answers 404, as if absent."""
-    host: str = "127.0.0.1"
-    """The SMTP server (a local relay or the provider's submission host)."""
-    port: int = 587
-    starttls: bool = True
-    """Upgrade the connection with STARTTLS (port 587); ``ssl`` is implicit TLS (port 465)."""
-    ssl: bool = False
-    username: str = ""
-    """SMTP AUTH user; empty: no AUTH. The password is read from ``password_env``."""
-    password_env: str = "KRAKEN_SMTP_PASSWORD"
-    password: str = field(default="", repr=False)
-    """Read from ``password_env`` at load (never set in the file)."""
-    from_address: str = ""
-    """The sender of sign-up emails (``kraken@example.com``)."""
-    base_url: str = ""
-    """The public base URL of the client listener, as users reach it: links are
-    ``{base_url}/v1/account/signup/confirm?token=...``."""
-    link_ttl_s: float = 900.0
-    """How long a sign-up link works (15 minutes); used or expired, it is deleted."""
-    timeout_s: float = 10.0
-    """Connecting to and talking with the SMTP server, each step."""
-    per_email_per_hour: int = 3
-    """Sign-up requests per address per hour (429 with Retry-After beyond)."""
-    per_ip_per_hour: int = 10
-    """Sign-up requests per client address (IPv6: per /64) per hour."""
-
-
-@dataclass(frozen=True, slots=True)
 class KeyConfig:
     """A Kraken API key defined in the config file, stored only as a bcrypt hash."""
 
