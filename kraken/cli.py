@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     byok_cli.add_parser(sub)
 
+    from kraken.cli_commands import migrate as migrate_cli
+
+    migrate_cli.add_parser(sub)
+
     _add_top(sub)
     return parser
 
