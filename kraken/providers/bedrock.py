@@ -15,6 +15,7 @@ signature covers the whole request, not one header (``authorized`` stays None).
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import quote
 
 import orjson
@@ -110,8 +111,7 @@ class BedrockFamily(FamilyBase):
                                      "warning at startup)")
         body = orjson.dumps(chat_to_converse(payload))
         stream = payload.get("stream") is True
-        path = (f"{self._base}/model/{quote(upstream_model, safe='')}/"
-                + ("converse-stream" if stream else "converse"))
+        path = _model_path(self._base, upstream_model, stream)
         signed = signer.sign("POST", path, "", [("host", self._authority),
                                                 ("content-type", "application/json")], body)
         headers = [(k.encode(), v.encode()) for k, v in signed]
@@ -149,6 +149,13 @@ class BedrockFamily(FamilyBase):
         if status == 424:
             return UpstreamFailed(f"provider {self.name} returned {status}")
         return provider_error(self.name, secret, status, body)
+
+
+@lru_cache(maxsize=256)
+def _model_path(base: str, model: str, stream: bool) -> str:
+    """``{base}/model/{id}/converse[-stream]``, the id URL-encoded (``:`` as ``%3A``); cached,
+    as routes name configured models."""
+    return f"{base}/model/{quote(model, safe='')}/" + ("converse-stream" if stream else "converse")
 
 
 def _openai_error(body: bytes, code: str, error_type: str) -> bytes:

@@ -90,7 +90,8 @@ def completion_from_converse(body: bytes, usage: AnthropicUsage | None, model: s
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
             calls.append({"id": use.get("toolUseId"), "type": "function", "function": {
-                "name": use.get("name"), "arguments": orjson.dumps(use.get("input") or {}).decode()}})
+                "name": use.get("name"),
+                "arguments": orjson.dumps(use.get("input") or {}).decode()}})
     out_message: dict[str, Any] = {"role": "assistant",
                                    "content": "".join(texts) if texts else None, "refusal": None}
     if calls:

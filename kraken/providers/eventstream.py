@@ -29,7 +29,8 @@ _PRELUDE = 12
 _MIN_MESSAGE = 16  # prelude + message CRC, no headers, no payload
 _U32 = struct.Struct(">I")
 _PRELUDE_FMT = struct.Struct(">III")
-_FIXED = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}  # value type -> size (byte, short, int, long, ts, uuid)
+_FIXED = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+"""Value type -> size: byte, short, int, long, timestamp, uuid."""
 _INTS = {2: ">b", 3: ">h", 4: ">i", 5: ">q", 8: ">q"}
 
 

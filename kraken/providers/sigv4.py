@@ -18,6 +18,7 @@ import hmac
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 __all__ = [
@@ -72,7 +73,8 @@ def _canonical_query(query: str) -> str:
     pairs = []
     for item in query.split("&"):
         name, _, value = item.partition("=")
-        pairs.append((quote(unquote(name), safe=_UNRESERVED), quote(unquote(value), safe=_UNRESERVED)))
+        pairs.append((quote(unquote(name), safe=_UNRESERVED),
+                      quote(unquote(value), safe=_UNRESERVED)))
     return "&".join(f"{n}={v}" for n, v in sorted(pairs))
 
 
@@ -86,11 +88,17 @@ def _canonical_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     return block, ";".join(names)
 
 
+@lru_cache(maxsize=256)
+def _canonical_uri(path: str) -> str:
+    """The path encoded once more (cached: a provider's paths are one per configured model)."""
+    return quote(path, safe="/" + _UNRESERVED)
+
+
 def canonical_request(method: str, path: str, query: str, headers: Iterable[tuple[str, str]],
                       payload_hash: str) -> tuple[str, str]:
     """(canonical request, signed header names); ``path`` as sent on the wire."""
     block, signed = _canonical_headers(headers)
-    uri = quote(path or "/", safe="/" + _UNRESERVED)
+    uri = _canonical_uri(path or "/")
     return (f"{method}\n{uri}\n{_canonical_query(query)}\n{block}\n{signed}\n{payload_hash}",
             signed)
 

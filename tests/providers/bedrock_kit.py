@@ -54,7 +54,8 @@ async def kraken_with_env(doc: dict[str, Any], env: Mapping[str, str]) -> AsyncI
 
 
 @contextlib.asynccontextmanager
-async def bedrock_kraken(tmp: Path, *, env: Mapping[str, str] = ENV, mock_creds: Credentials = CREDS,
+async def bedrock_kraken(tmp: Path, *, env: Mapping[str, str] = ENV,
+                         mock_creds: Credentials = CREDS,
                          **provider: Any) -> AsyncIterator[tuple[MockBedrock, Running]]:
     async with MockBedrock(mock_creds) as mock:
         async with kraken_with_env(bedrock_doc(tmp, mock, **provider), env) as k:

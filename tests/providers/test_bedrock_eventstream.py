@@ -111,7 +111,8 @@ def test_translated_stream_is_the_same_whatever_the_splits():
 
     whole = translate([STREAM])
     events = whole.split(b"\n\n")
-    assert events[1].endswith(b'"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}]}')
+    assert events[1].endswith(
+        b'"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}]}')
     assert b'"finish_reason":"stop"' in events[3]
     assert orjson.loads(events[4][6:])["usage"] == {
         "prompt_tokens": 17, "completion_tokens": 2, "total_tokens": 19,

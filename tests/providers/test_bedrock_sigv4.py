@@ -66,7 +66,8 @@ def test_the_path_is_signed_encoded_once_more_than_sent():
     canonical, _ = canonical_request(
         "POST", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse", "",
         [("host", "h")], "e3b0")
-    assert canonical.split("\n")[1] == "/model/anthropic.claude-3-5-sonnet-20240620-v1%253A0/converse"
+    assert canonical.split("\n")[1] == \
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%253A0/converse"
 
 
 def _signed_request(body: bytes, *, region: str = "us-east-1", when: str | None = None,

@@ -110,7 +110,8 @@ def test_region_sets_the_default_endpoint_and_credentials_come_from_named_variab
     ({"region": "Frankfurt"}, "providers.aws.region is required"),
     ({"region": "us-east-1", "api_key": "k"}, "providers.aws.api_key: Bedrock signs"),
     ({"region": "us-east-1", "embeddings": True}, "providers.aws.embeddings is not served"),
-    ({"region": "us-east-1", "access_key_id_env": "1BAD"}, "providers.aws.access_key_id_env must be"),
+    ({"region": "us-east-1", "access_key_id_env": "1BAD"},
+     "providers.aws.access_key_id_env must be"),
 ])
 def test_bedrock_config_errors_name_the_key(fields, message):
     with pytest.raises(ConfigError, match="k.toml: " + message.replace(".", r"\.")):
@@ -119,5 +120,6 @@ def test_bedrock_config_errors_name_the_key(fields, message):
 
 def test_other_kinds_may_not_set_bedrock_options():
     doc = {"providers": {"o": {"kind": "openai", "access_key_id_env": "K"}}}
-    with pytest.raises(ConfigError, match='providers.o.access_key_id_env is only for kind = "bedrock"'):
+    with pytest.raises(ConfigError,
+                       match='providers.o.access_key_id_env is only for kind = "bedrock"'):
         from_mapping(doc, "k.toml", env={})
