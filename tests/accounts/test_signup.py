@@ -287,6 +287,36 @@ async def test_requests_are_limited_per_email_and_per_client_address(world):
     assert (await ask(k.port, address(), source())).status == 202  # another client: served
 
 
+async def test_the_limits_are_shared_through_redis_and_keep_no_address_in_clear(tmp_path, smtp):
+    from redis import Redis
+
+    from redis_server import redis_server
+
+    port, sink = smtp
+    mail = address()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with redis_server(tmp_path / "redis") as redis:
+        limits = {"backend": "redis", "redis_url": redis.url,
+                  "ip_salt": "a-test-salt-of-32-bytes-exactly!", "redis_timeout_s": 5.0}
+        async with running_mock() as mock:
+            async with kraken(tmp_path / "a", mock.port, email=email_section(port),
+                              limits=limits) as a, \
+                    kraken(tmp_path / "b", mock.port, email=email_section(port),
+                           limits=limits) as b:
+                first = [await ask(a.port, mail, source()) for _ in range(PER_EMAIL - 1)]
+                at_b = [await ask(b.port, mail, source()) for _ in range(2)]
+        client = Redis.from_url(redis.url)
+        try:
+            stored = [key.decode() for key in client.keys("*")]
+        finally:
+            client.close()
+    assert [r.status for r in first + at_b] == [202] * PER_EMAIL + [429]
+    assert int(at_b[-1].headers["retry-after"]) > 0
+    assert stored and all(k.startswith("kraken:signup:") for k in stored)
+    assert not any(mail in k or "127.0.0." in k for k in stored)
+
+
 async def test_a_mail_server_that_is_down_is_a_503_and_leaves_no_link(tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="kraken")
     mail = address()
