@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any
 
-from kraken.config.sections import StoreConfig
-from kraken.config.store import DATABASE_URL_ENV, describe
+DATABASE_URL_ENV = "KRAKEN_DATABASE_URL"
+"""kraken.config.store's name for it (not imported here: ``kraken --help`` stays fast)."""
 
 EPILOG = f"""\
 The target must be an empty database (or one a Kraken created and never used). Everything is
@@ -40,6 +40,8 @@ def main(args: argparse.Namespace) -> int:
     dsn = args.target or os.environ.get(DATABASE_URL_ENV, "")
     if not dsn.startswith(("postgresql://", "postgres://")):
         return _refuse(f"--to (or {DATABASE_URL_ENV}) must be a postgresql:// URL")
+    from kraken.config.sections import StoreConfig
+    from kraken.config.store import describe
     from kraken.store import migrate as mig
     from kraken.store.errors import StoreError
 

@@ -217,6 +217,29 @@ async def test_a_failure_mid_copy_leaves_the_target_empty(source, pg_dsn):
     assert file_digest(path) == before
 
 
+@pytest.mark.parametrize("tamper, problem", [
+    # The file edited behind Kraken's back (its triggers dropped first): the copy goes in, but
+    # the verification finds the difference, and nothing is committed.
+    ("DROP TRIGGER audit_log_append_only;"
+     "UPDATE audit_log SET detail = '{\"amount_usd\":\"1000\"}' WHERE seq = 2",
+     "audit chain: entry 2: entry content does not match its hash"),
+    ("DROP TRIGGER wallets_change_only_by_transaction;"
+     "UPDATE wallets SET balance_micros = balance_micros + 1 WHERE wallet_id IN "
+     "(SELECT wallet_id FROM wallets ORDER BY wallet_id LIMIT 1)",
+     "1 of 2 wallet balances differ"),
+])
+async def test_a_mismatch_found_by_the_verification_rolls_everything_back(
+        source, pg_dsn, tamper, problem):
+    path, _ = source
+    conn = sqlite3.connect(path)
+    conn.executescript(tamper)
+    conn.close()
+    done = await migrate_cli(path, pg_dsn)
+    assert done.returncode == 1, done.stdout
+    assert problem in done.stderr and "rolled back" in done.stderr
+    assert await pg_counts(pg_dsn) is None
+
+
 async def test_an_incompatible_table_in_the_target_refuses_and_is_left_alone(source, pg_dsn):
     path, _ = source
     conn = await asyncpg.connect(pg_dsn)
