@@ -9,8 +9,10 @@ client must treat the header as optional). Unknown price: no header, ``"cost_usd
 
 With ``x-kraken-include-cost: true`` the figure is spliced into the top-level ``usage``
 object's bytes (found as the usage tap finds it); every other byte stays as the provider sent
-it. Streams: the head leaves before any usage exists, and HTTP/1.1 chunked trailers reach
-almost no client, so a streamed call's cost is in its record (usage API), not in the answer.
+it. Streams have no header: the head leaves before any usage exists, and HTTP trailers
+(HTTP/1.1 chunked or HTTP/2) are read by almost no SSE client. An opted-in chat or completions
+stream that asked for ``stream_options.include_usage`` gets the figure in its final usage-only
+chunk (``choices: []``) instead: only that event is held, from where it starts to the end.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from kraken.gateway.bodytap import usage_in_tail
 from kraken.gateway.call import Call
 from kraken.http.exchange import Request, ResponseSink
 
-__all__ = ["COST_HEADER", "CostSink", "format_cost", "opted_in", "splice_cost"]
+__all__ = ["COST_HEADER", "CostSink", "StreamCostSink", "answer_sink", "format_cost", "opted_in",
+           "splice_cost"]
 
 COST_HEADER = b"x-kraken-cost-usd"
 OPT_IN_HEADER = b"x-kraken-include-cost"
@@ -26,6 +29,21 @@ MAX_HELD = 1024 * 1024
 """Bytes of a non-streamed answer held for the header; chat and completion answers are a few
 KiB, a large embeddings batch may pass it and goes out as received."""
 _TAIL = 64 * 1024
+MAX_EVENT = 64 * 1024
+"""Bytes of a stream's usage event held for the figure (a usage chunk is a few hundred)."""
+STREAM_ROUTES = frozenset({"chat_completions", "completions"})
+"""Streams whose usage comes last, in a chunk of its own (OpenAI's ``choices: []``)."""
+_USAGE = b'"usage":{'
+_USAGE_ONLY = b'"choices":[]'
+
+
+def answer_sink(sink: ResponseSink, call: Call, req: Request) -> ResponseSink:
+    """The sink one attempt writes to: the client's, wrapped to add the call's cost."""
+    if not call.stream:
+        return CostSink(sink, call, opted_in(req))
+    if call.route in STREAM_ROUTES and opted_in(req):
+        return StreamCostSink(sink, call)
+    return sink
 
 
 def opted_in(req: Request) -> bool:
@@ -113,3 +131,63 @@ class CostSink:
 
     def __getattr__(self, name: str):
         return getattr(self._sink, name)
+
+
+class StreamCostSink:
+    """An opted-in stream: events pass at once, but the usage-only chunk (and what follows it,
+    ``[DONE]``) is held until the call is priced, then written with ``"cost_usd"`` in its usage.
+    A usage event split across provider reads, or larger than ``MAX_EVENT``, goes out as is."""
+
+    __slots__ = ("_sink", "_call", "_held", "_done")
+
+    def __init__(self, sink: ResponseSink, call: Call):
+        self._sink = sink
+        self._call = call
+        self._held: bytearray | None = None
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            held += data
+            if len(held) > MAX_EVENT:
+                self._release(bytes(held))
+            return
+        at = -1 if self._done else data.find(_USAGE)
+        if at < 0:
+            self._sink.write(data)
+            return
+        start = data.rfind(b"\n\n", 0, at)
+        start = 0 if start < 0 else start + 2
+        if data.find(_USAGE_ONLY, start, at) < 0:
+            self._sink.write(data)  # usage beside content (not the final chunk): leave it
+            return
+        if start:
+            self._sink.write(data[:start])
+        self._held = bytearray(data[start:])
+
+    def end(self) -> None:
+        held = self._held
+        if held is not None:
+            cost = self._call.cost_usd
+            self._release(_with_cost(bytes(held), b"null" if cost is None else format_cost(cost)))
+        self._sink.end()
+
+    def _release(self, data: bytes) -> None:
+        self._held = None
+        self._done = True
+        self._sink.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sink, name)
+
+
+def _with_cost(held: bytes, cost: bytes) -> bytes:
+    """The held bytes (the usage event, then what followed) with the cost in the event's usage."""
+    end = held.find(b"\n\n")
+    end = len(held) if end < 0 else end
+    first, last = held.find(b"{", 0, end), held.rfind(b"}", 0, end)
+    if first < 0 or last < 0:
+        return held
+    spliced = splice_cost(held[first:last + 1], cost)
+    return held if spliced is None else held[:first] + spliced + held[last + 1:]

@@ -29,7 +29,7 @@ from kraken.errors import KrakenError, Overloaded, UpstreamError
 from kraken.gateway import fallback
 from kraken.gateway.answers import IdentifiedSink, send_error, send_json
 from kraken.gateway.call import Call
-from kraken.gateway.cost_header import CostSink, opted_in
+from kraken.gateway.cost_header import answer_sink
 from kraken.gateway.endpoint import Endpoint, Parsed
 from kraken.gateway.endpoints import ERROR_FORMATS, METERED
 from kraken.gateway.endpoints import models as model_list
@@ -310,7 +310,7 @@ class Gateway:
                 route.provider.name, route.provider.family.cfg.kind):
             headers = [*headers, *trace.upstream_headers()]  # self-hosted or listed only
         # A non-streamed answer is held (bounded) so its head can carry the priced cost.
-        out = sink if call.stream else CostSink(sink, call, opted_in(parsed.req))
+        out = answer_sink(sink, call, parsed.req)
         if request.family.signed is not None:  # e.g. an OAuth2 token, exchanged when due
             headers = await request.family.signed(headers)
         for fresh_retry in (False, True):

@@ -102,14 +102,47 @@ async def test_error_answers_carry_no_cost(tmp_path):
         assert b"cost_usd" not in reply.body
 
 
-async def test_streams_carry_no_cost_header(tmp_path):
+async def test_streams_carry_no_cost_header_and_no_cost_without_usage(tmp_path):
     async with running_mock() as mock, running_kraken(doc(tmp_path, mock)) as k:
         async with openai_client(k).chat.completions.with_streaming_response.create(
                 model="mock-gpt", messages=[{"role": "user", "content": "hi"}], stream=True,
                 extra_headers=OPT_IN) as response:
             assert "x-kraken-cost-usd" not in response.headers
             text = b"".join([chunk async for chunk in response.iter_bytes()])
-        assert b"cost_usd" not in text, "stream events are relayed as received"
+        assert b"cost_usd" not in text, "no usage chunk asked for: nothing to add the cost to"
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/v1/chat/completions", {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"}),
+])
+async def test_opted_in_stream_gets_cost_in_its_final_usage_chunk(tmp_path, route, body):
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    async with running_mock() as mock, running_kraken(doc(tmp_path, mock)) as k:
+        headers = {**auth_headers(), "content-type": "application/json"}
+        plain = await http(k.port, "POST", route, json.dumps(body).encode(), headers)
+        assert plain.body == mock.responses[-1].body, "not opted in: byte for byte"
+        reply = await http(k.port, "POST", route, json.dumps(body).encode(), {**headers, **OPT_IN})
+        sent = mock.responses[-1].body
+        events = [json.loads(line[6:]) for line in reply.body.decode().splitlines()
+                  if line.startswith("data: {")]
+        usage = events[-1]["usage"]
+        assert events[-1]["choices"] == [] and reply.body.endswith(b"data: [DONE]\n\n")
+        row = next(r for r in await wait_rows(k.db_path, 2) if r["request_id"] == reply.headers["x-request-id"])
+        assert usage["cost_usd"] == float(format_cost(row["cost_usd"]))
+        assert usage["cost_usd"] == pytest.approx(expected_cost(usage))
+        figure = format_cost(row["cost_usd"])
+        assert reply.body.replace(b',"cost_usd":' + figure, b"") == sent, "only that member added"
+
+
+async def test_opted_in_stream_unknown_price_is_null(tmp_path):
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    async with running_mock() as mock, running_kraken(doc(tmp_path, mock, priced=False)) as k:
+        reply = await http(k.port, "POST", "/v1/chat/completions", json.dumps(body).encode(),
+                           {**auth_headers(), "content-type": "application/json", **OPT_IN})
+        last = [line for line in reply.body.decode().splitlines() if line.startswith("data: {")][-1]
+        assert json.loads(last[6:])["usage"]["cost_usd"] is None
 
 
 async def test_answer_larger_than_the_hold_goes_out_as_received(tmp_path):
