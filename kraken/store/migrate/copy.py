@@ -9,15 +9,17 @@ the table and the error type, never a row's values (PostgreSQL's text can quote 
 """
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 
 import asyncpg
 
-from kraken.store.errors import StoreDataError, StoreError
+from kraken.store.errors import StoreDataError, StoreError, from_sqlite
 from kraken.store.migrate.source import MigrationRefused, SqliteSource
 from kraken.store.migrate.tables import TABLES, Table, unlisted
 from kraken.store.postgres.errors import FAILURES, from_asyncpg
+# The very migration PostgresStore.open runs, here inside the copy's own transaction.
 from kraken.store.postgres.store import PgTx, _migrate
 
 Check = Callable[[PgTx], Awaitable[tuple[bool, str]]]
@@ -84,6 +86,8 @@ async def migrate(source_path: str, dsn: str, *, check: Check | None = None) -> 
             return await _in_one_transaction(source, conn, check)
         except FAILURES as exc:
             raise from_asyncpg(exc, "target") from exc
+        except sqlite3.Error as exc:  # a page the source cannot read (the target rolled back)
+            raise from_sqlite(exc, "source: read") from exc
         finally:
             await conn.close()
     finally:

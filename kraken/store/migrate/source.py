@@ -87,6 +87,8 @@ def _check_kraken(conn: sqlite3.Connection, path: str) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         has_requests = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'").fetchone()
+    except sqlite3.OperationalError as exc:  # e.g. a WAL file in a directory it cannot read
+        raise MigrationRefused(f"source: cannot read {path} ({type(exc).__name__})") from exc
     except sqlite3.DatabaseError as exc:
         raise MigrationRefused(f"source: {path} is not a SQLite database "
                                f"({type(exc).__name__})") from exc
