@@ -8,6 +8,12 @@ process tree from /proc, including the export thread), with p50 latency beside i
 on/off ratio.
 
     .venv/bin/python bench/otel_bench.py [--rounds 3] [--requests 3000] [--concurrency 16]
+
+Measured (2 shared cores, --rounds 3 --requests 2000, c=16, every request sampled): non-stream
+485 -> 670 us of CPU per request (x1.38), p50 7.5 -> 9.1 ms; stream 480 -> 645 us (x1.34), p50
+8.1 -> 9.1 ms. About 45 us of it is the span built on the event loop (SDK start_span/end);
+about 70 us per span is the OTLP protobuf encoding on the export thread (GIL); the rest is its
+HTTP. A lower ``sample_ratio`` scales both.
 """
 from __future__ import annotations
 

@@ -214,3 +214,46 @@ def test_without_otel_the_sdk_is_never_imported(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "k.db")],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---- config and trace context parsing -------------------------------------------------------
+
+
+def otel_config(env=None, **otel):
+    from kraken import config
+
+    return config.from_mapping({"otel": otel}, "k.toml", env=env or {}).otel
+
+
+def test_otel_config_reads_headers_from_the_environment_only():
+    from kraken.config import ConfigError
+
+    cfg = otel_config({"OTLP_AUTH": "authorization=Bearer s3cret, x-team=a"},
+                      endpoint="https://collector.example:4318", headers_env="OTLP_AUTH",
+                      propagate_to=["hosted"], sample_ratio=0.25)
+    assert cfg.headers == (("authorization", "Bearer s3cret"), ("x-team", "a"))
+    assert "s3cret" not in repr(cfg)
+    for bad, key in ((dict(headers_env="UNSET"), "UNSET"), (dict(sample_ratio=1.5), "sample_ratio"),
+                     (dict(endpoint="collector:4318"), "otel.endpoint"),
+                     (dict(headers="a=b"), "otel.headers"), (dict(max_queue=0), "max_queue")):
+        with pytest.raises(ConfigError, match=key):
+            otel_config(**bad)
+    with pytest.raises(ConfigError, match="OTLP_AUTH") as err:
+        otel_config({"OTLP_AUTH": "no-equals-secret"}, headers_env="OTLP_AUTH")
+    assert "no-equals-secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("header", [
+    b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
+    b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero parent id
+    b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # version ff
+    b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
+    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",  # 00 has no more fields
+    b"garbage",
+])
+def test_invalid_traceparent_starts_a_new_trace(header):
+    from kraken.telemetry.propagation import incoming
+
+    ctx = incoming(header, b"congo=t61rcWkgMzE", 1 << 64)
+    assert ctx.parent_span_id is None and ctx.trace_id != int(TRACE_ID, 16)
+    assert ctx.tracestate is None, "a tracestate without its traceparent is not kept"
