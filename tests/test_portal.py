@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from browserkit import CHROMEDRIVER, CHROMIUM, browser
-from harness import (PROMPT_CANARY, KrakenProcess, auth_headers, free_port,
+from harness import (PROMPT_CANARY, KrakenProcess, auth_headers, db_rows, free_port,
                      kraken_mapping, running_mock, wait_rows, write_toml)
 from harness import http as request
 from kraken.accounts import service
@@ -237,10 +237,12 @@ async def test_developer_creates_and_revokes_a_key_and_the_tab_forgets_it(world,
     key = world.keys["developer"]
     body = json.dumps({"model": "mock-gpt",
                        "messages": [{"role": "user", "content": PROMPT_CANARY}]}).encode()
+    db = world.log.parent / "kraken.db"
+    before = len(db_rows(db))
     for _ in range(2):
         reply = await request(world.port, "POST", "/v1/chat/completions", body, auth_headers(key))
         assert reply.status == 200
-    await wait_rows(world.log.parent / "kraken.db", 2)
+    await wait_rows(db, before + 2)
     seen = await anyio.to_thread.run_sync(drive_developer, world.port, key, tmp_path)
     assert seen["key_field"] == ""  # memory only: not left in the form
     assert "Requests" in seen["tiles"] and "mock-gpt" in seen["by_model"]
@@ -286,10 +288,12 @@ async def test_page_and_files_have_strict_headers_and_set_no_cookie(world):
 
 async def test_usage_series_has_the_usage_routes_scope_and_permission(world):
     body = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]})
+    db = world.log.parent / "kraken.db"
+    before = len(db_rows(db))  # every record has landed before the two reads are compared
     reply = await request(world.port, "POST", "/v1/chat/completions", body.encode(),
                           auth_headers(world.keys["restricted"]))
     assert reply.status == 200
-    await wait_rows(world.log.parent / "kraken.db", 1)
+    await wait_rows(db, before + 1)
     refused = await request(world.port, "GET", "/v1/account/usage/series?hours=1",
                             headers=auth_headers(world.keys["restricted"]))
     assert refused.status == 403 and "'read_own_usage'" in refused.json()["error"]["message"]
@@ -336,3 +340,51 @@ async def test_a_personal_key_deletes_its_account_through_the_page(world, tmp_pa
     assert seen["deleted"] == "Account deleted; the key is gone with it." and seen["after"] == []
     gone = await request(world.port, "GET", "/v1/account", headers=auth_headers(key))
     assert gone.status == 401
+
+
+def drive_members(port: int, key: str, newcomer: str, downloads: Path) -> dict:
+    By = _by()
+    seen: dict = {}
+    driver = browser(downloads)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/portal")
+        sign_in(driver, key)
+
+        def add():
+            form = driver.find_element(By.ID, "member-add")
+            form.find_element(By.NAME, "customer_id").send_keys(newcomer)
+            form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+        seen["added"] = act(driver, add)
+
+        def set_role(role: str):
+            from selenium.webdriver.support.ui import Select
+
+            Select(driver.find_element(By.CSS_SELECTOR, f"select[data-role-of='{newcomer}']")
+                   ).select_by_value(role)
+            return act(driver, lambda: driver.find_element(
+                By.CSS_SELECTOR, f"button[data-action=set-role][data-customer='{newcomer}']").click())
+
+        seen["restricted"] = set_role("restricted")
+        seen["owner"] = set_role("owner")  # only an owner makes an owner: the API says 403
+        seen["roles"] = {tr.find_element(By.CSS_SELECTOR, "td:nth-child(1)").text:
+                         tr.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text
+                         for tr in driver.find_elements(By.CSS_SELECTOR, "#member-list tr")[1:]}
+        seen["removed"] = act(driver, lambda: driver.find_element(
+            By.CSS_SELECTOR, f"button[data-action=remove-member][data-customer='{newcomer}']").click())
+        seen["list_after"] = driver.find_element(By.ID, "member-list").text
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_an_admin_manages_members_and_roles_through_the_page(world, tmp_path):
+    newcomer = (await service.create_customer(
+        world.store, f"new-{uuid.uuid4().hex[:8]}@example.com", "New")).id
+    seen = await anyio.to_thread.run_sync(drive_members, world.port, world.keys["admin"],
+                                          newcomer, tmp_path)
+    assert seen["added"] == f"Added {newcomer} as developer."
+    assert seen["restricted"] == f"{newcomer} is now restricted."
+    assert seen["owner"].startswith("HTTP 403: ") and "owner" in seen["owner"]
+    assert seen["roles"][newcomer] == "restricted" and len(seen["roles"]) == 5
+    assert seen["removed"] == f"{newcomer} removed." and newcomer not in seen["list_after"]
