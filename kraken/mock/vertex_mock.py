@@ -94,6 +94,11 @@ class MockVertex(MockServer):
                 "client_email": self.client_email, "client_id": "1234567890",
                 "token_uri": self.token_uri}
 
+    def _record_request(self, index: int, req: ParsedRequest, path: str) -> None:
+        """Recorded with the whole request target: a test sees ``?alt=sse`` and that no key
+        or token ever travelled in a URL."""
+        super()._record_request(index, req, req.target)
+
     def expire_tokens(self) -> None:
         """Every token issued so far is expired from now on (Vertex answers 401)."""
         self._tokens = dict.fromkeys(self._tokens, 0.0)
