@@ -8,12 +8,14 @@ developer creates and revokes a key through the page; the key never leaves the t
 """
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import anyio
 import pytest
@@ -28,6 +30,7 @@ from kraken.store.sqlite import SqliteStore
 pytestmark = pytest.mark.anyio
 
 ROLES = ("owner", "admin", "developer", "restricted")
+STRIPE_KEY = "sk_test_portal_0123456789"
 SECTIONS = {
     "owner": ["account", "keys", "members", "usage", "export", "wallet", "delete"],
     "admin": ["account", "keys", "members", "usage", "export", "delete"],
@@ -388,3 +391,88 @@ async def test_an_admin_manages_members_and_roles_through_the_page(world, tmp_pa
     assert seen["owner"].startswith("HTTP 403: ") and "owner" in seen["owner"]
     assert seen["roles"][newcomer] == "restricted" and len(seen["roles"]) == 5
     assert seen["removed"] == f"{newcomer} removed." and newcomer not in seen["list_after"]
+
+
+class StripeStandIn:
+    """Stripe's ``POST /v1/checkout/sessions`` (form-encoded, Bearer secret key) answering a
+    session whose ``url`` is its own ``GET /pay/<id>`` page, so the browser's redirect stays on
+    loopback."""
+
+    def __init__(self) -> None:
+        self.forms: list[dict[str, str]] = []
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        except asyncio.IncompleteReadError:  # a browser's spare connection, closed unused
+            writer.close()
+            return
+        lines = head.split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+        if lines[0].startswith("POST /v1/checkout/sessions ") \
+                and headers.get("authorization") == f"Bearer {STRIPE_KEY}":
+            form = await reader.readexactly(int(headers["content-length"]))
+            self.forms.append(dict(parse_qsl(form.decode())))
+            n = len(self.forms)
+            body, ctype = json.dumps({"id": f"cs_test_{n}", "object": "checkout.session",
+                                      "url": f"http://127.0.0.1:{self.port}/pay/cs_test_{n}"}
+                                     ).encode(), "application/json"
+        else:
+            body, ctype = b"<!doctype html><title>Stripe stand-in</title><p>pay", "text/html"
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}"
+                     "\r\nconnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+        writer.close()
+
+
+def drive_topup(port: int, key: str, pay_base: str, downloads: Path) -> dict:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    By = _by()
+    seen: dict = {}
+    driver = browser(downloads)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/portal")
+        sign_in(driver, key)
+        amount = driver.find_element(By.CSS_SELECTOR, "#topup input[name=amount_usd]")
+        amount.clear()
+        amount.send_keys("25")
+        driver.find_element(By.CSS_SELECTOR, "#topup button[type=submit]").click()
+        WebDriverWait(driver, 20).until(lambda d: d.current_url.startswith(pay_base))
+        seen["url"], seen["title"] = driver.current_url, driver.title
+        seen["cookies"] = driver.get_cookies()
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_an_owner_tops_up_through_a_stripe_checkout_redirect(tmp_path):
+    stripe = StripeStandIn()
+    server = await asyncio.start_server(stripe.handle, "127.0.0.1", 0)
+    stripe.port = server.sockets[0].getsockname()[1]
+    port = free_port()
+    doc = kraken_mapping(tmp_path, 9, server={"port": port}, stripe={
+        "api_key": STRIPE_KEY, "api_base": f"http://127.0.0.1:{stripe.port}"})
+    write_toml(tmp_path / "k.toml", doc)
+    kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "kraken.log")
+    try:
+        await anyio.to_thread.run_sync(kp.start)
+        store = await SqliteStore.open(str(tmp_path / "kraken.db"))
+        try:
+            cid = (await service.create_customer(store, "payer@example.com", "Payer")).id
+            key = (await service.create_key(store, cid, rounds=4)).plaintext
+        finally:
+            await store.close()
+        pay_base = f"http://127.0.0.1:{stripe.port}/pay/"
+        seen = await anyio.to_thread.run_sync(drive_topup, port, key, pay_base, tmp_path)
+    finally:
+        kp.kill()
+        server.close()
+        await server.wait_closed()
+    assert seen["url"] == pay_base + "cs_test_1" and seen["title"] == "Stripe stand-in"
+    assert key not in seen["url"] and seen["cookies"] == []
+    [form] = stripe.forms
+    assert form["line_items[0][price_data][unit_amount]"] == "2500"
+    assert form["client_reference_id"] == cid
+    assert form["success_url"] == form["cancel_url"] == f"http://127.0.0.1:{port}/portal"
