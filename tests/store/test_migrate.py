@@ -28,7 +28,7 @@ from kraken.errors import KrakenError
 from kraken.policy.auth import KeyVerifier
 from kraken.privacy.erase import erase_customer
 from kraken.store.migrate.source import CHUNK_ROWS, SqliteSource
-from kraken.store.migrate.tables import TABLES
+from kraken.store.migrate.tables import TABLES, unlisted
 from kraken.store.postgres import PostgresStore
 from kraken.store.record import RequestRecord
 from kraken.store.schema import VERSION
@@ -358,3 +358,21 @@ async def test_kraken_on_the_migrated_database_serves_a_pre_migration_key(source
                 assert rows == [(made["alice"],)]
             finally:
                 await pg.close()
+
+
+async def test_the_copy_plan_names_every_table_of_both_schemas(tmp_path, pg_dsn):
+    """A table added by a later migration must be taught to the copy (or the copy refuses)."""
+    store = await SqliteStore.open(str(tmp_path / "fresh.db"))
+    await store.close()
+    source = SqliteSource.open(str(tmp_path / "fresh.db"))
+    try:
+        assert unlisted(source.tables()) == set()
+    finally:
+        source.close()
+    pg = await PostgresStore.open(pg_dsn, pool_size=1)
+    try:
+        names = {r[0] for r in await pg.fetch_all(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    finally:
+        await pg.close()
+    assert unlisted(names) == set() and set(TABLE_NAMES) <= names

@@ -83,7 +83,9 @@ async def migrate(source_path: str, dsn: str, *, check: Check | None = None) -> 
         except FAILURES as exc:
             raise from_asyncpg(exc, "target: connect") from exc
         try:
-            return await _in_one_transaction(source, conn, check)
+            report = await _in_one_transaction(source, conn, check)
+            await conn.execute("ANALYZE")  # committed: planner statistics for the new rows
+            return report
         except FAILURES as exc:
             raise from_asyncpg(exc, "target") from exc
         except sqlite3.Error as exc:  # a page the source cannot read (the target rolled back)

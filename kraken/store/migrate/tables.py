@@ -38,13 +38,13 @@ TABLES: tuple[Table, ...] = (
     Table("usage_monthly", "customer_id, month"),
     Table("erased_customers", "digest"),
     Table("signup_links", "token_hash"),
-    Table("requests", "request_id"),  # last and largest
+    Table("requests", "rowid"),  # last and largest: file order, no index walk
 )
 
 SINGLETONS = ("byok_state", "erasure_key")
 """One row each, created by the migrations; updated to the source's values."""
 
-NOT_COPIED = frozenset({"sqlite_sequence", "sqlite_stat1", "kraken_schema"})
+NOT_COPIED = frozenset({"sqlite_sequence", "sqlite_stat1", "sqlite_stat4", "kraken_schema"})
 
 
 def unlisted(source_tables: set[str]) -> set[str]:
