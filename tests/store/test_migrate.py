@@ -376,3 +376,14 @@ async def test_the_copy_plan_names_every_table_of_both_schemas(tmp_path, pg_dsn)
     finally:
         await pg.close()
     assert unlisted(names) == set() and set(TABLE_NAMES) <= names
+
+
+async def test_a_target_of_a_newer_kraken_is_refused(source, pg_dsn):
+    path, _ = source
+    conn = await asyncpg.connect(pg_dsn)
+    await conn.execute("CREATE TABLE kraken_schema (id INTEGER PRIMARY KEY, version INTEGER)")
+    await conn.execute("INSERT INTO kraken_schema VALUES (1, $1)", VERSION + 1)
+    await conn.close()
+    done = await migrate_cli(path, pg_dsn)
+    assert done.returncode == 2 and "newer than this Kraken" in done.stderr
+    assert await pg_counts(pg_dsn) is None

@@ -9,6 +9,7 @@ the table and the error type, never a row's values (PostgreSQL's text can quote 
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
@@ -84,12 +85,14 @@ async def migrate(source_path: str, dsn: str, *, check: Check | None = None) -> 
             raise from_asyncpg(exc, "target: connect") from exc
         try:
             report = await _in_one_transaction(source, conn, check)
-            await conn.execute("ANALYZE")  # committed: planner statistics for the new rows
-            return report
         except FAILURES as exc:
             raise from_asyncpg(exc, "target") from exc
         except sqlite3.Error as exc:  # a page the source cannot read (the target rolled back)
             raise from_sqlite(exc, "source: read") from exc
+        else:
+            with contextlib.suppress(*FAILURES):  # committed; statistics are only a help
+                await conn.execute("ANALYZE")  # the planner learns the new rows' sizes now
+            return report
         finally:
             await conn.close()
     finally:
