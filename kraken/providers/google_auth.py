@@ -18,18 +18,17 @@ import asyncio
 import base64
 import logging
 import re
-import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import quote, urlsplit
 
-import h11
 import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from kraken.errors import UpstreamError
+from kraken.upstream.oneshot import post_form
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -55,7 +54,6 @@ REFRESH_MARGIN_S = 300.0
 EXPIRY_SAFETY_S = 30.0
 """A token this close to expiry is not sent at all: a request waits for a new one."""
 EXCHANGE_TIMEOUT_S = 10.0
-MAX_ANSWER = 64 * 1024
 _OAUTH_CODE = re.compile(r"[a-z_]{1,40}")
 
 
@@ -138,46 +136,6 @@ def jwt_assertion(account: ServiceAccount, now: int, scope: str = CLOUD_PLATFORM
     return signing_input + b"." + _b64(signature)
 
 
-async def post_form(url: str, form: bytes, timeout_s: float) -> tuple[int, bytes]:
-    """One HTTP/1.1 POST of a form (h11 frames it), ``Connection: close``; (status, body).
-
-    Runs only when a token is exchanged (about once an hour), so a fresh connection each time
-    costs nothing that matters and keeps no socket open to the token endpoint."""
-    parts = urlsplit(url)
-    tls = ssl.create_default_context() if parts.scheme == "https" else None
-    port = parts.port or (443 if tls else 80)
-    target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_ANSWER)
-    request = h11.Request(method="POST", target=target, headers=[
-        ("host", parts.netloc), ("content-type", "application/x-www-form-urlencoded"),
-        ("accept", "application/json"), ("content-length", str(len(form))),
-        ("connection", "close"), ("user-agent", "kraken-gateway")])
-    async with asyncio.timeout(timeout_s):
-        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=tls)
-        try:
-            writer.write(conn.send(request) + conn.send(h11.Data(data=form))
-                         + conn.send(h11.EndOfMessage()))
-            return await _read_answer(conn, reader)
-        finally:
-            writer.close()
-
-
-async def _read_answer(conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    status, body = 0, bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(16384))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_ANSWER:
-                raise ValueError("token endpoint answer too large")
-        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-            return status, bytes(body)
-
-
 @dataclass(slots=True)
 class _Token:
     value: str = field(repr=False)
@@ -249,7 +207,7 @@ class TokenSource:
         form = b"grant_type=" + quote(GRANT_TYPE, safe="").encode() + b"&assertion=" + assertion
         try:
             status, body = await self._post(account.token_uri, form, EXCHANGE_TIMEOUT_S)
-        except (OSError, TimeoutError, ValueError, h11.ProtocolError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise TokenEndpointUnavailable(
                 f"provider {self.provider}: the OAuth2 token endpoint is unreachable "
                 f"({type(exc).__name__})") from None

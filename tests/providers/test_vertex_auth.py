@@ -158,3 +158,29 @@ async def test_missing_or_unreadable_credentials_name_what_is_missing(tmp_path, 
         await TokenSource("vertex", None, found).token()
     assert caught.value.status == 503 and problem in caught.value.message
     assert_no_secret(found)
+
+
+@pytest.mark.parametrize("answer, error, status", [
+    (b"SSH-2.0-OpenSSH_9.2\r\n", TokenEndpointUnavailable, 503),  # not HTTP at all
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+     TokenExchangeFailed, 502),  # HTTP, but no access token in it
+])
+async def test_an_answer_that_is_not_a_token_is_an_error_not_a_credential(tmp_path, answer,
+                                                                          error, status):
+    async def handle(reader, writer):
+        await reader.read(65536)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        path = write_key_file(tmp_path, mock_vertex(), token_uri=f"http://127.0.0.1:{port}/token")
+        with pytest.raises(error) as caught:
+            await source_for(path).token()
+        assert caught.value.status == status
+        assert_no_secret(caught.value.message)
+    finally:
+        server.close()
+        await server.wait_closed()
