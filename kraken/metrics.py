@@ -176,6 +176,13 @@ UPSTREAM_CONNECTIONS = Gauge(
     ("provider", "state"),
     registry=REGISTRY,
 )
+TOKEN_EXCHANGES = Counter(
+    "kraken_provider_token_exchanges_total",
+    "OAuth2 token exchanges of a provider's service account (Vertex AI), by outcome: "
+    "ok, refused (the token endpoint refused the account) or unavailable.",
+    ("provider", "outcome"),
+    registry=REGISTRY,
+)
 UPSTREAM_ERRORS = Counter(
     "kraken_upstream_errors_total",
     "Provider failures, by error type.",

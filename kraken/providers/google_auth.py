@@ -27,6 +27,7 @@ import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from kraken import metrics
 from kraken.errors import UpstreamError
 from kraken.upstream.oneshot import post_form
 
@@ -196,6 +197,9 @@ class TokenSource:
         if task.cancelled():
             return
         exc = task.exception()  # retrieved here: a background refresh may have no waiter
+        outcome = ("ok" if exc is None else
+                   "refused" if isinstance(exc, TokenExchangeFailed) else "unavailable")
+        metrics.TOKEN_EXCHANGES.labels(self.provider, outcome).inc()
         if exc is not None:
             log.warning("provider %s: OAuth2 token exchange failed: %s", self.provider, exc)
 

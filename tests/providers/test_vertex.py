@@ -48,6 +48,13 @@ def anthropic_sdk(k) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(base_url=k.base_url, api_key=TEST_KEY, max_retries=0)
 
 
+async def exchanges_counted(k, outcome: str) -> float:
+    """``kraken_provider_token_exchanges_total`` for the provider and outcome (process-wide)."""
+    text = (await http(k.port, "GET", "/metrics")).body.decode()
+    series = f'kraken_provider_token_exchanges_total{{outcome="{outcome}",provider="vertex"}} '
+    return sum(float(line[len(series):]) for line in text.splitlines() if line.startswith(series))
+
+
 def assert_clean(text: str) -> None:
     """No prompt, key, assertion or token where Kraken writes."""
     assert PROMPT_CANARY not in text and PRIVATE_KEY_BODY not in text
@@ -176,10 +183,12 @@ async def test_claude_stream_bytes_reach_the_client_unchanged(tmp_path):
 async def test_many_concurrent_requests_cost_one_token_exchange(tmp_path):
     async with vertex_kraken(tmp_path) as (mock, k):
         client = openai_client(k)
+        before = await exchanges_counted(k, "ok")
         answers = await asyncio.gather(*(
             client.chat.completions.create(model=model, messages=HI, max_tokens=16)
             for model in [GEMINI, CLAUDE] * 10))
         assert len(answers) == 20 and mock.exchanges == 1
+        assert await exchanges_counted(k, "ok") - before == 1
         assert len({bearer_of(r) for r in mock.requests if r.path != "/token"}) == 1
 
 
@@ -201,7 +210,9 @@ async def test_a_token_vertex_refuses_is_replaced_on_the_next_request(tmp_path):
 ])
 async def test_token_endpoint_failure_is_a_clear_openai_error(tmp_path, caplog, status, answer,
                                                                code):
+    outcome = "refused" if answer == 502 else "unavailable"
     async with vertex_kraken(tmp_path) as (mock, k):
+        before = await exchanges_counted(k, outcome)
         mock.token_status = status
         with pytest.raises(openai.APIStatusError) as caught:
             await openai_client(k).chat.completions.create(model=GEMINI, messages=HI)
@@ -214,6 +225,7 @@ async def test_token_endpoint_failure_is_a_clear_openai_error(tmp_path, caplog, 
         assert claude.value.status_code == answer
         assert claude.value.body["error"]["type"] in ("api_error", "overloaded_error")
         assert not [r for r in mock.requests if r.path.startswith("/v1/")]  # nothing sent
+        assert await exchanges_counted(k, outcome) - before == 2
         rows = await wait_rows(k.db_path, 2)
         assert {r["status"] for r in rows} == {answer}
         assert_clean(caplog.text + json.dumps(rows))
