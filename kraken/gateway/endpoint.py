@@ -10,7 +10,7 @@ parse see of one request.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from kraken.errors import KrakenError, ModelNotFound
 from kraken.http.exchange import Request
@@ -91,3 +91,6 @@ class Endpoint:
     """After identify, before admit: what the path says (``Parsed.where``), or its 404/405."""
     request_id_header: bytes | None = None
     """A second name for ``x-request-id`` on answers (Anthropic's SDK reads ``request-id``)."""
+    read: Callable[[Request], Awaitable[dict]] | None = None
+    """Instead of ``parse``: read a streamed body (an upload) only as far as routing needs;
+    the payload's ``kraken.gateway.upload.UPLOAD`` relays the rest (``Upload.relay``)."""

@@ -36,6 +36,7 @@ from kraken.gateway.endpoints import models as model_list
 from kraken.gateway.paths import Handler, Paths
 from kraken.gateway.relay import Relay
 from kraken.gateway.request_log import RequestLog
+from kraken.gateway.upload import UPLOAD
 from kraken.http.exchange import Request, ResponseSink
 from kraken.meter.writer import Meter
 from kraken.policy import auth
@@ -180,7 +181,8 @@ class Gateway:
         self.admit(call)
         subject = self.check_billing_caps(call, principal)
         await self.take_rate_limit(call, subject)
-        parsed = Parsed(req, endpoint.parse(req.body), where)
+        parsed = Parsed(req, endpoint.parse(req.body) if endpoint.read is None
+                        else await endpoint.read(req), where)
         model = endpoint.model(parsed)
         self.check_model_allowed(principal, model)
         call.opted_out = principal.opted_out  # feeds no routing statistics
@@ -288,8 +290,9 @@ class Gateway:
         """Try candidates in order until one starts answering (fallback before first byte)."""
         await self.load_byok(call)
         # Skips open circuits, bounds attempts, falls back on 429/5xx/connect/timeout only.
+        upload = parsed.payload.get(UPLOAD)
         await fallback.dispatch(
-            self.router, call, routes,
+            self.router, call, routes if upload is None else routes[:1],  # read once: no retry
             lambda route: self.relay(call, endpoint, route, parsed, sink), sink)
 
     async def relay(self, call: Call, endpoint: Endpoint, route: Route, parsed: Parsed,
@@ -319,15 +322,19 @@ class Gateway:
                           hide_usage=request.hide_usage, on_complete=lambda: self.record(call),
                           response_filter=filt)
             call.sent_ns = time.perf_counter_ns()
-            conn.send(request.method, request.target, headers, request.body, relay)
+            upload = parsed.payload.get(UPLOAD)
+            if upload is None:
+                conn.send(request.method, request.target, headers, request.body, relay)
+            else:
+                conn.send(request.method, request.target, headers, request.body, relay, more=True)
             sink.set_producer(conn)
             try:
-                await relay.done
+                await (relay.done if upload is None else upload.relay(conn, relay.done))
                 return relay.state
             except UpstreamError:
                 stale = conn.used > 1 and not conn.received_any and not relay.started
                 conn.abort()
-                if stale and not fresh_retry:
+                if stale and not fresh_retry and upload is None:
                     continue
                 raise
             except BaseException:

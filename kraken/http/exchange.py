@@ -6,12 +6,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from kraken.http.bodystream import BodyStream
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One complete client request; header names are lower-case bytes."""
+    """One client request (complete, or an upload still streaming); header names are
+    lower-case bytes."""
 
     method: str
     target: str
@@ -22,6 +26,8 @@ class Request:
     """``time.perf_counter_ns()`` when the request head was complete."""
     scheme: str = "http"
     http_version: str = "1.1"
+    body_stream: BodyStream | None = None
+    """An upload's body while it arrives (``kraken.http.bodystream``); ``body`` is then empty."""
 
     @property
     def path(self) -> str:

@@ -32,8 +32,10 @@ from typing import Callable
 
 from kraken.config import ServerConfig
 from kraken.http.answers import error_answer, rejection
+from kraken.http.bodystream import BodyStream, streams_body
 from kraken.http.connection import Handler, InboundConnection, run_handler
 from kraken.http.exchange import Request
+from kraken.h1framing import NO_LIMIT
 from kraken.http.h1body import BodyPace, BodyRejected, ChunkedBody, FixedBody
 from kraken.http.h1exchange import H1Exchange
 from kraken.http.h1head import (HeadRejected, check_head, find_head_end, is_chunked,
@@ -138,21 +140,28 @@ class H1Connection(InboundConnection):
                 return
             head = bytes(buf[:end])
             length = check_head(head)
-            if length is not None and length > cfg.max_body_bytes:
+            # An upload streams to the handler, which applies its own limit (bodystream.py).
+            upload = b"\ncontent-type: multipart/form-data" in head.lower()
+            if length is not None and length > cfg.max_body_bytes and (
+                    not upload or length >= 1 << 62):
                 raise HeadRejected("request body too large", 413)  # before the body is sent
             head_ns = time.perf_counter_ns()
-            self._buf = bytearray()
             event, expect_continue = parse_head(head, cfg.max_head_bytes, cfg.max_uri_bytes)
+            streamed = streams_body(event.method, _content_type(event)) and length != 0
+            self._buf = bytearray()
         except HeadRejected as exc:
             self._reject(exc.status, str(exc))
             return
-        reader = (ChunkedBody(cfg.max_body_bytes, cfg.max_head_bytes) if is_chunked(event)
-                  else FixedBody(length or 0))
+        reader = (ChunkedBody(NO_LIMIT if streamed else cfg.max_body_bytes, cfg.max_head_bytes)
+                  if is_chunked(event) else FixedBody(length or 0))
         exchange = self._exchange = H1Exchange(
             self, event, reader, keep_alive=keeps_alive(event),
             http11=event.http_version == b"1.1", head_ns=head_ns)
         exchange.expect_continue = expect_continue
         self.state = BODY
+        if streamed:
+            exchange.stream = BodyStream(self._pause_upload, self._resume_upload, declared=length)
+            self._start(exchange)
         self._feed_body(bytes(buf[end:]))
         if self.state is BODY:  # the body is still to come
             self._deadline.arm(cfg.body_idle_timeout_s)
@@ -166,8 +175,15 @@ class H1Connection(InboundConnection):
         try:
             rest = exchange.receive(data)
         except BodyRejected as exc:
+            if exchange.stream is not None:
+                exchange.stream.fail(exc)
             self._reject(exc.status, str(exc))
             return
+        stream = exchange.stream
+        if stream is not None:
+            for piece in exchange.body:
+                stream.feed(piece)
+            exchange.body.clear()
         if rest is not None:
             self._dispatch(rest)
         elif exchange.expect_continue and self.transport is not None:
@@ -188,8 +204,29 @@ class H1Connection(InboundConnection):
         self._deadline.cancel()
         exchange.stop_receiving()
         self.state = BUSY
+        if exchange.stream is not None:  # an upload: its handler is already running
+            exchange.stream.finish()
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resume_reading()  # type: ignore[union-attr]
+            return
+        self._start(exchange)
+
+    def _start(self, exchange: H1Exchange) -> None:
         request = exchange.request(self.peer)
         self._task = self.loop.create_task(self._run(request, exchange))
+
+    def _pause_upload(self) -> None:
+        """The handler holds enough of the upload: stop reading until it takes some."""
+        if self.state is BODY:
+            self._pause_reading()
+            self._deadline.cancel()  # waiting on the provider is not an idle client
+
+    def _resume_upload(self) -> None:
+        if self.state is BODY and self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+            self._deadline.arm(self._cfg.body_idle_timeout_s)
 
     async def _run(self, request: Request, exchange: H1Exchange) -> None:
         try:
@@ -214,7 +251,8 @@ class H1Connection(InboundConnection):
     # ---- responses -----------------------------------------------------------------
     def response_ended(self, exchange: H1Exchange) -> None:
         """``exchange.end()``: close, or wait for the next request (maybe pipelined)."""
-        if not exchange.keep_alive or self.draining:
+        if not exchange.keep_alive or self.draining or self.state is BODY:
+            # (BODY: answered before its upload ended, e.g. 413: the rest is drained, dropped)
             self._close()
             return
         self.state = HEAD
@@ -250,6 +288,8 @@ class H1Connection(InboundConnection):
         exchange = self._exchange
         if exchange is not None:
             self._exchange = None
+            if exchange.stream is not None:
+                exchange.stream.fail(ConnectionResetError("the upload was cut"))
             exchange.shut()
 
     def _pause_reading(self) -> None:
@@ -286,3 +326,10 @@ class H1Connection(InboundConnection):
             self._close()  # idle keep-alive, or a connection that never sent a byte
         elif state is CLOSED:
             self._lingered()
+
+
+def _content_type(event) -> bytes | None:
+    for name, value in event.headers:
+        if name == b"content-type":
+            return value
+    return None

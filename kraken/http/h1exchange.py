@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import h11
 
 from kraken.http.date import DATE
+from kraken.http.bodystream import BodyStream
 from kraken.http.exchange import FlowControl, Request
 from kraken.http.h1body import BodyPace, ChunkedBody, FixedBody
 
@@ -36,7 +37,7 @@ class H1Exchange:
     __slots__ = (
         "_conn", "_transport", "head", "head_ns", "reader", "body", "body_size", "pace",
         "expect_continue", "keep_alive", "http11", "_head_only", "_started", "_chunked",
-        "_mute", "_corked", "_pending", "_producer", "closed",
+        "_mute", "_corked", "_pending", "_producer", "closed", "stream",
     )
 
     def __init__(self, conn: H1Connection, head: h11.Request | None = None,
@@ -51,6 +52,8 @@ class H1Exchange:
         """Frames the request body; None once it is complete or refused."""
         self.body: list[bytes] = []
         self.body_size = 0
+        self.stream: BodyStream | None = None
+        """An upload's body, fed to the handler as it arrives (``kraken.http.bodystream``)."""
         self.pace: BodyPace | None = None
         self.expect_continue = False
         self.keep_alive = keep_alive
@@ -102,6 +105,7 @@ class H1Exchange:
             peer=peer,
             received_ns=self.head_ns,
             http_version=head.http_version.decode(),
+            body_stream=self.stream,
         )
         self.body = []
         return request

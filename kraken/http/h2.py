@@ -44,6 +44,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
 from kraken.config import ServerConfig
+from kraken.http import h2upload
 from kraken.http.answers import error_answer, rejection
 from kraken.http.connection import Handler, InboundConnection, run_handler
 from kraken.http.exchange import Request
@@ -188,6 +189,8 @@ class H2Connection(InboundConnection):
                 stream = self._streams.get(event.stream_id)
                 if stream is not None and stream.phase is RECV:
                     ready.append(stream)
+                elif stream is not None and stream.upload is not None:
+                    h2upload.ended(stream)
             elif kind is WindowUpdated:
                 if event.stream_id:
                     stream = self._streams.get(event.stream_id)
@@ -221,15 +224,19 @@ class H2Connection(InboundConnection):
             self._reject(stream, 405, "CONNECT is not supported")
         elif len(stream.target) > cfg.max_uri_bytes:
             self._reject(stream, 414, "request URI too long")
-        elif _declared_length(headers) > cfg.max_body_bytes:
+        elif _declared_length(headers) > cfg.max_body_bytes and not h2upload.is_upload(stream):
             self._reject(stream, 413, "request body too large")  # before the body is sent
         elif event.stream_ended is None:
             stream.deadline = Deadline(self.loop, lambda: self._on_body_timeout(stream))
             stream.deadline.arm(cfg.body_idle_timeout_s)
             stream.pace = BodyPace.start(self.loop, cfg, lambda: self._on_body_timeout(stream))
+            h2upload.start(stream, self._h2, self._flush, self._dispatch)  # if an upload: now
 
     def _on_data(self, event: DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
+        if stream is not None and stream.upload is not None and not stream.closed:
+            h2upload.feed(stream, event, self._h2)
+            return
         if stream is not None and stream.phase is RECV and not stream.closed:
             size = len(event.data)
             stream.body_size += size
@@ -272,7 +279,8 @@ class H2Connection(InboundConnection):
 
     # ---- requests ------------------------------------------------------------------
     def _dispatch(self, stream: H2Stream) -> None:
-        stream.stop_receiving()
+        if stream.upload is None:
+            stream.stop_receiving()
         self._receiving_bytes -= stream.body_size
         stream.phase = RUN
         request = Request(
@@ -284,6 +292,7 @@ class H2Connection(InboundConnection):
             received_ns=stream.head_ns,
             scheme=stream.scheme,
             http_version="2",
+            body_stream=stream.upload,
         )
         task = self.loop.create_task(run_handler(self._handler, request, stream))
         stream.task = task
@@ -309,6 +318,8 @@ class H2Connection(InboundConnection):
             err, [(b"allow", b"GET, HEAD, POST")] if status == 405 else None))
 
     def _on_body_timeout(self, stream: H2Stream) -> None:
+        if h2upload.timed_out(stream):  # its handler answers (its read fails)
+            return
         if stream.phase is RECV and not stream.closed:
             self._reject(stream, 408, "request timeout")
             self._flush()
@@ -486,8 +497,4 @@ class H2Connection(InboundConnection):
         self._eof_sent = self._linger()
 
 
-def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0  # h2 already refused a bad value
-    return 0
+_declared_length = h2upload.declared_length

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from h2.errors import ErrorCodes
 
 from kraken.h2common import CONNECTION_SPECIFIC
+from kraken.http.bodystream import BodyStream
 from kraken.http.exchange import FlowControl
 from kraken.http.date import DATE
 from kraken.http.h1body import BodyPace
@@ -30,7 +31,7 @@ class H2Stream:
         "_conn", "stream_id", "phase", "method", "target", "scheme", "headers", "head_ns",
         "_body", "body_size", "deadline", "task", "_started", "_ending", "closed", "reset",
         "_head_only", "_pending", "_producer", "_producer_paused", "_buffer_full", "_left",
-        "corked", "pace", "stall",
+        "corked", "pace", "stall", "upload",
     )
 
     def __init__(self, conn: H2Connection, stream_id: int):
@@ -66,6 +67,8 @@ class H2Stream:
         provider read). Another stream's flush may take them along: that only batches more."""
         self.pace: BodyPace | None = None
         self.stall: Deadline | None = None
+        self.upload: BodyStream | None = None
+        """An upload's body, fed to the running handler as it arrives."""
         """Made on the first stall: runs while queued bytes wait and nothing may add to them."""
 
     # ---- ResponseSink --------------------------------------------------------------
@@ -237,6 +240,8 @@ class H2Stream:
         self._producer = None
         self._body = []
         self.stop_receiving()
+        if self.upload is not None:
+            self.upload.fail(ConnectionResetError("the stream closed"))
         if self.stall is not None:
             self.stall.stop()
             self.stall = None

@@ -381,6 +381,9 @@ class MockOpenAI(MockServer):
         if path == "/responses" and req.method == "POST":
             from kraken.mock.openai_extras import responses_reply  # imports this module
             return responses_reply(self, req.body)
+        if path.startswith("/audio/") and req.method == "POST":
+            from kraken.mock.openai_audio import audio_reply  # imports the mock's server module
+            return audio_reply(self, req, path)
         if path in _MORE and req.method == "POST":
             from kraken.mock import openai_more  # imports this module
             return getattr(openai_more, _MORE[path])(self, req.body)

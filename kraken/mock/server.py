@@ -211,6 +211,7 @@ class _Conn(asyncio.Protocol):
             self._drain.set_result(None)
 
     def data_received(self, data):
+        self.server.bytes_received += len(data)
         self.parser.feed(data)
         if self.parser.buffered > MAX_HEAD + MAX_BODY:
             self.transport.pause_reading()
@@ -365,6 +366,8 @@ class MockServer:
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Conn] = set()
         self._count = 0
+        self.bytes_received = 0
+        """Request bytes read from every connection (what reached the provider)."""
         self._ids = 0
         self._id_prefix = secrets.token_hex(4).encode()
 

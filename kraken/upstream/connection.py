@@ -49,6 +49,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.on_close: Callable[[UpstreamConnection], None] | None = None
         self._paused = False
+        self._chunked_upload = False
+        """The request body streams after ``send`` (``send_more``) in chunked framing."""
+        self._writable: asyncio.Future | None = None
+        """Set while the transport's write buffer is full (``pause_writing``)."""
 
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.resume_writing()  # a waiting upload sees ``closed``
         self._deadline.stop()
         handler, parser = self._handler, self._parser
         if handler is not None and parser is not None:
@@ -82,11 +87,14 @@ class UpstreamConnection(asyncio.Protocol):
             handler.on_error(UpstreamError("malformed response from provider"))
             self.close()
 
-    def pause_writing(self) -> None:  # request bodies are small; nothing to pause
-        pass
+    def pause_writing(self) -> None:  # only a streamed request body (an upload) waits on it
+        if self._writable is None:
+            self._writable = self._loop.create_future()
 
     def resume_writing(self) -> None:
-        pass
+        waiter, self._writable = self._writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # ---- FlowControl (a slow client pauses us) -------------------------------------
     def pause_reading(self) -> None:
@@ -109,8 +117,11 @@ class UpstreamConnection(asyncio.Protocol):
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         handler: ResponseHandler,
+        more: bool = False,
     ) -> None:
-        """Write the request and route the response to ``handler``."""
+        """Write the request and route the response to ``handler``. ``more``: ``body`` is only
+        the start of the request body, the rest follows through ``send_more``/``end_body``
+        (chunked when the headers say so, else within their Content-Length)."""
         self.used += 1
         self.received_any = False
         self._handler = handler
@@ -119,7 +130,26 @@ class UpstreamConnection(asyncio.Protocol):
         head += [b"%s: %s\r\n" % (name, value) for name, value in headers]
         head.append(b"\r\n")
         self._deadline.arm(self._read_timeout)
+        self._chunked_upload = more and (b"transfer-encoding", b"chunked") in headers
+        if self._chunked_upload and body:
+            body = b"%x\r\n%b\r\n" % (len(body), body)
         self.transport.write(b"".join(head) + body)  # type: ignore[union-attr]
+
+    # ---- a streamed request body (``send(..., more=True)``) ------------------------
+    def send_more(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.closed:
+            self._deadline.touch()  # the provider reads the body before it answers
+            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked_upload
+                                 else data)
+
+    def end_body(self) -> None:
+        if self._chunked_upload and self.transport is not None and not self.closed:
+            self.transport.write(b"0\r\n\r\n")
+
+    async def writable(self) -> None:
+        """Returns once the provider's socket takes more (at once unless its buffer is full)."""
+        while self._writable is not None and not self.closed:
+            await asyncio.shield(self._writable)
 
     # ---- BodySink: the parser's callbacks, forwarded to the exchange's handler -----
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:

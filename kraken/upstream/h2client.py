@@ -249,7 +249,7 @@ class H2UpstreamConnection(asyncio.Protocol):
                 fields.append((name, value))
         sid = h2.get_next_available_stream_id()
         try:
-            h2.send_headers(sid, fields, end_stream=not body)
+            h2.send_headers(sid, fields, end_stream=not body and not ex.more)
         except ProtocolError:  # e.g. the provider lowered MAX_CONCURRENT_STREAMS meanwhile
             ex._fail(UpstreamError("provider refused the request"), refused=True)
             return
@@ -302,13 +302,24 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.closed = True
 
     # ---- internals -----------------------------------------------------------------
+    def send_body(self, ex: H2Exchange) -> None:
+        """More of a streamed request body, or its end (``H2Exchange.send_more``/``end_body``)."""
+        try:
+            if ex.body:
+                self._send_body(ex)
+            elif not ex.more:
+                self.h2.end_stream(ex.stream_id)
+        except ProtocolError:
+            pass  # the stream is gone: its response side reports it
+        self._flush()
+
     def _send_body(self, ex: H2Exchange) -> None:
         h2, sid, body = self.h2, ex.stream_id, ex.body
         while body:
             size = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size, len(body))
             if size <= 0:
                 break
-            h2.send_data(sid, body[:size], end_stream=size == len(body))
+            h2.send_data(sid, body[:size], end_stream=size == len(body) and not ex.more)
             body = body[size:]
         ex.body = body
         if body:
@@ -316,6 +327,7 @@ class H2UpstreamConnection(asyncio.Protocol):
                 self._blocked.append(ex)
         else:
             self._unblock(ex)
+            ex._wake()
 
     def _send_blocked(self) -> None:
         for ex in list(self._blocked):

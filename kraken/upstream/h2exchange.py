@@ -32,7 +32,7 @@ class H2Exchange:
     """One request/response on a shared HTTP/2 connection (the pool's unit of acquire)."""
 
     __slots__ = ("connection", "stream_id", "state", "used", "received_any", "handler",
-                 "paused", "owed", "body", "deadline")
+                 "paused", "owed", "body", "deadline", "more", "drained")
 
     def __init__(self, connection: H2UpstreamConnection):
         self.connection = connection
@@ -48,13 +48,38 @@ class H2Exchange:
         self.body = b""
         """Request body bytes still waiting for the provider's window."""
         self.deadline = Deadline(connection.loop, self._on_timeout)
+        self.more = False
+        """The request body is still streaming (``send_more``/``end_body``)."""
+        self.drained: asyncio.Future | None = None
+        """Resolved once ``body`` has all gone out (an upload waits on it)."""
 
     # ---- the UpstreamConnection interface used by the gateway ----------------------
     def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
-             handler: ResponseHandler) -> None:
-        """Open the stream, send the request and route the response to ``handler``."""
+             handler: ResponseHandler, more: bool = False) -> None:
+        """Open the stream, send the request and route the response to ``handler``; ``more``:
+        the body continues through ``send_more``/``end_body``."""
         self.handler = handler
+        self.more = more
         self.connection.start(self, method, target, headers, body)
+
+    def send_more(self, data: bytes) -> None:
+        if data and self.state is OPEN:
+            self.body += data
+            self.deadline.touch()
+            self.connection.send_body(self)
+
+    def end_body(self) -> None:
+        if self.more:
+            self.more = False
+            if self.state is OPEN:
+                self.connection.send_body(self)
+
+    async def writable(self) -> None:
+        """Returns once what was given has gone out within the provider's windows."""
+        while self.body and self.state is OPEN:
+            if self.drained is None or self.drained.done():
+                self.drained = asyncio.get_running_loop().create_future()
+            await self.drained
 
     def pause_reading(self) -> None:
         if not self.paused:
@@ -94,7 +119,12 @@ class H2Exchange:
         return self.connection.transport
 
     # ---- transitions (called by the connection) ------------------------------------
+    def _wake(self) -> None:
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
     def _end(self) -> None:
+        self._wake()
         self.state = DONE
         self.deadline.stop()
         handler, self.handler = self.handler, None
@@ -102,6 +132,7 @@ class H2Exchange:
             handler.on_end()
 
     def _fail(self, exc: Exception, *, refused: bool = False) -> None:
+        self._wake()
         self.state = FAILED
         self.deadline.stop()
         if refused and not self.received_any:

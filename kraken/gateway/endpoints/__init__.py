@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from kraken.gateway.endpoint import Endpoint
 from kraken.gateway.endpoints import (
+    audio,
     chat,
     completions,
     embeddings,
@@ -12,6 +13,7 @@ from kraken.gateway.endpoints import (
     moderations,
     rerank,
     responses,
+    speech,
 )
 from kraken.providers.error_formats import ANTHROPIC, GOOGLE, ErrorFormat
 
@@ -28,6 +30,9 @@ METERED: tuple[Endpoint, ...] = (
     moderations.ENDPOINT,
     images.ENDPOINT,
     rerank.ENDPOINT,
+    audio.TRANSCRIPTIONS,
+    audio.TRANSLATIONS,
+    speech.ENDPOINT,
 )
 """Every metered endpoint: one record per admitted call."""
 
