@@ -55,6 +55,9 @@ REFRESH_MARGIN_S = 300.0
 EXPIRY_SAFETY_S = 30.0
 """A token this close to expiry is not sent at all: a request waits for a new one."""
 EXCHANGE_TIMEOUT_S = 10.0
+REFRESH_RETRY_S = 10.0
+"""After a failed background refresh, the next one waits this long (the token still works):
+a refusing token endpoint must not get one exchange per request."""
 _OAUTH_CODE = re.compile(r"[a-z_]{1,40}")
 
 
@@ -164,6 +167,7 @@ class TokenSource:
         self._post = post
         self._token: _Token | None = None
         self._inflight: asyncio.Task | None = None
+        self._retry_at = 0.0
 
     async def token(self) -> str:
         """A usable access token: the cached one, or the one exchange in flight's."""
@@ -172,7 +176,7 @@ class TokenSource:
         now = self._clock()
         token = self._token
         if token is not None and now < token.usable_until:
-            if now >= token.refresh_at and self._inflight is None:
+            if now >= max(token.refresh_at, self._retry_at) and self._inflight is None:
                 self._start()  # in the background: this request keeps the current token
             return token.value
         task = self._inflight or self._start()
@@ -201,6 +205,7 @@ class TokenSource:
                    "refused" if isinstance(exc, TokenExchangeFailed) else "unavailable")
         metrics.TOKEN_EXCHANGES.labels(self.provider, outcome).inc()
         if exc is not None:
+            self._retry_at = self._clock() + REFRESH_RETRY_S
             log.warning("provider %s: OAuth2 token exchange failed: %s", self.provider, exc)
 
     async def _exchange(self) -> str:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from harness import free_port, wait_for
 from vertex_kit import CLIENT_EMAIL, PRIVATE_KEY_BODY, mock_vertex, write_key_file
 
+from kraken import metrics
 from kraken.providers.google_auth import (
     CLOUD_PLATFORM_SCOPE,
     CredentialsMissing,
@@ -22,6 +23,13 @@ from kraken.providers.google_auth import (
 )
 
 pytestmark = pytest.mark.anyio
+
+
+def refusals() -> float:
+    """Refused exchanges of provider "vertex" so far (``kraken_provider_token_exchanges_total``)."""
+    value = metrics.REGISTRY.get_sample_value(
+        "kraken_provider_token_exchanges_total", {"provider": "vertex", "outcome": "refused"})
+    return value or 0.0
 
 
 def source_for(path, **kwargs) -> TokenSource:
@@ -83,6 +91,18 @@ async def test_a_token_inside_the_refresh_margin_is_used_while_one_refresh_runs(
         assert tokens.exchanges == 2
         await wait_for(lambda: mock.exchanges == 2)
         assert await tokens.token() not in (first, None)
+
+
+async def test_a_failed_background_refresh_keeps_the_token_and_is_not_retried_at_once(tmp_path):
+    async with mock_vertex(expires_in=200) as mock:
+        tokens = source_for(write_key_file(tmp_path, mock))
+        first = await tokens.token()
+        mock.token_status = 400
+        refused = refusals()
+        assert await tokens.token() == first  # starts the refresh, which the endpoint refuses
+        await wait_for(lambda: refusals() == refused + 1)  # the refresh has ended
+        assert [await tokens.token() for _ in range(5)] == [first] * 5
+        assert tokens.exchanges == 2 and mock.exchanges == 1  # no exchange per request
 
 
 async def test_an_expiring_token_is_not_sent_the_request_waits_for_a_new_one(tmp_path):
