@@ -18,7 +18,7 @@ from kraken.providers.error_formats import OPENAI, ErrorFormat
 from kraken.providers.family import ResponseFilter, UpstreamRequest
 
 if TYPE_CHECKING:
-    from kraken.policy.router import Route
+    from kraken.policy.router import Route, Router
 
 __all__ = ["Endpoint", "Parsed", "asked_to_stream", "body_model", "model_not_served", "never"]
 
@@ -91,6 +91,9 @@ class Endpoint:
     """After identify, before admit: what the path says (``Parsed.where``), or its 404/405."""
     request_id_header: bytes | None = None
     """A second name for ``x-request-id`` on answers (Anthropic's SDK reads ``request-id``)."""
+    routes: Callable[[Router, Parsed], tuple[Route, ...]] | None = None
+    """An endpoint not routed by model (files, batches) names its provider's route itself;
+    ``model`` and the allow-lists are then not consulted."""
     read: Callable[[Request], Awaitable[dict]] | None = None
     """Instead of ``parse``: read a streamed body (an upload) only as far as routing needs;
     the payload's ``kraken.gateway.upload.UPLOAD`` relays the rest (``Upload.relay``)."""

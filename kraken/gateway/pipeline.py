@@ -46,6 +46,7 @@ from kraken.policy.clientip import ClientAddress
 from kraken.policy.ratelimit import Limiter
 from kraken.policy.router import Route, Router
 from kraken.providers.family import Headers, UpstreamRequest
+from kraken.providers.openai_files import BatchUsage
 
 log = logging.getLogger("kraken.gateway")
 
@@ -183,14 +184,16 @@ class Gateway:
         await self.take_rate_limit(call, subject)
         parsed = Parsed(req, endpoint.parse(req.body) if endpoint.read is None
                         else await endpoint.read(req), where)
-        model = endpoint.model(parsed)
-        self.check_model_allowed(principal, model)
+        model = endpoint.model(parsed) if endpoint.routes is None else None
+        if model is not None:
+            self.check_model_allowed(principal, model)
         call.opted_out = principal.opted_out  # feeds no routing statistics
         if endpoint.request_id_header is not None:
             call.response_headers = [*call.response_headers,
                                      (endpoint.request_id_header, call.request_id.encode())]
         self.classify(call, endpoint, parsed)
-        routes = self.route(call, endpoint, model)
+        routes = (self.route(call, endpoint, model) if model is not None
+                  else endpoint.routes(self.router, parsed))
         await self.dispatch(call, endpoint, routes, parsed, sink)
 
     # ---- phases --------------------------------------------------------------------
@@ -376,6 +379,8 @@ class Gateway:
             return
         call.recorded = True
         call.end_ns = time.perf_counter_ns()
+        if isinstance(call.usage, BatchUsage):  # a batch's results: its own model's price
+            call.model_dispatched = call.usage.model
         model = self.model_label(call.model_dispatched)  # the label: never free client text
         if call.usage is not None:
             self.price(call, model)
@@ -408,6 +413,8 @@ class Gateway:
             return
         family = "anthropic" if isinstance(call.usage, AnthropicUsage) else family_for(call.provider_kind)
         call.cost_usd = cost_usd(price, call.usage, family=family)
+        if isinstance(call.usage, BatchUsage) and call.cost_usd is not None:
+            call.cost_usd = round(call.cost_usd * call.usage.price_factor, 10)
         call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=call.byok, plan=call.plan)
         if call.cost_usd:
             metrics.cost_for(call.provider, label).inc(call.cost_usd)

@@ -73,7 +73,7 @@ class Relay:
         self._stream = stream
         self._tap = stream_tap(family, hide_usage) if stream else None
         # A non-streamed answer of any size: only its two ends are kept to read its usage.
-        self._body_tap = None if stream else BodyTap(family.usage_key)
+        self._body_tap = None if stream else (family.body_tap or BodyTap)(family.usage_key)
         self._body = bytearray()  # a refused exchange's error body (bounded)
         self._status = 0
         self._on_complete = on_complete

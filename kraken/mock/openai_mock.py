@@ -344,6 +344,8 @@ class MockOpenAI(MockServer):
         self._auth = b"Bearer " + api_key.encode() if api_key else None
         self._also: set[bytes] = set()
         self._cache = WireCache(_build)
+        self.files_api = None
+        """Files and batches (``kraken.mock.openai_files.FilesApi``), made on first use."""
 
     @property
     def url(self) -> str:
@@ -381,6 +383,11 @@ class MockOpenAI(MockServer):
         if path == "/responses" and req.method == "POST":
             from kraken.mock.openai_extras import responses_reply  # imports this module
             return responses_reply(self, req.body)
+        if path.startswith(("/files", "/batches")):
+            if self.files_api is None:
+                from kraken.mock.openai_files import FilesApi  # imports this module
+                self.files_api = FilesApi()
+            return self.files_api.reply(req, path)
         if path.startswith("/audio/") and req.method == "POST":
             from kraken.mock.openai_audio import audio_reply  # imports the mock's server module
             return audio_reply(self, req, path)

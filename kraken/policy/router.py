@@ -146,6 +146,11 @@ class Router:
             raise InvalidValue(f"model: must be 1 to {MAX_MODEL_NAME} letters, digits or . _ : / @ "
                                "+ - (a provider's model name)", param="model")
 
+    @property
+    def providers(self) -> tuple[Provider, ...]:
+        """The configured providers, in configuration order."""
+        return tuple(self._providers.values())
+
     def upstream_models(self) -> frozenset[str]:
         """Every upstream model name the configuration routes to (metric label values)."""
         return frozenset(route.model for route in self._all_routes())

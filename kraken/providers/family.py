@@ -75,6 +75,9 @@ class FamilyBase:
     __slots__ = ()
     usage_key = b"usage"
     stream_tap: Callable[[bool], StreamTap] | None = None
+    body_tap: Callable[[bytes], object] | None = None
+    """The family's own reader of a non-streamed answer (``feed``, ``document``); None: the
+    relay's ``BodyTap`` over ``usage_key`` (a file download: ``openai_files.JsonlUsageTap``)."""
     authorized: Callable[[Headers, str], Headers] | None = None
     signed: Callable[[Headers], Awaitable[Headers]] | None = None
 

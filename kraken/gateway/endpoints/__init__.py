@@ -7,6 +7,7 @@ from kraken.gateway.endpoints import (
     chat,
     completions,
     embeddings,
+    files,
     gemini_native,
     images,
     messages,
@@ -33,6 +34,10 @@ METERED: tuple[Endpoint, ...] = (
     audio.TRANSCRIPTIONS,
     audio.TRANSLATIONS,
     speech.ENDPOINT,
+    files.FILES,
+    files.FILE,
+    files.BATCHES,
+    files.BATCH,
 )
 """Every metered endpoint: one record per admitted call."""
 
