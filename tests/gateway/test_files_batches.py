@@ -98,3 +98,17 @@ async def test_unknown_paths_and_methods(tmp_path):
                            {**auth_headers(), "x-kraken-provider": "nope"})
         assert reply.status == 404 and "x-kraken-provider" in reply.json()["error"]["message"]
         assert not mock.requests
+
+
+async def test_no_file_bytes_in_db_journal_or_logs(tmp_path, capfd):
+    marker = b'{"custom_id": "KRAKEN-FILE-MARKER-51be", "body": {"model": "gpt-4o-mini"}}\n'
+    async with running_mock() as mock, running_kraken(doc(tmp_path, mock)) as k:
+        client = openai_client(k)
+        f = await client.files.create(file=("secret-file.jsonl", marker), purpose="batch")
+        assert (await client.files.content(f.id)).content == marker
+        await wait_rows(k.db_path, 2)
+    out, err = capfd.readouterr()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files
+    for blob in [p.read_bytes() for p in files] + [out.encode(), err.encode()]:
+        assert b"KRAKEN-FILE-MARKER" not in blob and b"secret-file" not in blob
