@@ -44,6 +44,7 @@ from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.listener import ProtocolSelector, listen_socket
 from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.gateway.request_log import RequestLog
+from kraken.gateway.upload import UploadLimits
 from kraken.privacy import account_rights, account_series
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
@@ -205,6 +206,7 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
                       settings.prices, settings.fees,
                       ClientAddress(cfg.limits.trusted_proxies))
     gateway.billing = billing
+    gateway.upload_limits = UploadLimits(cfg.server.max_audio_bytes, cfg.server.max_file_bytes)
     gateway.byok = ByokCache(store, keyring, max_entries=cfg.byok.cache_max,
                              ttl_s=cfg.byok.cache_ttl_s, poll_interval_s=cfg.byok.poll_interval_s)
     if cfg.stripe.webhook_secret:

@@ -51,6 +51,11 @@ class ServerConfig:
     """certbot's webroot: files under .well-known/acme-challenge/ are served from it."""
     workers: int = 1
     """Processes serving the port (SO_REUSEPORT) under a supervisor; 1 = one process, no supervisor."""
+    max_audio_bytes: int = 25 * 1024 * 1024
+    """Largest ``/v1/audio`` upload (OpenAI's own 25 MB); more is a 413. Uploads stream: this,
+    not ``max_body_bytes``, bounds them."""
+    max_file_bytes: int = 512 * 1024 * 1024
+    """Largest ``/v1/files`` upload (OpenAI's own 512 MB); more is a 413."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from kraken.providers.error_formats import OPENAI, ErrorFormat
 from kraken.providers.family import ResponseFilter, UpstreamRequest
 
 if TYPE_CHECKING:
+    from kraken.gateway.upload import UploadLimits
     from kraken.policy.router import Route, Router
 
 __all__ = ["Endpoint", "Parsed", "asked_to_stream", "body_model", "model_not_served", "never"]
@@ -94,6 +95,6 @@ class Endpoint:
     routes: Callable[[Router, Parsed], tuple[Route, ...]] | None = None
     """An endpoint not routed by model (files, batches) names its provider's route itself;
     ``model`` and the allow-lists are then not consulted."""
-    read: Callable[[Request], Awaitable[dict]] | None = None
+    read: Callable[[Request, UploadLimits], Awaitable[dict]] | None = None
     """Instead of ``parse``: read a streamed body (an upload) only as far as routing needs;
     the payload's ``kraken.gateway.upload.UPLOAD`` relays the rest (``Upload.relay``)."""

@@ -36,7 +36,7 @@ from kraken.gateway.endpoints import models as model_list
 from kraken.gateway.paths import Handler, Paths
 from kraken.gateway.relay import Relay
 from kraken.gateway.request_log import RequestLog
-from kraken.gateway.upload import UPLOAD
+from kraken.gateway.upload import UPLOAD, UploadLimits
 from kraken.http.exchange import Request, ResponseSink
 from kraken.meter.writer import Meter
 from kraken.policy import auth
@@ -72,6 +72,8 @@ class Gateway:
         self.billing: BillingGuard | None = None
         """Plans, monthly caps and prepaid balances (kraken/billing/guard.py); None: no checks."""
         self.byok: ByokCache | None = None
+        self.upload_limits = UploadLimits()
+        """The largest audio and file uploads (``[server]``)."""
         """Customers' own provider keys, decrypted in memory (kraken/accounts/byok_cache.py)."""
         self.aborting = False
         self.tracing = None
@@ -183,7 +185,7 @@ class Gateway:
         subject = self.check_billing_caps(call, principal)
         await self.take_rate_limit(call, subject)
         parsed = Parsed(req, endpoint.parse(req.body) if endpoint.read is None
-                        else await endpoint.read(req), where)
+                        else await endpoint.read(req, self.upload_limits), where)
         model = endpoint.model(parsed) if endpoint.routes is None else None
         if model is not None:
             self.check_model_allowed(principal, model)

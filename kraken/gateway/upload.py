@@ -11,15 +11,24 @@ Content-Length says so, else the provider exchange is cut and nothing more is re
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from kraken.errors import InvalidValue, KrakenError, PayloadTooLarge
 from kraken.gateway.multipart import MORE, Field, boundary_of, find_field
 from kraken.http.exchange import Request
 
-__all__ = ["UPLOAD", "Upload"]
+__all__ = ["UPLOAD", "Upload", "UploadLimits"]
 
 UPLOAD = "\0upload"
 """The payload key of an upload's ``Upload`` (no JSON body has it: it is not client text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadLimits:
+    """The largest upload per kind (``[server] max_audio_bytes``, ``max_file_bytes``)."""
+
+    audio: int = 25 * 1024 * 1024
+    file: int = 512 * 1024 * 1024
 
 
 class Upload:

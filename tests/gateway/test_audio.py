@@ -197,3 +197,20 @@ async def test_no_audio_or_transcript_bytes_in_db_journal_or_logs(tmp_path, capf
     for blob in [p.read_bytes() for p in files] + [out.encode(), err.encode()]:
         for secret in (b"KRAKEN-AUDIO-MARKER", b"secret-name", text.encode(), transcript):
             assert secret not in blob
+
+
+async def test_limit_from_config(tmp_path):
+    """``[server] max_audio_bytes``: a 3 MB upload past a 1 MB limit is a 413, and the
+    provider saw no more than the limit."""
+    async with running_mock() as mock:
+        d = doc(tmp_path, mock)
+        d["server"]["max_audio_bytes"] = 1 << 20
+        async with running_kraken(d) as k:
+            with pytest.raises(Exception) as err:
+                await openai_client(k).audio.transcriptions.create(
+                    model="whisper-1", file=("a.wav", b"\1" * (3 << 20), "audio/wav"))
+            assert getattr(err.value, "status_code", None) == 413
+            assert mock.bytes_received <= (1 << 20) + 64 * 1024
+            small = await openai_client(k).audio.transcriptions.create(
+                model="whisper-1", file=("a.wav", AUDIO, "audio/wav"))
+            assert small.text

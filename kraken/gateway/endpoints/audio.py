@@ -3,7 +3,7 @@
 The multipart body is never held whole (``kraken.gateway.upload``): Kraken reads it only as
 far as the ``model`` form field (the SDKs send it before the file; otherwise 400 naming
 ``model``), routes on it, and relays the rest in bounded chunks while the provider takes them.
-Over ``MAX_AUDIO_BYTES`` (OpenAI's own 25 MB): 413 in OpenAI's format, before the body when
+Over ``[server] max_audio_bytes`` (default OpenAI's own 25 MB): 413 in OpenAI's format, before the body when
 its Content-Length says so, else as soon as the count passes it (the provider exchange is cut).
 Answers (``json``, ``text``, ``srt``, ``verbose_json``, ``vtt``) are relayed byte for byte;
 ``usage`` is recorded when the answer has one (``kraken.providers.openai_audio``). Served by
@@ -12,13 +12,14 @@ OpenAI-compatible providers (kinds ``openai`` and ``openai_compatible``). Task t
 from __future__ import annotations
 
 from kraken.gateway.endpoint import Endpoint, Parsed, model_not_served
-from kraken.gateway.upload import UPLOAD, Upload
+from kraken.gateway.upload import UPLOAD, Upload, UploadLimits
 from kraken.http.exchange import Request
 from kraken.policy.router import Route
 from kraken.providers.family import UpstreamRequest
 from kraken.providers.openai_audio import upload_request
 
-MAX_AUDIO_BYTES = 25 * 1024 * 1024
+MAX_AUDIO_BYTES = UploadLimits().audio
+"""The default limit (``[server] max_audio_bytes``)."""
 KINDS = ("openai", "openai_compatible")
 
 
@@ -26,8 +27,8 @@ def hears(route: Route) -> bool:
     return route.provider.family.cfg.kind in KINDS
 
 
-async def read(req: Request) -> dict:
-    upload = await Upload.open(req, MAX_AUDIO_BYTES)
+async def read(req: Request, limits: UploadLimits) -> dict:
+    upload = await Upload.open(req, limits.audio)
     return {"model": upload.model, UPLOAD: upload}
 
 

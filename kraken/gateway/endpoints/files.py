@@ -6,7 +6,7 @@ provider of kind ``openai`` (else of kind ``openai_compatible``). Ids are theref
 looked up: a client that names a provider names it on every call for the same ids. Clients
 never choose a URL: the path is rebuilt from a checked id, the query from checked characters.
 
-    POST /v1/files (multipart upload, streamed like audio; over 512 MB: 413)   GET /v1/files
+    POST /v1/files (multipart upload, streamed like audio; over ``max_file_bytes``: 413)   GET /v1/files
     GET /v1/files/{id}   GET /v1/files/{id}/content (streamed)   DELETE /v1/files/{id}
     POST /v1/batches   GET /v1/batches   GET /v1/batches/{id}   POST /v1/batches/{id}/cancel
 
@@ -21,14 +21,12 @@ import re
 from kraken.errors import MethodNotAllowed, NotFound
 from kraken.gateway.body import json_object
 from kraken.gateway.endpoint import Endpoint, Parsed
-from kraken.gateway.upload import UPLOAD, Upload
+from kraken.gateway.upload import UPLOAD, Upload, UploadLimits
 from kraken.http.exchange import Request
 from kraken.policy.router import Route, Router
 from kraken.providers.family import UpstreamRequest
 from kraken.providers.openai_files import files_request
 
-MAX_FILE_BYTES = 512 * 1024 * 1024
-"""OpenAI's own limit for one file."""
 KINDS = ("openai", "openai_compatible")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _QUERY = re.compile(r"[A-Za-z0-9_.=&%-]{0,512}")
@@ -57,11 +55,11 @@ def locate(req: Request) -> tuple[str, str | None, str]:
     return collection, file_id, rest or ""
 
 
-async def read(req: Request) -> dict:
+async def read(req: Request, limits: UploadLimits) -> dict:
     if req.method != "POST":
         return {}
     if req.path == "/v1/files":
-        upload = await Upload.open(req, MAX_FILE_BYTES, b"purpose")
+        upload = await Upload.open(req, limits.file, b"purpose")
         return {UPLOAD: upload}
     return json_object(req.body) if req.body else {}
 
