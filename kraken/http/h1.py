@@ -141,13 +141,14 @@ class H1Connection(InboundConnection):
             head = bytes(buf[:end])
             length = check_head(head)
             # An upload streams to the handler, which applies its own limit (bodystream.py).
-            upload = b"\ncontent-type: multipart/form-data" in head.lower()
-            if length is not None and length > cfg.max_body_bytes and (
-                    not upload or length >= 1 << 62):
+            if length is not None and length > cfg.max_body_bytes and (length >= 1 << 62 or (
+                    b"\ncontent-type: multipart/form-data" not in head.lower())):
                 raise HeadRejected("request body too large", 413)  # before the body is sent
             head_ns = time.perf_counter_ns()
             event, expect_continue = parse_head(head, cfg.max_head_bytes, cfg.max_uri_bytes)
             streamed = streams_body(event.method, _content_type(event)) and length != 0
+            if length is not None and length > cfg.max_body_bytes and not streamed:
+                raise HeadRejected("request body too large", 413)
             self._buf = bytearray()
         except HeadRejected as exc:
             self._reject(exc.status, str(exc))
