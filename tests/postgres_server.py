@@ -192,3 +192,24 @@ class StoreBackend:
             return text
         numbers = iter(range(1, 1000))
         return re.sub(r"\?", lambda _: f"${next(numbers)}", text)
+
+
+async def raw_execute(backend: StoreBackend, sql: str) -> None:
+    """Run ``sql`` on a plain connection of the backend's own driver, outside Kraken's store
+    (what an operator's SQL shell would do); the driver's own error comes out."""
+    if backend.name == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(backend.target)
+        try:
+            conn.execute(sql)
+        finally:
+            conn.close()
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(backend.target)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

@@ -7,7 +7,7 @@ import sqlite3
 
 import asyncpg
 import pytest
-from conftest import raw_execute
+from postgres_server import raw_execute
 
 from kraken.billing import wallet
 from kraken.billing.guard import BillingGuard, MonthlyTokenCapReached
