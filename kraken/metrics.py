@@ -166,7 +166,8 @@ BYOK_CACHE_SIZE = Gauge(
 )
 BYOK_ERRORS = Counter(
     "kraken_byok_errors_total",
-    "BYOK problems: undecryptable stored keys (unusable), failed change polls (poll).",
+    "BYOK problems: undecryptable stored keys (unusable), failed change polls (poll), failed "
+    "key loads answered 503 (load).",
     ("kind",),
     registry=REGISTRY,
 )

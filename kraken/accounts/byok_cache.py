@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 import anyio
 from anyio.abc import TaskStatus
 
-from kraken import metrics
+from kraken import errors, metrics
 from kraken.accounts import byok
 from kraken.accounts.byok import ByokKeyUnusable
 from kraken.accounts.masterkey import Keyring
@@ -79,7 +79,11 @@ class ByokCache:
 
     async def _load(self, customer_id: str) -> Keys:
         generation = self._generation
-        found = await byok.keys_of(self._store, self._keyring, customer_id)
+        try:
+            found = await byok.keys_of(self._store, self._keyring, customer_id)
+        except Exception:  # noqa: BLE001 - store unavailable: a 503, never a 500
+            metrics.BYOK_ERRORS.labels("load").inc()
+            raise errors.Overloaded("Provider keys are unavailable; retry shortly.") from None
         for provider_kind, value in found.items():
             if isinstance(value, ByokKeyUnusable):
                 metrics.BYOK_ERRORS.labels("unusable").inc()
@@ -121,7 +125,9 @@ class ByokCache:
             try:
                 await self.poll()
             except Exception as exc:
+                # The store is away (restart, network): keep serving what is cached, each
+                # entry still bounded by its TTL. A change committed before the outage and not
+                # yet polled is at most one poll interval old; none can be committed during it
+                # (so the stored-key count last read also still holds).
                 metrics.BYOK_ERRORS.labels("poll").inc()
                 log.warning("BYOK change poll failed: %s", type(exc).__name__)
-                self._entries.clear()  # cannot see changes: do not keep serving old keys
-                self._stored = None

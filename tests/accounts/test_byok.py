@@ -301,6 +301,51 @@ async def test_a_change_by_another_connection_is_seen_at_the_next_poll(store, ba
         await other.close()
 
 
+async def test_while_the_store_is_away_cached_keys_serve_and_a_miss_is_a_503(store, backend):
+    """A database restart must not fail every request: what is cached keeps serving (bounded
+    by its TTL); a customer not cached gets a retryable 503, never the operator's key."""
+    from kraken import errors, metrics
+
+    keys = ring(V1)
+    a, b = await customer(store, "a@example.com"), await customer(store, "b@example.com")
+    await byok.set_key(store, keys, a, "openai", SECRET_A)
+    await byok.set_key(store, keys, b, "openai", SECRET_B)
+    away = await backend.open()  # this cache's own connection, closed as an outage would
+    cache = ByokCache(away, keys, poll_interval_s=0.01)
+    failed = metrics.BYOK_ERRORS.labels("poll")
+    async with anyio.create_task_group() as tg:
+        await tg.start(cache.run)
+        assert (await cache.keys_for(a))["openai"] == SECRET_A
+        before = failed._value.get()
+        await away.close()
+        with anyio.fail_after(5):
+            while failed._value.get() < before + 2:
+                await anyio.sleep(0.01)
+        assert (await cache.keys_for(a))["openai"] == SECRET_A
+        with pytest.raises(errors.Overloaded) as refused:
+            await cache.keys_for(b)
+        assert refused.value.status == 503 and SECRET_B not in str(refused.value)
+        tg.cancel_scope.cancel()
+
+
+async def test_while_the_store_is_away_no_stored_keys_still_means_no_lookup(store, backend):
+    from kraken import metrics
+
+    a = await customer(store, "a@example.com")
+    away = await backend.open()
+    cache = ByokCache(away, ring(V1), poll_interval_s=0.01)
+    failed = metrics.BYOK_ERRORS.labels("poll")
+    async with anyio.create_task_group() as tg:
+        await tg.start(cache.run)
+        before = failed._value.get()
+        await away.close()
+        with anyio.fail_after(5):
+            while failed._value.get() < before + 2:
+                await anyio.sleep(0.01)
+        assert await cache.keys_for(a) == {}  # served from the last count, no store read
+        tg.cancel_scope.cancel()
+
+
 async def test_keys_without_a_keyring_are_unusable_not_skipped(store):
     a = await customer(store, "a@example.com")
     await byok.set_key(store, ring(V1), a, "openai", SECRET_A)

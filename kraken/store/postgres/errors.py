@@ -14,8 +14,11 @@ import asyncpg
 from kraken.store.errors import StoreBusy, StoreDataError, StoreError, StoreFull
 
 FAILURES: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
-"""What a store operation may raise on a failure (OSError: refused, reset; TimeoutError: hung)."""
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+    asyncio.TimeoutError)
+"""What a store operation may raise on a failure (OSError: refused, reset; TimeoutError: hung;
+InternalClientError: a connection the server dropped mid-error, left in a state that refuses
+the next statement)."""
 
 _BUSY_STATES = frozenset({
     "57014",  # query_canceled: the statement timeout fired
@@ -32,7 +35,8 @@ def is_disconnect(exc: BaseException) -> bool:
     """The connection (or the server) is gone: the pool should drop its connections."""
     return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
                             asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError,
-                            asyncpg.AdminShutdownError, asyncpg.InterfaceError))
+                            asyncpg.AdminShutdownError, asyncpg.InterfaceError,
+                            asyncpg.InternalClientError))
 
 
 def from_asyncpg(exc: BaseException, operation: str) -> StoreError:
