@@ -172,6 +172,8 @@ def write_toml(path: Path, doc: dict[str, Any]) -> None:
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + "}"
         raise TypeError(v)
 
     for name, section in doc.items():
