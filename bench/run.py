@@ -10,6 +10,9 @@ Every load run is bounded in requests and seconds; every child is stopped by PID
 The burst scenario opens --burst (1000) streams at once, --burst-chunk-delay-ms (50) apart per
 chunk, against Kraken's DEFAULT config but ``trusted_proxies = ["127.0.0.1"]`` (the load client
 stands where a production load balancer would): TTFB p50, failed streams, RSS growth per stream.
+The hold scenario keeps --hold (1000) streams of --hold-chunks (200) chunks open at once, the mock
+pacing them --hold-chunk-delay-ms (50) apart, and reads the target's CPU seconds over it. Start-up
+is timed from spawning a target to its first answered 200 (the probe retried every 5 ms).
 """
 from __future__ import annotations
 
@@ -61,6 +64,20 @@ def wait_port(port: int, proc: subprocess.Popen, seconds: float) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def wait_answer(port: int, proc: subprocess.Popen, spawned: float, seconds: float) -> float | None:
+    """Seconds from ``spawned`` (perf_counter) to the first 200 from the target; None if the process
+    died or ``seconds`` passed without one."""
+    deadline = spawned + seconds
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            return None
+        status, _ = probe(port, timeout=1.0)
+        if status == 200:
+            return time.perf_counter() - spawned
+        time.sleep(0.005)
+    return None
 
 
 def start(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen:
@@ -156,6 +173,8 @@ class Target:
     log: Path
     idle_rss_kib: int = 0
     peak_rss_kib: int = 0
+    start_s: float | None = None  # spawn to first answered 200 (median of the timed spawns)
+    start_runs: list = field(default_factory=list)
     scenarios: dict = field(default_factory=dict)
 
     @property
@@ -166,9 +185,9 @@ class Target:
         return process_tree(self.proc.pid)
 
 
-def probe(port: int) -> tuple[int, bytes]:
+def probe(port: int, timeout: float = 10.0) -> tuple[int, bytes]:
     """One non-stream request, to check a target answers before loading it."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("POST", PATH, json.dumps(BODY), {
             "Content-Type": "application/json", "Authorization": f"Bearer {DEMO_KEY}"})
@@ -213,6 +232,28 @@ models = ["mock-gpt"]
 trusted_proxies = ["127.0.0.1"]
 """)
     return conf
+
+
+def proxy_cmd(name: str, tmp: Path, mock_port: int, nginx: str | None, args) -> tuple[list[str], int, Path]:
+    """The command starting nginx or Kraken on a fresh free port, its port and its log file."""
+    port = free_port()
+    if name == "nginx":
+        conf = nginx_config(tmp, port, mock_port)
+        return ([nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf),
+                 "-g", "daemon off;"], port, tmp / "nginx.log")
+    conf = kraken_config(tmp, port, mock_port)
+    return ([a.format(python=sys.executable, config=conf) for a in shlex.split(args.kraken_cmd)],
+            port, tmp / "kraken.log")
+
+
+def time_start(cmd: list[str], port: int, log: Path, cwd: Path, seconds: float) -> float | None:
+    """Spawn, wait for the first 200, stop: seconds from spawn to that answer (None: never)."""
+    spawned = time.perf_counter()
+    proc = start(cmd, log, cwd)
+    try:
+        return wait_answer(port, proc, spawned, seconds)
+    finally:
+        stop(proc)
 
 
 # ----------------------------------------------------------------------------- load
@@ -276,6 +317,20 @@ def burst(target: Target, args) -> dict:
     return result
 
 
+def hold(target: Target, mock: Target, args) -> dict:
+    """``args.hold`` streams of ``args.hold_chunks`` chunks held open at once, the mock pacing each
+    chunk: the CPU the target spends relaying many slow streams (what an LLM gateway mostly does)."""
+    pids, mock_pids = target.pids(), mock.pids()
+    cpu0, mock0 = cpu_seconds(pids), cpu_seconds(mock_pids)
+    body = {**BODY, "mock": {"chunks": args.hold_chunks, "chunk_delay_ms": args.hold_chunk_delay_ms}}
+    result = run_load(target.url, True, args.hold, args.hold, args.hold_seconds, body=body)
+    time.sleep(0.2)
+    result.update(cpu_s=round(cpu_seconds(pids) - cpu0, 3),
+                  mock_cpu_s=round(cpu_seconds(mock_pids) - mock0, 3))
+    result["failed"] = args.hold - result.get("completed", 0) + result.get("bad_stream", 0)
+    return result
+
+
 def measure(target: Target, mock: Target, args) -> None:
     """Warm up, then run each scenario with the target's CPU time read around it."""
     run_load(target.url, True, 32, args.warmup, args.max_seconds / 2)
@@ -285,6 +340,10 @@ def measure(target: Target, mock: Target, args) -> None:
         print(f"  {target.name:7} {'burst':14} {result.get('completed', 0):6} req "
               f"TTFB p50 {(result.get('ttfb_ms') or {}).get('p50')} ms  failed {result['failed']}  "
               f"{result['kib_per_stream']} KiB/stream", flush=True)
+    if args.hold:
+        result = target.scenarios["hold"] = hold(target, mock, args)
+        print(f"  {target.name:7} {'hold':14} {result.get('completed', 0):6} req "
+              f"CPU {result['cpu_s']} s  failed {result['failed']}", flush=True)
     for name, stream, conc, attr in SCENARIOS:
         pids, mock_pids = target.pids(), mock.pids()
         cpu0, mock0 = cpu_seconds(pids), cpu_seconds(mock_pids)
@@ -308,67 +367,96 @@ def metrics(t: Target) -> dict:
     def pct(name: str, kind: str, q: str):
         return (s.get(name, {}).get(kind) or {}).get(q)
 
-    streamed = sum(s.get(n, {}).get("completed", 0) for n in ("stream_c1", "stream_c32"))
-    stream_cpu = sum(s.get(n, {}).get("cpu_s", 0) for n in ("stream_c1", "stream_c32"))
-    ns = s.get("nonstream_c32", {})
-    b = s.get("burst", {})
+    ns, b, h = s.get("nonstream_c32", {}), s.get("burst", {}), s.get("hold", {})
+
+    def cpu_ms(name: str):
+        r = s.get(name, {})
+        return (r["cpu_s"] * 1000 / r["completed"]) if r.get("completed") else None
+
     return {
-        "burst_ttfb_p50_ms": pct("burst", "ttfb_ms", "p50"),
-        "burst_failed": b.get("failed"),
-        "burst_kib_per_stream": b.get("kib_per_stream"),
+        "cpu_ms_nonstream_c32": cpu_ms("nonstream_c32"),
+        "cpu_ms_stream_c32": cpu_ms("stream_c32"),
         "stream_c1_ttfb_p50_ms": pct("stream_c1", "ttfb_ms", "p50"),
+        "burst_ttfb_p50_ms": pct("burst", "ttfb_ms", "p50"),
+        "burst_kib_per_stream": b.get("kib_per_stream"),
+        "hold_cpu_s": h.get("cpu_s") if h.get("completed") else None,
+        "idle_rss_mib": t.idle_rss_kib / 1024 if t.idle_rss_kib else None,
+        "start_s": t.start_s,
+        "burst_failed": b.get("failed"),
+        "hold_failed": h.get("failed"),
+        "cpu_ms_stream_c1": cpu_ms("stream_c1"),
         "stream_c1_ttfb_p99_ms": pct("stream_c1", "ttfb_ms", "p99"),
         "stream_c1_total_p50_ms": pct("stream_c1", "total_ms", "p50"),
         "stream_c32_ttfb_p50_ms": pct("stream_c32", "ttfb_ms", "p50"),
         "stream_c32_ttfb_p99_ms": pct("stream_c32", "ttfb_ms", "p99"),
         "stream_c32_total_p50_ms": pct("stream_c32", "total_ms", "p50"),
         "nonstream_c32_rps": ns.get("rps"),
-        "cpu_s_per_1000_nonstream": (ns["cpu_s"] * 1000 / ns["completed"]) if ns.get("completed") else None,
-        "cpu_ms_per_stream": (stream_cpu * 1000 / streamed) if streamed else None,
         "peak_rss_mib": t.peak_rss_kib / 1024 if t.peak_rss_kib else None,
-        "idle_rss_mib": t.idle_rss_kib / 1024 if t.idle_rss_kib else None,
     }
 
 
-ROWS = (  # key, label, how to compare with direct: "diff" (ms), "ratio" or "raw"
-    ("burst_ttfb_p50_ms", "burst: N streams at once TTFB p50 ms", "diff"),
-    ("burst_failed", "burst: failed streams", "raw"),
+# key, label, how to compare: "diff" (ms added), "ratio" or "raw". The first block is issue 13's
+# table, in its order; the rest are the other figures of the same run.
+ISSUE_ROWS = (
+    ("cpu_ms_nonstream_c32", "CPU ms / non-stream req, c=32", "ratio"),
+    ("cpu_ms_stream_c32", "CPU ms / streamed req, c=32", "ratio"),
+    ("stream_c1_ttfb_p50_ms", "stream c=1 TTFB p50 ms", "diff"),
+    ("burst_ttfb_p50_ms", "burst: N streams at once, TTFB p50 ms", "diff"),
     ("burst_kib_per_stream", "burst: KiB RSS per open stream", "ratio"),
-    ("stream_c1_ttfb_p50_ms", "stream c=1   TTFB p50 ms", "diff"),
+    ("hold_cpu_s", "hold: N streams x M chunks, CPU s", "ratio"),
+    ("idle_rss_mib", "idle RSS MiB (after start)", "ratio"),
+    ("start_s", "start to first answered request s", "ratio"),
+)
+OTHER_ROWS = (
+    ("burst_failed", "burst: failed streams", "raw"),
+    ("hold_failed", "hold: failed streams", "raw"),
+    ("cpu_ms_stream_c1", "CPU ms / streamed req, c=1", "ratio"),
     ("stream_c1_ttfb_p99_ms", "stream c=1   TTFB p99 ms", "diff"),
     ("stream_c1_total_p50_ms", "stream c=1   total p50 ms", "diff"),
     ("stream_c32_ttfb_p50_ms", "stream c=32  TTFB p50 ms", "diff"),
     ("stream_c32_ttfb_p99_ms", "stream c=32  TTFB p99 ms", "diff"),
     ("stream_c32_total_p50_ms", "stream c=32  total p50 ms", "diff"),
     ("nonstream_c32_rps", "non-stream c=32 req/s", "ratio"),
-    ("cpu_s_per_1000_nonstream", "CPU s / 1000 non-stream req", "ratio"),
-    ("cpu_ms_per_stream", "CPU ms / streamed req", "ratio"),
     ("peak_rss_mib", "peak RSS MiB (VmHWM)", "ratio"),
-    ("idle_rss_mib", "idle RSS MiB (after start)", "ratio"),
 )
+ROWS = ISSUE_ROWS + OTHER_ROWS
+
+
+def number(value) -> str:
+    return (str(value) if isinstance(value, int) else f"{value:.0f}" if abs(value) >= 1000
+            else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}")
+
+
+def compare(value, base, how: str) -> str:
+    """``value`` against ``base``: ms added and ratio for "diff" rows, ratio for "ratio" rows."""
+    if value is None or base is None or how == "raw":
+        return ""
+    ratio = f"x{value / base:.2f}" if base else ""
+    return f"{value - base:+.3f} {ratio}".strip() if how == "diff" else ratio
 
 
 def fmt(value, base, how: str, is_base: bool) -> str:
     if value is None:
         return "-"
-    text = (str(value) if isinstance(value, int) else f"{value:.0f}" if abs(value) >= 1000
-            else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}")
-    if is_base or base is None or how == "raw":
-        return text
-    if how == "diff":
-        return f"{text} ({value - base:+.3f})"
-    return f"{text} (x{value / base:.2f})" if base else text
+    vs = "" if is_base else compare(value, base, how)
+    return f"{number(value)} ({vs})" if vs else number(value)
 
 
 def render(figures: dict[str, dict]) -> str:
+    """Columns: each target (with its comparison to direct), then every non-nginx target against
+    nginx (the floor a mature C proxy sets on the same machine)."""
     names = list(figures)
-    base = figures.get("direct", {})
-    rows = [["metric", *names]]
-    for key, label, how in ROWS:
-        rows.append([label, *(fmt(figures[n][key], base.get(key), how, n == "direct") for n in names)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    base, floor = figures.get("direct", {}), figures.get("nginx")
+    others = [n for n in names if n not in ("direct", "nginx")] if floor else []
+    rows = [["metric", *names, *(f"{n} vs nginx" for n in others)]]
+    for i, (key, label, how) in enumerate(ROWS):
+        if i == len(ISSUE_ROWS):
+            rows.append(None)
+        rows.append([label, *(fmt(figures[n][key], base.get(key), how, n == "direct") for n in names),
+                     *(compare(figures[n][key], floor[key], how) or "-" for n in others)])
+    widths = [max(len(r[i]) for r in rows if r) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+             if r else "" for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -392,9 +480,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burst-chunk-delay-ms", type=float, default=50.0,
                     help="mock delay between chunks in the burst scenario (sent per request)")
     ap.add_argument("--burst-seconds", type=float, default=60.0, help="burst scenario time cap")
+    ap.add_argument("--hold", type=int, default=1000,
+                    help="streams held open at once in the hold scenario (0 = skip it)")
+    ap.add_argument("--hold-chunks", type=int, default=200, help="chunks per stream in the hold scenario")
+    ap.add_argument("--hold-chunk-delay-ms", type=float, default=50.0,
+                    help="mock delay between chunks in the hold scenario (sent per request)")
+    ap.add_argument("--hold-seconds", type=float, default=60.0, help="hold scenario time cap")
     ap.add_argument("--kraken-cmd", default="{python} -m kraken serve --demo --config {config}",
                     help="command starting Kraken ({python} and {config} are filled in)")
     ap.add_argument("--start-seconds", type=float, default=30.0, help="wait this long for a target")
+    ap.add_argument("--start-runs", type=int, default=3,
+                    help="timed spawns (to first answered request) per proxy before the measured one")
     ap.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     args = ap.parse_args(argv)
@@ -410,40 +506,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # -- start everything first, so idle RSS is read before any load
         port = free_port()
+        spawned = time.perf_counter()
         proc = start([sys.executable, "-m", "kraken.mock", "--host", "127.0.0.1", "--port", str(port),
                       "--chunks", str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)],
                      tmp / "mock.log", tmp)
         procs.append(proc)
-        if not wait_port(port, proc, args.start_seconds):
+        mock_start = wait_answer(port, proc, spawned, args.start_seconds)
+        if mock_start is None:
             print(f"mock provider did not start:\n{tail(tmp / 'mock.log')}", file=sys.stderr)
             return 2
         mock = targets["direct"] = Target("direct", port, proc, tmp / "mock.log")
 
-        if "nginx" in wanted:
-            nginx = find_nginx()
-            if nginx is None:
-                notes.append("nginx: not installed (no /usr/sbin/nginx), column skipped")
-            else:
-                port = free_port()
-                conf = nginx_config(tmp, port, mock.port)
-                proc = start([nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf),
-                              "-g", "daemon off;"], tmp / "nginx.log", tmp)
-                procs.append(proc)
-                if wait_port(port, proc, args.start_seconds):
-                    targets["nginx"] = Target("nginx", port, proc, tmp / "nginx.log")
-                else:
-                    notes.append(f"nginx: did not start, column skipped: {tail(tmp / 'error.log', 3)}")
-
-        if "kraken" in wanted:
-            port = free_port()
-            conf = kraken_config(tmp, port, mock.port)
-            cmd = [a.format(python=sys.executable, config=conf) for a in shlex.split(args.kraken_cmd)]
-            proc = start(cmd, tmp / "kraken.log", tmp)
+        nginx = find_nginx() if "nginx" in wanted else None
+        if "nginx" in wanted and nginx is None:
+            notes.append("nginx: not installed (no /usr/sbin/nginx), column skipped")
+        proxies = [n for n in ("nginx", "kraken") if n in wanted and (n != "nginx" or nginx)]
+        starts = {"direct": [mock_start]}
+        for name in proxies:  # separate spawns, timed alone, before the measured processes
+            starts[name] = [time_start(*proxy_cmd(name, tmp, mock.port, nginx, args), tmp,
+                                       args.start_seconds) for _ in range(args.start_runs)]
+        for name in proxies:
+            cmd, port, log = proxy_cmd(name, tmp, mock.port, nginx, args)
+            proc = start(cmd, log, tmp)
             procs.append(proc)
             if wait_port(port, proc, args.start_seconds):
-                targets["kraken"] = Target("kraken", port, proc, tmp / "kraken.log")
+                targets[name] = Target(name, port, proc, log)
             else:
-                notes.append(f"kraken: did not start, column skipped:\n{tail(tmp / 'kraken.log')}")
+                notes.append(f"{name}: did not start, column skipped:\n{tail(log)}")
+        for name, times in starts.items():
+            if name in targets:
+                ok = sorted(x for x in times if x is not None)
+                targets[name].start_s = ok[len(ok) // 2] if ok else None
+                targets[name].start_runs = times
 
         time.sleep(1.0)  # settle before reading idle memory
         for t in list(targets.values()):
@@ -459,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"burst: {args.burst} streams at once, {args.burst_chunk_delay_ms:g} ms between "
               f"chunks (Kraken: default config, the load client as a trusted proxy)", flush=True)
+        print(f"hold: {args.hold} streams x {args.hold_chunks} chunks at once, "
+              f"{args.hold_chunk_delay_ms:g} ms between chunks", flush=True)
         print(f"load: {args.stream1} streamed @1, {args.stream32} streamed @32, {args.nonstream} "
               f"non-stream @32, <= {args.max_seconds:g} s each; {args.chunks} chunks/stream, "
               f"{args.chunk_delay_ms:g} ms between chunks", flush=True)
@@ -475,14 +571,16 @@ def main(argv: list[str] | None = None) -> int:
                                  f"[DONE], stopped by time cap: {r.get('timed_out')} {r.get('error', '')}")
         print()
         print(render(figures))
-        print("\n(x) = ratio to direct, (+) = ms added over direct; CPU and RSS are the target's own "
-              "processes (direct = the mock itself).")
+        print("\n(x) = ratio to direct, (+) = ms added over direct; 'vs nginx' columns: the same "
+              "against nginx. CPU and RSS are the target's own processes (direct = the mock itself); "
+              "start = spawn to first 200, median of --start-runs spawns.")
         for note in notes:
             print("note:", note)
         if args.json:
             Path(args.json).write_text(json.dumps({
                 "args": vars(args), "figures": figures, "notes": notes,
                 "targets": {n: {"idle_rss_kib": t.idle_rss_kib, "peak_rss_kib": t.peak_rss_kib,
+                                "start_s": t.start_runs,
                                 "scenarios": t.scenarios} for n, t in targets.items()},
             }, indent=2))
         return 0
