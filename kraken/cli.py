@@ -57,7 +57,6 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_config(args: argparse.Namespace) -> Config:
     """The config file with the command line's overrides (--host/--port, --demo, --log-level)."""
     from kraken import config
-    from kraken.accounts.keys import hash_key
 
     cfg = config.load(args.config)
     if args.host or args.port is not None:
@@ -71,7 +70,7 @@ def _serve_config(args: argparse.Namespace) -> Config:
         cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server,
                                                                   workers=args.worker_count))
     if args.demo:
-        cfg = config.with_demo(cfg, hash_key(config.DEMO_KEY, rounds=10))
+        cfg = config.with_demo(cfg, config.DEMO_KEY_HASH)
     if args.log_level:  # the command line wins over [logging] level
         cfg = dataclasses.replace(cfg, logging=dataclasses.replace(
             cfg.logging, level=args.log_level.upper()))

@@ -95,6 +95,13 @@ def test_demo_refuses_a_config_key_that_takes_its_id():
         config.with_demo(cfg, "$2b$y")
 
 
+def test_the_stored_demo_hash_verifies_the_demo_key_and_no_other():
+    from kraken.accounts.keys import check_key
+
+    assert check_key(config.DEMO_KEY, config.DEMO_KEY_HASH)
+    assert not check_key(config.DEMO_KEY[:-1] + "1", config.DEMO_KEY_HASH)
+
+
 def test_config_key_ids_follow_the_key_format():
     from kraken.accounts.keys import KEY_ID_RE
 

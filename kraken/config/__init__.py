@@ -24,13 +24,13 @@ from kraken.config.email import email_section
 from kraken.config.otel import otel_section
 from kraken.config.presets import MOCK_KINDS, PROVIDER_PRESETS, STREAM_USAGE_MODES, TASK_TYPES
 from kraken.config.sections import (
-    DEMO_KEY, LOG_LEVELS, AdminConfig, AuthConfig, ByokConfig, Config, ConfigError, KeyConfig,
-    LimitsConfig, LoggingConfig, MeterConfig, ModelTarget, ProviderConfig, RetentionConfig,
+    DEMO_KEY, DEMO_KEY_HASH, LOG_LEVELS, AdminConfig, AuthConfig, ByokConfig, Config, ConfigError,
+    KeyConfig, LimitsConfig, LoggingConfig, MeterConfig, ModelTarget, ProviderConfig, RetentionConfig,
     RoutingConfig, ServerConfig, StoreConfig, StripeConfig, TLSConfig, WalletConfig,
 )
 
 __all__ = [
-    "DEMO_KEY", "LOG_LEVELS", "MOCK_KINDS", "PROVIDER_PRESETS", "STREAM_USAGE_MODES",
+    "DEMO_KEY", "DEMO_KEY_HASH", "LOG_LEVELS", "MOCK_KINDS", "PROVIDER_PRESETS", "STREAM_USAGE_MODES",
     "AdminConfig", "AuthConfig", "ByokConfig", "Config", "ConfigError", "KeyConfig",
     "LimitsConfig", "LoggingConfig", "MeterConfig", "ModelTarget", "ProviderConfig",
     "RetentionConfig", "RoutingConfig", "ServerConfig", "StoreConfig", "StripeConfig",
