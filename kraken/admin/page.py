@@ -82,12 +82,6 @@ async def group_stats(store: Store, group: str, *, bucket_s: int | None = None,
                                                  customer=customer, key_ids=key_ids))
 
 
-async def stats(store: Store, group: str, where: str, params: list) -> list[dict[str, Any]]:
-    """``group_stats`` over a caller's own SQL group expression and condition: kept for
-    kraken/privacy/account_rights.py and account_series.py, which still pass SQL."""
-    return _stat_dicts(await store.reports.stats_where(store, group, where, params))
-
-
 class Caller:
     """Who a data route's credential names: the admin token, or a Kraken API key checked like
     on the client listener (same verifier, same per-address limits)."""

@@ -15,7 +15,7 @@ import anyio
 from kraken.accounts import service
 from kraken.accounts.roles import can
 from kraken.admin import validate as val
-from kraken.admin.page import stats
+from kraken.admin.page import group_stats
 from kraken.admin.routes_privacy import send_export
 from kraken.admin.usage import has_key_column
 from kraken.gateway.endpoints.account import (AccountApi, Answer, Caller, Streamed,
@@ -41,19 +41,23 @@ def _query(req: Request, allowed: tuple[str, ...]) -> dict[str, str]:
     return q
 
 
+async def usage_scope(api: AccountApi, caller: Caller) -> tuple[str, dict[str, Any]]:
+    """(scope name, ``group_stats`` filter): the organisation's keys for a role with
+    ``read_usage``, else the caller's own customer. The totals and the series
+    (account_series.py) both take it from here, so they always count the same requests."""
+    if caller.org_id is not None and can(caller.role, "read_usage"):
+        keys = await service.list_keys(api.store, org_id=caller.org_id)
+        return "organisation", {"key_ids": [k.id for k in keys]}
+    return "customer", {"customer": caller.customer_id}
+
+
 async def usage(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
     """Own usage (the caller's customer), or the organisation's (its keys' requests) for a
     role with ``read_usage``; the same statistics as the usage page, cost null if unknown."""
-    if caller.org_id is not None and can(caller.role, "read_usage"):
-        keys = await service.list_keys(api.store, org_id=caller.org_id)
-        ids = [k.id for k in keys] or [""]
-        scope, where = "organisation", f"key_id IN ({', '.join('?' * len(ids))})"
-        args: list[Any] = ids
-    else:
-        scope, where, args = "customer", "customer_id = ?", [caller.customer_id]
-    total = await stats(api.store, "''", where, args)
-    by_model = await stats(api.store, "COALESCE(model_requested, '')", where, args)
-    by_key = (await stats(api.store, "COALESCE(key_id, '')", where, args)
+    scope, where = await usage_scope(api, caller)
+    total = await group_stats(api.store, "all", **where)
+    by_model = await group_stats(api.store, "model", **where)
+    by_key = (await group_stats(api.store, "key", **where)
               if await has_key_column(api.store) else None)
     return 200, {"scope": scope, "customer_id": caller.customer_id, "org_id": caller.org_id,
                  "total": total[0] if total else None, "by_model": by_model, "by_key": by_key}

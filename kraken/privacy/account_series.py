@@ -6,22 +6,11 @@ Added to the account route table by the app, so the permission check stays ``Acc
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from kraken.accounts import service
-from kraken.accounts.roles import can
 from kraken.admin.page import _bucket_for, _hours, _series, group_stats
 from kraken.gateway.endpoints.account import AccountApi, Answer, Caller
 from kraken.http.exchange import Request
-from kraken.privacy.account_rights import _query
-
-
-async def _scope(api: AccountApi, caller: Caller) -> tuple[str, dict[str, Any]]:
-    """(scope name, ``group_stats`` filter) as ``GET /v1/account/usage`` scopes it."""
-    if caller.org_id is not None and can(caller.role, "read_usage"):
-        keys = await service.list_keys(api.store, org_id=caller.org_id)
-        return "organisation", {"key_ids": [k.id for k in keys]}
-    return "customer", {"customer": caller.customer_id}
+from kraken.privacy.account_rights import _query, usage_scope
 
 
 async def series(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
@@ -29,7 +18,7 @@ async def series(api: AccountApi, caller: Caller, req: Request, params) -> Answe
     bucket = _bucket_for(hours)
     now = time.time()
     start = (int(now - hours * 3600) // bucket) * bucket
-    scope, where = await _scope(api, caller)
+    scope, where = await usage_scope(api, caller)
     rows = await group_stats(api.store, "bucket", bucket_s=bucket, since=start, **where)
     return 200, {"scope": scope, "hours": hours, "bucket_s": bucket, "from": start, "to": now,
                  "series": _series(rows, start, now, bucket)}

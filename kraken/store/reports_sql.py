@@ -80,9 +80,12 @@ class Dialect:
     mark: Callable[[int], str]
     """The n-th placeholder (1-based)."""
     day: str
-    """The UTC day of ``ts`` as 'YYYY-MM-DD'."""
+    """The UTC day of ``ts`` as 'YYYY-MM-DD', from ``ts`` truncated to whole seconds first:
+    each backend's date functions round fractions (SQLite to the millisecond, PostgreSQL to
+    the microsecond), which would put a request at 23:59:59.9996 in the next day."""
     bucket: Callable[[int], str]
-    """``ts`` rounded down to a multiple of the given seconds, as an integer."""
+    """``ts`` rounded down (truncated, never rounded to nearest) to a multiple of the given
+    seconds, as an integer: a request at 12:59:59.9 is in the 12:00 hour."""
     fallback: str
     """True where the request fell back."""
     key_column: str
@@ -92,8 +95,6 @@ class Dialect:
     bind_list: Callable[[Sequence[str]], list]
     """The parameters ``in_list`` expects for the values."""
     row: Callable[[tuple], tuple]
-    number: Callable[[str], str]
-    """``?`` placeholders of a caller's condition in this dialect's spelling."""
 
 
 class ReportsRepository:
@@ -157,16 +158,6 @@ class ReportsRepository:
                             fallback=self.d.fallback)
         return [self.d.row(tuple(r)) for r in await db.fetch_all(sql, params)]
 
-    async def stats_where(self, db: Any, group_sql: str, where_sql: str,
-                          params: Sequence[Any]) -> list[tuple]:
-        """``stats`` over a caller's own group expression and condition (``?`` placeholders).
-
-        Kept for kraken/privacy/account_rights.py and account_series.py until they pass their
-        scope as ``stats``' arguments; new callers use ``stats``."""
-        sql = _STATS.format(group=group_sql, where=self.d.number(where_sql), unpriced=UNPRICED,
-                            fallback=self.d.fallback)
-        return [self.d.row(tuple(r)) for r in await db.fetch_all(sql, list(params))]
-
 
 def _marks(first: int, n: int) -> str:
     return "IN ({})".format(", ".join("?" * n))
@@ -174,14 +165,13 @@ def _marks(first: int, n: int) -> str:
 
 SQLITE = Dialect(
     mark=lambda _n: "?",
-    day="strftime('%Y-%m-%d', ts, 'unixepoch')",
+    day="strftime('%Y-%m-%d', CAST(ts AS INTEGER), 'unixepoch')",
     bucket=lambda b: f"CAST(ts / {int(b)} AS INTEGER) * {int(b)}",
     fallback="fallback_used != 0",
     key_column="SELECT name FROM pragma_table_info('requests')",
     in_list=_marks,
     bind_list=list,
     row=lambda r: r,
-    number=lambda sql: sql,
 )
 SQLITE_REPORTS = ReportsRepository(SQLITE)
 """SQLite's reports repository (``SqliteStore.reports``)."""

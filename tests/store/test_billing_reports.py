@@ -131,9 +131,48 @@ async def test_time_buckets_are_the_same_on_both_backends(stores, bucket):
                                             if r.ts >= T0 + 3000}
 
 
-async def test_stats_over_a_callers_own_condition_are_the_same_on_both_backends(stores):
-    """The form kraken/privacy/account_rights.py still uses (its own ``?`` condition)."""
-    answer = await both(stores, lambda s: page.stats(
-        s, "COALESCE(model_requested, '')", "key_id IN (?, ?) AND ts >= ?",
-        ["key-0", "key-2", T0]))
-    assert sum(g["requests"] for g in answer) == sum(r.key_id in ("key-0", "key-2") for r in rows())
+EDGES = (0.0, 0.0004, 0.001, 0.4, 0.5, 0.6, 29.5, 30.5, 59.4, 59.6, 3599.9996)
+"""Seconds from a UTC midnight, and the same distances below it (``T0 + DAY - d``): a record at
+12:59:59.9996 is in the 12:00 hour, never the 13:00 one (no rounding to nearest, no rounding of
+a fraction of a second by a date function)."""
+
+
+def edge_rows() -> list[RequestRecord]:
+    stamps = sorted({T0 + DAY + d for d in EDGES} | {T0 + DAY - d for d in EDGES if d})
+    return [RequestRecord(
+        ts=ts, request_id=f"edge-{i:03d}", customer_id="cus-edge", model_requested="m",
+        model_dispatched="m", provider="p", prompt_tokens=1, completion_tokens=1,
+        cached_tokens=0, reasoning_tokens=None, latency_ms=1.0, ttfb_ms=None, task_type="chat",
+        cost_usd=0.001, kraken_fee_usd=0.0, fallback_used=False, error_type=None, status=200,
+        key_id="key-edge") for i, ts in enumerate(stamps)]
+
+
+@pytest.fixture(scope="module")
+async def edge_stores(pg_server, tmp_path_factory):
+    """(sqlite store, postgres store) holding only ``edge_rows``."""
+    backends = [StoreBackend("sqlite", str(tmp_path_factory.mktemp("edges") / "k.db")),
+                StoreBackend("postgres", pg_server.create_database())]
+    opened = [await b.open() for b in backends]
+    for store in opened:
+        assert await store.insert_records(edge_rows()) == len(edge_rows())
+    yield opened
+    for store in opened:
+        await store.close()
+
+
+@pytest.mark.parametrize("bucket", [60, 300, 900, 3600, 21_600, 86_400])
+async def test_a_record_at_a_bucket_edge_is_in_the_bucket_it_started_in(edge_stores, bucket):
+    answer = await both(edge_stores, lambda s: page.group_stats(s, "bucket", bucket_s=bucket))
+    expected: dict[int, int] = {}
+    for r in edge_rows():
+        start = math.floor(r.ts / bucket) * bucket
+        expected[start] = expected.get(start, 0) + 1
+    assert {g["group"]: g["requests"] for g in answer} == expected
+
+
+async def test_a_record_a_fraction_before_midnight_is_in_the_day_before(edge_stores):
+    answer = await both(edge_stores, lambda s: usage.usage(s, usage.UsageQuery(group_by="day")))
+    before = sum(1 for r in edge_rows() if r.ts < T0 + DAY)
+    assert [(g["group"], g["requests"]) for g in answer] == [
+        (time.strftime("%Y-%m-%d", time.gmtime(T0)), before),
+        (time.strftime("%Y-%m-%d", time.gmtime(T0 + DAY)), len(edge_rows()) - before)]

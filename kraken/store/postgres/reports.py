@@ -1,7 +1,8 @@
 """The reports statements in PostgreSQL's spelling (kraken/store/reports_sql.py runs them).
 
-Days and time buckets are computed in UTC from the epoch seconds (``floor``: a cast to BIGINT
-would round, SQLite's CAST truncates); a list of keys is one array parameter; the column list
+Days and time buckets are computed in UTC from the epoch seconds, truncated as SQLite's
+CAST truncates (``floor``: a cast to BIGINT would round; ``to_timestamp`` of a fraction rounds to
+the microsecond); a list of keys is one array parameter; the column list
 comes from ``information_schema``. Sums of BIGINT come back as NUMERIC and are made ints, so a
 row reads exactly as SQLite's does.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from kraken.store.postgres.accounts import numbered
 from kraken.store.reports_sql import Dialect, ReportsRepository
 
 
@@ -19,7 +19,7 @@ def _row(row: tuple) -> tuple:
 
 POSTGRES = Dialect(
     mark=lambda n: f"${n}",
-    day="to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    day="to_char(to_timestamp(floor(ts)) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     bucket=lambda b: f"(floor(ts / {int(b)}) * {int(b)})::bigint",
     fallback="fallback_used",
     key_column=("SELECT column_name FROM information_schema.columns "
@@ -27,7 +27,6 @@ POSTGRES = Dialect(
     in_list=lambda first, _n: f"= ANY(${first}::text[])",
     bind_list=lambda values: [list(values)],
     row=_row,
-    number=numbered,
 )
 POSTGRES_REPORTS = ReportsRepository(POSTGRES)
 """PostgreSQL's reports repository (``PostgresStore.reports``)."""
