@@ -23,10 +23,10 @@ import os
 import ssl
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger("kraken.tls")
 
@@ -110,6 +110,11 @@ def check_pair(cert_pem: bytes, key_pem: bytes, cert_path: str | os.PathLike[str
                ) -> x509.Certificate:
     """Validate PEM bytes: the first certificate (the leaf, as in certbot's fullchain.pem)
     is in its validity period and matches the private key. Returns the leaf."""
+    # Imported here: cryptography is ~8 MB of RSS that a plain-HTTP gateway never uses.
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         chain = x509.load_pem_x509_certificates(cert_pem)
     except ValueError:

@@ -20,16 +20,17 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import quote, urlsplit
 
 import orjson
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from kraken import metrics
 from kraken.errors import UpstreamError
 from kraken.upstream.oneshot import post_form
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -111,6 +112,10 @@ def load_service_account(path: str) -> tuple[ServiceAccount | None, str | None]:
     for name in ("client_email", "private_key", "token_uri"):
         if not isinstance(doc.get(name), str) or not doc[name]:
             return None, f"credentials file {path!r} has no {name}"
+    # Imported here: cryptography is ~8 MB of RSS that only a Vertex provider needs.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = serialization.load_pem_private_key(doc["private_key"].encode(), password=None)
     except (ValueError, TypeError):
@@ -136,6 +141,9 @@ def jwt_assertion(account: ServiceAccount, now: int, scope: str = CLOUD_PLATFORM
     claims = {"iss": account.client_email, "scope": scope, "aud": account.token_uri,
               "iat": now, "exp": now + ASSERTION_LIFETIME_S}
     signing_input = _b64(orjson.dumps(header)) + b"." + _b64(orjson.dumps(claims))
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     signature = account.private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
     return signing_input + b"." + _b64(signature)
 
