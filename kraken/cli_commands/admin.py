@@ -136,8 +136,20 @@ async def _erase(args: argparse.Namespace, cfg: Any, store: Any) -> int:
         print(f"erased {cid}: rows deleted {tables}; request records deleted "
               f"{report['requests_deleted']}, tombstoned {report['requests_tombstoned']}; "
               f"audit entries redacted {report['audit_entries_redacted']}; "
-              f"WAL truncated: {'yes' if report['wal_truncated'] else 'no (a reader held it)'}")
+              f"{_files_after_erasure(report['wal_truncated'], store.privacy.leftovers)}")
     return 0
+
+
+def _files_after_erasure(wal_truncated: bool | None, leftovers: str) -> str:
+    """What the backend's files still hold, as true for it: SQLite's WAL step can be blocked
+    by a reader; PostgreSQL has no such step (``wal_truncated`` None) and keeps bytes a while."""
+    if wal_truncated is None:
+        return f"files: {leftovers}"
+    if wal_truncated:
+        return f"WAL truncated: yes ({leftovers})"
+    return ("WAL truncated: no (a reader held it: the erased rows' old pages stay in the -wal "
+            "file until a later checkpoint overwrites or truncates it; PRAGMA "
+            "wal_checkpoint(TRUNCATE) once no reader holds it)")
 
 
 async def _audit_verify(args: argparse.Namespace, cfg: Any, store: Any) -> int:

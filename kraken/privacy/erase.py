@@ -5,7 +5,9 @@ With ``secure_delete`` on (SqliteStore sets it) SQLite zeroes freed cells and pa
 TRUNCATE checkpoint moves the last page images out of the WAL and empties it, so afterwards
 neither the email nor the customer id is in ``kraken.db``, ``-wal`` or ``-shm``
 (tests/privacy/test_gdpr_erase.py greps the raw files). On PostgreSQL the rows are gone from
-every query and dump at commit (tests/privacy/test_privacy_backends.py greps a ``pg_dump``).
+every query and dump at commit (tests/privacy/test_privacy_backends.py greps a ``pg_dump``), but
+their bytes stay in the server's files for a while (``store.privacy.leftovers``; measured in
+kraken/store/postgres/privacy.py's docstring).
 
 ``keep_billing_records`` keeps the request rows for billing audit but replaces the customer
 id with a tombstone: an HMAC-SHA256 of the id under a random key that is discarded at once,
@@ -43,7 +45,9 @@ class Erasure:
     rows_deleted: dict[str, int] = field(default_factory=dict)
     rows_tombstoned: dict[str, int] = field(default_factory=dict)
     audit_entries_redacted: int = 0
-    wal_truncated: bool = False
+    wal_truncated: bool | None = False
+    """SQLite: whether the WAL was emptied after the erasure (False: a reader held it, the bytes
+    stay in -wal until the next checkpoint). None on PostgreSQL, which has no such step."""
     tombstone: str | None = None
 
     def to_dict(self) -> dict:

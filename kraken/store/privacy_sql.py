@@ -57,11 +57,15 @@ class Dialect:
     mark_erased: Callable[..., Awaitable[None]]
     """``(tx, customer_id, *, keep_billing_records)``: the erased_customers digest; called first in
     the erasure's transaction (on PostgreSQL it takes the erasure lock exclusive)."""
-    after_erasure: Callable[[Any], Awaitable[bool]]
+    after_erasure: Callable[[Any], Awaitable[bool | None]]
     """``(store)``, after the erasure committed: push the erased bytes out of the files the
-    backend still keeps them in; True if it did."""
+    backend still keeps them in; True if it did, False if it could not this time, None if the
+    backend has no such step (PostgreSQL: see ``leftovers``)."""
     request_row: Callable[[tuple], tuple]
     """A ``request_page`` row in SQLite's shape (flags as 0/1), so exports read the same."""
+    leftovers: str
+    """Where the erased bytes can still be after ``after_erasure`` succeeded, for the operator
+    (``kraken erase`` prints it): what this backend's files keep, stated as measured."""
 
 
 async def truncate_wal(store: Any, attempts: int = 50) -> bool:
@@ -82,7 +86,9 @@ def _same(row: tuple) -> tuple:
     return row
 
 
-SQLITE = Dialect(STATEMENTS, erased.mark, truncate_wal, _same)
+SQLITE = Dialect(STATEMENTS, erased.mark, truncate_wal, _same, leftovers=(
+    "with secure_delete on and the WAL truncated, none of the database, -wal and -shm files "
+    "holds the erased rows; copies and backups taken before keep them until they expire"))
 
 
 def quoted(name: str) -> str:
@@ -115,8 +121,13 @@ class PrivacyRepository:
         """Record the erasure (kraken/store/erased.py); first in the erasure's transaction."""
         await self._d.mark_erased(tx, customer_id, keep_billing_records=keep_billing_records)
 
-    async def after_erasure(self, store) -> bool:
+    async def after_erasure(self, store) -> bool | None:
         return await self._d.after_erasure(store)
+
+    @property
+    def leftovers(self) -> str:
+        """Where erased bytes may remain on this backend (``Dialect.leftovers``)."""
+        return self._d.leftovers
 
     async def count_members(self, db, customer_id: str) -> int:
         rows = await db.fetch_all(self._sql["count_members"], (customer_id,))
