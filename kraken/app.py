@@ -23,7 +23,6 @@ from kraken import metrics, sdnotify, workers
 from kraken.accounts import masterkey
 from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.guard import BillingGuard
-from kraken.billing.stripe_webhook import PATH as STRIPE_PATH, StripeWebhook
 from kraken.billing.wallet import usd_to_micros
 from kraken.billing.pricing import PriceTable
 from kraken.billing.settings import BillingSettings, billing_settings
@@ -34,7 +33,6 @@ from kraken.policy.auth import KeyVerifier
 from kraken.policy.clientip import ClientAddress
 from kraken.policy.limits import build_limiter
 from kraken.gateway.endpoints import account as account_api
-from kraken.gateway.endpoints import account_signup
 from kraken.gateway.endpoints import portal
 from kraken.gateway.pipeline import Gateway
 from kraken.policy.router import Provider, Router
@@ -48,11 +46,8 @@ from kraken.gateway.upload import UploadLimits
 from kraken.privacy import account_rights, account_series
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
-from kraken.providers.anthropic import AnthropicFamily
-from kraken.providers.azure_openai import AzureOpenAI
-from kraken.providers.bedrock import BedrockFamily
+from kraken.providers.family import FamilyBase
 from kraken.providers.openai_compat import OpenAICompat
-from kraken.providers.vertex import VertexFamily
 from kraken.store.errors import StoreError
 from kraken.config.store import describe as describe_store
 from kraken.store.interface import Store
@@ -94,9 +89,26 @@ async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
     return dataclasses.replace(cfg, providers=tuple(providers))
 
 
-FAMILIES = {"anthropic": AnthropicFamily, "mock_anthropic": AnthropicFamily,
-            "azure_openai": AzureOpenAI, "vertex": VertexFamily, "bedrock": BedrockFamily}
-"""The wire family of each provider kind that is not OpenAI-compatible as it stands."""
+def family_of(kind: str) -> type[FamilyBase]:
+    """The wire family of a provider kind (OpenAI-compatible unless named here). Imported only
+    when a provider of that kind is configured: each costs start-up time and memory."""
+    if kind in ("anthropic", "mock_anthropic"):
+        from kraken.providers.anthropic import AnthropicFamily
+
+        return AnthropicFamily
+    if kind == "azure_openai":
+        from kraken.providers.azure_openai import AzureOpenAI
+
+        return AzureOpenAI
+    if kind == "vertex":
+        from kraken.providers.vertex import VertexFamily
+
+        return VertexFamily
+    if kind == "bedrock":
+        from kraken.providers.bedrock import BedrockFamily
+
+        return BedrockFamily
+    return OpenAICompat
 
 
 def _build_router(cfg: Config, stack: contextlib.AsyncExitStack, prices: PriceTable) -> Router:
@@ -114,7 +126,7 @@ def _build_router(cfg: Config, stack: contextlib.AsyncExitStack, prices: PriceTa
             per_key_share=p.per_key_share,
         )
         stack.push_async_callback(pool.close)
-        family_class = FAMILIES.get(p.kind, OpenAICompat)
+        family_class = family_of(p.kind)
         providers[p.name] = Provider(p.name, family_class(p, origin.base_path, origin.authority), pool)
     exposed = {p.name: p.models for p in cfg.providers}
     return Router(providers, cfg.models, exposed, aliases=cfg.aliases, routing=cfg.routing,
@@ -210,6 +222,8 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
     gateway.byok = ByokCache(store, keyring, max_entries=cfg.byok.cache_max,
                              ttl_s=cfg.byok.cache_ttl_s, poll_interval_s=cfg.byok.poll_interval_s)
     if cfg.stripe.webhook_secret:
+        from kraken.billing.stripe_webhook import PATH as STRIPE_PATH, StripeWebhook
+
         webhook = StripeWebhook(store, billing, cfg.stripe.webhook_secret,
                                 tolerance_s=cfg.stripe.tolerance_s,
                                 metadata_key=cfg.stripe.customer_metadata_key)
@@ -221,6 +235,8 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
     account_series.register(accounts)  # /v1/account/usage/series
     portal.register(gateway)  # /portal: the customer portal page over the account API
     if cfg.email.signup:  # POST /v1/account/signup (off by default: 404)
+        from kraken.gateway.endpoints import account_signup
+
         stack.push_async_callback(
             account_signup.register(gateway, store, cfg.email, cfg.limits).aclose)
     gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
