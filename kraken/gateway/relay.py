@@ -6,6 +6,7 @@ reaches the client socket in the same loop iteration, with no task switch. State
     WAITING ──2xx head──▶ STREAMING ──end──▶ DONE
     WAITING ──error / non-2xx──▶ REFUSED   (nothing sent: the pipeline may fall back)
     STREAMING ──provider error──▶ FAILED   (SSE ``error`` event, then the response ends)
+    STREAMING ──end, the tap read a failure in the stream──▶ FAILED   (recorded as one)
     any ──client gone──▶ CANCELLED
 
 When the endpoint declares a response filter (the client's wire format is not the provider's),
@@ -136,15 +137,19 @@ class Relay:
         state = self.state
         if state is STREAMING:
             call = self.call
+            failure = None
             if self._tap is not None:
                 tail = self._tap.flush()
                 if tail:
                     self._write(tail)
                 call.usage = self._tap.usage
+                failure = self._tap.failure  # the provider's own bytes said it failed
+                if failure is not None:
+                    call.fail(failure)
             else:
                 document = self._body_tap.document()
                 call.usage = None if document is None else self.family.usage_from_body(document)
-            self._finish(DONE)
+            self._finish(DONE if failure is None else FAILED)
         elif state is REFUSED:
             err = self.family.map_error(self._status, bytes(self._body))
             self._refuse(err if self._filter is None else self._filter.refused(err))

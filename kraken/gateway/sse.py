@@ -25,6 +25,7 @@ class SseTap:
     """Splits a byte stream into SSE events without copying the bytes that pass through."""
 
     __slots__ = ("_tail", "_sep", "_strip", "_parse", "_max", "_passthrough", "usage")
+    failure = None  # StreamTap: an SSE stream's failures reach the relay as connection errors
 
     def __init__(self, parse_usage: UsageParser, *, strip_usage: bool, max_event_bytes: int = 1 << 20):
         self._tail = b""

@@ -12,7 +12,10 @@ Every request must carry a valid Signature Version 4 for the mock's credentials 
 service ``bedrock`` in the scope, ``x-amz-date`` within 5 minutes, the session token when the
 credentials have one): the signature is recomputed from the request as received. Tests steer
 answers by model id: ``fail`` maps a model to (status, message); ``break_stream`` to
-(events before, exception type, message) for an exception event mid-stream.
+(events before, exception type, message) for an exception event mid-stream; ``corrupt_stream``
+to the index of the event sent with a wrong message CRC; ``cut_stream`` to a number of events
+after which the answer ends cleanly (the HTTP body complete, no ``messageStop``);
+``drop_stream`` to a number of events after which the connection closes (a bare FIN).
 """
 from __future__ import annotations
 
@@ -78,6 +81,9 @@ class MockBedrock(MockServer):
         self.cache_read = cache_read
         self.fail: dict[str, tuple[int, str]] = {}
         self.break_stream: dict[str, tuple[int, str, str]] = {}
+        self.corrupt_stream: dict[str, int] = {}
+        self.cut_stream: dict[str, int] = {}
+        self.drop_stream: dict[str, int] = {}
         self.clock = time.time
 
     def error_body(self, status: int, message: str, param: str | None = None) -> bytes:
@@ -150,7 +156,13 @@ class MockBedrock(MockServer):
         broken = self.break_stream.get(model)
         if broken is not None:
             events = events[: broken[0]] + [_exception(broken[1], broken[2])]
-        return self._with_mock({}, stream_reply(events, ctype=EVENTSTREAM))
+        if model in self.corrupt_stream:
+            bad = self.corrupt_stream[model]
+            events[bad] = events[bad][:-1] + bytes([events[bad][-1] ^ 0xFF])
+        if model in self.cut_stream:
+            events = events[: self.cut_stream[model]]
+        mock = {"drop_after_chunks": self.drop_stream[model]} if model in self.drop_stream else {}
+        return self._with_mock(mock, stream_reply(events, ctype=EVENTSTREAM))
 
     def _answer(self, body: dict) -> dict:
         """What the model says: a tool use when the tool choice forces one, else words."""

@@ -25,10 +25,12 @@ from kraken.errors import (
     KrakenError, UpstreamError, UpstreamFailed, UpstreamOverloaded, UpstreamStatus,
     UpstreamTimeout,
 )
-from kraken.providers.bedrock_answer import bedrock_usage, usage_of_event
+from kraken.providers.bedrock_answer import (
+    StreamCut, bedrock_usage, stream_failure, usage_of_event,
+)
 from kraken.providers.bedrock_translate import chat_to_converse
 from kraken.providers.error_formats import OPENAI
-from kraken.providers.eventstream import Decoder, EventStreamError
+from kraken.providers.eventstream import Decoder, EventStreamError, Message
 from kraken.providers.family import FamilyBase, UpstreamRequest
 from kraken.providers.scrub import provider_error, scrub
 from kraken.providers.sigv4 import Credentials, Signer
@@ -64,27 +66,55 @@ class MissingCredentials(UpstreamError):
 
 class MetadataTap:
     """Stream tap: ConverseStream bytes pass through untouched; the ``metadata`` event's usage
-    is kept. A framing fault stops the reading (the response filter reports it)."""
+    is kept, and so is how the stream failed after its first byte (``failure``, which the relay
+    writes into the request record): an exception event, a framing fault (bad CRC, bad
+    lengths, an oversized message), or an end before ``messageStop``. It reads as the response
+    filter (``bedrock_answer.ChunkTranslator``) does, so the record says what the client was
+    told: nothing after ``metadata`` or a failure counts."""
 
-    __slots__ = ("_decoder", "usage")
+    __slots__ = ("_decoder", "_stopped", "failure", "usage")
 
     def __init__(self) -> None:
         self._decoder: Decoder | None = Decoder()
+        self._stopped = False
         self.usage: AnthropicUsage | None = None
+        self.failure: KrakenError | None = None
 
     def feed(self, data: bytes) -> bytes:
         decoder = self._decoder
         if decoder is not None:
             try:
                 for message in decoder.feed(data):
-                    usage = usage_of_event(message)
-                    if usage is not None:
-                        self.usage = usage
-            except EventStreamError:
-                self._decoder = None
+                    self._read(message)
+            except EventStreamError as exc:
+                self._fail(exc)
         return data
 
+    def _read(self, message: Message) -> None:
+        if self._decoder is None:  # metadata or a failure ended the answer
+            return
+        failure = stream_failure(message)
+        if failure is not None:
+            self._fail(failure)
+            return
+        event = message.header(":event-type")
+        if event == "messageStop":
+            self._stopped = True
+        elif event == "metadata":
+            self._decoder = None
+            usage = usage_of_event(message)
+            if usage is not None:
+                self.usage = usage
+
+    def _fail(self, failure: KrakenError) -> None:
+        if self._decoder is not None:
+            self._decoder = None
+            self.failure = failure
+
     def flush(self) -> bytes:
+        """The provider's stream ended: cut short unless ``messageStop`` came first."""
+        if not self._stopped:
+            self._fail(StreamCut("provider stream ended before the end of the answer"))
         return b""
 
 

@@ -16,7 +16,10 @@ from typing import Any
 
 import orjson
 
-from kraken.errors import KrakenError, UpstreamBadStream
+from kraken.errors import (
+    KrakenError, UpstreamBadStream, UpstreamFailed, UpstreamOverloaded, UpstreamRateLimited,
+    UpstreamTimeout,
+)
 from kraken.providers.anthropic_answer import openai_usage
 from kraken.providers.error_formats import OPENAI
 from kraken.providers.eventstream import (
@@ -24,8 +27,9 @@ from kraken.providers.eventstream import (
 )
 from kraken.providers.usage import AnthropicUsage
 
-__all__ = ["FINISH_REASONS", "ChunkTranslator", "bedrock_usage", "completion_from_converse",
-           "completion_id", "error_event_body", "usage_of_event"]
+__all__ = ["FINISH_REASONS", "ChunkTranslator", "StreamCut", "bedrock_usage",
+           "completion_from_converse", "completion_id", "error_event_body", "stream_failure",
+           "usage_of_event"]
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -41,6 +45,35 @@ _MESSAGE_MAX = 512
 _ERROR_TYPES = {"throttlingException": "rate_limit_exceeded",
                 "validationException": "invalid_request_error",
                 "serviceUnavailableException": "server_error"}
+
+
+_FAILURES: dict[str, type[KrakenError]] = {
+    "throttlingException": UpstreamRateLimited,
+    "serviceUnavailableException": UpstreamOverloaded,
+    "modelTimeoutException": UpstreamTimeout,
+}
+"""A ConverseStream exception event as the error a request record names: the class the same
+failure before the first byte maps to (429, 503, 408); any other exception (modelStream,
+internalServer, validation...) is the provider failing, ``upstream_error``."""
+
+
+class StreamCut(UpstreamBadStream):
+    """The ConverseStream ended (cleanly, at the HTTP level) before ``messageStop``."""
+
+    error_type = "upstream_error"
+
+
+def stream_failure(message: Message) -> KrakenError | None:
+    """The failure an ``exception`` or ``error`` message of a ConverseStream reports; None for
+    an ordinary event. Its type comes from a fixed table: nothing of the provider's text."""
+    kind = message.header(":message-type")
+    if kind == "exception":
+        name = message.header(":exception-type") or "exception"
+    elif kind == "error":
+        name = message.header(":error-code") or "error"
+    else:
+        return None
+    return _FAILURES.get(name, UpstreamFailed)(f"provider stream failed: {name[:64]}")
 
 
 def completion_id() -> str:
@@ -170,7 +203,7 @@ class ChunkTranslator:
         if self._stopped:
             self._done = True
             return b"data: [DONE]\n\n"
-        return self.fail(UpstreamBadStream("provider stream ended before the end of the answer"))
+        return self.fail(StreamCut("provider stream ended before the end of the answer"))
 
     def fail(self, exc: KrakenError) -> bytes:
         if self._done:

@@ -35,7 +35,10 @@ _INTS = {2: ">b", 3: ">h", 4: ">i", 5: ">q", 8: ">q"}
 
 
 class EventStreamError(UpstreamBadStream):
-    """The provider's event stream cannot be read (bad CRC, bad lengths, oversized message)."""
+    """The provider's event stream cannot be read (bad CRC, bad lengths, oversized message):
+    the provider's fault, so an ``upstream_error`` to the client and in the request record."""
+
+    error_type = "upstream_error"
 
 
 class MessageTooLarge(EventStreamError):

@@ -37,6 +37,9 @@ class StreamTap(Protocol):
     """Passes a stream's bytes through (maybe holding a usage-only event back) and keeps usage."""
 
     usage: object | None
+    failure: KrakenError | None
+    """How the stream failed after its first byte, as read in the provider's own bytes (a
+    Bedrock exception event or framing fault; checked after ``flush``); the relay records it."""
 
     def feed(self, data: bytes) -> bytes: ...
     def flush(self) -> bytes: ...

@@ -75,6 +75,7 @@ class UsageMetadataTap:
     """
 
     __slots__ = ("_last", "_max", "_tail", "overflowed", "usage")
+    failure = None  # StreamTap: failures reach the relay as connection errors
 
     def __init__(self, max_line: int = 1 << 20):
         self._tail = b""

@@ -185,6 +185,39 @@ async def test_exception_mid_stream_is_an_sse_error_event(tmp_path):
     assert "[DONE]" not in raw.body.decode()
 
 
+@pytest.mark.parametrize(("failure", "client_error", "recorded"), [
+    ({"break_stream": (3, "throttlingException", "Too many tokens, please wait.")},
+     "rate_limit_exceeded", "upstream_rate_limited"),
+    ({"break_stream": (3, "serviceUnavailableException", "Service unavailable.")},
+     "server_error", "upstream_overloaded"),
+    ({"break_stream": (3, "modelStreamErrorException", "The model failed.")},
+     "upstream_error", "upstream_error"),
+    ({"corrupt_stream": 3}, "upstream_error", "upstream_error"),  # a wrong message CRC
+    ({"cut_stream": 4}, "upstream_error", "upstream_error"),  # body ends before messageStop
+    ({"drop_stream": 4}, "upstream_error", "upstream_error"),  # connection closed mid-body
+    ({"cut_stream": 8}, None, None),  # after messageStop, only metadata missing: complete
+    ({}, None, None),
+])
+async def test_a_stream_failing_after_its_first_byte_is_recorded_as_failed(
+        tmp_path, failure, client_error, recorded):
+    """As for an OpenAI stream cut mid-way: the status stays the 200 the client saw, the
+    record's error_type says what failed, and the client's last event says the same."""
+    async with bedrock_kraken(tmp_path) as (mock, k):
+        for knob, value in failure.items():
+            getattr(mock, knob)[CLAUDE] = value
+        raw = await http(k.port, "POST", "/v1/chat/completions", orjson.dumps({
+            "model": CLAUDE, "messages": HI, "stream": True}), auth_headers())
+        (row,) = await wait_rows(k.db_path, 1)
+    last = [e for e in raw.body.decode().split("\n\n") if e][-1]
+    assert raw.status == 200 and row["status"] == 200
+    assert row["error_type"] == recorded
+    if client_error is None:
+        assert last == "data: [DONE]"
+    else:
+        assert last.startswith("event: error\ndata: ")
+        assert orjson.loads(last.split("data: ", 1)[1])["error"]["type"] == client_error
+
+
 async def test_missing_credentials_answer_503_naming_the_cause(tmp_path):
     async with bedrock_kraken(tmp_path, env={"AWS_ACCESS_KEY_ID": CREDS.access_key_id}) \
             as (mock, k):

@@ -127,7 +127,7 @@ def test_bad_crc_mid_stream_ends_with_an_error_event():
     bad = bytearray(frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "x"}}))
     bad[-1] ^= 0xFF
     out = t.feed(STREAM[:50]) + t.feed(bytes(bad))
-    assert out.endswith(b'"type":"internal_error","param":null,"code":null}}\n\n')
+    assert out.endswith(b'"type":"upstream_error","param":null,"code":null}}\n\n')
     assert b"event: error" in out and t.done and t.feed(STREAM) == b"" and t.finish() == b""
 
 
