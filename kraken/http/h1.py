@@ -145,8 +145,9 @@ class H1Connection(InboundConnection):
                     b"\ncontent-type: multipart/form-data" not in head.lower())):
                 raise HeadRejected("request body too large", 413)  # before the body is sent
             head_ns = time.perf_counter_ns()
-            event, expect_continue = parse_head(head, cfg.max_head_bytes, cfg.max_uri_bytes)
-            streamed = streams_body(event.method, _content_type(event)) and length != 0
+            event, headers, expect_continue = parse_head(head, cfg.max_head_bytes,
+                                                         cfg.max_uri_bytes)
+            streamed = streams_body(event.method, _content_type(headers)) and length != 0
             if length is not None and length > cfg.max_body_bytes and not streamed:
                 raise HeadRejected("request body too large", 413)
             self._buf = bytearray()
@@ -154,9 +155,9 @@ class H1Connection(InboundConnection):
             self._reject(exc.status, str(exc))
             return
         reader = (ChunkedBody(NO_LIMIT if streamed else cfg.max_body_bytes, cfg.max_head_bytes)
-                  if is_chunked(event) else FixedBody(length or 0))
+                  if is_chunked(headers) else FixedBody(length or 0))
         exchange = self._exchange = H1Exchange(
-            self, event, reader, keep_alive=keeps_alive(event),
+            self, event, reader, headers=headers, keep_alive=keeps_alive(event, headers),
             http11=event.http_version == b"1.1", head_ns=head_ns)
         exchange.expect_continue = expect_continue
         self.state = BODY
@@ -329,8 +330,8 @@ class H1Connection(InboundConnection):
             self._lingered()
 
 
-def _content_type(event) -> bytes | None:
-    for name, value in event.headers:
+def _content_type(headers) -> bytes | None:
+    for name, value in headers:
         if name == b"content-type":
             return value
     return None

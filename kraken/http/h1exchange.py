@@ -35,18 +35,21 @@ class H1Exchange:
     """One request/response exchange; the ``ResponseSink`` given to the handler."""
 
     __slots__ = (
-        "_conn", "_transport", "head", "head_ns", "reader", "body", "body_size", "pace",
+        "_conn", "_transport", "head", "headers", "head_ns", "reader", "body", "body_size", "pace",
         "expect_continue", "keep_alive", "http11", "_head_only", "_started", "_chunked",
         "_mute", "_corked", "_pending", "_producer", "closed", "stream",
     )
 
     def __init__(self, conn: H1Connection, head: h11.Request | None = None,
-                 reader: FixedBody | ChunkedBody | None = None, *, keep_alive: bool = False,
+                 reader: FixedBody | ChunkedBody | None = None, *,
+                 headers: tuple[tuple[bytes, bytes], ...] = (), keep_alive: bool = False,
                  http11: bool = True, head_ns: int = 0):
         self._conn = conn
         self._transport = conn.transport
         self.head = head
         """The parsed request head (None for the connection's own error answers)."""
+        self.headers = headers
+        """The head's (lower-case name, value) pairs (``h1head.header_pairs``)."""
         self.head_ns = head_ns
         self.reader = reader
         """Frames the request body; None once it is complete or refused."""
@@ -100,7 +103,7 @@ class H1Exchange:
         request = Request(
             method=head.method.decode("ascii", "replace"),
             target=head.target.decode("ascii", "replace"),
-            headers=tuple((k, v) for k, v in head.headers),
+            headers=self.headers,
             body=b"".join(self.body),
             peer=peer,
             received_ns=self.head_ns,

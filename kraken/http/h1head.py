@@ -79,9 +79,13 @@ def check_head(head: bytes) -> int | None:
     return None
 
 
-def parse_head(head: bytes, max_head: int, max_uri: int) -> tuple[h11.Request, bool]:
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+def parse_head(head: bytes, max_head: int, max_uri: int) -> tuple[h11.Request, Headers, bool]:
     """h11's parse of a complete head (already through ``check_head``) and the refusals it
-    lacks: the request, and whether the client waits for 100 Continue. Raises HeadRejected."""
+    lacks: the request, its (lower-case name, value) pairs, and whether the client waits
+    for 100 Continue. Raises HeadRejected."""
     try:
         event, expect_continue = _h11_read(head, max_head)
     except h11.ProtocolError as exc:
@@ -93,13 +97,25 @@ def parse_head(head: bytes, max_head: int, max_uri: int) -> tuple[h11.Request, b
         raise HeadRejected("malformed request")
     if len(event.target) > max_uri:
         raise HeadRejected("request URI too long", 414)
-    _refuse_head(event, head)
+    headers = header_pairs(event)
+    _refuse_head(event, headers, head)
     # h11 has refused every Transfer-Encoding but "chunked", and check_head one next to
     # a Content-Length.
-    if event.http_version != b"1.1" and is_chunked(event):
+    if event.http_version != b"1.1" and is_chunked(headers):
         # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
         raise HeadRejected("Transfer-Encoding in an HTTP/1.0 request")
-    return event, expect_continue
+    return event, headers, expect_continue
+
+
+def header_pairs(event: h11.Request) -> Headers:
+    """The head's (lower-case name, value) pairs as a plain tuple, made once: h11's
+    ``Headers`` is a ``collections.abc.Sequence`` whose iteration calls ``__getitem__`` in
+    Python per field, and the head is read several times (framing, keep-alive, Host, the
+    handler's ``Request``)."""
+    items = getattr(event.headers, "_full_items", None)  # h11's (raw, lower, value) list
+    if items is None:
+        return tuple(event.headers)
+    return tuple([(name, value) for _, name, value in items])
 
 
 def _h11_read(head: bytes, max_head: int) -> tuple[object, bool]:
@@ -121,27 +137,27 @@ def _h11_read(head: bytes, max_head: int) -> tuple[object, bool]:
     return event, event is not None and _expects_100_continue(event)
 
 
-def _refuse_head(event: h11.Request, head: bytes) -> None:
+def _refuse_head(event: h11.Request, headers: Headers, head: bytes) -> None:
     """What h11 accepts but a front server may read differently."""
     if event.http_version[:2] != b"1.":
         raise HeadRejected("HTTP version not supported", 505)
     if _CTL.search(head) is not None:
         raise HeadRejected("control character in request head")
-    hosts = [value for name, value in event.headers if name == b"host"]
+    hosts = [value for name, value in headers if name == b"host"]
     if len(hosts) > 1:
         raise HeadRejected("duplicate Host")
     if hosts and _HOST.fullmatch(hosts[0]) is None:
         raise HeadRejected("invalid Host")
 
 
-def is_chunked(event: h11.Request) -> bool:
+def is_chunked(headers: Headers) -> bool:
     """Whether the body is chunked (the only Transfer-Encoding h11 lets through)."""
-    return any(name == b"transfer-encoding" for name, _ in event.headers)
+    return any(name == b"transfer-encoding" for name, _ in headers)
 
 
-def keeps_alive(event: h11.Request) -> bool:
+def keeps_alive(event: h11.Request, headers: Headers) -> bool:
     """HTTP/1.1 without ``Connection: close``."""
-    return event.http_version == b"1.1" and not _has_token(event.headers, b"connection", b"close")
+    return event.http_version == b"1.1" and not _has_token(headers, b"connection", b"close")
 
 
 def skip_empty_lines(buf: bytearray) -> None:
@@ -151,7 +167,7 @@ def skip_empty_lines(buf: bytearray) -> None:
         del buf[:2]
 
 
-def _has_token(headers: list[tuple[bytes, bytes]], name: bytes, token: bytes) -> bool:
+def _has_token(headers: Headers, name: bytes, token: bytes) -> bool:
     """Whether comma-separated header ``name`` lists ``token`` (case-insensitive)."""
     for key, value in headers:
         if key == name:
