@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import anyio
+import asyncpg
 
 from adminkit import Admin, admin_doc
 from harness import PROVIDER_KEY, KrakenProcess, Reply, free_port, http, write_toml
@@ -104,3 +105,12 @@ async def cli(host: Host, *argv: str, stdin: str = "", env: dict | None = None
                                str(host.config_path)], input=stdin, capture_output=True,
                               text=True, timeout=60, env={**os.environ, **(env or {})})
     return await anyio.to_thread.run_sync(run)
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Rows read from the shared database on a connection of the test's own (an observer)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()

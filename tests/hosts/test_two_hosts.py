@@ -8,30 +8,16 @@ import signal
 import subprocess
 
 import anyio
-import asyncpg
 import pytest
 
 from harness import PROVIDER_KEY, running_mock
-from hostkit import Host, chat, cli, hosts, new_key, status_within
+from hostkit import Host, chat, cli, fetch as rows, hosts, new_key, status_within
 from kraken.accounts import masterkey
 from postgres_server import bin_dir, pg_server  # noqa: F401  (fixture)
 from redis_server import redis_url  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.anyio
 BYOK_SECRET = "sk-customer-own-openai-key-0123456789"
-
-
-@pytest.fixture
-def dsn(pg_server) -> str:  # noqa: F811
-    return pg_server.create_database()
-
-
-async def rows(dsn: str, sql: str, *args) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def test_a_key_made_or_revoked_on_one_host_holds_on_the_other_within_a_second(

@@ -4,30 +4,16 @@ killed (SIGKILL) or PostgreSQL restarts in the middle."""
 from __future__ import annotations
 
 import anyio
-import asyncpg
 import h11
 import pytest
 
 from harness import running_mock
-from hostkit import Host, chat, hosts, new_key, status_within
+from hostkit import Host, chat, fetch, hosts, new_key, status_within
 from postgres_server import pg_server  # noqa: F401  (fixture)
 from redis_server import redis_url  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.anyio
 PREPAID = {"plans": {"prepaid": {"prepaid": True}}, "wallet": {"refresh_interval_s": 0.2}}
-
-
-@pytest.fixture
-def dsn(pg_server) -> str:  # noqa: F811
-    return pg_server.create_database()
-
-
-async def fetch(dsn: str, sql: str, *args) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def stored_within(dsn: str, request_ids: set[str], seconds: float = 20.0) -> None:
