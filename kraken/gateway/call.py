@@ -13,8 +13,34 @@ from kraken.providers.usage import Usage
 _NO_KEYS: Mapping = MappingProxyType({})
 
 
-def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+_ID_HEX = 24  # 12 random bytes per id
+_IDS_PER_READ = 256
+
+
+class _RequestIds:
+    """Request ids from the OS's CSPRNG, read 256 at a time: one ``getrandom`` syscall per
+    id was ~2% of a request's CPU. Unguessable and unique as before (the block is dropped
+    in a forked child, which would otherwise hand out its parent's remaining ids)."""
+
+    __slots__ = ("_block", "_pos")
+
+    def __init__(self) -> None:
+        self._block, self._pos = "", 0
+
+    def next(self) -> str:
+        pos = self._pos
+        if pos >= len(self._block):
+            self._block, pos = os.urandom(_ID_HEX // 2 * _IDS_PER_READ).hex(), 0
+        self._pos = pos + _ID_HEX
+        return "req_" + self._block[pos : pos + _ID_HEX]
+
+    def drop(self) -> None:
+        self._block, self._pos = "", 0
+
+
+_ids = _RequestIds()
+os.register_at_fork(after_in_child=_ids.drop)
+new_request_id = _ids.next
 
 
 class Call:

@@ -73,3 +73,31 @@ async def test_transport_refusals_carry_a_request_id(stack):
     assert reply.status == 405, reply
     assert REQUEST_ID.fullmatch(reply.headers.get("x-request-id", "")), reply.headers
     assert "allow" in reply.headers
+
+
+def test_request_ids_stay_unique_and_well_formed_across_random_blocks():
+    from kraken.gateway.call import new_request_id
+
+    ids = [new_request_id() for _ in range(3 * 256 + 7)]  # crosses several 256-id reads
+    assert all(REQUEST_ID.fullmatch(i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_does_not_hand_out_its_parents_next_ids():
+    import os
+
+    from kraken.gateway.call import new_request_id
+
+    new_request_id()  # a block is held, most of its ids not handed out yet
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first ids, to the parent, then out without cleanup
+        os.close(read)
+        os.write(write, " ".join(new_request_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode().split()
+    os.waitpid(pid, 0)
+    parent = [new_request_id() for _ in range(5)]
+    assert len(child) == 5 and not set(child) & set(parent)
