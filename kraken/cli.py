@@ -196,7 +196,9 @@ exit status 2: a configuration or startup error, said in one line on stderr
 (kraken: <file>: <key> ..., or kraken: cannot listen on HOST:PORT: <reason>)"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
+    """Every subcommand; ``only_serve``: serve alone, so that starting the gateway does not
+    import and build the operator commands' parsers (start-up time and memory)."""
     parser = argparse.ArgumentParser(prog="kraken", description="Kraken LLM API gateway")
     parser.add_argument("--version", action="version", version=f"kraken {__version__}")
     parser.add_argument("--log-level", type=str.upper,
@@ -205,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_serve(sub)
+    if only_serve:
+        return parser
 
     keys = sub.add_parser("keys", help="Kraken API key tooling").add_subparsers(
         dest="keys_command", required=True)
@@ -276,8 +280,20 @@ def _add_top(sub: argparse._SubParsersAction) -> None:
     top_cmd.set_defaults(func=_top)
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand argv names, seen past the top-level options (None: none given)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(only_serve=_command_word(argv) == "serve").parse_args(argv)
     # Workers share the supervisor's stderr (one journald stream): say which one speaks.
     worker = getattr(args, "worker_index", None)
     who = "%(name)s" if worker is None else f"%(name)s[worker-{worker}]"
