@@ -59,8 +59,10 @@ PROVIDER_PRESETS: dict[str, dict[str, Any]] = {
     # reject or ignore ``stream_options`` and end a stream with usage unasked; Perplexity's
     # ``citations``/``search_results`` pass through untouched. OpenRouter may get the optional
     # ``HTTP-Referer``/``X-Title`` app attribution headers (``referer``/``title``).
+    # Cohere's rerank is its native /v2/rerank beside the Compatibility API (openai_compat.py).
     "cohere": {"base_url": "https://api.cohere.ai/compatibility/v1", "key_env": "CO_API_KEY",
-               "stream_usage": "always", "embeddings": True, "responses": False},
+               "stream_usage": "always", "embeddings": True, "responses": False,
+               "rerank": True},
     "together": {"base_url": "https://api.together.xyz/v1", "key_env": "TOGETHER_API_KEY",
                  "stream_usage": "include_usage", "embeddings": True, "responses": False,
                  "completions": True, "rerank": True},

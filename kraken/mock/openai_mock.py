@@ -376,6 +376,11 @@ class MockOpenAI(MockServer):
                 return Reply(401, error_body(401, "Incorrect API key provided."))
         if path.startswith("/v1/"):
             path = path[3:]
+        elif path.startswith("/compatibility/v1/"):  # Cohere's Compatibility API
+            path = path[len("/compatibility/v1"):]
+        elif path == "/v2/rerank" and req.method == "POST":  # Cohere's own rerank: its shape
+            from kraken.mock import openai_more  # imports this module
+            return openai_more.rerank_reply(self, req.body, shape="cohere")
         if path == "/chat/completions":
             if req.method != "POST":
                 return Reply(405, error_body(405, f"Method {req.method} not allowed."))

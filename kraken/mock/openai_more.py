@@ -9,8 +9,9 @@ provider's published wire format.
 - ``POST /images/generations`` (OpenAI): ``{created, data: [...]}``; gpt-image models answer
   ``b64_json`` and ``usage`` (input/output tokens and input details), DALL-E models a ``url``.
 - ``POST /rerank``: Jina's/vLLM's ``{id, model, usage: {total_tokens}, results: [{index,
-  relevance_score}]}``, or with ``"mock": {"shape": "cohere"}`` Cohere v2's ``{id, results,
-  meta: {api_version, billed_units: {search_units}}}``; results by score, cut at ``top_n``.
+  relevance_score}]}``, or with ``"mock": {"shape": "cohere"}`` (and always at ``/v2/rerank``,
+  Cohere's path) Cohere v2's ``{id, results, meta: {api_version, billed_units:
+  {search_units}}}``; results by score, cut at ``top_n``.
 
 Content is fake; no input is echoed. ``"mock"`` steering as elsewhere (``status``, ``chunks``,
 ``usage``, delays); ``image_bytes`` sizes each fake image.
@@ -137,7 +138,7 @@ def images_reply(server: Any, raw: bytes) -> Reply:
     return server._with_mock(mock, Reply(200, orjson.dumps(out)))
 
 
-def rerank_reply(server: Any, raw: bytes) -> Reply:
+def rerank_reply(server: Any, raw: bytes, shape: str | None = None) -> Reply:
     body, mock = _load(raw)
     error = _mock_error(mock)
     if error is not None:
@@ -153,7 +154,7 @@ def rerank_reply(server: Any, raw: bytes) -> Reply:
     order = sorted(range(len(docs)), key=lambda i: -scores[i])[:top_n]
     results = [{"index": i, "relevance_score": scores[i]} for i in order]
     rid = "rerank-" + _suffix(server)
-    if mock.get("shape") == "cohere":
+    if (shape or mock.get("shape")) == "cohere":
         out = {"id": rid, "results": results,
                "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}}
     else:

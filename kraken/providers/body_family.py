@@ -3,19 +3,22 @@ Chat Completions' (images, rerank): the provider's own family with another usage
 
 gpt-image answers say ``usage: {input_tokens, output_tokens, ...}`` (read as the Responses
 API's); rerank servers say ``usage: {total_tokens}`` (Jina, vLLM: all of it is input), Cohere's
-v2 says ``meta.billed_units.search_units``, which is not a token count: no column holds it, so
-such a record keeps null tokens (and cost).
+v2 says ``meta.billed_units.search_units`` (one search unit: one query over up to 100
+documents), recorded as prompt units the way audio seconds and speech characters are, so a
+``[prices.<kind>]`` entry prices them per million units.
 """
 from __future__ import annotations
 
 from typing import Callable
+
+import orjson
 
 from kraken.errors import KrakenError
 from kraken.providers.family import FamilyBase, WireFamily
 from kraken.providers.usage import Usage
 from kraken.providers.wire import usage_in_body
 
-__all__ = ["BodyFamily", "rerank_usage"]
+__all__ = ["BodyFamily", "RerankFamily", "rerank_usage", "search_units"]
 
 
 def rerank_usage(usage: dict) -> Usage | None:
@@ -26,6 +29,20 @@ def rerank_usage(usage: dict) -> Usage | None:
     if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
         return None
     return Usage(prompt_tokens=tokens, completion_tokens=0)
+
+
+def search_units(body: bytes) -> Usage | None:
+    """Cohere v2's ``meta.billed_units.search_units`` of a whole rerank answer, as prompt units."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    billed = meta.get("billed_units") if isinstance(meta, dict) else None
+    units = billed.get("search_units") if isinstance(billed, dict) else None
+    if not isinstance(units, int) or isinstance(units, bool) or units < 0:
+        return None
+    return Usage(prompt_tokens=units, completion_tokens=0)
 
 
 class BodyFamily(FamilyBase):
@@ -40,6 +57,20 @@ class BodyFamily(FamilyBase):
 
     def usage_from_body(self, body: bytes) -> Usage | None:
         return usage_in_body(body, self._convert)
+
+
+class RerankFamily(BodyFamily):
+    """A rerank server's answers: ``usage`` (Jina, vLLM), else Cohere v2's search units. The
+    relay hands over a rerank answer whole (it fits the body tap's window: a result is an index
+    and a score); a larger one is read for ``usage`` only."""
+
+    __slots__ = ()
+
+    def __init__(self, base: WireFamily):
+        super().__init__(base, rerank_usage)
+
+    def usage_from_body(self, body: bytes) -> Usage | None:
+        return usage_in_body(body, rerank_usage) or search_units(body)
 
     def usage_parser(self):
         return _no_usage  # never streamed

@@ -9,7 +9,7 @@ from kraken.config import ProviderConfig
 from kraken.errors import InvalidValue, KrakenError
 from kraken.providers.error_formats import OPENAI
 from kraken.providers.family import FamilyBase, Headers, UpstreamRequest
-from kraken.providers.body_family import BodyFamily, rerank_usage
+from kraken.providers.body_family import BodyFamily, RerankFamily
 from kraken.providers.openai_responses import ResponsesFamily, responses_usage
 from kraken.providers.scrub import provider_error, scrub
 from kraken.providers.usage import Usage
@@ -24,6 +24,18 @@ COMPLETIONS_PATH = "/completions"
 MODERATIONS_PATH = "/moderations"
 IMAGES_PATH = "/images/generations"
 RERANK_PATH = "/rerank"
+
+
+COHERE_COMPAT_PATH = "/compatibility/v1"
+COHERE_RERANK_PATH = "/v2/rerank"
+
+
+def rerank_target(kind: str, base_path: str) -> str:
+    """``{base}/rerank``; for ``cohere`` its native ``/v2/rerank`` beside the Compatibility API
+    the base URL names (that API has no rerank), on the same origin and key."""
+    if kind == "cohere":
+        return base_path.removesuffix(COHERE_COMPAT_PATH) + COHERE_RERANK_PATH
+    return base_path + RERANK_PATH
 
 
 class OpenAICompat(FamilyBase):
@@ -41,9 +53,9 @@ class OpenAICompat(FamilyBase):
         self._completions_target = base_path + COMPLETIONS_PATH
         self._moderations_target = base_path + MODERATIONS_PATH
         self._images_target = base_path + IMAGES_PATH
-        self._rerank_target = base_path + RERANK_PATH
+        self._rerank_target = rerank_target(cfg.kind, base_path)
         self._images = BodyFamily(self, responses_usage)
-        self._rerank = BodyFamily(self, rerank_usage)
+        self._rerank = RerankFamily(self)
         """Read gpt-image's and rerank servers' ``usage`` (``kraken.providers.body_family``)."""
         self.stream_usage = cfg.stream_usage or "include_usage"
         """Preset quirk: "always" providers (Mistral) reject ``stream_options`` but send usage."""

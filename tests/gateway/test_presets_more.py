@@ -35,7 +35,7 @@ KEY = "sk-preset-more-0123456789abcdefghij"
 # kind: (key variable, host, chat target, forces stream usage, endpoints served)
 EXPECTED = {
     "cohere": ("CO_API_KEY", "api.cohere.ai", "/compatibility/v1/chat/completions", False,
-               {"embeddings"}),
+               {"embeddings", "rerank"}),
     "together": ("TOGETHER_API_KEY", "api.together.xyz", "/v1/chat/completions", True,
                  {"embeddings", "completions", "rerank"}),
     "fireworks": ("FIREWORKS_API_KEY", "api.fireworks.ai", "/inference/v1/chat/completions", True,

@@ -7,6 +7,7 @@ import json
 import pytest
 from harness import (
     PROMPT_CANARY,
+    PROVIDER_KEY,
     auth_headers,
     http,
     kraken_mapping,
@@ -45,14 +46,43 @@ async def test_rerank_relayed_byte_for_byte_and_total_tokens_recorded(tmp_path):
         assert row["prompt_tokens"] == 48 and row["completion_tokens"] == 0
 
 
-async def test_cohere_search_units_leave_tokens_null(tmp_path):
+async def test_cohere_search_units_are_recorded_as_prompt_units(tmp_path):
     async with running_mock() as mock, running_kraken(doc(tmp_path, mock)) as k:
         reply = await http(k.port, "POST", "/v1/rerank", body(mock={"shape": "cohere"}),
                            auth_headers())
         assert reply.status == 200 and reply.json()["meta"]["billed_units"]["search_units"] == 1
         assert reply.body == mock.responses[-1].body
         row = (await wait_rows(k.db_path, 1))[0]
-        assert row["status"] == 200 and row["prompt_tokens"] is None
+        assert row["status"] == 200 and (row["prompt_tokens"], row["completion_tokens"]) == (1, 0)
+
+
+async def test_the_cohere_kind_reranks_at_v2_beside_its_compatibility_api(tmp_path):
+    """``kind = "cohere"``: chat goes to the Compatibility API the base URL names, rerank to
+    Cohere's own ``/v2/rerank`` on the same origin with the same key; its search units are
+    recorded and priced per unit when ``[prices.cohere]`` names the model."""
+    async with running_mock() as mock:
+        d = kraken_mapping(tmp_path, mock.port)
+        d["providers"] = {"co": {
+            "kind": "cohere", "base_url": f"http://127.0.0.1:{mock.port}/compatibility/v1",
+            "api_key": PROVIDER_KEY, "models": ["command-a-03-2025", "rerank-v3.5"],
+            "read_timeout_s": 5.0, "connect_timeout_s": 2.0}}
+        d["prices"] = {"cohere": {"rerank-v3.5": {"input": 2000.0, "output": 0.0}}}
+        async with running_kraken(d) as k:
+            chat = await http(k.port, "POST", "/v1/chat/completions", json.dumps({
+                "model": "command-a-03-2025",
+                "messages": [{"role": "user", "content": "hi"}]}).encode(), auth_headers())
+            reply = await http(k.port, "POST", "/v1/rerank", json.dumps({
+                "model": "rerank-v3.5", "query": PROMPT_CANARY, "documents": ["a", "b"],
+                "top_n": 1}).encode(), auth_headers())
+            rows = await wait_rows(k.db_path, 2)
+    assert chat.status == 200 and reply.status == 200
+    assert [r.path for r in mock.requests] == ["/compatibility/v1/chat/completions", "/v2/rerank"]
+    assert mock.requests[-1].header(b"authorization") == f"Bearer {PROVIDER_KEY}".encode()
+    assert reply.body == mock.responses[-1].body
+    assert reply.json()["meta"]["billed_units"] == {"search_units": 1}
+    row = next(r for r in rows if r["model_requested"] == "rerank-v3.5")
+    assert (row["provider"], row["task_type"], row["prompt_tokens"]) == ("co", "embedding", 1)
+    assert row["cost_usd"] == pytest.approx(0.002)  # $2 per 1,000 searches
 
 
 async def test_provider_without_rerank_is_404_in_openai_shape(tmp_path):

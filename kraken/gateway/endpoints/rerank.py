@@ -1,11 +1,11 @@
 """``POST /v1/rerank`` in the Cohere/Jina shape, ``{model, query, documents, top_n}`` →
 ``{results: [{index, relevance_score}], ...}``, relayed byte for byte.
 
-Only providers with ``rerank = true`` are tried (vLLM's and Jina's ``/v1/rerank``, Cohere's
-``/v2/rerank`` with base URL ``https://api.cohere.com/v2``). ``usage.total_tokens`` (Jina's
-``prompt_tokens`` first) is recorded as prompt tokens; Cohere's ``meta.billed_units.search_units``
-has no column yet, so its records keep null tokens (``kraken.providers.body_family``). Task type
-``embedding``: a retrieval workload, routed with the embedding models by ``auto``.
+Only providers with ``rerank = true`` are tried (vLLM's and Jina's ``/v1/rerank``; kind
+``cohere``: Cohere's ``/v2/rerank``). ``usage.total_tokens`` (Jina's ``prompt_tokens`` first)
+is recorded as prompt tokens, Cohere's ``meta.billed_units.search_units`` as prompt units
+(``kraken.providers.body_family``). Task type ``embedding``: a retrieval workload, routed with
+the embedding models by ``auto``.
 """
 from __future__ import annotations
 
