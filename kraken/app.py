@@ -275,6 +275,8 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
     per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip,  # proxies: never counted
                                exempt=cfg.limits.trusted_proxies)
     reloader = CertificateReloader(cfg.tls.cert, cfg.tls.key) if cfg.tls.cert else None
+    if reloader is not None:  # ALPN offers h2: loaded now, not on the first handshake
+        from kraken.http import h2  # noqa: F401
     tls = ({"ssl": reloader.context, "ssl_handshake_timeout": cfg.server.head_timeout_s}
            if reloader is not None else {})
     always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []

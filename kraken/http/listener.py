@@ -22,7 +22,6 @@ from kraken.errors import KrakenError, TooManyConnections, error_body
 from kraken.http.connection import Handler
 from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.h1 import H1Connection
-from kraken.http.h2 import H2Connection
 
 log = logging.getLogger("kraken.http")
 
@@ -168,7 +167,9 @@ class ProtocolSelector(asyncio.Protocol):
             self._counted = False
             on_lost = partial(self._limiter.release, self._key)
         proto: asyncio.Protocol
-        if is_h2:
+        if is_h2:  # imported at the first h2 connection (loaded at start-up with TLS: app.py)
+            from kraken.http.h2 import H2Connection
+
             proto = H2Connection(self._handler, self._cfg, self._tracker, initial_data=seen,
                                  always_headers=self._always, on_lost=on_lost)
         else:

@@ -23,18 +23,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from kraken import metrics
 from kraken.errors import PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamTimeout
 from kraken.upstream.connection import UpstreamConnection
-from kraken.upstream.h2client import MAX_STREAMS, H2Exchange, H2UpstreamConnection
+
+if TYPE_CHECKING:  # imported by a pool for an https origin only (h2 is ~1.7 MB of RSS)
+    from kraken.upstream.h2client import H2Exchange, H2UpstreamConnection
+
+    Upstream = UpstreamConnection | H2Exchange
+    """What ``acquire`` returns: ``send``, ``pause_reading``/``resume_reading``, ``abort``,
+    ``used``, ``received_any``."""
 
 H1, H2 = "http/1.1", "h2"
-
-Upstream = UpstreamConnection | H2Exchange
-"""What ``acquire`` returns: ``send``, ``pause_reading``/``resume_reading``, ``abort``,
-``used``, ``received_any``."""
 
 
 class Origin:
@@ -76,7 +79,11 @@ class _Negotiate(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        cls = H2UpstreamConnection if alpn == H2 else UpstreamConnection
+        cls: type[UpstreamConnection | H2UpstreamConnection] = UpstreamConnection
+        if alpn == H2:
+            from kraken.upstream.h2client import H2UpstreamConnection
+
+            cls = H2UpstreamConnection
         conn = cls(self._authority, self._read_timeout)
         transport.set_protocol(conn)
         conn.connection_made(transport)
@@ -137,6 +144,8 @@ class OriginPool:
         self._ssl = ssl_context if origin.scheme == "https" else None
         if origin.scheme == "https" and self._ssl is None:
             self._ssl = default_ssl_context()
+        if self._ssl is not None:  # ALPN may pick h2: loaded now, not on a first connect
+            from kraken.upstream import h2client  # noqa: F401
         self.protocol: str | None = None if self._ssl is not None else H1
         """What the origin chose on its latest connection (h2, http/1.1; None before the first)."""
         self._idle: list[UpstreamConnection] = []
@@ -158,7 +167,11 @@ class OriginPool:
         streams each carries on an HTTP/2 origin). ``owner`` None or a share of 1: unbounded."""
         if owner is None or self._share >= 1:
             return _UNCLAIMED
-        capacity = self._max * (MAX_STREAMS if self.protocol == H2 else 1)
+        capacity = self._max
+        if self.protocol == H2:
+            from kraken.upstream.h2client import MAX_STREAMS
+
+            capacity *= MAX_STREAMS
         cap = max(1, int(capacity * self._share))
         held = self._held.get(owner, 0)
         if held >= cap:
@@ -269,7 +282,7 @@ class OriginPool:
             self._forget(conn)
             raise UpstreamError("gateway is shutting down" if self._closed
                                 else "provider closed the connection")
-        if isinstance(conn, H2UpstreamConnection):
+        if not isinstance(conn, UpstreamConnection):  # an H2UpstreamConnection
             self.protocol = H2
             conn.idle_since = asyncio.get_running_loop().time()
             self._h2.append(conn)
@@ -309,7 +322,7 @@ class OriginPool:
     def release(self, conn: Upstream) -> None:
         """Return ``conn`` after its exchange: a stream's slot frees up (an unfinished
         stream is cancelled); a broken HTTP/1.1 connection is dropped."""
-        if isinstance(conn, H2Exchange):
+        if not isinstance(conn, UpstreamConnection):  # an H2Exchange
             self._release_stream(conn)
             return
         self._busy_gauge.dec()
