@@ -30,11 +30,14 @@ USAGE_GROUPS = ("day", "model", "customer", "provider", "key")
 UNPRICED = ("SUM(CASE WHEN cost_usd IS NULL AND (prompt_tokens IS NOT NULL "
             "OR completion_tokens IS NOT NULL) THEN 1 ELSE 0 END)")
 """Requests that reported usage but have no price (a failure reports none)."""
+ERRORS = "SUM(CASE WHEN error_type IS NOT NULL OR status >= 400 THEN 1 ELSE 0 END)"
+"""Failed requests, for every report alike: an error status, or a failure after a 200 head
+(a stream cut or failed mid-way keeps the status the client saw and names the error)."""
 
 _USAGE = """
 SELECT g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
        COALESCE(SUM(cost_usd), 0), COALESCE(SUM(kraken_fee_usd), 0), {unpriced},
-       SUM(CASE WHEN error_type IS NOT NULL OR status >= 400 THEN 1 ELSE 0 END),
+       {errors},
        MAX(CASE WHEN rn = (50 * n + 99) / 100 THEN latency_ms END),
        MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN latency_ms END)
 FROM (SELECT {group} AS g, prompt_tokens, completion_tokens, cost_usd, kraken_fee_usd,
@@ -46,21 +49,20 @@ GROUP BY g ORDER BY g LIMIT {limit}"""
 
 _STATS = """
 SELECT g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-       COALESCE(SUM(cost_usd), 0), {unpriced},
-       SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
+       COALESCE(SUM(cost_usd), 0), {unpriced}, {errors},
        SUM(CASE WHEN {fallback} THEN 1 ELSE 0 END),
        MAX(CASE WHEN rl = (50 * n + 99) / 100 THEN latency_ms END),
        MAX(CASE WHEN rl = (95 * n + 99) / 100 THEN latency_ms END),
        MAX(CASE WHEN ttfb_ms IS NOT NULL AND rt = (50 * nt + 99) / 100 THEN ttfb_ms END),
        MAX(CASE WHEN ttfb_ms IS NOT NULL AND rt = (95 * nt + 99) / 100 THEN ttfb_ms END)
-FROM (SELECT g, prompt_tokens, completion_tokens, cost_usd, status, fallback_used, latency_ms,
-             ttfb_ms,
+FROM (SELECT g, prompt_tokens, completion_tokens, cost_usd, status, error_type, fallback_used,
+             latency_ms, ttfb_ms,
              ROW_NUMBER() OVER (PARTITION BY g ORDER BY latency_ms) AS rl,
              COUNT(*) OVER (PARTITION BY g) AS n,
              ROW_NUMBER() OVER (PARTITION BY g ORDER BY ttfb_ms IS NULL, ttfb_ms) AS rt,
              COUNT(ttfb_ms) OVER (PARTITION BY g) AS nt
       FROM (SELECT {group} AS g, prompt_tokens, completion_tokens, cost_usd, status,
-                   fallback_used, latency_ms, ttfb_ms
+                   fallback_used, latency_ms, ttfb_ms, error_type
             FROM requests WHERE {where}) AS f) AS r
 GROUP BY g ORDER BY g LIMIT 2000"""
 
@@ -143,7 +145,7 @@ class ReportsRepository:
                                      ("model_requested", "=", model), ("ts", ">=", start),
                                      ("ts", "<", end)), None)
         sql = _USAGE.format(group=self._group(group_by, None), where=where, unpriced=UNPRICED,
-                            limit=int(limit))
+                            errors=ERRORS, limit=int(limit))
         return [self.d.row(tuple(r)) for r in await db.fetch_all(sql, params)]
 
     async def stats(self, db: Any, group: str, *, bucket_s: int | None = None,
@@ -155,7 +157,7 @@ class ReportsRepository:
         where, params = self._where((("ts", ">=", since), ("customer_id", "=", customer)),
                                     key_ids)
         sql = _STATS.format(group=self._group(group, bucket_s), where=where, unpriced=UNPRICED,
-                            fallback=self.d.fallback)
+                            errors=ERRORS, fallback=self.d.fallback)
         return [self.d.row(tuple(r)) for r in await db.fetch_all(sql, params)]
 
 

@@ -77,7 +77,8 @@ def _records(who: Person, stamps: list[float], model: str, tag: str) -> list[Req
         model_requested=model, model_dispatched=model, provider="mockai", prompt_tokens=10 + i,
         completion_tokens=i, cached_tokens=0, reasoning_tokens=None, latency_ms=1.0 + i,
         ttfb_ms=0.5, task_type="chat", cost_usd=0.0001 * (i + 1), kraken_fee_usd=0.0,
-        fallback_used=False, error_type=None, status=200, key_id=who.key_id)
+        fallback_used=False, error_type="upstream_error" if i % 4 == 1 else None,
+        status=502 if i % 4 == 2 else 200, key_id=who.key_id)  # failed mid-stream, or before
         for i, ts in enumerate(stamps)]
 
 
@@ -116,7 +117,7 @@ async def world(request, tmp_path_factory):
 
 def _figures(group: dict[str, Any]) -> tuple:
     return (group["group"], group["requests"], group["prompt_tokens"],
-            group["completion_tokens"], group["cost_usd"])
+            group["completion_tokens"], group["cost_usd"], group["errors"])
 
 
 async def test_a_customers_usage_is_the_admin_reports_figures_for_that_customer(world):
@@ -126,6 +127,7 @@ async def test_a_customers_usage_is_the_admin_reports_figures_for_that_customer(
     assert [_figures(g) for g in mine["by_model"]] == [_figures(g) for g in report["data"]]
     assert mine["total"]["requests"] == len(world.stamps) + len(world.stamps[::3])
     assert mine["total"]["prompt_tokens"] == sum(g["prompt_tokens"] for g in report["data"])
+    assert mine["total"]["errors"] == sum(g["errors"] for g in report["data"]) > 0
 
 
 async def test_an_organisations_usage_is_the_admin_reports_figures_for_its_keys(world):
@@ -138,8 +140,8 @@ async def test_an_organisations_usage_is_the_admin_reports_figures_for_its_keys(
     assert mine["total"]["requests"] == len(world.stamps)  # the two keys split the stamps
 
 
-def _counts(series: dict[str, list]) -> dict[int, int]:
-    return {t: n for t, n in zip(series["t"], series["requests"]) if n is not None}
+def _counts(series: dict[str, list], column: str = "requests") -> dict[int, int]:
+    return {t: n for t, n in zip(series["t"], series[column]) if n is not None}
 
 
 @pytest.mark.parametrize("hours", sorted(BUCKETS))
@@ -153,6 +155,7 @@ async def test_the_series_puts_each_record_in_the_bucket_it_started_in(world, ho
         expected[start] = expected.get(start, 0) + 1
     assert mine["bucket_s"] == page["bucket_s"] == bucket
     assert _counts(mine["series"]) == _counts(page["series"]) == expected
+    assert _counts(mine["series"], "errors") == _counts(page["series"], "errors")
 
 
 async def test_an_organisations_series_counts_its_keys_requests(world):
