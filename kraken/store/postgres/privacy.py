@@ -58,8 +58,8 @@ async def _nothing_to_push(_store: Any) -> None:
 
 
 LEFTOVERS = ("the rows are gone from every query and every pg_dump; PostgreSQL keeps their "
-             "bytes in dead tuples and index pages until vacuum reuses the space, and in WAL "
-             "segments (and WAL archives, backups) until they are recycled or expire")
+             "bytes in dead tuples and index pages until new rows reuse the space, and in WAL "
+             "segments (and WAL archives, backups) until they are overwritten or expire")
 POSTGRES = Dialect(STATEMENTS_PG, erased.mark, _nothing_to_push, _as_sqlite, LEFTOVERS)
 POSTGRES_PRIVACY = PrivacyRepository(POSTGRES)
 """PostgreSQL's privacy repository (``PostgresStore.privacy``)."""
