@@ -1,7 +1,12 @@
-"""Accuracy and speed of the task classifier (kraken/policy/classify.py) over the labelled eval set.
+"""Accuracy and speed of the task classifier (kraken/policy/classify.py) over the labelled sets.
 
-    .venv/bin/python bench/classify_bench.py                       # tests/policy/classify_eval.jsonl, 200 rounds
+    .venv/bin/python bench/classify_bench.py                       # held-out + training sets, 200 rounds
     .venv/bin/python bench/classify_bench.py --rounds 50 --errors  # also list misclassified ids (never their text)
+    .venv/bin/python bench/classify_bench.py --set tests/policy/classify_eval.jsonl   # one set only
+
+Accuracy per set, per label and per language: tests/policy/classify_holdout.jsonl is held out (no
+weight was fitted on it: what to expect of new traffic); classify_train.jsonl and classify_eval.jsonl
+are what tools/train_classifier.py fits on.
 
 Speed: every request is classified `--rounds` times, each call timed on its own with
 perf_counter_ns (gc off); mean/p50/p99 over all calls, and split at 500 characters of text (last
@@ -24,21 +29,23 @@ sys.path.insert(0, str(REPO))
 
 from kraken.policy.classify import task_type  # noqa: E402
 
-DEFAULT_SET = REPO / "tests" / "policy" / "classify_eval.jsonl"
+SETS = tuple(REPO / "tests" / "policy" / f"classify_{name}.jsonl" for name in ("holdout", "train", "eval"))
 
 
 def load(path: Path) -> list[dict]:
+    """A set's rows; lines starting with '#' are comments."""
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in f if line.strip() and not line.startswith("#")]
 
 
-def accuracy(cases: list[dict]) -> tuple[float, dict[str, tuple[int, int]], list[tuple[str, str, str]]]:
-    """Overall accuracy, {label: (correct, total)} and the misses as (id, expected, got)."""
+def accuracy(cases: list[dict], key: str = "label") -> tuple[float, dict[str, tuple[int, int]], list[tuple[str, str, str]]]:
+    """Overall accuracy, {label (or language, key="lang"): (correct, total)} and the misses as
+    (id, expected, got)."""
     per: dict[str, list[int]] = {}
     misses = []
     for case in cases:
         got = task_type(case["route"], case["payload"])
-        slot = per.setdefault(case["label"], [0, 0])
+        slot = per.setdefault(case.get(key, "en"), [0, 0])
         slot[1] += 1
         if got == case["label"]:
             slot[0] += 1
@@ -47,6 +54,24 @@ def accuracy(cases: list[dict]) -> tuple[float, dict[str, tuple[int, int]], list
     total = sum(t for _, t in per.values())
     correct = sum(c for c, _ in per.values())
     return correct / total, {k: (c, t) for k, (c, t) in per.items()}, misses
+
+
+def report(path: Path, cases: list[dict], errors: bool) -> None:
+    """Accuracy of one set: per label, per language, the commonest confusions."""
+    acc, per, misses = accuracy(cases)
+    _, langs, _ = accuracy(cases, "lang")
+    confusion = Counter((exp, got) for _, exp, got in misses)
+    held = " (HELD OUT: never trained on)" if "holdout" in path.name else ""
+    print(f"set: {path.name}{held}, {len(cases)} requests: accuracy {acc:.3f} "
+          f"({sum(c for c, _ in per.values())}/{len(cases)})")
+    print("  per label:    " + "  ".join(f"{k} {c / t:.2f} ({c}/{t})" for k, (c, t) in sorted(per.items())))
+    print("  per language: " + "  ".join(f"{k} {c / t:.2f} ({c}/{t})" for k, (c, t) in sorted(langs.items())))
+    if confusion:
+        print("  most common confusions (expected -> got):",
+              ", ".join(f"{e}->{g} x{n}" for (e, g), n in confusion.most_common(6)))
+    if errors:
+        for case_id, exp, got in misses:
+            print(f"  miss {case_id}: {exp} -> {got}")
 
 
 def text_size(payload: dict) -> int:
@@ -103,26 +128,17 @@ def summary(ns: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", type=Path, default=DEFAULT_SET, help="JSONL eval set (id, label, route, payload)")
+    ap.add_argument("--set", type=Path, action="append", help="a JSONL set (id, label, lang, route, payload); "
+                    "repeatable; default: the held-out, training and eval sets")
     ap.add_argument("--rounds", type=int, default=200, help="timed passes over the set")
     ap.add_argument("--errors", action="store_true", help="list misclassified ids")
     args = ap.parse_args(argv)
 
-    cases = load(args.set)
-    acc, per, misses = accuracy(cases)
-    confusion = Counter((exp, got) for _, exp, got in misses)
-    print(f"eval set: {args.set.name}, {len(cases)} requests")
-    print(f"{'label':<14} {'recall':>7}  correct/total")
-    for label in sorted(per):
-        c, t = per[label]
-        print(f"{label:<14} {c / t:>7.3f}  {c}/{t}")
-    print(f"{'overall':<14} {acc:>7.3f}  {sum(c for c, _ in per.values())}/{len(cases)}")
-    if confusion:
-        print("most common confusions (expected -> got):",
-              ", ".join(f"{e}->{g} x{n}" for (e, g), n in confusion.most_common(8)))
-    if args.errors:
-        for case_id, exp, got in misses:
-            print(f"  miss {case_id}: {exp} -> {got}")
+    cases = []
+    for path in args.set or SETS:
+        rows = load(path)
+        report(path, rows, args.errors)
+        cases += rows
 
     timed = timings(cases, args.rounds)
     sizes = [text_size(c["payload"]) for c in cases]

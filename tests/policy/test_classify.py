@@ -1,7 +1,10 @@
 """The task classifier: a label per request from its shape and a bounded slice of its text.
 
-Accuracy is checked against the hand-written set in classify_eval.jsonl; speed is measured by
-bench/classify_bench.py, never asserted here.
+Accuracy is asserted on three hand-written sets (rows: id, label, lang, route, payload):
+- classify_holdout.jsonl: HELD OUT. Written before the trained classifier, in its own commit, and
+  never trained or tuned on: it is what the classifier does on requests it has not seen.
+- classify_train.jsonl and classify_eval.jsonl: what tools/train_classifier.py fits the weights on.
+Speed is measured by bench/classify_bench.py, never asserted here.
 """
 from __future__ import annotations
 
@@ -14,13 +17,18 @@ import pytest
 
 from kraken.policy.classify import LABELS, task_type
 
-EVAL = Path(__file__).with_name("classify_eval.jsonl")
+HERE = Path(__file__).parent
+HOLDOUT = HERE / "classify_holdout.jsonl"
+TRAIN = HERE / "classify_train.jsonl"
+EVAL = HERE / "classify_eval.jsonl"
+LANGUAGES = {"en", "es", "ja", "de", "fr", "pt", "zh"}
 MB5 = 5 * 1024 * 1024
 
 
-def load_eval() -> list[dict]:
-    with EVAL.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def load(path: Path) -> list[dict]:
+    """A set's rows; lines starting with '#' are comments."""
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip() and not line.startswith("#")]
 
 
 def chat(*messages, **extra) -> dict:
@@ -31,41 +39,79 @@ def user(content) -> dict:
     return {"role": "user", "content": content}
 
 
-# ---- the evaluation set ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def results() -> list[tuple[str, str, str]]:
-    return [(case["id"], case["label"], task_type(case["route"], case["payload"])) for case in load_eval()]
+def recall(rows: list[dict], key: str) -> dict[str, tuple[int, int]]:
+    """{value of `key`: (correct, total)} over the rows."""
+    per: dict[str, list[int]] = {}
+    for row in rows:
+        slot = per.setdefault(row.get(key, "en"), [0, 0])
+        slot[0] += task_type(row["route"], row["payload"]) == row["label"]
+        slot[1] += 1
+    return {k: (c, t) for k, (c, t) in per.items()}
 
 
-def test_eval_set_is_large_and_covers_every_label_but_embedding():
-    cases = load_eval()
-    counts = Counter(case["label"] for case in cases)
-    assert len(cases) >= 200
+def accuracy(rows: list[dict]) -> float:
+    return sum(task_type(r["route"], r["payload"]) == r["label"] for r in rows) / len(rows)
+
+
+# ---- the sets -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", [HOLDOUT, TRAIN, EVAL], ids=lambda p: p.name)
+def test_set_is_well_formed_and_covers_every_label_but_embedding(path):
+    rows = load(path)
+    counts = Counter(row["label"] for row in rows)
     assert set(counts) == set(LABELS) - {"embedding"}
     assert min(counts.values()) >= 20
-    assert {case["route"] for case in cases} == {"chat", "messages"}
-    assert len({case["id"] for case in cases}) == len(cases)
+    assert {row["route"] for row in rows} == {"chat", "messages"}
+    assert len({row["id"] for row in rows}) == len(rows)
+    assert {row.get("lang", "en") for row in rows} <= LANGUAGES
 
 
-def test_eval_set_overall_accuracy_at_least_85_percent(results):
-    correct = sum(expected == got for _, expected, got in results)
-    assert correct / len(results) >= 0.85, f"{correct}/{len(results)}"
+def test_holdout_is_large_balanced_multilingual_and_shares_no_request_with_training():
+    rows = load(HOLDOUT)
+    counts = Counter(row["label"] for row in rows)
+    assert len(rows) >= 250 and max(counts.values()) - min(counts.values()) <= 5
+    langs = Counter(row["lang"] for row in rows)
+    assert set(langs) == LANGUAGES and sum(n for lang, n in langs.items() if lang != "en") >= 0.2 * len(rows)
+    shapes = Counter()
+    for row in rows:
+        p = row["payload"]
+        shapes["json"] += "response_format" in p
+        shapes["forced"] += "tool_choice" in p
+        shapes["multi_turn"] += len(p["messages"]) >= 3
+        shapes["system"] += "system" in p or p["messages"][0]["role"] == "system"
+    assert min(shapes.values()) >= 10, shapes
+    trained = {json.dumps(r["payload"], sort_keys=True) for r in load(TRAIN) + load(EVAL)}
+    assert not [r["id"] for r in rows if json.dumps(r["payload"], sort_keys=True) in trained]
 
 
-def test_eval_set_no_label_recall_below_60_percent(results):
-    per: dict[str, list[int]] = {}
-    for _, expected, got in results:
-        slot = per.setdefault(expected, [0, 0])
-        slot[0] += expected == got
-        slot[1] += 1
-    low = {label: f"{c}/{t}" for label, (c, t) in per.items() if c / t < 0.6}
+def test_holdout_accuracy_at_least_90_percent():
+    rows = load(HOLDOUT)
+    assert accuracy(rows) >= 0.90
+
+
+def test_holdout_accuracy_at_least_85_percent_in_every_language_with_10_rows():
+    per = recall(load(HOLDOUT), "lang")
+    low = {lang: f"{c}/{t}" for lang, (c, t) in per.items() if t >= 10 and c / t < 0.85}
     assert not low
 
 
-def test_classifying_never_logs(results, caplog):
+def test_holdout_recall_of_every_label_at_least_80_percent():
+    per = recall(load(HOLDOUT), "label")
+    low = {label: f"{c}/{t}" for label, (c, t) in per.items() if c / t < 0.80}
+    assert not low
+
+
+@pytest.mark.parametrize("path", [TRAIN, EVAL], ids=lambda p: p.name)
+def test_training_sets_accuracy_at_least_95_percent_and_every_label_90(path):
+    rows = load(path)
+    assert accuracy(rows) >= 0.95
+    low = {label: f"{c}/{t}" for label, (c, t) in recall(rows, "label").items() if c / t < 0.90}
+    assert not low
+
+
+def test_classifying_never_logs(caplog):
     caplog.set_level(logging.DEBUG)
-    for case in load_eval()[:50]:
-        task_type(case["route"], case["payload"])
+    for row in load(HOLDOUT) + load(TRAIN)[:50]:
+        task_type(row["route"], row["payload"])
     assert caplog.records == []
 
 
@@ -230,7 +276,7 @@ def test_only_a_bounded_slice_is_read():
     filler = "the weather was mild and the market was quiet that day. " * (MB5 // 112)
     text = filler + " Translate into French, summarize, extract the fields, write a python function. " + filler
     assert len(text) > MB5
-    assert task_type("chat", chat(user(text))) == "chat"
+    assert task_type("chat", chat(user(text))) == task_type("chat", chat(user(filler + filler)))
 
 
 def test_many_messages_and_blocks_are_bounded():
