@@ -55,7 +55,7 @@ _NUMBER = re.compile(rb"\d+")
 # Syntax that prose rarely has, looked for among the punctuation only ("foo();" -> "();").
 _CODE_PUNCT = re.compile(rb"\(\);|\)\{|=>|!=|==|\+=|</|::|\[\]|->|\{\}|\(\"|\('")
 _NOT_MATH = bytes(b for b in range(256) if b not in b"=^+%*/")
-_QUOTES = ('"', "\u201c", "\u2018", "\u00ab", "\u300c", "\u300e")   # " “ ‘ « 「 『
+_QUOTES = re.compile('["\u201c\u2018\u00ab\u300c\u300e]')   # " “ ‘ « 「 『
 _SAMPLE = 1024          # characters whose punctuation is looked at
 _PUNCT = 256            # ... and at most this many punctuation characters
 
@@ -73,6 +73,7 @@ for _gate, _phrase, _label, _w in PHRASES:
     if _item not in _GATES.get(_gate.encode(), ()):
         _GATES[_gate.encode()] = _GATES.get(_gate.encode(), ()) + (_item,)
 _GATE_KEYS = frozenset(_GATES)
+_SPECIAL = _GATE_KEYS | _LANGS
 del _gate, _phrase, _label, _w, _item
 
 Group = tuple[int, list, float]
@@ -90,8 +91,8 @@ def observe(payload: dict) -> list[Group]:
         user = prompt if isinstance(prompt, str) else ""
     n = len(user)
     if 0 < n <= 2 * _INSTR:
-        _words(user, USER, 1.0, groups, meta)
-        _punct(user.encode("utf-8", "replace"), "```" in user, "\n    " in user, b"$", meta)
+        raw = _words(user, USER, 1.0, groups, meta)
+        _punct(raw, b"```" in raw, b"\n    " in raw, b"$", meta)
     elif n:
         head, tail, head_cut, tail_cut = _ends(user, n)
         _words(head, USER, 1.0 if head_cut or not tail_cut else _BODY, groups, meta)
@@ -104,7 +105,7 @@ def observe(payload: dict) -> list[Group]:
             meta.append(b"$question")
         if n < 40:
             meta.append(b"$short")
-        if n <= 2 * _INSTR and (user.count("'") >= 2 or any(q in user for q in _QUOTES)):
+        if n <= 2 * _INSTR and (user.count("'") >= 2 or _QUOTES.search(user)):
             meta.append(b"$quoted")           # a quoted term: to translate, define, classify, extract
     if prev:
         _words(prev if len(prev) <= 2 * _INSTR else prev[:_INSTR] + "\n" + prev[-_INSTR:], PREV, 1.0, groups, meta)
@@ -185,12 +186,12 @@ def _ends(user: str, n: int) -> tuple[str, str, bool, bool]:
 
 
 # ---- features -------------------------------------------------------------------------------------
-def _words(text: str, space: int, value: float, groups: list[Group], meta: list[bytes]) -> None:
-    """Words of `text` (already bounded) into `space`; CJK characters and cues into GRAMS; the gated phrases and
-    language names it holds into META."""
+def _words(text: str, space: int, value: float, groups: list[Group], meta: list[bytes]) -> bytes:
+    """Words of `text` (already bounded) into `space`; CJK characters and cues into GRAMS; the
+    gated phrases and language names of the ask into META. Returns the lower-cased UTF-8 text."""
     text = text.lower()
     raw = text.encode("utf-8", "replace")
-    norm = b" " + raw.translate(_NORM) + b" "
+    norm = raw.translate(_NORM)
     words = norm.split()
     if len(raw) != len(text) and raw.translate(None, _NOT_CJK):
         words += raw.translate(_NORM_ASCII).split()
@@ -198,16 +199,21 @@ def _words(text: str, space: int, value: float, groups: list[Group], meta: list[
         groups.append((_GRAMS_OF[space], list(cjk) + _CJK.findall(cjk), value))
     groups.append((space, words, value))
     if space != USER or value != 1.0:           # phrases and language names count in the ask only
-        return
-    for gate in _GATE_KEYS.intersection(words):
+        return raw
+    special = _SPECIAL.intersection(words)
+    if not special:
+        return raw
+    norm = b" " + norm + b" "                   # spaces are word boundaries for phrases
+    for gate in _GATE_KEYS.intersection(special):
         for phrase, name in _GATES[gate]:
             if phrase in norm:
                 meta.append(name)
-    languages = len(_LANGS.intersection(words))
+    languages = len(_LANGS.intersection(special))
     if languages:
         meta.append(_LANG_COUNT[min(languages, 3)])
         if HELPERS.search(norm):
             meta.append(b"$lang_helper")
+    return raw
 
 
 def _syntax(text: str, meta: list[bytes]) -> None:
