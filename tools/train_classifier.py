@@ -4,7 +4,7 @@
     .venv/bin/python tools/train_classifier.py --cv 5     # 5-fold cross-validation on the same rows only
 
 The model is a multinomial logistic regression over the features of
-kraken/policy/classify_features.py (words per namespace, CJK characters and bigrams, phrases, request
+kraken/policy/classify_features.py (words per namespace, CJK characters and cue words, phrases, request
 shape and syntax). It starts from the hand-written lexicon of kraken/policy/classify_cues.py and is
 pulled back towards it (L2 towards the hand weights, not towards zero), so a cue the training rows
 never show keeps its hand weight. Stochastic gradient descent in a fixed order (seeded shuffles),

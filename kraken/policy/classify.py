@@ -13,7 +13,7 @@ Labels: code_gen, chat, summarization, extraction, translation, reasoning, embed
 
 How: a linear model. kraken/policy/classify_features.py reads a bounded slice of the request
 (the last user message's two ends, the user message before it, the system prompt, CJK characters
-and bigrams, tool and schema names, response_format, a forced tool_choice, code and maths syntax)
+and cue words, tool and schema names, response_format, a forced tool_choice, code and maths syntax)
 as (namespace, tokens, value) groups; each token the weights file knows adds its per-label weights
 times the value; the highest score wins. The weights (classify_weights.json, loaded once at import)
 are fitted by tools/train_classifier.py on tests/policy/classify_train.jsonl and classify_eval.jsonl,

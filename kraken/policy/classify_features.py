@@ -6,8 +6,9 @@ its weights file knows in that namespace, the token's weights times the value. T
 
 Namespaces: USER (words of the last user message that has text), SYSTEM (words of the system
 prompt), PREV (words of the user message before it: "and in Spanish?" needs it), GRAMS, SYS_GRAMS
-and PREV_GRAMS (characters of CJK text, which has no spaces, and the cue words in it), TOOL (words of tool names and of a JSON schema's name and
-property names) and META (shape and syntax: "$rf_json", "$fence", ..., and gated phrases "~tl dr").
+and PREV_GRAMS (characters of CJK text, which has no spaces, and the cue words in it), TOOL (words
+of tool names and of a JSON schema's name and property names) and META (shape and syntax:
+"$rf_json", "$fence", "$numbers2", ..., and gated phrases "~tl dr").
 
 Cost is bounded whatever the request: at most _MAX_MESSAGES messages and _MAX_BLOCKS content blocks
 are looked at; of a long user text only its two ends (_INSTR characters each, cut at a blank line)
@@ -61,7 +62,7 @@ _PUNCT = 256            # ... and at most this many punctuation characters
 
 _LANGS = frozenset(w.encode() for w in LANGUAGES.split())
 # CJK has no spaces: its tokens are its characters plus the multi-character cues found in it with
-# one alternation (one C pass). Character bigrams would do without the list but cost ~150 ns each.
+# one alternation (one C pass). Character bigrams would need no cue list but cost ~150 ns each.
 _CJK = re.compile("|".join(sorted((c for c in cues(CJK_CUES) if len(c) > 1), key=len, reverse=True)))
 # Counted features and their caps: "$numbers1" .. "$numbers4" (a token per count, no scaling).
 COUNTED = {"code_punct": 5, "numbers": 4, "math": 3, "lang": 3}
