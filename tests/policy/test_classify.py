@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -284,3 +287,26 @@ def test_many_messages_and_blocks_are_bounded():
     assert task_type("chat", chat(*messages)) == "chat"     # the ask is beyond the look-back window
     blocks = [{"type": "text", "text": "hello there"}] * 100_000
     assert task_type("messages", {"messages": [user(blocks)]}) in LABELS
+
+
+# ---- the shipped weights --------------------------------------------------------------------------
+ROOT = HERE.parent.parent
+
+
+def test_shipped_weights_are_what_the_training_script_makes(tmp_path):
+    # Deterministic training, and no edit of the training rows (or the lexicon) without a retrain.
+    out = tmp_path / "weights.json"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "train_classifier.py"), "--out", str(out)],
+                   check=True, capture_output=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": "7"})
+    assert out.read_bytes() == (ROOT / "kraken" / "policy" / "classify_weights.json").read_bytes()
+
+
+def test_labels_do_not_depend_on_the_hash_seed():
+    script = ("import json, sys; from kraken.policy.classify import task_type; "
+              "rows = [json.loads(l) for l in open(sys.argv[1], encoding='utf-8') if l.strip() and not l.startswith('#')]; "
+              "print(json.dumps([task_type(r['route'], r['payload']) for r in rows]))")
+    here = [task_type(r["route"], r["payload"]) for r in load(HOLDOUT)]
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", script, str(HOLDOUT)], check=True, capture_output=True,
+                              timeout=120, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert json.loads(done.stdout) == here
