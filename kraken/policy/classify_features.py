@@ -39,12 +39,13 @@ _MAX_BLOCKS = 32        # content blocks read per message
 _MAX_TOOLS = 16         # tool (or schema property) names read
 _BODY = 0.4             # a word in pasted material rather than in the ask (classify.py: 2/5, exactly)
 
-# bytes.translate table: ASCII letters lower-cased; digits and ASCII punctuation except '+', '#'
-# (c++, c#) and '_' (parse_date is an identifier, not the verb) become spaces, and so do the UTF-8
+# bytes.translate table: ASCII letters lower-cased, digits kept (an id like 7f3a9c stays one unknown
+# word, not the cue letters f, a, c); ASCII punctuation except '+', '#' (c++, c#) and '_'
+# (parse_date is an identifier, not the verb) becomes spaces, and so do the UTF-8
 # lead bytes 0xC2 (U+0080-00BF: « » ¿ ¡ NBSP) and 0xE2 (U+2000-2FFF: curly quotes, dashes), which
 # frees the word before them. Other bytes >= 0x80 are kept: accented Latin, Cyrillic and CJK words
 # survive intact.
-_NORM = bytes(b if (97 <= b <= 122 or (b >= 128 and b not in (0xC2, 0xE2)) or b in b"+#_")
+_NORM = bytes(b if (97 <= b <= 122 or 48 <= b <= 57 or (b >= 128 and b not in (0xC2, 0xE2)) or b in b"+#_")
               else (b + 32 if 65 <= b <= 90 else 32) for b in range(256))
 # The same with every byte >= 0x80 a space: the ASCII words inside CJK text ("用Python写").
 _NORM_ASCII = _NORM[:128] + b" " * 128
