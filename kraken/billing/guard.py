@@ -240,7 +240,8 @@ class BillingGuard:
                 if p[0] <= 0 and p[1] <= 0:  # replays at startup were never noted: clamp
                     del self._unflushed[rec.customer_id]
         self._balances.update(balances)
-        metrics.WALLET_DEBITS.inc(sum(1 for r in new if r.customer_id and by_id[r.request_id] > 0))
+        metrics.WALLET_DEBITS.inc(sum(1 for r in new if r.customer_id in balances
+                                      and by_id[r.request_id] > 0))
         for rec in new:
             if rec.customer_id and month_of(rec.ts) == self._month:
                 u = self._usage.setdefault(rec.customer_id, [0, 0])

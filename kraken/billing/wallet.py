@@ -209,6 +209,9 @@ async def debit_usage(tx: Tx, records: Iterable[RequestRecord], *, now: float | 
                       costs: Mapping[str, int] | None = None) -> dict[str, int]:
     """Debit each record's cost + fee from its customer's wallet, inside the batch transaction.
 
+    Only a wallet that exists is debited: one is made by the first credit (top-up, refund,
+    adjustment), so every prepaid customer admitted has one; a postpaid customer never credited
+    gets no ledger row per request (its spend is in ``usage_monthly`` and ``requests``).
     Idempotent by request id (the ref): a record already debited is skipped. Returns the new
     balance of every wallet touched, for the hot path's snapshot. ``costs`` (request id ->
     ``usage_micros``, see ``batch_costs``) spares computing them again.

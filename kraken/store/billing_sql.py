@@ -112,19 +112,20 @@ class BillingRepository:
 
     async def debit(self, tx: Any, debits: Sequence[tuple[str, int, str]], now: float,
                     ) -> dict[str, int]:
-        """Insert one usage_debit per (wallet, negative amount, ref) not applied yet (by ref);
-        return the new balance of each wallet debited."""
+        """Insert one usage_debit per (wallet, negative amount, ref) whose wallet exists and whose
+        ref is not applied yet; return the balance of each of those wallets after the batch.
+
+        A customer without a wallet (never credited: postpaid) gets no ledger row; its spend is in
+        ``usage_monthly`` and ``requests``."""
+        balances = await self._wallets(tx, list(dict.fromkeys(d[0] for d in debits)))
+        debits = [d for d in debits if d[0] in balances]
         done = await self._in(tx, "seen_refs", [d[2] for d in debits])
-        todo = []
-        for debit in debits:
-            if debit[2] not in done:
-                done.add(debit[2])
-                todo.append(debit)
-        balances = await self._ensure_wallets(tx, list(dict.fromkeys(d[0] for d in todo)), now)
         rows = []
-        for wallet_id, amount, ref in todo:
-            balances[wallet_id] += amount
-            rows.append((wallet_id, "usage_debit", amount, ref, now, balances[wallet_id]))
+        for wallet_id, amount, ref in debits:
+            if ref not in done:
+                done.add(ref)
+                balances[wallet_id] += amount
+                rows.append((wallet_id, "usage_debit", amount, ref, now, balances[wallet_id]))
         if rows:
             await tx.executemany(self.sql["insert_tx"], rows)
         return balances
@@ -133,10 +134,10 @@ class BillingRepository:
         """Add (customer, month, tokens, spend micros) to ``usage_monthly``."""
         await tx.executemany(self.sql["add_usage"], rows)
 
-    async def _ensure_wallets(self, tx: Any, wallet_ids: list[str], now: float) -> dict[str, int]:
+    async def _wallets(self, tx: Any, wallet_ids: list[str]) -> dict[str, int]:
+        """The balances of those of ``wallet_ids`` that exist."""
         balances: dict[str, int] = {}
         for chunk in _chunks(wallet_ids):
-            await tx.executemany(self.sql["ensure_wallet"], [(w, now) for w in chunk])
             rows = await tx.fetch_all(self._marks("wallets_of", len(chunk)), chunk)
             balances.update((r[0], int(r[1])) for r in rows)
         return balances

@@ -174,6 +174,8 @@ async def test_writer_debits_in_the_batch_transaction_and_replay_does_not_debit_
     meter = Meter(store, Journal(tmp_path / "j"), MeterConfig(batch_max=3))
     meter.billing = guard
     try:
+        await wallet.top_up(store, "cus_a", 10_000, "t0")
+        await guard.refresh(store)
         records = [record(i) for i in range(7)] + [record(100, customer=None), record(101, cost=None, fee=None)]
         for rec in records:
             assert meter.reserve()
@@ -186,19 +188,41 @@ async def test_writer_debits_in_the_batch_transaction_and_replay_does_not_debit_
             assert again.reserve()
             again.record(rec)
         await again.close()
-        assert await wallet.balance(store, "cus_a") == -7 * 1050
-        assert guard.balance_micros("cus_a") == -7 * 1050
+        assert await wallet.balance(store, "cus_a") == 10_000 - 7 * 1050
+        assert guard.balance_micros("cus_a") == 10_000 - 7 * 1050
         tokens, spend = guard.usage("cus_a")
         assert (tokens, spend) == (8 * 15, 7 * 1050)  # the unpriced request's tokens count too
-        refs = {r[0] for r in await store.fetch_all("SELECT ref FROM wallet_transactions")}
+        refs = {r[0] for r in await store.fetch_all(
+            "SELECT ref FROM wallet_transactions WHERE kind = 'usage_debit'")}
         month = await store.fetch_all(
             "SELECT tokens, spend_micros FROM usage_monthly WHERE customer_id = 'cus_a'")
     finally:
         await store.close()
     bal, total, rows = await ledger(backend, "cus_a")
-    assert bal == total == -7 * 1050 and len(rows) == 7
+    assert bal == total == 10_000 - 7 * 1050 and len(rows) == 1 + 7
     assert refs == {f"req_{i:06d}" for i in range(7)}
     assert month == [(8 * 15, 7 * 1050)]
+
+
+async def test_a_customer_without_a_wallet_gets_no_ledger_rows_only_monthly_usage(store, backend):
+    """Postpaid spend lives in usage_monthly and requests: no wallet is made for a customer
+    never credited, and a wallet credited later is debited from then on, never for the past."""
+    guard = BillingGuard(PlanBook())
+    assert await store.insert_records([record(i, customer="cus_p") for i in range(4)],
+                                      guard.in_batch) == 4
+    guard.committed()
+    assert await store.fetch_all("SELECT wallet_id FROM wallets") == []
+    assert await store.fetch_all("SELECT ref FROM wallet_transactions") == []
+    assert await store.fetch_all(
+        "SELECT tokens, spend_micros FROM usage_monthly WHERE customer_id = 'cus_p'") == [
+        (4 * 15, 4 * 1050)]
+    await wallet.top_up(store, "cus_p", 5_000, "credit-1")
+    assert await store.insert_records([record(i, customer="cus_p") for i in range(3, 6)],
+                                      guard.in_batch) == 2  # req_000003 was stored already
+    guard.committed()
+    bal, total, rows = await ledger(backend, "cus_p")
+    assert bal == total == 5_000 - 2 * 1050 and len(rows) == 3
+    assert guard.usage("cus_p") == (6 * 15, 6 * 1050)
 
 
 async def test_refresh_picks_up_top_ups_written_by_another_process(store, backend):

@@ -45,6 +45,18 @@ def _stored(db: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT request_id FROM requests")]
 
 
+async def _credit(db: Path, customer_id: str) -> None:
+    """Create the database and credit the customer's wallet (only a wallet is debited)."""
+    from kraken.billing import wallet
+    from kraken.store.sqlite import SqliteStore
+
+    store = await SqliteStore.open(str(db))
+    try:
+        await wallet.top_up(store, customer_id, 10**9, "test-credit")
+    finally:
+        await store.close()
+
+
 def _start(tmp: Path, mock_port: int, **sections) -> KrakenProcess:
     port = free_port()
     doc = kraken_mapping(tmp, mock_port, server={"port": port, "drain_timeout_s": 3.0},
@@ -107,6 +119,7 @@ async def test_sigterm_with_the_database_on_a_full_disk_exits_75_and_replays_at_
     with tiny_filesystem(tmp_path / "dbfs", "4m") as dbfs:
         db = dbfs / "kraken.db"
         store = {"path": str(db), "journal_dir": str(tmp_path / "journal")}
+        await _credit(db, "cust_1")  # a wallet, so each priced request is a ledger debit too
         async with running_mock() as mock:
             kp = await anyio.to_thread.run_sync(lambda: _start(tmp_path, mock.port, store=store))
             try:

@@ -4,8 +4,9 @@ Single-wallet statements are SQLite's with numbered placeholders, except that a 
 change is read ``FOR UPDATE``: its balance cannot move before this transaction ends.
 
 A batch is a handful of statements whatever its size, each taking arrays (``= ANY($1)``,
-``unnest``): the "already stored" check, the batch's wallets locked ``FOR UPDATE`` in wallet id
-order (created first if new; two batches never wait on each other crosswise), one multi-row
+``unnest``): the "already stored" check, the batch's existing wallets locked ``FOR UPDATE`` in
+wallet id order (two batches never wait on each other crosswise; a customer without a wallet gets
+no ledger row), one multi-row
 ledger insert and one ``usage_monthly`` upsert (rows in key order, for the same reason).
 
 Exactly once across hosts, and never from a stale balance: the ledger insert starts only once
@@ -31,8 +32,6 @@ _PG = {
                    " ROUND(SUM(COALESCE(cost_usd, 0) + COALESCE(kraken_fee_usd, 0))::numeric"
                    " * 1000000)::bigint FROM requests WHERE key_id = ANY(?::text[]) GROUP BY key_id"),
     "seen_requests": "SELECT request_id FROM requests WHERE request_id = ANY(?::text[])",
-    "ensure_wallets": ("INSERT INTO wallets (wallet_id, created_ts) SELECT w, ? FROM "
-                       "unnest(?::text[]) AS w ORDER BY w ON CONFLICT (wallet_id) DO NOTHING"),
     "lock_wallets": ("SELECT wallet_id, balance_micros FROM wallets WHERE wallet_id = ANY(?::text[]) "
                      "ORDER BY wallet_id FOR UPDATE"),
     "insert_debits": (  # run with the wallets locked: its snapshot holds every ref applied
@@ -66,13 +65,13 @@ class PostgresBillingRepository(BillingRepository):
         wallets = sorted({d[0] for d in debits})
         if not wallets:
             return {}
-        locked = await tx.fetch_all(self.sql["lock_wallets"], (wallets,))
-        if len(locked) < len(wallets):  # new wallets: create, then lock them too
-            await tx.execute(self.sql["ensure_wallets"], (now, wallets))
-            await tx.fetch_all(self.sql["lock_wallets"], (wallets,))
+        locked = {r[0] for r in await tx.fetch_all(self.sql["lock_wallets"], (wallets,))}
         todo: dict[str, tuple[str, int, str]] = {}
         for debit in debits:
-            todo.setdefault(debit[2], debit)
+            if debit[0] in locked:  # no wallet (postpaid): no ledger row
+                todo.setdefault(debit[2], debit)
+        if not todo:
+            return {}
         cols = tuple(map(list, zip(*todo.values())))
         balances: dict[str, int] = {}
         for wallet_id, after in await tx.fetch_all(self.sql["insert_debits"], (now, *cols)):
