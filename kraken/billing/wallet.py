@@ -99,8 +99,30 @@ def micros_to_usd(micros: int) -> str:
     return str((Decimal(micros) * _MICRO).quantize(_MICRO))
 
 
+_FLOAT_EXACT_USD = 1e3
+"""|cost| and |fee| below this many USD: their float sum in micro-dollars is within 1e-6 of
+the exact decimal sum (three roundings of at most 2**-53 relative, on at most 2e9 micros)."""
+
+
 def usage_micros(rec: RequestRecord) -> int:
-    """What a request costs the customer (provider cost + Kraken fee), rounded half-even to µ$."""
+    """What a request costs the customer (provider cost + Kraken fee), rounded half-even to µ$.
+
+    Exact: the decimal values of the two floats (their ``repr``) summed and rounded. Float
+    arithmetic gives the same integer unless the sum lies within 1e-6 of a half micro-dollar
+    (or a value is large, not finite or not a float): only those take the Decimal path
+    (~0.3 µs instead of ~2 µs; the hot path and the writer both call this per record).
+    """
+    cost, fee = rec.cost_usd, rec.kraken_fee_usd
+    if (cost is None or (type(cost) is float and -_FLOAT_EXACT_USD < cost < _FLOAT_EXACT_USD)) \
+            and (fee is None or (type(fee) is float and -_FLOAT_EXACT_USD < fee < _FLOAT_EXACT_USD)):
+        m = ((cost or 0.0) + (fee or 0.0)) * 1e6
+        r = round(m)
+        if abs(m - r) < 0.499999:
+            return r
+    return _usage_micros_exact(rec)
+
+
+def _usage_micros_exact(rec: RequestRecord) -> int:
     total = Decimal(0)
     for value in (rec.cost_usd, rec.kraken_fee_usd):
         if value:
@@ -109,7 +131,7 @@ def usage_micros(rec: RequestRecord) -> int:
 
 
 def batch_costs(records: Sequence[RequestRecord]) -> tuple[list[int], dict[str, int]]:
-    """``usage_micros`` of each record of a batch, computed once (Decimal work, ~2 µs each):
+    """``usage_micros`` of each record of a batch, computed once:
     in record order, and by request id (the first record of an id, as ``new_records`` keeps)."""
     micros = [usage_micros(rec) for rec in records]
     by_id: dict[str, int] = {}

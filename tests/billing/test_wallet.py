@@ -79,6 +79,32 @@ def test_usage_is_cost_plus_fee_rounded_half_even_to_micros():
     assert wallet.usage_micros(record(4, cost=None, fee=None)) == 0
 
 
+def test_usage_micros_equals_the_decimal_sum_of_the_values_for_any_floats():
+    """The float shortcut never differs from summing the values' decimal forms and rounding
+    half-even: random prices, values landing exactly on (or a hair beside) half a micro-dollar,
+    large, negative, zero and non-finite values."""
+    import random
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    def exact(cost, fee):
+        total = sum((Decimal(repr(v)) for v in (cost, fee) if v), Decimal(0))
+        return int((total * 10**6).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+    rng = random.Random(7)
+    values = [None, 0.0, -0.0, 1e-7, 5e-7, 1.5e-6, 2.5e-6, 0.0000035, 999.9999995, 1e3, 2e3,
+              1e12, -0.0000025, 0.1, 0.2, 0.3]
+    values += [rng.uniform(0, 0.5) for _ in range(3000)]
+    values += [rng.randrange(10**7) / 10**7 for _ in range(3000)]  # ties at 7 decimals
+    values += [(rng.randrange(10**6) + 0.5) / 10**6 for _ in range(1000)]
+    values += [float.fromhex(h) for h in ("0x1.0c6f7a0b5ed8dp-21", "0x1.4f8b588e368f1p-20")]
+    for _ in range(20000):
+        cost, fee = rng.choice(values), rng.choice(values)
+        assert wallet.usage_micros(record(0, cost=cost, fee=fee)) == exact(cost, fee), (cost, fee)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises((ValueError, ArithmeticError)):  # as before the shortcut
+            wallet.usage_micros(record(0, cost=bad, fee=None))
+
+
 async def test_top_up_is_idempotent_by_ref(store, backend):
     first, created = await wallet.top_up(store, "cus_a", 5_000_000, "pay_1")
     again, created_again = await wallet.top_up(store, "cus_a", 5_000_000, "pay_1")
