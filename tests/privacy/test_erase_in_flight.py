@@ -133,4 +133,4 @@ async def test_streams_ending_after_an_erasure_leave_no_trace_of_the_customer(tm
     assert sorted(r[0] for r in rows) == sorted(late + [other])
     assert all(r[1].startswith("erased_") and r[2] is None for r in rows if r[0] in late)
     assert _query(db, "SELECT customer_id FROM usage_monthly") == [("cust_1",)]
-    assert _query(db, "SELECT DISTINCT wallet_id FROM wallets") == [("cust_1",)]
+    assert _query(db, "SELECT DISTINCT wallet_id FROM wallets") == []  # none was ever credited
