@@ -12,6 +12,7 @@ import errno
 import math
 import os
 import time
+from operator import attrgetter
 from pathlib import Path
 from typing import Iterable
 
@@ -162,7 +163,8 @@ class Journal:
                 pass
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+_values = attrgetter(*FIELD_NAMES)
 
 
 def _is_number(value: object) -> bool:
@@ -177,7 +179,7 @@ def storable(rec: RequestRecord) -> bool:
     CHECK, so the writer checks this first and counts such a record as dropped.
     """
     return (
-        all(type(getattr(rec, name)) in _SCALARS for name in FIELD_NAMES)
+        _SCALARS.issuperset(map(type, _values(rec)))
         and isinstance(rec.request_id, str)
         and _is_number(rec.ts)
         and _is_number(rec.latency_ms)
