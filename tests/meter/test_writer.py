@@ -13,7 +13,7 @@ from kraken import metrics
 from kraken.config import MeterConfig
 from kraken.meter.journal import Journal
 from kraken.store.record import RequestRecord
-from kraken.meter.writer import Meter
+from kraken.meter.writer import DEEP_BATCHES, Meter
 from kraken.store import SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -83,18 +83,20 @@ def push(meter: Meter, ids) -> None:
         meter.record(make(i))
 
 
-async def test_queued_records_are_written_in_batches_of_batch_max(store, db, jdir):
-    meter = new_meter(store, jdir, batch_max=10, flush_interval_ms=60_000)
+async def test_a_deep_queue_is_written_in_batches_of_up_to_deep_batches_times_batch_max(
+        store, db, jdir):
+    meter = new_meter(store, jdir, batch_max=2, flush_interval_ms=60_000)
     flushes = sample("kraken_meter_flush_seconds_count")
     written = sample("kraken_meter_records_written_total")
-    push(meter, range(25))
+    push(meter, range(2 * DEEP_BATCHES + 9))
     async with anyio.create_task_group() as tg:
         await tg.start(meter.run)
         await wait_until(lambda: meter.depth == 0)
-        assert sample("kraken_meter_flush_seconds_count") - flushes == 3  # 10 + 10 + 5
-        assert sample("kraken_meter_records_written_total") - written == 25
+        # 2 * DEEP_BATCHES, then the 9 left (more than batch_max: one batch)
+        assert sample("kraken_meter_flush_seconds_count") - flushes == 2
+        assert sample("kraken_meter_records_written_total") - written == 2 * DEEP_BATCHES + 9
         await meter.close()
-    assert rows(db) == [f"req-{i:06d}" for i in range(25)]
+    assert rows(db) == [f"req-{i:06d}" for i in range(2 * DEEP_BATCHES + 9)]
 
 
 async def test_reaching_batch_max_wakes_the_writer_before_the_interval(store, db, jdir):
