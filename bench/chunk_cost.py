@@ -6,6 +6,11 @@ One provider SSE event goes: chunked-transfer decoding (upstream/response.py) �
 Python work per chunk; the write syscall comes on top (see bench/run.py for end to end).
 
     .venv/bin/python bench/chunk_cost.py [--chunks 200000]
+    .venv/bin/python bench/chunk_cost.py --requests 5000   # also: one request's HTTP/1.1 server side
+
+``--requests N`` adds the fixed per-request cost of the client side of HTTP/1.1 (head parse and
+checks, exchange, handler task, response head and write) on the same in-memory transport: a
+bench-like request, a handler that answers at once; the minimum of 5 rounds of N.
 """
 from __future__ import annotations
 
@@ -24,6 +29,14 @@ EVENT = (b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1
          b'"choices":[{"index":0,"delta":{"content":" tok42"},"finish_reason":null}],"usage":null}\n\n')
 
 
+REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+           b"Content-Type: application/json\r\nContent-Length: 64\r\n"
+           b"Authorization: Bearer kr_test_demo_krakendemokeyfordocs0000\r\n"
+           b"User-Agent: OpenAI/Python 1.40.0\r\nAccept: application/json\r\n"
+           b"Connection: keep-alive\r\n\r\n"
+           b'{"model":"mock-gpt","messages":[{"role":"user","content":"hi"}]}')
+
+
 class NullTransport:
     """Accepts writes like a socket transport with an empty buffer."""
 
@@ -40,6 +53,12 @@ class NullTransport:
 
     def is_closing(self) -> bool:
         return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
 
 async def request_sink() -> tuple[H1Connection, object]:
@@ -80,13 +99,42 @@ async def measure(chunks: int, per_read: int) -> float:
     return elapsed / (reads * per_read) * 1e6
 
 
+async def request_cost(requests: int) -> float:
+    """µs of CPU per request for the HTTP/1.1 server side alone (see the module doc)."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future | None = None
+
+    async def handler(req, sink) -> None:
+        sink.respond(200, [(b"content-type", b"application/json")], b'{"ok":true}')
+        answered.set_result(None)
+
+    conn = H1Connection(handler, ServerConfig(), None)
+    conn.connection_made(NullTransport())
+    rounds = []
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(requests):
+            answered = loop.create_future()
+            conn.data_received(REQUEST)
+            await answered
+            await asyncio.sleep(0)  # the handler's task ends; the connection is idle again
+        rounds.append((time.process_time() - t0) / requests * 1e6)
+    conn.connection_lost(None)
+    return min(rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=200_000)
+    parser.add_argument("--requests", type=int, default=0,
+                        help="also time N requests' HTTP/1.1 server side (0 = skip)")
     args = parser.parse_args()
     for per_read in (1, 4, 20):
         us = asyncio.run(measure(args.chunks, per_read))
         print(f"{per_read:>3} event(s) per provider read: {us:6.2f} µs of Kraken CPU per chunk")
+    if args.requests:
+        us = asyncio.run(request_cost(args.requests))
+        print(f"one request, HTTP/1.1 server side (head to answer written): {us:6.2f} µs of CPU")
 
 
 if __name__ == "__main__":
