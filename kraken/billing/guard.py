@@ -202,8 +202,9 @@ class BillingGuard:
     async def in_batch(self, tx: Tx, records: Sequence[RequestRecord]) -> None:
         """Debit wallets and add monthly usage for the batch's new records (same transaction).
 
-        Runs before the batch's INSERT OR IGNORE, so records already stored (a journal replay)
-        are recognised and neither debited nor counted twice.
+        Records already stored (a journal replay) are recognised and neither debited nor
+        counted twice: SQLite runs this before the batch's INSERT OR IGNORE; PostgreSQL after
+        its insert, which names the rows it stored (``tx.inserted``).
         """
         self._pending = None
         new = await wallet.new_records(tx, records)

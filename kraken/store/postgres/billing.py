@@ -91,6 +91,9 @@ class PostgresBillingRepository(BillingRepository):
             await tx.execute(self.sql["add_usage_batch"], tuple(map(list, zip(*sorted(rows)))))
 
     async def seen_requests(self, tx: Any, ids: Sequence[str]) -> set[str]:
+        inserted = getattr(tx, "inserted", None)
+        if inserted is not None:  # the batch's rows are in: stored before = not inserted now
+            return {i for i in ids if i not in inserted}
         return {r[0] for r in await tx.fetch_all(self.sql["seen_requests"], (list(ids),))}
 
     async def key_totals(self, db: Any, keys: Sequence[str]) -> list[tuple[str, int, int]]:

@@ -119,7 +119,9 @@ class PostgresStore:
                              hook: BatchWork | None = None) -> int:
         """Insert a batch in one transaction; return how many rows were new.
 
-        ``hook`` runs first in the same transaction. Records of customers erased meanwhile are
+        ``hook`` runs after the insert in the same transaction, with ``tx.inserted`` (the ids
+        the insert's RETURNING named): the "already stored" check of the billing hook reads
+        it instead of querying the table again (one statement less per batch). Records of customers erased meanwhile are
         tombstoned and not billed (kraken/store/postgres/erased.py).
         """
         if not records:
@@ -129,12 +131,12 @@ class PostgresStore:
             try:
                 tx = PgTx(conn)
                 records, billed = await erased.scrub(tx, self._erasure_key, records)
+                columns = list(zip(*map(_row, records)))
+                tx.inserted = {r[0] for r in await conn.fetch(_INSERT, *columns)}
                 if hook is not None:
                     await hook(tx, billed)
-                columns = list(zip(*map(_row, records)))
-                inserted = len(await conn.fetch(_INSERT, *columns))
                 await conn.execute("COMMIT")
-                return inserted
+                return len(tx.inserted)
             except BaseException:
                 await _rollback(conn)
                 raise
@@ -226,7 +228,7 @@ async def _migrate(conn: asyncpg.Connection) -> tuple[int, ...]:
 class PgTx:
     """The statements of one open transaction (see ``PostgresStore.transaction``)."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "inserted")
     audit = AUDIT
     """The audit chain's SQL, for appends inside an action's transaction."""
 
@@ -244,6 +246,8 @@ class PgTx:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self.inserted: set[str] | None = None
+        """In a batch: the request ids its insert stored (None elsewhere)."""
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one parameterised statement; return the number of rows changed."""
