@@ -32,11 +32,27 @@ _INSERT = "INSERT OR IGNORE INTO requests ({}) VALUES ({})".format(
     ", ".join("COALESCE(?, 0)" if name == "byok" else "?" for name in FIELD_NAMES),
 )
 _row = attrgetter(*FIELD_NAMES)  # bool fallback_used binds as 0/1 (bool is an int)
-_ROWS_PER_STATEMENT = 400
-"""Rows of one multi-row INSERT: 8,000 host parameters (SQLite >= 3.32 allows 32,766)."""
+_ROWS_PER_STATEMENT = 256
+"""Rows of one multi-row INSERT at most: 5,120 host parameters (SQLite >= 3.32 allows 32,766)."""
 
 
-@functools.lru_cache(maxsize=8)
+def _statement_sizes(total: int) -> list[int]:
+    """``total`` rows cut into full statements and a binary tail (e.g. 600 -> 256, 256, 64, 16,
+    8): every size is a power of two, so the connection's statement cache holds at most nine
+    compiled multi-row INSERTs. One size per remainder made it hold up to 128 of them, each
+    compiled for hundreds of rows: tens of MB of RSS (tests/http/test_h2_memory.py)."""
+    sizes = [_ROWS_PER_STATEMENT] * (total // _ROWS_PER_STATEMENT)
+    rest = total % _ROWS_PER_STATEMENT
+    bit = _ROWS_PER_STATEMENT
+    while rest:
+        bit >>= 1
+        if rest & bit:
+            sizes.append(bit)
+            rest -= bit
+    return sizes
+
+
+@functools.lru_cache(maxsize=16)
 def _insert_rows(n: int) -> str:
     """``_INSERT`` with ``n`` rows of values: one statement, so one sqlite3_step (the GIL
     released once) for the lot. ``executemany`` steps once per row, and each step gives the
@@ -154,11 +170,12 @@ class SqliteStore:
                 records, billed = await erased.scrub(tx, records)
                 if hook is not None:
                     await hook(tx, billed)
-                inserted = 0
-                for i in range(0, len(records), _ROWS_PER_STATEMENT):
-                    part = records[i:i + _ROWS_PER_STATEMENT]
+                inserted, i = 0, 0
+                for size in _statement_sizes(len(records)):
+                    part = records[i:i + size]
+                    i += size
                     params = [value for rec in part for value in _row(rec)]
-                    cur = await self._conn.execute(_insert_rows(len(part)), params)
+                    cur = await self._conn.execute(_insert_rows(size), params)
                     inserted += max(cur.rowcount, 0)
                 await self._conn.execute("COMMIT")
                 return inserted
