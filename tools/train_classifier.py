@@ -113,12 +113,7 @@ def fit(rows: list[tuple[dict[Feature, float], int]], epochs: int = EPOCHS, rate
         step = rate / (1 + epoch / 10)
         for i in order:
             x, y = rows[i]
-            z = list(bias)
-            for f, v in x.items():
-                w = weights.get(f)
-                if w is not None:
-                    for k in range(K):
-                        z[k] += w[k] * v
+            z = scores(weights, bias, x)
             top = max(z)
             e = [math.exp(s - top) for s in z]
             total = sum(e)
@@ -134,13 +129,20 @@ def fit(rows: list[tuple[dict[Feature, float], int]], epochs: int = EPOCHS, rate
     return weights, bias
 
 
-def predict(weights: dict[Feature, list[float]], bias: list[float], x: dict[Feature, float]) -> int:
+def scores(weights: dict[Feature, list[float]], bias: list[float],
+           x: dict[Feature, float]) -> list[float]:
+    """Each label's linear score of one row's features."""
     z = list(bias)
     for f, v in x.items():
         w = weights.get(f)
         if w is not None:
             for k in range(K):
                 z[k] += w[k] * v
+    return z
+
+
+def predict(weights: dict[Feature, list[float]], bias: list[float], x: dict[Feature, float]) -> int:
+    z = scores(weights, bias, x)
     return z.index(max(z))
 
 
