@@ -22,8 +22,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,130 +37,10 @@ AUTH = f"Authorization: Bearer {DEMO_KEY}"
 PATH = "/v1/chat/completions"
 BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = ("direct", "nginx", "kraken")
 
-
-# ----------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, seconds: float) -> bool:
-    """True once 127.0.0.1:port accepts; False if the process died or time ran out."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def wait_answer(port: int, proc: subprocess.Popen, spawned: float, seconds: float) -> float | None:
-    """Seconds from ``spawned`` (perf_counter) to the first 200 from the target; None if the process
-    died or ``seconds`` passed without one."""
-    deadline = spawned + seconds
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            return None
-        status, _ = probe(port, timeout=1.0)
-        if status == 200:
-            return time.perf_counter() - spawned
-        time.sleep(0.005)
-    return None
-
-
-def start(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    out = open(log, "wb")
-    try:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, env=env)
-    finally:
-        out.close()
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    """SIGTERM this one child (by PID), then SIGKILL if it ignores us for 5 s."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-# ----------------------------------------------------------------------------- /proc accounting
-
-
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()  # fields from #3 (state) on; comm may hold spaces
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (nginx workers, Kraken workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                children.setdefault(int(_stat_fields(int(entry))[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of live processes (fields 14 and 15 of /proc/<pid>/stat)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            f = _stat_fields(pid)
-            ticks += int(f[11]) + int(f[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return ticks / CLK_TCK
-
-
-def memory_kib(pids: list[int], key: str) -> int:
-    """Sum of ``key`` (VmRSS or VmHWM) over the processes, in KiB."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith(key + ":"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
-
-
-# ----------------------------------------------------------------------------- targets
+from procs import (CLK_TCK, cpu_seconds, free_port, memory_kib, process_tree,  # noqa: E402,F401
+                   start, stop, tail, wait_port)
 
 
 @dataclass
@@ -197,6 +75,20 @@ def probe(port: int, timeout: float = 10.0) -> tuple[int, bytes]:
         return 0, str(e).encode()
     finally:
         conn.close()
+
+
+def wait_answer(port: int, proc: subprocess.Popen, spawned: float, seconds: float) -> float | None:
+    """Seconds from ``spawned`` (perf_counter) to the first 200 from the target; None if the process
+    died or ``seconds`` passed without one."""
+    deadline = spawned + seconds
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            return None
+        status, _ = probe(port, timeout=1.0)
+        if status == 200:
+            return time.perf_counter() - spawned
+        time.sleep(0.005)
+    return None
 
 
 def find_nginx() -> str | None:
