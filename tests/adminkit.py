@@ -6,11 +6,20 @@ import json
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from harness import free_port, http, kraken_mapping, running_kraken, running_mock
+
+
+@dataclass
+class Member:
+    """A customer and one of its keys as a test holds them (the plaintext shown once)."""
+    customer_id: str
+    key_id: str
+    secret: str
 
 from kraken.admin.token import hash_token
 

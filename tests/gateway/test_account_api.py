@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adminkit import admin_doc
+from adminkit import Member, admin_doc
 from harness import TEST_KEY, free_port, http, running_kraken, running_mock
 from kraken import audit
 from kraken.accounts import service
@@ -30,13 +30,6 @@ MODELS = "/v1/models"
 @pytest.fixture(scope="module")
 def anyio_backend():
     return ("asyncio", {"use_uvloop": True})
-
-
-@dataclass
-class Member:
-    customer_id: str
-    key_id: str
-    secret: str
 
 
 @dataclass

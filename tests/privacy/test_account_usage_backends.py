@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from adminkit import BEARER, admin_doc
+from adminkit import BEARER, Member, admin_doc
 from harness import free_port, http, running_kraken, running_mock
 from postgres_server import StoreBackend, pg_server  # noqa: F401  (module-scoped fixture)
 from kraken.accounts import service
@@ -37,22 +37,15 @@ def anyio_backend():
 
 
 @dataclass
-class Person:
-    customer_id: str
-    key_id: str
-    secret: str
-
-
-@dataclass
 class World:
     port: int
     admin_port: int
-    solo: Person
-    org_admin: Person
-    org_dev: Person
+    solo: Member
+    org_admin: Member
+    org_dev: Member
     stamps: list[float]
 
-    async def account(self, who: Person, path: str) -> Any:
+    async def account(self, who: Member, path: str) -> Any:
         reply = await http(self.port, "GET", path, b"", {"authorization": f"Bearer {who.secret}"})
         assert reply.status == 200, (reply.status, reply.body)
         return reply.json()
@@ -63,15 +56,15 @@ class World:
         return reply.json()
 
 
-async def _person(store, label: str, org: str | None = None, role: str | None = None) -> Person:
+async def _person(store, label: str, org: str | None = None, role: str | None = None) -> Member:
     cid = (await service.create_customer(store, f"{label}-{uuid.uuid4().hex[:8]}@example.com")).id
     if org is not None and role is not None:
         await service.add_member(store, org, cid, role)
     made = await service.create_key(store, cid, org_id=org, rounds=4)
-    return Person(cid, made.key.id, made.plaintext)
+    return Member(cid, made.key.id, made.plaintext)
 
 
-def _records(who: Person, stamps: list[float], model: str, tag: str) -> list[RequestRecord]:
+def _records(who: Member, stamps: list[float], model: str, tag: str) -> list[RequestRecord]:
     return [RequestRecord(
         ts=ts, request_id=f"{tag}-{i:03d}-{uuid.uuid4().hex[:8]}", customer_id=who.customer_id,
         model_requested=model, model_dispatched=model, provider="mockai", prompt_tokens=10 + i,
