@@ -14,6 +14,8 @@ import re
 
 import h11
 
+from kraken.http.h1fast import CommonHead, read_common_head
+
 try:  # h11's own request-head reader, called without a Connection (see _h11_read)
     from h11._headers import has_expect_100_continue as _expects_100_continue
     from h11._readers import maybe_read_from_IDLE_client as _read_request_head
@@ -82,10 +84,20 @@ def check_head(head: bytes) -> int | None:
 Headers = tuple[tuple[bytes, bytes], ...]
 
 
-def parse_head(head: bytes, max_head: int, max_uri: int) -> tuple[h11.Request, Headers, bool]:
+def parse_head(head: bytes, max_head: int, max_uri: int
+               ) -> tuple[h11.Request | CommonHead, Headers, bool]:
     """h11's parse of a complete head (already through ``check_head``) and the refusals it
     lacks: the request, its (lower-case name, value) pairs, and whether the client waits
-    for 100 Continue. Raises HeadRejected."""
+    for 100 Continue. Raises HeadRejected. A head in the common subset is read without h11
+    (``kraken.http.h1fast``: the same answer, proven against this path)."""
+    common = read_common_head(head, max_uri)
+    if common is not None:
+        return common, common.headers, False
+    return parse_head_h11(head, max_head, max_uri)
+
+
+def parse_head_h11(head: bytes, max_head: int, max_uri: int) -> tuple[h11.Request, Headers, bool]:
+    """The reference path: h11's reader, then the refusals it lacks."""
     try:
         event, expect_continue = _h11_read(head, max_head)
     except h11.ProtocolError as exc:

@@ -1,11 +1,15 @@
-"""The request-head parse calls h11's reader without an ``h11.Connection``: for every head of
-the malformed-request and smuggling tables (and good heads), it must answer exactly what the
-Connection path answers (same request, same refusal status, same 100-continue flag)."""
+"""The request-head parse calls h11's reader without an ``h11.Connection``, and reads common
+heads without h11 at all (kraken/http/h1fast.py): for every head of the malformed-request and
+smuggling tables, good heads and thousands of mutated ones, each path must answer exactly what
+the Connection path answers (same request, same refusal status, same 100-continue flag)."""
 from __future__ import annotations
+
+import random
 
 import pytest
 
 from kraken.http import h1head
+from kraken.http.h1fast import read_common_head
 from kraken.http.h1head import HeadRejected, parse_head
 from test_h1_malformed import MALFORMED
 from test_hardening import SMUGGLING
@@ -25,9 +29,17 @@ HEADS = [(name, raw[: raw.find(b"\r\n\r\n") + 4]) for name, raw, *_ in [*MALFORM
          if b"\r\n\r\n" in raw] + GOOD
 
 
-def outcome(head: bytes):
+SDK_HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept-Encoding: gzip, deflate\r\n"
+    b"Connection: keep-alive\r\nAccept: application/json\r\nContent-Type: application/json\r\n"
+    b"User-Agent: OpenAI/Python 1.54.0\r\nX-Stainless-Arch: x64\r\nAuthorization: Bearer kr_x\r\n"
+    b"x-stainless-retry-count: 0\r\nX-Empty:\r\nX-Blank-Tail: v \t\r\nContent-Length: 95\r\n\r\n")
+GOOD.append(("sdk", SDK_HEAD))
+
+
+def outcome(head: bytes, parse=parse_head):
     try:
-        event, headers, expect = parse_head(head, MAX_HEAD, MAX_URI)
+        event, headers, expect = parse(head, MAX_HEAD, MAX_URI)
     except HeadRejected as exc:
         return ("refused", exc.status, str(exc))
     assert headers == tuple(event.headers)  # the pairs made once are h11's own
@@ -46,3 +58,51 @@ def test_good_heads_parse_with_their_100_continue_flag():
     results = {name: outcome(head) for name, head in GOOD}
     assert results["expect"][4] is True and results["expect-http10"][4] is False
     assert results["post"][:2] == (b"POST", b"/v1/chat/completions")
+
+
+MUTATIONS = [b"\x00", b"\x01", b"\x7f", b"\x80", b"\xff", b"\x0b", b" ", b"\t", b"\r", b"\n",
+             b"\r\n", b":", b",", b"[", b"]", b"/", b"@", b"a", b"A", b"0", b"Host: b\r\n",
+             b"Content-Length: 4\r\n", b"Transfer-Encoding: chunked\r\n", b"Expect: 100-continue\r\n",
+             b"HTTP/1.1", b"HTTP/2.0", b"\r\n\r\n", b" \r\n"]
+
+
+def mutated_heads(count: int, seed: int = 13) -> list[bytes]:
+    """Good heads with one to three bytes or fields inserted, replaced or deleted, cut at the
+    first blank line as the server cuts them."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        head = bytearray(rng.choice(GOOD)[1])
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(head) - 3)
+            edit = rng.random()
+            if edit < 0.5:
+                head[at:at] = rng.choice(MUTATIONS)
+            elif edit < 0.8:
+                head[at:at + 1] = rng.choice(MUTATIONS)
+            else:
+                del head[at]
+        end = bytes(head).find(b"\r\n\r\n")
+        if end >= 0:
+            out.append(bytes(head[:end + 4]))
+    return out
+
+
+@pytest.mark.parametrize("head", [pytest.param(h, id=n) for n, h in HEADS])
+def test_common_head_reader_answers_as_h11(head: bytes):
+    assert outcome(head) == outcome(head, h1head.parse_head_h11)
+
+
+def test_common_head_reader_agrees_on_mutated_heads():
+    heads = mutated_heads(6000)
+    fast = [h for h in heads if read_common_head(h, MAX_URI) is not None]
+    assert len(fast) > 600 and len(heads) - len(fast) > 2000  # both paths are exercised
+    for head in heads:
+        assert outcome(head) == outcome(head, h1head.parse_head_h11), head
+
+
+def test_sdk_heads_take_the_common_path():
+    common = read_common_head(SDK_HEAD, MAX_URI)
+    assert common is not None
+    assert (b"x-blank-tail", b"v") in common.headers and (b"x-empty", b"") in common.headers
+    assert dict(common.headers)[b"authorization"] == b"Bearer kr_x"
