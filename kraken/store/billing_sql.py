@@ -126,8 +126,8 @@ class BillingRepository:
                 done.add(ref)
                 balances[wallet_id] += amount
                 rows.append((wallet_id, "usage_debit", amount, ref, now, balances[wallet_id]))
-        if rows:
-            await tx.executemany(self.sql["insert_tx"], rows)
+        if rows:  # one multi-row INSERT: the ledger's triggers still run row after row
+            await tx.insert_rows(self.sql["insert_tx"], rows)
         return balances
 
     async def add_usage(self, tx: Any, rows: Sequence[tuple[str, str, int, int]]) -> None:

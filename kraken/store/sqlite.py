@@ -39,8 +39,8 @@ _ROWS_PER_STATEMENT = 256
 def _statement_sizes(total: int) -> list[int]:
     """``total`` rows cut into full statements and a binary tail (e.g. 600 -> 256, 256, 64, 16,
     8): every size is a power of two, so the connection's statement cache holds at most nine
-    compiled multi-row INSERTs. One size per remainder made it hold up to 128 of them, each
-    compiled for hundreds of rows: tens of MB of RSS (tests/http/test_h2_memory.py)."""
+    compiled multi-row statements per INSERT. One size per remainder made it hold up to 128 of
+    them, each compiled for hundreds of rows: tens of MB of RSS (tests/http/test_h2_memory.py)."""
     sizes = [_ROWS_PER_STATEMENT] * (total // _ROWS_PER_STATEMENT)
     rest = total % _ROWS_PER_STATEMENT
     bit = _ROWS_PER_STATEMENT
@@ -52,14 +52,28 @@ def _statement_sizes(total: int) -> list[int]:
     return sizes
 
 
-@functools.lru_cache(maxsize=16)
-def _insert_rows(n: int) -> str:
-    """``_INSERT`` with ``n`` rows of values: one statement, so one sqlite3_step (the GIL
-    released once) for the lot. ``executemany`` steps once per row, and each step gives the
-    GIL back and waits to take it again: behind a busy event loop that wait, per row, made
-    the writer ~20x slower than alone (bench/closed_loop.py)."""
-    head, values = _INSERT.split(" VALUES ")
+@functools.lru_cache(maxsize=32)
+def _multi_row(sql: str, n: int) -> str:
+    """``sql`` (an INSERT with one row of values) with ``n`` rows: one statement, so one
+    sqlite3_step (the GIL released once) for the lot. ``executemany`` steps once per row, and
+    each step gives the GIL back and waits to take it again: behind a busy event loop that wait,
+    per row, made the writer ~20x slower than alone (bench/closed_loop.py)."""
+    head, values = sql.split(" VALUES ")
     return head + " VALUES " + ", ".join([values] * n)
+
+
+async def _insert_rows(conn: aiosqlite.Connection, sql: str,
+                       rows: Sequence[Sequence[Any]]) -> int:
+    """``sql`` for every row of ``rows``, in multi-row statements of ``_statement_sizes``;
+    returns the rows changed. SQLite runs a row's triggers before it inserts the next row, so a
+    trigger reading what the previous row changed (the wallet ledger's balance) sees it."""
+    changed, i = 0, 0
+    for size in _statement_sizes(len(rows)):
+        params = [value for row in rows[i:i + size] for value in row]
+        i += size
+        cur = await conn.execute(_multi_row(sql, size), params)
+        changed += max(cur.rowcount, 0)
+    return changed
 
 
 class SqliteStore:
@@ -170,13 +184,7 @@ class SqliteStore:
                 records, billed = await erased.scrub(tx, records)
                 if hook is not None:
                     await hook(tx, billed)
-                inserted, i = 0, 0
-                for size in _statement_sizes(len(records)):
-                    part = records[i:i + size]
-                    i += size
-                    params = [value for rec in part for value in _row(rec)]
-                    cur = await self._conn.execute(_insert_rows(size), params)
-                    inserted += max(cur.rowcount, 0)
+                inserted = await _insert_rows(self._conn, _INSERT, list(map(_row, records)))
                 await self._conn.execute("COMMIT")
                 return inserted
             except sqlite3.Error as exc:
@@ -287,6 +295,11 @@ class Tx:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         cur = await self._conn.executemany(sql, rows)
         return max(cur.rowcount, 0)
+
+    async def insert_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """``sql`` (an INSERT with one row of values) for every row, in multi-row statements:
+        what ``executemany`` does, at one GIL hand-over per statement instead of per row."""
+        return await _insert_rows(self._conn, sql, rows)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return [tuple(r) for r in await self._conn.execute_fetchall(sql, params)]
