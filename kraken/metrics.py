@@ -9,11 +9,12 @@ import functools
 import itertools
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from kraken.metrics_core import (CONTENT_TYPE, Counter, CounterValue, Gauge, GaugeValue, Histogram,
+                                 HistogramValue, Registry)
 
-disable_created_metrics()  # *_created series double the scrape size and no query here uses them
-
-REGISTRY = CollectorRegistry(auto_describe=True)
+# No *_created series (prometheus_client's disable_created_metrics() choice, kept): they double
+# the scrape size and no query here uses them.
+REGISTRY = Registry()
 
 _TIME_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                  1, 2.5, 5, 10, 30, 60)
@@ -304,45 +305,50 @@ class ModelLabels:
         return model if model in self._known else OTHER_MODEL
 
 
+def exposition() -> tuple[bytes, bytes]:
+    """The /metrics answer: its content type and body."""
+    return CONTENT_TYPE.encode(), REGISTRY.exposition()
+
+
 # ---- cached label children for the hot path ----------------------------------------
 # ``labels()`` costs ~3 µs (lock, tuple checks); a bounded lru_cache lookup ~0.2 µs.
 # Label values are operator-chosen names (models through ``ModelLabels``), so 4096 entries
 # are never reached in practice.
 @functools.lru_cache(maxsize=4096)
-def requests_for(route: str, provider: str, model: str, status: int) -> Counter:
+def requests_for(route: str, provider: str, model: str, status: int) -> CounterValue:
     return REQUESTS.labels(route, provider, model, str(status))
 
 
 @functools.lru_cache(maxsize=1024)
-def ttfb_for(provider: str) -> Histogram:
+def ttfb_for(provider: str) -> HistogramValue:
     return TTFB.labels(provider)
 
 
 @functools.lru_cache(maxsize=1024)
-def latency_for(provider: str) -> Histogram:
+def latency_for(provider: str) -> HistogramValue:
     return LATENCY.labels(provider)
 
 
 @functools.lru_cache(maxsize=1024)
-def active_streams_for(provider: str) -> Gauge:
+def active_streams_for(provider: str) -> GaugeValue:
     return ACTIVE_STREAMS.labels(provider)
 
 
 @functools.lru_cache(maxsize=4096)
-def tokens_for(provider: str, model: str, kind: str) -> Counter:
+def tokens_for(provider: str, model: str, kind: str) -> CounterValue:
     return TOKENS.labels(provider, model, kind)
 
 
 @functools.lru_cache(maxsize=4096)
-def cost_for(provider: str, model: str) -> Counter:
+def cost_for(provider: str, model: str) -> CounterValue:
     return COST.labels(provider, model)
 
 
 @functools.lru_cache(maxsize=4096)
-def unpriced_for(provider: str, model: str) -> Counter:
+def unpriced_for(provider: str, model: str) -> CounterValue:
     return UNPRICED.labels(provider, model)
 
 
 @functools.lru_cache(maxsize=64)
-def refused_for(reason: str) -> Counter:
+def refused_for(reason: str) -> CounterValue:
     return REFUSED.labels(reason)

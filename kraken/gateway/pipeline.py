@@ -17,8 +17,6 @@ import logging
 import time
 from dataclasses import replace
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from kraken import metrics, shedding
 from kraken.accounts.byok import ByokKeyUnusable
 from kraken.accounts.byok_cache import ByokCache
@@ -132,8 +130,8 @@ class Gateway:
                   b'{"status":"ready"}' if ready else b'{"status":"not ready"}')
 
     async def prometheus(self, req: Request, sink: ResponseSink) -> None:
-        sink.respond(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())],
-                     generate_latest(metrics.REGISTRY))
+        content_type, body = metrics.exposition()
+        sink.respond(200, [(b"content-type", content_type)], body)
 
     # ---- the engine ----------------------------------------------------------------
     async def run(self, endpoint: Endpoint, req: Request, sink: ResponseSink) -> None:
