@@ -38,8 +38,9 @@ from kraken.http.exchange import Request
 from kraken.h1framing import NO_LIMIT
 from kraken.http.h1body import BodyPace, BodyRejected, ChunkedBody, FixedBody
 from kraken.http.h1exchange import H1Exchange
+from kraken.http.h1fast import read_common_head
 from kraken.http.h1head import (HeadRejected, check_head, find_head_end, is_chunked,
-                                keeps_alive, parse_head, skip_empty_lines)
+                                keeps_alive, parse_head_h11, skip_empty_lines)
 
 log = logging.getLogger("kraken.http")
 
@@ -139,14 +140,18 @@ class H1Connection(InboundConnection):
             if end < 0:
                 return
             head = bytes(buf[:end])
-            length = check_head(head)
+            common = read_common_head(head, cfg.max_uri_bytes)  # else h11 judges it
+            length = check_head(head) if common is None else common.length
             # An upload streams to the handler, which applies its own limit (bodystream.py).
             if length is not None and length > cfg.max_body_bytes and (length >= 1 << 62 or (
                     b"\ncontent-type: multipart/form-data" not in head.lower())):
                 raise HeadRejected("request body too large", 413)  # before the body is sent
             head_ns = time.perf_counter_ns()
-            event, headers, expect_continue = parse_head(head, cfg.max_head_bytes,
-                                                         cfg.max_uri_bytes)
+            if common is None:
+                event, headers, expect_continue = parse_head_h11(head, cfg.max_head_bytes,
+                                                                 cfg.max_uri_bytes)
+            else:
+                event, headers, expect_continue = common, common.headers, False
             streamed = streams_body(event.method, _content_type(headers)) and length != 0
             if length is not None and length > cfg.max_body_bytes and not streamed:
                 raise HeadRejected("request body too large", 413)

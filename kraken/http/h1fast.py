@@ -7,7 +7,9 @@ method, an origin target of visible ASCII, ``HTTP/1.1`` or ``HTTP/1.0``, fields 
 name and a value of visible bytes, one Host, no Transfer-Encoding, no Expect. For such a head
 ``read_common_head`` gives what h11 would (method, target, version, lower-case pairs with the
 optional whitespace stripped); for any other head it returns None and h11 decides, so an
-unusual or malformed head is always judged by h11 and the refusals in ``h1head``.
+unusual or malformed head is always judged by h11 and the refusals in ``h1head``. A common
+head cannot hold what ``h1head.check_head`` looks for (bare LF, folded lines, a second
+Content-Length, Transfer-Encoding), so the server skips that scan for it.
 tests/http/test_h1head_reader.py proves the two agree on every head of the malformed and
 smuggling tables and on generated ones.
 """
@@ -35,13 +37,16 @@ Headers = tuple[tuple[bytes, bytes], ...]
 class CommonHead:
     """The parts of an ``h11.Request`` the server reads, for a head in the common subset."""
 
-    __slots__ = ("method", "target", "http_version", "headers")
+    __slots__ = ("method", "target", "http_version", "headers", "length")
 
-    def __init__(self, method: bytes, target: bytes, http_version: bytes, headers: Headers):
+    def __init__(self, method: bytes, target: bytes, http_version: bytes, headers: Headers,
+                 length: int | None):
         self.method = method
         self.target = target
         self.http_version = http_version
         self.headers = headers
+        self.length = length
+        """The Content-Length (None: no body framing given), as ``h1head.check_head`` reads it."""
 
 
 def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
@@ -60,6 +65,7 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
         return None  # a line that is not a field, or a CR or LF inside one
     headers = tuple([(name.lower(), value.rstrip(b" \t")) for name, value in pairs])
     hosts = lengths = 0
+    length = None
     for name, value in headers:
         if name == b"host":
             hosts += 1
@@ -69,8 +75,9 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
             lengths += 1
             if len(value) > _MAX_LENGTH_DIGITS or not value.isdigit():
                 return None
+            length = int(value)
         elif name in _TO_H11:
             return None
     if hosts > 1 or (hosts == 0 and version == b"1.1") or lengths > 1:
         return None
-    return CommonHead(method, target, version, headers)
+    return CommonHead(method, target, version, headers, length)
