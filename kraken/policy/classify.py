@@ -27,7 +27,10 @@ the hits run Python. Nothing is logged or kept: the only output is the label.
 from __future__ import annotations
 
 import json
+import re
+import struct
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from kraken.config.presets import TASK_TYPES
 from kraken.policy.classify_features import GRAMS, PREV_GRAMS, SPACES, SYS_GRAMS, observe
@@ -43,30 +46,72 @@ Table = dict[object, int]
 # be non-negative: the per-label sums of all hits are then one C-level sum() of ints, split once
 # (zip(*hits) + sum per label cost ~4 µs at 30 hits; this ~1 µs). Sums stay exact: a label never
 # depends on the order a set yields its hits in (and so not on the process's hash seed).
-_SHIFT = 40
-_OFFSET = 1 << 16       # |weight| < 655.36 (checked at load)
-_MASK = (1 << _SHIFT) - 1       # a field holds < 5 * hits * 2 * _OFFSET: room for 10**6 hits
+# 32-bit fields: 7 labels make an 8-digit int (64 bytes; 40-bit fields took 80).
+_SHIFT = 32
+_OFFSET = 1 << 10       # -10.24 <= weight < 10.24 (checked at load): a hit adds < 2 * _OFFSET to a field
+_MASK = (1 << _SHIFT) - 1       # a field holds < 5 * hits * 2 * _OFFSET: room for 400,000 hits
+_ENTRY = re.compile(rb'   "((?:[^"\\]|\\.)*)": \[(-?\d+(?:, -?\d+)*)\],?\n')
+_SPACE = re.compile(rb'  "(\w+)": \{\n')
 
 
-def _pack(weights: list[int]) -> int:
-    if any(abs(int(w)) >= _OFFSET for w in weights):
-        raise ValueError(f"{WEIGHTS.name}: a weight out of range: {weights}")
-    return sum((int(w) + _OFFSET) << (_SHIFT * k) for k, w in enumerate(weights))
+def _packer(width: int) -> Callable[[list[int]], int]:
+    """weights -> one int of `width` offset fields (struct.pack: 3x faster to load than shifts)."""
+    fields = struct.Struct(f"<{width}I")
+    in_range = sum((2 * _OFFSET - 1) << (_SHIFT * k) for k in range(width))
+
+    def pack(weights: list[int]) -> int:
+        try:
+            packed = int.from_bytes(fields.pack(*[w + _OFFSET for w in weights]), "little")
+        except struct.error:            # not `width` integers, or one < -_OFFSET
+            packed = -1
+        if packed & ~in_range:
+            raise ValueError(f"{WEIGHTS.name}: weights out of range or not one per label: {weights}")
+        return packed
+    return pack
+
+
+def _header(lines: BinaryIO) -> dict:
+    """The lines before the tokens ("about", "labels", "scale", "bias") as a JSON object."""
+    head = b""
+    for line in lines:
+        if line == b' "spaces": {\n':
+            return json.loads(head + b' "spaces": {}}')
+        head += line
+    raise ValueError(f"{WEIGHTS.name}: no \"spaces\" line")
 
 
 def _load(path: Path) -> tuple[tuple[str, ...], int, tuple[Table, ...], tuple[frozenset, ...]]:
     """The weights file -> (label names, packed bias, one {token: packed weights} per namespace,
-    and the key set of each). Word tokens are bytes (the tokenizer works on bytes), CJK tokens str."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    names = tuple(doc["labels"])
-    if set(names) != set(LABELS) - {"embedding"}:
-        raise ValueError(f"{path.name}: labels {names} are not the task types {LABELS}")
-    tables = []
-    for index, space in enumerate(SPACES):
-        as_text = index in (GRAMS, SYS_GRAMS, PREV_GRAMS)
-        tables.append({token if as_text else token.encode(): _pack(weights)
-                       for token, weights in doc["spaces"].get(space, {}).items()})
-    return names, _pack(doc["bias"]), tuple(tables), tuple(frozenset(t) for t in tables)
+    and the key set of each). Word tokens are bytes (the tokenizer works on bytes), CJK tokens str.
+
+    Read a line at a time (the trainer writes one token per line), not json.loads'd whole (7,200
+    lists of 7 ints made and dropped). Equal weight vectors share one int (2,600 of 7,200 are
+    distinct), and a token known in several namespaces one key: 1.38 -> 0.96 MB traced."""
+    tables: list[Table] = [{} for _ in SPACES]
+    keys: dict[object, object] = {}
+    vectors: dict[bytes, int] = {}       # the text of a weight vector -> its int
+    table, as_text = None, False
+    with path.open("rb") as lines:
+        doc = _header(lines)
+        names = tuple(doc["labels"])
+        if set(names) != set(LABELS) - {"embedding"}:
+            raise ValueError(f"{path.name}: labels {names} are not the task types {LABELS}")
+        pack = _packer(len(names))
+        for line in lines:
+            entry = _ENTRY.fullmatch(line)
+            if entry and table is not None:
+                token = entry[1] if b"\\" not in entry[1] else json.loads(b'"' + entry[1] + b'"').encode()
+                token = token.decode() if as_text else token
+                packed = vectors.get(entry[2])
+                if packed is None:
+                    packed = vectors[entry[2]] = pack([int(w) for w in entry[2].split(b",")])
+                table[keys.setdefault(token, token)] = packed
+            elif (space := _SPACE.fullmatch(line)) and space[1].decode() in SPACES:
+                index = SPACES.index(space[1].decode())
+                table, as_text = tables[index], index in (GRAMS, SYS_GRAMS, PREV_GRAMS)
+            elif line.strip() not in (b"}", b"},"):
+                raise ValueError(f"{path.name}: not a line the trainer writes: {line[:80]!r}")
+    return names, pack(doc["bias"]), tuple(tables), tuple(frozenset(t) for t in tables)
 
 
 _NAMES, _BIAS, _TABLES, _KEYS = _load(WEIGHTS)

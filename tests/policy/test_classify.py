@@ -310,3 +310,32 @@ def test_labels_do_not_depend_on_the_hash_seed():
         done = subprocess.run([sys.executable, "-c", script, str(HOLDOUT)], check=True, capture_output=True,
                               timeout=120, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": seed})
         assert json.loads(done.stdout) == here
+
+
+def test_loaded_weights_take_under_one_megabyte():
+    # Equal weight vectors share one int and namespaces share keys: ~0.9 MB traced (2.3 MB of RSS
+    # when the file was json.loads'd whole and each token had its own 80-byte int).
+    script = ("import tracemalloc, gc, json, re, struct, kraken.config.presets, kraken.policy.classify_features; "
+              "tracemalloc.start(); "
+              "import kraken.policy.classify; gc.collect(); print(tracemalloc.get_traced_memory()[0])")
+    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120, cwd=ROOT)
+    assert int(done.stdout) < 1024 * 1024
+
+
+@pytest.mark.parametrize("edit", [
+    ('"bias": [', '"bias": [2000, '),           # eight weights for seven labels
+    ('"+": [20,', '"+": [1024,'),               # out of the packed field's range
+    ('"+": [20,', '"+": [-1025,'),
+    ('"+": [20,', '"+": [20.5,'),
+    ('  "tool": {', '  "tools": {'),             # a namespace the features do not have
+    ('   "+": [', '  "+": ['),                   # not a line the trainer writes
+], ids=["width", "high", "low", "float", "space", "line"])
+def test_a_weights_file_the_trainer_did_not_write_is_refused(tmp_path, edit):
+    from kraken.policy.classify import WEIGHTS, _load
+    text = WEIGHTS.read_text(encoding="utf-8")
+    assert edit[0] in text
+    bad = tmp_path / "weights.json"
+    bad.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    with pytest.raises(ValueError):
+        _load(bad)
+    assert set(_load(WEIGHTS)[0]) == set(LABELS) - {"embedding"}
