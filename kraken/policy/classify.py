@@ -49,7 +49,7 @@ Table = dict[object, int]
 # 32-bit fields: 7 labels make an 8-digit int (64 bytes; 40-bit fields took 80).
 _SHIFT = 32
 _OFFSET = 1 << 10       # -10.24 <= weight < 10.24 (checked at load): a hit adds < 2 * _OFFSET to a field
-_MASK = (1 << _SHIFT) - 1       # a field holds < 5 * hits * 2 * _OFFSET: room for 400,000 hits
+# A field of the sum holds < 5 * (hits + 1) * 2 * _OFFSET: room for 400,000 hits (a request has < 3,000).
 _ENTRY = re.compile(rb'   "((?:[^"\\]|\\.)*)": \[(-?\d+(?:, -?\d+)*)\],?\n')
 _SPACE = re.compile(rb'  "(\w+)": \{\n')
 
@@ -115,7 +115,8 @@ def _load(path: Path) -> tuple[tuple[str, ...], int, tuple[Table, ...], tuple[fr
 
 
 _NAMES, _BIAS, _TABLES, _KEYS = _load(WEIGHTS)
-_SHIFTS = tuple(_SHIFT * k for k in range(len(_NAMES)))
+# The packed sum split into its fields by one struct.unpack (7 shifts and masks: 1 µs more a call).
+_FIELDS = struct.Struct(f"<{len(_NAMES)}I")
 
 
 def task_type(route: str, payload: dict) -> str:
@@ -138,5 +139,5 @@ def task_type(route: str, payload: dict) -> str:
             else:
                 body += sum(map(_TABLES[space].__getitem__, found))
     total = 5 * ask + 2 * body
-    scores = [(total >> shift) & _MASK for shift in _SHIFTS]
+    scores = _FIELDS.unpack(total.to_bytes(_FIELDS.size, "little"))
     return _NAMES[scores.index(max(scores))]
