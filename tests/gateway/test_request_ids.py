@@ -83,6 +83,26 @@ def test_request_ids_stay_unique_and_well_formed_across_random_blocks():
     assert len(set(ids)) == len(ids)
 
 
+def test_request_ids_start_with_the_time_so_later_ids_sort_after_earlier_ones():
+    """The store's request_id index takes a batch in a few adjacent pages (bench/writer_bench.py);
+    the 13 hex digits after the time stay random, so ids made in one millisecond still differ."""
+    import time
+
+    from kraken.gateway.call import new_request_id
+
+    before = time.time_ns() // 1_000_000
+    first = [new_request_id() for _ in range(300)]
+    newest = max(int(i[4:15], 16) for i in first)
+    deadline = time.monotonic() + 1
+    while time.time_ns() // 1_000_000 <= newest and time.monotonic() < deadline:
+        pass  # until the clock is past the newest id's millisecond (bounded)
+    later = new_request_id()
+    after = time.time_ns() // 1_000_000
+    assert all(before <= int(i[4:15], 16) <= after for i in first + [later])
+    assert max(first) < later
+    assert len({i[15:] for i in first}) == len(first)
+
+
 def test_a_forked_child_does_not_hand_out_its_parents_next_ids():
     import os
 
