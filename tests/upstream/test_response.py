@@ -129,3 +129,29 @@ def test_chunked_framing_is_as_strict_as_for_requests(body):
 def test_bytes_after_a_complete_response_make_the_connection_not_reusable():
     sink, parser = parse(LENGTH + b"HTTP/1.1 200 OK\r\n")
     assert sink.body == SSE and sink.ended == 1 and parser.done and not parser.keep_alive
+
+
+HEAD_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_one_chunk_per_read_gives_the_body_and_the_end():
+    """A paced stream: each read is exactly one chunk (the decoder's one-step path)."""
+    events = [b"data: {\"n\":%d}\n\n" % i for i in range(12)]
+    sink, parser = parse(HEAD_CHUNKED, eof=False)
+    for event in events:
+        parser.feed(b"%X\r\n%s\r\n" % (len(event), event))
+    assert sink.data_calls == len(events) and sink.body == b"".join(events) and not sink.ended
+    parser.feed(b"0\r\n\r\n")
+    assert sink.ended == 1 and parser.done and parser.keep_alive
+
+
+@pytest.mark.parametrize("read", [
+    b"5\r\nhelloXX", b"5\r\nhello\n\r", b"+5\r\nhello\r\n", b"5 \r\nhello\r\n", b"0x5\r\nhello\r\n",
+    b"1_0\r\n0123456789abcdef\r\n", b"-5\r\nhello\r\n", b"\r\n5\r\nhello\r\n",
+    b"0" * 17 + b"5\r\nhello\r\n",
+], ids=["no-crlf", "lf-cr", "plus", "space", "0x", "underscore", "minus", "empty-line", "17-digits"])
+def test_a_malformed_chunk_alone_in_its_read_raises(read):
+    sink, parser = parse(HEAD_CHUNKED)
+    with pytest.raises(ResponseError):
+        parser.feed(read)
+    assert sink.body == b""
