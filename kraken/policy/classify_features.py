@@ -107,7 +107,7 @@ def observe(payload: dict) -> list[Group]:
             meta.append(b"$question")
         if n < 40:
             meta.append(b"$short")
-        if n <= 2 * _INSTR and (user.count("'") >= 2 or _QUOTES.search(user)):
+        if n <= 2 * _INSTR and (user.count("'") >= 2 or '"' in user or (not user.isascii() and _QUOTES.search(user))):
             meta.append(b"$quoted")           # a quoted term: to translate, define, classify, extract
     if prev:
         _words(prev if len(prev) <= 2 * _INSTR else prev[:_INSTR] + "\n" + prev[-_INSTR:], PREV, 1.0, groups, meta)
