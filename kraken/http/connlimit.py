@@ -28,15 +28,34 @@ def address_key(peer: str) -> bytes | None:
     """What ``peer`` is counted under: 4 bytes of IPv4 or 8 bytes of an IPv6 /64 prefix.
 
     None for anything that is not an IP address (a Unix socket): never limited."""
+    packed = _packed(peer)
+    return packed if packed is None or len(packed) == 4 else packed[:8]
+
+
+def _packed(peer: str) -> bytes | None:
+    """The address as 4 (IPv4, also IPv4-mapped IPv6) or 16 bytes; None: not an address."""
     if not peer:
         return None
     try:
         if ":" in peer:
             packed = socket.inet_pton(socket.AF_INET6, peer.split("%", 1)[0])
-            return packed[12:] if packed[:12] == _MAPPED_V4 else packed[:8]
+            return packed[12:] if packed[:12] == _MAPPED_V4 else packed
         return socket.inet_pton(socket.AF_INET, peer)
     except OSError:
         return None
+
+
+def _as_masks(networks: Iterable[str]) -> tuple[tuple[int, int, int], ...]:
+    """Each network as (address bytes, network number, mask) for an integer test per
+    connection (``ipaddress`` objects cost ~5 µs a connection; this ~0.5 µs)."""
+    out = []
+    for text in networks:
+        net = ipaddress.ip_network(text, strict=False)
+        if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None \
+                and net.prefixlen >= 96:  # ::ffff:a.b.c.d/n: the IPv4 network it names
+            net = ipaddress.ip_network((net.network_address.ipv4_mapped, net.prefixlen - 96))
+        out.append((4 if net.version == 4 else 16, int(net.network_address), int(net.netmask)))
+    return tuple(out)
 
 
 class ConnectionLimiter:
@@ -51,17 +70,19 @@ class ConnectionLimiter:
         self._open: dict[bytes, int] = {}
         self.refused = 0
         """Connections refused since start (for logs and tests)."""
-        self._exempt = tuple(ipaddress.ip_network(p, strict=False) for p in exempt)
+        self._exempt = _as_masks(exempt)
 
     def key_of(self, peer: str) -> bytes | None:
         """``address_key(peer)``, or None (never limited) when ``peer`` is exempt."""
-        key = address_key(peer)
-        if key is None or not self._exempt:
-            return key
-        ip = ipaddress.ip_address(peer.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return None if any(ip in net for net in self._exempt) else key
+        packed = _packed(peer)
+        if packed is None:
+            return None
+        if self._exempt:
+            size, number = len(packed), int.from_bytes(packed, "big")
+            for net_size, network, mask in self._exempt:
+                if size == net_size and number & mask == network:
+                    return None
+        return packed if len(packed) == 4 else packed[:8]
 
     def acquire(self, key: bytes | None) -> bool:
         """Count a new connection under ``key`` (from ``address_key``); False, counting

@@ -127,3 +127,26 @@ async def test_one_key_streams_hundreds_at_once_on_the_default_pool(tmp_path):
         assert refused == [], f"{len(refused)} refused, e.g. {refused[:1]}"
         assert all(b"data: [DONE]" in raw for _, raw in results)
         assert len(mock.requests) >= OVER_CAP
+
+
+def test_trusted_proxy_networks_match_as_ipaddress_says():
+    """The per-connection test is integer arithmetic; it must agree with ``ipaddress``."""
+    import ipaddress
+    import random
+
+    nets = ["10.0.0.0/8", "192.0.2.1", "2001:db8::/64", "::ffff:172.16.0.0/108", "0.0.0.0/32"]
+    limiter = ConnectionLimiter(1, exempt=nets)
+    parsed = [ipaddress.ip_network(n, strict=False) for n in nets]
+    v4_of_mapped = ipaddress.ip_network("172.16.0.0/12")
+    rng = random.Random(7)
+    peers = ["10.255.0.1", "11.0.0.1", "192.0.2.1", "192.0.2.2", "::ffff:10.1.2.3", "2001:db8::9",
+             "2001:db8:0:1::9", "172.16.5.5", "::ffff:172.31.255.255", "172.32.0.0", "0.0.0.0",
+             "fe80::1%eth0"]
+    peers += [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(300)]
+    peers += [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(300)]
+    for peer in peers:
+        ip = ipaddress.ip_address(peer.split("%")[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        exempt = any(ip in n for n in parsed) or ip in v4_of_mapped
+        assert (limiter.key_of(peer) is None) == exempt, peer
