@@ -17,6 +17,7 @@ is timed from spawning a target to its first answered 200 (the probe retried eve
 from __future__ import annotations
 
 import argparse
+import compileall
 import http.client
 import json
 import os
@@ -383,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-seconds", type=float, default=30.0, help="wait this long for a target")
     ap.add_argument("--start-runs", type=int, default=3,
                     help="timed spawns (to first answered request) per proxy before the measured one")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="do not compile Kraken's sources to bytecode first (pip install does)")
     ap.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     args = ap.parse_args(argv)
@@ -394,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="kraken-bench-"))
     procs: list[subprocess.Popen] = []
     notes: list[str] = []
+    if not args.no_compile:  # as installed: an editable checkout run with PYTHONDONTWRITEBYTECODE
+        compileall.compile_dir(str(REPO / "kraken"), quiet=1)  # would compile at every start
     targets: dict[str, Target] = {}
     try:
         # -- start everything first, so idle RSS is read before any load
