@@ -89,6 +89,7 @@ async def _registered_routes(tmp: Path) -> tuple[list[str], list[tuple[str, str]
     from kraken.gateway.pipeline import Gateway
 
     def live(kind: type) -> list:
+        gc.unfreeze()  # the app freezes what start-up built (app.py): make it visible again
         return [o for o in gc.get_objects() if isinstance(o, kind)]
 
     before = {id(o) for o in live(Gateway) + live(AdminApp) + live(AccountApi)}
