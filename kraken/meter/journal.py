@@ -12,7 +12,6 @@ import errno
 import math
 import os
 import time
-from operator import attrgetter
 from pathlib import Path
 from typing import Iterable
 
@@ -67,10 +66,11 @@ class Journal:
     def append(self, rec: RequestRecord) -> None:
         """Write one line with one ``os.write``. Synchronous, no fsync. Raises OSError.
 
-        ``orjson.dumps(rec)`` serialises the dataclass directly: same bytes as
-        ``orjson.dumps(rec.to_dict()) + b"\\n"`` but ~3 µs instead of ~40 µs here.
+        The line is the record as a JSON object keyed by field name (``orjson.dumps(
+        rec.to_dict()) + b"\\n"``), as every earlier Kraken wrote it: a journal replays whichever
+        version wrote it or reads it.
         """
-        self._write(orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE))
+        self._write(_dumps(dict(zip(FIELD_NAMES, rec)), option=_NEWLINE))
 
     def probe(self) -> None:
         """Append a blank line of ``PROBE_BYTES`` (readers skip it); OSError if it fails.
@@ -164,7 +164,8 @@ class Journal:
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))
-_values = attrgetter(*FIELD_NAMES)
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 def _is_number(value: object) -> bool:
@@ -179,7 +180,7 @@ def storable(rec: RequestRecord) -> bool:
     CHECK, so the writer checks this first and counts such a record as dropped.
     """
     return (
-        _SCALARS.issuperset(map(type, _values(rec)))
+        _SCALARS.issuperset(map(type, rec))
         and isinstance(rec.request_id, str)
         and _is_number(rec.ts)
         and _is_number(rec.latency_ms)

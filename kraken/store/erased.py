@@ -15,7 +15,6 @@ stored beside a digest, so tombstoned rows stay unlinkable.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import os
@@ -91,6 +90,6 @@ def apply(records: Sequence[RequestRecord], erased: dict[str, bool],
             written.append(rec)
             billed.append(rec)
             continue
-        written.append(dataclasses.replace(rec, customer_id=stand_in[rec.customer_id],
-                                           key_id=rec.key_id if keep else None))
+        written.append(rec.replace(customer_id=stand_in[rec.customer_id],
+                                   key_id=rec.key_id if keep else None))
     return written, billed

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-from operator import attrgetter
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import aiosqlite
@@ -31,7 +30,6 @@ _INSERT = "INSERT OR IGNORE INTO requests ({}) VALUES ({})".format(
     # byok None (a record built field by field) means managed access, not a skipped row.
     ", ".join("COALESCE(?, 0)" if name == "byok" else "?" for name in FIELD_NAMES),
 )
-_row = attrgetter(*FIELD_NAMES)  # bool fallback_used binds as 0/1 (bool is an int)
 _ROWS_PER_STATEMENT = 256
 """Rows of one multi-row INSERT at most: 5,120 host parameters (SQLite >= 3.32 allows 32,766)."""
 
@@ -184,7 +182,9 @@ class SqliteStore:
                 records, billed = await erased.scrub(tx, records)
                 if hook is not None:
                     await hook(tx, billed)
-                inserted = await _insert_rows(self._conn, _INSERT, list(map(_row, records)))
+                # A record is the tuple of its values in column order: the row as it is
+                # (bool fallback_used binds as 0/1, bool being an int).
+                inserted = await _insert_rows(self._conn, _INSERT, records)
                 await self._conn.execute("COMMIT")
                 return inserted
             except sqlite3.Error as exc:

@@ -69,6 +69,33 @@ def test_records_round_trip_exactly(journal):
     assert Journal.read(journal.current) == records
 
 
+# Lines exactly as earlier Kraken versions wrote them (orjson of the frozen dataclass; the
+# oldest before byok and key_id existed). Today's append must still write the first byte for byte.
+OLD_LINES = [
+    b'{"ts":1700000000.125,"request_id":"req_1a2453c706ee5707bed580b6","customer_id":"cus_abc",'
+    b'"model_requested":"gpt-4o-mini","model_dispatched":"gpt-4o-mini","provider":"openai",'
+    b'"prompt_tokens":100,"completion_tokens":20,"cached_tokens":0,"reasoning_tokens":null,'
+    b'"latency_ms":300.5,"ttfb_ms":50.2,"task_type":"chat","cost_usd":0.00123,"kraken_fee_usd":0.0001,'
+    b'"fallback_used":false,"error_type":null,"status":200,"byok":false,"key_id":"key_abc"}',
+    b'{"ts":1600000000.5,"request_id":"req-old","customer_id":null,"model_requested":"m",'
+    b'"model_dispatched":null,"provider":null,"prompt_tokens":null,"completion_tokens":null,'
+    b'"cached_tokens":null,"reasoning_tokens":null,"latency_ms":1.0,"ttfb_ms":null,'
+    b'"task_type":null,"cost_usd":null,"kraken_fee_usd":null,"fallback_used":true,'
+    b'"error_type":"upstream_error","status":502}',
+]
+
+
+def test_a_segment_written_by_an_earlier_kraken_replays_and_the_line_format_is_unchanged(journal):
+    path = journal.current
+    path.write_bytes(b"\n".join(OLD_LINES) + b"\n")
+    new, old = Journal.read(path)
+    assert (new.request_id, new.byok, new.key_id, new.cost_usd, new.status) == (
+        "req_1a2453c706ee5707bed580b6", False, "key_abc", 0.00123, 200)
+    assert (old.request_id, old.fallback_used, old.byok, old.key_id) == ("req-old", True, False, None)
+    journal.append(new)
+    assert path.read_bytes().splitlines()[-1] == OLD_LINES[0]
+
+
 def test_read_skips_a_torn_last_line(journal):
     journal.append(make(1))
     journal.append(make(2))
