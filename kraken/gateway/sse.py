@@ -44,6 +44,11 @@ class SseTap:
         """Take the next bytes from the provider; return the bytes to send the client."""
         if self._passthrough:
             return data
+        if not self._tail and data.endswith(self._sep):  # whole events: a stream's usual read
+            if find_usage_object(data) < 0:
+                return data
+            out = self._events(data, self._sep)
+            return out if self._strip else data
         strip = self._strip
         buf = self._tail + data if self._tail else data
         sep = self._sep

@@ -55,3 +55,14 @@ def test_unterminated_last_event_is_flushed():
     data = CHUNK + b"\n\n" + DONE
     out, _ = run(data, [10], strip=True)
     assert out == data
+
+
+@pytest.mark.parametrize("strip", [True, False], ids=["strip", "keep"])
+def test_one_whole_event_per_read(strip):
+    """A paced stream's usual reads (the tap's whole-events path)."""
+    events = [CHUNK, CHUNK, USAGE, DONE]
+    reads = [event + b"\n\n" for event in events]
+    out, tap = run(b"".join(reads), [sum(map(len, reads[:i])) for i in range(1, len(reads))], strip)
+    kept = [CHUNK, CHUNK, DONE] if strip else events
+    assert out == b"".join(event + b"\n\n" for event in kept)
+    assert (tap.usage.prompt_tokens, tap.usage.completion_tokens) == (3, 5)
