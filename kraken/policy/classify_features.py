@@ -224,9 +224,12 @@ def _syntax(text: str, meta: list[bytes]) -> None:
     """Syntax of a long text: only its first _HEAD and last _TAIL characters are searched (bounded
     finds, no copy), and only the punctuation of its first _SAMPLE characters is counted; it is
     mostly the pasted material's, so it counts as body."""
-    tail = max(_HEAD, len(text) - _TAIL)
-    fence = text.find("```", 0, _HEAD) >= 0 or text.find("```", tail) >= 0
-    indent = text.find("\n    ", 0, _HEAD) >= 0 or text.find("\n    ", tail) >= 0
+    fence = text.find("```", 0, _HEAD) >= 0
+    indent = text.find("\n    ", 0, _HEAD) >= 0
+    if len(text) > _HEAD:
+        tail = max(_HEAD, len(text) - _TAIL)
+        fence = fence or text.find("```", tail) >= 0
+        indent = indent or text.find("\n    ", tail) >= 0
     _punct(text[:_SAMPLE].encode("utf-8", "replace"), fence, indent, b"$b_", meta)
 
 
