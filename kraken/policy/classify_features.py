@@ -192,15 +192,21 @@ def _ends(user: str, n: int) -> tuple[str, str, bool, bool]:
 # ---- features -------------------------------------------------------------------------------------
 def _words(text: str, space: int, value: float, groups: list[Group], meta: list[bytes]) -> bytes:
     """Words of `text` (already bounded) into `space`; CJK characters and cues into GRAMS; the
-    gated phrases and language names of the ask into META. Returns the lower-cased UTF-8 text."""
-    text = text.lower()
-    raw = text.encode("utf-8", "replace")
-    norm = raw.translate(_NORM)
-    words = norm.split()
-    if len(raw) != len(text) and raw.translate(None, _NOT_CJK):
-        words += raw.translate(_NORM_ASCII).split()
-        cjk = text if len(text) <= 2 * _GRAM else text[:_GRAM] + text[-_GRAM:]
-        groups.append((_GRAMS_OF[space], list(cjk) + _CJK.findall(cjk), value))
+    gated phrases and language names of the ask into META. Returns the text as UTF-8 (lower-cased
+    unless ASCII: _NORM lower-cases ASCII letters itself, so ASCII text skips str.lower)."""
+    if text.isascii():
+        raw = text.encode()
+        norm = raw.translate(_NORM)
+        words = norm.split()
+    else:
+        text = text.lower()
+        raw = text.encode("utf-8", "replace")
+        norm = raw.translate(_NORM)
+        words = norm.split()
+        if raw.translate(None, _NOT_CJK):
+            words += raw.translate(_NORM_ASCII).split()
+            cjk = text if len(text) <= 2 * _GRAM else text[:_GRAM] + text[-_GRAM:]
+            groups.append((_GRAMS_OF[space], list(cjk) + _CJK.findall(cjk), value))
     groups.append((space, words, value))
     if space != USER or value != 1.0:           # phrases and language names count in the ask only
         return raw
