@@ -131,7 +131,7 @@ class PostgresStore:
             try:
                 tx = PgTx(conn)
                 records, billed = await erased.scrub(tx, self._erasure_key, records)
-                columns = list(zip(*map(_row, records)))
+                columns = list(zip(*records))  # a record is its values in FIELD_NAMES order
                 tx.inserted = {r[0] for r in await conn.fetch(_INSERT, *columns)}
                 if hook is not None:
                     await hook(tx, billed)
@@ -181,10 +181,6 @@ class PostgresStore:
             if is_disconnect(exc):
                 await self._pool.expire_connections()
             raise from_asyncpg(exc, operation) from exc
-
-
-def _row(rec: RequestRecord) -> tuple:
-    return tuple(getattr(rec, name) for name in FIELD_NAMES)
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:
