@@ -118,8 +118,8 @@ class ChunkedBody:
         state = self._state
         while pos < end:
             if state is _SIZE:
-                eol = data.find(b"\r\n", pos, pos + _MAX_CHUNK_LINE + 2)
-                if eol < 0:
+                eol = data.find(b"\r\n", pos)  # unbounded: cheaper than passing the bound
+                if eol < 0 or eol - pos > _MAX_CHUNK_LINE:
                     _check_partial_line(data, pos, end)
                     break
                 size = self._chunk_size(data, pos, eol)
@@ -129,7 +129,7 @@ class ChunkedBody:
                     continue
                 stop = pos + size
                 if stop + 2 <= end:  # the whole chunk is here
-                    if data[stop:stop + 2] != b"\r\n":
+                    if data[stop] != 13 or data[stop + 1] != 10:  # CR LF
                         raise FramingError("chunk data not followed by CRLF")
                     out.append(data[pos:stop])
                     pos = stop + 2
