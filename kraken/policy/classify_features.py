@@ -30,9 +30,9 @@ _GRAMS_OF = {USER: GRAMS, SYSTEM: SYS_GRAMS, PREV: PREV_GRAMS}
 
 _HEAD = 2048            # characters of the user text ever read from the start
 _TAIL = 512             # ... and from the end
-_INSTR = 160            # the instruction zone: this many characters at each end of the user text
-_SYS_HEAD = 512         # system prompts state the role first
-_SYS_TAIL = 128
+_INSTR = 96             # the instruction zone: this many characters at each end of the user text
+_SYS_HEAD = 192         # system prompts state the role first
+_SYS_TAIL = 64
 _GRAM = 32              # CJK characters at each end of a text that are read
 _MAX_MESSAGES = 8       # look back at most this many messages for the last user text
 _MAX_BLOCKS = 32        # content blocks read per message
@@ -60,7 +60,7 @@ _DIGIT_RUNS = bytes(49 if 48 <= b <= 57 else 32 for b in range(256))
 _CODE_PUNCT = re.compile(rb"\(\);|\)\{|=>|!=|==|\+=|</|::|\[\]|->|\{\}|\(\"|\('")
 _NOT_MATH = bytes(b for b in range(256) if b not in b"=^+%*/")
 _QUOTES = re.compile('["\u201c\u2018\u00ab\u300c\u300e]')   # " “ ‘ « 「 『
-_SAMPLE = 1024          # characters whose punctuation is looked at
+_SAMPLE = 384           # characters whose punctuation is looked at
 _PUNCT = 256            # ... and at most this many punctuation characters
 
 _LANGS = frozenset(w.encode() for w in LANGUAGES.split())

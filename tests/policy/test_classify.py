@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -322,20 +323,24 @@ def test_loaded_weights_take_under_one_megabyte():
     assert int(done.stdout) < 1024 * 1024
 
 
-@pytest.mark.parametrize("edit", [
-    ('"bias": [', '"bias": [2000, '),           # eight weights for seven labels
-    ('"+": [20,', '"+": [1024,'),               # out of the packed field's range
-    ('"+": [20,', '"+": [-1025,'),
-    ('"+": [20,', '"+": [20.5,'),
-    ('  "tool": {', '  "tools": {'),             # a namespace the features do not have
-    ('   "+": [', '  "+": ['),                   # not a line the trainer writes
+FIRST_WEIGHT = r'(\n   "[^"\n]*": \[)-?\d+'      # the first weight of the first token
+
+
+@pytest.mark.parametrize("pattern, replacement", [
+    (r'"bias": \[', '"bias": [2000, '),                  # eight weights for seven labels
+    (FIRST_WEIGHT, r"\g<1>1024"),                       # out of the packed field's range
+    (FIRST_WEIGHT, r"\g<1>-1025"),
+    (FIRST_WEIGHT, r"\g<1>20.5"),
+    (r'\n  "tool": \{', '\n  "tools": {'),               # a namespace the features do not have
+    (r'\n   (?="[^"\n]*": \[)', '\n  '),                 # not a line the trainer writes
 ], ids=["width", "high", "low", "float", "space", "line"])
-def test_a_weights_file_the_trainer_did_not_write_is_refused(tmp_path, edit):
+def test_a_weights_file_the_trainer_did_not_write_is_refused(tmp_path, pattern, replacement):
     from kraken.policy.classify import WEIGHTS, _load
     text = WEIGHTS.read_text(encoding="utf-8")
-    assert edit[0] in text
+    edited, count = re.subn(pattern, replacement, text, count=1)
+    assert count == 1
     bad = tmp_path / "weights.json"
-    bad.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    bad.write_text(edited, encoding="utf-8")
     with pytest.raises(ValueError):
         _load(bad)
     assert set(_load(WEIGHTS)[0]) == set(LABELS) - {"embedding"}
