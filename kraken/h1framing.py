@@ -108,9 +108,29 @@ class ChunkedBody:
         """Body bytes declared so far."""
 
     def feed(self, data: bytes, out: list[bytes]) -> bytes | None:
-        """As ``FixedBody.feed``; raises ``FramingError``."""
-        if self._state is _SIZE and not self._buf and self._one_chunk(data, out):
-            return None
+        """As ``FixedBody.feed``; raises ``FramingError``.
+
+        The common read of a paced stream, exactly one whole chunk with a plain size line, is
+        taken here in one step; anything else goes to ``_feed_all``, which checks it in full.
+        (``find`` without bounds: its start/end arguments cost more than the scan.)"""
+        if self._state is _SIZE and not self._buf:
+            eol = data.find(b"\r\n")
+            if 0 < eol <= 16:
+                line = data[:eol]
+                if not line.lstrip(_HEX):
+                    size = int(line, 16)
+                    stop = eol + 2 + size
+                    if len(data) == stop + 2 and data[stop] == 13 and data[stop + 1] == 10 and size:
+                        total = self.size + size
+                        if total > self._limit:
+                            raise FramingError("request body too large", 413)
+                        self.size = total
+                        out.append(data[eol + 2:stop])
+                        return None
+        return self._feed_all(data, out)
+
+    def _feed_all(self, data: bytes, out: list[bytes]) -> bytes | None:
+        """``feed`` for any read: the state machine, byte by byte where it must be."""
         if self._buf:
             data = self._buf + data
             self._buf = b""
@@ -163,27 +183,6 @@ class ChunkedBody:
         if pos < end:
             self._buf = data[pos:]
         return None
-
-    def _one_chunk(self, data: bytes, out: list[bytes]) -> bool:
-        """The common read of a paced stream: exactly one whole chunk with a plain size line.
-        Takes it in one step and says so; anything else is left to the loop, which checks it
-        in full. (``find`` without bounds: its start/end arguments cost more than the scan.)"""
-        eol = data.find(b"\r\n")
-        if not 0 < eol <= 16:
-            return False
-        line = data[:eol]
-        if line.lstrip(_HEX):
-            return False
-        size = int(line, 16)
-        stop = eol + 2 + size
-        if len(data) != stop + 2 or data[stop] != 13 or data[stop + 1] != 10 or not size:
-            return False
-        total = self.size + size
-        if total > self._limit:
-            raise FramingError("request body too large", 413)
-        self.size = total
-        out.append(data[eol + 2:stop])
-        return True
 
     def _chunk_size(self, data: bytes, pos: int, eol: int) -> int:
         """The size on the line ``data[pos:eol]``, counted against the limit."""

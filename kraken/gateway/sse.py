@@ -45,8 +45,8 @@ class SseTap:
         if self._passthrough:
             return data
         if not self._tail and data.endswith(self._sep):  # whole events: a stream's usual read
-            if find_usage_object(data) < 0:
-                return data
+            if data.find(_USAGE_KEYS[0]) < 0 and data.find(_USAGE_KEYS[1]) < 0:
+                return data  # (find_usage_object's two scans, without its call)
             out = self._events(data, self._sep)
             return out if self._strip else data
         strip = self._strip
