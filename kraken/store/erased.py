@@ -51,17 +51,19 @@ async def mark(tx: Tx, customer_id: str, *, keep_billing_records: bool) -> None:
                      (digest(await _key(tx), customer_id), int(keep_billing_records)))
 
 
-async def scrub(tx: Tx, records: Sequence[RequestRecord],
+async def scrub(tx: Tx, records: Sequence[RequestRecord], key: bytes | None = None,
                 ) -> tuple[Sequence[RequestRecord], Sequence[RequestRecord]]:
     """(records to insert, records to bill): erased customers' records tombstoned, unbilled.
 
     One indexed lookup per batch; the common case (nobody in the batch erased) returns the
-    batch as it is.
+    batch as it is. ``key``: the database's digest key if the caller holds it (read once at
+    open: it never changes), else it is read here.
     """
     customers = {rec.customer_id for rec in records if isinstance(rec.customer_id, str)}
     if not customers:
         return records, records
-    key = await _key(tx)
+    if key is None:
+        key = await _key(tx)
     by_digest = {digest(key, cid): cid for cid in customers}
     erased: dict[str, bool] = {}  # customer id -> keep_billing
     digests = list(by_digest)

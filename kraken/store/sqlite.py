@@ -99,6 +99,7 @@ class SqliteStore:
         self._conn = conn
         self._busy_timeout_ms = busy_timeout_ms
         self._lock = anyio.Lock()
+        self._erasure_key: bytes | None = None
 
     @classmethod
     async def open(
@@ -126,6 +127,9 @@ class SqliteStore:
             await conn.execute("PRAGMA wal_autocheckpoint = 10000")
             store = cls(conn, busy_timeout_ms)
             await store._migrate()
+            # Erasure digests' key: made by a migration, never changed; read once, not per batch.
+            (key,), = await conn.execute_fetchall("SELECT key FROM erasure_key WHERE id = 1")
+            store._erasure_key = bytes(key)
             if max_page_count is not None:
                 await conn.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
         except BaseException as exc:
@@ -179,7 +183,7 @@ class SqliteStore:
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 tx = Tx(self._conn)
-                records, billed = await erased.scrub(tx, records)
+                records, billed = await erased.scrub(tx, records, self._erasure_key)
                 if hook is not None:
                     await hook(tx, billed)
                 # A record is the tuple of its values in column order: the row as it is
