@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["Endpoint", "Parsed", "asked_to_stream", "body_model", "model_not_served", "never"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see kraken/http/exchange.py Request
 class Parsed:
     """One request as the endpoint read it: the request, what its path says, its body."""
 

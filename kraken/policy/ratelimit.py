@@ -103,7 +103,7 @@ def limits_for(principal: Any, policy: LimitPolicy) -> Limits:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see kraken/http/exchange.py Request
 class Lease:
     """What ``acquire`` granted; hand it back to ``release`` exactly once when the response ends."""
 

@@ -28,7 +28,7 @@ MAX_LINE = 1 << 20
 _METERED_IDS = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Usage (kraken/http/exchange.py Request says why)
 class BatchUsage(Usage):
     """The summed usage of a batch's results, with the model they name and the price factor."""
 

@@ -10,7 +10,7 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see kraken/http/exchange.py Request
 class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -33,7 +33,7 @@ class Usage:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see kraken/http/exchange.py Request
 class AnthropicUsage:
     """Anthropic's usage block: unlike OpenAI, its input counts are disjoint.
 
