@@ -148,8 +148,9 @@ def test_one_chunk_per_read_gives_the_body_and_the_end():
 @pytest.mark.parametrize("read", [
     b"5\r\nhelloXX", b"5\r\nhello\n\r", b"+5\r\nhello\r\n", b"5 \r\nhello\r\n", b"0x5\r\nhello\r\n",
     b"1_0\r\n0123456789abcdef\r\n", b"-5\r\nhello\r\n", b"\r\n5\r\nhello\r\n",
-    b"0" * 17 + b"5\r\nhello\r\n",
-], ids=["no-crlf", "lf-cr", "plus", "space", "0x", "underscore", "minus", "empty-line", "17-digits"])
+    b"0" * 17 + b"5\r\nhello\r\n", b"8000000000000000\r\nabc\r\n", b"f" * 16 + b"\r\nabc\r\n0\r\n\r\n",
+], ids=["no-crlf", "lf-cr", "plus", "space", "0x", "underscore", "minus", "empty-line", "17-digits",
+        "16-digit-overflow", "16-digit-overflow-then-more"])
 def test_a_malformed_chunk_alone_in_its_read_raises(read):
     sink, parser = parse(HEAD_CHUNKED)
     with pytest.raises(ResponseError):
