@@ -41,7 +41,7 @@ from kraken.policy.router import Provider, Router
 from kraken.http.acme import plain_http_handler
 from kraken.http.h1 import H1Connection
 from kraken.http.connlimit import ConnectionLimiter
-from kraken.http.listener import ProtocolSelector, listen_socket
+from kraken.http.listener import BACKLOG, ProtocolSelector, listen_socket
 from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.gateway.request_log import RequestLog
 from kraken.gateway.upload import UploadLimits
@@ -287,6 +287,7 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
                                  limiter=per_ip),
         sock=listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,
                            setting="server.port"),
+        backlog=BACKLOG,  # create_server listens again: without this, 100
         **tls,
     )
     servers = [server]
@@ -302,7 +303,7 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
             lambda: H1Connection(plain, cfg.server, connections),
             sock=listen_socket(cfg.server.host, cfg.server.redirect_http_port,
                                reuse_port=worker is not None,
-                               setting="server.redirect_http_port")))
+                               setting="server.redirect_http_port"), backlog=BACKLOG))
     return servers, reloader
 
 

@@ -23,6 +23,9 @@ from kraken.store.interface import Store
 from kraken.store.open import open_store
 
 log = logging.getLogger("kraken.admin")
+
+_ADMIN_BACKLOG = 128
+"""Operators and dashboards, not client bursts."""
 ADMIN_POOL_SIZE = 2
 """PostgreSQL connections for admin work (SQLite: one connection of its own)."""
 
@@ -39,7 +42,8 @@ async def start_admin(cfg: Config, store: Store, connections: set, *, meter: Any
     """
     server_cfg = dataclasses.replace(cfg.server, max_body_bytes=cfg.admin.max_body_bytes)
     per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip)
-    sock = listen_socket(cfg.admin.host, cfg.admin.port, backlog=128, setting="admin.port")
+    sock = listen_socket(cfg.admin.host, cfg.admin.port, backlog=_ADMIN_BACKLOG,
+                         setting="admin.port")
     # Listening before the first await: once the client port answers /readyz, admin
     # connections are at least queued in the backlog, never refused.
     try:
@@ -50,7 +54,7 @@ async def start_admin(cfg: Config, store: Store, connections: set, *, meter: Any
                                  limiter=limiter))
         server = await asyncio.get_running_loop().create_server(
             lambda: ProtocolSelector(app.handle, server_cfg, connections, h2c=False,
-                                     limiter=per_ip), sock=sock)
+                                     limiter=per_ip), sock=sock, backlog=_ADMIN_BACKLOG)
     except BaseException:
         sock.close()
         raise

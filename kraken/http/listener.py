@@ -35,10 +35,17 @@ class ListenError(KrakenError):
     code = "cannot_listen"
 
 
-def listen_socket(host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048,
+BACKLOG = 2048
+"""Connections the kernel holds for the client listener before Kraken accepts them: a burst of
+a thousand clients (or a load balancer reconnecting) must queue, not lose its SYNs and wait
+1-7 s for retransmits. Capped by the kernel's net.core.somaxconn."""
+
+
+def listen_socket(host: str, port: int, *, reuse_port: bool = False, backlog: int = BACKLOG,
                   setting: str = "") -> socket.socket:
     """A bound, listening, non-blocking TCP socket, or ``ListenError`` saying why not (and
-    which ``setting`` chose the address)."""
+    which ``setting`` chose the address). ``loop.create_server(sock=...)`` listens again with
+    its own ``backlog`` (default 100): pass it the same one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
