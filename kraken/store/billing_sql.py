@@ -2,7 +2,8 @@
 
 kraken/billing holds the rules (amounts, kinds, what a batch debits, the refusals); this holds the
 statements, so no SQL lives outside store/. ``BillingRepository`` is SQLite's (one writer: the
-batch's statements run under its write lock, ``IN (...)`` lists of at most 500 host parameters);
+batch's statements run under its write lock, its lookups take their ids as one JSON array, other
+``IN (...)`` lists at most 500 host parameters);
 ``kraken.store.postgres.billing`` overrides the batch methods with array parameters and row locks
 taken in a fixed order, for several hosts writing at once.
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 TX_COLUMNS = "id, wallet_id, kind, amount_micros, ref, ts, balance_after_micros"
 _INSERT_TX = ("INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, "
@@ -39,9 +42,15 @@ STATEMENTS: dict[str, str] = {
     "key_totals": ("SELECT key_id, SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)),"
                    " CAST(ROUND(SUM(COALESCE(cost_usd, 0) + COALESCE(kraken_fee_usd, 0)) * 1000000)"
                    " AS INTEGER) FROM requests WHERE key_id IN ({marks}) GROUP BY key_id"),
-    "seen_requests": "SELECT request_id FROM requests WHERE request_id IN ({marks})",
-    "seen_refs": "SELECT ref FROM wallet_transactions WHERE ref IN ({marks})",
-    "wallets_of": "SELECT wallet_id, balance_micros FROM wallets WHERE wallet_id IN ({marks})",
+    # The batch hook's lookups take their ids as one JSON array (SQLite's json_each): one
+    # statement whatever the batch's size, where IN (?, ...) lists took one per 500 ids - each a
+    # hop to the driver's thread behind a busy event loop - and were compiled once per list
+    # length, filling the connection's statement cache with large variants.
+    "seen_requests": ("SELECT request_id FROM requests "
+                      "WHERE request_id IN (SELECT value FROM json_each(?))"),
+    "seen_refs": "SELECT ref FROM wallet_transactions WHERE ref IN (SELECT value FROM json_each(?))",
+    "wallets_of": ("SELECT wallet_id, balance_micros FROM wallets "
+                   "WHERE wallet_id IN (SELECT value FROM json_each(?))"),
     "add_usage": ("INSERT INTO usage_monthly (customer_id, month, tokens, spend_micros) "
                   "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id, month) DO UPDATE SET "
                   "tokens = tokens + excluded.tokens, "
@@ -55,6 +64,10 @@ kraken/billing."""
 
 CHUNK = 500
 """SQLite host parameters per ``IN (...)`` list."""
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return orjson.dumps(list(values)).decode()
 
 
 def _chunks(items: Sequence[str], n: int = CHUNK) -> Iterable[Sequence[str]]:
@@ -136,17 +149,16 @@ class BillingRepository:
 
     async def _wallets(self, tx: Any, wallet_ids: list[str]) -> dict[str, int]:
         """The balances of those of ``wallet_ids`` that exist."""
-        balances: dict[str, int] = {}
-        for chunk in _chunks(wallet_ids):
-            rows = await tx.fetch_all(self._marks("wallets_of", len(chunk)), chunk)
-            balances.update((r[0], int(r[1])) for r in rows)
-        return balances
+        if not wallet_ids:
+            return {}
+        rows = await tx.fetch_all(self.sql["wallets_of"], (_json_list(wallet_ids),))
+        return {r[0]: int(r[1]) for r in rows}
 
     async def _in(self, db: Any, name: str, values: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for chunk in _chunks(values):
-            found.update(r[0] for r in await db.fetch_all(self._marks(name, len(chunk)), chunk))
-        return found
+        """Those of ``values`` the statement ``name`` (ids as a JSON array) finds."""
+        if not values:
+            return set()
+        return {r[0] for r in await db.fetch_all(self.sql[name], (_json_list(values),))}
 
     def _marks(self, name: str, n: int) -> str:
         return self.sql[name].format(marks=", ".join("?" * n))
