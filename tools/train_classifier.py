@@ -71,7 +71,7 @@ def prior() -> tuple[dict[Feature, list[float]], list[float]]:
     def put(feature: Feature, label: int, weight: float) -> None:
         w0.setdefault(feature, [0.0] * K)[label] += weight
 
-    for word, pairs in _merge(cues.WORDS, cues.WORDS_MORE).items():
+    for word, pairs in _merge(*cues.words()).items():
         token = word.encode()
         for label, weight in pairs.items():
             put((USER, token), label, weight)

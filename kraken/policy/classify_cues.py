@@ -5,7 +5,8 @@ these weights (rough log-odds set by hand: 3 = nearly decisive alone, 1 = a hint
 tie-breaker) into the starting point and the regularisation centre of a logistic regression fitted
 on tests/policy/classify_train.jsonl and classify_eval.jsonl; a cue the training rows never show
 keeps its hand weight, so the lexicon is what the model knows beyond its training rows.
-kraken/policy/classify_features.py reads PHRASES, LANGUAGES and HELPERS to make its features.
+kraken/policy/classify_features.py reads PHRASES, LANGUAGES, HELPERS and CJK_CUES to make its features;
+the word tables stay text until the trainer calls words().
 """
 from __future__ import annotations
 
@@ -25,8 +26,18 @@ def cues(table: dict[int, str]) -> dict[str, dict[int, float]]:
     return out
 
 
+def words() -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
+    """The word cues: WORDS_TEXT, and WORDS_MORE_TEXT's tables in order (a later table's word
+    replaces an earlier one's). Parsed on call, not at import: only the trainer needs them, and as
+    dicts they take ~400 KB that a serving process would carry for nothing."""
+    more: dict[str, dict[int, float]] = {}
+    for table in WORDS_MORE_TEXT:
+        more.update(cues(table))
+    return cues(WORDS_TEXT), more
+
+
 # Weights are rough log-odds by hand: 3 = nearly decisive alone, 1 = a hint, 0.5 = a tie-breaker.
-WORDS = cues({
+WORDS_TEXT = {
     CODE: """
         python:3 javascript:3 typescript:3 java:2.5 kotlin:3 swift:1.5 rust:2 rustc:3 golang:3 ruby:1.5
         php:3 perl:2 scala:2 haskell:3 elixir:2 clojure:3 lua:2 dart:1 matlab:2 c++:3 c#:3 csharp:3 cpp:3
@@ -143,7 +154,7 @@ WORDS = cues({
         invitation:2 apology:1.5 bio:2 captions:2 poema:4 poème:4 gedicht:4 poesia:4 cuento:2.5 histoire:1
         geschichte:1 стих:4 стихотворение:4
         """,
-})
+}
 
 # Phrases, checked only when their rarest word is present, in the normalised text padded with
 # spaces (punctuation is a space too, so " tl dr " matches "TL;DR:" and spaces are word boundaries).
@@ -193,7 +204,7 @@ HELPERS = re.compile(rb" (?:into|in|to|from|say|mean|means|word|please|version|s
 
 # The same tasks in the other languages Kraken's customers write in (es, pt, de, fr), beyond the
 # cues above: the verbs and nouns that name each task.
-WORDS_MORE = cues({
+WORDS_MORE_TEXT = ({
     CODE: """
         programación:2 programacion:2 programação:2 programmierung:2 programmation:2 funções:2.5
         funciones:2.5 fonctions:2 funktionen:2 consulta:1 consultas:1 requête:2 requete:2 abfrage:2
@@ -241,20 +252,20 @@ WORDS_MORE = cues({
         drôle:1.5 gracioso:1.5 engraçada:1.5 engraçado:1.5 geburtstagskarte:2 aniversário:0.8
         cumpleaños:0.8 anniversaire:0.8
         """,
-})
+},
 
 # Cues the training rows showed missing (cross-validation errors on classify_train/eval only).
-WORDS_MORE.update(cues({
+{
     CODE: "dedupe:2 div:2.5 flexbox:3 flex:1 pipefail:3 centre:0.3 center:0.3 duplicates:0.5",
     TRAN: "meaning:1.5 literally:1 translates:3.5",
     REAS: """weighs:1 heavier:1 diagonals:2.5 diagonales:2.5 diagonais:2.5 anagrams:2.5 anagramas:2.5
              consecutive:1.5 monty:2 manche:1 algunos:0.8 certains:0.8 alguns:0.8""",
     OTHER: "phishing:2.5 rubric:3 score:1 roleplay:3 aggressive:1.5 passive:1",
     EXTR: "tracking:1 allergens:1 allergies:1",
-}))
+},
 
 # Common task words of es, pt, de and fr beyond the verbs above (general vocabulary, not tuned).
-WORDS_MORE.update(cues({
+{
     OTHER: """schreib:0.5 schreibe:0.5 escribe:0.5 escreve:0.5 escreva:0.5 écris:0.5 reim:3 reime:3
               werbetext:3 kreativ:2 creativo:2 créatif:2 criativo:2 lustige:1.5 witz:2 chiste:2 blague:2
               piada:2 histoire:1.5 freundlicher:2.5 amigable:1 gentil:0.8 kategorie:2 categoría:2
@@ -262,7 +273,7 @@ WORDS_MORE.update(cues({
     EXTR: """datumsangaben:2 genannt:1 aparece:1 apparaissent:1 présentes:0.8 lista:0.5 liste:0.5
              auflisten:1.5 enumera:1 listez:1""",
     REAS: "wieviel:1 viel:0.3 cuánto:0.8 quanto:0.8 folgt:1.5 folgern:2 lógica:2 logik:2 logique:2",
-}))
+})
 
 # CJK and Hangul have no spaces: these cues are found as substrings (classify_features.py), beside
 # each character.
