@@ -57,6 +57,18 @@ def count(path) -> int:
         return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
 
 
+@pytest.mark.parametrize("n", [1, 3, 256, 257, 555])
+async def test_a_batch_of_any_size_stores_each_record_once_and_counts_only_new_rows(store, tmp_path, n):
+    """One statement size per batch, the last chunk filled up with copies of the last record
+    (kraken/store/sqlite.py ``_padded_chunks``): the copies store nothing and count nothing."""
+    assert await store.insert_records([make(i) for i in range(0, n, 2)]) == len(range(0, n, 2))
+    batch = [make(i) for i in range(n)]
+    assert await store.insert_records(batch) == n - len(range(0, n, 2))
+    rows = await store.fetch_all("SELECT request_id, ts FROM requests ORDER BY request_id")
+    assert rows == [(rec.request_id, rec.ts) for rec in batch]
+    assert count(tmp_path / "k.db") == n
+
+
 async def test_migrations_create_requests_table_with_one_column_per_field(store, tmp_path):
     cols = [r[1] for r in await store.fetch_all("PRAGMA table_info(requests)")]
     assert tuple(cols) == FIELD_NAMES
