@@ -149,8 +149,11 @@ def test_one_chunk_per_read_gives_the_body_and_the_end():
     b"5\r\nhelloXX", b"5\r\nhello\n\r", b"+5\r\nhello\r\n", b"5 \r\nhello\r\n", b"0x5\r\nhello\r\n",
     b"1_0\r\n0123456789abcdef\r\n", b"-5\r\nhello\r\n", b"\r\n5\r\nhello\r\n",
     b"0" * 17 + b"5\r\nhello\r\n", b"8000000000000000\r\nabc\r\n", b"f" * 16 + b"\r\nabc\r\n0\r\n\r\n",
+    b"5\r\nhelloXXX", b"5\r\nhelloXX\r\n", b"5\r\nhello\r\n5 \r\nhello\r\n",
+    b"5\r\nhello\r\n6\r\nhello\r\n\r\n",
 ], ids=["no-crlf", "lf-cr", "plus", "space", "0x", "underscore", "minus", "empty-line", "17-digits",
-        "16-digit-overflow", "16-digit-overflow-then-more"])
+        "16-digit-overflow", "16-digit-overflow-then-more", "no-crlf-more-data",
+        "no-crlf-then-crlf", "bad-second-size-line", "second-chunk-short"])
 def test_a_malformed_chunk_alone_in_its_read_raises(read):
     sink, parser = parse(HEAD_CHUNKED)
     with pytest.raises(ResponseError):

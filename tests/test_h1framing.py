@@ -1,0 +1,54 @@
+"""The chunked decoder's one-step path (a read holding exactly one whole chunk) gives exactly
+what its state machine gives, for any read: same body, same rest, same error, whatever the
+chunks hold and wherever the reads are cut."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from kraken.h1framing import NO_LIMIT, ChunkedBody, FramingError
+
+
+def decode(reads: list[bytes], limit: int, reference: bool):
+    body = ChunkedBody(limit, 1024)
+    feed = body._feed_all if reference else body.feed
+    out: list[bytes] = []
+    try:
+        for read in reads:
+            rest = feed(read, out)
+            if rest is not None:
+                return b"".join(out), rest, None
+    except FramingError as exc:
+        return b"".join(out), None, (str(exc), exc.status)
+    return b"".join(out), None, None
+
+
+def stream(rng: random.Random) -> list[bytes]:
+    """Chunks of SSE-like or CRLF-laden data, now and then a malformed or odd one; each chunk
+    (size line, data, terminator) is one item, then the last chunk and what follows."""
+    parts = []
+    for _ in range(rng.randint(0, 12)):
+        data = rng.choice([b"data: {\"n\":1}\n\n", b"a\r\nb", b"\r\n", b"x" * rng.randint(1, 300),
+                           b"\r\n\r\n0\r\n\r\n", bytes(rng.randrange(256) for _ in range(20))])
+        size = b"%x" % len(data)
+        size = rng.choice([size, size, size, size.upper(), size + b";ext=1", b" " + size,
+                           size + b" ", b"0" + size, b"+" + size, b"%x" % (len(data) + 1)])
+        parts.append(size + b"\r\n" + data + rng.choice([b"\r\n"] * 8 + [b"\n", b"XX", b"\r"]))
+    parts.append(rng.choice([b"0\r\n\r\n", b"0\r\nx-t: 1\r\n\r\n", b"0\r\n", b"", b"0\r\nbad\r\n\r\n"]))
+    parts.append(rng.choice([b"", b"HTTP/1.1 200 OK\r\n"]))
+    return [part for part in parts if part]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_one_step_path_matches_the_state_machine(seed):
+    rng = random.Random(seed)
+    for _ in range(150):
+        chunks = stream(rng)
+        raw = b"".join(chunks)
+        cuts = sorted(rng.sample(range(1, len(raw)), min(max(len(raw) - 1, 0), rng.randint(0, 4))))
+        reads = [raw[i:j] for i, j in zip([0, *cuts], [*cuts, len(raw)])]
+        if rng.random() < 0.5:  # one read per chunk, as a paced stream arrives
+            reads = chunks
+        limit = rng.choice([NO_LIMIT, NO_LIMIT, 64, 400])
+        assert decode(reads, limit, False) == decode(reads, limit, True), (raw, cuts, limit)
