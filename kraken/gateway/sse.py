@@ -45,9 +45,10 @@ class SseTap:
         if self._passthrough:
             return data
         if not self._tail and data.endswith(self._sep):  # whole events: a stream's usual read
-            if data.find(_USAGE_KEYS[0]) < 0 and data.find(_USAGE_KEYS[1]) < 0:
+            compact = data.find(_USAGE_KEYS[0])
+            if compact < 0 and data.find(_USAGE_KEYS[1]) < 0:
                 return data  # (find_usage_object's two scans, without its call)
-            out = self._events(data, self._sep)
+            out = self._events(data, self._sep, compact)
             return out if self._strip else data
         strip = self._strip
         buf = self._tail + data if self._tail else data
@@ -71,9 +72,15 @@ class SseTap:
             self._tail = b""
         return out
 
-    def _events(self, complete: bytes, sep: bytes) -> bytes:
-        """Parse only the events that carry a usage object; cut a hidden one out."""
-        at = find_usage_object(complete)
+    def _events(self, complete: bytes, sep: bytes, compact: int = -1) -> bytes:
+        """Parse only the events that carry a usage object; cut a hidden one out. ``compact``:
+        where the caller found the first ``"usage":{`` (-1: not looked), so it is not scanned
+        for twice."""
+        if compact < 0:
+            at = find_usage_object(complete)
+        else:  # the spaced form can only come first if it is before that
+            spaced = complete.find(_USAGE_KEYS[1], 0, compact)
+            at = compact if spaced < 0 else spaced
         if at < 0:
             return complete
         kept: list[bytes] = []

@@ -66,3 +66,13 @@ def test_one_whole_event_per_read(strip):
     kept = [CHUNK, CHUNK, DONE] if strip else events
     assert out == b"".join(event + b"\n\n" for event in kept)
     assert (tap.usage.prompt_tokens, tap.usage.completion_tokens) == (3, 5)
+
+
+def test_a_read_with_a_spaced_usage_event_before_a_compact_one():
+    """Both forms in one whole-events read: each is parsed, in order; the usage-only one is cut."""
+    spaced = b'data: {"id":"c","choices":[],"usage": {"prompt_tokens":1,"completion_tokens":2}}'
+    compact = b'data: {"id":"c","choices":[{"index":0}],"usage":{"prompt_tokens":3,"completion_tokens":5}}'
+    read = b"\n\n".join([CHUNK, spaced, compact, DONE]) + b"\n\n"
+    out, tap = run(read, [], strip=True)
+    assert out == b"\n\n".join([CHUNK, compact, DONE]) + b"\n\n"
+    assert tap.usage.completion_tokens == 5
