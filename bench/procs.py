@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -117,3 +118,20 @@ def memory_kib(pids: list[int], key: str) -> int:
 
 
 # ----------------------------------------------------------------------------- targets
+
+
+class PeakRss(threading.Thread):
+    """Samples the summed VmRSS of ``pids`` every ``every`` seconds until ``stop``; keeps the max."""
+
+    def __init__(self, pids: list[int], every: float = 0.01):
+        super().__init__(daemon=True)
+        self.pids, self.every, self.peak, self._stop_event = pids, every, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every):
+            self.peak = max(self.peak, memory_kib(self.pids, "VmRSS"))
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 TARGETS = ("direct", "nginx", "kraken")
 
-from procs import (CLK_TCK, cpu_seconds, free_port, memory_kib, process_tree,  # noqa: E402,F401
+from procs import (CLK_TCK, PeakRss, cpu_seconds, free_port, memory_kib, process_tree,  # noqa: E402,F401
                    start, stop, tail, wait_port)
 
 
@@ -175,23 +174,6 @@ SCENARIOS = (  # name, stream, concurrency, args attribute holding the request c
     ("stream_c32", True, 32, "stream32"),
     ("nonstream_c32", False, 32, "nonstream"),
 )
-
-
-class PeakRss(threading.Thread):
-    """Samples the summed VmRSS of ``pids`` every ``every`` seconds until ``stop``; keeps the max."""
-
-    def __init__(self, pids: list[int], every: float = 0.01):
-        super().__init__(daemon=True)
-        self.pids, self.every, self.peak, self._stop_event = pids, every, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.every):
-            self.peak = max(self.peak, memory_kib(self.pids, "VmRSS"))
-
-    def stop(self) -> int:
-        self._stop_event.set()
-        self.join()
-        return self.peak
 
 
 def burst(target: Target, args) -> dict:
@@ -357,7 +339,56 @@ def render(figures: dict[str, dict]) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+def spawn_proxies(proxies: list[str], starts: dict[str, list], tmp: Path, nginx: str | None,
+                  args, procs: list, targets: dict[str, "Target"], notes: list[str]) -> None:
+    """Time ``--start-runs`` spawns of each proxy alone, then start the measured ones."""
+    mock = targets["direct"]
+    for name in proxies:  # separate spawns, timed alone, before the measured processes
+        starts[name] = [time_start(*proxy_cmd(name, tmp, mock.port, nginx, args), tmp,
+                                   args.start_seconds) for _ in range(args.start_runs)]
+    for name in proxies:
+        cmd, port, log = proxy_cmd(name, tmp, mock.port, nginx, args)
+        proc = start(cmd, log, tmp)
+        procs.append(proc)
+        if wait_port(port, proc, args.start_seconds):
+            targets[name] = Target(name, port, proc, log)
+        else:
+            notes.append(f"{name}: did not start, column skipped:\n{tail(log)}")
+    for name, times in starts.items():
+        if name in targets:
+            ok = sorted(x for x in times if x is not None)
+            targets[name].start_s = ok[len(ok) // 2] if ok else None
+            targets[name].start_runs = times
+
+
+def report(targets: dict[str, "Target"], notes: list[str], args) -> None:
+    """The table, the notes on failed requests, and with ``--json`` every raw figure."""
+    figures = {name: metrics(t) for name, t in targets.items()}
+    for t in targets.values():
+        for name, r in t.scenarios.items():
+            if r.get("errors") or r.get("connect_errors") or r.get("bad_stream") or r.get("timed_out"):
+                notes.append(f"{t.name} {name}: {r.get('completed', 0)}/{r.get('requested')} done, "
+                             f"{r.get('errors')} errors, {r.get('connect_errors', 0)} failed "
+                             f"connects, {r.get('bad_stream', 0)} streams without "
+                             f"[DONE], stopped by time cap: {r.get('timed_out')} {r.get('error', '')}")
+    print()
+    print(render(figures))
+    print("\n(x) = ratio to direct, (+) = ms added over direct; 'vs nginx' columns: the same "
+          "against nginx. CPU and RSS are the target's own processes (direct = the mock itself); "
+          "start = spawn to first 200, median of --start-runs spawns.")
+    for note in notes:
+        print("note:", note)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "args": vars(args), "figures": figures, "notes": notes,
+            "targets": {n: {"idle_rss_kib": t.idle_rss_kib, "peak_rss_kib": t.peak_rss_kib,
+                            "start_s": t.start_runs,
+                            "scenarios": t.scenarios} for n, t in targets.items()},
+        }, indent=2))
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The options, and the targets to measure (``direct`` always first)."""
     ap = argparse.ArgumentParser(description="Kraken vs nginx vs direct, through the mock provider.")
     ap.add_argument("--targets", default="direct,nginx,kraken",
                     help="comma list of direct,nginx,kraken (direct is always measured)")
@@ -393,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in args.targets.split(",") if t and t not in TARGETS]
     if unknown:
         ap.error(f"unknown targets: {', '.join(unknown)}")
+    return args, wanted
 
+
+def main(argv: list[str] | None = None) -> int:
+    args, wanted = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="kraken-bench-"))
     procs: list[subprocess.Popen] = []
     notes: list[str] = []
@@ -418,23 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         if "nginx" in wanted and nginx is None:
             notes.append("nginx: not installed (no /usr/sbin/nginx), column skipped")
         proxies = [n for n in ("nginx", "kraken") if n in wanted and (n != "nginx" or nginx)]
-        starts = {"direct": [mock_start]}
-        for name in proxies:  # separate spawns, timed alone, before the measured processes
-            starts[name] = [time_start(*proxy_cmd(name, tmp, mock.port, nginx, args), tmp,
-                                       args.start_seconds) for _ in range(args.start_runs)]
-        for name in proxies:
-            cmd, port, log = proxy_cmd(name, tmp, mock.port, nginx, args)
-            proc = start(cmd, log, tmp)
-            procs.append(proc)
-            if wait_port(port, proc, args.start_seconds):
-                targets[name] = Target(name, port, proc, log)
-            else:
-                notes.append(f"{name}: did not start, column skipped:\n{tail(log)}")
-        for name, times in starts.items():
-            if name in targets:
-                ok = sorted(x for x in times if x is not None)
-                targets[name].start_s = ok[len(ok) // 2] if ok else None
-                targets[name].start_runs = times
+        spawn_proxies(proxies, {"direct": [mock_start]}, tmp, nginx, args, procs, targets, notes)
 
         time.sleep(1.0)  # settle before reading idle memory
         for t in list(targets.values()):
@@ -458,28 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets.values():
             measure(t, mock, args)
 
-        figures = {name: metrics(t) for name, t in targets.items()}
-        for t in targets.values():
-            for name, r in t.scenarios.items():
-                if r.get("errors") or r.get("connect_errors") or r.get("bad_stream") or r.get("timed_out"):
-                    notes.append(f"{t.name} {name}: {r.get('completed', 0)}/{r.get('requested')} done, "
-                                 f"{r.get('errors')} errors, {r.get('connect_errors', 0)} failed "
-                                 f"connects, {r.get('bad_stream', 0)} streams without "
-                                 f"[DONE], stopped by time cap: {r.get('timed_out')} {r.get('error', '')}")
-        print()
-        print(render(figures))
-        print("\n(x) = ratio to direct, (+) = ms added over direct; 'vs nginx' columns: the same "
-              "against nginx. CPU and RSS are the target's own processes (direct = the mock itself); "
-              "start = spawn to first 200, median of --start-runs spawns.")
-        for note in notes:
-            print("note:", note)
-        if args.json:
-            Path(args.json).write_text(json.dumps({
-                "args": vars(args), "figures": figures, "notes": notes,
-                "targets": {n: {"idle_rss_kib": t.idle_rss_kib, "peak_rss_kib": t.peak_rss_kib,
-                                "start_s": t.start_runs,
-                                "scenarios": t.scenarios} for n, t in targets.items()},
-            }, indent=2))
+        report(targets, notes, args)
         return 0
     finally:
         for proc in reversed(procs):
