@@ -41,7 +41,7 @@ from kraken.policy.router import Provider, Router
 from kraken.http.acme import plain_http_handler
 from kraken.http.h1 import H1Connection
 from kraken.http.connlimit import ConnectionLimiter
-from kraken.http.listener import BACKLOG, ProtocolSelector, listen_socket
+from kraken.http.listener import ProtocolSelector, listen_socket, serve_socket
 from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.gateway.request_log import RequestLog
 from kraken.gateway.upload import UploadLimits
@@ -271,7 +271,6 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
                   worker: int | None) -> tuple[list[asyncio.AbstractServer],
                                                CertificateReloader | None]:
     """The client listener (TLS when configured), the admin listener and the ACME/redirect one."""
-    loop = asyncio.get_running_loop()
     connections, gateway = parts.connections, parts.gateway
     per_ip = ConnectionLimiter(cfg.server.max_connections_per_ip,  # proxies: never counted
                                exempt=cfg.limits.trusted_proxies)
@@ -281,13 +280,12 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
     tls = ({"ssl": reloader.context, "ssl_handshake_timeout": cfg.server.head_timeout_s}
            if reloader is not None else {})
     always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []
-    server = await loop.create_server(
+    server = await serve_socket(
         lambda: ProtocolSelector(gateway.handle, cfg.server, connections,
                                  h2c=cfg.server.h2c, always_headers=always,
                                  limiter=per_ip),
-        sock=listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,
-                           setting="server.port"),
-        backlog=BACKLOG,  # create_server listens again: without this, 100
+        listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,
+                      setting="server.port"),
         **tls,
     )
     servers = [server]
@@ -299,11 +297,10 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
                                            keyring=parts.keyring, stack=stack))
     if cfg.server.redirect_http_port:  # ACME challenges + redirect; also before any cert exists
         plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
-        servers.append(await loop.create_server(
+        servers.append(await serve_socket(
             lambda: H1Connection(plain, cfg.server, connections),
-            sock=listen_socket(cfg.server.host, cfg.server.redirect_http_port,
-                               reuse_port=worker is not None,
-                               setting="server.redirect_http_port"), backlog=BACKLOG))
+            listen_socket(cfg.server.host, cfg.server.redirect_http_port,
+                          reuse_port=worker is not None, setting="server.redirect_http_port")))
     return servers, reloader
 
 

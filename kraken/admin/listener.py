@@ -18,7 +18,7 @@ from kraken.admin.context import AdminContext
 from kraken.admin.routes import build
 from kraken.config import Config
 from kraken.http.connlimit import ConnectionLimiter
-from kraken.http.listener import ProtocolSelector, listen_socket
+from kraken.http.listener import ProtocolSelector, listen_socket, serve_socket
 from kraken.store.interface import Store
 from kraken.store.open import open_store
 
@@ -52,9 +52,9 @@ async def start_admin(cfg: Config, store: Store, connections: set, *, meter: Any
             stack.push_async_callback(store.close)
         app = build(AdminContext(store, cfg, meter=meter, keyring=keyring, verifier=verifier,
                                  limiter=limiter))
-        server = await asyncio.get_running_loop().create_server(
+        server = await serve_socket(
             lambda: ProtocolSelector(app.handle, server_cfg, connections, h2c=False,
-                                     limiter=per_ip), sock=sock, backlog=_ADMIN_BACKLOG)
+                                     limiter=per_ip), sock, backlog=_ADMIN_BACKLOG)
     except BaseException:
         sock.close()
         raise

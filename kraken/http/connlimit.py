@@ -29,7 +29,11 @@ def address_key(peer: str) -> bytes | None:
 
     None for anything that is not an IP address (a Unix socket): never limited."""
     packed = _packed(peer)
-    return packed if packed is None or len(packed) == 4 else packed[:8]
+    return None if packed is None else _count_key(packed)
+
+
+def _count_key(packed: bytes) -> bytes:
+    return packed if len(packed) == 4 else packed[:8]  # IPv6: its /64
 
 
 def _packed(peer: str) -> bytes | None:
@@ -82,7 +86,7 @@ class ConnectionLimiter:
             for net_size, network, mask in self._exempt:
                 if size == net_size and number & mask == network:
                     return None
-        return packed if len(packed) == 4 else packed[:8]
+        return _count_key(packed)
 
     def acquire(self, key: bytes | None) -> bool:
         """Count a new connection under ``key`` (from ``address_key``); False, counting

@@ -21,11 +21,12 @@ _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])\r\n")
 _FIELDS = re.compile(rb"(?m)^(" + _TOKEN + rb"):[ \t]*([^\r\n]*)\r\n")
 """One field per line: a token name, then its value up to the line end (checked below)."""
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-"""Bytes no field value may hold (with CR and LF outside the line ends): what is left of a
-value, once its trailing blanks are cut, is h11's field-content."""
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-"""RFC 9112 §3.2 uri-host [":" port], as ``h1head`` checks it."""
+CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control bytes h11 lets through in field values (it refuses only NUL and whitespace), and no
+field value here may hold (with CR and LF outside the line ends): what is left of a value, once
+its trailing blanks are cut, is h11's field-content."""
+HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+"""RFC 9112 §3.2: uri-host [":" port]; no spaces, no userinfo, no second host."""
 _TO_H11 = frozenset((b"transfer-encoding", b"expect"))
 """Fields whose handling (chunked framing, 100-continue) is left to h11's reader."""
 _MAX_LENGTH_DIGITS = 18
@@ -57,7 +58,7 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
         return None
     method, target, version = line.groups()
     fields = head[line.end():-2]
-    if len(target) > max_uri or _CTL.search(fields) is not None:
+    if len(target) > max_uri or CTL.search(fields) is not None:
         return None
     pairs = _FIELDS.findall(fields)
     count = len(pairs)
@@ -69,7 +70,7 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
     for name, value in headers:
         if name == b"host":
             hosts += 1
-            if _HOST.fullmatch(value) is None:
+            if HOST.fullmatch(value) is None:
                 return None
         elif name == b"content-length":
             lengths += 1

@@ -10,11 +10,9 @@ differently is refused after its parse.
 """
 from __future__ import annotations
 
-import re
-
 import h11
 
-from kraken.http.h1fast import CommonHead, read_common_head
+from kraken.http.h1fast import CTL, HOST, CommonHead, read_common_head
 
 try:  # h11's own request-head reader, called without a Connection (see _h11_read)
     from h11._headers import has_expect_100_continue as _expects_100_continue
@@ -22,11 +20,6 @@ try:  # h11's own request-head reader, called without a Connection (see _h11_rea
     from h11._receivebuffer import ReceiveBuffer as _ReceiveBuffer
 except ImportError:  # another h11 layout: the public Connection path below
     _read_request_head = None
-
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-"""Control bytes h11 lets through in field values (it refuses only NUL and whitespace)."""
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-"""RFC 9112 §3.2: uri-host [":" port]; no spaces, no userinfo, no second host."""
 
 
 class HeadRejected(Exception):
@@ -153,12 +146,12 @@ def _refuse_head(event: h11.Request, headers: Headers, head: bytes) -> None:
     """What h11 accepts but a front server may read differently."""
     if event.http_version[:2] != b"1.":
         raise HeadRejected("HTTP version not supported", 505)
-    if _CTL.search(head) is not None:
+    if CTL.search(head) is not None:
         raise HeadRejected("control character in request head")
     hosts = [value for name, value in headers if name == b"host"]
     if len(hosts) > 1:
         raise HeadRejected("duplicate Host")
-    if hosts and _HOST.fullmatch(hosts[0]) is None:
+    if hosts and HOST.fullmatch(hosts[0]) is None:
         raise HeadRejected("invalid Host")
 
 

@@ -16,6 +16,7 @@ import logging
 import socket
 import time
 from functools import partial
+from typing import Any, Callable
 
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError, TooManyConnections, error_body
@@ -44,8 +45,7 @@ a thousand clients (or a load balancer reconnecting) must queue, not lose its SY
 def listen_socket(host: str, port: int, *, reuse_port: bool = False, backlog: int = BACKLOG,
                   setting: str = "") -> socket.socket:
     """A bound, listening, non-blocking TCP socket, or ``ListenError`` saying why not (and
-    which ``setting`` chose the address). ``loop.create_server(sock=...)`` listens again with
-    its own ``backlog`` (default 100): pass it the same one."""
+    which ``setting`` chose the address). Serve it with ``serve_socket``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -63,6 +63,15 @@ def listen_socket(host: str, port: int, *, reuse_port: bool = False, backlog: in
                           + (f" ({setting})" if setting else "")) from None
     sock.setblocking(False)
     return sock
+
+
+async def serve_socket(factory: Callable[[], asyncio.BaseProtocol], sock: socket.socket, *,
+                       backlog: int = BACKLOG, **kwargs: Any) -> asyncio.AbstractServer:
+    """``loop.create_server`` on a socket from ``listen_socket``. It calls ``listen`` again
+    with its own ``backlog`` (default 100, which dropped the SYNs of a burst): give it the
+    socket's."""
+    return await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=backlog,
+                                                          **kwargs)
 
 
 def _over_limit_response() -> bytes:

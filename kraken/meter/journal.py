@@ -17,7 +17,7 @@ from typing import Iterable
 
 import orjson
 
-from kraken.store.record import FIELD_NAMES, REQUIRED_FIELDS, RequestRecord
+from kraken.store.record import REQUIRED_FIELDS, RequestRecord
 
 _PREFIX = "seg-"
 _SUFFIX = ".jsonl"
@@ -70,7 +70,7 @@ class Journal:
         rec.to_dict()) + b"\\n"``), as every earlier Kraken wrote it: a journal replays whichever
         version wrote it or reads it.
         """
-        self._write(_dumps(dict(zip(FIELD_NAMES, rec)), option=_NEWLINE))
+        self._write(_dumps(rec._asdict(), option=_NEWLINE))
 
     def probe(self) -> None:
         """Append a blank line of ``PROBE_BYTES`` (readers skip it); OSError if it fails.
