@@ -307,7 +307,7 @@ class Gateway:
         when it declares one, gives the filter that re-says the answer for the client.
         """
         pool = route.provider.pool
-        request = endpoint.shape(route, parsed)
+        request: UpstreamRequest | None = endpoint.shape(route, parsed)
         make_filter = endpoint.response_filter
         filt = None if make_filter is None else make_filter(route, parsed)
         headers = self.authorize(call, route, request)
@@ -319,17 +319,21 @@ class Gateway:
         out = answer_sink(sink, call, parsed.req)
         if request.family.signed is not None:  # e.g. an OAuth2 token, exchanged when due
             headers = await request.family.signed(headers)
+        family, hide_usage = request.family, request.hide_usage
         for fresh_retry in (False, True):
+            if request is None:  # the retry: the same request again (shape is a pure function)
+                request = endpoint.shape(route, parsed)
             conn = await pool.acquire()
-            relay = Relay(call, out, request.family, stream=call.stream,
-                          hide_usage=request.hide_usage, on_complete=lambda: self.record(call),
-                          response_filter=filt)
+            relay = Relay(call, out, family, stream=call.stream, hide_usage=hide_usage,
+                          on_complete=lambda: self.record(call), response_filter=filt)
             call.sent_ns = time.perf_counter_ns()
             upload = parsed.payload.get(UPLOAD)
             if upload is None:
                 conn.send(request.method, request.target, headers, request.body, relay)
             else:
                 conn.send(request.method, request.target, headers, request.body, relay, more=True)
+            # Not held while the answer streams: orjson's output keeps >= 4 KiB of capacity.
+            request = None
             sink.set_producer(conn)
             try:
                 await (relay.done if upload is None else upload.relay(conn, relay.done))
