@@ -208,7 +208,7 @@ class H1Connection(InboundConnection):
         exchange = self._exchange
         assert exchange is not None
         self._buf = bytearray(leftover)
-        self._deadline.cancel()
+        self._deadline.stop()  # a pending timer (~0.7 KiB) would stay for the whole answer
         exchange.stop_receiving()
         self.state = BUSY
         if exchange.stream is not None:  # an upload: its handler is already running
