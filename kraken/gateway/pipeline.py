@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
+from typing import Awaitable
 
 from kraken import metrics, shedding
 from kraken.accounts.byok import ByokKeyUnusable
@@ -116,8 +117,8 @@ class Gateway:
     def add_call(self, endpoint: Endpoint) -> None:
         """Serve ``endpoint`` as a metered call (``run``: one record per admitted call)."""
 
-        async def metered(req: Request, sink: ResponseSink) -> None:
-            await self.run(endpoint, req, sink)
+        def metered(req: Request, sink: ResponseSink) -> Awaitable[None]:
+            return self.run(endpoint, req, sink)  # no frame of its own while a stream lasts
 
         self.paths.add(endpoint.path, metered, endpoint.method)
 
@@ -194,6 +195,7 @@ class Gateway:
         self.classify(call, endpoint, parsed)
         routes = (self.route(call, endpoint, model) if model is not None
                   else endpoint.routes(self.router, parsed))
+        await self.load_byok(call)
         await self.dispatch(call, endpoint, routes, parsed, sink)
 
     # ---- phases --------------------------------------------------------------------
@@ -288,13 +290,13 @@ class Gateway:
             raise endpoint.not_served(model)
         return kept
 
-    async def dispatch(self, call: Call, endpoint: Endpoint, routes: tuple[Route, ...],
-                       parsed: Parsed, sink: ResponseSink) -> None:
-        """Try candidates in order until one starts answering (fallback before first byte)."""
-        await self.load_byok(call)
+    def dispatch(self, call: Call, endpoint: Endpoint, routes: tuple[Route, ...],
+                 parsed: Parsed, sink: ResponseSink) -> Awaitable[None]:
+        """Try candidates in order until one starts answering (fallback before first byte).
+        (Not a coroutine itself: its frame would be held as long as the answer streams.)"""
         # Skips open circuits, bounds attempts, falls back on 429/5xx/connect/timeout only.
         upload = parsed.payload.get(UPLOAD)
-        await fallback.dispatch(
+        return fallback.dispatch(
             self.router, call, routes if upload is None else routes[:1],  # read once: no retry
             lambda route: self.relay(call, endpoint, route, parsed, sink), sink)
 

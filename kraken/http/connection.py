@@ -137,8 +137,11 @@ class Exchange(ResponseSink, Protocol):
         """The handler has not ended the response, and it can still be answered."""
 
 
-async def run_handler(handler: Handler, request: Request, sink: Exchange) -> None:
-    """Run ``handler`` for one request; whatever it leaves unanswered is answered here."""
+async def run_handler(handler: Handler, request: Request, sink: Exchange,
+                      done: Callable[[], None] | None = None) -> None:
+    """Run ``handler`` for one request; whatever it leaves unanswered is answered here.
+    ``done`` is called last, however the handler ended (one coroutine frame per request
+    less than a wrapper awaiting this one: it is held for as long as a stream lasts)."""
     try:
         await handler(request, sink)
         if sink.unfinished:
@@ -153,6 +156,9 @@ async def run_handler(handler: Handler, request: Request, sink: Exchange) -> Non
     except Exception:
         log.exception("unhandled error in request handler")
         fail(sink, KrakenError("internal error"))
+    finally:
+        if done is not None:
+            done()
 
 
 def fail(sink: Exchange, exc: KrakenError) -> None:

@@ -34,7 +34,6 @@ from kraken.config import ServerConfig
 from kraken.http.answers import error_answer, rejection
 from kraken.http.bodystream import BodyStream, streams_body
 from kraken.http.connection import Handler, InboundConnection, run_handler
-from kraken.http.exchange import Request
 from kraken.h1framing import NO_LIMIT
 from kraken.http.h1body import BodyPace, BodyRejected, ChunkedBody, FixedBody
 from kraken.http.h1exchange import H1Exchange
@@ -221,7 +220,8 @@ class H1Connection(InboundConnection):
 
     def _start(self, exchange: H1Exchange) -> None:
         request = exchange.request(self.peer)
-        self._task = self.loop.create_task(self._run(request, exchange))
+        self._task = self.loop.create_task(
+            run_handler(self._handler, request, exchange, self._handler_done))
 
     def _pause_upload(self) -> None:
         """The handler holds enough of the upload: stop reading until it takes some."""
@@ -235,14 +235,12 @@ class H1Connection(InboundConnection):
             self.transport.resume_reading()
             self._deadline.arm(self._cfg.body_idle_timeout_s)
 
-    async def _run(self, request: Request, exchange: H1Exchange) -> None:
-        try:
-            await run_handler(self._handler, request, exchange)
-        finally:
-            # A handler may still run after end(); the next request's task is not ours. (No
-            # local holds the task: a cancelled task's traceback would keep it in a cycle.)
-            if self._task is asyncio.current_task():
-                self._task = None
+    def _handler_done(self) -> None:
+        """The handler's task ends. A handler may still run after end(): the next request's
+        task is not ours. (No local holds the task: a cancelled task's traceback would keep
+        it in a cycle. The loop is passed: ``current_task()`` alone costs a getpid syscall.)"""
+        if self._task is asyncio.current_task(self.loop):
+            self._task = None
 
     @property
     def tasks(self) -> list[asyncio.Task]:
