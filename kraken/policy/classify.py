@@ -121,6 +121,7 @@ _KNOWN = tuple(table.keys() for table in _TABLES)
 _LOOKUP = tuple(table.__getitem__ for table in _TABLES)    # bound once, not per group and call
 # The packed sum split into its fields by one struct.unpack (7 shifts and masks: 1 µs more a call).
 _FIELDS = struct.Struct(f"<{len(_NAMES)}I")
+_UNPACK, _SIZE = _FIELDS.unpack, _FIELDS.size
 
 
 def task_type(route: str, payload: dict) -> str:
@@ -135,13 +136,13 @@ def task_type(route: str, payload: dict) -> str:
     # Pasted material counts _BODY = 2/5: scores are 5 * ask + 2 * body, in integers. Every field
     # carries the same (5 * asked + 2 * bodied) * _OFFSET, so the fields compare as they are.
     ask, body = _BIAS, 0
+    known, lookup = _KNOWN, _LOOKUP
     for space, tokens, value in groups:
-        found = _KNOWN[space] & tokens
+        found = known[space] & tokens
         if found:
             if value == 1.0:
-                ask = sum(map(_LOOKUP[space], found), ask)
+                ask = sum(map(lookup[space], found), ask)
             else:
-                body = sum(map(_LOOKUP[space], found), body)
-    total = 5 * ask + 2 * body
-    scores = _FIELDS.unpack(total.to_bytes(_FIELDS.size, "little"))
+                body = sum(map(lookup[space], found), body)
+    scores = _UNPACK((5 * ask + 2 * body).to_bytes(_SIZE, "little"))
     return _NAMES[scores.index(max(scores))]

@@ -78,6 +78,7 @@ for _gate, _phrase, _label, _w in PHRASES:
         _GATES[_gate.encode()] = _GATES.get(_gate.encode(), ()) + (_item,)
 _GATE_KEYS = frozenset(_GATES)
 _SPECIAL = _GATE_KEYS | _LANGS
+_SHAPE_KEYS = frozenset(("response_format", "tool_choice", "tools"))     # what _shape reads
 del _gate, _phrase, _label, _w, _item
 
 Group = tuple[int, list, float]
@@ -122,7 +123,8 @@ def observe(payload: dict) -> list[Group]:
         if len(system) > _SYS_HEAD + _SYS_TAIL:
             system = system[:_SYS_HEAD] + "\n" + system[-_SYS_TAIL:]
         _words(system, SYSTEM, 1.0, groups, meta)
-    _shape(payload, groups, meta)
+    if not _SHAPE_KEYS.isdisjoint(payload):
+        _shape(payload, groups, meta)
     if meta:
         groups.append((META, meta, 1.0))
     return groups
@@ -206,7 +208,11 @@ def _words(text: str, space: int, value: float, groups: list[Group], meta: list[
         if raw.translate(None, _NOT_CJK):
             words += raw.translate(_NORM_ASCII).split()
             cjk = text if len(text) <= 2 * _GRAM else text[:_GRAM] + text[-_GRAM:]
-            groups.append((_GRAMS_OF[space], list(cjk) + _CJK.findall(cjk), value))
+            grams = list(cjk)
+            cues = _CJK.findall(cjk)
+            if cues:
+                grams += cues
+            groups.append((_GRAMS_OF[space], grams, value))
     groups.append((space, words, value))
     if space != USER or value != 1.0:           # phrases and language names count in the ask only
         return raw
