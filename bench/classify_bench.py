@@ -13,7 +13,9 @@ perf_counter_ns (gc off); mean/p50/p99 over all calls, and split at 500 characte
 message + system prompt) since the target is "well under 50 µs for a request of a few hundred
 characters". Shared or virtual machines are noisy: compare runs by the reference line printed with
 them, and by the last line (p50/p99 over requests of each request's median call), which other
-processes' interruptions barely move. Only labels and ids are printed, never text.
+processes' interruptions barely move. The closing line puts the two p99 figures side by side, and
+--slowest N lists the N slowest requests by their median (id, language, characters, µs) for
+profiling. Only labels, ids and sizes are printed, never text.
 """
 from __future__ import annotations
 
@@ -128,6 +130,12 @@ def medians(timed: list[tuple[int, int]], count: int) -> list[int]:
     return [sorted(calls)[len(calls) // 2] for calls in per]
 
 
+def p99(ns: list[int]) -> float:
+    """The 99th percentile in µs (the same rank summary() prints)."""
+    ns = sorted(ns)
+    return ns[min(len(ns) - 1, int(len(ns) * 0.99))] / 1000
+
+
 def summary(ns: list[int], unit: str = "calls") -> str:
     ns = sorted(ns)
     mean = sum(ns) / len(ns) / 1000
@@ -142,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     "repeatable; default: the held-out, training and eval sets")
     ap.add_argument("--rounds", type=int, default=200, help="timed passes over the set")
     ap.add_argument("--errors", action="store_true", help="list misclassified ids")
+    ap.add_argument("--slowest", type=int, default=0, metavar="N", help="list the N slowest requests by their median")
     args = ap.parse_args(argv)
 
     cases = []
@@ -159,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  long, > 500 chars       {summary([ns for ns, i in timed if sizes[i] > 500])}"
           f"  ({sum(s > 500 for s in sizes)} requests, up to {max(sizes)} chars)")
     print(f"  per request, median of its {args.rounds} calls (other processes' interruptions filtered out):")
-    print(f"                          {summary(medians(timed, len(cases)), 'requests')}")
+    per = medians(timed, len(cases))
+    print(f"                          {summary(per, 'requests')}")
+    print(f"  p99 (target <= 30 µs): {p99([ns for ns, _ in timed]):.1f} µs over all calls (with other processes' "
+          f"interruptions), {p99(per):.1f} µs over the requests' medians")
+    for i in sorted(range(len(cases)), key=per.__getitem__, reverse=True)[:args.slowest]:
+        print(f"  slow {cases[i]['id']}: {cases[i].get('lang', 'en')}, {sizes[i]} chars, {per[i] / 1000:.1f} µs")
     return 0
 
 
