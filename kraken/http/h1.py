@@ -149,9 +149,11 @@ class H1Connection(InboundConnection):
             if common is None:
                 event, headers, expect_continue = parse_head_h11(head, cfg.max_head_bytes,
                                                                  cfg.max_uri_bytes)
-            else:
+                chunked, content_type = is_chunked(headers), _content_type(headers)
+            else:  # no Transfer-Encoding; the Content-Type already found
                 event, headers, expect_continue = common, common.headers, False
-            streamed = streams_body(event.method, _content_type(headers)) and length != 0
+                chunked, content_type = False, common.content_type
+            streamed = streams_body(event.method, content_type) and length != 0
             if length is not None and length > cfg.max_body_bytes and not streamed:
                 raise HeadRejected("request body too large", 413)
             self._buf = bytearray()
@@ -159,10 +161,13 @@ class H1Connection(InboundConnection):
             self._reject(exc.status, str(exc))
             return
         reader = (ChunkedBody(NO_LIMIT if streamed else cfg.max_body_bytes, cfg.max_head_bytes)
-                  if is_chunked(headers) else FixedBody(length or 0))
+                  if chunked else FixedBody(length or 0))
+        http11 = event.http_version == b"1.1"
+        keep_alive = (keeps_alive(event, headers) if common is None or common.connection
+                      else http11)
         exchange = self._exchange = H1Exchange(
-            self, event, reader, headers=headers, keep_alive=keeps_alive(event, headers),
-            http11=event.http_version == b"1.1", head_ns=head_ns)
+            self, event, reader, headers=headers, keep_alive=keep_alive, http11=http11,
+            head_ns=head_ns)
         exchange.expect_continue = expect_continue
         self.state = BODY
         if streamed:

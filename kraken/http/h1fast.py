@@ -38,16 +38,22 @@ Headers = tuple[tuple[bytes, bytes], ...]
 class CommonHead:
     """The parts of an ``h11.Request`` the server reads, for a head in the common subset."""
 
-    __slots__ = ("method", "target", "http_version", "headers", "length")
+    __slots__ = ("method", "target", "http_version", "headers", "length", "content_type",
+                 "connection")
 
     def __init__(self, method: bytes, target: bytes, http_version: bytes, headers: Headers,
-                 length: int | None):
+                 length: int | None, content_type: bytes | None = None,
+                 connection: bool = False):
         self.method = method
         self.target = target
         self.http_version = http_version
         self.headers = headers
         self.length = length
         """The Content-Length (None: no body framing given), as ``h1head.check_head`` reads it."""
+        self.content_type = content_type
+        """The first Content-Type, read in the same pass (the server needs no other scan)."""
+        self.connection = connection
+        """A Connection field is present (only then is keep-alive worth a scan)."""
 
 
 def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
@@ -66,9 +72,15 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
         return None  # a line that is not a field, or a CR or LF inside one
     headers = tuple([(name.lower(), value.rstrip(b" \t")) for name, value in pairs])
     hosts = lengths = 0
-    length = None
+    length = content_type = None
+    connection = False
     for name, value in headers:
-        if name == b"host":
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value
+        elif name == b"connection":
+            connection = True
+        elif name == b"host":
             hosts += 1
             if HOST.fullmatch(value) is None:
                 return None
@@ -81,4 +93,4 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
             return None
     if hosts > 1 or (hosts == 0 and version == b"1.1") or lengths > 1:
         return None
-    return CommonHead(method, target, version, headers, length)
+    return CommonHead(method, target, version, headers, length, content_type, connection)

@@ -100,7 +100,14 @@ def test_common_head_reader_agrees_on_mutated_heads():
     for head in heads:
         assert outcome(head) == outcome(head, h1head.parse_head_h11), head
     for head in fast:  # the server skips check_head for these: it has nothing to refuse
-        assert h1head.check_head(head) == read_common_head(head, MAX_URI).length, head
+        common = read_common_head(head, MAX_URI)
+        assert h1head.check_head(head) == common.length, head
+        # ... and the header scans: what the fast path carries is what they would find
+        _, headers, _ = h1head.parse_head_h11(head, len(head) + 1, MAX_URI)
+        assert not h1head.is_chunked(headers)
+        assert common.content_type == next((v for n, v in headers if n == b"content-type"), None)
+        if not common.connection:
+            assert h1head.keeps_alive(common, headers) == (common.http_version == b"1.1")
 
 
 def test_sdk_heads_take_the_common_path():
