@@ -78,7 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received_any = True
-        self._deadline.touch()
+        self._deadline.last = self._loop.time()  # Deadline.touch(), inline: this runs per read
         try:
             self._parser.feed(data)  # type: ignore[union-attr]
             handler.on_read_end()
@@ -126,6 +126,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.received_any = False
         self._handler = handler
         self._parser = ResponseParser(self, no_body=method == "HEAD")
+        self._parser.on_data = handler.on_data  # straight to the handler: one call less per read
         head = [b"%s %s HTTP/1.1\r\n" % (method.encode(), target.encode())]
         head += [b"%s: %s\r\n" % (name, value) for name, value in headers]
         head.append(b"\r\n")
@@ -182,6 +183,8 @@ class UpstreamConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Cancel the exchange now: the provider sees the connection reset."""
         self._handler = None
+        if self._parser is not None:  # a read being parsed delivers nothing more
+            self._parser.on_data = _drop
         self._deadline.cancel()
         if self.transport is not None:
             self.transport.abort()
@@ -192,3 +195,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.abort()
         if handler is not None:
             handler.on_error(UpstreamTimeout("provider read timed out"))
+
+
+def _drop(data: bytes) -> None:
+    """The ``on_data`` of a parser whose exchange was cancelled."""

@@ -49,10 +49,13 @@ Reader = FixedBody | ChunkedBody | UntilClose | _Finished
 class ResponseParser:
     """Parses exactly one response; ``keep_alive`` says whether the connection may be reused."""
 
-    __slots__ = ("_sink", "_reader", "_head_buf", "keep_alive", "_no_body", "status", "_ended")
+    __slots__ = ("_sink", "_reader", "_head_buf", "keep_alive", "_no_body", "status", "_ended",
+                 "on_data")
 
     def __init__(self, sink: BodySink, *, no_body: bool = False):
         self._sink = sink
+        self.on_data = sink.on_data
+        """Where body bytes go: the sink's, or an owner's shortcut past it (one call per read)."""
         self._reader: Reader | None = None
         """The body's reader, chosen by the head; None while the head is still arriving."""
         self._head_buf = b""
@@ -75,7 +78,7 @@ class ResponseParser:
         out: list[bytes] = []
         rest = reader.feed(data, out)
         if out:
-            self._sink.on_data(out[0] if len(out) == 1 else b"".join(out))
+            self.on_data(out[0] if len(out) == 1 else b"".join(out))
         if rest is not None:
             self._finish(rest)
 

@@ -1,0 +1,91 @@
+"""UpstreamConnection over a real local socket: body bytes go straight from the parser to the
+exchange's handler, and nothing reaches a handler whose exchange was cancelled mid-read."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kraken.upstream.connection import UpstreamConnection
+
+pytestmark = pytest.mark.anyio
+
+HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+EVENT = b'data: {"n":1}\n\n'
+
+
+class Handler:
+    def __init__(self, abort_on_head: UpstreamConnection | None = None):
+        self.done = asyncio.get_running_loop().create_future()
+        self.reads: list[bytes] = []
+        self.data: list[bytes] = []
+        self.status = 0
+        self.headed = asyncio.get_running_loop().create_future()
+        self._abort = abort_on_head
+
+    def on_head(self, status, headers):
+        self.status = status
+        self.headed.set_result(None)
+        if self._abort is not None:
+            self._abort.abort()  # e.g. the client went away while the head was relayed
+
+    def on_data(self, data):
+        self.data.append(data)
+
+    def on_end(self):
+        self.done.set_result(None)
+
+    def on_error(self, exc):
+        self.done.set_exception(exc)
+
+    def on_read_end(self):
+        self.reads.append(b"".join(self.data))
+
+
+async def serve(reply: list[bytes]):
+    """A provider that answers any request with ``reply``, one socket write per item."""
+    async def on_conn(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in reply:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.01)  # separate reads on the other side
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def connect(port: int) -> UpstreamConnection:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(lambda: UpstreamConnection("http://x", 5.0), "127.0.0.1", port)
+    return conn
+
+
+async def test_body_reaches_the_handler_exactly_per_read():
+    frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
+    server, port = await serve([HEAD, frame, frame + frame, b"0\r\n\r\n"])
+    async with server:
+        conn = await connect(port)
+        handler = Handler()
+        conn.send("GET", "/", [(b"host", b"x")], b"", handler)
+        await asyncio.wait_for(handler.done, 5)
+        assert handler.status == 200
+        assert b"".join(handler.data) == EVENT * 3
+        assert EVENT * 2 in handler.data  # two chunks of one read: one on_data call
+        assert conn.reusable
+        conn.close()
+
+
+async def test_cancelled_exchange_gets_no_bytes_of_the_same_read():
+    frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
+    server, port = await serve([HEAD + frame])
+    async with server:
+        conn = await connect(port)
+        handler = Handler()
+        handler._abort = conn
+        conn.send("GET", "/", [(b"host", b"x")], b"", handler)
+        await asyncio.wait_for(handler.headed, 5)
+        assert handler.status == 200
+        assert handler.data == [] and conn.closed
