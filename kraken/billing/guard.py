@@ -226,6 +226,11 @@ class BillingGuard:
             await tx.billing.add_usage(tx, [(c, m, t, s) for (c, m), (t, s) in sums.items()])
         self._pending = (records, new, balances, costs)
 
+    in_batch.sqlite_inline = True  # type: ignore[attr-defined]
+    """SQLite runs ``in_batch`` in its driver's thread, inside the batch's one job
+    (kraken/store/sqlite.py): it awaits only ``tx``'s methods, and of this object it only sets
+    ``_pending`` (and the key budgets'), which ``committed`` reads on the loop after the job."""
+
     def committed(self) -> None:
         """The batch committed: fold its debits and usage into the snapshots."""
         self.key_budgets.committed()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 
 import aiosqlite
 import anyio
@@ -60,17 +60,16 @@ def _multi_row(sql: str, n: int) -> str:
     return head + " VALUES " + ", ".join([values] * n)
 
 
-async def _insert_rows(conn: aiosqlite.Connection, sql: str,
-                       rows: Sequence[Sequence[Any]]) -> int:
+def _insert_rows(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
     """``sql`` for every row of ``rows``, in multi-row statements of ``_statement_sizes``;
-    returns the rows changed. SQLite runs a row's triggers before it inserts the next row, so a
-    trigger reading what the previous row changed (the wallet ledger's balance) sees it."""
+    returns the rows changed. Runs in the driver's thread (``db`` is its sqlite3 connection).
+    SQLite runs a row's triggers before it inserts the next row, so a trigger reading what the
+    previous row changed (the wallet ledger's balance) sees it."""
     changed, i = 0, 0
     for size in _statement_sizes(len(rows)):
         params = [value for row in rows[i:i + size] for value in row]
         i += size
-        cur = await conn.execute(_multi_row(sql, size), params)
-        changed += max(cur.rowcount, 0)
+        changed += max(db.execute(_multi_row(sql, size), params).rowcount, 0)
     return changed
 
 
@@ -145,7 +144,7 @@ class SqliteStore:
             (key,), = await conn.execute_fetchall("SELECT key FROM erasure_key WHERE id = 1")
             store._erasure_key = bytes(key)
             if max_page_count is not None:
-                await conn.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
+                await conn.execute_fetchall(f"PRAGMA max_page_count = {int(max_page_count)}")
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await conn.close()
@@ -190,27 +189,47 @@ class SqliteStore:
         after a partial failure) idempotent. ``hook`` runs first in the same transaction
         (wallet debits, kraken/billing/guard.py), so both commit or neither does. Records of
         customers erased meanwhile are tombstoned and not billed (kraken/store/erased.py).
+
+        Without a hook, or with one marked ``sqlite_inline`` (the billing guard's), the whole
+        transaction is one job in the driver's thread (``_batch_job``): one hop to it and back
+        per batch, where a statement each (BEGIN, erasure lookup, the hook's five or more,
+        INSERT, COMMIT) cost one, each waiting for a busy event loop to wake. Such a hook runs
+        in that thread with a ``ThreadTx``: still an ``async`` function (the Store interface's
+        shape, which PostgreSQL awaits for real), it promises to await only its tx's methods,
+        which never suspend (``_run_inline`` raises if one does). Any other hook (one waiting
+        on the event loop) keeps the statement-per-hop path.
         """
         if not records:
             return 0
         async with self._lock:
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
-                tx = Tx(self._conn)
-                records, billed = await erased.scrub(tx, records, self._erasure_key)
-                if hook is not None:
-                    await hook(tx, billed)
-                size, chunks = _padded_chunks(records)
-                cur = await self._conn.executemany(_multi_row(_INSERT, size), chunks)
-                inserted = max(cur.rowcount, 0)
-                await self._conn.execute("COMMIT")
-                return inserted
+                if hook is None or getattr(hook, "sqlite_inline", False):
+                    # Shielded: the job runs to its COMMIT or ROLLBACK whatever happens to this
+                    # task, and its outcome (so the hook's ``committed``) is what the caller sees.
+                    with anyio.CancelScope(shield=True):
+                        return await self._conn._execute(
+                            _batch_job, self._conn._conn, records, hook, self._erasure_key)
+                return await self._insert_awaiting(records, hook)
             except sqlite3.Error as exc:
-                await self._rollback()
                 raise from_sqlite(exc, "insert_records") from exc
-            except BaseException:
-                await self._rollback()
-                raise
+
+    async def _insert_awaiting(self, records: Sequence[RequestRecord],
+                               hook: Callable[["Tx", Sequence[RequestRecord]], Awaitable[None]],
+                               ) -> int:
+        """``insert_records`` with a hook that may wait on the event loop: one hop per statement."""
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            tx = Tx(self._conn)
+            records, billed = await erased.scrub(tx, records, self._erasure_key)
+            await hook(tx, billed)
+            size, chunks = _padded_chunks(records)
+            cur = await self._conn.executemany(_multi_row(_INSERT, size), chunks)
+            inserted = max(cur.rowcount, 0)
+            await self._conn.execute("COMMIT")
+            return inserted
+        except BaseException:
+            await self._rollback()
+            raise
 
     async def writable(self, *, timeout_ms: int = 100) -> bool:
         """True if the write lock can be taken within ``timeout_ms`` (BEGIN IMMEDIATE; ROLLBACK)."""
@@ -237,7 +256,10 @@ class SqliteStore:
         """Fold the WAL back into the database and truncate it (at shutdown, or idle)."""
         async with self._lock:
             try:
-                await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # Its row read to the end: a statement left stepping would hold the next
+                # batch job's COMMIT ("SQL statements in progress"), as the driver's thread
+                # keeps its last result (this cursor) until it runs the next job.
+                await self._conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 raise from_sqlite(exc, "checkpoint") from exc
 
@@ -317,7 +339,7 @@ class Tx:
     async def insert_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """``sql`` (an INSERT with one row of values) for every row, in multi-row statements:
         what ``executemany`` does, at one GIL hand-over per statement instead of per row."""
-        return await _insert_rows(self._conn, sql, rows)
+        return await self._conn._execute(_insert_rows, self._conn._conn, sql, rows)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return [tuple(r) for r in await self._conn.execute_fetchall(sql, params)]
@@ -325,3 +347,69 @@ class Tx:
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         rows = await self._conn.execute_fetchall(sql, params)
         return tuple(rows[0]) if rows else None
+
+
+class ThreadTx:
+    """A batch's statements inside its job in the driver's thread (``_batch_job``).
+
+    The methods are ``async`` so that the batch hook keeps the one shape both backends call
+    (``Tx``), but each runs its statement on the sqlite3 connection at once and never suspends:
+    the hook's coroutine runs to its end in one ``send`` (``_run_inline``)."""
+
+    __slots__ = ("_db",)
+    audit = AUDIT
+    accounts = SQLITE_ACCOUNTS
+    privacy = SQLITE_PRIVACY
+    signup = SQLITE_SIGNUP
+    billing = SQLITE_BILLING
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return max(self._db.execute(sql, params).rowcount, 0)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return max(self._db.executemany(sql, rows).rowcount, 0)
+
+    async def insert_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return _insert_rows(self._db, sql, rows)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return [tuple(r) for r in self._db.execute(sql, params).fetchall()]
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        rows = self._db.execute(sql, params).fetchall()  # to the end: no statement left open
+        return tuple(rows[0]) if rows else None
+
+
+def _run_inline(coro: Coroutine[Any, Any, Any]) -> Any:
+    """The result of a coroutine that awaits nothing but ``ThreadTx`` methods (so never
+    suspends), run here in the driver's thread; one that would wait on the event loop is a bug."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a SQLite batch hook may await only its tx's methods")
+
+
+def _batch_job(db: sqlite3.Connection, records: Sequence[RequestRecord],
+               hook: Callable[[Any, Sequence[RequestRecord]], Awaitable[None]] | None,
+               erasure_key: bytes | None) -> int:
+    """``insert_records``' transaction, whole, in the driver's thread; returns the rows stored."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        tx = ThreadTx(db)
+        records, billed = _run_inline(erased.scrub(tx, records, erasure_key))
+        if hook is not None:
+            _run_inline(hook(tx, billed))
+        size, chunks = _padded_chunks(records)
+        inserted = max(db.executemany(_multi_row(_INSERT, size), chunks).rowcount, 0)
+        db.execute("COMMIT")
+        return inserted
+    except BaseException:
+        # Issued unconditionally: SQLite may already have rolled back (e.g. on SQLITE_FULL).
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
