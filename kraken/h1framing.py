@@ -111,8 +111,18 @@ class ChunkedBody:
         """As ``FixedBody.feed``; raises ``FramingError``.
 
         The common read of a paced stream, exactly one whole chunk with a plain size line, is
-        taken here in one step; anything else goes to ``_feed_all``, which checks it in full.
+        taken by ``one`` in one step; anything else goes to ``feed_all``, which checks it in full.
         (``find`` without bounds: its start/end arguments cost more than the scan.)"""
+        one = self.one(data)
+        if one is None:
+            return self.feed_all(data, out)
+        out.append(one)
+        return None
+
+    def one(self, data: bytes) -> bytes | None:
+        """The data of ``data`` if it is exactly one whole chunk with a plain size line at a
+        chunk boundary (taken, as ``feed`` would), else None (nothing taken: call ``feed``).
+        A provider stream's usual read, without ``feed``'s list."""
         if self._state is _SIZE and not self._buf:
             eol = data.find(b"\r\n")
             if 0 < eol <= 16:
@@ -125,11 +135,10 @@ class ChunkedBody:
                         if total > self._limit:
                             raise FramingError("request body too large", 413)
                         self.size = total
-                        out.append(data[eol + 2:stop])
-                        return None
-        return self._feed_all(data, out)
+                        return data[eol + 2:stop]
+        return None
 
-    def _feed_all(self, data: bytes, out: list[bytes]) -> bytes | None:
+    def feed_all(self, data: bytes, out: list[bytes]) -> bytes | None:
         """``feed`` for any read: the state machine, byte by byte where it must be."""
         if self._buf:
             data = self._buf + data

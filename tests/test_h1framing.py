@@ -12,7 +12,7 @@ from kraken.h1framing import NO_LIMIT, ChunkedBody, FramingError
 
 def decode(reads: list[bytes], limit: int, reference: bool):
     body = ChunkedBody(limit, 1024)
-    feed = body._feed_all if reference else body.feed
+    feed = body.feed_all if reference else body.feed
     out: list[bytes] = []
     try:
         for read in reads:

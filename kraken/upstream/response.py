@@ -50,7 +50,7 @@ class ResponseParser:
     """Parses exactly one response; ``keep_alive`` says whether the connection may be reused."""
 
     __slots__ = ("_sink", "_reader", "_head_buf", "keep_alive", "_no_body", "status", "_ended",
-                 "on_data")
+                 "on_data", "_one")
 
     def __init__(self, sink: BodySink, *, no_body: bool = False):
         self._sink = sink
@@ -59,6 +59,8 @@ class ResponseParser:
         self._reader: Reader | None = None
         """The body's reader, chosen by the head; None while the head is still arriving."""
         self._head_buf = b""
+        self._one = None
+        """A chunked body's ``ChunkedBody.one``: a one-chunk read skips the reader's list."""
         self._no_body = no_body
         self.keep_alive = True
         self.status = 0
@@ -69,14 +71,23 @@ class ResponseParser:
         return self._reader is _FINISHED
 
     def feed(self, data: bytes) -> None:
-        reader = self._reader
-        if reader is None:
-            data = self._read_head(data)
+        one = self._one
+        if one is not None:  # chunked: ``one`` checked the one-chunk case, feed_all the rest
+            body = one(data)
+            if body is not None:
+                self.on_data(body)
+                return
+            out: list[bytes] = []
+            rest = self._reader.feed_all(data, out)  # type: ignore[union-attr]
+        else:
             reader = self._reader
             if reader is None:
-                return  # the head is still incomplete
-        out: list[bytes] = []
-        rest = reader.feed(data, out)
+                data = self._read_head(data)
+                reader = self._reader
+                if reader is None:
+                    return  # the head is still incomplete
+            out = []
+            rest = reader.feed(data, out)
         if out:
             self.on_data(out[0] if len(out) == 1 else b"".join(out))
         if rest is not None:
@@ -93,6 +104,7 @@ class ResponseParser:
     def _finish(self, rest: bytes) -> None:
         """The body is complete; ``rest`` is what followed it in the same read."""
         self._reader = _FINISHED
+        self._one = None
         if rest:  # bytes after a complete response: the connection is out of step
             self.keep_alive = False
         if not self._ended:
@@ -129,7 +141,8 @@ class ResponseParser:
         if self._no_body or status in (204, 304):
             self._reader = FixedBody(0)
         elif chunked:
-            self._reader = ChunkedBody(NO_LIMIT, MAX_HEAD)
+            self._reader = reader = ChunkedBody(NO_LIMIT, MAX_HEAD)
+            self._one = reader.one
         elif length is not None:
             self._reader = FixedBody(length)
         else:
