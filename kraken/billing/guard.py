@@ -75,6 +75,16 @@ def _month_of_day(day: int) -> str:
     return time.strftime("%Y-%m", time.gmtime(day * 86400))
 
 
+def month_span(month: str) -> tuple[str, float, float]:
+    """(month, start, end): [start, end) is the month 'YYYY-MM' in Unix time, ``month_of(ts) ==
+    month`` exactly when ``start <= ts < end``: two float compares where the writer called
+    ``month_of`` per record. One tuple, so a reader in another thread sees one month's three."""
+    year, mon = int(month[:4]), int(month[5:7])
+    nxt = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    return (month, float(calendar.timegm((year, mon, 1, 0, 0, 0))),
+            float(calendar.timegm((*nxt, 1, 0, 0, 0))))
+
+
 def seconds_to_next_month(now: float) -> int:
     t = time.gmtime(now)
     year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
@@ -94,6 +104,7 @@ class BillingGuard:
         self._balances: dict[str, int] = {}
         self._usage: dict[str, list[int]] = {}  # customer -> [tokens, spend_micros] this month
         self._month = month_of(clock())
+        self._span = month_span(self._month)
         self._last_tx_id = 0
         self._pending: tuple[Sequence[RequestRecord], list[RequestRecord], dict[str, int],
                              tuple[list[int], dict[str, int]]] | None = None
@@ -216,10 +227,13 @@ class BillingGuard:
         by_id = costs[1]
         balances = await wallet.debit_usage(tx, new, costs=by_id)
         sums: dict[tuple[str, str], list[int]] = {}
+        month, start, end = self._span  # one read: refresh may change it meanwhile
         for rec in new:
             if not rec.customer_id:
                 continue
-            s = sums.setdefault((rec.customer_id, month_of(rec.ts)), [0, 0])
+            ts = rec.ts
+            s = sums.setdefault((rec.customer_id, month if start <= ts < end else month_of(ts)),
+                                [0, 0])
             s[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
             s[1] += by_id[rec.request_id]
         if sums:
@@ -246,10 +260,11 @@ class BillingGuard:
                 if p[0] <= 0 and p[1] <= 0:  # replays at startup were never noted: clamp
                     del self._unflushed[rec.customer_id]
         self._balances.update(balances)
+        _, start, end = self._span
         metrics.WALLET_DEBITS.inc(sum(1 for r in new if r.customer_id in balances
                                       and by_id[r.request_id] > 0))
         for rec in new:
-            if rec.customer_id and month_of(rec.ts) == self._month:
+            if rec.customer_id and start <= rec.ts < end:
                 u = self._usage.setdefault(rec.customer_id, [0, 0])
                 u[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
                 u[1] += by_id[rec.request_id]
@@ -268,7 +283,7 @@ class BillingGuard:
         self._balances.update(changed)
         month = month_of(self._clock())
         rows = await store.billing.usage_of_month(store, month)
-        self._month = month
+        self._month, self._span = month, month_span(month)
         self._usage = {r[0]: [r[1], r[2]] for r in rows}
         if self._customers_table:
             try:
