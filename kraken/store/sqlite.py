@@ -305,10 +305,10 @@ class SqliteStore:
                 pass
 
 
-class Tx:
-    """The statements of one open transaction (see ``SqliteStore.transaction``)."""
+class _SqlTables:
+    """The SQL both transaction shapes (``Tx``, ``ThreadTx``) hand to the code they run."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ()
     audit = AUDIT
     """The audit chain's SQL, for appends inside an action's transaction."""
 
@@ -323,6 +323,12 @@ class Tx:
 
     billing = SQLITE_BILLING
     """Wallet debits and monthly usage inside the batch (kraken/store/billing_sql.py)."""
+
+
+class Tx(_SqlTables):
+    """The statements of one open transaction (see ``SqliteStore.transaction``)."""
+
+    __slots__ = ("_conn",)
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -349,7 +355,7 @@ class Tx:
         return tuple(rows[0]) if rows else None
 
 
-class ThreadTx:
+class ThreadTx(_SqlTables):
     """A batch's statements inside its job in the driver's thread (``_batch_job``).
 
     The methods are ``async`` so that the batch hook keeps the one shape both backends call
@@ -357,11 +363,6 @@ class ThreadTx:
     the hook's coroutine runs to its end in one ``send`` (``_run_inline``)."""
 
     __slots__ = ("_db",)
-    audit = AUDIT
-    accounts = SQLITE_ACCOUNTS
-    privacy = SQLITE_PRIVACY
-    signup = SQLITE_SIGNUP
-    billing = SQLITE_BILLING
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
