@@ -10,8 +10,7 @@ rewritten at the end. Bytes in, bytes out: the relay does the writing.
 """
 from __future__ import annotations
 
-from kraken import metrics
-from kraken.errors import KrakenError, UpstreamError, UpstreamStatus
+from kraken.errors import KrakenError, UpstreamStatus
 from kraken.providers.anthropic import AnthropicFamily
 from kraken.providers.anthropic_answer import (
     ChunkTranslator,
@@ -19,17 +18,14 @@ from kraken.providers.anthropic_answer import (
     openai_error_from_anthropic,
 )
 from kraken.providers.anthropic_translate import chat_to_messages, wants_usage_chunk
-from kraken.providers.error_formats import OPENAI
-from kraken.providers.family import Headers, UpstreamRequest, WholeAnswer
+from kraken.providers.family import UpstreamRequest
+from kraken.providers.translated_answer import MAX_TRANSLATED_BODY, HeldAnswer, TranslatedStream
 
 __all__ = ["MAX_TRANSLATED_BODY", "ChatAnswerFilter", "ChatStreamFilter", "chat_filter",
            "chat_request"]
 
-MAX_TRANSLATED_BODY = 8 * 1024 * 1024
-"""A non-streamed Message is held (up to this bound) to be rewritten as a chat.completion."""
 _MOCK_KINDS = ("mock_anthropic",)
 """Provider kinds that are Kraken's local mock: the request's ``mock`` steering field is kept."""
-_JSON = (b"content-type", b"application/json")
 
 
 def chat_request(family: AnthropicFamily, payload: dict, model: str) -> UpstreamRequest:
@@ -52,71 +48,27 @@ def refused(exc: KrakenError) -> KrakenError:
     return exc
 
 
-class ChatStreamFilter:
+class ChatStreamFilter(TranslatedStream):
     """Anthropic SSE events in, ``chat.completion.chunk`` events out, as they arrive."""
 
-    __slots__ = ("_translator",)
+    __slots__ = ()
 
     def __init__(self, *, include_usage: bool):
-        self._translator = ChunkTranslator(include_usage=include_usage)
-
-    @staticmethod
-    def head(status: int, headers: Headers) -> Headers:
-        return headers
-
-    def feed(self, data: bytes) -> bytes:
-        translator = self._translator
-        was_done = translator.done
-        out = translator.feed(data)
-        if translator.overflowed and not was_done:
-            metrics.TRANSLATION_FAILURES.labels("event_too_large").inc()
-        return out
-
-    def end(self) -> bytes:
-        return self._translator.finish()
-
-    def failed(self, exc: KrakenError) -> bytes:
-        return self._translator.fail(exc)
+        super().__init__(ChunkTranslator(include_usage=include_usage))
 
     refused = staticmethod(refused)
 
 
-class ChatAnswerFilter:
+class ChatAnswerFilter(HeldAnswer):
     """A whole Message held (bounded) and rewritten as one ``chat.completion`` at the end."""
 
-    __slots__ = ("_body", "_family", "_head", "_overflow")
+    __slots__ = ("_family",)
 
     def __init__(self, family: AnthropicFamily):
+        super().__init__()
         self._family = family
-        self._body = bytearray()
-        self._head: tuple[int, Headers] | None = None
-        self._overflow = False
 
-    def head(self, status: int, headers: Headers) -> None:
-        self._head = (status, [(k, v) for k, v in headers if k != b"content-type"])
-        return None
-
-    def feed(self, data: bytes) -> bytes:
-        if len(self._body) + len(data) <= MAX_TRANSLATED_BODY:
-            self._body += data
-        else:
-            self._overflow = True
-        return b""
-
-    def end(self) -> WholeAnswer:
-        raw = bytes(self._body)
-        body = None if self._overflow else completion_from_message(
-            raw, self._family.usage_from_body(raw))
-        status, headers = self._head or (200, [])
-        if body is None:
-            metrics.TRANSLATION_FAILURES.labels(
-                "body_too_large" if self._overflow else "untranslatable").inc()
-            err = UpstreamError("provider answer could not be translated")
-            status, body = err.status, OPENAI.render(err)
-        return status, [_JSON, *headers], body
-
-    @staticmethod
-    def failed(exc: KrakenError) -> bytes:
-        return b""  # a Content-Length answer cannot carry an error: the relay cuts it short
+    def rewrite(self, raw: bytes) -> bytes | None:
+        return completion_from_message(raw, self._family.usage_from_body(raw))
 
     refused = staticmethod(refused)
