@@ -92,12 +92,14 @@ class H1Connection(InboundConnection):
             self._deadline.touch()
             self._feed_body(data)
         elif state is HEAD:
-            if self._idle:  # keep-alive idle ends here; the head must now be sent in time
-                self._idle = False
-                self._deadline.arm(self._cfg.head_timeout_s)
+            idle, self._idle = self._idle, False
             seen = len(self._buf)
             self._buf += data
             self._parse_head(seen - 3 if seen > 3 else 0)
+            if idle and self.state is HEAD:
+                # Keep-alive idle ended with part of a head: it must now come in time. Armed
+                # after the parse, so a whole head (the usual read) costs no timer of its own.
+                self._deadline.arm(self._cfg.head_timeout_s)
         elif state is BUSY:
             self._buf += data
             if len(self._buf) > self._cfg.pipeline_buffer_bytes:

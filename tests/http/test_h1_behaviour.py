@@ -507,3 +507,32 @@ async def test_crlf_after_a_body_keeps_the_keep_alive_timeout():
             writer.write(get(b"/two"))
             second = await read_response(reader)
         assert second.body == b"/two 0"
+
+
+async def test_half_a_head_after_a_keep_alive_answer_gets_408_at_the_head_timeout():
+    """The head timeout (not the longer keep-alive one) runs once a next head has begun."""
+    async with serve(head_timeout_s=0.3, keepalive_timeout_s=30.0) as server:
+        async with connect(server.port) as (reader, writer):
+            writer.write(get(b"/one"))
+            await read_response(reader)
+            t0 = time.monotonic()
+            writer.write(b"GET /two HTTP/1.1\r\nHost: exa")
+            data = await read_to_eof(reader, timeout=5)
+            elapsed = time.monotonic() - t0
+        (resp,) = parse_responses(data)
+        assert is_openai_error(resp, 408)
+        assert 0.25 <= elapsed < 3
+        assert [req.path for req in server.calls] == ["/one"]
+
+
+async def test_whole_heads_on_a_keep_alive_connection_keep_the_keep_alive_timeout():
+    """Answered requests leave the connection to the keep-alive timeout, not the head one."""
+    async with serve(head_timeout_s=0.2, keepalive_timeout_s=5.0) as server:
+        async with connect(server.port) as (reader, writer):
+            for path in (b"/one", b"/two"):
+                writer.write(get(path))
+                await read_response(reader)
+            await assert_open(reader, wait=0.6)  # three head timeouts later: still open
+            writer.write(get(b"/three"))
+            third = await read_response(reader)
+        assert third.body == b"/three 0"
