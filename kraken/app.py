@@ -241,7 +241,8 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
 
         stack.push_async_callback(
             account_signup.register(gateway, store, cfg.email, cfg.limits).aclose)
-    gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
+    gateway.request_log = RequestLog(  # one line per request on stdout
+        cfg.logging, loop=asyncio.get_running_loop())
     if cfg.otel is not None:  # the SDK is an optional extra: imported only when configured
         from kraken.telemetry.otel import Tracing
 

@@ -74,3 +74,27 @@ def test_without_a_running_loop_each_line_is_written_at_once():
     log = RequestLog(LoggingConfig(), stream=out)
     emit(log, 1)
     assert len(out.writes) == 1 and orjson.loads(out.writes[0])["status"] == 200
+
+
+async def test_lines_wait_for_the_turn_of_the_loop_handed_down():
+    """With the serving loop handed down, its next turn writes the turn's lines at once."""
+    import asyncio
+
+    out = CountingStream()
+    log = RequestLog(LoggingConfig(), stream=out, loop=asyncio.get_running_loop())
+    for n in range(3):
+        emit(log, n)
+    assert out.writes == []
+    await asyncio.sleep(0)
+    assert len(out.writes) == 1 and out.writes[0].count(b"\n") == 3
+
+
+def test_a_closed_loop_handed_down_writes_the_line_now():
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    out = CountingStream()
+    log = RequestLog(LoggingConfig(), stream=out, loop=loop)
+    emit(log, 1)
+    assert len(out.writes) == 1 and orjson.loads(out.writes[0])["status"] == 200

@@ -44,10 +44,11 @@ class RequestLog:
     """Writes the request line for each finished call, honouring level and sampling."""
 
     __slots__ = ("_write", "_flush", "_info", "_warning", "_sampling", "_json", "_random",
-                 "_pending")
+                 "_pending", "_loop")
 
     def __init__(self, cfg: LoggingConfig, stream: IO | None = None,
-                 rand: Callable[[], float] = random.random):
+                 rand: Callable[[], float] = random.random,
+                 loop: asyncio.AbstractEventLoop | None = None):
         out = _binary(stream)
         self._write, self._flush = out.write, out.flush
         level = logging.getLevelName(cfg.level)
@@ -58,6 +59,9 @@ class RequestLog:
         self._random = rand
         self._pending = bytearray()
         """Lines of this loop turn not yet written (at most PIPE_BUF bytes)."""
+        self._loop = loop
+        """The serving loop, handed down by the app: ``asyncio.get_running_loop()`` makes a
+        getpid syscall per call on 3.11. None: looked up per turn (embedded use, tests)."""
 
     def emit(self, call: Call, rec: RequestRecord) -> None:
         failed = rec.status >= 400 or rec.error_type is not None
@@ -92,9 +96,10 @@ class RequestLog:
         if len(pending) + len(data) > _PIPE_BUF:
             self.drain()
         if not pending:
+            loop = self._loop
             try:
-                asyncio.get_running_loop().call_soon(self.drain)
-            except RuntimeError:  # no loop (embedded, tests): write the line now
+                (loop or asyncio.get_running_loop()).call_soon(self.drain)
+            except RuntimeError:  # no loop (embedded, tests), or it is closed: write it now
                 pending += data
                 self.drain()
                 return
