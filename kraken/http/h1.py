@@ -48,6 +48,9 @@ HEAD, BODY, BUSY, CLOSED = "HEAD", "BODY", "BUSY", "CLOSED"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+_TASK_NAME = "kraken-h1-request"
+"""Every HTTP/1.1 handler task's name (asyncio's own names are formatted per task)."""
+
 class H1Connection(InboundConnection):
     """One client connection speaking HTTP/1.1; each request gets its own ``H1Exchange``."""
 
@@ -227,8 +230,9 @@ class H1Connection(InboundConnection):
 
     def _start(self, exchange: H1Exchange) -> None:
         request = exchange.request(self.peer)
-        self._task = self.loop.create_task(
-            run_handler(self._handler, request, exchange, self._handler_done))
+        # A Task named here: one left unnamed formats "Task-<n>" for itself (~0.3 us a request).
+        self._task = asyncio.Task(run_handler(self._handler, request, exchange, self._handler_done),
+                                  loop=self.loop, name=_TASK_NAME)
 
     def _pause_upload(self) -> None:
         """The handler holds enough of the upload: stop reading until it takes some."""

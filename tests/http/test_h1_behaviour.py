@@ -536,3 +536,21 @@ async def test_whole_heads_on_a_keep_alive_connection_keep_the_keep_alive_timeou
             writer.write(get(b"/three"))
             third = await read_response(reader)
         assert third.body == b"/three 0"
+
+
+async def test_each_request_runs_in_a_named_task_of_its_own():
+    """The handler runs in a task of its own per request, named as Kraken's (not "Task-<n>")."""
+    seen = []
+
+    async def naming(req, sink):
+        task = asyncio.current_task()
+        seen.append((task, task.get_name()))
+        sink.respond(200, [(b"content-type", b"text/plain")], b"ok")
+
+    async with serve(naming) as server:
+        async with connect(server.port) as (reader, writer):
+            for _ in range(2):
+                writer.write(get(b"/"))
+                assert (await read_response(reader)).body == b"ok"
+    assert [name for _, name in seen] == ["kraken-h1-request"] * 2
+    assert seen[0][0] is not seen[1][0]
