@@ -85,6 +85,8 @@ async def measure(chunks: int, per_read: int) -> float:
     call.provider = "p"
     relay = Relay(call, sink, family, stream=True, hide_usage=True, on_complete=lambda: None)
     parser = ResponseParser(relay)
+    if hasattr(parser, "on_chunk"):  # as UpstreamConnection.send sets it up
+        parser.on_chunk = relay.on_chunk
     parser.feed(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                 b"transfer-encoding: chunked\r\n\r\n")
     frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)

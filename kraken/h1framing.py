@@ -29,6 +29,7 @@ _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*
 _TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*").fullmatch
 """A trailer field: token, colon, no whitespace before it, no control bytes, no obs-fold."""
 _HEX = b"0123456789abcdefABCDEF"
+_LOWER_HEX = b"0123456789abcdef"
 
 
 class FramingError(Exception):
@@ -94,7 +95,7 @@ class ChunkedBody:
     per-chunk cost (bench/chunk_cost.py).
     """
 
-    __slots__ = ("_state", "_left", "_buf", "_limit", "_max_trailer", "_trailer", "size")
+    __slots__ = ("_state", "_left", "_buf", "_limit", "_max_trailer", "_trailer", "size", "plain")
 
     def __init__(self, limit: int, max_trailer: int):
         self._state = _SIZE
@@ -106,6 +107,9 @@ class ChunkedBody:
         self._trailer = 0
         self.size = 0
         """Body bytes declared so far."""
+        self.plain = False
+        """The last chunk ``one`` took had a size line as Kraken writes one (lower-case hex, no
+        leading zero): its frame, as received, is the frame Kraken would write for its data."""
 
     def feed(self, data: bytes, out: list[bytes]) -> bytes | None:
         """As ``FixedBody.feed``; raises ``FramingError``.
@@ -122,20 +126,26 @@ class ChunkedBody:
     def one(self, data: bytes) -> bytes | None:
         """The data of ``data`` if it is exactly one whole chunk with a plain size line at a
         chunk boundary (taken, as ``feed`` would), else None (nothing taken: call ``feed``).
-        A provider stream's usual read, without ``feed``'s list."""
+        A provider stream's usual read, without ``feed``'s list. Sets ``plain``."""
         if self._state is _SIZE and not self._buf:
             eol = data.find(b"\r\n")
             if 0 < eol <= 16:
                 line = data[:eol]
-                if not line.lstrip(_HEX):
-                    size = int(line, 16)
-                    stop = eol + 2 + size
-                    if len(data) == stop + 2 and data[stop] == 13 and data[stop + 1] == 10 and size:
-                        total = self.size + size
-                        if total > self._limit:
-                            raise FramingError("request body too large", 413)
-                        self.size = total
-                        return data[eol + 2:stop]
+                if line.lstrip(_LOWER_HEX):  # not lower-case hex: upper-case, or not hex at all
+                    if line.lstrip(_HEX):
+                        return None
+                    plain = False
+                else:
+                    plain = data[0] != 48  # no leading zero (a chunk of size 0 is not taken)
+                size = int(line, 16)
+                stop = eol + 2 + size
+                if len(data) == stop + 2 and data[stop] == 13 and data[stop + 1] == 10 and size:
+                    total = self.size + size
+                    if total > self._limit:
+                        raise FramingError("request body too large", 413)
+                    self.size = total
+                    self.plain = plain
+                    return data[eol + 2:stop]
         return None
 
     def feed_all(self, data: bytes, out: list[bytes]) -> bytes | None:

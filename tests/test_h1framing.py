@@ -52,3 +52,13 @@ def test_the_one_step_path_matches_the_state_machine(seed):
             reads = chunks
         limit = rng.choice([NO_LIMIT, NO_LIMIT, 64, 400])
         assert decode(reads, limit, False) == decode(reads, limit, True), (raw, cuts, limit)
+
+
+@pytest.mark.parametrize("line,plain", [(b"1a", True), (b"1A", False), (b"01a", False),
+                                        (b"9", True), (b"1aB", False)])
+def test_one_says_whether_the_size_line_is_as_kraken_writes_it(line, plain):
+    data = b"\r\nx" * int(line, 16)
+    data = data[: int(line, 16)]
+    body = ChunkedBody(NO_LIMIT, 1024)
+    assert body.one(line + b"\r\n" + data + b"\r\n") == data
+    assert body.plain is plain

@@ -53,7 +53,8 @@ class Relay:
     """``ResponseHandler`` for one upstream exchange of one ``Call``."""
 
     __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
-                 "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end")
+                 "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end",
+                 "_write_frame")
 
     def __init__(
         self,
@@ -82,8 +83,11 @@ class Relay:
         self._filter = response_filter
         if response_filter is None:
             self._write, self._end = sink.write, sink.end
+            # an HTTP/1.1 sink takes a provider's chunk frame as it is (H1Exchange.write_frame)
+            self._write_frame = getattr(sink, "write_frame", None)
         else:
             self._write, self._end = self._filtered_write, self._filtered_end
+            self._write_frame = None
 
     # ---- ResponseHandler -----------------------------------------------------------
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -118,6 +122,7 @@ class Relay:
     def on_data(self, data: bytes) -> None:
         state = self.state
         if state is STREAMING:
+            self.sink.cork()  # the response may end in this read: its last bytes leave with it
             t0 = self._perf()
             call = self.call
             if not call.ttfb_ns:
@@ -132,6 +137,33 @@ class Relay:
             call.relay_ns += self._perf() - t0
         elif state is REFUSED and len(self._body) < MAX_ERROR_BODY:
             self._body += data[: MAX_ERROR_BODY - len(self._body)]
+
+    def on_chunk(self, data: bytes, frame: bytes | None) -> None:
+        """A read of exactly one whole chunk (``ResponseParser.on_chunk``), a stream's usual
+        read: never the response's end, so written at once. ``frame``: the chunk as received
+        when it is framed as Kraken would frame ``data``; sent as it is if the tap passed
+        ``data`` on unchanged (the same object) and the sink can take it."""
+        if self.state is not STREAMING:
+            self.on_data(data)
+            return
+        t0 = self._perf()
+        call = self.call
+        if not call.ttfb_ns:
+            call.ttfb_ns = t0
+        tap = self._tap
+        if tap is not None:
+            out = tap.feed(data)
+            if out is data and frame is not None and self._write_frame is not None:
+                self._write_frame(frame, data)
+            elif out:
+                self._write(out)
+        else:
+            if frame is not None and self._write_frame is not None:
+                self._write_frame(frame, data)
+            else:
+                self._write(data)
+            self._body_tap.feed(data)
+        call.relay_ns += self._perf() - t0
 
     def on_end(self) -> None:
         state = self.state

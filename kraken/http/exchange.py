@@ -74,7 +74,7 @@ class ResponseSink(Protocol):
         """Hold writes until ``flush`` or ``end`` (one syscall for bytes that arrived together)."""
 
     def flush(self) -> None:
-        """Send what ``cork`` held."""
+        """Send what ``cork`` held; writes may go out at once again until the next ``cork``."""
 
     def end(self) -> None:
         """Finish the response (flushing anything held); the connection may carry the next request."""

@@ -7,7 +7,9 @@ its response ended can never write into the next one.
 
 Responses are framed here: sending a body chunk through ``h11.Connection.send`` costs ~7 µs
 against ~0.6 µs for formatting the chunk (DECISIONS.md), and a stream has hundreds. A write
-is one format (chunked) and one ``transport.write``, or one list append while corked.
+is one format (chunked) and one ``transport.write``, or one list append while corked; a
+provider's chunk whose frame is already the one Kraken would write goes out as it is
+(``write_frame``).
 
     receiving ──body complete──▶ responding ──end──▶ closed (the connection reads the next head)
     any ──the connection closes, aborts or is lost──▶ closed
@@ -165,6 +167,18 @@ class H1Exchange:
         else:
             self._transport.write(data)  # type: ignore[union-attr]
 
+    def write_frame(self, frame: bytes, data: bytes) -> None:
+        """``write(data)`` where ``frame`` is already ``data``'s chunk as ``write`` would frame
+        it (a provider's chunk relayed as received, ``ChunkedBody.plain``): sent as it is."""
+        if self._mute:
+            return
+        if not self._chunked:
+            frame = data
+        if self._corked:
+            self._pending.append(frame)
+        else:
+            self._transport.write(frame)  # type: ignore[union-attr]
+
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """``start`` + ``write`` + ``end`` with the head and body in one transport write."""
         if self.closed:
@@ -183,10 +197,12 @@ class H1Exchange:
 
     def cork(self) -> None:
         """Hold writes until ``flush``/``end``: bytes that arrived together leave in one
-        syscall (a relay corks per provider read, so nothing waits longer than that read)."""
+        syscall (a relay corks within one provider read, so nothing waits longer than that)."""
         self._corked = True
 
     def flush(self) -> None:
+        """Write what was held, and write at once again until the next ``cork``."""
+        self._corked = False
         if self._pending:
             pending, self._pending = self._pending, []
             if not self.closed:

@@ -30,6 +30,9 @@ class ResponseHandler(Protocol):
     def on_read_end(self) -> None:
         """Everything one socket read carried has been delivered (flush point)."""
 
+    # Optional: ``on_chunk(data, frame)`` takes a read of exactly one whole chunk instead of
+    # ``on_data`` (``ResponseParser.on_chunk``); such a read never ends the response.
+
 
 class UpstreamConnection(asyncio.Protocol):
     """Client side of one TCP (or TLS) connection; ``send`` starts an exchange."""
@@ -126,7 +129,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.received_any = False
         self._handler = handler
         self._parser = ResponseParser(self, no_body=method == "HEAD")
-        self._parser.on_data = handler.on_data  # straight to the handler: one call less per read
+        parser = self._parser
+        parser.on_data = handler.on_data  # straight to the handler: one call less per read
+        parser.on_chunk = getattr(handler, "on_chunk", None)  # optional (ResponseHandler)
         head = [b"%s %s HTTP/1.1\r\n" % (method.encode(), target.encode())]
         head += [b"%s: %s\r\n" % (name, value) for name, value in headers]
         head.append(b"\r\n")
@@ -185,6 +190,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._handler = None
         if self._parser is not None:  # a read being parsed delivers nothing more
             self._parser.on_data = _drop
+            self._parser.on_chunk = None
         self._deadline.cancel()
         if self.transport is not None:
             self.transport.abort()

@@ -14,7 +14,7 @@ conflicting framing headers raise ``ResponseError`` and the connection is discar
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 from kraken.h1framing import NO_LIMIT, ChunkedBody, FixedBody, FramingError, UntilClose
 
@@ -50,12 +50,17 @@ class ResponseParser:
     """Parses exactly one response; ``keep_alive`` says whether the connection may be reused."""
 
     __slots__ = ("_sink", "_reader", "_head_buf", "keep_alive", "_no_body", "status", "_ended",
-                 "on_data", "_one")
+                 "on_data", "on_chunk", "_one")
 
     def __init__(self, sink: BodySink, *, no_body: bool = False):
         self._sink = sink
         self.on_data = sink.on_data
         """Where body bytes go: the sink's, or an owner's shortcut past it (one call per read)."""
+        self.on_chunk: Callable[[bytes, bytes | None], None] | None = None
+        """If set, where a read of exactly one whole chunk goes instead of ``on_data``: its data
+        and, when its size line is as Kraken writes one (``ChunkedBody.plain``), the read itself
+        (the chunk's frame, which an HTTP/1.1 client can be sent as it is), else None. Such a
+        read never ends the body, so nothing else follows it in the same ``feed``."""
         self._reader: Reader | None = None
         """The body's reader, chosen by the head; None while the head is still arriving."""
         self._head_buf = b""
@@ -75,7 +80,11 @@ class ResponseParser:
         if one is not None:  # chunked: ``one`` checked the one-chunk case, feed_all the rest
             body = one(data)
             if body is not None:
-                self.on_data(body)
+                on_chunk = self.on_chunk
+                if on_chunk is None:
+                    self.on_data(body)
+                else:
+                    on_chunk(body, data if self._reader.plain else None)  # type: ignore[union-attr]
                 return
             out: list[bytes] = []
             rest = self._reader.feed_all(data, out)  # type: ignore[union-attr]

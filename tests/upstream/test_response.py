@@ -159,3 +159,19 @@ def test_a_malformed_chunk_alone_in_its_read_raises(read):
     with pytest.raises(ResponseError):
         parser.feed(read)
     assert sink.body == b""
+
+
+def test_one_chunk_reads_go_to_on_chunk_with_their_frame_when_it_is_plain():
+    sink = Collect()
+    parser = ResponseParser(sink)
+    chunks: list[tuple[bytes, bytes | None]] = []
+    parser.on_chunk = lambda data, frame: chunks.append((data, frame))
+    event = b'data: {"a":1}\n\n'  # 15 bytes: f
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    reads = [b"f\r\n%s\r\n" % event, b"F\r\n%s\r\n" % event, b"0f\r\n%s\r\n" % event,
+             b"f;x=1\r\n%s\r\n" % event, b"f\r\n%s\r\n0\r\n\r\n" % event]
+    for read in reads:
+        parser.feed(read)
+    # plain size line: the read itself; upper-case or zero-padded: None; the rest: on_data
+    assert chunks == [(event, reads[0]), (event, None), (event, None)]
+    assert sink.body == event * 2 and sink.data_calls == 2 and sink.ended == 1
