@@ -18,10 +18,11 @@ from kraken.providers.error_formats import OPENAI, ErrorFormat
 from kraken.providers.family import ResponseFilter, UpstreamRequest
 
 if TYPE_CHECKING:
+    from kraken.gateway.call import Call
     from kraken.gateway.upload import UploadLimits
     from kraken.policy.router import Route, Router
 
-__all__ = ["Endpoint", "Parsed", "asked_to_stream", "body_model", "model_not_served", "never"]
+__all__ = ["Endpoint", "LateTask", "Parsed", "asked_to_stream", "body_model", "model_not_served", "never"]
 
 
 @dataclass(slots=True)  # not frozen: see kraken/http/exchange.py Request
@@ -98,3 +99,22 @@ class Endpoint:
     read: Callable[[Request, UploadLimits], Awaitable[dict]] | None = None
     """Instead of ``parse``: read a streamed body (an upload) only as far as routing needs;
     the payload's ``kraken.gateway.upload.UPLOAD`` relays the rest (``Upload.relay``)."""
+
+
+class LateTask:
+    """A call's task type, classified once, when nothing waits on it.
+
+    Only ``auto`` routes by the task; for any other model the label is for the record alone,
+    so the classifier (~15 µs) runs after the upstream request is written, while the provider
+    works, instead of before it on the first byte's path. Calling it again does nothing."""
+
+    __slots__ = ("_call", "_task", "_parsed")
+
+    def __init__(self, call: Call, endpoint: Endpoint, parsed: Parsed):
+        self._call, self._task, self._parsed = call, endpoint.task, parsed
+
+    def __call__(self) -> None:
+        task = self._task
+        if task is not None:
+            self._task = None
+            self._call.task_type = task(self._parsed)

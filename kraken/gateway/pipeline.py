@@ -3,6 +3,9 @@
     identify → admit → check billing caps → take rate limit → parse → check model allowed
              → classify → route → dispatch (→ relay) → record
 
+(Only ``auto`` routes by the task: for a named model, classify runs once the upstream request
+is written, while the provider works, as the record alone needs it: ``LateTask``.)
+
 ``Gateway.run`` states that order for any ``Endpoint`` (``kraken.gateway.endpoint``); an
 endpoint only supplies its parse, classify, route filter, request shape, response filter and
 error format. Each phase is a method of the gateway taking the call (and the request or what
@@ -29,7 +32,7 @@ from kraken.gateway import fallback
 from kraken.gateway.answers import IdentifiedSink, send_error, send_json
 from kraken.gateway.call import Call
 from kraken.gateway.cost_header import answer_sink
-from kraken.gateway.endpoint import Endpoint, Parsed
+from kraken.gateway.endpoint import Endpoint, LateTask, Parsed
 from kraken.gateway.endpoints import ERROR_FORMATS, METERED
 from kraken.gateway.endpoints import models as model_list
 from kraken.gateway.paths import Handler, Paths
@@ -192,11 +195,20 @@ class Gateway:
         if endpoint.request_id_header is not None:
             call.response_headers = [*call.response_headers,
                                      (endpoint.request_id_header, call.request_id.encode())]
-        self.classify(call, endpoint, parsed)
-        routes = (self.route(call, endpoint, model) if model is not None
-                  else endpoint.routes(self.router, parsed))
-        await self.load_byok(call)
-        await self.dispatch(call, endpoint, routes, parsed, sink)
+        if model is None or self.router.routes_by_task(model):
+            self.classify(call, endpoint, parsed)
+            later = None
+        else:  # only the record reads the task: classified while the provider works
+            call.stream = endpoint.stream(parsed)
+            later = LateTask(call, endpoint, parsed)
+        try:
+            routes = (self.route(call, endpoint, model) if model is not None
+                      else endpoint.routes(self.router, parsed))
+            await self.load_byok(call)
+            await self.dispatch(call, endpoint, routes, parsed, sink, later)
+        finally:
+            if later is not None:
+                later()  # refused before the send: the record still names the task
 
     # ---- phases --------------------------------------------------------------------
     async def authenticate(self, req: Request) -> Principal:
@@ -291,22 +303,24 @@ class Gateway:
         return kept
 
     def dispatch(self, call: Call, endpoint: Endpoint, routes: tuple[Route, ...],
-                 parsed: Parsed, sink: ResponseSink) -> Awaitable[None]:
+                 parsed: Parsed, sink: ResponseSink,
+                 later: LateTask | None = None) -> Awaitable[None]:
         """Try candidates in order until one starts answering (fallback before first byte).
         (Not a coroutine itself: its frame would be held as long as the answer streams.)"""
         # Skips open circuits, bounds attempts, falls back on 429/5xx/connect/timeout only.
         upload = parsed.payload.get(UPLOAD)
         return fallback.dispatch(
             self.router, call, routes if upload is None else routes[:1],  # read once: no retry
-            lambda route: self.relay(call, endpoint, route, parsed, sink), sink)
+            lambda route: self.relay(call, endpoint, route, parsed, sink, later), sink)
 
     async def relay(self, call: Call, endpoint: Endpoint, route: Route, parsed: Parsed,
-                    sink: ResponseSink) -> str:
+                    sink: ResponseSink, later: LateTask | None = None) -> str:
         """One upstream exchange; a stale keep-alive connection is retried once, fresh.
 
         Returns the relay's final state (``relay.FAILED``: the provider broke mid-stream).
         The endpoint shapes the request for the route (its family reads the answer) and,
         when it declares one, gives the filter that re-says the answer for the client.
+        ``later``: the call's task, classified once the request is on its way.
         """
         pool = route.provider.pool
         request: UpstreamRequest | None = endpoint.shape(route, parsed)
@@ -336,6 +350,8 @@ class Gateway:
                 conn.send(request.method, request.target, headers, request.body, relay, more=True)
             # Not held while the answer streams: orjson's output keeps >= 4 KiB of capacity.
             request = None
+            if later is not None:
+                later()  # off the first byte's path: the provider is working meanwhile
             sink.set_producer(conn)
             try:
                 await (relay.done if upload is None else upload.relay(conn, relay.done))

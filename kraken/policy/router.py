@@ -172,6 +172,10 @@ class Router:
             return (Route(self._providers[provider_name], upstream),)
         raise ModelNotFound(f"The model '{model[:200]}' does not exist or is not served here")
 
+    def routes_by_task(self, model: str) -> bool:
+        """Whether ``candidates`` orders ``model``'s routes by the request's task (``auto``)."""
+        return bool(self._auto) and self._aliases.get(model, model) == AUTO
+
     def models(self) -> list[tuple[str, str]]:
         """(public model name, owning provider) for GET /v1/models, aliases and auto included."""
         out = {name: t.groups[0][0].route.provider.name for name, t in self._tables.items()}

@@ -5,6 +5,10 @@ called phase by phase with ``Request`` values; dispatch goes to Kraken's own moc
 from __future__ import annotations
 
 import contextlib
+import json
+import re
+import socket
+import threading
 import time
 from dataclasses import replace
 
@@ -264,3 +268,83 @@ async def test_run_answers_a_refusal_in_the_endpoints_format_and_records_it(tmp_
         sink = Collected()
         await gw.run(chat.ENDPOINT, request(key="kr_test_wrong"), sink)
         assert sink.status == 401 and gw.meter.depth == 1, "not admitted: no record"
+
+
+def journaled(tmp_path) -> list[dict]:
+    """The records the meter journaled so far (the journal is JSON lines)."""
+    lines = b"".join(p.read_bytes() for p in (tmp_path / "journal").iterdir()).splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+class OneAnswerProvider:
+    """A provider on a plain socket in its own thread: it reads one request, says so
+    (``received``), then answers one OpenAI chat completion. Its reading does not wait on
+    Kraken's event loop, so a call that blocks the loop can still see the request arrive."""
+
+    ANSWER = (b'{"id":"c1","object":"chat.completion","created":1,"model":"mock-gpt","choices":'
+              b'[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+              b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        self.listener.settimeout(30)
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.received.set()
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%b" % (len(self.ANSWER), self.ANSWER))
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+async def test_a_named_models_task_is_classified_once_the_provider_has_the_request(tmp_path):
+    """Only ``auto`` routes by the task, so for a named model the classifier runs after the
+    upstream request is written, off the first byte's path (``LateTask``)."""
+    provider = OneAnswerProvider()
+    try:
+        async with gateway(tmp_path) as gw:
+            _, router, providers = build(provider.port)
+            gw.router = router
+            seen = []
+
+            def task(parsed: Parsed) -> str:
+                # blocks the loop: the request can only reach the provider if already sent
+                seen.append(provider.received.wait(5))
+                return "summarization"
+
+            endpoint = replace(chat.ENDPOINT, task=task)
+            sink = Collected()
+            await gw.run(endpoint, request(), sink)
+            for p in providers.values():
+                await p.pool.close()
+        assert sink.status == 200, bytes(sink.body)
+        assert seen == [True], "classified after the provider received the request, once"
+        assert [r["task_type"] for r in journaled(tmp_path)] == ["summarization"]
+    finally:
+        provider.close()
+
+
+async def test_a_call_refused_before_the_send_still_records_its_task(tmp_path):
+    async with gateway(tmp_path) as gw:
+        sink = Collected()
+        body = b'{"model":"mock-gpt","input":"x"}'  # the mock's provider does not embed
+        await gw.run(embeddings.ENDPOINT, request("/v1/embeddings", body=body), sink)
+        assert sink.status == 404
+        assert [(r["status"], r["task_type"]) for r in journaled(tmp_path)] == [
+            (404, "embedding")]

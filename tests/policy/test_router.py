@@ -128,6 +128,13 @@ def test_auto_picks_the_cheapest_healthy_route():
     assert dict(r.models())["auto"] == "kraken"
 
 
+def test_only_auto_and_its_aliases_route_by_the_task():
+    r = build(doc(**AUTO))
+    assert r.routes_by_task("auto") and r.routes_by_task("smart")
+    assert not any(r.routes_by_task(m) for m in ("cheap", "pb/anything", "nope"))
+    assert not build(doc()).routes_by_task("auto"), "no auto_models: auto is not served"
+
+
 def test_auto_prefers_the_tasks_models_then_the_rest_by_score():
     r = build(doc(**AUTO))
     assert names(r.candidates("auto", task="code_gen")) == ["pc/dear-m", "pa/cheap-m", "pb/mid-m"]
