@@ -19,8 +19,11 @@ import re
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])\r\n")
-_FIELDS = re.compile(rb"(?m)^(" + _TOKEN + rb"):[ \t]*([^\r\n]*)\r\n")
-"""One field per line: a token name, then its value up to the line end (checked below)."""
+_FIELDS = re.compile(rb"(?m)^(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
+"""One field per line: a token name, then its value up to the line end. The value holds no
+control byte (``CTL``) and no CR or LF, so a line holding one is not a match, and a head has
+only whole matched lines when the matches are as many as its LFs (each holds one CR and one LF):
+one scan instead of a ``CTL`` search plus CR and LF counts (~1.2 µs of ~5.6 µs a head)."""
 CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Control bytes h11 lets through in field values (it refuses only NUL and whitespace), and no
 field value here may hold (with CR and LF outside the line ends): what is left of a value, once
@@ -29,6 +32,8 @@ HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-
 """RFC 9112 §3.2: uri-host [":" port]; no spaces, no userinfo, no second host."""
 _TO_H11 = frozenset((b"transfer-encoding", b"expect"))
 """Fields whose handling (chunked framing, 100-continue) is left to h11's reader."""
+_SPECIAL = frozenset((b"content-type", b"connection", b"host", b"content-length")) | _TO_H11
+"""The names ``read_common_head`` looks at; any other field costs it one set lookup."""
 _MAX_LENGTH_DIGITS = 18
 """Longer Content-Length values go to h11, which bounds their digits itself."""
 
@@ -63,18 +68,19 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
     if line is None or not head.endswith(b"\r\n\r\n"):
         return None
     method, target, version = line.groups()
-    fields = head[line.end():-2]
-    if len(target) > max_uri or CTL.search(fields) is not None:
+    if len(target) > max_uri:
         return None
+    fields = head[line.end():-2]
     pairs = _FIELDS.findall(fields)
-    count = len(pairs)
-    if fields.count(b"\n") != count or fields.count(b"\r") != count:
-        return None  # a line that is not a field, or a CR or LF inside one
+    if fields.count(b"\n") != len(pairs):
+        return None  # a line that is not a field, or a control byte, CR or LF inside one
     headers = tuple([(name.lower(), value.rstrip(b" \t")) for name, value in pairs])
     hosts = lengths = 0
     length = content_type = None
     connection = False
     for name, value in headers:
+        if name not in _SPECIAL:
+            continue
         if name == b"content-type":
             if content_type is None:
                 content_type = value
@@ -89,7 +95,7 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
             if len(value) > _MAX_LENGTH_DIGITS or not value.isdigit():
                 return None
             length = int(value)
-        elif name in _TO_H11:
+        else:  # Transfer-Encoding, Expect: h11's
             return None
     if hosts > 1 or (hosts == 0 and version == b"1.1") or lengths > 1:
         return None

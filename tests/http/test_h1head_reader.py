@@ -115,3 +115,23 @@ def test_sdk_heads_take_the_common_path():
     assert common is not None
     assert (b"x-blank-tail", b"v") in common.headers and (b"x-empty", b"") in common.headers
     assert dict(common.headers)[b"authorization"] == b"Bearer kr_x"
+
+
+@pytest.mark.parametrize("line", [
+    b"X-A: a\x01b", b"X-A: a\x7f", b"X-A: \x0bb", b"X-A: a\x00", b"X-A: a\rb", b"X-A: a\r",
+    b"X\rA: b", b"X-A: a\x1fb", b"X-\x01A: b",
+])
+def test_a_control_byte_or_bare_cr_in_a_field_line_leaves_the_common_path(line: bytes):
+    """The field scan itself refuses these lines (no separate control-byte search): the head
+    goes to h11 and the refusals in h1head, which answer it as they would without the fast path."""
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\n" + line + b"\r\nContent-Length: 3\r\n\r\n"
+    assert read_common_head(head, MAX_URI) is None
+    assert outcome(head) == outcome(head, h1head.parse_head_h11)
+    assert outcome(head)[0] == "refused"
+
+
+def test_a_tab_and_obs_text_in_a_value_stay_on_the_common_path():
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\nX-A: a\tb \xe9\xff \t\r\nContent-Length: 3\r\n\r\n"
+    common = read_common_head(head, MAX_URI)
+    assert common is not None and (b"x-a", b"a\tb \xe9\xff") in common.headers
+    assert outcome(head) == outcome(head, h1head.parse_head_h11)
