@@ -50,6 +50,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Exchanges started on this connection (a reused one may have gone stale)."""
         self.received_any = False
         self.idle_since = 0.0
+        """Loop time the connection opened or its last response ended (the pool reaps by it)."""
         self.on_close: Callable[[UpstreamConnection], None] | None = None
         self._paused = False
         self._chunked_upload = False
@@ -60,6 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.idle_since = self._loop.time()  # idle from the start (then from each on_end)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

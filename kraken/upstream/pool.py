@@ -334,7 +334,8 @@ class OriginPool:
             if not fut.done():
                 fut.set_result(conn)  # acquire() counts it busy again
                 return
-        conn.idle_since = asyncio.get_running_loop().time()
+        # conn.idle_since is the connection's own: stamped when its response ended (or it
+        # opened), without asyncio.get_running_loop() (a getpid syscall per call on 3.11).
         self._idle.append(conn)
         self._idle_gauge.inc()
         self._schedule_reaper()

@@ -151,3 +151,32 @@ async def test_trusted_certificate_connects():
     assert conn.transport.get_extra_info("ssl_object") is not None
     conn.close()
     server.close()
+
+
+async def test_a_released_connection_keeps_the_idle_time_its_response_ended_at(monkeypatch):
+    """The pool does not stamp a released connection (no asyncio.get_running_loop(), a getpid
+    syscall on 3.11): the connection stamped itself when it opened and when its answer ended."""
+    async with running_mock() as mock:
+        pool = OriginPool(Origin(mock.url), "m")
+        conn = await pool.acquire()
+        pool.release(conn)  # unused; schedules the reaper (once per idle period, not per release)
+        conn = await pool.acquire()
+        opened = conn.idle_since
+        assert opened > 0  # an unused connection is idle from its connect, not from 0
+        sink = Collect()
+        conn.send("GET", "/v1/models", [(b"host", b"x"),
+                  (b"authorization", b"Bearer " + mock.api_key.encode())], b"", sink)
+        await sink.done
+        ended = conn.idle_since
+        assert ended >= opened
+
+        def no_lookup():
+            raise AssertionError("release looked the loop up")
+
+        monkeypatch.setattr(asyncio, "get_running_loop", no_lookup)
+        pool.release(conn)
+        monkeypatch.undo()
+        assert conn.idle_since == ended
+        assert await pool.acquire() is conn  # reused: it went back to the idle list
+        pool.release(conn)
+        await pool.close()
