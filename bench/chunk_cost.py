@@ -7,10 +7,16 @@ Python work per chunk; the write syscall comes on top (see bench/run.py for end 
 
     .venv/bin/python bench/chunk_cost.py [--chunks 200000]
     .venv/bin/python bench/chunk_cost.py --requests 5000   # also: one request's HTTP/1.1 server side
+    .venv/bin/python bench/chunk_cost.py --answers 3000    # also: a whole answer in one read
 
 ``--requests N`` adds the fixed per-request cost of the client side of HTTP/1.1 (head parse and
 checks, exchange, handler task, response head and write) on the same in-memory transport: a
 bench-like request, a handler that answers at once; the minimum of 5 rounds of N.
+
+``--answers N`` times a whole streamed answer arriving in one provider read, as the mock
+(``kraken.mock --chunks 20``, no chunk delay) sends it: head, 24 chunks (role, 20 pieces, finish,
+usage, [DONE]) and the last chunk in one write. From the read to the response's end written
+(the record is not made here); the median of N answers, each with a fresh request and relay.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from kraken.config import ProviderConfig, ServerConfig
 from kraken.gateway.call import Call
 from kraken.gateway.relay import Relay
 from kraken.http.h1 import H1Connection
+from kraken.mock.http1 import frame as mock_frame, response_head
+from kraken.mock.openai_mock import build_stream, plan_chat
 from kraken.providers.openai_compat import OpenAICompat
 from kraken.upstream.response import ResponseParser
 
@@ -78,15 +86,25 @@ async def request_sink() -> tuple[H1Connection, object]:
     return conn, await got
 
 
-async def measure(chunks: int, per_read: int) -> float:
-    conn, sink = await request_sink()
-    family = OpenAICompat(ProviderConfig(name="p", base_url="http://x/v1"), "/v1", "x")
+def relay_for(sink, family) -> tuple[Relay, ResponseParser]:
+    """A streamed chat call's relay to ``sink`` (usage hidden, as for a client that did not ask
+    for it) and its parser, wired as ``UpstreamConnection.send`` wires them."""
     call = Call(time.perf_counter_ns(), "chat_completions")
     call.provider = "p"
     relay = Relay(call, sink, family, stream=True, hide_usage=True, on_complete=lambda: None)
     parser = ResponseParser(relay)
-    if hasattr(parser, "on_chunk"):  # as UpstreamConnection.send sets it up
+    if hasattr(parser, "on_chunk"):
         parser.on_chunk = relay.on_chunk
+    return relay, parser
+
+
+def family_p() -> OpenAICompat:
+    return OpenAICompat(ProviderConfig(name="p", base_url="http://x/v1"), "/v1", "x")
+
+
+async def measure(chunks: int, per_read: int) -> float:
+    conn, sink = await request_sink()
+    relay, parser = relay_for(sink, family_p())
     parser.feed(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                 b"transfer-encoding: chunked\r\n\r\n")
     frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
@@ -99,6 +117,32 @@ async def measure(chunks: int, per_read: int) -> float:
     elapsed = time.perf_counter() - t0
     conn.connection_lost(None)
     return elapsed / (reads * per_read) * 1e6
+
+
+def mock_answer() -> bytes:
+    """The mock's whole answer to a streamed chat request with usage asked for (as Kraken asks)."""
+    req = {"model": "mock-gpt", "stream": True, "stream_options": {"include_usage": True},
+           "messages": [{"role": "user", "content": "hi"}]}
+    events = build_stream(plan_chat(req, {}, 20, 12))
+    head = response_head(200, b"text/event-stream; charset=utf-8", None, False, False)
+    return head + b"".join(mock_frame(e) for e in events) + b"0\r\n\r\n"
+
+
+async def whole_answer_cost(answers: int) -> float:
+    """Median µs from a whole answer's read to its response's end written (see the module doc)."""
+    family, read = family_p(), mock_answer()
+    perf = time.perf_counter_ns
+    times = []
+    for _ in range(answers):
+        conn, sink = await request_sink()
+        relay, parser = relay_for(sink, family)
+        t0 = perf()
+        parser.feed(read)
+        relay.on_read_end()
+        times.append(perf() - t0)
+        assert relay.state == "done"
+        conn.connection_lost(None)
+    return sorted(times)[len(times) // 2] / 1000
 
 
 async def request_cost(requests: int) -> float:
@@ -130,10 +174,15 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=0,
                         help="also time N requests' HTTP/1.1 server side (0 = skip)")
+    parser.add_argument("--answers", type=int, default=0,
+                        help="also time N whole answers, each in one read (0 = skip)")
     args = parser.parse_args()
     for per_read in (1, 4, 20):
         us = asyncio.run(measure(args.chunks, per_read))
         print(f"{per_read:>3} event(s) per provider read: {us:6.2f} µs of Kraken CPU per chunk")
+    if args.answers:
+        us = asyncio.run(whole_answer_cost(args.answers))
+        print(f"a whole answer (head, 24 chunks, end) in one read: {us:6.2f} µs to its end written")
     if args.requests:
         us = asyncio.run(request_cost(args.requests))
         print(f"one request, HTTP/1.1 server side (head to answer written): {us:6.2f} µs of CPU")

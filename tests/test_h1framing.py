@@ -24,9 +24,10 @@ def decode(reads: list[bytes], limit: int, reference: bool):
     return b"".join(out), None, None
 
 
-def stream(rng: random.Random) -> list[bytes]:
+def stream(rng: random.Random, plain: float = 0.0) -> list[bytes]:
     """Chunks of SSE-like or CRLF-laden data, now and then a malformed or odd one; each chunk
-    (size line, data, terminator) is one item, then the last chunk and what follows."""
+    (size line, data, terminator) is one item, then the last chunk and what follows.
+    ``plain``: the share of chunks framed as Kraken frames one."""
     parts = []
     for _ in range(rng.randint(0, 12)):
         data = rng.choice([b"data: {\"n\":1}\n\n", b"a\r\nb", b"\r\n", b"x" * rng.randint(1, 300),
@@ -34,6 +35,9 @@ def stream(rng: random.Random) -> list[bytes]:
         size = b"%x" % len(data)
         size = rng.choice([size, size, size, size.upper(), size + b";ext=1", b" " + size,
                            size + b" ", b"0" + size, b"+" + size, b"%x" % (len(data) + 1)])
+        if rng.random() < plain:
+            parts.append(b"%x\r\n%b\r\n" % (len(data), data))
+            continue
         parts.append(size + b"\r\n" + data + rng.choice([b"\r\n"] * 8 + [b"\n", b"XX", b"\r"]))
     parts.append(rng.choice([b"0\r\n\r\n", b"0\r\nx-t: 1\r\n\r\n", b"0\r\n", b"", b"0\r\nbad\r\n\r\n"]))
     parts.append(rng.choice([b"", b"HTTP/1.1 200 OK\r\n"]))
@@ -62,3 +66,75 @@ def test_one_says_whether_the_size_line_is_as_kraken_writes_it(line, plain):
     body = ChunkedBody(NO_LIMIT, 1024)
     assert body.one(line + b"\r\n" + data + b"\r\n") == data
     assert body.plain is plain
+
+
+def decode_whole(reads: list[bytes], limit: int) -> tuple[tuple, int]:
+    """``decode`` as a provider response is read: ``whole`` first, ``feed_all`` for what it
+    does not take; also how many reads ``whole`` took."""
+    body = ChunkedBody(limit, 1024)
+    out: list[bytes] = []
+    taken = 0
+    try:
+        for read in reads:
+            many = body.whole(read)
+            if many is not None:
+                taken += 1
+                out.append(many[0])
+                if many[1]:
+                    return (b"".join(out), b"", None), taken
+                continue
+            rest = body.feed_all(read, out)
+            if rest is not None:
+                return (b"".join(out), rest, None), taken
+    except FramingError as exc:
+        return (b"".join(out), None, (str(exc), exc.status)), taken
+    return (b"".join(out), None, None), taken
+
+
+def grouped(rng: random.Random, chunks: list[bytes]) -> list[bytes]:
+    """The chunk items in reads of one to six whole items each."""
+    reads, at = [], 0
+    while at < len(chunks):
+        n = rng.randint(1, 6)
+        reads.append(b"".join(chunks[at:at + n]))
+        at += n
+    return reads
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_whole_chunks_path_matches_the_state_machine(seed):
+    rng = random.Random(seed)
+    taken = 0
+    for _ in range(150):
+        chunks = stream(rng, plain=rng.choice([0.0, 0.8, 0.95]))
+        raw = b"".join(chunks)
+        cuts = sorted(rng.sample(range(1, len(raw)), min(max(len(raw) - 1, 0), rng.randint(0, 4))))
+        reads = [raw[i:j] for i, j in zip([0, *cuts], [*cuts, len(raw)])]
+        if rng.random() < 0.6:  # whole chunks per read, as a fast provider's answer arrives
+            reads = grouped(rng, chunks)
+        limit = rng.choice([NO_LIMIT, NO_LIMIT, 64, 400])
+        got, n = decode_whole(reads, limit)
+        assert got == decode(reads, limit, True), (reads, limit)
+        taken += n
+    assert taken >= 5  # the path is taken, not only refused
+
+
+@pytest.mark.parametrize("read,expected", [
+    (b"3\r\nabc\r\n2\r\nde\r\n", (b"abcde", False)),
+    (b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", (b"abcde", True)),
+    (b"1\r\n0\r\n0\r\n\r\n", (b"0", True)),  # a chunk whose data is "0"
+    (b"a\r\n0123456789\r\n", (b"0123456789", False)),
+    (b"3\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n", None),  # trailer fields: feed_all
+    (b"3\r\nabc\r\n0\r\n\r\n3\r\nabc\r\n", None),  # the body ends mid-read
+    (b"3\r\nabc\r\n02\r\nde\r\n", None),  # a leading zero
+    (b"3\r\nabc\r\n2;x\r\nde\r\n", None),  # an extension
+    (b"3\r\nabc\r\nA\r\n0123456789\r\n", None),  # upper-case hex
+    (b"3\r\nabc\r\n\r\n", None),  # an empty size line
+    (b"3\r\nabc\r\n 2\r\nde\r\n", None),  # whitespace int() would take
+    (b"3\r\nabc\r\n2\r\nd\r\n\r\n", None),  # data holding a CRLF: split apart, lengths differ
+    (b"3\r\nabc\r\n2\r\nde", None),  # the last chunk not all here
+])
+def test_whole_takes_only_whole_plain_chunks(read, expected):
+    body = ChunkedBody(NO_LIMIT, 1024)
+    assert body.whole(read) == expected
+    assert body.size == (0 if expected is None else len(expected[0]))  # None: nothing taken

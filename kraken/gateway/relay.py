@@ -146,10 +146,11 @@ class Relay:
             self._body += data[: MAX_ERROR_BODY - len(self._body)]
 
     def on_chunk(self, data: bytes, frame: bytes | None) -> None:
-        """A read of exactly one whole chunk (``ResponseParser.on_chunk``), a stream's usual
-        read: never the response's end, so written at once. ``frame``: the chunk as received
-        when it is framed as Kraken would frame ``data``; sent as it is if the tap passed
-        ``data`` on unchanged (the same object) and the sink can take it."""
+        """A read of whole chunks (``ResponseParser.on_chunk``): one, a stream's usual read, or
+        several arriving together. Never the response's end, so written at once. ``frame``:
+        the chunks as received when they are framed as Kraken would frame them; sent as they
+        are if the tap passed ``data`` on unchanged (the same object) and the sink can take
+        them (a client's chunk boundaries may then differ from a re-framed write's)."""
         if self.state is not STREAMING:
             self.on_data(data)
             return

@@ -57,10 +57,12 @@ class ResponseParser:
         self.on_data = sink.on_data
         """Where body bytes go: the sink's, or an owner's shortcut past it (one call per read)."""
         self.on_chunk: Callable[[bytes, bytes | None], None] | None = None
-        """If set, where a read of exactly one whole chunk goes instead of ``on_data``: its data
-        and, when its size line is as Kraken writes one (``ChunkedBody.plain``), the read itself
-        (the chunk's frame, which an HTTP/1.1 client can be sent as it is), else None. Such a
-        read never ends the body, so nothing else follows it in the same ``feed``."""
+        """If set, where a read of whole chunks, none of them the last, goes instead of
+        ``on_data``: their data and, when their size lines are as Kraken writes them
+        (``ChunkedBody.plain``, ``ChunkedBody.whole``), the read itself (their frames, which an
+        HTTP/1.1 client can be sent as they are), else None. Such a read never ends the body,
+        so nothing else follows it in the same ``feed``. (Several chunks that are not all plain
+        go to ``on_data``.)"""
         self._reader: Reader | None = None
         """The body's reader, chosen by the head; None while the head is still arriving."""
         self._head_buf = b""
@@ -77,26 +79,44 @@ class ResponseParser:
 
     def feed(self, data: bytes) -> None:
         one = self._one
-        if one is not None:  # chunked: ``one`` checked the one-chunk case, feed_all the rest
-            body = one(data)
-            if body is not None:
-                on_chunk = self.on_chunk
-                if on_chunk is None:
-                    self.on_data(body)
-                else:
-                    on_chunk(body, data if self._reader.plain else None)  # type: ignore[union-attr]
-                return
-            out: list[bytes] = []
-            rest = self._reader.feed_all(data, out)  # type: ignore[union-attr]
-        else:
+        if one is None:
             reader = self._reader
             if reader is None:
                 data = self._read_head(data)
                 reader = self._reader
                 if reader is None:
                     return  # the head is still incomplete
+                one = self._one
+            if one is None:  # not chunked
+                out: list[bytes] = []
+                rest = reader.feed(data, out)
+                self._deliver(out, rest)
+                return
+        # chunked: ``one`` takes a one-chunk read, ``whole`` whole chunks, feed_all the rest
+        body = one(data)
+        if body is not None:
+            on_chunk = self.on_chunk
+            if on_chunk is None:
+                self.on_data(body)
+            else:
+                on_chunk(body, data if self._reader.plain else None)  # type: ignore[union-attr]
+            return
+        chunked: ChunkedBody = self._reader  # type: ignore[assignment]
+        many = chunked.whole(data)
+        if many is None:
             out = []
-            rest = reader.feed(data, out)
+            self._deliver(out, chunked.feed_all(data, out))
+        elif many[1]:  # ends the body: on_data, whose writes leave with the response's end
+            self.on_data(many[0])
+            self._finish(b"")
+        elif self.on_chunk is None:
+            self.on_data(many[0])
+        else:  # all plain: the read is their frames as Kraken would write them
+            self.on_chunk(many[0], data)
+
+    def _deliver(self, out: list[bytes], rest: bytes | None) -> None:
+        """What a reader's ``feed`` decoded goes to ``on_data`` in one call; ``rest`` not None:
+        the body is complete."""
         if out:
             self.on_data(out[0] if len(out) == 1 else b"".join(out))
         if rest is not None:

@@ -175,3 +175,21 @@ def test_one_chunk_reads_go_to_on_chunk_with_their_frame_when_it_is_plain():
     # plain size line: the read itself; upper-case or zero-padded: None; the rest: on_data
     assert chunks == [(event, reads[0]), (event, None), (event, None)]
     assert sink.body == event * 2 and sink.data_calls == 2 and sink.ended == 1
+
+
+def test_reads_of_whole_plain_chunks_go_to_on_chunk_as_one_and_an_ending_one_to_on_data():
+    sink = Collect()
+    parser = ResponseParser(sink)
+    chunks: list[tuple[bytes, bytes | None]] = []
+    parser.on_chunk = lambda data, frame: chunks.append((data, frame))
+    a, b = b'data: {"a":1}\n\n', b'data: {"b":22}\n\n'
+    frames = b"f\r\n%s\r\n10\r\n%s\r\n" % (a, b)
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    mixed = b"f\r\n%s\r\n10;x=1\r\n%s\r\n" % (a, b)  # an extension: not as Kraken writes it
+    for read in (head + frames, frames, mixed, frames + b"0\r\n\r\n"):
+        parser.feed(read)
+    # several plain chunks: one call with the read as their frames (with the head: after it);
+    # not all plain: on_data; the read that ends the body: on_data, then the end
+    assert chunks == [(a + b, frames), (a + b, frames)]
+    assert sink.body == (a + b) * 2 and sink.data_calls == 2 and sink.ended == 1
+    assert parser.done and parser.keep_alive
