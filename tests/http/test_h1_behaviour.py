@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from h1wire import (connect, decode_chunked, is_openai_error, parse_responses, read_to_eof,
-                    serve)
+from h1wire import (connect, decode_chunked, echo_length, is_openai_error, parse_responses,
+                    read_to_eof, serve)
 
 pytestmark = pytest.mark.anyio
 
@@ -554,3 +554,51 @@ async def test_each_request_runs_in_a_named_task_of_its_own():
                 assert (await read_response(reader)).body == b"ok"
     assert [name for _, name in seen] == ["kraken-h1-request"] * 2
     assert seen[0][0] is not seen[1][0]
+
+
+class _CountingLoop:
+    """The connection's loop as its deadline sees it, counting the timers it schedules."""
+
+    def __init__(self, loop):
+        self._loop, self.timers = loop, 0
+
+    def time(self):
+        return self._loop.time()
+
+    def call_at(self, when, callback):
+        self.timers += 1
+        return self._loop.call_at(when, callback)
+
+
+async def test_requests_on_a_kept_alive_connection_reuse_its_timer():
+    """After the first answer, a request's dispatch disarms the keep-alive timer without
+    dropping it, and the next keep-alive wait re-arms that same timer: no timer a request."""
+    async with serve() as server:
+        async with connect(server.port) as (reader, writer):
+            writer.write(get(b"/one"))
+            await read_response(reader)
+            (conn,) = server.conns
+            counting = conn._deadline._loop = _CountingLoop(conn._deadline._loop)
+            for path in (b"/two", b"/three", b"/four"):
+                writer.write(get(path))
+                assert (await read_response(reader)).body == path + b" 0"
+            assert counting.timers == 0
+
+
+async def test_a_request_outlasting_the_keep_alive_timeout_is_answered_and_kept_open():
+    """The kept timer fires during a request into nothing (disarmed); the connection is
+    closed only by the keep-alive wait after the answer."""
+    async def slow(req, sink):
+        if req.path == "/slow":
+            await asyncio.sleep(0.5)  # longer than the keep-alive timeout: the point of the test
+        await echo_length(req, sink)
+
+    async with serve(slow, keepalive_timeout_s=0.2) as server:
+        async with connect(server.port) as (reader, writer):
+            writer.write(get(b"/one"))
+            await read_response(reader)
+            writer.write(get(b"/slow"))
+            assert (await read_response(reader)).body == b"/slow 0"
+            writer.write(get(b"/three"))
+            assert (await read_response(reader)).body == b"/three 0"
+            assert await read_to_eof(reader, timeout=5) == b""  # then idle: closed
