@@ -170,7 +170,7 @@ class H1Connection(InboundConnection):
         reader = (ChunkedBody(NO_LIMIT if streamed else cfg.max_body_bytes, cfg.max_head_bytes)
                   if chunked else FixedBody(length or 0))
         http11 = event.http_version == b"1.1"
-        keep_alive = (keeps_alive(event, headers) if common is None or common.connection
+        keep_alive = (keeps_alive(event, headers) if common is None or common.may_close
                       else http11)
         exchange = self._exchange = H1Exchange(
             self, event, reader, headers=headers, keep_alive=keep_alive, http11=http11,

@@ -44,11 +44,11 @@ class CommonHead:
     """The parts of an ``h11.Request`` the server reads, for a head in the common subset."""
 
     __slots__ = ("method", "target", "http_version", "headers", "length", "content_type",
-                 "connection")
+                 "may_close")
 
     def __init__(self, method: bytes, target: bytes, http_version: bytes, headers: Headers,
                  length: int | None, content_type: bytes | None = None,
-                 connection: bool = False):
+                 may_close: bool = False):
         self.method = method
         self.target = target
         self.http_version = http_version
@@ -57,8 +57,9 @@ class CommonHead:
         """The Content-Length (None: no body framing given), as ``h1head.check_head`` reads it."""
         self.content_type = content_type
         """The first Content-Type, read in the same pass (the server needs no other scan)."""
-        self.connection = connection
-        """A Connection field is present (only then is keep-alive worth a scan)."""
+        self.may_close = may_close
+        """A Connection field holds ``close`` somewhere (only then is keep-alive worth a scan:
+        ``Connection: keep-alive``, what SDKs send, cannot end the connection)."""
 
 
 def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
@@ -77,7 +78,7 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
     headers = tuple([(name.lower(), value.rstrip(b" \t")) for name, value in pairs])
     hosts = lengths = 0
     length = content_type = None
-    connection = False
+    may_close = False
     for name, value in headers:
         if name not in _SPECIAL:
             continue
@@ -85,7 +86,7 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
             if content_type is None:
                 content_type = value
         elif name == b"connection":
-            connection = True
+            may_close = may_close or b"close" in value.lower()
         elif name == b"host":
             hosts += 1
             if HOST.fullmatch(value) is None:
@@ -99,4 +100,4 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
             return None
     if hosts > 1 or (hosts == 0 and version == b"1.1") or lengths > 1:
         return None
-    return CommonHead(method, target, version, headers, length, content_type, connection)
+    return CommonHead(method, target, version, headers, length, content_type, may_close)

@@ -106,7 +106,7 @@ def test_common_head_reader_agrees_on_mutated_heads():
         _, headers, _ = h1head.parse_head_h11(head, len(head) + 1, MAX_URI)
         assert not h1head.is_chunked(headers)
         assert common.content_type == next((v for n, v in headers if n == b"content-type"), None)
-        if not common.connection:
+        if not common.may_close:
             assert h1head.keeps_alive(common, headers) == (common.http_version == b"1.1")
 
 
@@ -135,3 +135,16 @@ def test_a_tab_and_obs_text_in_a_value_stay_on_the_common_path():
     common = read_common_head(head, MAX_URI)
     assert common is not None and (b"x-a", b"a\tb \xe9\xff") in common.headers
     assert outcome(head) == outcome(head, h1head.parse_head_h11)
+
+
+@pytest.mark.parametrize("value, may_close, keeps", [
+    (b"keep-alive", False, True), (b"Keep-Alive", False, True), (b"upgrade", False, True),
+    (b"close", True, False), (b"Keep-Alive, CLOSE", True, False), (b"closed", True, True),
+])
+def test_only_a_connection_field_holding_close_is_scanned_for_keep_alive(value, may_close, keeps):
+    """``Connection: keep-alive`` (what SDKs send) needs no scan; a value holding "close" is
+    scanned, and the scan decides (a token ``closed`` is not ``close``)."""
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: " + value + b"\r\nContent-Length: 3\r\n\r\n"
+    common = read_common_head(head, MAX_URI)
+    assert common.may_close is may_close
+    assert h1head.keeps_alive(common, common.headers) is keeps
