@@ -59,7 +59,7 @@ class Relay:
 
     __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
                  "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end",
-                 "_write_frame", "_chunks", "_sample_ns")
+                 "_write_frame", "_chunks", "_sample_ns", "_send_held")
 
     def __init__(
         self,
@@ -97,6 +97,9 @@ class Relay:
         else:
             self._write, self._end = self._filtered_write, self._filtered_end
             self._write_frame = None
+        # a stream's client may read a whole answer before the record (H1Exchange.send_held)
+        self._send_held = (sink.send_held if stream and response_filter is None
+                           and hasattr(type(sink), "send_held") else None)
 
     # ---- ResponseHandler -----------------------------------------------------------
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -246,6 +249,8 @@ class Relay:
             metrics.active_streams_for(self.call.provider).dec()
         self.state = state
         self._settle()
+        if self._send_held is not None and not abort:
+            self._send_held()  # a head still held: it and the answer leave before the record
         self._on_complete()  # the record reaches the journal before the client sees the end
         if abort:
             self.sink.abort()

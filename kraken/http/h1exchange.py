@@ -39,7 +39,7 @@ class H1Exchange:
     __slots__ = (
         "_conn", "_transport", "head", "headers", "head_ns", "reader", "body", "body_size", "pace",
         "expect_continue", "keep_alive", "http11", "_head_only", "_started", "_chunked",
-        "_mute", "_corked", "_pending", "_producer", "closed", "stream",
+        "_mute", "_corked", "_pending", "_held_head", "_producer", "closed", "stream",
     )
 
     def __init__(self, conn: H1Connection, head: h11.Request | None = None,
@@ -72,6 +72,8 @@ class H1Exchange:
         self._corked = False
         self._pending: list[bytes] = []
         """Writes held while corked: at most what one provider read delivered."""
+        self._held_head = False
+        """The response head is in ``_pending``: nothing of the response was written yet."""
         self._producer: FlowControl | None = None
         self.closed = False
         """Nothing more may be sent: the response ended, or the connection is closing."""
@@ -154,6 +156,7 @@ class H1Exchange:
         head = self._head(status, headers, length)
         if self._corked:
             self._pending.append(head)
+            self._held_head = True
         else:
             self._transport.write(head)  # type: ignore[union-attr]
 
@@ -205,8 +208,18 @@ class H1Exchange:
         self._corked = False
         if self._pending:
             pending, self._pending = self._pending, []
+            self._held_head = False
             if not self.closed:
                 self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))  # type: ignore[union-attr]
+
+    def send_held(self) -> None:
+        """Write what is held now if the head is in it and the body is chunked: a relay that
+        got a whole answer in one read lets the client read it while the record is made, and
+        ``end``'s last chunk, written after the record, is what completes the response
+        (ARCHITECTURE rule 5). A Content-Length or HTTP/1.0 body is complete with its last
+        byte, and a head already sent would make this a write of its own: both wait for ``end``."""
+        if self._held_head and self._chunked:
+            self.flush()
 
     def end(self) -> None:
         if self.closed or not self._started:

@@ -1,0 +1,122 @@
+"""A streamed answer that arrives whole in one provider read reaches the client before Kraken
+makes its record, and completes only after the record is journalled; a stream whose head was
+already sent keeps its last bytes and its end together, after the record. Over real sockets:
+the client's kernel buffer is looked at (MSG_PEEK) at the moment the journal is written."""
+from __future__ import annotations
+
+import asyncio
+import json
+import select
+import socket
+import time
+
+import pytest
+
+from harness import TEST_KEY, kraken_mapping, running_kraken
+from kraken.meter.journal import Journal
+from kraken.upstream.connection import UpstreamConnection
+
+pytestmark = pytest.mark.anyio
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+EVENTS = [b'data: {"id":"c","choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n',
+          b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,'
+          b'"total_tokens":4}}\n\n', b"data: [DONE]\n\n"]
+CHUNKS = [b"%x\r\n%s\r\n" % (len(e), e) for e in EVENTS]
+
+
+async def provider(writes: list[bytes]):
+    """Answers one request with ``writes``, one write each, the later ones after a pause."""
+    async def on_conn(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        for i, piece in enumerate(writes):
+            if i:
+                await asyncio.sleep(0.05)
+            writer.write(piece)
+            await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def peek(sock: socket.socket, read: bytes, until: bytes, seconds: float = 2.0) -> bytes:
+    """What the client has received so far: ``read`` (consumed) and what waits in its socket;
+    waits (bounded) until that ends with ``until`` (the kernel may take a moment to move
+    loopback bytes)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        select.select([sock], [], [], 0.02)
+        try:
+            seen = read + sock.recv(1 << 16, socket.MSG_PEEK)
+        except BlockingIOError:
+            seen = read
+        if seen.endswith(until) or time.monotonic() > deadline:
+            return seen
+
+
+async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[bytes], until: bytes):
+    """One streamed request; returns (the client's bytes when the record was journalled, the
+    whole response, the provider reads Kraken made)."""
+    reads: list[bytes] = []
+    at_record: list[bytes] = []
+    got = bytearray()  # what the client has read
+    client = socket.socket()
+    client.setblocking(False)
+    received = UpstreamConnection.data_received
+    append = Journal.append
+
+    def counted(self, data):
+        reads.append(data)
+        received(self, data)
+
+    def journalled(self, rec):
+        at_record.append(peek(client, bytes(got), until))
+        append(self, rec)
+
+    monkeypatch.setattr(UpstreamConnection, "data_received", counted)
+    monkeypatch.setattr(Journal, "append", journalled)
+    server, port = await provider(writes)
+    req = json.dumps({"model": "mock-gpt", "stream": True, "stream_options": {"include_usage": True},
+                      "messages": [{"role": "user", "content": "hi"}]}).encode()
+    loop = asyncio.get_running_loop()
+    async with server:
+        async with running_kraken(kraken_mapping(tmp_path, port)) as k:
+            await loop.sock_connect(client, ("127.0.0.1", k.port))
+            await loop.sock_sendall(client, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                                    b"content-type: application/json\r\nauthorization: Bearer %s\r\n"
+                                    b"content-length: %d\r\n\r\n%s" % (TEST_KEY.encode(), len(req), req))
+            while not got.endswith(b"\r\n0\r\n\r\n"):
+                more = await asyncio.wait_for(loop.sock_recv(client, 1 << 16), 10)
+                assert more, got
+                got += more
+    client.close()
+    assert len(at_record) == 1
+    return at_record[0], bytes(got), reads
+
+
+async def test_a_whole_answer_in_one_read_reaches_the_client_before_the_record(tmp_path, monkeypatch):
+    content = b"%x\r\n%s\r\n" % (len(b"".join(EVENTS)), b"".join(EVENTS))  # one chunk, re-framed
+    seen, got, reads = await stream_with_a_look_at_the_record(
+        tmp_path, monkeypatch, [HEAD + b"".join(CHUNKS) + b"0\r\n\r\n"], content)
+    assert len(reads) == 1  # the case under test: head, answer and end in one provider read
+    head = got[:got.index(b"\r\n\r\n") + 4]
+    # at the journal write the client had the head and the whole answer, not the end
+    assert seen == head + content
+    assert got == seen + b"0\r\n\r\n"
+
+
+async def test_a_stream_whose_head_was_sent_ends_with_its_last_bytes_after_the_record(
+        tmp_path, monkeypatch):
+    # the head and the first chunk, then the rest and the end in one read
+    seen, got, reads = await stream_with_a_look_at_the_record(
+        tmp_path, monkeypatch, [HEAD + CHUNKS[0], b"".join(CHUNKS[1:]) + b"0\r\n\r\n"], CHUNKS[0])
+    assert len(reads) == 2
+    # at the journal write the client had the head and the first chunk only: the last read's
+    # bytes wait to leave with the end, in the same write (no write of their own)
+    assert seen.endswith(b"\r\n\r\n" + CHUNKS[0])
+    assert got.startswith(seen) and got.endswith(b"0\r\n\r\n")
+    assert b"".join(EVENTS[1:]) in got[len(seen):]
