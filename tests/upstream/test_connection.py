@@ -89,3 +89,32 @@ async def test_cancelled_exchange_gets_no_bytes_of_the_same_read():
         await asyncio.wait_for(handler.headed, 5)
         assert handler.status == 200
         assert handler.data == [] and conn.closed
+
+
+class _Wire:
+    """A transport that keeps what is written."""
+
+    def __init__(self):
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+
+@pytest.mark.parametrize("body", [b"", b'{"model":"m"}'])
+async def test_a_request_is_written_in_one_write_as_its_head_then_its_body(body: bytes):
+    conn = UpstreamConnection("http://x", 5.0)
+    conn.transport = wire = _Wire()  # type: ignore[assignment]
+    conn.send("POST", "/v1/chat/completions",
+              [(b"host", b"x:1"), (b"content-length", b"%d" % len(body))], body, Handler())
+    assert wire.out == [b"POST /v1/chat/completions HTTP/1.1\r\nhost: x:1\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(body), body)]
+    conn.connection_lost(None)  # drops the read deadline's timer
+
+
+async def test_a_chunked_upload_starts_with_its_first_piece_framed():
+    conn = UpstreamConnection("http://x", 5.0)
+    conn.transport = wire = _Wire()  # type: ignore[assignment]
+    conn.send("POST", "/up", [(b"transfer-encoding", b"chunked")], b"abc", Handler(), more=True)
+    assert wire.out == [b"POST /up HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n"]
+    conn.connection_lost(None)
