@@ -138,3 +138,15 @@ def test_whole_takes_only_whole_plain_chunks(read, expected):
     body = ChunkedBody(NO_LIMIT, 1024)
     assert body.whole(read) == expected
     assert body.size == (0 if expected is None else len(expected[0]))  # None: nothing taken
+
+
+def test_whole_takes_a_read_of_many_chunks_and_keeps_few_size_formats():
+    """Past 64 chunks a read's size-line format is built, not kept: the cache stays small."""
+    from kraken.h1framing import _SIZES
+    datas = [b"data: %d\n\n" % i for i in range(300)]
+    read = b"".join(b"%x\r\n%b\r\n" % (len(d), d) for d in datas) + b"0\r\n\r\n"
+    body = ChunkedBody(NO_LIMIT, 1024)
+    assert body.whole(read) == (b"".join(datas), True)
+    assert max(_SIZES) <= 64
+    wrong = read.replace(b"b\r\ndata: 150", b"c\r\ndata: 150")  # one size line off by one
+    assert ChunkedBody(NO_LIMIT, 1024).whole(wrong) is None
