@@ -284,8 +284,10 @@ class H1Connection(InboundConnection):
         if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
-        skip_empty_lines(self._buf)
-        if self._buf:
+        buf = self._buf
+        if buf:  # the usual buffer is empty: no call (~0.4 us a request at c=32, py-spy)
+            skip_empty_lines(buf)
+        if buf:
             self._deadline.arm(self._cfg.head_timeout_s)
             self.loop.call_soon(self._parse_head)  # next pipelined request, after this task
         else:
