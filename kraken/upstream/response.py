@@ -14,11 +14,13 @@ conflicting framing headers raise ``ResponseError`` and the connection is discar
 """
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Callable, Protocol
 
 from kraken.h1framing import NO_LIMIT, ChunkedBody, FixedBody, FramingError, UntilClose
 
 MAX_HEAD = 64 * 1024
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
 ResponseError = FramingError
 """The provider sent something that is not valid HTTP/1.1."""
@@ -158,9 +160,12 @@ class ResponseParser:
         return buf[pos:]
 
     def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status = self._status(lines[0])
-        headers, length, chunked = self._fields(lines)
+        eol = head.find(b"\r\n")
+        if eol < 0:
+            status, headers, length, chunked = self._status(head), [], None, False
+        else:
+            status = self._status(head[:eol])
+            headers, length, chunked = self._fields(head[eol + 2:])
         if 100 <= status < 200:
             return  # interim response: the real head follows
         if chunked and length is not None:
@@ -188,18 +193,25 @@ class ResponseParser:
             self.keep_alive = False
         return int(code)
 
-    def _fields(self, lines: list[bytes]) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
-        """The header fields, the Content-Length (None if absent) and whether the body is
-        chunked; notes ``Connection: close``."""
-        headers: list[tuple[bytes, bytes]] = []
+    def _fields(self, section: bytes) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+        """The header fields (name lower-cased, value stripped), the Content-Length (None if
+        absent) and whether the body is chunked; notes ``Connection: close``. ``section``: the
+        field lines (CRLF-separated). A line with no colon, an empty name or whitespace around
+        it, or a bare CR or LF anywhere is refused. The checks run over the whole section or in one
+        comprehension, where a loop of them per line cost ~0.55 us a field (providers send 10-30)."""
+        lines = section.split(b"\r\n")
+        crlfs = len(lines) - 1
+        if section.count(b"\n") != crlfs or section.count(b"\r") != crlfs:
+            raise ResponseError("bad header line")  # a bare CR or LF
+        headers = [(name.lower(), value.strip()) for name, sep, value in
+                   map(bytes.partition, lines, repeat(b":")) if sep and name and name == name.strip()]
+        if len(headers) != len(lines):
+            raise ResponseError("bad header line")  # no colon, or no name, or space around it
         length: int | None = None
         chunked = False
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip() or b"\n" in line or b"\r" in line:
-                raise ResponseError("bad header line")
-            name = name.lower()
-            value = value.strip()
+        for name, value in headers:
+            if name not in _FRAMING:
+                continue
             if name == b"content-length":
                 if not value.isdigit() or (length is not None and length != int(value)):
                     raise ResponseError("bad Content-Length")
@@ -208,7 +220,6 @@ class ResponseParser:
                 if value.lower() != b"chunked" or chunked:
                     raise ResponseError("unsupported Transfer-Encoding")
                 chunked = True
-            elif name == b"connection" and b"close" in value.lower():
+            elif b"close" in value.lower():  # connection
                 self.keep_alive = False
-            headers.append((name, value))
         return headers, length, chunked

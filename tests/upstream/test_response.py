@@ -193,3 +193,57 @@ def test_reads_of_whole_plain_chunks_go_to_on_chunk_as_one_and_an_ending_one_to_
     assert chunks == [(a + b, frames), (a + b, frames)]
     assert sink.body == (a + b) * 2 and sink.data_calls == 2 and sink.ended == 1
     assert parser.done and parser.keep_alive
+
+
+def fields_by_line(head: bytes):
+    """The field rules one line at a time (the parser's spec): (headers, keep_alive), or None
+    for a head it must refuse."""
+    headers, keep_alive = [], True
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip() or b"\n" in line or b"\r" in line:
+            return None
+        headers.append((name.lower(), value.strip()))
+        if name.lower() == b"connection" and b"close" in value.lower():
+            keep_alive = False
+    if not any(name == b"content-length" for name, _ in headers):
+        keep_alive = False  # a close-delimited body
+    return headers, keep_alive
+
+
+PROVIDER_HEAD = (b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Dec 2026 03:00:00 GMT\r\n"
+                 b"Content-Type: text/event-stream; charset=utf-8\r\nContent-Length: 0\r\n"
+                 b"Connection: keep-alive\r\naccess-control-expose-headers: X-Request-ID\r\n"
+                 b"openai-processing-ms: 123\r\nx-ratelimit-remaining-tokens: 29999990\r\n"
+                 b"set-cookie: __cf_bm=abc; path=/; HttpOnly; Secure; SameSite=None\r\n"
+                 b"X-Odd:  \t spaced \t\r\nx-empty:\r\nx-colons: a:b::c\r\nserver: cloudflare\r\n"
+                 b"alt-svc: h3=\":443\"; ma=86400")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_field_lines_match_the_line_by_line_rules(seed):
+    """Heads with odd bytes put anywhere (bare CR or LF, spaces, tabs, colons, obs-fold, lines
+    with no colon or no name) are refused, or read, exactly as the rules say line by line."""
+    import random
+    rng = random.Random(seed)
+    refused = 0
+    for _ in range(300):
+        head = bytearray(PROVIDER_HEAD)
+        for _ in range(rng.randint(0, 3)):
+            at = rng.randrange(len(b"HTTP/1.1 200 OK\r\n"), len(head) + 1)
+            head[at:at] = rng.choice([b"\r", b"\n", b" ", b"\t", b":", b"\x0b", b"\r\n", b"\r\n ",
+                                      b"\r\n:", b"\r\nx", b"\r\nConnection: close", b"a"])
+        head = bytes(head)
+        if b"\r\n\r\n" in head + b"\r\n":
+            continue  # the head would end there
+        expected = fields_by_line(head)
+        sink = Collect()
+        parser = ResponseParser(sink)
+        try:
+            parser.feed(head + b"\r\n\r\n")
+        except ResponseError:
+            refused += 1
+            assert expected is None or (b"content-length", b"0") not in expected[0], head
+            continue
+        assert (sink.headers, parser.keep_alive) == expected, head
+    assert refused > 20
