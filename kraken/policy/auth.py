@@ -1,7 +1,7 @@
 """API key verification on the hot path: bcrypt only on a cache miss, off the event loop.
 
 Keys are stored only as bcrypt hashes (cost 12, ~300 ms of CPU). A verified token is cached,
-keyed by the SHA-256 digest of the token (never the token itself), for ``cache_ttl_s``; a wrong
+keyed by the BLAKE2s digest of the token (never the token itself), for ``cache_ttl_s``; a wrong
 secret for a known key id is cached negatively for ``negative_ttl_s``. Both caches are bounded
 (insertion order + LRU refresh). Malformed tokens and unknown ids are refused without bcrypt.
 Concurrent verifications of one uncached token share a single bcrypt run (single flight), which
@@ -43,6 +43,10 @@ INVALID_KEY_MESSAGE = (
 
 PENDING_PER_THREAD = 64
 """Queued bcrypt runs allowed per pool thread before new cache misses are refused with 503."""
+
+_digest = hashlib.blake2s
+"""The cache's key for a token: BLAKE2s-256 (CPython's own code) costs ~2.8 us per request in
+a running server where SHA-256 through OpenSSL's EVP layer cost ~5.4 us (cold caches, median)."""
 
 _HIT = AUTH_CACHE.labels("hit")
 _MISS = AUTH_CACHE.labels("miss")
@@ -220,10 +224,10 @@ class KeyVerifier:
 
     def lookup_cached(self, token: bytes) -> Principal | None:
         """A Principal if ``token`` was verified within the TTL, else None. Sync and O(1)."""
-        return self._lookup(hashlib.sha256(token).digest())
+        return self._lookup(_digest(token).digest())
 
     def _lookup(self, digest: bytes) -> Principal | None:
-        # A dict lookup by SHA-256 digest: the token is never compared byte by byte, so
+        # A dict lookup by digest: the token is never compared byte by byte, so
         # there is no secret-dependent comparison to hand to hmac.compare_digest.
         entry = self._cache.get(digest)
         if entry is None:
@@ -257,7 +261,7 @@ class KeyVerifier:
     async def _verify(self, token: bytes | None, gate: AttemptGate | None) -> Principal:
         if not token or len(token) > MAX_KEY_LEN:
             raise _unauthorized()
-        digest = hashlib.sha256(token).digest()
+        digest = _digest(token).digest()
         principal = self._lookup(digest)
         if principal is not None:
             return principal
