@@ -112,7 +112,7 @@ class ChunkedBody:
     per-chunk cost (bench/chunk_cost.py).
     """
 
-    __slots__ = ("_state", "_left", "_buf", "_limit", "_max_trailer", "_trailer", "size", "plain")
+    __slots__ = ("_state", "_left", "_buf", "_limit", "_max_trailer", "_trailer", "size")
 
     def __init__(self, limit: int, max_trailer: int):
         self._state = _SIZE
@@ -124,9 +124,6 @@ class ChunkedBody:
         self._trailer = 0
         self.size = 0
         """Body bytes declared so far."""
-        self.plain = False
-        """The last chunk ``one`` took had a size line as Kraken writes one (lower-case hex, no
-        leading zero): its frame, as received, is the frame Kraken would write for its data."""
 
     def feed(self, data: bytes, out: list[bytes]) -> bytes | None:
         """As ``FixedBody.feed``; raises ``FramingError``.
@@ -141,28 +138,24 @@ class ChunkedBody:
         return None
 
     def one(self, data: bytes) -> bytes | None:
-        """The data of ``data`` if it is exactly one whole chunk with a plain size line at a
-        chunk boundary (taken, as ``feed`` would), else None (nothing taken: call ``feed``).
-        A provider stream's usual read, without ``feed``'s list. Sets ``plain``."""
+        """The data of ``data`` if it is exactly one whole chunk with a plain size line (as
+        Kraken writes one: lower-case hex, no leading zero) at a chunk boundary (taken, as
+        ``feed`` would), else None (nothing taken: call ``feed_all``). A provider stream's
+        usual read, without ``feed``'s list; its frame, as received, is the one Kraken would
+        write for its data. (Other size lines are rare: ``feed_all`` takes them.)"""
         if self._state is _SIZE and not self._buf:
             eol = data.find(b"\r\n")
-            if 0 < eol <= 16:
+            if 0 < eol <= 16 and data[0] != 48:  # no leading zero (a chunk of size 0 is not taken)
                 line = data[:eol]
-                if line.lstrip(_LOWER_HEX):  # not lower-case hex: upper-case, or not hex at all
-                    if line.lstrip(_HEX):
-                        return None
-                    plain = False
-                else:
-                    plain = data[0] != 48  # no leading zero (a chunk of size 0 is not taken)
-                size = int(line, 16)
-                stop = eol + 2 + size
-                if len(data) == stop + 2 and data[stop] == 13 and data[stop + 1] == 10 and size:
-                    total = self.size + size
-                    if total > self._limit:
-                        raise FramingError("request body too large", 413)
-                    self.size = total
-                    self.plain = plain
-                    return data[eol + 2:stop]
+                if not line.lstrip(_LOWER_HEX):
+                    size = int(line, 16)
+                    stop = eol + 2 + size
+                    if len(data) == stop + 2 and data[stop] == 13 and data[stop + 1] == 10:
+                        total = self.size + size
+                        if total > self._limit:
+                            raise FramingError("request body too large", 413)
+                        self.size = total
+                        return data[eol + 2:stop]
         return None
 
     def whole(self, data: bytes) -> tuple[bytes, bool] | None:

@@ -59,7 +59,7 @@ class Relay:
 
     __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
                  "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end",
-                 "_write_frame", "_chunks", "_sample_ns", "_send_held")
+                 "_write_frame", "_chunks", "_sample_ns", "_send_held", "_corked")
 
     def __init__(
         self,
@@ -87,6 +87,7 @@ class Relay:
         self._perf = time.perf_counter_ns
         self._chunks = 0  # on_chunk reads so far: one in _SAMPLE is timed (call.relay_ns)
         self._sample_ns = 0
+        self._corked = False  # the sink holds this read's writes until on_read_end
         self._filter = response_filter
         if response_filter is None:
             self._write, self._end = sink.write, sink.end
@@ -125,6 +126,7 @@ class Relay:
         call.head_ns = t0
         out.append((b"x-kraken-overhead-ms", call.overhead_header()))
         self.sink.cork()  # head and the bytes read with it leave in one write
+        self._corked = True
         if self._filter is None:
             self.sink.start(status, out, length)
         else:
@@ -135,6 +137,7 @@ class Relay:
         state = self.state
         if state is STREAMING:
             self.sink.cork()  # the response may end in this read: its last bytes leave with it
+            self._corked = True
             t0 = self._perf()
             call = self.call
             if not call.ttfb_ns:
@@ -150,12 +153,12 @@ class Relay:
         elif state is REFUSED and len(self._body) < MAX_ERROR_BODY:
             self._body += data[: MAX_ERROR_BODY - len(self._body)]
 
-    def on_chunk(self, data: bytes, frame: bytes | None) -> None:
+    def on_chunk(self, data: bytes, frame: bytes) -> None:
         """A read of whole chunks (``ResponseParser.on_chunk``): one, a stream's usual read, or
         several arriving together. Never the response's end, so written at once. ``frame``:
-        the chunks as received when they are framed as Kraken would frame them; sent as they
-        are if the tap passed ``data`` on unchanged (the same object) and the sink can take
-        them (a client's chunk boundaries may then differ from a re-framed write's)."""
+        the chunks as received, framed as Kraken would frame them; sent as they are if the tap
+        passed ``data`` on unchanged (the same object) and the sink can take them (a client's
+        chunk boundaries may then differ from a re-framed write's)."""
         if self.state is not STREAMING:
             self.on_data(data)
             return
@@ -170,12 +173,12 @@ class Relay:
         tap = self._tap
         if tap is not None:
             out = tap.feed(data)
-            if out is data and frame is not None and self._write_frame is not None:
+            if out is data and self._write_frame is not None:
                 self._write_frame(frame, data)
             elif out:
                 self._write(out)
         else:
-            if frame is not None and self._write_frame is not None:
+            if self._write_frame is not None:
                 self._write_frame(frame, data)
             else:
                 self._write(data)
@@ -221,8 +224,10 @@ class Relay:
             self._refuse(err)
 
     def on_read_end(self) -> None:
-        if self.state is STREAMING:
-            self.sink.flush()
+        if self._corked:  # on_head or on_data held this read's writes (on_chunk writes at once)
+            self._corked = False
+            if self.state is STREAMING:
+                self.sink.flush()
 
     # ---- transitions ---------------------------------------------------------------
     def _settle(self) -> None:

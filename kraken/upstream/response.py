@@ -58,13 +58,12 @@ class ResponseParser:
         self._sink = sink
         self.on_data = sink.on_data
         """Where body bytes go: the sink's, or an owner's shortcut past it (one call per read)."""
-        self.on_chunk: Callable[[bytes, bytes | None], None] | None = None
-        """If set, where a read of whole chunks, none of them the last, goes instead of
-        ``on_data``: their data and, when their size lines are as Kraken writes them
-        (``ChunkedBody.plain``, ``ChunkedBody.whole``), the read itself (their frames, which an
-        HTTP/1.1 client can be sent as they are), else None. Such a read never ends the body,
-        so nothing else follows it in the same ``feed``. (Several chunks that are not all plain
-        go to ``on_data``.)"""
+        self.on_chunk: Callable[[bytes, bytes], None] | None = None
+        """If set, where a read of whole chunks whose size lines are as Kraken writes them
+        (``ChunkedBody.one``, ``ChunkedBody.whole``), none of them the last, goes instead of
+        ``on_data``: their data and the read itself (their frames, which an HTTP/1.1 client
+        can be sent as they are). Such a read never ends the body, so nothing else follows it
+        in the same ``feed``. (Other reads go to ``on_data``.)"""
         self._reader: Reader | None = None
         """The body's reader, chosen by the head; None while the head is still arriving."""
         self._head_buf = b""
@@ -101,7 +100,7 @@ class ResponseParser:
             if on_chunk is None:
                 self.on_data(body)
             else:
-                on_chunk(body, data if self._reader.plain else None)  # type: ignore[union-attr]
+                on_chunk(body, data)  # one chunk, its size line plain: its frame as received
             return
         chunked: ChunkedBody = self._reader  # type: ignore[assignment]
         many = chunked.whole(data)

@@ -161,10 +161,10 @@ def test_a_malformed_chunk_alone_in_its_read_raises(read):
     assert sink.body == b""
 
 
-def test_one_chunk_reads_go_to_on_chunk_with_their_frame_when_it_is_plain():
+def test_only_one_chunk_reads_with_a_plain_size_line_go_to_on_chunk_with_their_frame():
     sink = Collect()
     parser = ResponseParser(sink)
-    chunks: list[tuple[bytes, bytes | None]] = []
+    chunks: list[tuple[bytes, bytes]] = []
     parser.on_chunk = lambda data, frame: chunks.append((data, frame))
     event = b'data: {"a":1}\n\n'  # 15 bytes: f
     parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -172,15 +172,16 @@ def test_one_chunk_reads_go_to_on_chunk_with_their_frame_when_it_is_plain():
              b"f;x=1\r\n%s\r\n" % event, b"f\r\n%s\r\n0\r\n\r\n" % event]
     for read in reads:
         parser.feed(read)
-    # plain size line: the read itself; upper-case or zero-padded: None; the rest: on_data
-    assert chunks == [(event, reads[0]), (event, None), (event, None)]
-    assert sink.body == event * 2 and sink.data_calls == 2 and sink.ended == 1
+    # plain size line: the read itself; upper-case, zero-padded, an extension: on_data (the
+    # client is sent those re-framed), as is the read that ends the body
+    assert chunks == [(event, reads[0])]
+    assert sink.body == event * 4 and sink.data_calls == 4 and sink.ended == 1
 
 
 def test_reads_of_whole_plain_chunks_go_to_on_chunk_as_one_and_an_ending_one_to_on_data():
     sink = Collect()
     parser = ResponseParser(sink)
-    chunks: list[tuple[bytes, bytes | None]] = []
+    chunks: list[tuple[bytes, bytes]] = []
     parser.on_chunk = lambda data, frame: chunks.append((data, frame))
     a, b = b'data: {"a":1}\n\n', b'data: {"b":22}\n\n'
     frames = b"f\r\n%s\r\n10\r\n%s\r\n" % (a, b)
