@@ -7,6 +7,8 @@ from typing import Any
 
 
 def _int(value: object) -> int | None:
+    if type(value) is int:  # what a JSON parser gives: one check (the usual case)
+        return value if value >= 0 else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
@@ -19,17 +21,16 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: dict) -> "Usage":
-        prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
+        get = usage.get
+        prompt_details = get("prompt_tokens_details")
+        completion_details = get("completion_tokens_details")
+        # positional: the slots dataclass's __init__ takes them faster than by keyword
         return cls(
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            cached_tokens=_int(prompt_details.get("cached_tokens"))
-            if isinstance(prompt_details, dict)
-            else None,
-            reasoning_tokens=_int(completion_details.get("reasoning_tokens"))
-            if isinstance(completion_details, dict)
-            else None,
+            _int(get("prompt_tokens")),
+            _int(get("completion_tokens")),
+            _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else None,
+            _int(completion_details.get("reasoning_tokens"))
+            if isinstance(completion_details, dict) else None,
         )
 
 
