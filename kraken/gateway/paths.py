@@ -49,10 +49,10 @@ class Paths:
             methods = allow.split(", ")
             inner = handler
 
-            async def checked(req: Request, sink: ResponseSink) -> None:
+            def checked(req: Request, sink: ResponseSink) -> Awaitable[None]:
                 if req.method not in methods:
                     raise MethodNotAllowed(f"Use {method} for {path}", allow=allow)
-                await inner(req, sink)
+                return inner(req, sink)  # no frame of its own while the call lasts
 
             handler = checked
         if path.endswith("/*"):
