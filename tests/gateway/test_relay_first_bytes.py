@@ -15,32 +15,14 @@ import pytest
 from harness import TEST_KEY, kraken_mapping, running_kraken
 from kraken.meter.journal import Journal
 from kraken.upstream.connection import UpstreamConnection
+from rawprovider import SSE_HEAD, scripted_provider
 
 pytestmark = pytest.mark.anyio
 
-HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 EVENTS = [b'data: {"id":"c","choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n',
           b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,'
           b'"total_tokens":4}}\n\n', b"data: [DONE]\n\n"]
 CHUNKS = [b"%x\r\n%s\r\n" % (len(e), e) for e in EVENTS]
-
-
-async def provider(writes: list[bytes]):
-    """Answers one request with ``writes``, one write each, the later ones after a pause."""
-    async def on_conn(reader, writer):
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
-        for i, piece in enumerate(writes):
-            if i:
-                await asyncio.sleep(0.05)
-            writer.write(piece)
-            await writer.drain()
-        await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
 
 
 def peek(sock: socket.socket, read: bytes, until: bytes, seconds: float = 2.0) -> bytes:
@@ -79,7 +61,7 @@ async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[b
 
     monkeypatch.setattr(UpstreamConnection, "data_received", counted)
     monkeypatch.setattr(Journal, "append", journalled)
-    server, port = await provider(writes)
+    server, port = await scripted_provider([writes], 0.05)  # each write a read of its own
     req = json.dumps({"model": "mock-gpt", "stream": True, "stream_options": {"include_usage": True},
                       "messages": [{"role": "user", "content": "hi"}]}).encode()
     loop = asyncio.get_running_loop()
@@ -101,7 +83,7 @@ async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[b
 async def test_a_whole_answer_in_one_read_reaches_the_client_before_the_record(tmp_path, monkeypatch):
     content = b"%x\r\n%s\r\n" % (len(b"".join(EVENTS)), b"".join(EVENTS))  # one chunk, re-framed
     seen, got, reads = await stream_with_a_look_at_the_record(
-        tmp_path, monkeypatch, [HEAD + b"".join(CHUNKS) + b"0\r\n\r\n"], content)
+        tmp_path, monkeypatch, [SSE_HEAD + b"".join(CHUNKS) + b"0\r\n\r\n"], content)
     assert len(reads) == 1  # the case under test: head, answer and end in one provider read
     head = got[:got.index(b"\r\n\r\n") + 4]
     # at the journal write the client had the head and the whole answer, not the end
@@ -113,7 +95,7 @@ async def test_a_stream_whose_head_was_sent_ends_with_its_last_bytes_after_the_r
         tmp_path, monkeypatch):
     # the head and the first chunk, then the rest and the end in one read
     seen, got, reads = await stream_with_a_look_at_the_record(
-        tmp_path, monkeypatch, [HEAD + CHUNKS[0], b"".join(CHUNKS[1:]) + b"0\r\n\r\n"], CHUNKS[0])
+        tmp_path, monkeypatch, [SSE_HEAD + CHUNKS[0], b"".join(CHUNKS[1:]) + b"0\r\n\r\n"], CHUNKS[0])
     assert len(reads) == 2
     # at the journal write the client had the head and the first chunk only: the last read's
     # bytes wait to leave with the end, in the same write (no write of their own)

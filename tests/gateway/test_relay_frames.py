@@ -3,13 +3,11 @@ whose size line is as Kraken writes one is sent as received, any other is framed
 either way the client gets the same bytes as if every chunk were framed by Kraken."""
 from __future__ import annotations
 
-import asyncio
-import json
-
 import pytest
 
-from harness import TEST_KEY, db_rows, kraken_mapping, running_kraken, wait_for
+from harness import db_rows, kraken_mapping, running_kraken, wait_for
 from kraken.h1framing import NO_LIMIT, ChunkedBody
+from rawprovider import SSE_HEAD, scripted_provider, stream_through
 
 pytestmark = pytest.mark.anyio
 
@@ -27,44 +25,12 @@ def frames() -> list[bytes]:
     return out + [tail + b"0\r\n\r\n"]
 
 
-async def provider(reply: list[bytes]):
-    """An OpenAI-compatible provider answering any request with ``reply``, one write each,
-    each read on its own by the other side (it waits for the client's bytes in between)."""
-    async def on_conn(reader, writer):
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                     b"transfer-encoding: chunked\r\n\r\n")
-        for piece in reply:
-            await asyncio.sleep(0.02)
-            writer.write(piece)
-            await writer.drain()
-        await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def raw_stream(port: int) -> bytes:
-    """A streamed chat request; the response's bytes as received, up to the last chunk."""
-    body = json.dumps({"model": "mock-gpt", "stream": True,
-                       "messages": [{"role": "user", "content": "hi"}]}).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                 b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
-                 % (TEST_KEY.encode(), len(body), body))
-    got = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 10)
-    writer.close()
-    return got
-
-
 async def test_chunk_frames_are_relayed_or_reframed_as_kraken_writes_them(tmp_path):
-    server, port = await provider(frames())
+    # the head, then each frame after a pause: each a read of its own
+    server, port = await scripted_provider([[SSE_HEAD, *frames()]], 0.02)
     async with server:
         async with running_kraken(kraken_mapping(tmp_path, port)) as k:
-            got = await raw_stream(k.port)
+            got = await stream_through(k.port)
             rows = await wait_for(lambda: db_rows(k.db_path))
     head, _, body = got.partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head.lower()

@@ -4,20 +4,18 @@ again, and either way the client gets exactly the provider's event bytes in a we
 chunked body."""
 from __future__ import annotations
 
-import asyncio
-import json
 import random
 
 import pytest
 
-from harness import TEST_KEY, kraken_mapping, running_kraken
+from harness import kraken_mapping, running_kraken
 from kraken.h1framing import NO_LIMIT, ChunkedBody
+from rawprovider import SSE_HEAD, scripted_provider, stream_through
 
 pytestmark = pytest.mark.anyio
 
 USAGE = (b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":%d,'
          b'"total_tokens":%d}}\n\n')
-HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
 def events(rng: random.Random) -> list[bytes]:
@@ -56,43 +54,10 @@ def writes(rng: random.Random, chunks: list[bytes]) -> list[bytes]:
     return [raw[i:j] for i, j in zip([0, *cuts], [*cuts, len(raw)])]
 
 
-async def provider(replies: list[list[bytes]]):
-    """Answers each request (keep-alive) with the next reply: the head with its first write,
-    then one write each, a pause between so each tends to be a read of its own."""
-    async def on_conn(reader, writer):
-        try:
-            while replies:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-                reply = replies.pop(0)
-                writer.write(HEAD + reply[0])
-                for piece in reply[1:]:
-                    await writer.drain()
-                    await asyncio.sleep(0.003)
-                    writer.write(piece)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-
-    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def chat_stream(port: int, include_usage: bool) -> bytes:
-    """One streamed chat request on a fresh connection; the response up to its last chunk."""
-    req = {"model": "mock-gpt", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    if include_usage:
-        req["stream_options"] = {"include_usage": True}
-    body = json.dumps(req).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                 b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
-                 % (TEST_KEY.encode(), len(body), body))
-    got = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 10)
-    writer.close()
-    return got
+def provider(replies: list[list[bytes]]):
+    """Each request (keep-alive) gets the next reply: the head with its first write, then one
+    write each, a pause between so each tends to be a read of its own."""
+    return scripted_provider([[SSE_HEAD + reply[0], *reply[1:]] for reply in replies], 0.003)
 
 
 def body_of(response: bytes) -> bytes:
@@ -115,7 +80,7 @@ async def test_any_grouping_of_chunks_gives_the_client_the_provider_event_bytes(
     async with server:
         async with running_kraken(kraken_mapping(tmp_path, port)) as k:
             for evs, _, include_usage in cases:
-                got = body_of(await chat_stream(k.port, include_usage))
+                got = body_of(await stream_through(k.port, include_usage=include_usage))
                 shown = evs if include_usage else evs[:-2] + evs[-1:]  # usage event hidden
                 assert got == b"".join(shown)
 
@@ -128,7 +93,7 @@ async def test_whole_plain_chunks_read_together_leave_as_their_frames(tmp_path):
     server, port = await provider([reply])
     async with server:
         async with running_kraken(kraken_mapping(tmp_path, port)) as k:
-            got = await chat_stream(k.port, include_usage=True)
+            got = await stream_through(k.port, include_usage=True)
     body = got.partition(b"\r\n\r\n")[2]
     # as the provider framed them, not as one chunk of their joined data
     assert body.startswith(b"".join(chunks[:-2]))
