@@ -30,8 +30,9 @@ class ResponseHandler(Protocol):
     def on_read_end(self) -> None:
         """Everything one socket read carried has been delivered (flush point)."""
 
-    # Optional: ``on_chunk(data, frame)`` takes a read of exactly one whole chunk instead of
-    # ``on_data`` (``ResponseParser.on_chunk``); such a read never ends the response.
+    # Optional: ``on_chunk(data, frame)`` takes, instead of ``on_data``, a read of whole chunks
+    # whose size lines are as Kraken writes them (one, or several read together), with the read
+    # as their frames (``ResponseParser.on_chunk``); such a read never ends the response.
 
 
 class UpstreamConnection(asyncio.Protocol):
