@@ -195,12 +195,9 @@ class Gateway:
         if endpoint.request_id_header is not None:
             call.response_headers = [*call.response_headers,
                                      (endpoint.request_id_header, call.request_id.encode())]
-        if model is None or self.router.routes_by_task(model):
-            self.classify(call, endpoint, parsed)
-            later = None
-        else:  # only the record reads the task: classified while the provider works
-            call.stream = endpoint.stream(parsed)
-            later = LateTask(call, endpoint, parsed)
+        # only ``auto`` routes by the task; else the record alone reads it: classified later
+        later = self.classify(call, endpoint, parsed,
+                              now=model is None or self.router.routes_by_task(model))
         try:
             routes = (self.route(call, endpoint, model) if model is not None
                       else endpoint.routes(self.router, parsed))
@@ -283,10 +280,15 @@ class Gateway:
             self.billing.check_model(principal.customer_id, model, principal.plan)
 
     @staticmethod
-    def classify(call: Call, endpoint: Endpoint, parsed: Parsed) -> None:
-        """Whether the answer streams, and the record's task type (``auto`` routes by it)."""
+    def classify(call: Call, endpoint: Endpoint, parsed: Parsed,
+                 now: bool = True) -> LateTask | None:
+        """Whether the answer streams, and the record's task type (``auto`` routes by it):
+        set ``now``, or returned as a ``LateTask`` for once the upstream request is sent."""
         call.stream = endpoint.stream(parsed)
-        call.task_type = endpoint.task(parsed)
+        if now:
+            call.task_type = endpoint.task(parsed)
+            return None
+        return LateTask(call, endpoint, parsed)
 
     def route(self, call: Call, endpoint: Endpoint, model: str) -> tuple[Route, ...]:
         """The router's candidates for ``model`` (by ``call.task_type``), those the endpoint
