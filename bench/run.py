@@ -1,4 +1,4 @@
-"""One command, one table: the mock provider direct vs nginx -> mock vs Kraken -> mock.
+"""One command, one table: the mock provider direct vs nginx vs a minimal Python relay vs Kraken.
 
 Everything runs on 127.0.0.1 as child processes of this script (the mock, nginx, Kraken, and
 bench/loadgen.py once per scenario, so load generation never shares the targets' CPU accounting).
@@ -37,10 +37,12 @@ AUTH = f"Authorization: Bearer {DEMO_KEY}"
 PATH = "/v1/chat/completions"
 BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
-TARGETS = ("direct", "nginx", "kraken")
+TARGETS = ("direct", "nginx", "pyfloor", "kraken")
+PROXIES = TARGETS[1:]
 
 from procs import (CLK_TCK, PeakRss, cpu_seconds, free_port, memory_kib, process_tree,  # noqa: E402,F401
                    start, stop, tail, wait_port)
+from table import metrics, render  # noqa: E402
 
 
 @dataclass
@@ -127,8 +129,12 @@ trusted_proxies = ["127.0.0.1"]
 
 
 def proxy_cmd(name: str, tmp: Path, mock_port: int, nginx: str | None, args) -> tuple[list[str], int, Path]:
-    """The command starting nginx or Kraken on a fresh free port, its port and its log file."""
+    """The command starting nginx, the Python floor or Kraken on a fresh free port, its port and
+    its log file."""
     port = free_port()
+    if name == "pyfloor":
+        return ([sys.executable, str(BENCH / "pyfloor.py"), "--port", str(port), "--upstream-port",
+                 str(mock_port)], port, tmp / "pyfloor.log")
     if name == "nginx":
         conf = nginx_config(tmp, port, mock_port)
         return ([nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf),
@@ -232,110 +238,6 @@ def measure(target: Target, mock: Target, args) -> None:
     target.peak_rss_kib = memory_kib(target.pids(), "VmHWM")
 
 
-# ----------------------------------------------------------------------------- report
-
-
-def metrics(t: Target) -> dict:
-    """The table's figures for one target (None where a scenario produced nothing)."""
-    s = t.scenarios
-
-    def pct(name: str, kind: str, q: str):
-        return (s.get(name, {}).get(kind) or {}).get(q)
-
-    ns, b, h = s.get("nonstream_c32", {}), s.get("burst", {}), s.get("hold", {})
-
-    def cpu_ms(name: str):
-        r = s.get(name, {})
-        return (r["cpu_s"] * 1000 / r["completed"]) if r.get("completed") else None
-
-    return {
-        "cpu_ms_nonstream_c32": cpu_ms("nonstream_c32"),
-        "cpu_ms_stream_c32": cpu_ms("stream_c32"),
-        "stream_c1_ttfb_p50_ms": pct("stream_c1", "ttfb_ms", "p50"),
-        "burst_ttfb_p50_ms": pct("burst", "ttfb_ms", "p50"),
-        "burst_kib_per_stream": b.get("kib_per_stream"),
-        "hold_cpu_s": h.get("cpu_s") if h.get("completed") else None,
-        "idle_rss_mib": t.idle_rss_kib / 1024 if t.idle_rss_kib else None,
-        "start_s": t.start_s,
-        "burst_failed": b.get("failed"),
-        "hold_failed": h.get("failed"),
-        "cpu_ms_stream_c1": cpu_ms("stream_c1"),
-        "stream_c1_ttfb_p99_ms": pct("stream_c1", "ttfb_ms", "p99"),
-        "stream_c1_total_p50_ms": pct("stream_c1", "total_ms", "p50"),
-        "stream_c32_ttfb_p50_ms": pct("stream_c32", "ttfb_ms", "p50"),
-        "stream_c32_ttfb_p99_ms": pct("stream_c32", "ttfb_ms", "p99"),
-        "stream_c32_total_p50_ms": pct("stream_c32", "total_ms", "p50"),
-        "nonstream_c32_rps": ns.get("rps"),
-        "peak_rss_mib": t.peak_rss_kib / 1024 if t.peak_rss_kib else None,
-    }
-
-
-# key, label, how to compare: "diff" (ms added), "ratio" or "raw". The first block is issue 13's
-# table, in its order; the rest are the other figures of the same run.
-ISSUE_ROWS = (
-    ("cpu_ms_nonstream_c32", "CPU ms / non-stream req, c=32", "ratio"),
-    ("cpu_ms_stream_c32", "CPU ms / streamed req, c=32", "ratio"),
-    ("stream_c1_ttfb_p50_ms", "stream c=1 TTFB p50 ms", "diff"),
-    ("burst_ttfb_p50_ms", "burst: N streams at once, TTFB p50 ms", "diff"),
-    ("burst_kib_per_stream", "burst: KiB RSS per open stream", "ratio"),
-    ("hold_cpu_s", "hold: N streams x M chunks, CPU s", "ratio"),
-    ("idle_rss_mib", "idle RSS MiB (after start)", "ratio"),
-    ("start_s", "start to first answered request s", "ratio"),
-)
-OTHER_ROWS = (
-    ("burst_failed", "burst: failed streams", "raw"),
-    ("hold_failed", "hold: failed streams", "raw"),
-    ("cpu_ms_stream_c1", "CPU ms / streamed req, c=1", "ratio"),
-    ("stream_c1_ttfb_p99_ms", "stream c=1   TTFB p99 ms", "diff"),
-    ("stream_c1_total_p50_ms", "stream c=1   total p50 ms", "diff"),
-    ("stream_c32_ttfb_p50_ms", "stream c=32  TTFB p50 ms", "diff"),
-    ("stream_c32_ttfb_p99_ms", "stream c=32  TTFB p99 ms", "diff"),
-    ("stream_c32_total_p50_ms", "stream c=32  total p50 ms", "diff"),
-    ("nonstream_c32_rps", "non-stream c=32 req/s", "ratio"),
-    ("peak_rss_mib", "peak RSS MiB (VmHWM)", "ratio"),
-)
-ROWS = ISSUE_ROWS + OTHER_ROWS
-
-
-def number(value) -> str:
-    return (str(value) if isinstance(value, int) else f"{value:.0f}" if abs(value) >= 1000
-            else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}")
-
-
-def compare(value, base, how: str) -> str:
-    """``value`` against ``base``: ms added and ratio for "diff" rows, ratio for "ratio" rows."""
-    if value is None or base is None or how == "raw":
-        return ""
-    ratio = f"x{value / base:.2f}" if base else ""
-    return f"{value - base:+.3f} {ratio}".strip() if how == "diff" else ratio
-
-
-def fmt(value, base, how: str, is_base: bool) -> str:
-    if value is None:
-        return "-"
-    vs = "" if is_base else compare(value, base, how)
-    return f"{number(value)} ({vs})" if vs else number(value)
-
-
-def render(figures: dict[str, dict]) -> str:
-    """Columns: each target (with its comparison to direct), then every non-nginx target against
-    nginx (the floor a mature C proxy sets on the same machine)."""
-    names = list(figures)
-    base, floor = figures.get("direct", {}), figures.get("nginx")
-    others = [n for n in names if n not in ("direct", "nginx")] if floor else []
-    rows = [["metric", *names, *(f"{n} vs nginx" for n in others)]]
-    for i, (key, label, how) in enumerate(ROWS):
-        if i == len(ISSUE_ROWS):
-            rows.append(None)
-        rows.append([label, *(fmt(figures[n][key], base.get(key), how, n == "direct") for n in names),
-                     *(compare(figures[n][key], floor[key], how) or "-" for n in others)])
-    widths = [max(len(r[i]) for r in rows if r) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             if r else "" for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -391,7 +293,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The options, and the targets to measure (``direct`` always first)."""
     ap = argparse.ArgumentParser(description="Kraken vs nginx vs direct, through the mock provider.")
     ap.add_argument("--targets", default="direct,nginx,kraken",
-                    help="comma list of direct,nginx,kraken (direct is always measured)")
+                    help="comma list of direct,nginx,pyfloor,kraken (direct is always measured; "
+                         "pyfloor: bench/pyfloor.py, the least a Python relay does)")
     ap.add_argument("--stream1", type=int, default=500, help="streamed requests at concurrency 1")
     ap.add_argument("--stream32", type=int, default=3000, help="streamed requests at concurrency 32")
     ap.add_argument("--nonstream", type=int, default=5000, help="non-stream requests at concurrency 32")
@@ -452,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         nginx = find_nginx() if "nginx" in wanted else None
         if "nginx" in wanted and nginx is None:
             notes.append("nginx: not installed (no /usr/sbin/nginx), column skipped")
-        proxies = [n for n in ("nginx", "kraken") if n in wanted and (n != "nginx" or nginx)]
+        proxies = [n for n in PROXIES if n in wanted and (n != "nginx" or nginx)]
         spawn_proxies(proxies, {"direct": [mock_start]}, tmp, nginx, args, procs, targets, notes)
 
         time.sleep(1.0)  # settle before reading idle memory
