@@ -8,10 +8,16 @@ Python work per chunk; the write syscall comes on top (see bench/run.py for end 
     .venv/bin/python bench/chunk_cost.py [--chunks 200000]
     .venv/bin/python bench/chunk_cost.py --requests 5000   # also: one request's HTTP/1.1 server side
     .venv/bin/python bench/chunk_cost.py --answers 3000    # also: a whole answer in one read
+    .venv/bin/python bench/chunk_cost.py --connections 5000  # also: a new connection's first request
 
 ``--requests N`` adds the fixed per-request cost of the client side of HTTP/1.1 (head parse and
 checks, exchange, handler task, response head and write) on the same in-memory transport: a
 bench-like request, a handler that answers at once; the minimum of 5 rounds of N.
+
+``--connections N`` adds the cost of a new connection with one request, as the listener makes it:
+a ``ProtocolSelector`` (cleartext, HTTP/2 prior knowledge allowed, the per-address limiter with the
+peer a trusted proxy, as bench/run.py configures Kraken), its first read holding the whole head and
+body, the answer, then the client's close; the minimum of 7 rounds of N, CPU per connection.
 
 ``--answers N`` times a whole streamed answer arriving in one provider read, as the mock
 (``kraken.mock --chunks 20``, no chunk delay) sends it: head, 24 chunks (role, 20 pieces, finish,
@@ -27,7 +33,9 @@ import time
 from kraken.config import ProviderConfig, ServerConfig
 from kraken.gateway.call import Call
 from kraken.gateway.relay import Relay
+from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.h1 import H1Connection
+from kraken.http.listener import ProtocolSelector
 from kraken.mock.http1 import frame as mock_frame, response_head
 from kraken.mock.openai_mock import build_stream, plan_chat
 from kraken.providers.openai_compat import OpenAICompat
@@ -67,6 +75,28 @@ class NullTransport:
 
     def resume_reading(self) -> None:
         pass
+
+
+class SwitchableTransport(NullTransport):
+    """A ``NullTransport`` the selector can hand to the protocol it chose, and close."""
+
+    protocol = None
+    closing = False
+
+    def set_protocol(self, protocol) -> None:
+        self.protocol = protocol
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def write_eof(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
 
 async def request_sink() -> tuple[H1Connection, object]:
@@ -169,6 +199,34 @@ async def request_cost(requests: int) -> float:
     return min(rounds)
 
 
+async def connection_cost(connections: int) -> float:
+    """µs of CPU per new connection and its one request (see the module doc)."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future | None = None
+
+    async def handler(req, sink) -> None:
+        sink.respond(200, [(b"content-type", b"application/json")], b'{"ok":true}')
+        answered.set_result(None)
+
+    cfg, tracker = ServerConfig(), set()
+    limiter = ConnectionLimiter(cfg.max_connections_per_ip, exempt=["127.0.0.1"])
+    rounds = []
+    for _ in range(7):
+        t0 = time.process_time()
+        for _ in range(connections):
+            answered = loop.create_future()
+            selector = ProtocolSelector(handler, cfg, tracker, h2c=True, always_headers=[],
+                                        limiter=limiter)
+            transport = SwitchableTransport()
+            selector.connection_made(transport)
+            selector.data_received(REQUEST)
+            await answered
+            await asyncio.sleep(0)  # the handler's task ends
+            transport.protocol.connection_lost(None)
+        rounds.append((time.process_time() - t0) / connections * 1e6)
+    return min(rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=200_000)
@@ -176,8 +234,10 @@ def main() -> None:
                         help="also time N requests' HTTP/1.1 server side (0 = skip)")
     parser.add_argument("--answers", type=int, default=0,
                         help="also time N whole answers, each in one read (0 = skip)")
+    parser.add_argument("--connections", type=int, default=0,
+                        help="also time N new connections with one request each (0 = skip)")
     args = parser.parse_args()
-    for per_read in (1, 4, 20):
+    for per_read in (1, 4, 20) if args.chunks else ():  # --chunks 0: the other figures only
         us = asyncio.run(measure(args.chunks, per_read))
         print(f"{per_read:>3} event(s) per provider read: {us:6.2f} µs of Kraken CPU per chunk")
     if args.answers:
@@ -186,6 +246,11 @@ def main() -> None:
     if args.requests:
         us = asyncio.run(request_cost(args.requests))
         print(f"one request, HTTP/1.1 server side (head to answer written): {us:6.2f} µs of CPU")
+    if args.connections:
+        import uvloop  # as Kraken serves: the loop's timers and handles are part of the cost
+
+        us = uvloop.run(connection_cost(args.connections))
+        print(f"a new connection and its one request (accept to close): {us:6.2f} µs of CPU")
 
 
 if __name__ == "__main__":
