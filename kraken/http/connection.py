@@ -34,22 +34,34 @@ class InboundConnection(asyncio.Protocol):
     A subclass defines ``_on_timeout`` (its one connection deadline fired) and ``abort``."""
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None,
-                 on_lost: Callable[[], None] | None):
+                 on_lost: Callable[[], None] | None,
+                 loop: asyncio.AbstractEventLoop | None = None):
         self._handler = handler
         self._cfg = cfg
         self._tracker = tracker
         """Every open connection of the listener (the app drains them at shutdown)."""
         self._on_lost = on_lost
         """Called once when the connection is gone (the listener's per-address count)."""
-        self.loop = asyncio.get_event_loop()
+        # The listener passes its loop: asking asyncio costs a getpid syscall per connection.
+        self.loop = loop if loop is not None else asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.disconnected = False
         self._reading_paused = False
         self._deadline = Deadline(self.loop, self._on_timeout)
         self.stall_timeout: float = cfg.send_stall_timeout_s
-        self._stall = Deadline(self.loop, self._on_stall)
+        self._stall_deadline: Deadline | None = None
+        """``_stall``, made the first time a connection's writing is paused (most never are)."""
+
+    @property
+    def _stall(self) -> Deadline:
         """Runs while the transport is paused: a client that reads nothing for this long is cut."""
+        stall = self._stall_deadline
+        if stall is None:
+            stall = self._stall_deadline = Deadline(self.loop, self._on_stall)
+            if self.disconnected:
+                stall.close()  # a connection already gone arms nothing
+        return stall
 
     def _on_timeout(self) -> None:
         raise NotImplementedError
@@ -74,7 +86,8 @@ class InboundConnection(asyncio.Protocol):
         run, and a flood of short connections piles up meanwhile."""
         self.disconnected = True
         self._deadline.close()
-        self._stall.close()
+        if self._stall_deadline is not None:
+            self._stall_deadline.close()
         metrics.ACTIVE_CONNECTIONS.dec()
         if self._tracker is not None:
             self._tracker.discard(self)
@@ -113,8 +126,8 @@ class InboundConnection(asyncio.Protocol):
         if transport is None:
             return
         transport.close()
-        if (self.stall_timeout > 0 and self._stall.timeout <= 0
-                and transport.get_write_buffer_size()):
+        if (self.stall_timeout > 0 and transport.get_write_buffer_size()
+                and self._stall.timeout <= 0):
             self._stall.arm(self.stall_timeout)
 
     def _on_stall(self) -> None:

@@ -56,9 +56,10 @@ class H1Connection(InboundConnection):
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None,
                  *, always_headers: list[tuple[bytes, bytes]] | None = None,
-                 on_lost: Callable[[], None] | None = None):
-        super().__init__(handler, cfg, tracker, on_lost)
-        self.always = b"".join(b"%s: %s\r\n" % h for h in always_headers or ())
+                 on_lost: Callable[[], None] | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None):
+        super().__init__(handler, cfg, tracker, on_lost, loop)
+        self.always = _header_lines(always_headers) if always_headers else b""
         """Header lines on every response of this connection (e.g. HSTS over TLS)."""
         self.state = HEAD
         self._buf = bytearray()
@@ -352,6 +353,10 @@ class H1Connection(InboundConnection):
             self._close()  # idle keep-alive, or a connection that never sent a byte
         elif state is CLOSED:
             self._lingered()
+
+
+def _header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join([b"%s: %s\r\n" % h for h in headers])
 
 
 def _content_type(headers) -> bytes | None:

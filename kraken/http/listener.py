@@ -94,15 +94,16 @@ class ProtocolSelector(asyncio.Protocol):
     """The listener's protocol factory product; replaced as soon as the protocol is known."""
 
     __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_buf", "_transport",
-                 "_timer", "_limiter", "_key", "_counted", "_refused")
+                 "_timer", "_limiter", "_key", "_counted", "_refused", "_loop")
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set, *, h2c: bool = True,
                  always_headers: list[tuple[bytes, bytes]] | None = None,
-                 limiter: ConnectionLimiter | None = None):
+                 limiter: ConnectionLimiter | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None):
         self._handler = handler
         self._cfg = cfg
         self._tracker = tracker
-        self._always = always_headers or []
+        self._always = always_headers
         self._h2c = h2c
         self._buf = b""
         self._transport: asyncio.Transport | None = None
@@ -113,9 +114,14 @@ class ProtocolSelector(asyncio.Protocol):
         self._counted = False
         """This connection holds a count in ``_limiter`` that the selector must release."""
         self._refused = False
+        self._loop = loop
+        """The listener's loop (else asked for once per connection, and handed to its
+        protocol: each asking costs a getpid syscall)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         ssl_object = transport.get_extra_info("ssl_object")
         alpn_h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
         limiter = self._limiter
@@ -126,8 +132,7 @@ class ProtocolSelector(asyncio.Protocol):
         elif not self._h2c:
             self._switch(False)
         else:  # a silent client must not hold the socket forever
-            self._timer = asyncio.get_running_loop().call_later(
-                self._cfg.head_timeout_s, transport.close)
+            self._timer = self._loop.call_later(self._cfg.head_timeout_s, transport.close)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -164,7 +169,7 @@ class ProtocolSelector(asyncio.Protocol):
         except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
             transport.close()
             return False
-        self._timer = asyncio.get_running_loop().call_later(_REFUSED_LINGER_S, transport.close)
+        self._timer = self._loop.call_later(_REFUSED_LINGER_S, transport.close)  # type: ignore[union-attr]
         return False
 
     def _release(self) -> None:
@@ -190,7 +195,7 @@ class ProtocolSelector(asyncio.Protocol):
                                  always_headers=self._always, on_lost=on_lost)
         else:
             proto = H1Connection(self._handler, self._cfg, self._tracker,
-                                 always_headers=self._always, on_lost=on_lost)
+                                 always_headers=self._always, on_lost=on_lost, loop=self._loop)
         transport.set_protocol(proto)
         proto.connection_made(transport)
         if seen and not is_h2:
