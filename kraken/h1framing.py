@@ -29,7 +29,6 @@ _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*
 _TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*").fullmatch
 """A trailer field: token, colon, no whitespace before it, no control bytes, no obs-fold."""
 _HEX = b"0123456789abcdefABCDEF"
-_LOWER_HEX = b"0123456789abcdef"
 _split_lines = re.compile(rb"\r\n").split
 """``bytes.split(b"\\r\\n")``, pieces the same: ~2x as fast on a whole answer (6 KB, 50 lines:
 3.2 against 6.0 us; a two-byte separator makes bytes.split search anew per piece)."""
@@ -142,20 +141,21 @@ class ChunkedBody:
         Kraken writes one: lower-case hex, no leading zero) at a chunk boundary (taken, as
         ``feed`` would), else None (nothing taken: call ``feed_all``). A provider stream's
         usual read, without ``feed``'s list; its frame, as received, is the one Kraken would
-        write for its data. (Other size lines are rare: ``feed_all`` takes them.)"""
+        write for its data. (Other size lines are rare: ``feed_all`` takes them.)
+
+        One compare checks the size line: it must be the data's length (all that lies between
+        the first CRLF and the last two bytes) as ``%x`` writes it, which is plain by
+        construction; a line with anything else (an extension, a leading zero, upper case)
+        differs. About half the bytecode of parsing the line and comparing it after."""
         if self._state is _SIZE and not self._buf:
             eol = data.find(b"\r\n")
-            if 0 < eol <= 16 and data[0] != 48:  # no leading zero (a chunk of size 0 is not taken)
-                line = data[:eol]
-                if not line.lstrip(_LOWER_HEX):
-                    size = int(line, 16)
-                    stop = eol + 2 + size
-                    if len(data) == stop + 2 and data[stop] == 13 and data[stop + 1] == 10:
-                        total = self.size + size
-                        if total > self._limit:
-                            raise FramingError("request body too large", 413)
-                        self.size = total
-                        return data[eol + 2:stop]
+            size = len(data) - eol - 4
+            if size > 0 and data.endswith(b"\r\n") and data[:eol] == b"%x" % size:
+                total = self.size + size
+                if total > self._limit:
+                    raise FramingError("request body too large", 413)
+                self.size = total
+                return data[eol + 2:-2]
         return None
 
     def whole(self, data: bytes) -> tuple[bytes, bool] | None:

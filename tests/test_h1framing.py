@@ -72,6 +72,15 @@ def test_one_takes_only_a_size_line_as_kraken_writes_it(line, plain):
     assert ChunkedBody(NO_LIMIT, 1024).feed(read, out) is None and out == [data]
 
 
+@pytest.mark.parametrize("read", [b"0\r\n\r\n", b"1a;x=y\r\n" + b"x" * 26 + b"\r\n",
+                                  b"1a \r\n" + b"x" * 26 + b"\r\n", b"3\r\nabcd\r\n",
+                                  b"3\r\nab\r\n", b"3\r\nabc", b"3\r\nabc\r\n3\r\n", b"\r\n", b"",
+                                  b"x" * 40 + b"\r\n", b"3\nabc\r\n"])
+def test_one_takes_nothing_that_is_not_exactly_one_whole_plain_chunk(read):
+    body = ChunkedBody(NO_LIMIT, 1024)
+    assert body.one(read) is None and body.size == 0
+
+
 def decode_whole(reads: list[bytes], limit: int) -> tuple[tuple, int]:
     """``decode`` as a provider response is read: ``whole`` first, ``feed_all`` for what it
     does not take; also how many reads ``whole`` took."""
