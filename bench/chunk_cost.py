@@ -219,7 +219,7 @@ async def connection_cost(connections: int) -> float:
                                         limiter=limiter)
             transport = SwitchableTransport()
             selector.connection_made(transport)
-            selector.data_received(REQUEST)
+            (transport.protocol or selector).data_received(REQUEST)  # chosen at once, or not
             await answered
             await asyncio.sleep(0)  # the handler's task ends
             transport.protocol.connection_lost(None)

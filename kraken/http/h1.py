@@ -51,14 +51,25 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TASK_NAME = "kraken-h1-request"
 """Every HTTP/1.1 handler task's name (asyncio's own names are formatted per task)."""
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""The HTTP/2 client preface: on cleartext, a client with prior knowledge starts with it."""
+
+OnPreface = Callable[[asyncio.Transport, bytes, "Callable[[], None] | None"], None]
+"""Takes over a connection whose first bytes were ``H2_PREFACE``: (transport, bytes read,
+the ``on_lost`` that now passes to the new owner)."""
+
 class H1Connection(InboundConnection):
     """One client connection speaking HTTP/1.1; each request gets its own ``H1Exchange``."""
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None,
                  *, always_headers: list[tuple[bytes, bytes]] | None = None,
                  on_lost: Callable[[], None] | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None):
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 on_preface: OnPreface | None = None):
         super().__init__(handler, cfg, tracker, on_lost, loop)
+        self._on_preface = on_preface
+        """Set while the first bytes may still be the HTTP/2 preface (cleartext with prior
+        knowledge allowed: ``listener``); the listener's HTTP/2 side takes over if they are."""
         self.always = _header_lines(always_headers) if always_headers else b""
         """Header lines on every response of this connection (e.g. HSTS over TLS)."""
         self.state = HEAD
@@ -98,6 +109,8 @@ class H1Connection(InboundConnection):
             self._deadline.touch()
             self._feed_body(data)
         elif state is HEAD:
+            if self._on_preface is not None and self._maybe_preface(data):
+                return
             idle, self._idle = self._idle, False
             seen = len(self._buf)
             self._buf += data
@@ -126,6 +139,23 @@ class H1Connection(InboundConnection):
         exchange = self._exchange
         if exchange is not None and exchange.producer is not None:
             exchange.producer.resume_reading()
+
+    def _maybe_preface(self, data: bytes) -> bool:
+        """True if the connection's first bytes were taken: kept as a part of the HTTP/2
+        preface, or handed over with the whole of it. False: HTTP/1.1, parse ``data``."""
+        seen = bytes(self._buf) + data if self._buf else data
+        if len(seen) < len(H2_PREFACE) and H2_PREFACE.startswith(seen):
+            self._buf += data  # could still be the preface; the head timer runs meanwhile
+            return True
+        on_preface, self._on_preface = self._on_preface, None
+        if not seen.startswith(H2_PREFACE):
+            return False
+        transport, on_lost, self._on_lost = self.transport, self._on_lost, None
+        self.state = CLOSED
+        self._buf = bytearray()
+        self._gone()  # no longer this transport's protocol (the count goes on with on_lost)
+        on_preface(transport, seen, on_lost)  # type: ignore[arg-type,misc]
+        return True
 
     # ---- requests ------------------------------------------------------------------
     def _parse_head(self, scanned: int = 0) -> None:
@@ -347,7 +377,11 @@ class H1Connection(InboundConnection):
 
     def _on_timeout(self) -> None:
         state = self.state
-        if state is BODY or (state is HEAD and self._buf):
+        if state is HEAD and self._on_preface is not None and self.transport is not None:
+            # Nothing decided yet (silence, or a part of the HTTP/2 preface): closed, unanswered.
+            self.state = CLOSED
+            self.transport.close()
+        elif state is BODY or (state is HEAD and self._buf):
             self._reject(408, "request timeout")
         elif state is HEAD:
             self._close()  # idle keep-alive, or a connection that never sent a byte

@@ -1,13 +1,14 @@
 """Picks the protocol of each accepted connection: ALPN over TLS, the HTTP/2 client
 preface on cleartext (prior knowledge, if enabled), HTTP/1.1 otherwise.
 
-The selector lives only until it has decided; then the transport is handed to an
-``H1Connection`` or ``H2Connection`` with the bytes it already read. Before that, it
-applies the per-address connection cap (``ConnectionLimiter``): a connection over it is
-closed at once, after a minimal 503 unless ALPN chose HTTP/2 (trusted proxies are never
-counted: see ``kraken.http.connlimit``). The count is released by
-whichever protocol ends up owning the transport (its ``on_lost``), or by the selector if
-the client leaves before a protocol was chosen.
+The selector decides in ``connection_made`` and hands the transport to an ``H1Connection``
+or ``H2Connection`` before anything is read. On cleartext with prior knowledge that is the
+``H1Connection``, which gives the transport and the bytes it read to an ``H2Connection``
+(``ProtocolSelector._to_h2``) if its first bytes are the HTTP/2 preface. Before that, the
+selector applies the per-address connection cap (``ConnectionLimiter``): a connection over
+it is closed at once, after a minimal 503 unless ALPN chose HTTP/2 (trusted proxies are never
+counted: see ``kraken.http.connlimit``). The count is released by whichever protocol owns
+the transport when it ends (its ``on_lost``, passed on at a hand-over).
 """
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.h1 import H1Connection
 
 log = logging.getLogger("kraken.http")
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class ListenError(KrakenError):
@@ -91,10 +90,11 @@ _last_log = 0.0
 
 
 class ProtocolSelector(asyncio.Protocol):
-    """The listener's protocol factory product; replaced as soon as the protocol is known."""
+    """The listener's protocol factory product: it picks the protocol in ``connection_made``
+    and stays the transport's protocol only for a connection it refuses."""
 
-    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_buf", "_transport",
-                 "_timer", "_limiter", "_key", "_counted", "_refused", "_loop")
+    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_transport",
+                 "_timer", "_limiter", "_key", "_counted", "_loop")
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set, *, h2c: bool = True,
                  always_headers: list[tuple[bytes, bytes]] | None = None,
@@ -105,7 +105,6 @@ class ProtocolSelector(asyncio.Protocol):
         self._tracker = tracker
         self._always = always_headers
         self._h2c = h2c
-        self._buf = b""
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._limiter = limiter
@@ -113,7 +112,6 @@ class ProtocolSelector(asyncio.Protocol):
         self._key: bytes | None = None
         self._counted = False
         """This connection holds a count in ``_limiter`` that the selector must release."""
-        self._refused = False
         self._loop = loop
         """The listener's loop (else asked for once per connection, and handed to its
         protocol: each asking costs a getpid syscall)."""
@@ -129,18 +127,11 @@ class ProtocolSelector(asyncio.Protocol):
             return
         if ssl_object is not None:  # the handshake is done: ALPN has decided
             self._switch(alpn_h2)
-        elif not self._h2c:
-            self._switch(False)
-        else:  # a silent client must not hold the socket forever
-            self._timer = self._loop.call_later(self._cfg.head_timeout_s, transport.close)
+        else:  # HTTP/1.1, which hands over to HTTP/2 if its first bytes are the preface (h2c)
+            self._switch(False, maybe_h2=self._h2c)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # whatever it sent is dropped
-        self._buf += data
-        if len(self._buf) < len(PREFACE) and PREFACE.startswith(self._buf):
-            return  # could still be the preface
-        self._switch(self._buf.startswith(PREFACE))
+        pass  # only while refused (else the protocol chosen owns the transport): dropped
 
     def eof_received(self) -> bool | None:
         return None  # close; while refused, the client's close ends the linger early
@@ -158,7 +149,6 @@ class ProtocolSelector(asyncio.Protocol):
         if self._limiter.acquire(key):
             self._key, self._counted = key, key is not None
             return True
-        self._refused = True
         _log_refusal(peer[0], self._limiter.max_per_ip)
         if alpn_h2:
             transport.close()
@@ -177,29 +167,36 @@ class ProtocolSelector(asyncio.Protocol):
             self._counted = False
             self._limiter.release(self._key)
 
-    def _switch(self, is_h2: bool) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+    def _switch(self, is_h2: bool, maybe_h2: bool = False) -> None:
+        """Hand the transport to its protocol (before it has read anything). ``maybe_h2``:
+        HTTP/1.1 until its first bytes prove to be the HTTP/2 preface (``_to_h2``). Deciding
+        in HTTP/1.1 costs no timer and no copy of the first read of its own: the head
+        timeout covers a silent client (it is then closed unanswered, as before any protocol)."""
         transport = self._transport
         assert transport is not None
-        seen, self._buf = self._buf, b""
         on_lost = None
         if self._counted and self._limiter is not None:  # the new owner releases the count
             self._counted = False
             on_lost = partial(self._limiter.release, self._key)
-        proto: asyncio.Protocol
-        if is_h2:  # imported at the first h2 connection (loaded at start-up with TLS: app.py)
-            from kraken.http.h2 import H2Connection
-
-            proto = H2Connection(self._handler, self._cfg, self._tracker, initial_data=seen,
-                                 always_headers=self._always, on_lost=on_lost)
-        else:
-            proto = H1Connection(self._handler, self._cfg, self._tracker,
-                                 always_headers=self._always, on_lost=on_lost, loop=self._loop)
+        if is_h2:
+            self._to_h2(transport, b"", on_lost)
+            return
+        proto = H1Connection(self._handler, self._cfg, self._tracker, always_headers=self._always,
+                             on_lost=on_lost, loop=self._loop,
+                             on_preface=self._to_h2 if maybe_h2 else None)
         transport.set_protocol(proto)
         proto.connection_made(transport)
-        if seen and not is_h2:
-            proto.data_received(seen)
+
+    def _to_h2(self, transport: asyncio.Transport, seen: bytes,
+               on_lost: Callable[[], None] | None) -> None:
+        """The transport's HTTP/2 connection, given the bytes already read."""
+        # Imported at the first h2 connection (loaded at start-up with TLS: app.py).
+        from kraken.http.h2 import H2Connection
+
+        proto = H2Connection(self._handler, self._cfg, self._tracker, initial_data=seen,
+                             always_headers=self._always, on_lost=on_lost)
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
 
 
 def _log_refusal(peer: str, cap: int) -> None:

@@ -10,7 +10,8 @@ import pytest
 from h1wire import parse_responses
 from kraken.config import ServerConfig
 from kraken.http.connlimit import ConnectionLimiter
-from kraken.http.h1 import H1Connection
+from kraken.http.h1 import H2_PREFACE, H1Connection
+from kraken.http.h2 import H2Connection
 from kraken.http.listener import ProtocolSelector
 from test_respond import Wire, respond, settle
 
@@ -25,8 +26,32 @@ class SwitchableWire(Wire):
 
     protocol: Any = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = asyncio.Event()
+
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def selected(limiter: ConnectionLimiter | None = None, tracker: set | None = None,
+             **cfg: Any) -> SwitchableWire:
+    """A cleartext connection accepted by a selector allowing HTTP/2 prior knowledge."""
+    selector = ProtocolSelector(respond, ServerConfig(**cfg), set() if tracker is None else tracker,
+                                h2c=True, limiter=limiter)
+    wire = SwitchableWire()
+    selector.connection_made(wire)  # type: ignore[arg-type]
+    assert selector._timer is None  # HTTP/1.1's head timer covers the undecided connection
+    return wire
 
 
 def heads(wire: Wire) -> list[dict[bytes, bytes]]:
@@ -63,7 +88,7 @@ async def test_the_selector_hands_its_loop_and_headers_to_the_http1_connection(h
                                 limiter=ConnectionLimiter(4))
     wire = SwitchableWire()
     selector.connection_made(wire)  # type: ignore[arg-type]
-    selector.data_received(GET)
+    wire.protocol.data_received(GET)  # the selector chose at once
     await settle()
     conn = wire.protocol
     assert isinstance(conn, H1Connection) and conn.loop is loop
@@ -93,3 +118,46 @@ async def test_a_connection_gone_before_any_pause_arms_no_stall_timer():
     conn.connection_lost(None)
     conn.pause_writing()
     assert conn._stall.timeout == 0
+
+
+@pytest.mark.parametrize("cut", [1, 8, len(H2_PREFACE) - 1, len(H2_PREFACE)])
+async def test_the_http2_preface_in_pieces_hands_the_connection_to_http2(cut):
+    limiter, tracker = ConnectionLimiter(4), set()
+    wire = selected(limiter, tracker)
+    first = wire.protocol
+    assert isinstance(first, H1Connection) and tracker == {first}
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty SETTINGS frame
+    first.data_received(H2_PREFACE[:cut])
+    if cut < len(H2_PREFACE):
+        assert wire.protocol is first and not wire.writes  # undecided: nothing answered
+        first.data_received(H2_PREFACE[cut:] + settings)
+    else:  # the whole preface: handed over at once
+        wire.protocol.data_received(settings)
+    h2 = wire.protocol
+    assert isinstance(h2, H2Connection) and tracker == {h2}  # the HTTP/1.1 side is gone
+    assert wire.writes and limiter.open_from("127.0.0.1") == 1  # HTTP/2 SETTINGS; counted once
+    h2.connection_lost(None)
+    assert limiter.open_from("127.0.0.1") == 0 and not tracker
+
+
+async def test_first_bytes_that_leave_the_preface_are_read_as_http1():
+    wire = selected()
+    conn = wire.protocol
+    conn.data_received(b"P")  # could be the preface
+    conn.data_received(b"OST / HTTP/1.1\r\nHost: k\r\nContent-Length: 2\r\n\r\nhi")
+    await settle()
+    assert wire.protocol is conn
+    (resp,) = parse_responses(b"".join(wire.writes), eof=False)
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize("sent", [b"", b"PRI * HTTP/2.0\r\n"])
+async def test_an_undecided_connection_is_closed_unanswered_at_the_head_timeout(sent):
+    limiter = ConnectionLimiter(4)
+    wire = selected(limiter, head_timeout_s=0.05)
+    if sent:
+        wire.protocol.data_received(sent)
+    await asyncio.wait_for(wire.closed.wait(), 5)
+    assert not wire.writes  # no 408: as before any protocol was chosen
+    wire.protocol.connection_lost(None)
+    assert limiter.open_from("127.0.0.1") == 0
