@@ -46,6 +46,12 @@ class SseTap:
     def overflowed(self) -> bool:
         return self._passthrough
 
+    @property
+    def at_event_boundary(self) -> bool:
+        """Nothing held and events end with a blank line: a read of whole events without a usage
+        object needs no look from the tap (``Relay.fast_read``)."""
+        return not self._tail and not self._passthrough and self._sep == b"\n\n"
+
     def feed(self, data: bytes) -> bytes:
         """Take the next bytes from the provider; return the bytes to send the client."""
         if self._passthrough:

@@ -182,6 +182,11 @@ class H1Exchange:
         else:
             self._transport.write(frame)  # type: ignore[union-attr]
 
+    @property
+    def passes_frames(self) -> bool:
+        """``write_frame`` writes a frame as it is (the body is chunked and not muted)."""
+        return self._chunked and not self._mute
+
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """``start`` + ``write`` + ``end`` with the head and body in one transport write."""
         if self.closed:

@@ -54,6 +54,8 @@ class UpstreamConnection(asyncio.Protocol):
         """Loop time the connection opened or its last response ended (the pool reaps by it)."""
         self.on_close: Callable[[UpstreamConnection], None] | None = None
         self._paused = False
+        self._fast: Callable[[bytes], bool] | None = None
+        """The handler's ``fast_read``: offered every read first, before the parser."""
         self._chunked_upload = False
         """The request body streams after ``send`` (``send_more``) in chunked framing."""
         self._writable: asyncio.Future | None = None
@@ -85,6 +87,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received_any = True
         self._deadline.last = self._loop.time()  # Deadline.touch(), inline: this runs per read
+        fast = self._fast
+        if fast is not None and fast(data):
+            return
         try:
             self._parser.feed(data)  # type: ignore[union-attr]
             handler.on_read_end()
@@ -135,6 +140,7 @@ class UpstreamConnection(asyncio.Protocol):
         parser = self._parser
         parser.on_data = handler.on_data  # straight to the handler: one call less per read
         parser.on_chunk = getattr(handler, "on_chunk", None)  # optional (ResponseHandler)
+        self._fast = getattr(handler, "fast_read", None)  # optional (ResponseHandler)
         self._deadline.arm(self._read_timeout)
         self._chunked_upload = more and (b"transfer-encoding", b"chunked") in headers
         if self._chunked_upload and body:
