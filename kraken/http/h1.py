@@ -113,8 +113,11 @@ class H1Connection(InboundConnection):
                 return
             idle, self._idle = self._idle, False
             seen = len(self._buf)
-            self._buf += data
-            self._parse_head(seen - 3 if seen > 3 else 0)
+            if seen:
+                self._buf += data
+                self._parse_head(seen - 3 if seen > 3 else 0)
+            else:  # the usual read, a whole head (and body): parsed from it, not from a copy
+                self._parse_head(0, data)
             if idle and self.state is HEAD:
                 # Keep-alive idle ended with part of a head: it must now come in time. Armed
                 # after the parse, so a whole head (the usual read) costs no timer of its own.
@@ -158,25 +161,31 @@ class H1Connection(InboundConnection):
         return True
 
     # ---- requests ------------------------------------------------------------------
-    def _parse_head(self, scanned: int = 0) -> None:
+    def _parse_head(self, scanned: int = 0, data: bytes | None = None) -> None:
         """Parse the head in ``_buf`` if complete; ``scanned`` bytes are known not to hold
-        its end."""
+        its end. ``data``: a read to parse as it is, ``_buf`` being empty (kept in it when
+        it holds no whole head)."""
         # Also scheduled with call_soon after a response when pipelined bytes wait: by
         # then data_received may already have started the next request.
         if self.state is not HEAD:
             return
-        buf = self._buf
+        buf: bytes | bytearray = self._buf if data is None else data
         if buf[:2] == b"\r\n":
+            if data is not None:
+                self._buf += data
+                buf, data = self._buf, None
             scanned = 0
-            skip_empty_lines(buf)
+            skip_empty_lines(buf)  # type: ignore[arg-type]
         if not buf:
             return
         cfg = self._cfg
         try:
             end = find_head_end(buf, cfg.max_head_bytes, scanned)
             if end < 0:
+                if data is not None:
+                    self._buf += data
                 return
-            head = bytes(buf[:end])
+            head = buf[:end] if data is not None else bytes(buf[:end])
             common = read_common_head(head, cfg.max_uri_bytes)  # else h11 judges it
             length = check_head(head) if common is None else common.length
             # An upload streams to the handler, which applies its own limit (bodystream.py).
@@ -194,7 +203,8 @@ class H1Connection(InboundConnection):
             streamed = streams_body(event.method, content_type) and length != 0
             if length is not None and length > cfg.max_body_bytes and not streamed:
                 raise HeadRejected("request body too large", 413)
-            self._buf = bytearray()
+            if data is None:
+                self._buf = bytearray()
         except HeadRejected as exc:
             self._reject(exc.status, str(exc))
             return
@@ -211,7 +221,7 @@ class H1Connection(InboundConnection):
         if streamed:
             exchange.stream = BodyStream(self._pause_upload, self._resume_upload, declared=length)
             self._start(exchange)
-        self._feed_body(bytes(buf[end:]))
+        self._feed_body(buf[end:] if data is not None else bytes(buf[end:]))
         if self.state is BODY:  # the body is still to come
             self._deadline.arm(cfg.body_idle_timeout_s)
             exchange.pace = BodyPace.start(self.loop, cfg, self._body_too_slow)
@@ -249,7 +259,8 @@ class H1Connection(InboundConnection):
     def _dispatch(self, leftover: bytes) -> None:
         exchange = self._exchange
         assert exchange is not None
-        self._buf = bytearray(leftover)
+        if leftover:  # pipelined bytes (the buffer is empty while a body is read)
+            self._buf = bytearray(leftover)
         if self._kept_alive:
             # Disarmed but kept: the next keep-alive wait re-arms the same timer, no call_at
             # (~4 us a request in a running server); it held one while idle anyway.

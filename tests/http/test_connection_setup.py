@@ -161,3 +161,29 @@ async def test_an_undecided_connection_is_closed_unanswered_at_the_head_timeout(
     assert not wire.writes  # no 408: as before any protocol was chosen
     wire.protocol.connection_lost(None)
     assert limiter.open_from("127.0.0.1") == 0
+
+
+TWO = (b"\r\nPOST /a HTTP/1.1\r\nHost: k\r\nContent-Length: 5\r\n\r\nhello"
+       b"GET /b HTTP/1.1\r\nHost: k\r\n\r\n")
+"""An empty line, a request with a body and a pipelined one, as one client might send them."""
+
+
+async def echo(req: Any, sink: Any) -> None:
+    sink.respond(200, [], req.path.encode() + b" " + req.body)
+
+
+@pytest.mark.parametrize("cut", range(len(TWO) + 1))
+async def test_requests_are_read_alike_wherever_the_reads_end(cut):
+    """A read holding a whole head is parsed as it is, a part of one is kept: both give the
+    same requests and answers."""
+    conn = H1Connection(echo, ServerConfig())
+    wire = Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    for piece in (TWO[:cut], TWO[cut:]):
+        if piece:
+            conn.data_received(piece)
+            await settle()
+    await settle()
+    bodies = [resp.body for resp in parse_responses(b"".join(wire.writes), eof=False)]
+    assert bodies == [b"/a hello", b"/b "]
+    conn.connection_lost(None)
