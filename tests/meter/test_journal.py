@@ -132,6 +132,30 @@ def test_rotate_returns_older_segments_sorted_and_appends_to_a_new_one(journal):
     assert journal.segments() == [first, second, journal.current]
 
 
+def test_segments_are_only_segment_files_oldest_first_and_none_without_a_directory(tmp_path, journal):
+    first = journal.current
+    journal.rotate()
+    for name in ("notes.txt", "seg-.json", "xseg-1.jsonl", "seg-1.jsonl.tmp"):
+        (journal.directory / name).write_bytes(b"")
+    assert journal.segments() == [first, journal.current]
+    assert Journal(tmp_path / "missing").segments() == []
+    (tmp_path / "file").write_bytes(b"")
+    assert Journal(tmp_path / "file").segments() == []
+
+
+def test_rotate_makes_the_directory_again_if_it_was_removed(tmp_path):
+    j = Journal(tmp_path / "journal")
+    j.open()
+    try:
+        for seg in j.segments():
+            seg.unlink()
+        j.directory.rmdir()
+        assert j.rotate() == []
+        assert j.segments() == [j.current] and stat.S_IMODE(j.directory.stat().st_mode) == 0o700
+    finally:
+        j.close()
+
+
 def test_remove_deletes_only_given_segments_and_never_the_current_one(journal):
     journal.append(make(1))
     old = journal.rotate()
