@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from kraken.http.h1 import H1Connection
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
+"""Each known status's line, formatted once rather than per response."""
+_AS_STR = {b"GET": "GET", b"POST": "POST", b"HEAD": "HEAD", b"PUT": "PUT", b"DELETE": "DELETE",
+           b"OPTIONS": "OPTIONS", b"PATCH": "PATCH", b"1.1": "1.1", b"1.0": "1.0"}
+"""The usual methods and versions as ``Request`` carries them, not decoded per request."""
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -85,9 +90,10 @@ class H1Exchange:
         body = self.body
         before = len(body)
         rest = self.reader.feed(data, body)  # type: ignore[union-attr]
-        if len(body) > before:
+        added = len(body) - before
+        if added:
             self.expect_continue = False
-            size = sum(len(piece) for piece in body[before:])
+            size = len(body[-1]) if added == 1 else sum(map(len, body[before:]))
             self.body_size += size
             if self.pace is not None:
                 self.pace.add(size)
@@ -104,17 +110,13 @@ class H1Exchange:
         """The complete request, for the handler; the body list is let go."""
         head = self.head
         assert head is not None
-        request = Request(
-            method=head.method.decode("ascii", "replace"),
-            target=head.target.decode("ascii", "replace"),
-            headers=self.headers,
-            body=b"".join(self.body),
-            peer=peer,
-            received_ns=self.head_ns,
-            http_version=head.http_version.decode(),
-            body_stream=self.stream,
-        )
-        self.body = []
+        method, version = head.method, head.http_version
+        body = self.body
+        request = Request(_AS_STR.get(method) or method.decode("ascii", "replace"),
+                          head.target.decode("ascii", "replace"), self.headers,
+                          b"".join(body), peer, self.head_ns, "http",
+                          _AS_STR.get(version) or version.decode(), self.stream)
+        body.clear()
         return request
 
     def shut(self) -> None:
@@ -251,8 +253,8 @@ class H1Exchange:
         conn = self._conn
         if conn.draining:
             self.keep_alive = False
-        parts = [b"HTTP/1.1 %d %s\r\ndate: %s\r\nserver: kraken\r\n%s" % (
-            status, _REASONS.get(status, b"Unknown"), DATE.get(), conn.always)]
+        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, DATE.line(),
+                 conn.always]
         for name, value in headers:
             parts.append(b"%s: %s\r\n" % (name, value))
         if length is not None:

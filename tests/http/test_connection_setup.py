@@ -11,6 +11,8 @@ from h1wire import parse_responses
 from kraken.config import ServerConfig
 from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.h1 import H2_PREFACE, H1Connection
+from kraken.http.h1body import ChunkedBody, FixedBody
+from kraken.http.h1exchange import H1Exchange
 from kraken.http.h2 import H2Connection
 from kraken.http.listener import ProtocolSelector
 from test_respond import Wire, respond, settle
@@ -187,3 +189,40 @@ async def test_requests_are_read_alike_wherever_the_reads_end(cut):
     bodies = [resp.body for resp in parse_responses(b"".join(wire.writes), eof=False)]
     assert bodies == [b"/a hello", b"/b "]
     conn.connection_lost(None)
+
+
+async def record(req: Any, sink: Any) -> None:
+    sink.respond(299 if req.path == "/odd" else 404, [(b"x-h", b"v")],
+                 b"%s %s %d" % (req.method.encode(), req.http_version.encode(), len(req.body)))
+
+
+@pytest.mark.parametrize("raw, line, body", [
+    (b"GET / HTTP/1.1\r\nHost: k\r\n\r\n", b"HTTP/1.1 404 Not Found\r\n", b"GET 1.1 0"),
+    (b"PROPFIND /odd HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc", b"HTTP/1.1 299 Unknown\r\n",
+     b"PROPFIND 1.0 3"),
+    (b"POST / HTTP/1.1\r\nHost: k\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n",
+     b"HTTP/1.1 404 Not Found\r\n", b"POST 1.1 3"),
+])
+async def test_request_and_response_head_as_sent(raw, line, body):
+    conn = H1Connection(record, ServerConfig(), always_headers=[HSTS])
+    wire = Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    conn.data_received(raw)
+    await settle()
+    data = b"".join(wire.writes)
+    assert data.startswith(line + b"date: ")
+    head, sent = data.split(b"\r\n\r\n", 1)
+    names = [field.split(b":")[0] for field in head.split(b"\r\n")[1:]]
+    assert names[:4] == [b"date", b"server", HSTS[0], b"x-h"] and sent == body
+    conn.connection_lost(None)
+
+
+@pytest.mark.parametrize("reads, size", [([b"abc"], 3), ([b"2\r\nab\r\n1\r\nc\r\n"], 3),
+                                         ([b"2\r\nab\r\n", b"1\r\nc\r\n"], 3)])
+def test_an_exchange_counts_every_body_piece_of_a_read(reads, size):
+    conn = H1Connection(record, ServerConfig())
+    reader = FixedBody(3) if reads == [b"abc"] else ChunkedBody(1 << 20, 1 << 14)
+    exchange = H1Exchange(conn, None, reader)
+    for read in reads:
+        exchange.receive(read)
+    assert exchange.body_size == size and b"".join(exchange.body) == b"abc"
