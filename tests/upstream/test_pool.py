@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 
 import pytest
 import trustme
 
-from kraken.errors import PoolExhausted, PoolShareExceeded, UpstreamError
+from kraken.errors import PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamTimeout
 from kraken.upstream.pool import Origin, OriginPool
 from harness import running_mock, wait_for
 
@@ -179,4 +181,52 @@ async def test_a_released_connection_keeps_the_idle_time_its_response_ended_at(m
         assert conn.idle_since == ended
         assert await pool.acquire() is conn  # reused: it went back to the idle list
         pool.release(conn)
+        await pool.close()
+
+
+@contextlib.contextmanager
+def unanswered_listener():
+    """A loopback port whose accept queue is full: a further connect hangs (its SYN dropped)."""
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())  # fills the queue; never accepted
+        yield listener.getsockname()[1]
+
+
+async def test_a_connect_past_its_timeout_is_an_upstream_timeout_and_frees_its_slot():
+    with unanswered_listener() as port:
+        pool = OriginPool(Origin(f"http://127.0.0.1:{port}/v1"), "m", connect_timeout_s=0.2)
+        with pytest.raises(UpstreamTimeout) as caught:
+            await pool.acquire()
+        assert str(caught.value) == "provider connect timed out"
+        assert pool.size == 0
+        assert asyncio.current_task().cancelling() == 0  # the timer's cancel was withdrawn
+        await pool.close()
+
+
+async def test_a_dial_cancelled_from_outside_stays_a_cancellation():
+    """Only the connect timer's own cancellation becomes a timeout (a client gone, a shutdown:
+    the task is cancelled, and the dial gives its slot back)."""
+    with unanswered_listener() as port:
+        pool = OriginPool(Origin(f"http://127.0.0.1:{port}/v1"), "m", connect_timeout_s=30)
+        task = asyncio.get_running_loop().create_task(pool.acquire())
+        await wait_for(lambda: pool.size == 1)  # dialling
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled() and pool.size == 0
+        await pool.close()
+
+
+async def test_a_connected_dial_leaves_no_timer_to_cancel_its_task_later():
+    async with running_mock() as mock:
+        pool = OriginPool(Origin(mock.url), "m", connect_timeout_s=0.05)
+        conn = await pool.acquire()
+        await asyncio.sleep(0.15)  # past the connect timeout: nothing cancels this task
+        assert asyncio.current_task().cancelling() == 0
+        other = await pool.acquire()  # and the pool still dials
+        assert other is not conn
+        conn.close()
+        other.close()
         await pool.close()
