@@ -1,7 +1,8 @@
 """Per-chunk CPU cost of Kraken's relay path, without sockets.
 
-One provider SSE event goes: chunked-transfer decoding (upstream/response.py) → relay
-(gateway/relay.py: ttfb stamp, SSE tap for usage) → HTTP/1.1 chunk framing
+One provider SSE event goes: the provider connection's read (upstream/connection.py) → the
+relay's fast read of a whole plain chunk (gateway/relay.py), or else chunked-transfer decoding
+(upstream/response.py) → relay (ttfb stamp, SSE tap for usage) → HTTP/1.1 chunk framing
 (http/h1exchange.py) → transport.write. Here the transports are in-memory, so the figure is Kraken's own
 Python work per chunk; the write syscall comes on top (see bench/run.py for end to end).
 
@@ -39,6 +40,7 @@ from kraken.http.listener import ProtocolSelector
 from kraken.mock.http1 import frame as mock_frame, response_head
 from kraken.mock.openai_mock import build_stream, plan_chat
 from kraken.providers.openai_compat import OpenAICompat
+from kraken.upstream.connection import UpstreamConnection
 from kraken.upstream.response import ResponseParser
 
 EVENT = (b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
@@ -69,6 +71,12 @@ class NullTransport:
 
     def is_closing(self) -> bool:
         return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
     def pause_reading(self) -> None:
         pass
@@ -132,19 +140,28 @@ def family_p() -> OpenAICompat:
     return OpenAICompat(ProviderConfig(name="p", base_url="http://x/v1"), "/v1", "x")
 
 
+def provider_connection(relay: Relay) -> UpstreamConnection:
+    """A provider connection on an in-memory transport with ``relay``'s exchange started."""
+    upstream = UpstreamConnection("http://bench", 300.0)
+    upstream.connection_made(NullTransport())
+    upstream.send("POST", "/v1/chat/completions", [(b"host", b"bench")], b"{}", relay)
+    return upstream
+
+
 async def measure(chunks: int, per_read: int) -> float:
     conn, sink = await request_sink()
-    relay, parser = relay_for(sink, family_p())
-    parser.feed(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\n\r\n")
+    relay, _ = relay_for(sink, family_p())
+    upstream = provider_connection(relay)
+    upstream.data_received(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                           b"transfer-encoding: chunked\r\n\r\n")
     frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
     read = frame * per_read  # what one socket read carries
     reads = chunks // per_read
     t0 = time.perf_counter()
     for _ in range(reads):
-        parser.feed(read)
-        relay.on_read_end()
+        upstream.data_received(read)
     elapsed = time.perf_counter() - t0
+    upstream.abort()
     conn.connection_lost(None)
     return elapsed / (reads * per_read) * 1e6
 
