@@ -71,12 +71,16 @@ class Relay:
         hide_usage: bool,
         on_complete: Callable[[], None],
         response_filter: ResponseFilter | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ):
         self.call = call
         self.sink = sink
         self.family = family
         self.state = WAITING
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # the caller's loop when it has it: get_running_loop() is a getpid syscall on 3.11
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = loop.create_future()
         self._stream = stream
         self._tap = stream_tap(family, hide_usage) if stream else None
         # A non-streamed answer of any size: only its two ends are kept to read its usage.
@@ -202,7 +206,9 @@ class Relay:
         if self._fast:
             eol = data.find(b"\r\n")
             size = len(data) - eol - 4
-            if (size > 0 and data.endswith(b"\n\n\r\n") and data[:eol] == b"%x" % size
+            # (no ``size > 0``: a size line "0" or "-n" that matches leaves no room for the
+            # events' blank line before the CRLF)
+            if (data.endswith(b"\n\n\r\n") and data[:eol] == b"%x" % size
                     and data.find(_COMPACT) < 0 and data.find(_SPACED) < 0):
                 n = self._chunks = self._chunks + 1
                 if n & _SAMPLE_MASK == 1:  # timed as on_chunk times its reads

@@ -85,11 +85,11 @@ class UpstreamConnection(asyncio.Protocol):
         if handler is None:  # bytes while idle: the connection is unusable
             self.close()
             return
-        self.received_any = True
         self._deadline.last = self._loop.time()  # Deadline.touch(), inline: this runs per read
         fast = self._fast
         if fast is not None and fast(data):
-            return
+            return  # (only ever after a read the parser took: received_any is set)
+        self.received_any = True
         try:
             self._parser.feed(data)  # type: ignore[union-attr]
             handler.on_read_end()
