@@ -343,7 +343,8 @@ class Gateway:
                 request = endpoint.shape(route, parsed)
             conn = await pool.acquire()
             relay = Relay(call, out, family, stream=call.stream, hide_usage=hide_usage,
-                          on_complete=lambda: self.record(call), response_filter=filt)
+                          on_complete=lambda: self.record(call), response_filter=filt,
+                          loop=pool.loop)
             call.sent_ns = time.perf_counter_ns()
             upload = parsed.payload.get(UPLOAD)
             if upload is None:

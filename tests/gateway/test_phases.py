@@ -4,6 +4,7 @@ A real ``Gateway`` (in-memory limiter, real router, meter on a tmp SQLite store 
 called phase by phase with ``Request`` values; dispatch goes to Kraken's own mock provider."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -26,7 +27,7 @@ from kraken.gateway.call import Call
 from kraken.gateway.endpoint import Parsed
 from kraken.gateway.endpoints import METERED, chat, embeddings, gemini_native, messages
 from kraken.gateway.pipeline import Gateway
-from kraken.gateway.relay import DONE
+from kraken.gateway.relay import DONE, Relay
 from kraken.http.exchange import Request
 from kraken.meter.journal import Journal
 from kraken.meter.writer import Meter
@@ -243,6 +244,25 @@ async def test_relay_returns_its_final_state(tmp_path):
         call, req = new_call(), request()
         route = gw.route(call, chat.ENDPOINT, "mock-gpt")[0]
         assert await gw.relay(call, chat.ENDPOINT, route, parsed(req), Collected()) == DONE
+
+
+async def test_the_relay_waits_on_the_loop_its_pool_dialled_in(tmp_path, monkeypatch):
+    """The gateway hands Relay the pool's loop (no get_running_loop per request)."""
+    import kraken.gateway.pipeline as pipeline
+
+    loops = []
+
+    def relay(*args, **kwargs):
+        loops.append(kwargs.get("loop"))
+        return Relay(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "Relay", relay)
+    async with gateway(tmp_path) as gw:
+        call, req = new_call(), request()
+        route = gw.route(call, chat.ENDPOINT, "mock-gpt")[0]
+        assert route.provider.pool.loop is None  # nothing dialled yet
+        assert await gw.relay(call, chat.ENDPOINT, route, parsed(req), Collected()) == DONE
+        assert loops == [asyncio.get_running_loop()] == [route.provider.pool.loop]
 
 
 async def test_record_pushes_one_record_per_admitted_call(tmp_path):

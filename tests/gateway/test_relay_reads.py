@@ -2,6 +2,7 @@
 read it did not hold back (one plain chunk, written at once) costs the sink no flush."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -79,3 +80,22 @@ async def test_each_read_leaves_within_it_and_unheld_reads_need_no_flush():
     read(b"0\r\n\r\n")
     assert relay.state == "done" and sink.sent[-1] == b"0\r\n\r\n"
     assert b"".join(sink.sent[1:]) == plain * 6 + b"0\r\n\r\n"
+
+
+async def test_a_relay_given_its_loop_does_not_look_the_running_loop_up(monkeypatch):
+    """Relay.__init__ takes the caller's loop (the pool's) for its done future: no
+    asyncio.get_running_loop(), a getpid syscall per request on 3.11."""
+    loop = asyncio.get_running_loop()
+    family = OpenAICompat(ProviderConfig(name="p", base_url="http://x/v1"), "/v1", "x")
+
+    def no_lookup():
+        raise AssertionError("looked the running loop up")
+
+    monkeypatch.setattr(asyncio, "get_running_loop", no_lookup)
+    relay = Relay(Call(time.perf_counter_ns(), "chat_completions"), Sink(), family, stream=True,
+                  hide_usage=True, on_complete=lambda: None, loop=loop)
+    monkeypatch.undo()
+    assert relay.done.get_loop() is loop and not relay.done.done()
+    unnamed = Relay(Call(time.perf_counter_ns(), "chat_completions"), Sink(), family,
+                    stream=True, hide_usage=True, on_complete=lambda: None)
+    assert unnamed.done.get_loop() is loop  # without one: the running loop, as before
