@@ -23,7 +23,7 @@ from kraken import metrics
 from kraken.errors import KrakenError, UpstreamError
 from kraken.gateway.bodytap import BodyTap
 from kraken.gateway.call import Call
-from kraken.gateway.sse import _COMPACT, _SPACED, SseTap
+from kraken.gateway.sse import _USAGE, SseTap
 from kraken.http.exchange import ResponseSink
 from kraken.providers.family import Headers, ResponseFilter, StreamTap, WireFamily
 
@@ -209,7 +209,7 @@ class Relay:
             # (no ``size > 0``: a size line "0" or "-n" that matches leaves no room for the
             # events' blank line before the CRLF)
             if (data.endswith(b"\n\n\r\n") and data[:eol] == b"%x" % size
-                    and data.find(_COMPACT) < 0 and data.find(_SPACED) < 0):
+                    and _USAGE(data) is None):  # the tap's own test for a usage object
                 n = self._chunks = self._chunks + 1
                 if n & _SAMPLE_MASK == 1:  # timed as on_chunk times its reads
                     t0 = self._perf()
