@@ -12,6 +12,10 @@ reaches the client socket in the same loop iteration, with no task switch. State
 When the endpoint declares a response filter (the client's wire format is not the provider's),
 the provider's bytes are still tapped for usage as received, then fed to the filter, and what
 it yields is written; otherwise they are written as they are.
+
+A long stream's usual read (one whole chunk of whole SSE events, no usage object in it) is
+taken by ``fast_read`` before the parser sees it, once a read like it has gone the full way
+and left the parser and the tap at a boundary: half the bytecode per chunk, same bytes out.
 """
 from __future__ import annotations
 
