@@ -22,6 +22,10 @@ from typing import Iterable
 from kraken import shedding
 
 _MAPPED_V4 = b"\x00" * 10 + b"\xff\xff"
+_KEYS_KEPT = 4096
+"""Peers whose key a limiter remembers (then it starts over): one load balancer, or a client
+reconnecting, costs a dict lookup per connection instead of ~0.5 µs of parsing and masks."""
+_UNKNOWN = object()
 
 
 def address_key(peer: str) -> bytes | None:
@@ -67,7 +71,7 @@ class ConnectionLimiter:
 
     ``exempt``: addresses or networks (the trusted proxies) that are never counted."""
 
-    __slots__ = ("max_per_ip", "_open", "refused", "_exempt")
+    __slots__ = ("max_per_ip", "_open", "refused", "_exempt", "_keys")
 
     def __init__(self, max_per_ip: int, exempt: Iterable[str] = ()):
         self.max_per_ip = max_per_ip
@@ -75,9 +79,19 @@ class ConnectionLimiter:
         self.refused = 0
         """Connections refused since start (for logs and tests)."""
         self._exempt = _as_masks(exempt)
+        self._keys: dict[str, bytes | None] = {}
+        """``key_of``'s recent answers (at most ``_KEYS_KEPT``)."""
 
     def key_of(self, peer: str) -> bytes | None:
         """``address_key(peer)``, or None (never limited) when ``peer`` is exempt."""
+        key = self._keys.get(peer, _UNKNOWN)
+        if key is _UNKNOWN:
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            key = self._keys[peer] = self._find_key(peer)
+        return key  # type: ignore[return-value]
+
+    def _find_key(self, peer: str) -> bytes | None:
         packed = _packed(peer)
         if packed is None:
             return None

@@ -9,7 +9,8 @@ import pytest
 
 from h1wire import parse_responses
 from kraken.config import ServerConfig
-from kraken.http.connlimit import ConnectionLimiter
+from kraken.http import connlimit
+from kraken.http.connlimit import ConnectionLimiter, address_key
 from kraken.http.h1 import H2_PREFACE, H1Connection
 from kraken.http.h1body import ChunkedBody, FixedBody
 from kraken.http.h1exchange import H1Exchange
@@ -226,3 +227,25 @@ def test_an_exchange_counts_every_body_piece_of_a_read(reads, size):
     for read in reads:
         exchange.receive(read)
     assert exchange.body_size == size and b"".join(exchange.body) == b"abc"
+
+
+PEERS = ["192.0.2.1", "192.0.2.2", "10.1.2.3", "::ffff:192.0.2.1", "2001:db8:1:2::1",
+         "2001:db8:1:2::ffff", "fe80::1%lo", "", "not an address", "::ffff:10.9.9.9"]
+
+
+def test_a_limiter_gives_each_peer_its_key_again_from_memory():
+    limiter = ConnectionLimiter(4, exempt=["10.0.0.0/8"])
+    first = [limiter.key_of(peer) for peer in PEERS]
+    assert first == [None if peer.endswith(("10.1.2.3", "10.9.9.9")) else address_key(peer)
+                     for peer in PEERS]
+    assert [limiter.key_of(peer) for peer in PEERS] == first  # remembered: the same answers
+    assert ConnectionLimiter(4).key_of("10.1.2.3") == address_key("10.1.2.3")  # per limiter
+
+
+def test_a_limiter_remembers_a_bounded_number_of_peers():
+    limiter = ConnectionLimiter(4)
+    for n in range(connlimit._KEYS_KEPT + 10):
+        peer = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        assert limiter.key_of(peer) == address_key(peer)
+    assert 0 < len(limiter._keys) <= connlimit._KEYS_KEPT
+    assert limiter.key_of("192.0.2.9") == address_key("192.0.2.9")
