@@ -114,6 +114,9 @@ class BillingGuard:
         self.key_budgets = KeyBudgets(max_keys=max_budget_keys)
         self.key_budgets.wake = self._wake_refresh
         self._wake: anyio.Event | None = None
+        self._sizes = tuple(metrics.BILLING_SNAPSHOT_ENTRIES.labels(table)
+                            for table in ("balances", "usage", "customer_plans", "unwritten"))
+        """The snapshot-size gauges, looked up once: they are set after every batch."""
         self._export_sizes()
 
     # -- hot path: synchronous, memory only ---------------------------------------------
@@ -319,7 +322,8 @@ class BillingGuard:
             self._wake.set()
 
     def _export_sizes(self) -> None:
-        metrics.BILLING_SNAPSHOT_ENTRIES.labels("balances").set(len(self._balances))
-        metrics.BILLING_SNAPSHOT_ENTRIES.labels("usage").set(len(self._usage))
-        metrics.BILLING_SNAPSHOT_ENTRIES.labels("customer_plans").set(len(self._customer_plans))
-        metrics.BILLING_SNAPSHOT_ENTRIES.labels("unwritten").set(len(self._unflushed))
+        balances, usage, plans, unwritten = self._sizes
+        balances.set(len(self._balances))
+        usage.set(len(self._usage))
+        plans.set(len(self._customer_plans))
+        unwritten.set(len(self._unflushed))

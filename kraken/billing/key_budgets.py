@@ -81,6 +81,9 @@ class KeyBudgets:
         """Called (no arguments) when a refresh is wanted sooner than the interval."""
         self._api_keys_table = True
         self._warned_cap = False
+        self._sizes = (metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_budgets"),
+                       metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_unwritten"))
+        """The snapshot-size gauges, looked up once: they are set after every batch."""
         self._export()
 
     # -- hot path ------------------------------------------------------------------------
@@ -149,18 +152,22 @@ class KeyBudgets:
         if pending is None:
             return
         written, new, (micros, by_id) = pending
-        for rec, m in zip(written, micros):
-            p = self._unflushed.get(rec.key_id) if rec.key_id else None
-            if p is not None:
-                p[0] -= _tokens(rec)
-                p[1] -= m
-                if p[0] <= 0 and p[1] <= 0:  # records replayed at startup were never noted
-                    del self._unflushed[rec.key_id]
-        for rec in new:
-            t = self._totals.get(rec.key_id) if rec.key_id else None
-            if t is not None:
-                t[0] += _tokens(rec)
-                t[1] += by_id[rec.request_id]
+        # Only budgeted keys are held: with none (the usual case) each loop would look up
+        # every record of the batch in an empty dict, on the event loop.
+        if self._unflushed:
+            for rec, m in zip(written, micros):
+                p = self._unflushed.get(rec.key_id) if rec.key_id else None
+                if p is not None:
+                    p[0] -= _tokens(rec)
+                    p[1] -= m
+                    if p[0] <= 0 and p[1] <= 0:  # records replayed at startup were never noted
+                        del self._unflushed[rec.key_id]
+        if self._totals:
+            for rec in new:
+                t = self._totals.get(rec.key_id) if rec.key_id else None
+                if t is not None:
+                    t[0] += _tokens(rec)
+                    t[1] += by_id[rec.request_id]
         self._export()
 
     # -- refresh -----------------------------------------------------------------------
@@ -199,6 +206,7 @@ class KeyBudgets:
         return len(self._totals)
 
     def _export(self) -> None:
-        metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_budgets").set(len(self._totals))
-        metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_unwritten").set(len(self._unflushed))
+        totals, unwritten = self._sizes
+        totals.set(len(self._totals))
+        unwritten.set(len(self._unflushed))
 
