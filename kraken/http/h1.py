@@ -88,15 +88,7 @@ class H1Connection(InboundConnection):
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._opened(transport)
-        # The head timer is armed after the loop's next poll, and only if the first request
-        # has not arrived whole by then: usually it has, and a timer made and cancelled per
-        # connection (~1.5 us; more with thousands of timers pending) is saved for one
-        # callback. The head timeout still counts from the connection (less that poll).
-        self.loop.call_soon(self._head_timer)
-
-    def _head_timer(self) -> None:
-        if self.state is HEAD and not self._idle and self._deadline.timeout <= 0:
-            self._deadline.arm(self._cfg.head_timeout_s)  # closed or gone: arms nothing
+        self._deadline.arm(self._cfg.head_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED

@@ -249,37 +249,3 @@ def test_a_limiter_remembers_a_bounded_number_of_peers():
         assert limiter.key_of(peer) == address_key(peer)
     assert 0 < len(limiter._keys) <= connlimit._KEYS_KEPT
     assert limiter.key_of("192.0.2.9") == address_key("192.0.2.9")
-
-
-class CountingLoop:
-    """A connection's loop as its deadline sees it, counting the timers it schedules."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop, self.timers = loop, 0
-
-    def time(self) -> float:
-        return self._loop.time()
-
-    def call_at(self, when: float, callback: Any) -> asyncio.TimerHandle:
-        self.timers += 1
-        return self._loop.call_at(when, callback)
-
-
-@pytest.mark.parametrize("first, timers, armed", [
-    (GET, 1, "keep-alive"),  # whole: answered; only the keep-alive wait has a timer
-    (b"GET / HTTP/1.1\r\nHo", 1, "head"),  # a part: the head timer runs
-    (b"", 1, "head"),  # nothing yet: the head timer runs
-])
-async def test_the_head_timer_is_made_only_for_a_head_not_whole_by_the_next_poll(first, timers,
-                                                                                   armed):
-    cfg = ServerConfig()
-    conn = H1Connection(respond, cfg)
-    counting = conn._deadline._loop = CountingLoop(conn._deadline._loop)  # type: ignore[assignment]
-    conn.connection_made(Wire())  # type: ignore[arg-type]
-    if first:
-        conn.data_received(first)  # the read that the loop's next poll brings
-    await settle()
-    assert counting.timers == timers
-    timeout = cfg.keepalive_timeout_s if armed == "keep-alive" else cfg.head_timeout_s
-    assert conn._deadline.timeout == timeout
-    conn.connection_lost(None)
