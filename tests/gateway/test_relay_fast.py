@@ -4,9 +4,12 @@ reaches the record (and is hidden from a client that did not ask for it) whether
 read of its own, spaced, or split across two reads."""
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 
-from harness import db_rows, kraken_mapping, running_kraken, wait_for
+from harness import TEST_KEY, db_rows, kraken_mapping, running_kraken, wait_for
 from rawprovider import SSE_HEAD, scripted_provider, stream_through
 
 pytestmark = pytest.mark.anyio
@@ -51,4 +54,26 @@ async def test_usage_after_fast_reads_is_recorded_and_hidden_unless_asked(
     else:  # the usage event cut out, every other event as sent
         expected = b"".join(map(chunk, sent)) + b"0\r\n\r\n"
     assert body == expected
+    assert rows[0]["prompt_tokens"] == 3 and rows[0]["completion_tokens"] == 6
+
+
+async def test_an_http10_client_gets_the_events_unframed_while_fast_reads_run(tmp_path):
+    """An HTTP/1.0 response has no chunk framing: a provider's frames are never passed on as
+    they are, fast or not (the body is the events, up to the close)."""
+    reads = [SSE_HEAD, *map(chunk, EVENTS), chunk(COMPACT), chunk(DONE), b"0\r\n\r\n"]
+    server, port = await scripted_provider([reads], 0.02)
+    body = json.dumps({"model": "mock-gpt", "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    async with server:
+        async with running_kraken(kraken_mapping(tmp_path, port)) as k:
+            reader, writer = await asyncio.open_connection("127.0.0.1", k.port)
+            writer.write(b"POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\n"
+                         b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
+                         % (TEST_KEY.encode(), len(body), body))
+            got = await asyncio.wait_for(reader.read(-1), 10)  # until Kraken closes
+            writer.close()
+            rows = await wait_for(lambda: db_rows(k.db_path))
+    head, _, got_body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
+    assert got_body == b"".join(EVENTS) + DONE  # usage hidden, nothing framed
     assert rows[0]["prompt_tokens"] == 3 and rows[0]["completion_tokens"] == 6
