@@ -20,7 +20,7 @@ import calendar
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 import anyio
 
@@ -83,6 +83,63 @@ def month_span(month: str) -> tuple[str, float, float]:
     nxt = (year + 1, 1) if mon == 12 else (year, mon + 1)
     return (month, float(calendar.timegm((year, mon, 1, 0, 0, 0))),
             float(calendar.timegm((*nxt, 1, 0, 0, 0))))
+
+
+class _Tally:
+    """A written batch summed in one pass, in the writer's thread: the usual five walks over
+    the batch (new records, costs, debits, monthly sums; unwritten and monthly usage again on
+    the event loop after the commit) become one, and ``committed`` works per customer.
+
+    ``new``: the first record of each request id not ``seen`` in the store (what
+    ``wallet.new_records`` keeps); ``micros``/``by_id``: ``wallet.batch_costs``; ``debits``:
+    ``wallet.debit_usage``'s rows; ``month_sums``: (customer, month) -> [tokens, spend] of the
+    new records; ``unwritten``: customer -> [micros, tokens] of every record (noted or not).
+    Summing per customer clamps as the record-by-record walk did as long as every amount is
+    >= 0 (then the count only falls); ``in_order`` says one was not."""
+
+    __slots__ = ("by_id", "debited", "debits", "in_order", "micros", "month_sums", "new",
+                 "unwritten")
+
+    def __init__(self, records: Sequence[RequestRecord], seen: Container[str],
+                 span: tuple[str, float, float]) -> None:
+        month, start, end = span
+        self.micros = micros = []
+        self.by_id = by_id = {}
+        self.new = new = []
+        self.debits = debits = []
+        self.month_sums = sums = {}
+        self.unwritten = unwritten = {}
+        self.debited = 0
+        in_order = False
+        usage_micros = wallet.usage_micros
+        for rec in records:
+            m = usage_micros(rec)
+            micros.append(m)
+            customer = rec.customer_id
+            tokens = (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
+            rid = rec.request_id
+            if rid not in by_id:
+                by_id[rid] = m
+                if rid not in seen:
+                    new.append(rec)
+                    if customer:
+                        if m > 0:
+                            debits.append((customer, -m, rid))
+                        ts = rec.ts
+                        s = sums.setdefault(
+                            (customer, month if start <= ts < end else month_of(ts)), [0, 0])
+                        s[0] += tokens
+                        s[1] += m
+            if customer:
+                if m < 0 or tokens < 0:
+                    in_order = True
+                u = unwritten.get(customer)
+                if u is None:
+                    unwritten[customer] = [m, tokens]
+                else:
+                    u[0] += m
+                    u[1] += tokens
+        self.in_order = in_order
 
 
 def seconds_to_next_month(now: float) -> int:
@@ -221,27 +278,17 @@ class BillingGuard:
         its insert, which names the rows it stored (``tx.inserted``).
         """
         self._pending = None
-        new = await wallet.new_records(tx, records)
-        costs = wallet.batch_costs(records)
-        self.key_budgets.in_batch(records, new, costs)
-        if not new:
-            self._pending = (records, [], {}, costs)
-            return
-        by_id = costs[1]
-        balances = await wallet.debit_usage(tx, new, costs=by_id)
-        sums: dict[tuple[str, str], list[int]] = {}
-        month, start, end = self._span  # one read: refresh may change it meanwhile
-        for rec in new:
-            if not rec.customer_id:
-                continue
-            ts = rec.ts
-            s = sums.setdefault((rec.customer_id, month if start <= ts < end else month_of(ts)),
-                                [0, 0])
-            s[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
-            s[1] += by_id[rec.request_id]
-        if sums:
-            await tx.billing.add_usage(tx, [(c, m, t, s) for (c, m), (t, s) in sums.items()])
-        self._pending = (records, new, balances, costs)
+        seen = await tx.billing.seen_requests(tx, [r.request_id for r in records])
+        tally = _Tally(records, seen, self._span)  # one read of the span: refresh may change it
+        self.key_budgets.in_batch(records, tally.new, (tally.micros, tally.by_id))
+        balances: dict[str, int] = {}
+        if tally.debits:
+            balances = await tx.billing.debit(tx, tally.debits, time.time())
+            tally.debited = sum(1 for debit in tally.debits if debit[0] in balances)
+        if tally.month_sums:
+            await tx.billing.add_usage(
+                tx, [(c, m, t, s) for (c, m), (t, s) in tally.month_sums.items()])
+        self._pending = (records, tally, balances)
 
     in_batch.sqlite_inline = True  # type: ignore[attr-defined]
     """SQLite runs ``in_batch`` in its driver's thread, inside the batch's one job
@@ -249,29 +296,44 @@ class BillingGuard:
     ``_pending`` (and the key budgets'), which ``committed`` reads on the loop after the job."""
 
     def committed(self) -> None:
-        """The batch committed: fold its debits and usage into the snapshots."""
+        """The batch committed: fold its debits and usage into the snapshots (per customer:
+        the batch was summed in ``in_batch``, off the event loop)."""
         self.key_budgets.committed()
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        written, new, balances, (micros, by_id) = pending
-        for rec, m in zip(written, micros):  # now in the store: no longer counted as unwritten
+        written, tally, balances = pending
+        if tally.in_order:
+            self._unflush_each(written, tally.micros)
+        else:  # now in the store: no longer counted as unwritten
+            unflushed = self._unflushed
+            for customer, (micros, tokens) in tally.unwritten.items():
+                p = unflushed.get(customer)
+                if p is not None:
+                    p[0] -= micros
+                    p[1] -= tokens
+                    if p[0] <= 0 and p[1] <= 0:  # replays at startup were never noted: clamp
+                        del unflushed[customer]
+        self._balances.update(balances)
+        metrics.WALLET_DEBITS.inc(tally.debited)
+        month = self._span[0]
+        for (customer, of_month), (tokens, spend) in tally.month_sums.items():
+            if of_month == month:
+                u = self._usage.setdefault(customer, [0, 0])
+                u[0] += tokens
+                u[1] += spend
+        self._export_sizes()
+
+    def _unflush_each(self, written: Sequence[RequestRecord], micros: Sequence[int]) -> None:
+        """Record by record, clamping as it goes: a batch with a negative amount, where the
+        per-customer sum could cross zero differently (never from Kraken's own records)."""
+        for rec, m in zip(written, micros):
             p = self._unflushed.get(rec.customer_id) if rec.customer_id else None
             if p is not None:
                 p[0] -= m
                 p[1] -= (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
-                if p[0] <= 0 and p[1] <= 0:  # replays at startup were never noted: clamp
+                if p[0] <= 0 and p[1] <= 0:
                     del self._unflushed[rec.customer_id]
-        self._balances.update(balances)
-        _, start, end = self._span
-        metrics.WALLET_DEBITS.inc(sum(1 for r in new if r.customer_id in balances
-                                      and by_id[r.request_id] > 0))
-        for rec in new:
-            if rec.customer_id and start <= rec.ts < end:
-                u = self._usage.setdefault(rec.customer_id, [0, 0])
-                u[0] += (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
-                u[1] += by_id[rec.request_id]
-        self._export_sizes()
 
     def note_balance(self, wallet_id: str, balance_micros: int) -> None:
         """A top-up in this process: the next request sees it at once."""
