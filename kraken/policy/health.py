@@ -41,6 +41,8 @@ class HealthBoard:
         if not 0 < alpha <= 1:
             raise ValueError("alpha must be in (0, 1]")
         self.alpha = alpha
+        self._keep = 1 - alpha
+        """What an update keeps of the old average."""
         self.recovery_s = recovery_s
         self.clock = clock
         self._routes: dict[tuple[str, str], RouteHealth] = {}
@@ -58,14 +60,19 @@ class HealthBoard:
         if h is None:
             return
         now = self.clock()
-        a = self.alpha
-        h.error_rate = self._decayed(h, now) * (1 - a)
+        rate = h.error_rate
+        if rate:  # a healthy route's rate stays 0.0: no decay to work out
+            rate = self._decayed(h, now) * self._keep
+        h.error_rate = rate
         if ttfb_ms is not None:
-            h.ttfb_ms = ttfb_ms if h.ttfb_ms is None else h.ttfb_ms + a * (ttfb_ms - h.ttfb_ms)
-            h._ttfb_gauge.set(h.ttfb_ms / 1000)
+            ewma = h.ttfb_ms
+            h.ttfb_ms = ewma = ttfb_ms if ewma is None else ewma + self.alpha * (ttfb_ms - ewma)
+            # The gauges' values, stored as GaugeValue.set stores them (both are floats
+            # already): a success is once per request and a method call cost more than this.
+            h._ttfb_gauge.value = ewma / 1000
         h.samples += 1
         h.updated = now
-        h._error_gauge.set(h.error_rate)
+        h._error_gauge.value = rate
 
     def failure(self, provider: str, model: str) -> None:
         """A request failed at this route (connect error, timeout, 429, 5xx, broken stream)."""

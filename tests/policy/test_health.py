@@ -69,3 +69,22 @@ def test_averages_are_exported_as_gauges(board):
 def test_alpha_must_be_a_fraction():
     with pytest.raises(ValueError):
         HealthBoard(alpha=0)
+
+
+def test_the_gauges_follow_every_success_exactly_as_floats(board):
+    """success stores the gauges' values itself: the exported series are the board's own
+    averages (ttfb in seconds), floats even when the ttfb given is an int, decayed after idle."""
+    labels = {"provider": "hp_a", "model": "m1"}
+    sample = metrics.REGISTRY.get_sample_value
+    board.success("hp_a", "m1", 120)
+    assert sample("kraken_route_ttfb_ewma_seconds", labels) == 0.12
+    assert sample("kraken_route_error_rate_ewma", labels) == 0.0
+    board.failure("hp_a", "m1")
+    board.clock_.now += 60  # half the rate decays away before the next success
+    board.success("hp_a", "m1", None)
+    ttfb, rate = board.snapshot("hp_a", "m1")
+    assert rate == 0.25 * 0.5 * 0.75
+    assert sample("kraken_route_error_rate_ewma", labels) == rate
+    assert sample("kraken_route_ttfb_ewma_seconds", labels) == ttfb / 1000 == 0.12
+    text = metrics.REGISTRY.exposition().decode()
+    assert 'kraken_route_ttfb_ewma_seconds{model="m1",provider="hp_a"} 0.12\n' in text
