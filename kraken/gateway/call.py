@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from kraken.errors import KrakenError
 from kraken.store.record import RequestRecord
@@ -95,10 +95,11 @@ class Call:
         self.fee_usd: float | None = None
         self.lease = None
         """The rate limiter's grant, released exactly once when the call ends."""
-        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.response_headers: Sequence[tuple[bytes, bytes]] = ()
+        """Headers the gateway adds to a successful answer (x-ratelimit-*): replaced, never
+        appended to, so a call without any shares the empty tuple (no list per request)."""
         self.opted_out = False
         """The customer objects to non-essential processing: no routing statistics from this call."""
-        """Headers the gateway adds to a successful answer (x-ratelimit-*)."""
         self.byok = False
         self.key_id: str | None = None
         self.plan: str | None = None

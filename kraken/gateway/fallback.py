@@ -38,8 +38,9 @@ from kraken.shedding import refused
 _SHED = {PoolExhausted: "pool_exhausted", PoolShareExceeded: "key_concurrency"}
 """Kraken's own refusals of an attempt, and their ``kraken_refused_total`` reason."""
 
-Attempt = Callable[[Route], Awaitable[object]]
-"""One upstream exchange on ``route``; returns the relay's final state (``FAILED`` = broke mid-stream)."""
+Attempt = Callable[..., Awaitable[object]]
+"""One upstream exchange on a route (its first argument, then ``dispatch``'s ``args``); returns
+the relay's final state (``FAILED`` = broke mid-stream)."""
 
 
 def falls_back(exc: KrakenError) -> bool:
@@ -50,8 +51,9 @@ def falls_back(exc: KrakenError) -> bool:
 
 
 async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[Route],
-                   attempt: Attempt, sink: ResponseSink) -> None:
+                   attempt: Attempt, sink: ResponseSink, *args: object) -> None:
     """Try ``routes`` in order until one starts answering; raise the last failure otherwise.
+    Each try is ``attempt(route, *args)``.
 
     Candidates whose provider's circuit is open are skipped (not counted as attempts; the
     record says ``fallback_used`` and ``circuit_open`` when nothing else failed); at most
@@ -81,7 +83,7 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
         call.provider_kind = route.provider.family.cfg.kind
         try:
             with route.provider.pool.claim(call.key_id):
-                outcome = await attempt(route)
+                outcome = await attempt(route, *args)
         except (PoolExhausted, PoolShareExceeded) as exc:  # ours, not the provider's
             refused(_SHED[type(exc)])
             tried -= 1

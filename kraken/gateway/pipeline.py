@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Awaitable
 
 from kraken import metrics, shedding
@@ -311,9 +312,16 @@ class Gateway:
         (Not a coroutine itself: its frame would be held as long as the answer streams.)"""
         # Skips open circuits, bounds attempts, falls back on 429/5xx/connect/timeout only.
         upload = parsed.payload.get(UPLOAD)
+        # the attempt and its arguments, not a closure: a lambda over them held six cells, its
+        # tuple and itself for as long as the answer streams (GC-tracked, in every burst)
         return fallback.dispatch(
             self.router, call, routes if upload is None else routes[:1],  # read once: no retry
-            lambda route: self.relay(call, endpoint, route, parsed, sink, later), sink)
+            self.attempt, sink, call, endpoint, parsed, sink, later)
+
+    def attempt(self, route: Route, call: Call, endpoint: Endpoint, parsed: Parsed,
+                sink: ResponseSink, later: LateTask | None) -> Awaitable[str]:
+        """``relay`` with the route first, as ``fallback.dispatch`` calls an attempt."""
+        return self.relay(call, endpoint, route, parsed, sink, later)
 
     async def relay(self, call: Call, endpoint: Endpoint, route: Route, parsed: Parsed,
                     sink: ResponseSink, later: LateTask | None = None) -> str:
@@ -343,7 +351,7 @@ class Gateway:
                 request = endpoint.shape(route, parsed)
             conn = await pool.acquire()
             relay = Relay(call, out, family, stream=call.stream, hide_usage=hide_usage,
-                          on_complete=lambda: self.record(call), response_filter=filt,
+                          on_complete=partial(self.record, call), response_filter=filt,
                           loop=pool.loop)
             call.sent_ns = time.perf_counter_ns()
             upload = parsed.payload.get(UPLOAD)

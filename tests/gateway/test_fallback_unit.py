@@ -248,3 +248,20 @@ def new_call_for(key_id: str) -> Call:
     call = new_call()
     call.key_id = key_id
     return call
+
+
+async def test_each_try_gets_the_route_then_dispatchs_own_arguments():
+    """The gateway hands its attempt's arguments to dispatch instead of a closure over them."""
+    r = router()
+    call = new_call()
+    seen = []
+
+    async def attempt(route, *args):
+        seen.append((route.provider.name, args))
+        if route.provider.name == "ua":
+            raise UpstreamError("down")
+        return DONE
+
+    marker = object()
+    await fallback.dispatch(r, call, r.candidates("m"), attempt, Client(), call, marker)
+    assert seen == [("ua", (call, marker)), ("ub", (call, marker))]
