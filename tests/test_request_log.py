@@ -98,3 +98,47 @@ def test_a_closed_loop_handed_down_writes_the_line_now():
     log = RequestLog(LoggingConfig(), stream=out, loop=loop)
     emit(log, 1)
     assert len(out.writes) == 1 and orjson.loads(out.writes[0])["status"] == 200
+
+
+def line_of(log_cfg: LoggingConfig, call: Call, rand=lambda: 0.0) -> dict | None:
+    out = CountingStream()
+    log = RequestLog(log_cfg, stream=out, rand=rand)
+    log.emit(call, call.to_record())
+    return orjson.loads(out.getvalue()) if out.getvalue() else None
+
+
+def test_model_names_are_bounded_and_nothing_else_changes():
+    from kraken.logs import VALUE_LIMIT
+
+    call = finished_call(1)
+    call.model_requested = "p/" + "x" * 300
+    call.model_dispatched = "y" * VALUE_LIMIT
+    line = line_of(LoggingConfig(), call)
+    assert line["model"] == call.model_requested[:VALUE_LIMIT]
+    assert line["model_dispatched"] == call.model_dispatched  # at the limit: whole
+    assert list(line) == ["ts", "level", "msg", "request_id", "customer_id", "route", "model",
+                          "model_dispatched", "provider", "status", "stream", "ttfb_ms",
+                          "latency_ms", "fallback", "error_type"]
+    call = finished_call(2)
+    call.model_requested = None
+    line = line_of(LoggingConfig(), call)
+    assert line["model"] is None and line["model_dispatched"] is None
+    assert (line["level"], line["status"], line["route"]) == ("INFO", 200, "chat")
+
+
+def test_level_and_sampling_decide_which_lines_are_written():
+    ok, failed = finished_call(1), finished_call(2)
+    failed.status = 502
+    drawn = []
+
+    def rand():
+        drawn.append(1)
+        return 0.5
+
+    assert line_of(LoggingConfig(sampling=1.0), ok, rand) is not None and drawn == []
+    assert line_of(LoggingConfig(sampling=0.4), ok, rand) is None  # 0.5 >= 0.4: dropped
+    assert line_of(LoggingConfig(sampling=0.6), ok, rand) is not None
+    assert line_of(LoggingConfig(sampling=0.0), failed, rand)["level"] == "WARNING"
+    assert line_of(LoggingConfig(level="WARNING"), ok) is None
+    assert line_of(LoggingConfig(level="WARNING"), failed)["status"] == 502
+    assert line_of(LoggingConfig(level="ERROR"), failed) is None
