@@ -220,7 +220,7 @@ async def test_request_and_response_head_as_sent(raw, line, body):
 
 @pytest.mark.parametrize("reads, size", [([b"abc"], 3), ([b"2\r\nab\r\n1\r\nc\r\n"], 3),
                                          ([b"2\r\nab\r\n", b"1\r\nc\r\n"], 3)])
-def test_an_exchange_counts_every_body_piece_of_a_read(reads, size):
+async def test_an_exchange_counts_every_body_piece_of_a_read(reads, size):
     conn = H1Connection(record, ServerConfig())
     reader = FixedBody(3) if reads == [b"abc"] else ChunkedBody(1 << 20, 1 << 14)
     exchange = H1Exchange(conn, None, reader)
