@@ -174,13 +174,12 @@ class Journal:
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+_isfinite = math.isfinite
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
-def _is_number(value: object) -> bool:
-    # NaN binds as NULL in SQLite and orjson writes it as null: not a usable value.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+_NUMBERS = frozenset((int, float))
 
 
 def storable(rec: RequestRecord) -> bool:
@@ -188,15 +187,20 @@ def storable(rec: RequestRecord) -> bool:
 
     The store's ``INSERT OR IGNORE`` would silently skip a row violating NOT NULL or
     CHECK, so the writer checks this first and counts such a record as dropped.
+
+    Once every value's type is exactly one of ``_SCALARS`` (no subclass), ``type(x) is str``
+    is ``isinstance(x, str)``, and an int that is no bool is ``type(x) is int``: checked
+    that way, on the event loop once per record before each batch. NaN and infinities bind
+    as NULL in SQLite (orjson writes them as null): not a usable number.
     """
+    ts, latency = rec.ts, rec.latency_ms
     return (
         _SCALARS.issuperset(map(type, rec))
-        and isinstance(rec.request_id, str)
-        and _is_number(rec.ts)
-        and _is_number(rec.latency_ms)
-        and isinstance(rec.fallback_used, bool)
-        and isinstance(rec.status, int)
-        and not isinstance(rec.status, bool)
+        and type(rec.request_id) is str
+        and type(ts) in _NUMBERS and _isfinite(ts)
+        and type(latency) in _NUMBERS and _isfinite(latency)
+        and type(rec.fallback_used) is bool
+        and type(rec.status) is int
     )
 
 

@@ -249,3 +249,44 @@ def test_probe_fails_while_the_disk_is_full_and_leaves_only_blank_lines(tmp_path
             assert Journal.read(j.current) == kept
         finally:
             j.close()
+
+
+def _storable_reference(rec: RequestRecord) -> bool:
+    """storable as it was written first (isinstance checks, a helper per number)."""
+    import math
+
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+
+    return ({type(v) for v in rec} <= {str, int, float, bool, type(None)}
+            and isinstance(rec.request_id, str) and number(rec.ts) and number(rec.latency_ms)
+            and isinstance(rec.fallback_used, bool)
+            and isinstance(rec.status, int) and not isinstance(rec.status, bool))
+
+
+def test_storable_decides_as_the_isinstance_checks_did_for_every_field_and_value():
+    import enum
+    from kraken.meter.journal import storable
+    from kraken.store.record import FIELD_NAMES
+
+    class Text(str):
+        pass
+
+    class Code(enum.IntEnum):
+        OK = 200
+
+    values = [None, "x", Text("x"), 0, 7, -3, True, False, 1.5, float("nan"), float("inf"),
+              -float("inf"), 10 ** 400, Code.OK, b"x", [1], 0.0]
+    base = make(1)
+    assert storable(base)
+    for name in FIELD_NAMES:
+        for value in values:
+            rec = base._replace(**{name: value})
+            try:
+                expected = _storable_reference(rec)
+            except OverflowError:  # an int too large for a float: raised by both
+                with pytest.raises(OverflowError):
+                    storable(rec)
+                continue
+            assert storable(rec) is expected, (name, value)
