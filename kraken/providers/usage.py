@@ -22,15 +22,19 @@ class Usage:
     @classmethod
     def from_openai(cls, usage: dict) -> "Usage":
         get = usage.get
-        prompt_details = get("prompt_tokens_details")
-        completion_details = get("completion_tokens_details")
-        # positional: the slots dataclass's __init__ takes them faster than by keyword
+        prompt, completion = get("prompt_tokens"), get("completion_tokens")
+        cached = get("prompt_tokens_details")
+        cached = cached.get("cached_tokens") if isinstance(cached, dict) else None
+        reasoning = get("completion_tokens_details")
+        reasoning = reasoning.get("reasoning_tokens") if isinstance(reasoning, dict) else None
+        # Once per stream. A count that is a plain int >= 0 (what a JSON parser gives) is
+        # taken as it is, without a call to _int; anything else goes through _int. Positional:
+        # the slots dataclass's __init__ takes them faster than by keyword.
         return cls(
-            _int(get("prompt_tokens")),
-            _int(get("completion_tokens")),
-            _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else None,
-            _int(completion_details.get("reasoning_tokens"))
-            if isinstance(completion_details, dict) else None,
+            prompt if type(prompt) is int and prompt >= 0 else _int(prompt),
+            completion if type(completion) is int and completion >= 0 else _int(completion),
+            cached if type(cached) is int and cached >= 0 else _int(cached),
+            reasoning if type(reasoning) is int and reasoning >= 0 else _int(reasoning),
         )
 
 

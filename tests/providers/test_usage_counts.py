@@ -37,3 +37,14 @@ def test_counts_as_given_and_absent_ones_are_none():
                               "prompt_tokens_details": {"cached_tokens": 2},
                               "completion_tokens_details": {"reasoning_tokens": 5}}) == Usage(12, 20, 2, 5)
     assert Usage.from_openai({}) == Usage()
+
+
+def test_each_count_is_judged_on_its_own():
+    assert Usage.from_openai({"prompt_tokens": -1, "completion_tokens": 4,
+                              "prompt_tokens_details": {"cached_tokens": True},
+                              "completion_tokens_details": {"reasoning_tokens": 0}}) == \
+        Usage(None, 4, None, 0)
+    assert Usage.from_openai({"prompt_tokens": Count.FIVE, "completion_tokens": 4.0,
+                              "prompt_tokens_details": {"cached_tokens": 3},
+                              "completion_tokens_details": {"reasoning_tokens": -2}}) == \
+        Usage(5, None, 3, None)
