@@ -17,7 +17,7 @@ from typing import Iterable
 
 import orjson
 
-from kraken.store.record import REQUIRED_FIELDS, RequestRecord
+from kraken.store.record import FIELD_NAMES as _FIELDS, REQUIRED_FIELDS, RequestRecord
 
 _PREFIX = "seg-"
 _SUFFIX = ".jsonl"
@@ -73,7 +73,15 @@ class Journal:
         rec.to_dict()) + b"\\n"``), as every earlier Kraken wrote it: a journal replays whichever
         version wrote it or reads it.
         """
-        self._write(_dumps(rec._asdict(), option=_NEWLINE))
+        line = _dumps(dict(zip(_FIELDS, rec)), option=_NEWLINE)  # rec._asdict() without its call
+        fd = self._fd
+        if fd is None or self._torn:
+            self._write(line)
+            return
+        written = _os_write(fd, line)  # once per request: _write's checks inline
+        self._written += written
+        if written != len(line):
+            self._short(fd)
 
     def probe(self) -> None:
         """Append a blank line of ``PROBE_BYTES`` (readers skip it); OSError if it fails.
@@ -94,14 +102,18 @@ class Journal:
         written = os.write(fd, line)  # raising: nothing of this line was written
         self._written += written
         if written != len(line):
-            # Terminate the torn line so the next record stays readable, then report it.
-            self._torn = True
-            try:
-                self._written += os.write(fd, b"\n")
-                self._torn = False
-            except OSError:
-                pass
-            raise OSError(errno.ENOSPC, "short write to the meter journal")
+            self._short(fd)
+
+    def _short(self, fd: int) -> None:
+        """A line was written only in part: terminate it so the next record stays readable,
+        then report it."""
+        self._torn = True
+        try:
+            self._written += os.write(fd, b"\n")
+            self._torn = False
+        except OSError:
+            pass
+        raise OSError(errno.ENOSPC, "short write to the meter journal")
 
     def rotate(self) -> list[Path]:
         """Switch to a new segment; return every older segment on disk (sorted).
@@ -176,6 +188,7 @@ class Journal:
 _SCALARS = frozenset((str, int, float, bool, type(None)))
 _isfinite = math.isfinite
 _dumps = orjson.dumps
+_os_write = os.write
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 

@@ -290,3 +290,34 @@ def test_storable_decides_as_the_isinstance_checks_did_for_every_field_and_value
                     storable(rec)
                 continue
             assert storable(rec) is expected, (name, value)
+
+
+def test_an_append_writes_the_record_as_its_dict_in_one_line(journal):
+    journal.open()
+    recs = [make(1), make(2, byok=True, key_id="key_1", customer_id=None)]
+    for rec in recs:
+        journal.append(rec)
+    data = journal.current.read_bytes()
+    assert data == b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in recs)
+
+
+def test_a_short_append_is_terminated_reported_and_the_next_record_kept(journal, monkeypatch):
+    import errno
+    import os
+
+    from kraken.meter import journal as journal_module
+
+    journal.open()
+    journal.append(make(1))
+
+    def half(fd, data):
+        return os.write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(journal_module, "_os_write", half)
+    with pytest.raises(OSError) as short:
+        journal.append(make(2))
+    assert short.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    journal.append(make(3))
+    assert Journal.read(journal.current) == [make(1), make(3)]
+    assert journal.current.read_bytes().count(b"\n") == 3
