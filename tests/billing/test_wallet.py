@@ -103,6 +103,10 @@ def test_usage_micros_equals_the_decimal_sum_of_the_values_for_any_floats():
     for bad in (float("nan"), float("inf")):
         with pytest.raises((ValueError, ArithmeticError)):  # as before the shortcut
             wallet.usage_micros(record(0, cost=bad, fee=None))
+        with pytest.raises((ValueError, ArithmeticError)):  # beside a float fee too
+            wallet.usage_micros(record(0, cost=0.001, fee=bad))
+    for cost, fee in ((0, 0.25), (2, None), (None, 3), (1, 0.0000025), (None, 0.0)):  # ints
+        assert wallet.usage_micros(record(0, cost=cost, fee=fee)) == exact(cost, fee), (cost, fee)
 
 
 async def test_top_up_is_idempotent_by_ref(store, backend):
