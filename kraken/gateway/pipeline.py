@@ -210,7 +210,9 @@ class Gateway:
 
     # ---- phases --------------------------------------------------------------------
     async def authenticate(self, req: Request) -> Principal:
-        token = credential(req.header(b"authorization"), req.header(b"x-api-key"))
+        token = credential(req.header(b"authorization"), None)
+        if token is None:  # a Bearer token wins: only without one is x-api-key looked for
+            token = credential(None, req.header(b"x-api-key"))
         if token is not None:
             principal = self.verifier.lookup_cached(token)
             if principal is not None:

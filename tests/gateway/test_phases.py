@@ -146,6 +146,37 @@ async def test_identify_names_the_customer_and_key(tmp_path):
             await gw.identify(new_call(), request(key=None))
 
 
+async def test_a_bearer_token_wins_and_x_api_key_is_read_only_without_one(tmp_path):
+    """Bearer first (x-api-key is not even looked up then); otherwise, including after an
+    empty Bearer or another scheme, x-api-key."""
+    looked: list[bytes] = []
+
+    class Looked(Request):
+        __slots__ = ()
+
+        def header(self, name: bytes) -> bytes | None:
+            looked.append(name)
+            return super().header(name)
+
+    def req(*headers) -> Request:
+        return Looked("POST", "/v1/chat/completions", headers, CHAT, "127.0.0.1",
+                      time.perf_counter_ns())
+
+    bearer = (b"authorization", b"Bearer " + TEST_KEY.encode())
+    async with gateway(tmp_path) as gw:
+        await gw.identify(new_call(), req(bearer))  # verified once: cached from now on
+        looked.clear()
+        assert (await gw.identify(new_call(), req(bearer, (b"x-api-key", b"wrong")))).key_id \
+            == "testkey"
+        assert looked == [b"authorization"]
+        for auth in ((b"authorization", b"Bearer "), (b"authorization", b"Basic eDp5")):
+            looked.clear()
+            principal = await gw.identify(new_call(), req(auth, (b"x-api-key", TEST_KEY.encode())))
+            assert principal.key_id == "testkey" and looked == [b"authorization", b"x-api-key"]
+        with pytest.raises(Unauthorized):
+            await gw.identify(new_call(), req((b"authorization", b""), (b"x-api-key", b"kr_x")))
+
+
 async def test_admit_reserves_the_record_or_refuses_while_shutting_down(tmp_path):
     async with gateway(tmp_path) as gw:
         call = new_call()
