@@ -36,6 +36,7 @@ from kraken.store.record import RequestRecord
 log = logging.getLogger("kraken.billing")
 
 _MIN_WAKE_GAP_S = 0.2
+_usage_micros = wallet.usage_micros
 
 _REFUSED = {reason: metrics.BILLING_REFUSALS.labels(reason) for reason in (
     "model_not_allowed", "monthly_token_cap", "monthly_spend_cap", "insufficient_balance")}
@@ -207,15 +208,19 @@ class BillingGuard:
         Without this a burst finishing inside one flush interval would all be admitted on
         the same stale balance; with it, only requests already in flight can overdraw.
         """
-        micros = wallet.usage_micros(rec)
+        micros = _usage_micros(rec)
         self.key_budgets.note(rec, micros)
-        if not rec.customer_id:
+        customer = rec.customer_id
+        if not customer:
             return
         tokens = (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
         if micros or tokens:
-            p = self._unflushed.setdefault(rec.customer_id, [0, 0])
-            p[0] += micros
-            p[1] += tokens
+            p = self._unflushed.get(customer)  # no new [0, 0] per request, as setdefault made
+            if p is None:
+                self._unflushed[customer] = [micros, tokens]
+            else:
+                p[0] += micros
+                p[1] += tokens
 
     def check_key_budget(self, principal: object) -> None:
         """Refuse (429 ``key_token_budget_exceeded`` / 402 ``key_spend_budget_exceeded``) a key

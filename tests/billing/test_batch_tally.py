@@ -140,3 +140,20 @@ def test_a_batch_with_a_negative_amount_is_taken_off_record_by_record():
     run(g.in_batch(Tx(set()), recs))
     g.committed()
     assert g._unflushed == {}
+
+
+def test_note_counts_each_customers_unwritten_usage_once_per_record():
+    g = BillingGuard(PlanBook())
+
+    def rec(i, customer, prompt, cost):
+        return RequestRecord(1e9, f"n{i}", customer, "m", "m", "p", prompt, 5, 0, 0, 1.0, 1.0,
+                             "chat", cost, None, False, None, 200)
+
+    g.note(rec(1, "cus_a", 10, 0.001))
+    g.note(rec(2, "cus_a", 20, None))
+    g.note(rec(3, "cus_b", 0, None))
+    g.note(rec(4, None, 99, 0.5))  # no customer: not counted
+    g.note(RequestRecord(1e9, "n5", "cus_c", "m", "m", "p", None, None, 0, 0, 1.0, 1.0, "chat",
+                         None, None, False, None, 200))  # nothing to count: no entry
+    assert g._unflushed == {"cus_a": [1000, 40], "cus_b": [0, 5]}
+    assert g.usage("cus_a") == (40, 1000) and g.balance_micros("cus_a") == -1000
