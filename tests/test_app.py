@@ -12,7 +12,7 @@ import h11
 import pytest
 
 from harness import (KrakenProcess, auth_headers, free_port, http, kraken_mapping, running_kraken,
-                     running_mock, write_toml)
+                     running_mock, wait_for, write_toml)
 
 pytestmark = pytest.mark.anyio
 
@@ -155,6 +155,9 @@ async def test_readyz_goes_red_when_store_is_locked_and_queue_bound_gives_503(tm
             with anyio.fail_after(5):
                 while (await http(k.port, "GET", "/readyz")).status != 200:
                     await asyncio.sleep(0.02)
+            # Green again once the queue has room, which may be before every record is in:
+            # the batch taken while locked may hold only the first (wait, bounded, for all 3).
+            await wait_for(lambda: len(request_ids(k.db_path)) >= 3)
             assert len(request_ids(k.db_path)) == 3
             ok = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
             assert ok.status == 200
