@@ -149,7 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
         # field, a join and a concatenation cost 1.0 us, and the body is copied once, not twice.
         self.transport.write(b"\r\n".join([  # type: ignore[union-attr]
             b"%s %s HTTP/1.1" % (method.encode(), target.encode()),
-            *[b": ".join(field) for field in headers], b"", body]))
+            *map(_FIELD_JOIN, headers), b"", body]))
 
     # ---- a streamed request body (``send(..., more=True)``) ------------------------
     def send_more(self, data: bytes) -> None:
@@ -211,6 +211,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.abort()
         if handler is not None:
             handler.on_error(UpstreamTimeout("provider read timed out"))
+
+
+_FIELD_JOIN = b": ".join
+"""A header field's line from its (name, value) pair (mapped in C: no comprehension frame)."""
 
 
 def _drop(data: bytes) -> None:
