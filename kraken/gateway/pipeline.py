@@ -54,6 +54,18 @@ from kraken.providers.openai_files import BatchUsage
 log = logging.getLogger("kraken.gateway")
 
 
+class _Answered:
+    """What ``Gateway.handle`` returns for a request it answered at once: nothing to wait for."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return iter(())
+
+
+_ANSWERED = _Answered()
+
+
 class Gateway:
     """Everything one request needs, wired once at startup."""
 
@@ -95,26 +107,38 @@ class Gateway:
         self.add_endpoint("/readyz", self.readyz, None)
         self.add_endpoint("/metrics", self.prometheus, None)
 
-    async def handle(self, req: Request, sink: ResponseSink) -> None:
-        """Entry point for every request on the client listener.
+    def handle(self, req: Request, sink: ResponseSink) -> Awaitable[None]:
+        """Entry point for every request on the client listener: the path's handler, to await.
 
-        Metered calls answer their own errors; what is left (unknown path, wrong method, a
-        plain endpoint's refusal) is answered here in the wire format of the path's family,
-        with a request id like every answer."""
+        Metered calls answer their own errors and a plain endpoint's refusal is answered by
+        its wrapper (``add_endpoint``); an unknown path or a wrong method, raised here at the
+        call, is answered at once. Each in the wire format of the path's family, with a
+        request id like every answer. (Not a coroutine itself: its frame would be held, and
+        resumed at every wake-up, as long as a call lasts.)"""
         try:
-            await self.paths.handler_for(req.path)(req, sink)
+            return self.paths.handler_for(req.path)(req, sink)
         except KrakenError as exc:
-            if sink.started:
-                raise
-            send_error(sink, self.paths.error_format(req.path), exc, Call(req.received_ns, ""))
+            self.refuse(req, sink, exc)
+            return _ANSWERED
+
+    def refuse(self, req: Request, sink: ResponseSink, exc: KrakenError) -> None:
+        """A refusal outside a metered call, in the path's format (or the cut response, once
+        an answer has started)."""
+        if sink.started:
+            raise exc
+        send_error(sink, self.paths.error_format(req.path), exc, Call(req.received_ns, ""))
 
     def add_endpoint(self, path: str, handler: Handler, method: str | None = "POST") -> None:
         """Serve ``path`` with a plain ``handler`` (no call, no record); its answer gets a
-        fresh ``x-request-id``. Other methods get 405 when ``method`` is set; a path ending
-        in ``/*`` serves everything under it."""
+        fresh ``x-request-id``, a ``KrakenError`` it raises is answered in the path's format.
+        Other methods get 405 when ``method`` is set; a path ending in ``/*`` serves
+        everything under it."""
 
         async def identified(req: Request, sink: ResponseSink) -> None:
-            await handler(req, IdentifiedSink(sink))
+            try:
+                await handler(req, IdentifiedSink(sink))
+            except KrakenError as exc:
+                self.refuse(req, sink, exc)
 
         self.paths.add(path, identified, method)
 

@@ -177,6 +177,33 @@ async def test_a_bearer_token_wins_and_x_api_key_is_read_only_without_one(tmp_pa
             await gw.identify(new_call(), req((b"authorization", b""), (b"x-api-key", b"kr_x")))
 
 
+async def test_handle_hands_back_the_calls_own_coroutine_and_answers_refusals(tmp_path):
+    """No coroutine of handle's own is held while a call lasts: it returns the metered call's
+    (run) or a plain endpoint's; 404, 405 and a plain endpoint's refusal are still answered in
+    the path's format with a request id."""
+    async with gateway(tmp_path) as gw:
+        sink = Collected()
+        awaitable = gw.handle(request(), sink)
+        assert awaitable.cr_code is Gateway.run.__code__
+        await awaitable
+        assert sink.status == 200
+        for req, status in ((request(path="/v1/nope"), 404),
+                            (request(method="GET"), 405)):
+            sink = Collected()
+            await gw.handle(req, sink)
+            assert sink.status == status and b'"error"' in sink.body
+            assert any(name == b"x-request-id" for name, _ in sink.headers)
+
+        async def refusing(req, sink):
+            raise BadRequest("no thanks")
+
+        gw.add_endpoint("/v1/refusing", refusing)
+        sink = Collected()
+        await gw.handle(request(path="/v1/refusing"), sink)
+        assert sink.status == 400 and b"no thanks" in sink.body
+        assert any(name == b"x-request-id" for name, _ in sink.headers)
+
+
 async def test_admit_reserves_the_record_or_refuses_while_shutting_down(tmp_path):
     async with gateway(tmp_path) as gw:
         call = new_call()
