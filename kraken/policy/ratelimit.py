@@ -277,6 +277,9 @@ class MemoryLimiter:
         self._idle_s = max(policy.window_s, policy.lease_s)
         # address bucket -> attempts in flight; an entry lives only while one is held.
         self._attempts: dict[str, int] = {}
+        # key id -> its lease when nothing limits it: nothing to count or hold, so one lease
+        # (never changed by anyone) serves all its requests instead of one made per request
+        self._free: dict[str, Lease] = {}
 
     # ---- keys ------------------------------------------------------------------------------
     def _state(self, key_id: str, now: float) -> _KeyState:
@@ -307,7 +310,12 @@ class MemoryLimiter:
         max_conc = getattr(principal, "max_concurrent", 0) or policy.max_concurrent
         key_id = principal.key_id
         if rpm <= 0 and tpm <= 0 and max_conc <= 0:
-            return Lease(key_id)
+            lease = self._free.get(key_id)
+            if lease is None:
+                if len(self._free) >= self._max_keys:  # bounded like the tracked keys
+                    self._free.clear()
+                lease = self._free[key_id] = Lease(key_id)
+            return lease
         now = self._clock()
         state = self._state(key_id, now)
         window = policy.window_s
@@ -431,6 +439,7 @@ class MemoryLimiter:
         self._keys.clear()
         self._ips.clear()
         self._attempts.clear()
+        self._free.clear()
 
     # ---- introspection (tests, metrics) ----------------------------------------------------
     @property

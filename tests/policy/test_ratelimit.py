@@ -378,3 +378,20 @@ def test_policy_rejects_bad_values(kwargs):
 ])
 def test_ip_bucket(ip, bucket):
     assert ip_bucket(ip) == bucket
+
+
+async def test_an_unlimited_key_shares_one_unchanging_lease_bounded_like_the_keys():
+    """Nothing to count or hold: the same lease serves every request of the key (none made per
+    request), it frees and charges nothing, and at most max_keys such leases are kept."""
+    lim = MemoryLimiter(LimitPolicy(), max_keys=2)
+    first = await lim.acquire(Key("a"))
+    assert await lim.acquire(Key("a")) is first
+    assert (first.key_id, first.slot, first.tpm, first.limit_requests) == ("a", None, 0, 0)
+    await lim.release(first, tokens_used=500)
+    assert await lim.acquire(Key("a")) is first and first == Lease("a")
+    assert (await lim.acquire(Key("b"))).key_id == "b"
+    assert (await lim.acquire(Key("c"))).key_id == "c"  # over max_keys: the kept ones dropped
+    assert len(lim._free) == 1 and (await lim.acquire(Key("a"))) is not first
+    limited = await lim.acquire(Key("a", rpm=5))  # a key with a limit still gets its own
+    assert limited.limit_requests == 5 and limited is not await lim.acquire(Key("a", rpm=5))
+    await lim.aclose()
