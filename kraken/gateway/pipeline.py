@@ -97,6 +97,9 @@ class Gateway:
         self.model_label = metrics.ModelLabels(
             router.upstream_models(), *(prices.models(kind) for kind in prices.provider_kinds))
         """A dispatched model's metric label value: the operator's names, else ``other``."""
+        self._attempt, self._record = self.attempt, self.record
+        """Bound once: a bound method made per call is one more GC-tracked object held for
+        as long as the call lasts (fallback.dispatch's attempt, the relay's on_complete)."""
         self.paths = Paths()
         for endpoint in METERED:
             self.add_call(endpoint)
@@ -342,7 +345,7 @@ class Gateway:
         # tuple and itself for as long as the answer streams (GC-tracked, in every burst)
         return fallback.dispatch(
             self.router, call, routes if upload is None else routes[:1],  # read once: no retry
-            self.attempt, sink, call, endpoint, parsed, sink, later)
+            self._attempt, sink, call, endpoint, parsed, sink, later)
 
     def attempt(self, route: Route, call: Call, endpoint: Endpoint, parsed: Parsed,
                 sink: ResponseSink, later: LateTask | None) -> Awaitable[str]:
@@ -377,7 +380,7 @@ class Gateway:
                 request = endpoint.shape(route, parsed)
             conn = await pool.acquire()
             relay = Relay(call, out, family, stream=call.stream, hide_usage=hide_usage,
-                          on_complete=partial(self.record, call), response_filter=filt,
+                          on_complete=partial(self._record, call), response_filter=filt,
                           loop=pool.loop)
             call.sent_ns = time.perf_counter_ns()
             upload = parsed.payload.get(UPLOAD)

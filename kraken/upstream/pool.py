@@ -186,6 +186,8 @@ class OriginPool:
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._reaper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._on_close = self._on_conn_close
+        """Bound once: every connection's ``on_close`` (not a bound method per connection)."""
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop of the connections this pool dialled (set by each dial), for whoever
         waits on an exchange: asyncio.get_running_loop() is a getpid syscall on 3.11."""
@@ -308,7 +310,7 @@ class OriginPool:
                 fut, self._connecting = self._connecting, None
                 if fut is not None and not fut.done():
                     fut.set_result(failure)
-        conn.on_close = self._on_conn_close
+        conn.on_close = self._on_close
         if conn.closed or self._closed:  # gone (or shut down) before we could use it
             conn.close()
             self._forget(conn)

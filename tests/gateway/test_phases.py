@@ -332,6 +332,34 @@ def test_a_streaming_call_holds_no_closure_of_the_gateway():
     assert Call(time.perf_counter_ns(), "chat_completions").response_headers == ()
 
 
+async def test_each_call_gets_the_same_bound_attempt_and_record(tmp_path, monkeypatch):
+    """No bound method made per call (each would be held while the call lasts): every call
+    hands fallback.dispatch the same attempt and its relay the same record."""
+    import kraken.gateway.pipeline as pipeline
+
+    attempts, completions = [], []
+    dispatch = pipeline.fallback.dispatch
+
+    def seen_dispatch(router, call, routes, attempt, sink, *args):
+        attempts.append(attempt)
+        return dispatch(router, call, routes, attempt, sink, *args)
+
+    def relay(*args, **kwargs):
+        completions.append(kwargs["on_complete"])
+        return Relay(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.fallback, "dispatch", seen_dispatch)
+    monkeypatch.setattr(pipeline, "Relay", relay)
+    async with gateway(tmp_path) as gw:
+        for _ in range(2):
+            call, sink = new_call(), Collected()
+            gw.admit(call)
+            await gw.dispatch(call, chat.ENDPOINT, gw.route(call, chat.ENDPOINT, "mock-gpt"),
+                              parsed(request()), sink)
+            assert sink.status == 200 and call.recorded  # on_complete still records
+        assert attempts[0] is attempts[1] and completions[0].func is completions[1].func
+
+
 async def test_record_pushes_one_record_per_admitted_call(tmp_path):
     async with gateway(tmp_path) as gw:
         call = new_call()

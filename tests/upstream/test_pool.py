@@ -230,3 +230,16 @@ async def test_a_connected_dial_leaves_no_timer_to_cancel_its_task_later():
         conn.close()
         other.close()
         await pool.close()
+
+
+async def test_every_connection_shares_the_pools_one_on_close_and_is_forgotten_on_close():
+    async with running_mock() as mock:
+        pool = OriginPool(Origin(mock.url), "m")
+        first, second = await pool.acquire(), await pool.acquire()
+        assert first.on_close is second.on_close  # bound once, not per connection
+        assert pool.size == 2
+        first.close()
+        await wait_for(lambda: pool.size == 1)
+        second.close()
+        await wait_for(lambda: pool.size == 0)
+        await pool.close()
