@@ -12,7 +12,8 @@ module and by function (``--inclusive``: each function with everything it called
     .venv/bin/python bench/opcount.py --new-conn            # a new connection per request
     .venv/bin/python bench/opcount.py --inclusive --top 60
 
-The client uses the loop's socket calls (C in uvloop): its own work is not counted. Work driven
+The client uses the loop's socket calls (C in uvloop); neither its own work nor what it calls
+(a new socket object, address resolution) is counted. Work driven
 by time, not by requests (the record writer's flush every 200 ms, revocation and BYOK polls),
 runs as often as before while the traced requests run ~50x slower: it shows here far larger
 per request than it is. The request's own path is exact.
@@ -92,8 +93,11 @@ class Tracer:
         return f"{path.parent.name}/{path.name}:{code.co_qualname}"
 
     def __call__(self, frame, event, arg):
-        if frame.f_code in self._skip:
-            return None
+        caller = frame
+        while caller is not None:  # the client and whatever it calls (socket, enum, idna)
+            if caller.f_code in self._skip:
+                return None
+            caller = caller.f_back
         frame.f_trace_opcodes = True
         if event == "opcode":
             self.own[frame.f_code] += 1
