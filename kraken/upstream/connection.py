@@ -69,7 +69,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.resume_writing()  # a waiting upload sees ``closed``
-        self._deadline.stop()
+        self._deadline.close()
         handler, parser = self._handler, self._parser
         if handler is not None and parser is not None:
             try:  # a close-delimited body ends with the connection
@@ -79,6 +79,11 @@ class UpstreamConnection(asyncio.Protocol):
                 handler.on_error(UpstreamError("provider closed the connection"))
         if self.on_close is not None:
             self.on_close(self)
+        # Let go of what would keep a closed connection alive in reference cycles until a
+        # full gc run (the transport holds this protocol; the deadline, its bound method; the
+        # last exchange's handler, parser and fast read): freed at once instead.
+        self.transport = None
+        self._handler = self._parser = self._fast = None
 
     def data_received(self, data: bytes) -> None:
         handler = self._handler

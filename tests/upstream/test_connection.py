@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from kraken.errors import UpstreamError
 from kraken.upstream.connection import UpstreamConnection
 
 pytestmark = pytest.mark.anyio
@@ -105,16 +106,58 @@ class _Wire:
 async def test_a_request_is_written_in_one_write_as_its_head_then_its_body(body: bytes):
     conn = UpstreamConnection("http://x", 5.0)
     conn.transport = wire = _Wire()  # type: ignore[assignment]
+    handler = Handler()
     conn.send("POST", "/v1/chat/completions",
-              [(b"host", b"x:1"), (b"content-length", b"%d" % len(body))], body, Handler())
+              [(b"host", b"x:1"), (b"content-length", b"%d" % len(body))], body, handler)
     assert wire.out == [b"POST /v1/chat/completions HTTP/1.1\r\nhost: x:1\r\n"
                         b"content-length: %d\r\n\r\n%s" % (len(body), body)]
     conn.connection_lost(None)  # drops the read deadline's timer
+    assert isinstance(handler.done.exception(), UpstreamError)  # closed before an answer
 
 
 async def test_a_chunked_upload_starts_with_its_first_piece_framed():
     conn = UpstreamConnection("http://x", 5.0)
     conn.transport = wire = _Wire()  # type: ignore[assignment]
-    conn.send("POST", "/up", [(b"transfer-encoding", b"chunked")], b"abc", Handler(), more=True)
+    handler = Handler()
+    conn.send("POST", "/up", [(b"transfer-encoding", b"chunked")], b"abc", handler, more=True)
     assert wire.out == [b"POST /up HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n"]
     conn.connection_lost(None)
+    assert isinstance(handler.done.exception(), UpstreamError)  # closed before an answer
+
+
+@pytest.mark.parametrize("used", [False, True])
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(used: bool):
+    """Once lost, a provider connection holds neither its transport (which holds it) nor its
+    deadline's timer callback nor its last exchange: reference counting alone frees it, where
+    a cycle would keep it (and, used, its last exchange's objects) until a full gc run."""
+    import gc
+    import weakref
+
+    frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
+    if used:
+        server, port = await serve([HEAD, frame, b"0\r\n\r\n"])
+    else:  # never asked anything: reads until Kraken closes
+        async def on_conn(reader, writer):
+            await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+    async with server:
+        conn = await connect(port)
+        handler = Handler()
+        if used:
+            conn.send("GET", "/", [(b"host", b"x")], b"", handler)
+            await asyncio.wait_for(handler.done, 5)
+        gc.disable()
+        try:
+            lost = asyncio.get_running_loop().create_future()
+            conn.on_close = lambda c: lost.set_result(None)
+            gone, handler_gone = weakref.ref(conn), weakref.ref(handler)
+            conn.close()
+            await asyncio.wait_for(lost, 5)
+            del conn, handler
+            await asyncio.sleep(0)  # the transport's own close callback
+            assert gone() is None and handler_gone() is None
+        finally:
+            gc.enable()
