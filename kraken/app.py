@@ -282,8 +282,9 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
            if reloader is not None else {})
     always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []
     loop = asyncio.get_running_loop()  # handed to every connection: one getpid, not one each
+    handle = gateway.handle  # bound once, not once per connection
     server = await serve_socket(
-        lambda: ProtocolSelector(gateway.handle, cfg.server, connections,
+        lambda: ProtocolSelector(handle, cfg.server, connections,
                                  h2c=cfg.server.h2c, always_headers=always,
                                  limiter=per_ip, loop=loop),
         listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,
