@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import socket
+import time
 
 from harness import TEST_KEY
 
@@ -55,3 +58,18 @@ async def stream_through(port: int, *, include_usage: bool = False, headers: byt
     got = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 10)
     writer.close()
     return got
+
+
+def peek(sock: socket.socket, read: bytes, until: bytes, seconds: float = 2.0) -> bytes:
+    """What the client has received so far: ``read`` (consumed) and what waits in its socket;
+    waits (bounded) until that ends with ``until`` (the kernel may take a moment to move
+    loopback bytes)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        select.select([sock], [], [], 0.02)
+        try:
+            seen = read + sock.recv(1 << 16, socket.MSG_PEEK)
+        except BlockingIOError:
+            seen = read
+        if seen.endswith(until) or time.monotonic() > deadline:
+            return seen

@@ -63,7 +63,7 @@ class Relay:
 
     __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
                  "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end",
-                 "_write_frame", "_chunks", "_sample_ns", "_send_held", "_corked", "_fast", "_can_fast")
+                 "_write_frame", "_chunks", "_sample_ns", "_send_held", "_corked", "_fast", "_can_fast", "_on_ended")
 
     def __init__(
         self,
@@ -73,7 +73,8 @@ class Relay:
         *,
         stream: bool,
         hide_usage: bool,
-        on_complete: Callable[[], None],
+        on_complete: Callable[[], object],
+        on_ended: Callable[[Call, object], None] | None = None,
         response_filter: ResponseFilter | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ):
@@ -92,6 +93,10 @@ class Relay:
         self._body = bytearray()  # a refused exchange's error body (bounded)
         self._status = 0
         self._on_complete = on_complete
+        """Journals the record before the response completes; what it returns, if not None,
+        goes to ``on_ended`` with the call once the response has completed (the counting that
+        need not hold up the client's end: ``Gateway.journal``, ``Gateway.count``)."""
+        self._on_ended = on_ended
         self._perf = time.perf_counter_ns
         self._chunks = 0  # on_chunk reads so far: one in _SAMPLE is timed (call.relay_ns)
         self._sample_ns = 0
@@ -297,11 +302,15 @@ class Relay:
         self._settle()
         if self._send_held is not None and not abort:
             self._send_held()  # a head still held: it and the answer leave before the record
-        self._on_complete()  # the record reaches the journal before the client sees the end
-        if abort:
-            self.sink.abort()
-        else:
-            self._end()
+        made = self._on_complete()  # the record reaches the journal before the client sees the end
+        try:
+            if abort:
+                self.sink.abort()
+            else:
+                self._end()
+        finally:
+            if made is not None and self._on_ended is not None:
+                self._on_ended(self.call, made)  # then what only counts it
         if not self.done.done():
             self.done.set_result(None)
 

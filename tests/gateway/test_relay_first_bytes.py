@@ -1,21 +1,22 @@
 """A streamed answer that arrives whole in one provider read reaches the client before Kraken
 makes its record, and completes only after the record is journalled; a stream whose head was
-already sent keeps its last bytes and its end together, after the record. Over real sockets:
-the client's kernel buffer is looked at (MSG_PEEK) at the moment the journal is written."""
+already sent keeps its last bytes and its end together, after the record. What only counts the
+record (the log line, billing's snapshot, metrics) comes after the end. Over real sockets: the
+client's kernel buffer is looked at (MSG_PEEK) at the moment the journal is written and at the
+moment the log line is emitted."""
 from __future__ import annotations
 
 import asyncio
 import json
-import select
 import socket
-import time
 
 import pytest
 
 from harness import TEST_KEY, kraken_mapping, running_kraken
+from kraken.gateway.request_log import RequestLog
 from kraken.meter.journal import Journal
 from kraken.upstream.connection import UpstreamConnection
-from rawprovider import SSE_HEAD, scripted_provider
+from rawprovider import SSE_HEAD, peek, scripted_provider
 
 pytestmark = pytest.mark.anyio
 
@@ -25,26 +26,13 @@ EVENTS = [b'data: {"id":"c","choices":[{"delta":{"content":"hi"}}],"usage":null}
 CHUNKS = [b"%x\r\n%s\r\n" % (len(e), e) for e in EVENTS]
 
 
-def peek(sock: socket.socket, read: bytes, until: bytes, seconds: float = 2.0) -> bytes:
-    """What the client has received so far: ``read`` (consumed) and what waits in its socket;
-    waits (bounded) until that ends with ``until`` (the kernel may take a moment to move
-    loopback bytes)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        select.select([sock], [], [], 0.02)
-        try:
-            seen = read + sock.recv(1 << 16, socket.MSG_PEEK)
-        except BlockingIOError:
-            seen = read
-        if seen.endswith(until) or time.monotonic() > deadline:
-            return seen
-
-
 async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[bytes], until: bytes):
     """One streamed request; returns (the client's bytes when the record was journalled, the
-    whole response, the provider reads Kraken made)."""
+    whole response, the provider reads Kraken made, the client's bytes when the request log
+    line was emitted)."""
     reads: list[bytes] = []
     at_record: list[bytes] = []
+    at_log: list[bytes] = []
     got = bytearray()  # what the client has read
     client = socket.socket()
     client.setblocking(False)
@@ -59,8 +47,15 @@ async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[b
         at_record.append(peek(client, bytes(got), until))
         append(self, rec)
 
+    emit = RequestLog.emit
+
+    def logged(self, call, rec):
+        at_log.append(peek(client, bytes(got), b"\r\n0\r\n\r\n"))
+        emit(self, call, rec)
+
     monkeypatch.setattr(UpstreamConnection, "data_received", counted)
     monkeypatch.setattr(Journal, "append", journalled)
+    monkeypatch.setattr(RequestLog, "emit", logged)
     server, port = await scripted_provider([writes], 0.05)  # each write a read of its own
     req = json.dumps({"model": "mock-gpt", "stream": True, "stream_options": {"include_usage": True},
                       "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -76,7 +71,8 @@ async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[b
                 assert more, got
                 got += more
     client.close()
-    assert len(at_record) == 1
+    assert len(at_record) == len(at_log) == 1
+    assert at_log[0] == bytes(got)  # counted (log line, billing, metrics) once the client had it all
     return at_record[0], bytes(got), reads
 
 
