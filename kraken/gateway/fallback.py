@@ -52,14 +52,12 @@ def falls_back(exc: KrakenError) -> bool:
 
 async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[Route],
                    attempt: Attempt, sink: ResponseSink, *args: object) -> None:
-    """Try ``routes`` in order until one starts answering; raise the last failure otherwise.
-    Each try is ``attempt(route, *args)``.
-
-    Candidates whose provider's circuit is open are skipped (not counted as attempts; the
-    record says ``fallback_used`` and ``circuit_open`` when nothing else failed); at most
-    ``router.max_attempts`` are tried. ``call`` ends up naming the route that answered (or
-    failed last), ``fallback_used`` and the failed attempt's ``error_type``.
-    """
+    """Try ``routes`` in order until one starts answering (each try: ``attempt(route, *args)``);
+    raise the last failure otherwise. Candidates whose provider's circuit is open are skipped
+    (not counted as attempts; the record says ``fallback_used`` and ``circuit_open`` when
+    nothing else failed); at most ``router.max_attempts`` are tried. ``call`` ends up naming
+    the route that answered (or failed last), ``fallback_used`` and the failed attempt's
+    ``error_type``."""
     last: KrakenError | None = None
     previous: str | None = None
     tried = wait_s = 0  # wait_s: the soonest an open circuit lets a probe through

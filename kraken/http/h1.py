@@ -218,11 +218,19 @@ class H1Connection(InboundConnection):
             head_ns=head_ns)
         exchange.expect_continue = expect_continue
         self.state = BODY
+        self._receive_body(exchange, streamed, length,
+                           buf[end:] if data is not None else bytes(buf[end:]))
+
+    def _receive_body(self, exchange: H1Exchange, streamed: bool, length: int | None,
+                      rest: bytes) -> None:
+        """The body after its head (``rest``: what came with it): streamed to the handler (an
+        upload) or read whole; its idle deadline and pace while more is to come."""
         if streamed:
             exchange.stream = BodyStream(self._pause_upload, self._resume_upload, declared=length)
             self._start(exchange)
-        self._feed_body(buf[end:] if data is not None else bytes(buf[end:]))
+        self._feed_body(rest)
         if self.state is BODY:  # the body is still to come
+            cfg = self._cfg
             self._deadline.arm(cfg.body_idle_timeout_s)
             exchange.pace = BodyPace.start(self.loop, cfg, self._body_too_slow)
             if exchange.pace is not None:
