@@ -27,7 +27,7 @@ from kraken import metrics
 from kraken.errors import KrakenError, UpstreamError
 from kraken.gateway.bodytap import BodyTap
 from kraken.gateway.call import Call
-from kraken.gateway.sse import _USAGE, SseTap
+from kraken.gateway.sse import SseTap, search_usage
 from kraken.http.exchange import ResponseSink
 from kraken.providers.family import Headers, ResponseFilter, StreamTap, WireFamily
 
@@ -63,7 +63,8 @@ class Relay:
 
     __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
                  "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end",
-                 "_write_frame", "_chunks", "_sample_ns", "_send_held", "_corked", "_fast", "_can_fast", "_on_ended")
+                 "_write_frame", "_chunks", "_sample_ns", "_send_held", "_corked", "_fast",
+                 "_can_fast", "_on_ended")
 
     def __init__(
         self,
@@ -218,7 +219,7 @@ class Relay:
             # (no ``size > 0``: a size line "0" or "-n" that matches leaves no room for the
             # events' blank line before the CRLF)
             if (data.endswith(b"\n\n\r\n") and data[:eol] == b"%x" % size
-                    and _USAGE(data) is None):  # the tap's own test for a usage object
+                    and search_usage(data) is None):  # the tap's own test for a usage object
                 n = self._chunks = self._chunks + 1
                 if n & _SAMPLE_MASK == 1:  # timed as on_chunk times its reads
                     t0 = self._perf()

@@ -33,6 +33,8 @@ class ResponseHandler(Protocol):
     # Optional: ``on_chunk(data, frame)`` takes, instead of ``on_data``, a read of whole chunks
     # whose size lines are as Kraken writes them (one, or several read together), with the read
     # as their frames (``ResponseParser.on_chunk``); such a read never ends the response.
+    # Optional: ``fast_read(data) -> bool`` is offered every read before the parser; True: the
+    # handler took the read whole and the parser must not see it (``Relay.fast_read``).
 
 
 class UpstreamConnection(asyncio.Protocol):
