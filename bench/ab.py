@@ -1,0 +1,139 @@
+"""Interleaved A/B of one bench/run.py scenario between two checkouts, nginx in every round.
+
+On a machine whose speed drifts (a shared VM), figures from separate bench/run.py runs do not
+compare: the same tree moves by a third from one run to the next. Rounds that run A, B and nginx
+back to back do, as ratios to that round's nginx. Each round starts fresh processes (one mock for
+all), warms them, and runs the scenario once per target, in A-B-nginx order, reversed every
+other round.
+
+    .venv/bin/python bench/ab.py --a ../kraken-f1b79af --b . --scenario hold --rounds 4
+    .venv/bin/python bench/ab.py --a ../old --b . --scenario burst --rounds 8
+
+Scenarios, as bench/run.py runs them: ``hold`` (1000 streams x 200 chunks, 50 ms apart: the
+target's CPU seconds, user and sys), ``burst`` (1000 streams at once, 20 chunks 50 ms apart:
+TTFB p50 ms), ``c1`` (3000 streamed requests one at a time: TTFB p50 ms).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from run import BODY, PATH, find_nginx, kraken_config, nginx_config, run_load, wait_answer
+from procs import free_port, process_tree, stop
+
+SCENARIOS = {
+    "hold": dict(stream=True, concurrency=1000, requests=1000, seconds=60,
+                 body={**BODY, "mock": {"chunks": 200, "chunk_delay_ms": 50}}),
+    "burst": dict(stream=True, concurrency=1000, requests=1000, seconds=60,
+                  body={**BODY, "mock": {"chunks": 20, "chunk_delay_ms": 50}}),
+    "c1": dict(stream=True, concurrency=1, requests=3000, seconds=60, body=None, warmup=300),
+}
+
+
+def spawn(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """A target from its own checkout: its ``kraken`` package first on the path."""
+    env = dict(os.environ, PYTHONPATH=str(cwd))
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+def user_sys(pids: list[int]) -> tuple[float, float]:
+    ticks = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user / ticks, system / ticks
+
+
+def measure(name: str, port: int, proc: subprocess.Popen, scenario: str) -> float:
+    """Run the scenario once against a warmed target; its figure (CPU s or TTFB p50 ms)."""
+    spec = dict(SCENARIOS[scenario])
+    url = f"http://127.0.0.1:{port}{PATH}"
+    run_load(url, True, 32, 500, 30)  # warm-up
+    pids = process_tree(proc.pid)
+    before = user_sys(pids)
+    result = run_load(url, spec["stream"], spec["concurrency"], spec["requests"], spec["seconds"],
+                      warmup=spec.get("warmup", 0), body=spec["body"])
+    after = user_sys(pids)
+    if scenario == "hold":
+        user, system = after[0] - before[0], after[1] - before[1]
+        print(f"  {name:6} CPU {user + system:.2f} s (user {user:.2f}, sys {system:.2f})", flush=True)
+        return user + system
+    p50 = (result.get("ttfb_ms") or {}).get("p50") or float("nan")
+    print(f"  {name:6} TTFB p50 {p50:.3f} ms", flush=True)
+    return p50
+
+
+def one_round(args, tmp: Path, mock_port: int, order: list[str]) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for name in order:
+        port = free_port()
+        if name == "nginx":
+            cmd = [args.nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c",
+                   str(nginx_config(tmp, port, mock_port)), "-g", "daemon off;"]
+            cwd = args.b
+        else:
+            cwd = args.a if name == "A" else args.b
+            work = tmp / name
+            shutil.rmtree(work, ignore_errors=True)  # each round from an empty store
+            work.mkdir()
+            cmd = [sys.executable, "-m", "kraken", "serve", "--demo", "--config",
+                   str(kraken_config(work, port, mock_port))]
+        proc = spawn(cmd, cwd, tmp / f"{name}.log")
+        try:
+            if wait_answer(port, proc, time.perf_counter(), 30) is None:
+                raise SystemExit(f"{name} did not start:\n{(tmp / (name + '.log')).read_text()[-2000:]}")
+            figures[name] = measure(name, port, proc, args.scenario)
+        finally:
+            stop(proc)
+    return figures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--a", type=Path, required=True, help="checkout A (e.g. a worktree of the base)")
+    ap.add_argument("--b", type=Path, default=Path("."), help="checkout B (default: this one)")
+    ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="hold")
+    ap.add_argument("--rounds", type=int, default=4)
+    args = ap.parse_args()
+    args.a, args.b = args.a.resolve(), args.b.resolve()
+    args.nginx = find_nginx()
+    if args.nginx is None:
+        raise SystemExit("nginx is not installed (apt-get install -y nginx-light)")
+    with tempfile.TemporaryDirectory(prefix="kraken-ab-") as tmp_name:
+        tmp = Path(tmp_name)
+        mock_port = free_port()
+        mock = spawn([sys.executable, "-m", "kraken.mock", "--port", str(mock_port)], args.b,
+                     tmp / "mock.log")
+        try:
+            if wait_answer(mock_port, mock, time.perf_counter(), 30) is None:
+                raise SystemExit(f"the mock did not start:\n{(tmp / 'mock.log').read_text()[-2000:]}")
+            ratios: dict[str, list[float]] = {"A": [], "B": []}
+            for n in range(args.rounds):
+                order = ["A", "B", "nginx"] if n % 2 == 0 else ["nginx", "B", "A"]
+                print(f"round {n + 1}", flush=True)
+                figures = one_round(args, tmp, mock_port, order)
+                for name in ratios:
+                    ratios[name].append(figures[name] / figures["nginx"])
+            for name, values in ratios.items():
+                print(f"{name}: x nginx per round " + " / ".join(f"{v:.2f}" for v in values)
+                      + f"; median x{statistics.median(values):.2f}")
+        finally:
+            stop(mock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
