@@ -113,17 +113,7 @@ def usage_micros(rec: RequestRecord) -> int:
     (~0.3 µs instead of ~2 µs; the hot path and the writer both call this per record).
     """
     cost, fee = rec.cost_usd, rec.kraken_fee_usd
-    # Twice per record (the hot path's note, the writer's batch): the two usual records first,
-    # a priced one (two floats; their sum is the same as with ``or 0.0`` up to a zero's sign,
-    # which round() drops) and an unpriced one (0), then every other mix as below.
-    if type(cost) is float and type(fee) is float:
-        if -1e3 < cost < 1e3 and -1e3 < fee < 1e3:  # _FLOAT_EXACT_USD
-            m = (cost + fee) * 1e6
-            r = round(m)
-            if abs(m - r) < 0.499999:
-                return r
-        return _usage_micros_exact(rec)
-    if cost is None and fee is None:
+    if cost is None and fee is None:  # an unpriced record: the usual one without a price
         return 0
     if (cost is None or (type(cost) is float and -_FLOAT_EXACT_USD < cost < _FLOAT_EXACT_USD)) \
             and (fee is None or (type(fee) is float and -_FLOAT_EXACT_USD < fee < _FLOAT_EXACT_USD)):

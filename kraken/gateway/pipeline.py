@@ -454,9 +454,8 @@ class Gateway:
         call.end_ns = time.perf_counter_ns()
         if isinstance(call.usage, BatchUsage):  # a batch's results: its own model's price
             call.model_dispatched = call.usage.model
-        model = self.model_label(call.model_dispatched)  # the label: never free client text
-        if call.usage is not None:
-            self.price(call, model)
+        if call.usage is not None:  # the label: never free client text
+            self.price(call, self.model_label(call.model_dispatched))
         rec = call.to_record()
         self.meter.record(rec)
         return rec

@@ -67,12 +67,10 @@ class HealthBoard:
         if ttfb_ms is not None:
             ewma = h.ttfb_ms
             h.ttfb_ms = ewma = ttfb_ms if ewma is None else ewma + self.alpha * (ttfb_ms - ewma)
-            # The gauges' values, stored as GaugeValue.set stores them (both are floats
-            # already): a success is once per request and a method call cost more than this.
-            h._ttfb_gauge.value = ewma / 1000
+            h._ttfb_gauge.set(ewma / 1000)
         h.samples += 1
         h.updated = now
-        h._error_gauge.value = rate
+        h._error_gauge.set(rate)
 
     def failure(self, provider: str, model: str) -> None:
         """A request failed at this route (connect error, timeout, 429, 5xx, broken stream)."""
