@@ -11,12 +11,17 @@ module and by function (``--inclusive``: each function with everything it called
     .venv/bin/python bench/opcount.py                       # 200 streamed requests, c=1
     .venv/bin/python bench/opcount.py --new-conn            # a new connection per request
     .venv/bin/python bench/opcount.py --inclusive --top 60
+    .venv/bin/python bench/opcount.py --phases              # split at the send and first byte
 
 The client uses the loop's socket calls (C in uvloop); neither its own work nor what it calls
 (a new socket object, address resolution) is counted. Work driven
 by time, not by requests (the record writer's flush every 200 ms, revocation and BYOK polls: the
 app's task-group tasks), runs as often as before while the traced requests run ~50x slower, so it
 is counted apart, and only its total is shown. The request's own path is exact.
+
+``--phases`` splits a request at its upstream send and at its first client write: what runs
+before the send and between the provider's first read and the client's first byte is time to
+first byte at c=1; what runs while the provider thinks, or after the first byte, is not.
 """
 from __future__ import annotations
 
@@ -78,10 +83,18 @@ class Client:
             raise RuntimeError(f"unexpected answer: {got[:200]!r}")
 
 
+PHASES = ("before the send", "waiting for the provider", "provider's read to first byte",
+          "after the first byte")
+"""A request's phases: the first and third are its time to first byte at c=1."""
+
+
 class Tracer:
     """Counts opcode events per function (and, if asked, for every function on the stack)."""
 
     def __init__(self, inclusive: bool):
+        self.phase = 0
+        """Index into PHASES: moved on by the calls (and the send's return) that start each."""
+        self.by_phase: collections.Counter = collections.Counter()  # (phase, code) -> count
         self.own: collections.Counter = collections.Counter()
         self.inclusive: collections.Counter = collections.Counter()
         self.background = 0
@@ -97,6 +110,7 @@ class Tracer:
     def __call__(self, frame, event, arg):
         """A new frame: not traced if the client called it, counted as background if a task
         group's task (anyio: the writer, the polls) runs it, else as the request's."""
+        self._next_phase(frame.f_code.co_qualname)
         caller = frame
         while caller is not None:
             code = caller.f_code
@@ -109,6 +123,14 @@ class Tracer:
         frame.f_trace_opcodes = True
         return self._request
 
+    def _next_phase(self, name: str) -> None:
+        if name == "H1Connection.data_received":
+            self.phase = 0  # (a client's read: a request's first, as this client sends)
+        elif name == "UpstreamConnection.data_received" and self.phase == 1:
+            self.phase = 2
+        elif name == "H1Exchange.flush" and self.phase == 2:
+            self.phase = 3  # (a response's bytes wait corked until this first flush)
+
     def _background(self, frame, event, arg):
         if event == "opcode":
             self.background += 1
@@ -117,6 +139,7 @@ class Tracer:
     def _request(self, frame, event, arg):
         if event == "opcode":
             self.own[frame.f_code] += 1
+            self.by_phase[self.phase, frame.f_code] += 1
             if self._incl:
                 seen = set()
                 while frame is not None:
@@ -124,7 +147,18 @@ class Tracer:
                         seen.add(frame.f_code)
                         self.inclusive[frame.f_code] += 1
                     frame = frame.f_back
+        elif event == "return" and self.phase == 0 and frame.f_code.co_qualname == \
+                "UpstreamConnection.send":
+            self.phase = 1
         return self._request
+
+
+def report_phases(tracer: Tracer, n: int, top: int) -> None:
+    for index, phase in enumerate(PHASES):
+        rows = [(count, code) for (p, code), count in tracer.by_phase.items() if p == index]
+        print(f"{phase}: {sum(count for count, _ in rows) / n:.0f}")
+        for count, code in sorted(rows, key=lambda row: -row[0])[:top]:
+            print(f"  {count / n:7.0f}  {Tracer.name(code)}")
 
 
 def report(tracer: Tracer, n: int, top: int) -> None:
@@ -167,7 +201,10 @@ async def run(args) -> None:
                     await client.one()
             finally:
                 sys.settrace(None)
-            report(tracer, args.requests, args.top)
+            if args.phases:
+                report_phases(tracer, args.requests, args.top)
+            else:
+                report(tracer, args.requests, args.top)
             stop.set()
             await asyncio.wait_for(task, 30)
     finally:
@@ -191,6 +228,8 @@ def main() -> None:
     ap.add_argument("--new-conn", action="store_true", help="a new connection per request")
     ap.add_argument("--inclusive", action="store_true", help="also count callees (slower)")
     ap.add_argument("--top", type=int, default=40, help="rows per list")
+    ap.add_argument("--phases", action="store_true",
+                    help="split at the upstream send and the first client write")
     uvloop.run(run(ap.parse_args()))
 
 
