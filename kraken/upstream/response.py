@@ -21,6 +21,9 @@ from kraken.h1framing import NO_LIMIT, ChunkedBody, FixedBody, FramingError, Unt
 
 MAX_HEAD = 64 * 1024
 _FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+_HTTP11_CODES = {b"HTTP/1.1 %03d" % code: code for code in range(1000)}
+"""An HTTP/1.1 status line's first 12 bytes -> its code: one lookup for what ``_status``
+checks (prefix, length, three digits); anything else (HTTP/1.0, a bad line) goes to it."""
 
 ResponseError = FramingError
 """The provider sent something that is not valid HTTP/1.1."""
@@ -160,10 +163,12 @@ class ResponseParser:
 
     def _head(self, head: bytes) -> None:
         eol = head.find(b"\r\n")
+        status = _HTTP11_CODES.get(head[:12])
+        if status is None:
+            status = self._status(head if eol < 0 else head[:eol])
         if eol < 0:
-            status, headers, length, chunked = self._status(head), [], None, False
+            headers, length, chunked = [], None, False
         else:
-            status = self._status(head[:eol])
             headers, length, chunked = self._fields(head[eol + 2:])
         if 100 <= status < 200:
             return  # interim response: the real head follows

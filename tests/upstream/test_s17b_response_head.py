@@ -1,0 +1,181 @@
+"""The provider response head parser against the line-by-line one it replaced: same answer
+(status, fields, framing, keep-alive, or the same refusal) for every head, odd ones included."""
+from __future__ import annotations
+
+import random
+from itertools import repeat
+
+import pytest
+
+from kraken.h1framing import ChunkedBody, FixedBody
+from kraken.upstream.response import _FRAMING, ResponseError, ResponseParser
+
+
+class Reference(ResponseParser):
+    """The head parser as it was before the one-lookup status and the columns in C (f1b79af):
+    a status line checked step by step, one comprehension step per field."""
+
+    def _head(self, head: bytes) -> None:
+        eol = head.find(b"\r\n")
+        if eol < 0:
+            status, headers, length, chunked = self._status(head), [], None, False
+        else:
+            status = self._status(head[:eol])
+            headers, length, chunked = self._fields(head[eol + 2:])
+        if 100 <= status < 200:
+            return
+        if chunked and length is not None:
+            raise ResponseError("both Content-Length and chunked")
+        self.status = status
+        self._sink.on_head(status, headers)
+        if self._no_body or status in (204, 304):
+            self._reader = FixedBody(0)
+        elif chunked:
+            self._reader = reader = ChunkedBody(1 << 100, 64 * 1024)
+            self._one = reader.one
+        elif length is not None:
+            self._reader = FixedBody(length)
+        else:
+            self.keep_alive = False
+            self._reader = ResponseParser.__init__.__globals__["_UNTIL_CLOSE"]
+
+    def _status(self, status_line: bytes) -> int:
+        if not status_line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or len(status_line) < 12:
+            raise ResponseError("bad status line")
+        code = status_line[9:12]
+        if not code.isdigit():
+            raise ResponseError("bad status code")
+        if status_line.startswith(b"HTTP/1.0"):
+            self.keep_alive = False
+        return int(code)
+
+    def _fields(self, section: bytes):
+        lines = section.split(b"\r\n")
+        crlfs = len(lines) - 1
+        if section.count(b"\n") != crlfs or section.count(b"\r") != crlfs:
+            raise ResponseError("bad header line")
+        headers = [(name.lower(), value.strip()) for name, sep, value in
+                   map(bytes.partition, lines, repeat(b":")) if sep and name and name == name.strip()]
+        if len(headers) != len(lines):
+            raise ResponseError("bad header line")
+        length = None
+        chunked = False
+        for name, value in headers:
+            if name not in _FRAMING:
+                continue
+            if name == b"content-length":
+                if not value.isdigit() or (length is not None and length != int(value)):
+                    raise ResponseError("bad Content-Length")
+                length = int(value)
+            elif name == b"transfer-encoding":
+                if value.lower() != b"chunked" or chunked:
+                    raise ResponseError("unsupported Transfer-Encoding")
+                chunked = True
+            elif b"close" in value.lower():
+                self.keep_alive = False
+        return headers, length, chunked
+
+
+class Heads:
+    def __init__(self):
+        self.heads = []
+
+    def on_head(self, status, headers):
+        self.heads.append((status, headers))
+
+    def on_data(self, data):
+        pass
+
+    def on_end(self):
+        pass
+
+
+def outcome(cls, raw: bytes, no_body: bool):
+    """Everything a head decides, as one comparable value."""
+    sink = Heads()
+    parser = cls(sink, no_body=no_body)
+    try:
+        parser.feed(raw)
+    except ResponseError as exc:
+        return "refused", str(exc), sink.heads
+    reader = parser._reader
+    return (sink.heads, parser.status, parser.keep_alive, type(reader).__name__,
+            getattr(reader, "left", None), parser._one is not None)
+
+
+STATUS_LINES = [
+    b"HTTP/1.1 200 OK", b"HTTP/1.1 200", b"HTTP/1.1 201 Created", b"HTTP/1.0 200 OK",
+    b"HTTP/1.1 204 No Content", b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 100 Continue",
+    b"HTTP/1.1 429 Too Many Requests", b"HTTP/1.1 000 Zero", b"HTTP/1.1 999 Nine",
+    b"HTTP/1.1 2000 Long", b"HTTP/1.1 20", b"HTTP/1.1 2x0 OK", b"HTTP/1.1  200 OK",
+    b"http/1.1 200 OK", b"HTTP/1.2 200 OK", b"HTTP/2 200", b"HTTP/1.1\t200 OK", b"HTTP/1.0 2",
+    b"HTTP/1.1 \xd9\xa1\xd9\xa2\xd9\xa3", b"HTTP/1.1 +20 OK", b"HTTP/1.1 -20 OK", b" HTTP/1.1 200",
+    b"HTTP/1.1 200\rOK", b"HTTP/1.1 200 \xff\xfe",
+]
+BENIGN = [
+    b"Content-Type: text/event-stream; charset=utf-8", b"Date: Sun, 06 Dec 2026 03:00:00 GMT",
+    b"X-Odd:  \t spaced \t", b"x-empty:", b"x-colons: a:b::c", b"in ner: x", b"x-upper: ABC",
+    b"set-cookie: __cf_bm=abc; path=/; HttpOnly", b"alt-svc: h3=\":443\"", b"Server: cloudflare",
+    b"X-Vt:\x0bv\x0c", b"x-nul: a\x00b", b"x-high: \xff\xc3\xa9", b"Connection: keep-alive",
+]
+FRAMING = [
+    b"Transfer-Encoding: chunked", b"transfer-encoding: Chunked", b"Transfer-Encoding:chunked ",
+    b"Transfer-Encoding: gzip", b"Transfer-Encoding: gzip, chunked", b"Content-Length: 0",
+    b"content-length: 12", b"Content-Length: 012", b"Content-Length: +5", b"Content-Length: 1 2",
+    b"CONTENT-LENGTH:7", b"Connection: close", b"connection: Keep-Alive, CLOSE",
+]
+BAD = [b"Bad Header : x", b" lead: x", b"trail : x", b"no-colon", b":no-name", b"\tTab: x",
+       b"x-a\x0b: y", b"Content-Length : 5", b"Transfer-Encoding : chunked"]
+ODD = [b"\r", b"\n", b" ", b"\t", b":", b"\x0b", b"\x0c", b"\r\n", b"\r\n ", b"\r\n:", b"\r\nx",
+       b"\r\nConnection: close", b"A", b"\x00", b"\xff"]
+
+
+def random_head(rng: random.Random) -> bytes:
+    lines = [rng.choice(STATUS_LINES[:8] * 4 + STATUS_LINES)]
+    lines += rng.choices(BENIGN, k=rng.randint(0, 12))
+    for _ in range(rng.choice((0, 1, 1, 1, 2))):
+        lines.insert(rng.randint(1, len(lines)), rng.choice(FRAMING))
+    if rng.random() < 0.1:
+        lines.insert(rng.randint(1, len(lines)), rng.choice(BAD))
+    head = bytearray(b"\r\n".join(lines))
+    for _ in range(rng.choice((0, 0, 0, 0, 1, 2, 3))):
+        at = rng.randrange(0, len(head) + 1)
+        head[at:at] = rng.choice(ODD)
+    return bytes(head)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_heads_are_read_as_the_line_by_line_parser_read_them(seed):
+    """Random heads (status lines good and bad, framing fields alone, repeated and clashing,
+    odd bytes anywhere), each with an interim 100 before it or not, for a HEAD or not: the
+    parser reports the same status and fields, picks the same body reader, keeps the connection
+    alive or not, or refuses with the same error, as the reference."""
+    rng = random.Random(seed)
+    refused = read = 0
+    for _ in range(400):
+        head = random_head(rng)
+        if b"\r\n\r\n" in head + b"\r\n":
+            continue  # the head would end there
+        raw = head + b"\r\n\r\n"
+        if rng.random() < 0.2:
+            raw = b"HTTP/1.1 100 Continue\r\n\r\n" + raw
+        no_body = rng.random() < 0.1
+        expected = outcome(Reference, raw, no_body)
+        assert outcome(ResponseParser, raw, no_body) == expected, raw
+        if expected[0] == "refused":
+            refused += 1
+        else:
+            read += 1
+    assert refused > 40 and read > 40
+
+
+@pytest.mark.parametrize("line", STATUS_LINES)
+def test_every_status_line_alone_is_read_as_before(line):
+    for raw in (line + b"\r\n\r\n", line + b"\r\nContent-Length: 0\r\n\r\n"):
+        assert outcome(ResponseParser, raw, False) == outcome(Reference, raw, False), raw
+
+
+def test_every_code_of_an_http11_line_is_read_as_before():
+    for code in [b"%03d" % n for n in range(1000)] + [b"1a0", b"20 ", b"2.0", b"\xb2\xb3\xb9"]:
+        raw = b"HTTP/1.1 " + code + b" X\r\nContent-Length: 0\r\n\r\n"
+        assert outcome(ResponseParser, raw, False) == outcome(Reference, raw, False), raw
