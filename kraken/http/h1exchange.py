@@ -36,6 +36,9 @@ _AS_STR = {b"GET": "GET", b"POST": "POST", b"HEAD": "HEAD", b"PUT": "PUT", b"DEL
            b"OPTIONS": "OPTIONS", b"PATCH": "PATCH", b"1.1": "1.1", b"1.0": "1.0"}
 """The usual methods and versions as ``Request`` carries them, not decoded per request."""
 _LAST_CHUNK = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+_FIELD_JOIN = b": ".join
+_CHUNKED_FIELD = b"transfer-encoding: chunked\r\n"
 
 
 class H1Exchange:
@@ -247,27 +250,25 @@ class H1Exchange:
 
     # ---- helpers -------------------------------------------------------------------
     def _head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
-        """The status line and header section; decides the body's framing."""
+        """The status line and header section; decides the body's framing. The fields are
+        joined in C (``b": ".join`` per pair, then the lines), not formatted one by one."""
         self._started = True
         self._mute = self._head_only
         conn = self._conn
         if conn.draining:
             self.keep_alive = False
-        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, DATE.line(),
-                 conn.always]
-        for name, value in headers:
-            parts.append(b"%s: %s\r\n" % (name, value))
         if length is not None:
             self._chunked = False
-            parts.append(b"content-length: %d\r\n" % length)
+            framing = b"content-length: %d\r\n" % length
         elif self.http11:
             # chunked even when closing: a cut stream must look cut, not complete
-            self._chunked = not self._head_only
-            if self._chunked:
-                parts.append(b"transfer-encoding: chunked\r\n")
+            self._chunked = chunked = not self._head_only
+            framing = _CHUNKED_FIELD if chunked else b""
         else:
             self._chunked = False  # HTTP/1.0: the body ends with the connection
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            framing = b""
+        fields = _CRLF.join(map(_FIELD_JOIN, headers))  # b"" only if there are none
+        return b"".join((
+            _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, DATE.line(),
+            conn.always, fields, _CRLF if fields else b"", framing,
+            b"\r\n" if self.keep_alive else b"connection: close\r\n\r\n"))

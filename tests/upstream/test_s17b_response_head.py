@@ -12,7 +12,7 @@ from kraken.upstream.response import _FRAMING, ResponseError, ResponseParser
 
 
 class Reference(ResponseParser):
-    """The head parser as it was before the one-lookup status and the columns in C (f1b79af):
+    """The head parser as it was before the one-lookup status line (eb2569a):
     a status line checked step by step, one comprehension step per field."""
 
     def _head(self, head: bytes) -> None:
