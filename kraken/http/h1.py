@@ -208,8 +208,10 @@ class H1Connection(InboundConnection):
         except HeadRejected as exc:
             self._reject(exc.status, str(exc))
             return
-        reader = (ChunkedBody(NO_LIMIT if streamed else cfg.max_body_bytes, cfg.max_head_bytes)
-                  if chunked else FixedBody(length or 0))
+        rest = buf[end:] if data is not None else bytes(buf[end:])
+        reader = (None if not (chunked or streamed) and len(rest) >= (length or 0)  # all here
+                  else ChunkedBody(NO_LIMIT if streamed else cfg.max_body_bytes,
+                                   cfg.max_head_bytes) if chunked else FixedBody(length or 0))
         http11 = event.http_version == b"1.1"
         keep_alive = (keeps_alive(event, headers) if common is None or common.may_close
                       else http11)
@@ -218,13 +220,21 @@ class H1Connection(InboundConnection):
             head_ns=head_ns)
         exchange.expect_continue = expect_continue
         self.state = BODY
-        self._receive_body(exchange, streamed, length,
-                           buf[end:] if data is not None else bytes(buf[end:]))
+        self._receive_body(exchange, streamed, length, rest)
 
     def _receive_body(self, exchange: H1Exchange, streamed: bool, length: int | None,
                       rest: bytes) -> None:
-        """The body after its head (``rest``: what came with it): streamed to the handler (an
-        upload) or read whole; its idle deadline and pace while more is to come."""
+        """The body after its head (``rest``: what came with it): taken at once when it is
+        all there (no reader: ~130 bytecodes of framing calls less per request), streamed to
+        the handler (an upload) or read whole; its idle deadline and pace while more is to
+        come."""
+        if exchange.reader is None:  # the whole body is in ``rest`` (0 bytes: no body)
+            if length:
+                exchange.body.append(rest if len(rest) == length else rest[:length])
+                exchange.body_size = length
+                rest = rest[length:]
+            self._dispatch(rest)
+            return
         if streamed:
             exchange.stream = BodyStream(self._pause_upload, self._resume_upload, declared=length)
             self._start(exchange)
