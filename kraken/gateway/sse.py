@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from kraken.providers.family import UsageParser
+from kraken.providers.family import DeferredUsageParser, UsageParser
 
 _USAGE = re.compile(rb'"usage": ?\{').search
 """A non-null ``"usage"`` object, compact or spaced: one scan where two ``find``s cost ~1.6x
@@ -22,6 +22,8 @@ search_usage = _USAGE
 """The same search, for a caller that must decide as this tap does whether bytes hold a usage
 object (``Relay.fast_read``)."""
 _COMPACT, _SPACED = b'"usage":{', b'"usage": {'
+_NOTHING = object()
+"""``SseTap._found`` when no usage waits to be converted (a parser may find a None usage)."""
 
 
 def find_usage_object(data: bytes, start: int = 0) -> int:
@@ -33,17 +35,35 @@ def find_usage_object(data: bytes, start: int = 0) -> int:
 class SseTap:
     """Splits a byte stream into SSE events without copying the bytes that pass through."""
 
-    __slots__ = ("_tail", "_sep", "_strip", "_parse", "_max", "_passthrough", "usage")
+    __slots__ = ("_tail", "_sep", "_strip", "_parse", "_convert", "_max", "_passthrough",
+                 "_found", "_usage")
     failure = None  # StreamTap: an SSE stream's failures reach the relay as connection errors
 
     def __init__(self, parse_usage: UsageParser, *, strip_usage: bool, max_event_bytes: int = 1 << 20):
         self._tail = b""
         self._sep = b"\n\n"
         self._strip = strip_usage
-        self._parse = parse_usage
+        if type(parse_usage) is DeferredUsageParser:  # found as events pass, converted when read
+            self._parse = parse_usage.find
+            self._convert = parse_usage.convert
+        else:
+            self._parse = parse_usage
+            self._convert = None
         self._max = max_event_bytes
         self._passthrough = False
-        self.usage: object | None = None
+        self._found: object = _NOTHING
+        """The last usage found and not converted yet (``usage`` converts it)."""
+        self._usage: object | None = None
+
+    @property
+    def usage(self) -> object | None:
+        """The stream's usage: the last usage event's, once one was seen."""
+        found = self._found
+        if found is not _NOTHING:
+            self._found = _NOTHING
+            convert = self._convert
+            self._usage = found if convert is None else convert(found)
+        return self._usage
 
     @property
     def overflowed(self) -> bool:
@@ -107,7 +127,7 @@ class SseTap:
             end = complete.find(sep, at) + len(sep)  # complete always ends with sep
             found = self._parse(complete[begin : end - len(sep)])
             if found is not None:
-                self.usage, hidden = found
+                self._found, hidden = found
                 if hidden and self._strip:
                     kept.append(complete[emitted:begin])
                     emitted = end
@@ -123,7 +143,7 @@ class SseTap:
         if tail and not self._passthrough:
             found = self._parse(tail)
             if found is not None:
-                self.usage, hidden = found
+                self._found, hidden = found
                 if hidden and self._strip:
                     return b""
         return tail if self._strip else b""

@@ -18,6 +18,7 @@ from kraken.errors import KrakenError
 __all__ = [
     "FamilyBase",
     "Headers",
+    "DeferredUsageParser",
     "ResponseFilter",
     "StreamTap",
     "UpstreamRequest",
@@ -29,6 +30,26 @@ __all__ = [
 Headers = list[tuple[bytes, bytes]]
 UsageParser = Callable[[bytes], "tuple[object, bool] | None"]
 """Given one complete SSE event: None, or (usage, hidden) where hidden marks a usage-only event."""
+
+
+class DeferredUsageParser:
+    """A ``UsageParser`` whose conversion can wait: ``find(event)`` gives (raw, hidden) or None,
+    ``convert(raw)`` the usage. Called, it does both; the SSE tap calls ``find`` as events pass
+    and ``convert`` only when its ``usage`` is read, after the client's first byte (the usage
+    event ends a stream, so converting it on the way would delay a whole answer's first byte)."""
+
+    __slots__ = ("find", "convert")
+
+    def __init__(self, find: Callable[[bytes], "tuple[object, bool] | None"],
+                 convert: Callable[[object], object]):
+        self.find = find
+        self.convert = convert
+
+    def __call__(self, event: bytes) -> tuple[object, bool] | None:
+        found = self.find(event)
+        return None if found is None else (self.convert(found[0]), found[1])
+
+
 WholeAnswer = tuple[int, Headers, bytes]
 """(status, headers, body): an answer a filter held and rewrote as a whole."""
 

@@ -8,7 +8,7 @@ import orjson
 from kraken.config import ProviderConfig
 from kraken.errors import InvalidValue, KrakenError
 from kraken.providers.error_formats import OPENAI
-from kraken.providers.family import FamilyBase, Headers, UpstreamRequest
+from kraken.providers.family import DeferredUsageParser, FamilyBase, Headers, UpstreamRequest
 from kraken.providers.body_family import BodyFamily, RerankFamily
 from kraken.providers.openai_responses import ResponsesFamily, responses_usage
 from kraken.providers.scrub import provider_error, scrub
@@ -120,8 +120,9 @@ class OpenAICompat(FamilyBase):
         return usage_in_body(body, openai_usage)
 
     def usage_parser(self):
-        """The stream usage parser for ``SseTap`` (stateless here: one event holds all usage)."""
-        return self.usage_event
+        """The stream usage parser for ``SseTap`` (stateless here: one event holds all usage);
+        the usage object found is converted only when the tap's ``usage`` is read."""
+        return _STREAM_USAGE
 
     sse_error_event = staticmethod(OPENAI.sse_event)
     """``event: error`` for a stream that fails after its first byte (OpenAI's shape)."""
@@ -129,26 +130,7 @@ class OpenAICompat(FamilyBase):
     @staticmethod
     def usage_event(event: bytes) -> tuple[Usage, bool] | None:
         """For one SSE event: (usage, usage-only?) if it carries a usage object."""
-        start = event.find(b"data:")
-        if start < 0:
-            return None
-        payload = event[start + 5 :].strip()
-        if payload == b"[DONE]":
-            return None
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(obj, dict):
-            return None
-        usage = obj.get("usage")
-        if not isinstance(usage, dict):  # Groq's older streams: usage under "x_groq"
-            extra = obj.get("x_groq")
-            usage = extra.get("usage") if isinstance(extra, dict) else None
-            if not isinstance(usage, dict):
-                return None
-            return openai_usage(usage), False
-        return openai_usage(usage), obj.get("choices") == []
+        return _STREAM_USAGE(event)
 
     def embeddings_request(self, payload: dict, upstream_model: str,
                            api_key: str | None = None) -> UpstreamRequest:
@@ -193,6 +175,30 @@ class OpenAICompat(FamilyBase):
         return provider_error(self.name, self.cfg.api_key, status, body)
 
 
+def usage_object(event: bytes) -> tuple[dict, bool] | None:
+    """For one SSE event: (its usage object, usage-only?) if it carries one, not converted."""
+    start = event.find(b"data:")
+    if start < 0:
+        return None
+    payload = event[start + 5 :].strip()
+    if payload == b"[DONE]":
+        return None
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    usage = obj.get("usage")
+    if not isinstance(usage, dict):  # Groq's older streams: usage under "x_groq"
+        extra = obj.get("x_groq")
+        usage = extra.get("usage") if isinstance(extra, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        return usage, False
+    return usage, obj.get("choices") == []
+
+
 def openai_usage(usage: dict) -> Usage:
     """A Chat Completions/Embeddings usage object in any preset's dialect.
 
@@ -206,3 +212,5 @@ def openai_usage(usage: dict) -> Usage:
             parsed = Usage(parsed.prompt_tokens, parsed.completion_tokens, hit, parsed.reasoning_tokens)
     return parsed
 
+
+_STREAM_USAGE = DeferredUsageParser(usage_object, openai_usage)
