@@ -20,6 +20,7 @@ _TIME_HEX = 11
 _RANDOM_HEX = 13
 """The rest: 52 bits from the OS's CSPRNG, so an id stays unguessable and unique."""
 _IDS_PER_READ = 256
+_STAMPS = frozenset(("request_id", "ts"))
 
 
 class _RequestIds:
@@ -64,13 +65,12 @@ class Call:
         "model_dispatched", "provider", "task_type", "status", "error_type", "fallback_used",
         "usage", "sent_ns", "head_ns", "ttfb_ns", "relay_ns", "end_ns", "reserved", "recorded",
         "stream", "provider_kind", "cost_usd", "fee_usd", "lease", "response_headers", "opted_out", "byok",
-        "byok_keys", "key_id", "plan", "trace",
+        "byok_keys", "key_id", "plan", "trace", "stamped",
     )
 
     def __init__(self, received_ns: int, route: str):
-        self.request_id = new_request_id()
+        self.stamped = False  # request_id and ts: made by stamp(), not before the send
         self.received_ns = received_ns
-        self.ts = time.time() - (time.perf_counter_ns() - received_ns) / 1e9
         self.route = route
         self.customer_id: str | None = None
         self.model_requested: str | None = None
@@ -109,6 +109,22 @@ class Call:
         """The customer's decrypted BYOK keys by provider kind (from the in-memory cache)."""
         self.trace = None
         """Its ``kraken.telemetry.propagation.TraceContext`` when ``[otel]`` is on."""
+
+    def __getattr__(self, name: str):
+        """``request_id`` and ``ts`` read before ``stamp``: made now (a refusal's answer)."""
+        if name in _STAMPS and not self.stamped:
+            self.stamp()
+            return getattr(self, name)
+        raise AttributeError(f"'Call' object has no attribute {name!r}", name=name, obj=self)
+
+    def stamp(self) -> None:
+        """Give the call its ``request_id`` and ``ts`` (the wall-clock time its head was
+        complete), once. The upstream request carries neither, so a relay calls this once it
+        is sent, while the provider works, not before the send."""
+        if not self.stamped:
+            self.stamped = True
+            self.request_id = new_request_id()
+            self.ts = time.time() - (time.perf_counter_ns() - self.received_ns) / 1e9
 
     def fail(self, exc: KrakenError) -> None:
         if not self.head_ns:  # once the head is out, the status the client saw stands

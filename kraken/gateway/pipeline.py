@@ -392,8 +392,9 @@ class Gateway:
                 conn.send(request.method, request.target, headers, request.body, relay, more=True)
             # Not held while the answer streams: orjson's output keeps >= 4 KiB of capacity.
             request = None
+            call.stamp()  # off the first byte's path: the provider is working meanwhile
             if later is not None:
-                later()  # off the first byte's path: the provider is working meanwhile
+                later()
             sink.set_producer(conn)
             try:
                 await (relay.done if upload is None else upload.relay(conn, relay.done))
