@@ -26,6 +26,9 @@ IMAGES_PATH = "/images/generations"
 RERANK_PATH = "/rerank"
 
 
+_INCLUDE_USAGE = {"include_usage": True}
+"""``stream_options`` for a stream whose client sent none (never changed: only serialised)."""
+
 COHERE_COMPAT_PATH = "/compatibility/v1"
 COHERE_RERANK_PATH = "/v2/rerank"
 
@@ -96,22 +99,25 @@ class OpenAICompat(FamilyBase):
     def _usage_forced(self, target: str, payload: dict, upstream_model: str,
                       api_key: str | None) -> UpstreamRequest:
         """The client's body with the upstream model and, on a stream, usage asked for;
-        ``hide_usage`` when the client had not asked."""
-        body = dict(payload)
-        body["model"] = upstream_model
+        ``hide_usage`` when the client had not asked. (Once per request, before the send: the
+        usual request, a stream without ``stream_options`` and no customer key, takes the
+        fewest steps.)"""
+        body = {**payload, "model": upstream_model}
         hide_usage = False
-        if body.get("stream") is True and self.stream_usage == "include_usage":
-            options = body.get("stream_options")
+        if payload.get("stream") is True and self.stream_usage == "include_usage":
+            options = payload.get("stream_options")
             if options is None:
-                options = {}
+                hide_usage = True
+                body["stream_options"] = _INCLUDE_USAGE  # read only: serialised just below
             elif not isinstance(options, dict):
                 raise InvalidValue("stream_options must be an object")
-            if options.get("include_usage") is not True:
+            elif options.get("include_usage") is not True:
                 hide_usage = True
                 body["stream_options"] = {**options, "include_usage": True}
         data = orjson.dumps(body)
-        headers = self.headers_for(api_key) + [(b"content-length", str(len(data)).encode())]
-        return UpstreamRequest(target, headers, data, self, hide_usage)
+        headers = self._base_headers if api_key is None else self.headers_for(api_key)
+        return UpstreamRequest(target, headers + [(b"content-length", b"%d" % len(data))], data,
+                               self, hide_usage)
 
     @staticmethod
     def usage_from_body(body: bytes) -> Usage | None:
