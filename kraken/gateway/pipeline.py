@@ -98,7 +98,7 @@ class Gateway:
         self.model_label = metrics.ModelLabels(
             router.upstream_models(), *(prices.models(kind) for kind in prices.provider_kinds))
         """A dispatched model's metric label value: the operator's names, else ``other``."""
-        self._attempt, self._journal, self._count = self.attempt, self.journal, self.count
+        self._attempt, self._journal, self._count = self.relay, self.journal, self.count
         """Bound once: a bound method made per call is one more GC-tracked object held for
         as long as the call lasts (fallback.dispatch's attempt, the relay's on_complete)."""
         self.paths = Paths()
@@ -348,14 +348,10 @@ class Gateway:
             self.router, call, routes if upload is None else routes[:1],  # read once: no retry
             self._attempt, sink, call, endpoint, parsed, sink, later)
 
-    def attempt(self, route: Route, call: Call, endpoint: Endpoint, parsed: Parsed,
-                sink: ResponseSink, later: LateTask | None) -> Awaitable[str]:
-        """``relay`` with the route first, as ``fallback.dispatch`` calls an attempt."""
-        return self.relay(call, endpoint, route, parsed, sink, later)
-
-    async def relay(self, call: Call, endpoint: Endpoint, route: Route, parsed: Parsed,
+    async def relay(self, route: Route, call: Call, endpoint: Endpoint, parsed: Parsed,
                     sink: ResponseSink, later: LateTask | None = None) -> str:
-        """One upstream exchange; a stale keep-alive connection is retried once, fresh.
+        """One upstream exchange (the route first: ``fallback.dispatch``'s attempt); a stale
+        keep-alive connection is retried once, fresh.
 
         Returns the relay's final state (``relay.FAILED``: the provider broke mid-stream).
         The endpoint shapes the request for the route (its family reads the answer) and,

@@ -301,7 +301,7 @@ async def test_relay_returns_its_final_state(tmp_path):
     async with gateway(tmp_path) as gw:
         call, req = new_call(), request()
         route = gw.route(call, chat.ENDPOINT, "mock-gpt")[0]
-        assert await gw.relay(call, chat.ENDPOINT, route, parsed(req), Collected()) == DONE
+        assert await gw.relay(route, call, chat.ENDPOINT, parsed(req), Collected()) == DONE
 
 
 async def test_the_relay_waits_on_the_loop_its_pool_dialled_in(tmp_path, monkeypatch):
@@ -319,14 +319,14 @@ async def test_the_relay_waits_on_the_loop_its_pool_dialled_in(tmp_path, monkeyp
         call, req = new_call(), request()
         route = gw.route(call, chat.ENDPOINT, "mock-gpt")[0]
         assert route.provider.pool.loop is None  # nothing dialled yet
-        assert await gw.relay(call, chat.ENDPOINT, route, parsed(req), Collected()) == DONE
+        assert await gw.relay(route, call, chat.ENDPOINT, parsed(req), Collected()) == DONE
         assert loops == [asyncio.get_running_loop()] == [route.provider.pool.loop]
 
 
 def test_a_streaming_call_holds_no_closure_of_the_gateway():
     """dispatch and relay make no lambda: while an answer streams, their frames held six and
     two closure cells, the closures' tuples and the functions (GC-tracked, per request)."""
-    for method in (Gateway.dispatch, Gateway.relay, Gateway.attempt):
+    for method in (Gateway.dispatch, Gateway.relay):
         code = method.__code__
         assert not code.co_cellvars and not any(isinstance(c, type(code)) for c in code.co_consts)
     assert Call(time.perf_counter_ns(), "chat_completions").response_headers == ()
@@ -358,6 +358,7 @@ async def test_each_call_gets_the_same_bound_attempt_and_record(tmp_path, monkey
                               parsed(request()), sink)
             assert sink.status == 200 and call.recorded  # on_complete still records
         assert attempts[0] is attempts[1] and completions[0].func is completions[1].func
+        assert attempts[0].__func__ is Gateway.relay  # the relay itself: no wrapper's frame
 
 
 async def test_record_pushes_one_record_per_admitted_call(tmp_path):
