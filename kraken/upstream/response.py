@@ -91,6 +91,8 @@ class ResponseParser:
                 if reader is None:
                     return  # the head is still incomplete
                 one = self._one
+                if not data and one is not None:
+                    return  # a head alone before a chunked body (a provider's usual first read)
             if one is None:  # not chunked
                 out: list[bytes] = []
                 rest = reader.feed(data, out)

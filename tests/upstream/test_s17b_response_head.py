@@ -179,3 +179,38 @@ def test_every_code_of_an_http11_line_is_read_as_before():
     for code in [b"%03d" % n for n in range(1000)] + [b"1a0", b"20 ", b"2.0", b"\xb2\xb3\xb9"]:
         raw = b"HTTP/1.1 " + code + b" X\r\nContent-Length: 0\r\n\r\n"
         assert outcome(ResponseParser, raw, False) == outcome(Reference, raw, False), raw
+
+
+def test_a_head_alone_in_its_read_leaves_the_chunked_reader_untouched(monkeypatch):
+    """A provider's usual first read is its head alone: nothing of the body reader runs for it
+    (its one-chunk, whole-chunks and general steps all cost something on an empty read); the
+    chunks that follow are read as ever."""
+    calls = []
+    for name in ("one", "whole", "feed_all"):
+        real = getattr(ChunkedBody, name)
+        monkeypatch.setattr(ChunkedBody, name,
+                            lambda self, *args, _real=real, _name=name: calls.append(_name) or
+                            _real(self, *args))
+    sink = Collected()
+    parser = ResponseParser(sink)
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert sink.status == 200 and calls == [] and sink.body == b""
+    parser.feed(b"5\r\nhello\r\n")
+    parser.feed(b"1\r\n!\r\n0\r\n\r\n")
+    assert sink.body == b"hello!" and sink.ended and parser.done and parser.keep_alive
+    assert calls[0] == "one"
+
+
+class Collected(Heads):
+    def __init__(self):
+        super().__init__()
+        self.status, self.body, self.ended = 0, b"", False
+
+    def on_head(self, status, headers):
+        self.status = status
+
+    def on_data(self, data):
+        self.body += data
+
+    def on_end(self):
+        self.ended = True
