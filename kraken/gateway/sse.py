@@ -26,12 +26,6 @@ _NOTHING = object()
 """``SseTap._found`` when no usage waits to be converted (a parser may find a None usage)."""
 
 
-def find_usage_object(data: bytes, start: int = 0) -> int:
-    """Index of the next non-null ``"usage"`` object in ``data``, or -1."""
-    found = _USAGE(data, start)
-    return -1 if found is None else found.start()
-
-
 class SseTap:
     """Splits a byte stream into SSE events without copying the bytes that pass through."""
 
@@ -114,24 +108,32 @@ class SseTap:
 
     def _events(self, complete: bytes, sep: bytes, at: int = -1) -> bytes:
         """Parse only the events that carry a usage object; cut a hidden one out. ``at``:
-        where the caller found the first one (-1: not looked), so it is not scanned for twice."""
+        where the caller found the first one (-1: not looked), so it is not scanned for twice.
+        (The search is the compiled one, called here: a whole answer's usage event is found
+        before its first byte leaves.)"""
         if at < 0:
-            at = find_usage_object(complete)
-        if at < 0:
-            return complete
+            found = _USAGE(complete)
+            if found is None:
+                return complete
+            at = found.start()
+        n = len(sep)
         kept: list[bytes] = []
         emitted = 0
-        while at >= 0:
+        while True:
             begin = complete.rfind(sep, 0, at)
-            begin = 0 if begin < 0 else begin + len(sep)
-            end = complete.find(sep, at) + len(sep)  # complete always ends with sep
-            found = self._parse(complete[begin : end - len(sep)])
+            begin = 0 if begin < 0 else begin + n
+            end = complete.find(sep, at)  # complete always ends with sep
+            found = self._parse(complete[begin:end])
+            end += n
             if found is not None:
                 self._found, hidden = found
                 if hidden and self._strip:
                     kept.append(complete[emitted:begin])
                     emitted = end
-            at = find_usage_object(complete, end)
+            found = _USAGE(complete, end)
+            if found is None:
+                break
+            at = found.start()
         if not emitted:
             return complete
         kept.append(complete[emitted:])
