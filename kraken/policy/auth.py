@@ -213,15 +213,6 @@ class KeyVerifier:
             return None
         return key
 
-    def _current(self, entry: _Entry) -> Principal | None:
-        # The entry is only valid while its key is present with the hash it was checked against;
-        # that makes revoke(), evict() and replace_keys() effective immediately, whatever the
-        # cache holds.
-        key = self._key(entry.key_id)
-        if key is None or key.hash != entry.hash:
-            return None
-        return key.principal
-
     def lookup_cached(self, token: bytes) -> Principal | None:
         """A Principal if ``token`` was verified within the TTL, else None. Sync and O(1)."""
         return self._lookup(_digest(token).digest())
@@ -232,14 +223,17 @@ class KeyVerifier:
         entry = self._cache.get(digest)
         if entry is None:
             return None
-        principal = self._current(entry) if entry.expires > self._clock() else None
-        if principal is None:
+        # The entry is only valid while its key is present with the hash it was checked against;
+        # that makes revoke(), evict() and replace_keys() effective immediately, whatever the
+        # cache holds.
+        key = self._key(entry.key_id) if entry.expires > self._clock() else None
+        if key is None or key.hash != entry.hash:
             del self._cache[digest]
             self._update_size()
             return None
         self._cache.move_to_end(digest)
         _HIT.inc()
-        return principal
+        return key.principal
 
     async def verify(self, token: bytes | None, gate: AttemptGate | None = None) -> Principal:
         """The Principal for ``token`` (already stripped of "Bearer "), or raise Unauthorized.
