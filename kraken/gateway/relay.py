@@ -13,9 +13,10 @@ When the endpoint declares a response filter (the client's wire format is not th
 the provider's bytes are still tapped for usage as received, then fed to the filter, and what
 it yields is written; otherwise they are written as they are.
 
-A long stream's usual read (one whole chunk of whole SSE events, no usage object in it) is
-taken by ``fast_read`` before the parser sees it, once a read like it has gone the full way
-and left the parser and the tap at a boundary: half the bytecode per chunk, same bytes out.
+A long stream's usual read (one whole chunk of whole SSE events, no usage object in it) goes
+from the provider's socket callback straight to the client's socket (``UpstreamConnection.pipe``),
+once a read has gone the full way and left the parser and the tap at a boundary: one C test
+and one write per read, same bytes out (``on_chunk``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from kraken import metrics
 from kraken.errors import KrakenError, UpstreamError
 from kraken.gateway.bodytap import BodyTap
 from kraken.gateway.call import Call
-from kraken.gateway.sse import SseTap, search_usage
+from kraken.gateway.sse import SseTap
 from kraken.http.exchange import ResponseSink
 from kraken.providers.family import Headers, ResponseFilter, StreamTap, WireFamily
 
@@ -63,8 +64,8 @@ class Relay:
 
     __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
                  "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end",
-                 "_write_frame", "_chunks", "_sample_ns", "_send_held", "_corked", "_fast",
-                 "_can_fast", "_on_ended")
+                 "_write_frame", "_chunks", "_sample_ns", "_send_held", "_corked", "_upstream",
+                 "_can_pipe", "_on_ended")
 
     def __init__(
         self,
@@ -102,7 +103,7 @@ class Relay:
         self._chunks = 0  # on_chunk reads so far: one in _SAMPLE is timed (call.relay_ns)
         self._sample_ns = 0
         self._corked = False  # the sink holds this read's writes until on_read_end
-        self._fast = False  # fast_read may take the next read
+        self._upstream = None  # the provider's connection, while it may pipe (bind_pipe)
         self._filter = response_filter
         if response_filter is None:
             self._write, self._end = sink.write, sink.end
@@ -116,8 +117,8 @@ class Relay:
         # a stream's client may read a whole answer before the record (H1Exchange.send_held)
         self._send_held = (sink.send_held if stream and response_filter is None
                            and hasattr(type(sink), "send_held") else None)
-        # fast_read needs a tap it can see past (an SseTap) and a sink taking frames as they are
-        self._can_fast = type(self._tap) is SseTap and self._write_frame is not None
+        # a pipe needs a tap it can see past (an SseTap) and a sink taking frames as they are
+        self._can_pipe = type(self._tap) is SseTap and self._write_frame is not None
 
     # ---- ResponseHandler -----------------------------------------------------------
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -192,8 +193,11 @@ class Relay:
             out = tap.feed(data)
             if out is data and self._write_frame is not None:
                 self._write_frame(frame, data)
-                self._fast = (self._can_fast and tap.at_event_boundary  # type: ignore[union-attr]
-                              and getattr(self.sink, "passes_frames", False))
+                upstream = self._upstream
+                if upstream is not None and tap.at_event_boundary:  # type: ignore[union-attr]
+                    target = self.sink.pipe_target(self._unpipe)  # type: ignore[attr-defined]
+                    if target is not None:
+                        upstream.pipe(target)
             elif out:
                 self._write(out)
         else:
@@ -206,31 +210,21 @@ class Relay:
             self._sample_ns = spent = self._perf() - t0
             call.relay_ns += spent * _SAMPLE
 
-    def fast_read(self, data: bytes) -> bool:
-        """Relay a read, and return True, if it is one whole chunk with a plain size line
-        holding whole SSE events without a usage object, while the last read left the parser
-        at a chunk boundary and the tap at an event boundary (``_fast``, set by ``on_chunk``).
-        Such a read needs neither the parser nor the tap and leaves both as they were: half the
-        bytecode of a stream's usual read. Else False, and the read goes the usual way.
-        (``UpstreamConnection`` offers it every read first.)"""
-        if self._fast:
-            eol = data.find(b"\r\n")
-            size = len(data) - eol - 4
-            # (no ``size > 0``: a size line "0" or "-n" that matches leaves no room for the
-            # events' blank line before the CRLF)
-            if (data.endswith(b"\n\n\r\n") and data[:eol] == b"%x" % size
-                    and search_usage(data) is None):  # the tap's own test for a usage object
-                n = self._chunks = self._chunks + 1
-                if n & _SAMPLE_MASK == 1:  # timed as on_chunk times its reads
-                    t0 = self._perf()
-                    self._write_frame(data, data)
-                    self._sample_ns = spent = self._perf() - t0
-                    self.call.relay_ns += spent * _SAMPLE
-                else:
-                    self._write_frame(data, data)
-                return True
-            self._fast = False
-        return False
+    def bind_pipe(self, upstream) -> None:
+        """The provider's connection offers its pipe (``UpstreamConnection.send``): taken
+        where plain reads may pass unseen, an ``SseTap`` and a sink taking frames as they are."""
+        if self._can_pipe:
+            self._upstream = upstream
+
+    def _unpipe(self) -> None:
+        """End the pipe (the client's connection shut, or the response ends). Its reads count
+        in ``call.relay_ns`` at the last timed read's time: the pipe itself times none."""
+        upstream = self._upstream
+        if upstream is not None:
+            self._upstream = None
+            piped = upstream.unpipe()
+            if piped:
+                self.call.relay_ns += piped * self._sample_ns
 
     def on_end(self) -> None:
         state = self.state
@@ -284,7 +278,7 @@ class Relay:
 
     def cancel(self) -> None:
         """The client went away (or shutdown): stop writing."""
-        self._fast = False
+        self._unpipe()
         self._settle()
         if self.state is STREAMING and self._stream:
             metrics.active_streams_for(self.call.provider).dec()
@@ -296,7 +290,7 @@ class Relay:
             self.done.set_exception(err)
 
     def _finish(self, state: str, abort: bool = False) -> None:
-        self._fast = False
+        self._unpipe()
         if self._stream:
             metrics.active_streams_for(self.call.provider).dec()
         self.state = state

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import re
 
+from kraken.plainchunk import USAGE_OBJECT
 from kraken.providers.family import DeferredUsageParser, UsageParser
 
-_USAGE = re.compile(rb'"usage": ?\{').search
+_USAGE = re.compile(USAGE_OBJECT).search
 """A non-null ``"usage"`` object, compact or spaced: one scan where two ``find``s cost ~1.6x
 as much over a whole answer (6 KB: 2.9 against 4.7 us). Alone it is also faster over one
 event, but in the relay's loop (bench/chunk_cost.py, 1 event per read) it made each read
 0.06 us slower, so reads under ``_SCAN_ONCE`` bytes keep the two ``find``s."""
 _SCAN_ONCE = 2048
-search_usage = _USAGE
-"""The same search, for a caller that must decide as this tap does whether bytes hold a usage
-object (``Relay.fast_read``)."""
 _COMPACT, _SPACED = b'"usage":{', b'"usage": {'
 _NOTHING = object()
 """``SseTap._found`` when no usage waits to be converted (a parser may find a None usage)."""
@@ -66,7 +64,7 @@ class SseTap:
     @property
     def at_event_boundary(self) -> bool:
         """Nothing held and events end with a blank line: a read of whole events without a usage
-        object needs no look from the tap (``Relay.fast_read``)."""
+        object needs no look from the tap (``plain_sse_chunk``'s reads, ``Relay.on_chunk``)."""
         return not self._tail and not self._passthrough and self._sep == b"\n\n"
 
     def feed(self, data: bytes) -> bytes:

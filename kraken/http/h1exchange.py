@@ -9,7 +9,7 @@ Responses are framed here: sending a body chunk through ``h11.Connection.send`` 
 against ~0.6 µs for formatting the chunk (DECISIONS.md), and a stream has hundreds. A write
 is one format (chunked) and one ``transport.write``, or one list append while corked; a
 provider's chunk whose frame is already the one Kraken would write goes out as it is
-(``write_frame``).
+(``write_frame``), or straight from the provider's socket callback (``pipe_target``).
 
     receiving ──body complete──▶ responding ──end──▶ closed (the connection reads the next head)
     any ──the connection closes, aborts or is lost──▶ closed
@@ -17,7 +17,7 @@ provider's chunk whose frame is already the one Kraken would write goes out as i
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import h11
 
@@ -47,7 +47,7 @@ class H1Exchange:
     __slots__ = (
         "_conn", "_transport", "head", "headers", "head_ns", "reader", "body", "body_size", "pace",
         "expect_continue", "keep_alive", "http11", "_head_only", "_started", "_chunked",
-        "_mute", "_corked", "_pending", "_held_head", "_producer", "closed", "stream",
+        "_mute", "_corked", "_pending", "_held_head", "_producer", "closed", "stream", "_on_shut",
     )
 
     def __init__(self, conn: H1Connection, head: h11.Request | None = None,
@@ -83,6 +83,8 @@ class H1Exchange:
         self._held_head = False
         """The response head is in ``_pending``: nothing of the response was written yet."""
         self._producer: FlowControl | None = None
+        self._on_shut: Callable[[], None] | None = None
+        """Called once if the connection shuts while a pipe writes here (``pipe_target``)."""
         self.closed = False
         """Nothing more may be sent: the response ended, or the connection is closing."""
 
@@ -130,6 +132,9 @@ class H1Exchange:
         self._corked = False
         self._pending = []
         self.stop_receiving()
+        on_shut, self._on_shut = self._on_shut, None
+        if on_shut is not None:
+            on_shut()  # the pipe ends before another byte could reach a shut connection
 
     @property
     def producer(self) -> FlowControl | None:
@@ -187,10 +192,14 @@ class H1Exchange:
         else:
             self._transport.write(frame)  # type: ignore[union-attr]
 
-    @property
-    def passes_frames(self) -> bool:
-        """``write_frame`` writes a frame as it is (the body is chunked and not muted)."""
-        return self._chunked and not self._mute
+    def pipe_target(self, on_shut: Callable[[], None]) -> Callable[[bytes], object] | None:
+        """The socket's own write, for a provider's chunk frames to go to as they are
+        (``UpstreamConnection.pipe``), while the body is chunked, open and nothing is held;
+        ``on_shut`` ends that pipe if the connection shuts first. Else None."""
+        if not self._chunked or self._mute or self._corked:
+            return None
+        self._on_shut = on_shut
+        return self._transport.write  # type: ignore[union-attr]
 
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """``start`` + ``write`` + ``end`` with the head and body in one transport write."""
@@ -238,7 +247,7 @@ class H1Exchange:
             self._pending.append(_LAST_CHUNK)
         self._corked = False
         self.flush()
-        self._producer = None
+        self._producer = self._on_shut = None
         self._mute = True
         self.closed = True
         self._conn.response_ended(self)

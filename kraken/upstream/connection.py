@@ -5,6 +5,11 @@ The connection runs one exchange at a time and pushes what it parses into a
 bytes reach the client in the same loop iteration they arrive in. Requests are serialised
 here (their headers are built by Kraken, never copied from a client); responses are parsed
 by ``response.ResponseParser``, which costs a fraction of h11 per chunk.
+
+A long stream's usual read (one whole chunk of whole SSE events, no usage object) can skip
+the parser and the handler: once the handler has ``pipe``d the connection to its client's
+socket, each read that passes ``plain_sse_chunk`` is written there as it came, in the same
+callback; the first read that does not goes the usual way and ends the pipe.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import asyncio
 from typing import Callable, Protocol
 
 from kraken.errors import UpstreamError, UpstreamTimeout
+from kraken.plainchunk import plain_sse_chunk
 from kraken.timers import Deadline
 from kraken.upstream.response import ResponseError, ResponseParser
 
@@ -33,8 +39,8 @@ class ResponseHandler(Protocol):
     # Optional: ``on_chunk(data, frame)`` takes, instead of ``on_data``, a read of whole chunks
     # whose size lines are as Kraken writes them (one, or several read together), with the read
     # as their frames (``ResponseParser.on_chunk``); such a read never ends the response.
-    # Optional: ``fast_read(data) -> bool`` is offered every read before the parser; True: the
-    # handler took the read whole and the parser must not see it (``Relay.fast_read``).
+    # Optional: ``bind_pipe(connection)`` is called at ``send``; the handler may then call
+    # ``connection.pipe(write)`` while the parser is at a chunk boundary (``Relay.on_chunk``).
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -56,8 +62,10 @@ class UpstreamConnection(asyncio.Protocol):
         """Loop time the connection opened or its last response ended (the pool reaps by it)."""
         self.on_close: Callable[[UpstreamConnection], None] | None = None
         self._paused = False
-        self._fast: Callable[[bytes], bool] | None = None
-        """The handler's ``fast_read``: offered every read first, before the parser."""
+        self._pipe: Callable[[bytes], object] | None = None
+        """Where a plain read goes as it came, past the parser and the handler (``pipe``)."""
+        self._piped = 0
+        """Reads the pipe took since ``pipe`` (``unpipe`` hands the count to the handler)."""
         self._chunked_upload = False
         """The request body streams after ``send`` (``send_more``) in chunked framing."""
         self._writable: asyncio.Future | None = None
@@ -83,9 +91,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.on_close(self)
         # Let go of what would keep a closed connection alive in reference cycles until a
         # full gc run (the transport holds this protocol; the deadline, its bound method; the
-        # last exchange's handler, parser and fast read): freed at once instead.
+        # last exchange's handler, parser and pipe): freed at once instead.
         self.transport = None
-        self._handler = self._parser = self._fast = None
+        self._handler = self._parser = self._pipe = None
 
     def data_received(self, data: bytes) -> None:
         handler = self._handler
@@ -93,9 +101,17 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self._deadline.last = self._loop.time()  # Deadline.touch(), inline: this runs per read
-        fast = self._fast
-        if fast is not None and fast(data):
-            return  # (only ever after a read the parser took: received_any is set)
+        pipe = self._pipe
+        if pipe is not None:  # (only ever after a read the parser took: received_any is set)
+            if plain_sse_chunk(data):
+                try:
+                    pipe(data)
+                except RuntimeError:  # the client's transport closed under the pipe: the
+                    self._pipe = None  # usual way drops the read (its exchange is shut)
+                else:
+                    self._piped += 1
+                    return
+            self._pipe = None  # the parser takes this read; the handler may pipe again
         self.received_any = True
         try:
             self._parser.feed(data)  # type: ignore[union-attr]
@@ -147,7 +163,11 @@ class UpstreamConnection(asyncio.Protocol):
         parser = self._parser
         parser.on_data = handler.on_data  # straight to the handler: one call less per read
         parser.on_chunk = getattr(handler, "on_chunk", None)  # optional (ResponseHandler)
-        self._fast = getattr(handler, "fast_read", None)  # optional (ResponseHandler)
+        self._pipe = None
+        self._piped = 0
+        bind_pipe = getattr(handler, "bind_pipe", None)  # optional (ResponseHandler)
+        if bind_pipe is not None:
+            bind_pipe(self)
         self._deadline.arm(self._read_timeout)
         self._chunked_upload = more and (b"transfer-encoding", b"chunked") in headers
         if self._chunked_upload and body:
@@ -157,6 +177,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(b"\r\n".join([  # type: ignore[union-attr]
             b"%s %s HTTP/1.1" % (method.encode(), target.encode()),
             *map(_FIELD_JOIN, headers), b"", body]))
+
+    # ---- the pipe: a stream's plain reads straight to the client (``Relay.on_chunk``) -
+    def pipe(self, write: Callable[[bytes], object]) -> None:
+        """From the next read on, write each read that passes ``plain_sse_chunk`` to ``write``
+        as it came, unparsed: only while the parser is at a chunk boundary and the handler's
+        tap at an event boundary, so such a read changes neither."""
+        self._pipe = write
+
+    def unpipe(self) -> int:
+        """End the pipe; the reads it took since ``pipe`` (or the last ``unpipe``)."""
+        self._pipe = None
+        piped, self._piped = self._piped, 0
+        return piped
 
     # ---- a streamed request body (``send(..., more=True)``) ------------------------
     def send_more(self, data: bytes) -> None:
@@ -185,6 +218,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_end(self) -> None:
         handler, self._handler = self._handler, None
+        self._pipe = None
         self._deadline.cancel()
         self.idle_since = self._loop.time()
         if not self._parser.keep_alive:  # type: ignore[union-attr]
@@ -204,7 +238,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Cancel the exchange now: the provider sees the connection reset."""
-        self._handler = None
+        self._handler = self._pipe = None
         if self._parser is not None:  # a read being parsed delivers nothing more
             self._parser.on_data = _drop
             self._parser.on_chunk = None

@@ -1,7 +1,7 @@
-"""The relay's fast read (``Relay.fast_read``), over real sockets: once a plain chunk of whole
-events has passed, later such reads skip the parser and the tap, yet a usage object still
-reaches the record (and is hidden from a client that did not ask for it) whether it comes in a
-read of its own, spaced, or split across two reads."""
+"""The relay's pipe (``UpstreamConnection.pipe``, ``Relay.on_chunk``), over real sockets: once
+a plain chunk of whole events has passed, later such reads skip the parser and the tap, yet a
+usage object still reaches the record (and is hidden from a client that did not ask for it)
+whether it comes in a read of its own, spaced, or split across two reads."""
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +38,7 @@ def usage_reads(usage: bytes, split: int | None) -> list[bytes]:
     (COMPACT, COMPACT.index(b'"usage"') + 4),  # the key itself cut in two
     (COMPACT, len(COMPACT) - 2),  # the event's end in the next read
 ], ids=["own-read", "spaced", "key-split", "end-split"])
-async def test_usage_after_fast_reads_is_recorded_and_hidden_unless_asked(
+async def test_usage_after_piped_reads_is_recorded_and_hidden_unless_asked(
         tmp_path, include_usage, usage, split):
     reads = [SSE_HEAD, *map(chunk, EVENTS[:3]), *usage_reads(usage, split),
              chunk(EVENTS[3]), chunk(DONE), b"0\r\n\r\n"]
@@ -57,9 +57,9 @@ async def test_usage_after_fast_reads_is_recorded_and_hidden_unless_asked(
     assert rows[0]["prompt_tokens"] == 3 and rows[0]["completion_tokens"] == 6
 
 
-async def test_an_http10_client_gets_the_events_unframed_while_fast_reads_run(tmp_path):
+async def test_an_http10_client_gets_the_events_unframed_never_piped(tmp_path):
     """An HTTP/1.0 response has no chunk framing: a provider's frames are never passed on as
-    they are, fast or not (the body is the events, up to the close)."""
+    they are, piped or not (the body is the events, up to the close)."""
     reads = [SSE_HEAD, *map(chunk, EVENTS), chunk(COMPACT), chunk(DONE), b"0\r\n\r\n"]
     server, port = await scripted_provider([reads], 0.02)
     body = json.dumps({"model": "mock-gpt", "stream": True,

@@ -1,0 +1,75 @@
+/* The relay's per-read test in C: kraken/plainchunk.py holds the Python definition this must
+ * equal (tests/upstream/test_plainchunk.py compares the two), and is used where this was not
+ * built. A stream's provider read is tested once; in Python the test's six calls cost about
+ * as much as the rest of the read's Python together. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdio.h>
+#include <string.h>
+
+/* A non-null "usage" object: the pattern "usage": ?\{ anywhere in the n bytes at p. */
+static int
+has_usage_object(const char *p, Py_ssize_t n)
+{
+    static const char key[] = "\"usage\":";
+    const Py_ssize_t key_len = sizeof key - 1;
+    const char *end = p + n;
+    const char *at = p;
+    while (end - at > key_len) {
+        const char *hit = memmem(at, (size_t)(end - at), key, (size_t)key_len);
+        if (hit == NULL) {
+            return 0;
+        }
+        const char *after = hit + key_len;
+        if (after < end && *after == ' ') {
+            after++;
+        }
+        if (after < end && *after == '{') {
+            return 1;
+        }
+        at = hit + 1;
+    }
+    return 0;
+}
+
+static PyObject *
+plain_sse_chunk(PyObject *module, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "plain_sse_chunk takes bytes");
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(arg);
+    const Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    if (n < 4 || memcmp(p + n - 4, "\n\n\r\n", 4) != 0) {
+        Py_RETURN_FALSE;
+    }
+    const char *crlf = memmem(p, (size_t)n, "\r\n", 2);  /* found: p ends with one */
+    const Py_ssize_t eol = crlf - p;
+    const Py_ssize_t size = n - eol - 4;
+    char line[2 + 2 * sizeof(size_t)];  /* as Python's b"%x" % size writes it */
+    int line_len = size < 0 ? snprintf(line, sizeof line, "-%zx", (size_t)-size)
+                            : snprintf(line, sizeof line, "%zx", (size_t)size);
+    if (line_len != eol || memcmp(line, p, (size_t)eol) != 0 || has_usage_object(p, n)) {
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef methods[] = {
+    {"plain_sse_chunk", plain_sse_chunk, METH_O,
+     "True if the read is one whole HTTP/1.1 chunk, its size line as Kraken writes it, "
+     "holding whole SSE events without a usage object (kraken/plainchunk.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "kraken._plainchunk",
+    "C version of kraken.plainchunk.plain_sse_chunk.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__plainchunk(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,141 @@
+"""``UpstreamConnection.pipe``, over a real socket: once the handler pipes, each read that is a
+plain chunk (``plain_sse_chunk``) goes to the pipe as it came and never to the handler; the
+first read that is not goes to the handler and ends the pipe; ``unpipe`` counts what it took.
+The provider writes one read at a time and waits for it to land, so reads never merge."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kraken.upstream.connection import UpstreamConnection
+
+pytestmark = pytest.mark.anyio
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+EVENT = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3}}\n\n'
+
+
+def chunk(data: bytes, line: bytes | None = None) -> bytes:
+    return (b"%x" % len(data) if line is None else line) + b"\r\n" + data + b"\r\n"
+
+
+class Handler:
+    """Records where each read went; pipes to ``self.piped`` after each chunk it is handed."""
+
+    def __init__(self, pipe_target=None):
+        self.chunks: list[bytes] = []
+        self.piped: list[bytes] = []
+        self.landed = asyncio.Event()
+        self.done = asyncio.get_running_loop().create_future()
+        self.upstream: UpstreamConnection | None = None
+        self._target = pipe_target or self.piped.append
+
+    def bind_pipe(self, upstream: UpstreamConnection) -> None:
+        self.upstream = upstream
+
+    def on_head(self, status, headers):
+        self.landed.set()
+
+    def on_data(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def on_chunk(self, data: bytes, frame: bytes) -> None:
+        self.chunks.append(frame)
+        self.upstream.pipe(self._pipe)
+
+    def _pipe(self, data: bytes) -> None:
+        self._target(data)
+        self.landed.set()
+
+    def on_read_end(self) -> None:
+        self.landed.set()
+
+    def on_end(self) -> None:
+        self.done.set_result(None)
+
+    def on_error(self, exc: Exception) -> None:
+        self.done.set_exception(exc)
+
+
+async def exchange(reads: list[bytes], handler_factory) -> tuple[Handler, UpstreamConnection]:
+    """Send one request; the provider answers with ``reads``, each after the last has landed."""
+    accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def on_conn(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        accepted.set_result(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    async with server:
+        _, conn = await asyncio.get_running_loop().create_connection(
+            lambda: UpstreamConnection("http://x", 5.0), "127.0.0.1",
+            server.sockets[0].getsockname()[1])
+        handler = handler_factory()
+        conn.send("GET", "/", [(b"host", b"x")], b"", handler)
+        writer = await asyncio.wait_for(accepted, 5)
+        for read in reads:
+            handler.landed.clear()
+            writer.write(read)
+            await asyncio.wait_for(handler.landed.wait(), 5)
+        await asyncio.wait_for(handler.done, 5)
+        writer.close()
+        return handler, conn
+
+
+async def test_plain_reads_take_the_pipe_and_any_other_read_ends_it():
+    first, plain, usage = chunk(EVENT), chunk(EVENT * 2), chunk(USAGE)
+    upper = chunk(b"data: " + b"x" * (0xAB - 8) + b"\n\n", line=b"AB")  # not as Kraken writes it
+    half = chunk(EVENT[:-1])  # an event not ended in its read
+    reads = [HEAD, first, plain, plain, usage, plain, upper, plain, plain, half, plain,
+             b"0\r\n\r\n"]
+    handler, conn = await exchange(reads, Handler)
+    assert handler.piped == [plain] * 5  # the plain reads after a chunk the handler saw
+    # every other read, in order: the re-framed one as its data (on_data never pipes)
+    assert handler.chunks == [first, usage, upper[4:-2], plain, half]
+    assert conn.unpipe() == 5 and conn.unpipe() == 0
+    assert conn.reusable  # the parser was at a boundary throughout: the response ended cleanly
+    conn.close()
+
+
+async def test_a_pipe_whose_client_closed_hands_the_read_to_the_handler():
+    def closed(data: bytes) -> None:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+    first = chunk(EVENT)
+    handler, conn = await exchange([HEAD, first, first, b"0\r\n\r\n"],
+                                   lambda: Handler(pipe_target=closed))
+    assert handler.chunks == [first, first] and handler.piped == []
+    assert conn.unpipe() == 0
+    conn.close()
+
+
+class _Wire:
+    """A transport that keeps what is written (the requests)."""
+
+    def __init__(self):
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+
+async def test_a_new_exchange_starts_without_the_last_ones_pipe():
+    class Unpiped(Handler):
+        def on_chunk(self, data: bytes, frame: bytes) -> None:
+            self.chunks.append(frame)  # never pipes
+
+    first = chunk(EVENT)
+    conn = UpstreamConnection("http://x", 5.0)
+    conn.transport = _Wire()  # type: ignore[assignment]
+    piping, unpiped = Handler(), Unpiped()
+    for handler in (piping, unpiped):
+        conn.send("GET", "/", [(b"host", b"x")], b"", handler)
+        for read in (HEAD, first, first, b"0\r\n\r\n"):
+            conn.data_received(read)
+        assert handler.done.done()
+    assert piping.chunks == [first] and piping.piped == [first]
+    assert unpiped.chunks == [first, first] and unpiped.piped == []
+    assert conn.unpipe() == 0  # the first exchange's count went with its own send
