@@ -367,8 +367,7 @@ class Gateway:
         if trace is not None and self.tracing.propagation.allowed(
                 route.provider.name, route.provider.family.cfg.kind):
             headers = [*headers, *trace.upstream_headers()]  # self-hosted or listed only
-        # A non-streamed answer is held (bounded) so its head can carry the priced cost.
-        out = answer_sink(sink, call, parsed.req)
+        out: ResponseSink | None = None
         if request.family.signed is not None:  # e.g. an OAuth2 token, exchanged when due
             headers = await request.family.signed(headers)
         family, hide_usage = request.family, request.hide_usage
@@ -376,16 +375,18 @@ class Gateway:
             if request is None:  # the retry: the same request again (shape is a pure function)
                 request = endpoint.shape(route, parsed)
             conn = await pool.acquire()
+            call.sent_ns = time.perf_counter_ns()
+            upload = parsed.payload.get(UPLOAD)
+            # Sent first: the provider works while the relay that reads its answer is built.
+            conn.send(request.method, request.target, headers, request.body,
+                      more=upload is not None)
+            if out is None:  # a non-streamed answer is held (bounded): its head carries the cost
+                out = answer_sink(sink, call, parsed.req)
             relay = Relay(call, out, family, stream=call.stream, hide_usage=hide_usage,
                           on_complete=partial(self._journal, call), on_ended=self._count,
                           response_filter=filt,
                           loop=pool.loop)
-            call.sent_ns = time.perf_counter_ns()
-            upload = parsed.payload.get(UPLOAD)
-            if upload is None:
-                conn.send(request.method, request.target, headers, request.body, relay)
-            else:
-                conn.send(request.method, request.target, headers, request.body, relay, more=True)
+            conn.expect(relay)
             # Not held while the answer streams: orjson's output keeps >= 4 KiB of capacity.
             request = None
             call.stamp()  # off the first byte's path: the provider is working meanwhile

@@ -39,7 +39,7 @@ class ResponseHandler(Protocol):
     # Optional: ``on_chunk(data, frame)`` takes, instead of ``on_data``, a read of whole chunks
     # whose size lines are as Kraken writes them (one, or several read together), with the read
     # as their frames (``ResponseParser.on_chunk``); such a read never ends the response.
-    # Optional: ``bind_pipe(connection)`` is called at ``send``; the handler may then call
+    # Optional: ``bind_pipe(connection)`` is called at ``expect``; the handler may then call
     # ``connection.pipe(write)`` while the parser is at a chunk boundary (``Relay.on_chunk``).
 
 
@@ -66,6 +66,8 @@ class UpstreamConnection(asyncio.Protocol):
         """Where a plain read goes as it came, past the parser and the handler (``pipe``)."""
         self._piped = 0
         """Reads the pipe took since ``pipe`` (``unpipe`` hands the count to the handler)."""
+        self._no_body = False
+        """The request in flight is a HEAD: its response has no body (``expect``)."""
         self._chunked_upload = False
         """The request body streams after ``send`` (``send_more``) in chunked framing."""
         self._writable: asyncio.Future | None = None
@@ -150,25 +152,17 @@ class UpstreamConnection(asyncio.Protocol):
         target: str,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
-        handler: ResponseHandler,
+        handler: ResponseHandler | None = None,
         more: bool = False,
     ) -> None:
-        """Write the request and route the response to ``handler``. ``more``: ``body`` is only
-        the start of the request body, the rest follows through ``send_more``/``end_body``
-        (chunked when the headers say so, else within their Content-Length)."""
+        """Write the request; its response goes to ``handler``, or to the one ``expect`` names
+        before the loop runs again (the relay is built while the provider already works).
+        ``more``: ``body`` is only the start of the request body, the rest follows through
+        ``send_more``/``end_body`` (chunked when the headers say so, else within their
+        Content-Length)."""
         self.used += 1
         self.received_any = False
-        self._handler = handler
-        self._parser = ResponseParser(self, no_body=method == "HEAD")
-        parser = self._parser
-        parser.on_data = handler.on_data  # straight to the handler: one call less per read
-        parser.on_chunk = getattr(handler, "on_chunk", None)  # optional (ResponseHandler)
-        self._pipe = None
-        self._piped = 0
-        bind_pipe = getattr(handler, "bind_pipe", None)  # optional (ResponseHandler)
-        if bind_pipe is not None:
-            bind_pipe(self)
-        self._deadline.arm(self._read_timeout)
+        self._no_body = method == "HEAD"
         self._chunked_upload = more and (b"transfer-encoding", b"chunked") in headers
         if self._chunked_upload and body:
             body = b"%x\r\n%b\r\n" % (len(body), body)
@@ -177,6 +171,22 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(b"\r\n".join([  # type: ignore[union-attr]
             b"%s %s HTTP/1.1" % (method.encode(), target.encode()),
             *map(_FIELD_JOIN, headers), b"", body]))
+        self._deadline.arm(self._read_timeout)
+        if handler is not None:
+            self.expect(handler)
+
+    def expect(self, handler: ResponseHandler) -> None:
+        """Route the response of the request just ``send``-ed to ``handler``. Called in the
+        same loop iteration as ``send``: no read can come between them."""
+        self._handler = handler
+        self._parser = parser = ResponseParser(self, no_body=self._no_body)
+        parser.on_data = handler.on_data  # straight to the handler: one call less per read
+        parser.on_chunk = getattr(handler, "on_chunk", None)  # optional (ResponseHandler)
+        self._pipe = None
+        self._piped = 0
+        bind_pipe = getattr(handler, "bind_pipe", None)  # optional (ResponseHandler)
+        if bind_pipe is not None:
+            bind_pipe(self)
 
     # ---- the pipe: a stream's plain reads straight to the client (``Relay.on_chunk``) -
     def pipe(self, write: Callable[[bytes], object]) -> None:

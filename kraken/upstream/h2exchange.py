@@ -32,7 +32,7 @@ class H2Exchange:
     """One request/response on a shared HTTP/2 connection (the pool's unit of acquire)."""
 
     __slots__ = ("connection", "stream_id", "state", "used", "received_any", "handler",
-                 "paused", "owed", "body", "deadline", "more", "drained")
+                 "paused", "owed", "body", "deadline", "more", "drained", "failure")
 
     def __init__(self, connection: H2UpstreamConnection):
         self.connection = connection
@@ -52,15 +52,26 @@ class H2Exchange:
         """The request body is still streaming (``send_more``/``end_body``)."""
         self.drained: asyncio.Future | None = None
         """Resolved once ``body`` has all gone out (an upload waits on it)."""
+        self.failure: Exception | None = None
+        """How the exchange failed before ``expect`` named its handler (``send`` can fail at once)."""
 
     # ---- the UpstreamConnection interface used by the gateway ----------------------
     def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
-             handler: ResponseHandler, more: bool = False) -> None:
-        """Open the stream, send the request and route the response to ``handler``; ``more``:
-        the body continues through ``send_more``/``end_body``."""
+             handler: ResponseHandler | None = None, more: bool = False) -> None:
+        """Open the stream and send the request; its response goes to ``handler``, or to the
+        one ``expect`` names next. ``more``: the body continues through ``send_more``/``end_body``."""
         self.handler = handler
         self.more = more
         self.connection.start(self, method, target, headers, body)
+
+    def expect(self, handler: ResponseHandler) -> None:
+        """Route the response to ``handler`` (``UpstreamConnection.expect``); a failure that
+        came while there was none (the connection was closing) reaches it now."""
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            handler.on_error(failure)
+        else:
+            self.handler = handler
 
     def send_more(self, data: bytes) -> None:
         if data and self.state is OPEN:
@@ -140,6 +151,8 @@ class H2Exchange:
         handler, self.handler = self.handler, None
         if handler is not None:
             handler.on_error(exc)
+        else:
+            self.failure = exc  # before ``expect`` (or after ``abort``, then never read)
 
     def _on_timeout(self) -> None:
         if self.state is OPEN:

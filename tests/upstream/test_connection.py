@@ -92,6 +92,26 @@ async def test_cancelled_exchange_gets_no_bytes_of_the_same_read():
         assert handler.data == [] and conn.closed
 
 
+async def test_a_request_sent_first_is_answered_to_the_handler_expect_names():
+    """The gateway writes the request, then builds its relay: the answer reaches that."""
+    frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
+    server, port = await serve([HEAD + frame + b"0\r\n\r\n"])
+    async with server:
+        conn = await connect(port)
+        conn.send("HEAD", "/", [(b"host", b"x")], b"")
+        handler = Handler()
+        conn.expect(handler)
+        await asyncio.wait_for(handler.done, 5)
+        assert handler.status == 200 and handler.data == []  # a HEAD's answer has no body
+        conn.close()
+        conn = await connect(port)
+        conn.send("GET", "/", [(b"host", b"x")], b"")
+        conn.expect(handler := Handler())
+        await asyncio.wait_for(handler.done, 5)
+        assert b"".join(handler.data) == EVENT and conn.reusable
+        conn.close()
+
+
 class _Wire:
     """A transport that keeps what is written."""
 

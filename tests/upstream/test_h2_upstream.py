@@ -197,6 +197,37 @@ async def test_goaway_moves_new_requests_to_a_new_connection():
         await pool.close()
 
 
+async def test_a_request_sent_first_is_answered_to_the_handler_expect_names():
+    async with H2Provider(CA) as provider:
+        pool = make_pool(provider)
+        conn = await pool.acquire()
+        conn.send("POST", *request(pool, "first", chunks=5))
+        conn.expect(res := Collect())
+        await asyncio.wait_for(res.done, 5)
+        assert res.status == 200 and bytes(res.body) == provider.bodies["first"]
+        pool.release(conn)
+        await pool.close()
+
+
+async def test_a_send_that_fails_at_once_reaches_the_handler_expect_names():
+    """A stream acquired before the provider's GOAWAY is refused as it is sent, before the
+    relay exists: the refusal (retryable) waits for ``expect``."""
+    async with H2Provider(CA) as provider:
+        pool = make_pool(provider)
+        await call(pool, "warm")
+        conn = await pool.acquire()
+        provider.goaway()
+        await wait_for(lambda: conn.connection.draining)
+        conn.send("POST", *request(pool, "late"))
+        conn.expect(res := Collect())
+        with pytest.raises(UpstreamError, match="closing"):
+            await asyncio.wait_for(res.done, 5)
+        assert conn.used >= 2  # refused unprocessed: the gateway retries it fresh
+        assert "late" not in provider.bodies
+        pool.release(conn)
+        await pool.close()
+
+
 async def test_goaway_fails_streams_above_last_id_as_retryable():
     async with H2Provider(CA) as provider:
         pool = make_pool(provider)
