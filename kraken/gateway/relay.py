@@ -211,7 +211,7 @@ class Relay:
             call.relay_ns += spent * _SAMPLE
 
     def bind_pipe(self, upstream) -> None:
-        """The provider's connection offers its pipe (``UpstreamConnection.send``): taken
+        """The provider's connection offers its pipe (``UpstreamConnection.expect``): taken
         where plain reads may pass unseen, an ``SseTap`` and a sink taking frames as they are."""
         if self._can_pipe:
             self._upstream = upstream
@@ -235,14 +235,13 @@ class Relay:
                 tail = self._tap.flush()
                 if tail:
                     self._write(tail)
-                call.usage = self._tap.usage
                 failure = self._tap.failure  # the provider's own bytes said it failed
                 if failure is not None:
                     call.fail(failure)
             else:
                 document = self._body_tap.document()
                 call.usage = None if document is None else self.family.usage_from_body(document)
-            self._finish(DONE if failure is None else FAILED)
+            self._finish(DONE if failure is None else FAILED, stream_usage=self._tap is not None)
         elif state is REFUSED:
             err = self.family.map_error(self._status, bytes(self._body))
             self._refuse(err if self._filter is None else self._filter.refused(err))
@@ -289,7 +288,9 @@ class Relay:
         if not self.done.done():
             self.done.set_exception(err)
 
-    def _finish(self, state: str, abort: bool = False) -> None:
+    def _finish(self, state: str, abort: bool = False, stream_usage: bool = False) -> None:
+        """``stream_usage``: the record takes the tap's usage, read (parsed) once what the
+        client is owed has left: a whole answer in one read is not held up by it."""
         self._unpipe()
         if self._stream:
             metrics.active_streams_for(self.call.provider).dec()
@@ -297,6 +298,8 @@ class Relay:
         self._settle()
         if self._send_held is not None and not abort:
             self._send_held()  # a head still held: it and the answer leave before the record
+        if stream_usage:
+            self.call.usage = self._tap.usage  # type: ignore[union-attr]
         made = self._on_complete()  # the record reaches the journal before the client sees the end
         try:
             if abort:
