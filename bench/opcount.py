@@ -10,6 +10,7 @@ module and by function (``--inclusive``: each function with everything it called
 
     .venv/bin/python bench/opcount.py                       # 200 streamed requests, c=1
     .venv/bin/python bench/opcount.py --new-conn            # a new connection per request
+    .venv/bin/python bench/opcount.py --non-stream          # non-streamed requests
     .venv/bin/python bench/opcount.py --inclusive --top 60
     .venv/bin/python bench/opcount.py --phases              # split at the send and first byte
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import re
 import json
 import socket
 import subprocess
@@ -56,13 +58,14 @@ def kraken_doc(tmp: Path, port: int, mock_port: int) -> dict:
 class Client:
     """Streamed chat requests over the loop's socket calls; a new connection per request if asked."""
 
-    def __init__(self, port: int, new_conn: bool):
-        body = json.dumps({"model": "mock-gpt", "stream": True,
+    def __init__(self, port: int, new_conn: bool, stream: bool = True):
+        body = json.dumps({"model": "mock-gpt", "stream": stream,
                            "messages": [{"role": "user", "content": "hi"}]}).encode()
         self.request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
                         b"application/json\r\nauthorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
                         % (TEST_KEY.encode(), len(body), body))
         self.port, self.new_conn, self.sock = port, new_conn, None
+        self.stream = stream
 
     async def one(self) -> None:
         loop = asyncio.get_running_loop()
@@ -74,13 +77,24 @@ class Client:
             await loop.sock_connect(self.sock, ("127.0.0.1", self.port))
         await loop.sock_sendall(self.sock, self.request)
         got = b""
-        while not got.endswith(b"\r\n0\r\n\r\n"):
+        while not self._complete(got):
             data = await loop.sock_recv(self.sock, 65536)
             if not data:
                 raise ConnectionError("Kraken closed the connection")
             got += data
         if not got.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"unexpected answer: {got[:200]!r}")
+
+
+    def _complete(self, got: bytes) -> bool:
+        """The whole answer is in: a stream's last chunk, or a Content-Length body."""
+        if self.stream:
+            return got.endswith(b"\r\n0\r\n\r\n")
+        head_end = got.find(b"\r\n\r\n")
+        if head_end < 0:
+            return False
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", got[:head_end])
+        return length is not None and len(got) - head_end - 4 >= int(length[1])
 
 
 PHASES = ("before the send", "waiting for the provider", "provider's read to first byte",
@@ -191,7 +205,7 @@ async def run(args) -> None:
             task = loop.create_task(app.serve(cfg, started=started, stop=stop))
             await started
             await wait_for(lambda: _accepts(mock_port))
-            client = Client(port, args.new_conn)
+            client = Client(port, args.new_conn, stream=not args.non_stream)
             for _ in range(args.warmup):
                 await client.one()
             tracer = Tracer(args.inclusive)
@@ -226,6 +240,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100, help="untraced requests first")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer")
     ap.add_argument("--new-conn", action="store_true", help="a new connection per request")
+    ap.add_argument("--non-stream", action="store_true", help="non-streamed requests")
     ap.add_argument("--inclusive", action="store_true", help="also count callees (slower)")
     ap.add_argument("--top", type=int, default=40, help="rows per list")
     ap.add_argument("--phases", action="store_true",
