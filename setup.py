@@ -1,6 +1,10 @@
-"""Everything is in setup.cfg but the one C extension, which setup.cfg cannot declare: the
-relay's per-read test (kraken/_plainchunk.c). Optional: without a C compiler the install
-still succeeds, and kraken/plainchunk.py's Python definition serves instead."""
+"""Everything is in setup.cfg but the C extensions, which setup.cfg cannot declare: the
+relay's per-read test (kraken/_plainchunk.c) and the common request head's reader
+(kraken/_h1fast.c). Optional: without a C compiler the install still succeeds, and the
+Python definitions (kraken/plainchunk.py, kraken/http/h1fast.py) serve instead."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("kraken._plainchunk", ["kraken/_plainchunk.c"], optional=True)])
+setup(ext_modules=[
+    Extension("kraken._plainchunk", ["kraken/_plainchunk.c"], optional=True),
+    Extension("kraken._h1fast", ["kraken/_h1fast.c"], optional=True),
+])

@@ -4,12 +4,14 @@ smuggling tables, good heads and thousands of mutated ones, each path must answe
 the Connection path answers (same request, same refusal status, same 100-continue flag)."""
 from __future__ import annotations
 
+import os
 import random
+import shutil
 
 import pytest
 
-from kraken.http import h1head
-from kraken.http.h1fast import read_common_head
+from kraken.http import h1fast, h1head
+from kraken.http.h1fast import CommonHead, read_common_head, read_common_head_c, read_common_head_py
 from kraken.http.h1head import HeadRejected, parse_head
 from test_h1_malformed import MALFORMED
 from test_hardening import SMUGGLING
@@ -148,3 +150,54 @@ def test_only_a_connection_field_holding_close_is_scanned_for_keep_alive(value, 
     common = read_common_head(head, MAX_URI)
     assert common.may_close is may_close
     assert h1head.keeps_alive(common, common.headers) is keeps
+
+
+# ---- the C reader (kraken/_h1fast.c) answers as the Python one ------------------------------
+HOSTS = [b"a", b"a:80", b"a:", b"[::1]", b"[::1]:8080", b"[0:A:f]", b"[]", b"[g]", b"[::1", b"a]",
+         b"[::1]x", b"a b", b"a:b", b"", b":", b":80", b"\xe9", b"%41", b"a:80:90", b"a@b",
+         b"A-Z.~!$&'()*+,;=", b"a\tb", b"[::1]:", b"[:]"]
+LENGTHS = [b"0", b"", b"01", b"9" * 18, b"9" * 19, b"1 2", b"+1", b"-1", b"\xef\xbc\x91", b"1\t",
+           b" 7 ", b"0x1"]
+
+
+def variants() -> list[bytes]:
+    heads = [h for _, h in HEADS] + mutated_heads(20000, seed=29)
+    for host in HOSTS:
+        heads.append(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    for length in LENGTHS:
+        heads.append(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: " + length + b"\r\n\r\n")
+    for name in (b"HOST", b"Content-length", b"TRANSFER-ENCODING", b"expect", b"Connection",
+                 b"CONTENT-TYPE", b"X-Host", b"Hos", b"content-lengths"):
+        heads.append(b"PUT /x HTTP/1.1\r\nHost: a\r\n" + name + b": close 5\r\n\r\n")
+    return heads
+
+
+@pytest.mark.skipif(read_common_head_c is None and shutil.which("cc") is None,
+                    reason="no C compiler here: the C reader cannot have been built")
+def test_c_reader_is_built_where_a_compiler_is_and_used():
+    # (the test machines have a compiler: a missing C reader is a build that failed)
+    assert read_common_head_c is not None
+    pure = bool(os.environ.get("KRAKEN_PURE_PYTHON"))
+    assert h1fast.read_common_head is (read_common_head_py if pure else read_common_head_c)
+
+
+@pytest.mark.skipif(read_common_head_c is None, reason="the C reader is not built")
+@pytest.mark.parametrize("max_uri", [MAX_URI, 1])
+def test_c_reader_answers_as_the_python_one(max_uri: int):
+    heads = variants()
+    common = 0
+    for head in heads:
+        fast, slow = read_common_head_c(head, max_uri), read_common_head_py(head, max_uri)
+        assert fast == slow, head
+        if slow is not None:
+            common += 1
+            assert type(fast) is CommonHead
+            assert (fast.method, fast.target, fast.http_version, fast.headers, fast.length,
+                    fast.content_type, fast.may_close) == tuple(slow)
+    assert common > (1000 if max_uri == MAX_URI else 100)  # both answers are exercised
+
+
+@pytest.mark.skipif(read_common_head_c is None, reason="the C reader is not built")
+def test_c_reader_takes_only_bytes():
+    with pytest.raises(TypeError):
+        read_common_head_c(bytearray(SDK_HEAD), MAX_URI)
