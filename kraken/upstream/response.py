@@ -14,6 +14,7 @@ conflicting framing headers raise ``ResponseError`` and the connection is discar
 """
 from __future__ import annotations
 
+import os
 from itertools import repeat
 from typing import Callable, Protocol
 
@@ -27,6 +28,22 @@ checks (prefix, length, three digits); anything else (HTTP/1.0, a bad line) goes
 
 ResponseError = FramingError
 """The provider sent something that is not valid HTTP/1.1."""
+
+
+def _native_fields():
+    """``kraken/_response_head.c``'s ``response_fields`` where it was built: what ``_fields``
+    answers for a section it accepts, None where ``_fields`` must decide (a refusal, a
+    Content-Length past 18 digits). tests/upstream/test_response_fields.py compares them."""
+    try:
+        from kraken._response_head import response_fields
+    except ImportError:  # not built (no C compiler at install): _fields reads every head
+        return None
+    return response_fields
+
+
+response_fields_c = _native_fields()
+"""The C reader of a field section, or None where it was not built."""
+_response_fields = None if os.environ.get("KRAKEN_PURE_PYTHON") else response_fields_c
 
 
 class BodySink(Protocol):
@@ -171,7 +188,13 @@ class ResponseParser:
         if eol < 0:
             headers, length, chunked = [], None, False
         else:
-            headers, length, chunked = self._fields(head[eol + 2:])
+            common = None if _response_fields is None else _response_fields(head[eol + 2:])
+            if common is None:
+                headers, length, chunked = self._fields(head[eol + 2:])
+            else:
+                headers, length, chunked, close = common
+                if close:
+                    self.keep_alive = False
         if 100 <= status < 200:
             return  # interim response: the real head follows
         if chunked and length is not None:
