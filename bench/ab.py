@@ -11,7 +11,8 @@ other round.
 
 Scenarios, as bench/run.py runs them: ``hold`` (1000 streams x 200 chunks, 50 ms apart: the
 target's CPU seconds, user and sys), ``burst`` (1000 streams at once, 20 chunks 50 ms apart:
-TTFB p50 ms), ``c1`` (3000 streamed requests one at a time: TTFB p50 ms).
+TTFB p50 ms), ``c1`` (3000 streamed requests one at a time: TTFB p50 ms), ``nonstream`` (5000
+non-streamed requests at c=32: the target's CPU ms per request).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ SCENARIOS = {
     "burst": dict(stream=True, concurrency=1000, requests=1000, seconds=60,
                   body={**BODY, "mock": {"chunks": 20, "chunk_delay_ms": 50}}),
     "c1": dict(stream=True, concurrency=1, requests=3000, seconds=60, body=None, warmup=300),
+    "nonstream": dict(stream=False, concurrency=32, requests=5000, seconds=60, body=None),
 }
 
 
@@ -67,10 +69,15 @@ def measure(name: str, port: int, proc: subprocess.Popen, scenario: str) -> floa
     result = run_load(url, spec["stream"], spec["concurrency"], spec["requests"], spec["seconds"],
                       warmup=spec.get("warmup", 0), body=spec["body"])
     after = user_sys(pids)
+    user, system = after[0] - before[0], after[1] - before[1]
     if scenario == "hold":
-        user, system = after[0] - before[0], after[1] - before[1]
         print(f"  {name:6} CPU {user + system:.2f} s (user {user:.2f}, sys {system:.2f})", flush=True)
         return user + system
+    if scenario == "nonstream":
+        per = (user + system) * 1000 / max(1, result.get("completed") or 0)
+        print(f"  {name:6} CPU {per:.4f} ms / request (user {user:.2f} s, sys {system:.2f} s)",
+              flush=True)
+        return per
     p50 = (result.get("ttfb_ms") or {}).get("p50") or float("nan")
     print(f"  {name:6} TTFB p50 {p50:.3f} ms", flush=True)
     return p50
