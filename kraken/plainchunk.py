@@ -2,17 +2,17 @@
 
 A streamed answer's provider connection tests every read with ``plain_sse_chunk``; one that
 passes goes to the client as it came, without the parser and the tap (``UpstreamConnection.pipe``). Its
-definition is the Python below; ``kraken/_plainchunk.c`` is the same test in C, used where it
-was built (``pip install`` compiles it when a C compiler is there): in a relay of long streams
-the test's six calls in Python cost about as much as the rest of the read's Python together.
-``KRAKEN_PURE_PYTHON=1`` keeps to the Python definition.
+definition is the Python below; ``kraken/csrc/plainchunk.c`` is the same test in C, used where
+it was built (``kraken.speedups``): in a relay of long streams the test's six calls in Python
+cost about as much as the rest of the read's Python together.
 
 A leaf: the upstream connection (which runs it) and the relay (which enables it) both import it.
 """
 from __future__ import annotations
 
-import os
 import re
+
+from kraken.speedups import native, pick
 
 USAGE_OBJECT = rb'"usage": ?\{'
 """A non-null ``"usage"`` object, compact or spaced: the SSE tap's own test (gateway/sse.py)."""
@@ -29,16 +29,6 @@ def plain_sse_chunk_py(data: bytes) -> bool:
             and _usage_object(data) is None)
 
 
-def _native():
-    if os.environ.get("KRAKEN_PURE_PYTHON"):
-        return None
-    try:
-        from kraken._plainchunk import plain_sse_chunk as native
-    except ImportError:  # not built (no C compiler at install): the Python definition serves
-        return None
-    return native
-
-
-plain_sse_chunk_c = _native()
-"""The C version, or None where it was not built (or ``KRAKEN_PURE_PYTHON`` is set)."""
-plain_sse_chunk = plain_sse_chunk_c or plain_sse_chunk_py
+plain_sse_chunk_c = native("plain_sse_chunk")
+"""The C version (kraken/csrc/plainchunk.c), or None where it was not built."""
+plain_sse_chunk = pick(plain_sse_chunk_c, plain_sse_chunk_py)

@@ -11,14 +11,15 @@ unusual or malformed head is always judged by h11 and the refusals in ``h1head``
 head cannot hold what ``h1head.check_head`` looks for (bare LF, folded lines, a second
 Content-Length, Transfer-Encoding), so the server skips that scan for it.
 tests/http/test_h1head_reader.py proves the two agree on every head of the malformed and
-smuggling tables and on generated ones. ``kraken/_h1fast.c`` is the same reader in C, used
+smuggling tables and on generated ones. ``kraken/csrc/h1fast.c`` is the same reader in C, used
 where it was built (one pass over the head: ~300 bytecode instructions a request less).
 """
 from __future__ import annotations
 
-import os
 import re
 from operator import itemgetter
+
+from kraken.speedups import native, pick
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])\r\n")
@@ -46,7 +47,7 @@ Headers = tuple[tuple[bytes, bytes], ...]
 
 class CommonHead(tuple):
     """The parts of an ``h11.Request`` the server reads, for a head in the common subset: a
-    tuple with named fields, so the C reader (``kraken/_h1fast.c``) makes it in one call.
+    tuple with named fields, so the C reader (``kraken/csrc/h1fast.c``) makes it in one call.
 
     ``length``: the Content-Length (None: no body framing given), as ``h1head.check_head``
     reads it. ``content_type``: the first Content-Type, read in the same pass (the server
@@ -105,20 +106,9 @@ def read_common_head(head: bytes, max_uri: int) -> CommonHead | None:
     return CommonHead((method, target, version, headers, length, content_type, may_close))
 
 
-def _native():
-    """The C reader (``kraken/_h1fast.c``) where it was built: the same answers
-    (tests/http/test_h1head_reader.py compares them)."""
-    try:
-        from kraken import _h1fast
-    except ImportError:  # not built (no C compiler at install): the Python reader serves
-        return None
-    _h1fast.bind(CommonHead)
-    return _h1fast.read_common_head
-
-
 read_common_head_py = read_common_head
-read_common_head_c = _native()
-"""The C reader, or None where it was not built."""
-read_common_head = (read_common_head_py if read_common_head_c is None
-                    or os.environ.get("KRAKEN_PURE_PYTHON") else read_common_head_c)
-"""The server's reader: the C one unless it was not built or ``KRAKEN_PURE_PYTHON`` is set."""
+read_common_head_c = native("read_common_head")
+"""The C reader (kraken/csrc/h1fast.c), or None where it was not built."""
+if read_common_head_c is not None:
+    native("bind_common_head")(CommonHead)  # the type it returns
+read_common_head = pick(read_common_head_c, read_common_head_py)

@@ -14,11 +14,11 @@ conflicting framing headers raise ``ResponseError`` and the connection is discar
 """
 from __future__ import annotations
 
-import os
 from itertools import repeat
 from typing import Callable, Protocol
 
 from kraken.h1framing import NO_LIMIT, ChunkedBody, FixedBody, FramingError, UntilClose
+from kraken.speedups import native, pick
 
 MAX_HEAD = 64 * 1024
 _FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
@@ -30,20 +30,11 @@ ResponseError = FramingError
 """The provider sent something that is not valid HTTP/1.1."""
 
 
-def _native_fields():
-    """``kraken/_response_head.c``'s ``response_fields`` where it was built: what ``_fields``
-    answers for a section it accepts, None where ``_fields`` must decide (a refusal, a
-    Content-Length past 18 digits). tests/upstream/test_response_fields.py compares them."""
-    try:
-        from kraken._response_head import response_fields
-    except ImportError:  # not built (no C compiler at install): _fields reads every head
-        return None
-    return response_fields
-
-
-response_fields_c = _native_fields()
-"""The C reader of a field section, or None where it was not built."""
-_response_fields = None if os.environ.get("KRAKEN_PURE_PYTHON") else response_fields_c
+response_fields_c = native("response_fields")
+"""kraken/csrc/response_head.c: what ``_fields`` answers for a section it accepts, None where
+``_fields`` must decide (a refusal, a Content-Length past 18 digits); None where not built.
+tests/upstream/test_response_fields.py compares them."""
+_response_fields = pick(response_fields_c, None)
 
 
 class BodySink(Protocol):

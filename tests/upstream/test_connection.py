@@ -112,7 +112,7 @@ async def test_a_request_sent_first_is_answered_to_the_handler_expect_names():
         conn.close()
 
 
-class _Wire:
+class Wire:
     """A transport that keeps what is written."""
 
     def __init__(self):
@@ -125,7 +125,7 @@ class _Wire:
 @pytest.mark.parametrize("body", [b"", b'{"model":"m"}'])
 async def test_a_request_is_written_in_one_write_as_its_head_then_its_body(body: bytes):
     conn = UpstreamConnection("http://x", 5.0)
-    conn.transport = wire = _Wire()  # type: ignore[assignment]
+    conn.transport = wire = Wire()  # type: ignore[assignment]
     handler = Handler()
     conn.send("POST", "/v1/chat/completions",
               [(b"host", b"x:1"), (b"content-length", b"%d" % len(body))], body, handler)
@@ -137,7 +137,7 @@ async def test_a_request_is_written_in_one_write_as_its_head_then_its_body(body:
 
 async def test_a_chunked_upload_starts_with_its_first_piece_framed():
     conn = UpstreamConnection("http://x", 5.0)
-    conn.transport = wire = _Wire()  # type: ignore[assignment]
+    conn.transport = wire = Wire()  # type: ignore[assignment]
     handler = Handler()
     conn.send("POST", "/up", [(b"transfer-encoding", b"chunked")], b"abc", handler, more=True)
     assert wire.out == [b"POST /up HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n"]

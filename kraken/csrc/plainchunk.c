@@ -2,10 +2,9 @@
  * equal (tests/upstream/test_plainchunk.py compares the two), and is used where this was not
  * built. A stream's provider read is tested once; in Python the test's six calls cost about
  * as much as the rest of the read's Python together. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "speedups.h"  /* first: Python.h sets the feature macros (memmem) */
+
 #include <stdio.h>
-#include <string.h>
 
 /* A non-null "usage" object: the pattern "usage": ?\{ anywhere in the n bytes at p. */
 static int
@@ -32,7 +31,7 @@ has_usage_object(const char *p, Py_ssize_t n)
     return 0;
 }
 
-static PyObject *
+PyObject *
 plain_sse_chunk(PyObject *module, PyObject *arg)
 {
     if (!PyBytes_Check(arg)) {
@@ -54,22 +53,4 @@ plain_sse_chunk(PyObject *module, PyObject *arg)
         Py_RETURN_FALSE;
     }
     Py_RETURN_TRUE;
-}
-
-static PyMethodDef methods[] = {
-    {"plain_sse_chunk", plain_sse_chunk, METH_O,
-     "True if the read is one whole HTTP/1.1 chunk, its size line as Kraken writes it, "
-     "holding whole SSE events without a usage object (kraken/plainchunk.py)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "kraken._plainchunk",
-    "C version of kraken.plainchunk.plain_sse_chunk.", -1, methods,
-};
-
-PyMODINIT_FUNC
-PyInit__plainchunk(void)
-{
-    return PyModule_Create(&module);
 }

@@ -5,9 +5,7 @@
  * refuse, or one with a Content-Length too long for a machine integer, and the Python reader
  * then decides. One pass where the Python one splits, partitions, strips and loops in
  * Python: ~200 bytecode instructions a response. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <string.h>
+#include "speedups.h"
 
 #define MAX_LENGTH_DIGITS 18
 
@@ -16,47 +14,6 @@ static int
 is_space(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0x0b || c == 0x0c;
-}
-
-static int
-lower_equal(const unsigned char *p, Py_ssize_t n, const char *lower)
-{
-    if (n != (Py_ssize_t)strlen(lower)) {
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = p[i];
-        if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)lower[i]) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int
-holds_close(const unsigned char *p, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; i + 5 <= n; i++) {
-        if (lower_equal(p + i, 5, "close")) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static PyObject *
-lower_bytes(const unsigned char *p, Py_ssize_t n)
-{
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
-    if (out == NULL) {
-        return NULL;
-    }
-    char *q = PyBytes_AS_STRING(out);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = p[i];
-        q[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-    }
-    return out;
 }
 
 /* One field line [p, p + n): its name's end and its value, stripped. 0: not a field line. */
@@ -86,7 +43,7 @@ field(const unsigned char *p, Py_ssize_t n, Py_ssize_t *name_end, Py_ssize_t *va
 }
 
 /* response_fields(section) -> (headers, length, chunked, close) | None */
-static PyObject *
+PyObject *
 response_fields(PyObject *module, PyObject *arg)
 {
     if (!PyBytes_Check(arg)) {
@@ -117,7 +74,7 @@ response_fields(PyObject *module, PyObject *arg)
         }
         const unsigned char *name = p + at, *value = p + at + value_start;
         const Py_ssize_t value_len = value_end - value_start;
-        if (lower_equal(name, name_end, "content-length")) {
+        if (ascii_lower_equal(name, name_end, "content-length")) {
             if (value_len == 0 || value_len > MAX_LENGTH_DIGITS) {
                 goto undecided;
             }
@@ -133,13 +90,13 @@ response_fields(PyObject *module, PyObject *arg)
             }
             length = v;
         }
-        else if (lower_equal(name, name_end, "transfer-encoding")) {
-            if (chunked || !lower_equal(value, value_len, "chunked")) {
+        else if (ascii_lower_equal(name, name_end, "transfer-encoding")) {
+            if (chunked || !ascii_lower_equal(value, value_len, "chunked")) {
                 goto undecided;
             }
             chunked = 1;
         }
-        else if (lower_equal(name, name_end, "connection")) {
+        else if (ascii_lower_equal(name, name_end, "connection")) {
             close = close || holds_close(value, value_len);
         }
         PyObject *lname = lower_bytes(name, name_end);
@@ -167,22 +124,4 @@ response_fields(PyObject *module, PyObject *arg)
 undecided:
     Py_DECREF(headers);
     Py_RETURN_NONE;
-}
-
-static PyMethodDef methods[] = {
-    {"response_fields", response_fields, METH_O,
-     "(headers, content_length, chunked, close) of a response's field section, or None "
-     "where the Python reader must decide (kraken/upstream/response.py)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "kraken._response_head",
-    "C version of the common case of ResponseParser._fields.", -1, methods,
-};
-
-PyMODINIT_FUNC
-PyInit__response_head(void)
-{
-    return PyModule_Create(&module);
 }

@@ -3,13 +3,11 @@
  * malformed-request and smuggling tables and thousands of mutated ones), and is used where
  * this was not built. It reads the head in one pass where the Python one runs two regex
  * scans, a comprehension and a loop over the fields: ~300 bytecode instructions a request. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <string.h>
+#include "speedups.h"
 
 #define MAX_LENGTH_DIGITS 18  /* longer Content-Length values go to h11 */
 
-static PyObject *head_type = NULL;  /* h1fast.CommonHead, given once by bind() */
+static PyObject *head_type = NULL;  /* h1fast.CommonHead, given once by bind_common_head() */
 
 static int
 is_ascii_alnum(unsigned char c)
@@ -63,36 +61,6 @@ is_host(const unsigned char *p, Py_ssize_t n)
         }
     }
     return i == n;
-}
-
-static int
-ascii_lower_equal(const unsigned char *p, Py_ssize_t n, const char *lower)
-{
-    Py_ssize_t len = (Py_ssize_t)strlen(lower);
-    if (n != len) {
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = p[i];
-        if (c >= 'A' && c <= 'Z') {
-            c += 32;
-        }
-        if (c != (unsigned char)lower[i]) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int
-holds_close(const unsigned char *p, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; i + 5 <= n; i++) {
-        if (ascii_lower_equal(p + i, 5, "close")) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
 /* The request line: token SP visible+ SP "HTTP/1." [01] CRLF. Returns its length, or 0. */
@@ -152,46 +120,27 @@ field_line(const unsigned char *p, Py_ssize_t n, Py_ssize_t *name_end,
     return i + 2;
 }
 
-static PyObject *
-lower_bytes(const unsigned char *p, Py_ssize_t n)
-{
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
-    if (out == NULL) {
-        return NULL;
-    }
-    char *q = PyBytes_AS_STRING(out);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = p[i];
-        q[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-    }
-    return out;
-}
-
 enum { F_OTHER, F_CONTENT_TYPE, F_CONNECTION, F_HOST, F_CONTENT_LENGTH, F_TO_H11 };
 
+static const struct { const char *name; int kind; } SPECIAL[] = {
+    {"content-type", F_CONTENT_TYPE}, {"connection", F_CONNECTION}, {"host", F_HOST},
+    {"content-length", F_CONTENT_LENGTH}, {"transfer-encoding", F_TO_H11}, {"expect", F_TO_H11},
+};
+
+/* What read_common_head does with a field of this name (h1fast._SPECIAL). */
 static int
 field_kind(const unsigned char *name, Py_ssize_t n)
 {
-    switch (n) {
-    case 4:
-        return ascii_lower_equal(name, n, "host") ? F_HOST : F_OTHER;
-    case 6:
-        return ascii_lower_equal(name, n, "expect") ? F_TO_H11 : F_OTHER;
-    case 10:
-        return ascii_lower_equal(name, n, "connection") ? F_CONNECTION : F_OTHER;
-    case 12:
-        return ascii_lower_equal(name, n, "content-type") ? F_CONTENT_TYPE : F_OTHER;
-    case 14:
-        return ascii_lower_equal(name, n, "content-length") ? F_CONTENT_LENGTH : F_OTHER;
-    case 17:
-        return ascii_lower_equal(name, n, "transfer-encoding") ? F_TO_H11 : F_OTHER;
-    default:
-        return F_OTHER;
+    for (size_t i = 0; i < sizeof SPECIAL / sizeof SPECIAL[0]; i++) {
+        if (ascii_lower_equal(name, n, SPECIAL[i].name)) {
+            return SPECIAL[i].kind;
+        }
     }
+    return F_OTHER;
 }
 
 /* read_common_head(head, max_uri) -> CommonHead | None: kraken/http/h1fast.py's. */
-static PyObject *
+PyObject *
 read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyBytes_Check(args[0])) {
@@ -199,7 +148,7 @@ read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (head_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "kraken._h1fast.bind() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "kraken._speedups.bind_common_head() was not called");
         return NULL;
     }
     Py_ssize_t max_uri = PyLong_AsSsize_t(args[1]);
@@ -310,28 +259,9 @@ read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return head;
 }
 
-static PyObject *
-bind(PyObject *module, PyObject *type)
+PyObject *
+bind_common_head(PyObject *module, PyObject *type)
 {
     Py_XSETREF(head_type, Py_NewRef(type));
     Py_RETURN_NONE;
-}
-
-static PyMethodDef methods[] = {
-    {"read_common_head", (PyCFunction)(void (*)(void))read_common_head, METH_FASTCALL,
-     "The request head as a CommonHead if it is in the common subset, else None "
-     "(kraken/http/h1fast.py)."},
-    {"bind", bind, METH_O, "Set the CommonHead type the reader returns."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "kraken._h1fast",
-    "C version of kraken.http.h1fast.read_common_head.", -1, methods,
-};
-
-PyMODINIT_FUNC
-PyInit__h1fast(void)
-{
-    return PyModule_Create(&module);
 }

@@ -1,0 +1,29 @@
+/* The kraken._speedups module: its method table (the functions are in the files beside). */
+#include "speedups.h"
+
+static PyMethodDef methods[] = {
+    {"plain_sse_chunk", plain_sse_chunk, METH_O,
+     "True if the read is one whole HTTP/1.1 chunk, its size line as Kraken writes it, "
+     "holding whole SSE events without a usage object (kraken/plainchunk.py)."},
+    {"read_common_head", (PyCFunction)(void (*)(void))read_common_head, METH_FASTCALL,
+     "The request head as a CommonHead if it is in the common subset, else None "
+     "(kraken/http/h1fast.py)."},
+    {"bind_common_head", bind_common_head, METH_O,
+     "Set the CommonHead type read_common_head returns (kraken/http/h1fast.py)."},
+    {"response_fields", response_fields, METH_O,
+     "(headers, content_length, chunked, close) of a response's field section, or None "
+     "where the Python reader must decide (kraken/upstream/response.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "kraken._speedups",
+    "Kraken's hot byte scans in C; each has its Python definition beside its caller.", -1,
+    methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}

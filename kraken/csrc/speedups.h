@@ -1,0 +1,65 @@
+/* kraken._speedups: the hot byte scans in C, one extension built from this directory
+ * (setup.py). Each function has its Python definition beside the code that uses it, which
+ * serves where the extension was not built (no C compiler) or KRAKEN_PURE_PYTHON is set,
+ * and which tests compare it with:
+ *   plain_sse_chunk   kraken/plainchunk.py          tests/upstream/test_plainchunk.py
+ *   read_common_head  kraken/http/h1fast.py         tests/http/test_h1head_reader.py
+ *   response_fields   kraken/upstream/response.py   tests/upstream/test_response_fields.py
+ * Shared here: the ASCII helpers more than one of them needs. */
+#ifndef KRAKEN_SPEEDUPS_H
+#define KRAKEN_SPEEDUPS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+PyObject *plain_sse_chunk(PyObject *module, PyObject *arg);
+PyObject *read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *bind_common_head(PyObject *module, PyObject *type);
+PyObject *response_fields(PyObject *module, PyObject *arg);
+
+/* The n bytes at p, ASCII letters lower-cased, equal the NUL-terminated lower-case lower. */
+static inline int
+ascii_lower_equal(const unsigned char *p, Py_ssize_t n, const char *lower)
+{
+    if (n != (Py_ssize_t)strlen(lower)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)lower[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* b"close" in value.lower() */
+static inline int
+holds_close(const unsigned char *p, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i + 5 <= n; i++) {
+        if (ascii_lower_equal(p + i, 5, "close")) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* bytes(p[:n]).lower() */
+static inline PyObject *
+lower_bytes(const unsigned char *p, Py_ssize_t n)
+{
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *q = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        q[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    return out;
+}
+
+#endif
