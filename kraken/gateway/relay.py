@@ -338,7 +338,9 @@ class Relay:
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of ``name`` among a provider's fields, whose names both readers give
+    lower-case (``ResponseParser``; h2, which refuses upper-case names in a response)."""
     for key, value in headers:
-        if key.lower() == name:
+        if key == name:
             return value
     return None
