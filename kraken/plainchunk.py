@@ -1,8 +1,8 @@
 """Is a provider's read a stream's usual one: a whole chunk of whole SSE events, no usage?
 
 A streamed answer's provider connection tests every read with ``plain_sse_chunk``; one that
-passes goes to the client as it came, without the parser and the tap (``UpstreamConnection.pipe``). Its
-definition is the Python below; ``kraken/csrc/plainchunk.c`` is the same test in C, used where
+passes goes to the client as it came, without the parser and the tap
+(``UpstreamConnection.pipe``). Its definition is the Python below; ``kraken/csrc/plainchunk.c`` is the same test in C, used where
 it was built (``kraken.speedups``): in a relay of long streams the test's six calls in Python
 cost about as much as the rest of the read's Python together.
 
