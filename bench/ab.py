@@ -4,7 +4,8 @@ On a machine whose speed drifts (a shared VM), figures from separate bench/run.p
 compare: the same tree moves by a third from one run to the next. Rounds that run A, B and nginx
 back to back do, as ratios to that round's nginx. Each round starts fresh processes (one mock for
 all), warms them, and runs the scenario once per target, in A-B-nginx order, reversed every
-other round.
+other round. As in bench/run.py, each target runs alone on the first core, the mock and the load
+client on the others (``--no-pin``: not pinned).
 
     .venv/bin/python bench/ab.py --a ../kraken-f1b79af --b . --scenario hold --rounds 4
     .venv/bin/python bench/ab.py --a ../old --b . --scenario burst --rounds 8
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 from run import BODY, PATH, find_nginx, kraken_config, nginx_config, run_load, wait_answer
-from procs import free_port, process_tree, stop
+from procs import core_split, free_port, pin_driver, pinned, process_tree, stop
 
 SCENARIOS = {
     "hold": dict(stream=True, concurrency=1000, requests=1000, seconds=60,
@@ -39,12 +40,12 @@ SCENARIOS = {
 }
 
 
-def spawn(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    """A target from its own checkout: its ``kraken`` package first on the path."""
+def spawn(cmd: list[str], cwd: Path, log: Path, cores: set[int] | None = None) -> subprocess.Popen:
+    """A target from its own checkout: its ``kraken`` package first on the path (on ``cores``)."""
     env = dict(os.environ, PYTHONPATH=str(cwd))
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=pinned(cores))
 
 
 def user_sys(pids: list[int]) -> tuple[float, float]:
@@ -98,7 +99,7 @@ def one_round(args, tmp: Path, mock_port: int, order: list[str]) -> dict[str, fl
             work.mkdir()
             cmd = [sys.executable, "-m", "kraken", "serve", "--demo", "--config",
                    str(kraken_config(work, port, mock_port))]
-        proc = spawn(cmd, cwd, tmp / f"{name}.log")
+        proc = spawn(cmd, cwd, tmp / f"{name}.log", args.cores)
         try:
             if wait_answer(port, proc, time.perf_counter(), 30) is None:
                 raise SystemExit(f"{name} did not start:\n{(tmp / (name + '.log')).read_text()[-2000:]}")
@@ -114,7 +115,10 @@ def main() -> int:
     ap.add_argument("--b", type=Path, default=Path("."), help="checkout B (default: this one)")
     ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="hold")
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin each target alone on the first core (as bench/run.py)")
     args = ap.parse_args()
+    args.cores = pin_driver(None if args.no_pin else core_split())
     args.a, args.b = args.a.resolve(), args.b.resolve()
     args.nginx = find_nginx()
     if args.nginx is None:

@@ -35,15 +35,38 @@ def wait_port(port: int, proc: subprocess.Popen, seconds: float) -> bool:
     return False
 
 
-def start(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+def core_split() -> tuple[set[int], set[int]] | None:
+    """The shape the issue's figures were measured in: the measured target alone on one core,
+    the mock and the load client (and this driver) on the others. None on a single core."""
+    cores = sorted(os.sched_getaffinity(0))
+    return ({cores[0]}, set(cores[1:])) if len(cores) > 1 else None
+
+
+def pin_driver(split: tuple[set[int], set[int]] | None) -> set[int] | None:
+    """Move this process (and so every child it starts: mock, load client) off the target's
+    core; the cores a target is started on, or None when nothing is pinned."""
+    if split is None:
+        return None
+    os.sched_setaffinity(0, split[1])
+    return split[0]
+
+
+def start(cmd: list[str], log: Path, cwd: Path, cores: set[int] | None = None) -> subprocess.Popen:
+    """``cores``: the target's own core(s) (``pin_driver``), set in the child before exec so
+    every thread and worker it starts inherits them."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = open(log, "wb")
     try:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, env=env)
+                                cwd=cwd, env=env, preexec_fn=pinned(cores))
     finally:
         out.close()
+
+
+def pinned(cores: set[int] | None):
+    """A ``preexec_fn`` that pins the child to ``cores`` (None: no ``preexec_fn``)."""
+    return None if cores is None else (lambda: os.sched_setaffinity(0, cores))
 
 
 def stop(proc: subprocess.Popen | None) -> None:

@@ -13,6 +13,9 @@ stands where a production load balancer would): TTFB p50, failed streams, RSS gr
 The hold scenario keeps --hold (1000) streams of --hold-chunks (200) chunks open at once, the mock
 pacing them --hold-chunk-delay-ms (50) apart, and reads the target's CPU seconds over it. Start-up
 is timed from spawning a target to its first answered 200 (the probe retried every 5 ms).
+
+As the issue's figures were measured, each proxy runs pinned alone on the first core, and the
+mock, the load client and this script on the others (``--no-pin``: all share every core).
 """
 from __future__ import annotations
 
@@ -40,8 +43,8 @@ NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/ngin
 TARGETS = ("direct", "nginx", "pyfloor", "kraken")
 PROXIES = TARGETS[1:]
 
-from procs import (CLK_TCK, PeakRss, cpu_seconds, free_port, memory_kib, process_tree,  # noqa: E402,F401
-                   start, stop, tail, wait_port)
+from procs import (CLK_TCK, PeakRss, core_split, cpu_seconds, free_port,  # noqa: E402,F401
+                   memory_kib, pin_driver, process_tree, start, stop, tail, wait_port)
 from table import metrics, render  # noqa: E402
 
 
@@ -144,10 +147,11 @@ def proxy_cmd(name: str, tmp: Path, mock_port: int, nginx: str | None, args) -> 
             port, tmp / "kraken.log")
 
 
-def time_start(cmd: list[str], port: int, log: Path, cwd: Path, seconds: float) -> float | None:
+def time_start(cmd: list[str], port: int, log: Path, cwd: Path, seconds: float,
+               cores: set[int] | None = None) -> float | None:
     """Spawn, wait for the first 200, stop: seconds from spawn to that answer (None: never)."""
     spawned = time.perf_counter()
-    proc = start(cmd, log, cwd)
+    proc = start(cmd, log, cwd, cores)
     try:
         return wait_answer(port, proc, spawned, seconds)
     finally:
@@ -247,10 +251,10 @@ def spawn_proxies(proxies: list[str], starts: dict[str, list], tmp: Path, nginx:
     mock = targets["direct"]
     for name in proxies:  # separate spawns, timed alone, before the measured processes
         starts[name] = [time_start(*proxy_cmd(name, tmp, mock.port, nginx, args), tmp,
-                                   args.start_seconds) for _ in range(args.start_runs)]
+                                   args.start_seconds, args.cores) for _ in range(args.start_runs)]
     for name in proxies:
         cmd, port, log = proxy_cmd(name, tmp, mock.port, nginx, args)
-        proc = start(cmd, log, tmp)
+        proc = start(cmd, log, tmp, args.cores)
         procs.append(proc)
         if wait_port(port, proc, args.start_seconds):
             targets[name] = Target(name, port, proc, log)
@@ -282,7 +286,7 @@ def report(targets: dict[str, "Target"], notes: list[str], args) -> None:
         print("note:", note)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "args": vars(args), "figures": figures, "notes": notes,
+            "args": {**vars(args), "cores": args.cores and sorted(args.cores)}, "figures": figures, "notes": notes,
             "targets": {n: {"idle_rss_kib": t.idle_rss_kib, "peak_rss_kib": t.peak_rss_kib,
                             "start_s": t.start_runs,
                             "scenarios": t.scenarios} for n, t in targets.items()},
@@ -320,6 +324,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                     help="timed spawns (to first answered request) per proxy before the measured one")
     ap.add_argument("--no-compile", action="store_true",
                     help="do not compile Kraken's sources to bytecode first (pip install does)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin: by default each measured proxy runs alone on the first "
+                         "core, the mock and the load client on the others")
     ap.add_argument("--json", metavar="FILE", help="also write all raw results as JSON")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     args = ap.parse_args(argv)
@@ -332,6 +339,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, wanted = parse_args(argv)
+    args.cores = pin_driver(None if args.no_pin else core_split())
     tmp = Path(tempfile.mkdtemp(prefix="kraken-bench-"))
     procs: list[subprocess.Popen] = []
     notes: list[str] = []
@@ -374,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
               f"chunks (Kraken: default config, the load client as a trusted proxy)", flush=True)
         print(f"hold: {args.hold} streams x {args.hold_chunks} chunks at once, "
               f"{args.hold_chunk_delay_ms:g} ms between chunks", flush=True)
+        print("cores: " + ("not pinned" if args.cores is None else
+                           f"each proxy on {sorted(args.cores)}, mock and load client on "
+                           f"{sorted(os.sched_getaffinity(0))}"), flush=True)
         print(f"load: {args.stream1} streamed @1, {args.stream32} streamed @32, {args.nonstream} "
               f"non-stream @32, <= {args.max_seconds:g} s each; {args.chunks} chunks/stream, "
               f"{args.chunk_delay_ms:g} ms between chunks", flush=True)
