@@ -13,6 +13,7 @@ module and by function (``--inclusive``: each function with everything it called
     .venv/bin/python bench/opcount.py --non-stream          # non-streamed requests
     .venv/bin/python bench/opcount.py --inclusive --top 60
     .venv/bin/python bench/opcount.py --phases              # split at the send and first byte
+    .venv/bin/python bench/opcount.py --chunks 40 --chunk-delay-ms 2 --requests 30  # paced
 
 The client uses the loop's socket calls (C in uvloop); neither its own work nor what it calls
 (a new socket object, address resolution) is counted. Work driven
@@ -58,8 +59,9 @@ def kraken_doc(tmp: Path, port: int, mock_port: int) -> dict:
 class Client:
     """Streamed chat requests over the loop's socket calls; a new connection per request if asked."""
 
-    def __init__(self, port: int, new_conn: bool, stream: bool = True):
-        body = json.dumps({"model": "mock-gpt", "stream": stream,
+    def __init__(self, port: int, new_conn: bool, stream: bool = True, delay_ms: float = 0.0):
+        paced = {"mock": {"chunk_delay_ms": delay_ms}} if delay_ms else {}
+        body = json.dumps({"model": "mock-gpt", "stream": stream, **paced,
                            "messages": [{"role": "user", "content": "hi"}]}).encode()
         self.request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
                         b"application/json\r\nauthorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
@@ -205,7 +207,8 @@ async def run(args) -> None:
             task = loop.create_task(app.serve(cfg, started=started, stop=stop))
             await started
             await wait_for(lambda: _accepts(mock_port))
-            client = Client(port, args.new_conn, stream=not args.non_stream)
+            client = Client(port, args.new_conn, stream=not args.non_stream,
+                            delay_ms=args.chunk_delay_ms)
             for _ in range(args.warmup):
                 await client.one()
             tracer = Tracer(args.inclusive)
@@ -239,6 +242,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200, help="traced requests")
     ap.add_argument("--warmup", type=int, default=100, help="untraced requests first")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer")
+    ap.add_argument("--chunk-delay-ms", type=float, default=0.0,
+                    help="the mock's pause between chunks: each chunk its own read, as in a "
+                         "slow stream (the relay pipe's case); 0: the mock writes them at once")
     ap.add_argument("--new-conn", action="store_true", help="a new connection per request")
     ap.add_argument("--non-stream", action="store_true", help="non-streamed requests")
     ap.add_argument("--inclusive", action="store_true", help="also count callees (slower)")

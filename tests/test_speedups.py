@@ -9,7 +9,7 @@ import pytest
 
 from kraken import plainchunk, speedups
 from kraken.http import h1fast
-from kraken.upstream import response
+from kraken.upstream import connection, response
 
 BUILT = speedups.native("plain_sse_chunk") is not None
 
@@ -25,6 +25,9 @@ def test_the_extension_is_built_where_a_compiler_is_and_serves():
     for serving, c_version, python_version in pairs:
         assert c_version is not None and type(c_version).__name__ == "builtin_function_or_method"
         assert serving is (python_version if speedups.PURE_PYTHON else c_version)
+    pipe = speedups.native("PipeProtocol")  # a type: the provider connection's pipe in C
+    assert isinstance(pipe, type) and connection.PipeProtocol is (
+        None if speedups.PURE_PYTHON else pipe)
 
 
 def test_pick_keeps_to_python_where_asked_or_not_built(monkeypatch):

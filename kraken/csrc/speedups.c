@@ -25,5 +25,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && add_pipe_type(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

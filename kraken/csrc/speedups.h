@@ -5,6 +5,7 @@
  *   plain_sse_chunk   kraken/plainchunk.py          tests/upstream/test_plainchunk.py
  *   read_common_head  kraken/http/h1fast.py         tests/http/test_h1head_reader.py
  *   response_fields   kraken/upstream/response.py   tests/upstream/test_response_fields.py
+ *   PipeProtocol      kraken/upstream/connection.py tests/upstream/test_pipe.py (both versions)
  * Shared here: the ASCII helpers more than one of them needs. */
 #ifndef KRAKEN_SPEEDUPS_H
 #define KRAKEN_SPEEDUPS_H
@@ -17,6 +18,8 @@ PyObject *plain_sse_chunk(PyObject *module, PyObject *arg);
 PyObject *read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *bind_common_head(PyObject *module, PyObject *type);
 PyObject *response_fields(PyObject *module, PyObject *arg);
+int is_plain_sse_chunk(const char *p, Py_ssize_t n);
+int add_pipe_type(PyObject *module);
 
 /* The n bytes at p, ASCII letters lower-cased, equal the NUL-terminated lower-case lower. */
 static inline int

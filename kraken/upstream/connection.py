@@ -9,7 +9,10 @@ by ``response.ResponseParser``, which costs a fraction of h11 per chunk.
 A long stream's usual read (one whole chunk of whole SSE events, no usage object) can skip
 the parser and the handler: once the handler has ``pipe``d the connection to its client's
 socket, each read that passes ``plain_sse_chunk`` is written there as it came, in the same
-callback; the first read that does not goes the usual way and ends the pipe.
+callback; the first read that does not goes the usual way and ends the pipe. Where the C
+extension was built, that callback is ``kraken._speedups.PipeProtocol`` (kraken/csrc/pipe.c):
+the transport's protocol for the connection's life, it writes a plain read with no Python
+frame at all and hands everything else to this connection as it came.
 """
 from __future__ import annotations
 
@@ -18,8 +21,13 @@ from typing import Callable, Protocol
 
 from kraken.errors import UpstreamError, UpstreamTimeout
 from kraken.plainchunk import plain_sse_chunk
+from kraken.speedups import native, pick
 from kraken.timers import Deadline
 from kraken.upstream.response import ResponseError, ResponseParser
+
+
+PipeProtocol = pick(native("PipeProtocol"), None)
+"""The pipe in C, or None: the Python pipe in ``data_received`` serves."""
 
 
 class ResponseHandler(Protocol):
@@ -66,6 +74,8 @@ class UpstreamConnection(asyncio.Protocol):
         """Where a plain read goes as it came, past the parser and the handler (``pipe``)."""
         self._piped = 0
         """Reads the pipe took since ``pipe`` (``unpipe`` hands the count to the handler)."""
+        self._native: PipeProtocol | None = None  # type: ignore[valid-type]
+        """The transport's protocol when the pipe is in C: it pipes while its ``write`` is set."""
         self._no_body = False
         """The request in flight is a HEAD: its response has no body (``expect``)."""
         self._chunked_upload = False
@@ -77,6 +87,9 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.idle_since = self._loop.time()  # idle from the start (then from each on_end)
+        if PipeProtocol is not None:  # before the transport reads: set once, costs nothing more
+            self._native = PipeProtocol(self, self._deadline, self._loop.time)
+            transport.set_protocol(self._native)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -95,7 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
         # full gc run (the transport holds this protocol; the deadline, its bound method; the
         # last exchange's handler, parser and pipe): freed at once instead.
         self.transport = None
-        self._handler = self._parser = self._pipe = None
+        self._handler = self._parser = self._pipe = self._native = None
 
     def data_received(self, data: bytes) -> None:
         handler = self._handler
@@ -182,8 +195,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = parser = ResponseParser(self, no_body=self._no_body)
         parser.on_data = handler.on_data  # straight to the handler: one call less per read
         parser.on_chunk = getattr(handler, "on_chunk", None)  # optional (ResponseHandler)
-        self._pipe = None
+        self._stop_pipe()
         self._piped = 0
+        if self._native is not None:
+            self._native.take()
         bind_pipe = getattr(handler, "bind_pipe", None)  # optional (ResponseHandler)
         if bind_pipe is not None:
             bind_pipe(self)
@@ -193,13 +208,21 @@ class UpstreamConnection(asyncio.Protocol):
         """From the next read on, write each read that passes ``plain_sse_chunk`` to ``write``
         as it came, unparsed: only while the parser is at a chunk boundary and the handler's
         tap at an event boundary, so such a read changes neither."""
-        self._pipe = write
+        if self._native is not None:
+            self._native.write = write
+        else:
+            self._pipe = write
 
     def unpipe(self) -> int:
         """End the pipe; the reads it took since ``pipe`` (or the last ``unpipe``)."""
-        self._pipe = None
+        self._stop_pipe()
         piped, self._piped = self._piped, 0
-        return piped
+        return piped + (self._native.take() if self._native is not None else 0)
+
+    def _stop_pipe(self) -> None:
+        self._pipe = None
+        if self._native is not None:
+            self._native.write = None
 
     # ---- a streamed request body (``send(..., more=True)``) ------------------------
     def send_more(self, data: bytes) -> None:
@@ -228,7 +251,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_end(self) -> None:
         handler, self._handler = self._handler, None
-        self._pipe = None
+        self._stop_pipe()
         self._deadline.cancel()
         self.idle_since = self._loop.time()
         if not self._parser.keep_alive:  # type: ignore[union-attr]
@@ -248,7 +271,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Cancel the exchange now: the provider sees the connection reset."""
-        self._handler = self._pipe = None
+        self._handler = None
+        self._stop_pipe()
         if self._parser is not None:  # a read being parsed delivers nothing more
             self._parser.on_data = _drop
             self._parser.on_chunk = None

@@ -146,7 +146,7 @@ async def test_a_chunked_upload_starts_with_its_first_piece_framed():
 
 
 @pytest.mark.parametrize("used", [False, True])
-async def test_a_closed_connection_is_freed_without_the_cycle_collector(used: bool):
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(used: bool, pipe_version):
     """Once lost, a provider connection holds neither its transport (which holds it) nor its
     deadline's timer callback nor its last exchange: reference counting alone frees it, where
     a cycle would keep it (and, used, its last exchange's objects) until a full gc run."""

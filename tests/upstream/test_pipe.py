@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from kraken import speedups
 from kraken.upstream.connection import UpstreamConnection
 from test_connection import Wire
 
@@ -60,8 +61,10 @@ class Handler:
         self.done.set_exception(exc)
 
 
-async def exchange(reads: list[bytes], handler_factory) -> tuple[Handler, UpstreamConnection]:
-    """Send one request; the provider answers with ``reads``, each after the last has landed."""
+async def exchange(reads: list[bytes], handler_factory,
+                   before_write=None) -> tuple[Handler, UpstreamConnection]:
+    """Send one request; the provider answers with ``reads``, each after the last has landed
+    (``before_write(writer, read)``, if given, writes each read itself)."""
     accepted: asyncio.Future = asyncio.get_running_loop().create_future()
 
     async def on_conn(reader, writer):
@@ -79,20 +82,26 @@ async def exchange(reads: list[bytes], handler_factory) -> tuple[Handler, Upstre
         writer = await asyncio.wait_for(accepted, 5)
         for read in reads:
             handler.landed.clear()
-            writer.write(read)
+            if before_write is None:
+                writer.write(read)
+            else:
+                await before_write(writer, read)
             await asyncio.wait_for(handler.landed.wait(), 5)
         await asyncio.wait_for(handler.done, 5)
         writer.close()
         return handler, conn
 
 
-async def test_plain_reads_take_the_pipe_and_any_other_read_ends_it():
+async def test_plain_reads_take_the_pipe_and_any_other_read_ends_it(pipe_version):
     first, plain, usage = chunk(EVENT), chunk(EVENT * 2), chunk(USAGE)
     upper = chunk(b"data: " + b"x" * (0xAB - 8) + b"\n\n", line=b"AB")  # not as Kraken writes it
     half = chunk(EVENT[:-1])  # an event not ended in its read
     reads = [HEAD, first, plain, plain, usage, plain, upper, plain, plain, half, plain,
              b"0\r\n\r\n"]
     handler, conn = await exchange(reads, Handler)
+    assert isinstance(conn.transport.get_protocol(),
+                      UpstreamConnection if pipe_version == "python"
+                      else speedups.native("PipeProtocol"))
     assert handler.piped == [plain] * 5  # the plain reads after a chunk the handler saw
     # every other read, in order: the re-framed one as its data (on_data never pipes)
     assert handler.chunks == [first, usage, upper[4:-2], plain, half]
@@ -101,7 +110,7 @@ async def test_plain_reads_take_the_pipe_and_any_other_read_ends_it():
     conn.close()
 
 
-async def test_a_pipe_whose_client_closed_hands_the_read_to_the_handler():
+async def test_a_pipe_whose_client_closed_hands_the_read_to_the_handler(pipe_version):
     def closed(data: bytes) -> None:
         raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
 
@@ -110,6 +119,33 @@ async def test_a_pipe_whose_client_closed_hands_the_read_to_the_handler():
                                    lambda: Handler(pipe_target=closed))
     assert handler.chunks == [first, first] and handler.piped == []
     assert conn.unpipe() == 0
+    conn.close()
+
+
+async def test_a_piped_read_counts_as_the_providers_activity(pipe_version):
+    """The read deadline sees piped reads: a stream that only pipes is no silent provider. The
+    provider paces its reads 20 ms apart (a slow stream), so the loop's clock moves between them."""
+    first, plain = chunk(EVENT), chunk(EVENT * 2)
+    lasts: list[float] = []
+
+    class Watched(Handler):
+        def _pipe(self, data: bytes) -> None:
+            super()._pipe(data)
+            lasts.append(self.upstream._deadline.last)
+
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []
+
+    async def paced(writer, read: bytes) -> None:
+        if read.startswith(b"%x\r\n" % len(EVENT * 2)):
+            await asyncio.sleep(0.02)
+            sent.append(loop.time())
+        writer.write(read)
+
+    handler, conn = await exchange([HEAD, first, plain, plain, b"0\r\n\r\n"], Watched,
+                                   before_write=paced)
+    assert handler.piped == [plain, plain] and len(lasts) == 2
+    assert lasts[0] >= sent[0] and lasts[1] >= sent[1] > lasts[0]
     conn.close()
 
 
