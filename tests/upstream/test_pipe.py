@@ -1,12 +1,15 @@
 """``UpstreamConnection.pipe``, over a real socket: once the handler pipes, each read that is a
 plain chunk (``plain_sse_chunk``) goes to the pipe as it came and never to the handler; the
 first read that is not goes to the handler and ends the pipe; ``unpipe`` counts what it took.
-The provider writes one read at a time and waits for it to land, so reads never merge."""
+The provider writes one read at a time and waits for it to land, so reads never merge; the
+first test runs over plain TCP and over TLS (the C pipe is then the TLS transport's protocol)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import pytest
+import trustme
 
 from kraken import speedups
 from kraken.upstream.connection import UpstreamConnection
@@ -61,10 +64,10 @@ class Handler:
         self.done.set_exception(exc)
 
 
-async def exchange(reads: list[bytes], handler_factory,
-                   before_write=None) -> tuple[Handler, UpstreamConnection]:
+async def exchange(reads: list[bytes], handler_factory, before_write=None,
+                   tls: bool = False) -> tuple[Handler, UpstreamConnection]:
     """Send one request; the provider answers with ``reads``, each after the last has landed
-    (``before_write(writer, read)``, if given, writes each read itself)."""
+    (``before_write(writer, read)``, if given, writes each read itself), over TLS if asked."""
     accepted: asyncio.Future = asyncio.get_running_loop().create_future()
 
     async def on_conn(reader, writer):
@@ -72,11 +75,19 @@ async def exchange(reads: list[bytes], handler_factory,
         accepted.set_result(writer)
         await reader.read()
 
-    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    server_ctx = client_ctx = None
+    if tls:
+        ca = trustme.CA()
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost").configure_cert(server_ctx)
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+    server = await asyncio.start_server(on_conn, "127.0.0.1", 0, ssl=server_ctx)
     async with server:
         _, conn = await asyncio.get_running_loop().create_connection(
             lambda: UpstreamConnection("http://x", 5.0), "127.0.0.1",
-            server.sockets[0].getsockname()[1])
+            server.sockets[0].getsockname()[1], ssl=client_ctx,
+            server_hostname="localhost" if tls else None)
         handler = handler_factory()
         conn.send("GET", "/", [(b"host", b"x")], b"", handler)
         writer = await asyncio.wait_for(accepted, 5)
@@ -92,13 +103,14 @@ async def exchange(reads: list[bytes], handler_factory,
         return handler, conn
 
 
-async def test_plain_reads_take_the_pipe_and_any_other_read_ends_it(pipe_version):
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_plain_reads_take_the_pipe_and_any_other_read_ends_it(pipe_version, tls):
     first, plain, usage = chunk(EVENT), chunk(EVENT * 2), chunk(USAGE)
     upper = chunk(b"data: " + b"x" * (0xAB - 8) + b"\n\n", line=b"AB")  # not as Kraken writes it
     half = chunk(EVENT[:-1])  # an event not ended in its read
     reads = [HEAD, first, plain, plain, usage, plain, upper, plain, plain, half, plain,
              b"0\r\n\r\n"]
-    handler, conn = await exchange(reads, Handler)
+    handler, conn = await exchange(reads, Handler, tls=tls)
     assert isinstance(conn.transport.get_protocol(),
                       UpstreamConnection if pipe_version == "python"
                       else speedups.native("PipeProtocol"))
