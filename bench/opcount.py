@@ -14,6 +14,7 @@ module and by function (``--inclusive``: each function with everything it called
     .venv/bin/python bench/opcount.py --inclusive --top 60
     .venv/bin/python bench/opcount.py --phases              # split at the send and first byte
     .venv/bin/python bench/opcount.py --chunks 40 --chunk-delay-ms 2 --requests 30  # paced
+    .venv/bin/python bench/opcount.py --sdk-fields          # an SDK's 17 header fields, not 5
 
 The client uses the loop's socket calls (C in uvloop); neither its own work nor what it calls
 (a new socket object, address resolution) is counted. Work driven
@@ -56,16 +57,26 @@ def kraken_doc(tmp: Path, port: int, mock_port: int) -> dict:
             "limits": {"trusted_proxies": ["127.0.0.1"]}}
 
 
+SDK_FIELDS = (b"accept-encoding: gzip, deflate\r\nconnection: keep-alive\r\naccept: application/json\r\n"
+              b"user-agent: OpenAI/Python 1.51.0\r\nx-stainless-lang: python\r\n"
+              b"x-stainless-package-version: 1.51.0\r\nx-stainless-os: Linux\r\n"
+              b"x-stainless-arch: x64\r\nx-stainless-runtime: CPython\r\n"
+              b"x-stainless-runtime-version: 3.11.7\r\nx-stainless-async: false\r\n"
+              b"x-stainless-retry-count: 0\r\nx-stainless-read-timeout: 600\r\n")
+"""The other fields the OpenAI Python SDK sends with a chat request (``--sdk-fields``)."""
+
+
 class Client:
     """Streamed chat requests over the loop's socket calls; a new connection per request if asked."""
 
-    def __init__(self, port: int, new_conn: bool, stream: bool = True, delay_ms: float = 0.0):
+    def __init__(self, port: int, new_conn: bool, stream: bool = True, delay_ms: float = 0.0,
+                 sdk_fields: bool = False):
         paced = {"mock": {"chunk_delay_ms": delay_ms}} if delay_ms else {}
         body = json.dumps({"model": "mock-gpt", "stream": stream, **paced,
                            "messages": [{"role": "user", "content": "hi"}]}).encode()
-        self.request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
+        self.request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n%scontent-type: "
                         b"application/json\r\nauthorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
-                        % (TEST_KEY.encode(), len(body), body))
+                        % (SDK_FIELDS if sdk_fields else b"", TEST_KEY.encode(), len(body), body))
         self.port, self.new_conn, self.sock = port, new_conn, None
         self.stream = stream
 
@@ -208,7 +219,7 @@ async def run(args) -> None:
             await started
             await wait_for(lambda: _accepts(mock_port))
             client = Client(port, args.new_conn, stream=not args.non_stream,
-                            delay_ms=args.chunk_delay_ms)
+                            delay_ms=args.chunk_delay_ms, sdk_fields=args.sdk_fields)
             for _ in range(args.warmup):
                 await client.one()
             tracer = Tracer(args.inclusive)
@@ -242,6 +253,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200, help="traced requests")
     ap.add_argument("--warmup", type=int, default=100, help="untraced requests first")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer")
+    ap.add_argument("--sdk-fields", action="store_true",
+                    help="send the 17 header fields of the OpenAI Python SDK, not 5")
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0,
                     help="the mock's pause between chunks: each chunk its own read, as in a "
                          "slow stream (the relay pipe's case); 0: the mock writes them at once")

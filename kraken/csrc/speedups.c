@@ -13,6 +13,9 @@ static PyMethodDef methods[] = {
     {"response_fields", response_fields, METH_O,
      "(headers, content_length, chunked, close) of a response's field section, or None "
      "where the Python reader must decide (kraken/upstream/response.py)."},
+    {"header_value", (PyCFunction)(void (*)(void))header_value, METH_FASTCALL,
+     "The first value of the field named `name` in a request's (name, value) fields, or None "
+     "(kraken/http/exchange.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,6 +6,7 @@
  *   read_common_head  kraken/http/h1fast.py         tests/http/test_h1head_reader.py
  *   response_fields   kraken/upstream/response.py   tests/upstream/test_response_fields.py
  *   PipeProtocol      kraken/upstream/connection.py tests/upstream/test_pipe.py (both versions)
+ *   header_value      kraken/http/exchange.py       tests/http/test_header_value.py
  * Shared here: the ASCII helpers more than one of them needs. */
 #ifndef KRAKEN_SPEEDUPS_H
 #define KRAKEN_SPEEDUPS_H
@@ -18,6 +19,7 @@ PyObject *plain_sse_chunk(PyObject *module, PyObject *arg);
 PyObject *read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *bind_common_head(PyObject *module, PyObject *type);
 PyObject *response_fields(PyObject *module, PyObject *arg);
+PyObject *header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int is_plain_sse_chunk(const char *p, Py_ssize_t n);
 int add_pipe_type(PyObject *module);
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from kraken.speedups import native, pick
+
 if TYPE_CHECKING:
     from kraken.http.bodystream import BodyStream
 
@@ -40,10 +42,22 @@ class Request:
 
     def header(self, name: bytes) -> bytes | None:
         """First value of header ``name`` (lower-case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return _header_value(self.headers, name)
+
+
+def header_value_py(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:
+    """The first value of the field ``name`` in ``headers``, or None: ``Request.header``.
+    (kraken/csrc/header.c is the same scan in C: an SDK's request has 15-20 fields, and a
+    lookup that finds none, as for a trace header most clients never send, reads them all.)"""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+header_value_c = native("header_value")
+"""The C version, or None where it was not built."""
+_header_value = pick(header_value_c, header_value_py)
 
 
 class FlowControl(Protocol):
