@@ -22,7 +22,7 @@ def test_the_extension_is_built_where_a_compiler_is_and_serves():
     pairs = [(plainchunk.plain_sse_chunk, plainchunk.plain_sse_chunk_c, plainchunk.plain_sse_chunk_py),
              (h1fast.read_common_head, h1fast.read_common_head_c, h1fast.read_common_head_py),
              (response._response_fields, response.response_fields_c, None),
-             (exchange._header_value, exchange.header_value_c, exchange.header_value_py)]
+             (exchange.header_value, exchange.header_value_c, exchange.header_value_py)]
     for serving, c_version, python_version in pairs:
         assert c_version is not None and type(c_version).__name__ == "builtin_function_or_method"
         assert serving is (python_version if speedups.PURE_PYTHON else c_version)

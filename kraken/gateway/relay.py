@@ -29,7 +29,7 @@ from kraken.errors import KrakenError, UpstreamError
 from kraken.gateway.bodytap import BodyTap
 from kraken.gateway.call import Call
 from kraken.gateway.sse import SseTap
-from kraken.http.exchange import ResponseSink
+from kraken.http.exchange import ResponseSink, header_value
 from kraken.providers.family import Headers, ResponseFilter, StreamTap, WireFamily
 
 WAITING, STREAMING, DONE, REFUSED, FAILED, CANCELLED = (
@@ -138,8 +138,8 @@ class Relay:
             out = _SSE_HEADERS + ours
             length = None
         else:
-            out = [(b"content-type", _header(headers, b"content-type") or b"application/json")] + ours
-            raw_length = _header(headers, b"content-length")
+            out = [(b"content-type", header_value(headers, b"content-type") or b"application/json")] + ours
+            raw_length = header_value(headers, b"content-length")
             length = int(raw_length) if raw_length and raw_length.isdigit() else None
         call.head_ns = t0
         out.append((b"x-kraken-overhead-ms", call.overhead_header()))
@@ -335,12 +335,3 @@ class Relay:
     @property
     def started(self) -> bool:
         return self.state is not WAITING and self.state is not REFUSED
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    """The first value of ``name`` among a provider's fields, whose names both readers give
-    lower-case (``ResponseParser``; h2, which refuses upper-case names in a response)."""
-    for key, value in headers:
-        if key == name:
-            return value
-    return None

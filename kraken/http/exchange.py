@@ -42,7 +42,7 @@ class Request:
 
     def header(self, name: bytes) -> bytes | None:
         """First value of header ``name`` (lower-case), or None."""
-        return _header_value(self.headers, name)
+        return header_value(self.headers, name)
 
 
 def header_value_py(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> bytes | None:
@@ -57,7 +57,8 @@ def header_value_py(headers: tuple[tuple[bytes, bytes], ...], name: bytes) -> by
 
 header_value_c = native("header_value")
 """The C version, or None where it was not built."""
-_header_value = pick(header_value_c, header_value_py)
+header_value = pick(header_value_c, header_value_py)
+"""What serves: also the relay's lookup among a provider's fields (lower-case from both readers)."""
 
 
 class FlowControl(Protocol):
