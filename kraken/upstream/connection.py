@@ -195,10 +195,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = parser = ResponseParser(self, no_body=self._no_body)
         parser.on_data = handler.on_data  # straight to the handler: one call less per read
         parser.on_chunk = getattr(handler, "on_chunk", None)  # optional (ResponseHandler)
-        self._stop_pipe()
-        self._piped = 0
-        if self._native is not None:
-            self._native.take()
+        self.unpipe()  # the last exchange's pipe and count do not carry over
         bind_pipe = getattr(handler, "bind_pipe", None)  # optional (ResponseHandler)
         if bind_pipe is not None:
             bind_pipe(self)
