@@ -149,12 +149,6 @@ forward(PipeObject *self, const char *name, PyObject *arg)
 }
 
 static PyObject *
-pipe_connection_made(PipeObject *self, PyObject *transport)
-{
-    return forward(self, "connection_made", transport);
-}
-
-static PyObject *
 pipe_connection_lost(PipeObject *self, PyObject *exc)
 {
     PyObject *result = forward(self, "connection_lost", exc);
@@ -162,23 +156,17 @@ pipe_connection_lost(PipeObject *self, PyObject *exc)
     return result;
 }
 
-static PyObject *
-pipe_eof_received(PipeObject *self, PyObject *unused)
-{
-    return forward(self, "eof_received", NULL);
-}
+/* A callback without arguments, forwarded to the owner's method of the same name. */
+#define FORWARDED(name)                                          \
+    static PyObject *                                            \
+    pipe_##name(PipeObject *self, PyObject *unused)              \
+    {                                                            \
+        return forward(self, #name, NULL);                       \
+    }
 
-static PyObject *
-pipe_pause_writing(PipeObject *self, PyObject *unused)
-{
-    return forward(self, "pause_writing", NULL);
-}
-
-static PyObject *
-pipe_resume_writing(PipeObject *self, PyObject *unused)
-{
-    return forward(self, "resume_writing", NULL);
-}
+FORWARDED(eof_received)
+FORWARDED(pause_writing)
+FORWARDED(resume_writing)
 
 static PyObject *
 pipe_get_write(PipeObject *self, void *closure)
@@ -205,7 +193,6 @@ static PyMethodDef pipe_methods[] = {
      "A plain SSE chunk to the pipe's target while it is on; any other read to the connection."},
     {"take", (PyCFunction)pipe_take, METH_NOARGS,
      "The reads the pipe took since the last take(), and start counting again."},
-    {"connection_made", (PyCFunction)pipe_connection_made, METH_O, "Forwarded to the connection."},
     {"connection_lost", (PyCFunction)pipe_connection_lost, METH_O, "Forwarded to the connection."},
     {"eof_received", (PyCFunction)pipe_eof_received, METH_NOARGS, "Forwarded to the connection."},
     {"pause_writing", (PyCFunction)pipe_pause_writing, METH_NOARGS, "Forwarded to the connection."},
