@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from run import BODY, PATH, find_nginx, kraken_config, nginx_config, run_load, wait_answer
-from procs import core_split, free_port, pin_driver, pinned, process_tree, stop
+from procs import free_port, pin_driver, pinned, process_tree, stop
 
 SCENARIOS = {
     "hold": dict(stream=True, concurrency=1000, requests=1000, seconds=60,
@@ -118,7 +118,7 @@ def main() -> int:
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin each target alone on the first core (as bench/run.py)")
     args = ap.parse_args()
-    args.cores = pin_driver(None if args.no_pin else core_split())
+    args.cores = pin_driver(not args.no_pin)
     args.a, args.b = args.a.resolve(), args.b.resolve()
     args.nginx = find_nginx()
     if args.nginx is None:

@@ -35,23 +35,20 @@ def wait_port(port: int, proc: subprocess.Popen, seconds: float) -> bool:
     return False
 
 
-def core_split() -> tuple[set[int], set[int]] | None:
-    """The shape the issue's figures were measured in: the measured target alone on one core,
-    the mock and the load client (and this driver) on the others. None on a single core."""
+def pin_driver(pin: bool = True) -> set[int] | None:
+    """The shape issue 13's figures were measured in: the measured target alone on the first
+    core, the mock and the load client on the others. Moves this process (and so every child
+    it starts) off that core and returns it, for ``start(cores=...)``; None when not asked or on
+    a single core (nothing pinned)."""
     cores = sorted(os.sched_getaffinity(0))
-    return ({cores[0]}, set(cores[1:])) if len(cores) > 1 else None
-
-
-def pin_driver(split: tuple[set[int], set[int]] | None) -> set[int] | None:
-    """Move this process (and so every child it starts: mock, load client) off the target's
-    core; the cores a target is started on, or None when nothing is pinned."""
-    if split is None:
+    if not pin or len(cores) < 2:
         return None
-    os.sched_setaffinity(0, split[1])
-    return split[0]
+    os.sched_setaffinity(0, set(cores[1:]))
+    return {cores[0]}
 
 
-def start(cmd: list[str], log: Path, cwd: Path, cores: set[int] | None = None) -> subprocess.Popen:
+def start(cmd: list[str], log: Path, cwd: Path,
+          cores: set[int] | None = None) -> subprocess.Popen:
     """``cores``: the target's own core(s) (``pin_driver``), set in the child before exec so
     every thread and worker it starts inherits them."""
     env = dict(os.environ)

@@ -43,7 +43,7 @@ NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/ngin
 TARGETS = ("direct", "nginx", "pyfloor", "kraken")
 PROXIES = TARGETS[1:]
 
-from procs import (CLK_TCK, PeakRss, core_split, cpu_seconds, free_port,  # noqa: E402,F401
+from procs import (CLK_TCK, PeakRss, cpu_seconds, free_port,  # noqa: E402,F401
                    memory_kib, pin_driver, process_tree, start, stop, tail, wait_port)
 from table import metrics, render  # noqa: E402
 
@@ -339,7 +339,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, wanted = parse_args(argv)
-    args.cores = pin_driver(None if args.no_pin else core_split())
+    args.cores = pin_driver(not args.no_pin)
     tmp = Path(tempfile.mkdtemp(prefix="kraken-bench-"))
     procs: list[subprocess.Popen] = []
     notes: list[str] = []

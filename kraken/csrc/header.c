@@ -19,55 +19,35 @@ header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const int name_bytes = PyBytes_CheckExact(name);
     const char *want = name_bytes ? PyBytes_AS_STRING(name) : NULL;
     const Py_ssize_t want_len = name_bytes ? PyBytes_GET_SIZE(name) : 0;
-    PyObject *found = Py_None;
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *field = items[i];
-        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2) {
-            /* not the (name, value) pairs the readers make: Python's unpacking decides */
-            PyObject *key = NULL, *value = NULL;
-            PyObject *pair = PySequence_Tuple(field);
-            if (pair == NULL || PyTuple_GET_SIZE(pair) != 2) {
-                if (pair != NULL) {
-                    PyErr_SetString(PyExc_ValueError, "a header field is not a (name, value) pair");
-                }
-                Py_XDECREF(pair);
-                Py_DECREF(seq);
-                return NULL;
-            }
-            key = PyTuple_GET_ITEM(pair, 0);
-            value = PyTuple_GET_ITEM(pair, 1);
-            int equal = PyObject_RichCompareBool(key, name, Py_EQ);
-            if (equal != 0) {
-                if (equal > 0) {
-                    Py_INCREF(value);
-                }
-                Py_DECREF(pair);
-                Py_DECREF(seq);
-                return equal > 0 ? value : NULL;
-            }
+        /* the (name, value) tuple the readers make; anything else as Python unpacks it */
+        PyObject *pair = items[i];
+        if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
+            Py_INCREF(pair);
+        } else if ((pair = PySequence_Tuple(pair)) != NULL && PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_ValueError, "a header field is not a (name, value) pair");
+            Py_CLEAR(pair);
+        }
+        if (pair == NULL) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        PyObject *key = PyTuple_GET_ITEM(pair, 0);
+        int equal = name_bytes && PyBytes_CheckExact(key)
+            ? PyBytes_GET_SIZE(key) == want_len
+              && memcmp(PyBytes_AS_STRING(key), want, (size_t)want_len) == 0
+            : PyObject_RichCompareBool(key, name, Py_EQ);
+        if (equal != 0) {
+            PyObject *found = equal > 0 ? PyTuple_GET_ITEM(pair, 1) : NULL;
+            Py_XINCREF(found);
             Py_DECREF(pair);
-            continue;
+            Py_DECREF(seq);
+            return found;
         }
-        PyObject *key = PyTuple_GET_ITEM(field, 0);
-        int equal;
-        if (name_bytes && PyBytes_CheckExact(key)) {
-            equal = PyBytes_GET_SIZE(key) == want_len
-                    && memcmp(PyBytes_AS_STRING(key), want, (size_t)want_len) == 0;
-        } else {
-            equal = PyObject_RichCompareBool(key, name, Py_EQ);
-            if (equal < 0) {
-                Py_DECREF(seq);
-                return NULL;
-            }
-        }
-        if (equal) {
-            found = PyTuple_GET_ITEM(field, 1);
-            break;
-        }
+        Py_DECREF(pair);
     }
-    Py_INCREF(found);
     Py_DECREF(seq);
-    return found;
+    Py_RETURN_NONE;
 }

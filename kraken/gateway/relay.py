@@ -138,7 +138,8 @@ class Relay:
             out = _SSE_HEADERS + ours
             length = None
         else:
-            out = [(b"content-type", header_value(headers, b"content-type") or b"application/json")] + ours
+            content_type = header_value(headers, b"content-type") or b"application/json"
+            out = [(b"content-type", content_type)] + ours
             raw_length = header_value(headers, b"content-length")
             length = int(raw_length) if raw_length and raw_length.isdigit() else None
         call.head_ns = t0
