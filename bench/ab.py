@@ -9,6 +9,7 @@ client on the others (``--no-pin``: not pinned).
 
     .venv/bin/python bench/ab.py --a ../kraken-f1b79af --b . --scenario hold --rounds 4
     .venv/bin/python bench/ab.py --a ../old --b . --scenario burst --rounds 8
+    .venv/bin/python bench/ab.py --a . --b . --python-b ../deb/bin/python --scenario c1  # interpreters
 
 Scenarios, as bench/run.py runs them: ``hold`` (1000 streams x 200 chunks, 50 ms apart: the
 target's CPU seconds, user and sys), ``burst`` (1000 streams at once, 20 chunks 50 ms apart:
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from run import BODY, PATH, find_nginx, kraken_config, nginx_config, run_load, wait_answer
-from procs import free_port, pin_driver, pinned, process_tree, stop
+from procs import free_port, interpreter, pin_driver, pinned, process_tree, stop
 
 SCENARIOS = {
     "hold": dict(stream=True, concurrency=1000, requests=1000, seconds=60,
@@ -97,7 +98,8 @@ def one_round(args, tmp: Path, mock_port: int, order: list[str]) -> dict[str, fl
             work = tmp / name
             shutil.rmtree(work, ignore_errors=True)  # each round from an empty store
             work.mkdir()
-            cmd = [sys.executable, "-m", "kraken", "serve", "--demo", "--config",
+            python = args.python_a if name == "A" else args.python_b
+            cmd = [python, "-m", "kraken", "serve", "--demo", "--config",
                    str(kraken_config(work, port, mock_port))]
         proc = spawn(cmd, cwd, tmp / f"{name}.log", args.cores)
         try:
@@ -117,12 +119,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin each target alone on the first core (as bench/run.py)")
+    ap.add_argument("--python-a", default=sys.executable,
+                    help="interpreter running A (default: this one; an interpreter A/B passes "
+                         "the same checkout as --a and --b)")
+    ap.add_argument("--python-b", default=sys.executable, help="interpreter running B")
     args = ap.parse_args()
     args.cores = pin_driver(not args.no_pin)
     args.a, args.b = args.a.resolve(), args.b.resolve()
     args.nginx = find_nginx()
     if args.nginx is None:
         raise SystemExit("nginx is not installed (apt-get install -y nginx-light)")
+    for side, python in (("A", args.python_a), ("B", args.python_b)):
+        print(f"{side}: {interpreter(python)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="kraken-ab-") as tmp_name:
         tmp = Path(tmp_name)
         mock_port = free_port()

@@ -35,6 +35,22 @@ def wait_port(port: int, proc: subprocess.Popen, seconds: float) -> bool:
     return False
 
 
+_IDENTIFY = ("import platform; maps = open('/proc/self/maps').read(); "
+             "print(platform.python_implementation(), platform.python_version() + ',', "
+             "'shared libpython' if 'libpython' in maps else 'static')")
+
+
+def interpreter(python: str) -> str:
+    """What ``python`` is, for a report: implementation, version, and whether it runs CPython
+    from a shared libpython (position-independent: pyenv's default build) or a static one
+    (Debian's python3.11). The build moves every CPU figure (bench/README.md, "Interpreter")."""
+    try:
+        out = subprocess.run([python, "-c", _IDENTIFY], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{python} ({exc.__class__.__name__})"
+    return f"{python} ({out.stdout.strip() or 'did not run: ' + out.stderr.strip()[-200:]})"
+
+
 def pin_driver(pin: bool = True) -> set[int] | None:
     """The shape issue 13's figures were measured in: the measured target alone on the first
     core, the mock and the load client on the others. Moves this process (and so every child

@@ -44,7 +44,8 @@ TARGETS = ("direct", "nginx", "pyfloor", "kraken")
 PROXIES = TARGETS[1:]
 
 from procs import (CLK_TCK, PeakRss, cpu_seconds, free_port,  # noqa: E402,F401
-                   memory_kib, pin_driver, process_tree, start, stop, tail, wait_port)
+                   interpreter, memory_kib, pin_driver, process_tree, start, stop, tail,
+                   wait_port)
 from table import metrics, render  # noqa: E402
 
 
@@ -136,14 +137,14 @@ def proxy_cmd(name: str, tmp: Path, mock_port: int, nginx: str | None, args) -> 
     its log file."""
     port = free_port()
     if name == "pyfloor":
-        return ([sys.executable, str(BENCH / "pyfloor.py"), "--port", str(port), "--upstream-port",
+        return ([args.python, str(BENCH / "pyfloor.py"), "--port", str(port), "--upstream-port",
                  str(mock_port)], port, tmp / "pyfloor.log")
     if name == "nginx":
         conf = nginx_config(tmp, port, mock_port)
         return ([nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf),
                  "-g", "daemon off;"], port, tmp / "nginx.log")
     conf = kraken_config(tmp, port, mock_port)
-    return ([a.format(python=sys.executable, config=conf) for a in shlex.split(args.kraken_cmd)],
+    return ([a.format(python=args.python, config=conf) for a in shlex.split(args.kraken_cmd)],
             port, tmp / "kraken.log")
 
 
@@ -319,6 +320,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--hold-seconds", type=float, default=60.0, help="hold scenario time cap")
     ap.add_argument("--kraken-cmd", default="{python} -m kraken serve --demo --config {config}",
                     help="command starting Kraken ({python} and {config} are filled in)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="interpreter running Kraken and pyfloor (default: this one); its "
+                         "environment needs Kraken's dependencies (the checkout comes first "
+                         "on its path)")
     ap.add_argument("--start-seconds", type=float, default=30.0, help="wait this long for a target")
     ap.add_argument("--start-runs", type=int, default=3,
                     help="timed spawns (to first answered request) per proxy before the measured one")
@@ -382,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
               f"chunks (Kraken: default config, the load client as a trusted proxy)", flush=True)
         print(f"hold: {args.hold} streams x {args.hold_chunks} chunks at once, "
               f"{args.hold_chunk_delay_ms:g} ms between chunks", flush=True)
+        print(f"python: {interpreter(args.python)}", flush=True)
         print("cores: " + ("not pinned" if args.cores is None else
                            f"each proxy on {sorted(args.cores)}, mock and load client on "
                            f"{sorted(os.sched_getaffinity(0))}"), flush=True)
