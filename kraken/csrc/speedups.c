@@ -16,6 +16,9 @@ static PyMethodDef methods[] = {
     {"header_value", (PyCFunction)(void (*)(void))header_value, METH_FASTCALL,
      "The first value of the field named `name` in a request's (name, value) fields, or None "
      "(kraken/http/exchange.py)."},
+    {"nests_deeper", (PyCFunction)(void (*)(void))nests_deeper, METH_FASTCALL,
+     "Whether a dict or list inside a parsed JSON value (itself level 1) is deeper than "
+     "`limit` levels (kraken/gateway/body.py)."},
     {NULL, NULL, 0, NULL},
 };
 

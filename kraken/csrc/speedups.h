@@ -7,6 +7,7 @@
  *   response_fields   kraken/upstream/response.py   tests/upstream/test_response_fields.py
  *   PipeProtocol      kraken/upstream/connection.py tests/upstream/test_pipe.py (both versions)
  *   header_value      kraken/http/exchange.py       tests/http/test_header_value.py
+ *   nests_deeper      kraken/gateway/body.py        tests/gateway/test_nests_deeper.py
  * Shared here: the ASCII helpers more than one of them needs. */
 #ifndef KRAKEN_SPEEDUPS_H
 #define KRAKEN_SPEEDUPS_H
@@ -20,6 +21,7 @@ PyObject *read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t n
 PyObject *bind_common_head(PyObject *module, PyObject *type);
 PyObject *response_fields(PyObject *module, PyObject *arg);
 PyObject *header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *nests_deeper(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int is_plain_sse_chunk(const char *p, Py_ssize_t n);
 int add_pipe_type(PyObject *module);
 

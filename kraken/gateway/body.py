@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 
 from kraken.errors import InvalidJson, InvalidValue
+from kraken.speedups import native, pick
 
 __all__ = ["MAX_DEPTH", "boolean", "json_object", "nonempty_array", "with_model"]
 
@@ -33,20 +34,38 @@ def json_object(body: bytes, invalid: str = "Request body is not valid JSON",
     return payload
 
 
-def _too_deep(body: bytes, payload: dict) -> bool:
-    """Whether ``payload`` nests deeper than ``MAX_DEPTH``; a walk without recursion, skipped
-    (two C scans) when the body has too few brackets to be that deep."""
-    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+def nests_deeper_py(value: object, limit: int) -> bool:
+    """Whether a dict or list inside ``value`` (a parsed JSON document, itself level 1) is
+    deeper than ``limit`` levels; a walk without recursion."""
+    if not isinstance(value, (dict, list)):
         return False
-    level: list[tuple[object, int]] = [(payload, 1)]
+    level: list[tuple[dict | list, int]] = [(value, 1)]
     while level:
-        value, depth = level.pop()
-        for child in value.values() if isinstance(value, dict) else value:
+        container, depth = level.pop()
+        for child in container.values() if isinstance(container, dict) else container:
             if isinstance(child, (dict, list)):
-                if depth >= MAX_DEPTH:
+                if depth >= limit:
                     return True
                 level.append((child, depth + 1))
     return False
+
+
+def _too_deep_py(body: bytes, payload: dict) -> bool:
+    """The walk, skipped (two C scans of the body) when the body has too few brackets to be
+    that deep."""
+    return body.count(b"[") + body.count(b"{") > MAX_DEPTH and nests_deeper_py(payload, MAX_DEPTH)
+
+
+nests_deeper_c = native("nests_deeper")
+
+
+def _too_deep_c(body: bytes, payload: dict) -> bool:
+    """The walk in C: no scan of the body first (that cost as much as parsing it)."""
+    return nests_deeper_c(payload, MAX_DEPTH)  # type: ignore[misc]
+
+
+_too_deep = pick(nests_deeper_c and _too_deep_c, _too_deep_py)
+"""Whether ``payload`` (parsed from ``body``) nests deeper than ``MAX_DEPTH``."""
 
 
 def with_model(body: bytes, missing: str = "'model' is required and must be a string") -> dict:
