@@ -10,6 +10,7 @@ client on the others (``--no-pin``: not pinned).
     .venv/bin/python bench/ab.py --a ../kraken-f1b79af --b . --scenario hold --rounds 4
     .venv/bin/python bench/ab.py --a ../old --b . --scenario burst --rounds 8
     .venv/bin/python bench/ab.py --a . --b . --python-b ../deb/bin/python --scenario c1  # interpreters
+    .venv/bin/python bench/ab.py --a ../old --b . --scenario nonstream --body-kib 32      # long bodies
 
 Scenarios, as bench/run.py runs them: ``hold`` (1000 streams x 200 chunks, 50 ms apart: the
 target's CPU seconds, user and sys), ``burst`` (1000 streams at once, 20 chunks 50 ms apart:
@@ -28,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import BODY, PATH, find_nginx, kraken_config, nginx_config, run_load, wait_answer
+from run import (BODY, PATH, conversation, find_nginx, kraken_config, nginx_config, run_load,
+                 wait_answer)
 from procs import free_port, interpreter, pin_driver, pinned, process_tree, stop
 
 SCENARIOS = {
@@ -61,9 +63,13 @@ def user_sys(pids: list[int]) -> tuple[float, float]:
     return user / ticks, system / ticks
 
 
-def measure(name: str, port: int, proc: subprocess.Popen, scenario: str) -> float:
-    """Run the scenario once against a warmed target; its figure (CPU s or TTFB p50 ms)."""
+def measure(name: str, port: int, proc: subprocess.Popen, scenario: str,
+            body_kib: float = 0.0) -> float:
+    """Run the scenario once against a warmed target; its figure (CPU s or TTFB p50 ms).
+    ``body_kib``: requests carry a conversation of that size (bench/run.py's long body)."""
     spec = dict(SCENARIOS[scenario])
+    if body_kib:
+        spec["body"] = {**(spec["body"] or {}), **conversation(body_kib)}
     url = f"http://127.0.0.1:{port}{PATH}"
     run_load(url, True, 32, 500, 30)  # warm-up
     pids = process_tree(proc.pid)
@@ -105,7 +111,7 @@ def one_round(args, tmp: Path, mock_port: int, order: list[str]) -> dict[str, fl
         try:
             if wait_answer(port, proc, time.perf_counter(), 30) is None:
                 raise SystemExit(f"{name} did not start:\n{(tmp / (name + '.log')).read_text()[-2000:]}")
-            figures[name] = measure(name, port, proc, args.scenario)
+            figures[name] = measure(name, port, proc, args.scenario, args.body_kib)
         finally:
             stop(proc)
     return figures
@@ -123,6 +129,8 @@ def main() -> int:
                     help="interpreter running A (default: this one; an interpreter A/B passes "
                          "the same checkout as --a and --b)")
     ap.add_argument("--python-b", default=sys.executable, help="interpreter running B")
+    ap.add_argument("--body-kib", type=float, default=0.0,
+                    help="requests carry a conversation of about this size (default: 'hi')")
     args = ap.parse_args()
     args.cores = pin_driver(not args.no_pin)
     args.a, args.b = args.a.resolve(), args.b.resolve()

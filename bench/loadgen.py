@@ -249,11 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=1000, help="measured requests (upper bound)")
     ap.add_argument("--max-seconds", type=float, default=30.0, help="hard cap on measuring time")
     ap.add_argument("--warmup", type=int, default=0, help="unmeasured requests first")
-    ap.add_argument("--body", help="JSON request body (default: a one-message chat request)")
+    ap.add_argument("--body", help="JSON request body, or @FILE holding it (default: a "
+                                   "one-message chat request)")
     ap.add_argument("-H", "--header", action="append", default=[], help="extra header 'Name: value'")
     ap.add_argument("--json", metavar="FILE", help="write the summary as JSON ('-' = stdout)")
     args = ap.parse_args(argv)
-    body_obj = json.loads(args.body) if args.body else dict(DEFAULT_BODY)
+    text = args.body
+    if text and text.startswith("@"):  # a body too long for one argument (128 KiB on Linux)
+        with open(text[1:], encoding="utf-8") as f:
+            text = f.read()
+    body_obj = json.loads(text) if text else dict(DEFAULT_BODY)
     if args.stream:
         body_obj["stream"] = True
     body = json.dumps(body_obj, separators=(",", ":")).encode()

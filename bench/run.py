@@ -39,6 +39,21 @@ DEMO_KEY = "kr_test_demo_krakendemokeyfordocs0000"
 AUTH = f"Authorization: Bearer {DEMO_KEY}"
 PATH = "/v1/chat/completions"
 BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def conversation(kib: float) -> dict:
+    """A chat request of about ``kib`` KiB, as an assistant's long history sends: a system
+    prompt, alternating turns of prose, and a last question (the same bytes every run)."""
+    messages = [{"role": "system", "content": "You are a helpful assistant for our customers."}]
+    size = len(json.dumps(messages))
+    while size < kib * 1024:
+        turn = len(messages)
+        text = f"Turn {turn}: " + "the quick brown fox jumps over the lazy dog, again. " * 8
+        messages.append({"role": "assistant" if turn % 2 == 0 else "user", "content": text})
+        size += len(text) + 40
+    messages.append({"role": "user", "content": "Summarise the discussion in three points."})
+    return {"model": "mock-gpt", "messages": messages}
+
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 TARGETS = ("direct", "nginx", "pyfloor", "kraken")
 PROXIES = TARGETS[1:]
@@ -165,15 +180,19 @@ def time_start(cmd: list[str], port: int, log: Path, cwd: Path, seconds: float,
 def run_load(url: str, stream: bool, concurrency: int, requests: int, max_seconds: float,
              warmup: int = 0, body: dict | None = None) -> dict:
     """bench/loadgen.py in its own process; returns its JSON summary."""
-    cmd = [sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--concurrency", str(concurrency),
-           "--requests", str(requests), "--max-seconds", str(max_seconds), "--warmup", str(warmup),
-           "--header", AUTH, "--body", json.dumps(body or BODY), "--json", "-"]
-    if stream:
-        cmd.append("--stream")
-    try:
-        out = subprocess.run(cmd, capture_output=True, timeout=2 * max_seconds + 30, cwd=BENCH)
-    except subprocess.TimeoutExpired:
-        return {"completed": 0, "errors": 1, "error": "loadgen timed out"}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as body_file:
+        json.dump(body or BODY, body_file)  # a file: a long conversation exceeds one argument
+        body_file.flush()
+        cmd = [sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--concurrency",
+               str(concurrency), "--requests", str(requests), "--max-seconds", str(max_seconds),
+               "--warmup", str(warmup), "--header", AUTH, "--body", "@" + body_file.name,
+               "--json", "-"]
+        if stream:
+            cmd.append("--stream")
+        try:
+            out = subprocess.run(cmd, capture_output=True, timeout=2 * max_seconds + 30, cwd=BENCH)
+        except subprocess.TimeoutExpired:
+            return {"completed": 0, "errors": 1, "error": "loadgen timed out"}
     try:
         return json.loads(out.stdout.decode().strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -240,6 +259,15 @@ def measure(target: Target, mock: Target, args) -> None:
         target.scenarios[name] = result
         print(f"  {target.name:7} {name:14} {result.get('completed', 0):6} req "
               f"{result.get('rps') or 0:9.1f} req/s  errors {result.get('errors')}", flush=True)
+    if args.big_body_kib:  # what a long history costs: parsed, checked, classified, re-encoded
+        pids, body = target.pids(), conversation(args.big_body_kib)
+        run_load(target.url, False, 32, args.warmup, args.max_seconds / 2, body=body)
+        cpu0 = cpu_seconds(pids)
+        result = run_load(target.url, False, 32, args.nonstream_big, args.max_seconds, body=body)
+        result["cpu_s"] = round(cpu_seconds(pids) - cpu0, 3)
+        target.scenarios["nonstream_big_c32"] = result
+        print(f"  {target.name:7} {'big body':14} {result.get('completed', 0):6} req "
+              f"{result.get('rps') or 0:9.1f} req/s  errors {result.get('errors')}", flush=True)
     target.peak_rss_kib = memory_kib(target.pids(), "VmHWM")
 
 
@@ -303,6 +331,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--stream1", type=int, default=500, help="streamed requests at concurrency 1")
     ap.add_argument("--stream32", type=int, default=3000, help="streamed requests at concurrency 32")
     ap.add_argument("--nonstream", type=int, default=5000, help="non-stream requests at concurrency 32")
+    ap.add_argument("--big-body-kib", type=float, default=32.0,
+                    help="body size of the long-conversation scenario (non-stream, c=32; 0 skips)")
+    ap.add_argument("--nonstream-big", type=int, default=2000,
+                    help="non-stream requests with the long conversation at concurrency 32")
     ap.add_argument("--warmup", type=int, default=300, help="unmeasured requests per target and mode")
     ap.add_argument("--max-seconds", type=float, default=10.0, help="cap per scenario")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per streamed response")
@@ -393,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                            f"{sorted(os.sched_getaffinity(0))}"), flush=True)
         print(f"load: {args.stream1} streamed @1, {args.stream32} streamed @32, {args.nonstream} "
               f"non-stream @32, <= {args.max_seconds:g} s each; {args.chunks} chunks/stream, "
-              f"{args.chunk_delay_ms:g} ms between chunks", flush=True)
+              f"{args.chunk_delay_ms:g} ms between chunks; long body: {args.nonstream_big} "
+              f"non-stream @32 with a {args.big_body_kib:g} KiB conversation", flush=True)
         for t in targets.values():
             measure(t, mock, args)
 

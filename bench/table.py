@@ -33,6 +33,7 @@ def metrics(t) -> dict:
         "stream_c32_ttfb_p99_ms": pct("stream_c32", "ttfb_ms", "p99"),
         "stream_c32_total_p50_ms": pct("stream_c32", "total_ms", "p50"),
         "nonstream_c32_rps": ns.get("rps"),
+        "cpu_ms_nonstream_big": cpu_ms("nonstream_big_c32"),
         "peak_rss_mib": t.peak_rss_kib / 1024 if t.peak_rss_kib else None,
     }
 
@@ -59,6 +60,7 @@ OTHER_ROWS = (
     ("stream_c32_ttfb_p99_ms", "stream c=32  TTFB p99 ms", "diff"),
     ("stream_c32_total_p50_ms", "stream c=32  total p50 ms", "diff"),
     ("nonstream_c32_rps", "non-stream c=32 req/s", "ratio"),
+    ("cpu_ms_nonstream_big", "CPU ms / non-stream req, long body", "ratio"),
     ("peak_rss_mib", "peak RSS MiB (VmHWM)", "ratio"),
 )
 ROWS = ISSUE_ROWS + OTHER_ROWS
