@@ -7,9 +7,16 @@ import random
 import orjson
 import pytest
 
+from kraken import speedups
+from kraken.gateway import body
 from kraken.gateway.body import MAX_DEPTH, _too_deep_py, nests_deeper_c, nests_deeper_py
 
-pytestmark = pytest.mark.skipif(nests_deeper_c is None, reason="kraken._speedups not built")
+built = pytest.mark.skipif(nests_deeper_c is None, reason="kraken._speedups not built")
+
+
+def test_the_c_walk_serves_unless_python_is_asked_for():
+    python = nests_deeper_c is None or speedups.PURE_PYTHON
+    assert body._too_deep is (body._too_deep_py if python else body._too_deep_c)
 
 
 def random_document(rng: random.Random, depth: int) -> object:
@@ -31,6 +38,7 @@ def depth_of(value: object) -> int:
     return 0
 
 
+@built
 def test_c_and_python_agree_on_random_documents_at_every_limit():
     rng = random.Random(13)
     for _ in range(3000):
@@ -42,6 +50,7 @@ def test_c_and_python_agree_on_random_documents_at_every_limit():
             assert nests_deeper_c(doc, limit) is expected, (doc, limit)
 
 
+@built
 def test_one_deep_branch_among_wide_shallow_ones_is_found():
     doc = {"messages": [{"role": "user", "content": "hi"}] * 500, "x": [[[[[[[[1]]]]]]]]}
     assert depth_of(doc) == 9
@@ -50,6 +59,7 @@ def test_one_deep_branch_among_wide_shallow_ones_is_found():
         assert version(doc, 8) is True
 
 
+@built
 def test_scalars_and_empty_containers_are_level_one_at_most():
     for version in (nests_deeper_py, nests_deeper_c):
         assert version("[[[[", 0) is False
@@ -59,6 +69,7 @@ def test_scalars_and_empty_containers_are_level_one_at_most():
         assert version([[]], 2) is False
 
 
+@built
 def test_the_bound_as_the_body_check_applies_it():
     at_bound = b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1)
     for depth, deeper in ((MAX_DEPTH, False), (MAX_DEPTH + 1, True)):
