@@ -21,7 +21,7 @@ import sqlite3
 import anyio
 import anyio.abc
 
-from kraken import metrics, sdnotify, workers
+from kraken import buildinfo, metrics, sdnotify, workers
 from kraken.accounts import masterkey
 from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.guard import BillingGuard
@@ -182,6 +182,8 @@ async def serve(
     journal, wire the parts), listen, serve until told to stop, drain.
     """
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
+    build = buildinfo.labels()
+    metrics.BUILD_INFO.labels(*(build[name] for name in metrics.BUILD_INFO.labelnames)).set(1)
     keyring = masterkey.load(cfg.byok.master_key_file, cfg.byok.master_key)  # fail before serving
     settings = billing_settings(cfg)  # [prices], [plans], [fees]: parsed once, here
     async with contextlib.AsyncExitStack() as stack:

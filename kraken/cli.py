@@ -9,7 +9,6 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from kraken import __version__
 
 if TYPE_CHECKING:
     from kraken.config import Config
@@ -196,11 +195,23 @@ exit status 2: a configuration or startup error, said in one line on stderr
 (kraken: <file>: <key> ..., or kraken: cannot listen on HOST:PORT: <reason>)"""
 
 
+class _Version(argparse.Action):
+    """``--version``: Kraken's and what it runs on (kraken.buildinfo), read only when asked."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from kraken.buildinfo import describe
+
+        print(describe())  # stdout, as argparse's own version action
+        parser.exit()
+
+
 def build_parser(only_serve: bool = False) -> argparse.ArgumentParser:
     """Every subcommand; ``only_serve``: serve alone, so that starting the gateway does not
     import and build the operator commands' parsers (start-up time and memory)."""
     parser = argparse.ArgumentParser(prog="kraken", description="Kraken LLM API gateway")
-    parser.add_argument("--version", action="version", version=f"kraken {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the version, the Python build and the C speedups' state, "
+                             "and exit")
     parser.add_argument("--log-level", type=str.upper,
                         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                         help="overrides [logging] level (default INFO)")

@@ -82,6 +82,13 @@ QUEUE_DEPTH = Gauge(
 QUEUE_CAPACITY = Gauge(
     "kraken_meter_queue_capacity", "Bound of the metadata queue.", registry=REGISTRY
 )
+BUILD_INFO = Gauge(
+    "kraken_build_info",
+    "Always 1: the Kraken version, the CPython version, whether CPython runs from a shared "
+    "libpython (slower per request than a static build) and whether the C speedups serve.",
+    ("version", "python", "libpython", "speedups"),
+    registry=REGISTRY,
+)
 FLUSH_SECONDS = Histogram(
     "kraken_meter_flush_seconds",
     "Duration of one batch write to the store.",

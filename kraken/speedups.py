@@ -22,6 +22,15 @@ def native(name: str) -> Callable | None:
     return getattr(_speedups, name)
 
 
+def built() -> bool:
+    """Whether ``kraken._speedups`` was built for this interpreter (and imports)."""
+    try:
+        from kraken import _speedups  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def pick(c_version: F | None, python_version: F) -> F:
     """What serves: the C version, unless it was not built or ``PURE_PYTHON`` is set."""
     return python_version if c_version is None or PURE_PYTHON else c_version
