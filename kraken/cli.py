@@ -9,7 +9,6 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-
 if TYPE_CHECKING:
     from kraken.config import Config
 
