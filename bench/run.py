@@ -419,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
               f"chunks (Kraken: default config, the load client as a trusted proxy)", flush=True)
         print(f"hold: {args.hold} streams x {args.hold_chunks} chunks at once, "
               f"{args.hold_chunk_delay_ms:g} ms between chunks", flush=True)
-        print(f"python: {interpreter(args.python)}", flush=True)
+        args.interpreter = interpreter(args.python)  # in --json's args too
+        print(f"python: {args.interpreter}", flush=True)
         print("cores: " + ("not pinned" if args.cores is None else
                            f"each proxy on {sorted(args.cores)}, mock and load client on "
                            f"{sorted(os.sched_getaffinity(0))}"), flush=True)
