@@ -37,13 +37,14 @@ def wait_port(port: int, proc: subprocess.Popen, seconds: float) -> bool:
 
 _IDENTIFY = ("import platform; maps = open('/proc/self/maps').read(); "
              "print(platform.python_implementation(), platform.python_version() + ',', "
-             "'shared libpython' if 'libpython' in maps else 'static')")
+             "'shared libpython' if '/libpython' in maps else 'static')")
 
 
 def interpreter(python: str) -> str:
     """What ``python`` is, for a report: implementation, version, and whether it runs CPython
-    from a shared libpython (position-independent: pyenv's default build) or a static one
-    (Debian's python3.11). The build moves every CPU figure (bench/README.md, "Interpreter")."""
+    from a shared libpython (position-independent: ``--enable-shared``, as pyenv builds often
+    are) or a static one (Debian's python3.11). The build moves every CPU figure
+    (bench/README.md, "Interpreter")."""
     try:
         out = subprocess.run([python, "-c", _IDENTIFY], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -2,9 +2,10 @@
 
 Two things outside the code move the CPU a request costs. The CPython build: a static one
 (Debian's ``python3.11``) costs ~10% less per request than one running from a shared
-``libpython`` without profile-guided optimisation (pyenv's default build; bench/README.md,
-"Interpreter"). And the C speedups: where ``pip install`` found no C compiler, or with
-``KRAKEN_PURE_PYTHON=1``, their Python definitions serve, slower. A leaf.
+``libpython`` built without profile-guided optimisation (as pyenv builds with
+``--enable-shared`` often are; bench/README.md, "Interpreter"). And the C speedups: where
+``pip install`` found no C compiler, or with ``KRAKEN_PURE_PYTHON=1``, their Python
+definitions serve, slower. A leaf.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from procs import interpreter  # noqa: E402
 
 
 def test_names_the_version_and_how_libpython_is_linked():
-    shared = "libpython" in Path("/proc/self/maps").read_text()
+    shared = "/libpython" in Path("/proc/self/maps").read_text()
     described = interpreter(sys.executable)
     assert described.startswith(sys.executable + " (")
     assert f"CPython {platform.python_version()}," in described
