@@ -7,6 +7,11 @@ in the table is what any Python relay on uvloop pays on this machine; Kraken's d
 is Kraken's own work, and its distance from nginx is the interpreter's.
 
     python bench/pyfloor.py --port 8081 --upstream-port 8080
+    python bench/pyfloor.py --port 8081 --upstream-port 8080 --work-us 100
+
+``--work-us N`` spends N µs of CPU on each request before forwarding it, standing in for a
+gateway's per-request work (keys, limits, routing, records): how the burst row's TTFB grows with
+it says how much work before the first byte a target like "x1.2 nginx" leaves room for.
 
 Shortcuts a gateway may not take: a chunked answer is taken to end at a read ending in the last
 chunk (``0`` CRLF CRLF), which holds for the mock's SSE streams; a client that closes mid-answer
@@ -16,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 
 import uvloop
 
 MAX_HEAD = 64 * 1024
+WORK_S = 0.0
+"""CPU seconds spent per request before it is forwarded (``--work-us``)."""
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -119,6 +127,8 @@ class Client(asyncio.Protocol):
             return
         head, body, self._buf = self._buf[:end], self._buf[end + 4:whole], self._buf[whole:]
         method, target, _ = head.split(b" ", 2)
+        if WORK_S:
+            _spin(WORK_S)
         self._busy = True
         request = b"%s %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n" \
                   b"content-length: %d\r\n\r\n%s" % (method, target, len(body), body)
@@ -134,6 +144,14 @@ class Client(asyncio.Protocol):
         upstream.send(self, request)
 
 
+def _spin(seconds: float) -> None:
+    """Busy for ``seconds`` of this thread's CPU time (not wall time: a preempted spin still
+    costs what it says)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 async def serve(port: int, upstream_port: int) -> None:
     pool: list[Upstream] = []
     loop = asyncio.get_running_loop()
@@ -147,7 +165,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream-port", type=int, required=True)
+    ap.add_argument("--work-us", type=float, default=0.0,
+                    help="CPU µs spent on each request before forwarding it (default 0)")
     args = ap.parse_args()
+    global WORK_S
+    WORK_S = args.work_us / 1e6
     uvloop.run(serve(args.port, args.upstream_port))
 
 

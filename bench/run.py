@@ -153,7 +153,7 @@ def proxy_cmd(name: str, tmp: Path, mock_port: int, nginx: str | None, args) -> 
     port = free_port()
     if name == "pyfloor":
         return ([args.python, str(BENCH / "pyfloor.py"), "--port", str(port), "--upstream-port",
-                 str(mock_port)], port, tmp / "pyfloor.log")
+                 str(mock_port), "--work-us", str(args.pyfloor_work_us)], port, tmp / "pyfloor.log")
     if name == "nginx":
         conf = nginx_config(tmp, port, mock_port)
         return ([nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf),
@@ -352,6 +352,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--hold-seconds", type=float, default=60.0, help="hold scenario time cap")
     ap.add_argument("--kraken-cmd", default="{python} -m kraken serve --demo --config {config}",
                     help="command starting Kraken ({python} and {config} are filled in)")
+    ap.add_argument("--pyfloor-work-us", type=float, default=0.0,
+                    help="CPU µs pyfloor spends on each request before forwarding it (a "
+                         "gateway's per-request work, for sizing the burst row; default 0)")
     ap.add_argument("--python", default=sys.executable,
                     help="interpreter running Kraken and pyfloor (default: this one); its "
                          "environment needs Kraken's dependencies (the checkout comes first "
