@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,8 +65,6 @@ async def test_floor_relays_the_mocks_answers_on_one_keep_alive_connection():
 
 def test_work_per_request_is_cpu_time_spent():
     """``--work-us``: the stand-in for a gateway's per-request work costs what it says."""
-    import time
-
     start = time.thread_time()
     pyfloor._spin(0.003)
     assert time.thread_time() - start >= 0.003
