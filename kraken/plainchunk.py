@@ -2,9 +2,10 @@
 
 A streamed answer's provider connection tests every read with ``plain_sse_chunk``; one that
 passes goes to the client as it came, without the parser and the tap
-(``UpstreamConnection.pipe``). Its definition is the Python below; ``kraken/csrc/plainchunk.c`` is the same test in C, used where
-it was built (``kraken.speedups``): in a relay of long streams the test's six calls in Python
-cost about as much as the rest of the read's Python together.
+(``UpstreamConnection.pipe``). Its definition is the Python below; ``kraken/csrc/plainchunk.c``
+is the same test in C, used where it was built (``kraken.speedups``): in a relay of long
+streams the test's six calls in Python cost about as much as the rest of the read's Python
+together.
 
 A leaf: the upstream connection (which runs it) and the relay (which enables it) both import it.
 """

@@ -5,6 +5,7 @@ or everywhere with ``KRAKEN_PURE_PYTHON=1``; tests compare the two. A leaf."""
 from __future__ import annotations
 
 import os
+from types import ModuleType
 from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable)
@@ -13,22 +14,24 @@ PURE_PYTHON = bool(os.environ.get("KRAKEN_PURE_PYTHON"))
 """Serve with the Python definitions even where the C versions were built."""
 
 
-def native(name: str) -> Callable | None:
-    """``kraken._speedups``'s function ``name``, or None where the extension was not built."""
+def _extension() -> ModuleType | None:
+    """``kraken._speedups``, or None where it was not built (no C compiler at install)."""
     try:
         from kraken import _speedups
-    except ImportError:  # no C compiler at install: the Python definitions serve
+    except ImportError:  # the Python definitions serve
         return None
-    return getattr(_speedups, name)
+    return _speedups
+
+
+def native(name: str) -> Callable | None:
+    """``kraken._speedups``'s function ``name``, or None where the extension was not built."""
+    extension = _extension()
+    return None if extension is None else getattr(extension, name)
 
 
 def built() -> bool:
     """Whether ``kraken._speedups`` was built for this interpreter (and imports)."""
-    try:
-        from kraken import _speedups  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _extension() is not None
 
 
 def pick(c_version: F | None, python_version: F) -> F:
