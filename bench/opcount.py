@@ -10,6 +10,7 @@ module and by function (``--inclusive``: each function with everything it called
 
     .venv/bin/python bench/opcount.py                       # 200 streamed requests, c=1
     .venv/bin/python bench/opcount.py --new-conn            # a new connection per request
+    .venv/bin/python bench/opcount.py --new-upstream        # ... and to the provider (it closes)
     .venv/bin/python bench/opcount.py --non-stream          # non-streamed requests
     .venv/bin/python bench/opcount.py --inclusive --top 60
     .venv/bin/python bench/opcount.py --phases              # split at the send and first byte
@@ -85,8 +86,11 @@ class Client:
     """Streamed chat requests on the loop's transport; a new connection per request if asked."""
 
     def __init__(self, port: int, new_conn: bool, stream: bool = True, delay_ms: float = 0.0,
-                 sdk_fields: bool = False):
-        paced = {"mock": {"chunk_delay_ms": delay_ms}} if delay_ms else {}
+                 sdk_fields: bool = False, new_upstream: bool = False):
+        knobs = {"chunk_delay_ms": delay_ms} if delay_ms else {}
+        if new_upstream:  # the mock closes after each answer: every request dials the provider
+            knobs["close_after_response"] = True
+        paced = {"mock": knobs} if knobs else {}
         body = json.dumps({"model": "mock-gpt", "stream": stream, **paced,
                            "messages": [{"role": "user", "content": "hi"}]}).encode()
         self.request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n%scontent-type: "
@@ -244,7 +248,8 @@ async def run(args) -> None:
             await started
             await wait_for(lambda: _accepts(mock_port))
             client = Client(port, args.new_conn, stream=not args.non_stream,
-                            delay_ms=args.chunk_delay_ms, sdk_fields=args.sdk_fields)
+                            delay_ms=args.chunk_delay_ms, sdk_fields=args.sdk_fields,
+                            new_upstream=args.new_upstream)
             for _ in range(args.warmup):
                 await client.one()
             tracer = Tracer(args.inclusive)
@@ -284,6 +289,9 @@ def main() -> None:
                     help="the mock's pause between chunks: each chunk its own read, as in a "
                          "slow stream (the relay pipe's case); 0: the mock writes them at once")
     ap.add_argument("--new-conn", action="store_true", help="a new connection per request")
+    ap.add_argument("--new-upstream", action="store_true",
+                    help="the mock closes its connection after each answer: Kraken dials the "
+                         "provider for every request (a burst's first requests do)")
     ap.add_argument("--non-stream", action="store_true", help="non-streamed requests")
     ap.add_argument("--inclusive", action="store_true", help="also count callees (slower)")
     ap.add_argument("--top", type=int, default=40, help="rows per list")

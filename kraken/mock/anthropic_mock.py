@@ -17,13 +17,14 @@ A ``"mock": {...}`` field in a JSON body steers that one request (Kraken forward
 close with a bare FIN / stop sending but keep the socket open; on a non-stream request: close /
 hang before answering), ``error_after_chunks`` (after that many events send an ``error`` event,
 ``overloaded_error``, and end the stream cleanly, as the real API does mid-stream),
-``close_before_response``, ``content`` (exact text, split on character boundaries), ``usage``
-(``input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
-``cache_creation_input_tokens``), ``thinking`` (true: a thinking block with ``thinking_delta``s
-and a ``signature_delta`` comes first; also on when the request has ``thinking.type ==
-"enabled"``), ``thinking_content`` (its exact text), ``tools`` (false: answer text even though
-the request has tools; otherwise a request with ``tools`` gets a ``tool_use`` block whose input,
-made to match the tool's ``input_schema``, streams as ``input_json_delta`` pieces).
+``close_before_response``, ``close_after_response`` (the whole answer, then a FIN), ``content``
+(exact text, split on character boundaries), ``usage`` (``input_tokens``, ``output_tokens``,
+``cache_read_input_tokens``, ``cache_creation_input_tokens``), ``thinking`` (true: a thinking
+block with ``thinking_delta``s and a ``signature_delta`` comes first; also on when the request
+has ``thinking.type == "enabled"``), ``thinking_content`` (its exact text), ``tools`` (false:
+answer text even though the request has tools; otherwise a request with ``tools`` gets a
+``tool_use`` block whose input, made to match the tool's ``input_schema``, streams as
+``input_json_delta`` pieces).
 """
 from __future__ import annotations
 

@@ -10,9 +10,10 @@ reach the mock through it): ``chunks`` (content pieces per choice), ``chunk_dela
 ``first_byte_delay_ms``, ``status`` (answer with this error status, OpenAI error body),
 ``drop_after_chunks`` / ``hang_after_chunks`` (after that many SSE events, counting role, content,
 finish and usage events: close with a bare FIN / stop sending but keep the socket open; on a
-non-stream request: close / hang before answering), ``close_before_response``, ``content``
-(exact text, split on character boundaries), ``usage`` (prompt_tokens, completion_tokens,
-total_tokens, cached_tokens, reasoning_tokens).
+non-stream request: close / hang before answering), ``close_before_response``,
+``close_after_response`` (the whole answer, then a FIN), ``content`` (exact text, split on
+character boundaries), ``usage`` (prompt_tokens, completion_tokens, total_tokens, cached_tokens,
+reasoning_tokens).
 """
 from __future__ import annotations
 

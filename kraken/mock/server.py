@@ -8,7 +8,9 @@ dropped or hung one is sent event by event, honouring ``pause_writing``.
 The per-request ``"mock"`` knobs handled here (``_with_mock``): ``first_byte_delay_ms``,
 ``chunk_delay_ms`` (before each event the provider marks as paced), ``drop_after_chunks`` /
 ``hang_after_chunks`` (after that many SSE events close with a bare FIN / stop sending but keep the
-socket open; on a non-stream request close / hang before answering), ``close_before_response``.
+socket open; on a non-stream request close / hang before answering), ``close_before_response``,
+``close_after_response`` (the whole answer, announced with ``connection: close``, then a FIN: a
+provider that does not keep connections alive, so the next call dials anew).
 """
 from __future__ import annotations
 
@@ -135,6 +137,7 @@ class Reply:
     drop_after: int | None = None
     hang_after: int | None = None
     close_now: bool = False
+    close_after: bool = False  # answer whole with "connection: close", then close
 
     @property
     def immediate(self) -> bool:
@@ -254,7 +257,7 @@ class _Conn(asyncio.Protocol):
         return lambda data: data.replace(placeholder, rid)
 
     def _send_now(self, index: int, req: ParsedRequest, reply: Reply) -> None:
-        close = not req.keep_alive
+        close = not req.keep_alive or reply.close_after
         if reply.events is None:
             if reply.drop_after is not None:  # a non-stream body cut before it starts
                 self.server._record(index, reply.status, b"")
@@ -300,7 +303,7 @@ class _Conn(asyncio.Protocol):
             limits = [x for x in (reply.drop_after, reply.hang_after) if x is not None]
             stop = min([len(events), *limits])
             hang = reply.hang_after is not None and stop == reply.hang_after
-            close = not req.keep_alive or req.http10
+            close = not req.keep_alive or req.http10 or reply.close_after
             stamp = self._stamp()
             pending = response_head(reply.status, reply.ctype or SSE, None, close, req.http10)
             close = close or stop < len(events)  # a drop is a bare FIN, not announced
@@ -456,4 +459,5 @@ class MockServer:
         reply.drop_after = self._opt_int(mock, "drop_after_chunks")
         reply.hang_after = self._opt_int(mock, "hang_after_chunks")
         reply.close_now = mock.get("close_before_response") is True
+        reply.close_after = mock.get("close_after_response") is True
         return reply

@@ -365,3 +365,31 @@ def test_parser_handles_split_input():
             got.append(r)
     assert [r.body for r in got] == [b'{"a":1}', b'{"a":1}']
     assert got[0].keep_alive and got[0].method == "POST"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("delay_ms", [0, 5])
+async def test_close_after_response_answers_whole_then_closes(mock, stream, delay_ms):
+    """A provider that does not keep connections alive: the whole answer, announced with
+    ``connection: close``, then EOF; without the knob the same connection is kept."""
+    knobs = {"chunks": 2, "chunk_delay_ms": delay_ms}
+    for close_after in (False, True):
+        reader, writer = await asyncio.open_connection("127.0.0.1", mock.port)
+        try:
+            body = body_json(stream=stream, mock={**knobs, "close_after_response": close_after})
+            writer.write(post("/v1/chat/completions", body))
+            status, headers, answer, _ = await read_response(reader)
+            assert status == 200
+            if stream:
+                assert answer.endswith(b"data: [DONE]\n\n")
+            else:
+                assert json.loads(answer)["object"] == "chat.completion"
+            if close_after:
+                assert headers[b"connection"] == b"close"
+                assert await asyncio.wait_for(reader.read(), 5) == b""  # the mock's FIN
+            else:
+                assert headers.get(b"connection") != b"close"
+                writer.write(post("/v1/chat/completions", body_json(mock=knobs)))
+                assert (await read_response(reader))[0] == 200  # kept alive
+        finally:
+            writer.close()
