@@ -54,14 +54,16 @@ class ResponseHandler(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """Client side of one TCP (or TLS) connection; ``send`` starts an exchange."""
 
-    def __init__(self, origin: str, read_timeout_s: float):
+    def __init__(self, origin: str, read_timeout_s: float,
+                 loop: asyncio.AbstractEventLoop | None = None):
         self.origin = origin
-        self._loop = asyncio.get_event_loop()
+        # The pool passes its loop: asking asyncio costs a getpid syscall per connection.
+        self._loop = loop = loop if loop is not None else asyncio.get_event_loop()
         self._read_timeout = read_timeout_s
         self.transport: asyncio.Transport | None = None
         self._parser: ResponseParser | None = None
         self._handler: ResponseHandler | None = None
-        self._deadline = Deadline(self._loop, self._on_timeout)
+        self._deadline = Deadline(loop, self._on_timeout)
         self.closed = False
         self.used = 0
         """Exchanges started on this connection (a reused one may have gone stale)."""

@@ -72,20 +72,22 @@ class _Negotiate(asyncio.Protocol):
     ``connection_made`` of a TLS transport runs once the handshake is done, so ALPN is
     known before the first byte of application data arrives."""
 
-    def __init__(self, authority: str, read_timeout_s: float):
+    def __init__(self, authority: str, read_timeout_s: float, loop: asyncio.AbstractEventLoop):
         self._authority = authority
         self._read_timeout = read_timeout_s
+        self._loop = loop
         self.conn: UpstreamConnection | H2UpstreamConnection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        cls: type[UpstreamConnection | H2UpstreamConnection] = UpstreamConnection
+        conn: UpstreamConnection | H2UpstreamConnection
         if alpn == H2:
             from kraken.upstream.h2client import H2UpstreamConnection
 
-            cls = H2UpstreamConnection
-        conn = cls(self._authority, self._read_timeout)
+            conn = H2UpstreamConnection(self._authority, self._read_timeout)
+        else:
+            conn = UpstreamConnection(self._authority, self._read_timeout, self._loop)
         transport.set_protocol(conn)
         conn.connection_made(transport)
         self.conn = conn
@@ -177,7 +179,9 @@ class OriginPool:
             from kraken.upstream import h2client  # noqa: F401
         self.protocol: str | None = None if self._ssl is not None else H1
         """What the origin chose on its latest connection (h2, http/1.1; None before the first)."""
-        self._idle: list[UpstreamConnection] = []
+        self._idle: dict[UpstreamConnection, None] = {}
+        """Idle HTTP/1.1 connections in the order they went idle (a dict: a burst's
+        thousand closing connections are each forgotten in O(1), not by a list scan)."""
         self._h2: list[H2UpstreamConnection] = []
         self._open = 0
         """Connections open or being opened, of both protocols (bounded by ``_max``)."""
@@ -189,7 +193,7 @@ class OriginPool:
         self._on_close = self._on_conn_close
         """Bound once: every connection's ``on_close`` (not a bound method per connection)."""
         self.loop: asyncio.AbstractEventLoop | None = None
-        """The loop of the connections this pool dialled (set by each dial), for whoever
+        """The loop of the connections this pool dialled (set by the first dial), for whoever
         waits on an exchange: asyncio.get_running_loop() is a getpid syscall on 3.11."""
         self._idle_gauge = metrics.UPSTREAM_CONNECTIONS.labels(provider, "idle")
         self._busy_gauge = metrics.UPSTREAM_CONNECTIONS.labels(provider, "busy")
@@ -228,7 +232,7 @@ class OriginPool:
                 await self._join_connect()
                 continue
             while self._idle:
-                conn = self._idle.pop()
+                conn, _ = self._idle.popitem()  # the latest to go idle: the warmest
                 self._idle_gauge.dec()
                 if conn.reusable:
                     self._busy_gauge.inc()
@@ -327,11 +331,13 @@ class OriginPool:
         return conn
 
     async def _dial(self) -> UpstreamConnection | H2UpstreamConnection:
-        self.loop = loop = asyncio.get_running_loop()
+        loop = self.loop
+        if loop is None or loop.is_closed():  # asked once, not per dial (a getpid syscall)
+            loop = self.loop = asyncio.get_running_loop()
         o = self.origin
         # partial, not a lambda: no closure cells over o and self for the dial's frame
         factory = partial(_Negotiate if self._ssl is not None else UpstreamConnection,
-                          o.authority, self._read_timeout)
+                          o.authority, self._read_timeout, loop)
         timer = _ConnectTimer(loop, self._connect_timeout)
         try:
             try:
@@ -376,7 +382,7 @@ class OriginPool:
                 return
         # conn.idle_since is the connection's own: stamped when its response ended (or it
         # opened), without asyncio.get_running_loop() (a getpid syscall per call on 3.11).
-        self._idle.append(conn)
+        self._idle[conn] = None
         self._idle_gauge.inc()
         self._schedule_reaper()
 
@@ -401,7 +407,7 @@ class OriginPool:
             return
         conn._forgotten = True  # type: ignore[union-attr]
         if conn in self._idle:
-            self._idle.remove(conn)  # type: ignore[arg-type]
+            del self._idle[conn]  # type: ignore[arg-type]
             self._idle_gauge.dec()
         elif conn in self._h2:
             self._h2.remove(conn)  # type: ignore[arg-type]
