@@ -5,6 +5,11 @@ connections sends requests back to back until ``--requests`` are done or ``--max
 TTFB is the time from writing the request to receiving the first byte of the response body
 (after the header block), so a proxy that flushes headers early gains nothing.
 
+``--timeline`` adds when the first request was written and the last first byte arrived
+(``time.perf_counter``: CLOCK_MONOTONIC, comparable across processes on Linux) and the first
+bytes' times by decile of send order: whether a burst's streams are served first come, first
+served, and what the target's CPU was doing meanwhile (``bench/run.py`` reads it).
+
     .venv/bin/python bench/loadgen.py --url http://127.0.0.1:9000/v1/chat/completions --stream \\
         --concurrency 32 --requests 2000 --max-seconds 30
 """
@@ -140,6 +145,8 @@ class Run:
         self.bad_stream = 0
         self.bytes = 0
         self.clients: set[Client] = set()
+        self.timeline: list[tuple[float, float]] | None = None
+        """(sent, first byte) of each measured request, when asked (``--timeline``)."""
 
     def stop(self):
         self.stopped = True
@@ -183,6 +190,8 @@ async def worker(run: Run, host: str, port: int, payload: bytes, stream: bool, r
         if stream and b"data: [DONE]" not in tail:
             run.bad_stream += 1
         run.ttfb.append((ttfb - t0) * 1000)
+        if run.timeline is not None:
+            run.timeline.append((t0, ttfb))
         run.total.append((end - t0) * 1000)
     if client is not None and client.transport is not None:
         client.transport.close()
@@ -211,8 +220,23 @@ def build_request(url: str, body: bytes, headers: list[str]) -> tuple[str, int, 
     return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def timeline_summary(timeline: list[tuple[float, float]]) -> dict:
+    """The first send, the last first byte, and the mean first byte of each tenth of the
+    requests in send order, in ms after the first send."""
+    if not timeline:
+        return {}
+    ordered = sorted(timeline)
+    first = ordered[0][0]
+    n = len(ordered)
+    tenths = [ordered[n * k // 10 : n * (k + 1) // 10] for k in range(10)]
+    return {"first_sent": first, "last_first_byte": max(fb for _, fb in ordered),
+            "first_byte_ms_by_decile": [round(sum(fb for _, fb in part) / len(part) * 1000
+                                              - first * 1000, 2) for part in tenths if part]}
+
+
 async def load(url: str, body: bytes, headers: list[str], stream: bool, concurrency: int,
-               requests: int, max_seconds: float, warmup: int = 0) -> dict:
+               requests: int, max_seconds: float, warmup: int = 0,
+               timeline: bool = False) -> dict:
     """Run the load and return the summary dict (what ``--json`` prints)."""
     host, port, payload = build_request(url, body, headers)
     loop = asyncio.get_running_loop()
@@ -223,6 +247,8 @@ async def load(url: str, body: bytes, headers: list[str], stream: bool, concurre
                                for _ in range(min(concurrency, warmup))))
         timer.cancel()
     run = Run(requests, 0)
+    if timeline:
+        run.timeline = []
     t0 = perf()
     timer = loop.call_later(max_seconds, run.stop)
     await asyncio.gather(*(worker(run, host, port, payload, stream, True) for _ in range(concurrency)))
@@ -238,6 +264,7 @@ async def load(url: str, body: bytes, headers: list[str], stream: bool, concurre
         "seconds": round(elapsed, 4), "rps": round(done / elapsed, 1) if elapsed else None,
         "status": {str(k): v for k, v in sorted(run.status.items())}, "bytes": run.bytes,
         "ttfb_ms": percentiles(run.ttfb), "total_ms": percentiles(run.total),
+        **timeline_summary(run.timeline or []),
     }
 
 
@@ -253,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "one-message chat request)")
     ap.add_argument("-H", "--header", action="append", default=[], help="extra header 'Name: value'")
     ap.add_argument("--json", metavar="FILE", help="write the summary as JSON ('-' = stdout)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="add the first send, the last first byte and first bytes by decile")
     args = ap.parse_args(argv)
     text = args.body
     if text and text.startswith("@"):  # a body too long for one argument (128 KiB on Linux)
@@ -263,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         body_obj["stream"] = True
     body = json.dumps(body_obj, separators=(",", ":")).encode()
     coro = load(args.url, body, args.header, args.stream, max(1, args.concurrency),
-                max(0, args.requests), max(0.1, args.max_seconds), max(0, args.warmup))
+                max(0, args.requests), max(0.1, args.max_seconds), max(0, args.warmup),
+                args.timeline)
     try:
         import uvloop
         result = uvloop.run(coro)

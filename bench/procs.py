@@ -139,6 +139,26 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def run_ns(pids: list[int]) -> int | None:
+    """Nanoseconds every thread of the live processes has run (the first field of
+    /proc/<pid>/task/<tid>/schedstat): finer than utime + stime's 10 ms ticks, for windows of
+    tens of milliseconds. None where the kernel keeps no schedstat."""
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+                    seen = True
+            except (OSError, ValueError, IndexError):
+                pass
+    return total if seen else None
+
+
 def memory_kib(pids: list[int], key: str) -> int:
     """Sum of ``key`` (VmRSS or VmHWM) over the processes, in KiB."""
     total = 0
@@ -155,6 +175,43 @@ def memory_kib(pids: list[int], key: str) -> int:
 
 
 # ----------------------------------------------------------------------------- targets
+
+
+class BusyMeter(threading.Thread):
+    """Samples (``time.perf_counter()``, ``run_ns(pids)``) every ``every`` seconds until
+    ``stop``; ``busy`` then says how many cores' worth the processes ran over a window."""
+
+    def __init__(self, pids: list[int], every: float = 0.005):
+        super().__init__(daemon=True)
+        self.pids, self.every, self._stop_event = pids, every, threading.Event()
+        self.samples: list[tuple[float, int]] = []
+
+    def _sample(self) -> None:
+        ns = run_ns(self.pids)
+        if ns is not None:
+            self.samples.append((time.perf_counter(), ns))
+
+    def run(self) -> None:
+        self._sample()
+        while not self._stop_event.wait(self.every):
+            self._sample()
+
+    def stop(self) -> "BusyMeter":
+        self._stop_event.set()
+        self.join()
+        self._sample()
+        return self
+
+    def busy(self, start: float, end: float) -> float | None:
+        """CPU seconds per second between perf_counter times ``start`` and ``end`` (1.0: one
+        core all along), from the samples just outside the window (it widens by up to
+        ``every`` at each end); None without samples on both sides."""
+        before = [s for s in self.samples if s[0] <= start]
+        after = [s for s in self.samples if s[0] >= end]
+        if not before or not after or after[0][0] <= before[-1][0]:
+            return None
+        (t0, n0), (t1, n1) = before[-1], after[0]
+        return (n1 - n0) / 1e9 / (t1 - t0)
 
 
 class PeakRss(threading.Thread):

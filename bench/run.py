@@ -9,7 +9,10 @@ Every load run is bounded in requests and seconds; every child is stopped by PID
 
 The burst scenario opens --burst (1000) streams at once, --burst-chunk-delay-ms (50) apart per
 chunk, against Kraken's DEFAULT config but ``trusted_proxies = ["127.0.0.1"]`` (the load client
-stands where a production load balancer would): TTFB p50, failed streams, RSS growth per stream.
+stands where a production load balancer would): TTFB p50, failed streams, RSS growth per stream,
+and how busy the target was from the first request sent to the last first byte (1.0: one core
+all along, its own work sets the TTFB). The progress line adds the first bytes by decile of send
+order: a steady rise is first come, first served; a flat start, then a jump, is work batched.
 The hold scenario keeps --hold (1000) streams of --hold-chunks (200) chunks open at once, the mock
 pacing them --hold-chunk-delay-ms (50) apart, and reads the target's CPU seconds over it. Start-up
 is timed from spawning a target to its first answered 200 (the probe retried every 5 ms).
@@ -58,7 +61,7 @@ NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/ngin
 TARGETS = ("direct", "nginx", "pyfloor", "kraken")
 PROXIES = TARGETS[1:]
 
-from procs import (CLK_TCK, PeakRss, cpu_seconds, free_port,  # noqa: E402,F401
+from procs import (CLK_TCK, BusyMeter, PeakRss, cpu_seconds, free_port,  # noqa: E402,F401
                    interpreter, memory_kib, pin_driver, process_tree, start, stop, tail,
                    wait_port)
 from table import metrics, render  # noqa: E402
@@ -178,7 +181,7 @@ def time_start(cmd: list[str], port: int, log: Path, cwd: Path, seconds: float,
 
 
 def run_load(url: str, stream: bool, concurrency: int, requests: int, max_seconds: float,
-             warmup: int = 0, body: dict | None = None) -> dict:
+             warmup: int = 0, body: dict | None = None, timeline: bool = False) -> dict:
     """bench/loadgen.py in its own process; returns its JSON summary."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as body_file:
         json.dump(body or BODY, body_file)  # a file: a long conversation exceeds one argument
@@ -189,6 +192,8 @@ def run_load(url: str, stream: bool, concurrency: int, requests: int, max_second
                "--json", "-"]
         if stream:
             cmd.append("--stream")
+        if timeline:
+            cmd.append("--timeline")
         try:
             out = subprocess.run(cmd, capture_output=True, timeout=2 * max_seconds + 30, cwd=BENCH)
         except subprocess.TimeoutExpired:
@@ -208,12 +213,21 @@ SCENARIOS = (  # name, stream, concurrency, args attribute holding the request c
 
 def burst(target: Target, args) -> dict:
     """``args.burst`` streams opened at once (one connection each), the mock pacing every chunk;
-    the target's RSS sampled throughout for the memory each open stream costs."""
+    the target's RSS sampled throughout for the memory each open stream costs, and its CPU: how
+    busy it was from the first request sent to the last first byte (near 1.0, one core all
+    along: the target's own work sets the TTFB; well below: it waits on the mock or client)."""
     pids = target.pids()
     before, cpu0, sampler = memory_kib(pids, "VmRSS"), cpu_seconds(pids), PeakRss(pids)
+    meter = BusyMeter(pids)
     sampler.start()
+    meter.start()
     body = {**BODY, "mock": {"chunks": args.chunks, "chunk_delay_ms": args.burst_chunk_delay_ms}}
-    result = run_load(target.url, True, args.burst, args.burst, args.burst_seconds, body=body)
+    result = run_load(target.url, True, args.burst, args.burst, args.burst_seconds, body=body,
+                      timeline=True)
+    meter.stop()
+    first, last = result.get("first_sent"), result.get("last_first_byte")
+    busy = meter.busy(first, last) if first and last else None
+    result["busy_to_last_first_byte"] = round(busy, 3) if busy is not None else None
     peak = max(sampler.stop(), memory_kib(pids, "VmRSS"), before)
     result.update(cpu_s=round(cpu_seconds(pids) - cpu0, 3), rss_before_kib=before, rss_peak_kib=peak)
     result["kib_per_stream"] = round((peak - before) / args.burst, 2) if args.burst else None
@@ -242,9 +256,11 @@ def measure(target: Target, mock: Target, args) -> None:
     run_load(target.url, False, 32, args.warmup, args.max_seconds / 2)
     if args.burst:  # first, so earlier scenarios' heap growth does not hide its memory
         result = target.scenarios["burst"] = burst(target, args)
+        deciles = " ".join(f"{ms:.0f}" for ms in result.get("first_byte_ms_by_decile", []))
         print(f"  {target.name:7} {'burst':14} {result.get('completed', 0):6} req "
               f"TTFB p50 {(result.get('ttfb_ms') or {}).get('p50')} ms  failed {result['failed']}  "
-              f"{result['kib_per_stream']} KiB/stream", flush=True)
+              f"{result['kib_per_stream']} KiB/stream  busy {result['busy_to_last_first_byte']}  "
+              f"first bytes by send decile (ms after the first send): {deciles}", flush=True)
     if args.hold:
         result = target.scenarios["hold"] = hold(target, mock, args)
         print(f"  {target.name:7} {'hold':14} {result.get('completed', 0):6} req "

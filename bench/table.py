@@ -25,6 +25,7 @@ def metrics(t) -> dict:
         "idle_rss_mib": t.idle_rss_kib / 1024 if t.idle_rss_kib else None,
         "start_s": t.start_s,
         "burst_failed": b.get("failed"),
+        "burst_busy": b.get("busy_to_last_first_byte"),
         "hold_failed": h.get("failed"),
         "cpu_ms_stream_c1": cpu_ms("stream_c1"),
         "stream_c1_ttfb_p99_ms": pct("stream_c1", "ttfb_ms", "p99"),
@@ -52,6 +53,7 @@ ISSUE_ROWS = (
 )
 OTHER_ROWS = (
     ("burst_failed", "burst: failed streams", "raw"),
+    ("burst_busy", "burst: CPU busy, 1st send to last 1st byte", "raw"),
     ("hold_failed", "hold: failed streams", "raw"),
     ("cpu_ms_stream_c1", "CPU ms / streamed req, c=1", "ratio"),
     ("stream_c1_ttfb_p99_ms", "stream c=1   TTFB p99 ms", "diff"),

@@ -1,0 +1,75 @@
+"""The burst scenario's timeline (bench/run.py): how busy the target's CPU was
+(``procs.BusyMeter``) between the first request sent and the last first byte, and the first
+bytes by decile of send order (``loadgen.timeline_summary``)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from loadgen import timeline_summary  # noqa: E402
+from procs import BusyMeter, run_ns  # noqa: E402
+
+SPIN = "import time\nend = time.monotonic() + 20\nwhile time.monotonic() < end: pass\n"
+SLEEP = "import time\ntime.sleep(20)\n"
+
+
+def _metered(code: str) -> float:
+    """How many cores' worth a child running ``code`` used over 20+ of the meter's samples."""
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        meter = BusyMeter([child.pid], every=0.005)
+        meter.start()
+        deadline = time.monotonic() + 10
+        while len(meter.samples) < 25 and time.monotonic() < deadline:
+            meter.join(0.01)  # waits on the sampler itself, bounded
+        meter.stop()
+        samples = meter.samples
+        assert len(samples) >= 25
+        busy = meter.busy(samples[2][0], samples[-2][0])
+        assert busy is not None
+        return busy
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_spinning_process_is_busy_and_a_sleeping_one_is_not():
+    spinning, sleeping = _metered(SPIN), _metered(SLEEP)
+    assert sleeping < 0.1
+    assert spinning > sleeping + 0.2
+    assert spinning < 1.1  # one thread: at most one core (the samples' own skew aside)
+
+
+def test_run_ns_counts_every_thread_and_skips_the_gone():
+    assert run_ns([]) is None
+    own = run_ns([os.getpid()])
+    assert own is not None and own > 0
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert run_ns([gone.pid]) is None
+
+
+def test_busy_needs_samples_on_both_sides_of_the_window():
+    meter = BusyMeter([])
+    meter.samples = [(1.0, 0), (2.0, 500_000_000), (3.0, 1_500_000_000)]
+    assert meter.busy(1.0, 3.0) == 0.75
+    assert meter.busy(2.0, 3.0) == 1.0
+    assert meter.busy(0.5, 3.0) is None  # nothing sampled before the window
+    assert meter.busy(1.0, 3.5) is None  # ... or after it
+
+
+def test_first_bytes_by_decile_of_send_order():
+    # 20 requests sent 1 ms apart; the first bytes come back in reverse order of sending
+    timeline = [(10.0 + k / 1000, 10.5 - k / 1000) for k in range(20)]
+    summary = timeline_summary(list(reversed(timeline)))
+    assert summary["first_sent"] == 10.0
+    assert summary["last_first_byte"] == 10.5
+    deciles = summary["first_byte_ms_by_decile"]
+    assert len(deciles) == 10
+    assert deciles[0] == round(((10.5 + 10.499) / 2 - 10.0) * 1000, 2)  # sent first, answered last
+    assert deciles == sorted(deciles, reverse=True)
+    assert timeline_summary([]) == {}
