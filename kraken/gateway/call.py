@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from kraken.errors import KrakenError
 from kraken.store.record import RequestRecord
@@ -65,7 +65,7 @@ class Call:
         "model_dispatched", "provider", "task_type", "status", "error_type", "fallback_used",
         "usage", "sent_ns", "head_ns", "ttfb_ns", "relay_ns", "end_ns", "reserved", "recorded",
         "stream", "provider_kind", "cost_usd", "fee_usd", "lease", "response_headers", "opted_out", "byok",
-        "byok_keys", "key_id", "plan", "trace", "stamped",
+        "byok_keys", "key_id", "plan", "trace", "stamped", "late_task",
     )
 
     def __init__(self, received_ns: int, route: str):
@@ -109,6 +109,8 @@ class Call:
         """The customer's decrypted BYOK keys by provider kind (from the in-memory cache)."""
         self.trace = None
         """Its ``kraken.telemetry.propagation.TraceContext`` when ``[otel]`` is on."""
+        self.late_task: Callable[[], None] | None = None
+        """A stream's task type still to classify: the record's maker runs it first."""
 
     def __getattr__(self, name: str):
         """``request_id`` and ``ts`` read before ``stamp``: made now (a refusal's answer)."""

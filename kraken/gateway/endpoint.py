@@ -106,7 +106,9 @@ class LateTask:
 
     Only ``auto`` routes by the task; for any other model the label is for the record alone,
     so the classifier (~15 µs) runs after the upstream request is written, while the provider
-    works, instead of before it on the first byte's path. Calling it again does nothing."""
+    works, instead of before it on the first byte's path; for a stream, with its record (in a
+    burst, the provider's think time is other streams' first bytes). Calling it again does
+    nothing."""
 
     __slots__ = ("_call", "_task", "_parsed")
 

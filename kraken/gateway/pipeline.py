@@ -3,8 +3,10 @@
     identify → admit → check billing caps → take rate limit → parse → check model allowed
              → classify → route → dispatch (→ relay) → record
 
-(Only ``auto`` routes by the task: for a named model, classify runs once the upstream request
-is written, while the provider works, as the record alone needs it: ``LateTask``.)
+(Only ``auto`` routes by the task: for a named model the record alone needs it, so classify
+runs late (``LateTask``): for a non-streamed answer once the upstream request is written, while
+the provider works; for a stream when its record is made, after the provider's last byte, so a
+burst of streams spends nothing on it before any stream's first byte.)
 
 ``Gateway.run`` states that order for any ``Endpoint`` (``kraken.gateway.endpoint``); an
 endpoint only supplies its parse, classify, route filter, request shape, response filter and
@@ -356,7 +358,8 @@ class Gateway:
         Returns the relay's final state (``relay.FAILED``: the provider broke mid-stream).
         The endpoint shapes the request for the route (its family reads the answer) and,
         when it declares one, gives the filter that re-says the answer for the client.
-        ``later``: the call's task, classified once the request is on its way.
+        ``later``: the call's task, classified once the request is on its way, or for a
+        stream with its record (``journal``).
         """
         pool = route.provider.pool
         request: UpstreamRequest | None = endpoint.shape(route, parsed)
@@ -391,7 +394,10 @@ class Gateway:
             request = None
             call.stamp()  # off the first byte's path: the provider is working meanwhile
             if later is not None:
-                later()
+                if call.stream:  # made with the record (``journal``): after the last byte
+                    call.late_task = later
+                else:
+                    later()
             sink.set_producer(conn)
             try:
                 await (relay.done if upload is None else upload.relay(conn, relay.done))
@@ -454,6 +460,9 @@ class Gateway:
             call.model_dispatched = call.usage.model
         if call.usage is not None:  # the label: never free client text
             self.price(call, self.model_label(call.model_dispatched))
+        late, call.late_task = call.late_task, None
+        if late is not None:  # a stream's task type, classified now rather than before
+            late()            # any first byte of a burst (``relay``)
         rec = call.to_record()
         self.meter.record(rec)
         return rec

@@ -464,3 +464,61 @@ async def test_a_call_refused_before_the_send_still_records_its_task(tmp_path):
         assert sink.status == 404
         assert [(r["status"], r["task_type"]) for r in journaled(tmp_path)] == [
             (404, "embedding")]
+
+
+def streamed(mock: dict | None = None) -> bytes:
+    return json.dumps({"model": "mock-gpt", "stream": True, "mock": mock or {},
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+class SeenAt:
+    """The endpoint's task function, noting whether the client had a first byte when it ran."""
+
+    def __init__(self, sink: Collected) -> None:
+        self.sink, self.calls = sink, []
+
+    def __call__(self, parsed: Parsed) -> str:
+        self.calls.append(bytes(self.sink.body))
+        return "code_gen"
+
+
+async def test_a_streams_task_is_classified_with_its_record_after_the_first_byte(tmp_path):
+    """In a burst the provider's think time is other streams' first bytes: a stream's label is
+    made with its record, once, when the answer has been relayed (``journal``)."""
+    async with gateway(tmp_path) as gw:
+        sink = Collected()
+        seen = SeenAt(sink)
+        await gw.run(replace(chat.ENDPOINT, task=seen), request(body=streamed({"chunks": 3})), sink)
+    assert sink.status == 200 and sink.ended
+    assert len(seen.calls) == 1, "classified once"
+    assert seen.calls[0].count(b"data: {") >= 4, "after the answer's events were relayed"
+    assert [(r["status"], r["task_type"]) for r in journaled(tmp_path)] == [(200, "code_gen")]
+
+
+async def test_a_stream_the_provider_breaks_still_records_its_task(tmp_path):
+    async with gateway(tmp_path) as gw:
+        sink = Collected()
+        seen = SeenAt(sink)
+        body = streamed({"chunks": 5, "drop_after_chunks": 2})
+        await gw.run(replace(chat.ENDPOINT, task=seen), request(body=body), sink)
+    assert sink.started and len(seen.calls) == 1
+    [record] = journaled(tmp_path)
+    assert record["task_type"] == "code_gen" and record["error_type"]
+
+
+async def test_a_stream_the_client_leaves_still_records_its_task(tmp_path):
+    async with gateway(tmp_path) as gw:
+        sink = Collected()
+        seen = SeenAt(sink)
+        body = streamed({"chunks": 50, "chunk_delay_ms": 20})
+        task = asyncio.get_running_loop().create_task(
+            gw.run(replace(chat.ENDPOINT, task=seen), request(body=body), sink))
+        deadline = time.monotonic() + 10
+        while b"data: {" not in sink.body and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)  # until the first event is relayed
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(seen.calls) == 1
+    [record] = journaled(tmp_path)
+    assert record["task_type"] == "code_gen" and record["error_type"]  # cancelled mid-stream
