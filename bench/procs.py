@@ -196,11 +196,10 @@ class BusyMeter(threading.Thread):
         while not self._stop_event.wait(self.every):
             self._sample()
 
-    def stop(self) -> "BusyMeter":
+    def stop(self) -> None:
         self._stop_event.set()
         self.join()
         self._sample()
-        return self
 
     def busy(self, start: float, end: float) -> float | None:
         """CPU seconds per second between perf_counter times ``start`` and ``end`` (1.0: one

@@ -128,6 +128,12 @@ class Call:
             self.request_id = new_request_id()
             self.ts = time.time() - (time.perf_counter_ns() - self.received_ns) / 1e9
 
+    def classify_late(self) -> None:
+        """Run ``late_task`` once, if any: when the record is made."""
+        late, self.late_task = self.late_task, None
+        if late is not None:
+            late()
+
     def fail(self, exc: KrakenError) -> None:
         if not self.head_ns:  # once the head is out, the status the client saw stands
             self.status = exc.status

@@ -3,10 +3,7 @@
     identify → admit → check billing caps → take rate limit → parse → check model allowed
              → classify → route → dispatch (→ relay) → record
 
-(Only ``auto`` routes by the task: for a named model the record alone needs it, so classify
-runs late (``LateTask``): for a non-streamed answer once the upstream request is written, while
-the provider works; for a stream when its record is made, after the provider's last byte, so a
-burst of streams spends nothing on it before any stream's first byte.)
+(Only ``auto`` routes by the task: for another model classify runs late, ``LateTask``.)
 
 ``Gateway.run`` states that order for any ``Endpoint`` (``kraken.gateway.endpoint``); an
 endpoint only supplies its parse, classify, route filter, request shape, response filter and
@@ -393,11 +390,10 @@ class Gateway:
             # Not held while the answer streams: orjson's output keeps >= 4 KiB of capacity.
             request = None
             call.stamp()  # off the first byte's path: the provider is working meanwhile
-            if later is not None:
-                if call.stream:  # made with the record (``journal``): after the last byte
-                    call.late_task = later
-                else:
-                    later()
+            if later is not None and call.stream:  # with its record, after the last byte:
+                call.late_task = later  # a burst's other streams wait on what runs here
+            elif later is not None:
+                later()
             sink.set_producer(conn)
             try:
                 await (relay.done if upload is None else upload.relay(conn, relay.done))
@@ -460,9 +456,7 @@ class Gateway:
             call.model_dispatched = call.usage.model
         if call.usage is not None:  # the label: never free client text
             self.price(call, self.model_label(call.model_dispatched))
-        late, call.late_task = call.late_task, None
-        if late is not None:  # a stream's task type, classified now rather than before
-            late()            # any first byte of a burst (``relay``)
+        call.classify_late()  # a stream's task type (``relay``)
         rec = call.to_record()
         self.meter.record(rec)
         return rec
