@@ -17,6 +17,8 @@ import logging
 import os
 import signal
 import sqlite3
+from functools import partial
+from typing import Callable
 
 import anyio
 import anyio.abc
@@ -41,7 +43,8 @@ from kraken.policy.router import Provider, Router
 from kraken.http.acme import plain_http_handler
 from kraken.http.h1 import H1Connection
 from kraken.http.connlimit import ConnectionLimiter
-from kraken.http.listener import ProtocolSelector, listen_socket, serve_socket
+from kraken.http.listener import (ProtocolSelector, cleartext_factory, listen_socket,
+                                  serve_socket)
 from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.gateway.request_log import RequestLog
 from kraken.gateway.upload import UploadLimits
@@ -285,10 +288,14 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
     always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []
     loop = asyncio.get_running_loop()  # handed to every connection: one getpid, not one each
     handle = gateway.handle  # bound once, not once per connection
+    if reloader is None:  # cleartext: each connection is an H1Connection from the accept on
+        factory: Callable[[], asyncio.BaseProtocol] = cleartext_factory(
+            handle, cfg.server, connections, h2c=cfg.server.h2c, limiter=per_ip, loop=loop)
+    else:
+        factory = partial(ProtocolSelector, handle, cfg.server, connections, h2c=cfg.server.h2c,
+                          always_headers=always, limiter=per_ip, loop=loop)
     server = await serve_socket(
-        lambda: ProtocolSelector(handle, cfg.server, connections,
-                                 h2c=cfg.server.h2c, always_headers=always,
-                                 limiter=per_ip, loop=loop),
+        factory,
         listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,
                       setting="server.port"),
         **tls,

@@ -58,6 +58,10 @@ OnPreface = Callable[[asyncio.Transport, bytes, "Callable[[], None] | None"], No
 """Takes over a connection whose first bytes were ``H2_PREFACE``: (transport, bytes read,
 the ``on_lost`` that now passes to the new owner)."""
 
+Admit = Callable[[asyncio.BaseTransport], "tuple[bool, Callable[[], None] | None]"]
+"""Applies a cap when the connection is made: (admitted, what releases its count when it
+ends); a refused connection has been answered and its transport handed to another protocol."""
+
 class H1Connection(InboundConnection):
     """One client connection speaking HTTP/1.1; each request gets its own ``H1Exchange``."""
 
@@ -65,8 +69,10 @@ class H1Connection(InboundConnection):
                  *, always_headers: list[tuple[bytes, bytes]] | None = None,
                  on_lost: Callable[[], None] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 on_preface: OnPreface | None = None):
+                 on_preface: OnPreface | None = None, admit: Admit | None = None):
         super().__init__(handler, cfg, tracker, on_lost, loop)
+        self._admit = admit
+        """A cleartext listener's per-address cap (``listener.Admission``), applied first."""
         self._on_preface = on_preface
         """Set while the first bytes may still be the HTTP/2 preface (cleartext with prior
         knowledge allowed: ``listener``); the listener's HTTP/2 side takes over if they are."""
@@ -87,6 +93,11 @@ class H1Connection(InboundConnection):
 
     # ---- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._admit is not None:
+            admitted, self._on_lost = self._admit(transport)
+            if not admitted:  # answered, and the transport handed to another protocol
+                self._deadline.close()
+                return
         self._opened(transport)
         self._deadline.arm(self._cfg.head_timeout_s)
 

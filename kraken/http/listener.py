@@ -1,14 +1,16 @@
 """Picks the protocol of each accepted connection: ALPN over TLS, the HTTP/2 client
 preface on cleartext (prior knowledge, if enabled), HTTP/1.1 otherwise.
 
-The selector decides in ``connection_made`` and hands the transport to an ``H1Connection``
-or ``H2Connection`` before anything is read. On cleartext with prior knowledge that is the
-``H1Connection``, which gives the transport and the bytes it read to an ``H2Connection``
-(``ProtocolSelector._to_h2``) if its first bytes are the HTTP/2 preface. Before that, the
-selector applies the per-address connection cap (``ConnectionLimiter``): a connection over
-it is closed at once, after a minimal 503 unless ALPN chose HTTP/2 (trusted proxies are never
-counted: see ``kraken.http.connlimit``). The count is released by whichever protocol owns
-the transport when it ends (its ``on_lost``, passed on at a hand-over).
+Over TLS the selector decides in ``connection_made``, once ALPN has, and hands the transport
+to an ``H1Connection`` or ``H2Connection`` before anything is read. A cleartext listener needs
+no selector (``cleartext_factory``): each connection is an ``H1Connection`` from the start,
+which gives the transport and the bytes it read to an ``H2Connection`` (``to_h2``) if its first
+bytes are the HTTP/2 preface and prior knowledge is enabled. Before anything else, whichever
+protocol comes first applies the per-address connection cap (``Admission`` over a
+``ConnectionLimiter``): a connection over it is closed at once, after a minimal 503 unless ALPN
+chose HTTP/2 (trusted proxies are never counted: see ``kraken.http.connlimit``). The count is
+released by whichever protocol owns the transport when it ends (its ``on_lost``, passed on at
+a hand-over).
 """
 from __future__ import annotations
 
@@ -89,12 +91,94 @@ _LOG_EVERY_S = 10.0
 _last_log = 0.0
 
 
-class ProtocolSelector(asyncio.Protocol):
-    """The listener's protocol factory product: it picks the protocol in ``connection_made``
-    and stays the transport's protocol only for a connection it refuses."""
+class _Refused(asyncio.Protocol):
+    """A refused connection's protocol until it closes: the client's bytes are dropped, and
+    its close (or ``_REFUSED_LINGER_S``) ends the linger."""
 
-    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_transport",
-                 "_timer", "_limiter", "_key", "_counted", "_loop")
+    __slots__ = ("_timer",)
+
+    def __init__(self, timer: asyncio.TimerHandle):
+        self._timer = timer
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool | None:
+        return None  # close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+
+
+class Admission:
+    """The per-address cap, applied when a connection is accepted: one per listener, called
+    by each connection's first protocol (``ProtocolSelector``, or the ``H1Connection`` of a
+    cleartext listener: ``cleartext_factory``)."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: ConnectionLimiter):
+        self._limiter = limiter
+
+    def __call__(self, transport: asyncio.BaseTransport,
+                 alpn_h2: bool = False) -> tuple[bool, Callable[[], None] | None]:
+        """(admitted, what releases the connection's count when it ends: None if uncounted).
+        Over the cap the connection is answered here: a minimal 503, then FIN (closed at once
+        if ALPN chose HTTP/2), and its transport goes to ``_Refused``."""
+        limiter = self._limiter
+        peer = transport.get_extra_info("peername")
+        key = limiter.key_of(peer[0] if isinstance(peer, tuple) else "")
+        if limiter.acquire(key):
+            return True, None if key is None else partial(limiter.release, key)
+        _log_refusal(peer[0], limiter.max_per_ip)
+        if alpn_h2:
+            transport.close()
+            return False, None
+        transport.write(OVER_LIMIT)  # type: ignore[attr-defined]
+        try:
+            transport.write_eof()  # type: ignore[attr-defined]
+        except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
+            transport.close()
+            return False, None
+        linger = asyncio.get_running_loop().call_later(_REFUSED_LINGER_S, transport.close)  # type: ignore[attr-defined]
+        transport.set_protocol(_Refused(linger))
+        return False, None
+
+
+def _admission(limiter: ConnectionLimiter | None) -> Admission | None:
+    return Admission(limiter) if limiter is not None and limiter.max_per_ip > 0 else None
+
+
+def to_h2(handler: Handler, cfg: ServerConfig, tracker: set,
+          always: list[tuple[bytes, bytes]] | None, transport: asyncio.Transport, seen: bytes,
+          on_lost: Callable[[], None] | None) -> None:
+    """Hand ``transport`` to a new ``H2Connection``, given the bytes already read."""
+    # Imported at the first h2 connection (loaded at start-up with TLS: app.py).
+    from kraken.http.h2 import H2Connection
+
+    proto = H2Connection(handler, cfg, tracker, initial_data=seen, always_headers=always,
+                         on_lost=on_lost)
+    transport.set_protocol(proto)
+    proto.connection_made(transport)
+
+
+def cleartext_factory(handler: Handler, cfg: ServerConfig, tracker: set, *, h2c: bool = True,
+                      limiter: ConnectionLimiter | None = None,
+                      loop: asyncio.AbstractEventLoop | None = None) -> Callable[[], H1Connection]:
+    """A cleartext listener's protocol factory: each accepted connection is an ``H1Connection``
+    from the start, which applies the per-address cap itself and hands over to HTTP/2 on the
+    preface (prior knowledge, if ``h2c``). Without TLS there is nothing for a selector to
+    wait on, and skipping it saves ~110 bytecodes and a protocol switch per connection."""
+    on_preface = partial(to_h2, handler, cfg, tracker, None) if h2c else None
+    return partial(H1Connection, handler, cfg, tracker, loop=loop, on_preface=on_preface,
+                   admit=_admission(limiter))
+
+
+class ProtocolSelector(asyncio.Protocol):
+    """The protocol factory product of a TLS listener (and of any built with it): it picks the
+    protocol in ``connection_made``, once ALPN has decided, and hands the transport over."""
+
+    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_admission", "_loop")
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set, *, h2c: bool = True,
                  always_headers: list[tuple[bytes, bytes]] | None = None,
@@ -105,81 +189,37 @@ class ProtocolSelector(asyncio.Protocol):
         self._tracker = tracker
         self._always = always_headers
         self._h2c = h2c
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._limiter = limiter
-        """Shared by every connection of the listener (one per listener, made by the app)."""
-        self._key: bytes | None = None
-        self._counted = False
-        """This connection holds a count in ``_limiter`` that the selector must release."""
+        self._admission = _admission(limiter)
+        """The cap of ``limiter``, shared by every connection of the listener (one per
+        listener, made by the app); None when there is no cap."""
         self._loop = loop
         """The listener's loop (else asked for once per connection, and handed to its
         protocol: each asking costs a getpid syscall)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         ssl_object = transport.get_extra_info("ssl_object")
         alpn_h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
-        limiter = self._limiter
-        if limiter is not None and limiter.max_per_ip > 0 and not self._admit(transport, alpn_h2):
-            return
-        if ssl_object is not None:  # the handshake is done: ALPN has decided
-            self._switch(alpn_h2)
-        else:  # HTTP/1.1, which hands over to HTTP/2 if its first bytes are the preface (h2c)
-            self._switch(False, maybe_h2=self._h2c)
-
-    def data_received(self, data: bytes) -> None:
-        pass  # only while refused (else the protocol chosen owns the transport): dropped
-
-    def eof_received(self) -> bool | None:
-        return None  # close; while refused, the client's close ends the linger early
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._release()
-
-    def _admit(self, transport: asyncio.BaseTransport, alpn_h2: bool) -> bool:
-        """Count this connection against its address; refuse it over the cap."""
-        assert self._limiter is not None
-        peer = transport.get_extra_info("peername")
-        key = self._limiter.key_of(peer[0] if isinstance(peer, tuple) else "")
-        if self._limiter.acquire(key):
-            self._key, self._counted = key, key is not None
-            return True
-        _log_refusal(peer[0], self._limiter.max_per_ip)
-        if alpn_h2:
-            transport.close()
-            return False
-        transport.write(OVER_LIMIT)  # type: ignore[attr-defined]
-        try:
-            transport.write_eof()  # type: ignore[attr-defined]
-        except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
-            transport.close()
-            return False
-        self._timer = self._loop.call_later(_REFUSED_LINGER_S, transport.close)  # type: ignore[union-attr]
-        return False
-
-    def _release(self) -> None:
-        if self._counted and self._limiter is not None:
-            self._counted = False
-            self._limiter.release(self._key)
-
-    def _switch(self, is_h2: bool, maybe_h2: bool = False) -> None:
-        """Hand the transport to its protocol (before it has read anything). ``maybe_h2``:
-        HTTP/1.1 until its first bytes prove to be the HTTP/2 preface (``_to_h2``). Deciding
-        in HTTP/1.1 costs no timer and no copy of the first read of its own: the head
-        timeout covers a silent client (it is then closed unanswered, as before any protocol)."""
-        transport = self._transport
-        assert transport is not None
         on_lost = None
-        if self._counted and self._limiter is not None:  # the new owner releases the count
-            self._counted = False
-            on_lost = partial(self._limiter.release, self._key)
+        if self._admission is not None:
+            admitted, on_lost = self._admission(transport, alpn_h2)
+            if not admitted:
+                return
+        if ssl_object is not None:  # the handshake is done: ALPN has decided
+            self._switch(transport, alpn_h2, on_lost)
+        else:  # HTTP/1.1, which hands over to HTTP/2 if its first bytes are the preface (h2c)
+            self._switch(transport, False, on_lost, maybe_h2=self._h2c)
+
+    def _switch(self, transport: asyncio.BaseTransport, is_h2: bool,
+                on_lost: Callable[[], None] | None, maybe_h2: bool = False) -> None:
+        """Hand the transport to its protocol (before it has read anything), with what
+        releases its count. ``maybe_h2``: HTTP/1.1 until its first bytes prove to be the
+        HTTP/2 preface (``to_h2``). Deciding in HTTP/1.1 costs no timer and no copy of the
+        first read of its own: the head timeout covers a silent client (it is then closed
+        unanswered, as before any protocol)."""
         if is_h2:
-            self._to_h2(transport, b"", on_lost)
+            self._to_h2(transport, b"", on_lost)  # type: ignore[arg-type]
             return
         proto = H1Connection(self._handler, self._cfg, self._tracker, always_headers=self._always,
                              on_lost=on_lost, loop=self._loop,
@@ -189,14 +229,7 @@ class ProtocolSelector(asyncio.Protocol):
 
     def _to_h2(self, transport: asyncio.Transport, seen: bytes,
                on_lost: Callable[[], None] | None) -> None:
-        """The transport's HTTP/2 connection, given the bytes already read."""
-        # Imported at the first h2 connection (loaded at start-up with TLS: app.py).
-        from kraken.http.h2 import H2Connection
-
-        proto = H2Connection(self._handler, self._cfg, self._tracker, initial_data=seen,
-                             always_headers=self._always, on_lost=on_lost)
-        transport.set_protocol(proto)
-        proto.connection_made(transport)
+        to_h2(self._handler, self._cfg, self._tracker, self._always, transport, seen, on_lost)
 
 
 def _log_refusal(peer: str, cap: int) -> None:

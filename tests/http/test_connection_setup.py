@@ -15,7 +15,7 @@ from kraken.http.h1 import H2_PREFACE, H1Connection
 from kraken.http.h1body import ChunkedBody, FixedBody
 from kraken.http.h1exchange import H1Exchange
 from kraken.http.h2 import H2Connection
-from kraken.http.listener import ProtocolSelector
+from kraken.http.listener import ProtocolSelector, cleartext_factory
 from test_respond import Wire, respond, settle
 
 pytestmark = pytest.mark.anyio
@@ -46,14 +46,26 @@ class SwitchableWire(Wire):
         pass
 
 
+@pytest.fixture(params=["selector", "cleartext"])
+def via(request) -> str:
+    """A TLS listener's first protocol (``ProtocolSelector``, here on cleartext), or a cleartext
+    listener's (``cleartext_factory``: an ``H1Connection`` from the start)."""
+    return request.param
+
+
 def selected(limiter: ConnectionLimiter | None = None, tracker: set | None = None,
-             **cfg: Any) -> SwitchableWire:
-    """A cleartext connection accepted by a selector allowing HTTP/2 prior knowledge."""
-    selector = ProtocolSelector(respond, ServerConfig(**cfg), set() if tracker is None else tracker,
-                                h2c=True, limiter=limiter)
+             via: str = "selector", **cfg: Any) -> SwitchableWire:
+    """A cleartext connection accepted by a listener allowing HTTP/2 prior knowledge."""
+    tracker = set() if tracker is None else tracker
     wire = SwitchableWire()
-    selector.connection_made(wire)  # type: ignore[arg-type]
-    assert selector._timer is None  # HTTP/1.1's head timer covers the undecided connection
+    if via == "cleartext":
+        wire.protocol = first = cleartext_factory(respond, ServerConfig(**cfg), tracker,
+                                                  h2c=True, limiter=limiter)()
+    else:
+        first = ProtocolSelector(respond, ServerConfig(**cfg), tracker, h2c=True, limiter=limiter)
+    first.connection_made(wire)  # type: ignore[arg-type]
+    # HTTP/1.1 from the start: its head timer covers the undecided connection
+    assert isinstance(wire.protocol, H1Connection)
     return wire
 
 
@@ -124,9 +136,9 @@ async def test_a_connection_gone_before_any_pause_arms_no_stall_timer():
 
 
 @pytest.mark.parametrize("cut", [1, 8, len(H2_PREFACE) - 1, len(H2_PREFACE)])
-async def test_the_http2_preface_in_pieces_hands_the_connection_to_http2(cut):
+async def test_the_http2_preface_in_pieces_hands_the_connection_to_http2(cut, via):
     limiter, tracker = ConnectionLimiter(4), set()
-    wire = selected(limiter, tracker)
+    wire = selected(limiter, tracker, via)
     first = wire.protocol
     assert isinstance(first, H1Connection) and tracker == {first}
     settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty SETTINGS frame
@@ -143,8 +155,8 @@ async def test_the_http2_preface_in_pieces_hands_the_connection_to_http2(cut):
     assert limiter.open_from("127.0.0.1") == 0 and not tracker
 
 
-async def test_first_bytes_that_leave_the_preface_are_read_as_http1():
-    wire = selected()
+async def test_first_bytes_that_leave_the_preface_are_read_as_http1(via):
+    wire = selected(via=via)
     conn = wire.protocol
     conn.data_received(b"P")  # could be the preface
     conn.data_received(b"OST / HTTP/1.1\r\nHost: k\r\nContent-Length: 2\r\n\r\nhi")
@@ -155,9 +167,9 @@ async def test_first_bytes_that_leave_the_preface_are_read_as_http1():
 
 
 @pytest.mark.parametrize("sent", [b"", b"PRI * HTTP/2.0\r\n"])
-async def test_an_undecided_connection_is_closed_unanswered_at_the_head_timeout(sent):
+async def test_an_undecided_connection_is_closed_unanswered_at_the_head_timeout(sent, via):
     limiter = ConnectionLimiter(4)
-    wire = selected(limiter, head_timeout_s=0.05)
+    wire = selected(limiter, via=via, head_timeout_s=0.05)
     if sent:
         wire.protocol.data_received(sent)
     await asyncio.wait_for(wire.closed.wait(), 5)
@@ -249,3 +261,40 @@ def test_a_limiter_remembers_a_bounded_number_of_peers():
         assert limiter.key_of(peer) == address_key(peer)
     assert 0 < len(limiter._keys) <= connlimit._KEYS_KEPT
     assert limiter.key_of("192.0.2.9") == address_key("192.0.2.9")
+
+
+async def test_a_cleartext_connection_over_the_cap_is_answered_and_handed_to_a_dropper():
+    """Refused in its own connection_made: the minimal 503 and FIN, no tracker entry, no head
+    timer left armed, and the client's bytes dropped until it closes."""
+    limiter, tracker = ConnectionLimiter(1), set()
+    factory = cleartext_factory(respond, ServerConfig(), tracker, limiter=limiter)
+    kept, refused = SwitchableWire(), SwitchableWire()
+    first, second = factory(), factory()
+    kept.protocol, refused.protocol = first, second
+    first.connection_made(kept)  # type: ignore[arg-type]
+    second.connection_made(refused)  # type: ignore[arg-type]
+    assert tracker == {first} and limiter.refused == 1 and limiter.open_from("127.0.0.1") == 1
+    (resp,) = parse_responses(b"".join(refused.writes), eof=False)
+    assert resp.status == 503 and resp.json()["error"]["code"] == "too_many_connections"
+    dropper = refused.protocol
+    assert not isinstance(dropper, H1Connection)
+    assert second._deadline._handle is None  # no head timer for a connection it never served
+    dropper.data_received(GET)  # dropped, not answered
+    assert len(refused.writes) == 1
+    dropper.connection_lost(None)
+    first.connection_lost(None)
+    assert limiter.open_from("127.0.0.1") == 0 and not tracker
+
+
+async def test_a_trusted_proxy_is_never_counted_on_a_cleartext_listener():
+    limiter = ConnectionLimiter(1, exempt=["127.0.0.1"])
+    factory = cleartext_factory(respond, ServerConfig(), set(), limiter=limiter)
+    conns = [factory() for _ in range(3)]
+    for conn in conns:
+        wire = SwitchableWire()
+        wire.protocol = conn
+        conn.connection_made(wire)  # type: ignore[arg-type]
+        assert conn._on_lost is None  # nothing to release
+    assert limiter.refused == 0 and len(limiter) == 0
+    for conn in conns:
+        conn.connection_lost(None)

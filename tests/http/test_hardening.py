@@ -23,7 +23,7 @@ from kraken.http.exchange import Request
 from kraken.http.h1 import H1Connection
 from kraken.http.h1exchange import H1Exchange
 from kraken.http.h1body import BodyRejected, ChunkedBody, FixedBody
-from kraken.http.listener import ProtocolSelector
+from kraken.http.listener import ProtocolSelector, cleartext_factory
 from test_h2 import eventually, h2_client
 from test_h2 import serve as h2_serve
 
@@ -256,9 +256,17 @@ def test_limiter_forgets_an_address_when_its_last_connection_closes():
     assert all(unlimited.acquire(a) for _ in range(1000)) and len(unlimited) == 0
 
 
+@pytest.fixture(params=["selector", "cleartext"])
+def via(request) -> str:
+    """A TLS listener's first protocol (``ProtocolSelector``, here on cleartext), or a cleartext
+    listener's (``cleartext_factory``: an ``H1Connection`` from the start)."""
+    return request.param
+
+
 @contextlib.asynccontextmanager
-async def selector_listener(limiter: ConnectionLimiter, host: str = "127.0.0.1", **cfg):
-    """A listener wired like app.serve(): ProtocolSelector with a shared limiter."""
+async def selector_listener(limiter: ConnectionLimiter, host: str = "127.0.0.1",
+                            via: str = "selector", **cfg):
+    """A listener wired like app.serve(), its connections sharing one limiter."""
     conns: set = set()
 
     async def handler(req: Request, sink: Any) -> None:
@@ -268,8 +276,10 @@ async def selector_listener(limiter: ConnectionLimiter, host: str = "127.0.0.1",
         sink.end()
 
     loop = asyncio.get_running_loop()
-    listener = await loop.create_server(
-        lambda: ProtocolSelector(handler, ServerConfig(**cfg), conns, limiter=limiter), host, 0)
+    factory = (cleartext_factory(handler, ServerConfig(**cfg), conns, limiter=limiter)
+               if via == "cleartext" else
+               lambda: ProtocolSelector(handler, ServerConfig(**cfg), conns, limiter=limiter))
+    listener = await loop.create_server(factory, host, 0)
     try:
         yield listener.sockets[0].getsockname()[1], conns
     finally:
@@ -288,9 +298,9 @@ async def get_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         await reader.readexactly(2)
 
 
-async def test_connections_over_the_per_address_cap_get_503_and_are_closed():
+async def test_connections_over_the_per_address_cap_get_503_and_are_closed(via):
     limiter = ConnectionLimiter(3)
-    async with selector_listener(limiter) as (port, conns):
+    async with selector_listener(limiter, via=via) as (port, conns):
         async with contextlib.AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(connect(port)) for _ in range(2)]
             for reader, writer in clients:
@@ -316,9 +326,9 @@ async def test_connections_over_the_per_address_cap_get_503_and_are_closed():
         assert not conns
 
 
-async def test_connection_closed_before_choosing_a_protocol_releases_its_place():
+async def test_connection_closed_before_choosing_a_protocol_releases_its_place(via):
     limiter = ConnectionLimiter(1)
-    async with selector_listener(limiter) as (port, _):
+    async with selector_listener(limiter, via=via) as (port, _):
         for _ in range(3):
             async with connect(port) as (reader, writer):
                 writer.write(b"PRI * HT")  # could still be the HTTP/2 preface
@@ -328,9 +338,9 @@ async def test_connection_closed_before_choosing_a_protocol_releases_its_place()
             await get_ok(reader, writer)
 
 
-async def test_ipv6_peer_is_counted_under_its_64():
+async def test_ipv6_peer_is_counted_under_its_64(via):
     limiter = ConnectionLimiter(1)
-    async with selector_listener(limiter, host="::1") as (port, _):
+    async with selector_listener(limiter, host="::1", via=via) as (port, _):
         first = await raw_socket(port, family=socket.AF_INET6, host="::1")
         try:
             await eventually(lambda: limiter.open_from("::1") == 1)
@@ -345,9 +355,9 @@ async def test_ipv6_peer_is_counted_under_its_64():
         await eventually(lambda: len(limiter) == 0)
 
 
-async def test_a_flood_of_connections_keeps_memory_bounded():
+async def test_a_flood_of_connections_keeps_memory_bounded(via):
     limiter = ConnectionLimiter(5)
-    async with selector_listener(limiter) as (port, conns):
+    async with selector_listener(limiter, via=via) as (port, conns):
         socks = []
         try:
             for _ in range(60):
