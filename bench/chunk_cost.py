@@ -15,10 +15,11 @@ Python work per chunk; the write syscall comes on top (see bench/run.py for end 
 checks, exchange, handler task, response head and write) on the same in-memory transport: a
 bench-like request, a handler that answers at once; the minimum of 5 rounds of N.
 
-``--connections N`` adds the cost of a new connection with one request, as the listener makes it:
-a ``ProtocolSelector`` (cleartext, HTTP/2 prior knowledge allowed, the per-address limiter with the
-peer a trusted proxy, as bench/run.py configures Kraken), its first read holding the whole head and
-body, the answer, then the client's close; the minimum of 7 rounds of N, CPU per connection.
+``--connections N`` adds the cost of a new connection with one request, as the cleartext listener
+makes it (``listener.cleartext_factory``: HTTP/2 prior knowledge allowed, the per-address limiter
+with the peer a trusted proxy, as bench/run.py configures Kraken; ``--via-selector``: through the
+``ProtocolSelector`` a TLS listener uses), its first read holding the whole head and body, the
+answer, then the client's close; the minimum of 7 rounds of N, CPU per connection.
 
 ``--answers N`` times a whole streamed answer arriving in one provider read, as the mock
 (``kraken.mock --chunks 20``, no chunk delay) sends it: head, 24 chunks (role, 20 pieces, finish,
@@ -30,13 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from functools import partial
 
 from kraken.config import ProviderConfig, ServerConfig
 from kraken.gateway.call import Call
 from kraken.gateway.relay import Relay
 from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.h1 import H1Connection
-from kraken.http.listener import ProtocolSelector
+from kraken.http.listener import ProtocolSelector, cleartext_factory
 from kraken.mock.http1 import frame as mock_frame, response_head
 from kraken.mock.openai_mock import build_stream, plan_chat
 from kraken.providers.openai_compat import OpenAICompat
@@ -216,7 +218,7 @@ async def request_cost(requests: int) -> float:
     return min(rounds)
 
 
-async def connection_cost(connections: int) -> float:
+async def connection_cost(connections: int, via_selector: bool = False) -> float:
     """µs of CPU per new connection and its one request (see the module doc)."""
     loop = asyncio.get_running_loop()
     answered: asyncio.Future | None = None
@@ -227,16 +229,19 @@ async def connection_cost(connections: int) -> float:
 
     cfg, tracker = ServerConfig(), set()
     limiter = ConnectionLimiter(cfg.max_connections_per_ip, exempt=["127.0.0.1"])
+    factory = (partial(ProtocolSelector, handler, cfg, tracker, h2c=True, always_headers=[],
+                       limiter=limiter, loop=loop) if via_selector else
+               cleartext_factory(handler, cfg, tracker, h2c=True, limiter=limiter, loop=loop))
     rounds = []
     for _ in range(7):
         t0 = time.process_time()
         for _ in range(connections):
             answered = loop.create_future()
-            selector = ProtocolSelector(handler, cfg, tracker, h2c=True, always_headers=[],
-                                        limiter=limiter)
+            first = factory()
             transport = SwitchableTransport()
-            selector.connection_made(transport)
-            (transport.protocol or selector).data_received(REQUEST)  # chosen at once, or not
+            transport.protocol = first
+            first.connection_made(transport)
+            transport.protocol.data_received(REQUEST)  # the selector, if any, chose at once
             await answered
             await asyncio.sleep(0)  # the handler's task ends
             transport.protocol.connection_lost(None)
@@ -253,6 +258,8 @@ def main() -> None:
                         help="also time N whole answers, each in one read (0 = skip)")
     parser.add_argument("--connections", type=int, default=0,
                         help="also time N new connections with one request each (0 = skip)")
+    parser.add_argument("--via-selector", action="store_true",
+                        help="--connections through the ProtocolSelector a TLS listener uses")
     args = parser.parse_args()
     for per_read in (1, 4, 20) if args.chunks else ():  # --chunks 0: the other figures only
         us = asyncio.run(measure(args.chunks, per_read))
@@ -266,7 +273,7 @@ def main() -> None:
     if args.connections:
         import uvloop  # as Kraken serves: the loop's timers and handles are part of the cost
 
-        us = uvloop.run(connection_cost(args.connections))
+        us = uvloop.run(connection_cost(args.connections, args.via_selector))
         print(f"a new connection and its one request (accept to close): {us:6.2f} µs of CPU")
 
 
