@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import time
 from functools import partial
+from typing import Callable
 
 from kraken.config import ProviderConfig, ServerConfig
 from kraken.gateway.call import Call
@@ -61,6 +62,10 @@ class NullTransport:
     """Accepts writes like a socket transport with an empty buffer."""
 
     written = 0
+    protocol = None
+
+    def set_protocol(self, protocol) -> None:
+        self.protocol = protocol  # a provider connection's C pipe (kraken._speedups), if built
 
     def write(self, data: bytes) -> None:
         self.written += len(data)
@@ -142,26 +147,28 @@ def family_p() -> OpenAICompat:
     return OpenAICompat(ProviderConfig(name="p", base_url="http://x/v1"), "/v1", "x")
 
 
-def provider_connection(relay: Relay) -> UpstreamConnection:
-    """A provider connection on an in-memory transport with ``relay``'s exchange started."""
+def provider_connection(relay: Relay) -> tuple[UpstreamConnection, Callable[[bytes], object]]:
+    """A provider connection on an in-memory transport with ``relay``'s exchange started, and
+    where its reads go: the transport's protocol (the C pipe, where built) or the connection."""
     upstream = UpstreamConnection("http://bench", 300.0)
-    upstream.connection_made(NullTransport())
+    transport = NullTransport()
+    upstream.connection_made(transport)
     upstream.send("POST", "/v1/chat/completions", [(b"host", b"bench")], b"{}", relay)
-    return upstream
+    return upstream, (transport.protocol or upstream).data_received
 
 
 async def measure(chunks: int, per_read: int) -> float:
     conn, sink = await request_sink()
     relay, _ = relay_for(sink, family_p())
-    upstream = provider_connection(relay)
-    upstream.data_received(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                           b"transfer-encoding: chunked\r\n\r\n")
+    upstream, receive = provider_connection(relay)
+    receive(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n")
     frame = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)
     read = frame * per_read  # what one socket read carries
     reads = chunks // per_read
     t0 = time.perf_counter()
     for _ in range(reads):
-        upstream.data_received(read)
+        receive(read)
     elapsed = time.perf_counter() - t0
     upstream.abort()
     conn.connection_lost(None)
