@@ -9,6 +9,7 @@
  * it does not take also ends the pipe, as in Python: the first read that is not plain goes the
  * usual way (the parser), and the handler may pipe again. */
 #include "speedups.h"
+#include "structmember.h"
 
 typedef struct {
     PyObject_HEAD
@@ -18,9 +19,35 @@ typedef struct {
     PyObject *time;           /* loop.time */
     PyObject *write;          /* the pipe's target (the client's transport.write), or NULL: off */
     Py_ssize_t piped;         /* reads taken since the last take() */
+    Py_ssize_t last_offset;   /* where `deadline.last` lives in the deadline (a __slots__
+                                 member), set at every read taken without a setattr lookup;
+                                 -1: set it by name */
 } PipeObject;
 
 static PyObject *str_last;
+
+/* The offset of `obj`'s writable object slot `name` (a __slots__ member of its type), or -1
+ * (no such slot: a generic setattr serves). A plain read sets the deadline's `last` through
+ * it: PyObject_SetAttr's type lookup was ~2% of a thousand slow streams' relay. */
+static Py_ssize_t
+slot_offset(PyObject *obj, PyObject *name)
+{
+    PyObject *descr = PyObject_GetAttr((PyObject *)Py_TYPE(obj), name);
+    Py_ssize_t offset = -1;
+    if (descr == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if ((member->type == T_OBJECT_EX || member->type == T_OBJECT)
+                && !(member->flags & READONLY)) {
+            offset = member->offset;
+        }
+    }
+    Py_DECREF(descr);
+    return offset;
+}
 
 static int
 pipe_init(PipeObject *self, PyObject *args, PyObject *kwds)
@@ -42,6 +69,7 @@ pipe_init(PipeObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->owner, owner);
     Py_INCREF(deadline);
     Py_XSETREF(self->deadline, deadline);
+    self->last_offset = slot_offset(deadline, str_last);
     Py_INCREF(time);
     Py_XSETREF(self->time, time);
     Py_CLEAR(self->write);
@@ -99,10 +127,15 @@ pipe_data_received(PipeObject *self, PyObject *data)
         if (now == NULL) {
             return NULL;
         }
-        int set = PyObject_SetAttr(self->deadline, str_last, now);
-        Py_DECREF(now);
-        if (set < 0) {
-            return NULL;
+        if (self->last_offset >= 0) {  /* deadline.last = now, as its member descriptor would */
+            PyObject **slot = (PyObject **)((char *)self->deadline + self->last_offset);
+            Py_XSETREF(*slot, now);
+        } else {
+            int set = PyObject_SetAttr(self->deadline, str_last, now);
+            Py_DECREF(now);
+            if (set < 0) {
+                return NULL;
+            }
         }
         Py_INCREF(write);  /* the write may end the pipe (a shut client): keep it alive */
         PyObject *result = PyObject_CallOneArg(write, data);

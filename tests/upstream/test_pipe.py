@@ -178,3 +178,45 @@ async def test_a_new_exchange_starts_without_the_last_ones_pipe():
     assert piping.chunks == [first] and piping.piped == [first]
     assert unpiped.chunks == [first, first] and unpiped.piped == []
     assert conn.unpipe() == 0  # the first exchange's count went with its own send
+
+
+class _SlottedLast:
+    __slots__ = ("last", "other")
+
+
+class _PlainLast:
+    pass
+
+
+class _PropertyLast:
+    """``last`` behind a property: the C pipe must set it through the setter."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    @property
+    def last(self) -> float:
+        return self.seen[-1] if self.seen else 0.0
+
+    @last.setter
+    def last(self, value: float) -> None:
+        self.seen.append(value)
+
+
+@pytest.mark.skipif(not speedups.built(), reason="kraken._speedups not built")
+@pytest.mark.parametrize("deadline_type", [_SlottedLast, _PlainLast, _PropertyLast])
+def test_the_c_pipe_stamps_the_deadline_of_every_read_it_takes(deadline_type):
+    """A slot is written in place (no setattr lookup per read), anything else by name."""
+    deadline, written, times = deadline_type(), [], iter([1.5, 2.5])
+    owner = UpstreamConnection("http://x", 5.0)  # takes the reads the pipe does not (none here)
+    pipe = speedups.native("PipeProtocol")(owner, deadline, lambda: next(times))
+    pipe.write = written.append
+    first = chunk(EVENT)
+    pipe.data_received(first)
+    assert deadline.last == 1.5 and written == [first]
+    pipe.data_received(first)
+    assert deadline.last == 2.5 and written == [first, first] and pipe.take() == 2
+    if deadline_type is _PropertyLast:
+        assert deadline.seen == [1.5, 2.5]
+    if deadline_type is _SlottedLast:
+        assert not hasattr(deadline, "other")  # the neighbouring slot is untouched
