@@ -62,6 +62,7 @@ Admit = Callable[[asyncio.BaseTransport], "tuple[bool, Callable[[], None] | None
 """Applies a cap when the connection is made: (admitted, what releases its count when it
 ends); a refused connection has been answered and its transport handed to another protocol."""
 
+
 class H1Connection(InboundConnection):
     """One client connection speaking HTTP/1.1; each request gets its own ``H1Exchange``."""
 

@@ -205,7 +205,7 @@ class _PropertyLast:
 
 @pytest.mark.skipif(not speedups.built(), reason="kraken._speedups not built")
 @pytest.mark.parametrize("deadline_type", [_SlottedLast, _PlainLast, _PropertyLast])
-def test_the_c_pipe_stamps_the_deadline_of_every_read_it_takes(deadline_type):
+async def test_the_c_pipe_stamps_the_deadline_of_every_read_it_takes(deadline_type):
     """A slot is written in place (no setattr lookup per read), anything else by name."""
     deadline, written, times = deadline_type(), [], iter([1.5, 2.5])
     owner = UpstreamConnection("http://x", 5.0)  # takes the reads the pipe does not (none here)
