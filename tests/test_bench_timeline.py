@@ -13,14 +13,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from loadgen import timeline_summary  # noqa: E402
 from procs import BusyMeter, run_ns  # noqa: E402
 
-SPIN = "import time\nend = time.monotonic() + 20\nwhile time.monotonic() < end: pass\n"
-SLEEP = "import time\ntime.sleep(20)\n"
+READY = "import time\nprint('ready', flush=True)\n"  # metered after this: not its start-up
+SPIN = READY + "end = time.monotonic() + 20\nwhile time.monotonic() < end: pass\n"
+SLEEP = READY + "time.sleep(20)\n"
 
 
 def _metered(code: str) -> float:
     """How many cores' worth a child running ``code`` used over 20+ of the meter's samples."""
-    child = subprocess.Popen([sys.executable, "-c", code])
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
         meter = BusyMeter([child.pid], every=0.005)
         meter.start()
         deadline = time.monotonic() + 10
