@@ -73,7 +73,7 @@ class H1Connection(InboundConnection):
                  on_preface: OnPreface | None = None, admit: Admit | None = None):
         super().__init__(handler, cfg, tracker, on_lost, loop)
         self._admit = admit
-        """A cleartext listener's per-address cap (``listener.Admission``), applied first."""
+        """A cleartext listener's per-address cap (``listener.admit``), applied first."""
         self._on_preface = on_preface
         """Set while the first bytes may still be the HTTP/2 preface (cleartext with prior
         knowledge allowed: ``listener``); the listener's HTTP/2 side takes over if they are."""

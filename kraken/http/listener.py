@@ -6,7 +6,7 @@ to an ``H1Connection`` or ``H2Connection`` before anything is read. A cleartext 
 no selector (``cleartext_factory``): each connection is an ``H1Connection`` from the start,
 which gives the transport and the bytes it read to an ``H2Connection`` (``to_h2``) if its first
 bytes are the HTTP/2 preface and prior knowledge is enabled. Before anything else, whichever
-protocol comes first applies the per-address connection cap (``Admission`` over a
+protocol comes first applies the per-address connection cap (``admit`` with a
 ``ConnectionLimiter``): a connection over it is closed at once, after a minimal 503 unless ALPN
 chose HTTP/2 (trusted proxies are never counted: see ``kraken.http.connlimit``). The count is
 released by whichever protocol owns the transport when it ends (its ``on_lost``, passed on at
@@ -110,43 +110,35 @@ class _Refused(asyncio.Protocol):
         self._timer.cancel()
 
 
-class Admission:
-    """The per-address cap, applied when a connection is accepted: one per listener, called
-    by each connection's first protocol (``ProtocolSelector``, or the ``H1Connection`` of a
-    cleartext listener: ``cleartext_factory``)."""
-
-    __slots__ = ("_limiter",)
-
-    def __init__(self, limiter: ConnectionLimiter):
-        self._limiter = limiter
-
-    def __call__(self, transport: asyncio.BaseTransport,
-                 alpn_h2: bool = False) -> tuple[bool, Callable[[], None] | None]:
-        """(admitted, what releases the connection's count when it ends: None if uncounted).
-        Over the cap the connection is answered here: a minimal 503, then FIN (closed at once
-        if ALPN chose HTTP/2), and its transport goes to ``_Refused``."""
-        limiter = self._limiter
-        peer = transport.get_extra_info("peername")
-        key = limiter.key_of(peer[0] if isinstance(peer, tuple) else "")
-        if limiter.acquire(key):
-            return True, None if key is None else partial(limiter.release, key)
-        _log_refusal(peer[0], limiter.max_per_ip)
-        if alpn_h2:
-            transport.close()
-            return False, None
-        transport.write(OVER_LIMIT)  # type: ignore[attr-defined]
-        try:
-            transport.write_eof()  # type: ignore[attr-defined]
-        except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
-            transport.close()
-            return False, None
-        linger = asyncio.get_running_loop().call_later(_REFUSED_LINGER_S, transport.close)  # type: ignore[attr-defined]
-        transport.set_protocol(_Refused(linger))
+def admit(limiter: ConnectionLimiter, transport: asyncio.BaseTransport,
+          alpn_h2: bool = False) -> tuple[bool, Callable[[], None] | None]:
+    """Count a new connection against its address: (admitted, what releases the count when it
+    ends: None if uncounted). Called by each connection's first protocol (``ProtocolSelector``,
+    or the ``H1Connection`` of a cleartext listener: ``cleartext_factory``). Over the cap the
+    connection is answered here: a minimal 503, then FIN (closed at once if ALPN chose
+    HTTP/2), and its transport goes to ``_Refused``."""
+    peer = transport.get_extra_info("peername")
+    key = limiter.key_of(peer[0] if isinstance(peer, tuple) else "")
+    if limiter.acquire(key):
+        return True, None if key is None else partial(limiter.release, key)
+    _log_refusal(peer[0], limiter.max_per_ip)
+    if alpn_h2:
+        transport.close()
         return False, None
+    transport.write(OVER_LIMIT)  # type: ignore[attr-defined]
+    try:
+        transport.write_eof()  # type: ignore[attr-defined]
+    except (RuntimeError, OSError, NotImplementedError):  # e.g. a TLS transport
+        transport.close()
+        return False, None
+    linger = asyncio.get_running_loop().call_later(_REFUSED_LINGER_S, transport.close)
+    transport.set_protocol(_Refused(linger))
+    return False, None
 
 
-def _admission(limiter: ConnectionLimiter | None) -> Admission | None:
-    return Admission(limiter) if limiter is not None and limiter.max_per_ip > 0 else None
+def _capped(limiter: ConnectionLimiter | None) -> ConnectionLimiter | None:
+    """``limiter`` if it caps anything (``max_per_ip`` 0 caps nothing: no per-connection call)."""
+    return limiter if limiter is not None and limiter.max_per_ip > 0 else None
 
 
 def to_h2(handler: Handler, cfg: ServerConfig, tracker: set,
@@ -170,15 +162,16 @@ def cleartext_factory(handler: Handler, cfg: ServerConfig, tracker: set, *, h2c:
     preface (prior knowledge, if ``h2c``). Without TLS there is nothing for a selector to
     wait on, and skipping it saves ~110 bytecodes and a protocol switch per connection."""
     on_preface = partial(to_h2, handler, cfg, tracker, None) if h2c else None
+    capped = _capped(limiter)
     return partial(H1Connection, handler, cfg, tracker, loop=loop, on_preface=on_preface,
-                   admit=_admission(limiter))
+                   admit=None if capped is None else partial(admit, capped))
 
 
 class ProtocolSelector(asyncio.Protocol):
     """The protocol factory product of a TLS listener (and of any built with it): it picks the
     protocol in ``connection_made``, once ALPN has decided, and hands the transport over."""
 
-    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_admission", "_loop")
+    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_limiter", "_loop")
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set, *, h2c: bool = True,
                  always_headers: list[tuple[bytes, bytes]] | None = None,
@@ -189,9 +182,9 @@ class ProtocolSelector(asyncio.Protocol):
         self._tracker = tracker
         self._always = always_headers
         self._h2c = h2c
-        self._admission = _admission(limiter)
-        """The cap of ``limiter``, shared by every connection of the listener (one per
-        listener, made by the app); None when there is no cap."""
+        self._limiter = _capped(limiter)
+        """Shared by every connection of the listener (one per listener, made by the app);
+        None when it caps nothing."""
         self._loop = loop
         """The listener's loop (else asked for once per connection, and handed to its
         protocol: each asking costs a getpid syscall)."""
@@ -202,8 +195,8 @@ class ProtocolSelector(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         alpn_h2 = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
         on_lost = None
-        if self._admission is not None:
-            admitted, on_lost = self._admission(transport, alpn_h2)
+        if self._limiter is not None:
+            admitted, on_lost = admit(self._limiter, transport, alpn_h2)
             if not admitted:
                 return
         if ssl_object is not None:  # the handshake is done: ALPN has decided
