@@ -13,6 +13,8 @@ stands where a production load balancer would): TTFB p50, failed streams, RSS gr
 and how busy the target was from the first request sent to the last first byte (1.0: one core
 all along, its own work sets the TTFB). The progress line adds the first bytes by decile of send
 order: a steady rise is first come, first served; a flat start, then a jump, is work batched.
+The same burst runs once more right after (``--no-burst-again`` skips it), when the connections
+each target kept to the mock spare it most dials; both report CPU µs per stream to the last first byte.
 The hold scenario keeps --hold (1000) streams of --hold-chunks (200) chunks open at once, the mock
 pacing them --hold-chunk-delay-ms (50) apart, and reads the target's CPU seconds over it. Start-up
 is timed from spawning a target to its first answered 200 (the probe retried every 5 ms).
@@ -228,12 +230,22 @@ def burst(target: Target, args) -> dict:
     first, last = result.get("first_sent"), result.get("last_first_byte")
     busy = meter.busy(first, last) if first and last else None
     result["busy_to_last_first_byte"] = round(busy, 3) if busy is not None else None
+    result["cpu_us_per_stream"] = per_stream_us(busy, first, last, args.burst)
     peak = max(sampler.stop(), memory_kib(pids, "VmRSS"), before)
     result.update(cpu_s=round(cpu_seconds(pids) - cpu0, 3), rss_before_kib=before, rss_peak_kib=peak)
     result["kib_per_stream"] = round((peak - before) / args.burst, 2) if args.burst else None
     # every stream that did not end in a 200 with [DONE] (refused, broken, cut by the time cap)
     result["failed"] = args.burst - result.get("completed", 0) + result.get("bad_stream", 0)
     return result
+
+
+def per_stream_us(busy: float | None, first: float | None, last: float | None,
+                  streams: int) -> float | None:
+    """The target's CPU µs per stream from the first request sent to the last first byte:
+    what each stream's way to its first byte cost it (its share of the window's busy time)."""
+    if busy is None or not first or not last or not streams:
+        return None
+    return round(busy * (last - first) * 1e6 / streams, 1)
 
 
 def hold(target: Target, mock: Target, args) -> dict:
@@ -261,6 +273,11 @@ def measure(target: Target, mock: Target, args) -> None:
               f"TTFB p50 {(result.get('ttfb_ms') or {}).get('p50')} ms  failed {result['failed']}  "
               f"{result['kib_per_stream']} KiB/stream  busy {result['busy_to_last_first_byte']}  "
               f"first bytes by send decile (ms after the first send): {deciles}", flush=True)
+        if args.burst_again:  # the same burst once more: the provider connections are kept
+            again = target.scenarios["burst_again"] = burst(target, args)
+            print(f"  {target.name:7} {'burst again':14} {again.get('completed', 0):6} req "
+                  f"TTFB p50 {(again.get('ttfb_ms') or {}).get('p50')} ms  "
+                  f"failed {again['failed']}  CPU {again['cpu_us_per_stream']} us/stream", flush=True)
     if args.hold:
         result = target.scenarios["hold"] = hold(target, mock, args)
         print(f"  {target.name:7} {'hold':14} {result.get('completed', 0):6} req "
@@ -360,6 +377,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--burst-chunk-delay-ms", type=float, default=50.0,
                     help="mock delay between chunks in the burst scenario (sent per request)")
     ap.add_argument("--burst-seconds", type=float, default=60.0, help="burst scenario time cap")
+    ap.add_argument("--burst-again", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the burst a second time right after the first: connections a "
+                         "target kept to the provider (Kraken's pool keeps all for its idle "
+                         "timeout, nginx 128) now spare it the dials")
     ap.add_argument("--hold", type=int, default=1000,
                     help="streams held open at once in the hold scenario (0 = skip it)")
     ap.add_argument("--hold-chunks", type=int, default=200, help="chunks per stream in the hold scenario")

@@ -10,6 +10,7 @@ def metrics(t) -> dict:
         return (s.get(name, {}).get(kind) or {}).get(q)
 
     ns, b, h = s.get("nonstream_c32", {}), s.get("burst", {}), s.get("hold", {})
+    again = s.get("burst_again", {})
 
     def cpu_ms(name: str):
         r = s.get(name, {})
@@ -26,6 +27,9 @@ def metrics(t) -> dict:
         "start_s": t.start_s,
         "burst_failed": b.get("failed"),
         "burst_busy": b.get("busy_to_last_first_byte"),
+        "burst_cpu_us": b.get("cpu_us_per_stream"),
+        "burst_again_ttfb_p50_ms": pct("burst_again", "ttfb_ms", "p50"),
+        "burst_again_cpu_us": again.get("cpu_us_per_stream"),
         "hold_failed": h.get("failed"),
         "cpu_ms_stream_c1": cpu_ms("stream_c1"),
         "stream_c1_ttfb_p99_ms": pct("stream_c1", "ttfb_ms", "p99"),
@@ -54,6 +58,9 @@ ISSUE_ROWS = (
 OTHER_ROWS = (
     ("burst_failed", "burst: failed streams", "raw"),
     ("burst_busy", "burst: CPU busy, 1st send to last 1st byte", "raw"),
+    ("burst_cpu_us", "burst: CPU us per stream to last 1st byte", "ratio"),
+    ("burst_again_ttfb_p50_ms", "burst again (provider conns kept), TTFB p50", "diff"),
+    ("burst_again_cpu_us", "burst again: CPU us per stream", "ratio"),
     ("hold_failed", "hold: failed streams", "raw"),
     ("cpu_ms_stream_c1", "CPU ms / streamed req, c=1", "ratio"),
     ("stream_c1_ttfb_p99_ms", "stream c=1   TTFB p99 ms", "diff"),
