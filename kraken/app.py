@@ -73,12 +73,13 @@ ACCOUNTS_POOL_SIZE = 2
 
 async def _start_mocks(cfg: Config, stack: contextlib.AsyncExitStack) -> Config:
     """``kind = "mock"`` / ``"mock_anthropic"`` providers run in-process on a loopback port
-    (demo, no internet); a ``mock_anthropic`` with a ``base_url`` is an external mock."""
-    from kraken.mock.openai_mock import MockOpenAI
-
+    (demo, no internet); a ``mock_anthropic`` with a ``base_url`` is an external mock. The
+    mocks' modules are imported only then: a dozen modules of idle memory otherwise."""
     providers: list[ProviderConfig] = []
     for p in cfg.providers:
         if p.kind == "mock":
+            from kraken.mock.openai_mock import MockOpenAI
+
             mock = MockOpenAI(chunks=p.mock_chunks, chunk_delay_ms=p.mock_chunk_delay_ms)
             port = await mock.start()
             stack.push_async_callback(mock.close)

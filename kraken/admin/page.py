@@ -11,7 +11,7 @@ shared with the client listener's portal.
 from __future__ import annotations
 
 import time
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from kraken import audit
@@ -32,7 +32,7 @@ from kraken.privacy.export import FORMATS
 from kraken.store.interface import Store
 from kraken.store.reports_sql import STAT_COLUMNS
 
-_OWN = resources.files("kraken.admin") / "static"
+_OWN = Path(__file__).resolve().parent / "static"
 STATIC = {
     "/usage": (_OWN / "usage.html", b"text/html; charset=utf-8"),
     "/usage/app.js": (_OWN / "usage.js", b"text/javascript; charset=utf-8"),

@@ -14,7 +14,6 @@ import re
 import tomllib
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Protocol
 
@@ -323,7 +322,7 @@ class PriceTable:
         added and needs ``input`` and ``output``.
         """
         if path is None:
-            text = resources.files(__package__).joinpath("prices.toml").read_text("utf-8")
+            text = (Path(__file__).resolve().parent / "prices.toml").read_text("utf-8")
             source = "kraken/billing/prices.toml"
         else:
             text = Path(path).read_text("utf-8")
