@@ -45,6 +45,7 @@ from kraken.http.h1 import H1Connection
 from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.listener import (ProtocolSelector, cleartext_factory, listen_socket,
                                   serve_socket)
+from kraken.http.starts import pacer_for
 from kraken.http.tls import CertificateReloader, hsts_header
 from kraken.gateway.request_log import RequestLog
 from kraken.gateway.upload import UploadLimits
@@ -413,6 +414,10 @@ def _in_flight(connections: set) -> list[asyncio.Task]:
 async def _drain(servers: list[asyncio.AbstractServer], gateway: Gateway,
                  connections: set, deadline_s: float) -> None:
     """Stop accepting, finish in-flight responses, then abort what is left."""
+    # Requests read before the drain are served: the handlers still waiting for their turn
+    # begin now, and their first step passes the gateway's admission before it refuses.
+    pacer_for(asyncio.get_running_loop()).flush()
+    await asyncio.sleep(0)
     gateway.shutting_down = True
     for server in servers:
         server.close()

@@ -76,6 +76,12 @@ ACTIVE_CONNECTIONS = Gauge(
 ACTIVE_STREAMS = Gauge(
     "kraken_active_streams", "Streaming responses in progress.", ("provider",), registry=REGISTRY
 )
+HANDLER_STARTS_WAITING = Gauge(
+    "kraken_handler_starts_waiting",
+    "Requests read and waiting for a turn of the event loop to begin their handler "
+    "(kraken/http/starts.py: at most 32 begin per turn; bounded by the open connections).",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "kraken_meter_queue_depth", "Records waiting to be written (plus reserved slots).", registry=REGISTRY
 )

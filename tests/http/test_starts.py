@@ -1,0 +1,118 @@
+"""Handler starts paced per turn of the event loop (kraken/http/starts.py): a burst read in
+one turn begins at most ``PER_TURN`` handlers a turn, the others in the order they were read."""
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+from collections import Counter
+
+import pytest
+
+from h1wire import parse_responses, serve
+from kraken import metrics
+from kraken.config import ServerConfig
+from kraken.http.exchange import Request
+from kraken.http.h1 import H1Connection
+from kraken.http.starts import PER_TURN, pacer_for
+from test_respond import Wire, settle
+
+pytestmark = pytest.mark.anyio
+
+GET = b"GET / HTTP/1.1\r\nHost: k\r\n\r\n"
+BURST = 80  # > 2 turns' worth; within the listener's backlog (100)
+
+
+def waiting_gauge() -> float | None:
+    return metrics.REGISTRY.get_sample_value("kraken_handler_starts_waiting")
+
+
+class Turns:
+    """Counts the loop's turns: a callback that schedules itself for the next one."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.n += 1
+        self._handle = self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+async def test_a_burst_read_in_one_turn_begins_at_most_per_turn_handlers_a_turn_in_arrival_order():
+    begun: list[tuple[int, int]] = []
+    turns = Turns()
+
+    async def handler(req: Request, sink) -> None:
+        begun.append((turns.n, req.received_ns))
+        sink.respond(200, [(b"content-type", b"text/plain")], b"ok")
+
+    try:
+        async with serve(handler) as server:
+            # Connected and written before the loop runs again: the kernel completes the
+            # handshakes into the listener's backlog, so one turn reads every request.
+            clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(BURST)]
+            try:
+                for client in clients:
+                    client.sendall(GET)
+                loop = asyncio.get_running_loop()
+                answers = []
+                for client in clients:
+                    client.setblocking(False)
+                    data = b""
+                    async with asyncio.timeout(10):
+                        while not data.endswith(b"ok"):
+                            data += await loop.sock_recv(client, 4096)
+                    answers.append(data)
+            finally:
+                for client in clients:
+                    client.close()
+    finally:
+        turns.stop()
+    assert [r.status for a in answers for r in parse_responses(a, eof=False)] == [200] * BURST
+    per_turn = Counter(turn for turn, _ in begun)
+    assert max(per_turn.values()) <= PER_TURN
+    assert len(per_turn) >= math.ceil(BURST / PER_TURN)
+    read_order = [ns for _, ns in begun]
+    assert read_order == sorted(read_order)  # first read, first begun
+
+
+async def test_a_request_waiting_for_its_turn_is_not_begun_once_its_client_is_gone():
+    pacer = pacer_for(asyncio.get_running_loop())
+    calls: list[Request] = []
+
+    async def handler(req: Request, sink) -> None:
+        calls.append(req)
+        sink.respond(200, [], b"ok")
+
+    waiting, gone = H1Connection(handler, ServerConfig()), H1Connection(handler, ServerConfig())
+    waiting.connection_made(Wire())  # type: ignore[arg-type]
+    gone.connection_made(Wire())  # type: ignore[arg-type]
+    for _ in range(PER_TURN):  # this turn's handlers, begun
+        assert pacer.now()
+    waiting.data_received(GET)
+    gone.data_received(GET)
+    assert pacer.waiting == 2
+    assert waiting_gauge() == 2  # the gauge follows the queue
+    gone.connection_lost(None)
+    await settle()
+    assert len(calls) == 1  # the waiting one only
+    assert pacer.waiting == 0 and waiting_gauge() == 0
+
+
+async def test_a_turn_after_the_queue_empties_begins_at_once_and_flush_begins_every_waiting():
+    pacer = pacer_for(asyncio.get_running_loop())
+    order: list[int] = []
+    for _ in range(PER_TURN):
+        assert pacer.now()
+    assert not pacer.now()  # the turn's budget is spent
+    for k in range(3):
+        pacer.later(lambda k=k: order.append(k))
+    pacer.flush()  # shutdown: every waiting handler begins now, in order
+    assert order == [0, 1, 2] and pacer.waiting == 0
+    await settle()
+    assert pacer.now()  # a new turn, nothing waiting: at once
