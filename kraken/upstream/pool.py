@@ -341,10 +341,6 @@ class OriginPool:
         timer = _ConnectTimer(loop, self._connect_timeout)
         try:
             try:
-                # One turn of the loop first: the dials a burst's turn asks for then leave back
-                # to back, and the provider's side is woken once for them, not once each (on
-                # loopback a connect wakes the listener's process from the dialler's core).
-                await asyncio.sleep(0)
                 _, proto = await loop.create_connection(
                     factory,
                     o.host,
