@@ -93,7 +93,7 @@ def test_every_expression_parses_and_covers_the_issue_list():
     for wanted in ("kraken_requests_total", "kraken_ttfb_seconds_bucket", "kraken_latency_seconds_bucket",
                    "kraken_overhead_seconds_bucket", "kraken_tokens_total", "kraken_cost_usd_total",
                    "kraken_active_streams", "kraken_meter_queue_depth", "kraken_meter_flush_seconds_bucket",
-                   "kraken_rate_limited_total", "kraken_fallbacks_total"):
+                   "kraken_rate_limited_total", "kraken_fallbacks_total", "kraken_handler_starts_waiting"):
         assert wanted in used, wanted
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
