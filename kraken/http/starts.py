@@ -7,7 +7,7 @@ steps of every request read after them, and the first bytes all come late togeth
 a turn begins at most ``PER_TURN`` handlers and the others wait, in arrival order, for the
 next turns, whose reads relay the answers that came meanwhile: first come, first served.
 A burst of 1000 streams on a warm provider pool (``bench/run.py``'s "burst again"): TTFB p50
-72 -> 46 ms (medians of 6 bursts each, interleaved). A steady load of up to ``PER_TURN``
+73 -> 50 ms (medians of 10 bursts each, interleaved), nginx's 53 in the same table. A steady load of up to ``PER_TURN``
 connections never waits; a cold burst, whose streams each dial the provider, is bound by
 that CPU and gains nothing.
 
