@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any, Awaitable, Callable, Protocol
 
 from kraken import metrics
@@ -17,6 +18,7 @@ from kraken.config import ServerConfig
 from kraken.errors import KrakenError
 from kraken.http.answers import error_answer
 from kraken.http.exchange import Request, ResponseSink
+from kraken.http.starts import pacer_for
 from kraken.timers import Deadline
 
 log = logging.getLogger("kraken.http")
@@ -49,6 +51,8 @@ class InboundConnection(asyncio.Protocol):
         self.disconnected = False
         self._reading_paused = False
         self._deadline = Deadline(self.loop, self._on_timeout)
+        self._starts = pacer_for(self.loop)
+        """Where a request's handler begins: in this turn of the loop or a later one."""
         self.stall_timeout: float = cfg.send_stall_timeout_s
         self._stall_deadline: Deadline | None = None
         """``_stall``, made the first time a connection's writing is paused (most never are)."""
@@ -62,6 +66,14 @@ class InboundConnection(asyncio.Protocol):
             if self.disconnected:
                 stall.close()  # a connection already gone arms nothing
         return stall
+
+    def _pace(self, begin: Callable[..., None], *args: Any) -> None:
+        """``begin(*args)`` (a request's handler) in this turn of the loop, or in a later one
+        (kraken/http/starts.py: a burst's requests begin first come, first served)."""
+        if self._starts.now():
+            begin(*args)
+        else:
+            self._starts.later(partial(begin, *args))
 
     def _on_timeout(self) -> None:
         raise NotImplementedError

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 from typing import Callable
 
 from kraken.config import ServerConfig
@@ -39,7 +38,6 @@ from kraken.h1framing import NO_LIMIT
 from kraken.http.h1body import BodyPace, BodyRejected, ChunkedBody, FixedBody
 from kraken.http.h1exchange import H1Exchange
 from kraken.http.h1fast import read_common_head
-from kraken.http.starts import pacer_for
 from kraken.http.h1head import (HeadRejected, check_head, find_head_end, is_chunked,
                                 keeps_alive, parse_head_h11, skip_empty_lines)
 
@@ -74,7 +72,6 @@ class H1Connection(InboundConnection):
                  loop: asyncio.AbstractEventLoop | None = None,
                  on_preface: OnPreface | None = None, admit: Admit | None = None):
         super().__init__(handler, cfg, tracker, on_lost, loop)
-        self._starts = pacer_for(self.loop)
         self._admit = admit
         """A cleartext listener's per-address cap (``listener.admit``), applied first."""
         self._on_preface = on_preface
@@ -311,12 +308,7 @@ class H1Connection(InboundConnection):
         self._start(exchange)
 
     def _start(self, exchange: H1Exchange) -> None:
-        """Begin the handler in this turn of the loop, or in a later one (``starts``: a burst's
-        requests are begun first come, first served, at most ``PER_TURN`` a turn)."""
-        if self._starts.now():
-            self._begin(exchange)
-        else:
-            self._starts.later(partial(self._begin, exchange))
+        self._pace(self._begin, exchange)
 
     def _begin(self, exchange: H1Exchange) -> None:
         if exchange is not self._exchange:  # the connection closed while the request waited

@@ -10,7 +10,8 @@ Frame-level policing (RFC 9113 checks h2 lacks, flood and reset counters) lives 
 ``h2limits.GuardedH2Connection``, which never does I/O; this module owns the transport.
 
 Stream states (request side, then response side):
-    RECV ──END_STREAM──▶ RUN (handler task owns the response)
+    RECV ──END_STREAM──▶ RUN (its handler's task owns the response once its turn of the loop
+                              comes: ``kraken/http/starts.py``)
     RECV ──over a limit / body timeout / CONNECT──▶ REJECTED (error response sent from here)
     RECV | RUN ──RST_STREAM either way / stream error / connection lost──▶ closed
     response: start ──▶ write* ──▶ end ──(data queued beyond the client's window drains)──▶ closed
@@ -47,7 +48,6 @@ from kraken.config import ServerConfig
 from kraken.http import h2upload
 from kraken.http.answers import error_answer, rejection
 from kraken.http.connection import Handler, InboundConnection, run_handler
-from kraken.http.exchange import Request
 from kraken.http.h1body import BodyPace
 from kraken.http.h2limits import (Calm, GuardedH2Connection, H2Limits,
                                   StreamRejected)
@@ -283,18 +283,12 @@ class H2Connection(InboundConnection):
             stream.stop_receiving()
         self._receiving_bytes -= stream.body_size
         stream.phase = RUN
-        request = Request(
-            method=stream.method,
-            target=stream.target,
-            headers=tuple(stream.headers),
-            body=stream.take_body(),
-            peer=self.peer,
-            received_ns=stream.head_ns,
-            scheme=stream.scheme,
-            http_version="2",
-            body_stream=stream.upload,
-        )
-        task = self.loop.create_task(run_handler(self._handler, request, stream))
+        self._pace(self._begin, stream)
+
+    def _begin(self, stream: H2Stream) -> None:
+        if stream.reset or self._streams.get(stream.stream_id) is not stream:
+            return  # reset, or the connection gone, while it waited for its turn
+        task = self.loop.create_task(run_handler(self._handler, stream.request(self.peer), stream))
         stream.task = task
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, stream))

@@ -12,7 +12,7 @@ from h2.errors import ErrorCodes
 
 from kraken.h2common import CONNECTION_SPECIFIC
 from kraken.http.bodystream import BodyStream
-from kraken.http.exchange import FlowControl
+from kraken.http.exchange import FlowControl, Request
 from kraken.http.date import DATE
 from kraken.http.h1body import BodyPace
 from kraken.timers import Deadline
@@ -216,6 +216,11 @@ class H2Stream:
         body = b"".join(self._body)
         self._body = []
         return body
+
+    def request(self, peer: str) -> Request:
+        """The complete request, for the handler (as ``H1Exchange.request``); the body is let go."""
+        return Request(self.method, self.target, tuple(self.headers), self.take_body(), peer,
+                       self.head_ns, self.scheme, "2", self.upload)
 
     @property
     def stalled(self) -> bool:

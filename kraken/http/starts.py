@@ -11,9 +11,10 @@ A burst of 1000 streams on a warm provider pool (``bench/run.py``'s "burst again
 connections never waits; a cold burst, whose streams each dial the provider, is bound by
 that CPU and gains nothing.
 
-A waiting request is bounded by the connections: an HTTP/1.1 connection has at most one (it
-reads no further request until its handler ends), and ``waiting`` is a gauge. HTTP/2 streams
-are not paced: a connection's are bounded by its concurrent-stream limit.
+Both protocols' requests wait in the same line (``InboundConnection._pace``). The line is
+bounded by the connections: an HTTP/1.1 connection has at most one request in it (it reads no
+further request until its handler ends), an HTTP/2 connection at most its concurrent-stream
+limit; ``kraken_handler_starts_waiting`` is its gauge.
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ class StartPacer:
         return len(self._waiting)
 
     def now(self) -> bool:
-        """True, counted, if a handler may begin in this turn (nothing waits before it)."""
-        if self._waiting or self._begun >= PER_TURN:
+        """True, counted, if a handler may begin in this turn: fewer than ``PER_TURN`` have,
+        and none waits (while any does, the drain begins ``PER_TURN`` a turn on its own)."""
+        if self._draining or self._begun >= PER_TURN:
             return False
         if not self._begun:  # the turn's first: its ready callbacks reset the count
             self._soon(self._new_turn)
@@ -78,16 +80,19 @@ class StartPacer:
         self._begun = 0
 
     def _drain(self) -> None:
+        """A turn's waiting handlers: up to ``PER_TURN`` begin (their first steps run in the
+        next turn, so that turn begins no others); a turn with none left ends the drain."""
         waiting = self._waiting
+        if not waiting:
+            self._draining = False
+            self._begun = 0  # the next turn's handlers may begin at once again
+            return
         for _ in range(PER_TURN):
             if not waiting:
                 break
             waiting.popleft()()
         metrics.HANDLER_STARTS_WAITING.set(len(waiting))
-        if waiting:
-            self._soon(self._drain)  # the next turn: after its reads
-        else:
-            self._draining = False
+        self._soon(self._drain)  # the next turn: after its reads
 
 
 _PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StartPacer] = (

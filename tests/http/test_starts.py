@@ -1,5 +1,6 @@
 """Handler starts paced per turn of the event loop (kraken/http/starts.py): a burst read in
-one turn begins at most ``PER_TURN`` handlers a turn, the others in the order they were read."""
+one turn begins at most ``PER_TURN`` handlers a turn, the others in the order they were read,
+over HTTP/1.1 connections and over one HTTP/2 connection's streams."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +16,8 @@ from kraken.config import ServerConfig
 from kraken.http.exchange import Request
 from kraken.http.h1 import H1Connection
 from kraken.http.starts import PER_TURN, pacer_for
+from test_h2 import h2_client
+from test_h2 import serve as serve_h2
 from test_respond import Wire, settle
 
 pytestmark = pytest.mark.anyio
@@ -74,11 +77,37 @@ async def test_a_burst_read_in_one_turn_begins_at_most_per_turn_handlers_a_turn_
     finally:
         turns.stop()
     assert [r.status for a in answers for r in parse_responses(a, eof=False)] == [200] * BURST
+    assert_paced(begun, BURST)
+
+
+def assert_paced(begun: list[tuple[int, int]], requests: int) -> None:
+    """At most PER_TURN handlers began in any turn, over as many turns as that takes, in the
+    order their requests were read (``received_ns``)."""
     per_turn = Counter(turn for turn, _ in begun)
+    assert len(begun) == requests
     assert max(per_turn.values()) <= PER_TURN
-    assert len(per_turn) >= math.ceil(BURST / PER_TURN)
+    assert len(per_turn) >= math.ceil(requests / PER_TURN)
     read_order = [ns for _, ns in begun]
-    assert read_order == sorted(read_order)  # first read, first begun
+    assert read_order == sorted(read_order)
+
+
+async def test_an_http2_connections_streams_read_in_one_turn_are_paced_the_same_way():
+    begun: list[tuple[int, int]] = []
+    turns = Turns()
+
+    async def handler(req: Request, sink) -> None:
+        begun.append((turns.n, req.received_ns))
+        sink.respond(200, [(b"content-type", b"text/plain")], b"ok")
+
+    try:
+        async with serve_h2(handler) as server, h2_client(server.port) as client:
+            # written before the loop runs again: the server reads every stream in one turn
+            streams = [client.request("GET", f"/{k}") for k in range(BURST)]
+            statuses = [(await client.response(sid)).status for sid in streams]
+    finally:
+        turns.stop()
+    assert statuses == [200] * BURST
+    assert_paced(begun, BURST)
 
 
 async def test_a_request_waiting_for_its_turn_is_not_begun_once_its_client_is_gone():
