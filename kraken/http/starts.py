@@ -33,7 +33,7 @@ as a c=32 load's connections: such a load is never paced)."""
 class StartPacer:
     """One loop's handler starts: ``now()`` or, when this turn has begun enough, ``later()``."""
 
-    __slots__ = ("_loop", "_waiting", "_begun", "_draining", "__weakref__")
+    __slots__ = ("_loop", "_waiting", "_begun", "_draining")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = weakref.ref(loop)
