@@ -87,12 +87,14 @@ class StartPacer:
             self._draining = False
             self._begun = 0  # the next turn's handlers may begin at once again
             return
-        for _ in range(PER_TURN):
-            if not waiting:
-                break
-            waiting.popleft()()
-        metrics.HANDLER_STARTS_WAITING.set(len(waiting))
-        self._soon(self._drain)  # the next turn: after its reads
+        try:
+            for _ in range(PER_TURN):
+                if not waiting:
+                    break
+                waiting.popleft()()
+        finally:  # a begin that raised (a bug: it is logged by the loop) does not stop the line
+            metrics.HANDLER_STARTS_WAITING.set(len(waiting))
+            self._soon(self._drain)  # the next turn: after its reads
 
 
 _PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StartPacer] = (

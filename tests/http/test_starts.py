@@ -145,3 +145,25 @@ async def test_a_turn_after_the_queue_empties_begins_at_once_and_flush_begins_ev
     assert order == [0, 1, 2] and pacer.waiting == 0
     await settle()
     assert pacer.now()  # a new turn, nothing waiting: at once
+
+
+async def test_a_begin_that_raises_does_not_stop_the_line():
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    pacer = pacer_for(loop)
+    begun: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a handler's start")
+
+    try:
+        for _ in range(PER_TURN):
+            assert pacer.now()
+        pacer.later(broken)
+        pacer.later(lambda: begun.append("next"))
+        await settle()
+    finally:
+        loop.set_exception_handler(None)
+    assert begun == ["next"] and pacer.waiting == 0
+    assert [type(e.get("exception")) for e in errors] == [RuntimeError]
