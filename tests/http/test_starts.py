@@ -8,6 +8,8 @@ import math
 import socket
 from collections import Counter
 
+import h2.config
+import h2.connection
 import pytest
 
 from h1wire import parse_responses, serve
@@ -15,6 +17,7 @@ from kraken import metrics
 from kraken.config import ServerConfig
 from kraken.http.exchange import Request
 from kraken.http.h1 import H1Connection
+from kraken.http.h2 import H2Connection
 from kraken.http.starts import PER_TURN, pacer_for
 from test_h2 import h2_client
 from test_h2 import serve as serve_h2
@@ -108,6 +111,41 @@ async def test_an_http2_connections_streams_read_in_one_turn_are_paced_the_same_
         turns.stop()
     assert statuses == [200] * BURST
     assert_paced(begun, BURST)
+
+
+async def test_an_http2_stream_reset_while_it_waits_is_never_begun():
+    loop = asyncio.get_running_loop()
+    pacer = pacer_for(loop)
+    errors: list[dict] = []
+    paths: list[str] = []
+
+    async def handler(req: Request, sink) -> None:
+        paths.append(req.path)
+        sink.respond(200, [], b"ok")
+
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    for k in range(3):
+        client.send_headers(2 * k + 1, [(":method", "GET"), (":scheme", "http"),
+                                        (":path", f"/{k}"), (":authority", "k")], end_stream=True)
+    requests = client.data_to_send()
+    client.reset_stream(5)
+    reset = client.data_to_send()
+    conn = H2Connection(handler, ServerConfig())
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        conn.connection_made(Wire())  # type: ignore[arg-type]
+        for _ in range(PER_TURN):  # this turn's handlers, begun: the three streams wait
+            assert pacer.now()
+        conn.data_received(requests)
+        assert pacer.waiting == 3
+        conn.data_received(reset)  # a later read: the third stream is reset while it waits
+        await settle()
+    finally:
+        loop.set_exception_handler(None)
+    assert paths == ["/0", "/1"]
+    assert errors == [] and pacer.waiting == 0
 
 
 async def test_a_request_waiting_for_its_turn_is_not_begun_once_its_client_is_gone():
