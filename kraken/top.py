@@ -35,6 +35,8 @@ class Snapshot:
     connections: float = 0.0
     queue_depth: float = 0.0
     queue_capacity: float = 0.0
+    starts_waiting: float = 0.0
+    """Requests read and waiting for their turn of the loop (kraken/http/starts.py)."""
 
 
 def metrics_url(cfg: Any) -> str:
@@ -68,6 +70,8 @@ def parse(text: str, at: float) -> Snapshot:
                 snap.queue_depth = s.value
             elif s.name == "kraken_meter_queue_capacity":
                 snap.queue_capacity = s.value
+            elif s.name == "kraken_handler_starts_waiting":
+                snap.starts_waiting = s.value
     return snap
 
 
@@ -126,7 +130,7 @@ def frame(cur: Snapshot, prev: Snapshot | None, url: str) -> str:
     lines = [
         f"kraken top  {url}  {time.strftime('%H:%M:%S')}",
         f"connections {cur.connections:.0f}   active streams {sum(cur.streams.values()):.0f}   "
-        f"meter queue {queue}",
+        f"meter queue {queue}   handlers waiting {cur.starts_waiting:.0f}",
         "",
         f"{'provider':<20} {'req/s':>8} {'5xx/s':>8} {'requests':>10} {'4xx':>7} {'5xx':>7} "
         f"{'ttfb p50':>10} {'ttfb p99':>10} {'streams':>8}",

@@ -12,7 +12,7 @@ import pytest
 
 from harness import (KrakenProcess, auth_headers, free_port, http, kraken_mapping, running_mock,
                      write_toml)
-from kraken.top import quantile
+from kraken.top import frame as render_frame, parse as parse_metrics, quantile
 
 pytestmark = pytest.mark.anyio
 INF = math.inf
@@ -92,6 +92,7 @@ async def test_top_once_shows_requests_errors_ttfb_and_active_streams(tmp_path):
     frame = result.stdout
     assert "\x1b[" not in frame  # --once: a plain frame, no screen control
     assert "active streams 1" in frame
+    assert "handlers waiting 0" in frame
     mockai = row(frame, "mockai")
     assert mockai["requests"] == "4" and mockai["5xx"] == "1" and mockai["4xx"] == "0"
     assert mockai["streams"] == "1"
@@ -146,3 +147,12 @@ def test_top_with_a_bad_config_says_so_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"kraken: {tmp_path / 'k.toml'}: server.port must be between 0 and 65535, not 70000"]
+
+
+def test_a_frame_shows_the_requests_waiting_for_their_turn():
+    text = ("# TYPE kraken_handler_starts_waiting gauge\n"
+            "kraken_handler_starts_waiting 48.0\n"
+            "# TYPE kraken_active_connections gauge\n"
+            "kraken_active_connections 1000.0\n")
+    shown = render_frame(parse_metrics(text, 0.0), None, "http://127.0.0.1:1/metrics")
+    assert "connections 1000" in shown and "handlers waiting 48" in shown
