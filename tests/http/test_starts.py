@@ -34,10 +34,12 @@ def waiting_gauge() -> float | None:
 
 
 class Turns:
-    """Counts the loop's turns: a callback that schedules itself for the next one."""
+    """Counts the loop's turns (a callback that schedules itself for the next one) and, as the
+    handler, records for each request the turn it began in and when it was read."""
 
     def __init__(self) -> None:
         self.n = 0
+        self.begun: list[tuple[int, int]] = []
         self._loop = asyncio.get_running_loop()
         self._handle = self._loop.call_soon(self._tick)
 
@@ -45,20 +47,30 @@ class Turns:
         self.n += 1
         self._handle = self._loop.call_soon(self._tick)
 
-    def stop(self) -> None:
+    def __enter__(self) -> Turns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self._handle.cancel()
+
+    async def handler(self, req: Request, sink) -> None:
+        self.begun.append((self.n, req.received_ns))
+        sink.respond(200, [(b"content-type", b"text/plain")], b"ok")
+
+    def assert_paced(self, requests: int) -> None:
+        """At most PER_TURN handlers began in any turn, over as many turns as that takes, in
+        the order their requests were read (``received_ns``)."""
+        per_turn = Counter(turn for turn, _ in self.begun)
+        assert len(self.begun) == requests
+        assert max(per_turn.values()) <= PER_TURN
+        assert len(per_turn) >= math.ceil(requests / PER_TURN)
+        read_order = [ns for _, ns in self.begun]
+        assert read_order == sorted(read_order)
 
 
 async def test_a_burst_read_in_one_turn_begins_at_most_per_turn_handlers_a_turn_in_arrival_order():
-    begun: list[tuple[int, int]] = []
-    turns = Turns()
-
-    async def handler(req: Request, sink) -> None:
-        begun.append((turns.n, req.received_ns))
-        sink.respond(200, [(b"content-type", b"text/plain")], b"ok")
-
-    try:
-        async with serve(handler) as server:
+    with Turns() as turns:
+        async with serve(turns.handler) as server:
             # Connected and written before the loop runs again: the kernel completes the
             # handshakes into the listener's backlog, so one turn reads every request.
             clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(BURST)]
@@ -77,40 +89,18 @@ async def test_a_burst_read_in_one_turn_begins_at_most_per_turn_handlers_a_turn_
             finally:
                 for client in clients:
                     client.close()
-    finally:
-        turns.stop()
     assert [r.status for a in answers for r in parse_responses(a, eof=False)] == [200] * BURST
-    assert_paced(begun, BURST)
-
-
-def assert_paced(begun: list[tuple[int, int]], requests: int) -> None:
-    """At most PER_TURN handlers began in any turn, over as many turns as that takes, in the
-    order their requests were read (``received_ns``)."""
-    per_turn = Counter(turn for turn, _ in begun)
-    assert len(begun) == requests
-    assert max(per_turn.values()) <= PER_TURN
-    assert len(per_turn) >= math.ceil(requests / PER_TURN)
-    read_order = [ns for _, ns in begun]
-    assert read_order == sorted(read_order)
+    turns.assert_paced(BURST)
 
 
 async def test_an_http2_connections_streams_read_in_one_turn_are_paced_the_same_way():
-    begun: list[tuple[int, int]] = []
-    turns = Turns()
-
-    async def handler(req: Request, sink) -> None:
-        begun.append((turns.n, req.received_ns))
-        sink.respond(200, [(b"content-type", b"text/plain")], b"ok")
-
-    try:
-        async with serve_h2(handler) as server, h2_client(server.port) as client:
+    with Turns() as turns:
+        async with serve_h2(turns.handler) as server, h2_client(server.port) as client:
             # written before the loop runs again: the server reads every stream in one turn
             streams = [client.request("GET", f"/{k}") for k in range(BURST)]
             statuses = [(await client.response(sid)).status for sid in streams]
-    finally:
-        turns.stop()
     assert statuses == [200] * BURST
-    assert_paced(begun, BURST)
+    turns.assert_paced(BURST)
 
 
 async def test_an_http2_stream_reset_while_it_waits_is_never_begun():
