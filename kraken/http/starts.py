@@ -60,7 +60,6 @@ class StartPacer:
     def later(self, begin: Callable[[], None]) -> None:
         """Queue ``begin`` behind the others; the next turns call at most ``PER_TURN`` each."""
         self._waiting.append(begin)
-        metrics.HANDLER_STARTS_WAITING.set(len(self._waiting))
         if not self._draining:
             self._draining = True
             self._soon(self._drain)
@@ -69,7 +68,6 @@ class StartPacer:
         """Begin every waiting handler now (shutdown: what was read before it is served)."""
         while self._waiting:
             self._waiting.popleft()()
-        metrics.HANDLER_STARTS_WAITING.set(0)
 
     def _soon(self, callback: Callable[[], None]) -> None:
         loop = self._loop()
@@ -93,7 +91,6 @@ class StartPacer:
                     break
                 waiting.popleft()()
         finally:  # a begin that raised (a bug: it is logged by the loop) does not stop the line
-            metrics.HANDLER_STARTS_WAITING.set(len(waiting))
             self._soon(self._drain)  # the next turn: after its reads
 
 
@@ -107,3 +104,12 @@ def pacer_for(loop: asyncio.AbstractEventLoop) -> StartPacer:
     if pacer is None:
         pacer = _PACERS[loop] = StartPacer(loop)
     return pacer
+
+
+def _waiting() -> int:
+    """Requests waiting for their turn, on every loop of the process (read at each scrape, as
+    the meter's queue depth is: nothing is counted on the way in or out)."""
+    return sum(len(pacer._waiting) for pacer in list(_PACERS.values()))
+
+
+metrics.HANDLER_STARTS_WAITING.set_function(_waiting)
