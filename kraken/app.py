@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 
 from kraken import buildinfo, metrics, sdnotify, workers
+from kraken.fdtable import reserve_descriptors
 from kraken.accounts import masterkey
 from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.guard import BillingGuard
@@ -186,6 +187,7 @@ async def serve(
     and SO_REUSEPORT listeners shared with its siblings. The steps: start (replay the
     journal, wire the parts), listen, serve until told to stop, drain.
     """
+    reserve_descriptors()  # first, while this process has one thread: see kraken/fdtable.py
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
     build = buildinfo.labels()
     metrics.BUILD_INFO.labels(*(build[name] for name in metrics.BUILD_INFO.labelnames)).set(1)

@@ -1,0 +1,102 @@
+"""The descriptor table is grown once at start (kraken/fdtable.py), read back from the
+kernel's own count of slots (``FDSize`` in /proc/<pid>/status)."""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from harness import KrakenProcess, free_port, kraken_mapping, running_mock, write_toml
+
+PROBE = """
+import json, os, resource, sys, threading, time
+from kraken import fdtable
+threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # as Kraken: threads
+def slots():
+    for line in open("/proc/self/status"):
+        if line.startswith("FDSize:"):
+            return int(line.split()[1])
+{setup}
+before_fds, before_slots = sorted(os.listdir("/proc/self/fd")), slots()
+asked = fdtable.reserve_descriptors({limit})
+after_fds = sorted(os.listdir("/proc/self/fd"))
+print(json.dumps({{"asked": asked, "before_slots": before_slots, "slots": slots(),
+                  "same_fds": before_fds == after_fds, "extra": {extra}}}))
+"""
+
+
+def probe(limit: str = "None", setup: str = "", extra: str = "None") -> dict:
+    """Run ``reserve_descriptors(limit)`` in a fresh process with a second thread."""
+    code = PROBE.format(limit=limit, setup=setup, extra=extra)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_the_table_is_grown_to_the_limit_and_no_descriptor_is_left_open():
+    got = probe(limit="3000")
+    assert got["before_slots"] < 3000  # a fresh process starts small
+    assert got["asked"] == 3000
+    assert got["slots"] >= 3000
+    assert got["same_fds"]
+
+
+def test_a_descriptor_open_at_the_top_is_kept_untouched():
+    setup = "r, w = os.pipe(); os.dup2(w, 2999); os.close(w)"
+    extra = "(os.write(2999, b'kept'), os.read(r, 4).decode())[1]"
+    got = probe(limit="3000", setup=setup, extra=extra)
+    assert got["extra"] == "kept"  # fd 2999 still the pipe's write end, not replaced
+    assert got["same_fds"]
+    assert got["slots"] >= 3000
+
+
+def test_the_default_is_the_soft_open_files_limit():
+    setup = "resource.setrlimit(resource.RLIMIT_NOFILE, (5000, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))"
+    got = probe(setup=setup)
+    assert got["asked"] == 5000
+    assert got["slots"] >= 5000
+
+
+def test_the_default_is_capped_under_a_larger_limit():
+    setup = ("resource.setrlimit(resource.RLIMIT_NOFILE, (5000, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+             "fdtable.MAX_RESERVED = 2048")
+    got = probe(setup=setup)
+    assert got["asked"] == 2048
+    assert 2048 <= got["slots"] < 5000
+
+
+def test_a_limit_too_small_to_matter_does_nothing():
+    got = probe(limit="1")
+    assert got["asked"] == 0
+    assert got["same_fds"]
+
+
+def fd_slots(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("FDSize:"):
+            return int(line.split()[1])
+    raise AssertionError("no FDSize line")
+
+
+@pytest.mark.anyio
+async def test_kraken_serve_starts_with_its_table_grown(tmp_path):
+    """Idle, Kraken holds a few dozen descriptors (a table of 64 slots without this)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    async with running_mock() as mock:
+        port = free_port()
+        write_toml(tmp_path / "k.toml", kraken_mapping(tmp_path, mock.port, server={"port": port}))
+        kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "kraken.log")
+        await anyio.to_thread.run_sync(kp.start)
+        try:
+            assert kp.proc is not None
+            assert fd_slots(kp.proc.pid) >= min(soft, 65_536)
+            assert len(list(Path(f"/proc/{kp.proc.pid}/fd").iterdir())) < 256
+        finally:
+            kp.signal(15)
+            kp.wait()
