@@ -191,6 +191,13 @@ UPSTREAM_CONNECTIONS = Gauge(
     ("provider", "state"),
     registry=REGISTRY,
 )
+UPSTREAM_DNS_LOOKUPS = Counter(
+    "kraken_upstream_dns_lookups_total",
+    "Lookups of provider host names, by provider and result (ok, error): one per host and "
+    "TTL, shared by every dial (kraken/upstream/resolver.py).",
+    ("provider", "result"),
+    registry=REGISTRY,
+)
 TOKEN_EXCHANGES = Counter(
     "kraken_provider_token_exchanges_total",
     "OAuth2 token exchanges of a provider's service account (Vertex AI), by outcome: "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 from functools import partial
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 from kraken import metrics
 from kraken.errors import PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamTimeout
 from kraken.upstream.connection import UpstreamConnection
+from kraken.upstream.resolver import HostAddresses
 
 if TYPE_CHECKING:  # imported by a pool for an https origin only (h2 is ~1.7 MB of RSS)
     from kraken.upstream.h2client import H2Exchange, H2UpstreamConnection
@@ -164,6 +166,8 @@ class OriginPool:
     ):
         self.origin = origin
         self.provider = provider
+        self._host = HostAddresses(origin.host, origin.port, provider)
+        """The addresses dials go to: looked up once per TTL, not by every dial."""
         self._max = max(1, max_connections)
         self._pool_wait = pool_wait_s
         self._share = per_key_share
@@ -334,20 +338,10 @@ class OriginPool:
         loop = self.loop
         if loop is None or loop.is_closed():  # asked once, not per dial (a getpid syscall)
             loop = self.loop = asyncio.get_running_loop()
-        o = self.origin
-        # partial, not a lambda: no closure cells over o and self for the dial's frame
-        factory = partial(_Negotiate if self._ssl is not None else UpstreamConnection,
-                          o.authority, self._read_timeout, loop)
         timer = _ConnectTimer(loop, self._connect_timeout)
         try:
             try:
-                _, proto = await loop.create_connection(
-                    factory,
-                    o.host,
-                    o.port,
-                    ssl=self._ssl,
-                    server_hostname=o.host if self._ssl else None,
-                )
+                proto = await self._connect_any(loop)
             finally:
                 expired = timer.stop()
         except asyncio.CancelledError:
@@ -356,6 +350,8 @@ class OriginPool:
             raise
         except TimeoutError:  # the kernel's own (ETIMEDOUT), as asyncio.timeout's was
             raise UpstreamTimeout("provider connect timed out") from None
+        except socket.gaierror:
+            raise UpstreamError("provider unreachable: its host name did not resolve") from None
         except (OSError, ssl.SSLError) as exc:
             tls = isinstance(exc, ssl.SSLError)
             reason = "TLS handshake failed" if tls else "connection refused"
@@ -364,6 +360,29 @@ class OriginPool:
         if conn is None:
             raise UpstreamError("provider unreachable: TLS handshake failed")
         return conn
+
+    async def _connect_any(self, loop: asyncio.AbstractEventLoop) -> asyncio.BaseProtocol:
+        """A connection to the first of the host's addresses that accepts one (they take
+        turns being first); when none does, they are looked up again at the next dial."""
+        o, host = self.origin, self._host
+        addresses = host.current(loop) or await host.resolve(loop)
+        # partial, not a lambda: no closure cells over o and self for the dial's frame
+        factory = partial(_Negotiate if self._ssl is not None else UpstreamConnection,
+                          o.authority, self._read_timeout, loop)
+        last = len(addresses) - 1
+        for attempt, address in enumerate(addresses):
+            try:
+                _, proto = await loop.create_connection(
+                    factory, address, o.port, ssl=self._ssl,
+                    server_hostname=o.host if self._ssl else None)
+                return proto
+            except ssl.SSLError:
+                raise  # the address answered: another would present the same certificate
+            except OSError:
+                if attempt == last:
+                    host.forget()
+                    raise
+        raise AssertionError("a host resolves to at least one address")
 
     def release(self, conn: Upstream) -> None:
         """Return ``conn`` after its exchange: a stream's slot frees up (an unfinished
