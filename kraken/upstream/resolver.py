@@ -10,9 +10,10 @@ CPU against 17 µs to ``127.0.0.1`` (1000 dials, 100 at once).
 ``HostAddresses`` looks the host up when the first dial needs it; dials arriving meanwhile
 wait for that same lookup, and the answer serves every dial after. Once ``ttl_s`` has passed
 the next dial starts a lookup in the background and the known addresses serve until it
-answers (they also outlive a lookup that fails). An IP literal is never looked up. Dials take the addresses in turn (each starts one further along)
-and try the next when one refuses; when all refuse, the answer is dropped and the next dial
-looks the host up again, so a provider that moved is found without waiting out ``ttl_s``.
+answers (they also outlive a lookup that fails). An IP literal is never looked up. Dials
+take the addresses in turn (each starts one further along) and try the next when one
+refuses; when all refuse, the answer is dropped and the next dial looks the host up again,
+so a provider that moved is found without waiting out ``ttl_s``.
 """
 from __future__ import annotations
 
