@@ -295,6 +295,26 @@ async def wait_rows(db_path, n: int) -> list[dict]:
 
 
 @contextlib.asynccontextmanager
+async def kraken_process(tmp: Path, mock_port: int, extra_keys: tuple[dict, ...] = (),
+                         **sections: dict) -> AsyncIterator[KrakenProcess]:
+    """``python -m kraken serve`` in front of the mock at ``mock_port``, on a free port, ready
+    (``sections`` and ``extra_keys`` go into its config); killed on the way out if the test
+    did not stop it."""
+    import anyio
+
+    port = free_port()
+    doc = kraken_mapping(tmp, mock_port, **{**sections, "server": {"port": port}})
+    doc["keys"].extend(extra_keys)
+    write_toml(tmp / "k.toml", doc)
+    kp = KrakenProcess(tmp / "k.toml", port, tmp / "kraken.log")
+    await anyio.to_thread.run_sync(kp.start)
+    try:
+        yield kp
+    finally:
+        kp.kill()
+
+
+@contextlib.asynccontextmanager
 async def mock_and_kraken(tmp: Path, **mock_kwargs: Any) -> AsyncIterator[tuple[MockOpenAI, Running]]:
     """The usual stack: a mock provider and Kraken in front of it."""
     async with running_mock(**mock_kwargs) as mock:

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
 
-from harness import KrakenProcess, free_port, kraken_mapping, running_mock, write_toml
+from harness import kraken_process, running_mock
 
 PROBE = """
 import json, os, resource, sys, threading, time
@@ -90,15 +89,7 @@ def fd_slots(pid: int) -> int:
 async def test_kraken_serve_starts_with_its_table_grown(tmp_path):
     """Idle, Kraken holds a few dozen descriptors (a table of 64 slots without this)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    async with running_mock() as mock:
-        port = free_port()
-        write_toml(tmp_path / "k.toml", kraken_mapping(tmp_path, mock.port, server={"port": port}))
-        kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "kraken.log")
-        await anyio.to_thread.run_sync(kp.start)
-        try:
-            assert kp.proc is not None
-            assert fd_slots(kp.proc.pid) >= min(soft, 65_536)
-            assert len(list(Path(f"/proc/{kp.proc.pid}/fd").iterdir())) < 256
-        finally:
-            kp.signal(15)
-            kp.wait()
+    async with running_mock() as mock, kraken_process(tmp_path, mock.port) as kp:
+        assert kp.proc is not None
+        assert fd_slots(kp.proc.pid) >= min(soft, 65_536)
+        assert len(list(Path(f"/proc/{kp.proc.pid}/fd").iterdir())) < 256

@@ -10,8 +10,7 @@ import sys
 import anyio
 import pytest
 
-from harness import (KrakenProcess, auth_headers, free_port, http, kraken_mapping, running_mock,
-                     write_toml)
+from harness import auth_headers, free_port, http, kraken_process, running_mock
 from kraken.top import frame as render_frame, parse as parse_metrics, quantile
 
 pytestmark = pytest.mark.anyio
@@ -54,40 +53,35 @@ def row(frame: str, provider: str) -> dict[str, str]:
 
 
 async def test_top_once_shows_requests_errors_ttfb_and_active_streams(tmp_path):
-    async with running_mock() as mock:
-        port = free_port()
-        write_toml(tmp_path / "k.toml", kraken_mapping(tmp_path, mock.port, server={"port": port}))
-        kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "kraken.log")
-        await anyio.to_thread.run_sync(kp.start)
-        try:
-            def chat(**extra) -> bytes:
-                return json.dumps({"model": "mock-gpt", **extra,
-                                   "messages": [{"role": "user", "content": "hi"}]}).encode()
+    async with running_mock() as mock, kraken_process(tmp_path, mock.port) as kp:
+        port = kp.port
 
-            for _ in range(3):
-                assert (await http(port, "POST", "/v1/chat/completions", chat(), auth_headers())).status == 200
-            failed = await http(port, "POST", "/v1/chat/completions", chat(mock={"status": 500}),
-                                auth_headers())
-            assert failed.status == 502
-            async with anyio.create_task_group() as tg:
-                # One stream held open (~60 s of chunks) while top looks; cancelled after.
-                tg.start_soon(http, port, "POST", "/v1/chat/completions",
-                              chat(stream=True, mock={"chunks": 600, "chunk_delay_ms": 100}),
-                              auth_headers(), 120.0)
+        def chat(**extra) -> bytes:
+            return json.dumps({"model": "mock-gpt", **extra,
+                               "messages": [{"role": "user", "content": "hi"}]}).encode()
 
-                async def streaming() -> bool:
-                    text = (await http(port, "GET", "/metrics")).body.decode()
-                    return 'kraken_active_streams{provider="mockai"} 1.0' in text
+        for _ in range(3):
+            assert (await http(port, "POST", "/v1/chat/completions", chat(), auth_headers())).status == 200
+        failed = await http(port, "POST", "/v1/chat/completions", chat(mock={"status": 500}),
+                            auth_headers())
+        assert failed.status == 502
+        async with anyio.create_task_group() as tg:
+            # One stream held open (~60 s of chunks) while top looks; cancelled after.
+            tg.start_soon(http, port, "POST", "/v1/chat/completions",
+                          chat(stream=True, mock={"chunks": 600, "chunk_delay_ms": 100}),
+                          auth_headers(), 120.0)
 
-                with anyio.fail_after(10):
-                    while not await streaming():
-                        await anyio.sleep(0.05)
-                result = await anyio.to_thread.run_sync(top_once, f"http://127.0.0.1:{port}/metrics")
-                tg.cancel_scope.cancel()
-            kp.signal(signal.SIGTERM)
-            assert await anyio.to_thread.run_sync(kp.wait) == 0
-        finally:
-            kp.kill()
+            async def streaming() -> bool:
+                text = (await http(port, "GET", "/metrics")).body.decode()
+                return 'kraken_active_streams{provider="mockai"} 1.0' in text
+
+            with anyio.fail_after(10):
+                while not await streaming():
+                    await anyio.sleep(0.05)
+            result = await anyio.to_thread.run_sync(top_once, f"http://127.0.0.1:{port}/metrics")
+            tg.cancel_scope.cancel()
+        kp.signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(kp.wait) == 0
     assert result.returncode == 0, result.stderr
     frame = result.stdout
     assert "\x1b[" not in frame  # --once: a plain frame, no screen control
@@ -119,22 +113,16 @@ def top_following(tmp_path, *args: str, env: dict[str, str]) -> subprocess.Compl
 
 
 async def test_top_follows_the_configured_port_like_serve(tmp_path):
-    async with running_mock() as mock:
-        port = free_port()
-        write_toml(tmp_path / "k.toml", kraken_mapping(tmp_path, mock.port, server={"port": port}))
-        kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "kraken.log")
-        await anyio.to_thread.run_sync(kp.start)
-        try:
-            from_file = await anyio.to_thread.run_sync(
-                lambda: top_following(tmp_path, "--config", str(tmp_path / "k.toml"), env={}))
-            from_env_file = await anyio.to_thread.run_sync(
-                lambda: top_following(tmp_path, env={"KRAKEN_CONFIG": str(tmp_path / "k.toml")}))
-            from_port = await anyio.to_thread.run_sync(
-                lambda: top_following(tmp_path, env={"KRAKEN_PORT": str(port)}))
-            kp.signal(signal.SIGTERM)
-            assert await anyio.to_thread.run_sync(kp.wait) == 0
-        finally:
-            kp.kill()
+    async with running_mock() as mock, kraken_process(tmp_path, mock.port) as kp:
+        port = kp.port
+        from_file = await anyio.to_thread.run_sync(
+            lambda: top_following(tmp_path, "--config", str(tmp_path / "k.toml"), env={}))
+        from_env_file = await anyio.to_thread.run_sync(
+            lambda: top_following(tmp_path, env={"KRAKEN_CONFIG": str(tmp_path / "k.toml")}))
+        from_port = await anyio.to_thread.run_sync(
+            lambda: top_following(tmp_path, env={"KRAKEN_PORT": str(port)}))
+        kp.signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(kp.wait) == 0
     for result in (from_file, from_env_file, from_port):
         assert result.returncode == 0, result.stderr
         assert f"http://127.0.0.1:{port}/metrics" in result.stdout.splitlines()[0]

@@ -6,15 +6,14 @@ database key meanwhile. With the in-memory limiter and with Redis (a real redis-
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
 
 from authkit import chat_from, metric
-from harness import KrakenProcess, free_port, kraken_mapping, running_mock, write_toml
+from harness import kraken_process, running_mock
 from kraken.accounts import service
 from kraken.accounts.keys import generate_key, hash_key
 from kraken.store.sqlite import SqliteStore
@@ -47,19 +46,12 @@ async def db_key(db: Path) -> str:
         await store.close()
 
 
-@contextlib.asynccontextmanager
-async def kraken_process(tmp: Path, mock_port: int, **limits: Any) -> AsyncIterator[int]:
-    port = free_port()
-    doc = kraken_mapping(tmp, mock_port, server={"port": port}, auth={"bcrypt_threads": 1},
-                         limits={"ip_auth_failures": LIMIT, **limits})
-    doc["keys"].append({"id": "floodkey", "hash": SLOW_HASH, "customer_id": "cust_flood"})
-    write_toml(tmp / "k.toml", doc)
-    kp = KrakenProcess(tmp / "k.toml", port, tmp / "k.log")
-    await anyio.to_thread.run_sync(kp.start)
-    try:
-        yield port
-    finally:
-        kp.kill()
+def flood_target(tmp: Path, mock_port: int, **limits: Any):
+    """Kraken with one bcrypt thread, ``LIMIT`` auth failures per address, and a slow key."""
+    return kraken_process(tmp, mock_port, ({"id": "floodkey", "hash": SLOW_HASH,
+                                            "customer_id": "cust_flood"},),
+                          auth={"bcrypt_threads": 1},
+                          limits={"ip_auth_failures": LIMIT, **limits})
 
 
 async def flood_with_a_neighbour(port: int, neighbour_key: str) -> None:
@@ -92,14 +84,14 @@ async def flood_with_a_neighbour(port: int, neighbour_key: str) -> None:
 
 async def test_a_burst_of_wrong_keys_runs_bcrypt_at_most_the_limit_memory(tmp_path):
     neighbour_key = await db_key(tmp_path / "kraken.db")
-    async with running_mock() as mock, kraken_process(tmp_path, mock.port) as port:
-        await flood_with_a_neighbour(port, neighbour_key)
+    async with running_mock() as mock, flood_target(tmp_path, mock.port) as kp:
+        await flood_with_a_neighbour(kp.port, neighbour_key)
 
 
 async def test_a_burst_of_wrong_keys_runs_bcrypt_at_most_the_limit_redis(tmp_path):
     neighbour_key = await db_key(tmp_path / "kraken.db")
     with redis_server(tmp_path / "redis") as redis:
-        async with running_mock() as mock, kraken_process(
+        async with running_mock() as mock, flood_target(
                 tmp_path, mock.port, backend="redis", redis_url=redis.url, ip_salt=SALT,
-                redis_timeout_s=5.0) as port:  # a loaded machine must not fail open
-            await flood_with_a_neighbour(port, neighbour_key)
+                redis_timeout_s=5.0) as kp:  # a loaded machine must not fail open
+            await flood_with_a_neighbour(kp.port, neighbour_key)
