@@ -335,13 +335,31 @@ class OriginPool:
         return conn
 
     async def _dial(self) -> UpstreamConnection | H2UpstreamConnection:
+        """A connection to the first of the host's addresses that accepts one (they take
+        turns being first); when none does, they are looked up again at the next dial."""
         loop = self.loop
         if loop is None or loop.is_closed():  # asked once, not per dial (a getpid syscall)
             loop = self.loop = asyncio.get_running_loop()
+        o, host = self.origin, self._host
+        # partial, not a lambda: no closure cells over o and self for the dial's frame
+        factory = partial(_Negotiate if self._ssl is not None else UpstreamConnection,
+                          o.authority, self._read_timeout, loop)
         timer = _ConnectTimer(loop, self._connect_timeout)
         try:
-            try:
-                proto = await self._connect_any(loop)
+            try:  # one frame for the lookup and the tries: a coroutine more cost 2 us a dial
+                addresses = host.current(loop) or await host.resolve(loop)
+                for address in addresses:
+                    try:
+                        _, proto = await loop.create_connection(
+                            factory, address, o.port, ssl=self._ssl,
+                            server_hostname=o.host if self._ssl else None)
+                        break
+                    except ssl.SSLError:
+                        raise  # the address answered: another shows the same certificate
+                    except OSError:
+                        if address is addresses[-1]:
+                            host.forget()
+                            raise
             finally:
                 expired = timer.stop()
         except asyncio.CancelledError:
@@ -360,29 +378,6 @@ class OriginPool:
         if conn is None:
             raise UpstreamError("provider unreachable: TLS handshake failed")
         return conn
-
-    async def _connect_any(self, loop: asyncio.AbstractEventLoop) -> asyncio.BaseProtocol:
-        """A connection to the first of the host's addresses that accepts one (they take
-        turns being first); when none does, they are looked up again at the next dial."""
-        o, host = self.origin, self._host
-        addresses = host.current(loop) or await host.resolve(loop)
-        # partial, not a lambda: no closure cells over o and self for the dial's frame
-        factory = partial(_Negotiate if self._ssl is not None else UpstreamConnection,
-                          o.authority, self._read_timeout, loop)
-        last = len(addresses) - 1
-        for attempt, address in enumerate(addresses):
-            try:
-                _, proto = await loop.create_connection(
-                    factory, address, o.port, ssl=self._ssl,
-                    server_hostname=o.host if self._ssl else None)
-                return proto
-            except ssl.SSLError:
-                raise  # the address answered: another would present the same certificate
-            except OSError:
-                if attempt == last:
-                    host.forget()
-                    raise
-        raise AssertionError("a host resolves to at least one address")
 
     def release(self, conn: Upstream) -> None:
         """Return ``conn`` after its exchange: a stream's slot frees up (an unfinished

@@ -46,7 +46,7 @@ class HostAddresses:
         self.host, self.port, self.provider, self.ttl_s = host, port, provider, ttl_s
         self._literal = is_ip_literal(host)
         self._addresses: tuple[str, ...] = (host,) if self._literal else ()
-        self._expires = float("inf") if self._literal else 0.0
+        self._expires = 0.0
         self._lookup: asyncio.Task[None] | None = None
         self._turn = 0
 
@@ -54,6 +54,8 @@ class HostAddresses:
         """The addresses to dial, in the order this dial tries them; None: ``resolve`` first.
         Past ``ttl_s`` they still serve while a lookup in the background refreshes them."""
         addresses = self._addresses
+        if self._literal:
+            return addresses
         if not addresses:
             return None
         if self._lookup is None and loop.time() >= self._expires:
