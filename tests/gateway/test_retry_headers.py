@@ -17,10 +17,7 @@ import anyio
 import httpx2
 import openai
 import pytest
-from harness import (
-    PROVIDER_KEY, TEST_KEY, TEST_KEY_HASH, KrakenProcess, free_port, http, running_mock,
-    write_toml,
-)
+from harness import TEST_KEY, http, kraken_process, running_mock
 
 from kraken.accounts import service
 from kraken.billing.guard import (
@@ -79,28 +76,8 @@ def test_answers_that_pass_say_when_to_retry(exc):
 
 @contextlib.asynccontextmanager
 async def kraken(tmp_path: Path, mock_port: int, **sections: dict) -> AsyncIterator[int]:
-    port = free_port()
-    doc = {
-        "server": {"host": "127.0.0.1", "port": port},
-        "store": {"path": str(tmp_path / "kraken.db")},
-        "meter": {"flush_interval_ms": 20},
-        "keys": [{"id": "testkey", "hash": TEST_KEY_HASH, "customer_id": "cust_1"}],
-        "providers": {"mockai": {
-            "kind": "openai_compatible", "base_url": f"http://127.0.0.1:{mock_port}/v1",
-            "api_key": PROVIDER_KEY, "models": ["mock-gpt"], "read_timeout_s": 5.0}},
-        **sections,
-    }
-    write_toml(tmp_path / "kraken.toml", doc)
-    proc = KrakenProcess(tmp_path / "kraken.toml", port, tmp_path / "kraken.log")
-    await anyio.to_thread.run_sync(proc.start)
-    try:
-        yield port
-    finally:
-        proc.signal(2)
-        try:
-            await anyio.to_thread.run_sync(proc.wait, 30.0)
-        finally:
-            proc.kill()
+    async with kraken_process(tmp_path, mock_port, **sections) as proc:
+        yield proc.port
 
 
 async def counter(port: int, sample: str) -> float:
