@@ -384,16 +384,16 @@ class Gateway:
                 out = answer_sink(sink, call, parsed.req)
             relay = Relay(call, out, family, stream=call.stream, hide_usage=hide_usage,
                           on_complete=partial(self._journal, call), on_ended=self._count,
-                          response_filter=filt,
-                          loop=pool.loop)
+                          response_filter=filt, loop=pool.loop)
             conn.expect(relay)
             # Not held while the answer streams: orjson's output keeps >= 4 KiB of capacity.
             request = None
             call.stamp()  # off the first byte's path: the provider is working meanwhile
-            if later is not None and call.stream:  # with its record, after the last byte:
-                call.late_task = later  # a burst's other streams wait on what runs here
-            elif later is not None:
-                later()
+            if later is not None:
+                if call.stream:  # with its record, after the last byte: a burst's other
+                    call.late_task = later  # streams' first bytes wait on what runs here
+                else:
+                    later()
             sink.set_producer(conn)
             try:
                 await (relay.done if upload is None else upload.relay(conn, relay.done))

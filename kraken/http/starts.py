@@ -7,9 +7,9 @@ steps of every request read after them, and the first bytes all come late togeth
 a turn begins at most ``PER_TURN`` handlers and the others wait, in arrival order, for the
 next turns, whose reads relay the answers that came meanwhile: first come, first served.
 A burst of 1000 streams on a warm provider pool (``bench/run.py``'s "burst again"): TTFB p50
-73 -> 50 ms (medians of 10 bursts each, interleaved), nginx's 53 in the same table. A steady load of up to ``PER_TURN``
-connections never waits; a cold burst, whose streams each dial the provider, is bound by
-that CPU and gains nothing.
+73 -> 50 ms (medians of 10 bursts each, interleaved), nginx's 53 in the same table. A steady
+load of up to ``PER_TURN`` connections never waits; a cold burst, whose streams each dial the
+provider, is bound by that CPU and gains nothing.
 
 Both protocols' requests wait in the same line (``InboundConnection._pace``). The line is
 bounded by the connections: an HTTP/1.1 connection has at most one request in it (it reads no
@@ -109,7 +109,7 @@ def pacer_for(loop: asyncio.AbstractEventLoop) -> StartPacer:
 def _waiting() -> int:
     """Requests waiting for their turn, on every loop of the process (read at each scrape, as
     the meter's queue depth is: nothing is counted on the way in or out)."""
-    return sum(len(pacer._waiting) for pacer in list(_PACERS.values()))
+    return sum(pacer.waiting for pacer in list(_PACERS.values()))
 
 
 metrics.HANDLER_STARTS_WAITING.set_function(_waiting)
