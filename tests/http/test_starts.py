@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import time
 from collections import Counter
 
 import h2.config
@@ -195,3 +196,73 @@ async def test_a_begin_that_raises_does_not_stop_the_line():
         loop.set_exception_handler(None)
     assert begun == ["next"] and pacer.waiting == 0
     assert [type(e.get("exception")) for e in errors] == [RuntimeError]
+
+
+class PausingWire(Wire):
+    """A ``Wire`` that records its reading being paused and resumed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.reading.append("paused")
+
+    def resume_reading(self) -> None:
+        self.reading.append("resumed")
+
+
+async def test_a_head_read_while_others_wait_is_parsed_at_its_turn_keeping_its_arrival_time():
+    pacer = pacer_for(asyncio.get_running_loop())
+    seen: list[tuple[str, int]] = []
+
+    async def handler(req: Request, sink) -> None:
+        seen.append((req.path, req.received_ns))
+        sink.respond(200, [], b"ok")
+
+    conns = [H1Connection(handler, ServerConfig()) for _ in range(3)]
+    wires = [Wire() for _ in conns]
+    for conn, wire in zip(conns, wires):
+        conn.connection_made(wire)  # type: ignore[arg-type]
+    for _ in range(PER_TURN):  # this turn's handlers, begun: the next requests wait
+        assert pacer.now()
+    conns[0].data_received(b"GET /0 HTTP/1.1\r\nHost: k\r\n\r\n")
+    conns[1].data_received(b"GET /1 HTTP/1.1\r\n\x00bad\r\n\r\n")  # malformed: a 400, in turn
+    conns[2].data_received(b"GET /2 HTTP/1.1\r\nHost: k\r\n\r\n")
+    read_ns = time.perf_counter_ns()
+    assert pacer.waiting == 3
+    assert wires[1].writes == []  # not parsed yet: its answer waits for its turn too
+    await settle()
+    assert [path for path, _ in seen] == ["/0", "/2"]
+    assert all(received < read_ns for _, received in seen)  # the wait counts in its latency
+    (answer,) = parse_responses(b"".join(wires[1].writes), eof=False)
+    assert answer.status == 400
+    assert pacer.waiting == 0
+
+
+async def test_a_queued_request_whose_body_keeps_coming_pauses_reading_until_its_turn():
+    pacer = pacer_for(asyncio.get_running_loop())
+    cfg = ServerConfig()
+    bodies: list[int] = []
+
+    async def handler(req: Request, sink) -> None:
+        bodies.append(len(req.body))
+        sink.respond(200, [], b"ok")
+
+    size = 3 * cfg.pipeline_buffer_bytes
+    conn, wire = H1Connection(handler, cfg), PausingWire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    for _ in range(PER_TURN):
+        assert pacer.now()
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: k\r\nContent-Length: %d\r\n\r\n" % size)
+    piece = b"x" * (cfg.pipeline_buffer_bytes // 2)
+    sent = 0
+    while wire.reading != ["paused"]:  # kept while queued, up to the bound
+        conn.data_received(piece)
+        sent += len(piece)
+        assert sent <= cfg.pipeline_buffer_bytes + len(piece)
+    await settle()  # its turn: parsed, reading resumed for the rest of the body
+    assert wire.reading == ["paused", "resumed"]
+    conn.data_received(b"x" * (size - sent))
+    await settle()
+    assert bodies == [size]
