@@ -16,10 +16,17 @@ Scenarios, as bench/run.py runs them: ``hold`` (1000 streams x 200 chunks, 50 ms
 target's CPU seconds, user and sys), ``burst`` (1000 streams at once, 20 chunks 50 ms apart:
 TTFB p50 ms), ``c1`` (3000 streamed requests one at a time: TTFB p50 ms), ``nonstream`` (5000
 non-streamed requests at c=32: the target's CPU ms per request).
+
+Lower is better in every scenario. Besides each side's ratio to nginx, the summary gives each
+target's median figure and a sign test: in how many rounds B was below A, and how likely a
+split at least that uneven is when A and B do not differ (two-sided). The burst's p50 moves by
+~5% between runs of the same pair at 12 rounds: a change of a few percent needs 24 or more,
+and a p well below 0.05 before it is believed.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
@@ -117,6 +124,16 @@ def one_round(args, tmp: Path, mock_port: int, order: list[str]) -> dict[str, fl
     return figures
 
 
+def sign_test(a: list[float], b: list[float]) -> tuple[int, int, float]:
+    """(rounds B was below A, rounds that differed, two-sided p of a split at least that
+    uneven if neither side tends lower: the binomial tail at 1/2, doubled)."""
+    below = sum(y < x for x, y in zip(a, b))
+    differed = sum(y != x for x, y in zip(a, b))
+    fewer = min(below, differed - below)
+    tail = sum(math.comb(differed, k) for k in range(fewer + 1)) / 2 ** differed
+    return below, differed, min(1.0, 2 * tail)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--a", type=Path, required=True, help="checkout A (e.g. a worktree of the base)")
@@ -148,15 +165,22 @@ def main() -> int:
             if wait_answer(mock_port, mock, time.perf_counter(), 30) is None:
                 raise SystemExit(f"the mock did not start:\n{(tmp / 'mock.log').read_text()[-2000:]}")
             ratios: dict[str, list[float]] = {"A": [], "B": []}
+            seen: dict[str, list[float]] = {"A": [], "B": [], "nginx": []}
             for n in range(args.rounds):
                 order = ["A", "B", "nginx"] if n % 2 == 0 else ["nginx", "B", "A"]
                 print(f"round {n + 1}", flush=True)
                 figures = one_round(args, tmp, mock_port, order)
                 for name in ratios:
                     ratios[name].append(figures[name] / figures["nginx"])
+                for name in seen:
+                    seen[name].append(figures[name])
             for name, values in ratios.items():
                 print(f"{name}: x nginx per round " + " / ".join(f"{v:.2f}" for v in values)
                       + f"; median x{statistics.median(values):.2f}")
+            print("medians: " + ", ".join(f"{name} {statistics.median(values):.4g}"
+                                          for name, values in seen.items()))
+            below, differed, p = sign_test(seen["A"], seen["B"])
+            print(f"B below A in {below} of {differed} rounds (sign test, two-sided p = {p:.3f})")
         finally:
             stop(mock)
     return 0
