@@ -13,9 +13,9 @@ provider, is bound by that CPU and gains nothing.
 
 A request read while others wait is not even parsed until its turn (``H1Connection._queue``):
 parsed on arrival, a burst's later requests each ran their parse ahead of the first bytes of the
-requests already waiting. A cold burst of 1000 streams (``bench/ab.py --scenario burst``, 24
-interleaved rounds): TTFB p50 66.8 -> 65.4 ms (medians; lower in 14 rounds of 24): a little, as
-a cold burst's streams mostly wait on their dials' CPU.
+requests already waiting. A cold burst of 1000 streams (``bench/ab.py --scenario burst``, two
+runs of 24 interleaved rounds): TTFB p50 66.8 -> 65.4 and 61.9 -> 60.1 ms (medians; lower in 28
+rounds of 48, p = 0.31): a little, as a cold burst's streams mostly wait on their dials' CPU.
 
 Both protocols' requests wait in the same line (``InboundConnection._pace``). The line is
 bounded by the connections: an HTTP/1.1 connection has at most one request in it (it reads no
