@@ -337,6 +337,8 @@ class H1Connection(InboundConnection):
         self._queued_ns = time.perf_counter_ns()
         self._buf += data
         self.state = QUEUED
+        if len(data) > self._cfg.pipeline_buffer_bytes:  # one read may bring a large body
+            self._pause_reading()
         if self._kept_alive:
             self._deadline.cancel()
         else:

@@ -266,3 +266,24 @@ async def test_a_queued_request_whose_body_keeps_coming_pauses_reading_until_its
     conn.data_received(b"x" * (size - sent))
     await settle()
     assert bodies == [size]
+
+
+async def test_a_queued_first_read_past_the_bound_pauses_reading_at_once():
+    pacer = pacer_for(asyncio.get_running_loop())
+    cfg = ServerConfig()
+    bodies: list[int] = []
+
+    async def handler(req: Request, sink) -> None:
+        bodies.append(len(req.body))
+        sink.respond(200, [], b"ok")
+
+    size = 2 * cfg.pipeline_buffer_bytes
+    conn, wire = H1Connection(handler, cfg), PausingWire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    for _ in range(PER_TURN):
+        assert pacer.now()
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: k\r\nContent-Length: %d\r\n\r\n" % size
+                       + b"x" * size)  # head and whole body in one read
+    assert wire.reading == ["paused"]
+    await settle()
+    assert wire.reading == ["paused", "resumed"] and bodies == [size]
