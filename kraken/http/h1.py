@@ -145,9 +145,7 @@ class H1Connection(InboundConnection):
                 # after the parse, so a whole head (the usual read) costs no timer of its own.
                 self._deadline.arm(self._cfg.head_timeout_s)
         elif state is BUSY or state is QUEUED:
-            self._buf += data
-            if len(self._buf) > self._cfg.pipeline_buffer_bytes:
-                self._pause_reading()
+            self._hold(data)
         # CLOSED (lingering): the client's remaining bytes are dropped
 
     def pause_writing(self) -> None:
@@ -335,10 +333,8 @@ class H1Connection(InboundConnection):
         keep-alive timer, idle, is kept for reuse); more bytes meanwhile are kept as
         pipelined bytes are (bounded: reading pauses past ``pipeline_buffer_bytes``)."""
         self._queued_ns = time.perf_counter_ns()
-        self._buf += data
         self.state = QUEUED
-        if len(data) > self._cfg.pipeline_buffer_bytes:  # one read may bring a large body
-            self._pause_reading()
+        self._hold(data)  # one read may bring a large body: bounded from the first
         if self._kept_alive:
             self._deadline.cancel()
         else:
@@ -442,6 +438,13 @@ class H1Connection(InboundConnection):
             if exchange.stream is not None:
                 exchange.stream.fail(ConnectionResetError("the upload was cut"))
             exchange.shut()
+
+    def _hold(self, data: bytes) -> None:
+        """Keep bytes read ahead of their parse (pipelined, or a queued request's): reading
+        pauses once ``pipeline_buffer_bytes`` are held."""
+        self._buf += data
+        if len(self._buf) > self._cfg.pipeline_buffer_bytes:
+            self._pause_reading()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:

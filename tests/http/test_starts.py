@@ -34,6 +34,13 @@ def waiting_gauge() -> float | None:
     return metrics.REGISTRY.get_sample_value("kraken_handler_starts_waiting")
 
 
+def spend_the_turn() -> None:
+    """Begin this turn's ``PER_TURN`` handlers: the next requests wait."""
+    pacer = pacer_for(asyncio.get_running_loop())
+    for _ in range(PER_TURN):
+        assert pacer.now()
+
+
 class Turns:
     """Counts the loop's turns (a callback that schedules itself for the next one) and, as the
     handler, records for each request the turn it began in and when it was read."""
@@ -127,8 +134,7 @@ async def test_an_http2_stream_reset_while_it_waits_is_never_begun():
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
     try:
         conn.connection_made(Wire())  # type: ignore[arg-type]
-        for _ in range(PER_TURN):  # this turn's handlers, begun: the three streams wait
-            assert pacer.now()
+        spend_the_turn()  # this turn's handlers, begun: the three streams wait
         conn.data_received(requests)
         assert pacer.waiting == 3
         conn.data_received(reset)  # a later read: the third stream is reset while it waits
@@ -150,8 +156,7 @@ async def test_a_request_waiting_for_its_turn_is_not_begun_once_its_client_is_go
     waiting, gone = H1Connection(handler, ServerConfig()), H1Connection(handler, ServerConfig())
     waiting.connection_made(Wire())  # type: ignore[arg-type]
     gone.connection_made(Wire())  # type: ignore[arg-type]
-    for _ in range(PER_TURN):  # this turn's handlers, begun
-        assert pacer.now()
+    spend_the_turn()  # this turn's handlers, begun
     waiting.data_received(GET)
     gone.data_received(GET)
     assert pacer.waiting == 2
@@ -165,8 +170,7 @@ async def test_a_request_waiting_for_its_turn_is_not_begun_once_its_client_is_go
 async def test_a_turn_after_the_queue_empties_begins_at_once_and_flush_begins_every_waiting():
     pacer = pacer_for(asyncio.get_running_loop())
     order: list[int] = []
-    for _ in range(PER_TURN):
-        assert pacer.now()
+    spend_the_turn()
     assert not pacer.now()  # the turn's budget is spent
     for k in range(3):
         pacer.later(lambda k=k: order.append(k))
@@ -187,8 +191,7 @@ async def test_a_begin_that_raises_does_not_stop_the_line():
         raise RuntimeError("a bug in a handler's start")
 
     try:
-        for _ in range(PER_TURN):
-            assert pacer.now()
+        spend_the_turn()
         pacer.later(broken)
         pacer.later(lambda: begun.append("next"))
         await settle()
@@ -224,8 +227,7 @@ async def test_a_head_read_while_others_wait_is_parsed_at_its_turn_keeping_its_a
     wires = [Wire() for _ in conns]
     for conn, wire in zip(conns, wires):
         conn.connection_made(wire)  # type: ignore[arg-type]
-    for _ in range(PER_TURN):  # this turn's handlers, begun: the next requests wait
-        assert pacer.now()
+    spend_the_turn()  # this turn's handlers, begun: the next requests wait
     conns[0].data_received(b"GET /0 HTTP/1.1\r\nHost: k\r\n\r\n")
     conns[1].data_received(b"GET /1 HTTP/1.1\r\n\x00bad\r\n\r\n")  # malformed: a 400, in turn
     conns[2].data_received(b"GET /2 HTTP/1.1\r\nHost: k\r\n\r\n")
@@ -240,27 +242,32 @@ async def test_a_head_read_while_others_wait_is_parsed_at_its_turn_keeping_its_a
     assert pacer.waiting == 0
 
 
-async def test_a_queued_request_whose_body_keeps_coming_pauses_reading_until_its_turn():
-    pacer = pacer_for(asyncio.get_running_loop())
-    cfg = ServerConfig()
+def queued_upload(size: int) -> tuple[H1Connection, PausingWire, list[int]]:
+    """A connection whose upload of ``size`` bytes will queue (this turn's handlers begun), its
+    wire, and the body lengths its handler saw."""
     bodies: list[int] = []
 
     async def handler(req: Request, sink) -> None:
         bodies.append(len(req.body))
         sink.respond(200, [], b"ok")
 
-    size = 3 * cfg.pipeline_buffer_bytes
-    conn, wire = H1Connection(handler, cfg), PausingWire()
+    conn, wire = H1Connection(handler, ServerConfig()), PausingWire()
     conn.connection_made(wire)  # type: ignore[arg-type]
-    for _ in range(PER_TURN):
-        assert pacer.now()
+    spend_the_turn()
+    return conn, wire, bodies
+
+
+async def test_a_queued_request_whose_body_keeps_coming_pauses_reading_until_its_turn():
+    bound = ServerConfig().pipeline_buffer_bytes
+    size = 3 * bound
+    conn, wire, bodies = queued_upload(size)
     conn.data_received(b"POST / HTTP/1.1\r\nHost: k\r\nContent-Length: %d\r\n\r\n" % size)
-    piece = b"x" * (cfg.pipeline_buffer_bytes // 2)
+    piece = b"x" * (bound // 2)
     sent = 0
     while wire.reading != ["paused"]:  # kept while queued, up to the bound
         conn.data_received(piece)
         sent += len(piece)
-        assert sent <= cfg.pipeline_buffer_bytes + len(piece)
+        assert sent <= bound + len(piece)
     await settle()  # its turn: parsed, reading resumed for the rest of the body
     assert wire.reading == ["paused", "resumed"]
     conn.data_received(b"x" * (size - sent))
@@ -269,19 +276,8 @@ async def test_a_queued_request_whose_body_keeps_coming_pauses_reading_until_its
 
 
 async def test_a_queued_first_read_past_the_bound_pauses_reading_at_once():
-    pacer = pacer_for(asyncio.get_running_loop())
-    cfg = ServerConfig()
-    bodies: list[int] = []
-
-    async def handler(req: Request, sink) -> None:
-        bodies.append(len(req.body))
-        sink.respond(200, [], b"ok")
-
-    size = 2 * cfg.pipeline_buffer_bytes
-    conn, wire = H1Connection(handler, cfg), PausingWire()
-    conn.connection_made(wire)  # type: ignore[arg-type]
-    for _ in range(PER_TURN):
-        assert pacer.now()
+    size = 2 * ServerConfig().pipeline_buffer_bytes
+    conn, wire, bodies = queued_upload(size)
     conn.data_received(b"POST / HTTP/1.1\r\nHost: k\r\nContent-Length: %d\r\n\r\n" % size
                        + b"x" * size)  # head and whole body in one read
     assert wire.reading == ["paused"]
