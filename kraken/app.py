@@ -23,7 +23,7 @@ from typing import Callable
 import anyio
 import anyio.abc
 
-from kraken import buildinfo, metrics, sdnotify, workers
+from kraken import buildinfo, metrics, sdnotify, speedups, workers
 from kraken.fdtable import reserve_descriptors
 from kraken.accounts import masterkey
 from kraken.accounts.byok_cache import ByokCache
@@ -375,9 +375,15 @@ def _release_startup_memory() -> None:
     parsing the config, migrations): glibc keeps them mapped until asked (~0.3 ms).
 
     What start-up built and still holds (modules, config, caches) is moved out of the
-    collector's sight (``gc.freeze``), so no later full collection walks it again."""
+    collector's sight (``gc.freeze``), so no later full collection walks it again.
+
+    From here on, the arenas Python's small objects get are mapped with their pages present
+    (``kraken/csrc/arena.c``): a burst's new objects then take no page fault each."""
     gc.collect()
     gc.freeze()
+    populate_arenas = speedups.native("populate_arenas")
+    if populate_arenas is not None and not speedups.PURE_PYTHON:
+        populate_arenas()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     try:
         ctypes.CDLL(None).malloc_trim(0)

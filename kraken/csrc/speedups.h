@@ -8,6 +8,7 @@
  *   PipeProtocol      kraken/upstream/connection.py tests/upstream/test_pipe.py (both versions)
  *   header_value      kraken/http/exchange.py       tests/http/test_header_value.py
  *   nests_deeper      kraken/gateway/body.py        tests/gateway/test_nests_deeper.py
+ *   populate_arenas   (no Python version: the default arenas serve) tests/test_arenas.py
  * Shared here: the ASCII helpers more than one of them needs. */
 #ifndef KRAKEN_SPEEDUPS_H
 #define KRAKEN_SPEEDUPS_H
@@ -24,6 +25,7 @@ PyObject *header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 PyObject *nests_deeper(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int is_plain_sse_chunk(const char *p, Py_ssize_t n);
 int add_pipe_type(PyObject *module);
+PyObject *populate_arenas(PyObject *module, PyObject *unused);
 
 /* The n bytes at p, ASCII letters lower-cased, equal the NUL-terminated lower-case lower. */
 static inline int
