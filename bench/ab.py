@@ -29,7 +29,6 @@ import argparse
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 from run import (BODY, PATH, conversation, find_nginx, kraken_config, nginx_config, run_load,
                  wait_answer)
 from procs import free_port, interpreter, pin_driver, pinned, process_tree, stop
+from rounds import interleaved, median_or_none, per_round_ratios, ratio_line
 
 SCENARIOS = {
     "hold": dict(stream=True, concurrency=1000, requests=1000, seconds=60,
@@ -98,30 +98,28 @@ def measure(name: str, port: int, proc: subprocess.Popen, scenario: str,
     return p50
 
 
-def one_round(args, tmp: Path, mock_port: int, order: list[str]) -> dict[str, float]:
-    figures: dict[str, float] = {}
-    for name in order:
-        port = free_port()
-        if name == "nginx":
-            cmd = [args.nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c",
-                   str(nginx_config(tmp, port, mock_port)), "-g", "daemon off;"]
-            cwd = args.b
-        else:
-            cwd = args.a if name == "A" else args.b
-            work = tmp / name
-            shutil.rmtree(work, ignore_errors=True)  # each round from an empty store
-            work.mkdir()
-            python = args.python_a if name == "A" else args.python_b
-            cmd = [python, "-m", "kraken", "serve", "--demo", "--config",
-                   str(kraken_config(work, port, mock_port))]
-        proc = spawn(cmd, cwd, tmp / f"{name}.log", args.cores)
-        try:
-            if wait_answer(port, proc, time.perf_counter(), 30) is None:
-                raise SystemExit(f"{name} did not start:\n{(tmp / (name + '.log')).read_text()[-2000:]}")
-            figures[name] = measure(name, port, proc, args.scenario, args.body_kib)
-        finally:
-            stop(proc)
-    return figures
+def run_target(args, tmp: Path, mock_port: int, name: str) -> float:
+    """A fresh process of ``name`` (A, B or nginx), warmed, and its figure for the scenario."""
+    port = free_port()
+    if name == "nginx":
+        cmd = [args.nginx, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c",
+               str(nginx_config(tmp, port, mock_port)), "-g", "daemon off;"]
+        cwd = args.b
+    else:
+        cwd = args.a if name == "A" else args.b
+        work = tmp / name
+        shutil.rmtree(work, ignore_errors=True)  # each round from an empty store
+        work.mkdir()
+        python = args.python_a if name == "A" else args.python_b
+        cmd = [python, "-m", "kraken", "serve", "--demo", "--config",
+               str(kraken_config(work, port, mock_port))]
+    proc = spawn(cmd, cwd, tmp / f"{name}.log", args.cores)
+    try:
+        if wait_answer(port, proc, time.perf_counter(), 30) is None:
+            raise SystemExit(f"{name} did not start:\n{(tmp / (name + '.log')).read_text()[-2000:]}")
+        return measure(name, port, proc, args.scenario, args.body_kib)
+    finally:
+        stop(proc)
 
 
 def sign_test(a: list[float], b: list[float]) -> tuple[int, int, float]:
@@ -164,20 +162,15 @@ def main() -> int:
         try:
             if wait_answer(mock_port, mock, time.perf_counter(), 30) is None:
                 raise SystemExit(f"the mock did not start:\n{(tmp / 'mock.log').read_text()[-2000:]}")
-            ratios: dict[str, list[float]] = {"A": [], "B": []}
-            seen: dict[str, list[float]] = {"A": [], "B": [], "nginx": []}
-            for n in range(args.rounds):
-                order = ["A", "B", "nginx"] if n % 2 == 0 else ["nginx", "B", "A"]
-                print(f"round {n + 1}", flush=True)
-                figures = one_round(args, tmp, mock_port, order)
-                for name in ratios:
-                    ratios[name].append(figures[name] / figures["nginx"])
-                for name in seen:
-                    seen[name].append(figures[name])
-            for name, values in ratios.items():
-                print(f"{name}: x nginx per round " + " / ".join(f"{v:.2f}" for v in values)
-                      + f"; median x{statistics.median(values):.2f}")
-            print("medians: " + ", ".join(f"{name} {statistics.median(values):.4g}"
+            def one(name: str, n: int) -> float:
+                if name == ("A" if n % 2 == 0 else "nginx"):  # the round's first
+                    print(f"round {n + 1}", flush=True)
+                return run_target(args, tmp, mock_port, name)
+
+            seen = interleaved(["A", "B", "nginx"], args.rounds, one)
+            for name in ("A", "B"):
+                print(ratio_line(name, per_round_ratios(seen[name], seen["nginx"])))
+            print("medians: " + ", ".join(f"{name} {median_or_none(values):.4g}"
                                           for name, values in seen.items()))
             below, differed, p = sign_test(seen["A"], seen["B"])
             print(f"B below A in {below} of {differed} rounds (sign test, two-sided p = {p:.3f})")

@@ -66,7 +66,8 @@ PROXIES = TARGETS[1:]
 from procs import (CLK_TCK, BusyMeter, PeakRss, cpu_seconds, free_port,  # noqa: E402,F401
                    interpreter, memory_kib, pin_driver, process_tree, start, stop, tail,
                    wait_port)
-from table import metrics, render  # noqa: E402
+from rounds import interleaved, per_round_ratios, ratio_line  # noqa: E402
+from table import report  # noqa: E402
 
 
 @dataclass
@@ -262,10 +263,32 @@ def hold(target: Target, mock: Target, args) -> dict:
     return result
 
 
-def measure(target: Target, mock: Target, args) -> None:
-    """Warm up, then run each scenario with the target's CPU time read around it."""
+def warm(target: Target, args) -> None:
     run_load(target.url, True, 32, args.warmup, args.max_seconds / 2)
     run_load(target.url, False, 32, args.warmup, args.max_seconds / 2)
+
+
+def first_burst(name: str, n: int, tmp: Path, mock_port: int, nginx: str | None,
+                args) -> float | None:
+    """Round ``n`` of ``--burst-rounds``: a fresh ``name`` process, warmed as ``measure`` warms
+    its target, and its first burst's TTFB p50 (None: it did not start or serve)."""
+    work = tmp / f"round{n}-{name}"
+    work.mkdir()
+    cmd, port, log = proxy_cmd(name, work, mock_port, nginx, args)
+    proc = start(cmd, log, work, args.cores)
+    try:
+        if not wait_port(port, proc, args.start_seconds):
+            return None
+        target = Target(name, port, proc, log)
+        warm(target, args)
+        return (burst(target, args).get("ttfb_ms") or {}).get("p50")
+    finally:
+        stop(proc)
+
+
+def measure(target: Target, mock: Target, args) -> None:
+    """Warm up, then run each scenario with the target's CPU time read around it."""
+    warm(target, args)
     if args.burst:  # first, so earlier scenarios' heap growth does not hide its memory
         result = target.scenarios["burst"] = burst(target, args)
         deciles = " ".join(f"{ms:.0f}" for ms in result.get("first_byte_ms_by_decile", []))
@@ -329,32 +352,6 @@ def spawn_proxies(proxies: list[str], starts: dict[str, list], tmp: Path, nginx:
             targets[name].start_runs = times
 
 
-def report(targets: dict[str, "Target"], notes: list[str], args) -> None:
-    """The table, the notes on failed requests, and with ``--json`` every raw figure."""
-    figures = {name: metrics(t) for name, t in targets.items()}
-    for t in targets.values():
-        for name, r in t.scenarios.items():
-            if r.get("errors") or r.get("connect_errors") or r.get("bad_stream") or r.get("timed_out"):
-                notes.append(f"{t.name} {name}: {r.get('completed', 0)}/{r.get('requested')} done, "
-                             f"{r.get('errors')} errors, {r.get('connect_errors', 0)} failed "
-                             f"connects, {r.get('bad_stream', 0)} streams without "
-                             f"[DONE], stopped by time cap: {r.get('timed_out')} {r.get('error', '')}")
-    print()
-    print(render(figures))
-    print("\n(x) = ratio to direct, (+) = ms added over direct; 'vs nginx' columns: the same "
-          "against nginx. CPU and RSS are the target's own processes (direct = the mock itself); "
-          "start = spawn to first 200, median of --start-runs spawns.")
-    for note in notes:
-        print("note:", note)
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "args": {**vars(args), "cores": args.cores and sorted(args.cores)}, "figures": figures, "notes": notes,
-            "targets": {n: {"idle_rss_kib": t.idle_rss_kib, "peak_rss_kib": t.peak_rss_kib,
-                            "start_s": t.start_runs,
-                            "scenarios": t.scenarios} for n, t in targets.items()},
-        }, indent=2))
-
-
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The options, and the targets to measure (``direct`` always first)."""
     ap = argparse.ArgumentParser(description="Kraken vs nginx vs direct, through the mock provider.")
@@ -381,6 +378,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                     help="run the burst a second time right after the first: connections a "
                          "target kept to the provider (Kraken's pool keeps all for its idle "
                          "timeout, nginx 128) now spare it the dials")
+    ap.add_argument("--burst-rounds", type=int, default=5,
+                    help="the burst once more on fresh processes this many times, nginx and "
+                         "the others interleaved: the row's median (bench/rounds.py; 0 skips)")
     ap.add_argument("--hold", type=int, default=1000,
                     help="streams held open at once in the hold scenario (0 = skip it)")
     ap.add_argument("--hold-chunks", type=int, default=200, help="chunks per stream in the hold scenario")
@@ -470,6 +470,15 @@ def main(argv: list[str] | None = None) -> int:
               f"non-stream @32 with a {args.big_body_kib:g} KiB conversation", flush=True)
         for t in targets.values():
             measure(t, mock, args)
+        if args.burst and args.burst_rounds and "nginx" in targets:
+            names = [n for n in PROXIES if n in targets]
+            print(f"burst rounds: {args.burst_rounds}, fresh processes, interleaved", flush=True)
+            seen = interleaved(names, args.burst_rounds, lambda name, n: first_burst(
+                name, n, tmp, mock.port, nginx, args))
+            for name in names:
+                targets[name].scenarios["burst_rounds"] = {"ttfb_p50_ms": seen[name]}
+                if name != "nginx":
+                    print("  " + ratio_line(name, per_round_ratios(seen[name], seen["nginx"])))
 
         report(targets, notes, args)
         return 0

@@ -1,6 +1,11 @@
 """bench/run.py's table: the figures of each target, and their rendering against direct and nginx."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from rounds import median_or_none
+
 
 def metrics(t) -> dict:
     """The table's figures for one target (None where a scenario produced nothing)."""
@@ -21,6 +26,8 @@ def metrics(t) -> dict:
         "cpu_ms_stream_c32": cpu_ms("stream_c32"),
         "stream_c1_ttfb_p50_ms": pct("stream_c1", "ttfb_ms", "p50"),
         "burst_ttfb_p50_ms": pct("burst", "ttfb_ms", "p50"),
+        "burst_rounds_ttfb_p50_ms": median_or_none(
+            s.get("burst_rounds", {}).get("ttfb_p50_ms") or []),
         "burst_kib_per_stream": b.get("kib_per_stream"),
         "hold_cpu_s": h.get("cpu_s") if h.get("completed") else None,
         "idle_rss_mib": t.idle_rss_kib / 1024 if t.idle_rss_kib else None,
@@ -50,6 +57,7 @@ ISSUE_ROWS = (
     ("cpu_ms_stream_c32", "CPU ms / streamed req, c=32", "ratio"),
     ("stream_c1_ttfb_p50_ms", "stream c=1 TTFB p50 ms", "diff"),
     ("burst_ttfb_p50_ms", "burst: N streams at once, TTFB p50 ms", "diff"),
+    ("burst_rounds_ttfb_p50_ms", "  the same, median of --burst-rounds", "diff"),
     ("burst_kib_per_stream", "burst: KiB RSS per open stream", "ratio"),
     ("hold_cpu_s", "hold: N streams x M chunks, CPU s", "ratio"),
     ("idle_rss_mib", "idle RSS MiB (after start)", "ratio"),
@@ -112,3 +120,29 @@ def render(figures: dict[str, dict]) -> str:
              if r else "" for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def report(targets: dict, notes: list[str], args) -> None:
+    """The table, the notes on failed requests, and with ``--json`` every raw figure."""
+    figures = {name: metrics(t) for name, t in targets.items()}
+    for t in targets.values():
+        for name, r in t.scenarios.items():
+            if r.get("errors") or r.get("connect_errors") or r.get("bad_stream") or r.get("timed_out"):
+                notes.append(f"{t.name} {name}: {r.get('completed', 0)}/{r.get('requested')} done, "
+                             f"{r.get('errors')} errors, {r.get('connect_errors', 0)} failed "
+                             f"connects, {r.get('bad_stream', 0)} streams without "
+                             f"[DONE], stopped by time cap: {r.get('timed_out')} {r.get('error', '')}")
+    print()
+    print(render(figures))
+    print("\n(x) = ratio to direct, (+) = ms added over direct; 'vs nginx' columns: the same "
+          "against nginx. CPU and RSS are the target's own processes (direct = the mock itself); "
+          "start = spawn to first 200, median of --start-runs spawns.")
+    for note in notes:
+        print("note:", note)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "args": {**vars(args), "cores": args.cores and sorted(args.cores)}, "figures": figures, "notes": notes,
+            "targets": {n: {"idle_rss_kib": t.idle_rss_kib, "peak_rss_kib": t.peak_rss_kib,
+                            "start_s": t.start_runs,
+                            "scenarios": t.scenarios} for n, t in targets.items()},
+        }, indent=2))

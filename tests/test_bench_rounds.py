@@ -1,0 +1,49 @@
+"""Interleaved rounds (bench/rounds.py), as bench/run.py's ``--burst-rounds`` and bench/ab.py
+run them: the order reversed every other round, and figures read against nginx's round by round."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from rounds import interleaved, median_or_none, per_round_ratios, ratio_line  # noqa: E402
+
+
+def test_each_round_runs_every_target_once_in_an_order_reversed_every_other_round():
+    ran: list[tuple[str, int]] = []
+
+    def one(name: str, n: int) -> float:
+        ran.append((name, n))
+        return {"nginx": 50.0, "kraken": 60.0}[name] + n
+
+    figures = interleaved(["nginx", "kraken"], 3, one)
+    assert ran == [("nginx", 0), ("kraken", 0), ("kraken", 1), ("nginx", 1),
+                   ("nginx", 2), ("kraken", 2)]
+    assert figures == {"nginx": [50.0, 51.0, 52.0], "kraken": [60.0, 61.0, 62.0]}
+
+
+def test_ratios_pair_each_round_with_the_base_of_the_same_round_and_skip_failed_ones():
+    assert per_round_ratios([60.0, 66.0, 90.0], [50.0, 60.0, 60.0]) == [1.2, 1.1, 1.5]
+    # a target that did not start (None), or a base with no figure, leave their round out
+    assert per_round_ratios([60.0, None, 90.0], [50.0, 60.0, None]) == [1.2]
+    assert median_or_none([3.0, None, 1.0, 2.0]) == 2.0
+    assert median_or_none([None]) is None
+
+
+def test_the_ratio_line_gives_every_round_and_their_median():
+    assert ratio_line("kraken", [1.31, 1.12, 1.19]) == (
+        "kraken: x nginx per round 1.31 / 1.12 / 1.19; median x1.19")
+    assert ratio_line("kraken", []) == "kraken: no round with both kraken and nginx"
+
+
+def test_the_table_has_the_rounds_median_under_the_burst_row():
+    from table import ROWS, metrics
+
+    class Target:
+        idle_rss_kib = peak_rss_kib = start_s = None
+        scenarios = {"burst": {"ttfb_ms": {"p50": 80.0}},
+                     "burst_rounds": {"ttfb_p50_ms": [70.0, None, 64.0, 66.0]}}
+
+    assert metrics(Target())["burst_rounds_ttfb_p50_ms"] == 66.0
+    keys = [key for key, *_ in ROWS]
+    assert keys.index("burst_rounds_ttfb_p50_ms") == keys.index("burst_ttfb_p50_ms") + 1
