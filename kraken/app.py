@@ -25,6 +25,7 @@ import anyio.abc
 
 from kraken import buildinfo, metrics, sdnotify, speedups, workers
 from kraken.fdtable import reserve_descriptors
+from kraken.transportindex import lean_transport_index
 from kraken.accounts import masterkey
 from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.guard import BillingGuard
@@ -291,6 +292,7 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
            if reloader is not None else {})
     always = [hsts_header(cfg.tls.hsts_max_age)] if reloader is not None and cfg.tls.hsts else []
     loop = asyncio.get_running_loop()  # handed to every connection: one getpid, not one each
+    lean_transport_index(loop)  # uvloop's index of transports: see kraken/transportindex.py
     handle = gateway.handle  # bound once, not once per connection
     if reloader is None:  # cleartext: each connection is an H1Connection from the accept on
         factory: Callable[[], asyncio.BaseProtocol] = cleartext_factory(
