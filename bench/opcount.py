@@ -143,6 +143,15 @@ PHASES = ("before the send", "waiting for the provider", "provider's read to fir
 """A request's phases: the first and third are its time to first byte at c=1."""
 
 
+BACKGROUND_ENTRIES = frozenset(("TaskHandle._run_coro", "CancelScope._timeout",
+                                "CancelScope._deliver_cancellation"))
+"""Where background work enters: a task-group task (anyio: the writer, the polls), and the
+loop's timer callbacks of their cancel scopes (the writer's ``move_on_after``), which the
+loop runs with no task frame below them."""
+BACKGROUND_FILES = ("aiosqlite/core.py",)
+"""The store driver's callbacks (its thread hands results to the loop)."""
+
+
 class Tracer:
     """Counts opcode events per function (and, if asked, for every function on the stack)."""
 
@@ -165,14 +174,16 @@ class Tracer:
 
     def __call__(self, frame, event, arg):
         """A new frame: not traced if the client called it, counted as background if a task
-        group's task (anyio: the writer, the polls) runs it, else as the request's."""
+        group's task (anyio: the writer, the polls) or one of their timer and driver callbacks
+        runs it (``BACKGROUND_ENTRIES``, ``BACKGROUND_FILES``), else as the request's."""
         self._next_phase(frame.f_code.co_qualname)
         caller = frame
         while caller is not None:
             code = caller.f_code
             if code in self._skip:  # the client and what it calls, the driving loop (run)
                 return None
-            if code.co_qualname == "TaskHandle._run_coro":
+            if code.co_qualname in BACKGROUND_ENTRIES or code.co_filename.endswith(
+                    BACKGROUND_FILES):
                 frame.f_trace_opcodes = True
                 return self._background
             caller = caller.f_back
