@@ -81,7 +81,8 @@ async def test_a_uvloop_index_becomes_lean_and_still_refuses_a_transports_descri
 async def test_a_reused_descriptor_takes_its_new_transport():
     loop = asyncio.get_running_loop()
     lean_transport_index(loop)
-    seen = {}
+    entries = len(index_of(loop).data)
+    seen: dict[int, int] = {}
     for _ in range(3):
         transport, client, peer = await connected_pair()
         fd = transport.get_extra_info("socket").fileno()
@@ -91,8 +92,8 @@ async def test_a_reused_descriptor_takes_its_new_transport():
         await close(transport, client, peer)
         del transport, client
         await collected(gone)
-    assert list(seen.values()) == [3]  # the descriptor was reused each time
-    assert len(index_of(loop)) == 1  # one entry per descriptor number at most
+    assert max(seen.values()) >= 2  # a closed transport's descriptor came back (the lowest free)
+    assert len(index_of(loop).data) - entries <= len(seen)  # an entry per descriptor number
 
 
 def test_another_loop_is_left_alone():
