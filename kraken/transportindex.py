@@ -20,7 +20,7 @@ import asyncio
 import gc
 import weakref
 
-__all__ = ["LeanTransportIndex", "lean_transport_index"]
+__all__ = ["LeanTransportIndex", "lean_transport_index", "transport_index"]
 
 
 class LeanTransportIndex(weakref.WeakValueDictionary):
@@ -30,14 +30,21 @@ class LeanTransportIndex(weakref.WeakValueDictionary):
         self.data[key] = _ref(value)
 
 
-def lean_transport_index(loop: asyncio.AbstractEventLoop) -> bool:
-    """Make ``loop``'s transport index a ``LeanTransportIndex``; False where ``loop`` is not
-    uvloop's or holds no single such index (nothing changed)."""
+def transport_index(loop: asyncio.AbstractEventLoop) -> weakref.WeakValueDictionary | None:
+    """uvloop's index of ``loop``'s transports (a private attribute, found among what the loop
+    references); None where ``loop`` is not uvloop's or holds no single such index."""
     if type(loop).__module__.split(".")[0] != "uvloop":
-        return False
+        return None
     found = [obj for obj in gc.get_referents(loop)
              if type(obj) in (weakref.WeakValueDictionary, LeanTransportIndex)]
-    if len(found) != 1:
+    return found[0] if len(found) == 1 else None
+
+
+def lean_transport_index(loop: asyncio.AbstractEventLoop) -> bool:
+    """Make ``loop``'s transport index a ``LeanTransportIndex``; False where it has none
+    (``transport_index``: nothing changed)."""
+    index = transport_index(loop)
+    if index is None:
         return False
-    found[0].__class__ = LeanTransportIndex
+    index.__class__ = LeanTransportIndex
     return True

@@ -11,14 +11,14 @@ import pytest
 import uvloop
 
 from harness import kraken_mapping, running_kraken, running_mock
-from kraken.transportindex import LeanTransportIndex, lean_transport_index
+from kraken.transportindex import LeanTransportIndex, lean_transport_index, transport_index
 
 pytestmark = pytest.mark.anyio
 
 
 def index_of(loop: asyncio.AbstractEventLoop) -> weakref.WeakValueDictionary:
-    [index] = [obj for obj in gc.get_referents(loop)
-               if isinstance(obj, weakref.WeakValueDictionary)]
+    index = transport_index(loop)
+    assert index is not None
     return index
 
 
