@@ -4,17 +4,22 @@ Re-arming ``loop.call_later`` for every chunk costs a TimerHandle allocation and
 operation; ``touch()`` only stores a timestamp, and the single timer re-arms itself for
 the remaining time when it fires early.
 
-A leaf: inbound (``http``) and outbound (``upstream``) connections both use it.
+A leaf: inbound (``http``) and outbound (``upstream``) connections both use it. Where the C
+extension was built, ``Deadline`` is ``kraken._speedups.Deadline`` (kraken/csrc/deadline.c):
+the same behaviour with no Python frame per call; ``PyDeadline`` is its definition and serves
+elsewhere (tests/test_timers.py runs both).
 """
 from __future__ import annotations
 
 import asyncio
 from typing import Callable
 
+from kraken.speedups import native, pick
+
 _SLACK_S = 0.001
 
 
-class Deadline:
+class PyDeadline:
     """Calls ``on_expire`` once ``timeout`` seconds pass without ``touch()``."""
 
     __slots__ = ("_loop", "_on_expire", "_handle", "last", "timeout")
@@ -88,3 +93,7 @@ class Deadline:
         on_expire = self._on_expire
         if on_expire is not None:
             on_expire()
+
+
+Deadline = pick(native("Deadline"), PyDeadline)
+"""What serves: the C version where it was built (and ``KRAKEN_PURE_PYTHON`` is not set)."""
