@@ -4,7 +4,8 @@ without a C compiler the install still succeeds, and their Python definitions se
 from setuptools import Extension, setup
 
 SOURCES = ["speedups.c", "plainchunk.c", "h1fast.c", "response_head.c", "pipe.c",
-           "header.c", "depth.c", "arena.c", "deadline.c"]
+           "header.c", "depth.c", "arena.c", "deadline.c",
+           "series.c"]
 
 setup(ext_modules=[Extension(
     "kraken._speedups", [f"kraken/csrc/{name}" for name in SOURCES],

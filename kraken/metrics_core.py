@@ -16,6 +16,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from kraken.speedups import native, pick
+
 #: What prometheus_client 0.26 served as ``CONTENT_TYPE_LATEST``.
 CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"
 
@@ -41,7 +43,26 @@ def go_float(value: float) -> str:
 
 
 # ---- one series (or one histogram's set of series) -------------------------------
-class CounterValue:
+# Each kind is a Python definition (``Py...Value``) and, where the C extension was built, the
+# same with its hot methods (inc, dec, observe) from kraken/csrc/series.c; the scrape-side
+# methods are this module's in both (the ``_...Series`` mixins). tests/test_metrics_series.py
+# runs both versions.
+class _CounterSeries:
+    __slots__ = ()
+    value: float
+
+    def get(self) -> float:
+        return self.value
+
+    @property
+    def _value(self) -> _CounterSeries:  # prometheus_client's spelling, read by older tests
+        return self
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        yield "_total", {}, self.value
+
+
+class PyCounterValue(_CounterSeries):
     """One counter series: a float that only goes up."""
 
     __slots__ = ("value",)
@@ -54,31 +75,11 @@ class CounterValue:
             raise ValueError("Counters can only be incremented by non-negative amounts.")
         self.value += amount
 
-    def get(self) -> float:
-        return self.value
 
-    @property
-    def _value(self) -> CounterValue:  # prometheus_client's spelling, read by older tests
-        return self
-
-    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
-        yield "_total", {}, self.value
-
-
-class GaugeValue:
-    """One gauge series: set, moved, or read from a function at scrape time."""
-
-    __slots__ = ("value", "_function")
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        self._function: Callable[[], float] | None = None
-
-    def inc(self, amount: float = 1) -> None:
-        self.value += amount
-
-    def dec(self, amount: float = 1) -> None:
-        self.value -= amount
+class _GaugeSeries:
+    __slots__ = ()
+    value: float
+    _function: Callable[[], float] | None
 
     def set(self, value: float) -> None:
         self.value = float(value)
@@ -91,14 +92,47 @@ class GaugeValue:
         return float(self._function()) if self._function is not None else self.value
 
     @property
-    def _value(self) -> GaugeValue:
+    def _value(self) -> _GaugeSeries:
         return self
 
     def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
         yield "", {}, self.get()
 
 
-class HistogramValue:
+class PyGaugeValue(_GaugeSeries):
+    """One gauge series: set, moved, or read from a function at scrape time."""
+
+    __slots__ = ("value", "_function")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self._function = None
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+
+class _HistogramSeries:
+    __slots__ = ()
+    _bounds: tuple[float, ...]
+    _le: tuple[str, ...]
+    counts: list[int]
+    sum: float
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        total = 0.0
+        for le, count in zip(self._le, self.counts):
+            total += count
+            yield "_bucket", {"le": le}, total
+        yield "_count", {}, total
+        if self._bounds[0] >= 0:
+            yield "_sum", {}, self.sum
+
+
+class PyHistogramValue(_HistogramSeries):
     """One histogram: a count per bucket (not cumulative) and the sum; cumulated at scrape."""
 
     __slots__ = ("_bounds", "_le", "counts", "sum")
@@ -114,14 +148,28 @@ class HistogramValue:
         if amount == amount:  # NaN falls in no bucket, as in prometheus_client
             self.counts[bisect_left(self._bounds, amount)] += 1
 
-    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
-        total = 0.0
-        for le, count in zip(self._le, self.counts):
-            total += count
-            yield "_bucket", {"le": le}, total
-        yield "_count", {}, total
-        if self._bounds[0] >= 0:
-            yield "_sum", {}, self.sum
+
+def _with_core(series: type, core_name: str, python_version: type, slots: tuple[str, ...] = (),
+               init: Callable | None = None) -> type:
+    """The series type that serves: ``series``'s methods over the C core ``core_name``, or
+    ``python_version`` where the extension was not built (or KRAKEN_PURE_PYTHON is set)."""
+    core = native(core_name)
+    if core is None:
+        return python_version
+    namespace: dict[str, object] = {"__slots__": slots, "__doc__": python_version.__doc__,
+                                    "__module__": __name__}
+    if init is not None:
+        namespace["__init__"] = init
+    return pick(type(python_version.__name__[2:], (series, core), namespace), python_version)
+
+
+def _gauge_init(self: _GaugeSeries) -> None:
+    self._function = None
+
+
+CounterValue = _with_core(_CounterSeries, "CounterCore", PyCounterValue)
+GaugeValue = _with_core(_GaugeSeries, "GaugeCore", PyGaugeValue, ("_function",), _gauge_init)
+HistogramValue = _with_core(_HistogramSeries, "HistogramCore", PyHistogramValue)
 
 
 # ---- families ----------------------------------------------------------------------

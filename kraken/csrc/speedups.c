@@ -34,7 +34,8 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && (add_pipe_type(m) < 0 || add_deadline_type(m) < 0)) {
+    if (m != NULL && (add_pipe_type(m) < 0 || add_deadline_type(m) < 0
+                      || add_series_types(m) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -7,6 +7,8 @@
  *   response_fields   kraken/upstream/response.py   tests/upstream/test_response_fields.py
  *   PipeProtocol      kraken/upstream/connection.py tests/upstream/test_pipe.py (both versions)
  *   Deadline          kraken/timers.py              tests/test_timers.py (both versions)
+ *   CounterCore, GaugeCore, HistogramCore
+ *                     kraken/metrics_core.py        tests/test_metrics_series.py (both versions)
  *   header_value      kraken/http/exchange.py       tests/http/test_header_value.py
  *   nests_deeper      kraken/gateway/body.py        tests/gateway/test_nests_deeper.py
  *   populate_arenas   (no Python version: the default arenas serve) tests/test_arenas.py
@@ -27,6 +29,7 @@ PyObject *nests_deeper(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 int is_plain_sse_chunk(const char *p, Py_ssize_t n);
 int add_pipe_type(PyObject *module);
 int add_deadline_type(PyObject *module);
+int add_series_types(PyObject *module);
 PyObject *populate_arenas(PyObject *module, PyObject *unused);
 
 /* The n bytes at p, ASCII letters lower-cased, equal the NUL-terminated lower-case lower. */
