@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kraken.errors import KrakenError
 from kraken.gateway.call import Call, new_request_id
-from kraken.http.exchange import ResponseSink
+from kraken.http.exchange import ResponseSink, SinkWrapper
 from kraken.providers.error_formats import ErrorFormat
 
 __all__ = ["IdentifiedSink", "send_error", "send_json"]
@@ -18,12 +18,12 @@ __all__ = ["IdentifiedSink", "send_error", "send_json"]
 _JSON = (b"content-type", b"application/json")
 
 
-class IdentifiedSink:
+class IdentifiedSink(SinkWrapper):
     """The client's sink, with ``x-request-id`` added to the answer's head (plain endpoints).
 
     Only the head differs (``start``, ``respond``); everything else is the client's sink."""
 
-    __slots__ = ("_sink", "request_id")
+    __slots__ = ("request_id",)
 
     def __init__(self, sink: ResponseSink):
         self._sink = sink
@@ -34,9 +34,6 @@ class IdentifiedSink:
 
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self._sink.respond(status, [*headers, (b"x-request-id", self.request_id.encode())], body)
-
-    def __getattr__(self, name: str):
-        return getattr(self._sink, name)
 
 
 def send_json(sink: ResponseSink, status: int, body: bytes) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from kraken.gateway.bodytap import usage_in_tail
 from kraken.gateway.call import Call
-from kraken.http.exchange import Request, ResponseSink
+from kraken.http.exchange import Request, ResponseSink, SinkWrapper
 
 __all__ = ["COST_HEADER", "CostSink", "StreamCostSink", "answer_sink", "format_cost", "opted_in",
            "splice_cost"]
@@ -69,10 +69,10 @@ def splice_cost(body: bytes, cost: bytes, key: bytes = b"usage") -> bytes | None
     return body[:end] + (b"" if empty else b",") + b'"cost_usd":' + cost + body[end:]
 
 
-class CostSink:
+class CostSink(SinkWrapper):
     """The client's sink for one non-streamed attempt, holding the answer to add its cost."""
 
-    __slots__ = ("_sink", "_call", "_opt_in", "_head", "_body", "_released")
+    __slots__ = ("_call", "_opt_in", "_head", "_body", "_released")
 
     def __init__(self, sink: ResponseSink, call: Call, opt_in: bool):
         self._sink = sink
@@ -129,16 +129,13 @@ class CostSink:
     def abort(self) -> None:
         self._sink.abort()
 
-    def __getattr__(self, name: str):
-        return getattr(self._sink, name)
 
-
-class StreamCostSink:
+class StreamCostSink(SinkWrapper):
     """An opted-in stream: events pass at once, but the usage-only chunk (and what follows it,
     ``[DONE]``) is held until the call is priced, then written with ``"cost_usd"`` in its usage.
     A usage event split across provider reads, or larger than ``MAX_EVENT``, goes out as is."""
 
-    __slots__ = ("_sink", "_call", "_held", "_done")
+    __slots__ = ("_call", "_held", "_done")
 
     def __init__(self, sink: ResponseSink, call: Call):
         self._sink = sink
@@ -177,9 +174,6 @@ class StreamCostSink:
         self._held = None
         self._done = True
         self._sink.write(data)
-
-    def __getattr__(self, name: str):
-        return getattr(self._sink, name)
 
 
 def _with_cost(held: bytes, cost: bytes) -> bytes:
