@@ -86,7 +86,8 @@ class SseTap:
         buf = self._tail + data if self._tail else data
         sep = self._sep
         cut = buf.rfind(sep)
-        if cut < 0 and sep == b"\n\n" and b"\r\n\r\n" in buf:
+        # find, not `in`: bytes.__contains__ formats a TypeError it clears (3.11)
+        if cut < 0 and sep == b"\n\n" and buf.find(b"\r\n\r\n") >= 0:
             self._sep = sep = b"\r\n\r\n"
             cut = buf.rfind(sep)
         if cut < 0:

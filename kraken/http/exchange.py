@@ -117,6 +117,13 @@ class SinkWrapper:
 
     __slots__ = ("_sink",)
 
+    write_frame = None
+    """None: a wrapper takes no provider chunk frames as they are, its own ``write`` sees every
+    byte (the relay looks ``write_frame`` up on the sink's class, where a miss formats an
+    AttributeError too)."""
+    send_held = None
+    """None: a wrapper holds nothing for its client to read before the record."""
+
     def __init__(self, sink: ResponseSink):
         self._sink = sink
 

@@ -97,7 +97,9 @@ def observe(payload: dict) -> list[Group]:
     n = len(user)
     if 0 < n <= 2 * _INSTR:
         raw = _words(user, USER, 1.0, groups, meta)
-        _punct(raw, b"```" in raw, b"\n    " in raw, b"$", meta)
+        # find, not `in`: bytes.__contains__ tries the operand as an int first and formats the
+        # TypeError it then clears (3.11)
+        _punct(raw, raw.find(b"```") >= 0, raw.find(b"\n    ") >= 0, b"$", meta)
     elif n:
         head, tail, head_cut, tail_cut = _ends(user, n)
         _words(head, USER, 1.0 if head_cut or not tail_cut else _BODY, groups, meta)

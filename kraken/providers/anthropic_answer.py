@@ -145,7 +145,8 @@ class ChunkTranslator:
         if self._done:
             return b""
         buf = self._tail + data if self._tail else data
-        if self._sep == b"\n\n" and b"\r\n\r\n" in buf:
+        # find, not `in`: bytes.__contains__ formats a TypeError it clears (3.11), per read
+        if self._sep == b"\n\n" and buf.find(b"\r\n\r\n") >= 0:
             self._sep = b"\r\n\r\n"
         events = buf.split(self._sep)
         self._tail = events.pop()
