@@ -20,7 +20,6 @@ _TIME_HEX = 11
 _RANDOM_HEX = 13
 """The rest: 52 bits from the OS's CSPRNG, so an id stays unguessable and unique."""
 _IDS_PER_READ = 256
-_STAMPS = frozenset(("request_id", "ts"))
 
 
 class _RequestIds:
@@ -61,7 +60,7 @@ class Call:
     """What one request did, in timestamps and labels; never its content."""
 
     __slots__ = (
-        "request_id", "received_ns", "ts", "route", "customer_id", "model_requested",
+        "_request_id", "received_ns", "_ts", "route", "customer_id", "model_requested",
         "model_dispatched", "provider", "task_type", "status", "error_type", "fallback_used",
         "usage", "sent_ns", "head_ns", "ttfb_ns", "relay_ns", "end_ns", "reserved", "recorded",
         "stream", "provider_kind", "cost_usd", "fee_usd", "lease", "response_headers", "opted_out", "byok",
@@ -112,12 +111,24 @@ class Call:
         self.late_task: Callable[[], None] | None = None
         """A stream's task type still to classify: the record's maker runs it first."""
 
-    def __getattr__(self, name: str):
-        """``request_id`` and ``ts`` read before ``stamp``: made now (a refusal's answer)."""
-        if name in _STAMPS and not self.stamped:
+    # request_id and ts are properties, not a __getattr__ for the reads before ``stamp``: a
+    # class with __getattr__ gets no specialised attribute loads (3.11), and a request reads
+    # ~70 of this object's attributes (~14 ns more each, unspecialised).
+    @property
+    def request_id(self) -> str:
+        """``req_`` + 24 hex digits, made by ``stamp``; read before it (a refusal's
+        answer), made now."""
+        if not self.stamped:
             self.stamp()
-            return getattr(self, name)
-        raise AttributeError(f"'Call' object has no attribute {name!r}", name=name, obj=self)
+        return self._request_id
+
+    @property
+    def ts(self) -> float:
+        """Wall-clock time the request's head was complete, made by ``stamp`` (as
+        ``request_id``)."""
+        if not self.stamped:
+            self.stamp()
+        return self._ts
 
     def stamp(self) -> None:
         """Give the call its ``request_id`` and ``ts`` (the wall-clock time its head was
@@ -125,8 +136,8 @@ class Call:
         is sent, while the provider works, not before the send."""
         if not self.stamped:
             self.stamped = True
-            self.request_id = new_request_id()
-            self.ts = time.time() - (time.perf_counter_ns() - self.received_ns) / 1e9
+            self._request_id = new_request_id()
+            self._ts = time.time() - (time.perf_counter_ns() - self.received_ns) / 1e9
 
     def classify_late(self) -> None:
         """Run ``late_task`` once, if any: when the record is made."""
@@ -151,10 +162,12 @@ class Call:
         """The record, built positionally in ``FIELD_NAMES`` order: one per request, and the
         named tuple's keyword ``__new__`` cost ~1.9 us where this costs ~0.9 us."""
         end = self.end_ns or time.perf_counter_ns()
+        if not self.stamped:
+            self.stamp()
         usage = self.usage or _NO_USAGE
         received, ttfb = self.received_ns, self.ttfb_ns
         return _new_tuple(RequestRecord, (
-            self.ts, self.request_id, self.customer_id, self.model_requested,
+            self._ts, self._request_id, self.customer_id, self.model_requested,
             self.model_dispatched, self.provider or None,
             usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
             usage.reasoning_tokens,
