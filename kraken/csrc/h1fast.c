@@ -6,6 +6,7 @@
 #include "speedups.h"
 
 #define MAX_LENGTH_DIGITS 18  /* longer Content-Length values go to h11 */
+#define MAX_KEPT 64           /* fields whose offsets pass 1 keeps for pass 2 */
 
 static PyObject *head_type = NULL;  /* h1fast.CommonHead, given once by bind_common_head() */
 
@@ -15,21 +16,37 @@ is_ascii_alnum(unsigned char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-/* RFC 9110 tchar */
-static int
-is_tchar(unsigned char c)
+/* Byte classes, one table lookup a byte (a head's field bytes are each read once or twice). */
+enum { C_TCHAR = 1, C_VALUE_STOP = 2 };
+static unsigned char byte_class[256];
+
+static void
+init_byte_classes(void)
 {
-    if (is_ascii_alnum(c)) {
-        return 1;
+    for (int c = 0; c < 256; c++) {
+        unsigned char k = 0;
+        /* RFC 9110 tchar */
+        if (is_ascii_alnum((unsigned char)c) || (c != 0 && strchr("-!#$%&'*+.^_`|~", c) != NULL)) {
+            k |= C_TCHAR;
+        }
+        /* A byte no field value may hold: a control byte (HTAB aside), DEL, CR or LF. */
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            k |= C_VALUE_STOP;
+        }
+        byte_class[c] = k;
     }
-    return c != 0 && strchr("-!#$%&'*+.^_`|~", c) != NULL;
 }
 
-/* A byte no field value may hold: a control byte (HTAB aside), DEL, CR or LF. */
-static int
+static inline int
+is_tchar(unsigned char c)
+{
+    return byte_class[c] & C_TCHAR;
+}
+
+static inline int
 is_value_stop(unsigned char c)
 {
-    return (c < 0x20 && c != '\t') || c == 0x7f;
+    return byte_class[c] & C_VALUE_STOP;
 }
 
 /* uri-host [":" port] (h1fast.HOST, whole value). */
@@ -122,9 +139,10 @@ field_line(const unsigned char *p, Py_ssize_t n, Py_ssize_t *name_end,
 
 enum { F_OTHER, F_CONTENT_TYPE, F_CONNECTION, F_HOST, F_CONTENT_LENGTH, F_TO_H11 };
 
-static const struct { const char *name; int kind; } SPECIAL[] = {
-    {"content-type", F_CONTENT_TYPE}, {"connection", F_CONNECTION}, {"host", F_HOST},
-    {"content-length", F_CONTENT_LENGTH}, {"transfer-encoding", F_TO_H11}, {"expect", F_TO_H11},
+static const struct { const char *name; Py_ssize_t len; int kind; } SPECIAL[] = {
+    {"content-type", 12, F_CONTENT_TYPE}, {"connection", 10, F_CONNECTION}, {"host", 4, F_HOST},
+    {"content-length", 14, F_CONTENT_LENGTH}, {"transfer-encoding", 17, F_TO_H11},
+    {"expect", 6, F_TO_H11},
 };
 
 /* What read_common_head does with a field of this name (h1fast._SPECIAL). */
@@ -132,7 +150,7 @@ static int
 field_kind(const unsigned char *name, Py_ssize_t n)
 {
     for (size_t i = 0; i < sizeof SPECIAL / sizeof SPECIAL[0]; i++) {
-        if (ascii_lower_equal(name, n, SPECIAL[i].name)) {
+        if (n == SPECIAL[i].len && ascii_lower_equal(name, n, SPECIAL[i].name)) {
             return SPECIAL[i].kind;
         }
     }
@@ -155,6 +173,9 @@ read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (max_uri == -1 && PyErr_Occurred()) {
         return NULL;
     }
+    if (!byte_class['a']) {
+        init_byte_classes();
+    }
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     const Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
     Py_ssize_t method_end, target_end;
@@ -167,6 +188,8 @@ read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     const int http11 = p[target_end + 8] == '1';
     const Py_ssize_t fields_end = n - 2;
+    /* Each field's offsets, kept from pass 1 for pass 2 (a head with more reads them again). */
+    Py_ssize_t seen[MAX_KEPT][4];
     /* Pass 1: every line a common field line, and what the special fields say. */
     Py_ssize_t count = 0, hosts = 0, lengths = 0, length = -1;
     Py_ssize_t type_at = -1, type_end = 0;
@@ -177,6 +200,12 @@ read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                      &value_end);
         if (used == 0) {
             Py_RETURN_NONE;
+        }
+        if (count < MAX_KEPT) {
+            seen[count][0] = name_end;
+            seen[count][1] = value_start;
+            seen[count][2] = value_end;
+            seen[count][3] = used;
         }
         const unsigned char *value = p + at + value_start;
         const Py_ssize_t value_len = value_end - value_start;
@@ -225,9 +254,16 @@ read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t index = 0;
     for (Py_ssize_t at = pos; at < fields_end; index++) {
-        Py_ssize_t name_end, value_start, value_end;
-        Py_ssize_t used = field_line(p + at, fields_end - at, &name_end, &value_start,
-                                     &value_end);
+        Py_ssize_t name_end, value_start, value_end, used;
+        if (index < MAX_KEPT) {
+            name_end = seen[index][0];
+            value_start = seen[index][1];
+            value_end = seen[index][2];
+            used = seen[index][3];
+        }
+        else {
+            used = field_line(p + at, fields_end - at, &name_end, &value_start, &value_end);
+        }
         PyObject *name = lower_bytes(p + at, name_end);
         PyObject *value = name == NULL ? NULL : PyBytes_FromStringAndSize(
             (const char *)p + at + value_start, value_end - value_start);

@@ -167,6 +167,10 @@ def variants() -> list[bytes]:
     for name in (b"HOST", b"Content-length", b"TRANSFER-ENCODING", b"expect", b"Connection",
                  b"CONTENT-TYPE", b"X-Host", b"Hos", b"content-lengths"):
         heads.append(b"PUT /x HTTP/1.1\r\nHost: a\r\n" + name + b": close 5\r\n\r\n")
+    for fields in (63, 64, 65, 200):  # the C reader keeps 64 fields' offsets, then reads again
+        lines = b"".join(b"X-F%d: v%d \t\r\n" % (i, i) for i in range(fields))
+        heads.append(b"POST /x HTTP/1.1\r\nHost: a\r\n" + lines + b"Content-Length: 2\r\n"
+                     b"Content-Type: text/plain  \r\nConnection: close\r\n\r\n")
     return heads
 
 
