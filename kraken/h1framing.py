@@ -29,9 +29,6 @@ _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*
 _TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*").fullmatch
 """A trailer field: token, colon, no whitespace before it, no control bytes, no obs-fold."""
 _HEX = b"0123456789abcdefABCDEF"
-_split_lines = re.compile(rb"\r\n").split
-"""``bytes.split(b"\\r\\n")``, pieces the same: ~2x as fast on a whole answer (6 KB, 50 lines:
-3.2 against 6.0 us; a two-byte separator makes bytes.split search anew per piece)."""
 
 
 class _SizeFormats(dict):
@@ -168,7 +165,7 @@ class ChunkedBody:
         into pieces that do not match, and the read goes to ``feed_all``."""
         if self._state is not _SIZE or self._buf or not data.endswith(b"\r\n"):
             return None
-        parts = _split_lines(data)
+        parts = data.split(b"\r\n")  # Debian's 3.11: 1.6 us a 20-chunk read, a regex split 3.6
         parts.pop()  # the nothing after the last CRLF
         done = not parts[-1]
         if done:  # ends with "0", "" (the last chunk's line, the empty line ending the body)
