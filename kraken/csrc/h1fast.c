@@ -277,16 +277,17 @@ read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyTuple_SET_ITEM(headers, index, pair);
         at += used;
     }
-    PyObject *fields = Py_BuildValue(
-        "(y#y#y#NNNO)",
-        (const char *)p, method_end,
-        (const char *)p + method_end + 1, target_end - (method_end + 1),
-        http11 ? "1.1" : "1.0", (Py_ssize_t)3,
+    PyObject *items[7] = {
+        PyBytes_FromStringAndSize((const char *)p, method_end),
+        PyBytes_FromStringAndSize((const char *)p + method_end + 1, target_end - (method_end + 1)),
+        PyBytes_FromStringAndSize(http11 ? "1.1" : "1.0", 3),
         headers,
         length < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(length),
         type_at < 0 ? Py_NewRef(Py_None)
                     : PyBytes_FromStringAndSize((const char *)p + type_at, type_end - type_at),
-        may_close ? Py_True : Py_False);
+        Py_NewRef(may_close ? Py_True : Py_False),
+    };
+    PyObject *fields = stolen_tuple(items, 7);
     if (fields == NULL) {
         return NULL;
     }

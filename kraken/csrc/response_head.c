@@ -116,10 +116,11 @@ response_fields(PyObject *module, PyObject *arg)
         }
         at = end + 2;
     }
-    PyObject *out = Py_BuildValue("(NNOO)", headers,
-                                  length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length),
-                                  chunked ? Py_True : Py_False, close ? Py_True : Py_False);
-    return out;
+    PyObject *items[4] = {
+        headers, length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length),
+        Py_NewRef(chunked ? Py_True : Py_False), Py_NewRef(close ? Py_True : Py_False),
+    };
+    return stolen_tuple(items, 4);
 
 undecided:
     Py_DECREF(headers);
