@@ -10,12 +10,14 @@ message ends (request smuggling inbound, a desynchronised pooled connection outb
 Every reader has ``feed(data, out)``: it appends the body bytes of ``data`` to ``out`` and,
 once the body is complete, returns the bytes after it (the next message), else None.
 
-A leaf (imports nothing from kraken): ``http`` and ``upstream`` both use it and may not
-import each other.
+A leaf (imports only ``kraken.speedups``, a leaf too): ``http`` and ``upstream`` both use it and
+may not import each other.
 """
 from __future__ import annotations
 
 import re
+
+from kraken.speedups import native, pick
 
 NO_LIMIT = 1 << 100
 """A ``ChunkedBody`` limit no body reaches (provider streams are unbounded)."""
@@ -31,6 +33,33 @@ _TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff
 _HEX = b"0123456789abcdefABCDEF"
 
 
+def whole_chunks_py(data: bytes) -> tuple[bytes, bool] | None:
+    """(body, done) if ``data`` is whole chunks, each size line as ``%x`` writes it and no CRLF
+    in a chunk's data, maybe then the last chunk without trailer fields and nothing after it
+    (done: True), else None: ``ChunkedBody.whole``'s parse, stateless. The split is the framing's
+    only parse when every chunk's length is its size line's: a chunk holding a CRLF splits into
+    pieces that do not match. kraken/csrc/plainchunk.c's ``whole_chunks`` (one pass, no pieces
+    made) serves where built; tests/test_h1framing.py compares the two."""
+    if not data.endswith(b"\r\n"):
+        return None
+    parts = data.split(b"\r\n")
+    parts.pop()  # the nothing after the last CRLF
+    done = not parts[-1]
+    if done:  # ends with "0", "" (the last chunk's line, the empty line ending the body)
+        if len(parts) < 4 or parts[-2] != b"0":
+            return None
+        del parts[-2:]
+    if len(parts) & 1:
+        return None
+    chunks = parts[1::2]
+    lengths = tuple(map(len, chunks))
+    # each size line must be its chunk's length as %x writes it: plain (lower-case hex, no
+    # leading zero) and matching, in one format and one compare instead of an int() per line
+    if 0 in lengths or _SIZES[len(lengths)] % lengths != b",".join(parts[0::2]) + b",":
+        return None  # a "0" line is a last chunk before the end: feed_all
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), done
+
+
 class _SizeFormats(dict):
     """``n`` -> ``b"%x," * n``: the size lines of n chunks, as Kraken writes them (kept for
     n <= 64, a read's usual count; larger ones are built each time, so the cache stays small)."""
@@ -43,6 +72,9 @@ class _SizeFormats(dict):
 
 
 _SIZES = _SizeFormats()
+
+whole_chunks_c = native("whole_chunks")
+_whole_chunks = pick(whole_chunks_c, whole_chunks_py)
 
 
 class FramingError(Exception):
@@ -159,33 +191,20 @@ class ChunkedBody:
         """(data, done) if ``data`` is whole chunks with plain size lines from a chunk boundary,
         maybe then the last chunk without trailer fields and nothing after it (done: True, the
         body is complete), else None (nothing taken: call ``feed_all``). A provider's whole
-        answer, or a burst after a stall, in one read: one split and a few C calls instead of
-        ``feed_all``'s Python steps per chunk (bench/chunk_cost.py). The split is the framing's
-        only parse when every chunk's length is its size line's: a chunk holding a CRLF splits
-        into pieces that do not match, and the read goes to ``feed_all``."""
-        if self._state is not _SIZE or self._buf or not data.endswith(b"\r\n"):
+        answer, or a burst after a stall, in one read: one C call (``whole_chunks``) instead of
+        ``feed_all``'s Python steps per chunk (bench/chunk_cost.py); a read it does not take
+        (a chunk holding a CRLF, a size line with a leading zero) goes to ``feed_all``."""
+        if self._state is not _SIZE or self._buf:
             return None
-        parts = data.split(b"\r\n")  # Debian's 3.11: 1.6 us a 20-chunk read, a regex split 3.6
-        parts.pop()  # the nothing after the last CRLF
-        done = not parts[-1]
-        if done:  # ends with "0", "" (the last chunk's line, the empty line ending the body)
-            if len(parts) < 4 or parts[-2] != b"0":
-                return None
-            del parts[-2:]
-        if len(parts) & 1:
+        found = _whole_chunks(data)
+        if found is None:
             return None
-        chunks = parts[1::2]
-        lengths = tuple(map(len, chunks))
-        # each size line must be its chunk's length as %x writes it: plain (lower-case hex, no
-        # leading zero) and matching, in one format and one compare instead of an int() per line
-        if 0 in lengths or _SIZES[len(lengths)] % lengths != b",".join(parts[0::2]) + b",":
-            return None  # a "0" line is a last chunk before the end: feed_all
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = found[0]
         total = self.size + len(body)
         if total > self._limit:
             return None  # feed_all refuses it at the chunk that goes over
         self.size = total
-        return body, done
+        return found
 
     def feed_all(self, data: bytes, out: list[bytes]) -> bytes | None:
         """``feed`` for any read: the state machine, byte by byte where it must be."""

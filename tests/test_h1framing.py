@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from kraken.h1framing import NO_LIMIT, ChunkedBody, FramingError
+from kraken.h1framing import NO_LIMIT, ChunkedBody, FramingError, whole_chunks_c, whole_chunks_py
 
 
 def decode(reads: list[bytes], limit: int, reference: bool):
@@ -160,6 +160,41 @@ def test_whole_takes_a_read_of_many_chunks_and_keeps_few_size_formats():
     read = b"".join(b"%x\r\n%b\r\n" % (len(d), d) for d in datas) + b"0\r\n\r\n"
     body = ChunkedBody(NO_LIMIT, 1024)
     assert body.whole(read) == (b"".join(datas), True)
-    assert max(_SIZES) <= 64
+    assert whole_chunks_py(read) == (b"".join(datas), True)
+    assert 300 not in _SIZES and all(n <= 64 for n in _SIZES)
     wrong = read.replace(b"b\r\ndata: 150", b"c\r\ndata: 150")  # one size line off by one
     assert ChunkedBody(NO_LIMIT, 1024).whole(wrong) is None
+    assert whole_chunks_py(wrong) is None
+
+
+def mutated_reads(rng: random.Random, count: int) -> list[bytes]:
+    """Reads of whole chunks (with and without the last chunk), and each with a few bytes
+    replaced, inserted or cut at random: CR, LF, hex digits, "0", anything."""
+    reads = []
+    for _ in range(count):
+        chunks = stream(rng, plain=rng.choice([0.8, 0.95, 1.0])) or [b"1\r\na\r\n"]
+        read = b"".join(chunks[:rng.randint(1, len(chunks))])
+        if rng.random() < 0.3 and not read.endswith(b"0\r\n\r\n"):
+            read += b"0\r\n\r\n"
+        reads.append(read)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(read) + 1)
+            piece = rng.choice([b"\r", b"\n", b"\r\n", b"0", b"a", b"A", b"f", b"1", b" ", b""])
+            read = read[:at] + piece + read[at + rng.randint(0, 2):]
+        reads.append(read)
+    return reads + [b"", b"\r\n", b"0\r\n\r\n", b"\r\n0\r\n", b"1\r\na\r\n0\r\n\r\n",
+                    b"1\r\na\r\n\r\n0\r\n\r\n", b"\r\n\r\n", b"1\r\n\r\n\r\n"]
+
+
+@pytest.mark.skipif(whole_chunks_c is None, reason="the C extension is not built")
+def test_the_c_parse_of_whole_chunks_answers_as_the_python_one():
+    rng = random.Random(57)
+    reads = mutated_reads(rng, 3000)
+    taken = 0
+    for read in reads:
+        expected = whole_chunks_py(read)
+        assert whole_chunks_c(read) == expected, read
+        taken += expected is not None
+    assert taken > 300  # both answers are exercised (464 of 6008 reads taken)
+    with pytest.raises(TypeError):
+        whole_chunks_c(bytearray(b"1\r\na\r\n"))

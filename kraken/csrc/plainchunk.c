@@ -73,3 +73,93 @@ plain_sse_chunk(PyObject *module, PyObject *arg)
     }
     return PyBool_FromLong(is_plain_sse_chunk(PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
 }
+
+/* The first CRLF in the n bytes at p, or NULL: memchr for the CR (vectorised), where glibc's
+ * memmem on a two-byte needle went byte by byte (whole_chunks of a 20-chunk read: 2.45 us
+ * with memmem, 0.53 us with this; the Python definition 3.85 us). */
+static const char *
+find_crlf(const char *p, Py_ssize_t n)
+{
+    const char *end = p + n;
+    while (p < end) {
+        const char *cr = memchr(p, '\r', (size_t)(end - p));
+        if (cr == NULL || cr + 1 >= end) {
+            return NULL;
+        }
+        if (cr[1] == '\n') {
+            return cr;
+        }
+        p = cr + 1;
+    }
+    return NULL;
+}
+
+/* The pieces of x (x_len bytes) that data.split(b"\r\n") would give, taken in pairs: a size
+ * line as b"%x" writes it, then that many bytes of data holding no CRLF. Their total, or -1. */
+static Py_ssize_t
+chunk_pairs_total(const char *x, Py_ssize_t x_len)
+{
+    Py_ssize_t at = 0, total = 0;
+    for (;;) {
+        const char *size_end = at < x_len ? find_crlf(x + at, x_len - at) : NULL;
+        if (size_end == NULL) {
+            return -1;  /* a size line with no data piece after it: an odd count of pieces */
+        }
+        const Py_ssize_t data_at = size_end - x + 2;
+        const char *data_end = data_at < x_len ? find_crlf(x + data_at, x_len - data_at) : NULL;
+        const Py_ssize_t len = (data_end != NULL ? data_end - x : x_len) - data_at;
+        char line[2 + 2 * sizeof(size_t)];
+        if (len <= 0 || hex_line(line, len) != size_end - (x + at)
+                || memcmp(line, x + at, (size_t)(size_end - (x + at))) != 0) {
+            return -1;
+        }
+        total += len;
+        if (data_end == NULL) {
+            return total;
+        }
+        at = data_end - x + 2;
+    }
+}
+
+PyObject *
+whole_chunks(PyObject *module, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "whole_chunks takes bytes");
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(arg);
+    const Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    if (n < 2 || memcmp(p + n - 2, "\r\n", 2) != 0) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t x_len = n - 2;  /* the split's pieces but its last, empty one */
+    const int done = x_len >= 2 && memcmp(p + x_len - 2, "\r\n", 2) == 0;
+    if (done) {  /* ..., "0", "": the last chunk ends the body, after at least one chunk */
+        if (x_len < 5 || memcmp(p + x_len - 5, "\r\n0\r\n", 5) != 0) {
+            Py_RETURN_NONE;
+        }
+        x_len -= 5;
+    }
+    const Py_ssize_t total = chunk_pairs_total(p, x_len);
+    if (total < 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *body = PyBytes_FromStringAndSize(NULL, total);
+    if (body == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(body);
+    for (Py_ssize_t at = 0; at < x_len;) {  /* checked above: copy each chunk's data */
+        const char *size_end = memchr(p + at, '\r', (size_t)(x_len - at));
+        Py_ssize_t len = 0;
+        for (const char *c = p + at; c < size_end; c++) {
+            len = (len << 4) | (*c <= '9' ? *c - '0' : *c - 'a' + 10);
+        }
+        memcpy(out, size_end + 2, (size_t)len);
+        out += len;
+        at = size_end - p + 2 + len + 2;
+    }
+    PyObject *items[2] = {body, Py_NewRef(done ? Py_True : Py_False)};
+    return stolen_tuple(items, 2);
+}

@@ -5,6 +5,9 @@ static PyMethodDef methods[] = {
     {"plain_sse_chunk", plain_sse_chunk, METH_O,
      "True if the read is one whole HTTP/1.1 chunk, its size line as Kraken writes it, "
      "holding whole SSE events without a usage object (kraken/plainchunk.py)."},
+    {"whole_chunks", whole_chunks, METH_O,
+     "(body, done) if a read is whole chunks with plain size lines, maybe then the last chunk, "
+     "else None (kraken/h1framing.py)."},
     {"read_common_head", (PyCFunction)(void (*)(void))read_common_head, METH_FASTCALL,
      "The request head as a CommonHead if it is in the common subset, else None "
      "(kraken/http/h1fast.py)."},

@@ -3,6 +3,7 @@
  * serves where the extension was not built (no C compiler) or KRAKEN_PURE_PYTHON is set,
  * and which tests compare it with:
  *   plain_sse_chunk   kraken/plainchunk.py          tests/upstream/test_plainchunk.py
+ *   whole_chunks      kraken/h1framing.py           tests/test_h1framing.py
  *   read_common_head  kraken/http/h1fast.py         tests/http/test_h1head_reader.py
  *   response_fields   kraken/upstream/response.py   tests/upstream/test_response_fields.py
  *   PipeProtocol      kraken/upstream/connection.py tests/upstream/test_pipe.py (both versions)
@@ -21,6 +22,7 @@
 #include <string.h>
 
 PyObject *plain_sse_chunk(PyObject *module, PyObject *arg);
+PyObject *whole_chunks(PyObject *module, PyObject *arg);
 PyObject *read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *bind_common_head(PyObject *module, PyObject *type);
 PyObject *response_fields(PyObject *module, PyObject *arg);
