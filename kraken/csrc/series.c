@@ -44,26 +44,29 @@ counter_inc(ValueObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* A gauge moved by `amount` (default 1) times sign: its inc (+1) and dec (-1). */
+static PyObject *
+gauge_move(ValueObject *self, PyObject *const *args, Py_ssize_t nargs, const char *name,
+           double sign)
+{
+    double amount;
+    if (amount_of(args, nargs, name, &amount) < 0) {
+        return NULL;
+    }
+    self->value += sign * amount;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 gauge_inc(ValueObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    double amount;
-    if (amount_of(args, nargs, "inc", &amount) < 0) {
-        return NULL;
-    }
-    self->value += amount;
-    Py_RETURN_NONE;
+    return gauge_move(self, args, nargs, "inc", 1.0);
 }
 
 static PyObject *
 gauge_dec(ValueObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    double amount;
-    if (amount_of(args, nargs, "dec", &amount) < 0) {
-        return NULL;
-    }
-    self->value -= amount;
-    Py_RETURN_NONE;
+    return gauge_move(self, args, nargs, "dec", -1.0);
 }
 
 static PyMemberDef value_members[] = {
