@@ -113,7 +113,7 @@ class Call:
 
     # request_id and ts are properties, not a __getattr__ for the reads before ``stamp``: a
     # class with __getattr__ gets no specialised attribute loads (3.11), and a request reads
-    # ~70 of this object's attributes (~14 ns more each, unspecialised).
+    # dozens of this object's attributes (~14 ns more each, unspecialised).
     @property
     def request_id(self) -> str:
         """``req_`` + 24 hex digits, made by ``stamp``; read before it (a refusal's
