@@ -5,7 +5,8 @@ Each run starts the mock and a Kraken under callgrind (instrumentation off) on f
 warms it with ``--warmup`` requests, counts ``--requests`` more, and prints the instructions per
 request of the whole Kraken process: the event loop, the store's driver thread, the bcrypt pool;
 its kernel work is not counted. ``--a``/``--b`` compare two checkouts, runs interleaved
-``--rounds`` times; ``--top N`` lists the N functions with the most instructions of each run.
+``--rounds`` times; ``--top N`` lists the N functions with the most instructions of each run;
+``--keep DIR`` keeps the dumps for ``callgrind_annotate`` (``--tree=caller``: who called what).
 
     .venv/bin/python bench/callgrind.py --a ../base --b . --rounds 3
     .venv/bin/python bench/callgrind.py --stream --top 30
@@ -16,6 +17,7 @@ so a run of the defaults takes ~20 s; every load is bounded in requests and seco
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=1, help="runs of each checkout, interleaved")
     ap.add_argument("--top", type=int, default=0, help="list this many functions per run")
+    ap.add_argument("--keep", type=Path, help="keep the dumps in this directory (callgrind_annotate)")
     ap.add_argument("--max-seconds", type=float, default=300, help="cap per load")
     ap.add_argument("--start-seconds", type=float, default=120, help="cap on Kraken's start")
     args = ap.parse_args(argv)
@@ -111,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
           f"at concurrency {args.concurrency}", flush=True)
     checkouts = {"A": args.a.resolve()} | ({"B": args.b.resolve()} if args.b else {})
     figures: dict[str, list[int]] = {name: [] for name in checkouts}
-    with tempfile.TemporaryDirectory(prefix="kraken-callgrind-") as tmp:
+    with contextlib.ExitStack() as cleanup:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix="run-", dir=args.keep)
+        else:
+            tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kraken-callgrind-"))
         for n in range(args.rounds):
             for name, checkout in checkouts.items():
                 per, dump = counted_run(checkout, args.python, Path(tmp) / f"{name}{n}", args)
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  round {n + 1} {name}: {per:,} instructions a request", flush=True)
                 if args.top:
                     print(top_functions(dump, args.top), flush=True)
+                if args.keep:
+                    print(f"    dump: {dump}", flush=True)
     for name, values in figures.items():
         print(f"{name} ({checkouts[name]}): {' / '.join(f'{v:,}' for v in values)}")
     if args.b:

@@ -49,6 +49,18 @@ schedule(DeadlineObject *self, double due)
     return 0;
 }
 
+/* self._handle.cancel(), the timer left in place (the caller drops or replaces it). */
+static int
+cancel_timer(DeadlineObject *self)
+{
+    PyObject *done = PyObject_CallMethodNoArgs(self->handle, str_cancel);
+    if (done == NULL) {
+        return -1;
+    }
+    Py_DECREF(done);
+    return 0;
+}
+
 static int
 deadline_init(DeadlineObject *self, PyObject *args, PyObject *kwds)
 {
@@ -154,11 +166,9 @@ deadline_arm(DeadlineObject *self, PyObject *timeout)
         if (at <= due + SLACK_S) { /* due no later: it re-arms itself for the rest */
             Py_RETURN_NONE;
         }
-        PyObject *done = PyObject_CallMethodNoArgs(self->handle, str_cancel);
-        if (done == NULL) {
+        if (cancel_timer(self) < 0) {
             return NULL;
         }
-        Py_DECREF(done);
     }
     if (schedule(self, due) < 0) {
         return NULL;
@@ -207,11 +217,9 @@ stop(DeadlineObject *self)
         return -1;
     }
     if (self->handle != NULL && self->handle != Py_None) {
-        PyObject *done = PyObject_CallMethodNoArgs(self->handle, str_cancel);
-        if (done == NULL) {
+        if (cancel_timer(self) < 0) {
             return -1;
         }
-        Py_DECREF(done);
         Py_INCREF(Py_None);
         Py_SETREF(self->handle, Py_None);
     }
