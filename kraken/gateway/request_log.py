@@ -79,7 +79,7 @@ class RequestLog:
         if dispatched is not None and len(dispatched) > VALUE_LIMIT:
             dispatched = dispatched[:VALUE_LIMIT]
         line = {
-            "ts": round(rec.ts, 3),
+            "ts": int(rec.ts * 1000 + 0.5) / 1000,  # to the ms; round(ts, 3) took 3x as long
             "level": "WARNING" if failed else "INFO",
             "msg": "request",
             "request_id": rec.request_id,

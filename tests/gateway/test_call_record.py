@@ -47,3 +47,15 @@ def test_anthropic_usage_normalised():
     usage = call.usage
     assert (rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens) == (
         usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+
+
+def test_latency_and_ttfb_are_milliseconds_to_the_microsecond():
+    """Rounded from the integer nanoseconds, a tie up: 1.2345 ms and 0.0005 ms go up."""
+    call = Call(1_000_000_000, "chat")
+    call.ttfb_ns, call.end_ns = 1_000_000_500, 1_001_234_499
+    rec = call.to_record()
+    assert (rec.ttfb_ms, rec.latency_ms) == (0.001, 1.234)
+    call = Call(1_000_000_000, "chat")
+    call.ttfb_ns, call.end_ns = 1_000_000_499, 1_001_234_500
+    rec = call.to_record()
+    assert (rec.ttfb_ms, rec.latency_ms) == (0.0, 1.235)
