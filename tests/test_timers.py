@@ -197,3 +197,15 @@ def test_the_c_version_serves_where_it_was_built():
     c_version = speedups.native("Deadline")
     assert timers.Deadline is (timers.PyDeadline if speedups.PURE_PYTHON or c_version is None
                                else c_version)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_it_is_made_by_position_or_by_keyword_and_refuses_a_wrong_call(version):
+    loop = ClockLoop()
+    for deadline in (version(loop, print), version(loop, on_expire=print),
+                     version(loop=loop, on_expire=print)):
+        assert deadline._loop is loop and deadline._on_expire is print
+    with pytest.raises(TypeError):
+        version(loop)
+    with pytest.raises(TypeError):
+        version(loop, print, 3)

@@ -66,7 +66,14 @@ deadline_init(DeadlineObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"loop", "on_expire", NULL};
     PyObject *loop, *on_expire;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Deadline", kwlist, &loop, &on_expire)) {
+    /* Two positional arguments, as every connection passes them: taken as they are (the
+     * parser, for keywords or a wrong call, interprets its format string each time). */
+    if (PyTuple_GET_SIZE(args) == 2 && (kwds == NULL || PyDict_GET_SIZE(kwds) == 0)) {
+        loop = PyTuple_GET_ITEM(args, 0);
+        on_expire = PyTuple_GET_ITEM(args, 1);
+    }
+    else if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Deadline", kwlist, &loop,
+                                          &on_expire)) {
         return -1;
     }
     PyObject *zero = PyFloat_FromDouble(0.0);

@@ -102,8 +102,7 @@ class SseTap:
 
     def _events(self, complete: bytes, sep: bytes, at: int = -1) -> bytes:
         """Parse only the events that carry a usage object; cut a hidden one out. ``at``:
-        where the caller found the first one (-1: not looked), so it is not scanned for twice.
-        """
+        where the caller found the first one (-1: not looked), so it is not scanned for twice."""
         if at < 0:
             at = _usage_at(complete)
             if at < 0:
