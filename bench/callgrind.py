@@ -4,7 +4,10 @@ a shared VM's noise cannot move, with C counted as well as Python (bench/README.
 Each run starts the mock and a Kraken under callgrind (instrumentation off) on free loopback ports,
 warms it with ``--warmup`` requests, counts ``--requests`` more, and prints the instructions per
 request of the whole Kraken process: the event loop, the store's driver thread, the bcrypt pool;
-its kernel work is not counted. ``--a``/``--b`` compare two checkouts, runs interleaved
+its kernel work is not counted. Work driven by time, not by requests (the revocation and BYOK
+polls, timers), runs as often as ever while the requests run ~50x slower, and moved a run's figure
+by several percent: ``--idle-seconds`` counts it alone first, and its rate times the load's
+duration is taken off. ``--a``/``--b`` compare two checkouts, runs interleaved
 ``--rounds`` times; ``--top N`` lists the N functions with the most instructions of each run;
 ``--keep DIR`` keeps the dumps for ``callgrind_annotate`` (``--tree=caller``: who called what).
 
@@ -44,6 +47,10 @@ def per_request(instructions: int, requests: int) -> int:
     return round(instructions / requests) if requests else 0
 
 
+def latest(work: Path, pid: str) -> Path:
+    return max(work.glob(f"callgrind.out.{pid}.*"), key=lambda p: p.stat().st_mtime)
+
+
 def control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=60)
 
@@ -67,14 +74,22 @@ def counted_run(checkout: Path, python: str, work: Path, args) -> tuple[int, Pat
         run_load(url, args.stream, args.concurrency, args.warmup, args.max_seconds, body=BODY)
         pid = str(proc.pid)
         control("--instr=on", pid)
+        idle_rate = 0.0
+        if args.idle_seconds > 0:  # the time-driven work alone: polls, timers, empty flushes
+            began = time.monotonic()
+            time.sleep(args.idle_seconds)
+            control("--dump", pid)  # a dump holds what ran since the last one
+            idle_rate = totals(latest(work, pid)) / (time.monotonic() - began)
+        began = time.monotonic()
         done = run_load(url, args.stream, args.concurrency, args.requests, args.max_seconds,
                         body=BODY).get("completed", 0)
         control("--instr=off", pid)
+        window = time.monotonic() - began
         control("--dump", pid)
-        dump = max(work.glob(f"callgrind.out.{pid}.*"), key=lambda p: p.stat().st_mtime)
+        dump = latest(work, pid)
         if done != args.requests:
             raise SystemExit(f"only {done} of {args.requests} requests completed")
-        return per_request(totals(dump), done), dump
+        return per_request(round(totals(dump) - idle_rate * window), done), dump
     finally:
         stop(proc)
         stop(mock)
@@ -99,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=500, help="counted requests")
     ap.add_argument("--warmup", type=int, default=200, help="uncounted requests first")
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--idle-seconds", type=float, default=5.0,
+                    help="count this long with no load first, and take that rate of "
+                         "time-driven work times the load's duration off its count (0: keep it)")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each checkout, interleaved")
     ap.add_argument("--top", type=int, default=0, help="list this many functions per run")
     ap.add_argument("--keep", type=Path, help="keep the dumps in this directory (callgrind_annotate)")

@@ -16,6 +16,7 @@ module and by function (``--inclusive``: each function with everything it called
     .venv/bin/python bench/opcount.py --phases              # split at the send and first byte
     .venv/bin/python bench/opcount.py --chunks 40 --chunk-delay-ms 2 --requests 30  # paced
     .venv/bin/python bench/opcount.py --sdk-fields          # an SDK's 17 header fields, not 5
+    .venv/bin/python bench/opcount.py --unspecialised       # hot sites the interpreter could not specialise
 
 The client writes and reads on the loop's transport (C in uvloop); neither its own work, nor
 its protocol's callbacks, nor the loop driving it (``run``) is counted. Work driven
@@ -26,12 +27,18 @@ is counted apart, and only its total is shown. The request's own path is exact.
 ``--phases`` splits a request at its upstream send and at its first client write: what runs
 before the send and between the provider's first read and the client's first byte is time to
 first byte at c=1; what runs while the provider thinks, or after the first byte, is not.
+
+``--unspecialised`` lists the request's instructions that 3.11's adaptive interpreter left
+generic after the untraced warm-up (``dis`` shows them as ``*_ADAPTIVE``): an attribute load on
+a class with ``__getattr__``, a global that changed, a call it has no fast form for. Each costs
+a dictionary walk (or more) where a specialised one is a guarded read.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import collections
+import dis
 import re
 import json
 import socket
@@ -155,7 +162,7 @@ BACKGROUND_FILES = ("aiosqlite/core.py",)
 class Tracer:
     """Counts opcode events per function (and, if asked, for every function on the stack)."""
 
-    def __init__(self, inclusive: bool):
+    def __init__(self, inclusive: bool, sites: bool = False):
         self.phase = 0
         """Index into PHASES: moved on by the calls (and the send's return) that start each."""
         self.by_phase: collections.Counter = collections.Counter()  # (phase, code) -> count
@@ -164,6 +171,8 @@ class Tracer:
         self.background = 0
         """Instructions of Kraken's background tasks (the record writer, polls): time-driven."""
         self._incl = inclusive
+        self.sites: collections.Counter | None = collections.Counter() if sites else None
+        """(code, offset) -> count, for ``--unspecialised``."""
         self._skip = {Client.one.__code__, _Reader.data_received.__code__,
                       _Reader.connection_lost.__code__, Client._reader.__code__, run.__code__}
 
@@ -207,6 +216,8 @@ class Tracer:
         if event == "opcode":
             self.own[frame.f_code] += 1
             self.by_phase[self.phase, frame.f_code] += 1
+            if self.sites is not None:
+                self.sites[frame.f_code, frame.f_lasti] += 1
             if self._incl:
                 seen = set()
                 while frame is not None:
@@ -246,6 +257,30 @@ def report(tracer: Tracer, n: int, top: int) -> None:
         print(f"  {count / n:7.0f}  {Tracer.name(code)}")
 
 
+SPECIALISABLE = ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "LOAD_GLOBAL", "BINARY_SUBSCR",
+                 "STORE_SUBSCR", "COMPARE_OP", "BINARY_OP", "UNPACK_SEQUENCE", "PRECALL")
+"""3.11's instructions with specialised forms (``CALL`` is left out: after a specialised
+``PRECALL`` it stays adaptive by design)."""
+
+
+def report_unspecialised(tracer: Tracer, n: int, top: int) -> None:
+    """The request's hottest sites still generic after the warm-up: ``*_ADAPTIVE`` in ``dis``."""
+    adaptive: dict = {}
+    rows = []
+    for (code, offset), count in tracer.sites.items():
+        if code not in adaptive:
+            adaptive[code] = {i.offset: i for i in dis.get_instructions(code, adaptive=True)}
+        ins = adaptive[code].get(offset)
+        if ins is not None and ins.opname.endswith("_ADAPTIVE") and \
+                ins.opname.removesuffix("_ADAPTIVE") in SPECIALISABLE:
+            rows.append((count, code, ins))
+    total = sum(count for count, _, _ in rows)
+    print(f"unspecialised instructions per request: {total / n:.0f}")
+    for count, code, ins in sorted(rows, key=lambda row: -row[0])[:top]:
+        print(f"  {count / n:6.1f}  {Tracer.name(code)}:{ins.positions.lineno}  "
+              f"{ins.opname} {ins.argrepr}")
+
+
 async def run(args) -> None:
     mock_port, port = free_port(), free_port()
     mock = subprocess.Popen([sys.executable, "-m", "kraken.mock", "--port", str(mock_port),
@@ -263,14 +298,16 @@ async def run(args) -> None:
                             new_upstream=args.new_upstream)
             for _ in range(args.warmup):
                 await client.one()
-            tracer = Tracer(args.inclusive)
+            tracer = Tracer(args.inclusive, args.unspecialised)
             sys.settrace(tracer)
             try:
                 for _ in range(args.requests):
                     await client.one()
             finally:
                 sys.settrace(None)
-            if args.phases:
+            if args.unspecialised:
+                report_unspecialised(tracer, args.requests, args.top)
+            elif args.phases:
                 report_phases(tracer, args.requests, args.top)
             else:
                 report(tracer, args.requests, args.top)
@@ -308,6 +345,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=40, help="rows per list")
     ap.add_argument("--phases", action="store_true",
                     help="split at the upstream send and the first client write")
+    ap.add_argument("--unspecialised", action="store_true",
+                    help="list the hot sites the adaptive interpreter left generic")
     uvloop.run(run(ap.parse_args()))
 
 
