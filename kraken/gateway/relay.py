@@ -108,9 +108,8 @@ class Relay:
         if response_filter is None:
             self._write, self._end = sink.write, sink.end
             # an HTTP/1.1 sink takes a provider's chunk frame as it is (H1Exchange.write_frame);
-            # looked up on the class, where a wrapper (http.exchange.SinkWrapper) says None: its
-            # __getattr__ would hand over the wrapped sink's, and the frames would pass by the
-            # wrapper's own write (StreamCostSink's cost)
+            # looked up on the class, where a wrapper (http.exchange.SinkWrapper) says None: the
+            # frames must not pass by the wrapper's own write (StreamCostSink's cost)
             self._write_frame = sink.write_frame if hasattr(type(sink), "write_frame") else None
         else:
             self._write, self._end = self._filtered_write, self._filtered_end
