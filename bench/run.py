@@ -31,6 +31,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,7 @@ from procs import (CLK_TCK, BusyMeter, PeakRss, cpu_seconds, free_port,  # noqa:
                    interpreter, memory_kib, pin_driver, process_tree, start, stop, tail,
                    wait_port)
 from rounds import interleaved, per_round_ratios, ratio_line  # noqa: E402
-from table import report  # noqa: E402
+from table import ROUND_ROWS, report  # noqa: E402
 
 
 @dataclass
@@ -286,6 +287,31 @@ def first_burst(name: str, n: int, tmp: Path, mock_port: int, nginx: str | None,
         stop(proc)
 
 
+def scenario(target: Target, mock: Target, stream: bool, concurrency: int, requests: int,
+             args) -> dict:
+    """One load run with the target's (and the mock's) CPU seconds read around it."""
+    pids, mock_pids = target.pids(), mock.pids()
+    cpu0, mock0 = cpu_seconds(pids), cpu_seconds(mock_pids)
+    result = run_load(target.url, stream, concurrency, requests, args.max_seconds)
+    time.sleep(0.2)  # let batched after-response work (e.g. the meter flush) land in this scenario
+    result["cpu_s"] = round(cpu_seconds(pids) - cpu0, 3)
+    result["mock_cpu_s"] = round(cpu_seconds(mock_pids) - mock0, 3)
+    return result
+
+
+def cpu_round(target: Target, mock: Target, args) -> dict:
+    """Round ``n`` of ``--cpu-rounds`` on the running, warm target: the scenarios once more, and
+    the figures of the issue's rows they give (CPU ms a request, c=1 TTFB p50)."""
+    figures = {}
+    for name, stream, conc, attr in SCENARIOS:
+        result = scenario(target, mock, stream, conc, getattr(args, attr), args)
+        done = result.get("completed")
+        figures[f"cpu_ms_{name}"] = result["cpu_s"] * 1000 / done if done else None
+        if name == "stream_c1":
+            figures["stream_c1_ttfb_p50_ms"] = (result.get("ttfb_ms") or {}).get("p50")
+    return figures
+
+
 def measure(target: Target, mock: Target, args) -> None:
     """Warm up, then run each scenario with the target's CPU time read around it."""
     warm(target, args)
@@ -306,13 +332,7 @@ def measure(target: Target, mock: Target, args) -> None:
         print(f"  {target.name:7} {'hold':14} {result.get('completed', 0):6} req "
               f"CPU {result['cpu_s']} s  failed {result['failed']}", flush=True)
     for name, stream, conc, attr in SCENARIOS:
-        pids, mock_pids = target.pids(), mock.pids()
-        cpu0, mock0 = cpu_seconds(pids), cpu_seconds(mock_pids)
-        result = run_load(target.url, stream, conc, getattr(args, attr), args.max_seconds)
-        time.sleep(0.2)  # let batched after-response work (e.g. the meter flush) land in this scenario
-        result["cpu_s"] = round(cpu_seconds(pids) - cpu0, 3)
-        result["mock_cpu_s"] = round(cpu_seconds(mock_pids) - mock0, 3)
-        target.scenarios[name] = result
+        result = target.scenarios[name] = scenario(target, mock, stream, conc, getattr(args, attr), args)
         print(f"  {target.name:7} {name:14} {result.get('completed', 0):6} req "
               f"{result.get('rps') or 0:9.1f} req/s  errors {result.get('errors')}", flush=True)
     if args.big_body_kib:  # what a long history costs: parsed, checked, classified, re-encoded
@@ -328,6 +348,28 @@ def measure(target: Target, mock: Target, args) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+
+
+def cpu_rounds(targets: dict[str, Target], mock: Target, args) -> None:
+    """The CPU and c=1 rows again, ``--cpu-rounds`` times on every target interleaved (direct
+    too, the c=1 row's base): each row's median and, per round, Kraken's ratio to nginx."""
+    names = [n for n in TARGETS if n in targets]
+    print(f"cpu rounds: {args.cpu_rounds}, the running targets, interleaved", flush=True)
+    seen = interleaved(names, args.cpu_rounds, lambda name, n: cpu_round(targets[name], mock, args))
+    for name in names:
+        targets[name].scenarios["cpu_rounds"] = {"rounds": seen[name]}
+    for key in ROUND_ROWS:
+        for name in names:
+            if name in ("direct", "nginx"):
+                continue
+            mine, floor = [r[key] for r in seen[name]], [r[key] for r in seen["nginx"]]
+            if key.startswith("cpu_"):
+                print(f"  {key}: " + ratio_line(name, per_round_ratios(mine, floor)), flush=True)
+            else:  # the c=1 row's target is ms added over nginx's
+                added = [m - f for m, f in zip(mine, floor) if m is not None and f is not None]
+                print(f"  {key}: {name} - nginx per round "
+                      + " / ".join(f"{a:+.3f}" for a in added)
+                      + (f"; median {statistics.median(added):+.3f} ms" if added else ""), flush=True)
 
 
 def spawn_proxies(proxies: list[str], starts: dict[str, list], tmp: Path, nginx: str | None,
@@ -381,6 +423,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--burst-rounds", type=int, default=5,
                     help="the burst once more on fresh processes this many times, nginx and "
                          "the others interleaved: the row's median (bench/rounds.py; 0 skips)")
+    ap.add_argument("--cpu-rounds", type=int, default=3,
+                    help="the CPU rows and the c=1 row again this many times, all targets "
+                         "interleaved, at the end: each row's median (0 skips)")
     ap.add_argument("--hold", type=int, default=1000,
                     help="streams held open at once in the hold scenario (0 = skip it)")
     ap.add_argument("--hold-chunks", type=int, default=200, help="chunks per stream in the hold scenario")
@@ -480,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                 if name != "nginx":
                     print("  " + ratio_line(name, per_round_ratios(seen[name], seen["nginx"])))
 
+        if args.cpu_rounds and "nginx" in targets:
+            cpu_rounds(targets, mock, args)
         report(targets, notes, args)
         return 0
     finally:

@@ -21,8 +21,16 @@ def metrics(t) -> dict:
         r = s.get(name, {})
         return (r["cpu_s"] * 1000 / r["completed"]) if r.get("completed") else None
 
+    rounds = s.get("cpu_rounds", {}).get("rounds") or []
+
+    def median_of_rounds(key: str):
+        return median_or_none([r.get(key) for r in rounds])
+
     return {
         "cpu_ms_nonstream_c32": cpu_ms("nonstream_c32"),
+        "rounds_cpu_ms_nonstream_c32": median_of_rounds("cpu_ms_nonstream_c32"),
+        "rounds_cpu_ms_stream_c32": median_of_rounds("cpu_ms_stream_c32"),
+        "rounds_stream_c1_ttfb_p50_ms": median_of_rounds("stream_c1_ttfb_p50_ms"),
         "cpu_ms_stream_c32": cpu_ms("stream_c32"),
         "stream_c1_ttfb_p50_ms": pct("stream_c1", "ttfb_ms", "p50"),
         "burst_ttfb_p50_ms": pct("burst", "ttfb_ms", "p50"),
@@ -54,8 +62,11 @@ def metrics(t) -> dict:
 # table, in its order; the rest are the other figures of the same run.
 ISSUE_ROWS = (
     ("cpu_ms_nonstream_c32", "CPU ms / non-stream req, c=32", "ratio"),
+    ("rounds_cpu_ms_nonstream_c32", "  the same, median of --cpu-rounds", "ratio"),
     ("cpu_ms_stream_c32", "CPU ms / streamed req, c=32", "ratio"),
+    ("rounds_cpu_ms_stream_c32", "  the same, median of --cpu-rounds", "ratio"),
     ("stream_c1_ttfb_p50_ms", "stream c=1 TTFB p50 ms", "diff"),
+    ("rounds_stream_c1_ttfb_p50_ms", "  the same, median of --cpu-rounds", "diff"),
     ("burst_ttfb_p50_ms", "burst: N streams at once, TTFB p50 ms", "diff"),
     ("burst_rounds_ttfb_p50_ms", "  the same, median of --burst-rounds", "diff"),
     ("burst_kib_per_stream", "burst: KiB RSS per open stream", "ratio"),
@@ -81,6 +92,8 @@ OTHER_ROWS = (
     ("peak_rss_mib", "peak RSS MiB (VmHWM)", "ratio"),
 )
 ROWS = ISSUE_ROWS + OTHER_ROWS
+ROUND_ROWS = ("cpu_ms_nonstream_c32", "cpu_ms_stream_c32", "stream_c1_ttfb_p50_ms")
+"""What each of run.py's ``--cpu-rounds`` measures again (``cpu_round``)."""
 
 
 def number(value) -> str:

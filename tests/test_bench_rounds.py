@@ -47,3 +47,27 @@ def test_the_table_has_the_rounds_median_under_the_burst_row():
     assert metrics(Target())["burst_rounds_ttfb_p50_ms"] == 66.0
     keys = [key for key, *_ in ROWS]
     assert keys.index("burst_rounds_ttfb_p50_ms") == keys.index("burst_ttfb_p50_ms") + 1
+
+
+def test_the_table_has_the_cpu_rounds_medians_under_their_rows():
+    from table import ROUND_ROWS, ROWS, metrics
+
+    class Target:
+        idle_rss_kib = peak_rss_kib = start_s = None
+        scenarios = {"nonstream_c32": {"cpu_s": 0.5, "completed": 5000},
+                     "cpu_rounds": {"rounds": [
+                         {"cpu_ms_nonstream_c32": 0.12, "cpu_ms_stream_c32": 0.2,
+                          "stream_c1_ttfb_p50_ms": 0.9},
+                         {"cpu_ms_nonstream_c32": 0.09, "cpu_ms_stream_c32": None,
+                          "stream_c1_ttfb_p50_ms": 0.7},
+                         {"cpu_ms_nonstream_c32": 0.1, "cpu_ms_stream_c32": 0.16,
+                          "stream_c1_ttfb_p50_ms": 0.8}]}}
+
+    figures = metrics(Target())
+    assert figures["cpu_ms_nonstream_c32"] == 0.1            # the first measurement
+    assert figures["rounds_cpu_ms_nonstream_c32"] == 0.1     # the rounds' median
+    assert figures["rounds_cpu_ms_stream_c32"] == 0.18       # a failed round left out
+    assert figures["rounds_stream_c1_ttfb_p50_ms"] == 0.8
+    keys = [key for key, *_ in ROWS]
+    for key in ROUND_ROWS:
+        assert keys.index("rounds_" + key) == keys.index(key) + 1
