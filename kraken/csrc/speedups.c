@@ -22,6 +22,8 @@ static PyMethodDef methods[] = {
     {"nests_deeper", (PyCFunction)(void (*)(void))nests_deeper, METH_FASTCALL,
      "Whether a dict or list inside a parsed JSON value (itself level 1) is deeper than "
      "`limit` levels (kraken/gateway/body.py)."},
+    {"fields_dict", (PyCFunction)(void (*)(void))fields_dict, METH_FASTCALL,
+     "dict(zip(names, values)) for two tuples (kraken/meter/journal.py)."},
     {"populate_arenas", populate_arenas, METH_NOARGS,
      "Map pymalloc's new arenas with their pages present (kraken/app.py)."},
     {NULL, NULL, 0, NULL},

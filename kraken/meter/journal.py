@@ -17,12 +17,25 @@ from typing import Iterable
 
 import orjson
 
+from kraken.speedups import native, pick
 from kraken.store.record import FIELD_NAMES as _FIELDS, REQUIRED_FIELDS, RequestRecord
 
 _PREFIX = "seg-"
 _SUFFIX = ".jsonl"
 PROBE_BYTES = 16384
 """Size of the blank line ``probe()`` writes: room for ~30 records after it succeeds."""
+
+
+def fields_dict_py(names: tuple[str, ...], values: tuple) -> dict:
+    """A record as a dict keyed by field name (``rec._asdict()`` without its call)."""
+    return dict(zip(names, values))
+
+
+fields_dict_c = native("fields_dict")
+"""The C version (kraken/csrc/fields.c), or None where it was not built: dict() of a zip
+walks each pair as a sequence, ~0.55 us a record."""
+fields_dict = pick(fields_dict_c, fields_dict_py)
+
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -73,7 +86,7 @@ class Journal:
         rec.to_dict()) + b"\\n"``), as every earlier Kraken wrote it: a journal replays whichever
         version wrote it or reads it.
         """
-        line = _dumps(dict(zip(_FIELDS, rec)), option=_NEWLINE)  # rec._asdict() without its call
+        line = _dumps(fields_dict(_FIELDS, rec), option=_NEWLINE)
         fd = self._fd
         if fd is None or self._torn:
             self._write(line)
