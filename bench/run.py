@@ -300,8 +300,9 @@ def scenario(target: Target, mock: Target, stream: bool, concurrency: int, reque
 
 
 def cpu_round(target: Target, mock: Target, args) -> dict:
-    """Round ``n`` of ``--cpu-rounds`` on the running, warm target: the scenarios once more, and
-    the figures of the issue's rows they give (CPU ms a request, c=1 TTFB p50)."""
+    """Round ``n`` of ``--cpu-rounds`` on the running, warm target: the scenarios (and the hold)
+    once more, and the figures of the issue's rows they give (CPU ms a request, c=1 TTFB p50,
+    the hold's CPU s)."""
     figures = {}
     for name, stream, conc, attr in SCENARIOS:
         result = scenario(target, mock, stream, conc, getattr(args, attr), args)
@@ -309,6 +310,9 @@ def cpu_round(target: Target, mock: Target, args) -> dict:
         figures[f"cpu_ms_{name}"] = result["cpu_s"] * 1000 / done if done else None
         if name == "stream_c1":
             figures["stream_c1_ttfb_p50_ms"] = (result.get("ttfb_ms") or {}).get("p50")
+    if args.hold:
+        result = hold(target, mock, args)
+        figures["hold_cpu_s"] = result["cpu_s"] if result.get("completed") else None
     return figures
 
 
@@ -351,8 +355,9 @@ def measure(target: Target, mock: Target, args) -> None:
 
 
 def cpu_rounds(targets: dict[str, Target], mock: Target, args) -> None:
-    """The CPU and c=1 rows again, ``--cpu-rounds`` times on every target interleaved (direct
-    too, the c=1 row's base): each row's median and, per round, Kraken's ratio to nginx."""
+    """The CPU rows (the hold's too) and the c=1 row again, ``--cpu-rounds`` times on every target
+    interleaved (direct too, the c=1 row's base): each row's median and, per round, Kraken's
+    ratio to nginx."""
     names = [n for n in TARGETS if n in targets]
     print(f"cpu rounds: {args.cpu_rounds}, the running targets, interleaved", flush=True)
     seen = interleaved(names, args.cpu_rounds, lambda name, n: cpu_round(targets[name], mock, args))
@@ -363,7 +368,7 @@ def cpu_rounds(targets: dict[str, Target], mock: Target, args) -> None:
             if name in ("direct", "nginx"):
                 continue
             mine, floor = [r[key] for r in seen[name]], [r[key] for r in seen["nginx"]]
-            if key.startswith("cpu_"):
+            if not key.startswith("stream_c1"):
                 print(f"  {key}: " + ratio_line(name, per_round_ratios(mine, floor)), flush=True)
             else:  # the c=1 row's target is ms added over nginx's
                 added = [m - f for m, f in zip(mine, floor) if m is not None and f is not None]
@@ -424,8 +429,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                     help="the burst once more on fresh processes this many times, nginx and "
                          "the others interleaved: the row's median (bench/rounds.py; 0 skips)")
     ap.add_argument("--cpu-rounds", type=int, default=3,
-                    help="the CPU rows and the c=1 row again this many times, all targets "
-                         "interleaved, at the end: each row's median (0 skips)")
+                    help="the CPU rows (the hold's too) and the c=1 row again this many times, "
+                         "all targets interleaved, at the end: each row's median (0 skips)")
     ap.add_argument("--hold", type=int, default=1000,
                     help="streams held open at once in the hold scenario (0 = skip it)")
     ap.add_argument("--hold-chunks", type=int, default=200, help="chunks per stream in the hold scenario")

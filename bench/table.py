@@ -31,6 +31,7 @@ def metrics(t) -> dict:
         "rounds_cpu_ms_nonstream_c32": median_of_rounds("cpu_ms_nonstream_c32"),
         "rounds_cpu_ms_stream_c32": median_of_rounds("cpu_ms_stream_c32"),
         "rounds_stream_c1_ttfb_p50_ms": median_of_rounds("stream_c1_ttfb_p50_ms"),
+        "rounds_hold_cpu_s": median_of_rounds("hold_cpu_s"),
         "cpu_ms_stream_c32": cpu_ms("stream_c32"),
         "stream_c1_ttfb_p50_ms": pct("stream_c1", "ttfb_ms", "p50"),
         "burst_ttfb_p50_ms": pct("burst", "ttfb_ms", "p50"),
@@ -71,6 +72,7 @@ ISSUE_ROWS = (
     ("burst_rounds_ttfb_p50_ms", "  the same, median of --burst-rounds", "diff"),
     ("burst_kib_per_stream", "burst: KiB RSS per open stream", "ratio"),
     ("hold_cpu_s", "hold: N streams x M chunks, CPU s", "ratio"),
+    ("rounds_hold_cpu_s", "  the same, median of --cpu-rounds", "ratio"),
     ("idle_rss_mib", "idle RSS MiB (after start)", "ratio"),
     ("start_s", "start to first answered request s", "ratio"),
 )
@@ -92,7 +94,7 @@ OTHER_ROWS = (
     ("peak_rss_mib", "peak RSS MiB (VmHWM)", "ratio"),
 )
 ROWS = ISSUE_ROWS + OTHER_ROWS
-ROUND_ROWS = ("cpu_ms_nonstream_c32", "cpu_ms_stream_c32", "stream_c1_ttfb_p50_ms")
+ROUND_ROWS = ("cpu_ms_nonstream_c32", "cpu_ms_stream_c32", "stream_c1_ttfb_p50_ms", "hold_cpu_s")
 """What each of run.py's ``--cpu-rounds`` measures again (``cpu_round``)."""
 
 

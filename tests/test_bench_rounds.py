@@ -57,9 +57,9 @@ def test_the_table_has_the_cpu_rounds_medians_under_their_rows():
         scenarios = {"nonstream_c32": {"cpu_s": 0.5, "completed": 5000},
                      "cpu_rounds": {"rounds": [
                          {"cpu_ms_nonstream_c32": 0.12, "cpu_ms_stream_c32": 0.2,
-                          "stream_c1_ttfb_p50_ms": 0.9},
+                          "stream_c1_ttfb_p50_ms": 0.9, "hold_cpu_s": 4.0},
                          {"cpu_ms_nonstream_c32": 0.09, "cpu_ms_stream_c32": None,
-                          "stream_c1_ttfb_p50_ms": 0.7},
+                          "stream_c1_ttfb_p50_ms": 0.7, "hold_cpu_s": 3.5},
                          {"cpu_ms_nonstream_c32": 0.1, "cpu_ms_stream_c32": 0.16,
                           "stream_c1_ttfb_p50_ms": 0.8}]}}
 
@@ -68,6 +68,9 @@ def test_the_table_has_the_cpu_rounds_medians_under_their_rows():
     assert figures["rounds_cpu_ms_nonstream_c32"] == 0.1     # the rounds' median
     assert figures["rounds_cpu_ms_stream_c32"] == 0.18       # a failed round left out
     assert figures["rounds_stream_c1_ttfb_p50_ms"] == 0.8
+    assert figures["rounds_hold_cpu_s"] == 3.75                # rounds without a hold left out
     keys = [key for key, *_ in ROWS]
+    assert set(ROUND_ROWS) == {"cpu_ms_nonstream_c32", "cpu_ms_stream_c32",
+                               "stream_c1_ttfb_p50_ms", "hold_cpu_s"}
     for key in ROUND_ROWS:
         assert keys.index("rounds_" + key) == keys.index(key) + 1
