@@ -24,6 +24,9 @@ static PyMethodDef methods[] = {
      "`limit` levels (kraken/gateway/body.py)."},
     {"fields_dict", (PyCFunction)(void (*)(void))fields_dict, METH_FASTCALL,
      "dict(zip(names, values)) for two tuples (kraken/meter/journal.py)."},
+    {"only_types", (PyCFunction)(void (*)(void))only_types, METH_FASTCALL,
+     "Whether the type of every value in a tuple is in a frozenset of types "
+     "(kraken/meter/journal.py)."},
     {"populate_arenas", populate_arenas, METH_NOARGS,
      "Map pymalloc's new arenas with their pages present (kraken/app.py)."},
     {NULL, NULL, 0, NULL},

@@ -12,7 +12,8 @@
  *                     kraken/metrics_core.py        tests/test_metrics_series.py (both versions)
  *   header_value      kraken/http/exchange.py       tests/http/test_header_value.py
  *   nests_deeper      kraken/gateway/body.py        tests/gateway/test_nests_deeper.py
- *   fields_dict       kraken/meter/journal.py       tests/meter/test_fields_dict.py
+ *   fields_dict, only_types
+ *                     kraken/meter/journal.py       tests/meter/test_fields_dict.py
  *   populate_arenas   (no Python version: the default arenas serve) tests/test_arenas.py
  * Shared here: the ASCII helpers more than one of them needs. */
 #ifndef KRAKEN_SPEEDUPS_H
@@ -30,6 +31,7 @@ PyObject *response_fields(PyObject *module, PyObject *arg);
 PyObject *header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *nests_deeper(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fields_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *only_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int is_plain_sse_chunk(const char *p, Py_ssize_t n);
 int add_pipe_type(PyObject *module);
 int add_deadline_type(PyObject *module);

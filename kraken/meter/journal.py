@@ -36,6 +36,17 @@ fields_dict_c = native("fields_dict")
 walks each pair as a sequence, ~0.55 us a record."""
 fields_dict = pick(fields_dict_c, fields_dict_py)
 
+
+def only_types_py(values: tuple, types: frozenset) -> bool:
+    """Whether every value's type is exactly one of ``types`` (no subclass)."""
+    return types.issuperset(map(type, values))
+
+
+only_types_c = native("only_types")
+"""The C version (kraken/csrc/fields.c), or None: the set ``issuperset`` builds from the map
+and a ``type()`` call per value cost ~0.4 us of a record's check."""
+only_types = pick(only_types_c, only_types_py)
+
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -221,7 +232,7 @@ def storable(rec: RequestRecord) -> bool:
     """
     ts, latency = rec.ts, rec.latency_ms
     return (
-        _SCALARS.issuperset(map(type, rec))
+        only_types(rec, _SCALARS)
         and type(rec.request_id) is str
         and type(ts) in _NUMBERS and _isfinite(ts)
         and type(latency) in _NUMBERS and _isfinite(latency)

@@ -1,10 +1,10 @@
-"""fields_dict, the crash journal's record-to-dict (kraken/meter/journal.py), in C
+"""fields_dict and only_types, the journal's record helpers (kraken/meter/journal.py), in C
 (kraken/csrc/fields.c) and Python: the same dict, the same refusals."""
 from __future__ import annotations
 
 import pytest
 
-from kraken.meter.journal import fields_dict_c, fields_dict_py
+from kraken.meter.journal import fields_dict_c, fields_dict_py, only_types_c, only_types_py
 from kraken.store.record import FIELD_NAMES, RequestRecord
 
 VERSIONS = [fields_dict_py] + ([fields_dict_c] if fields_dict_c is not None else [])
@@ -44,3 +44,30 @@ def test_the_c_version_takes_two_tuples_only():
     for args in ((["a"], (1,)), (("a",), [1]), (("a",),), ()):
         with pytest.raises(TypeError):
             fields_dict_c(*args)
+
+
+TYPE_VERSIONS = [only_types_py] + ([only_types_c] if only_types_c is not None else [])
+SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+class Text(str):
+    pass
+
+
+@pytest.mark.parametrize("only_types", TYPE_VERSIONS)
+def test_every_value_must_be_exactly_one_of_the_types(only_types):
+    assert only_types(("a", 1, 2.5, True, None), SCALARS) is True
+    assert only_types((), SCALARS) is True
+    assert only_types(("a", b"bytes"), SCALARS) is False
+    assert only_types(("a", [1]), SCALARS) is False
+    assert only_types((Text("a"),), SCALARS) is False  # a subclass is not the type
+    rec = RequestRecord(*(["x"] * len(FIELD_NAMES)))
+    assert only_types(rec, SCALARS) is True  # a namedtuple is a tuple
+
+
+def test_the_c_type_check_takes_a_tuple_and_a_frozenset():
+    if only_types_c is None:
+        pytest.fail("extension not built")
+    for args in ((["a"], SCALARS), (("a",), {str}), (("a",), (str,)), ()):
+        with pytest.raises(TypeError):
+            only_types_c(*args)
