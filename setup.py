@@ -5,7 +5,7 @@ from setuptools import Extension, setup
 
 SOURCES = ["speedups.c", "plainchunk.c", "h1fast.c", "response_head.c", "pipe.c",
            "header.c", "depth.c", "arena.c", "deadline.c",
-           "series.c", "fields.c"]
+           "series.c", "fields.c", "request_bytes.c"]
 
 setup(ext_modules=[Extension(
     "kraken._speedups", [f"kraken/csrc/{name}" for name in SOURCES],

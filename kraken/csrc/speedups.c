@@ -22,6 +22,10 @@ static PyMethodDef methods[] = {
     {"nests_deeper", (PyCFunction)(void (*)(void))nests_deeper, METH_FASTCALL,
      "Whether a dict or list inside a parsed JSON value (itself level 1) is deeper than "
      "`limit` levels (kraken/gateway/body.py)."},
+    {"request_bytes", (PyCFunction)(void (*)(void))request_bytes, METH_FASTCALL,
+     "A provider request's bytes: its line, fields, a blank line and the body; None where a "
+     "field is not a (bytes, bytes) tuple or the body not bytes "
+     "(kraken/upstream/connection.py)."},
     {"fields_dict", (PyCFunction)(void (*)(void))fields_dict, METH_FASTCALL,
      "dict(zip(names, values)) for two tuples (kraken/meter/journal.py)."},
     {"only_types", (PyCFunction)(void (*)(void))only_types, METH_FASTCALL,

@@ -11,6 +11,7 @@
  *   CounterCore, GaugeCore, HistogramCore
  *                     kraken/metrics_core.py        tests/test_metrics_series.py (both versions)
  *   header_value      kraken/http/exchange.py       tests/http/test_header_value.py
+ *   request_bytes     kraken/upstream/connection.py tests/upstream/test_request_bytes.py
  *   nests_deeper      kraken/gateway/body.py        tests/gateway/test_nests_deeper.py
  *   fields_dict, only_types
  *                     kraken/meter/journal.py       tests/meter/test_fields_dict.py
@@ -31,6 +32,7 @@ PyObject *response_fields(PyObject *module, PyObject *arg);
 PyObject *header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *nests_deeper(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fields_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *request_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *only_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int is_plain_sse_chunk(const char *p, Py_ssize_t n);
 int add_pipe_type(PyObject *module);

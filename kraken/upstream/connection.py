@@ -181,11 +181,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked_upload = more and (b"transfer-encoding", b"chunked") in headers
         if self._chunked_upload and body:
             body = b"%x\r\n%b\r\n" % (len(body), body)
-        # One join over the lines (an empty one ends the head): 0.6 us where a %-format per
-        # field, a join and a concatenation cost 1.0 us, and the body is copied once, not twice.
-        self.transport.write(b"\r\n".join([  # type: ignore[union-attr]
-            b"%s %s HTTP/1.1" % (method.encode(), target.encode()),
-            *map(_FIELD_JOIN, headers), b"", body]))
+        data = request_bytes(method, target, headers, body)
+        self.transport.write(  # type: ignore[union-attr]
+            data if data is not None else request_bytes_py(method, target, headers, body))
         self._deadline.arm(self._read_timeout)
         if handler is not None:
             self.expect(handler)
@@ -289,6 +287,21 @@ class UpstreamConnection(asyncio.Protocol):
 
 _FIELD_JOIN = b": ".join
 """A header field's line from its (name, value) pair (mapped in C: no comprehension frame)."""
+
+
+def request_bytes_py(method: str, target: str, headers, body: bytes) -> bytes:
+    """A request as it goes to the provider: its line, its fields, a blank line, ``body``.
+    One join over the lines (an empty one ends the head): 0.6 us where a %-format per field,
+    a join and a concatenation cost 1.0 us, and the body is copied once, not twice."""
+    return b"\r\n".join([b"%s %s HTTP/1.1" % (method.encode(), target.encode()),
+                         *map(_FIELD_JOIN, headers), b"", body])
+
+
+request_bytes_c = native("request_bytes")
+"""The C version (kraken/csrc/request_bytes.c), or None where it was not built. It answers
+None for a field that is not a (bytes, bytes) tuple, or a body that is not bytes, which
+``request_bytes_py`` then writes."""
+request_bytes = pick(request_bytes_c, request_bytes_py)
 
 
 def _drop(data: bytes) -> None:
