@@ -8,8 +8,11 @@ its kernel work is not counted. Work driven by time, not by requests (the revoca
 polls, timers), runs as often as ever while the requests run ~50x slower, and moved a run's figure
 by several percent: ``--idle-seconds`` counts it alone first, and its rate times the load's
 duration is taken off. ``--a``/``--b`` compare two checkouts, runs interleaved
-``--rounds`` times; ``--top N`` lists the N functions with the most instructions of each run;
-``--keep DIR`` keeps the dumps for ``callgrind_annotate`` (``--tree=caller``: who called what).
+``--rounds`` times; ``--top N`` lists the N functions with the most instructions of each run's
+event loop; ``--keep DIR`` keeps the dumps for ``callgrind_annotate`` (``--tree=caller``: who
+called what). Each thread is counted apart: the event loop's own figure (the main thread, the
+request's path) is printed beside the whole process's; the store's thread, whose batches vary
+with timing, makes most of the spread between runs.
 
     .venv/bin/python bench/callgrind.py --a ../base --b . --rounds 3
     .venv/bin/python bench/callgrind.py --stream --top 30
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from ab import spawn
 from procs import free_port, interpreter, stop
@@ -47,22 +51,48 @@ def per_request(instructions: int, requests: int) -> int:
     return round(instructions / requests) if requests else 0
 
 
-def latest(work: Path, pid: str) -> Path:
-    return max(work.glob(f"callgrind.out.{pid}.*"), key=lambda p: p.stat().st_mtime)
+def dump_parts(work: Path, pid: str) -> dict[int, list[Path]]:
+    """The dumps of process ``pid`` by dump number, each a file per thread
+    (``--separate-threads=yes``: ``callgrind.out.<pid>.<n>-<thread>``, thread 01 the main one)."""
+    parts: dict[int, list[Path]] = {}
+    for path in work.glob(f"callgrind.out.{pid}.*"):
+        number = path.name.rsplit(".", 1)[1].split("-")[0]
+        if number.isdigit():
+            parts.setdefault(int(number), []).append(path)
+    return {n: sorted(paths) for n, paths in parts.items()}
+
+
+def latest(work: Path, pid: str) -> list[Path]:
+    """The last dump's files, the main thread's first."""
+    parts = dump_parts(work, pid)
+    return parts[max(parts)]
+
+
+def is_main_thread(dump: Path) -> bool:
+    return dump.name.endswith("-01") or "-" not in dump.name.rsplit(".", 1)[1]
 
 
 def control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=60)
 
 
-def counted_run(checkout: Path, python: str, work: Path, args) -> tuple[int, Path]:
+class Counted(NamedTuple):
+    """One run's instructions a request: the whole process's, the event loop's alone (the main
+    thread: the request's path, steadier than the store's thread, whose batches vary), and the
+    main thread's dump."""
+    total: int
+    loop: int
+    dump: Path
+
+
+def counted_run(checkout: Path, python: str, work: Path, args) -> Counted:
     """One Kraken from ``checkout`` under callgrind: its instructions per request and its dump."""
     mock_port, port = free_port(), free_port()
     work.mkdir(parents=True)
     mock = subprocess.Popen([sys.executable, "-m", "kraken.mock", "--port", str(mock_port),
                              "--chunks", str(args.chunks)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
            f"--callgrind-out-file={work}/callgrind.out.%p", python, "-m", "kraken", "serve",
            "--demo", "--config", str(kraken_config(work, port, mock_port))]
     proc = spawn(cmd, checkout, work / "kraken.log")
@@ -74,22 +104,27 @@ def counted_run(checkout: Path, python: str, work: Path, args) -> tuple[int, Pat
         run_load(url, args.stream, args.concurrency, args.warmup, args.max_seconds, body=BODY)
         pid = str(proc.pid)
         control("--instr=on", pid)
-        idle_rate = 0.0
+        idle_rate = idle_main = 0.0
         if args.idle_seconds > 0:  # the time-driven work alone: polls, timers, empty flushes
             began = time.monotonic()
             time.sleep(args.idle_seconds)
             control("--dump", pid)  # a dump holds what ran since the last one
-            idle_rate = totals(latest(work, pid)) / (time.monotonic() - began)
+            idle = latest(work, pid)
+            seconds = time.monotonic() - began
+            idle_rate = sum(map(totals, idle)) / seconds
+            idle_main = sum(totals(d) for d in idle if is_main_thread(d)) / seconds
         began = time.monotonic()
         done = run_load(url, args.stream, args.concurrency, args.requests, args.max_seconds,
                         body=BODY).get("completed", 0)
         control("--instr=off", pid)
         window = time.monotonic() - began
         control("--dump", pid)
-        dump = latest(work, pid)
+        dumps = latest(work, pid)
         if done != args.requests:
             raise SystemExit(f"only {done} of {args.requests} requests completed")
-        return per_request(round(totals(dump) - idle_rate * window), done), dump
+        main = sum(totals(d) for d in dumps if is_main_thread(d))
+        return Counted(per_request(round(sum(map(totals, dumps)) - idle_rate * window), done),
+                       per_request(round(main - idle_main * window), done), dumps[0])
     finally:
         stop(proc)
         stop(mock)
@@ -131,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'streamed' if args.stream else 'non-stream'} requests, {args.requests} counted "
           f"at concurrency {args.concurrency}", flush=True)
     checkouts = {"A": args.a.resolve()} | ({"B": args.b.resolve()} if args.b else {})
-    figures: dict[str, list[int]] = {name: [] for name in checkouts}
+    figures: dict[str, list[Counted]] = {name: [] for name in checkouts}
     with contextlib.ExitStack() as cleanup:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -140,18 +175,25 @@ def main(argv: list[str] | None = None) -> int:
             tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kraken-callgrind-"))
         for n in range(args.rounds):
             for name, checkout in checkouts.items():
-                per, dump = counted_run(checkout, args.python, Path(tmp) / f"{name}{n}", args)
-                figures[name].append(per)
-                print(f"  round {n + 1} {name}: {per:,} instructions a request", flush=True)
+                run = counted_run(checkout, args.python, Path(tmp) / f"{name}{n}", args)
+                figures[name].append(run)
+                print(f"  round {n + 1} {name}: {run.total:,} instructions a request "
+                      f"(event loop {run.loop:,})", flush=True)
                 if args.top:
-                    print(top_functions(dump, args.top), flush=True)
+                    print(top_functions(run.dump, args.top), flush=True)
                 if args.keep:
-                    print(f"    dump: {dump}", flush=True)
-    for name, values in figures.items():
-        print(f"{name} ({checkouts[name]}): {' / '.join(f'{v:,}' for v in values)}")
-    if args.b:
-        a, b = sorted(figures["A"])[len(figures["A"]) // 2], sorted(figures["B"])[len(figures["B"]) // 2]
-        print(f"medians: A {a:,}, B {b:,}: B - A = {b - a:+,} ({(b - a) / a:+.1%})")
+                    print(f"    dump (event loop): {run.dump}", flush=True)
+    for field in ("total", "loop"):
+        print(f"{'whole process' if field == 'total' else 'event loop alone'}:")
+        medians = {}
+        for name, runs in figures.items():
+            values = sorted(getattr(r, field) for r in runs)
+            medians[name] = values[len(values) // 2]
+            print(f"  {name} ({checkouts[name]}): "
+                  + " / ".join(f"{getattr(r, field):,}" for r in runs))
+        if args.b:
+            a, b = medians["A"], medians["B"]
+            print(f"  medians: A {a:,}, B {b:,}: B - A = {b - a:+,} ({(b - a) / a:+.1%})")
     return 0
 
 

@@ -43,3 +43,16 @@ def test_without_valgrind_it_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setattr(callgrind.shutil, "which", lambda tool: None)
     assert callgrind.main([]) == 2
     assert "apt-get install -y valgrind" in capsys.readouterr().err
+
+
+def test_a_dump_per_thread_is_grouped_by_dump_and_the_main_thread_found(tmp_path):
+    # --separate-threads=yes: callgrind.out.<pid>.<dump>-<thread>, thread 01 the main one
+    for name in ("callgrind.out.4242.1-01", "callgrind.out.4242.1-02", "callgrind.out.4242.2-01",
+                 "callgrind.out.4242.2-02", "callgrind.out.4242.2-03", "callgrind.out.99.2-01"):
+        (tmp_path / name).write_text(DUMP)
+    parts = callgrind.dump_parts(tmp_path, "4242")
+    assert sorted(parts) == [1, 2] and len(parts[2]) == 3
+    last = callgrind.latest(tmp_path, "4242")
+    assert [p.name for p in last] == ["callgrind.out.4242.2-01", "callgrind.out.4242.2-02",
+                                      "callgrind.out.4242.2-03"]
+    assert [callgrind.is_main_thread(p) for p in last] == [True, False, False]
