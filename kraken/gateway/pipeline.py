@@ -478,11 +478,16 @@ class Gateway:
         metrics.latency_for(call.provider).observe(rec.latency_ms / 1000)
         metrics.OVERHEAD.observe(call.overhead_ns() / 1e9)
         usage = call.usage
-        if usage is not None:
-            for kind, value in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),
-                                ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
-                if value:
-                    metrics.tokens_for(call.provider, model, kind).inc(value)
+        if usage is not None:  # a kind's series is made by its first tokens, not before
+            provider, tokens = call.provider, metrics.tokens_for
+            if usage.prompt_tokens:
+                tokens(provider, model, "prompt").inc(usage.prompt_tokens)
+            if usage.completion_tokens:
+                tokens(provider, model, "completion").inc(usage.completion_tokens)
+            if usage.cached_tokens:
+                tokens(provider, model, "cached").inc(usage.cached_tokens)
+            if usage.reasoning_tokens:
+                tokens(provider, model, "reasoning").inc(usage.reasoning_tokens)
 
     def price(self, call: Call, label: str) -> None:
         """cost_usd from the provider's usage and the price table; unknown is null, not 0.
