@@ -26,11 +26,12 @@ from kraken.accounts.byok import ByokKeyUnusable
 from kraken.accounts.byok_cache import ByokCache
 from kraken.billing.fees import FeeSchedule
 from kraken.billing.guard import BillingGuard
-from kraken.billing.pricing import AnthropicUsage, PriceTable, cost_usd, family_for
+from kraken.billing.pricing import PriceTable
 from kraken.errors import KrakenError, Overloaded, UpstreamError
 from kraken.gateway import fallback
 from kraken.gateway.answers import IdentifiedSink, send_error, send_json
 from kraken.gateway.call import Call
+from kraken.gateway.call_price import price_call
 from kraken.gateway.cost_header import answer_sink
 from kraken.gateway.endpoint import Endpoint, LateTask, Parsed
 from kraken.gateway.endpoints import ERROR_FORMATS, METERED
@@ -275,7 +276,7 @@ class Gateway:
         if self.billing is None:
             return principal
         plan = self.billing.check(principal.customer_id, None, principal.plan)
-        call.plan = plan.name  # the fee rule in price() follows the same plan
+        call.plan = plan.name  # the fee rule in price_call follows the same plan
         self.billing.check_key_budget(principal)  # the key's lifetime token/spend budget
         if plan.rpm or plan.tpm or plan.max_concurrent:
             return replace(principal, rpm=principal.rpm or plan.rpm,
@@ -455,7 +456,7 @@ class Gateway:
         if isinstance(call.usage, BatchUsage):  # a batch's results: its own model's price
             call.model_dispatched = call.usage.model
         if call.usage is not None:  # the label: never free client text
-            self.price(call, self.model_label(call.model_dispatched))
+            price_call(call, self.model_label(call.model_dispatched), self.prices, self.fees)
         call.classify_late()  # a stream's task type (``relay``)
         rec = call.to_record()
         self.meter.record(rec)
@@ -488,18 +489,3 @@ class Gateway:
                 tokens(provider, model, "cached").inc(usage.cached_tokens)
             if usage.reasoning_tokens:
                 tokens(provider, model, "reasoning").inc(usage.reasoning_tokens)
-
-    def price(self, call: Call, label: str) -> None:
-        """cost_usd from the provider's usage and the price table; unknown is null, not 0.
-        ``label``: the dispatched model's metric label value."""
-        price = self.prices.lookup(call.provider_kind, call.model_dispatched or "")
-        if price is None:
-            metrics.unpriced_for(call.provider, label).inc()
-            return
-        family = "anthropic" if isinstance(call.usage, AnthropicUsage) else family_for(call.provider_kind)
-        call.cost_usd = cost_usd(price, call.usage, family=family)
-        if isinstance(call.usage, BatchUsage) and call.cost_usd is not None:
-            call.cost_usd = round(call.cost_usd * call.usage.price_factor, 10)
-        call.fee_usd = self.fees.kraken_fee_usd(call.cost_usd, byok=call.byok, plan=call.plan)
-        if call.cost_usd:
-            metrics.cost_for(call.provider, label).inc(call.cost_usd)
