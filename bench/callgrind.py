@@ -69,7 +69,13 @@ def latest(work: Path, pid: str) -> list[Path]:
 
 
 def is_main_thread(dump: Path) -> bool:
-    return dump.name.endswith("-01") or "-" not in dump.name.rsplit(".", 1)[1]
+    return dump.name.endswith("-01")
+
+
+def thread_totals(dumps: list[Path]) -> tuple[int, int]:
+    """One dump's instructions: all its threads', and the main thread's (the event loop)."""
+    counts = [(totals(d), is_main_thread(d)) for d in dumps]
+    return sum(n for n, _ in counts), sum(n for n, main in counts if main)
 
 
 def control(*args: str) -> None:
@@ -109,10 +115,8 @@ def counted_run(checkout: Path, python: str, work: Path, args) -> Counted:
             began = time.monotonic()
             time.sleep(args.idle_seconds)
             control("--dump", pid)  # a dump holds what ran since the last one
-            idle = latest(work, pid)
             seconds = time.monotonic() - began
-            idle_rate = sum(map(totals, idle)) / seconds
-            idle_main = sum(totals(d) for d in idle if is_main_thread(d)) / seconds
+            idle_rate, idle_main = (n / seconds for n in thread_totals(latest(work, pid)))
         began = time.monotonic()
         done = run_load(url, args.stream, args.concurrency, args.requests, args.max_seconds,
                         body=BODY).get("completed", 0)
@@ -122,8 +126,8 @@ def counted_run(checkout: Path, python: str, work: Path, args) -> Counted:
         dumps = latest(work, pid)
         if done != args.requests:
             raise SystemExit(f"only {done} of {args.requests} requests completed")
-        main = sum(totals(d) for d in dumps if is_main_thread(d))
-        return Counted(per_request(round(sum(map(totals, dumps)) - idle_rate * window), done),
+        whole, main = thread_totals(dumps)
+        return Counted(per_request(round(whole - idle_rate * window), done),
                        per_request(round(main - idle_main * window), done), dumps[0])
     finally:
         stop(proc)

@@ -78,7 +78,7 @@ def test_first_bytes_by_decile_of_send_order():
 
 
 def test_cpu_per_stream_is_the_windows_busy_time_shared_by_its_streams():
-    from run import per_stream_us
+    from scenarios import per_stream_us
 
     # 0.8 of a core over 0.2 s, 1000 streams: 160 us each
     assert per_stream_us(0.8, 10.0, 10.2, 1000) == 160.0
