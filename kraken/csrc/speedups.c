@@ -8,6 +8,9 @@ static PyMethodDef methods[] = {
     {"whole_chunks", whole_chunks, METH_O,
      "(body, done) if a read is whole chunks with plain size lines, maybe then the last chunk, "
      "else None (kraken/h1framing.py)."},
+    {"usage_at", (PyCFunction)(void (*)(void))usage_at, METH_FASTCALL,
+     "Where the first non-null usage object (\"usage\": ?{) begins at or after `start`, "
+     "or -1 (kraken/gateway/sse.py)."},
     {"read_common_head", (PyCFunction)(void (*)(void))read_common_head, METH_FASTCALL,
      "The request head as a CommonHead if it is in the common subset, else None "
      "(kraken/http/h1fast.py)."},

@@ -4,6 +4,7 @@
  * and which tests compare it with:
  *   plain_sse_chunk   kraken/plainchunk.py          tests/upstream/test_plainchunk.py
  *   whole_chunks      kraken/h1framing.py           tests/test_h1framing.py
+ *   usage_at          kraken/gateway/sse.py         tests/gateway/test_usage_at.py
  *   read_common_head  kraken/http/h1fast.py         tests/http/test_h1head_reader.py
  *   response_fields   kraken/upstream/response.py   tests/upstream/test_response_fields.py
  *   PipeProtocol      kraken/upstream/connection.py tests/upstream/test_pipe.py (both versions)
@@ -26,6 +27,7 @@
 
 PyObject *plain_sse_chunk(PyObject *module, PyObject *arg);
 PyObject *whole_chunks(PyObject *module, PyObject *arg);
+PyObject *usage_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *bind_common_head(PyObject *module, PyObject *type);
 PyObject *response_fields(PyObject *module, PyObject *arg);
