@@ -13,6 +13,7 @@ import socket
 import pytest
 
 from harness import TEST_KEY, kraken_mapping, running_kraken
+from kraken.gateway.relay import Relay
 from kraken.gateway.request_log import RequestLog
 from kraken.meter.journal import Journal
 from kraken.upstream.connection import UpstreamConnection
@@ -26,10 +27,11 @@ EVENTS = [b'data: {"id":"c","choices":[{"delta":{"content":"hi"}}],"usage":null}
 CHUNKS = [b"%x\r\n%s\r\n" % (len(e), e) for e in EVENTS]
 
 
-async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[bytes], until: bytes):
+async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[bytes], until: bytes,
+                                          at_end: list[bytes] | None = None):
     """One streamed request; returns (the client's bytes when the record was journalled, the
-    whole response, the provider reads Kraken made, the client's bytes when the request log
-    line was emitted)."""
+    whole response, the provider reads Kraken made). ``at_end``: gets the client's bytes when
+    the relay began handling the provider's end (``Relay.on_end``)."""
     reads: list[bytes] = []
     at_record: list[bytes] = []
     at_log: list[bytes] = []
@@ -56,6 +58,14 @@ async def stream_with_a_look_at_the_record(tmp_path, monkeypatch, writes: list[b
     monkeypatch.setattr(UpstreamConnection, "data_received", counted)
     monkeypatch.setattr(Journal, "append", journalled)
     monkeypatch.setattr(RequestLog, "emit", logged)
+    if at_end is not None:
+        on_end = Relay.on_end
+
+        def ending(self):
+            at_end.append(peek(client, bytes(got), until))
+            on_end(self)
+
+        monkeypatch.setattr(Relay, "on_end", ending)
     server, port = await scripted_provider([writes], 0.05)  # each write a read of its own
     req = json.dumps({"model": "mock-gpt", "stream": True, "stream_options": {"include_usage": True},
                       "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -84,6 +94,18 @@ async def test_a_whole_answer_in_one_read_reaches_the_client_before_the_record(t
     head = got[:got.index(b"\r\n\r\n") + 4]
     # at the journal write the client had the head and the whole answer, not the end
     assert seen == head + content
+    assert got == seen + b"0\r\n\r\n"
+
+
+async def test_a_whole_answer_in_one_read_leaves_before_its_end_is_handled(tmp_path, monkeypatch):
+    # written as the read's data is relayed, not once the provider's end has been handled
+    content = b"%x\r\n%s\r\n" % (len(b"".join(EVENTS)), b"".join(EVENTS))
+    at_end: list[bytes] = []
+    seen, got, reads = await stream_with_a_look_at_the_record(
+        tmp_path, monkeypatch, [SSE_HEAD + b"".join(CHUNKS) + b"0\r\n\r\n"], content, at_end)
+    assert len(reads) == 1
+    head = got[:got.index(b"\r\n\r\n") + 4]
+    assert at_end == [head + content] and seen == head + content
     assert got == seen + b"0\r\n\r\n"
 
 
