@@ -383,9 +383,10 @@ class Gateway:
                       more=upload is not None)
             if out is None:  # a non-streamed answer is held (bounded): its head carries the cost
                 out = answer_sink(sink, call, parsed.req)
-            relay = Relay(call, out, family, stream=call.stream, hide_usage=hide_usage,
-                          on_complete=partial(self._journal, call), on_ended=self._count,
-                          response_filter=filt, loop=pool.loop)
+            # positional (stream, hide_usage, on_complete, on_ended, response_filter, loop):
+            # a class call's keywords build a dict and unpack it again, ~380 ns here
+            relay = Relay(call, out, family, call.stream, hide_usage,
+                          partial(self._journal, call), self._count, filt, pool.loop)
             conn.expect(relay)
             # Not held while the answer streams: orjson's output keeps >= 4 KiB of capacity.
             request = None

@@ -38,7 +38,7 @@ class SseTap:
                  "_found", "_usage")
     failure = None  # StreamTap: an SSE stream's failures reach the relay as connection errors
 
-    def __init__(self, parse_usage: UsageParser, *, strip_usage: bool, max_event_bytes: int = 1 << 20):
+    def __init__(self, parse_usage: UsageParser, strip_usage: bool, max_event_bytes: int = 1 << 20):
         self._tail = b""
         self._sep = b"\n\n"
         self._strip = strip_usage

@@ -236,9 +236,10 @@ class H1Connection(InboundConnection):
         http11 = event.http_version == b"1.1"
         keep_alive = (keeps_alive(event, headers) if common is None or common.may_close
                       else http11)
+        # positional (headers, keep_alive, http11, head_ns): a class call's keywords build a
+        # dict and unpack it again, ~250 ns here (Debian's 3.11)
         exchange = self._exchange = H1Exchange(
-            self, event, reader, headers=headers, keep_alive=keep_alive, http11=http11,
-            head_ns=head_ns)
+            self, event, reader, headers, keep_alive, http11, head_ns)
         exchange.expect_continue = expect_continue
         self.state = BODY
         self._receive_body(exchange, streamed, length, rest)

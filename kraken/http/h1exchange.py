@@ -51,7 +51,7 @@ class H1Exchange:
     )
 
     def __init__(self, conn: H1Connection, head: h11.Request | None = None,
-                 reader: FixedBody | ChunkedBody | None = None, *,
+                 reader: FixedBody | ChunkedBody | None = None,
                  headers: tuple[tuple[bytes, bytes], ...] = (), keep_alive: bool = False,
                  http11: bool = True, head_ns: int = 0):
         self._conn = conn

@@ -65,7 +65,7 @@ class ResponseParser:
     __slots__ = ("_sink", "_reader", "_head_buf", "keep_alive", "_no_body", "status", "_ended",
                  "on_data", "on_chunk", "_one")
 
-    def __init__(self, sink: BodySink, *, no_body: bool = False):
+    def __init__(self, sink: BodySink, no_body: bool = False):
         self._sink = sink
         self.on_data = sink.on_data
         """Where body bytes go: the sink's, or an owner's shortcut past it (one call per read)."""

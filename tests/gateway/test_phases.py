@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import re
 import socket
@@ -311,7 +312,7 @@ async def test_the_relay_waits_on_the_loop_its_pool_dialled_in(tmp_path, monkeyp
     loops = []
 
     def relay(*args, **kwargs):
-        loops.append(kwargs.get("loop"))
+        loops.append(inspect.signature(Relay).bind(*args, **kwargs).arguments.get("loop"))
         return Relay(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "Relay", relay)
@@ -345,7 +346,7 @@ async def test_each_call_gets_the_same_bound_attempt_and_record(tmp_path, monkey
         return dispatch(router, call, routes, attempt, sink, *args)
 
     def relay(*args, **kwargs):
-        completions.append(kwargs["on_complete"])
+        completions.append(inspect.signature(Relay).bind(*args, **kwargs).arguments["on_complete"])
         return Relay(*args, **kwargs)
 
     monkeypatch.setattr(pipeline.fallback, "dispatch", seen_dispatch)
