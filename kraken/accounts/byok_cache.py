@@ -58,8 +58,9 @@ class ByokCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def keys_for(self, customer_id: str | None) -> Keys:
-        """provider kind -> key (or ``ByokKeyUnusable``) for this customer; no I/O on a hit."""
+    def keys_now(self, customer_id: str | None) -> Keys | None:
+        """``keys_for``'s answer if it needs no load (none stored, or a fresh entry), else None:
+        await ``keys_for``. Asked first, so a hit awaits no coroutine that never waits."""
         if customer_id is None or self._stored == 0:
             _NONE_STORED.inc()
             return NO_KEYS
@@ -68,6 +69,13 @@ class ByokCache:
             self._entries.move_to_end(customer_id)
             _HIT.inc()
             return entry[1]
+        return None
+
+    async def keys_for(self, customer_id: str | None) -> Keys:
+        """provider kind -> key (or ``ByokKeyUnusable``) for this customer; no I/O on a hit."""
+        keys = self.keys_now(customer_id)
+        if keys is not None:
+            return keys
         _MISS.inc()
         task = self._loads.get(customer_id)
         if task is None:

@@ -46,7 +46,7 @@ from kraken.policy import auth
 from kraken.policy.auth import KeyVerifier, Principal, credential
 from kraken.policy.authgate import AddressGate
 from kraken.policy.clientip import ClientAddress
-from kraken.policy.ratelimit import Limiter
+from kraken.policy.ratelimit import Lease, Limiter
 from kraken.policy.router import Route, Router
 from kraken.providers.family import Headers, UpstreamRequest
 from kraken.providers.openai_files import BatchUsage
@@ -209,12 +209,18 @@ class Gateway:
                      sink: ResponseSink) -> None:
         """The order every metered endpoint runs, written once (the record is pushed by the
         relay when the answer ends, or by ``run`` when a phase refuses)."""
-        principal = await self.identify(
-            call, req if endpoint.credentials is None else endpoint.credentials(req))
+        creds = req if endpoint.credentials is None else endpoint.credentials(req)
+        # the key cache, the memory limiter and the BYOK cache answer at once (the usual
+        # request): only a miss awaits (a coroutine that never waits costs its object, frame
+        # and send for nothing: six of them a request)
+        principal = self.cached_principal(creds) or await self.authenticate(creds)
+        call.customer_id = principal.customer_id
+        call.key_id = principal.key_id
         where = None if endpoint.locate is None else endpoint.locate(req)
         self.admit(call)
         subject = self.check_billing_caps(call, principal)
-        await self.take_rate_limit(call, subject)
+        self.hold_lease(call, self.limiter.acquire_now(subject)
+                        or await self.limiter.acquire(subject))
         parsed = Parsed(req, endpoint.parse(req.body) if endpoint.read is None
                         else await endpoint.read(req, self.upload_limits), where)
         model = endpoint.model(parsed) if endpoint.routes is None else None
@@ -230,34 +236,38 @@ class Gateway:
         try:
             routes = (self.route(call, endpoint, model) if model is not None
                       else endpoint.routes(self.router, parsed))
-            await self.load_byok(call)
+            if self.byok is not None:  # once per call, from memory on a hit
+                keys = self.byok.keys_now(call.customer_id)
+                call.byok_keys = await self.byok.keys_for(call.customer_id) if keys is None else keys
             await self.dispatch(call, endpoint, routes, parsed, sink, later)
         finally:
             if later is not None:
                 later()  # refused before the send: the record still names the task
 
     # ---- phases --------------------------------------------------------------------
-    async def authenticate(self, req: Request) -> Principal:
+    @staticmethod
+    def token(req: Request) -> bytes | None:
         token = credential(req.header(b"authorization"), None)
         if token is None:  # a Bearer token wins: only without one is x-api-key looked for
             token = credential(None, req.header(b"x-api-key"))
-        if token is not None:
-            principal = self.verifier.lookup_cached(token)
-            if principal is not None:
-                return principal
+        return token
+
+    def cached_principal(self, req: Request) -> Principal | None:
+        """The request's key as verified within the cache's TTL (no bcrypt, no await), or
+        None: ``authenticate``."""
+        token = self.token(req)
+        return None if token is None else self.verifier.lookup_cached(token)
+
+    async def authenticate(self, req: Request) -> Principal:
+        principal = self.cached_principal(req)
+        if principal is not None:
+            return principal
         # A cache miss may cost a bcrypt run: addresses that keep failing are refused first,
         # and a run holds one of the address's attempts (kraken/policy/authgate.py).
         gate = AddressGate(self.limiter,
                            self.client_address.of(req.peer, req.header(b"x-forwarded-for")))
         await gate.check()
-        return await self.verifier.verify(token, gate)
-
-    async def identify(self, call: Call, req: Request) -> Principal:
-        """Authenticate, and name the customer and key on the call's record."""
-        principal = await self.authenticate(req)
-        call.customer_id = principal.customer_id
-        call.key_id = principal.key_id
-        return principal
+        return await self.verifier.verify(self.token(req), gate)
 
     def admit(self, call: Call) -> None:
         """Reserve the record's place: refuse now rather than serve unrecorded."""
@@ -284,9 +294,10 @@ class Gateway:
                            max_concurrent=principal.max_concurrent or plan.max_concurrent)
         return principal
 
-    async def take_rate_limit(self, call: Call, subject: Principal) -> None:
-        """Take the key's rate-limit lease (429 when over); released when the call ends."""
-        lease = await self.limiter.acquire(subject)
+    @staticmethod
+    def hold_lease(call: Call, lease: Lease) -> None:
+        """The key's rate-limit lease (the limiter raised 429 when over), released when the
+        call ends; its limits go on the answer's headers."""
         call.lease = lease
         if lease.limit_requests:
             call.response_headers = lease.headers
@@ -413,11 +424,6 @@ class Gateway:
             finally:
                 sink.set_producer(None)
                 pool.release(conn)
-
-    async def load_byok(self, call: Call) -> None:
-        """Fetch the customer's BYOK keys once per call (in memory on a cache hit)."""
-        if self.byok is not None:
-            call.byok_keys = await self.byok.keys_for(call.customer_id)
 
     @staticmethod
     def authorize(call: Call, route: Route, request: UpstreamRequest) -> Headers:

@@ -210,6 +210,12 @@ class Limiter(Protocol):
 
     policy: LimitPolicy
 
+    def acquire_now(self, principal: Any) -> Lease | None:
+        """``acquire`` decided from memory without waiting, or None: await ``acquire``. The
+        pipeline asks this first: awaiting a coroutine that never waits costs a coroutine
+        object, its frame and a send (~0.1-0.2 us each on 3.11) for nothing."""
+        ...
+
     async def acquire(self, principal: Any, *, tokens: int = 0) -> Lease:
         """Count one request, pre-check ``tokens`` against the token budget, take a concurrency
         slot; or raise ``RateLimitExceeded`` (``errors.Overloaded`` if the store is down and
@@ -303,6 +309,10 @@ class MemoryLimiter:
         return state
 
     async def acquire(self, principal: Any, *, tokens: int = 0) -> Lease:
+        return self.acquire_now(principal, tokens)
+
+    def acquire_now(self, principal: Any, tokens: int = 0) -> Lease:
+        """All of ``acquire``, synchronously: a memory limiter never waits."""
         # limits_for's values, read without building its frozen Limits (~1 us per request)
         policy = self.policy
         rpm = getattr(principal, "rpm", 0) or policy.rpm

@@ -199,6 +199,11 @@ class RedisLimiter:
         return Overloaded("Rate limiting is unavailable; retry shortly")
 
     # ---- Limiter ---------------------------------------------------------------------------
+    @staticmethod
+    def acquire_now(principal: Any) -> None:
+        """Redis decides: always await ``acquire``."""
+        return None
+
     async def acquire(self, principal: Any, *, tokens: int = 0) -> Lease:
         limits = limits_for(principal, self.policy)
         key_id = principal.key_id

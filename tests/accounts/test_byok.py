@@ -238,11 +238,13 @@ async def test_cache_hits_do_no_io_and_misses_load_once(store):
     cache = ByokCache(counting, keys)
     await cache.poll()
     counting.reads = 0
+    assert cache.keys_now(a) is None  # a miss: keys_for must load
     results = await asyncio.gather(*(cache.keys_for(a) for _ in range(50)))
     assert all(r == {"openai": SECRET_A} for r in results)
     assert counting.reads == 1  # single flight
     for _ in range(100):
         assert (await cache.keys_for(a))["openai"] == SECRET_A
+        assert cache.keys_now(a)["openai"] == SECRET_A  # a hit needs no await
     assert counting.reads == 1  # hits: memory only
 
 
@@ -252,7 +254,7 @@ async def test_no_lookups_while_no_key_is_stored(store):
     cache = ByokCache(counting, ring(V1))
     await cache.poll()
     counting.reads = 0
-    assert await cache.keys_for(a) == {}
+    assert await cache.keys_for(a) == {} and cache.keys_now(a) == {}
     assert counting.reads == 0 and len(cache) == 0
 
 

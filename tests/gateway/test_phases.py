@@ -137,14 +137,16 @@ async def test_every_metered_endpoint_is_served_from_the_one_list(tmp_path):
             assert gw.paths.handler_for(path.replace("*", "m:generateContent"))
 
 
-async def test_identify_names_the_customer_and_key(tmp_path):
+async def test_the_phases_name_the_customer_and_key_first_verified_then_cached(tmp_path):
     async with gateway(tmp_path) as gw:
-        call = new_call()
-        principal = await gw.identify(call, request())
-        assert (principal.customer_id, call.customer_id, call.key_id) == ("cust_1", "cust_1",
-                                                                          "testkey")
+        assert gw.cached_principal(request()) is None  # not verified yet: authenticate
+        for _ in range(2):  # bcrypt once, then from the cache without an await
+            call = new_call()
+            await gw.phases(chat.ENDPOINT, call, request(), Collected())
+            assert (call.customer_id, call.key_id) == ("cust_1", "testkey")
+        assert gw.cached_principal(request()).key_id == "testkey"
         with pytest.raises(Unauthorized):
-            await gw.identify(new_call(), request(key=None))
+            await gw.phases(chat.ENDPOINT, new_call(), request(key=None), Collected())
 
 
 async def test_a_bearer_token_wins_and_x_api_key_is_read_only_without_one(tmp_path):
@@ -165,17 +167,17 @@ async def test_a_bearer_token_wins_and_x_api_key_is_read_only_without_one(tmp_pa
 
     bearer = (b"authorization", b"Bearer " + TEST_KEY.encode())
     async with gateway(tmp_path) as gw:
-        await gw.identify(new_call(), req(bearer))  # verified once: cached from now on
+        await gw.authenticate(req(bearer))  # verified once: cached from now on
         looked.clear()
-        assert (await gw.identify(new_call(), req(bearer, (b"x-api-key", b"wrong")))).key_id \
+        assert (await gw.authenticate(req(bearer, (b"x-api-key", b"wrong")))).key_id \
             == "testkey"
         assert looked == [b"authorization"]
         for auth in ((b"authorization", b"Bearer "), (b"authorization", b"Basic eDp5")):
             looked.clear()
-            principal = await gw.identify(new_call(), req(auth, (b"x-api-key", TEST_KEY.encode())))
+            principal = await gw.authenticate(req(auth, (b"x-api-key", TEST_KEY.encode())))
             assert principal.key_id == "testkey" and looked == [b"authorization", b"x-api-key"]
         with pytest.raises(Unauthorized):
-            await gw.identify(new_call(), req((b"authorization", b""), (b"x-api-key", b"kr_x")))
+            await gw.authenticate(req((b"authorization", b""), (b"x-api-key", b"kr_x")))
 
 
 async def test_handle_hands_back_the_calls_own_coroutine_and_answers_refusals(tmp_path):
@@ -221,14 +223,14 @@ async def test_billing_caps_without_billing_leave_the_key_as_it_is(tmp_path):
         assert gw.check_billing_caps(new_call(), principal) is principal
 
 
-async def test_take_rate_limit_leases_then_refuses_over_the_keys_rpm(tmp_path):
+async def test_the_memory_limiter_leases_at_once_then_refuses_over_the_keys_rpm(tmp_path):
     async with gateway(tmp_path) as gw:
         principal = Principal("k", "c", rpm=1)
         call = new_call()
-        await gw.take_rate_limit(call, principal)
+        gw.hold_lease(call, gw.limiter.acquire_now(principal))  # no await: decided in memory
         assert call.lease is not None and call.response_headers
         with pytest.raises(RateLimited):
-            await gw.take_rate_limit(new_call(), principal)
+            gw.limiter.acquire_now(principal)
         gw.release(call)
         assert call.lease is None
 
