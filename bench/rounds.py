@@ -1,5 +1,6 @@
-"""Interleaved rounds: a scenario run once per target in each round, the order reversed every
-other round, so targets compared with each other share the machine's drift.
+"""Interleaved rounds: a scenario run once per target in each round, the order rotated by one
+each round, so targets compared with each other share the machine's drift and each runs in each
+place equally often.
 
 On a shared VM one run's figures move by a third from the next run's. A burst of 1000 streams is
 decided by a target's first burst on fresh processes, so it cannot be repeated on one process:
@@ -13,11 +14,14 @@ from typing import Callable
 
 def interleaved(names: list[str], rounds: int,
                 one: Callable[[str, int], float | None]) -> dict[str, list[float | None]]:
-    """``one(name, round)`` for every name in every round: in the given order in even rounds,
-    reversed in odd ones. The figures, per name, in round order (None: that run failed)."""
+    """``one(name, round)`` for every name in every round, in the given order rotated by ``round``
+    places (two names: alternately). The figures, per name, in round order (None: that run
+    failed). Reversed every other round, as before, the middle one of three ran in the middle
+    in every round: bench/ab.py's B always ran right after A or nginx."""
     figures: dict[str, list[float | None]] = {name: [] for name in names}
     for n in range(rounds):
-        for name in names if n % 2 == 0 else list(reversed(names)):
+        shift = n % len(names)
+        for name in names[shift:] + names[:shift]:
             figures[name].append(one(name, n))
     return figures
 

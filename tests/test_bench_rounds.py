@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from rounds import interleaved, median_or_none, per_round_ratios, ratio_line  # noqa: E402
 
 
-def test_each_round_runs_every_target_once_in_an_order_reversed_every_other_round():
+def test_each_round_runs_every_target_once_in_an_order_rotated_every_round():
     ran: list[tuple[str, int]] = []
 
     def one(name: str, n: int) -> float:
@@ -20,6 +20,10 @@ def test_each_round_runs_every_target_once_in_an_order_reversed_every_other_roun
     assert ran == [("nginx", 0), ("kraken", 0), ("kraken", 1), ("nginx", 1),
                    ("nginx", 2), ("kraken", 2)]
     assert figures == {"nginx": [50.0, 51.0, 52.0], "kraken": [60.0, 61.0, 62.0]}
+    ran.clear()  # three: each in each place once every three rounds (B is not always second)
+    interleaved(["A", "B", "nginx"], 3, lambda name, n: ran.append((name, n)) or 1.0)
+    orders = [[name for name, m in ran if m == n] for n in range(3)]
+    assert orders == [["A", "B", "nginx"], ["B", "nginx", "A"], ["nginx", "A", "B"]]
 
 
 def test_ratios_pair_each_round_with_the_base_of_the_same_round_and_skip_failed_ones():
