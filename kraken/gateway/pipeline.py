@@ -210,9 +210,8 @@ class Gateway:
         """The order every metered endpoint runs, written once (the record is pushed by the
         relay when the answer ends, or by ``run`` when a phase refuses)."""
         creds = req if endpoint.credentials is None else endpoint.credentials(req)
-        # the key cache, the memory limiter and the BYOK cache answer at once (the usual
-        # request): only a miss awaits (a coroutine that never waits costs its object, frame
-        # and send for nothing: six of them a request)
+        # the key cache, memory limiter and BYOK cache answer at once; only a miss awaits (a
+        # coroutine that never waits costs its object, frame and send: six a request)
         principal = self.cached_principal(creds) or await self.authenticate(creds)
         call.customer_id = principal.customer_id
         call.key_id = principal.key_id
@@ -238,7 +237,9 @@ class Gateway:
                       else endpoint.routes(self.router, parsed))
             if self.byok is not None:  # once per call, from memory on a hit
                 keys = self.byok.keys_now(call.customer_id)
-                call.byok_keys = await self.byok.keys_for(call.customer_id) if keys is None else keys
+                if keys is None:
+                    keys = await self.byok.keys_for(call.customer_id)
+                call.byok_keys = keys
             await self.dispatch(call, endpoint, routes, parsed, sink, later)
         finally:
             if later is not None:

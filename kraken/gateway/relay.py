@@ -49,7 +49,7 @@ def stream_tap(family: WireFamily, strip_usage: bool) -> StreamTap:
     own = family.stream_tap
     if own is not None:
         return own(strip_usage)
-    return SseTap(family.usage_parser(), strip_usage)  # positional: a class call's keywords cost a dict
+    return SseTap(family.usage_parser(), strip_usage)  # positional: see Gateway.relay
 
 
 _SSE_HEADERS = [
