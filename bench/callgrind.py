@@ -62,10 +62,21 @@ def dump_parts(work: Path, pid: str) -> dict[int, list[Path]]:
     return {n: sorted(paths) for n, paths in parts.items()}
 
 
-def latest(work: Path, pid: str) -> list[Path]:
-    """The last dump's files, the main thread's first."""
-    parts = dump_parts(work, pid)
-    return parts[max(parts)]
+def dumped(work: Path, pid: str, number: int, seconds: float = 60.0) -> list[Path]:
+    """Dump ``number``'s files, the main thread's first, once callgrind has written them all:
+    ``callgrind_control --dump`` may return before it has (a run once found no dump at all
+    and stopped). Waits at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        parts = dump_parts(work, pid).get(number, [])
+        try:
+            if parts and all(totals(part) >= 0 for part in parts):
+                return parts
+        except (OSError, ValueError):
+            pass  # a part still being written: no totals line yet
+        if time.monotonic() > deadline:
+            raise SystemExit(f"callgrind wrote no complete dump {number} of {pid} in {seconds:g} s")
+        time.sleep(0.1)
 
 
 def is_main_thread(dump: Path) -> bool:
@@ -111,19 +122,22 @@ def counted_run(checkout: Path, python: str, work: Path, args) -> Counted:
         pid = str(proc.pid)
         control("--instr=on", pid)
         idle_rate = idle_main = 0.0
+        dumps_made = 0
         if args.idle_seconds > 0:  # the time-driven work alone: polls, timers, empty flushes
             began = time.monotonic()
             time.sleep(args.idle_seconds)
             control("--dump", pid)  # a dump holds what ran since the last one
             seconds = time.monotonic() - began
-            idle_rate, idle_main = (n / seconds for n in thread_totals(latest(work, pid)))
+            dumps_made += 1
+            idle = thread_totals(dumped(work, pid, dumps_made))
+            idle_rate, idle_main = (n / seconds for n in idle)
         began = time.monotonic()
         done = run_load(url, args.stream, args.concurrency, args.requests, args.max_seconds,
                         body=BODY).get("completed", 0)
         control("--instr=off", pid)
         window = time.monotonic() - began
         control("--dump", pid)
-        dumps = latest(work, pid)
+        dumps = dumped(work, pid, dumps_made + 1)
         if done != args.requests:
             raise SystemExit(f"only {done} of {args.requests} requests completed")
         whole, main = thread_totals(dumps)

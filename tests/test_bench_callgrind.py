@@ -52,7 +52,17 @@ def test_a_dump_per_thread_is_grouped_by_dump_and_the_main_thread_found(tmp_path
         (tmp_path / name).write_text(DUMP)
     parts = callgrind.dump_parts(tmp_path, "4242")
     assert sorted(parts) == [1, 2] and len(parts[2]) == 3
-    last = callgrind.latest(tmp_path, "4242")
+    last = callgrind.dumped(tmp_path, "4242", 2)
     assert [p.name for p in last] == ["callgrind.out.4242.2-01", "callgrind.out.4242.2-02",
                                       "callgrind.out.4242.2-03"]
     assert [callgrind.is_main_thread(p) for p in last] == [True, False, False]
+
+
+def test_a_dump_callgrind_has_not_written_is_waited_for_within_a_bound(tmp_path):
+    (tmp_path / "callgrind.out.4242.1-01").write_text(DUMP)
+    (tmp_path / "callgrind.out.4242.2-01").write_text("events: Ir\n")  # being written: no totals
+    with pytest.raises(SystemExit, match="no complete dump 2"):
+        callgrind.dumped(tmp_path, "4242", 2, seconds=0.3)
+    with pytest.raises(SystemExit, match="no complete dump 3"):
+        callgrind.dumped(tmp_path, "4242", 3, seconds=0.3)
+    assert [p.name for p in callgrind.dumped(tmp_path, "4242", 1)] == ["callgrind.out.4242.1-01"]
