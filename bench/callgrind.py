@@ -62,16 +62,17 @@ def dump_parts(work: Path, pid: str) -> dict[int, list[Path]]:
     return {n: sorted(paths) for n, paths in parts.items()}
 
 
-def dumped(work: Path, pid: str, number: int, seconds: float = 60.0) -> list[Path]:
-    """Dump ``number``'s files, the main thread's first, once callgrind has written them all:
-    ``callgrind_control --dump`` may return before it has (a run once found no dump at all
-    and stopped). Waits at most ``seconds``."""
+def dumped(work: Path, pid: str, number: int,
+           seconds: float = 60.0) -> tuple[list[Path], int, int]:
+    """Dump ``number``'s files (the main thread's first) and ``thread_totals`` of them, once
+    callgrind has written them all: ``callgrind_control --dump`` may return before it has (a run
+    once found no dump at all and stopped). Waits at most ``seconds``; each file read once."""
     deadline = time.monotonic() + seconds
     while True:
         parts = dump_parts(work, pid).get(number, [])
         try:
-            if parts and all(totals(part) >= 0 for part in parts):
-                return parts
+            if parts:
+                return (parts, *thread_totals(parts))
         except (OSError, ValueError):
             pass  # a part still being written: no totals line yet
         if time.monotonic() > deadline:
@@ -129,7 +130,7 @@ def counted_run(checkout: Path, python: str, work: Path, args) -> Counted:
             control("--dump", pid)  # a dump holds what ran since the last one
             seconds = time.monotonic() - began
             dumps_made += 1
-            idle = thread_totals(dumped(work, pid, dumps_made))
+            _, *idle = dumped(work, pid, dumps_made)
             idle_rate, idle_main = (n / seconds for n in idle)
         began = time.monotonic()
         done = run_load(url, args.stream, args.concurrency, args.requests, args.max_seconds,
@@ -137,10 +138,9 @@ def counted_run(checkout: Path, python: str, work: Path, args) -> Counted:
         control("--instr=off", pid)
         window = time.monotonic() - began
         control("--dump", pid)
-        dumps = dumped(work, pid, dumps_made + 1)
+        dumps, whole, main = dumped(work, pid, dumps_made + 1)
         if done != args.requests:
             raise SystemExit(f"only {done} of {args.requests} requests completed")
-        whole, main = thread_totals(dumps)
         return Counted(per_request(round(whole - idle_rate * window), done),
                        per_request(round(main - idle_main * window), done), dumps[0])
     finally:

@@ -52,7 +52,8 @@ def test_a_dump_per_thread_is_grouped_by_dump_and_the_main_thread_found(tmp_path
         (tmp_path / name).write_text(DUMP)
     parts = callgrind.dump_parts(tmp_path, "4242")
     assert sorted(parts) == [1, 2] and len(parts[2]) == 3
-    last = callgrind.dumped(tmp_path, "4242", 2)
+    last, whole, main = callgrind.dumped(tmp_path, "4242", 2)
+    assert (whole, main) == (3 * 155_511_792, 155_511_792)  # every thread's, the main one's
     assert [p.name for p in last] == ["callgrind.out.4242.2-01", "callgrind.out.4242.2-02",
                                       "callgrind.out.4242.2-03"]
     assert [callgrind.is_main_thread(p) for p in last] == [True, False, False]
@@ -65,4 +66,5 @@ def test_a_dump_callgrind_has_not_written_is_waited_for_within_a_bound(tmp_path)
         callgrind.dumped(tmp_path, "4242", 2, seconds=0.3)
     with pytest.raises(SystemExit, match="no complete dump 3"):
         callgrind.dumped(tmp_path, "4242", 3, seconds=0.3)
-    assert [p.name for p in callgrind.dumped(tmp_path, "4242", 1)] == ["callgrind.out.4242.1-01"]
+    parts, _, _ = callgrind.dumped(tmp_path, "4242", 1)
+    assert [p.name for p in parts] == ["callgrind.out.4242.1-01"]

@@ -192,7 +192,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Route the response of the request just ``send``-ed to ``handler``. Called in the
         same loop iteration as ``send``: no read can come between them."""
         self._handler = handler
-        self._parser = parser = ResponseParser(self, self._no_body)  # positional: see Relay's
+        self._parser = parser = ResponseParser(self, self._no_body)  # positional: see Gateway.relay
         parser.on_data = handler.on_data  # straight to the handler: one call less per read
         parser.on_chunk = getattr(handler, "on_chunk", None)  # optional (ResponseHandler)
         self.unpipe()  # the last exchange's pipe and count do not carry over
