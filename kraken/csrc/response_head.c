@@ -42,19 +42,15 @@ field(const unsigned char *p, Py_ssize_t n, Py_ssize_t *name_end, Py_ssize_t *va
     return 1;
 }
 
-/* response_fields(section) -> (headers, length, chunked, close) | None */
-PyObject *
-response_fields(PyObject *module, PyObject *arg)
+/* The fields of section [p, p + n): 1 with *headers (a new list), *length (-1: none),
+ * *chunked and *close set; 0 where the Python reader must decide; -1 with an error set. */
+static int
+read_fields(const unsigned char *p, Py_ssize_t n, PyObject **headers_out, long long *length_out,
+            int *chunked_out, int *close_out)
 {
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "response_fields takes bytes");
-        return NULL;
-    }
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
-    const Py_ssize_t n = PyBytes_GET_SIZE(arg);
     PyObject *headers = PyList_New(0);
     if (headers == NULL) {
-        return NULL;
+        return -1;
     }
     long long length = -1;
     int chunked = 0, close = 0;
@@ -108,7 +104,7 @@ response_fields(PyObject *module, PyObject *arg)
         if (pair == NULL || PyList_Append(headers, pair) < 0) {
             Py_XDECREF(pair);
             Py_DECREF(headers);
-            return NULL;
+            return -1;
         }
         Py_DECREF(pair);
         if (end >= n) {
@@ -116,13 +112,112 @@ response_fields(PyObject *module, PyObject *arg)
         }
         at = end + 2;
     }
-    PyObject *items[4] = {
-        headers, length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length),
-        Py_NewRef(chunked ? Py_True : Py_False), Py_NewRef(close ? Py_True : Py_False),
-    };
-    return stolen_tuple(items, 4);
+    *headers_out = headers;
+    *length_out = length;
+    *chunked_out = chunked;
+    *close_out = close;
+    return 1;
 
 undecided:
     Py_DECREF(headers);
-    Py_RETURN_NONE;
+    return 0;
+}
+
+/* (headers, length, chunked, close) from read_fields' answer, or None where it had none */
+static PyObject *
+fields_tuple(int found, PyObject *headers, long long length, int chunked, int close,
+             PyObject *head_end, PyObject *status)
+{
+    if (found < 0) {
+        Py_XDECREF(head_end);
+        Py_XDECREF(status);
+        return NULL;
+    }
+    if (found == 0) {
+        Py_XDECREF(head_end);
+        Py_XDECREF(status);
+        Py_RETURN_NONE;
+    }
+    PyObject *items[6] = {
+        head_end, status, headers,
+        length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length),
+        Py_NewRef(chunked ? Py_True : Py_False), Py_NewRef(close ? Py_True : Py_False),
+    };
+    return head_end == NULL ? stolen_tuple(items + 2, 4) : stolen_tuple(items, 6);
+}
+
+/* response_fields(section) -> (headers, length, chunked, close) | None */
+PyObject *
+response_fields(PyObject *module, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "response_fields takes bytes");
+        return NULL;
+    }
+    PyObject *headers = NULL;
+    long long length = -1;
+    int chunked = 0, close = 0;
+    int found = read_fields((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg),
+                            &headers, &length, &chunked, &close);
+    return fields_tuple(found, headers, length, chunked, close, NULL, NULL);
+}
+
+/* Where the first CRLF CRLF in [p, p + n) begins, or -1 (memchr for the CR: fast where the
+ * field lines are long, and no libc call per byte). */
+static Py_ssize_t
+find_blank_line(const unsigned char *p, Py_ssize_t n)
+{
+    const unsigned char *at = p, *end = p + n;
+    while (end - at >= 4) {
+        const unsigned char *cr = memchr(at, '\r', (size_t)(end - at - 3));
+        if (cr == NULL) {
+            return -1;
+        }
+        if (cr[1] == '\n' && cr[2] == '\r' && cr[3] == '\n') {
+            return cr - p;
+        }
+        at = cr + 1;
+    }
+    return -1;
+}
+
+/* response_head(data) -> (head_end, status, headers, length, chunked, close) | None: a read
+ * that begins with a whole HTTP/1.1 head of a final (2xx-9xx) response, read as
+ * ResponseParser._read_head and _head read it; None for anything else (an incomplete head,
+ * HTTP/1.0, an interim or malformed status, a field section read_fields leaves undecided). */
+PyObject *
+response_head(PyObject *module, PyObject *arg)
+{
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "response_head takes bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(arg);
+    const Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    const Py_ssize_t end = find_blank_line(p, n);
+    if (end < 12 || memcmp(p, "HTTP/1.1 ", 9) != 0 || p[9] < '2' || p[9] > '9'
+            || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9') {
+        Py_RETURN_NONE;
+    }
+    const long status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    /* the status line ends at the head's first CRLF; none: a head of that line alone */
+    Py_ssize_t eol = 12;
+    while (eol + 1 < end && !(p[eol] == '\r' && p[eol + 1] == '\n')) {
+        eol++;
+    }
+    PyObject *headers = NULL;
+    long long length = -1;
+    int chunked = 0, close = 0, found = 1;
+    if (eol + 1 >= end) {
+        headers = PyList_New(0);
+        found = headers == NULL ? -1 : 1;
+    }
+    else {
+        found = read_fields(p + eol + 2, end - eol - 2, &headers, &length, &chunked, &close);
+    }
+    if (found <= 0) {
+        return fields_tuple(found, NULL, 0, 0, 0, NULL, NULL);
+    }
+    return fields_tuple(found, headers, length, chunked, close, PyLong_FromSsize_t(end + 4),
+                        PyLong_FromLong(status));
 }

@@ -19,6 +19,9 @@ static PyMethodDef methods[] = {
     {"response_fields", response_fields, METH_O,
      "(headers, content_length, chunked, close) of a response's field section, or None "
      "where the Python reader must decide (kraken/upstream/response.py)."},
+    {"response_head", response_head, METH_O,
+     "(head_end, status, headers, content_length, chunked, close) of a read beginning with a "
+     "whole head of a final HTTP/1.1 response, or None (kraken/upstream/response.py)."},
     {"header_value", (PyCFunction)(void (*)(void))header_value, METH_FASTCALL,
      "The first value of the field named `name` in a request's (name, value) fields, or None "
      "(kraken/http/exchange.py)."},

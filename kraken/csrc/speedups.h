@@ -7,6 +7,7 @@
  *   usage_at          kraken/gateway/sse.py         tests/gateway/test_usage_at.py
  *   read_common_head  kraken/http/h1fast.py         tests/http/test_h1head_reader.py
  *   response_fields   kraken/upstream/response.py   tests/upstream/test_response_fields.py
+ *   response_head     kraken/upstream/response.py   tests/upstream/test_response_fields.py
  *   PipeProtocol      kraken/upstream/connection.py tests/upstream/test_pipe.py (both versions)
  *   Deadline          kraken/timers.py              tests/test_timers.py (both versions)
  *   CounterCore, GaugeCore, HistogramCore
@@ -31,6 +32,7 @@ PyObject *usage_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *read_common_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *bind_common_head(PyObject *module, PyObject *type);
 PyObject *response_fields(PyObject *module, PyObject *arg);
+PyObject *response_head(PyObject *module, PyObject *arg);
 PyObject *header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *nests_deeper(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fields_dict(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

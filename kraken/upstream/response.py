@@ -35,6 +35,13 @@ response_fields_c = native("response_fields")
 ``_fields`` must decide (a refusal, a Content-Length past 18 digits); None where not built.
 tests/upstream/test_response_fields.py compares them."""
 _response_fields = pick(response_fields_c, None)
+response_head_c = native("response_head")
+"""kraken/csrc/response_head.c: for a read that begins with a whole head of a final response,
+(head_end, status, headers, length, chunked, close) as ``response_head_py`` reads it; None
+where the parser's own steps must decide (tests/upstream/test_response_fields.py compares
+them). One call where ``_read_head`` and ``_head`` take ~140 bytecodes, two finds and three
+slices: a provider's first read usually holds its whole head."""
+_response_head = pick(response_head_c, None)
 
 
 class BodySink(Protocol):
@@ -157,6 +164,14 @@ class ResponseParser:
     def _read_head(self, data: bytes) -> bytes:
         """Parse heads (interim 1xx ones are skipped) until one picks a body reader; returns
         the bytes after it. An incomplete head is kept for the next ``feed``."""
+        if not self._head_buf and _response_head is not None:
+            head = _response_head(data)  # a whole final head, read as _head reads it
+            if head is not None:
+                end, status, headers, length, chunked, close = head
+                if close:
+                    self.keep_alive = False
+                self._begin(status, headers, length, chunked)
+                return data[end:]
         buf = self._head_buf + data if self._head_buf else data
         pos = 0
         while self._reader is None:
@@ -186,6 +201,11 @@ class ResponseParser:
                 self.keep_alive = False
         if 100 <= status < 200:
             return  # interim response: the real head follows
+        self._begin(status, headers, length, chunked)
+
+    def _begin(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None,
+               chunked: bool) -> None:
+        """A final head: hand it to the sink and pick the body's reader."""
         if chunked and length is not None:
             raise ResponseError("both Content-Length and chunked")
         self.status = status
@@ -243,3 +263,25 @@ class ResponseParser:
             elif b"close" in value.lower():  # connection
                 close = True
         return headers, length, chunked, close
+
+
+def response_head_py(data: bytes) -> tuple | None:
+    """What ``response_head_c`` answers, defined with the parser's own steps: for a read that
+    begins with a whole head of a final response (status 200-999, HTTP/1.1), (the index after
+    its blank line, status, headers, length, chunked, close); else None. (The C reader also
+    answers None where ``_fields`` reads a Content-Length past 18 digits.)"""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = data[:end]
+    status = _HTTP11_CODES.get(head[:12])
+    if status is None or status < 200:
+        return None
+    eol = head.find(b"\r\n")
+    if eol < 0:
+        return end + 4, status, [], None, False, False
+    try:
+        fields = ResponseParser._fields(head[eol + 2:])
+    except ResponseError:
+        return None
+    return (end + 4, status, *fields)

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from kraken.upstream.response import ResponseError, ResponseParser, response_fields_c
+from kraken.upstream.response import (ResponseError, ResponseParser, response_fields_c,
+                                      response_head_c, response_head_py)
 
 PROVIDER = (b"Date: Fri, 04 Dec 2026 10:00:00 GMT\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
             b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\nopenai-processing-ms: 93\r\n"
@@ -77,3 +78,86 @@ def test_c_reader_answers_as_fields_or_leaves_it_to_it():
 def test_c_reader_takes_only_bytes():
     with pytest.raises(TypeError):
         response_fields_c(bytearray(PROVIDER))
+
+
+STATUS_LINES = [b"HTTP/1.1 200 OK", b"HTTP/1.1 204 No Content", b"HTTP/1.1 429 Too Many", b"HTTP/1.1 999",
+                b"HTTP/1.1 200", b"HTTP/1.1 2000 OK", b"HTTP/1.1 100 Continue", b"HTTP/1.1 199 x",
+                b"HTTP/1.1 099 x", b"HTTP/1.0 200 OK", b"HTTP/1.1 20x OK", b"HTTP/1.1 2", b"HTTP/2 200",
+                b"HTTP/1.1 500 \xff\r", b"http/1.1 200 OK", b""]
+
+
+def heads(count: int, seed: int) -> list[bytes]:
+    """Reads that begin with a head: status lines and field sections, with or without a body
+    after the blank line, some cut short or with a byte of the whole read changed."""
+    rng = random.Random(seed)
+    sections = SECTIONS + mutated(200, seed)
+    out = []
+    for _ in range(count):
+        section = rng.choice(sections)
+        read = rng.choice(STATUS_LINES) + (b"\r\n" + section if section or rng.random() < 0.5 else b"")
+        read += b"\r\n\r\n" + rng.choice([b"", b"5\r\nhello\r\n", b"{}", b"HTTP/1.1 200 OK\r\n\r\n"])
+        edit = rng.random()
+        if edit < 0.1:
+            read = read[:rng.randrange(len(read) + 1)]
+        elif edit < 0.2:
+            at = rng.randrange(len(read))
+            read = read[:at] + rng.choice(PIECES) + read[at + 1:]
+        out.append(read)
+    return out
+
+
+@pytest.mark.skipif(response_head_c is None, reason="the C reader is not built")
+def test_c_head_reader_answers_as_the_parsers_steps_or_leaves_it_to_them():
+    answered = left = 0
+    for read in heads(20000, seed=9):
+        fast, slow = response_head_c(read), response_head_py(read)
+        if fast is None:
+            left += 1
+            # only an answer with a Content-Length past 18 digits is left to the parser
+            assert slow is None or slow[3] >= 10 ** 18, read
+        else:
+            answered += 1
+            assert fast == slow, read
+            assert type(fast[2]) is list and all(type(pair) is tuple for pair in fast[2])
+    assert answered > 3000 and left > 3000  # both answers are exercised
+
+
+def test_parser_reads_a_whole_head_in_one_read_as_in_pieces():
+    """The one-call head (a read holding the whole head) and the parser's own steps (the head
+    fed a byte at a time) end the same: status, headers, framing, keep-alive and the body."""
+    for read in heads(3000, seed=11):
+        seen = []
+        for pieces in ([read], [read[i:i + 1] for i in range(len(read))]):
+            sink = _Sink()
+            parser = ResponseParser(sink)
+            try:
+                for piece in pieces:
+                    parser.feed(piece)
+                outcome = (sink.events, parser.status, parser.keep_alive, parser.done)
+            except ResponseError as exc:
+                outcome = ("refused", str(exc), sink.events)
+            seen.append(outcome)
+        assert seen[0] == seen[1], read
+
+
+class _Sink:
+    def __init__(self):
+        self.events = []
+
+    def on_head(self, status, headers):
+        self.events.append(("head", status, headers))
+
+    def on_data(self, data):
+        if self.events and self.events[-1][0] == "data":
+            self.events[-1] = ("data", self.events[-1][1] + data)
+        else:
+            self.events.append(("data", data))
+
+    def on_end(self):
+        self.events.append(("end",))
+
+
+@pytest.mark.skipif(response_head_c is None, reason="the C reader is not built")
+def test_c_head_reader_takes_only_bytes():
+    with pytest.raises(TypeError):
+        response_head_c(bytearray(b"HTTP/1.1 200 OK\r\n\r\n"))
