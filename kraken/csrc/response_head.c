@@ -127,27 +127,15 @@ undecided:
     return 0;
 }
 
-/* (headers, length, chunked, close) from read_fields' answer, or None where it had none */
-static PyObject *
-fields_tuple(int found, PyObject *headers, long long length, int chunked, int close,
-             PyObject *head_end, PyObject *status)
+/* items[0..3]: (headers, length, chunked, close) from read_fields' answer, each a new
+ * reference (NULL where one could not be made: stolen_tuple then fails) */
+static void
+fill_fields(PyObject **items, PyObject *headers, long long length, int chunked, int close)
 {
-    if (found < 0) {
-        Py_XDECREF(head_end);
-        Py_XDECREF(status);
-        return NULL;
-    }
-    if (found == 0) {
-        Py_XDECREF(head_end);
-        Py_XDECREF(status);
-        Py_RETURN_NONE;
-    }
-    PyObject *items[6] = {
-        head_end, status, headers,
-        length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length),
-        Py_NewRef(chunked ? Py_True : Py_False), Py_NewRef(close ? Py_True : Py_False),
-    };
-    return head_end == NULL ? stolen_tuple(items + 2, 4) : stolen_tuple(items, 6);
+    items[0] = headers;
+    items[1] = length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length);
+    items[2] = Py_NewRef(chunked ? Py_True : Py_False);
+    items[3] = Py_NewRef(close ? Py_True : Py_False);
 }
 
 /* response_fields(section) -> (headers, length, chunked, close) | None */
@@ -163,7 +151,12 @@ response_fields(PyObject *module, PyObject *arg)
     int chunked = 0, close = 0;
     int found = read_fields((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg),
                             &headers, &length, &chunked, &close);
-    return fields_tuple(found, headers, length, chunked, close, NULL, NULL);
+    if (found <= 0) {
+        return found < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *items[4];
+    fill_fields(items, headers, length, chunked, close);
+    return stolen_tuple(items, 4);
 }
 
 /* Where the first CRLF CRLF in [p, p + n) begins, or -1 (memchr for the CR: fast where the
@@ -220,8 +213,9 @@ response_head(PyObject *module, PyObject *arg)
         found = read_fields(p + eol + 2, end - eol - 2, &headers, &length, &chunked, &close);
     }
     if (found <= 0) {
-        return fields_tuple(found, NULL, 0, 0, 0, NULL, NULL);
+        return found < 0 ? NULL : Py_NewRef(Py_None);
     }
-    return fields_tuple(found, headers, length, chunked, close, PyLong_FromSsize_t(end + 4),
-                        PyLong_FromLong(status));
+    PyObject *items[6] = {PyLong_FromSsize_t(end + 4), PyLong_FromLong(status)};
+    fill_fields(items + 2, headers, length, chunked, close);
+    return stolen_tuple(items, 6);
 }
