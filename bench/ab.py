@@ -4,8 +4,9 @@ On a machine whose speed drifts (a shared VM), figures from separate bench/run.p
 compare: the same tree moves by a third from one run to the next. Rounds that run A, B and nginx
 back to back do, as ratios to that round's nginx. Each round starts fresh processes (one mock for
 all), warms them, and runs the scenario once per target, in A-B-nginx order rotated by one
-each round (each target in each place equally often). As in bench/run.py, each target runs alone on the first core, the mock and the load
-client on the others (``--no-pin``: not pinned).
+each round (each target in each place equally often). As in bench/run.py, each target runs
+alone on the first core, the mock and the load client on the others (``--no-pin``: not
+pinned).
 
     .venv/bin/python bench/ab.py --a ../kraken-f1b79af --b . --scenario hold --rounds 4
     .venv/bin/python bench/ab.py --a ../old --b . --scenario burst --rounds 8

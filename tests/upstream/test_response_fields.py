@@ -80,10 +80,13 @@ def test_c_reader_takes_only_bytes():
         response_fields_c(bytearray(PROVIDER))
 
 
-STATUS_LINES = [b"HTTP/1.1 200 OK", b"HTTP/1.1 204 No Content", b"HTTP/1.1 429 Too Many", b"HTTP/1.1 999",
-                b"HTTP/1.1 200", b"HTTP/1.1 2000 OK", b"HTTP/1.1 100 Continue", b"HTTP/1.1 199 x",
-                b"HTTP/1.1 099 x", b"HTTP/1.0 200 OK", b"HTTP/1.1 20x OK", b"HTTP/1.1 2", b"HTTP/2 200",
-                b"HTTP/1.1 500 \xff\r", b"http/1.1 200 OK", b""]
+STATUS_LINES = [
+    b"HTTP/1.1 200 OK", b"HTTP/1.1 204 No Content", b"HTTP/1.1 429 Too Many", b"HTTP/1.1 999",
+    b"HTTP/1.1 200", b"HTTP/1.1 2000 OK", b"HTTP/1.1 100 Continue", b"HTTP/1.1 199 x",
+    b"HTTP/1.1 099 x", b"HTTP/1.0 200 OK", b"HTTP/1.1 20x OK", b"HTTP/1.1 2", b"HTTP/2 200",
+    b"HTTP/1.1 500 \xff\r", b"http/1.1 200 OK", b"",
+]
+BODIES = [b"", b"5\r\nhello\r\n", b"{}", b"HTTP/1.1 200 OK\r\n\r\n"]
 
 
 def heads(count: int, seed: int) -> list[bytes]:
@@ -94,8 +97,9 @@ def heads(count: int, seed: int) -> list[bytes]:
     out = []
     for _ in range(count):
         section = rng.choice(sections)
-        read = rng.choice(STATUS_LINES) + (b"\r\n" + section if section or rng.random() < 0.5 else b"")
-        read += b"\r\n\r\n" + rng.choice([b"", b"5\r\nhello\r\n", b"{}", b"HTTP/1.1 200 OK\r\n\r\n"])
+        read = rng.choice(STATUS_LINES)
+        read += b"\r\n" + section if section or rng.random() < 0.5 else b""
+        read += b"\r\n\r\n" + rng.choice(BODIES)
         edit = rng.random()
         if edit < 0.1:
             read = read[:rng.randrange(len(read) + 1)]
