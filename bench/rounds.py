@@ -8,8 +8,12 @@ both bench/run.py's burst row (``--burst-rounds``) and bench/ab.py spawn fresh t
 round, and read the figures as ratios to nginx in the same round."""
 from __future__ import annotations
 
+import random
 import statistics
 from typing import Callable
+
+MIN_ROUNDS_FOR_INTERVAL = 5
+"""Fewer rounds than this get no interval: their resamples would mostly repeat the sample."""
 
 
 def interleaved(names: list[str], rounds: int,
@@ -38,9 +42,26 @@ def median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def median_interval(ratios: list[float], level: float = 0.9, resamples: int = 2000,
+                    seed: int = 0) -> tuple[float, float] | None:
+    """Where the median of the per-round ratios would likely fall on another run of as many
+    rounds: the bootstrap's percentile interval (``resamples`` draws with replacement, seeded,
+    so a line reads the same each time it is printed). A row "on the line" is one whose
+    interval holds its target; None below ``MIN_ROUNDS_FOR_INTERVAL`` rounds."""
+    if len(ratios) < MIN_ROUNDS_FOR_INTERVAL:
+        return None
+    draw = random.Random(seed).choices
+    medians = sorted(statistics.median(draw(ratios, k=len(ratios))) for _ in range(resamples))
+    cut = round((1 - level) / 2 * (resamples - 1))
+    return medians[cut], medians[resamples - 1 - cut]
+
+
 def ratio_line(name: str, ratios: list[float], base: str = "nginx") -> str:
-    """``kraken x nginx per round 1.31 / 1.12 / ...; median x1.19``"""
+    """``kraken x nginx per round 1.31 / 1.12 / ...; median x1.19`` and, from five rounds on,
+    `` (90% interval x1.08-x1.27)``: ``median_interval``."""
     if not ratios:
         return f"{name}: no round with both {name} and {base}"
+    interval = median_interval(ratios)
     return (f"{name}: x {base} per round " + " / ".join(f"{r:.2f}" for r in ratios)
-            + f"; median x{statistics.median(ratios):.2f}")
+            + f"; median x{statistics.median(ratios):.2f}"
+            + (f" (90% interval x{interval[0]:.2f}-x{interval[1]:.2f})" if interval else ""))

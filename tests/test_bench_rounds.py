@@ -2,11 +2,13 @@
 run them: the order reversed every other round, and figures read against nginx's round by round."""
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from rounds import interleaved, median_or_none, per_round_ratios, ratio_line  # noqa: E402
+from rounds import (interleaved, median_interval, median_or_none, per_round_ratios,  # noqa: E402
+                    ratio_line)
 
 
 def test_each_round_runs_every_target_once_in_an_order_rotated_every_round():
@@ -38,6 +40,26 @@ def test_the_ratio_line_gives_every_round_and_their_median():
     assert ratio_line("kraken", [1.31, 1.12, 1.19]) == (
         "kraken: x nginx per round 1.31 / 1.12 / 1.19; median x1.19")
     assert ratio_line("kraken", []) == "kraken: no round with both kraken and nginx"
+    line = ratio_line("kraken", [1.31, 1.12, 1.19, 1.05, 1.25])
+    assert line.startswith("kraken: x nginx per round 1.31 / 1.12 / 1.19 / 1.05 / 1.25; median x1.19 ")
+    low, high = median_interval([1.31, 1.12, 1.19, 1.05, 1.25])
+    assert line.endswith(f"(90% interval x{low:.2f}-x{high:.2f})")
+
+
+def test_the_median_interval_says_how_far_another_run_of_the_rounds_could_read():
+    assert median_interval([1.1, 1.2, 1.3, 1.4]) is None  # too few rounds to resample
+    assert median_interval([1.1] * 30) == (1.1, 1.1)      # no spread, no doubt
+    # thirty rounds spread around x1.1: the interval holds the median and lies within the
+    # rounds, and the same rounds always read the same interval (seeded)
+    spread = [0.8 + 0.6 * ((7 * n) % 30) / 29 for n in range(30)]
+    low, high = median_interval(spread)
+    assert min(spread) < low < statistics.median(spread) < high < max(spread)
+    assert median_interval(spread) == (low, high)
+    # more rounds of the same spread pin the median down: a narrower interval
+    low4, high4 = median_interval(spread * 4)
+    assert high4 - low4 < high - low
+    # a row clearly below its line reads so: every round under x1.2 -> the interval too
+    assert median_interval([0.9 + 0.01 * n for n in range(20)])[1] < 1.2
 
 
 def test_the_table_has_the_rounds_median_under_the_burst_row():
