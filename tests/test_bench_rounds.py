@@ -41,7 +41,8 @@ def test_the_ratio_line_gives_every_round_and_their_median():
         "kraken: x nginx per round 1.31 / 1.12 / 1.19; median x1.19")
     assert ratio_line("kraken", []) == "kraken: no round with both kraken and nginx"
     line = ratio_line("kraken", [1.31, 1.12, 1.19, 1.05, 1.25])
-    assert line.startswith("kraken: x nginx per round 1.31 / 1.12 / 1.19 / 1.05 / 1.25; median x1.19 ")
+    assert line.startswith(
+        "kraken: x nginx per round 1.31 / 1.12 / 1.19 / 1.05 / 1.25; median x1.19 (90% interval")
     low, high = median_interval([1.31, 1.12, 1.19, 1.05, 1.25])
     assert line.endswith(f"(90% interval x{low:.2f}-x{high:.2f})")
 
