@@ -71,7 +71,7 @@ def dumped(work: Path, pid: str, number: int,
     while True:
         parts = dump_parts(work, pid).get(number, [])
         try:
-            if parts:
+            if parts and is_main_thread(parts[0]):  # the event loop's part is the figure
                 return (parts, *thread_totals(parts))
         except (OSError, ValueError):
             pass  # a part still being written: no totals line yet

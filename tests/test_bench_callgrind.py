@@ -68,3 +68,6 @@ def test_a_dump_callgrind_has_not_written_is_waited_for_within_a_bound(tmp_path)
         callgrind.dumped(tmp_path, "4242", 3, seconds=0.3)
     parts, _, _ = callgrind.dumped(tmp_path, "4242", 1)
     assert [p.name for p in parts] == ["callgrind.out.4242.1-01"]
+    (tmp_path / "callgrind.out.4242.4-02").write_text(DUMP)  # a thread's part, not yet the loop's
+    with pytest.raises(SystemExit, match="no complete dump 4"):
+        callgrind.dumped(tmp_path, "4242", 4, seconds=0.3)
