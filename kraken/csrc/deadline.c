@@ -45,15 +45,15 @@ schedule(DeadlineObject *self, double due)
     if (handle == NULL) {
         return -1;
     }
-    Py_SETREF(self->handle, handle);
+    Py_XSETREF(self->handle, handle);  /* (NULL: a cancel() before deleted it) */
     return 0;
 }
 
-/* self._handle.cancel(), the timer left in place (the caller drops or replaces it). */
+/* handle.cancel(), the timer left in place (the caller drops or replaces it). */
 static int
-cancel_timer(DeadlineObject *self)
+cancel_timer(PyObject *handle)
 {
-    PyObject *done = PyObject_CallMethodNoArgs(self->handle, str_cancel);
+    PyObject *done = PyObject_CallMethodNoArgs(handle, str_cancel);
     if (done == NULL) {
         return -1;
     }
@@ -160,20 +160,26 @@ deadline_arm(DeadlineObject *self, PyObject *timeout)
         return NULL;
     }
     due += seconds;
-    if (self->handle != NULL && self->handle != Py_None) {
-        PyObject *when = PyObject_CallMethodNoArgs(self->handle, str_when);
-        if (when == NULL) {
-            return NULL;
-        }
-        double at = PyFloat_AsDouble(when);
-        Py_DECREF(when);
+    PyObject *handle = slot(self->handle, "_handle");  /* (deleted: AttributeError) */
+    if (handle == NULL) {
+        return NULL;
+    }
+    if (handle != Py_None) {
+        Py_INCREF(handle);  /* as Python's local: when() may replace self._handle */
+        PyObject *when = PyObject_CallMethodNoArgs(handle, str_when);
+        double at = when == NULL ? -1.0 : PyFloat_AsDouble(when);
+        Py_XDECREF(when);
         if (at == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(handle);
             return NULL;
         }
         if (at <= due + SLACK_S) { /* due no later: it re-arms itself for the rest */
+            Py_DECREF(handle);
             Py_RETURN_NONE;
         }
-        if (cancel_timer(self) < 0) {
+        int cancelled = cancel_timer(handle);
+        Py_DECREF(handle);
+        if (cancelled < 0) {
             return NULL;
         }
     }
@@ -220,15 +226,15 @@ deadline_cancel(DeadlineObject *self, PyObject *unused)
 static int
 stop(DeadlineObject *self)
 {
-    if (disarm(self) < 0) {
+    if (disarm(self) < 0 || slot(self->handle, "_handle") == NULL) {
         return -1;
     }
-    if (self->handle != NULL && self->handle != Py_None) {
-        if (cancel_timer(self) < 0) {
+    if (self->handle != Py_None) {
+        if (cancel_timer(self->handle) < 0) {
             return -1;
         }
         Py_INCREF(Py_None);
-        Py_SETREF(self->handle, Py_None);
+        Py_XSETREF(self->handle, Py_None);  /* (NULL: the cancel() deleted it) */
     }
     return 0;
 }

@@ -1,0 +1,99 @@
+"""kraken._speedups where its C once went wrong: each case runs in a child process (what it
+checks crashed the interpreter) and is held to the Python definition's answer."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kraken import speedups
+
+pytestmark = pytest.mark.skipif(speedups.native("Deadline") is None,
+                                reason="the C extension was not built")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(code: str) -> str:
+    """``code``'s output in a fresh interpreter importing this tree's kraken; fails on a crash."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    return done.stdout
+
+
+def test_a_deadline_whose_handle_was_deleted_refuses_as_the_python_one():
+    # deadline.c's arm treated a deleted _handle as None, then stored the new timer over the
+    # NULL with Py_SETREF: a segfault, where PyDeadline raises AttributeError
+    out = run("""
+        from kraken import _speedups, timers
+
+        class Loop:
+            def time(self):
+                return 1.0
+
+            def call_at(self, when, callback):
+                return None
+
+        for version in (timers.PyDeadline, _speedups.Deadline):
+            for method in ("arm", "stop"):
+                deadline = version(Loop(), lambda: None)
+                del deadline._handle
+                try:
+                    getattr(deadline, method)(*((1.0,) if method == "arm" else ()))
+                except AttributeError:
+                    print(method, "AttributeError")
+                else:
+                    print(method, "passed")
+        """)
+    assert out.split("\n") == ["arm AttributeError", "stop AttributeError"] * 2 + [""]
+
+
+def test_a_deadline_whose_handle_goes_while_it_is_asked_acts_as_the_python_one():
+    # the timer's when() or cancel() deleting the deadline's _handle: arm (which held no
+    # reference of its own) cancelled through the NULL, then stored over it
+    out = run("""
+        from kraken import _speedups, timers
+
+        class Handle:
+            def __init__(self, when, doomed):
+                self.at, self.doomed = when, doomed
+
+            def when(self):
+                if self.doomed == "when":
+                    del deadline._handle
+                return self.at
+
+            def cancel(self):
+                print("cancel", self.at)
+                if self.doomed == "cancel":
+                    del deadline._handle
+
+        class Loop:
+            doomed = None
+
+            def time(self):
+                return 1.0
+
+            def call_at(self, when, callback):
+                return Handle(when, self.doomed)
+
+        for version in (timers.PyDeadline, _speedups.Deadline):
+            for doomed in ("when", "cancel"):
+                for end in ("arm", "stop"):
+                    loop = Loop()
+                    deadline = version(loop, lambda: None)
+                    loop.doomed = doomed
+                    deadline.arm(10.0)
+                    try:
+                        deadline.arm(5.0) if end == "arm" else deadline.stop()
+                    except AttributeError:
+                        print(doomed, end, "AttributeError")
+                    handle = getattr(deadline, "_handle", "deleted")
+                    print(doomed, end, getattr(handle, "at", handle))
+        """).split("\n")
+    python, c = out[:len(out) // 2], out[len(out) // 2:-1]
+    assert c == python, out
