@@ -97,3 +97,28 @@ def test_a_deadline_whose_handle_goes_while_it_is_asked_acts_as_the_python_one()
         """).split("\n")
     python, c = out[:len(out) // 2], out[len(out) // 2:-1]
     assert c == python, out
+
+
+def test_header_value_reads_a_list_its_comparison_changes_as_python_iterates_it():
+    # header.c took the list's item array and length once; a key's __eq__ that empties (or
+    # grows) the list left it reading freed memory: the stale next pair's value, or a crash
+    out = run("""
+        from kraken import _speedups
+        from kraken.http import exchange
+
+        class Key:
+            def __init__(self, change):
+                self.change = change
+
+            def __eq__(self, other):
+                self.change(headers)
+                return False
+
+        for version in (exchange.header_value_py, _speedups.header_value):
+            for change in (list.clear, lambda h: h.extend([(b"z", b"z")] * 1000)):
+                kept = (b"x", b"y")
+                headers = [(Key(change), b"a"), kept]
+                print(version(headers, b"x"), len(headers))
+        """).split("\n")
+    python, c = out[:2], out[2:4]
+    assert c == python == ["None 0", "b'y' 1002"], out

@@ -19,11 +19,11 @@ header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const int name_bytes = PyBytes_CheckExact(name);
     const char *want = name_bytes ? PyBytes_AS_STRING(name) : NULL;
     const Py_ssize_t want_len = name_bytes ? PyBytes_GET_SIZE(name) : 0;
-    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
+    /* the length and item read at each step, as Python iterates a list: a comparison (or a
+     * pair's iteration) may run code that changes the list */
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         /* the (name, value) tuple the readers make; anything else as Python unpacks it */
-        PyObject *pair = items[i];
+        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
         if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
             Py_INCREF(pair);
         } else if ((pair = PySequence_Tuple(pair)) != NULL && PyTuple_GET_SIZE(pair) != 2) {
