@@ -122,3 +122,38 @@ def test_header_value_reads_a_list_its_comparison_changes_as_python_iterates_it(
         """).split("\n")
     python, c = out[:2], out[2:4]
     assert c == python == ["None 0", "b'y' 1002"], out
+
+
+def test_a_pipe_ended_while_a_read_reads_the_clock_sends_that_read_to_the_connection():
+    # pipe.c read its `write` (borrowed) before its clock call, which may run code that ends or
+    # replaces the pipe: it then called the freed writer. UpstreamConnection.data_received (the
+    # Python pipe) reads self._pipe after the clock: the read goes to the parser (the
+    # connection's data_received) when the pipe ended, to the new writer when replaced.
+    out = run("""
+        from kraken import _speedups
+
+        READ = b"9\\r\\ndata: x\\n\\n\\r\\n"
+        assert _speedups.plain_sse_chunk(READ)
+
+        class Connection:
+            def data_received(self, data):
+                print("connection", data == READ)
+
+        class Writer:
+            def __init__(self, name):
+                self.name = name
+
+            def __call__(self, data):
+                print("write", self.name, data == READ)
+
+        def clock():
+            pipe.write = then
+            return 1.0
+
+        for then in (None, Writer("new")):
+            pipe = _speedups.PipeProtocol(Connection(), clock)
+            pipe.write = Writer("old")
+            pipe.data_received(READ)
+            print("piped", pipe.take())
+        """).split("\n")
+    assert out == ["connection True", "piped 0", "write new True", "piped 1", ""], out

@@ -9,55 +9,30 @@
  * it does not take also ends the pipe, as in Python: the first read that is not plain goes the
  * usual way (the parser), and the handler may pipe again. */
 #include "speedups.h"
-#include "structmember.h"
 
 typedef struct {
     PyObject_HEAD
     PyObject *owner;          /* the UpstreamConnection */
     PyObject *owner_read;     /* its data_received, bound once */
-    PyObject *deadline;       /* its read Deadline: `last` is set at every read taken */
     PyObject *time;           /* loop.time */
     PyObject *write;          /* the pipe's target (the client's transport.write), or NULL: off */
     Py_ssize_t piped;         /* reads taken since the last take() */
-    Py_ssize_t last_offset;   /* where `deadline.last` lives in the deadline (a __slots__
-                                 member), set at every read taken without a setattr lookup;
-                                 -1: set it by name */
+    double last_read;         /* loop time of the last read taken (0: none): the connection's
+                                 read deadline counts from it when it fires. Kept here, in the
+                                 object each read touches anyway, not stored in the deadline:
+                                 a float in the deadline per read was two cold cache lines (the
+                                 deadline's and the old float's) in a relay of many streams. */
 } PipeObject;
-
-static PyObject *str_last;
-
-/* The offset of `obj`'s writable object slot `name` (a __slots__ member of its type), or -1
- * (no such slot: a generic setattr serves). A plain read sets the deadline's `last` through
- * it: PyObject_SetAttr's type lookup was ~2% of a thousand slow streams' relay. */
-static Py_ssize_t
-slot_offset(PyObject *obj, PyObject *name)
-{
-    PyObject *descr = PyObject_GetAttr((PyObject *)Py_TYPE(obj), name);
-    Py_ssize_t offset = -1;
-    if (descr == NULL) {
-        PyErr_Clear();
-        return -1;
-    }
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if ((member->type == T_OBJECT_EX || member->type == T_OBJECT)
-                && !(member->flags & READONLY)) {
-            offset = member->offset;
-        }
-    }
-    Py_DECREF(descr);
-    return offset;
-}
 
 static int
 pipe_init(PipeObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *owner, *deadline, *time;
+    PyObject *owner, *time;
     if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "PipeProtocol takes no keyword arguments");
         return -1;
     }
-    if (!PyArg_UnpackTuple(args, "PipeProtocol", 3, 3, &owner, &deadline, &time)) {
+    if (!PyArg_UnpackTuple(args, "PipeProtocol", 2, 2, &owner, &time)) {
         return -1;
     }
     PyObject *read = PyObject_GetAttrString(owner, "data_received");
@@ -67,13 +42,11 @@ pipe_init(PipeObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->owner_read, read);
     Py_INCREF(owner);
     Py_XSETREF(self->owner, owner);
-    Py_INCREF(deadline);
-    Py_XSETREF(self->deadline, deadline);
-    self->last_offset = slot_offset(deadline, str_last);
     Py_INCREF(time);
     Py_XSETREF(self->time, time);
     Py_CLEAR(self->write);
     self->piped = 0;
+    self->last_read = 0.0;
     return 0;
 }
 
@@ -82,7 +55,6 @@ pipe_traverse(PipeObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->owner);
     Py_VISIT(self->owner_read);
-    Py_VISIT(self->deadline);
     Py_VISIT(self->time);
     Py_VISIT(self->write);
     return 0;
@@ -93,7 +65,6 @@ pipe_clear(PipeObject *self)
 {
     Py_CLEAR(self->owner);
     Py_CLEAR(self->owner_read);
-    Py_CLEAR(self->deadline);
     Py_CLEAR(self->time);
     Py_CLEAR(self->write);
     return 0;
@@ -120,35 +91,36 @@ owner_of(PipeObject *self)
 static PyObject *
 pipe_data_received(PipeObject *self, PyObject *data)
 {
-    PyObject *write = self->write;
-    if (write != NULL && PyBytes_Check(data)
+    if (self->write != NULL && PyBytes_Check(data)
             && is_plain_sse_chunk(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))) {
         PyObject *now = PyObject_CallNoArgs(self->time);
         if (now == NULL) {
             return NULL;
         }
-        if (self->last_offset >= 0) {  /* deadline.last = now, as its member descriptor would */
-            PyObject **slot = (PyObject **)((char *)self->deadline + self->last_offset);
-            Py_XSETREF(*slot, now);
-        } else {
-            int set = PyObject_SetAttr(self->deadline, str_last, now);
-            Py_DECREF(now);
-            if (set < 0) {
-                return NULL;
-            }
-        }
-        Py_INCREF(write);  /* the write may end the pipe (a shut client): keep it alive */
-        PyObject *result = PyObject_CallOneArg(write, data);
-        Py_DECREF(write);
-        if (result != NULL) {
-            Py_DECREF(result);
-            self->piped++;
-            Py_RETURN_NONE;
-        }
-        if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+        double when = PyFloat_AsDouble(now);
+        Py_DECREF(now);
+        if (when == -1.0 && PyErr_Occurred()) {
             return NULL;
         }
-        PyErr_Clear();  /* the client's transport closed under the pipe: the usual way drops it */
+        self->last_read = when;
+        /* read only now, as Python reads self._pipe after the clock: the clock (or the float's
+         * release) may run code that ends or replaces the pipe */
+        PyObject *write = self->write;
+        if (write != NULL) {
+            Py_INCREF(write);  /* the write may end the pipe (a shut client): keep it alive */
+            PyObject *result = PyObject_CallOneArg(write, data);
+            Py_DECREF(write);
+            if (result != NULL) {
+                Py_DECREF(result);
+                self->piped++;
+                Py_RETURN_NONE;
+            }
+            if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+                return NULL;
+            }
+            /* the client's transport closed under the pipe: the usual way drops the read */
+            PyErr_Clear();
+        }
     }
     Py_CLEAR(self->write);  /* the parser takes this read; the handler may pipe again */
     if (self->owner_read == NULL) {
@@ -233,16 +205,24 @@ static PyMethodDef pipe_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *
+pipe_get_last_read(PipeObject *self, void *closure)
+{
+    return PyFloat_FromDouble(self->last_read);
+}
+
 static PyGetSetDef pipe_getset[] = {
     {"write", (getter)pipe_get_write, (setter)pipe_set_write,
      "Where plain reads go (the client's transport.write); None: the pipe is off.", NULL},
+    {"last_read", (getter)pipe_get_last_read, NULL,
+     "Loop time of the last read the pipe took (0.0: none yet).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject PipeType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "kraken._speedups.PipeProtocol",
-    .tp_doc = "PipeProtocol(connection, deadline, loop_time): a provider transport's protocol "
+    .tp_doc = "PipeProtocol(connection, loop_time): a provider transport's protocol "
               "that writes plain SSE chunk reads to `write` while it is set, and hands every "
               "other read and callback to `connection` (kraken/upstream/connection.py).",
     .tp_basicsize = sizeof(PipeObject),
@@ -259,8 +239,7 @@ static PyTypeObject PipeType = {
 int
 add_pipe_type(PyObject *module)
 {
-    str_last = PyUnicode_InternFromString("last");
-    if (str_last == NULL || PyType_Ready(&PipeType) < 0) {
+    if (PyType_Ready(&PipeType) < 0) {
         return -1;
     }
     Py_INCREF(&PipeType);

@@ -12,6 +12,7 @@ import pytest
 import trustme
 
 from kraken import speedups
+from kraken.errors import UpstreamTimeout
 from kraken.upstream.connection import UpstreamConnection
 from test_connection import Wire
 
@@ -64,8 +65,8 @@ class Handler:
         self.done.set_exception(exc)
 
 
-async def exchange(reads: list[bytes], handler_factory, before_write=None,
-                   tls: bool = False) -> tuple[Handler, UpstreamConnection]:
+async def exchange(reads: list[bytes], handler_factory, before_write=None, tls: bool = False,
+                   read_timeout: float = 5.0) -> tuple[Handler, UpstreamConnection]:
     """Send one request; the provider answers with ``reads``, each after the last has landed
     (``before_write(writer, read)``, if given, writes each read itself), over TLS if asked."""
     accepted: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -85,7 +86,7 @@ async def exchange(reads: list[bytes], handler_factory, before_write=None,
     server = await asyncio.start_server(on_conn, "127.0.0.1", 0, ssl=server_ctx)
     async with server:
         _, conn = await asyncio.get_running_loop().create_connection(
-            lambda: UpstreamConnection("http://x", 5.0), "127.0.0.1",
+            lambda: UpstreamConnection("http://x", read_timeout), "127.0.0.1",
             server.sockets[0].getsockname()[1], ssl=client_ctx,
             server_hostname="localhost" if tls else None)
         handler = handler_factory()
@@ -134,31 +135,48 @@ async def test_a_pipe_whose_client_closed_hands_the_read_to_the_handler(pipe_ver
     conn.close()
 
 
-async def test_a_piped_read_counts_as_the_providers_activity(pipe_version):
-    """The read deadline sees piped reads: a stream that only pipes is no silent provider. The
-    provider paces its reads 20 ms apart (a slow stream), so the loop's clock moves between them."""
+async def paced(writer, read: bytes, gap_s: float = 0.05) -> None:
+    """A slow stream: each content read ``gap_s`` after the last (the loop's clock moves)."""
+    if read.startswith(b"%x\r\n" % len(EVENT * 2)):
+        await asyncio.sleep(gap_s)
+    writer.write(read)
+
+
+async def test_a_stream_that_only_pipes_is_no_silent_provider(pipe_version):
+    """Ten piped reads 50 ms apart outlast a 0.3 s read timeout: the deadline counts from the
+    last read the pipe took (in C the pipe notes it; the deadline asks when it fires)."""
     first, plain = chunk(EVENT), chunk(EVENT * 2)
-    lasts: list[float] = []
-
-    class Watched(Handler):
-        def _pipe(self, data: bytes) -> None:
-            super()._pipe(data)
-            lasts.append(self.upstream._deadline.last)
-
-    loop = asyncio.get_running_loop()
-    sent: list[float] = []
-
-    async def paced(writer, read: bytes) -> None:
-        if read.startswith(b"%x\r\n" % len(EVENT * 2)):
-            await asyncio.sleep(0.02)
-            sent.append(loop.time())
-        writer.write(read)
-
-    handler, conn = await exchange([HEAD, first, plain, plain, b"0\r\n\r\n"], Watched,
-                                   before_write=paced)
-    assert handler.piped == [plain, plain] and len(lasts) == 2
-    assert lasts[0] >= sent[0] and lasts[1] >= sent[1] > lasts[0]
+    start = asyncio.get_running_loop().time()
+    handler, conn = await exchange([HEAD, first, *[plain] * 10, b"0\r\n\r\n"], Handler,
+                                   before_write=paced, read_timeout=0.3)
+    assert handler.piped == [plain] * 10 and handler.done.exception() is None
+    assert asyncio.get_running_loop().time() - start > 0.3  # the stream outlasted the timeout
     conn.close()
+
+
+async def test_a_provider_silent_after_piped_reads_times_out_counting_from_the_last(
+        pipe_version):
+    """A provider that stops after piped reads is timed out, and not before a read timeout has
+    passed since its last read (not since the last read the handler saw)."""
+    first, plain = chunk(EVENT), chunk(EVENT * 2)
+    loop = asyncio.get_running_loop()
+    landed: list[float] = []
+    failed: list[float] = []
+
+    class Timed(Handler):
+        def _pipe(self, data: bytes) -> None:
+            landed.append(loop.time())
+            super()._pipe(data)
+
+        def on_error(self, exc: Exception) -> None:
+            failed.append(loop.time())
+            super().on_error(exc)
+
+    with pytest.raises(UpstreamTimeout):
+        await exchange([HEAD, first, plain, plain, plain], Timed, before_write=paced,
+                       read_timeout=0.2)
+    assert len(landed) == 3 and len(failed) == 1
+    assert failed[0] >= landed[-1] + 0.2 - 0.002  # uvloop may fire a timer up to 1 ms early
 
 
 async def test_a_new_exchange_starts_without_the_last_ones_pipe():
@@ -180,43 +198,18 @@ async def test_a_new_exchange_starts_without_the_last_ones_pipe():
     assert conn.unpipe() == 0  # the first exchange's count went with its own send
 
 
-class _SlottedLast:
-    __slots__ = ("last", "other")
-
-
-class _PlainLast:
-    pass
-
-
-class _PropertyLast:
-    """``last`` behind a property: the C pipe must set it through the setter."""
-
-    def __init__(self) -> None:
-        self.seen: list[float] = []
-
-    @property
-    def last(self) -> float:
-        return self.seen[-1] if self.seen else 0.0
-
-    @last.setter
-    def last(self, value: float) -> None:
-        self.seen.append(value)
-
-
 @pytest.mark.skipif(not speedups.built(), reason="kraken._speedups not built")
-@pytest.mark.parametrize("deadline_type", [_SlottedLast, _PlainLast, _PropertyLast])
-async def test_the_c_pipe_stamps_the_deadline_of_every_read_it_takes(deadline_type):
-    """A slot is written in place (no setattr lookup per read), anything else by name."""
-    deadline, written, times = deadline_type(), [], iter([1.5, 2.5])
+async def test_the_c_pipe_notes_the_time_of_every_read_it_takes():
+    """In itself (``last_read``): each read touches the pipe anyway, and the deadline is left
+    alone (``UpstreamConnection._piped_lately`` reads the time when the deadline fires)."""
+    written, times = [], iter([1.5, 2.5])
     owner = UpstreamConnection("http://x", 5.0)  # takes the reads the pipe does not (none here)
-    pipe = speedups.native("PipeProtocol")(owner, deadline, lambda: next(times))
+    pipe = speedups.native("PipeProtocol")(owner, lambda: next(times))
+    assert pipe.last_read == 0.0
     pipe.write = written.append
     first = chunk(EVENT)
     pipe.data_received(first)
-    assert deadline.last == 1.5 and written == [first]
+    assert pipe.last_read == 1.5 and written == [first]
     pipe.data_received(first)
-    assert deadline.last == 2.5 and written == [first, first] and pipe.take() == 2
-    if deadline_type is _PropertyLast:
-        assert deadline.seen == [1.5, 2.5]
-    if deadline_type is _SlottedLast:
-        assert not hasattr(deadline, "other")  # the neighbouring slot is untouched
+    assert pipe.last_read == 2.5 and written == [first, first] and pipe.take() == 2
+    assert owner._deadline.last == 0.0  # never stamped by the pipe
