@@ -157,3 +157,28 @@ def test_a_pipe_ended_while_a_read_reads_the_clock_sends_that_read_to_the_connec
             print("piped", pipe.take())
         """).split("\n")
     assert out == ["connection True", "piped 0", "write new True", "piped 1", ""], out
+
+
+def test_a_pipe_cleared_or_never_initialised_hands_reads_on_instead_of_crashing():
+    # pipe.c called self->time without a check: NULL after connection_lost cleared the pipe,
+    # or in a PipeProtocol never initialised, once `write` was set again
+    out = run("""
+        from kraken import _speedups
+
+        READ = b"9\\r\\ndata: x\\n\\n\\r\\n"
+
+        class Connection:
+            def data_received(self, data):
+                print("connection")
+
+            def connection_lost(self, exc):
+                print("lost")
+
+        cleared = _speedups.PipeProtocol(Connection(), lambda: 1.0)
+        cleared.connection_lost(None)
+        bare = _speedups.PipeProtocol.__new__(_speedups.PipeProtocol)
+        for pipe in (cleared, bare):
+            pipe.write = print
+            print(pipe.data_received(READ), pipe.take(), pipe.write)
+        """).split("\n")
+    assert out == ["lost", "None 0 None", "None 0 None", ""], out

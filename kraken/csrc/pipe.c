@@ -91,7 +91,8 @@ owner_of(PipeObject *self)
 static PyObject *
 pipe_data_received(PipeObject *self, PyObject *data)
 {
-    if (self->write != NULL && PyBytes_Check(data)
+    /* time is NULL once cleared (connection_lost) or in a pipe never initialised */
+    if (self->write != NULL && self->time != NULL && PyBytes_Check(data)
             && is_plain_sse_chunk(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))) {
         PyObject *now = PyObject_CallNoArgs(self->time);
         if (now == NULL) {
