@@ -2,6 +2,7 @@
 checks crashed the interpreter) and is held to the Python definition's answer."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,10 +18,11 @@ pytestmark = pytest.mark.skipif(speedups.native("Deadline") is None,
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(code: str) -> str:
-    """``code``'s output in a fresh interpreter importing this tree's kraken; fails on a crash."""
+def run(code: str, **env: str) -> str:
+    """``code``'s output in a fresh interpreter importing this tree's kraken (``env`` added to
+    its environment); fails on a crash."""
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
     assert done.returncode == 0, (done.returncode, done.stderr)
     return done.stdout
 
@@ -182,3 +184,23 @@ def test_a_pipe_cleared_or_never_initialised_hands_reads_on_instead_of_crashing(
             print(pipe.data_received(READ), pipe.take(), pipe.write)
         """).split("\n")
     assert out == ["lost", "None 0 None", "None 0 None", ""], out
+
+
+def test_header_value_holds_a_field_its_own_iteration_drops_from_the_list():
+    # header.c turned a field that is not a tuple into one through a borrowed reference: the
+    # field's __iter__ emptying the list freed it while PySequence_Tuple still used it (its
+    # length hint); the debug allocator overwrites freed memory, so that use crashes
+    out = run(PYTHONMALLOC="debug", code="""
+        from kraken import _speedups
+        from kraken.http import exchange
+
+        class Field:
+            def __iter__(self):
+                headers.clear()
+                return iter((b"x", b"y"))
+
+        for version in (exchange.header_value_py, _speedups.header_value):
+            headers = [Field()]
+            print(version(headers, b"x"), len(headers))
+        """).split("\n")
+    assert out == ["b'y' 0", "b'y' 0", ""], out

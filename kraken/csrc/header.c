@@ -23,12 +23,17 @@ header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
      * pair's iteration) may run code that changes the list */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         /* the (name, value) tuple the readers make; anything else as Python unpacks it */
-        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
-        if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
-            Py_INCREF(pair);
-        } else if ((pair = PySequence_Tuple(pair)) != NULL && PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_ValueError, "a header field is not a (name, value) pair");
-            Py_CLEAR(pair);
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *pair;
+        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+            pair = Py_NewRef(item);
+        } else {
+            Py_INCREF(item);  /* as Python's loop variable: iterating may drop it from the list */
+            pair = PySequence_Tuple(item);
+            Py_DECREF(item);
+            if (pair != NULL && PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_ValueError, "a header field is not a (name, value) pair");
+                Py_CLEAR(pair);
+            }
         }
         if (pair == NULL) {
             Py_DECREF(seq);
