@@ -1,7 +1,8 @@
 """A long-running Kraken does not grow with the requests it serves.
 
 After a warm-up of every request shape (streamed and not, a stream the client cuts, a provider
-error, a stream the provider drops, malformed JSON, an unknown key, an unknown model), many more
+error, a stream the provider drops, malformed JSON, an unknown key, an unknown model; requests
+one after another on a kept-alive HTTP/1.1 connection and on one HTTP/2 connection), many more
 of the same must leave the process holding what the warm-up left: as many allocated blocks and
 as many traced bytes, give or take the spread between rounds. One object kept per request (a
 missed ``Py_DECREF`` in the C relay under ``kraken/csrc``, a dict keyed by request id, a
@@ -24,15 +25,18 @@ import sys
 import tracemalloc
 from typing import AsyncIterator
 
+import h11
 import pytest
 
+from h2client import h2c
 from harness import (PROVIDER_KEY, TEST_KEY, db_rows, free_port, kraken_mapping, running_kraken,
                      wait_for)
 
 pytestmark = pytest.mark.anyio
 
 PATH = "/v1/chat/completions"
-AUTH = f"Authorization: Bearer {TEST_KEY}"
+BEARER = f"Bearer {TEST_KEY}"
+AUTH = f"Authorization: {BEARER}"
 PER_SHAPE = 20
 """Requests of each shape per round."""
 WARM_ROUNDS = 8
@@ -66,6 +70,9 @@ STATUS = {"answer": 200, "stream": 200, "paced stream": 200, "stream cut by the 
 RECORDED = {"answer", "stream", "paced stream", "stream cut by the client", "provider error",
             "stream dropped by the provider", "malformed JSON", "unknown model"}
 """Shapes whose requests are admitted (a key that is Kraken's): one record each."""
+ONE_CONNECTION = ("answer", "stream", "answer")
+"""Shapes asked one after another on one connection (kept alive, or HTTP/2 streams)."""
+PER_ROUND_RECORDS = PER_SHAPE * (len(RECORDED) + 2 * len(ONE_CONNECTION))
 
 
 async def one(port: int, body: bytes, authorization: str, hang_up_after: int | None) -> bytes:
@@ -84,6 +91,37 @@ async def one(port: int, body: bytes, authorization: str, hang_up_after: int | N
     finally:
         writer.close()
     return got
+
+
+async def kept_alive(port: int, names: tuple[str, ...]) -> list[int]:
+    """``names``' requests one after another on one HTTP/1.1 connection; their statuses."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    conn, statuses = h11.Connection(h11.CLIENT), []
+    try:
+        async with asyncio.timeout(10):
+            for name in names:
+                body = SHAPES[name][0]
+                writer.write(conn.send(h11.Request(method="POST", target=PATH, headers=[
+                    ("host", "kraken"), ("content-type", "application/json"),
+                    ("content-length", str(len(body))), ("authorization", BEARER)])))
+                writer.write(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+                while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await reader.read(65536))
+                    elif isinstance(event, h11.Response):
+                        statuses.append(event.status_code)
+                conn.start_next_cycle()
+    finally:
+        writer.close()
+    return statuses
+
+
+async def over_h2(port: int, names: tuple[str, ...]) -> list[int]:
+    """``names``' requests one after another as streams of one HTTP/2 connection."""
+    async with h2c(port) as client:
+        return [(await client.request("POST", PATH, SHAPES[name][0], {
+            "content-type": "application/json", "authorization": BEARER})).status
+                for name in names]
 
 
 async def answering(port: int) -> bool:
@@ -131,7 +169,11 @@ async def serve_round(port: int, db_path, recorded_before: int) -> int:
         for _ in range(PER_SHAPE):
             answer = await one(port, body, authorization, hang_up_after)
             assert int(answer[9:12]) == STATUS[name], (name, answer[:200])
-    want = recorded_before + PER_SHAPE * len(RECORDED)
+    expected = [STATUS[name] for name in ONE_CONNECTION]
+    for _ in range(PER_SHAPE):
+        assert await kept_alive(port, ONE_CONNECTION) == expected
+        assert await over_h2(port, ONE_CONNECTION) == expected
+    want = recorded_before + PER_ROUND_RECORDS
     await wait_for(lambda: len(db_rows(db_path)) >= want)
     return want
 
@@ -179,10 +221,11 @@ async def test_memory_does_not_grow_with_requests(tmp_path):
     blocks = [b for b, _ in samples]
     traced = [t for _, t in samples]
     # requests served between the middles of the first and the last EDGE rounds
-    requests = (MEASURED_ROUNDS - EDGE) * PER_SHAPE * len(SHAPES)
+    requests = (MEASURED_ROUNDS - EDGE) * PER_SHAPE * (len(SHAPES) + 2 * len(ONE_CONNECTION))
     block_growth = statistics.median(blocks[-EDGE:]) - statistics.median(blocks[:EDGE])
     byte_growth = statistics.median(traced[-EDGE:]) - statistics.median(traced[:EDGE])
-    # a leak of one block a request would add `requests` blocks; the rounds' spread is a few
-    # hundred blocks and some 20 KB (the loop's transport index, records waiting for a flush)
-    assert block_growth < requests / 4, (block_growth, blocks)
+    # a leak of one block a request would add `requests` blocks, and one kept per HTTP/2 stream
+    # alone (a fifth of them) twice the limit; the rounds' spread is up to ~250 blocks and some
+    # 20 KB (the loop's transport index, records waiting for a flush)
+    assert block_growth < requests / 8, (block_growth, blocks)
     assert byte_growth < requests * 64, (byte_growth, traced)
