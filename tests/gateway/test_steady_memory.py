@@ -67,12 +67,12 @@ SHAPES: dict[str, tuple[bytes, str, int | None]] = {
 STATUS = {"answer": 200, "stream": 200, "paced stream": 200, "stream cut by the client": 200,
           "provider error": 502, "stream dropped by the provider": 200, "malformed JSON": 400,
           "unknown key": 401, "unknown model": 404}
-RECORDED = {"answer", "stream", "paced stream", "stream cut by the client", "provider error",
-            "stream dropped by the provider", "malformed JSON", "unknown model"}
+RECORDED = {name for name, (_, authorization, _) in SHAPES.items() if authorization == AUTH}
 """Shapes whose requests are admitted (a key that is Kraken's): one record each."""
 ONE_CONNECTION = ("answer", "stream", "answer")
 """Shapes asked one after another on one connection (kept alive, or HTTP/2 streams)."""
 PER_ROUND_RECORDS = PER_SHAPE * (len(RECORDED) + 2 * len(ONE_CONNECTION))
+PER_ROUND_REQUESTS = PER_SHAPE * (len(SHAPES) + 2 * len(ONE_CONNECTION))
 
 
 async def one(port: int, body: bytes, authorization: str, hang_up_after: int | None) -> bytes:
@@ -125,6 +125,7 @@ async def over_h2(port: int, names: tuple[str, ...]) -> list[int]:
 
 
 async def answering(port: int) -> bool:
+    """Whether something accepts connections on ``port``."""
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
@@ -221,7 +222,7 @@ async def test_memory_does_not_grow_with_requests(tmp_path):
     blocks = [b for b, _ in samples]
     traced = [t for _, t in samples]
     # requests served between the middles of the first and the last EDGE rounds
-    requests = (MEASURED_ROUNDS - EDGE) * PER_SHAPE * (len(SHAPES) + 2 * len(ONE_CONNECTION))
+    requests = (MEASURED_ROUNDS - EDGE) * PER_ROUND_REQUESTS
     block_growth = statistics.median(blocks[-EDGE:]) - statistics.median(blocks[:EDGE])
     byte_growth = statistics.median(traced[-EDGE:]) - statistics.median(traced[:EDGE])
     # a leak of one block a request would add `requests` blocks, and one kept per HTTP/2 stream

@@ -1,5 +1,7 @@
-"""kraken._speedups where its C once went wrong: each case runs in a child process (what it
-checks crashed the interpreter) and is held to the Python definition's answer."""
+"""kraken._speedups misused by the Python code it calls: a deleted slot, a callback that ends
+the pipe or changes the list being read. Kraken's own callers never do these; the C once
+crashed on each. Each case runs in a child process and is held to the Python definition's
+answer."""
 from __future__ import annotations
 
 import os
