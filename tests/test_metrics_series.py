@@ -2,7 +2,9 @@
 versions whose inc, dec and observe are C (kraken/csrc/series.c) answer the same, call for call."""
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import pytest
 
@@ -75,6 +77,21 @@ def test_a_histogram_with_a_negative_bound_shows_no_sum():
         value = version(bounds, tuple(metrics_core.go_float(b) for b in bounds))
         value.observe(-5)
         assert [name for name, _, _ in value.samples()] == ["_bucket"] * 3 + ["_count"]
+
+
+def test_a_cycle_through_a_histograms_labels_is_collected():
+    """The C core shows its bounds and labels to the collector, as the Python slots are shown:
+    an object among the labels that holds its histogram does not keep both alive forever."""
+    class Holder:
+        histogram = None
+
+    for version in _both(metrics_core.PyHistogramValue, metrics_core.HistogramValue):
+        holder = Holder()
+        holder.histogram = version(BOUNDS, (*LE[:-1], holder))
+        gone = weakref.ref(holder)
+        del holder
+        gc.collect()
+        assert gone() is None, version
 
 
 def test_a_family_exposes_the_serving_series_alike():

@@ -159,11 +159,29 @@ histogram_init(HistogramObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static void
-histogram_dealloc(HistogramObject *self)
+/* The collector sees the bounds and their labels: a cycle through them (an object in `le`
+   that holds the histogram) is then reclaimed instead of leaking. */
+static int
+histogram_traverse(HistogramObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->bounds);
+    Py_VISIT(self->le);
+    return 0;
+}
+
+static int
+histogram_clear(HistogramObject *self)
 {
     Py_CLEAR(self->bounds);
     Py_CLEAR(self->le);
+    return 0;
+}
+
+static void
+histogram_dealloc(HistogramObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    histogram_clear(self);
     PyMem_Free(self->upper);
     PyMem_Free(self->counts);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -257,10 +275,12 @@ static PyTypeObject HistogramType = {
     .tp_doc = "HistogramCore(bounds, le): a histogram series' counts, sum and observe "
               "(kraken/metrics_core.py adds the rest).",
     .tp_basicsize = sizeof(HistogramObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)histogram_init,
     .tp_dealloc = (destructor)histogram_dealloc,
+    .tp_traverse = (traverseproc)histogram_traverse,
+    .tp_clear = (inquiry)histogram_clear,
     .tp_methods = histogram_methods,
     .tp_members = histogram_members,
     .tp_getset = histogram_getset,
