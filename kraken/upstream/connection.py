@@ -151,6 +151,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ---- FlowControl (a slow client pauses us) -------------------------------------
     def pause_reading(self) -> None:
+        # No response in flight (its end was handled, the client's last write paused us):
+        # nothing to pace, and a pause now would outlive the exchange, into the pool.
+        if self._handler is None:
+            return
         if not self._paused and self.transport is not None and not self.closed:
             self._paused = True
             self.transport.pause_reading()
@@ -251,6 +255,10 @@ class UpstreamConnection(asyncio.Protocol):
     def on_end(self) -> None:
         handler, self._handler = self._handler, None
         self._stop_pipe()
+        if self._paused:  # paused by a write of this last read: idle, it must read again
+            self._paused = False
+            if not self.closed:
+                self.transport.resume_reading()  # type: ignore[union-attr]
         self._deadline.cancel()
         self.idle_since = self._loop.time()
         if not self._parser.keep_alive:  # type: ignore[union-attr]

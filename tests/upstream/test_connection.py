@@ -181,3 +181,48 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector(used: bo
             assert gone() is None and handler_gone() is None
         finally:
             gc.enable()
+
+
+class PausingHandler(Handler):
+    """Pauses its connection as a relay's sink does when the client's buffer fills: on the
+    response's last read (``on_data``) or with the held answer's one write (``on_end``)."""
+
+    def __init__(self, conn: UpstreamConnection, where: str):
+        super().__init__()
+        self._conn, self._where = conn, where
+
+    def on_data(self, data):
+        super().on_data(data)
+        if self._where == "on_data":
+            self._conn.pause_reading()
+
+    def on_end(self):
+        if self._where == "on_end":
+            self._conn.pause_reading()
+        super().on_end()
+
+
+@pytest.mark.parametrize("where", ["on_data", "on_end"])
+async def test_a_pause_by_the_last_read_does_not_outlive_the_response(where):
+    """A paused connection given back to the pool never read its next answer: that request
+    hung for the read timeout, then was retried as if the connection were stale."""
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+    async def on_conn(reader, writer):
+        for _ in range(2):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)  # one read: the body and its end
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    async with server:
+        conn = await connect(server.sockets[0].getsockname()[1])
+        first = PausingHandler(conn, where)
+        conn.send("GET", "/", [(b"host", b"x")], b"", first)
+        await asyncio.wait_for(first.done, 5)
+        assert conn.reusable
+        conn.send("GET", "/", [(b"host", b"x")], b"", second := Handler())
+        await asyncio.wait_for(second.done, 2)
+        assert b"".join(second.data) == b"ok"
+        conn.close()
