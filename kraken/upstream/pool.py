@@ -267,6 +267,14 @@ class OriginPool:
                 return fut.result()
             busy = "Every connection to this provider is busy; retry shortly"
             raise PoolExhausted(busy) from None
+        except asyncio.CancelledError:  # the client went away as it was woken: pass it on
+            if fut.done() and not fut.cancelled():
+                conn = fut.result()
+                if conn is None:  # a slot or a stream freed up: the next waiter's
+                    self._wake_one()
+                else:
+                    self._give_back(conn)
+            raise
         finally:
             if not fut.done():
                 fut.cancel()
@@ -386,6 +394,10 @@ class OriginPool:
             self._release_stream(conn)
             return
         self._busy_gauge.dec()
+        self._give_back(conn)
+
+    def _give_back(self, conn: UpstreamConnection) -> None:
+        """To the oldest waiter, else idle; closed if it cannot serve another exchange."""
         if not conn.reusable or self._closed:
             conn.close()
             return

@@ -243,3 +243,23 @@ async def test_every_connection_shares_the_pools_one_on_close_and_is_forgotten_o
         second.close()
         await wait_for(lambda: pool.size == 0)
         await pool.close()
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on():
+    """A client may go away in the loop turn its waiting request is handed a released
+    connection: that connection must serve the next request, not be lost with the waiter
+    (it stayed open and counted, neither idle nor busy: the pool was one slot short)."""
+    async with running_mock() as mock:
+        pool = OriginPool(Origin(mock.url), "m", max_connections=1, pool_wait_s=5)
+        held = await pool.acquire()
+        waiter = asyncio.get_running_loop().create_task(pool.acquire())
+        await wait_for(lambda: pool._waiters)
+        pool.release(held)  # handed to the waiter ...
+        waiter.cancel()  # ... whose client is gone before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        again = await asyncio.wait_for(pool.acquire(), 2)
+        assert again is held and pool.size == 1
+        pool.release(again)
+        assert (await exchange(pool, mock)).status == 200 and len(mock._conns) == 1
+        await pool.close()
