@@ -105,6 +105,8 @@ class Upload:
         finally:
             if not pump.done():
                 pump.cancel()
+            elif not pump.cancelled():
+                pump.exception()  # retrieved: a body cut after the answer is moot, no error
 
     async def _pump(self, conn) -> None:
         stream = self.req.body_stream
