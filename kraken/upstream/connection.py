@@ -84,6 +84,8 @@ class UpstreamConnection(asyncio.Protocol):
         """The request in flight is a HEAD: its response has no body (``expect``)."""
         self._chunked_upload = False
         """The request body streams after ``send`` (``send_more``) in chunked framing."""
+        self._uploading = False
+        """The request's body is still to be ended (``end_body``): the provider reads it yet."""
         self._writable: asyncio.Future | None = None
         """Set while the transport's write buffer is full (``pause_writing``)."""
 
@@ -184,6 +186,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.used += 1
         self.received_any = False
         self._no_body = method == "HEAD"
+        self._uploading = more
         self._chunked_upload = more and (b"transfer-encoding", b"chunked") in headers
         if self._chunked_upload and body:
             body = b"%x\r\n%b\r\n" % (len(body), body)
@@ -235,6 +238,7 @@ class UpstreamConnection(asyncio.Protocol):
                                  else data)
 
     def end_body(self) -> None:
+        self._uploading = False
         if self._chunked_upload and self.transport is not None and not self.closed:
             self.transport.write(b"0\r\n\r\n")
 
@@ -269,7 +273,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return not self.closed and self._handler is None and self._parser is None
+        """The exchange is over both ways: an answer that came before the request's body
+        ended (an early 200) leaves the provider reading that body; the next request's
+        bytes would be read as its rest."""
+        return (not self.closed and self._handler is None and self._parser is None
+                and not self._uploading)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

@@ -96,6 +96,22 @@ async def upload(port: int, answered: asyncio.Event) -> bytes:
     return answer
 
 
+async def test_a_connection_answered_before_its_upload_ended_is_not_reused(tmp_path):
+    """The provider's early 200 ends the exchange while the upload is still being relayed:
+    that connection's request is unfinished (the provider still reads its body). Reused, the
+    next request's bytes were read by the provider as the rest of the last one's body."""
+    answered, heads = asyncio.Event(), []
+    server, port = await early_answering_provider(answered, heads)
+    async with server:
+        doc = kraken_mapping(tmp_path, port)
+        doc["providers"]["mockai"].update(kind="openai", models=["whisper-1"])
+        async with running_kraken(doc) as k:
+            assert (await upload(k.port, answered)).startswith(b"HTTP/1.1 200 ")
+            answered.clear()
+            assert (await upload(k.port, answered)).startswith(b"HTTP/1.1 200 ")
+            assert len(heads) == 2 and all(h.startswith(b"POST /v1/audio/") for h in heads)
+
+
 async def test_an_upload_answered_before_its_end_leaves_no_failure_unretrieved(tmp_path):
     """The answer ends the exchange, then the client's body is cut (its connection closes
     after the answer): the pump's failure is moot, not a "Task exception was never
