@@ -262,7 +262,7 @@ class Relay:
             if self._stream:
                 filt = self._filter
                 self.sink.write(self.family.sse_error_event(err) if filt is None else filt.failed(err))
-                self._finish(FAILED)
+                self._finish(FAILED, stream_usage=True)  # usage already reported is billed
             else:  # a Content-Length body cannot carry an error: cut it short
                 self._finish(FAILED, abort=True)
         elif self.state in (WAITING, REFUSED):
@@ -283,11 +283,13 @@ class Relay:
             self._chunks = 0
 
     def cancel(self) -> None:
-        """The client went away (or shutdown): stop writing."""
+        """The client went away (or shutdown): stop writing. Usage the stream reported so far
+        (Anthropic's ``message_start``) stays on the call: the provider bills it."""
         self._unpipe()
         self._settle()
         if self.state is STREAMING and self._stream:
             metrics.active_streams_for(self.call.provider).dec()
+            self.call.usage = self._tap.usage  # type: ignore[union-attr]
         self.state = CANCELLED
 
     def _refuse(self, err: KrakenError) -> None:
