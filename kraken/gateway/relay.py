@@ -6,6 +6,7 @@ reaches the client socket in the same loop iteration, with no task switch. State
     WAITING ──2xx head──▶ STREAMING ──end──▶ DONE
     WAITING ──error / non-2xx──▶ REFUSED   (nothing sent: the pipeline may fall back)
     STREAMING ──provider error──▶ FAILED   (SSE ``error`` event, then the response ends)
+    STREAMING ──provider error, the answer still held whole──▶ REFUSED   (nothing sent)
     STREAMING ──end, the tap read a failure in the stream──▶ FAILED   (recorded as one)
     any ──client gone──▶ CANCELLED
 
@@ -257,7 +258,10 @@ class Relay:
 
     def on_error(self, exc: Exception) -> None:
         err = exc if isinstance(exc, KrakenError) else UpstreamError("provider connection failed")
-        if self.state is STREAMING:
+        if self.state is STREAMING and not self._stream and not self.sink.started:
+            self._retract()  # a held answer: nothing reached the client
+            self._refuse(err)
+        elif self.state is STREAMING:
             self.call.fail(err)
             if self._stream:
                 filt = self._filter
@@ -291,6 +295,14 @@ class Relay:
             metrics.active_streams_for(self.call.provider).dec()
             self.call.usage = self._tap.usage  # type: ignore[union-attr]
         self.state = CANCELLED
+
+    def _retract(self) -> None:
+        """Undo the head of an answer held whole (``CostSink``, a filter's) that the provider
+        cut: the client saw none of it, so the exchange ends as refused before the first byte
+        (another candidate, or the endpoint's error answer and status on the record)."""
+        call = self.call
+        call.status = call.head_ns = call.ttfb_ns = 0
+        self._settle()
 
     def _refuse(self, err: KrakenError) -> None:
         self.state = REFUSED
