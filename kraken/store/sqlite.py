@@ -19,7 +19,7 @@ from kraken.store import erased
 from kraken.store.accounts_sql import SQLITE_ACCOUNTS
 from kraken.store.audit_sqlite import AUDIT
 from kraken.store.billing_sql import SQLITE_BILLING
-from kraken.store.errors import StoreError, from_sqlite
+from kraken.store.errors import StoreDataError, StoreError, from_sqlite
 from kraken.store.privacy_sql import SQLITE_PRIVACY
 from kraken.store.signup_sql import SQLITE_SIGNUP
 from kraken.store.reports_sql import SQLITE_REPORTS
@@ -228,6 +228,8 @@ class SqliteStore:
                 return await self._insert_awaiting(records, hook)
             except sqlite3.Error as exc:
                 raise from_sqlite(exc, "insert_records") from exc
+            except OverflowError as exc:  # an int beyond 64 bits: the driver cannot bind it
+                raise StoreDataError("insert_records: OverflowError") from exc
 
     async def _insert_awaiting(self, records: Sequence[RequestRecord],
                                hook: Callable[["Tx", Sequence[RequestRecord]], Awaitable[None]],

@@ -295,3 +295,20 @@ async def test_a_row_the_database_rejects_is_isolated_not_retried_forever(store,
     assert rows(db) == ["req-000001", "req-000003"]
     assert sample("kraken_meter_records_dropped_total") - dropped == 1
     assert meter.ready and meter.depth == 0
+
+
+@pytest.mark.parametrize("count", [2**63, 2**64 - 1])  # 2**64 - 1: a provider's u64 "-1"
+async def test_a_count_beyond_sqlites_integers_is_isolated_not_a_dead_writer(
+        store, db, jdir, count):
+    """SQLite binds at most 64-bit signed integers; a larger one raised OverflowError (no
+    sqlite3.Error), which ended the writer task, Kraken with it, and every restart's replay."""
+    meter = new_meter(store, jdir, batch_max=10)
+    dropped = sample("kraken_meter_records_dropped_total")
+    push(meter, [1])
+    assert meter.reserve()
+    meter.record(make(2, prompt_tokens=count))
+    push(meter, [3])
+    await meter.close()
+    assert rows(db) == ["req-000001", "req-000003"]
+    assert sample("kraken_meter_records_dropped_total") - dropped == 1
+    assert meter.ready and meter.depth == 0
