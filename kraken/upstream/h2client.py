@@ -36,7 +36,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
 from kraken.errors import UpstreamError
-from kraken.upstream.h2exchange import OPEN, READY, H2Exchange
+from kraken.upstream.h2exchange import DONE, OPEN, READY, H2Exchange
 from kraken.h2common import GoawayTolerantH2Connection, connection_specific
 
 __all__ = ["CONNECTION_WINDOW", "MAX_STREAMS", "STREAM_WINDOW", "H2Exchange",
@@ -92,9 +92,14 @@ class H2UpstreamConnection(asyncio.Protocol):
         return H2Exchange(self)
 
     def release(self, ex: H2Exchange) -> None:
-        """The pool is done with ``ex``: an unfinished stream is cancelled, its slot freed."""
+        """The pool is done with ``ex``: an unfinished stream is cancelled, its slot freed.
+        So is one answered before its request body ended (an early answer): Kraken's half
+        stays open otherwise, counted against the provider's MAX_CONCURRENT_STREAMS."""
         if ex.state is OPEN or ex.state is READY:
             ex.abort()
+        elif ex.state is DONE and (ex.more or ex.body):
+            ex.more, ex.body = False, b""
+            self.reset(ex, ErrorCodes.CANCEL)
         self.active -= 1
         if self.active == 0:
             self.idle_since = self.loop.time()

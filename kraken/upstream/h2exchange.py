@@ -10,6 +10,7 @@ hands exchanges out and ``OriginPool.release`` gives their stream slot back.
     OPEN ──RST_STREAM from the provider / GOAWAY above its last id / read timeout /
            connection lost──▶ FAILED (``on_error``)
     READY | OPEN ──abort()──▶ CANCELLED (RST_STREAM CANCEL on this stream only)
+    DONE with the request body unfinished (an early answer) ──release──▶ RST_STREAM CANCEL
 """
 from __future__ import annotations
 
@@ -80,10 +81,11 @@ class H2Exchange:
             self.connection.send_body(self)
 
     def end_body(self) -> None:
-        if self.more:
+        """END_STREAM after the body; once answered (DONE) it stays unsent and ``more`` set:
+        ``release`` resets the stream then, rather than finish a body no one reads."""
+        if self.more and self.state is OPEN:
             self.more = False
-            if self.state is OPEN:
-                self.connection.send_body(self)
+            self.connection.send_body(self)
 
     async def writable(self) -> None:
         """Returns once what was given has gone out within the provider's windows."""

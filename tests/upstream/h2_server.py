@@ -5,7 +5,9 @@ A ``"mock"`` object in the JSON body steers one request: ``tag`` (names it in ``
 ``sent``), ``chunks`` (content events), ``pad`` (extra bytes per event), ``chunk_delay_ms``,
 ``first_byte_delay_ms``, ``hang_after`` (stop after that many events, stream left open).
 HTTP/2 sends respect the client's flow-control windows, so a client that stops
-acknowledging a stream stalls exactly that stream here.
+acknowledging a stream stalls exactly that stream here. ``answer_early``: a request whose
+body continues past its first DATA is answered then (a JSON tagged ``early<stream id>``),
+and the stream is left for the client to end or reset (RFC 9113 §8.1).
 """
 from __future__ import annotations
 
@@ -53,8 +55,9 @@ class H2Provider:
     """``async with H2Provider(ca) as p``: listens on 127.0.0.1 with a cert from ``ca``."""
 
     def __init__(self, ca: trustme.CA, *, alpn: tuple[str, ...] = ("h2", "http/1.1"),
-                 max_concurrent_streams: int | None = None):
+                 max_concurrent_streams: int | None = None, answer_early: bool = False):
         self.ca = ca
+        self.answer_early = answer_early
         self.alpn = alpn
         self.max_concurrent_streams = max_concurrent_streams
         self.port = 0
@@ -161,9 +164,18 @@ class _Conn(asyncio.Protocol):
                 self.highest = max(self.highest, ev.stream_id)
                 self.server.requests.append((ev.stream_id, list(ev.headers)))
             elif isinstance(ev, DataReceived):
-                self.bodies[ev.stream_id] += ev.data
                 self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, StreamEnded) and ev.stream_id <= self.last_allowed:
+                if ev.stream_id not in self.bodies:
+                    continue  # answered early: the rest of the body is not read
+                self.bodies[ev.stream_id] += ev.data
+                if self.server.answer_early and ev.data and ev.stream_ended is None:
+                    del self.bodies[ev.stream_id]
+                    early = b'{"model":"early","mock":{"tag":"early%d"}}' % ev.stream_id
+                    task = asyncio.get_running_loop().create_task(
+                        self._respond(ev.stream_id, early))
+                    self.tasks[ev.stream_id] = task
+            elif (isinstance(ev, StreamEnded) and ev.stream_id <= self.last_allowed
+                  and ev.stream_id in self.bodies):
                 body = bytes(self.bodies.pop(ev.stream_id))
                 task = asyncio.get_running_loop().create_task(self._respond(ev.stream_id, body))
                 self.tasks[ev.stream_id] = task
