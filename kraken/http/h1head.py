@@ -50,6 +50,11 @@ def find_head_end(buf: bytearray | bytes, max_head: int, start: int = 0) -> int:
     return end + 4
 
 
+_MAX_LENGTH_DIGITS = 19
+"""A Content-Length of more (significant) digits is past 1 << 62, which the server refuses as
+too large anyway: refused here, its value never computed (``int`` raises past 4300 digits)."""
+
+
 def check_head(head: bytes) -> int | None:
     """Reject smuggling-prone heads that h11 would normalise silently.
 
@@ -70,7 +75,10 @@ def check_head(head: bytes) -> int | None:
         value = lower[start : lower.index(b"\r\n", start)].strip(b" \t")
         if not value.isdigit():
             raise HeadRejected("invalid Content-Length")
-        return int(value)
+        digits = value.lstrip(b"0")
+        if len(digits) > _MAX_LENGTH_DIGITS:  # int() refuses past 4300 digits (ValueError)
+            raise HeadRejected("request body too large", 413)
+        return int(digits or b"0")
     return None
 
 

@@ -8,12 +8,13 @@ import math
 import socket
 import time
 from collections import Counter
+from typing import Callable
 
 import h2.config
 import h2.connection
 import pytest
 
-from h1wire import parse_responses, serve
+from h1wire import connect, parse_responses, read_to_eof, serve
 from kraken import metrics
 from kraken.config import ServerConfig
 from kraken.http.exchange import Request
@@ -283,3 +284,28 @@ async def test_a_queued_first_read_past_the_bound_pauses_reading_at_once():
     assert wire.reading == ["paused"]
     await settle()
     assert wire.reading == ["paused", "resumed"] and bodies == [size]
+
+
+def hold_the_line(until: Callable[[], bool]) -> None:
+    """Keep the pacer's line busy (a callback that queues itself again each turn) until
+    ``until()``: every head a real socket brings meanwhile is queued unparsed
+    (``H1Connection._queue``)."""
+    pacer = pacer_for(asyncio.get_running_loop())
+
+    def again() -> None:
+        if not until():
+            pacer.later(again)
+
+    pacer.later(again)
+
+
+async def test_a_queued_head_that_cannot_be_parsed_is_still_answered_and_closed():
+    """Its parse runs in the pacer's turn: a parse that raised left the connection with no
+    timer and no answer, held open for as long as its client liked."""
+    async with serve(head_timeout_s=0.5) as server:
+        hold_the_line(lambda: any(conn.state == "QUEUED" for conn in server.conns))
+        async with connect(server.port) as (reader, writer):
+            writer.write(b"POST / HTTP/1.1\r\nHost: k\r\nContent-Length: "
+                         + b"9" * 5000 + b"\r\n\r\n")
+            (answer,) = parse_responses(await read_to_eof(reader))
+    assert answer.status == 413 and server.calls == []
