@@ -39,7 +39,7 @@ from kraken.http.h1body import BodyPace, BodyRejected, ChunkedBody, FixedBody
 from kraken.http.h1exchange import H1Exchange
 from kraken.http.h1fast import read_common_head
 from kraken.http.h1head import (HeadRejected, check_head, find_head_end, is_chunked,
-                                keeps_alive, parse_head_h11, skip_empty_lines)
+                                keeps_alive, may_stream, parse_head_h11, skip_empty_lines)
 
 log = logging.getLogger("kraken.http")
 
@@ -209,8 +209,8 @@ class H1Connection(InboundConnection):
             common = read_common_head(head, cfg.max_uri_bytes)  # else h11 judges it
             length = check_head(head) if common is None else common.length
             # An upload streams to the handler, which applies its own limit (bodystream.py).
-            if length is not None and length > cfg.max_body_bytes and (length >= 1 << 62 or (
-                    b"\ncontent-type: multipart/form-data" not in head.lower())):
+            if length is not None and length > cfg.max_body_bytes and (
+                    length >= 1 << 62 or not may_stream(head)):
                 raise HeadRejected("request body too large", 413)  # before the body is sent
             head_ns = self._queued_ns or time.perf_counter_ns()  # a queued head: when read
             self._queued_ns = 0

@@ -10,6 +10,8 @@ differently is refused after its parse.
 """
 from __future__ import annotations
 
+import re
+
 import h11
 
 from kraken.http.h1fast import CTL, HOST, CommonHead, read_common_head
@@ -161,6 +163,16 @@ def _refuse_head(event: h11.Request, headers: Headers, head: bytes) -> None:
         raise HeadRejected("duplicate Host")
     if hosts and HOST.fullmatch(hosts[0]) is None:
         raise HeadRejected("invalid Host")
+
+
+_MULTIPART = re.compile(rb"\ncontent-type:[ \t]*multipart/form-data", re.IGNORECASE).search
+
+
+def may_stream(head: bytes) -> bool:
+    """Whether the raw head may be an upload's (a multipart/form-data Content-Type, whatever
+    optional whitespace precedes it): its body may pass ``max_body_bytes`` (it streams to a
+    handler with its own limit); the parsed head decides (``bodystream.streams_body``)."""
+    return _MULTIPART(head) is not None
 
 
 def is_chunked(headers: Headers) -> bool:
