@@ -34,6 +34,7 @@ from kraken.config import ServerConfig
 from kraken.http.answers import error_answer, rejection
 from kraken.http.bodystream import BodyStream, streams_body
 from kraken.http.connection import Handler, InboundConnection, run_handler
+from kraken.http.exchange import header_value
 from kraken.h1framing import NO_LIMIT
 from kraken.http.h1body import BodyPace, BodyRejected, ChunkedBody, FixedBody
 from kraken.http.h1exchange import H1Exchange
@@ -85,6 +86,9 @@ class H1Connection(InboundConnection):
         self.state = HEAD
         self._buf = bytearray()
         """Bytes of the next request head (in BUSY: pipelined requests, up to a bound)."""
+        self._unscanned = False
+        """``_buf`` may hold a head end before its last 3 bytes: the pipelined bytes a response
+        left, read before they were parsed (a read then scans ``_buf`` from its start)."""
         self._exchange: H1Exchange | None = None
         """The request being received or answered (BODY, BUSY); None otherwise."""
         self._task: asyncio.Task | None = None
@@ -137,7 +141,9 @@ class H1Connection(InboundConnection):
             seen = len(self._buf)
             if seen:
                 self._buf += data
-                self._parse_head(seen - 3 if seen > 3 else 0)
+                start = seen - 3 if seen > 3 and not self._unscanned else 0
+                self._unscanned = False
+                self._parse_head(start)
             else:  # the usual read, a whole head (and body): parsed from it, not from a copy
                 self._parse_head(0, data)
             if idle and self.state is HEAD:
@@ -217,7 +223,7 @@ class H1Connection(InboundConnection):
             if common is None:
                 event, headers, expect_continue = parse_head_h11(head, cfg.max_head_bytes,
                                                                  cfg.max_uri_bytes)
-                chunked, content_type = is_chunked(headers), _content_type(headers)
+                chunked, content_type = is_chunked(headers), header_value(headers, b"content-type")
             else:  # no Transfer-Encoding; the Content-Type already found
                 event, headers, expect_continue = common, common.headers, False
                 chunked, content_type = False, common.content_type
@@ -409,9 +415,10 @@ class H1Connection(InboundConnection):
         buf = self._buf
         if buf:  # the usual buffer is empty: no call (~0.4 us a request at c=32, py-spy)
             skip_empty_lines(buf)
-        if buf:
+        if buf:  # the next pipelined request, parsed after this task (with what is read by then)
+            self._unscanned = True
             self._deadline.arm(self._cfg.head_timeout_s)
-            self.loop.call_soon(self._parse_head)  # next pipelined request, after this task
+            self.loop.call_soon(self._parse_head)
         else:
             self._idle = True
             self._deadline.arm(self._cfg.keepalive_timeout_s)
@@ -489,10 +496,3 @@ class H1Connection(InboundConnection):
 
 def _header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join([b"%s: %s\r\n" % h for h in headers])
-
-
-def _content_type(headers) -> bytes | None:
-    for name, value in headers:
-        if name == b"content-type":
-            return value
-    return None

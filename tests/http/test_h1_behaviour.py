@@ -11,6 +11,7 @@ import pytest
 
 from h1wire import (connect, decode_chunked, echo_length, is_openai_error, parse_responses,
                     read_to_eof, serve)
+from harness import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -102,6 +103,37 @@ async def test_pipelined_request_split_across_writes_during_a_response():
             data = await read_to_eof(reader)
         assert [r.body for r in parse_responses(data)] == [b"/a", b"/b", b"/c"]
         assert len(server.calls) == 3
+
+
+async def test_bytes_read_in_the_turn_a_response_ends_keep_the_pipelined_heads_apart():
+    """A response's end leaves the pipelined head it held for the next turn to parse. Bytes
+    read before that turn were scanned for a head end only past the held ones, so the held
+    head's end was missed and the next two heads read as one: the second's fields framed the
+    first's body, and the second request was never answered."""
+    ended, answer_first = asyncio.Event(), []
+
+    async def first_answered_by_the_test(req, sink):
+        if req.path == "/1":
+            answer_first.append(sink)
+            await ended.wait()
+        else:
+            await echo_length(req, sink)
+
+    async with serve(first_answered_by_the_test) as server:
+        async with connect(server.port) as (reader, writer):
+            writer.write(get(b"/1"))
+            await wait_for(lambda: answer_first)
+            writer.write(get(b"/2"))
+            (conn,) = server.conns
+            await wait_for(lambda: conn._buf)  # /2 read, held while /1 is answered
+            answer_first[0].respond(200, [], b"/1")  # an end (the relay's: a provider read) ...
+            writer.write(post(b"/3", b"hello", b"Connection: close\r\n"))  # ... then a read
+            ended.set()
+            assert [(await read_response(reader)).body for _ in "12"] == [b"/1", b"/2 0"]
+            assert (await read_response(reader)).body == b"/3 5"
+            assert await read_to_eof(reader) == b""  # /3's Connection: close
+        assert [(c.path, c.body) for c in server.calls] == [
+            ("/1", b""), ("/2", b""), ("/3", b"hello")]
 
 
 async def test_expect_100_continue_gets_100_before_the_body():
