@@ -15,7 +15,7 @@ import orjson
 
 from kraken.errors import KrakenError
 from kraken.providers.family import FamilyBase, WireFamily
-from kraken.providers.usage import Usage
+from kraken.providers.usage import Usage, token_count
 from kraken.providers.wire import usage_in_body
 
 __all__ = ["BodyFamily", "RerankFamily", "rerank_usage", "search_units"]
@@ -26,7 +26,8 @@ def rerank_usage(usage: dict) -> Usage | None:
     tokens = usage.get("prompt_tokens")
     if not isinstance(tokens, int) or isinstance(tokens, bool):
         tokens = usage.get("total_tokens")
-    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+    tokens = token_count(tokens)
+    if tokens is None:
         return None
     return Usage(prompt_tokens=tokens, completion_tokens=0)
 
@@ -39,8 +40,8 @@ def search_units(body: bytes) -> Usage | None:
         return None
     meta = obj.get("meta") if isinstance(obj, dict) else None
     billed = meta.get("billed_units") if isinstance(meta, dict) else None
-    units = billed.get("search_units") if isinstance(billed, dict) else None
-    if not isinstance(units, int) or isinstance(units, bool) or units < 0:
+    units = token_count(billed.get("search_units") if isinstance(billed, dict) else None)
+    if units is None:
         return None
     return Usage(prompt_tokens=units, completion_tokens=0)
 

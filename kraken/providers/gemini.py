@@ -22,7 +22,7 @@ from kraken.errors import KrakenError
 from kraken.providers.error_formats import GOOGLE
 from kraken.providers.family import FamilyBase, UpstreamRequest
 from kraken.providers.scrub import provider_error
-from kraken.providers.usage import Usage
+from kraken.providers.usage import Usage, token_count as _int
 from kraken.providers.wire import base_headers
 
 __all__ = [
@@ -42,10 +42,6 @@ _META_KEY = b'"usageMetadata"'
 def native_base_path(base_path: str) -> str:
     """The native API root from the preset's OpenAI-compatible base (``/v1beta/openai``)."""
     return base_path.removesuffix(OPENAI_SUFFIX)
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def gemini_usage(meta: dict) -> Usage:

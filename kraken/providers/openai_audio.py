@@ -18,7 +18,7 @@ import orjson
 
 from kraken.errors import KrakenError
 from kraken.providers.family import FamilyBase, Headers, UpstreamRequest, WireFamily
-from kraken.providers.usage import Usage
+from kraken.providers.usage import MAX_COUNT, Usage
 from kraken.providers.wire import usage_in_body
 
 __all__ = ["AudioFamily", "SpeechFamily", "audio_usage", "speech_request", "upload_request"]
@@ -28,7 +28,8 @@ def audio_usage(usage: dict) -> Usage | None:
     """A transcription's ``usage``: tokens, or a duration as whole seconds."""
     if usage.get("type") == "duration":
         seconds = usage.get("seconds")
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) \
+                and 0 <= seconds <= MAX_COUNT:  # a duration is a float: counted up, bounded
             return Usage(prompt_tokens=math.ceil(seconds), completion_tokens=0)
         return None
     return Usage.from_openai({"prompt_tokens": usage.get("input_tokens"),

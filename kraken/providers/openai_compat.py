@@ -12,7 +12,7 @@ from kraken.providers.family import DeferredUsageParser, FamilyBase, Headers, Up
 from kraken.providers.body_family import BodyFamily, RerankFamily
 from kraken.providers.openai_responses import ResponsesFamily, responses_usage
 from kraken.providers.scrub import provider_error, scrub
-from kraken.providers.usage import Usage
+from kraken.providers.usage import Usage, token_count
 from kraken.providers.wire import base_headers, usage_in_body
 
 __all__ = ["OpenAICompat", "openai_usage", "responses_usage", "scrub"]
@@ -213,8 +213,8 @@ def openai_usage(usage: dict) -> Usage:
     """
     parsed = Usage.from_openai(usage)
     if parsed.cached_tokens is None:
-        hit = usage.get("prompt_cache_hit_tokens")
-        if isinstance(hit, int) and not isinstance(hit, bool) and hit >= 0:
+        hit = token_count(usage.get("prompt_cache_hit_tokens"))
+        if hit is not None:
             parsed = Usage(parsed.prompt_tokens, parsed.completion_tokens, hit, parsed.reasoning_tokens)
     return parsed
 

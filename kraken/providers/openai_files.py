@@ -18,7 +18,7 @@ import orjson
 
 from kraken.errors import KrakenError
 from kraken.providers.family import FamilyBase, Headers, UpstreamRequest, WireFamily
-from kraken.providers.usage import Usage
+from kraken.providers.usage import MAX_COUNT, Usage, token_count
 
 __all__ = ["BATCH_PRICE_FACTOR", "BatchUsage", "FilesFamily", "JsonlUsageTap", "files_request"]
 
@@ -79,10 +79,12 @@ class JsonlUsageTap:
             return
         u = Usage.from_openai(usage)
         if u.prompt_tokens is None and isinstance(usage.get("input_tokens"), int):
-            u = Usage(usage.get("input_tokens"), usage.get("output_tokens"))  # /v1/responses
+            get = usage.get  # /v1/responses
+            u = Usage(token_count(get("input_tokens")), token_count(get("output_tokens")))
         for i, value in enumerate((u.prompt_tokens, u.completion_tokens, u.cached_tokens,
                                    u.reasoning_tokens)):
-            self._sums[i] += value or 0
+            # a sum past the bound stays just past it (read as unknown), never beyond 64 bits
+            self._sums[i] = min(self._sums[i] + (value or 0), MAX_COUNT + 1)
         model = body.get("model")
         if self._model is None and isinstance(model, str) and len(model) <= 200:
             self._model = model
@@ -121,7 +123,7 @@ class FilesFamily(FamilyBase):
         self._metered[self._file_id] = True
         while len(self._metered) > _METERED_IDS:
             self._metered.popitem(last=False)
-        return BatchUsage(*sums, model=model)
+        return BatchUsage(*map(token_count, sums), model=model)
 
     def usage_parser(self):
         return _no_usage

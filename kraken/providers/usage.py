@@ -6,10 +6,24 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def _int(value: object) -> int | None:
+MAX_COUNT = 2**53 - 1
+"""The largest count taken as reported (JSON's safe integer range): a larger one is a backend's
+bug (an unsigned -1 is 2**64 - 1), which would charge a customer's cap or wallet absurdly and
+which the store cannot hold; it is read as unknown."""
+
+
+def token_count(value: object) -> int | None:
+    """A provider's count as the record takes it: a plain int in [0, MAX_COUNT], else None
+    (unknown): negative numbers, floats, strings, bools and absurd sizes are not counts."""
     if type(value) is int:  # what a JSON parser gives: one check (the usual case)
-        return value if value >= 0 else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+        return value if 0 <= value <= MAX_COUNT else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= MAX_COUNT else None
+    return None
+
+
+_int = token_count
+_TOP = MAX_COUNT
 
 
 @dataclass(slots=True)  # not frozen: see kraken/http/exchange.py Request
@@ -27,14 +41,14 @@ class Usage:
         cached = cached.get("cached_tokens") if isinstance(cached, dict) else None
         reasoning = get("completion_tokens_details")
         reasoning = reasoning.get("reasoning_tokens") if isinstance(reasoning, dict) else None
-        # Once per stream. A count that is a plain int >= 0 (what a JSON parser gives) is
+        # Once per stream. A count that is a plain int in range (what a JSON parser gives) is
         # taken as it is, without a call to _int; anything else goes through _int. Positional:
         # the slots dataclass's __init__ takes them faster than by keyword.
         return cls(
-            prompt if type(prompt) is int and prompt >= 0 else _int(prompt),
-            completion if type(completion) is int and completion >= 0 else _int(completion),
-            cached if type(cached) is int and cached >= 0 else _int(cached),
-            reasoning if type(reasoning) is int and reasoning >= 0 else _int(reasoning),
+            prompt if type(prompt) is int and 0 <= prompt <= _TOP else _int(prompt),
+            completion if type(completion) is int and 0 <= completion <= _TOP else _int(completion),
+            cached if type(cached) is int and 0 <= cached <= _TOP else _int(cached),
+            reasoning if type(reasoning) is int and 0 <= reasoning <= _TOP else _int(reasoning),
         )
 
 
