@@ -14,10 +14,10 @@ When the endpoint declares a response filter (the client's wire format is not th
 the provider's bytes are still tapped for usage as received, then fed to the filter, and what
 it yields is written; otherwise they are written as they are.
 
-A long stream's usual read (one whole chunk of whole SSE events, no usage object in it) goes
-from the provider's socket callback straight to the client's socket (``UpstreamConnection.pipe``),
-once a read has gone the full way and left the parser and the tap at a boundary: one C test
-and one write per read, same bytes out (``on_chunk``).
+A long stream's usual read (one whole chunk of whole SSE events, no usage object or error mark
+in it: ``plainchunk``) goes from the provider's socket callback straight to the client's socket
+(``UpstreamConnection.pipe``), once a read has gone the full way and left the parser and the
+tap at a boundary: one C test and one write per read, same bytes out (``on_chunk``).
 """
 from __future__ import annotations
 

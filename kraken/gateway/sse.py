@@ -1,4 +1,5 @@
-"""A tap on a relayed SSE stream: finds the usage event, optionally hides it.
+"""A tap on a relayed SSE stream: finds the usage event, optionally hides it, and notes a
+provider's own error event (``failure``: the relay records the stream as failed).
 
 The client receives the provider's bytes unchanged. When the client did not ask for
 ``stream_options.include_usage``, Kraken asked for it anyway and this tap removes only
@@ -9,6 +10,7 @@ is hidden, every chunk is written through before the tap looks at it.
 from __future__ import annotations
 
 from kraken.providers.family import DeferredUsageParser, UsageParser
+from kraken.providers.stream_failure import ERROR_MARK, sse_failure
 from kraken.speedups import native, pick
 
 _COMPACT, _SPACED = b'"usage":{', b'"usage": {'
@@ -36,8 +38,7 @@ class SseTap:
     """Splits a byte stream into SSE events without copying the bytes that pass through."""
 
     __slots__ = ("_tail", "_sep", "_strip", "_parse", "_convert", "_max", "_passthrough",
-                 "_found", "_usage")
-    failure = None  # StreamTap: an SSE stream's failures reach the relay as connection errors
+                 "_found", "_usage", "failure")
 
     def __init__(self, parse_usage: UsageParser, strip_usage: bool, max_event_bytes: int = 1 << 20):
         self._tail = b""
@@ -54,6 +55,8 @@ class SseTap:
         self._found: object = _NOTHING
         """The last usage found and not converted yet (``usage`` converts it)."""
         self._usage: object | None = None
+        self.failure = None
+        """The first error event the provider sent (``stream_failure``); the relay records it."""
 
     @property
     def usage(self) -> object | None:
@@ -80,6 +83,8 @@ class SseTap:
         if self._passthrough:
             return data
         if not self._tail and data.endswith(self._sep):  # whole events: a stream's usual read
+            if data.find(ERROR_MARK) >= 0:
+                self._failed(data, self._sep)
             at = _usage_at(data)
             if at < 0:
                 return data
@@ -98,6 +103,8 @@ class SseTap:
         else:
             cut += len(sep)
             complete, self._tail = buf[:cut], buf[cut:]
+            if complete.find(ERROR_MARK) >= 0:
+                self._failed(complete, sep)
             out = self._events(complete, sep)
             if not strip:
                 out = data
@@ -137,10 +144,27 @@ class SseTap:
         kept.append(complete[emitted:])
         return b"".join(kept)
 
+    def _failed(self, complete: bytes, sep: bytes) -> None:
+        """Parse only the events holding ``ERROR_MARK``; keep the first failure one reports."""
+        if self.failure is not None:
+            return
+        n = len(sep)
+        at = complete.find(ERROR_MARK)
+        while at >= 0:
+            begin = complete.rfind(sep, 0, at)
+            begin = 0 if begin < 0 else begin + n
+            end = complete.find(sep, at)  # complete always ends with sep
+            self.failure = sse_failure(complete[begin:end])
+            if self.failure is not None:
+                return
+            at = complete.find(ERROR_MARK, end + n)
+
     def flush(self) -> bytes:
         """At the end of the stream: the held bytes of an unterminated last event."""
         tail, self._tail = self._tail, b""
         if tail and not self._passthrough:
+            if self.failure is None and tail.find(ERROR_MARK) >= 0:
+                self.failure = sse_failure(tail)
             found = self._parse(tail)
             if found is not None:
                 self._found, hidden = found

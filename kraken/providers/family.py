@@ -59,8 +59,9 @@ class StreamTap(Protocol):
 
     usage: object | None
     failure: KrakenError | None
-    """How the stream failed after its first byte, as read in the provider's own bytes (a
-    Bedrock exception event or framing fault; checked after ``flush``); the relay records it."""
+    """How the stream failed after its first byte, as read in the provider's own bytes (an SSE
+    error event, ``stream_failure``; a Bedrock exception event or framing fault; checked after
+    ``flush``); the relay records it."""
 
     def feed(self, data: bytes) -> bytes: ...
     def flush(self) -> bytes: ...

@@ -22,6 +22,7 @@ from kraken.errors import KrakenError
 from kraken.providers.error_formats import GOOGLE
 from kraken.providers.family import FamilyBase, UpstreamRequest
 from kraken.providers.scrub import provider_error
+from kraken.providers.stream_failure import ERROR_MARK, sse_failure
 from kraken.providers.usage import Usage, token_count as _int
 from kraken.providers.wire import base_headers
 
@@ -67,11 +68,11 @@ class UsageMetadataTap:
     """Stream tap for ``alt=sse``: bytes pass through untouched, the last ``usageMetadata`` is kept.
 
     Only the line holding the newest ``usageMetadata`` is copied (a partial last line is held,
-    bounded by ``max_line``); it is parsed once, at the end. Same interface as ``SseTap``.
+    bounded by ``max_line``); it is parsed once, at the end. Same interface as ``SseTap``,
+    ``failure`` included: Google's ``{"error":{...}}`` event mid-stream (``stream_failure``).
     """
 
-    __slots__ = ("_last", "_max", "_tail", "overflowed", "usage")
-    failure = None  # StreamTap: failures reach the relay as connection errors
+    __slots__ = ("_last", "_max", "_tail", "overflowed", "usage", "failure")
 
     def __init__(self, max_line: int = 1 << 20):
         self._tail = b""
@@ -79,6 +80,7 @@ class UsageMetadataTap:
         self._max = max_line
         self.overflowed = False
         self.usage: Usage | None = None
+        self.failure: KrakenError | None = None
 
     def feed(self, data: bytes) -> bytes:
         buf = self._tail + data if self._tail else data
@@ -87,6 +89,8 @@ class UsageMetadataTap:
             complete, tail = b"", buf
         else:
             complete, tail = buf[: nl + 1], buf[nl + 1 :]
+        if self.failure is None and complete.find(ERROR_MARK) >= 0:
+            self._failed(complete)
         at = complete.rfind(_META_KEY)
         if at >= 0:
             start = complete.rfind(b"\n", 0, at) + 1
@@ -97,7 +101,17 @@ class UsageMetadataTap:
         self._tail = tail
         return data
 
+    def _failed(self, lines: bytes) -> None:
+        """Parse only the lines holding ``ERROR_MARK``; keep the first failure one reports."""
+        at = lines.find(ERROR_MARK)
+        while at >= 0 and self.failure is None:
+            end = lines.find(b"\n", at)
+            self.failure = sse_failure(lines[lines.rfind(b"\n", 0, at) + 1:end])
+            at = lines.find(ERROR_MARK, end)
+
     def flush(self) -> bytes:
+        if self.failure is None and self._tail.find(ERROR_MARK) >= 0:
+            self._failed(self._tail + b"\n")
         if _META_KEY in self._tail:
             self._last = self._tail
         self._tail = b""

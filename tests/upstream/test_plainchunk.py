@@ -37,7 +37,20 @@ CASES = [
     (b"", False),
     (b"\n\n\r\n", False),
     (EVENT + b"\r\n", False),  # no size line
+    # a provider's error event goes to the tap (which records the stream as failed)
+    (chunk(b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n'), False),
+    (chunk(EVENT + b'data: {"error":{"message":"x","type":"server_error"}}\n\n'), False),
+    (chunk(b'data: {"type":"error","code":"server_error"}\n\n'), False),  # Responses API
+    (chunk(b'data: {"object":"error","message":"x"}\n\n'), False),  # older vLLM
+    (chunk(b'data: {"x":"' + b"a" * 40 + b'"error"}\n\n'), False),  # past the first 16
+    (chunk(b'data: {"x":"' + b"a" * 40 + b'"error'), False),  # unfinished: not plain anyway
+    (chunk(b'data: {"text":"an \\"error\\" in the text"}\n\n'), True),  # escaped: text
+    (chunk(b'data: {"text":"errors, terror, error"}\n\n'), True),  # no quotes around it
+    (chunk(b'data: {"rr":"rrrr","err":"or","error_x":1}\n\n'), True),
 ]
+CASES += [(chunk(b'data: {"k":"' + b"r" * pad + b'","error":{}}\n\n'), False)
+          for pad in range(40)]  # the mark at every offset of the 16-byte steps
+CASES += [(chunk(b'data: {"k":"' + b"r" * pad + b'","errr":{}}\n\n'), True) for pad in range(40)]
 
 
 @pytest.mark.parametrize("data, plain", CASES)
@@ -49,7 +62,8 @@ def reads(seed: int, count: int) -> list[bytes]:
     """Plain chunks and near misses: sizes, size lines, endings and usage keys varied."""
     rng = random.Random(seed)
     pieces = [EVENT, b"data: [DONE]\n\n", b'"usage":', b'"usage": ', b"{", b" ", b"\r\n", b"\n",
-              b"\n\n", b"\r", b"0", b"a", b"F", b"-", b'data: {"usage":null}\n\n', b"\x00\xff"]
+              b"\n\n", b"\r", b"0", b"a", b"F", b"-", b'data: {"usage":null}\n\n', b"\x00\xff",
+              b'"error"', b'"err', b'or"', b"rr", b"r", b'"', b'{"error":{}}' * 3]
     out = []
     for _ in range(count):
         body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
