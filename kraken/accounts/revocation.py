@@ -7,6 +7,11 @@ path - and evicts the keys from its verifier. Processes on other hosts share the
 (or, with Redis configured, also hear ``publish``ed key ids on a pub/sub channel at once).
 Old events are purged after an hour: a process that lost its place just starts from the end,
 because a fresh verifier has nothing cached.
+
+Event numbers are handed out when a row is written, not when its transaction commits: on
+PostgreSQL a long transaction (an erasure) can commit its events after a quicker one's later
+numbers were polled. So every number skipped below the newest one seen is looked for again at
+each poll, until it appears or an hour has passed (a rolled-back transaction's never does).
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ POLL_INTERVAL_S = 0.25
 EVENTS_KEPT_S = 3600.0
 PURGE_EVERY_S = 60.0
 BATCH = 1000
+GAPS_KEPT_S = EVENTS_KEPT_S
+MAX_GAPS = 1000
+"""Skipped numbers looked for again at once (the newest kept): one bounded IN read a poll."""
 _POLLED = KEY_EVICTIONS.labels("poll")
 _HEARD = KEY_EVICTIONS.labels("redis")
 
@@ -59,10 +67,13 @@ class RevocationWatcher:
         self._redis_url = redis_url or None
         self._interval = interval_s
         self._seq = 0
+        self._gaps: dict[int, float] = {}
+        """Skipped event numbers (ascending) -> monotonic time to stop looking for them."""
         self._next_purge = time.monotonic() + PURGE_EVERY_S
 
     async def start(self) -> None:
-        """Start from the newest event: nothing is cached yet, so older ones do not matter."""
+        """Start from the newest event number handed out (even if purged since): nothing is
+        cached yet, so older ones do not matter, and none below it is taken for a gap."""
         self._seq = await self._accounts.last_key_event(self._store)
 
     async def run(self) -> None:
@@ -78,18 +89,46 @@ class RevocationWatcher:
                 await anyio.sleep(self._interval)
 
     async def poll_once(self) -> int:
-        """Evict keys named by events newer than the last seen; returns how many events."""
-        total = 0
+        """Evict keys named by events newer than the last seen, or by skipped numbers that
+        have committed since; returns how many events."""
+        total = await self._poll_gaps()
         while True:
             rows = await self._accounts.key_events_after(self._store, self._seq, BATCH)
             if not rows:
                 return total
+            self._note_gaps(rows)
             self._verifier.evict(key_id for _, key_id in rows)
             self._seq = rows[-1][0]
             total += len(rows)
             _POLLED.inc(len(rows))
             if len(rows) < BATCH:
                 return total
+
+    def _note_gaps(self, rows: list[tuple]) -> None:
+        """Remember the numbers ``rows`` skip: their transactions may commit later."""
+        expected = self._seq + 1
+        until = time.monotonic() + GAPS_KEPT_S
+        for seq, _key_id in rows:
+            for missing in range(max(expected, seq - MAX_GAPS), seq):
+                self._gaps[missing] = until
+            expected = seq + 1
+        while len(self._gaps) > MAX_GAPS:  # the oldest go first
+            del self._gaps[next(iter(self._gaps))]
+
+    async def _poll_gaps(self) -> int:
+        """Evict keys named by skipped numbers that have committed since; forget old gaps."""
+        now = time.monotonic()
+        for seq in [s for s, until in self._gaps.items() if until <= now]:
+            del self._gaps[seq]
+        if not self._gaps:
+            return 0
+        rows = await self._accounts.key_events_in(self._store, list(self._gaps))
+        for seq, _key_id in rows:
+            self._gaps.pop(seq, None)
+        if rows:
+            self._verifier.evict(key_id for _, key_id in rows)
+            _POLLED.inc(len(rows))
+        return len(rows)
 
     async def _purge(self) -> None:
         now = time.monotonic()

@@ -70,7 +70,8 @@ STATEMENTS: dict[str, str] = {
         "FROM api_keys k JOIN customers c ON c.id = k.customer_id "
         "WHERE k.id = ? AND k.revoked_at IS NULL"),
     # key events (written by triggers; polled by kraken/accounts/revocation.py)
-    "last_key_event": "SELECT COALESCE(MAX(seq), 0) FROM key_events",
+    "last_key_event": ("SELECT COALESCE((SELECT seq FROM sqlite_sequence "
+                       "WHERE name = 'key_events'), 0)"),  # AUTOINCREMENT's high-water mark
     "key_events_after": "SELECT seq, key_id FROM key_events WHERE seq > ? ORDER BY seq LIMIT ?",
     "key_events_before": "SELECT 1 FROM key_events WHERE ts < ? LIMIT 1",
     "purge_key_events": "DELETE FROM key_events WHERE ts < ?",
@@ -287,6 +288,12 @@ class AccountsRepository:
     async def key_events_after(self, db, seq: int, limit: int) -> list[tuple]:
         """(seq, key_id) rows, oldest first."""
         return await self._rows(db, "key_events_after", (seq, limit))
+
+    async def key_events_in(self, db, seqs: Sequence[int]) -> list[tuple]:
+        """(seq, key_id) rows of the given event numbers that exist (committed) by now."""
+        marks = ", ".join(self._d.placeholder(i) for i in range(1, len(seqs) + 1))
+        return await db.fetch_all(
+            f"SELECT seq, key_id FROM key_events WHERE seq IN ({marks}) ORDER BY seq", seqs)
 
     async def key_events_before(self, db, ts: float) -> bool:
         return await self._one(db, "key_events_before", (ts,)) is not None

@@ -311,3 +311,22 @@ async def test_key_events_older_than_an_hour_are_purged(any_store, backend):
         assert await any_store.fetch_all("SELECT key_id FROM key_events") == [(kid,)]
     finally:
         verifier.close()
+
+
+async def test_a_watcher_started_after_a_purge_takes_no_purged_number_for_a_late_one(any_store):
+    """Skipped numbers are looked for again at every poll (late commits); the ones purged
+    before a watcher started are not skipped, they are gone, and must cost no lookups."""
+    cus = await _customer(any_store)
+    first, second = [await service.create_key(any_store, cus.id, rounds=4) for _ in range(2)]
+    await service.revoke_key(any_store, first.key.id)
+    async with any_store.transaction() as tx:
+        await tx.accounts.purge_key_events(tx, time.time() + 60)  # every event gone
+    verifier = KeyVerifier([], AuthConfig(), source=DbKeySource(any_store))
+    watcher = RevocationWatcher(any_store, verifier)
+    try:
+        await watcher.start()
+        await service.revoke_key(any_store, second.key.id)
+        assert await watcher.poll_once() == 1
+        assert watcher._gaps == {}
+    finally:
+        verifier.close()

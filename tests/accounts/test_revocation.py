@@ -21,6 +21,7 @@ from kraken.accounts.revocation import CHANNEL, RevocationWatcher
 from kraken.config import AuthConfig
 from kraken.errors import Unauthorized
 from kraken.policy.auth import KeyVerifier
+from postgres_server import StoreBackend
 from redis_server import redis_url  # noqa: F401  (module-scoped fixture)
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +129,33 @@ async def test_a_change_on_one_host_reaches_the_other_hosts_cache_within_a_secon
         verifier.close()
         await host_b.close()
 
+
+
+async def test_an_event_committed_after_a_later_one_still_evicts(pg_server):  # noqa: F811
+    """PostgreSQL numbers a key event when its row is written, not when its transaction
+    commits: an erasure's events, committed after a quick revocation the poll has already
+    passed, must still evict the erased customer's key (not after the 300 s cache TTL)."""
+    target = StoreBackend("postgres", pg_server.create_database())
+    eraser, other_host, host_b = [await target.open() for _ in range(3)]
+    verifier = KeyVerifier([], AuthConfig(cache_ttl_s=300), source=DbKeySource(host_b))
+    try:
+        victim = await service.create_customer(eraser, "victim@example.com")
+        bystander = await service.create_customer(eraser, "bystander@example.com")
+        erased = await service.create_key(eraser, victim.id, rounds=4)
+        revoked = await service.create_key(eraser, bystander.id, rounds=4)
+        watcher = RevocationWatcher(host_b, verifier)
+        await watcher.start()
+        token = erased.plaintext.encode()
+        assert (await verifier.verify(token)).customer_id == victim.id  # cached on host B
+        async with eraser.transaction() as tx:  # the erasure, still running
+            assert await service.delete_customer_in(tx, victim.id)
+            await service.revoke_key(other_host, revoked.key.id)  # committed first
+            assert await watcher.poll_once() == 1  # the later event, seen first
+        await watcher.poll_once()  # the erasure has committed now
+        assert verifier.lookup_cached(token) is None
+        with pytest.raises(Unauthorized):
+            await verifier.verify(token)
+    finally:
+        verifier.close()
+        for store in (eraser, other_host, host_b):
+            await store.close()

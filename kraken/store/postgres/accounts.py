@@ -26,7 +26,14 @@ _EMAIL = {
     "email_taken_by_other": "SELECT 1 FROM customers WHERE lower(email) = lower(?) AND id <> ?",
 }
 
-STATEMENTS_PG: dict[str, str] = {name: numbered(_EMAIL.get(name, sql))
+_SPELLED = {
+    **_EMAIL,
+    # The identity's high-water mark (NULL until first used), not MAX(seq) of the rows kept.
+    "last_key_event": ("SELECT COALESCE(pg_sequence_last_value("
+                       "pg_get_serial_sequence('key_events', 'seq')::regclass), 0)"),
+}
+
+STATEMENTS_PG: dict[str, str] = {name: numbered(_SPELLED.get(name, sql))
                                  for name, sql in STATEMENTS.items()}
 
 
