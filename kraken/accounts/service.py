@@ -268,8 +268,13 @@ async def set_member_role(store, org_id: str, customer_id: str, role: str) -> Me
     return Member(org_id, customer_id, role, row[1])
 
 
-async def remove_member(store, org_id: str, customer_id: str) -> None:
-    """Remove a member (the last owner cannot be removed; delete the organisation instead)."""
+async def remove_member(store, org_id: str, customer_id: str, *,
+                        redis_url: str | None = None) -> list[str]:
+    """Remove a member (the last owner cannot be removed; delete the organisation instead).
+
+    Its keys in the organisation are revoked with it: they acted with the role it no longer
+    has. Every process refuses them within 1 s (key_events); returns their ids, for the
+    caller's own key cache. Its personal keys and other organisations' are untouched."""
     org_id = v.identifier(org_id, "org_id")
     customer_id = v.identifier(customer_id, "customer_id")
     async with store.transaction() as tx:
@@ -279,6 +284,12 @@ async def remove_member(store, org_id: str, customer_id: str) -> None:
         if row[0] == "owner" and await tx.accounts.owners(tx, org_id) <= 1:
             raise ValidationError("customer_id", "the last owner cannot be removed")
         await tx.accounts.delete_member(tx, org_id, customer_id)
+        revoked = await tx.accounts.revoke_member_keys(tx, org_id, customer_id, time.time())
+    if redis_url and revoked:
+        from kraken.accounts.revocation import publish
+
+        await publish(redis_url, revoked)
+    return revoked
 
 
 async def list_members(store, org_id: str) -> list[Member]:

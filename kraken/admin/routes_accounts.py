@@ -132,7 +132,8 @@ class AccountRoutes(RouteGroup):
         return 200, m.as_dict()
 
     async def remove_member(self, call: AdminCall):
-        await service.remove_member(self.store, call.params["id"], call.params["customer"])
+        await service.remove_member(self.store, call.params["id"], call.params["customer"],
+                                    redis_url=self.ctx.redis_url)
         await self._audit(call, "member.remove", call.params["id"], call.params["customer"])
         return 200, {"org_id": call.params["id"], "customer_id": call.params["customer"],
                      "deleted": True}

@@ -64,6 +64,10 @@ STATEMENTS: dict[str, str] = {
     "key": f"SELECT {KEY_COLS} FROM api_keys WHERE id = ?",
     "revoke_key": "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
     "delete_key": "DELETE FROM api_keys WHERE id = ?",
+    "member_keys": ("SELECT id FROM api_keys WHERE org_id = ? AND customer_id = ? "
+                    "AND revoked_at IS NULL ORDER BY id"),
+    "revoke_member_keys": ("UPDATE api_keys SET revoked_at = ? WHERE org_id = ? "
+                           "AND customer_id = ? AND revoked_at IS NULL"),
     "usable_key": (  # the gateway's lookup on a key-cache miss (kraken/accounts/keystore.py)
         "SELECT k.hash, k.customer_id, k.rpm, k.tpm, k.max_concurrent, k.allowed_models, "
         "c.plan, c.opted_out, k.token_budget, k.spend_budget_usd, k.expires_at "
@@ -275,6 +279,14 @@ class AccountsRepository:
 
     async def delete_key(self, db, key_id: str) -> bool:
         return await self._run(db, "delete_key", (key_id,)) > 0
+
+    async def revoke_member_keys(self, db, org_id: str, customer_id: str,
+                                 at: float) -> list[str]:
+        """Revoke the customer's unrevoked keys in the organisation; their ids."""
+        ids = [r[0] for r in await self._rows(db, "member_keys", (org_id, customer_id))]
+        if ids:
+            await self._run(db, "revoke_member_keys", (at, org_id, customer_id))
+        return ids
 
     async def usable_key(self, db, key_id: str) -> tuple | None:
         """(hash, customer_id, rpm, tpm, max_concurrent, allowed_models, plan, opted_out,

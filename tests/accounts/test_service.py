@@ -187,6 +187,24 @@ async def test_members_and_the_last_owner(store):
     assert [o.id for o in await service.list_organisations(store, customer_id=dev.id)] == [org.id]
 
 
+async def test_removing_a_member_revokes_its_keys_in_that_organisation_only(store):
+    """The removed member's organisation keys acted with the role it lost; its personal keys
+    and its keys in another organisation are its own."""
+    owner = await service.create_customer(store, "boss@example.com")
+    leaver = await service.create_customer(store, "leaver@example.com")
+    org = await service.create_organisation(store, "Acme", owner.id)
+    other = await service.create_organisation(store, "Other", leaver.id)
+    await service.add_member(store, org.id, leaver.id, "developer")
+    in_org = [(await service.create_key(store, leaver.id, org_id=org.id, rounds=4)).key.id
+              for _ in range(2)]
+    kept = [(await service.create_key(store, leaver.id, org_id=o, rounds=4)).key.id
+            for o in (None, other.id)]
+    kept.append((await service.create_key(store, owner.id, org_id=org.id, rounds=4)).key.id)
+    assert sorted(await service.remove_member(store, org.id, leaver.id)) == sorted(in_org)
+    assert [(await service.get_key(store, k)).status() for k in in_org] == ["revoked"] * 2
+    assert [(await service.get_key(store, k)).status() for k in kept] == ["active"] * 3
+
+
 # -- keys ------------------------------------------------------------------------------------
 
 async def test_key_is_returned_once_and_stored_only_as_a_hash(store, backend):

@@ -237,6 +237,23 @@ async def test_a_developer_cannot_touch_another_members_key(world: World):
     assert (await service.get_key(world.store, admin_key.key_id)).status() == "active"
 
 
+async def test_a_removed_members_organisation_keys_stop_working(world: World):
+    """Removal takes the member's role away, and with it call_models: its keys in the
+    organisation must stop calling models (this process at once), not only lose the account
+    API. Its personal key is its own and keeps working."""
+    leaver = await new_customer(world.store, "leaver")
+    await service.add_member(world.store, world.org, leaver, "developer")
+    org_key = await new_key(world.store, leaver, world.org)
+    own_key = await new_key(world.store, leaver, None)
+    assert (await world.call(org_key, "GET", MODELS)).status == 200  # verified and cached
+    reply = await world.call(world.members["admin"], "DELETE",
+                             f"/v1/account/organisations/{world.org}/members/{leaver}")
+    assert reply.status == 200, reply.body
+    assert (await world.call(org_key, "GET", MODELS)).status == 401
+    assert (await service.get_key(world.store, org_key.key_id)).status() == "revoked"
+    assert (await world.call(own_key, "GET", MODELS)).status == 200
+
+
 async def test_a_personal_key_reaches_no_organisation(world: World):
     solo = world.personal
     assert_error(await world.call(solo, "GET", f"/v1/account/organisations/{world.org}/members"),

@@ -60,6 +60,8 @@ async def remove_member(api: AccountApi, caller: Caller, req: Request, params) -
     customer_id = params["customer"]
     if await _member(api, org_id, customer_id) == "owner":
         _owner_only(caller, "customer_id")
-    await service.remove_member(api.store, org_id, customer_id)
+    revoked = await service.remove_member(api.store, org_id, customer_id,
+                                          redis_url=api.redis_url)
+    api.gateway.verifier.evict(revoked)  # its organisation keys: refused here at once
     await api.audit(caller, "member.remove", org_id, customer_id)
     return 200, {"org_id": org_id, "customer_id": customer_id, "deleted": True}
