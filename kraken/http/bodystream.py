@@ -6,7 +6,8 @@ handler at the end of the head and feeds the body here as it arrives; the handle
 in the order received. What is held is bounded by ``high``: past it the transport is told to
 ``pause`` (HTTP/1.1 stops reading the socket; HTTP/2 stops handing back flow-control window),
 and to ``resume`` once the reader took it below ``high // 4``. ``consumed`` is told every byte
-the reader took (HTTP/2 acknowledges them as window).
+the reader took, and every byte no reader will ever take (dropped on ``fail``, or arriving after
+it): HTTP/2 hands them back as window, which the connection shares with its other streams.
 
     RECEIVING ──finish──▶ COMPLETE (read drains, then b"")
     RECEIVING ──fail──▶ FAILED (read raises what the transport saw: reset, timeout, malformed)
@@ -55,6 +56,8 @@ class BodyStream:
     # ---- the transport's side ------------------------------------------------------
     def feed(self, data: bytes) -> None:
         if self._state != "receiving" or not data:
+            if self._state == "failed" and data and self._consumed is not None:
+                self._consumed(len(data))  # never read: its window is not lost
             return
         self._chunks.append(data)
         self._held += len(data)
@@ -70,10 +73,14 @@ class BodyStream:
             self._wake()
 
     def fail(self, exc: Exception) -> None:
+        """The body broke: the reader gets ``exc``; what it had not read is let go (and
+        told to ``consumed``: an HTTP/2 connection's window would shrink by it for good)."""
         if self._state == "receiving":
             self._state, self._error = "failed", exc
             self._chunks.clear()
-            self._held = 0
+            held, self._held = self._held, 0
+            if held and self._consumed is not None:
+                self._consumed(held)
             self._wake()
 
     @property

@@ -13,12 +13,13 @@ from typing import AsyncIterator, Callable
 import hpack
 import pytest
 from hyperframe.frame import (DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
-                              RstStreamFrame, SettingsFrame)
+                              RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
 from kraken.config import ServerConfig
 from kraken.http.exchange import Request
 from kraken.http.h2 import H2Connection
 from kraken.http.h2limits import H2Limits
+from harness import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -77,6 +78,8 @@ class Server:
     port: int = 0
     calls: list[Request] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    """Why the uploads ``/read`` read broke."""
     conns: set = field(default_factory=set)
 
 
@@ -94,6 +97,16 @@ async def serve(limits: H2Limits | None = None, **cfg) -> AsyncIterator[Server]:
             except asyncio.CancelledError:
                 server.cancelled.append(req.target)
                 raise
+        elif path == "/unread":  # an upload answered unread (as a bad key's 401 is)
+            upload = req.body_stream
+            await wait_for(lambda: upload.received >= upload.declared)
+        elif path == "/read":  # an upload read until it breaks; no answer (as /hang)
+            try:
+                while await req.body_stream.read():
+                    pass
+            except (OSError, TimeoutError) as exc:
+                server.failed.append(type(exc).__name__)
+            await asyncio.sleep(30)
         elif path == "/big":  # n bytes, streamed in 4 KiB writes
             n = int(req.target.split("n=")[1])
             sink.start(200, [(b"content-type", b"application/octet-stream")], None)
@@ -555,6 +568,60 @@ async def test_data_frames_respect_max_frame_size(server):
             if "END_STREAM" in frame.flags:
                 break
         assert sum(sizes) == 200000 and max(sizes) <= 16384
+
+
+UPLOAD = post(b"/hang", (b"content-type", b"multipart/form-data; boundary=x"))
+
+
+async def _reopened(cl: Client, sent: int, ends: int = 0) -> None:
+    """Wait until WINDOW_UPDATEs have reopened at least half the client's connection send
+    window after it sent ``sent`` bytes (h2 hands bytes back in halves of the window; it
+    starts at 65535, widened after the server's SETTINGS), and ``ends`` responses ended."""
+    window = 65535 - sent
+    while window < H2Limits().connection_window_size // 2 or ends:
+        frame = await cl.expect(
+            lambda f: (isinstance(f, WindowUpdateFrame) and not f.stream_id)
+            or "END_STREAM" in f.flags, f"connection WINDOW_UPDATE (window {window})", 2.0)
+        if isinstance(frame, WindowUpdateFrame):
+            window += frame.window_increment
+        else:
+            ends -= 1
+
+
+async def test_unread_upload_bytes_of_a_reset_stream_go_back_to_the_connection_window(c):
+    """An upload's DATA is acknowledged only as its handler reads it; bytes still unread when
+    the client cancels are read by no one: unless they are handed back, four cancelled
+    uploads eat the 1 MiB connection window and no body can be sent on it again."""
+    for sid in range(1, 9, 2):
+        c.send(c.headers(sid, UPLOAD, end_stream=False),
+               *(raw(DATA, 0, sid, b"x" * 16384) for _ in range(16)), rst(sid))
+    await _reopened(c, 4 * 16 * 16384)
+    await c.assert_usable(9)
+
+
+async def test_unread_upload_bytes_of_a_stream_answered_early_go_back_to_the_connection_window(c):
+    """The same when the handler answers without reading the upload (a 401, a 429): the
+    stream is reset with the bytes it held."""
+    size = 16 * 16384
+    unread = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/unread"),
+              (b":authority", b"kraken"), (b"content-length", b"%d" % size)]
+    for sid in range(1, 9, 2):
+        c.send(c.headers(sid, unread + UPLOAD[4:], end_stream=False),
+               *(raw(DATA, 0, sid, b"x" * 16384) for _ in range(16)))
+    await _reopened(c, 4 * size, ends=4)
+
+
+async def test_upload_bytes_arriving_after_the_body_broke_go_back_to_the_connection_window():
+    """An upload whose body timed out is told so by its read, and nothing reads it again: what
+    the client still sends before the answer must not shrink the connection window."""
+    size = 16 * 16384
+    async with serve(body_idle_timeout_s=0.1) as server, client(server) as c:
+        for sid in range(1, 9, 2):
+            c.send(c.headers(sid, post(b"/read", UPLOAD[4]), end_stream=False))
+        await wait_for(lambda: server.failed == ["TimeoutError"] * 4)
+        for sid in range(1, 9, 2):
+            c.send(*(raw(DATA, 0, sid, b"x" * 16384) for _ in range(16)))
+        await _reopened(c, 4 * size)
 
 
 # ---- 8 HTTP semantics: malformed requests are stream errors ---------------------------------
