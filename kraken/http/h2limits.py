@@ -29,6 +29,7 @@ What the client does → what h2 alone would answer → what is answered here:
   its reserved bit set → GOAWAY PROTOCOL_ERROR → bit ignored (§6.9)
 - DATA still in flight on a stream we reset → RST_STREAM STREAM_CLOSED → ignored, the
   connection window credited (§5.1)
+- SETTINGS_HEADER_TABLE_SIZE over 4 KiB → our HPACK table grows to it → kept at 4 KiB
 - GOAWAY from the client → nothing more may be sent → the streams in flight finish (§6.8;
   ``kraken.h2common``, shared with the outbound client)
 - more than ``max_continuation_frames`` CONTINUATIONs, or a header block over the hard cap
@@ -55,6 +56,7 @@ from h2.exceptions import (DenialOfServiceError, FrameDataMissingError, InvalidB
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from h2.stream import H2Stream, StreamClosedBy, StreamState
+from hpack import Encoder
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import (AltSvcFrame, ContinuationFrame, DataFrame, ExtensionFrame, Frame,
                               GoAwayFrame, HeadersFrame, PingFrame, PriorityFrame,
@@ -106,6 +108,30 @@ _SENDABLE = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 HARD_HEADER_FACTOR = 4
 """A header block (encoded, or decoded as RFC 9113 counts it) this many times the
 advertised SETTINGS_MAX_HEADER_LIST_SIZE is not decoded at all: GOAWAY instead of 431."""
+
+ENCODER_TABLE_BYTES = 4096
+"""The HPACK table our encoder keeps for a connection's response headers, whatever larger
+SETTINGS_HEADER_TABLE_SIZE the client allows (RFC 9113's default size)."""
+
+
+_set_table_size = Encoder.header_table_size.fset  # type: ignore[attr-defined]
+
+
+class CappedEncoder(Encoder):
+    """h2's HPACK encoder, whose table never outgrows ``ENCODER_TABLE_BYTES``.
+
+    h2 sizes it to the client's SETTINGS_HEADER_TABLE_SIZE, up to 4 GiB, and every answer's
+    unique fields (``x-request-id``) are indexed: such a table keeps them all for as long as
+    the connection lasts. The setting is only a ceiling (RFC 7541 §4.2): a smaller table is
+    announced to the client by the table size update hpack sends on any change."""
+
+    @property
+    def header_table_size(self) -> int:
+        return self.header_table.maxsize
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        _set_table_size(self, min(value, ENCODER_TABLE_BYTES))
 
 
 class Calm(DenialOfServiceError):
@@ -233,6 +259,7 @@ class GuardedH2Connection(GoawayTolerantH2Connection):
         ))
         self.limits = limits
         self._clock = clock
+        self.encoder = CappedEncoder()
         self.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
             SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,

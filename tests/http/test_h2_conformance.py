@@ -115,7 +115,8 @@ async def serve(limits: H2Limits | None = None, **cfg) -> AsyncIterator[Server]:
             sink.end()
             return
         body = req.body if path == "/echo" else b"ok"
-        sink.start(200, [(b"content-type", b"text/plain")], len(body))
+        unique = [(b"x-request-id", b"%d" % len(server.calls))] if path == "/unique" else []
+        sink.start(200, [(b"content-type", b"text/plain"), *unique], len(body))
         sink.write(body)
         sink.end()
 
@@ -622,6 +623,20 @@ async def test_upload_bytes_arriving_after_the_body_broke_go_back_to_the_connect
         for sid in range(1, 9, 2):
             c.send(*(raw(DATA, 0, sid, b"x" * 16384) for _ in range(16)))
         await _reopened(c, 4 * size)
+
+
+async def test_response_hpack_table_stays_small_whatever_size_the_client_allows(server):
+    """HPACK indexes each answer's unique x-request-id. The client's SETTINGS_HEADER_TABLE_SIZE
+    is only a ceiling (RFC 7541 §4.2): taken as the size, 4 GiB lets the server's encoder
+    table (which the client's decoder mirrors) keep every answer's fields while the
+    connection lasts."""
+    async with client(server, handshake=False) as cl:
+        cl.decoder.max_allowed_table_size = 2**32 - 1
+        await cl.handshake((0x1, 2**32 - 1))  # SETTINGS_HEADER_TABLE_SIZE
+        for sid in range(1, 401, 2):
+            cl.send(cl.headers(sid, get(b"/unique")))
+            assert await cl.response(sid) == (200, b"ok")
+        assert cl.decoder.header_table._current_size <= 4096
 
 
 # ---- 8 HTTP semantics: malformed requests are stream errors ---------------------------------
