@@ -6,11 +6,12 @@ handler at the end of the head and feeds the body here as it arrives; the handle
 in the order received. What is held is bounded by ``high``: past it the transport is told to
 ``pause`` (HTTP/1.1 stops reading the socket; HTTP/2 stops handing back flow-control window),
 and to ``resume`` once the reader took it below ``high // 4``. ``consumed`` is told every byte
-the reader took, and every byte no reader will ever take (dropped on ``fail``, or arriving after
-it): HTTP/2 hands them back as window, which the connection shares with its other streams.
+the reader took, and every byte no reader will ever take (dropped on ``fail`` or ``discard``,
+or arriving after): HTTP/2 hands them back as window, which its connection's streams share.
 
     RECEIVING ──finish──▶ COMPLETE (read drains, then b"")
     RECEIVING ──fail──▶ FAILED (read raises what the transport saw: reset, timeout, malformed)
+    RECEIVING | COMPLETE with bytes unread ──discard──▶ FAILED (the HTTP/2 stream closed)
 """
 from __future__ import annotations
 
@@ -73,15 +74,26 @@ class BodyStream:
             self._wake()
 
     def fail(self, exc: Exception) -> None:
-        """The body broke: the reader gets ``exc``; what it had not read is let go (and
-        told to ``consumed``: an HTTP/2 connection's window would shrink by it for good)."""
+        """The body broke: the reader gets ``exc``; what it had not read is let go."""
         if self._state == "receiving":
-            self._state, self._error = "failed", exc
-            self._chunks.clear()
-            held, self._held = self._held, 0
-            if held and self._consumed is not None:
-                self._consumed(held)
-            self._wake()
+            self._break(exc)
+
+    def discard(self, exc: Exception) -> None:
+        """The transport is done with the body (its HTTP/2 stream closed): what is unread is
+        let go even if the body had all arrived; a reader that had not read it all gets
+        ``exc``."""
+        if self._state == "receiving" or self._chunks:
+            self._break(exc)
+
+    def _break(self, exc: Exception) -> None:
+        """Fail with ``exc``; the bytes let go are told to ``consumed`` (an HTTP/2
+        connection's window would shrink by them for good)."""
+        self._state, self._error = "failed", exc
+        self._chunks.clear()
+        held, self._held = self._held, 0
+        if held and self._consumed is not None:
+            self._consumed(held)
+        self._wake()
 
     @property
     def complete(self) -> bool:

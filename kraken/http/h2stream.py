@@ -246,7 +246,7 @@ class H2Stream:
         self._body = []
         self.stop_receiving()
         if self.upload is not None:
-            self.upload.fail(ConnectionResetError("the stream closed"))
+            self.upload.discard(ConnectionResetError("the stream closed"))
         if self.stall is not None:
             self.stall.stop()
             self.stall = None

@@ -600,15 +600,18 @@ async def test_unread_upload_bytes_of_a_reset_stream_go_back_to_the_connection_w
     await c.assert_usable(9)
 
 
-async def test_unread_upload_bytes_of_a_stream_answered_early_go_back_to_the_connection_window(c):
-    """The same when the handler answers without reading the upload (a 401, a 429): the
-    stream is reset with the bytes it held."""
+@pytest.mark.parametrize("whole", [False, True], ids=["partly-sent", "whole"])
+async def test_unread_upload_bytes_of_a_stream_answered_early_go_back_to_the_connection_window(
+        c, whole):
+    """The same when the handler answers without reading the upload (a 401, a 429, a 413 on
+    its Content-Length), whether or not the client had sent all of it."""
     size = 16 * 16384
     unread = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/unread"),
               (b":authority", b"kraken"), (b"content-length", b"%d" % size)]
     for sid in range(1, 9, 2):
         c.send(c.headers(sid, unread + UPLOAD[4:], end_stream=False),
-               *(raw(DATA, 0, sid, b"x" * 16384) for _ in range(16)))
+               *(raw(DATA, 0, sid, b"x" * 16384) for _ in range(15)),
+               raw(DATA, END_STREAM if whole else 0, sid, b"x" * 16384))
     await _reopened(c, 4 * size, ends=4)
 
 
