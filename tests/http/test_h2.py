@@ -249,6 +249,39 @@ async def test_client_reset_cancels_the_provider_call(stack):
     assert len(stack.mock.requests) == 2
 
 
+def send_upload(cl: Client, path: str, body: bytes, headers: list[tuple[str, str]]) -> int:
+    """A whole upload in frames of 16 KiB; h2 raises FlowControlError if the windows Kraken
+    gave back do not hold it."""
+    sid = cl.h2.get_next_available_stream_id()
+    cl.h2.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
+                             (":authority", "kraken.test"), *headers,
+                             ("content-length", str(len(body)))])
+    for i in range(0, len(body), 16384):
+        cl.h2.send_data(sid, body[i:i + 16384], end_stream=i + 16384 >= len(body))
+    cl.responses[sid] = Resp()
+    cl.flush()
+    return sid
+
+
+async def test_uploads_answered_unread_leave_the_connection_able_to_carry_bodies(stack):
+    """A bad key's upload is answered 401 before Kraken reads it: the bytes it held must go
+    back to the connection's window, or a few such answers leave the connection unable to
+    carry any request body again."""
+    audio = (b"--b3\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+             b"--b3\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+             b"\r\n" + b"\0" * 240_000 + b"\r\n--b3--\r\n")
+    refused = [("authorization", "Bearer sk-kraken-not-a-real-key"),
+               ("content-type", "multipart/form-data; boundary=b3")]
+    async with h2_client(stack.port) as cl:
+        full = H2Limits().connection_window_size
+        await cl.pump(lambda: cl.h2.outbound_flow_control_window >= full)  # Kraken's opened it
+        for _ in range(12):  # ~2.9 MB: the 1 MiB window comes back or this stops
+            assert (await cl.response(send_upload(
+                cl, "/v1/audio/transcriptions", audio, refused))).status == 401
+        assert (await cl.response(cl.request(
+            "POST", "/v1/chat/completions", chat(), AUTH))).status == 200
+
+
 # ---- the listener with small handlers -----------------------------------------------------
 Handler = Callable[[Request, Any], Awaitable[None]]
 
