@@ -29,6 +29,8 @@ What the client does → what h2 alone would answer → what is answered here:
   its reserved bit set → GOAWAY PROTOCOL_ERROR → bit ignored (§6.9)
 - DATA still in flight on a stream we reset → RST_STREAM STREAM_CLOSED → ignored, the
   connection window credited (§5.1)
+- a frame on a stream closed over 1024 closures ago → remembered up to 65536 (~8 MB) →
+  forgotten: a connection error (``GuardedH2Connection.MAX_CLOSED_STREAMS``)
 - SETTINGS_HEADER_TABLE_SIZE over 4 KiB → our HPACK table grows to it → kept at 4 KiB
 - GOAWAY from the client → nothing more may be sent → the streams in flight finish (§6.8;
   ``kraken.h2common``, shared with the outbound client)
@@ -249,6 +251,12 @@ class GuardedFrameBuffer(FrameBuffer):
 
 class GuardedH2Connection(GoawayTolerantH2Connection):
     """h2's server connection with Kraken's checks (module table). No I/O."""
+
+    MAX_CLOSED_STREAMS = 1024
+    """Closed streams whose end h2 remembers (a frame still in flight on one is a stream
+    error; on a stream forgotten, a connection error, as RFC 9113 §5.1 allows). h2's 65536
+    cost ~8 MB a connection, kept for as long as it lasts. A client keeps at most
+    ``max_concurrent_streams`` (100) open, so far fewer close while a frame is in flight."""
 
     def __init__(self, max_header_list_size: int, limits: H2Limits,
                  clock: Callable[[], float] = time.monotonic):
