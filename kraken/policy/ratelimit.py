@@ -29,11 +29,12 @@ positive int, at most the window) and a ``scope`` from ``SCOPES``, also the labe
 
 ``MemoryLimiter`` is exact within one process (no await between check and count) and bounded:
 expired windows are swept as new ones start and the number of tracked keys and addresses is
-capped (oldest first). ``kraken.policy.redis_limits.RedisLimiter`` is exact across processes
-and hosts.
+capped (oldest first); an address is also forgotten by a timer when its window ends.
+``kraken.policy.redis_limits.RedisLimiter`` is exact across processes and hosts.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 import math
@@ -283,6 +284,8 @@ class MemoryLimiter:
         self._idle_s = max(policy.window_s, policy.lease_s)
         # address bucket -> attempts in flight; an entry lives only while one is held.
         self._attempts: dict[str, int] = {}
+        self._ip_timer: asyncio.TimerHandle | None = None
+        """Forgets the oldest address when its window ends (``_expire_ips``)."""
         # key id -> its lease when nothing limits it: nothing to count or hold, so one lease
         # (never changed by anyone) serves all its requests instead of one made per request
         self._free: dict[str, Lease] = {}
@@ -410,6 +413,19 @@ class MemoryLimiter:
         ips[bucket] = [now, 1]
         if len(ips) > self._max_ips:
             ips.popitem(last=False)
+        if self._ip_timer is None:
+            self._expire_ips()
+
+    def _expire_ips(self) -> None:
+        """Drop addresses whose window is over, then wake when the oldest left ends: an address
+        is forgotten within its window (at most the policy's hour) even if no other fails."""
+        self._ip_timer = None
+        ips, window, now = self._ips, self.policy.ip_window_s, self._clock()
+        while ips and now - next(iter(ips.values()))[0] >= window:
+            ips.popitem(last=False)
+        if ips:
+            left = next(iter(ips.values()))[0] + window - now
+            self._ip_timer = asyncio.get_running_loop().call_later(left, self._expire_ips)
 
     def _failures(self, bucket: str, now: float) -> tuple[int, float]:
         """(failures in the address's current window, seconds left in it)."""
@@ -446,6 +462,9 @@ class MemoryLimiter:
             await self.auth_failure(attempt.ip)
 
     async def aclose(self) -> None:
+        if self._ip_timer is not None:
+            self._ip_timer.cancel()
+            self._ip_timer = None
         self._keys.clear()
         self._ips.clear()
         self._attempts.clear()
