@@ -451,7 +451,9 @@ class GuardedH2Connection(GoawayTolerantH2Connection):
         except OversizedHeaderListError:
             raise Calm("header_list_size") from None
         except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as exc:
-            raise CompressionError(f"undecodable header block: {exc}") from None
+            # The type only: hpack's message quotes the rest of the block (``data!r``), the
+            # request's other fields and its key among them, and this error is logged.
+            raise CompressionError(f"undecodable header block ({type(exc).__name__})") from None
 
     def _refuse(self, stream_id: int) -> tuple[list[Frame], list[Event]]:
         self.highest_inbound_stream_id = stream_id
