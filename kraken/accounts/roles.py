@@ -2,6 +2,8 @@
 
 Restricted may call models only; Developer may also manage its own keys and read its own
 usage; Admin manages members, every key, BYOK keys and limits; Owner also billing and deletion.
+Owners are also the only ones to make, demote or remove an owner or change an owner's key (the
+account API checks that, as it depends on the target: kraken/gateway/endpoints/account_*.py).
 """
 from __future__ import annotations
 

@@ -285,6 +285,32 @@ async def test_owners_are_protected_from_admins_and_the_last_owner_stays(world: 
     assert await service.member_role(world.store, org, admin.customer_id) == "admin"
 
 
+async def test_an_owners_keys_are_protected_from_admins(world: World):
+    """Revoking or deleting every key of every owner would leave the organisation with no one
+    able to manage it: an owner's organisation key, like its role, only an owner may change.
+    The refused attempt changes nothing (the key keeps calling models); an owner's succeeds."""
+    owner = world.members["owner"]
+    admin = world.members["admin"]
+    co_owner = await new_customer(world.store, "co-owner")
+    await service.add_member(world.store, world.org, co_owner, "owner")
+    for target in (owner, await new_key(world.store, co_owner, world.org)):
+        assert (await world.call(target, "GET", MODELS)).status == 200  # verified and cached
+        for method, path in (("POST", f"/v1/account/keys/{target.key_id}/revoke"),
+                             ("DELETE", f"/v1/account/keys/{target.key_id}")):
+            assert_error(await world.call(admin, method, path), 403, "owner_required",
+                         param="key_id")
+        assert (await service.get_key(world.store, target.key_id)).status() == "active"
+        assert (await world.call(target, "GET", MODELS)).status == 200
+    admins_own = await new_key(world.store, admin.customer_id, world.org)
+    reply = await world.call(admin, "POST", f"/v1/account/keys/{admins_own.key_id}/revoke")
+    assert reply.status == 200, reply.body  # admins keep every right over non-owners' keys
+    spare = await new_key(world.store, co_owner, world.org)
+    reply = await world.call(owner, "POST", f"/v1/account/keys/{spare.key_id}/revoke")
+    assert reply.status == 200, reply.body
+    assert (await world.call(spare, "GET", MODELS)).status == 401
+    assert (await world.call(owner, "DELETE", f"/v1/account/keys/{spare.key_id}")).status == 200
+
+
 # ---- new keys: never wider than the caller's, the secret shown once -------------------------
 
 CAPS = {"rpm": 10, "tpm": 1000, "max_concurrent": 2, "allowed_models": ["mock-gpt"],

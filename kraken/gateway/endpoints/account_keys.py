@@ -1,8 +1,10 @@
 """``/v1/account/keys``: a caller's Kraken keys. Developers see and change their own keys in
-the calling key's scope; admins and owners (``manage_keys``) every key of the organisation. A
-new key belongs to the caller, in the calling key's organisation, and is never wider than the
-calling key: its limits, allow-list, budgets and expiry are bounded by the caller's own. Its
-secret is in the create answer only."""
+the calling key's scope; admins and owners (``manage_keys``) every key of the organisation,
+but only an owner changes an owner's key (an admin revoking them all would lock the owners
+out, as demoting them would; account_members has the same rule for roles). A new key
+belongs to the caller, in the calling key's organisation, and is never wider than the calling
+key: its limits, allow-list, budgets and expiry are bounded by the caller's own. Its secret is
+in the create answer only."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,6 +13,7 @@ from kraken.accounts import service
 from kraken.accounts import validation as v
 from kraken.accounts.roles import can
 from kraken.gateway.endpoints.account import AccountApi, Answer, Caller, json_body
+from kraken.gateway.endpoints.account_members import owner_only
 from kraken.http.exchange import Request
 from kraken.policy.ratelimit import LimitPolicy, limits_for
 
@@ -32,13 +35,18 @@ def in_scope(caller: Caller, key: service.ApiKey) -> bool:
     return key.customer_id == caller.customer_id and key.org_id == caller.org_id
 
 
-async def _key_in_scope(api: AccountApi, caller: Caller, key_id: str) -> service.ApiKey:
+async def _key_to_change(api: AccountApi, caller: Caller, key_id: str) -> service.ApiKey:
+    """The key, if ``caller`` may change it: 404 out of scope, 403 ``owner_required`` for
+    another member's key in the organisation when that member is an owner and the caller not."""
     try:
         key = await service.get_key(api.store, key_id)
     except service.NotFoundError:
         key = None
     if key is None or not in_scope(caller, key):
         raise service.NotFoundError("key_id", "no such key")
+    if key.org_id is not None and key.customer_id != caller.customer_id and \
+            await service.member_role(api.store, key.org_id, key.customer_id) == "owner":
+        owner_only(caller, "key_id", "only an owner may revoke or delete an owner's key")
     return key
 
 
@@ -100,7 +108,7 @@ async def create_key(api: AccountApi, caller: Caller, req: Request, params) -> A
 
 async def revoke_key(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
     json_body(req, ())
-    key = await _key_in_scope(api, caller, params["id"])
+    key = await _key_to_change(api, caller, params["id"])
     key = await service.revoke_key(api.store, key.id, redis_url=api.redis_url)
     api.gateway.verifier.evict([key.id])  # refused by this process at once
     await api.audit(caller, "key.revoke", key.id, key.customer_id)
@@ -108,7 +116,7 @@ async def revoke_key(api: AccountApi, caller: Caller, req: Request, params) -> A
 
 
 async def delete_key(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
-    key = await _key_in_scope(api, caller, params["id"])
+    key = await _key_to_change(api, caller, params["id"])
     await service.delete_key(api.store, key.id, redis_url=api.redis_url)
     api.gateway.verifier.evict([key.id])
     await api.audit(caller, "key.delete", key.id, key.customer_id)

@@ -15,9 +15,12 @@ class OwnersOnly(service.ForbiddenError):
     code = "owner_required"
 
 
-def _owner_only(caller: Caller, field: str) -> None:
+def owner_only(caller: Caller, field: str,
+               message: str = "only an owner may make, demote or remove an owner") -> None:
+    """403 ``owner_required`` unless the caller is an owner: an admin must not be able to take
+    the organisation away from its owners (account_keys applies it to owners' keys)."""
     if caller.role != "owner":
-        raise OwnersOnly(field, "only an owner may make, demote or remove an owner")
+        raise OwnersOnly(field, message)
 
 
 async def _member(api: AccountApi, org_id: str, customer_id: str) -> str:
@@ -38,7 +41,7 @@ async def add_member(api: AccountApi, caller: Caller, req: Request, params) -> A
     body = json_body(req, ("customer_id", "role"))
     role = v.text(body.get("role"), "role", required=True, max_len=32)
     if role == "owner":
-        _owner_only(caller, "role")
+        owner_only(caller, "role")
     m = await service.add_member(api.store, org_id, body.get("customer_id"), role)
     await api.audit(caller, "member.add", m.org_id, m.customer_id, role=m.role)
     return 201, m.as_dict()
@@ -49,7 +52,7 @@ async def set_role(api: AccountApi, caller: Caller, req: Request, params) -> Ans
     body = json_body(req, ("role",))
     role = v.text(body.get("role"), "role", required=True, max_len=32)
     if role == "owner" or await _member(api, org_id, params["customer"]) == "owner":
-        _owner_only(caller, "role")
+        owner_only(caller, "role")
     m = await service.set_member_role(api.store, org_id, params["customer"], role)
     await api.audit(caller, "member.role", m.org_id, m.customer_id, role=m.role)
     return 200, m.as_dict()
@@ -59,7 +62,7 @@ async def remove_member(api: AccountApi, caller: Caller, req: Request, params) -
     org_id = api.visible_org(caller, params["id"])
     customer_id = params["customer"]
     if await _member(api, org_id, customer_id) == "owner":
-        _owner_only(caller, "customer_id")
+        owner_only(caller, "customer_id")
     revoked = await service.remove_member(api.store, org_id, customer_id,
                                           redis_url=api.redis_url)
     api.gateway.verifier.evict(revoked)  # its organisation keys: refused here at once
