@@ -264,7 +264,10 @@ class H1Exchange:
         self._started = True
         self._mute = self._head_only
         conn = self._conn
-        if conn.draining:
+        if conn.draining or self.reader is not None:
+            # Draining, or answered before the request body ended (an upload refused or answered
+            # early): the connection closes after this response, and the head must say so, or
+            # a client may reuse it (RFC 9112 9.6; H1Connection.response_ended closes it).
             self.keep_alive = False
         if length is not None:
             self._chunked = False

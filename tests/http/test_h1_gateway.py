@@ -2,6 +2,7 @@
 is refused at the listener and nothing is sent upstream."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -81,3 +82,41 @@ async def test_smuggled_second_request_is_not_relayed(stack):
         data = await read_to_eof(reader, timeout=10)
     assert [r.status for r in parse_responses(data)] == [400]
     assert len(mock.requests) == 0
+
+
+UPLOAD = (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: kraken\r\n"
+          b"Authorization: Bearer not-a-key\r\n"
+          b"Content-Type: multipart/form-data; boundary=b1\r\n"
+          b"Content-Length: 1000000\r\n\r\n--b1\r\n")
+
+
+async def test_an_upload_answered_before_its_body_ended_says_connection_close(stack):
+    """A refused upload is answered while most of its body is still to come: Kraken closes
+    and drains the rest, so its head must say so (RFC 9112 9.6), or a client that reads the
+    answer may send its next request on a connection that will be closed under it."""
+    mock, k = stack
+    async with connect(k.port) as (reader, writer):
+        writer.write(UPLOAD)  # 1 MB announced, 6 bytes sent: the rest never comes
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        assert b"\r\nconnection: close\r\n" in head.lower(), head
+        writer.write(b"x" * 1000)  # drained, never read as a request
+        data = head + await read_to_eof(reader, timeout=10)
+    (resp,) = parse_responses(data)
+    assert is_openai_error(resp, 401) and resp.headers[b"connection"] == b"close"
+    assert len(mock.requests) == 0
+
+
+async def test_a_whole_request_keeps_its_connection_and_says_nothing_of_closing(stack):
+    """The control: a request read whole is answered without ``connection`` and the
+    connection carries the next request."""
+    mock, k = stack
+    async with connect(k.port) as (reader, writer):
+        for _ in range(2):
+            writer.write(HEAD + b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert b"\r\nconnection:" not in head.lower(), head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await asyncio.wait_for(reader.readexactly(length), 10)
+    assert len(mock.requests) == 2
