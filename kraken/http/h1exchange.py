@@ -269,7 +269,13 @@ class H1Exchange:
             # early): the connection closes after this response, and the head must say so, or
             # a client may reuse it (RFC 9112 9.6; H1Connection.response_ended closes it).
             self.keep_alive = False
-        if length is not None:
+        if status == 204 or status == 304:
+            # No body and no framing (RFC 9110 8.6, 9112 6.3): a provider's 204 relayed with
+            # chunked framing sent a last chunk the client reads as the next response's start.
+            self._chunked = False
+            self._mute = True
+            framing = b""
+        elif length is not None:
             self._chunked = False
             framing = b"content-length: %d\r\n" % length
         elif self.http11:

@@ -9,6 +9,7 @@ import pytest
 
 from h1wire import connect, is_openai_error, parse_responses, read_to_eof
 from harness import TEST_KEY, kraken_mapping, running_kraken, running_mock
+from rawprovider import scripted_provider
 
 pytestmark = pytest.mark.anyio
 
@@ -120,3 +121,25 @@ async def test_a_whole_request_keeps_its_connection_and_says_nothing_of_closing(
             length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
             await asyncio.wait_for(reader.readexactly(length), 10)
     assert len(mock.requests) == 2
+
+
+async def test_a_providers_204_reaches_the_client_without_body_framing(tmp_path):
+    """A 204 has no body (RFC 9110 15.3.5): a streamed request's 204 from the provider was
+    relayed with transfer-encoding: chunked and a last chunk, bytes a client reads as the start
+    of the next response on the connection. It goes out with no framing and no body, and the
+    connection carries the next request."""
+    body = json.dumps({"model": "mock-gpt", "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    server, port = await scripted_provider([[b"HTTP/1.1 204 No Content\r\n\r\n"]], 0)
+    async with server:
+        async with running_kraken(kraken_mapping(tmp_path, port)) as k:
+            async with connect(k.port) as (reader, writer):
+                writer.write(HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 204 "), head
+                assert b"transfer-encoding" not in head.lower(), head
+                assert b"content-length" not in head.lower(), head
+                writer.write(b"GET /v1/models HTTP/1.1\r\nHost: kraken\r\nAuthorization: Bearer "
+                             + TEST_KEY.encode() + b"\r\nConnection: close\r\n\r\n")
+                (resp,) = parse_responses(await read_to_eof(reader, timeout=10))
+    assert resp.status == 200 and resp.json()["object"] == "list"

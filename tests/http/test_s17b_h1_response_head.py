@@ -26,7 +26,9 @@ def line_by_line(status, headers, length, *, keep_alive, http11, head_only, alwa
     for name, value in headers:
         parts.append(b"%s: %s\r\n" % (name, value))
     chunked = False
-    if length is not None:
+    if status in (204, 304):
+        pass  # never a body, so no framing either
+    elif length is not None:
         parts.append(b"content-length: %d\r\n" % length)
     elif http11 and not head_only:
         chunked = True
@@ -50,7 +52,7 @@ FIELD_LISTS = [
 @pytest.mark.parametrize("fields", FIELD_LISTS)
 def test_heads_match_the_line_by_line_formatting(fields):
     for status, length, keep_alive, http11, head_only, draining, always in itertools.product(
-            (200, 404, 299), (None, 0, 1234), (True, False), (True, False), (True, False),
+            (200, 204, 304, 404, 299), (None, 0, 1234), (True, False), (True, False), (True, False),
             (True, False), (b"", b"alt-svc: h3=\":443\"\r\n")):
         conn = SimpleNamespace(transport=None, draining=draining, always=always)
         head = h11.Request(method=b"HEAD" if head_only else b"GET", target=b"/",
