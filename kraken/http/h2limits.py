@@ -30,8 +30,9 @@ What the client does → what h2 alone would answer → what is answered here:
 - DATA still in flight on a stream we reset → RST_STREAM STREAM_CLOSED → ignored, the
   connection window credited (§5.1)
 - a frame on a stream closed over 1024 closures ago → remembered up to 65536 (~8 MB) →
-  forgotten: a connection error (``GuardedH2Connection.MAX_CLOSED_STREAMS``)
+  forgotten: a connection error (``MAX_CLOSED_STREAMS``, in ``kraken.h2common``)
 - SETTINGS_HEADER_TABLE_SIZE over 4 KiB → our HPACK table grows to it → kept at 4 KiB
+  (``CappedEncoder``, in ``kraken.h2common``: the outbound client keeps the same bounds)
 - GOAWAY from the client → nothing more may be sent → the streams in flight finish (§6.8;
   ``kraken.h2common``, shared with the outbound client)
 - more than ``max_continuation_frames`` CONTINUATIONs, or a header block over the hard cap
@@ -58,7 +59,6 @@ from h2.exceptions import (DenialOfServiceError, FrameDataMissingError, InvalidB
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from h2.stream import H2Stream, StreamClosedBy, StreamState
-from hpack import Encoder
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import (AltSvcFrame, ContinuationFrame, DataFrame, ExtensionFrame, Frame,
                               GoAwayFrame, HeadersFrame, PingFrame, PriorityFrame,
@@ -110,30 +110,6 @@ _SENDABLE = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 HARD_HEADER_FACTOR = 4
 """A header block (encoded, or decoded as RFC 9113 counts it) this many times the
 advertised SETTINGS_MAX_HEADER_LIST_SIZE is not decoded at all: GOAWAY instead of 431."""
-
-ENCODER_TABLE_BYTES = 4096
-"""The HPACK table our encoder keeps for a connection's response headers, whatever larger
-SETTINGS_HEADER_TABLE_SIZE the client allows (RFC 9113's default size)."""
-
-
-_set_table_size = Encoder.header_table_size.fset  # type: ignore[attr-defined]
-
-
-class CappedEncoder(Encoder):
-    """h2's HPACK encoder, whose table never outgrows ``ENCODER_TABLE_BYTES``.
-
-    h2 sizes it to the client's SETTINGS_HEADER_TABLE_SIZE, up to 4 GiB, and every answer's
-    unique fields (``x-request-id``) are indexed: such a table keeps them all for as long as
-    the connection lasts. The setting is only a ceiling (RFC 7541 §4.2): a smaller table is
-    announced to the client by the table size update hpack sends on any change."""
-
-    @property
-    def header_table_size(self) -> int:
-        return self.header_table.maxsize
-
-    @header_table_size.setter
-    def header_table_size(self, value: int) -> None:
-        _set_table_size(self, min(value, ENCODER_TABLE_BYTES))
 
 
 class Calm(DenialOfServiceError):
@@ -252,12 +228,6 @@ class GuardedFrameBuffer(FrameBuffer):
 class GuardedH2Connection(GoawayTolerantH2Connection):
     """h2's server connection with Kraken's checks (module table). No I/O."""
 
-    MAX_CLOSED_STREAMS = 1024
-    """Closed streams whose end h2 remembers (a frame still in flight on one is a stream
-    error; on a stream forgotten, a connection error, as RFC 9113 §5.1 allows). h2's 65536
-    cost ~8 MB a connection, kept for as long as it lasts. A client keeps at most
-    ``max_concurrent_streams`` (100) open, so far fewer close while a frame is in flight."""
-
     def __init__(self, max_header_list_size: int, limits: H2Limits,
                  clock: Callable[[], float] = time.monotonic):
         super().__init__(H2Configuration(
@@ -267,7 +237,6 @@ class GuardedH2Connection(GoawayTolerantH2Connection):
         ))
         self.limits = limits
         self._clock = clock
-        self.encoder = CappedEncoder()
         self.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
             SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,

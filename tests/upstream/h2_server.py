@@ -7,7 +7,8 @@ A ``"mock"`` object in the JSON body steers one request: ``tag`` (names it in ``
 HTTP/2 sends respect the client's flow-control windows, so a client that stops
 acknowledging a stream stalls exactly that stream here. ``answer_early``: a request whose
 body continues past its first DATA is answered then (a JSON tagged ``early<stream id>``),
-and the stream is left for the client to end or reset (RFC 9113 §8.1).
+and the stream is left for the client to end or reset (RFC 9113 §8.1). ``header_table_size``:
+the SETTINGS_HEADER_TABLE_SIZE announced (how large an HPACK table the client may keep).
 """
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ class H2Provider:
     """``async with H2Provider(ca) as p``: listens on 127.0.0.1 with a cert from ``ca``."""
 
     def __init__(self, ca: trustme.CA, *, alpn: tuple[str, ...] = ("h2", "http/1.1"),
-                 max_concurrent_streams: int | None = None, answer_early: bool = False):
+                 max_concurrent_streams: int | None = None, answer_early: bool = False,
+                 header_table_size: int | None = None):
         self.ca = ca
+        self.header_table_size = header_table_size
         self.answer_early = answer_early
         self.alpn = alpn
         self.max_concurrent_streams = max_concurrent_streams
@@ -125,9 +128,13 @@ class _Conn(asyncio.Protocol):
         self.server.open.add(self)
         if alpn == "h2":
             self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
-            if self.server.max_concurrent_streams is not None:
-                self.h2.local_settings = Settings(client=False, initial_values={
-                    SettingCodes.MAX_CONCURRENT_STREAMS: self.server.max_concurrent_streams})
+            settings = {SettingCodes.MAX_CONCURRENT_STREAMS: self.server.max_concurrent_streams,
+                        SettingCodes.HEADER_TABLE_SIZE: self.server.header_table_size}
+            settings = {code: value for code, value in settings.items() if value is not None}
+            if settings:
+                self.h2.local_settings = Settings(client=False, initial_values=settings)
+            if self.server.header_table_size is not None:  # initial values are not "changes"
+                self.h2.decoder.max_allowed_table_size = self.server.header_table_size
             self.h2.initiate_connection()
             self.flush()
 
