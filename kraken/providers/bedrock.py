@@ -22,7 +22,7 @@ import orjson
 
 from kraken.config import ProviderConfig
 from kraken.errors import (
-    KrakenError, UpstreamError, UpstreamFailed, UpstreamOverloaded, UpstreamStatus,
+    InvalidValue, KrakenError, UpstreamError, UpstreamFailed, UpstreamOverloaded, UpstreamStatus,
     UpstreamTimeout,
 )
 from kraken.providers.bedrock_answer import (
@@ -42,6 +42,8 @@ __all__ = ["ERRORS", "SERVICE", "BedrockFamily", "MetadataTap", "MissingCredenti
 SERVICE = "bedrock"
 """The SigV4 service name of the Bedrock Runtime API (its host is ``bedrock-runtime``)."""
 _MESSAGE_MAX = 512
+_DOT_SEGMENTS = (".", "..")
+"""Model ids ``quote`` leaves as they are that a server resolves as path steps, not an id."""
 
 ERRORS: dict[int, tuple[str, str]] = {
     400: ("ValidationException", "invalid_request_error"),
@@ -141,6 +143,9 @@ class BedrockFamily(FamilyBase):
                                      "warning at startup)")
         body = orjson.dumps(chat_to_converse(payload))
         stream = payload.get("stream") is True
+        if upstream_model in _DOT_SEGMENTS:  # "/model/../converse" is another path
+            raise InvalidValue(f"model {upstream_model!r} is not a Bedrock model id",
+                               param="model")
         path = _model_path(self._base, upstream_model, stream)
         signed = signer.sign("POST", path, "", [("host", self._authority),
                                                 ("content-type", "application/json")], body)

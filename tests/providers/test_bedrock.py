@@ -264,3 +264,15 @@ def test_missing_credentials_are_named_at_startup(tmp_path):
     assert "provider aws: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY is not set" in warnings[0]
     assert "provider named: TEAM_AWS_SECRET is not set" in warnings[1]
     assert "AKIDTEAM" not in err_path.read_text()
+
+
+@pytest.mark.parametrize("model", ["..", "."])
+async def test_a_dot_segment_model_id_is_refused_before_any_signed_request(tmp_path, model):
+    """``aws/..`` passes the router's name check and ``quote`` leaves dots alone: the signed
+    request would go to ``/model/../converse``, which a server resolves to ``/converse``, a path
+    Kraken never meant to send (and sign) its AWS credentials for. No model id is a dot segment."""
+    async with bedrock_kraken(tmp_path) as (mock, k):
+        raw = await http(k.port, "POST", "/v1/chat/completions", orjson.dumps({
+            "model": "aws/" + model, "messages": HI}), auth_headers())
+    assert [r.path for r in mock.requests] == []
+    assert raw.status == 400 and raw.json()["error"]["param"] == "model"
