@@ -52,8 +52,11 @@ def publisher_of(model: str) -> str:
     return "anthropic" if model.startswith("claude-") else "google"
 
 
-def _checked(model: str) -> str:
-    if _MODEL.fullmatch(model) is None:  # a client's "provider/model" must not become a path
+def _checked(model: str, segments: int = 2) -> str:
+    """``model`` if it may go where Vertex's URL or body puts it: a ``/`` only where it names
+    a publisher (``segments=2``, the OpenAI body), never in a ``models/{model}`` path."""
+    if _MODEL.fullmatch(model) is None or model.count("/") >= segments:
+        # a client's "provider/model" must not become a path
         raise InvalidValue(f"model {model[:80]!r} is not a Vertex AI model name", param="model")
     return model
 
@@ -107,7 +110,8 @@ class VertexAnthropic(AnthropicFamily):
         if beta and len(beta) <= _MAX_BETA and _BETA.fullmatch(beta):
             headers.append((b"anthropic-beta", beta))
         headers.append((b"content-length", str(len(data)).encode()))
-        return UpstreamRequest(self._models + _checked(upstream_model) + method, headers, data, self)
+        target = self._models + _checked(upstream_model, 1) + method
+        return UpstreamRequest(target, headers, data, self)
 
     def map_error(self, status: int, body: bytes) -> KrakenError:
         self._auth.rejected(status)
@@ -150,7 +154,7 @@ class VertexGemini(GeminiNative):
     def request(self, model: str, method: str, body: bytes, *, sse: bool) -> UpstreamRequest:
         if method not in METHODS:
             raise ValueError(method)
-        return super().request(_checked(model), method, body, sse=sse)
+        return super().request(_checked(model, 1), method, body, sse=sse)
 
     def chat_request(self, payload: dict, upstream_model: str,
                      api_key: str | None = None) -> UpstreamRequest:

@@ -277,3 +277,18 @@ def test_kraken_serve_names_the_missing_key_file_at_startup(tmp_path):
     assert len(warnings) == 2, warnings
     assert "provider unset: no service-account key: GOOGLE_APPLICATION_CREDENTIALS" in warnings[0]
     assert f"provider absent: credentials file '{absent}' cannot be read" in warnings[1]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+async def test_a_claude_model_with_a_slash_is_refused_before_a_token_is_sent(tmp_path, path):
+    """``_MODEL`` allows one ``/`` for a publisher named in Vertex's OpenAI body (``meta/x``);
+    a Claude model goes in the rawPredict path, where that ``/`` is one more segment the client
+    would choose, sent with the service account's token. No Claude model id has one."""
+    async with vertex_kraken(tmp_path) as (mock, k):
+        raw = await http(k.port, "POST", path, json.dumps({
+            "model": "vertex/claude-sonnet-4-5/operations", "max_tokens": 8,
+            "messages": HI}).encode(), auth_headers())
+    assert [r.path for r in mock.requests if "/publishers/" in r.path] == []
+    assert raw.status == 400
+    error = raw.json()["error"]
+    assert error.get("param") == "model" or error["message"].startswith("model")
