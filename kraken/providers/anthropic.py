@@ -26,6 +26,7 @@ from kraken.errors import KrakenError, UpstreamOverloaded
 from kraken.providers.error_formats import ANTHROPIC, anthropic_error_body
 from kraken.providers.family import FamilyBase, UpstreamRequest
 from kraken.providers.scrub import provider_error
+from kraken.providers.sse_data import event_json
 from kraken.providers.wire import base_headers, usage_in_body
 
 __all__ = [
@@ -166,7 +167,7 @@ class StreamUsage:
 
         Never asks to hide the event: Anthropic clients always get usage.
         """
-        obj = _event_json(event)
+        obj = event_json(event)
         if obj is None:
             return None
         kind = obj.get("type")
@@ -190,20 +191,3 @@ class StreamUsage:
     @property
     def usage(self) -> AnthropicUsage | None:
         return AnthropicUsage.from_anthropic(self._merged) if self._merged else None
-
-
-def _event_json(event: bytes) -> dict | None:
-    """The JSON ``data`` of one SSE event (several ``data:`` lines are joined with LF)."""
-    start = event.find(b"data:")
-    if start < 0:
-        return None
-    if event.find(b"data:", start + 5) < 0:
-        payload = event[start + 5:]
-    else:
-        lines = event.replace(b"\r\n", b"\n").split(b"\n")
-        payload = b"\n".join(line[5:] for line in lines if line.startswith(b"data:"))
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None

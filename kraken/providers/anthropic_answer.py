@@ -17,6 +17,7 @@ import orjson
 from kraken.errors import KrakenError, UpstreamBadStream, error_body
 from kraken.providers.anthropic import StreamUsage
 from kraken.providers.error_formats import OPENAI
+from kraken.providers.sse_data import event_json
 
 __all__ = [
     "FINISH_REASONS",
@@ -174,7 +175,7 @@ class ChunkTranslator:
 
     # ---- one event ---------------------------------------------------------------------------
     def _event(self, raw: bytes) -> bytes:
-        obj = _event_json(raw)
+        obj = event_json(raw)
         if obj is None:
             return b""
         kind = obj.get("type")
@@ -237,16 +238,3 @@ class ChunkTranslator:
         prefix = self._prefix or b'{"id":null,"object":"chat.completion.chunk","created":%d,' \
                                  b'"model":null' % self._created
         return b"data: " + prefix + rest + b"\n\n"
-
-
-def _event_json(raw: bytes) -> dict | None:
-    """The JSON ``data`` of one SSE event (``data:`` lines joined with LF)."""
-    lines = [line[5:] for line in raw.replace(b"\r\n", b"\n").split(b"\n")
-             if line.startswith(b"data:")]
-    if not lines:
-        return None
-    try:
-        obj = orjson.loads(b"\n".join(lines))
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None

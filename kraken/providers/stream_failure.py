@@ -12,12 +12,11 @@ pays (``kraken.plainchunk``, the SSE taps); only an event holding it is parsed, 
 """
 from __future__ import annotations
 
-import orjson
-
 from kraken.errors import (
     KrakenError, UpstreamFailed, UpstreamOverloaded, UpstreamRateLimited, UpstreamTimeout,
 )
 from kraken.plainchunk import ERROR_MARK
+from kraken.providers.sse_data import event_json
 
 __all__ = ["ERROR_MARK", "sse_failure"]
 
@@ -42,7 +41,7 @@ provider's text."""
 
 def sse_failure(event: bytes) -> KrakenError | None:
     """The failure one complete SSE event (or ``data:`` line) reports; None for any other."""
-    obj = _data(event)
+    obj = event_json(event)
     if obj is None:
         return None
     kind = obj.get("type")
@@ -64,20 +63,3 @@ def sse_failure(event: bytes) -> KrakenError | None:
         if failure is not None:
             return failure(f"provider stream failed: {value}")
     return UpstreamFailed("provider stream failed")
-
-
-def _data(event: bytes) -> dict | None:
-    """The JSON object of an event's ``data:`` lines (several are joined with LF)."""
-    start = event.find(b"data:")
-    if start < 0:
-        return None
-    if event.find(b"data:", start + 5) < 0:
-        payload = event[start + 5:]
-    else:
-        lines = event.replace(b"\r\n", b"\n").split(b"\n")
-        payload = b"\n".join(line[5:] for line in lines if line.startswith(b"data:"))
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
