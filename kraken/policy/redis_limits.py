@@ -31,7 +31,8 @@ a hung Redis costs the hot path one timeout per ``retry_s``, not one per request
 served or refused that way calls ``on_unavailable(op)`` (wire it to a counter); the start and
 end of an outage are logged once each. ``release``, ``auth_failure`` and ``auth_done`` never
 raise. A release that failed is kept (up to ``RELEASE_BACKLOG``) and sent again once Redis
-answers, so a short outage does not hold a key's concurrency slots for the whole ``lease_s``.
+answers, so a short outage does not hold a key's concurrency slots for the whole ``lease_s``;
+so is the release of the slot of an acquire that went unanswered (Redis may still run it).
 """
 from __future__ import annotations
 
@@ -74,6 +75,10 @@ than a full bcrypt queue takes to drain (64 queued runs per thread at ~0.3 s eac
 
 class _Unavailable(Exception):
     """Redis did not answer in time (or is skipped after repeated failures)."""
+
+
+class _Skipped(_Unavailable):
+    """Redis was not asked at all (skipped after repeated failures): nothing reached it."""
 
 
 class RedisLimiter:
@@ -148,7 +153,7 @@ class RedisLimiter:
     async def _run(self, op: str, script: Any, keys: list[str], args: list[Any]) -> Any:
         if self._failures >= TRIP_AFTER and self._clock() < self._skip_until:
             self._unavailable(op)
-            raise _Unavailable
+            raise _Skipped
         try:
             async with asyncio.timeout(self._op_timeout):
                 result = await script(keys=keys, args=args)
@@ -216,7 +221,9 @@ class RedisLimiter:
                 "acquire", self._acquire, list(self._key_keys(key_id)),
                 [rpm, tpm, max_conc, max(tokens, 0), self._window_ms, self._lease_ms, slot or ""],
             )
-        except _Unavailable:
+        except _Unavailable as exc:
+            if slot is not None and not isinstance(exc, _Skipped):
+                self._give_back(key_id, slot)
             if self.fail_open:
                 return Lease(key_id, None, 0, degraded=True)
             raise self._overloaded() from None
@@ -233,6 +240,12 @@ class RedisLimiter:
             raise refuse("key_tpm", limit=tpm, window_s=window, remaining=max(0, tpm - int(b)),
                          retry_after_s=retry_after(int(a) / 1000, window))
         raise refuse("key_concurrency", limit=max_conc, window_s=window, retry_after_s=1)
+
+    def _give_back(self, key_id: str, slot: str) -> None:
+        """An acquire sent but not answered may still run (a hung Redis reads it on resuming,
+        after the caller gave up): queue the release of its slot, or no lease frees it."""
+        _, tkey, ckey = self._key_keys(key_id)
+        self._unreleased.append(([ckey, tkey], [slot, 0, self._window_ms]))
 
     async def release(self, lease: Lease, *, tokens_used: int) -> None:
         charge = tokens_used if lease.tpm > 0 and tokens_used > 0 else 0

@@ -379,3 +379,30 @@ async def test_redis_down_attempts_fail_open_or_closed_and_give_back_never_raise
     finally:
         await opened.aclose()
         await closed.aclose()
+
+
+async def test_a_slot_taken_by_an_acquire_that_timed_out_is_given_back(own_server):
+    """A hung Redis still runs the acquire the client gave up on once it resumes: that slot
+    must be given back too, not hold the key's concurrency for the whole lease."""
+    lim = RedisLimiter(own_server.url, ip_salt=SALT, fail_open=True, retry_s=0.1,
+                       policy=LimitPolicy(lease_s=600))
+    key = Key(max_concurrent=1)
+    try:
+        assert not (await lim.acquire(Key("warm", rpm=100))).degraded  # connected, script loaded
+        own_server.pause()
+        try:
+            got, took = await timed(lim.acquire(key))
+            assert isinstance(got, Lease) and got.degraded and took < DOWN_BOUND_S
+        finally:
+            own_server.resume()
+        deadline = time.monotonic() + POLL_S
+        while True:
+            try:
+                if not (await lim.acquire(key)).degraded:
+                    break
+            except RateLimitExceeded:
+                pass
+            assert time.monotonic() < deadline, "the timed-out acquire's slot was never freed"
+            await asyncio.sleep(0.05)
+    finally:
+        await lim.aclose()
