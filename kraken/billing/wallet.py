@@ -164,17 +164,20 @@ async def apply_in(tx: Tx, wallet_id: str, kind: str, amount_micros: int, ref: s
     """Apply one transaction inside an open transaction; (row, False) if ``ref`` was applied.
 
     Raises RefConflict when ``ref`` names a different transaction, Overdraft when a
-    non-usage debit would overdraw.
+    non-usage debit would overdraw. The wallet is locked before ``ref`` is looked up: the same
+    ref applied at once elsewhere (a payment's two Stripe events on two hosts) then waits for
+    that transaction and finds its row, where looking first let both miss it and one fail on
+    the ledger's unique ref.
     """
     _check(wallet_id, kind, amount_micros, ref)
+    now = time.time() if now is None else now
+    current = await tx.billing.wallet_for_change(tx, wallet_id, now)
     row = await tx.billing.transaction_by_ref(tx, ref)
     if row is not None:
         existing = Transaction(*row)
         if (existing.wallet_id, existing.kind, existing.amount_micros) != (wallet_id, kind, amount_micros):
             raise RefConflict("ref is already used by a different wallet transaction")
         return existing, False
-    now = time.time() if now is None else now
-    current = await tx.billing.wallet_for_change(tx, wallet_id, now)
     after = current + amount_micros
     if kind != "usage_debit" and amount_micros < 0 and after < 0:
         raise Overdraft(

@@ -224,3 +224,38 @@ async def test_webhook_credits_the_wallet_once_per_payment_on_each_backend(backe
                         ("cus_a", "top_up", 10_000_000, "stripe:pi_2")]
     finally:
         await store.close()
+
+
+async def test_events_of_one_payment_delivered_at_once_credit_once_and_all_succeed(backend):
+    """Stripe sends a Checkout payment's two events within milliseconds (and redelivers), each
+    to whichever host the load balancer picks: every delivery must get 200 (one top-up, the
+    rest duplicates), not an error from the ledger's unique ref that Stripe retries for days."""
+    import asyncio
+
+    from kraken.billing.guard import BillingGuard
+    from kraken.billing.plans import PlanBook
+    from kraken.billing.stripe_webhook import PATH, StripeWebhook
+    from kraken.http.exchange import Request
+
+    stores = [await backend.open() for _ in range(6)]  # one per host
+
+    async def post(store, body: bytes) -> tuple[int, dict]:
+        sink = _Sink()
+        hook = StripeWebhook(store, BillingGuard(PlanBook()), SECRET)
+        await hook.handle(Request("POST", PATH, ((b"stripe-signature", header(body).encode()),),
+                                  body, "127.0.0.1", 0), sink)
+        return sink.reply
+
+    try:
+        for store in stores:  # connected, as a running host is
+            await store.fetch_all("SELECT 1")
+        bodies = [checkout(f"evt_c{i}") if i % 2 else intent(f"evt_i{i}") for i in range(6)]
+        replies = await asyncio.gather(*(post(s, b) for s, b in zip(stores, bodies)),
+                                       return_exceptions=True)
+        assert all(not isinstance(r, BaseException) and r[0] == 200 for r in replies), replies
+        assert sorted(r[1]["duplicate"] for r in replies) == [False] + [True] * 5
+        assert await stores[0].fetch_all(
+            "SELECT wallet_id, amount_micros FROM wallet_transactions") == [("cus_a", 25_000_000)]
+    finally:
+        for store in stores:
+            await store.close()
