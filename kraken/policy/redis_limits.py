@@ -32,7 +32,8 @@ served or refused that way calls ``on_unavailable(op)`` (wire it to a counter); 
 end of an outage are logged once each. ``release``, ``auth_failure`` and ``auth_done`` never
 raise. A release that failed is kept (up to ``RELEASE_BACKLOG``) and sent again once Redis
 answers, so a short outage does not hold a key's concurrency slots for the whole ``lease_s``;
-so is the release of the slot of an acquire that went unanswered (Redis may still run it).
+so is the release of the slot of an acquire that went unanswered or was cancelled (Redis may
+still run it).
 """
 from __future__ import annotations
 
@@ -221,6 +222,10 @@ class RedisLimiter:
                 "acquire", self._acquire, list(self._key_keys(key_id)),
                 [rpm, tpm, max_conc, max(tokens, 0), self._window_ms, self._lease_ms, slot or ""],
             )
+        except asyncio.CancelledError:  # the client left mid-call: the script may still run
+            if slot is not None:
+                self._give_back(key_id, slot)
+            raise
         except _Unavailable as exc:
             if slot is not None and not isinstance(exc, _Skipped):
                 self._give_back(key_id, slot)
@@ -243,7 +248,7 @@ class RedisLimiter:
 
     def _give_back(self, key_id: str, slot: str) -> None:
         """An acquire sent but not answered may still run (a hung Redis reads it on resuming,
-        after the caller gave up): queue the release of its slot, or no lease frees it."""
+        after the caller gave up or left): queue the release of its slot, or no lease frees it."""
         _, tkey, ckey = self._key_keys(key_id)
         self._unreleased.append(([ckey, tkey], [slot, 0, self._window_ms]))
 

@@ -406,3 +406,29 @@ async def test_a_slot_taken_by_an_acquire_that_timed_out_is_given_back(own_serve
             await asyncio.sleep(0.05)
     finally:
         await lim.aclose()
+
+
+async def test_a_slot_taken_by_an_acquire_cancelled_midway_is_given_back(own_server):
+    """A client that disconnects while its acquire waits on Redis cancels it; Redis still runs
+    the script it was sent, so that slot must be given back, not held for the whole lease."""
+    lim = RedisLimiter(own_server.url, ip_salt=SALT, fail_open=True, timeout_s=5.0,
+                       policy=LimitPolicy(lease_s=600))
+    key = Key(max_concurrent=1)
+    try:
+        assert not (await lim.acquire(Key("warm", rpm=100))).degraded  # connected, script loaded
+        own_server.pause()
+        try:
+            with pytest.raises(TimeoutError):  # the client's request cancelled mid-acquire
+                await asyncio.wait_for(lim.acquire(key), 0.3)
+        finally:
+            own_server.resume()
+        deadline = time.monotonic() + POLL_S
+        while True:
+            try:
+                await lim.acquire(key)
+                break
+            except RateLimitExceeded:
+                assert time.monotonic() < deadline, "the cancelled acquire's slot was never freed"
+                await asyncio.sleep(0.05)
+    finally:
+        await lim.aclose()
