@@ -194,8 +194,14 @@ class BillingGuard:
         return self._balances.get(wallet_id, 0) - (pending[0] if pending else 0)
 
     def usage(self, customer_id: str) -> tuple[int, int]:
-        """(tokens, spend in micro-dollars) this calendar month, including unwritten usage."""
+        """(tokens, spend in micro-dollars) this calendar month, including unwritten usage.
+
+        The snapshot holds the month of the last refresh: once the clock is past its end it is
+        last month's and counts nothing, or a client retrying at the 1st as its 429 told it
+        would be refused again (with a Retry-After of a whole month) until the next refresh."""
         u = self._usage.get(customer_id)
+        if u is not None and self._clock() >= self._span[2]:
+            u = None
         tokens, spend = (u[0], u[1]) if u else (0, 0)
         pending = self._unflushed.get(customer_id)
         if pending:

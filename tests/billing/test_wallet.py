@@ -295,3 +295,25 @@ async def test_refresh_reads_balances_month_usage_and_plans_written_by_another_h
     guard.note(record(9, customer=cus.id))  # 60 tokens of the 50 allowed this month
     with pytest.raises(MonthlyTokenCapReached):
         guard.check(cus.id)
+
+
+async def test_a_monthly_cap_reached_last_month_lets_the_client_in_when_its_retry_after_ends(store):
+    """The 429 tells the client to retry at the 1st (UTC); retrying then, before the guard's
+    next refresh, must not meet last month's usage again with a Retry-After of a whole month."""
+    import calendar
+
+    from kraken.billing.plans import Plan
+
+    reset = calendar.timegm((2031, 1, 1, 0, 0, 0))
+    now = [reset - 60.0]
+    guard = BillingGuard(PlanBook({"small": Plan("small", monthly_token_cap=50)}, "small"),
+                         clock=lambda: now[0])
+    await guard.refresh(store)
+    await store.insert_records([record(i, ts=now[0]) for i in range(4)], guard.in_batch)
+    guard.committed()  # 60 tokens of the 50 allowed in December
+    with pytest.raises(MonthlyTokenCapReached) as refused:
+        guard.check("cus_a")
+    now[0] += refused.value.retry_after_s  # the client waits as told, then retries
+    guard.check("cus_a")  # January: nothing used yet
+    await guard.refresh(store)
+    guard.check("cus_a")
