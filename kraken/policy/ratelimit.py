@@ -29,7 +29,8 @@ positive int, at most the window) and a ``scope`` from ``SCOPES``, also the labe
 
 ``MemoryLimiter`` is exact within one process (no await between check and count) and bounded:
 expired windows are swept as new ones start and the number of tracked keys and addresses is
-capped (oldest first); an address is also forgotten by a timer when its window ends.
+capped (oldest first); a timer also forgets an address when its window ends and a key when
+it has been idle for a window and a lease (the sign-up limiter's keys are hashed addresses).
 ``kraken.policy.redis_limits.RedisLimiter`` is exact across processes and hosts.
 """
 from __future__ import annotations
@@ -249,6 +250,17 @@ class Limiter(Protocol):
         ...
 
 
+def _forget_ended(entries: OrderedDict, end: Callable[[Any], float], now: float) -> float:
+    """Pop ``entries`` (ordered by when they end) that have ended by ``now``; the end of the
+    first one left, or inf."""
+    while entries:
+        when = end(next(iter(entries.values())))
+        if when > now:
+            return when
+        entries.popitem(last=False)
+    return math.inf
+
+
 class _KeyState:
     __slots__ = ("seen", "rpm_start", "rpm_count", "tpm_start", "tpm_used", "slots")
 
@@ -284,8 +296,8 @@ class MemoryLimiter:
         self._idle_s = max(policy.window_s, policy.lease_s)
         # address bucket -> attempts in flight; an entry lives only while one is held.
         self._attempts: dict[str, int] = {}
-        self._ip_timer: asyncio.TimerHandle | None = None
-        """Forgets the oldest address when its window ends (``_expire_ips``)."""
+        self._timer: asyncio.TimerHandle | None = None
+        """Forgets the oldest address or key when it is over (``_expire``)."""
         # key id -> its lease when nothing limits it: nothing to count or hold, so one lease
         # (never changed by anyone) serves all its requests instead of one made per request
         self._free: dict[str, Lease] = {}
@@ -306,6 +318,8 @@ class MemoryLimiter:
             state = keys[key_id] = _KeyState(now)
             if len(keys) > self._max_keys:
                 keys.popitem(last=False)
+            if self._timer is None:
+                self._expire()
         else:
             keys.move_to_end(key_id)
         state.seen = now
@@ -413,19 +427,24 @@ class MemoryLimiter:
         ips[bucket] = [now, 1]
         if len(ips) > self._max_ips:
             ips.popitem(last=False)
-        if self._ip_timer is None:
-            self._expire_ips()
+        if self._timer is None:
+            self._expire()
 
-    def _expire_ips(self) -> None:
-        """Drop addresses whose window is over, then wake when the oldest left ends: an address
-        is forgotten within its window (at most the policy's hour) even if no other fails."""
-        self._ip_timer = None
-        ips, window, now = self._ips, self.policy.ip_window_s, self._clock()
-        while ips and now - next(iter(ips.values()))[0] >= window:
-            ips.popitem(last=False)
-        if ips:
-            left = next(iter(ips.values()))[0] + window - now
-            self._ip_timer = asyncio.get_running_loop().call_later(left, self._expire_ips)
+    def _expire(self) -> None:
+        """Drop the addresses whose window is over and the keys idle past theirs, then wake
+        when the next one ends: each is forgotten in time (an address within the policy's hour)
+        even if nothing else arrives to sweep it. Without a running loop (a synchronous
+        caller) nothing can wake later; the sweeps on arrival still bound memory."""
+        self._timer = None
+        now = self._clock()
+        due = min(_forget_ended(self._ips, lambda e: e[0] + self.policy.ip_window_s, now),
+                  _forget_ended(self._keys, lambda s: s.seen + self._idle_s, now))
+        if due < math.inf:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._timer = loop.call_later(due - now, self._expire)
 
     def _failures(self, bucket: str, now: float) -> tuple[int, float]:
         """(failures in the address's current window, seconds left in it)."""
@@ -462,9 +481,9 @@ class MemoryLimiter:
             await self.auth_failure(attempt.ip)
 
     async def aclose(self) -> None:
-        if self._ip_timer is not None:
-            self._ip_timer.cancel()
-            self._ip_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._keys.clear()
         self._ips.clear()
         self._attempts.clear()

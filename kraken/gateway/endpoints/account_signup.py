@@ -66,8 +66,10 @@ class _Bucket:
 
 
 def build_limiter(limits: LimitsConfig) -> Limiter:
-    """A limiter of the configured backend with a one-hour window, apart from the keys'."""
-    policy = LimitPolicy(window_s=WINDOW_S, ip_auth_failures=0,
+    """A limiter of the configured backend with a one-hour window, apart from the keys'. It
+    holds no slots, so its lease is the window too: an entry (a hashed address) is forgotten
+    an hour after its last request, not the default lease later."""
+    policy = LimitPolicy(window_s=WINDOW_S, lease_s=WINDOW_S, ip_auth_failures=0,
                          ipv6_prefix=limits.ipv6_prefix)
     if limits.backend != "redis":
         return MemoryLimiter(policy, max_keys=100_000)
