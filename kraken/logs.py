@@ -40,6 +40,9 @@ THIRD_PARTY_LEVELS = {
     "asyncio": logging.WARNING,
     # SQL statements with their parameters (key ids, emails, hashes); Redis commands.
     "aiosqlite": logging.WARNING, "redis": logging.WARNING, "asyncpg": logging.WARNING,
+    # OpenTelemetry's trace API warns about a client's malformed tracestate quoting it (Kraken
+    # drops those first: kraken/telemetry/propagation.py); its other messages are not ours.
+    "opentelemetry.trace": logging.ERROR,
     # Everything else Kraken or its tests load (setup.cfg install_requires and extras).
     "anyio": logging.WARNING, "uvloop": logging.WARNING, "orjson": logging.WARNING,
     "cryptography": logging.WARNING, "bcrypt": logging.WARNING,

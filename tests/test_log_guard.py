@@ -75,6 +75,18 @@ def test_library_warnings_and_tracebacks_never_quote_a_value():
     assert "unformattable message" in err
 
 
+def test_opentelemetry_trace_warnings_are_held_back():
+    """The trace API warns quoting a client's tracestate; a quote inside the value would end
+    the blanked literal that starts at "doesn't", so the cap, not the blanking, keeps it out."""
+    err = run("""
+        logging.getLogger("opentelemetry.trace.span").warning(
+            "Member doesn't match the w3c identifiers format %s", "x'" + SECRET)
+        logging.getLogger("opentelemetry.trace.span").error("held at error and above")
+    """)
+    assert SECRET not in err and "SECRETSECRET" not in err
+    assert "held at error and above" in err
+
+
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_asyncio_debug_mode_prints_no_callback_argument(loop):
     """PYTHONASYNCIODEBUG: slow callbacks are reported with their arguments' repr (stock

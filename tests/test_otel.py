@@ -36,9 +36,10 @@ PARENT_ID = "00f067aa0ba902b7"
 
 
 @contextlib.asynccontextmanager
-async def traced(tmp_path, **otel):
+async def traced(tmp_path, args=(), **otel):
     """(mock, receiver, port): a Kraken process with [otel] in front of one mock provider,
-    reachable as ``local`` (kind vllm, model mock-gpt) and ``hosted`` (kind openai, gpt-4o)."""
+    reachable as ``local`` (kind vllm, model mock-gpt) and ``hosted`` (kind openai, gpt-4o);
+    ``args`` go before ``serve`` (e.g. ``--log-level DEBUG``), its log is ``k.log``."""
     receiver = OtlpReceiver()
     await receiver.start()
     async with running_mock() as mock:
@@ -54,7 +55,7 @@ async def traced(tmp_path, **otel):
         doc["otel"] = {"endpoint": receiver.endpoint, "service_name": "kraken-test",
                        "schedule_delay_ms": 20, **otel}
         write_toml(tmp_path / "k.toml", doc)
-        kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "k.log")
+        kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "k.log", args=list(args))
         await asyncio.to_thread(kp.start)
         try:
             yield mock, receiver, port
@@ -131,6 +132,28 @@ async def test_client_traceparent_is_continued_and_reaches_a_vllm_provider(tmp_p
     assert upstream.header(b"traceparent") == f"00-{TRACE_ID}-{span.span_id}-01".encode(), \
         "the provider's parent is Kraken's span"
     assert upstream.header(b"tracestate") == b"congo=t61rcWkgMzE"
+
+
+TRACESTATE_CANARY = "TRACESTATE-CANARY-5d1e"
+
+
+@pytest.mark.parametrize("tracestate", [
+    f"congo={TRACESTATE_CANARY},Bad{TRACESTATE_CANARY}",  # not a member: the SDK warns
+    f"Bad'{TRACESTATE_CANARY}",  # an apostrophe ends "doesn't"'s literal before the canary
+    f"k'{TRACESTATE_CANARY}=v",
+])
+async def test_a_malformed_tracestate_never_reaches_the_log(tmp_path, tracestate):
+    """The client's tracestate is header text: the SDK's warning about a malformed one
+    quotes it, and no level of the log may hold it (it is not forwarded either)."""
+    async with traced(tmp_path, args=("--log-level", "DEBUG")) as (mock, receiver, port):
+        reply = await chat(port, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01",
+                                          "tracestate": tracestate})
+        span = await span_for(receiver, reply.headers["x-request-id"])  # the span was built
+        upstream = mock.requests[-1]
+    assert span.trace_id == TRACE_ID and span.trace_state == ""
+    assert upstream.header(b"tracestate") is None
+    log = (tmp_path / "k.log").read_text()
+    assert "request_id" in log and TRACESTATE_CANARY not in log, log
 
 
 async def test_new_trace_reaches_a_vllm_provider_with_our_ids(tmp_path):
@@ -257,3 +280,23 @@ def test_invalid_traceparent_starts_a_new_trace(header):
     ctx = incoming(header, b"congo=t61rcWkgMzE", 1 << 64)
     assert ctx.parent_span_id is None and ctx.trace_id != int(TRACE_ID, 16)
     assert ctx.tracestate is None, "a tracestate without its traceparent is not kept"
+
+
+@pytest.mark.parametrize(("tracestate", "kept"), [
+    (b"congo=t61rcWkgMzE", True),
+    (b" rojo=00f067aa0ba902b7 ,, vendor@sys=a b , x=1 ", True),  # OWS, empty members, @
+    (b",".join(b"k%d=v" % i for i in range(32)), True),
+    (b",".join(b"k%d=v" % i for i in range(33)), False),  # more than 32 members
+    (b"a=1,a=2", False),  # a key twice
+    (b"Upper=1", False),
+    (b"k=v,", True),
+    (b"k=", False),  # no value
+    (b"k=v ,x", False),  # not key=value
+    (b"k=a=b", False),  # '=' in a value
+])
+def test_only_a_well_formed_tracestate_is_kept(tracestate, kept):
+    from kraken.telemetry.propagation import incoming
+
+    ctx = incoming(f"00-{TRACE_ID}-{PARENT_ID}-01".encode(), tracestate, 1 << 64)
+    assert ctx.parent_span_id == int(PARENT_ID, 16)
+    assert ctx.tracestate == (tracestate if kept else None)

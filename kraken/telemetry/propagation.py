@@ -24,6 +24,11 @@ _TRACEPARENT = re.compile(rb"(?!ff)([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-(
 MAX_TRACESTATE = 512
 """W3C: vendors may cut tracestate at 512 characters; a longer one is dropped, not cut."""
 _TRACESTATE_OK = re.compile(rb"[\x20-\x7e]*")
+_MEMBER = re.compile(rb"[ \t]*(?:([a-z][a-z0-9_*/-]{0,255}|[a-z0-9][a-z0-9_*/-]{0,240}"
+                     rb"@[a-z][a-z0-9_*/-]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}"
+                     rb"[\x21-\x2b\x2d-\x3c\x3e-\x7e])?[ \t]*")
+"""A W3C tracestate list member (key=value), or an empty one, with optional whitespace."""
+MAX_MEMBERS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +75,21 @@ def incoming(traceparent: bytes | None, tracestate: bytes | None, ratio_bound: i
                             sampled=(trace_id & 0xFFFFFFFFFFFFFFFF) < ratio_bound)
     trace_id, parent_span, sampled = parent
     state = tracestate if tracestate and len(tracestate) <= MAX_TRACESTATE \
-        and _TRACESTATE_OK.fullmatch(tracestate) else None
+        and _TRACESTATE_OK.fullmatch(tracestate) and _well_formed(tracestate) else None
     return TraceContext(trace_id, span_id, parent_span, sampled, state, sampled=sampled)
+
+
+def _well_formed(tracestate: bytes) -> bool:
+    """W3C's list: at most 32 members, keys unique. A malformed one is dropped (W3C allows
+    it) so neither the provider nor the SDK sees it: the SDK's warning quotes it in the log."""
+    keys = []
+    for member in tracestate.split(b","):
+        m = _MEMBER.fullmatch(member)
+        if m is None:
+            return False
+        if m.group(1) is not None:
+            keys.append(m.group(1))
+    return len(keys) <= MAX_MEMBERS and len(set(keys)) == len(keys)
 
 
 def _parse(value: bytes) -> tuple[int, int, bool] | None:
