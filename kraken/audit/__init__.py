@@ -5,6 +5,7 @@ from kraken.audit.log import (
                               VerifyResult,
                               append,
                               cli_actor,
+                              customer_actors,
                               list_entries,
                               purge_before,
                               record,
@@ -12,5 +13,5 @@ from kraken.audit.log import (
                               verify,
 )
 
-__all__ = ["AuditEntry", "AuditTampered", "VerifyResult", "append", "cli_actor", "list_entries", "purge_before", "record",
-           "redact_subject", "verify"]
+__all__ = ["AuditEntry", "AuditTampered", "VerifyResult", "append", "cli_actor",
+           "customer_actors", "list_entries", "purge_before", "record", "redact_subject", "verify"]

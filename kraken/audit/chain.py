@@ -1,10 +1,12 @@
 """The hash chain itself: pure functions, no I/O.
 
 ``hash = sha256(prev_hash || canonical(entry))``. The canonical form commits to salted
-digests of ``target`` and ``subject`` rather than to the values, so an erasure can blank
-those two columns (GDPR) without breaking the chain, while an edit of them is still caught:
-a present value must match its digest. Salts are random per entry, so a digest cannot be
-matched against a list of guessed ids without the row's salt, and customer ids are random.
+digests of ``target``, ``subject`` and (since schema 10) ``actor`` rather than to the values,
+so an erasure can blank those columns (GDPR) without breaking the chain, while an edit of
+them is still caught: a present value must match its digest. (Entries older than schema 10
+commit to the actor itself: theirs cannot be blanked.) Salts are random per entry, so a
+digest cannot be matched against a list of guessed ids without the row's salt, and customer
+ids are random.
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 Every admin action appends one entry inside the transaction that performs it, so the
 action and its entry commit together. Entries are never updated (a trigger refuses it)
-except to blank ``target``/``subject`` on erasure; they are deleted only by the retention
-purge, which first moves the anchor (the hash of the last purged entry) so the remaining
-chain still verifies from it.
+except to blank ``target``/``subject`` and (where the entry has its digest) ``actor`` on
+erasure; they are deleted only by the retention purge, which first moves the anchor (the
+hash of the last purged entry) so the remaining chain still verifies from it.
 
 The rules live here; the SQL is the store's (``store.audit`` / ``tx.audit``, one repository per
 backend: kraken/store/audit_repo.py), so the same chain runs on SQLite and on PostgreSQL.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
@@ -67,9 +67,10 @@ async def append(tx: Tx, *, actor: str, action: str, target: str | None = None,
     last_seq, prev = await repo.head(tx) or (0, GENESIS)
     seq, ts, salt = last_seq + 1, time.time() if now is None else float(now), new_salt()
     t_digest, s_digest = digest(salt, target), digest(salt, subject)
-    h = entry_hash(prev, seq, ts, actor, action, salt, t_digest, s_digest, text)
+    a_digest = digest(salt, actor)
+    h = entry_hash(prev, seq, ts, a_digest, action, salt, t_digest, s_digest, text)
     await repo.insert(tx, (seq, ts, actor, action, target, subject, salt, t_digest, s_digest,
-                           text, prev, h))
+                           text, prev, h, a_digest))
     return seq
 
 
@@ -89,10 +90,19 @@ async def record(store: Store, **entry: Any) -> int:
         return await append(tx, **entry)
 
 
-async def redact_subject(tx: Tx, customer_id: str) -> int:
-    """Blank target/subject of every entry about ``customer_id`` (erasure); chain intact."""
+async def customer_actors(tx: Tx, customer_id: str) -> list[str]:
+    """The actors naming ``customer_id``'s keys (``key:<id>``), deleted keys too: call it
+    before the keys and the entries' targets go."""
+    keys = {row[0] for row in await tx.accounts.keys(tx, customer_id=customer_id)}
+    keys.update(await tx.audit.key_targets(tx, customer_id))
+    return sorted("key:" + key for key in keys)
+
+
+async def redact_subject(tx: Tx, customer_id: str, actors: Sequence[str] = ()) -> int:
+    """Blank target/subject of every entry about ``customer_id`` and the ``actors`` naming its
+    keys (erasure); chain intact. Entries written before actors had a digest keep theirs."""
     repo: AuditRepo = tx.audit
-    return await repo.redact(tx, customer_id)
+    return await repo.redact(tx, customer_id, actors)
 
 
 async def verify(store: Store, *, upto_seq: int | None = None) -> VerifyResult:
@@ -112,9 +122,9 @@ async def verify(store: Store, *, upto_seq: int | None = None) -> VerifyResult:
         if not rows:
             break
         for (seq, ts, actor, action, target, subject, salt, t_dig, s_dig, detail,
-             prev_hash, h) in rows:
+             prev_hash, h, a_dig) in rows:
             bad = _check_row(expected_seq, prev, seq, ts, actor, action, target, subject, salt,
-                             t_dig, s_dig, detail, prev_hash, h)
+                             t_dig, s_dig, detail, prev_hash, h, a_dig)
             if bad:
                 return VerifyResult(False, checked, prev, seq, bad)
             checked += 1
@@ -130,7 +140,9 @@ async def verify(store: Store, *, upto_seq: int | None = None) -> VerifyResult:
 
 def _check_row(expected_seq: int, prev: str, seq: int, ts: float, actor: str, action: str,
                target: str | None, subject: str | None, salt: str, t_dig: str, s_dig: str,
-               detail: str, prev_hash: str, h: str) -> str:
+               detail: str, prev_hash: str, h: str, a_dig: str = "") -> str:
+    """Why the row does not fit the chain, or "". An entry with an actor digest (since schema
+    10) is hashed over it, so a blanked actor still verifies; an older one over the actor."""
     if seq != expected_seq:
         return f"entry {expected_seq} is missing (next is {seq})"
     if prev_hash != prev:
@@ -139,7 +151,9 @@ def _check_row(expected_seq: int, prev: str, seq: int, ts: float, actor: str, ac
         return "target was altered"
     if subject is not None and digest(salt, subject) != s_dig:
         return "subject was altered"
-    if entry_hash(prev, seq, ts, actor, action, salt, t_dig, s_dig, detail) != h:
+    if a_dig and actor and digest(salt, actor) != a_dig:
+        return "actor was altered"
+    if entry_hash(prev, seq, ts, a_dig or actor, action, salt, t_dig, s_dig, detail) != h:
         return "entry content does not match its hash"
     return ""
 

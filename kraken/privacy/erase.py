@@ -67,6 +67,7 @@ async def erase_customer(store: Store, customer_id: str, *, actor: str,
     async with store.transaction() as tx:
         if not await tx.accounts.customer_exists(tx, customer_id):
             raise service.NotFoundError("customer_id", "no such customer")
+        actors = await audit.customer_actors(tx, customer_id)  # before its keys go
         # First: from this commit on, every batch of any process (any host) tombstones its
         # records; on PostgreSQL this waits for batches in flight, which then are deleted below.
         await tx.privacy.mark_erased(tx, customer_id, keep_billing_records=keep_billing_records)
@@ -78,14 +79,14 @@ async def erase_customer(store: Store, customer_id: str, *, actor: str,
             n = await _erase_wallet(tx, customer_id)
             if n:
                 result.rows_deleted["wallets"] = n
-        # The entry commits to the id through its salted digest, then the plaintext is
-        # blanked with every other entry about this customer.
+        # The entry commits to the id (and its actor, maybe the customer's own key) through
+        # salted digests, then the plaintexts are blanked with every other entry about it.
         await audit.append(tx, actor=actor, action="customer.erase", target=customer_id,
                            subject=customer_id, detail={
                                "requests_deleted": result.requests_deleted,
                                "requests_tombstoned": result.requests_tombstoned,
                                "tables": sorted(result.rows_deleted)})
-        result.audit_entries_redacted = await audit.redact_subject(tx, customer_id)
+        result.audit_entries_redacted = await audit.redact_subject(tx, customer_id, actors)
     result.wal_truncated = await store.privacy.after_erasure(store)
     return result
 

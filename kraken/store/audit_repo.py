@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Protocol, Sequence
 
 COLUMNS = ("seq", "ts", "actor", "action", "target", "subject", "salt", "target_digest",
-           "subject_digest", "detail", "prev_hash", "hash")
+           "subject_digest", "detail", "prev_hash", "hash", "actor_digest")
 """An audit_log row, in the order every repository reads and writes it."""
 
 ENTRY_COLUMNS = ("seq", "ts", "actor", "action", "target", "subject", "detail")
@@ -40,8 +40,13 @@ class AuditRepo(Protocol):
 
     async def insert(self, tx: Any, row: Sequence[Any]) -> None: ...
 
-    async def redact(self, tx: Any, customer_id: str) -> int:
-        """Blank target/subject wherever they name ``customer_id``; rows changed."""
+    async def redact(self, tx: Any, customer_id: str, actors: Sequence[str] = ()) -> int:
+        """Blank target/subject wherever they name ``customer_id``, and the actor where it is
+        one of ``actors`` and its entry holds the actor's digest; rows changed."""
+        ...
+
+    async def key_targets(self, tx: Any, customer_id: str) -> list[str]:
+        """Targets of ``key.*`` entries about ``customer_id``: its key ids, deleted ones too."""
         ...
 
     async def anchor(self, q: Reader) -> tuple[int, str] | None:

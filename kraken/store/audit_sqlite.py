@@ -50,11 +50,22 @@ class SqliteAuditRepo:
     async def insert(self, tx: Any, row: Sequence[Any]) -> None:
         await tx.execute(self.sql(_INSERT), tuple(row))
 
-    async def redact(self, tx: Any, customer_id: str) -> int:
-        n = await tx.execute(self.sql(
-            "UPDATE audit_log SET target = NULL, subject = NULL WHERE subject = ?"), (customer_id,))
-        return n + await tx.execute(
-            self.sql("UPDATE audit_log SET target = NULL WHERE target = ?"), (customer_id,))
+    async def redact(self, tx: Any, customer_id: str, actors: Sequence[str] = ()) -> int:
+        named = f"(actor IN ({', '.join('?' for _ in actors)}) AND actor_digest <> '')" \
+            if actors else "FALSE"
+        return await tx.execute(self.sql(
+            "UPDATE audit_log SET "
+            "target = CASE WHEN subject = ? OR target = ? THEN NULL ELSE target END, "
+            "subject = CASE WHEN subject = ? THEN NULL ELSE subject END, "
+            f"actor = CASE WHEN {named} THEN '' ELSE actor END "
+            f"WHERE subject = ? OR target = ? OR {named}"),
+            (customer_id, customer_id, customer_id, *actors, customer_id, customer_id, *actors))
+
+    async def key_targets(self, tx: Any, customer_id: str) -> list[str]:
+        rows = await tx.fetch_all(self.sql(
+            "SELECT DISTINCT target FROM audit_log WHERE subject = ? AND action LIKE 'key.%' "
+            "AND target IS NOT NULL"), (customer_id,))
+        return [str(r[0]) for r in rows]
 
     async def anchor(self, q: Reader) -> tuple[int, str] | None:
         rows = await q.fetch_all(_ANCHOR)

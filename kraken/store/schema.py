@@ -275,6 +275,23 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX signup_links_expires ON signup_links (expires_at);
     """,
+    # 10: the audit chain commits to a salted digest of the actor (kraken/audit), so erasure
+    # may blank an actor that names the erased customer's key; entries before this keep theirs.
+    """
+    ALTER TABLE audit_log ADD COLUMN actor_digest TEXT NOT NULL DEFAULT '';
+    DROP TRIGGER audit_log_append_only;
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
+    WHEN NOT (NEW.seq IS OLD.seq AND NEW.ts IS OLD.ts
+              AND (NEW.actor IS OLD.actor OR (NEW.actor = '' AND OLD.actor_digest <> ''))
+              AND NEW.action IS OLD.action AND NEW.salt IS OLD.salt
+              AND NEW.target_digest IS OLD.target_digest
+              AND NEW.subject_digest IS OLD.subject_digest AND NEW.detail IS OLD.detail
+              AND NEW.prev_hash IS OLD.prev_hash AND NEW.hash IS OLD.hash
+              AND NEW.actor_digest IS OLD.actor_digest
+              AND (NEW.target IS OLD.target OR NEW.target IS NULL)
+              AND (NEW.subject IS OLD.subject OR NEW.subject IS NULL))
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

@@ -122,7 +122,7 @@ async def test_an_untouched_chain_verifies(backend, tmp_path):
 
 @pytest.mark.parametrize("edit, reason", [
     ("UPDATE audit_log SET detail = '{\"fields\":[\"email\"]}' WHERE seq = 3", "content"),
-    ("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 3", "content"),
+    ("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 3", "actor was altered"),
     ("UPDATE audit_log SET target = 'cus_999' WHERE seq = 3", "target was altered"),
     ("UPDATE audit_log SET ts = ts + 1 WHERE seq = 3", "content"),
     ("DELETE FROM audit_log WHERE seq = 3", "entry 3 is missing"),
@@ -179,6 +179,57 @@ async def test_redaction_on_erasure_keeps_the_chain_valid(backend):
         ("cus_0", "cus_0"), (None, None), ("cus_2", "cus_2")]
     if backend.path:
         assert b"cus_1" not in backend.path.read_bytes()
+
+
+async def test_erasure_blanks_an_actor_naming_the_customers_key_and_the_chain_holds(backend):
+    store = await backend.open()
+    try:
+        for actor, subject in (("key:k1", "cus_1"), ("key:k1", "cus_2"), ("key:k2", "cus_2")):
+            await audit.record(store, actor=actor, action="customer.update", subject=subject)
+        async with store.transaction() as tx:
+            assert await audit.redact_subject(tx, "cus_1", ["key:k1"]) == 2
+        assert (await audit.verify(store)).ok
+        assert [(e.actor, e.subject) for e in await audit.list_entries(store)] == [
+            ("", None), ("", "cus_2"), ("key:k2", "cus_2")]
+    finally:
+        await store.close()
+    if backend.path:
+        assert b"key:k1" not in backend.path.read_bytes()
+    # the blank is all the trigger allows, and a changed actor is still caught
+    for stmt in ("UPDATE audit_log SET actor = 'key:k9' WHERE seq = 3",
+                 "UPDATE audit_log SET actor_digest = '' WHERE seq = 3"):
+        with pytest.raises(backend.integrity_error):
+            await backend.raw(stmt)
+    await backend.raw(backend.drop_trigger("audit_log_append_only"),
+                      "UPDATE audit_log SET actor = 'key:k9' WHERE seq = 3")
+    result = await _verify(backend)
+    assert not result.ok and result.bad_seq == 3 and "actor was altered" in result.reason
+
+
+async def test_an_entry_written_before_actor_digests_verifies_and_keeps_its_actor(backend):
+    """Schema 10 added the actor's digest: an older entry, hashed over the actor itself, still
+    verifies, and its actor cannot be blanked (the chain would break)."""
+    from kraken.audit.chain import GENESIS, digest, entry_hash
+
+    h = entry_hash(GENESIS, 1, 1000.0, "key:k1", "customer.update", "s", digest("s", "cus_1"),
+                   digest("s", "cus_1"), "{}")
+    await (await backend.open()).close()  # the schema, then the old row as it was written
+    await backend.raw(
+        "INSERT INTO audit_log (seq, ts, actor, action, target, subject, salt, target_digest, "
+        f"subject_digest, detail, prev_hash, hash) VALUES (1, 1000.0, 'key:k1', "
+        f"'customer.update', 'cus_1', 'cus_1', 's', '{digest('s', 'cus_1')}', "
+        f"'{digest('s', 'cus_1')}', '{{}}', '{GENESIS}', '{h}')")
+    store = await backend.open()
+    try:
+        await audit.record(store, actor="key:k1", action="customer.update", subject="cus_1")
+        async with store.transaction() as tx:
+            assert await audit.redact_subject(tx, "cus_1", ["key:k1"]) == 2
+        assert (await audit.verify(store)).ok
+        assert [e.actor for e in await audit.list_entries(store)] == ["key:k1", ""]
+    finally:
+        await store.close()
+    with pytest.raises(backend.integrity_error):
+        await backend.raw("UPDATE audit_log SET actor = '' WHERE seq = 1")
 
 
 async def test_purge_moves_the_anchor_and_the_rest_still_verifies(backend):

@@ -325,3 +325,27 @@ async def test_a_member_erases_only_themself_and_stays_out_of_the_organisation(e
     assert len(await service.list_members(w.store, w.org)) == members_before - 1
     assert await service.get_customer(w.store, w.members["owner"].customer_id)
     assert (await w.call(leaver, "GET", "/v1/account")).status == 401
+
+
+async def test_erasure_leaves_no_key_id_of_the_customer_in_the_audit_log(env):
+    """The customer's keys named the actor of its audited actions (``key:<id>``), the erasure's
+    own entry included: erasure blanks them like target and subject, and the chain verifies."""
+    w, *_ = env
+    cid = await new_customer(w.store, "actor")
+    me = await new_key(w.store, cid, None)
+    made = await w.call(me, "POST", "/v1/account/keys", {"name": "second"})
+    assert made.status == 201, made.body
+    second = Member(cid, made.json()["key"]["id"], made.json()["secret"])
+    assert (await w.call(second, "POST", "/v1/account/object")).status == 200
+    assert (await w.call(me, "DELETE", f"/v1/account/keys/{second.key_id}")).status == 200
+    assert (await w.call(me, "POST", "/v1/account/object")).status == 200
+    assert await audited(w, me, "customer.object") == 1
+    assert await audited(w, second, "customer.object") == 1
+
+    reply = await w.call(me, "DELETE", "/v1/account")
+    assert reply.status == 200, reply.body
+    entries = await audit.list_entries(w.store, limit=100_000)
+    assert any(e.action == "customer.erase" for e in entries)
+    for key_id in (me.key_id, second.key_id):
+        assert not [e for e in entries if key_id in orjson.dumps(e.to_dict()).decode()], key_id
+    assert (await audit.verify(w.store)).ok

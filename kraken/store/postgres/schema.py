@@ -369,6 +369,23 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX signup_links_expires ON signup_links (expires_at);
     """,
+    # 10: the actor's salted digest in the audit chain, as SQLite's 10: only an actor with a
+    # digest may be blanked (erasure), and only to ''.
+    """
+    ALTER TABLE audit_log ADD COLUMN actor_digest TEXT NOT NULL DEFAULT '';
+    DROP TRIGGER audit_log_append_only ON audit_log;
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log FOR EACH ROW
+    WHEN (NOT (NEW.seq = OLD.seq AND NEW.ts = OLD.ts
+               AND (NEW.actor = OLD.actor OR (NEW.actor = '' AND OLD.actor_digest <> ''))
+               AND NEW.action = OLD.action AND NEW.salt = OLD.salt
+               AND NEW.target_digest = OLD.target_digest
+               AND NEW.subject_digest = OLD.subject_digest AND NEW.detail = OLD.detail
+               AND NEW.prev_hash = OLD.prev_hash AND NEW.hash = OLD.hash
+               AND NEW.actor_digest = OLD.actor_digest
+               AND (NEW.target IS NOT DISTINCT FROM OLD.target OR NEW.target IS NULL)
+               AND (NEW.subject IS NOT DISTINCT FROM OLD.subject OR NEW.subject IS NULL)))
+    EXECUTE FUNCTION kraken_refuse('audit_log is append-only');
+    """,
 ]
 
 VERSION = len(MIGRATIONS)
