@@ -195,3 +195,45 @@ def test_text_values_keep_client_text_inside_one_quoted_value():
     assert text_value(f"mockai/x\n{FORGED}") == '"mockai/x\\n' + FORGED + '"'
     assert "\n" not in text_value("a\nb\r\u2028c") and "\r" not in text_value("a\rb")
     assert text_value("gpt-4o-mini") == "gpt-4o-mini"
+
+
+async def test_an_unknown_http2_pseudo_header_name_reaches_no_log_line(tmp_path):
+    """A malformed HTTP/2 request is reset (RST_STREAM PROTOCOL_ERROR) with its reason kept in
+    the h2 event, never logged: a long unknown pseudo-header name (client text) is in no line,
+    even at DEBUG, while the DEBUG rejection line of another stream shows the level is on."""
+    import asyncio
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    name = b":x-" + PROMPT_CANARY.encode() + b"-" + b"n" * 4000
+    base = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"localhost")]
+    async with running_mock() as mock:
+        doc = kraken_mapping(tmp_path, mock.port, server={"port": free_port()},
+                             logging={"format": "text", "level": "debug"})
+        async with kraken_process(tmp_path, doc) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(
+                client_side=True, header_encoding=None, validate_outbound_headers=False,
+                normalize_outbound_headers=False))
+            conn.initiate_connection()
+            conn.send_headers(1, base + [(b":path", b"/v1/models"), (name, b"v")],
+                              end_stream=True)
+            conn.send_headers(3, base + [(b":path", b"/" + b"p" * 9000)], end_stream=True)
+            writer.write(conn.data_to_send())
+            ends: dict[int, object] = {}
+            async with asyncio.timeout(10):
+                while len(ends) < 2:
+                    data = await reader.read(65536)
+                    assert data, "connection closed"
+                    for event in conn.receive_data(data):
+                        if isinstance(event, (h2.events.StreamReset, h2.events.ResponseReceived)):
+                            ends[event.stream_id] = event
+                    writer.write(conn.data_to_send())
+            writer.close()
+            await wait_for(lambda: b"414" in (tmp_path / STDERR).read_bytes())
+    assert isinstance(ends[1], h2.events.StreamReset) and ends[1].error_code == 1
+    logs = (tmp_path / STDERR).read_text() + (tmp_path / STDOUT).read_text()
+    assert "rejected stream 3" in logs and " DEBUG " in logs
+    assert PROMPT_CANARY not in logs and "nnnnnnnn" not in logs
