@@ -269,13 +269,24 @@ async def _recovered_meter(cfg: Config, store: Store, billing: BillingGuard,
     for directory in stale:  # left by another ``workers`` setting; nobody writes there
         leftover = Meter(store, Journal(directory), cfg.meter)
         leftover.billing = billing  # replayed usage is debited too (idempotent by request id)
-        replayed += await leftover.recover()
+        replayed += await _replay(cfg, leftover, directory)
     meter = Meter(store, Journal(journal_dir), cfg.meter)
     meter.billing = billing
-    replayed += await meter.recover()
+    replayed += await _replay(cfg, meter, journal_dir)
     if replayed:
         log.info("replayed %d records from the crash journal", replayed)
     return meter
+
+
+async def _replay(cfg: Config, meter: Meter, directory: object) -> int:
+    """``meter.recover()``; a store that cannot take the records (disk full, locked) is a
+    one-line startup error, not a traceback: the segments stay for the next start."""
+    try:
+        return await meter.recover()
+    except StoreError as exc:
+        key = "store.dsn" if cfg.store.backend == "postgres" else "store.path"
+        raise ConfigError(f"{cfg.source}: {key}: cannot replay the crash journal {directory} "
+                          f"into the store ({exc}); it is kept for the next start") from None
 
 
 async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,

@@ -10,6 +10,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -173,3 +174,39 @@ async def test_sigterm_with_the_database_on_a_full_disk_exits_75_and_replays_at_
     assert sorted(ids) == sorted(served)  # every completed request, exactly once
     assert monthly == tokens  # billed once too, replay or not
     assert debits == (len(served), len(served))
+
+
+async def test_a_restart_that_cannot_replay_the_journal_is_one_line_and_keeps_it(tmp_path):
+    """Kraken killed with records in its journal, restarted on a full disk (systemd's
+    Restart=): the replay fails. That must be one line naming the store and a non-zero
+    exit, not a traceback, and the journal must stay for the start after the disk is freed."""
+    served: list[str] = []
+    with tiny_filesystem(tmp_path / "dbfs", "4m") as dbfs:
+        store = {"path": str(dbfs / "kraken.db"), "journal_dir": str(tmp_path / "journal")}
+        async with running_mock() as mock:
+            kp = await anyio.to_thread.run_sync(lambda: _start(
+                tmp_path, mock.port, store=store, meter={"flush_interval_ms": 60000}))
+            try:
+                for _ in range(3):
+                    reply = await _chat(kp.port)
+                    assert reply.status == 200
+                    served.append(reply.headers["x-request-id"])
+            finally:
+                kp.kill()  # no drain: the records are only in the journal
+            filler = fill(dbfs)
+            out = await anyio.to_thread.run_sync(lambda: subprocess.run(
+                [sys.executable, "-m", "kraken", "serve", "--config", str(tmp_path / "k.toml")],
+                capture_output=True, text=True, timeout=60))
+            assert out.returncode == 2, out.stderr[-3000:]
+            assert "Traceback" not in out.stderr, out.stderr[-3000:]
+            line, = [ln for ln in out.stderr.splitlines() if ln.startswith("kraken: ")]
+            assert "store.path" in line and "journal" in line, line
+            assert list((tmp_path / "journal").glob("seg-*")), "the journal was kept"
+            free(filler)
+            kp = await anyio.to_thread.run_sync(lambda: _start(tmp_path, mock.port, store=store))
+            try:
+                kp.signal(signal.SIGTERM)
+                assert await anyio.to_thread.run_sync(kp.wait) == 0
+            finally:
+                kp.kill()
+        assert sorted(_stored(dbfs / "kraken.db")) == sorted(served)
