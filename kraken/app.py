@@ -64,7 +64,7 @@ from kraken.upstream.pool import Origin, OriginPool
 
 log = logging.getLogger("kraken")
 
-EXIT_RECORDS_IN_JOURNAL = 75
+EXIT_RECORDS_IN_JOURNAL = workers.EXIT_RECORDS_IN_JOURNAL  # 75
 """Exit status (EX_TEMPFAIL) when the store could not take every record by the drain
 deadline: they stay in the crash journal and are replayed at the next start."""
 FLUSH_MIN_S = 2.0

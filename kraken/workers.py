@@ -38,6 +38,9 @@ log = logging.getLogger("kraken.workers")
 SUPERVISOR_PID_ENV = "KRAKEN_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
 _UCRED = struct.Struct("3i")  # pid, uid, gid (SCM_CREDENTIALS)
+EXIT_RECORDS_IN_JOURNAL = os.EX_TEMPFAIL
+"""A worker's exit status when the store did not take every record by the drain deadline
+(kraken.app's, 75): the supervisor exits with it too, so the service's status says so."""
 
 
 def journal_dirs(cfg: Config, worker: int | None) -> tuple[Path, list[Path]]:
@@ -103,6 +106,8 @@ class Slot:
     """The current child sent READY=1 (so its signal handlers are installed)."""
     clean: bool = True
     """Its last child exited as asked (0, or SIGTERM before it had installed its handler)."""
+    code: int = 0
+    """Its last child's exit status as Popen reports it (negative: killed by that signal)."""
 
     def move(self, state: str) -> None:
         if state not in _TRANSITIONS[self.state]:
@@ -147,7 +152,8 @@ class Supervisor:
     # -- the three phases ------------------------------------------------------------
 
     def run(self) -> int:
-        """Supervise until SIGTERM/SIGINT; 0 if every worker then exited cleanly."""
+        """Supervise until SIGTERM/SIGINT; 0 if every worker then exited cleanly (75: see
+        ``_exit_status``)."""
         wake_r, wake_w = socket.socketpair()
         old = self._install_signals(wake_w)
         try:
@@ -236,7 +242,19 @@ class Supervisor:
             self._pump(min(remaining, 1.0))
         clean = all(s.clean for s in self.slots)
         log.info("workers stopped%s", "" if clean else " (not all cleanly)")
-        return 0 if clean and not self._failed else 1
+        return self._exit_status()
+
+    def _exit_status(self) -> int:
+        """0 if every worker stopped cleanly; 75 if the only trouble is records some left in
+        their journals (as one process exits); 1 for anything else."""
+        if self._failed:
+            return 1
+        unclean = [s for s in self.slots if not s.clean]
+        if not unclean:
+            return 0
+        if all(s.code == EXIT_RECORDS_IN_JOURNAL for s in unclean):
+            return EXIT_RECORDS_IN_JOURNAL
+        return 1
 
     # -- children ----------------------------------------------------------------------
 
@@ -260,6 +278,7 @@ class Supervisor:
                 self._reloading.discard(pid)
                 if not self._reloading:
                     sdnotify.ready(f"{len(self.slots)} workers serving")
+            slot.code = code
             if slot.state == "stopping":
                 slot.clean = code == 0 or (code == -signal.SIGTERM and not slot.reported)
                 slot.move("stopped")
@@ -294,7 +313,7 @@ class Supervisor:
                 slot.proc.wait(5)
                 # its journal is replayed when this slot starts again
             if slot.proc is not None:
-                slot.clean = False
+                slot.clean, slot.code = False, -signal.SIGKILL
                 slot.proc = None
                 slot.state = "stopped"  # from any state: this is the last resort
 

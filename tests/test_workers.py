@@ -292,6 +292,30 @@ async def test_workers_of_a_sigkilled_supervisor_drain_and_exit(tmp_path):
     assert segments(tmp_path) == []
 
 
+async def test_supervisor_exits_75_when_a_worker_left_records_in_its_journal(tmp_path):
+    """As one process does (README: exit 75, EX_TEMPFAIL): a store that cannot be written by
+    the drain deadline leaves records in a worker's journal, and the service's exit status
+    must say so, not look like a crash (1)."""
+    async with running_mock(chunks=5) as mock:
+        sup = supervised(tmp_path, mock.port, server={"drain_timeout_s": 0.5},
+                         store={"busy_timeout_ms": 50}, meter={"flush_interval_ms": 60_000})
+        try:
+            await anyio.to_thread.run_sync(sup.start)
+            ids = await complete(sup.port, 10)
+            lock = sqlite3.connect(sup.db, isolation_level=None)
+            try:
+                lock.execute("BEGIN EXCLUSIVE")  # the writers get SQLITE_BUSY until released
+                sup.signal(signal.SIGTERM)
+                code = await anyio.to_thread.run_sync(sup.wait)
+            finally:
+                lock.close()
+        finally:
+            sup.kill()
+    assert code == 75, sup.log.read_text()[-3000:]
+    assert segments(tmp_path), "the records stay in the journal, replayed at the next start"
+    assert set(request_ids(sup.db)).isdisjoint(ids)
+
+
 def issue(ca: trustme.CA, tmp_path: Path, name: str) -> tuple[Path, Path, int]:
     from cryptography import x509
 
