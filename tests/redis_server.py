@@ -57,6 +57,15 @@ class RedisServer:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
+    @contextlib.contextmanager
+    def hung(self):
+        """Paused for the block, resumed after it whatever the block raised."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
     def stop(self) -> None:
         """Stop this server (by PID) and wait for it; idempotent."""
         if self.proc.poll() is not None:

@@ -158,12 +158,7 @@ async def test_sigterm_with_the_database_on_a_full_disk_exits_75_and_replays_at_
             assert "record(s) left in the crash journal (exit 75)" in log
             free(filler)
             # The disk has room again: the next start replays the journal into the store.
-            kp = await anyio.to_thread.run_sync(lambda: _start(tmp_path, mock.port, store=store))
-            try:
-                kp.signal(signal.SIGTERM)
-                assert await anyio.to_thread.run_sync(kp.wait) == 0
-            finally:
-                kp.kill()
+            await _start_and_stop(tmp_path, mock.port, store)
         with sqlite3.connect(db) as conn:
             ids = [r[0] for r in conn.execute("SELECT request_id FROM requests")]
             tokens = conn.execute("SELECT SUM(COALESCE(prompt_tokens, 0) + "
@@ -174,6 +169,16 @@ async def test_sigterm_with_the_database_on_a_full_disk_exits_75_and_replays_at_
     assert sorted(ids) == sorted(served)  # every completed request, exactly once
     assert monthly == tokens  # billed once too, replay or not
     assert debits == (len(served), len(served))
+
+
+async def _start_and_stop(tmp_path, mock_port: int, store: dict) -> None:
+    """A start (it replays the journal into the store), then a clean stop: exit 0."""
+    kp = await anyio.to_thread.run_sync(lambda: _start(tmp_path, mock_port, store=store))
+    try:
+        kp.signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(kp.wait) == 0
+    finally:
+        kp.kill()
 
 
 async def test_a_restart_that_cannot_replay_the_journal_is_one_line_and_keeps_it(tmp_path):
@@ -203,10 +208,5 @@ async def test_a_restart_that_cannot_replay_the_journal_is_one_line_and_keeps_it
             assert "store.path" in line and "journal" in line, line
             assert list((tmp_path / "journal").glob("seg-*")), "the journal was kept"
             free(filler)
-            kp = await anyio.to_thread.run_sync(lambda: _start(tmp_path, mock.port, store=store))
-            try:
-                kp.signal(signal.SIGTERM)
-                assert await anyio.to_thread.run_sync(kp.wait) == 0
-            finally:
-                kp.kill()
+            await _start_and_stop(tmp_path, mock.port, store)
         assert sorted(_stored(dbfs / "kraken.db")) == sorted(served)

@@ -25,6 +25,22 @@ DOWN_BOUND_S = 0.5
 """Longest a single call may take when Redis is down or hung (default 50 ms timeouts)."""
 
 
+async def admitted_within(attempt, why: str, refused=(RateLimitExceeded,),
+                          undegraded: bool = False):
+    """``attempt()`` once it is admitted again (a slot expired or given back), polled within
+    ``POLL_S``; ``undegraded``: only a lease from Redis itself counts, not a fail-open one."""
+    deadline = time.monotonic() + POLL_S
+    while True:
+        try:
+            got = await attempt()
+            if not (undegraded and got.degraded):
+                return got
+        except refused:
+            pass
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class Key:
     key_id: str = "k1"
@@ -197,14 +213,7 @@ async def test_a_crashed_workers_slots_free_after_the_lease(workers):
     await crashed.aclose()  # never releases
     with pytest.raises(RateLimitExceeded):
         await alive.acquire(key)
-    deadline = time.monotonic() + POLL_S
-    while True:
-        try:
-            await alive.acquire(key)
-            break
-        except RateLimitExceeded:
-            assert time.monotonic() < deadline, "slots of a crashed worker never freed"
-            await asyncio.sleep(0.05)
+    await admitted_within(lambda: alive.acquire(key), "slots of a crashed worker never freed")
 
 
 # ---- scripts survive a Redis restart / SCRIPT FLUSH ------------------------------------------
@@ -265,20 +274,15 @@ async def test_hung_redis_stalls_a_call_only_briefly_and_recovers(own_server):
     key = Key(rpm=100)
     try:
         assert not (await lim.acquire(key)).degraded
-        own_server.pause()
-        try:
+        with own_server.hung():
             for _ in range(TRIP_AFTER + 3):
                 got, took = await timed(lim.acquire(key))
                 assert isinstance(got, Lease) and got.degraded and took < DOWN_BOUND_S, took
             # after TRIP_AFTER failures Redis is skipped: no wait at all
             got, took = await timed(lim.acquire(key))
             assert got.degraded and took < 0.05
-        finally:
-            own_server.resume()
-        deadline = time.monotonic() + POLL_S
-        while (await lim.acquire(key)).degraded:
-            assert time.monotonic() < deadline, "never used Redis again after it recovered"
-            await asyncio.sleep(0.05)
+        await admitted_within(lambda: lim.acquire(key),
+                              "never used Redis again after it recovered", undegraded=True)
     finally:
         await lim.aclose()
 
@@ -289,21 +293,12 @@ async def test_a_release_lost_in_an_outage_is_sent_when_redis_answers(own_server
     key = Key(max_concurrent=1)
     try:
         lease = await lim.acquire(key)
-        own_server.pause()
-        try:
+        with own_server.hung():
             got, took = await timed(lim.release(lease, tokens_used=0))
             assert got is None and took < DOWN_BOUND_S
-        finally:
-            own_server.resume()
         # without the retry the slot would stay taken for the whole 600 s lease
-        deadline = time.monotonic() + POLL_S
-        while True:
-            try:
-                await lim.acquire(key)
-                break
-            except (RateLimitExceeded, Overloaded):
-                assert time.monotonic() < deadline, "the lost release was never sent"
-                await asyncio.sleep(0.05)
+        await admitted_within(lambda: lim.acquire(key), "the lost release was never sent",
+                              refused=(RateLimitExceeded, Overloaded))
     finally:
         await lim.aclose()
 
@@ -352,14 +347,8 @@ async def test_a_crashed_workers_attempts_free_themselves(workers, monkeypatch):
     await crashed.auth_attempt(ip)
     await crashed.aclose()  # never gives them back
     await _refused(alive.auth_attempt(ip))
-    deadline = time.monotonic() + POLL_S
-    while True:
-        try:
-            await alive.auth_attempt(ip)
-            break
-        except RateLimitExceeded:
-            assert time.monotonic() < deadline, "attempts of a crashed worker never freed"
-            await asyncio.sleep(0.05)
+    await admitted_within(lambda: alive.auth_attempt(ip),
+                          "attempts of a crashed worker never freed")
 
 
 async def test_redis_down_attempts_fail_open_or_closed_and_give_back_never_raises(own_server):
@@ -389,21 +378,11 @@ async def test_a_slot_taken_by_an_acquire_that_timed_out_is_given_back(own_serve
     key = Key(max_concurrent=1)
     try:
         assert not (await lim.acquire(Key("warm", rpm=100))).degraded  # connected, script loaded
-        own_server.pause()
-        try:
+        with own_server.hung():
             got, took = await timed(lim.acquire(key))
             assert isinstance(got, Lease) and got.degraded and took < DOWN_BOUND_S
-        finally:
-            own_server.resume()
-        deadline = time.monotonic() + POLL_S
-        while True:
-            try:
-                if not (await lim.acquire(key)).degraded:
-                    break
-            except RateLimitExceeded:
-                pass
-            assert time.monotonic() < deadline, "the timed-out acquire's slot was never freed"
-            await asyncio.sleep(0.05)
+        await admitted_within(lambda: lim.acquire(key),
+                              "the timed-out acquire's slot was never freed", undegraded=True)
     finally:
         await lim.aclose()
 
@@ -416,19 +395,10 @@ async def test_a_slot_taken_by_an_acquire_cancelled_midway_is_given_back(own_ser
     key = Key(max_concurrent=1)
     try:
         assert not (await lim.acquire(Key("warm", rpm=100))).degraded  # connected, script loaded
-        own_server.pause()
-        try:
+        with own_server.hung():
             with pytest.raises(TimeoutError):  # the client's request cancelled mid-acquire
                 await asyncio.wait_for(lim.acquire(key), 0.3)
-        finally:
-            own_server.resume()
-        deadline = time.monotonic() + POLL_S
-        while True:
-            try:
-                await lim.acquire(key)
-                break
-            except RateLimitExceeded:
-                assert time.monotonic() < deadline, "the cancelled acquire's slot was never freed"
-                await asyncio.sleep(0.05)
+        await admitted_within(lambda: lim.acquire(key),
+                              "the cancelled acquire's slot was never freed")
     finally:
         await lim.aclose()
