@@ -8,7 +8,8 @@ Each concern's SQL is a repository beside the store, one version per backend, re
 attribute of the store (reads) and of its transactions (writes inside the caller's transaction):
 ``store.accounts`` / ``tx.accounts`` (kraken/store/accounts_sql.py), ``store.audit`` /
 ``tx.audit`` (audit_repo.py), ``store.privacy`` / ``tx.privacy`` (privacy_sql.py),
-``store.billing`` / ``tx.billing`` (billing_sql.py) and ``store.reports`` (reports_sql.py). ``Tx``
+``store.billing`` / ``tx.billing`` (billing_sql.py), ``store.reports`` (reports_sql.py) and
+``store.owners`` (owners_sql.py: who created each file and batch). ``Tx``
 also still takes the backend's own SQL (``?`` placeholders in SQLite, ``$1`` in PostgreSQL).
 """
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Store(Protocol):
     billing: Any
     reports: Any
     """Usage statistics over ``requests`` for the admin API and page (reports_sql.py)."""
+    owners: Any
+    """Who created each file and batch (owners_sql.py); its methods take a store or a tx."""
 
     @classmethod
     async def open(cls, target: str) -> "Store":

@@ -292,6 +292,19 @@ MIGRATIONS: list[str] = [
               AND (NEW.subject IS OLD.subject OR NEW.subject IS NULL))
     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
     """,
+    # 11: who created each file and batch (kraken/gateway/endpoints/file_owners.py): ids and
+    # their customer only, never a file's name or bytes. Erasure deletes the customer's rows.
+    """
+    CREATE TABLE object_owners (
+        provider     TEXT NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('file', 'batch')),
+        object_id    TEXT NOT NULL,
+        customer_id  TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        PRIMARY KEY (provider, kind, object_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX object_owners_customer ON object_owners (customer_id, provider, kind);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

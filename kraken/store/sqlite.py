@@ -22,6 +22,7 @@ from kraken.store.billing_sql import SQLITE_BILLING
 from kraken.store.errors import StoreDataError, StoreError, from_sqlite
 from kraken.store.privacy_sql import SQLITE_PRIVACY
 from kraken.store.signup_sql import SQLITE_SIGNUP
+from kraken.store.owners_sql import SQLITE_OWNERS
 from kraken.store.reports_sql import SQLITE_REPORTS
 from kraken.store.schema import MIGRATIONS, VERSION, statements
 
@@ -117,6 +118,9 @@ class SqliteStore:
 
     signup = SQLITE_SIGNUP
     """Pending sign-up links (kraken/store/signup_sql.py)."""
+
+    owners = SQLITE_OWNERS
+    """Who created each file and batch (kraken/store/owners_sql.py)."""
 
     billing = SQLITE_BILLING
     """Wallets, ledger, monthly usage, key totals (kraken/store/billing_sql.py)."""

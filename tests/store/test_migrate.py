@@ -82,6 +82,7 @@ async def build_source(path: Path) -> dict:
         async with store.transaction() as tx:
             await tx.signup.insert(tx, hashlib.sha256(b"token").hexdigest(),
                                    "new@example.com", time.time(), time.time() + 900)
+            await store.owners.claim(tx, "mockai", "file", ["file-abc"], alice.id, time.time())
         records = [record(i, c, k) for i, (c, k) in enumerate(
             [(alice.id, key.key.id)] * 5 + [(bob.id, org_key.key.id)] * 4 + [(gone.id, None)] * 2)]
         for start in range(0, len(records), 4):  # several batches, as the meter writes them

@@ -38,6 +38,7 @@ TABLES: tuple[Table, ...] = (
     Table("usage_monthly", "customer_id, month"),
     Table("erased_customers", "digest"),
     Table("signup_links", "token_hash"),
+    Table("object_owners", "provider, kind, object_id"),
     Table("requests", "rowid"),  # last and largest: file order, no index walk
 )
 

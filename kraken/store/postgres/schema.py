@@ -386,6 +386,18 @@ MIGRATIONS: list[str] = [
                AND (NEW.subject IS NOT DISTINCT FROM OLD.subject OR NEW.subject IS NULL)))
     EXECUTE FUNCTION kraken_refuse('audit_log is append-only');
     """,
+    # 11: who created each file and batch, as SQLite's 11.
+    """
+    CREATE TABLE object_owners (
+        provider     TEXT             NOT NULL,
+        kind         TEXT             NOT NULL CHECK (kind IN ('file', 'batch')),
+        object_id    TEXT             NOT NULL,
+        customer_id  TEXT             NOT NULL,
+        created_at   DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (provider, kind, object_id)
+    );
+    CREATE INDEX object_owners_customer ON object_owners (customer_id, provider, kind);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

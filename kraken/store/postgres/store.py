@@ -26,6 +26,7 @@ from kraken.store.postgres.audit import AUDIT
 from kraken.store.postgres.errors import FAILURES, from_asyncpg, is_disconnect
 from kraken.store.postgres.privacy import POSTGRES_PRIVACY
 from kraken.store.postgres.signup import POSTGRES_SIGNUP
+from kraken.store.postgres.owners import POSTGRES_OWNERS
 from kraken.store.postgres.reports import POSTGRES_REPORTS
 from kraken.store.postgres.schema import BOOTSTRAP, ERASURE_LOCK, MIGRATION_LOCK, MIGRATIONS, VERSION
 from kraken.store.record import FIELD_NAMES, RequestRecord
@@ -70,6 +71,9 @@ class PostgresStore:
 
     signup = POSTGRES_SIGNUP
     """Pending sign-up links (kraken/store/postgres/signup.py)."""
+
+    owners = POSTGRES_OWNERS
+    """Who created each file and batch (kraken/store/postgres/owners.py)."""
 
     billing = POSTGRES_BILLING
     """Wallets, ledger, monthly usage, key totals (kraken/store/postgres/billing.py)."""

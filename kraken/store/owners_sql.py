@@ -1,0 +1,55 @@
+"""The owners repository: which customer created each file and batch (``/v1/files``,
+``/v1/batches``), one class for both backends.
+
+A row is metadata only: the provider holding the object, its kind (``file`` or ``batch``),
+its id, the customer and when it was claimed; never a file's name or bytes. A claim of an id
+already known moves it to the new claimant (a provider that answered 2xx to a create made
+that object for this caller). Erasure and export walk the table by its ``customer_id``
+(kraken/privacy/tables.py): nothing there names it.
+
+Reached as ``store.owners``; PostgreSQL's statements are these with numbered placeholders
+(kraken/store/postgres/owners.py).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+STATEMENTS: dict[str, str] = {
+    "claim": "INSERT INTO object_owners (provider, kind, object_id, customer_id, created_at) "
+             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider, kind, object_id) DO UPDATE "
+             "SET customer_id = excluded.customer_id, created_at = excluded.created_at",
+    "owner": "SELECT customer_id FROM object_owners "
+             "WHERE provider = ? AND kind = ? AND object_id = ?",
+    "owned": "SELECT object_id FROM object_owners "
+             "WHERE provider = ? AND kind = ? AND customer_id = ?",
+}
+"""SQLite's spelling (``?`` placeholders)."""
+
+
+class OwnersRepository:
+    """The statements of one backend; every method runs on ``db`` (a store or a transaction)."""
+
+    __slots__ = ("_sql",)
+
+    def __init__(self, statements: Mapping[str, str]) -> None:
+        self._sql = statements
+
+    async def claim(self, db, provider: str, kind: str, object_ids: Iterable[str],
+                    customer_id: str, now: float) -> None:
+        """Record ``object_ids`` as the customer's (``db`` a transaction: one commit)."""
+        rows = [(provider, kind, object_id, customer_id, now) for object_id in object_ids]
+        if rows:
+            await db.executemany(self._sql["claim"], rows)
+
+    async def owner(self, db, provider: str, kind: str, object_id: str) -> str | None:
+        rows = await db.fetch_all(self._sql["owner"], (provider, kind, object_id))
+        return rows[0][0] if rows else None
+
+    async def owned(self, db, provider: str, kind: str, customer_id: str) -> set[str]:
+        """Every id of this kind the customer owns at ``provider``."""
+        rows = await db.fetch_all(self._sql["owned"], (provider, kind, customer_id))
+        return {row[0] for row in rows}
+
+
+SQLITE_OWNERS = OwnersRepository(STATEMENTS)
+"""SQLite's owners repository (``SqliteStore.owners``)."""
