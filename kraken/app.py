@@ -230,6 +230,7 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
                       settings.prices, settings.fees,
                       ClientAddress(cfg.limits.trusted_proxies))
     gateway.billing = billing
+    gateway.owners = store  # files and batches are private to their creator
     gateway.upload_limits = UploadLimits(cfg.server.max_audio_bytes, cfg.server.max_file_bytes)
     gateway.byok = ByokCache(store, keyring, max_entries=cfg.byok.cache_max,
                              ttl_s=cfg.byok.cache_ttl_s, poll_interval_s=cfg.byok.poll_interval_s)

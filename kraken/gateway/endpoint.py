@@ -99,6 +99,9 @@ class Endpoint:
     read: Callable[[Request, UploadLimits], Awaitable[dict]] | None = None
     """Instead of ``parse``: read a streamed body (an upload) only as far as routing needs;
     the payload's ``kraken.gateway.upload.UPLOAD`` relays the rest (``Upload.relay``)."""
+    around: Callable[..., Awaitable[None]] | None = None
+    """Instead of the dispatch: ``(gateway, call, endpoint, routes, parsed, sink, later)``,
+    which checks, then dispatches (files and batches: their owners, ``file_owners.guarded``)."""
 
 
 class LateTask:

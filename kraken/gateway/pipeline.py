@@ -87,10 +87,10 @@ class Gateway:
         self.shutting_down = False
         self.billing: BillingGuard | None = None
         """Plans, monthly caps and prepaid balances (kraken/billing/guard.py); None: no checks."""
-        self.byok: ByokCache | None = None
+        self.byok: ByokCache | None = None  # customers' own provider keys (byok_cache.py)
+        self.owners = None  # a Store: who created each file and batch (endpoints/file_owners.py)
         self.upload_limits = UploadLimits()
         """The largest audio and file uploads (``[server]``)."""
-        """Customers' own provider keys, decrypted in memory (kraken/accounts/byok_cache.py)."""
         self.aborting = False
         self.tracing = None
         """``kraken.telemetry.otel.Tracing`` when ``[otel]`` is on (app.py imports it then only)."""
@@ -176,14 +176,13 @@ class Gateway:
         call = Call(req.received_ns, endpoint.route)
         if self.tracing is not None:
             call.trace = self.tracing.begin(req.header(b"traceparent"), req.header(b"tracestate"))
-        errors = endpoint.errors
         try:
             await self.phases(endpoint, call, req, sink)
         except KrakenError as exc:
             call.fail(exc)
             self.record(call)
             if not sink.started:
-                send_error(sink, errors, exc, call)
+                send_error(sink, endpoint.errors, exc, call)
         except asyncio.CancelledError:
             call.status = call.status or 499
             client_gone = sink.disconnected and not self.aborting
@@ -198,7 +197,7 @@ class Gateway:
             call.fail(err)
             self.record(call)
             if not sink.started:
-                send_error(sink, errors, err, call)
+                send_error(sink, endpoint.errors, err, call)
         finally:
             if call.reserved and not call.recorded:
                 self.meter.release()
@@ -240,7 +239,8 @@ class Gateway:
                 if keys is None:
                     keys = await self.byok.keys_for(call.customer_id)
                 call.byok_keys = keys
-            await self.dispatch(call, endpoint, routes, parsed, sink, later)
+            dispatch = self.dispatch if endpoint.around is None else partial(endpoint.around, self)
+            await dispatch(call, endpoint, routes, parsed, sink, later)  # files: their owners
         finally:
             if later is not None:
                 later()  # refused before the send: the record still names the task

@@ -2,8 +2,9 @@
 
 Files live in the mock's memory (it is the provider): ``POST /files`` (multipart ``purpose`` and
 ``file``) answers a file object ``{id, object: "file", bytes, created_at, filename, purpose,
-status}``; ``GET /files`` a list ``{object: "list", data, has_more}``; ``GET /files/{id}`` the
-object; ``GET /files/{id}/content`` the bytes; ``DELETE /files/{id}`` ``{id, object, deleted}``.
+status}``; ``GET /files`` a list ``{object: "list", data, first_id, last_id, has_more}``;
+``GET /files/{id}`` the object; ``GET /files/{id}/content`` the bytes; ``DELETE /files/{id}``
+``{id, object, deleted}``.
 Batches: ``POST /batches`` ``{input_file_id, endpoint, completion_window}`` answers a batch object
 in ``validating``; each ``GET /batches/{id}`` moves it on (``in_progress``, then ``completed``
 with an ``output_file_id``); ``POST /batches/{id}/cancel`` answers ``cancelling``, then
@@ -48,8 +49,7 @@ class FilesApi:
         if not rest:
             if req.method == "POST":
                 return self._upload(req)
-            data = [obj for obj, _ in self.files.values()]
-            return _json({"object": "list", "data": data, "has_more": False})
+            return _json(_page([obj for obj, _ in self.files.values()]))
         entry = self.files.get(rest[0])
         if entry is None:
             return Reply(404, error_body(404, f"No such File object: {rest[0]}", "id"))
@@ -81,8 +81,7 @@ class FilesApi:
         if not rest:
             if req.method == "POST":
                 return self._create(req.body)
-            return _json({"object": "list", "data": list(self.batches.values()),
-                          "has_more": False})
+            return _json(_page(list(self.batches.values())))
         batch = self.batches.get(rest[0])
         if batch is None:
             return Reply(404, error_body(404, f"No batch found with id '{rest[0]}'.", "batch_id"))
@@ -134,6 +133,12 @@ def _result(i: int, line: dict) -> bytes:
     return orjson.dumps({"id": f"batch_req_{i}", "custom_id": line.get("custom_id"),
                          "response": {"status_code": 200, "request_id": f"req_{i}", "body": body},
                          "error": None}) + b"\n"
+
+
+def _page(data: list[dict]) -> dict:
+    """One page holding every object (OpenAI's list shape)."""
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
 
 
 def _json(obj: dict) -> Reply:

@@ -51,8 +51,8 @@ async def test_export_lists_and_erasure_deletes_the_customers_ids(store):
         await store.owners.claim(tx, "p1", "batch", ["batch-a"], a, 1.0)
         await store.owners.claim(tx, "p1", "file", ["file-b"], b, 1.0)
     customer = (await service.get_customer(store, a)).as_dict()
-    lines = [orjson.loads(line) for chunk in
-             [c async for c in export_stream(store, customer, "jsonl")] for line in chunk.splitlines()]
+    chunks = [c async for c in export_stream(store, customer, "jsonl")]
+    lines = [orjson.loads(line) for chunk in chunks for line in chunk.splitlines()]
     exported = {r["object_id"] for r in lines if r["record_type"] == "object_owners"}
     assert exported == {"file-a", "batch-a"}
     result = await erase_customer(store, a, actor="test")

@@ -12,7 +12,8 @@ never choose a URL: the path is rebuilt from a checked id, the query from checke
 
 Each call is one record (route ``files``/``batches``, no tokens), except a file's content: when
 it holds a batch's results, their summed usage and half the model's price are recorded on that
-call (``kraken.providers.openai_files``). Nothing of a file is stored or logged.
+call (``kraken.providers.openai_files``). Nothing of a file is stored or logged. Files and
+batches are private to the customer that created them (``file_owners``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import re
 from kraken.errors import MethodNotAllowed, NotFound
 from kraken.gateway.body import json_object
 from kraken.gateway.endpoint import Endpoint, Parsed
+from kraken.gateway.endpoints.file_owners import guarded
 from kraken.gateway.upload import UPLOAD, Upload, UploadLimits
 from kraken.http.exchange import Request
 from kraken.policy.router import Route, Router
@@ -107,7 +109,7 @@ def _unused(body: bytes) -> dict:
 
 def _endpoint(path: str, route: str) -> Endpoint:
     return Endpoint(path=path, route=route, parse=_unused, read=read, task=_task, shape=shape,
-                    method=None, locate=locate, routes=holder)
+                    method=None, locate=locate, routes=holder, around=guarded)
 
 
 FILES = _endpoint("/v1/files", "files")

@@ -1,0 +1,157 @@
+"""Files and batches are private to the customer that created them.
+
+Every file and batch lives in one provider account, the operator's, so without this any key
+holder could reach every other tenant's objects. ``guarded`` wraps the dispatch of the
+``/v1/files`` and ``/v1/batches`` endpoints (``Endpoint.around``):
+
+- a create answered 2xx (``POST /v1/files``, ``POST /v1/batches``) records the answer's ``id``
+  as the caller's (``store.owners``), before the answer is sent: the next call may name it;
+- a batch is created only from an ``input_file_id`` the caller owns;
+- a call naming an id answers 404 (as if it did not exist) unless the caller owns it;
+- a batch retrieved by its owner gives its ``output_file_id`` and ``error_file_id`` to the
+  owner too (the provider made them for that batch), so the owner can download its results;
+- a list keeps only the caller's objects: the provider's page, filtered. (Answering from the
+  store would need each object's fields from the provider anyway.) A page can therefore hold
+  fewer objects than ``limit``, even none while ``has_more`` is true.
+
+The answers that are read (creates, batch retrieves, lists) are held whole (small JSON
+objects) and relayed byte for byte, except a list, re-encoded with its ``data`` filtered.
+Downloads stream as before. Each call reads the store (and a create writes it): these
+endpoints are not on the chat/stream hot path, where no call waits on the database.
+
+With the customer's own provider key (BYOK) the account is the customer's: nothing is checked.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import orjson
+
+from kraken.errors import KrakenError, NotFound
+from kraken.http.exchange import ResponseSink, SinkWrapper
+
+__all__ = ["guarded"]
+
+KIND = {"files": "file", "batches": "batch"}
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+MAX_HELD = 64 * 1024 * 1024
+"""A held answer larger than this is refused (502) rather than held."""
+
+
+class Unchecked(KrakenError):
+    """A 2xx answer that could not be read (too large, not a JSON object): never relayed."""
+
+    status = 502
+    error_type = "upstream_error"
+
+
+class HeldSink(SinkWrapper):
+    """Holds one whole 2xx answer (the relay's only answers) until ``release``."""
+
+    __slots__ = ("status", "headers", "body", "ended", "too_large", "_aborted")
+
+    def __init__(self, sink: ResponseSink):
+        super().__init__(sink)
+        self.status, self.headers, self.body = 0, [], bytearray()
+        self.ended = self.too_large = self._aborted = False
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        self.status, self.headers = status, headers
+
+    def write(self, data: bytes) -> None:
+        if len(self.body) + len(data) > MAX_HELD:
+            self.too_large = True  # refused once the relay is done (raised here, it would
+            self.body.clear()  # be raised inside the connection's callback)
+        elif not self.too_large:
+            self.body += data
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.start(status, headers, len(body))
+        self.write(body)
+        self.end()
+
+    def end(self) -> None:
+        self.ended = True
+
+    def abort(self) -> None:
+        self._aborted = True
+        self._sink.abort()
+
+    @property
+    def started(self) -> bool:
+        return bool(self.status) or self._sink.started
+
+    def release(self, body: bytes | None = None) -> None:
+        """The held answer to the client (``body`` instead of the held bytes, a list's)."""
+        if self.ended and not self._aborted:
+            self._sink.respond(self.status, self.headers,
+                               bytes(self.body) if body is None else body)
+
+
+async def guarded(gateway, call, endpoint, routes, parsed, sink, later=None) -> None:
+    """``gateway.dispatch`` of one files/batches call, checked and recorded (module doc)."""
+    store, route = gateway.owners, routes[0]
+    if store is None or _own_account(call, route):
+        return await gateway.dispatch(call, endpoint, routes, parsed, sink, later)
+    collection, object_id, rest = parsed.where
+    provider, kind, method = route.provider.name, KIND[collection], parsed.req.method
+    owners, customer = store.owners, call.customer_id
+    if object_id is not None:
+        if await owners.owner(store, provider, kind, object_id) != customer:
+            raise NotFound(f"No such {'File' if kind == 'file' else 'Batch'} object: {object_id}")
+        if not (kind == "batch" and method == "GET"):
+            return await gateway.dispatch(call, endpoint, routes, parsed, sink, later)
+    elif method == "POST" and kind == "batch":
+        input_id = parsed.payload.get("input_file_id")
+        if not isinstance(input_id, str) or await owners.owner(
+                store, provider, "file", input_id) != customer:
+            err = NotFound(f"No such File object: {str(input_id)[:128]}")
+            err.param = "input_file_id"
+            raise err
+    held = HeldSink(sink)
+    await gateway.dispatch(call, endpoint, routes, parsed, held, later)
+    if not held.ended or not 200 <= held.status < 300:
+        return held.release()
+    answer = None if held.too_large else _json(bytes(held.body))
+    if answer is None:  # nothing to tap the id from, or a list that cannot be filtered
+        raise Unchecked("The provider's answer could not be read")
+    if method == "GET" and object_id is None:  # a list
+        mine = await owners.owned(store, provider, kind, customer)
+        return held.release(_filtered(answer, mine))
+    if method == "POST":
+        claim, ids = kind, [answer.get("id")]
+    else:  # a batch its owner retrieved: its results files are the owner's too
+        claim, ids = "file", [answer.get("output_file_id"), answer.get("error_file_id")]
+    ids = [i for i in ids if isinstance(i, str) and _ID.fullmatch(i)]
+    if ids:
+        async with store.transaction() as tx:
+            await owners.claim(tx, provider, claim, ids, customer, time.time())
+    held.release()
+
+
+def _own_account(call, route) -> bool:
+    """Whether the call goes out with the customer's own key (``Gateway.authorize``)."""
+    keys = call.byok_keys
+    return (bool(keys) and keys.get(route.provider.family.cfg.kind) is not None
+            and route.provider.family.authorized is not None)
+
+
+def _json(body: bytes) -> dict | None:
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def _filtered(answer: dict, mine: set[str]) -> bytes:
+    """The list answer with only ``mine`` in ``data``; ``first_id``/``last_id`` follow."""
+    data = answer.get("data")
+    kept = [o for o in data if isinstance(o, dict) and o.get("id") in mine] if isinstance(
+        data, list) else []
+    answer["data"] = kept
+    for key, at in (("first_id", 0), ("last_id", -1)):
+        if key in answer:
+            answer[key] = kept[at].get("id") if kept else None
+    return orjson.dumps(answer)

@@ -1,0 +1,126 @@
+"""Files and batches are private to the customer that created them: two customers, A and B,
+each with its own key, through a real Kraken (real sockets, real SQLite) in front of the mock
+provider holding every file and batch in one account. B gets 404 for A's objects and never
+sees them in lists; A gets its own, and its batch's results once it retrieved the batch; A's
+erasure deletes its ownership rows."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import openai
+import pytest
+from adminkit import Admin, admin_doc
+from harness import free_port, http, running_kraken, running_mock
+
+from kraken.accounts import service
+from kraken.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+LINES = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+          "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}}
+         for i in range(2)]
+JSONL = b"".join(json.dumps(line).encode() + b"\n" for line in LINES)
+BATCH = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}
+
+
+async def _customer(store, label: str) -> tuple[str, str]:
+    cid = (await service.create_customer(store, f"{label}@example.com", label)).id
+    return cid, (await service.create_key(store, cid, rounds=4)).plaintext
+
+
+def _client(port: int, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+
+
+def _owner_rows(db_path, customer_id: str) -> list[tuple]:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT kind, object_id FROM object_owners WHERE customer_id = ?",
+                            (customer_id,)).fetchall()
+
+
+async def _status(port: int, key: str, method: str, path: str, body: dict | None = None):
+    raw = b"" if body is None else json.dumps(body).encode()
+    reply = await http(port, method, path, raw, {"authorization": f"Bearer {key}",
+                                                 "content-type": "application/json"})
+    return reply.status, reply.json()
+
+
+async def test_tenants_see_only_their_own_files_and_batches(tmp_path):
+    async with running_mock() as mock:
+        admin_port = free_port()
+        doc = admin_doc(tmp_path, mock.port, admin_port)
+        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
+        async with running_kraken(doc) as k:
+            store = await SqliteStore.open(str(k.db_path))
+            try:
+                a_id, a_key = await _customer(store, "tenant-a")
+                b_id, b_key = await _customer(store, "tenant-b")
+            finally:
+                await store.close()
+            a, b = _client(k.port, a_key), _client(k.port, b_key)
+            raw = await a.files.with_raw_response.create(file=("in.jsonl", JSONL), purpose="batch")
+            f = raw.parse()
+            assert raw.content == mock.responses[-1].body, "relayed byte for byte"
+            batch = await a.batches.create(input_file_id=f.id, **BATCH)
+            b_file = await b.files.create(file=("b.jsonl", JSONL), purpose="batch")
+            sent = len(mock.requests)
+
+            for method, path in (("GET", f"/v1/files/{f.id}"),
+                                 ("GET", f"/v1/files/{f.id}/content"),
+                                 ("DELETE", f"/v1/files/{f.id}"),
+                                 ("GET", f"/v1/batches/{batch.id}"),
+                                 ("POST", f"/v1/batches/{batch.id}/cancel")):
+                status, body = await _status(k.port, b_key, method, path)
+                assert status == 404, (method, path, status)
+                assert body["error"]["code"] == "not_found" and f.id != b_file.id
+            status, body = await _status(k.port, b_key, "POST", "/v1/batches",
+                                         {"input_file_id": f.id, **BATCH})
+            assert status == 404 and body["error"]["param"] == "input_file_id"
+            assert len(mock.requests) == sent, "nothing of B's reached the provider"
+
+            assert [x.id for x in (await b.files.list()).data] == [b_file.id]
+            assert (await b.batches.list()).data == []
+            assert [x.id for x in (await a.files.list()).data] == [f.id]
+            assert [x.id for x in (await a.batches.list()).data] == [batch.id]
+            assert len(mock.files_api.files) == 2 and mock.files_api.batches
+
+            assert (await a.files.retrieve(f.id)).id == f.id
+            assert (await a.files.content(f.id)).content == JSONL
+            await a.batches.retrieve(batch.id)
+            done = await a.batches.retrieve(batch.id)
+            assert done.status == "completed" and done.output_file_id
+            out = await a.files.content(done.output_file_id)
+            assert out.content == mock.files_api.files[done.output_file_id][1]
+            status, _ = await _status(k.port, b_key, "GET",
+                                      f"/v1/files/{done.output_file_id}/content")
+            assert status == 404
+            assert done.output_file_id not in [x.id for x in (await b.files.list()).data]
+            assert (await a.files.delete(f.id)).deleted is True
+
+            assert len(_owner_rows(k.db_path, a_id)) == 3 and _owner_rows(k.db_path, b_id)
+            await Admin(admin_port, k.db_path).ok("DELETE", f"/admin/customers/{a_id}")
+            assert _owner_rows(k.db_path, a_id) == []
+            assert _owner_rows(k.db_path, b_id) == [("file", b_file.id)]
+
+
+async def test_a_list_keeps_first_and_last_id_to_what_is_kept(tmp_path):
+    async with running_mock() as mock:
+        doc = admin_doc(tmp_path, mock.port, free_port())
+        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
+        async with running_kraken(doc) as k:
+            store = await SqliteStore.open(str(k.db_path))
+            try:
+                _, a_key = await _customer(store, "list-a")
+                _, b_key = await _customer(store, "list-b")
+            finally:
+                await store.close()
+            a, b = _client(k.port, a_key), _client(k.port, b_key)
+            mine = [(await a.files.create(file=("a.jsonl", JSONL), purpose="batch")).id
+                    for _ in range(2)]
+            await b.files.create(file=("b.jsonl", JSONL), purpose="batch")
+            status, body = await _status(k.port, a_key, "GET", "/v1/files")
+            assert status == 200 and [o["id"] for o in body["data"]] == mine
+            assert (body["first_id"], body["last_id"]) == (mine[0], mine[-1])
+            assert body["object"] == "list" and body["has_more"] is False
