@@ -124,3 +124,30 @@ async def test_a_list_keeps_first_and_last_id_to_what_is_kept(tmp_path):
             assert status == 200 and [o["id"] for o in body["data"]] == mine
             assert (body["first_id"], body["last_id"]) == (mine[0], mine[-1])
             assert body["object"] == "list" and body["has_more"] is False
+
+
+async def test_with_the_customers_own_key_its_own_account_is_not_checked(tmp_path):
+    from kraken.accounts import byok, masterkey
+
+    own = "sk-customer-own-files-3c1d9e0a77b2"
+    key_file = tmp_path / "master.keys"
+    key_file.write_text(masterkey.new_entry(1) + "\n")
+    key_file.chmod(0o600)
+    async with running_mock() as mock:
+        mock.accept_key(own)
+        doc = admin_doc(tmp_path, mock.port, free_port(),
+                        byok={"master_key_file": str(key_file)})
+        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
+        store = await SqliteStore.open(doc["store"]["path"])
+        try:
+            a_id, a_key = await _customer(store, "byok-a")
+            await byok.set_key(store, masterkey.load(str(key_file), ""), a_id, "openai", own)
+        finally:
+            await store.close()
+        async with running_kraken(doc) as k:
+            a = _client(k.port, a_key)
+            f = await a.files.create(file=("in.jsonl", JSONL), purpose="batch")
+            assert mock.requests[-1].header(b"authorization") == f"Bearer {own}".encode()
+            assert _owner_rows(k.db_path, a_id) == [], "its own account: nothing to record"
+            assert (await a.files.retrieve(f.id)).id == f.id
+            assert [x.id for x in (await a.files.list()).data] == [f.id]
