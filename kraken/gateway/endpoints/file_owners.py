@@ -94,7 +94,7 @@ async def guarded(gateway, call, endpoint, routes, parsed, sink, later=None) -> 
     store, route = gateway.owners, routes[0]
     if store is None or _own_account(call, route):
         return await gateway.dispatch(call, endpoint, routes, parsed, sink, later)
-    collection, object_id, rest = parsed.where
+    collection, object_id, _ = parsed.where
     provider, kind, method = route.provider.name, KIND[collection], parsed.req.method
     owners, customer = store.owners, call.customer_id
     if object_id is not None:
