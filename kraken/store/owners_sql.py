@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+CHUNK = 100
+"""Ids asked about per statement (``owned``): a fixed statement whatever a page holds."""
+
 STATEMENTS: dict[str, str] = {
     "claim": "INSERT INTO object_owners (provider, kind, object_id, customer_id, created_at) "
              "VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider, kind, object_id) DO UPDATE "
@@ -21,7 +24,8 @@ STATEMENTS: dict[str, str] = {
     "owner": "SELECT customer_id FROM object_owners "
              "WHERE provider = ? AND kind = ? AND object_id = ?",
     "owned": "SELECT object_id FROM object_owners "
-             "WHERE provider = ? AND kind = ? AND customer_id = ?",
+             "WHERE provider = ? AND kind = ? AND customer_id = ? "
+             f"AND object_id IN ({', '.join('?' * CHUNK)})",
 }
 """SQLite's spelling (``?`` placeholders)."""
 
@@ -45,10 +49,18 @@ class OwnersRepository:
         rows = await db.fetch_all(self._sql["owner"], (provider, kind, object_id))
         return rows[0][0] if rows else None
 
-    async def owned(self, db, provider: str, kind: str, customer_id: str) -> set[str]:
-        """Every id of this kind the customer owns at ``provider``."""
-        rows = await db.fetch_all(self._sql["owned"], (provider, kind, customer_id))
-        return {row[0] for row in rows}
+    async def owned(self, db, provider: str, kind: str, customer_id: str,
+                    object_ids: Iterable[str]) -> set[str]:
+        """Which of ``object_ids`` (a list page's) the customer owns at ``provider``: never
+        every id it owns, which grows with each object it creates."""
+        ids = list(dict.fromkeys(object_ids))
+        out: set[str] = set()
+        for at in range(0, len(ids), CHUNK):
+            chunk = ids[at:at + CHUNK]
+            chunk += [""] * (CHUNK - len(chunk))  # no id is empty (file_owners._ID)
+            rows = await db.fetch_all(self._sql["owned"], (provider, kind, customer_id, *chunk))
+            out.update(row[0] for row in rows)
+        return out
 
 
 SQLITE_OWNERS = OwnersRepository(STATEMENTS)

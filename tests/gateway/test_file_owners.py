@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tracemalloc
 
 import openai
 import pytest
@@ -151,3 +152,35 @@ async def test_with_the_customers_own_key_its_own_account_is_not_checked(tmp_pat
             assert _owner_rows(k.db_path, a_id) == [], "its own account: nothing to record"
             assert (await a.files.retrieve(f.id)).id == f.id
             assert [x.id for x in (await a.files.list()).data] == [f.id]
+
+
+OWNED_BEFORE = 200_000
+"""Ids a long-standing customer owns (one ``POST /v1/files`` each, over time)."""
+
+
+async def test_a_list_reads_the_ownership_of_its_page_only(tmp_path):
+    """A list checked the page against every id the customer ever created, all loaded: a
+    customer's own uploads grew every list call's memory without bound (about 40 MB here)."""
+    async with running_mock() as mock:
+        doc = admin_doc(tmp_path, mock.port, free_port())
+        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
+        async with running_kraken(doc) as k:
+            store = await SqliteStore.open(str(k.db_path))
+            try:
+                a_id, a_key = await _customer(store, "many-a")
+            finally:
+                await store.close()
+            a = _client(k.port, a_key)
+            f = await a.files.create(file=("a.jsonl", JSONL), purpose="batch")
+            with sqlite3.connect(k.db_path) as conn:  # files the provider no longer lists
+                conn.executemany("INSERT INTO object_owners VALUES ('mockai', 'file', ?, ?, 1)",
+                                 ((f"file-gone-{i}", a_id) for i in range(OWNED_BEFORE)))
+            await a.files.list()
+            tracemalloc.start()
+            try:
+                listed = await a.files.list()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    assert [x.id for x in listed.data] == [f.id]
+    assert peak < 4 * 1024 * 1024, f"a one-file list peaked at {peak} bytes"

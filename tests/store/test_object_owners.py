@@ -36,8 +36,13 @@ async def test_claim_owner_owned_and_a_reclaim_moves_the_id(store):
     assert await owners.owner(store, "p1", "file", "file-1") == "cus_a"
     assert await owners.owner(store, "p2", "file", "file-1") == "cus_b"
     assert await owners.owner(store, "p1", "batch", "file-1") is None
-    assert await owners.owned(store, "p1", "file", "cus_a") == {"file-1", "file-2"}
-    assert await owners.owned(store, "p1", "file", "cus_b") == set()
+    page = ["file-1", "file-2", "file-3", "batch-1"]
+    assert await owners.owned(store, "p1", "file", "cus_a", page) == {"file-1", "file-2"}
+    many = [f"f{i}" for i in range(250)]  # more than one statement's worth
+    async with store.transaction() as tx:
+        await owners.claim(tx, "p3", "file", many, "cus_a", 1.0)
+    assert await owners.owned(store, "p3", "file", "cus_a", many + many) == set(many)
+    assert await owners.owned(store, "p1", "file", "cus_b", page) == set()
     async with store.transaction() as tx:
         await owners.claim(tx, "p1", "file", ["file-2"], "cus_b", 2.0)
     assert await owners.owner(store, "p1", "file", "file-2") == "cus_b"
@@ -57,6 +62,6 @@ async def test_export_lists_and_erasure_deletes_the_customers_ids(store):
     assert exported == {"file-a", "batch-a"}
     result = await erase_customer(store, a, actor="test")
     assert result.rows_deleted["object_owners"] == 2
-    assert await store.owners.owned(store, "p1", "file", a) == set()
+    assert await store.owners.owned(store, "p1", "file", a, ["file-a"]) == set()
     assert await store.owners.owner(store, "p1", "batch", "batch-a") is None
     assert await store.owners.owner(store, "p1", "file", "file-b") == b

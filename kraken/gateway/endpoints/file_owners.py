@@ -117,7 +117,7 @@ async def guarded(gateway, call, endpoint, routes, parsed, sink, later=None) -> 
     if answer is None:  # nothing to tap the id from, or a list that cannot be filtered
         raise Unchecked("The provider's answer could not be read")
     if method == "GET" and object_id is None:  # a list
-        mine = await owners.owned(store, provider, kind, customer)
+        mine = await owners.owned(store, provider, kind, customer, _listed(answer))
         return held.release(_filtered(answer, mine))
     if method == "POST":
         claim, ids = kind, [answer.get("id")]
@@ -143,6 +143,14 @@ def _json(body: bytes) -> dict | None:
     except orjson.JSONDecodeError:
         return None
     return answer if isinstance(answer, dict) else None
+
+
+def _listed(answer: dict) -> list[str]:
+    """The ids a list answer's ``data`` names (the only ones whose owner is read)."""
+    data = answer.get("data")
+    objects = data if isinstance(data, list) else []
+    return [i for o in objects if isinstance(o, dict) and isinstance(i := o.get("id"), str)
+            and _ID.fullmatch(i)]
 
 
 def _filtered(answer: dict, mine: set[str]) -> bytes:
