@@ -393,3 +393,23 @@ async def test_bad_values_are_400_naming_the_field(world: World):
         assert_error(reply, 400, "invalid_value", param=field)
     assert_error(await world.call(dev, "PATCH", "/v1/account", {"email": "not-an-address"}),
                  400, "invalid_value", param="email")
+
+
+async def test_a_customer_makes_at_most_max_keys_of_its_own(world: World):
+    """Each self-made key was a new row in every later listing (built whole in one answer) and
+    in the organisation's usage filter: one key holder could grow them without bound."""
+    from kraken.gateway.endpoints.account_keys import MAX_KEYS
+
+    cid = await new_customer(world.store, "hoarder")
+    mine = await new_key(world.store, cid, None)
+    for _ in range(MAX_KEYS - 2):
+        await new_key(world.store, cid, None)
+    reply = await world.call(mine, "POST", "/v1/account/keys", {"name": "last"})
+    assert reply.status == 201, reply.body
+    reply = await world.call(mine, "POST", "/v1/account/keys", {"name": "one too many"})
+    error = assert_error(reply, 409, "too_many_keys", param="key")
+    assert str(MAX_KEYS) in error["message"]
+    listed = (await world.call(mine, "GET", "/v1/account/keys")).json()["data"]
+    assert len(listed) == MAX_KEYS
+    await world.call(mine, "DELETE", f"/v1/account/keys/{listed[0]['id']}")  # the newest
+    assert (await world.call(mine, "POST", "/v1/account/keys", {})).status == 201
