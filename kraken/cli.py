@@ -303,6 +303,9 @@ def _command_word(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from kraken.private import restrict_umask
+
+    restrict_umask()  # before any file is made
     args = build_parser(only_serve=_command_word(argv) == "serve").parse_args(argv)
     # Workers share the supervisor's stderr (one journald stream): say which one speaks.
     worker = getattr(args, "worker_index", None)
