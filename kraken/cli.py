@@ -32,6 +32,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if args.worker_index is None:  # once, not once per worker
         _warn_unset_keys(cfg)
+        if cfg.store.backend == "sqlite":
+            from kraken.private import warn_if_exposed
+
+            warn_if_exposed(cfg.store.path)
         if cfg.server.workers > 1:
             return _supervise(args, cfg)
         if args.demo:

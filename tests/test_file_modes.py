@@ -65,3 +65,21 @@ def test_export_file_under_umask_022_is_private(tmp_path):
     assert _mode(out) == 0o600
     assert _mode(tmp_path / "kraken.db") == 0o600
 
+
+def test_serve_warns_about_a_database_others_can_read(tmp_path):
+    """A kraken.db an older Kraken made 0644 stays 0644 (a umask cannot tighten it): say so."""
+    port = free_port()
+    db = tmp_path / "kraken.db"
+    db.touch()
+    db.chmod(0o644)
+    cfg = tmp_path / "kraken.toml"
+    write_toml(cfg, {"server": {"host": "127.0.0.1", "port": port},
+                     "store": {"path": str(db)}, "providers": _PROVIDERS})
+    log = tmp_path / "kraken.log"
+    k = KrakenProcess(cfg, port, log)
+    k.start()
+    try:
+        assert f"{db} is accessible by other users (mode 0644)" in log.read_text()
+    finally:
+        k.signal(15)
+        k.wait()
