@@ -35,8 +35,10 @@ __all__ = ["guarded"]
 
 KIND = {"files": "file", "batches": "batch"}
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-MAX_HELD = 64 * 1024 * 1024
-"""A held answer larger than this is refused (502) rather than held."""
+MAX_HELD = 8 * 1024 * 1024
+"""A held answer larger than this is refused (502) rather than held: a files list page of
+OpenAI's largest (10,000 objects of ~300 bytes) is ~3 MiB, and parsing the answer to filter
+it takes several times its size again, per call in flight."""
 
 
 class Unchecked(KrakenError):
