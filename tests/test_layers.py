@@ -11,7 +11,7 @@ import pytest
 KRAKEN = Path(__file__).resolve().parent.parent / "kraken"
 
 LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(names.split()) for names in (
-    "__main__ cli app workers top clikit cli_commands mock private",  # argv, lifecycle, operator tools
+    "__main__ cli app workers top clikit cli_commands mock private",  # argv, lifecycle, tools
     "admin privacy",                                   # admin API, GDPR
     "gateway",                                         # the lifecycle engine and its endpoints
     "policy",                                          # auth, limits, routing, breaker, health, classify
