@@ -6,7 +6,8 @@ re-encoded), ``t`` must be within ``tolerance_s`` of now, any listed ``v1`` may 
 sends several while a secret is rolled), and comparisons are constant-time. The body is
 never logged, whatever happens.
 
-Handled events (others are acknowledged with 200 and ignored, as Stripe expects):
+Handled events (others, and payments without the customer metadata, are another product's on
+the same account: acknowledged with 200 and ignored, as Stripe expects):
 ``checkout.session.completed`` / ``checkout.session.async_payment_succeeded`` with
 ``payment_status == "paid"`` and ``payment_intent.succeeded``; the customer is
 ``metadata.<customer_metadata_key>`` and the amount ``amount_total`` / ``amount_received``
@@ -96,25 +97,33 @@ def verify_signature(header: bytes | None, body: bytes, secret: str, *, toleranc
 def top_up_of(event: dict, metadata_key: str) -> tuple[str, int, str] | None:
     """(customer id, amount in micro-dollars, ref) for a paid event, None for an ignored one.
 
-    Raises BadRequest naming the field when a handled event lacks what a top-up needs.
+    Another product's event on the same Stripe account (a type Kraken does not handle, or a
+    payment without ``metadata.<metadata_key>``) is ignored, not refused: Stripe retries a
+    refusal for days, then may disable the endpoint. Raises BadRequest naming the field when
+    a payment of Kraken's lacks what a top-up needs.
     """
     kind = event.get("type")
-    obj = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
-    if not isinstance(kind, str) or not isinstance(obj, dict):
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(kind, str):
         raise InvalidValue("event must have a 'type' and a 'data.object'")
+    if kind not in _CHECKOUT_EVENTS and kind != "payment_intent.succeeded":
+        return None
+    if not isinstance(obj, dict):
+        raise InvalidValue("event must have a 'type' and a 'data.object'")
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or metadata_key not in metadata:
+        return None
     if kind in _CHECKOUT_EVENTS:
         if obj.get("payment_status") != "paid":
             return None  # async methods: the top-up comes with async_payment_succeeded
         cents, where = obj.get("amount_total"), "data.object.amount_total"
         pi = obj.get("payment_intent")
         ref_id = pi if isinstance(pi, str) and pi else obj.get("id")
-    elif kind == "payment_intent.succeeded":
+    else:
         cents, where = obj.get("amount_received"), "data.object.amount_received"
         ref_id = obj.get("id")
-    else:
-        return None
-    metadata = obj.get("metadata")
-    customer = metadata.get(metadata_key) if isinstance(metadata, dict) else None
+    customer = metadata[metadata_key]
     if not isinstance(customer, str) or not customer:
         raise InvalidValue(f"data.object.metadata.{metadata_key} must name the Kraken customer")
     currency = obj.get("currency")

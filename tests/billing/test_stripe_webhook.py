@@ -20,6 +20,7 @@ from tests.harness import (
     free_port,
     http,
     kraken_mapping,
+    running_kraken,
     running_mock,
     write_toml,
 )
@@ -184,6 +185,48 @@ async def test_without_a_secret_there_is_no_webhook_endpoint(tmp_path):
         body = checkout("evt_1")
         r = await http(k.port, "POST", "/v1/webhooks/stripe", body, {"stripe-signature": header(body)})
         assert r.status == 404
+
+
+def event(kind: str, obj: dict | None) -> bytes:
+    """A signed-payload event of ``kind``; ``obj`` None leaves out ``data`` altogether."""
+    return orjson.dumps({"id": "evt_x", "type": kind,
+                         **({} if obj is None else {"data": {"object": obj}})})
+
+
+async def test_signed_events_that_are_not_krakens_are_acknowledged_and_change_nothing(tmp_path):
+    """One Stripe account, other products too: a correctly signed event Kraken does not handle
+    must get a 2xx, or Stripe retries it for days and may disable the endpoint (and with it
+    the real top-ups). Kraken's own malformed payments and bad signatures are still 400."""
+    paid = {"object": "payment_intent", "id": "pi_shop", "amount_received": 4200, "currency": "eur"}
+    session = {"id": "cs_shop", "amount_total": 4200, "currency": "usd", "payment_status": "paid",
+               "payment_intent": "pi_shop2"}
+    others = [
+        event("payment_intent.succeeded", {**paid, "metadata": {"order": "shop-42"}}),
+        event("payment_intent.succeeded", paid),  # no metadata at all
+        event("checkout.session.completed", {**session, "metadata": {}}),
+        event("checkout.session.async_payment_succeeded", {**session, "metadata": None}),
+        event("customer.subscription.updated", None),  # a type Kraken does not handle
+    ]
+    ours = {"object": "payment_intent", "id": "pi_k", "currency": "usd",
+            "metadata": {"kraken_customer_id": "cus_a"}}
+    async with running_mock() as mock, running_kraken(kraken_mapping(
+            tmp_path, mock.port, stripe={"webhook_secret": SECRET})) as k:
+        for body in others:
+            assert await post(k.port, body, header(body)) == (
+                200, {"received": True, "handled": False}), body
+        body = others[0]
+        status, reply = await post(k.port, body, header(body, secret="whsec_wrong"))
+        assert status == 400 and reply["error"]["code"] == "invalid_signature"
+        status, reply = await post(k.port, body, header(body, t=int(time.time()) - 3600))
+        assert status == 400 and "tolerance" in reply["error"]["message"]
+        no_amount = event("payment_intent.succeeded", ours)
+        status, reply = await post(k.port, no_amount, header(no_amount))
+        assert status == 400 and "amount_received" in reply["error"]["message"]
+        euros = event("payment_intent.succeeded",
+                      {**ours, "amount_received": 500, "currency": "eur"})
+        status, reply = await post(k.port, euros, header(euros))
+        assert status == 400 and "currency" in reply["error"]["message"]
+    assert ledger(tmp_path / "kraken.db") == []
 
 
 class _Sink:
