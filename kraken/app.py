@@ -324,7 +324,8 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
 
         servers.append(await start_admin(cfg, parts.store, connections, meter=parts.meter,
                                            verifier=parts.verifier, limiter=parts.limiter,
-                                           keyring=parts.keyring, stack=stack))
+                                           keyring=parts.keyring, billing=parts.billing,
+                                           stack=stack))
     if cfg.server.redirect_http_port:  # ACME challenges + redirect; also before any cert exists
         plain = plain_http_handler(cfg.server.acme_dir, cfg.server.port)
         servers.append(await serve_socket(

@@ -21,6 +21,9 @@ class AdminContext:
     limiter: Any = None
     """The gateway's rate limiter: the usage page's key checks count against the same
     per-address auth limits as the client listener (None: no per-address limits)."""
+    billing: Any = None
+    """The gateway's BillingGuard: a wallet credit here is seen by this process's next request,
+    not only at its next refresh (None: no gateway in this process)."""
 
     @property
     def redis_url(self) -> str | None:

@@ -32,7 +32,8 @@ ADMIN_POOL_SIZE = 2
 
 async def start_admin(cfg: Config, store: Store, connections: set, *, meter: Any = None,
                       keyring: Any = None, verifier: Any = None, limiter: Any = None,
-                      stack: contextlib.AsyncExitStack | None = None) -> asyncio.AbstractServer:
+                      billing: Any = None, stack: contextlib.AsyncExitStack | None = None,
+                      ) -> asyncio.AbstractServer:
     """Listen on ``[admin] host:port``; connections join ``connections`` so shutdown drains them.
 
     No SO_REUSEPORT: with ``workers > 1`` only one process (worker 0) serves admin. Given
@@ -51,7 +52,7 @@ async def start_admin(cfg: Config, store: Store, connections: set, *, meter: Any
             store = await open_store(cfg.store, pool_size=ADMIN_POOL_SIZE)
             stack.push_async_callback(store.close)
         app = build(AdminContext(store, cfg, meter=meter, keyring=keyring, verifier=verifier,
-                                 limiter=limiter))
+                                 limiter=limiter, billing=billing))
         server = await serve_socket(
             lambda: ProtocolSelector(app.handle, server_cfg, connections, h2c=False,
                                      limiter=per_ip), sock, backlog=_ADMIN_BACKLOG)

@@ -64,6 +64,8 @@ class WalletRoutes(RouteGroup):
             tx, new = await wallet.apply(self.store, cus.id, kind, micros, ref)
         except wallet.WalletError as exc:
             raise _wallet_error(exc) from None
+        if self.ctx.billing is not None:  # else the customer gets 402 until the next refresh
+            await self.ctx.billing.wallet_changed(self.store, cus.id)
         if new:
             await self._audit(call, f"wallet.{kind}", cus.id, cus.id, amount_micros=micros)
         return (201 if new else 200), tx.to_dict()

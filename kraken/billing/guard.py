@@ -2,9 +2,10 @@
 
 ``BillingGuard.check`` is synchronous and does a few dict lookups. What it reads is kept fresh
 off the hot path: the batch writer calls ``in_batch`` inside each batch's transaction (wallet
-debits, monthly usage) and ``committed`` after it; ``refresh`` (every ``refresh_interval_s``,
-and after an in-process top-up) picks up what other processes wrote - top-ups from the CLI or
-admin API, other workers' usage, changed customer plans. The snapshots hold one entry per
+debits, monthly usage) and ``committed`` after it; a credit taken by this process (Stripe
+webhook, admin API) calls ``wallet_changed``; ``refresh`` (every ``refresh_interval_s``) picks
+up what other processes wrote - the CLI's credits, other workers' and hosts' credits and usage,
+changed customer plans. The snapshots hold one entry per
 customer (bounded by the accounts table) and are exported as a metric.
 
 Per-key lifetime budgets (``check_key_budget``) live in ``key_budgets.py`` and are fed by the
@@ -350,6 +351,11 @@ class BillingGuard:
         """A top-up in this process: the next request sees it at once."""
         self._balances[wallet_id] = balance_micros
         self._export_sizes()
+
+    async def wallet_changed(self, store: Store, wallet_id: str) -> None:
+        """A credit committed by this process (Stripe webhook, admin API): its balance, read
+        back from ``store``, is seen by the next request, not at the next refresh."""
+        self.note_balance(wallet_id, await wallet.balance(store, wallet_id))
 
     # -- refresh: what other processes wrote --------------------------------------------
 

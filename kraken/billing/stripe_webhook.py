@@ -181,7 +181,7 @@ class StripeWebhook:
         except wallet.WalletError as exc:
             raise InvalidValue(str(exc)) from None
         if self._guard is not None:
-            self._guard.note_balance(txn.wallet_id, await wallet.balance(self._store, txn.wallet_id))
+            await self._guard.wallet_changed(self._store, txn.wallet_id)
         _OUTCOMES["top_up" if created else "duplicate"].inc()
         log.info("stripe top-up %s: transaction %d (%s)", "applied" if created else "duplicate",
                  txn.id, (event_id or "")[:64])

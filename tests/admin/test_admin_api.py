@@ -1,12 +1,13 @@
 """The admin HTTP API on its own listener, through real sockets."""
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 
 import pytest
 from adminkit import ADMIN_TOKEN, BEARER, admin_kraken, insert_requests
-from harness import free_port, http, kraken_mapping, running_kraken, running_mock
+from harness import auth_headers, free_port, http, kraken_mapping, running_kraken, running_mock
 
 pytestmark = pytest.mark.anyio
 
@@ -206,3 +207,28 @@ async def test_wallet_credit_is_idempotent_by_ref_and_validated(tmp_path):
         shown = await admin.ok("GET", path)
         assert shown["balance_usd"] == "10.500000" and len(shown["transactions"]) == 1
         assert (await admin.call("GET", "/admin/customers/cus_nobody/wallet")).status == 404
+
+
+async def test_admin_wallet_changes_reach_this_process_guard_at_once(tmp_path):
+    """An admin credit must be seen by the next request, not after ``refresh_interval_s``:
+    the customer who was just topped up would otherwise keep getting 402 (here for an hour)."""
+    chat = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]})
+    async with admin_kraken(tmp_path, wallet={"refresh_interval_s": 3600},
+                            plans={"default": "pre", "pre": {"prepaid": True}}) as (admin, k):
+        cus = await admin.customer()
+        key = await admin.ok("POST", "/admin/keys", {"customer_id": cus["id"]}, 201)
+        path = f"/admin/customers/{cus['id']}/wallet"
+
+        async def ask() -> int:
+            r = await http(k.port, "POST", "/v1/chat/completions", chat.encode(),
+                           {**auth_headers(key["secret"]), "content-type": "application/json"})
+            return r.status
+
+        assert await ask() == 402
+        await admin.ok("POST", path, {"amount_usd": "5", "ref": "pay_1"}, 201)
+        assert await ask() == 200
+        await admin.ok("POST", path, {"amount_usd": "-5", "ref": "fix_1", "kind": "adjustment"},
+                       201)
+        assert await ask() == 402
+        await admin.ok("POST", path, {"amount_usd": "1", "ref": "ref_1", "kind": "refund"}, 201)
+        assert await ask() == 200
