@@ -5,6 +5,7 @@ sees them in lists; A gets its own, and its batch's results once it retrieved th
 erasure deletes its ownership rows."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import tracemalloc
@@ -31,6 +32,22 @@ async def _customer(store, label: str) -> tuple[str, str]:
     return cid, (await service.create_key(store, cid, rounds=4)).plaintext
 
 
+@contextlib.asynccontextmanager
+async def _kraken_with(tmp_path, *labels: str, admin_port: int | None = None, **admin):
+    """The mock as an OpenAI provider behind a real Kraken, and one customer (id, key) per
+    label, made in its store."""
+    async with running_mock() as mock:
+        doc = admin_doc(tmp_path, mock.port, admin_port or free_port(), **admin)
+        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
+        async with running_kraken(doc) as k:
+            store = await SqliteStore.open(str(k.db_path))
+            try:
+                tenants = [await _customer(store, label) for label in labels]
+            finally:
+                await store.close()
+            yield mock, k, tenants
+
+
 def _client(port: int, key: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
 
@@ -49,82 +66,65 @@ async def _status(port: int, key: str, method: str, path: str, body: dict | None
 
 
 async def test_tenants_see_only_their_own_files_and_batches(tmp_path):
-    async with running_mock() as mock:
-        admin_port = free_port()
-        doc = admin_doc(tmp_path, mock.port, admin_port)
-        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
-        async with running_kraken(doc) as k:
-            store = await SqliteStore.open(str(k.db_path))
-            try:
-                a_id, a_key = await _customer(store, "tenant-a")
-                b_id, b_key = await _customer(store, "tenant-b")
-            finally:
-                await store.close()
-            a, b = _client(k.port, a_key), _client(k.port, b_key)
-            raw = await a.files.with_raw_response.create(file=("in.jsonl", JSONL), purpose="batch")
-            f = raw.parse()
-            assert raw.content == mock.responses[-1].body, "relayed byte for byte"
-            batch = await a.batches.create(input_file_id=f.id, **BATCH)
-            b_file = await b.files.create(file=("b.jsonl", JSONL), purpose="batch")
-            sent = len(mock.requests)
+    admin_port = free_port()
+    async with _kraken_with(tmp_path, "tenant-a", "tenant-b", admin_port=admin_port) as (
+            mock, k, ((a_id, a_key), (b_id, b_key))):
+        a, b = _client(k.port, a_key), _client(k.port, b_key)
+        raw = await a.files.with_raw_response.create(file=("in.jsonl", JSONL), purpose="batch")
+        f = raw.parse()
+        assert raw.content == mock.responses[-1].body, "relayed byte for byte"
+        batch = await a.batches.create(input_file_id=f.id, **BATCH)
+        b_file = await b.files.create(file=("b.jsonl", JSONL), purpose="batch")
+        sent = len(mock.requests)
 
-            for method, path in (("GET", f"/v1/files/{f.id}"),
-                                 ("GET", f"/v1/files/{f.id}/content"),
-                                 ("DELETE", f"/v1/files/{f.id}"),
-                                 ("GET", f"/v1/batches/{batch.id}"),
-                                 ("POST", f"/v1/batches/{batch.id}/cancel")):
-                status, body = await _status(k.port, b_key, method, path)
-                assert status == 404, (method, path, status)
-                assert body["error"]["code"] == "not_found" and f.id != b_file.id
-            status, body = await _status(k.port, b_key, "POST", "/v1/batches",
-                                         {"input_file_id": f.id, **BATCH})
-            assert status == 404 and body["error"]["param"] == "input_file_id"
-            assert len(mock.requests) == sent, "nothing of B's reached the provider"
+        for method, path in (("GET", f"/v1/files/{f.id}"),
+                             ("GET", f"/v1/files/{f.id}/content"),
+                             ("DELETE", f"/v1/files/{f.id}"),
+                             ("GET", f"/v1/batches/{batch.id}"),
+                             ("POST", f"/v1/batches/{batch.id}/cancel")):
+            status, body = await _status(k.port, b_key, method, path)
+            assert status == 404, (method, path, status)
+            assert body["error"]["code"] == "not_found" and f.id != b_file.id
+        status, body = await _status(k.port, b_key, "POST", "/v1/batches",
+                                     {"input_file_id": f.id, **BATCH})
+        assert status == 404 and body["error"]["param"] == "input_file_id"
+        assert len(mock.requests) == sent, "nothing of B's reached the provider"
 
-            assert [x.id for x in (await b.files.list()).data] == [b_file.id]
-            assert (await b.batches.list()).data == []
-            assert [x.id for x in (await a.files.list()).data] == [f.id]
-            assert [x.id for x in (await a.batches.list()).data] == [batch.id]
-            assert len(mock.files_api.files) == 2 and mock.files_api.batches
+        assert [x.id for x in (await b.files.list()).data] == [b_file.id]
+        assert (await b.batches.list()).data == []
+        assert [x.id for x in (await a.files.list()).data] == [f.id]
+        assert [x.id for x in (await a.batches.list()).data] == [batch.id]
+        assert len(mock.files_api.files) == 2 and mock.files_api.batches
 
-            assert (await a.files.retrieve(f.id)).id == f.id
-            assert (await a.files.content(f.id)).content == JSONL
-            await a.batches.retrieve(batch.id)
-            done = await a.batches.retrieve(batch.id)
-            assert done.status == "completed" and done.output_file_id
-            out = await a.files.content(done.output_file_id)
-            assert out.content == mock.files_api.files[done.output_file_id][1]
-            status, _ = await _status(k.port, b_key, "GET",
-                                      f"/v1/files/{done.output_file_id}/content")
-            assert status == 404
-            assert done.output_file_id not in [x.id for x in (await b.files.list()).data]
-            assert (await a.files.delete(f.id)).deleted is True
+        assert (await a.files.retrieve(f.id)).id == f.id
+        assert (await a.files.content(f.id)).content == JSONL
+        await a.batches.retrieve(batch.id)
+        done = await a.batches.retrieve(batch.id)
+        assert done.status == "completed" and done.output_file_id
+        out = await a.files.content(done.output_file_id)
+        assert out.content == mock.files_api.files[done.output_file_id][1]
+        status, _ = await _status(k.port, b_key, "GET",
+                                  f"/v1/files/{done.output_file_id}/content")
+        assert status == 404
+        assert done.output_file_id not in [x.id for x in (await b.files.list()).data]
+        assert (await a.files.delete(f.id)).deleted is True
 
-            assert len(_owner_rows(k.db_path, a_id)) == 3 and _owner_rows(k.db_path, b_id)
-            await Admin(admin_port, k.db_path).ok("DELETE", f"/admin/customers/{a_id}")
-            assert _owner_rows(k.db_path, a_id) == []
-            assert _owner_rows(k.db_path, b_id) == [("file", b_file.id)]
+        assert len(_owner_rows(k.db_path, a_id)) == 3 and _owner_rows(k.db_path, b_id)
+        await Admin(admin_port, k.db_path).ok("DELETE", f"/admin/customers/{a_id}")
+        assert _owner_rows(k.db_path, a_id) == []
+        assert _owner_rows(k.db_path, b_id) == [("file", b_file.id)]
 
 
 async def test_a_list_keeps_first_and_last_id_to_what_is_kept(tmp_path):
-    async with running_mock() as mock:
-        doc = admin_doc(tmp_path, mock.port, free_port())
-        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
-        async with running_kraken(doc) as k:
-            store = await SqliteStore.open(str(k.db_path))
-            try:
-                _, a_key = await _customer(store, "list-a")
-                _, b_key = await _customer(store, "list-b")
-            finally:
-                await store.close()
-            a, b = _client(k.port, a_key), _client(k.port, b_key)
-            mine = [(await a.files.create(file=("a.jsonl", JSONL), purpose="batch")).id
-                    for _ in range(2)]
-            await b.files.create(file=("b.jsonl", JSONL), purpose="batch")
-            status, body = await _status(k.port, a_key, "GET", "/v1/files")
-            assert status == 200 and [o["id"] for o in body["data"]] == mine
-            assert (body["first_id"], body["last_id"]) == (mine[0], mine[-1])
-            assert body["object"] == "list" and body["has_more"] is False
+    async with _kraken_with(tmp_path, "list-a", "list-b") as (_, k, ((_, a_key), (_, b_key))):
+        a, b = _client(k.port, a_key), _client(k.port, b_key)
+        mine = [(await a.files.create(file=("a.jsonl", JSONL), purpose="batch")).id
+                for _ in range(2)]
+        await b.files.create(file=("b.jsonl", JSONL), purpose="batch")
+        status, body = await _status(k.port, a_key, "GET", "/v1/files")
+        assert status == 200 and [o["id"] for o in body["data"]] == mine
+        assert (body["first_id"], body["last_id"]) == (mine[0], mine[-1])
+        assert body["object"] == "list" and body["has_more"] is False
 
 
 async def test_with_the_customers_own_key_its_own_account_is_not_checked(tmp_path):
@@ -161,26 +161,18 @@ OWNED_BEFORE = 200_000
 async def test_a_list_reads_the_ownership_of_its_page_only(tmp_path):
     """A list checked the page against every id the customer ever created, all loaded: a
     customer's own uploads grew every list call's memory without bound (about 40 MB here)."""
-    async with running_mock() as mock:
-        doc = admin_doc(tmp_path, mock.port, free_port())
-        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
-        async with running_kraken(doc) as k:
-            store = await SqliteStore.open(str(k.db_path))
-            try:
-                a_id, a_key = await _customer(store, "many-a")
-            finally:
-                await store.close()
-            a = _client(k.port, a_key)
-            f = await a.files.create(file=("a.jsonl", JSONL), purpose="batch")
-            with sqlite3.connect(k.db_path) as conn:  # files the provider no longer lists
-                conn.executemany("INSERT INTO object_owners VALUES ('mockai', 'file', ?, ?, 1)",
-                                 ((f"file-gone-{i}", a_id) for i in range(OWNED_BEFORE)))
-            await a.files.list()
-            tracemalloc.start()
-            try:
-                listed = await a.files.list()
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+    async with _kraken_with(tmp_path, "many-a") as (_, k, ((a_id, a_key),)):
+        a = _client(k.port, a_key)
+        f = await a.files.create(file=("a.jsonl", JSONL), purpose="batch")
+        with sqlite3.connect(k.db_path) as conn:  # files the provider no longer lists
+            conn.executemany("INSERT INTO object_owners VALUES ('mockai', 'file', ?, ?, 1)",
+                             ((f"file-gone-{i}", a_id) for i in range(OWNED_BEFORE)))
+        await a.files.list()
+        tracemalloc.start()
+        try:
+            listed = await a.files.list()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     assert [x.id for x in listed.data] == [f.id]
     assert peak < 4 * 1024 * 1024, f"a one-file list peaked at {peak} bytes"
