@@ -15,15 +15,10 @@ which the store cannot hold; it is read as unknown."""
 def token_count(value: object) -> int | None:
     """A provider's count as the record takes it: a plain int in [0, MAX_COUNT], else None
     (unknown): negative numbers, floats, strings, bools and absurd sizes are not counts."""
-    if type(value) is int:  # what a JSON parser gives: one check (the usual case)
-        return value if 0 <= value <= MAX_COUNT else None
-    if isinstance(value, int) and not isinstance(value, bool):
+    # type(...) is int first: what a JSON parser gives, one check (the usual case)
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
         return value if 0 <= value <= MAX_COUNT else None
     return None
-
-
-_int = token_count
-_TOP = MAX_COUNT
 
 
 @dataclass(slots=True)  # not frozen: see kraken/http/exchange.py Request
@@ -42,13 +37,14 @@ class Usage:
         reasoning = get("completion_tokens_details")
         reasoning = reasoning.get("reasoning_tokens") if isinstance(reasoning, dict) else None
         # Once per stream. A count that is a plain int in range (what a JSON parser gives) is
-        # taken as it is, without a call to _int; anything else goes through _int. Positional:
-        # the slots dataclass's __init__ takes them faster than by keyword.
+        # taken as it is, without a call to token_count; anything else goes through it.
+        # Positional: the slots dataclass's __init__ takes them faster than by keyword.
+        top, count = MAX_COUNT, token_count
         return cls(
-            prompt if type(prompt) is int and 0 <= prompt <= _TOP else _int(prompt),
-            completion if type(completion) is int and 0 <= completion <= _TOP else _int(completion),
-            cached if type(cached) is int and 0 <= cached <= _TOP else _int(cached),
-            reasoning if type(reasoning) is int and 0 <= reasoning <= _TOP else _int(reasoning),
+            prompt if type(prompt) is int and 0 <= prompt <= top else count(prompt),
+            completion if type(completion) is int and 0 <= completion <= top else count(completion),
+            cached if type(cached) is int and 0 <= cached <= top else count(cached),
+            reasoning if type(reasoning) is int and 0 <= reasoning <= top else count(reasoning),
         )
 
 
@@ -74,19 +70,19 @@ class AnthropicUsage:
     def from_anthropic(cls, usage: Mapping[str, Any]) -> AnthropicUsage:
         """From a Messages API ``usage`` object (a response, or message_start + message_delta
         merged by the caller; message_delta's ``output_tokens`` is cumulative)."""
-        creation = _int(usage.get("cache_creation_input_tokens"))
+        creation = token_count(usage.get("cache_creation_input_tokens"))
         detail = usage.get("cache_creation")
         one_hour = None
         if isinstance(detail, Mapping):
-            one_hour = _int(detail.get("ephemeral_1h_input_tokens"))
+            one_hour = token_count(detail.get("ephemeral_1h_input_tokens"))
             if creation is None:
-                five_min = _int(detail.get("ephemeral_5m_input_tokens"))
+                five_min = token_count(detail.get("ephemeral_5m_input_tokens"))
                 if five_min is not None or one_hour is not None:
                     creation = (five_min or 0) + (one_hour or 0)
         return cls(
-            input_tokens=_int(usage.get("input_tokens")),
-            output_tokens=_int(usage.get("output_tokens")),
-            cache_read_input_tokens=_int(usage.get("cache_read_input_tokens")),
+            input_tokens=token_count(usage.get("input_tokens")),
+            output_tokens=token_count(usage.get("output_tokens")),
+            cache_read_input_tokens=token_count(usage.get("cache_read_input_tokens")),
             cache_creation_input_tokens=creation,
             cache_creation_1h_input_tokens=one_hour,
         )
