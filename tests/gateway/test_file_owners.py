@@ -119,7 +119,7 @@ async def test_a_list_keeps_first_and_last_id_to_what_is_kept(tmp_path):
     async with _kraken_with(tmp_path, "list-a", "list-b") as (_, k, ((_, a_key), (_, b_key))):
         a, b = _client(k.port, a_key), _client(k.port, b_key)
         mine = [(await a.files.create(file=("a.jsonl", JSONL), purpose="batch")).id
-                for _ in range(2)]
+                for _ in range(2)][::-1]  # listed newest first
         await b.files.create(file=("b.jsonl", JSONL), purpose="batch")
         status, body = await _status(k.port, a_key, "GET", "/v1/files")
         assert status == 200 and [o["id"] for o in body["data"]] == mine
