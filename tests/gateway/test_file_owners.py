@@ -5,51 +5,18 @@ sees them in lists; A gets its own, and its batch's results once it retrieved th
 erasure deletes its ownership rows."""
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import tracemalloc
 
-import openai
 import pytest
 from adminkit import Admin, admin_doc
 from harness import free_port, http, running_kraken, running_mock
+from tenantkit import BATCH, JSONL, kraken_with, new_customer, sdk_client
 
-from kraken.accounts import service
 from kraken.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
-
-LINES = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-          "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}}
-         for i in range(2)]
-JSONL = b"".join(json.dumps(line).encode() + b"\n" for line in LINES)
-BATCH = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}
-
-
-async def _customer(store, label: str) -> tuple[str, str]:
-    cid = (await service.create_customer(store, f"{label}@example.com", label)).id
-    return cid, (await service.create_key(store, cid, rounds=4)).plaintext
-
-
-@contextlib.asynccontextmanager
-async def _kraken_with(tmp_path, *labels: str, admin_port: int | None = None, **admin):
-    """The mock as an OpenAI provider behind a real Kraken, and one customer (id, key) per
-    label, made in its store."""
-    async with running_mock() as mock:
-        doc = admin_doc(tmp_path, mock.port, admin_port or free_port(), **admin)
-        doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
-        async with running_kraken(doc) as k:
-            store = await SqliteStore.open(str(k.db_path))
-            try:
-                tenants = [await _customer(store, label) for label in labels]
-            finally:
-                await store.close()
-            yield mock, k, tenants
-
-
-def _client(port: int, key: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
 
 
 def _owner_rows(db_path, customer_id: str) -> list[tuple]:
@@ -67,9 +34,9 @@ async def _status(port: int, key: str, method: str, path: str, body: dict | None
 
 async def test_tenants_see_only_their_own_files_and_batches(tmp_path):
     admin_port = free_port()
-    async with _kraken_with(tmp_path, "tenant-a", "tenant-b", admin_port=admin_port) as (
+    async with kraken_with(tmp_path, "tenant-a", "tenant-b", admin_port=admin_port) as (
             mock, k, ((a_id, a_key), (b_id, b_key))):
-        a, b = _client(k.port, a_key), _client(k.port, b_key)
+        a, b = sdk_client(k.port, a_key), sdk_client(k.port, b_key)
         raw = await a.files.with_raw_response.create(file=("in.jsonl", JSONL), purpose="batch")
         f = raw.parse()
         assert raw.content == mock.responses[-1].body, "relayed byte for byte"
@@ -116,8 +83,8 @@ async def test_tenants_see_only_their_own_files_and_batches(tmp_path):
 
 
 async def test_a_list_keeps_first_and_last_id_to_what_is_kept(tmp_path):
-    async with _kraken_with(tmp_path, "list-a", "list-b") as (_, k, ((_, a_key), (_, b_key))):
-        a, b = _client(k.port, a_key), _client(k.port, b_key)
+    async with kraken_with(tmp_path, "list-a", "list-b") as (_, k, ((_, a_key), (_, b_key))):
+        a, b = sdk_client(k.port, a_key), sdk_client(k.port, b_key)
         mine = [(await a.files.create(file=("a.jsonl", JSONL), purpose="batch")).id
                 for _ in range(2)][::-1]  # listed newest first
         await b.files.create(file=("b.jsonl", JSONL), purpose="batch")
@@ -141,12 +108,12 @@ async def test_with_the_customers_own_key_its_own_account_is_not_checked(tmp_pat
         doc["providers"]["mockai"].update({"kind": "openai", "models": ["gpt-4o-mini"]})
         store = await SqliteStore.open(doc["store"]["path"])
         try:
-            a_id, a_key = await _customer(store, "byok-a")
+            a_id, a_key = await new_customer(store, "byok-a")
             await byok.set_key(store, masterkey.load(str(key_file), ""), a_id, "openai", own)
         finally:
             await store.close()
         async with running_kraken(doc) as k:
-            a = _client(k.port, a_key)
+            a = sdk_client(k.port, a_key)
             f = await a.files.create(file=("in.jsonl", JSONL), purpose="batch")
             assert mock.requests[-1].header(b"authorization") == f"Bearer {own}".encode()
             assert _owner_rows(k.db_path, a_id) == [], "its own account: nothing to record"
@@ -161,8 +128,8 @@ OWNED_BEFORE = 200_000
 async def test_a_list_reads_the_ownership_of_its_page_only(tmp_path):
     """A list checked the page against every id the customer ever created, all loaded: a
     customer's own uploads grew every list call's memory without bound (about 40 MB here)."""
-    async with _kraken_with(tmp_path, "many-a") as (_, k, ((a_id, a_key),)):
-        a = _client(k.port, a_key)
+    async with kraken_with(tmp_path, "many-a") as (_, k, ((a_id, a_key),)):
+        a = sdk_client(k.port, a_key)
         f = await a.files.create(file=("a.jsonl", JSONL), purpose="batch")
         with sqlite3.connect(k.db_path) as conn:  # files the provider no longer lists
             conn.executemany("INSERT INTO object_owners VALUES ('mockai', 'file', ?, ?, 1)",
