@@ -48,6 +48,9 @@ class FilesApi:
         self._ids = itertools.count(1)
         self.lists: list[dict[str, str]] = []
         """Each list call's query parameters, in order (a test counts the pages asked for)."""
+        self.refused_after: dict[str, int] = {}
+        """A list call whose ``after`` is a key here answers that status, naming the id (a
+        test's provider failing one page of a list)."""
 
     def reply(self, req: Any, path: str) -> Reply:
         parts = path.strip("/").split("/")
@@ -59,7 +62,7 @@ class FilesApi:
         if not rest:
             if req.method == "POST":
                 return self._upload(req)
-            return _json(self._listed(req, list(self.files.values()), FILES_LIMIT))
+            return self._listed(req, list(self.files.values()), FILES_LIMIT)
         entry = self.files.get(rest[0])
         if entry is None:
             return Reply(404, error_body(404, f"No such File object: {rest[0]}", "id"))
@@ -91,7 +94,7 @@ class FilesApi:
         if not rest:
             if req.method == "POST":
                 return self._create(req.body)
-            return _json(self._listed(req, list(self.batches.values()), BATCHES_LIMIT, "desc"))
+            return self._listed(req, list(self.batches.values()), BATCHES_LIMIT, "desc")
         batch = self.batches.get(rest[0])
         if batch is None:
             return Reply(404, error_body(404, f"No batch found with id '{rest[0]}'.", "batch_id"))
@@ -103,15 +106,18 @@ class FilesApi:
         return _json(batch)
 
     def _listed(self, req: Any, objects: list, limits: tuple[int, int],
-                order: str | None = None) -> dict:
+                order: str | None = None) -> Reply:
         """A page of the files (``(object, bytes)``, of ``purpose`` if the query names one) or
         the batches; the query is kept in ``lists``."""
         query = dict(parse_qsl(req.target.partition("?")[2]))
         self.lists.append(query)
+        refused = self.refused_after.get(query.get("after", ""))
+        if refused is not None:
+            return Reply(refused, error_body(refused, f"No such object: {query['after']}", "after"))
         if order is None:  # files
             purpose = query.get("purpose")
             objects = [o for o, _ in objects if purpose is None or o["purpose"] == purpose]
-        return _page(objects, query, limits, order)
+        return _json(_page(objects, query, limits, order))
 
     def _create(self, raw: bytes) -> Reply:
         body = orjson.loads(raw)

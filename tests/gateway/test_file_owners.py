@@ -119,6 +119,11 @@ async def test_with_the_customers_own_key_its_own_account_is_not_checked(tmp_pat
             assert _owner_rows(k.db_path, a_id) == [], "its own account: nothing to record"
             assert (await a.files.retrieve(f.id)).id == f.id
             assert [x.id for x in (await a.files.list()).data] == [f.id]
+            newer = mock.files_api.add(b"{}\n", "batch", "made-elsewhere.jsonl")["id"]
+            asked = len(mock.files_api.lists)
+            assert [x.id async for x in a.files.list(limit=1)] == [newer, f.id]
+            assert mock.files_api.lists[asked:] == [  # its own pages, as the SDK asked for them
+                {"limit": "1"}, {"limit": "1", "after": newer}]
 
 
 OWNED_BEFORE = 200_000

@@ -10,14 +10,17 @@ holder could reach every other tenant's objects. ``guarded`` wraps the dispatch 
 - a call naming an id answers 404 (as if it did not exist) unless the caller owns it;
 - a batch retrieved by its owner gives its ``output_file_id`` and ``error_file_id`` to the
   owner too (the provider made them for that batch), so the owner can download its results;
-- a list keeps only the caller's objects: the provider's page, filtered. (Answering from the
-  store would need each object's fields from the provider anyway.) A page can therefore hold
-  fewer objects than ``limit``, even none while ``has_more`` is true.
+- a list holds only the caller's objects: the provider's pages, filtered, read on until they
+  give ``limit`` of them (``owned_lists``: the bounds, ``has_more``, the client's ``after``,
+  which must be its own). (Answering from the store would need each object's fields from the
+  provider anyway.)
 
 The answers that are read (creates, batch retrieves, lists) are held whole (small JSON
-objects) and relayed byte for byte, except a list, re-encoded with its ``data`` filtered.
-Downloads stream as before. Each call reads the store (and a create writes it): these
-endpoints are not on the chat/stream hot path, where no call waits on the database.
+objects) and relayed byte for byte, except a list, re-encoded with the caller's objects. A
+list that reads several provider pages is one call and one record, made as the first page
+ends (its status and latency are that page's). Downloads stream as before. Each call reads the
+store (and a create writes it): these endpoints are not on the chat/stream hot path, where no
+call waits on the database.
 
 With the customer's own provider key (BYOK) the account is the customer's: nothing is checked.
 """
@@ -28,7 +31,9 @@ import time
 
 import orjson
 
-from kraken.errors import KrakenError, NotFound
+from kraken.errors import KrakenError, NotFound, UpstreamFailed, UpstreamStatus
+from kraken.gateway.endpoint import Parsed
+from kraken.gateway.endpoints.owned_lists import PAGE, ListQuery, OwnedPages
 from kraken.http.exchange import ResponseSink, SinkWrapper
 
 __all__ = ["guarded"]
@@ -99,28 +104,25 @@ async def guarded(gateway, call, endpoint, routes, parsed, sink, later=None) -> 
     collection, object_id, _ = parsed.where
     provider, kind, method = route.provider.name, KIND[collection], parsed.req.method
     owners, customer = store.owners, call.customer_id
+    if method == "GET" and object_id is None:
+        return await _list(gateway, call, endpoint, routes, parsed, sink, later)
     if object_id is not None:
         if await owners.owner(store, provider, kind, object_id) != customer:
-            raise NotFound(f"No such {'File' if kind == 'file' else 'Batch'} object: {object_id}")
+            raise _not_found(kind, object_id)
         if not (kind == "batch" and method == "GET"):
             return await gateway.dispatch(call, endpoint, routes, parsed, sink, later)
     elif method == "POST" and kind == "batch":
         input_id = parsed.payload.get("input_file_id")
         if not isinstance(input_id, str) or await owners.owner(
                 store, provider, "file", input_id) != customer:
-            err = NotFound(f"No such File object: {str(input_id)[:128]}")
-            err.param = "input_file_id"
-            raise err
+            raise _not_found("file", str(input_id), "input_file_id")
     held = HeldSink(sink)
     await gateway.dispatch(call, endpoint, routes, parsed, held, later)
     if not held.ended or not 200 <= held.status < 300:
         return held.release()
     answer = None if held.too_large else _json(bytes(held.body))
-    if answer is None:  # nothing to tap the id from, or a list that cannot be filtered
+    if answer is None:  # nothing to tap the id from
         raise Unchecked("The provider's answer could not be read")
-    if method == "GET" and object_id is None:  # a list
-        mine = await owners.owned(store, provider, kind, customer, _listed(answer))
-        return held.release(_filtered(answer, mine))
     if method == "POST":
         claim, ids = kind, [answer.get("id")]
     else:  # a batch its owner retrieved: its results files are the owner's too
@@ -130,6 +132,47 @@ async def guarded(gateway, call, endpoint, routes, parsed, sink, later=None) -> 
         async with store.transaction() as tx:
             await owners.claim(tx, provider, claim, ids, customer, time.time())
     held.release()
+
+
+async def _list(gateway, call, endpoint, routes, parsed, sink, later) -> None:
+    """A list of the caller's objects, read over as many of the provider's pages as it takes
+    (``owned_lists``), each fetched as one dispatch of this call."""
+    store, provider, customer = gateway.owners, routes[0].provider.name, call.customer_id
+    kind = KIND[parsed.where[0]]
+    query = ListQuery.parse(parsed.req.target.partition("?")[2], kind)
+    after = query.after
+    if after is not None and (_ID.fullmatch(after) is None or await store.owners.owner(
+            store, provider, kind, after) != customer):
+        raise _not_found(kind, after, "after")
+    pages, done = OwnedPages(query), None
+    while True:
+        held = HeldSink(sink)
+        page = Parsed(parsed.req, {PAGE: query.upstream(after, pages.size)}, parsed.where)
+        try:
+            await gateway.dispatch(call, endpoint, routes, page, held, later)
+        except KrakenError as exc:
+            if done is None:  # the first page: as any call's
+                raise
+            if pages.found:  # what it holds, and the SDK's next call goes on after it
+                return done.release(pages.body())
+            if isinstance(exc, UpstreamStatus):  # its body may name another tenant's id
+                raise UpstreamFailed("The provider failed a page of the list") from None
+            raise
+        if not held.ended or not 200 <= held.status < 300:
+            return held.release()
+        answer = None if held.too_large else _json(bytes(held.body))
+        if answer is None:  # a list that cannot be filtered
+            raise Unchecked("The provider's answer could not be read")
+        mine = await store.owners.owned(store, provider, kind, customer, _listed(answer))
+        after, done = pages.take(answer, mine), held
+        if after is None:
+            return held.release(pages.body())
+
+
+def _not_found(kind: str, object_id: str, param: str | None = None) -> NotFound:
+    err = NotFound(f"No such {'File' if kind == 'file' else 'Batch'} object: {object_id[:128]}")
+    err.param = param
+    return err
 
 
 def _own_account(call, route) -> bool:
@@ -153,15 +196,3 @@ def _listed(answer: dict) -> list[str]:
     objects = data if isinstance(data, list) else []
     return [i for o in objects if isinstance(o, dict) and isinstance(i := o.get("id"), str)
             and _ID.fullmatch(i)]
-
-
-def _filtered(answer: dict, mine: set[str]) -> bytes:
-    """The list answer with only ``mine`` in ``data``; ``first_id``/``last_id`` follow."""
-    data = answer.get("data")
-    kept = [o for o in data if isinstance(o, dict) and o.get("id") in mine] if isinstance(
-        data, list) else []
-    answer["data"] = kept
-    for key, at in (("first_id", 0), ("last_id", -1)):
-        if key in answer:
-            answer[key] = kept[at].get("id") if kept else None
-    return orjson.dumps(answer)

@@ -23,6 +23,7 @@ from kraken.errors import MethodNotAllowed, NotFound
 from kraken.gateway.body import json_object
 from kraken.gateway.endpoint import Endpoint, Parsed
 from kraken.gateway.endpoints.file_owners import guarded
+from kraken.gateway.endpoints.owned_lists import PAGE
 from kraken.gateway.upload import UPLOAD, Upload, UploadLimits
 from kraken.http.exchange import Request
 from kraken.policy.router import Route, Router
@@ -85,9 +86,11 @@ def holder(router: Router, parsed: Parsed) -> tuple[Route, ...]:
 def shape(route: Route, parsed: Parsed) -> UpstreamRequest:
     req = parsed.req
     collection, file_id, rest = parsed.where  # type: ignore[misc]
-    query = req.target.partition("?")[2]
-    if _QUERY.fullmatch(query) is None:
-        query = ""
+    query = parsed.payload.get(PAGE)  # a page of a list Kraken reads on (owned_lists)
+    if query is None:
+        query = req.target.partition("?")[2]
+        if _QUERY.fullmatch(query) is None:
+            query = ""
     path = f"/{collection}" + (f"/{file_id}{rest}" if file_id is not None else "")
     upload: Upload | None = parsed.payload.get(UPLOAD)
     if upload is not None:
