@@ -19,8 +19,9 @@ from kraken.http.exchange import Request
 
 __all__ = ["UPLOAD", "Upload", "UploadLimits"]
 
-UPLOAD = "\0upload"
-"""The payload key of an upload's ``Upload`` (no JSON body has it: it is not client text)."""
+UPLOAD = object()
+"""The payload key of an upload's ``Upload``: not a string, so no JSON body's key is it (a
+string such as ``"\\0upload"`` is spelled ``"\\u0000upload"`` in JSON)."""
 
 
 @dataclass(frozen=True, slots=True)
