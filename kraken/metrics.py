@@ -6,8 +6,7 @@ route names, status codes): never customer input, never content, never keys.
 from __future__ import annotations
 
 import functools
-import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kraken.metrics_core import (CONTENT_TYPE, Counter, CounterValue, Gauge, GaugeValue, Histogram,
                                  HistogramValue, Registry)
@@ -306,23 +305,24 @@ OTHER_MODEL = "other"
 
 
 class ModelLabels:
-    """The ``model`` label value of a dispatched model name.
+    """The ``model`` label value of a model dispatched to a provider.
 
     A client may name any model of a configured provider (``provider/<model>``), so the name
-    itself is client text: only the operator's names (configured routes, the price table)
-    are label values as they are; every other name shares ``other``. The series count then
-    follows the configuration, never the traffic.
+    itself is client text: only the models the operator routes to at that provider are label
+    values as they are; every other name (another provider's model, any name of the price
+    table, any client-chosen name) shares ``other``. The series count then follows each
+    provider's configuration, never the traffic.
     """
 
-    __slots__ = ("_known",)
+    __slots__ = ("_served",)
 
-    def __init__(self, *names: Iterable[str]):
-        self._known = frozenset(itertools.chain(*names))
+    def __init__(self, served: Mapping[str, Iterable[str]]):
+        self._served = {provider: frozenset(models) for provider, models in served.items()}
 
-    def __call__(self, model: str | None) -> str:
+    def __call__(self, provider: str, model: str | None) -> str:
         if not model:
             return ""
-        return model if model in self._known else OTHER_MODEL
+        return model if model in self._served.get(provider, ()) else OTHER_MODEL
 
 
 def exposition() -> tuple[bytes, bytes]:

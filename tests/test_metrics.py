@@ -47,11 +47,40 @@ async def test_metrics_pass_promtool_and_count_requests(tmp_path):
     assert PROMPT_CANARY not in text and TEST_KEY not in text
 
 
-def test_model_labels_keep_the_operators_names_and_share_other_for_the_rest():
-    """A dispatched model becomes a label value only if the operator named it (a configured
-    route, the price table); client-chosen names and case variants share ``other``."""
+def test_model_labels_keep_each_providers_names_and_share_other_for_the_rest():
+    """A dispatched model becomes a label value only if the operator routes to it at that
+    provider; another provider's name, price-table names, client-chosen names and case
+    variants share ``other``."""
     from kraken.metrics import OTHER_MODEL, ModelLabels
 
-    label = ModelLabels({"mock-gpt"}, ("gpt-4o",))
-    got = [label(m) for m in ("mock-gpt", "gpt-4o", "GPT-4o", "x-1", "x-2", "", None)]
-    assert got == ["mock-gpt", "gpt-4o", OTHER_MODEL, OTHER_MODEL, OTHER_MODEL, "", ""]
+    label = ModelLabels({"mockai": {"mock-gpt"}, "openai": ("gpt-4o",)})
+    got = [label("mockai", m) for m in ("mock-gpt", "gpt-4o", "GPT-4o", "x-1", "", None)]
+    assert got == ["mock-gpt", OTHER_MODEL, OTHER_MODEL, OTHER_MODEL, "", ""]
+    assert [label("openai", "gpt-4o"), label("openai", "mock-gpt"), label("", "gpt-4o")] == [
+        "gpt-4o", OTHER_MODEL, OTHER_MODEL]
+
+
+async def test_a_client_naming_price_table_models_grows_no_model_series(tmp_path):
+    """``provider/<model>`` with every name of the price table: the provider's configured
+    models (its list, [models] routes, aliases) keep their label, every other name is
+    ``other``, so /metrics has the configured series only, whatever clients name."""
+    from kraken.billing.pricing import PriceTable
+
+    prices = PriceTable.load()
+    named = sorted({m for kind in prices.provider_kinds for m in prices.models(kind)})
+    assert "gpt-4o" in named and len(named) > 50
+    async with running_mock() as mock:
+        doc = kraken_mapping(tmp_path, mock.port, models={"team": "mockai/mock-gpt-2"},
+                             aliases={"fast": "mockai/mock-gpt-3"})
+        async with running_kraken(doc) as k:
+            for model in ["mock-gpt", "team", "fast", *(f"mockai/{m}" for m in named[:20])]:
+                body = json.dumps({"model": model,
+                                   "messages": [{"role": "user", "content": "hi"}]}).encode()
+                reply = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
+                assert reply.status == 200, (model, reply.body)
+            text = (await http(k.port, "GET", "/metrics")).body.decode()
+    models = {line.split('model="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+              if line.startswith("kraken_requests_total{") and 'provider="mockai"' in line}
+    assert models == {"mock-gpt", "mock-gpt-2", "mock-gpt-3", "other"}
+    other = series_value(text, OK_SERIES.replace('"mock-gpt"', '"other"'))
+    assert other >= 20

@@ -95,9 +95,9 @@ class Gateway:
         self.tracing = None
         """``kraken.telemetry.otel.Tracing`` when ``[otel]`` is on (app.py imports it then only)."""
         """Set when the drain deadline passed: cancellations are the gateway's, not the client's."""
-        self.model_label = metrics.ModelLabels(
-            router.upstream_models(), *(prices.models(kind) for kind in prices.provider_kinds))
-        """A dispatched model's metric label value: the operator's names, else ``other``."""
+        self.model_label = metrics.ModelLabels(router.served_models())
+        """A dispatched model's metric label value: the provider's configured names, else
+        ``other``."""
         self._attempt, self._journal, self._count = self.relay, self.journal, self.count
         """Bound once: a bound method made per call is one more GC-tracked object held for
         as long as the call lasts (fallback.dispatch's attempt, the relay's on_complete)."""
@@ -464,7 +464,8 @@ class Gateway:
         if isinstance(call.usage, BatchUsage):  # a batch's results: its own model's price
             call.model_dispatched = call.usage.model
         if call.usage is not None:  # the label: never free client text
-            price_call(call, self.model_label(call.model_dispatched), self.prices, self.fees)
+            price_call(call, self.model_label(call.provider, call.model_dispatched), self.prices,
+                       self.fees)
         call.classify_late()  # a stream's task type (``relay``)
         rec = call.to_record()
         self.meter.record(rec)
@@ -480,7 +481,7 @@ class Gateway:
             self.billing.note(rec)  # balance and caps count it before the batch is written
         if self.request_log is not None:
             self.request_log.emit(call, rec)
-        model = self.model_label(call.model_dispatched)
+        model = self.model_label(call.provider, call.model_dispatched)
         metrics.requests_for(call.route, call.provider, model, call.status).inc()
         if call.ttfb_ns:
             metrics.ttfb_for(call.provider).observe(rec.ttfb_ms / 1000)

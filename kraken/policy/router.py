@@ -151,9 +151,17 @@ class Router:
         """The configured providers, in configuration order."""
         return tuple(self._providers.values())
 
-    def upstream_models(self) -> frozenset[str]:
-        """Every upstream model name the configuration routes to (metric label values)."""
-        return frozenset(route.model for route in self._all_routes())
+    def served_models(self) -> dict[str, frozenset[str]]:
+        """Provider name -> the upstream models the configuration routes to there (models,
+        exposed lists, ``provider/model`` aliases): the metric label values of each provider."""
+        served: dict[str, set[str]] = {name: set() for name in self._providers}
+        for route in self._all_routes():
+            served[route.provider.name].add(route.model)
+        for target in self._aliases.values():
+            provider_name, _, model = target.partition("/")
+            if model and provider_name in served:
+                served[provider_name].add(model)
+        return {name: frozenset(models) for name, models in served.items()}
 
     def candidates(self, model: str, *, task: str | None = None) -> tuple[Route, ...]:
         """Routes to try in order; explicit ``provider/model`` works for configured providers.

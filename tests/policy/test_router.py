@@ -222,4 +222,4 @@ def test_model_names_clients_choose_are_bounded_and_configured_names_always_pass
             r.check_name(name)
         assert info.value.param == "model"
         assert not name[4:] or name[4:] not in info.value.message  # never echoed
-    assert r.upstream_models() == {"x"}
+    assert r.served_models()["pa"] == {"x"}
