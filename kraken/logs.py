@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 import traceback
-from typing import Protocol
+from typing import Callable, Protocol
 
 import orjson
 
@@ -113,6 +114,31 @@ def _outline(exc: BaseException | None) -> str:
                      + "".join(traceback.format_tb(exc.__traceback__))
                      + f"{kind.__module__}.{kind.__qualname__} (message withheld)")
     return without_literals("\n\nwhich led to:\n\n".join(parts))
+
+
+class Throttle:
+    """At most one line per ``interval_s`` for a message any client can cause at will (an
+    HTTP/2 flood, a reader that stalls): a flood of them must not become a flood of log
+    lines. The line that is due names how many were held back since the last one."""
+
+    __slots__ = ("interval_s", "_clock", "_next", "_held")
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next = -float("inf")
+        self._held = 0
+
+    def due(self) -> int | None:
+        """The number of lines held back since the last one when a line is due now; None:
+        hold this one back too."""
+        now = self._clock()
+        if now < self._next:
+            self._held += 1
+            return None
+        self._next = now + self.interval_s
+        held, self._held = self._held, 0
+        return held
 
 
 class ThirdPartyGuard(logging.Filter):

@@ -52,6 +52,7 @@ from kraken.http.h1body import BodyPace
 from kraken.http.h2limits import (Calm, GuardedH2Connection, H2Limits,
                                   StreamRejected)
 from kraken.http.h2stream import RECV, REJECTED, RUN, H2Stream
+from kraken.logs import Throttle
 from kraken.timers import Deadline
 
 log = logging.getLogger("kraken.http")
@@ -65,6 +66,8 @@ _BODY_BUDGET_FACTOR = 4
 """Request bodies still being received on one connection may total this many times
 ``max_body_bytes``; the stream that crosses it gets 413 (h1 buffers one body at a time)."""
 _SETTINGS_MOVING_DATA = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
+_CALM_LINES = Throttle()
+"""The ENHANCE_YOUR_CALM warning: a client can earn one per connection it opens."""
 
 
 class H2Connection(InboundConnection):
@@ -442,8 +445,10 @@ class H2Connection(InboundConnection):
             self.transport.write(data)
 
     def _connection_error(self, exc: ProtocolError) -> None:
-        if isinstance(exc, Calm):
-            log.warning("HTTP/2 client %s: %s; GOAWAY ENHANCE_YOUR_CALM", self.peer, exc.kind)
+        if isinstance(exc, Calm):  # a client may cause one per connection: throttled
+            if (held := _CALM_LINES.due()) is not None:
+                log.warning("HTTP/2 client %s: %s; GOAWAY ENHANCE_YOUR_CALM (%d more since the "
+                            "last line)", self.peer, exc.kind, held)
         else:
             log.debug("HTTP/2 connection error from %s: %s", self.peer, exc)
         self._flush()  # the GOAWAY h2 queued

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
@@ -761,6 +762,33 @@ async def test_provoked_resets_get_goaway_enhance_your_calm(c, provoke):
 async def test_ping_flood_gets_goaway_enhance_your_calm(c):
     c.send(*(raw(PING, 0, 0, b"%08d" % i) for i in range(150)))
     await c.expect_goaway(ENHANCE_YOUR_CALM)
+
+
+async def test_calm_warnings_of_many_connections_are_one_line_naming_the_rest(
+        server, caplog, monkeypatch):
+    """A client earns one GOAWAY ENHANCE_YOUR_CALM per connection it opens, so the warning
+    is throttled: one line per interval, the next naming how many were held back."""
+    from kraken.http import h2 as h2_module
+    from kraken.logs import Throttle
+
+    now = [100.0]
+    monkeypatch.setattr(h2_module, "_CALM_LINES", Throttle(10.0, clock=lambda: now[0]),
+                        raising=False)
+    caplog.set_level(logging.WARNING, "kraken.http")
+
+    async def flood() -> None:
+        async with client(server) as cl:
+            cl.send(*(raw(PING, 0, 0, b"%08d" % i) for i in range(150)))
+            await cl.expect_goaway(ENHANCE_YOUR_CALM)
+
+    for _ in range(6):
+        await flood()
+    now[0] += 10.0
+    await flood()
+    lines = [r.getMessage() for r in caplog.records if "ENHANCE_YOUR_CALM" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "(0 more since the last line)" in lines[0]
+    assert "(5 more since the last line)" in lines[1]
 
 
 async def test_settings_flood_gets_goaway_enhance_your_calm(c):
