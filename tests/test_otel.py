@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from harness import (
@@ -36,10 +38,11 @@ PARENT_ID = "00f067aa0ba902b7"
 
 
 @contextlib.asynccontextmanager
-async def traced(tmp_path, args=(), **otel):
+async def traced(tmp_path, args=(), processes=None, **otel):
     """(mock, receiver, port): a Kraken process with [otel] in front of one mock provider,
     reachable as ``local`` (kind vllm, model mock-gpt) and ``hosted`` (kind openai, gpt-4o);
-    ``args`` go before ``serve`` (e.g. ``--log-level DEBUG``), its log is ``k.log``."""
+    ``args`` go before ``serve`` (e.g. ``--log-level DEBUG``), its log is ``k.log``; the
+    process is appended to ``processes`` when given (to signal it)."""
     receiver = OtlpReceiver()
     await receiver.start()
     async with running_mock() as mock:
@@ -57,6 +60,8 @@ async def traced(tmp_path, args=(), **otel):
         write_toml(tmp_path / "k.toml", doc)
         kp = KrakenProcess(tmp_path / "k.toml", port, tmp_path / "k.log", args=list(args))
         await asyncio.to_thread(kp.start)
+        if processes is not None:
+            processes.append(kp)
         try:
             yield mock, receiver, port
         finally:
@@ -223,6 +228,25 @@ async def test_a_stuck_collector_drops_spans_counted_and_requests_still_served(t
         metrics = await http(port, "GET", "/metrics")
         dropped = re.search(rb"^kraken_otel_spans_dropped_total ([0-9.]+)$", metrics.body, re.M)
     assert dropped is not None and float(dropped.group(1)) >= 3
+
+
+async def test_a_stuck_collector_holds_the_stop_for_two_seconds_at_most(tmp_path):
+    """SIGTERM exports the queued spans, but a collector that takes them and never answers
+    holds the stop for ``CLOSE_TIMEOUT_S`` only, not the SDK's 10 s per batch (up to 30 s,
+    after the drain: systemd's TimeoutStopSec is 45)."""
+    processes: list = []
+    async with traced(tmp_path, processes=processes, schedule_delay_ms=60000) as (
+            mock, receiver, port):
+        ids = [(await chat(port)).headers["x-request-id"] for _ in range(3)]
+        receiver.hold = True
+        (kp,) = processes
+        started = time.monotonic()
+        kp.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(kp.wait, 60) == 0
+        stopped_in = time.monotonic() - started
+        exported = {s.attributes.get("kraken.request_id") for s in receiver.spans}
+    assert set(ids) <= exported  # the queue was handed to the collector at the stop
+    assert stopped_in < 6, stopped_in
 
 
 def test_without_otel_the_sdk_is_never_imported(tmp_path):

@@ -40,6 +40,10 @@ OPERATIONS = {
 }
 """Route -> ``gen_ai.operation.name`` (semantic conventions); other routes keep their name."""
 
+CLOSE_TIMEOUT_S = 2.0
+"""At shutdown, queued spans are exported for at most this long: a collector that is down or
+stuck must not hold Kraken's stop (the SDK alone waits up to 30 s, after the drain)."""
+
 SYSTEMS = {"openai": "openai", "azure_openai": "azure.ai.openai", "anthropic": "anthropic",
            "gemini": "gcp.gemini", "vertex": "gcp.vertex_ai", "cohere": "cohere",
            "perplexity": "perplexity"}
@@ -148,7 +152,11 @@ class Tracing:
         return attrs
 
     def close(self) -> None:
-        """Export what is queued and stop the export thread (blocking: run it in a thread)."""
+        """Export what is queued for at most ``CLOSE_TIMEOUT_S`` and stop the export thread
+        (blocking: run it in a thread)."""
+        inner = getattr(self._processor, "_batch_processor", None)  # its shutdown() has no bound
+        if inner is not None:
+            inner.shutdown(timeout_millis=CLOSE_TIMEOUT_S * 1000)
         self._provider.shutdown()
 
 
