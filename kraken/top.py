@@ -7,6 +7,7 @@ so the view is that worker's share.
 """
 from __future__ import annotations
 
+import http.client
 import math
 import sys
 import time
@@ -18,6 +19,9 @@ from typing import IO, Any
 from prometheus_client.parser import text_string_to_metric_families
 
 _CLEAR = "\x1b[H\x1b[2J"
+_UNREADABLE = (OSError, urllib.error.URLError, http.client.HTTPException, ValueError)
+"""What a scrape raises when the URL is down or answers something else than /metrics (another
+service's banner, a page that is not the exposition format)."""
 
 
 @dataclass
@@ -163,14 +167,14 @@ def run(url: str, interval: float, once: bool, out: IO[str] = sys.stdout) -> int
             time.sleep(interval)
             try:
                 cur = scrape(url)
-            except (OSError, urllib.error.URLError) as exc:
+            except _UNREADABLE as exc:
                 out.write(f"{_CLEAR}kraken top: cannot read {url}: {exc}\n")
                 out.flush()
                 continue
             out.write(_CLEAR + frame(cur, prev, url))
             out.flush()
             prev = cur
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+    except _UNREADABLE as exc:
         print(f"kraken top: cannot read {url}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

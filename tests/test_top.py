@@ -1,6 +1,7 @@
 """``kraken top --once`` against a real Kraken process, and its bucket arithmetic."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -100,6 +101,32 @@ def test_top_names_the_url_it_cannot_read():
     result = top_once(url)
     assert result.returncode == 1
     assert url in result.stderr and "Traceback" not in result.stderr
+
+
+def test_top_names_a_url_that_does_not_answer_http():
+    """Another service at the URL (an SSH banner, not an HTTP status line): one line, no
+    traceback."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def banner() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    threading.Thread(target=banner, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        result = top_once(url)
+    finally:
+        listener.close()
+    assert result.returncode == 1
+    assert url in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def top_following(tmp_path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
