@@ -31,6 +31,7 @@ from kraken.billing.guard import BillingGuard
 from kraken.errors import InvalidJson, InvalidValue, KrakenError
 from kraken.providers.error_formats import OPENAI
 from kraken.http.exchange import Request, ResponseSink
+from kraken.logs import Throttle
 from kraken.store.interface import Store
 
 log = logging.getLogger("kraken.billing.stripe")
@@ -40,6 +41,9 @@ MAX_SIGNATURE_HEADER = 4096
 _CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 _OUTCOMES = {o: metrics.STRIPE_WEBHOOKS.labels(o) for o in (
     "top_up", "duplicate", "ignored", "bad_signature", "invalid")}
+_REFUSAL_LINES = Throttle()
+"""The path is public: anyone may post unsigned bodies in a loop. Each is counted
+(``_OUTCOMES``), the warning is throttled."""
 
 
 class SignatureError(KrakenError):
@@ -157,7 +161,9 @@ class StripeWebhook:
         except KrakenError as exc:
             outcome = "bad_signature" if isinstance(exc, SignatureError) else "invalid"
             _OUTCOMES[outcome].inc()
-            log.warning("stripe webhook refused (%s): %s", outcome, exc.message)
+            if (held := _REFUSAL_LINES.due()) is not None:
+                log.warning("stripe webhook refused (%s): %s (%d more since the last line)",
+                            outcome, exc.message, held)
             status, body = exc.status, OPENAI.render(exc)
         sink.respond(status, [(b"content-type", b"application/json")], body)
 

@@ -2,6 +2,7 @@
 Kraken process; top-ups are idempotent per payment and the body never reaches the logs."""
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 
@@ -227,6 +228,40 @@ async def test_signed_events_that_are_not_krakens_are_acknowledged_and_change_no
         status, reply = await post(k.port, euros, header(euros))
         assert status == 400 and "currency" in reply["error"]["message"]
     assert ledger(tmp_path / "kraken.db") == []
+
+
+async def test_refusals_anyone_can_post_are_counted_each_and_logged_once_per_interval(
+        tmp_path, caplog, monkeypatch):
+    """The webhook is on the public listener: unsigned posts are refused (400) and counted
+    each, but a loop of them is no loop of warnings: one line per interval, the next naming
+    how many were held back."""
+    from kraken.billing import stripe_webhook
+    from kraken.logs import Throttle
+
+    now = [0.0]
+    monkeypatch.setattr(stripe_webhook, "_REFUSAL_LINES", Throttle(10.0, clock=lambda: now[0]),
+                        raising=False)
+    caplog.set_level(logging.WARNING, "kraken")
+    counted = 'kraken_stripe_webhooks_total{outcome="bad_signature"} '
+
+    async def refusals() -> float:
+        text = (await http(k.port, "GET", "/metrics")).body.decode()
+        return next(float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith(counted))
+
+    async with running_mock() as mock, running_kraken(kraken_mapping(
+            tmp_path, mock.port, stripe={"webhook_secret": SECRET})) as k:
+        before = await refusals()
+        body = checkout("evt_1")
+        for _ in range(20):
+            assert (await post(k.port, body, None))[0] == 400
+        now[0] += 10.0
+        assert (await post(k.port, body, "t=1,v1=00"))[0] == 400
+        assert await refusals() - before == 21
+    lines = [r.getMessage() for r in caplog.records if "stripe webhook refused" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[1].endswith("(19 more since the last line)")
+    assert all(CANARY not in line for line in lines)
 
 
 class _Sink:
