@@ -19,6 +19,7 @@ from kraken.errors import KrakenError
 from kraken.http.answers import error_answer
 from kraken.http.exchange import Request, ResponseSink
 from kraken.http.starts import pacer_for
+from kraken.logs import Throttle
 from kraken.timers import Deadline
 
 log = logging.getLogger("kraken.http")
@@ -28,6 +29,9 @@ Handler = Callable[[Request, Any], Awaitable[None]]
 
 LINGER_S = 2.0
 """How long a closing connection keeps draining client bytes before it is closed."""
+STALL_LINES = Throttle()
+"""The send-stall lines (a connection, or an HTTP/2 stream, whose client reads nothing): one
+client can hold hundreds of each at once, so they are throttled."""
 
 
 class InboundConnection(asyncio.Protocol):
@@ -146,8 +150,9 @@ class InboundConnection(asyncio.Protocol):
         """Writing stayed paused for ``send_stall_timeout_s``: the client reads nothing."""
         if self.disconnected:
             return
-        log.info("client %s read nothing for %.0f s: connection aborted",
-                 self.peer, self.stall_timeout)
+        if (held := STALL_LINES.due()) is not None:
+            log.info("client %s read nothing for %.0f s: connection aborted (%d more stalls "
+                     "since the last line)", self.peer, self.stall_timeout, held)
         self.abort()  # connection_lost cancels the handlers, and with them the provider calls
 
 

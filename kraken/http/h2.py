@@ -47,7 +47,7 @@ from h2.settings import SettingCodes
 from kraken.config import ServerConfig
 from kraken.http import h2upload
 from kraken.http.answers import error_answer, rejection
-from kraken.http.connection import Handler, InboundConnection, run_handler
+from kraken.http.connection import STALL_LINES, Handler, InboundConnection, run_handler
 from kraken.http.h1body import BodyPace
 from kraken.http.h2limits import (Calm, GuardedH2Connection, H2Limits,
                                   StreamRejected)
@@ -66,8 +66,7 @@ _BODY_BUDGET_FACTOR = 4
 """Request bodies still being received on one connection may total this many times
 ``max_body_bytes``; the stream that crosses it gets 413 (h1 buffers one body at a time)."""
 _SETTINGS_MOVING_DATA = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
-_CALM_LINES = Throttle()
-"""The ENHANCE_YOUR_CALM warning: a client can earn one per connection it opens."""
+_CALM_LINES = Throttle()  # the ENHANCE_YOUR_CALM line: a client earns one per connection
 
 
 class H2Connection(InboundConnection):
@@ -390,8 +389,10 @@ class H2Connection(InboundConnection):
         the client had (its handler is cancelled, the provider call with it)."""
         if stream.closed or not stream.stalled:
             return
-        log.info("client %s opened no window on stream %d for %.0f s: stream reset",
-                 self.peer, stream.stream_id, self.stall_timeout)
+        if (held := STALL_LINES.due()) is not None:  # a client may hold many: throttled
+            log.info("client %s opened no window on stream %d for %.0f s: stream reset (%d more"
+                     " stalls since the last line)", self.peer, stream.stream_id,
+                     self.stall_timeout, held)
         stream.reset = True
         self.reset_stream(stream, ErrorCodes.CANCEL)
         task = stream.task

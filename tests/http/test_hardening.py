@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import socket
 import time
 from typing import Any
@@ -222,6 +223,55 @@ async def test_h2_connection_whose_client_reads_nothing_is_aborted(monkeypatch):
             assert gate.pauses == 1  # paused once, never resumed: the client read nothing
         finally:
             writer.close()
+
+
+async def test_stall_lines_are_throttled_however_many_streams_and_connections_stall(
+        monkeypatch, caplog):
+    """One client can hold 100 streams on each of hundreds of connections without reading:
+    every stalled stream and connection is reset, but they share one line per interval, the
+    next naming how many were held back (they were one INFO line each)."""
+    from h1wire import serve as h1_serve
+    from kraken.http import connection
+    from kraken.logs import Throttle
+
+    now = [0.0]
+    lines = Throttle(10.0, clock=lambda: now[0])
+    monkeypatch.setattr(connection, "STALL_LINES", lines, raising=False)
+    monkeypatch.setattr("kraken.http.h2.STALL_LINES", lines, raising=False)
+    caplog.set_level(logging.INFO, "kraken.http")
+    cfg = settings(monkeypatch, send_stall_timeout_s=0.2)
+
+    async def flood(req: Request, sink: Any) -> None:  # writes while the client takes it
+        gate = Gate()
+        sink.start(200, [], None)
+        sink.set_producer(gate)
+        for _ in range(2000):
+            await gate.open.wait()
+            sink.write(b"f" * 65536)
+        sink.end()
+
+    async with h2_serve(flood, **cfg) as server:
+        async with h2_client(server.port, window=0, ack_data=False) as cl:
+            for sid in [cl.request("GET", "/") for _ in range(10)]:
+                assert (await cl.response(sid)).reset == 8  # RST_STREAM CANCEL
+    async with h1_serve(flood, **cfg) as server:
+        socks = [await raw_socket(server.port, rcvbuf=4096) for _ in range(5)]
+        try:
+            for sock in socks:
+                await asyncio.get_running_loop().sock_sendall(sock, b"GET / HTTP/1.1\r\n" + H
+                                                              + b"\r\n")
+            await wait_for(lambda: len(server.calls) == 5 and not server.conns, 15)  # aborted
+        finally:
+            for sock in socks:
+                sock.close()
+    now[0] += 10.0
+    async with h2_serve(flood, **cfg) as server:
+        async with h2_client(server.port, window=0, ack_data=False) as cl:
+            assert (await cl.response(cl.request("GET", "/"))).reset == 8
+    said = [r.getMessage() for r in caplog.records
+            if "opened no window" in r.getMessage() or "read nothing" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[1].endswith("(14 more stalls since the last line)"), said
 
 
 async def test_stall_timeout_zero_turns_the_check_off(monkeypatch):
