@@ -91,7 +91,10 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
         except KrakenError as exc:
             if not falls_back(exc):
                 if breaker is not None:
-                    breaker.success()  # the provider answered; the request is at fault
+                    if isinstance(exc, UpstreamStatus):
+                        breaker.success()  # the provider answered; the request is at fault
+                    else:  # refused before the send (its shape, a BYOK key): no outcome
+                        breaker.release()
                 raise
             metrics.UPSTREAM_ERRORS.labels(name, exc.error_type).inc()
             _learn(router, call, route, failed=True)

@@ -142,6 +142,28 @@ async def test_breaker_opens_skips_the_provider_then_a_probe_closes_it(tmp_path)
         assert r.status == 200 and len(a.requests) == 4
 
 
+async def test_a_request_refused_before_the_send_does_not_close_an_open_circuit(tmp_path):
+    routing = {"breaker_failures": 2, "breaker_cooldown_s": 0.2}
+    async with stack(tmp_path, n_mocks=1, routing=routing) as ((a,), k):
+        a.fail_status = 503
+        for _ in range(2):
+            assert (await http(k.port, "POST", "/v1/chat/completions", chat(),
+                               auth_headers())).status == 502
+        bad = json.dumps({"model": "gpt", "stream": True, "stream_options": 5,
+                          "messages": [{"role": "user", "content": "hi"}]}).encode()
+        with anyio.fail_after(10):  # 503 circuit_open until the cooldown lets a probe through
+            while (await http(k.port, "POST", "/v1/chat/completions", bad,
+                              auth_headers())).status != 400:
+                await anyio.sleep(0.05)
+        assert len(a.requests) == 2, "the malformed request never reached the provider"
+        assert gauge("kraken_circuit_state", provider="fa") != 0, "it proved nothing"
+        r = await http(k.port, "POST", "/v1/chat/completions", chat(), auth_headers())
+        assert r.status == 502  # the real probe: the provider still fails
+        r = await http(k.port, "POST", "/v1/chat/completions", chat(), auth_headers())
+        assert (r.status, r.json()["error"]["type"]) == (503, "circuit_open")
+        assert len(a.requests) == 3
+
+
 async def test_every_circuit_open_is_a_fast_503(tmp_path):
     async with stack(tmp_path, n_mocks=1, routing={"breaker_failures": 1,
                                                     "breaker_cooldown_s": 300}) as ((a,), k):

@@ -10,10 +10,11 @@ import pytest
 
 from kraken import config, metrics
 from kraken.errors import (
-    BadRequest, PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamStatus, UpstreamTimeout,
+    BadRequest, InvalidValue, PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamStatus,
+    UpstreamTimeout,
 )
 from kraken.gateway import fallback
-from kraken.policy.breaker import CLOSED, OPEN, CircuitOpen
+from kraken.policy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitOpen
 from kraken.gateway.call import Call
 from kraken.gateway.relay import DONE, FAILED
 from kraken.policy.router import Provider, Router
@@ -159,6 +160,22 @@ async def test_a_cancelled_probe_is_released():
     with pytest.raises(asyncio.CancelledError):
         await fallback.dispatch(r, call, r.candidates("m")[:1],
                                 answering({"ua": asyncio.CancelledError()}, [], call), Client())
+    assert b.allow(), "the next request may probe"
+
+
+async def test_a_probe_refused_before_the_send_does_not_close_the_circuit():
+    """A request Kraken refuses while shaping it (a 400 of its own, a BYOK key it cannot use)
+    never reached the provider: it says nothing about the provider's health."""
+    r = router(breaker_cooldown_s=5)
+    b = r.breakers["ua"]
+    b.failure(), b.failure()
+    b.clock.now += 5
+    call = new_call()
+    with pytest.raises(InvalidValue):
+        await fallback.dispatch(r, call, r.candidates("m")[:1],
+                                answering({"ua": InvalidValue("stream_options")}, [], call),
+                                Client())
+    assert b.state == HALF_OPEN, "still unproven: the provider was never asked"
     assert b.allow(), "the next request may probe"
 
 
