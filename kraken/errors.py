@@ -215,6 +215,15 @@ class UpstreamError(KrakenError):
 
     status = 502
     error_type = "upstream_error"
+    retry_after_s: int | None = None
+    """The provider's own ``Retry-After`` on its refusal (a 429, a 503), passed on to the
+    client so its SDK waits as long as the provider asked instead of retrying at once."""
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.retry_after_s is None:
+            return []
+        return [(b"retry-after", str(self.retry_after_s).encode())]
 
 
 class UpstreamTimeout(UpstreamError):

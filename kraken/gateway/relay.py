@@ -37,11 +37,22 @@ WAITING, STREAMING, DONE, REFUSED, FAILED, CANCELLED = (
     "waiting", "streaming", "done", "refused", "failed", "cancelled")
 
 MAX_ERROR_BODY = 64 * 1024
+MAX_RETRY_AFTER_S = 86_400
+"""The longest provider ``Retry-After`` passed on (seconds); a longer or non-numeric one
+(an HTTP date) is not."""
 _SAMPLE = 8
 """``call.relay_ns`` times one in this many one-chunk reads (two clock reads cost ~7% of such a
 read's relay work) and counts it for itself and the untimed reads after it; ``_settle`` takes
 back those that never came, so each read is counted once, at its sample's time."""
 _SAMPLE_MASK = _SAMPLE - 1
+
+
+def _seconds(retry_after: bytes) -> int | None:
+    """A provider's ``Retry-After`` as whole seconds, if it is a plausible number of them."""
+    value = retry_after.strip()
+    if not value.isdigit() or len(value) > 6 or int(value) > MAX_RETRY_AFTER_S:
+        return None
+    return int(value)
 
 
 def stream_tap(family: WireFamily, strip_usage: bool) -> StreamTap:
@@ -66,7 +77,7 @@ class Relay:
     __slots__ = ("call", "sink", "family", "state", "done", "_tap", "_body_tap", "_body",
                  "_status", "_on_complete", "_stream", "_perf", "_filter", "_write", "_end",
                  "_write_frame", "_chunks", "_sample_ns", "_send_held", "_corked", "_upstream",
-                 "_can_pipe", "_on_ended")
+                 "_can_pipe", "_on_ended", "_retry_after")
 
     def __init__(
         self,
@@ -94,6 +105,7 @@ class Relay:
         self._body_tap = None if stream else (family.body_tap or BodyTap)(family.usage_key)
         self._body = bytearray()  # a refused exchange's error body (bounded)
         self._status = 0
+        self._retry_after: bytes | None = None  # a refusal's Retry-After, as the provider sent it
         self._on_complete = on_complete
         """Journals the record before the response completes; what it returns, if not None,
         goes to ``on_ended`` with the call once the response has completed (the counting that
@@ -127,6 +139,7 @@ class Relay:
         self._status = status
         if not 200 <= status < 300:
             self.state = REFUSED  # body collected in on_data, mapped in on_end
+            self._retry_after = header_value(headers, b"retry-after")
             return
         t0 = self._perf()
         self.state = STREAMING
@@ -252,6 +265,9 @@ class Relay:
             self._finish(DONE if failure is None else FAILED, stream_usage=self._tap is not None)
         elif state is REFUSED:
             err = self.family.map_error(self._status, bytes(self._body))
+            wait = self._retry_after
+            if wait is not None and isinstance(err, UpstreamError):  # the provider's refusal
+                err.retry_after_s = _seconds(wait)
             self._refuse(err if self._filter is None else self._filter.refused(err))
         elif state is WAITING:
             self._refuse(UpstreamError("provider ended the exchange without a response"))

@@ -17,7 +17,8 @@ import anyio
 import httpx2
 import openai
 import pytest
-from harness import TEST_KEY, http, kraken_process, running_mock
+from harness import TEST_KEY, http, kraken_mapping, kraken_process, running_kraken, running_mock
+from rawprovider import scripted_provider
 
 from kraken.accounts import service
 from kraken.billing.guard import (
@@ -139,3 +140,32 @@ async def test_the_circuit_open_503_says_when_the_probe_goes_and_the_sdk_waits(t
         # Five minutes is beyond what the SDK waits for: one 503, no retry burst meanwhile.
         assert await counter(port, sample) == 1
         assert len(mock.requests) == 1
+
+
+# ---- a provider's own Retry-After ----------------------------------------------------------
+
+def refusal(status: bytes, retry_after: bytes) -> bytes:
+    body = b'{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}'
+    return (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nretry-after: %s\r\n"
+            b"content-length: %d\r\n\r\n%s" % (status, retry_after, len(body), body))
+
+
+@pytest.mark.parametrize("status, retry_after, answered, passed_on", [
+    (b"429 Too Many Requests", b"17", 429, "17"),
+    (b"503 Service Unavailable", b"30", 502, "30"),
+    (b"429 Too Many Requests", b"Wed, 21 Oct 2015 07:28:00 GMT", 429, None),
+    (b"429 Too Many Requests", b"99999999999", 429, None),
+])
+async def test_a_providers_retry_after_reaches_the_client(tmp_path, status, retry_after,
+                                                          answered, passed_on):
+    """The provider's refusal says how long to wait: the client's SDK is told the same (a
+    plausible number of seconds only), not left to retry at once against a limited provider."""
+    server, port = await scripted_provider([[refusal(status, retry_after)]], 0)
+    try:
+        async with running_kraken(kraken_mapping(tmp_path, port)) as k:
+            r = await http(k.port, "POST", "/v1/chat/completions", chat_body(),
+                           {"Authorization": "Bearer " + TEST_KEY})
+    finally:
+        server.close()
+    assert r.status == answered
+    assert r.headers.get("retry-after") == passed_on
