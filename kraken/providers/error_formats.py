@@ -100,6 +100,28 @@ def _responses_error_body(exc: KrakenError) -> bytes:
                          "message": exc.message, "param": None})
 
 
+def _provider_error(body: bytes) -> tuple[bool, str | None]:
+    """Whether a provider's error ``body`` is a JSON ``{"error": {...}}`` object (relayed as
+    it is), else the message it carries, if any: Gemini's OpenAI endpoint sends
+    ``[{"error": {...}}]``, TGI ``{"error": "..."}``, older vLLM ``{"message": "..."}``, which
+    OpenAI's SDKs and other clients cannot read as OpenAI's."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+        return True, None
+    if isinstance(obj, list) and obj:
+        obj = obj[0]
+    if not isinstance(obj, dict):
+        return False, None
+    error = obj.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str):
+        message = obj.get("message")
+    return False, message if isinstance(message, str) else None
+
+
 def _event(data: bytes) -> bytes:
     return b"event: error\ndata: " + data + b"\n\n"
 
@@ -139,9 +161,16 @@ class ErrorFormat:
     """The stream event's payload when it differs from ``render`` (the Responses API)."""
 
     def body(self, exc: KrakenError) -> bytes:
-        """The whole answer's body for ``exc`` (before the first byte)."""
+        """The whole answer's body for ``exc`` (before the first byte): a provider's own error
+        object as it came; any other provider body (an HTML page, Gemini's list) re-said in
+        this format, with the provider's message when it has one."""
         if self.relays_provider_body and isinstance(exc, UpstreamStatus) and exc.body:
-            return exc.body
+            as_is, message = _provider_error(exc.body)
+            if as_is:
+                return exc.body
+            if message is not None:
+                exc = UpstreamStatus(exc.status, b"")
+                exc.message = message
         return self.render(exc)
 
     def sse_event(self, exc: KrakenError) -> bytes:

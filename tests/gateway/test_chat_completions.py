@@ -6,7 +6,11 @@ import json
 import openai
 import pytest
 
-from harness import PROMPT_CANARY, PROVIDER_KEY, TEST_KEY, auth_headers, http, wait_rows
+from harness import (
+    PROMPT_CANARY, PROVIDER_KEY, TEST_KEY, auth_headers, http, kraken_mapping, running_kraken,
+    wait_rows,
+)
+from rawprovider import scripted_provider
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +141,41 @@ async def test_records_hold_no_content(stack, tmp_path):
             assert PROMPT_CANARY.encode() not in data, path
             assert response_text.encode() not in data, path
             assert TEST_KEY.encode() not in data and PROVIDER_KEY.encode() not in data, path
+
+
+GEMINI_LIST = (b'[{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name '
+               b'\\"web_search_options\\"","status":"INVALID_ARGUMENT"}}]')
+OPENAI_SHAPED = b'{"error":{"message":"bad temperature","type":"invalid_request_error",' \
+                b'"param":"temperature","code":null}}'
+
+
+@pytest.mark.parametrize("status, ctype, body, message", [
+    (b"404 Not Found", b"text/html", b"<html><body>404 Not Found</body></html>",
+     "provider returned 404"),
+    (b"400 Bad Request", b"application/json", GEMINI_LIST,
+     'Invalid JSON payload received. Unknown name "web_search_options"'),
+    (b"400 Bad Request", b"application/json", OPENAI_SHAPED, "bad temperature"),
+])
+async def test_a_providers_4xx_reaches_the_client_as_an_openai_error(tmp_path, status, ctype,
+                                                                     body, message):
+    """Relayed with its status; a body that is not an OpenAI error object (a proxy's HTML page,
+    Gemini's list) is put in OpenAI's envelope, which the SDKs and clients read."""
+    answer = (b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
+              % (status, ctype, len(body), body))
+    server, port = await scripted_provider([[answer], [answer]], 0)  # raw, then the SDK
+    try:
+        async with running_kraken(kraken_mapping(tmp_path, port)) as k:
+            r = await http(k.port, "POST", "/v1/chat/completions", json.dumps(
+                {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+                auth_headers())
+            with pytest.raises(openai.APIStatusError) as caught:
+                await client(k).chat.completions.create(
+                    model="mock-gpt", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        server.close()
+    assert r.status == int(status[:3]) and r.headers["content-type"] == "application/json"
+    assert r.json()["error"]["message"] == message
+    if body == OPENAI_SHAPED:
+        assert r.body == body, "a provider's own OpenAI error is relayed byte for byte"
+    assert caught.value.status_code == int(status[:3])
+    assert isinstance(caught.value.body, dict) and caught.value.body["message"] == message

@@ -71,6 +71,18 @@ def test_a_providers_own_4xx_body_is_relayed_where_the_format_takes_it(fmt, rela
     assert fmt.body(UpstreamStatus(400, b"")) == fmt.render(UpstreamStatus(400, b""))
 
 
+@pytest.mark.parametrize("fmt", [OPENAI, OPENAI_RESPONSES, GOOGLE])
+def test_a_provider_body_not_in_an_error_envelope_is_said_in_the_format(fmt):
+    html = UpstreamStatus(404, b"<html>404 Not Found</html>")
+    assert fmt.body(html) == fmt.render(html)
+    said = UpstreamStatus(400, b"")
+    said.message = "m"
+    for body in (b'[{"error":{"code":400,"message":"m","status":"X"}}]',  # Gemini's OpenAI API
+                 b'{"error":"m","error_type":"validation"}',  # TGI
+                 b'{"object":"error","message":"m","type":"BadRequestError","code":400}'):
+        assert fmt.body(UpstreamStatus(400, body)) == fmt.render(said)
+
+
 def test_anthropic_keeps_a_provider_body_already_in_its_shape():
     body = b'{"type":"error","error":{"type":"invalid_request_error","message":"m"}}'
     assert ANTHROPIC.body(UpstreamStatus(400, body)) == body
