@@ -255,6 +255,15 @@ class UpstreamCredentialsRejected(UpstreamError):
     """The provider refused the gateway's own key: a 502, the provider's body not shown."""
 
 
+class ByokKeyRejected(UpstreamCredentialsRejected):
+    """The provider refused the customer's own key (BYOK): the customer's to fix, not the
+    provider's failure (no breaker, no health average); a 401, which SDKs do not retry."""
+
+    status = 401
+    error_type = "byok_key_rejected"
+    code = "byok_key_rejected"
+
+
 class UpstreamBadStream(UpstreamError):
     """The provider's stream could not be read (an event over the size bound)."""
 

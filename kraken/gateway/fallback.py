@@ -14,7 +14,9 @@ Kraken's own bounds on a provider's pool - no connection freed within ``pool_wai
 (``PoolExhausted``), or this key already holds its share of the pool (``PoolShareExceeded``) -
 are not the provider's failures: they feed neither the breaker nor the health averages (one
 client holding every connection must not open the circuit for everyone), do not count as an
-attempt, are counted in ``kraken_refused_total`` and move on to the next candidate.
+attempt, are counted in ``kraken_refused_total`` and move on to the next candidate. Nor is a
+customer's own key (BYOK) that the provider refuses: the next candidate is tried, and if none
+serves the answer is 401 ``byok_key_rejected``, the customer's to fix.
 
 Customers who object to non-essential processing (``call.opted_out``) do not feed the moving
 averages that ``auto`` optimises on. Their outcomes still count towards the circuit breaker:
@@ -26,7 +28,8 @@ from collections.abc import Awaitable, Callable
 
 from kraken import metrics
 from kraken.errors import (
-    KrakenError, PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamStatus,
+    ByokKeyRejected, KrakenError, PoolExhausted, PoolShareExceeded, UpstreamCredentialsRejected,
+    UpstreamError, UpstreamStatus,
 )
 from kraken.policy.breaker import CircuitOpen
 from kraken.gateway.call import Call
@@ -96,10 +99,15 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
                     else:  # refused before the send (its shape, a BYOK key): no outcome
                         breaker.release()
                 raise
-            metrics.UPSTREAM_ERRORS.labels(name, exc.error_type).inc()
-            _learn(router, call, route, failed=True)
+            if call.byok and isinstance(exc, UpstreamCredentialsRejected):
+                if breaker is not None:  # one customer's bad key must not open the circuit
+                    breaker.release()  # for every customer of the provider
+                exc = ByokKeyRejected(f"provider {name} rejected your own provider key (BYOK)")
+            else:
+                metrics.UPSTREAM_ERRORS.labels(name, exc.error_type).inc()
+                _learn(router, call, route, failed=True)
             if sink.started:
-                raise
+                raise exc
             call.error_type, last, previous = exc.error_type, exc, name
         except BaseException:
             if breaker is not None:

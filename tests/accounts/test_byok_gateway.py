@@ -259,3 +259,33 @@ async def test_byok_key_reaches_anthropic_natively_and_through_translation(tmp_p
             rows = await wait_for(lambda: r if len(r := db_rows(k.db_path)) >= 2 else None)
     assert {(r["customer_id"], r["byok"]) for r in rows} == {(a, 1), (b, 0)}
     assert_secret_not_on_disk(tmp_path)
+
+
+async def test_a_customers_rejected_key_is_its_own_401_and_opens_no_circuit_for_others(tmp_path):
+    """The provider refusing one customer's own key says nothing about the provider: it must not
+    open the circuit that every other customer's requests go through."""
+    key_file = tmp_path / "master.keys"
+    key_file.write_text(masterkey.new_entry(1))
+    key_file.chmod(0o600)
+    a, b = await make_customers(tmp_path / "kraken.db")
+    store = await SqliteStore.open(str(tmp_path / "kraken.db"))
+    await byok.set_key(store, masterkey.load(str(key_file), ""), a, "openai", BYOK_SECRET)
+    await store.close()
+    async with MockOpenAI(api_key=PROVIDER_KEY) as mock:  # refuses the customer's key: 401
+        doc = document(tmp_path, mock.port, a, b, key_file)
+        doc["routing"] = {"breaker_failures": 2, "breaker_cooldown_s": 300}
+        async with running_kraken(doc) as k:
+            for _ in range(3):
+                reply = await chat(k.port, KEY_A)
+                assert reply.status == 401, reply.body
+                error = reply.json()["error"]
+                assert error["code"] == "byok_key_rejected" and "your own" in error["message"]
+            assert upstream_credential(mock) == b"Bearer " + BYOK_SECRET.encode()
+            reply = await chat(k.port, KEY_B)
+            assert reply.status == 200, reply.body
+            metrics = (await http(k.port, "GET", "/metrics")).body.decode()
+            assert metric(metrics, 'kraken_circuit_state{provider="openai"}') == 0
+            rows = await wait_for(lambda: r if len(r := db_rows(k.db_path)) >= 4 else None)
+    assert [(r["customer_id"], r["status"], r["error_type"]) for r in rows] == [
+        (a, 401, "byok_key_rejected")] * 3 + [(b, 200, None)]
+    assert_secret_not_on_disk(tmp_path)
