@@ -10,6 +10,10 @@ relay's final state otherwise). Which failures move on to the next candidate:
 * never a 4xx other than 429 (the request itself is at fault: another provider would say the
   same), and never once a byte has reached the client.
 
+A fallback candidate whose provider cannot honour a valid request (a parameter a Claude model
+lacks: ``UnsupportedParameter``/``UnsupportedValue`` while shaping, before the send) is passed
+over: the client is answered with the earlier candidates' failure, not told its request is bad.
+
 Kraken's own bounds on a provider's pool - no connection freed within ``pool_wait_s``
 (``PoolExhausted``), or this key already holds its share of the pool (``PoolShareExceeded``) -
 are not the provider's failures: they feed neither the breaker nor the health averages (one
@@ -28,8 +32,8 @@ from collections.abc import Awaitable, Callable
 
 from kraken import metrics
 from kraken.errors import (
-    ByokKeyRejected, KrakenError, PoolExhausted, PoolShareExceeded, UpstreamCredentialsRejected,
-    UpstreamError, UpstreamStatus,
+    ByokKeyRejected, KrakenError, PoolExhausted, PoolShareExceeded, UnsupportedParameter,
+    UnsupportedValue, UpstreamCredentialsRejected, UpstreamError, UpstreamStatus,
 )
 from kraken.policy.breaker import CircuitOpen
 from kraken.gateway.call import Call
@@ -38,6 +42,8 @@ from kraken.policy.router import Route, Router
 from kraken.http.exchange import ResponseSink
 from kraken.shedding import refused
 
+_NOT_HERE = (UnsupportedParameter, UnsupportedValue)
+"""A valid request this candidate's provider cannot honour (raised while shaping it)."""
 _SHED = {PoolExhausted: "pool_exhausted", PoolShareExceeded: "key_concurrency"}
 """Kraken's own refusals of an attempt, and their ``kraken_refused_total`` reason."""
 
@@ -93,12 +99,16 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
             call.error_type, last, previous = exc.error_type, exc, name
         except KrakenError as exc:
             if not falls_back(exc):
-                if breaker is not None:
-                    if isinstance(exc, UpstreamStatus):
+                if isinstance(exc, UpstreamStatus):
+                    if breaker is not None:
                         breaker.success()  # the provider answered; the request is at fault
-                    else:  # refused before the send (its shape, a BYOK key): no outcome
-                        breaker.release()
-                raise
+                    raise
+                if breaker is not None:  # refused before the send (its shape, a BYOK key)
+                    breaker.release()
+                if previous is None or not isinstance(exc, _NOT_HERE):
+                    raise
+                tried -= 1  # a fallback that cannot take this request (e.g. a parameter Claude
+                continue  # lacks): the earlier candidates' failure is the answer, not a 400
             if call.byok and isinstance(exc, UpstreamCredentialsRejected):
                 if breaker is not None:  # one customer's bad key must not open the circuit
                     breaker.release()  # for every customer of the provider

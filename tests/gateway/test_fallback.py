@@ -90,6 +90,35 @@ async def test_a_stream_falls_back_while_no_byte_was_sent(tmp_path):
         assert (row["provider"], row["fallback_used"], row["error_type"]) == ("fb", 1, "upstream_error")
 
 
+async def test_a_fallback_that_cannot_take_the_request_leaves_the_earlier_failure(tmp_path):
+    """OpenAI first, Claude behind it: a valid OpenAI request Kraken cannot say to Claude (a
+    parameter Claude lacks) is answered with the OpenAI provider's failure, which SDKs retry,
+    not with a 400 telling the client its request is wrong."""
+    from kraken.mock.anthropic_mock import MockAnthropic
+
+    async with running_mock() as a, MockAnthropic() as claude:
+        doc = kraken_mapping(tmp_path, a.port)
+        doc["providers"] = {"fa": provider(a.port, []),
+                            "claude": {"kind": "anthropic", "base_url": claude.url,
+                                       "api_key": "sk-ant-provider", "models": []}}
+        doc["models"] = {"gpt": ["fa/mock-gpt", "claude/claude-test"]}
+        async with running_kraken(doc) as k:
+            body = json.dumps({"model": "gpt", "reasoning_effort": "low",
+                               "messages": [{"role": "user", "content": "hi"}]}).encode()
+            assert (await http(k.port, "POST", "/v1/chat/completions", body,
+                               auth_headers())).status == 200  # the OpenAI provider takes it
+            a.fail_status = 503
+            r = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
+            assert r.status == 502, r.body
+            assert r.json()["error"]["type"] == "upstream_error"
+            assert not claude.requests
+            r = await http(k.port, "POST", "/v1/chat/completions", chat(), auth_headers())
+            assert r.status == 200, "a request Claude can take still falls back to it"
+            rows = await wait_rows(k.db_path, 3)
+            assert (rows[1]["status"], rows[1]["error_type"]) == (502, "upstream_error")
+            assert (rows[2]["provider"], rows[2]["fallback_used"]) == ("claude", 1)
+
+
 async def test_an_unreachable_provider_falls_back(tmp_path):
     from harness import free_port
 

@@ -10,8 +10,8 @@ import pytest
 
 from kraken import config, metrics
 from kraken.errors import (
-    BadRequest, InvalidValue, PoolExhausted, PoolShareExceeded, UpstreamError, UpstreamStatus,
-    UpstreamTimeout,
+    BadRequest, InvalidValue, PoolExhausted, PoolShareExceeded, UnsupportedParameter,
+    UpstreamError, UpstreamStatus, UpstreamTimeout,
 )
 from kraken.gateway import fallback
 from kraken.policy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitOpen
@@ -177,6 +177,21 @@ async def test_a_probe_refused_before_the_send_does_not_close_the_circuit():
                                 Client())
     assert b.state == HALF_OPEN, "still unproven: the provider was never asked"
     assert b.allow(), "the next request may probe"
+
+
+@pytest.mark.parametrize("refusal, answer", [
+    (UnsupportedParameter("'audio' is not supported for Claude", param="audio"), UpstreamError),
+    (InvalidValue("stream_options must be an object"), InvalidValue),
+])
+async def test_a_fallback_its_provider_cannot_honour_leaves_the_earlier_failure(refusal, answer):
+    r = router()
+    call, tried = new_call(), []
+    with pytest.raises(answer):
+        await fallback.dispatch(r, call, r.candidates("m"),
+                                answering({"ua": UpstreamError("down"), "ub": refusal},
+                                          tried, call), Client())
+    assert tried == ["ua", "ub"]
+    assert r.breakers["ub"].count == 0, "ub was never asked"
 
 
 async def test_a_full_pool_is_not_the_providers_failure_and_the_next_candidate_serves():
