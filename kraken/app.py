@@ -1,4 +1,5 @@
-"""Process lifecycle: wire the parts, serve, and drain on SIGTERM/SIGINT.
+"""Process lifecycle: wire the parts, serve, and drain on SIGTERM/SIGINT (a second one cuts
+the drain short; kraken/shutdown.py says what each signal means when).
 
 Startup order matters: the crash journal of a previous run is replayed into the store
 before the listener opens, so a ``kill -9`` never loses a record that a client saw
@@ -24,6 +25,7 @@ import anyio
 import anyio.abc
 
 from kraken import buildinfo, metrics, sdnotify, speedups, workers
+from kraken.shutdown import CUT_SHORT, CUT_SIGNAL, Shutdown
 from kraken.fdtable import reserve_descriptors
 from kraken.transportindex import lean_transport_index
 from kraken.accounts import masterkey
@@ -341,17 +343,33 @@ async def _run(cfg: Config, parts: Parts, servers: list[asyncio.AbstractServer],
     """Serve until ``stop`` (or SIGTERM/SIGINT), then drain; returns the records left in the
     journal (0: the store took them all)."""
     loop = asyncio.get_running_loop()
+    own_signals = stop is None
+    stop = stop or asyncio.Event()
+    # A supervised worker's drain is cut by its supervisor's CUT_SIGNAL only (see shutdown.py).
+    shutdown = Shutdown(repeat_cuts=worker is None)
+
+    def on_stop(sig: signal.Signals) -> None:
+        if shutdown.stop(sig.name):
+            stop.set()
+
+    def on_cut() -> None:
+        if shutdown.cut(f"{CUT_SIGNAL.name} from the supervisor"):
+            stop.set()
 
     def on_sighup() -> None:
-        """Reload the certificate for new handshakes; a broken one keeps the old."""
+        """Reload the certificate for new handshakes; a broken one keeps the old. Not once
+        stopping: READY=1 after STOPPING=1 would tell systemd the service is up again."""
+        if not shutdown.reload():
+            return
         sdnotify.reloading()
         if reloader is not None:
             reloader.reload()
         sdnotify.ready()
 
-    own_signals = stop is None
-    stop = stop or asyncio.Event()
-    signals = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: on_sighup}
+    signals = {signal.SIGTERM: partial(on_stop, signal.SIGTERM),
+               signal.SIGINT: partial(on_stop, signal.SIGINT), signal.SIGHUP: on_sighup}
+    if worker is not None:
+        signals[CUT_SIGNAL] = on_cut
     if own_signals:
         for sig, callback in signals.items():
             loop.add_signal_handler(sig, callback)
@@ -366,12 +384,14 @@ async def _run(cfg: Config, parts: Parts, servers: list[asyncio.AbstractServer],
             sdnotify.ready(f"listening on {address[0]}:{address[1]}")
             _release_startup_memory()
             await stop.wait()
-            left = await _shut_down(cfg, parts, servers)
+            left = await _shut_down(cfg, parts, servers, shutdown)
             tg.cancel_scope.cancel()  # the billing refresh loop; the meter is flushed
     finally:
         if own_signals:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+            if shutdown.stopping:  # closing the stores: a reload now would kill the process
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return left
 
 
@@ -419,12 +439,14 @@ async def _start_background(tg: anyio.abc.TaskGroup, cfg: Config, parts: Parts,
     await tg.start(parts.gateway.byok.run)  # first change poll done before serving
 
 
-async def _shut_down(cfg: Config, parts: Parts, servers: list[asyncio.AbstractServer]) -> int:
-    """Drain in-flight responses, then flush the meter within what is left of the deadline."""
+async def _shut_down(cfg: Config, parts: Parts, servers: list[asyncio.AbstractServer],
+                     shutdown: Shutdown) -> int:
+    """Drain in-flight responses, then flush the meter within what is left of the deadline
+    (all of it even when the drain was cut short: the records must reach the store)."""
     deadline = anyio.current_time() + cfg.server.drain_timeout_s
     sdnotify.stopping("draining")
     log.info("shutting down: draining for up to %.0fs", cfg.server.drain_timeout_s)
-    await _drain(servers, parts.gateway, parts.connections, cfg.server.drain_timeout_s)
+    await _drain(servers, parts.gateway, parts.connections, cfg.server.drain_timeout_s, shutdown)
     # A store that stays down (disk full) cannot hold shutdown past the deadline:
     # what it did not take stays in the journal, replayed at the next start.
     left = await parts.meter.close(max(deadline - anyio.current_time(), FLUSH_MIN_S))
@@ -439,8 +461,9 @@ def _in_flight(connections: set) -> list[asyncio.Task]:
 
 
 async def _drain(servers: list[asyncio.AbstractServer], gateway: Gateway,
-                 connections: set, deadline_s: float) -> None:
-    """Stop accepting, finish in-flight responses, then abort what is left."""
+                 connections: set, deadline_s: float, shutdown: Shutdown) -> None:
+    """Stop accepting, finish in-flight responses until the deadline or until the drain is cut
+    short (a second stop signal), then abort what is left."""
     # Requests read before the drain are served: the handlers still waiting for their turn
     # begin now, and their first step passes the gateway's admission before it refuses.
     pacer_for(asyncio.get_running_loop()).flush()
@@ -450,9 +473,13 @@ async def _drain(servers: list[asyncio.AbstractServer], gateway: Gateway,
         server.close()
     for conn in list(connections):
         conn.close_when_idle()
-    with anyio.move_on_after(deadline_s):
+    with anyio.move_on_after(deadline_s) as waiting:
+        shutdown.on_cut = waiting.cancel  # called from a signal handler, on this loop
+        if shutdown.state is CUT_SHORT:  # cut before the drain began
+            waiting.cancel()
         while tasks := _in_flight(connections):
             await asyncio.wait(tasks)
+    shutdown.on_cut = None
     gateway.aborting = True
     leftovers = _in_flight(connections)
     for conn in list(connections):

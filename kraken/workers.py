@@ -12,7 +12,10 @@ environment); the kernel stamps each datagram with the sender's pid (SO_PASSCRED
 The supervisor restarts a child that exits unexpectedly (exponential backoff; a slot
 that keeps failing fails the whole service so systemd sees it), forwards SIGHUP to ready
 children and reports READY=1 again once each of them has reloaded, and on SIGTERM/SIGINT
-lets every child drain and flush, killing only those still alive past the drain deadline.
+lets every child drain and flush, killing only those still alive past the drain deadline. A
+second SIGTERM/SIGINT cuts every child's drain short (``shutdown.CUT_SIGNAL``); a SIGHUP once
+stopping is ignored, and a reload still in progress then is abandoned: READY=1 never follows
+STOPPING=1 (kraken/shutdown.py).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from typing import Callable
 
 from kraken import sdnotify
 from kraken.config import Config
+from kraken.shutdown import CUT_SHORT, CUT_SIGNAL, Shutdown
 
 log = logging.getLogger("kraken.workers")
 
@@ -141,7 +145,7 @@ class Supervisor:
         self._backoff_max_s = backoff_max_s
         self._stable_s = stable_s
         self._max_failures = max_failures
-        self._stop_requested = False
+        self._shutdown = Shutdown()
         self._reload_requested = False
         self._reloading: set[int] = set()  # pids that have not reported READY since SIGHUP
         self._reload_deadline = 0.0
@@ -185,7 +189,7 @@ class Supervisor:
         """
         deadline = time.monotonic() + self._start_timeout_s
         self._spawn(self.slots[0])
-        while not self._stop_requested:
+        while not self._shutdown.stopping:
             if self.slots[0].state == "ready" and self.slots[-1].state == "new":
                 for slot in self.slots[1:]:
                     self._spawn(slot)
@@ -207,7 +211,7 @@ class Supervisor:
 
     def _supervise(self) -> None:
         """Restart dead workers and forward reloads until a stop signal (or a give-up)."""
-        while not self._stop_requested and not self._failed:
+        while not self._shutdown.stopping and not self._failed:
             now = time.monotonic()
             for slot in self.slots:
                 if slot.state == "backoff" and slot.restart_at <= now:
@@ -225,7 +229,9 @@ class Supervisor:
             self._pump(min([1.0, *timeouts]))
 
     def _stop_all(self) -> int:
-        """SIGTERM every child, wait until the drain deadline, SIGKILL what is left."""
+        """SIGTERM every child, wait until the drain deadline, SIGKILL what is left; a second
+        stop signal meanwhile sends the children that can take it ``CUT_SIGNAL``."""
+        self._reloading.clear()  # abandoned: its READY=1 must not follow STOPPING=1
         sdnotify.stopping("draining workers")
         for slot in self.slots:
             if slot.state in ("starting", "ready"):
@@ -234,7 +240,13 @@ class Supervisor:
             elif slot.state in ("new", "backoff"):
                 slot.move("stopped")
         deadline = time.monotonic() + self._stop_deadline_s
+        cut_sent = False
         while any(s.state == "stopping" for s in self.slots):
+            if self._shutdown.state is CUT_SHORT and not cut_sent:
+                cut_sent = True
+                for slot in self.slots:  # one that never reported READY=1 has no handler
+                    if slot.state == "stopping" and slot.reported:
+                        self._signal(slot, CUT_SIGNAL)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._kill_all()
@@ -343,10 +355,10 @@ class Supervisor:
     def _on_signals(self, numbers: bytes) -> None:
         for number in numbers:
             if number in (signal.SIGTERM, signal.SIGINT):
-                if not self._stop_requested:
-                    log.info("%s: stopping %d workers", signal.Signals(number).name, len(self.slots))
-                self._stop_requested = True
-            elif number == signal.SIGHUP:
+                name = signal.Signals(number).name
+                if self._shutdown.stop(name):
+                    log.info("%s: stopping %d workers", name, len(self.slots))
+            elif number == signal.SIGHUP and self._shutdown.reload():
                 self._reload_requested = True
 
     def _on_notify(self, sock: socket.socket) -> None:

@@ -3,8 +3,10 @@ completed record lost to ``kill -9``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
 import sqlite3
 
 import anyio
@@ -161,3 +163,86 @@ async def test_readyz_goes_red_when_store_is_locked_and_queue_bound_gives_503(tm
             assert len(request_ids(k.db_path)) == 3
             ok = await http(k.port, "POST", "/v1/chat/completions", body, auth_headers())
             assert ok.status == 200
+
+
+def log_lines(kp: KrakenProcess, text: str) -> list[str]:
+    return [line for line in kp.log_path.read_text().splitlines() if text in line]
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+async def test_a_second_stop_signal_cuts_the_drain_short_and_loses_no_record(tmp_path, second):
+    """An operator's second Ctrl-C (or orchestration's second TERM) ends the drain at once, as
+    uvicorn's and nginx's fast shutdown do: the streams still going are cut instead of getting
+    the whole drain_timeout_s, and every admitted request is still recorded."""
+    async with running_mock() as mock:
+        kp = process(tmp_path, mock.port)  # drain_timeout_s: the default 30 s
+        await anyio.to_thread.run_sync(kp.start)
+        try:
+            done = await http(kp.port, "POST", "/v1/chat/completions", json.dumps(
+                {"model": "mock-gpt", "messages": [{"role": "user", "content": "x"}]}).encode(),
+                auth_headers())
+            assert done.status == 200
+            streams = [asyncio.ensure_future(http(
+                kp.port, "POST", "/v1/chat/completions",
+                stream_body(chunks=600, chunk_delay_ms=50), auth_headers(), timeout=60))
+                for _ in range(3)]  # 30 s each
+            await wait_for(lambda: len(mock.requests) == 4)
+            kp.signal(signal.SIGTERM)
+            await wait_for(lambda: log_lines(kp, "shutting down: draining"))
+            kp.signal(second)
+            assert await anyio.to_thread.run_sync(kp.wait, 10) == 0  # not after 30 s
+            cut = await asyncio.gather(*streams, return_exceptions=True)
+            assert all(isinstance(e, (h11.RemoteProtocolError, ConnectionError)) for e in cut), cut
+        finally:
+            kp.kill()
+    conn = sqlite3.connect(tmp_path / "kraken.db")
+    rows = dict(conn.execute("SELECT request_id, error_type FROM requests").fetchall())
+    conn.close()
+    assert len(rows) == 4 and rows.pop(done.headers["x-request-id"]) is None
+    assert sorted(rows.values()) == ["aborted_shutdown"] * 3
+    assert list((tmp_path / "kraken.db.journal").iterdir()) == [], "journal trimmed"
+    assert len(log_lines(kp, "drain cut short")) == 1
+    assert f"a second {second.name}: drain cut short" in log_lines(kp, "drain cut short")[0]
+
+
+def notify_messages(sock: socket.socket) -> list[dict[str, str]]:
+    """Every datagram waiting on ``sock``, as its KEY=value fields."""
+    sock.setblocking(False)
+    out = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            out.append(dict(line.split("=", 1) for line in sock.recv(4096).decode().splitlines()))
+    return out
+
+
+async def test_sighup_during_the_drain_is_ignored_and_reports_no_ready(tmp_path, monkeypatch):
+    """systemd takes READY=1 after STOPPING=1 as the service being up again: a reload
+    (``systemctl reload`` during ``systemctl stop``) must not send it while draining."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # Popen inherits it
+    try:
+        async with running_mock() as mock:
+            kp = process(tmp_path, mock.port)
+            await anyio.to_thread.run_sync(kp.start)
+            try:
+                pending = asyncio.ensure_future(http(kp.port, "POST", "/v1/chat/completions",
+                                                     stream_body(chunks=60, chunk_delay_ms=50),
+                                                     auth_headers()))
+                await wait_for(lambda: mock.requests)
+                kp.signal(signal.SIGTERM)
+                notify.settimeout(10)
+                while "STOPPING" not in (fields := dict(
+                        line.split("=", 1) for line in notify.recv(4096).decode().splitlines())):
+                    assert "READY" in fields  # the start's
+                kp.signal(signal.SIGHUP)
+                reply = await pending
+                assert reply.status == 200 and reply.body.endswith(b"data: [DONE]\n\n")
+                assert await anyio.to_thread.run_sync(kp.wait) == 0
+            finally:
+                kp.kill()
+        after_stopping = notify_messages(notify)
+    finally:
+        notify.close()
+    assert not [m for m in after_stopping if "READY" in m or "RELOADING" in m], after_stopping
+    assert len(log_lines(kp, "SIGHUP ignored")) == 1

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import anyio
+import h11
 import pytest
 import trustme
 
@@ -378,3 +379,93 @@ def test_each_worker_has_its_own_journal_dir_and_worker_0_adopts_orphans(tmp_pat
     assert workers.journal_dirs(two, 0) == (base / "worker-0", [base, base / "worker-2", base / "worker-3"])
     assert workers.journal_dirs(two, 1) == (base / "worker-1", [])
     assert workers.journal_dirs(two, None) == (base, [base / f"worker-{i}" for i in range(4)])
+
+
+def log_lines(sup: Supervised, text: str, *, worker: bool) -> list[str]:
+    """Messages of the shared (JSON lines) log containing ``text``, from the workers or from
+    the supervisor (whose lines name no worker)."""
+    records = [json.loads(line) for line in sup.log.read_text().splitlines()
+               if line.startswith("{")]
+    return [r["msg"] for r in records if text in r["msg"] and ("worker" in r) == worker]
+
+
+async def wait_log(sup: Supervised, text: str, count: int, *, worker: bool) -> None:
+    with anyio.fail_after(10):
+        while len(log_lines(sup, text, worker=worker)) < count:
+            await asyncio.sleep(0.02)
+
+
+async def test_a_second_sigterm_to_the_supervisor_cuts_every_workers_drain_short(tmp_path):
+    """The supervisor forwards a fast stop (``shutdown.CUT_SIGNAL``) to its workers: their
+    streams are cut at once, not after drain_timeout_s, and every admitted request is recorded.
+    A worker's own repeated SIGTERM does not cut it: systemd's KillMode=control-group sends
+    one to every process of the unit, and the supervisor sends another."""
+    async with running_mock() as mock:
+        sup = supervised(tmp_path, mock.port)  # drain_timeout_s: the default 30 s
+        try:
+            await anyio.to_thread.run_sync(sup.start)
+            kids = sup.children()
+            done = await complete(sup.port, 4)
+            streams = [asyncio.ensure_future(http(sup.port, "POST", "/v1/chat/completions",
+                                                  chat(True, chunks=600, chunk_delay_ms=50),
+                                                  auth_headers(), timeout=60))
+                       for _ in range(6)]  # 30 s each
+            with anyio.fail_after(10):
+                while len(mock.requests) < 10:
+                    await asyncio.sleep(0.01)
+            for pid in kids:  # as systemd's control-group stop: each process gets SIGTERM
+                os.kill(pid, signal.SIGTERM)
+            await wait_log(sup, "shutting down: draining", 2, worker=True)
+            sup.signal(signal.SIGTERM)  # the supervisor's first: a repeat for the workers
+            await wait_log(sup, "SIGTERM again: still draining", 2, worker=True)
+            assert not any(stream.done() for stream in streams)
+            sup.signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(sup.wait, 10) == 0  # not after 30 s
+            cut = await asyncio.gather(*streams, return_exceptions=True)
+            assert all(isinstance(e, (h11.RemoteProtocolError, ConnectionError)) for e in cut)
+            assert not [pid for pid in kids if alive(pid)]
+        finally:
+            sup.kill()
+    conn = sqlite3.connect(sup.db)
+    rows = dict(conn.execute("SELECT request_id, error_type FROM requests").fetchall())
+    conn.close()
+    assert len(rows) == 10 and [rows.pop(i) for i in done] == [None] * 4
+    assert sorted(rows.values()) == ["aborted_shutdown"] * 6
+    assert segments(tmp_path) == []
+    assert len(log_lines(sup, "a second SIGTERM: drain cut short", worker=False)) == 1
+    assert len(log_lines(sup, "SIGQUIT from the supervisor: drain cut short", worker=True)) == 2
+
+
+def notify_after(sup: Supervised, index: int) -> list[str]:
+    """The notify messages after ``index``, once the supervisor has exited."""
+    with contextlib.suppress(AssertionError):
+        sup.expect("NO-SUCH-STATE", 0)  # reads every datagram left
+    return sup.messages[index + 1:]
+
+
+async def test_a_reload_that_meets_the_drain_never_reports_ready_after_stopping(tmp_path):
+    """A worker still reloading when the stop begins (held here with SIGSTOP) reports its
+    READY=1 late: the supervisor must not pass it on to systemd after STOPPING=1. A SIGHUP
+    during the drain is ignored, logged once."""
+    async with running_mock() as mock:
+        sup = supervised(tmp_path, mock.port)
+        try:
+            await anyio.to_thread.run_sync(sup.start)
+            late = min(sup.children())
+            os.kill(late, signal.SIGSTOP)  # takes its SIGHUP (and SIGTERM) after the stop began
+            try:
+                sup.signal(signal.SIGHUP)
+                reloading = await anyio.to_thread.run_sync(sup.expect, "RELOADING=1")
+                sup.signal(signal.SIGTERM)
+                stopping = await anyio.to_thread.run_sync(sup.expect, "STOPPING=1", 10.0,
+                                                          reloading + 1)
+                sup.signal(signal.SIGHUP)  # in its wakeup fd before it can reap a worker
+            finally:
+                os.kill(late, signal.SIGCONT)
+            assert await anyio.to_thread.run_sync(sup.wait) == 0
+            after_stopping = notify_after(sup, stopping)
+        finally:
+            sup.kill()
+    late_states = [m for m in after_stopping if {"READY=1", "RELOADING=1"} & set(m.splitlines())]
+    assert late_states == []
+    assert len(log_lines(sup, "SIGHUP ignored", worker=False)) == 1
