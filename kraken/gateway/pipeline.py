@@ -362,8 +362,8 @@ class Gateway:
 
     async def relay(self, route: Route, call: Call, endpoint: Endpoint, parsed: Parsed,
                     sink: ResponseSink, later: LateTask | None = None) -> str:
-        """One upstream exchange (the route first: ``fallback.dispatch``'s attempt); a stale
-        keep-alive connection is retried once, fresh.
+        """One upstream exchange (the route first: ``fallback.dispatch``'s attempt); what the
+        provider turned away unprocessed (stale keep-alive, refused stream) is retried once.
 
         Returns the relay's final state (``relay.FAILED``: the provider broke mid-stream).
         The endpoint shapes the request for the route (its family reads the answer) and,
@@ -383,11 +383,11 @@ class Gateway:
         out: ResponseSink | None = None
         if request.family.signed is not None:  # e.g. an OAuth2 token, exchanged when due
             headers = await request.family.signed(headers)
-        family, hide_usage = request.family, request.hide_usage
+        family, hide_usage, refused = request.family, request.hide_usage, None
         for fresh_retry in (False, True):
             if request is None:  # the retry: the same request again (shape is a pure function)
                 request = endpoint.shape(route, parsed)
-            conn = await pool.acquire()
+            conn = await pool.acquire(refused)
             call.sent_ns = time.perf_counter_ns()
             upload = parsed.payload.get(UPLOAD)
             # Sent first: the provider works while the relay that reads its answer is built.
@@ -416,6 +416,7 @@ class Gateway:
                 stale = conn.used > 1 and not conn.received_any and not relay.started
                 conn.abort()
                 if stale and not fresh_retry and upload is None:
+                    refused = conn  # HTTP/2: its retry goes on another connection
                     continue
                 raise
             except BaseException:

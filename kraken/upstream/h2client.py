@@ -21,7 +21,9 @@ follows on ``resume_reading``), so paused streams can never starve the others.
 A stream refused by the provider without being processed (above GOAWAY's last stream id,
 or RST_STREAM REFUSED_STREAM) reports ``used >= 2`` with ``received_any`` false: the
 relay's "stale connection, retry once on a fresh one" rule then applies, which is safe
-because RFC 9113 §8.7 guarantees the provider did nothing with it.
+because RFC 9113 §8.7 guarantees the provider did nothing with it. The retry goes on another
+connection (``OriginPool.acquire(refused)``): a DRAINING one takes no stream, and one that
+refused a stream may refuse the next.
 """
 from __future__ import annotations
 

@@ -223,13 +223,17 @@ class OriginPool:
         self._held[owner] = held + 1
         return _Claim(self._held, owner)
 
-    async def acquire(self) -> Upstream:
+    async def acquire(self, refused: Upstream | None = None) -> Upstream:
         """A stream on a shared HTTP/2 connection, an idle HTTP/1.1 connection, a new
-        connection, or the next one released within ``pool_wait_s`` (else ``PoolExhausted``)."""
+        connection, or the next one released within ``pool_wait_s`` (else ``PoolExhausted``).
+        ``refused``: the exchange a retry replaces, turned away unprocessed (REFUSED_STREAM, or
+        above a GOAWAY's last id): on HTTP/2 the retry avoids its connection, which may refuse
+        again, unless the pool may open no other. (HTTP/1.1: that connection is closed.)"""
+        shunned = getattr(refused, "connection", None)  # an H2Exchange's connection
         deadline: float | None = None
         while True:
             if self._h2:
-                exchange = self._open_stream()
+                exchange = self._open_stream(shunned)
                 if exchange is not None:
                     return exchange
             if self._connecting is not None:
@@ -248,6 +252,9 @@ class OriginPool:
                     self._busy_gauge.inc()
                     return new
                 continue  # an HTTP/2 connection: take a stream on it
+            if shunned is not None:  # at the bound: the refusing connection, not a 503
+                shunned = None
+                continue
             if deadline is None:
                 deadline = asyncio.get_running_loop().time() + self._pool_wait
             conn = await self._wait(deadline)
@@ -295,9 +302,9 @@ class OriginPool:
         if failure is not None:
             raise type(failure)(failure.message)
 
-    def _open_stream(self) -> H2Exchange | None:
+    def _open_stream(self, shunned: H2UpstreamConnection | None = None) -> H2Exchange | None:
         for conn in self._h2:  # oldest first: streams concentrate on one connection
-            if conn.can_open:
+            if conn.can_open and conn is not shunned:
                 if conn.active == 0:
                     self._idle_gauge.dec()
                     self._busy_gauge.inc()

@@ -9,6 +9,12 @@ acknowledging a stream stalls exactly that stream here. ``answer_early``: a requ
 body continues past its first DATA is answered then (a JSON tagged ``early<stream id>``),
 and the stream is left for the client to end or reset (RFC 9113 §8.1). ``header_table_size``:
 the SETTINGS_HEADER_TABLE_SIZE announced (how large an HPACK table the client may keep).
+
+Turning requests away unprocessed (RFC 9113 §8.7, "safe to retry"), each for the next N
+requests, whatever their connection: ``refuse_streams`` answers RST_STREAM REFUSED_STREAM,
+``goaway_streams`` a graceful GOAWAY whose last stream id is below the request (the streams
+below it finish). ``answered`` and ``refused`` say which connection (1: the first accepted)
+each tagged request reached.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import orjson
 import trustme
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
 from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged,
                        RequestReceived, StreamEnded, StreamReset, WindowUpdated)
 from h2.settings import SettingCodes, Settings
@@ -77,6 +84,12 @@ class H2Provider:
         self.finished: set[str] = set()
         self.resets: list[tuple[int, int]] = []
         """(stream id, error code) of every RST_STREAM the client sent."""
+        self.refuse_streams = 0
+        self.goaway_streams = 0
+        self.answered: list[tuple[str, int]] = []
+        """(tag, connection number) of every HTTP/2 request processed, in arrival order."""
+        self.refused: list[tuple[str, int]] = []
+        """(tag, connection number) of every HTTP/2 request turned away unprocessed."""
         self._server: asyncio.AbstractServer | None = None
 
     @property
@@ -124,6 +137,7 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         alpn = transport.get_extra_info("ssl_object").selected_alpn_protocol()
         self.server.connections += 1
+        self.number = self.server.connections
         self.server.protocols.append(alpn)
         self.server.open.add(self)
         if alpn == "h2":
@@ -184,6 +198,8 @@ class _Conn(asyncio.Protocol):
             elif (isinstance(ev, StreamEnded) and ev.stream_id <= self.last_allowed
                   and ev.stream_id in self.bodies):
                 body = bytes(self.bodies.pop(ev.stream_id))
+                if self._turned_away(ev.stream_id, body):
+                    continue
                 task = asyncio.get_running_loop().create_task(self._respond(ev.stream_id, body))
                 self.tasks[ev.stream_id] = task
             elif isinstance(ev, StreamReset):
@@ -197,6 +213,22 @@ class _Conn(asyncio.Protocol):
             elif isinstance(ev, ConnectionTerminated):
                 self.transport.close()
         self.flush()
+
+    def _turned_away(self, sid: int, body: bytes) -> bool:
+        """``refuse_streams``/``goaway_streams``: True when this request is not processed."""
+        server = self.server
+        tag = (orjson.loads(body).get("mock") or {}).get("tag", str(sid))
+        if server.refuse_streams:
+            server.refuse_streams -= 1
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+        elif server.goaway_streams:
+            server.goaway_streams -= 1
+            self.goaway(max((s for s in self.tasks if s < sid), default=0))
+        else:
+            server.answered.append((tag, self.number))
+            return False
+        server.refused.append((tag, self.number))
+        return True
 
     async def _respond(self, sid: int, body: bytes) -> None:
         status, headers, pieces, opts = respond(body)
