@@ -383,11 +383,11 @@ class Gateway:
         out: ResponseSink | None = None
         if request.family.signed is not None:  # e.g. an OAuth2 token, exchanged when due
             headers = await request.family.signed(headers)
-        family, hide_usage, refused = request.family, request.hide_usage, None
+        family, hide_usage = request.family, request.hide_usage
         for fresh_retry in (False, True):
             if request is None:  # the retry: the same request again (shape is a pure function)
                 request = endpoint.shape(route, parsed)
-            conn = await pool.acquire(refused)
+            conn = await pool.acquire(conn if fresh_retry else None)  # retry: elsewhere (h2)
             call.sent_ns = time.perf_counter_ns()
             upload = parsed.payload.get(UPLOAD)
             # Sent first: the provider works while the relay that reads its answer is built.
@@ -416,7 +416,6 @@ class Gateway:
                 stale = conn.used > 1 and not conn.received_any and not relay.started
                 conn.abort()
                 if stale and not fresh_retry and upload is None:
-                    refused = conn  # HTTP/2: its retry goes on another connection
                     continue
                 raise
             except BaseException:
