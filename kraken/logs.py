@@ -12,7 +12,10 @@ can end a line or forge a ``key=value`` pair.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 import re
 import sys
 import time
@@ -139,6 +142,35 @@ class Throttle:
         self._next = now + self.interval_s
         held, self._held = self._held, 0
         return held
+
+
+class ClientPseudonyms:
+    """Client addresses as they appear in log lines: a pseudonym that holds for one hour.
+
+    The privacy policy keeps IP addresses for rate limiting only, gone within the hour; a log
+    line is kept as long as the journal keeps it. So a line names a client by a keyed digest of
+    its address: lines of one hour name one client alike (an operator can follow an abuser),
+    and the key, random and in memory only, is replaced every hour, after which no one can
+    tell which address any earlier line meant."""
+
+    __slots__ = ("period_s", "_clock", "_key", "_period")
+
+    def __init__(self, period_s: float = 3600.0, clock: Callable[[], float] = time.time):
+        self.period_s = period_s
+        self._clock = clock
+        self._key = b""
+        self._period = -1
+
+    def __call__(self, address: str) -> str:
+        period = int(self._clock() // self.period_s)
+        if period != self._period:
+            self._key, self._period = os.urandom(32), period
+        digest = hmac.new(self._key, address.encode(errors="replace"), hashlib.sha256)
+        return "client-" + digest.hexdigest()[:12]
+
+
+client_tag = ClientPseudonyms()
+"""The process's pseudonym of a client address in its log lines (``ClientPseudonyms``)."""
 
 
 class ThirdPartyGuard(logging.Filter):

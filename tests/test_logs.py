@@ -237,3 +237,19 @@ async def test_an_unknown_http2_pseudo_header_name_reaches_no_log_line(tmp_path)
     logs = (tmp_path / STDERR).read_text() + (tmp_path / STDOUT).read_text()
     assert "rejected stream 3" in logs and " DEBUG " in logs
     assert PROMPT_CANARY not in logs and "nnnnnnnn" not in logs
+
+
+def test_a_client_pseudonym_holds_for_its_hour_and_cannot_be_followed_past_it():
+    """``ClientPseudonyms``: one address, one name within a period; a new random key each
+    period, so the names of two periods do not match (nor do two addresses' names)."""
+    from kraken.logs import ClientPseudonyms
+
+    now = [7200.0]
+    tag = ClientPseudonyms(period_s=3600, clock=lambda: now[0])
+    first = tag("203.0.113.7")
+    assert re.fullmatch(r"client-[0-9a-f]{12}", first) and "203.0.113" not in first
+    now[0] += 3599
+    assert tag("203.0.113.7") == first
+    assert tag("203.0.113.8") != first
+    now[0] += 1  # the next hour: a new key
+    assert tag("203.0.113.7") != first

@@ -179,3 +179,34 @@ async def test_no_key_header_or_content_in_any_log_at_debug_on_every_transport(t
                HEADER_CANARY, PROMPT_CANARY, RESPONSE_CANARY, *responses]
     assert responses and [s for s in secrets if s.encode() in logs] == []
     assert not KEY_SHAPES.search(logs), KEY_SHAPES.search(logs)
+
+
+# ---- client addresses: for rate limiting only, gone within the hour --------------------------
+async def test_log_lines_name_a_client_by_an_hourly_pseudonym_not_its_address(tmp_path):
+    """'IP addresses stored temporarily in Redis for rate limiting; automatically expires after
+    1 hour': the process log, kept as long as the journal keeps it, holds no client address.
+    A line that names a client (a rejected request at DEBUG, a refused connection) names it by
+    a pseudonym, the same for every line of the hour."""
+    source = "127.0.0.9"
+    async with running_mock() as mock:
+        port = free_port()
+        doc = kraken_mapping(tmp_path, mock.port, server={"port": port, "max_connections_per_ip": 2},
+                             logging={"level": "debug"})
+        async with logkit.kraken_process(tmp_path, doc, name="ips"):
+            first = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+            first[1].write(b"GET / HTTP/1.1\r\nHost: k\r\nBad Header: x\r\n\r\n")
+            assert (await first[0].read()).startswith(b"HTTP/1.1 400 ")  # logged at DEBUG
+            first[1].close()
+            held = [await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+                    for _ in range(2)]
+            refused = await http(port, "GET", "/readyz", source=source)
+            assert refused.status == 503  # the third connection: over max_connections_per_ip
+            for _, writer in held:
+                writer.close()
+    log = b"".join(p.read_bytes() for p in tmp_path.glob("ips.*.log"))
+    lines = [line for line in log.splitlines() if b"client-" in line]
+    assert any(b"rejected request" in line for line in lines), log[-2000:]
+    assert any(b"max_connections_per_ip" in line for line in lines), log[-2000:]
+    assert source.encode() not in log
+    tags = {re.search(rb"client-[0-9a-f]{12}", line).group() for line in lines}
+    assert len(tags) == 1  # one client, one name within the hour

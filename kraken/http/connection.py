@@ -19,7 +19,7 @@ from kraken.errors import KrakenError
 from kraken.http.answers import error_answer
 from kraken.http.exchange import Request, ResponseSink
 from kraken.http.starts import pacer_for
-from kraken.logs import Throttle
+from kraken.logs import Throttle, client_tag
 from kraken.timers import Deadline
 
 log = logging.getLogger("kraken.http")
@@ -152,7 +152,7 @@ class InboundConnection(asyncio.Protocol):
             return
         if (held := STALL_LINES.due()) is not None:
             log.info("client %s read nothing for %.0f s: connection aborted (%d more stalls "
-                     "since the last line)", self.peer, self.stall_timeout, held)
+                     "since the last line)", client_tag(self.peer), self.stall_timeout, held)
         self.abort()  # connection_lost cancels the handlers, and with them the provider calls
 
 

@@ -41,6 +41,7 @@ from kraken.http.h1exchange import H1Exchange
 from kraken.http.h1fast import read_common_head
 from kraken.http.h1head import (HeadRejected, check_head, find_head_end, is_chunked,
                                 keeps_alive, may_stream, parse_head_h11, skip_empty_lines)
+from kraken.logs import client_tag
 
 log = logging.getLogger("kraken.http")
 
@@ -462,7 +463,7 @@ class H1Connection(InboundConnection):
     def _reject(self, status: int, reason: str) -> None:
         """A protocol error: answer ``status`` and close; nothing reaches the gateway."""
         err = rejection(status, reason)
-        log.debug("rejected request from %s: %d %s", self.peer, status, reason)
+        log.debug("rejected request from %s: %d %s", client_tag(self.peer), status, reason)
         self._detach()
         if self.transport is None or self.disconnected or self.state is CLOSED:
             self.state = CLOSED

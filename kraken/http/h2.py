@@ -52,7 +52,7 @@ from kraken.http.h1body import BodyPace
 from kraken.http.h2limits import (Calm, GuardedH2Connection, H2Limits,
                                   StreamRejected)
 from kraken.http.h2stream import RECV, REJECTED, RUN, H2Stream
-from kraken.logs import Throttle
+from kraken.logs import Throttle, client_tag
 from kraken.timers import Deadline
 
 log = logging.getLogger("kraken.http")
@@ -156,7 +156,7 @@ class H2Connection(InboundConnection):
             self._connection_error(exc)
             return
         except Exception:  # a bug in the stack must not leave a half-parsed connection
-            log.exception("HTTP/2 input from %s could not be processed", self.peer)
+            log.exception("HTTP/2 input from %s could not be processed", client_tag(self.peer))
             self.abort()
             return
         if self._preface_pending and self._h2.preface_received:
@@ -273,7 +273,7 @@ class H2Connection(InboundConnection):
 
     def _on_goaway(self, event: ConnectionTerminated) -> None:
         if event.error_code != ErrorCodes.NO_ERROR:
-            log.debug("client %s sent GOAWAY %s", self.peer, event.error_code)
+            log.debug("client %s sent GOAWAY %s", client_tag(self.peer), event.error_code)
             self._cancel_all()
             self._close()
         else:
@@ -302,8 +302,8 @@ class H2Connection(InboundConnection):
 
     def _reject(self, stream: H2Stream, status: int, reason: str) -> None:
         """Answer ``status`` on this stream without the handler, and stop its upload."""
-        err = rejection(status, reason)
-        log.debug("rejected stream %d from %s: %d %s", stream.stream_id, self.peer, status, reason)
+        err, peer = rejection(status, reason), client_tag(self.peer)
+        log.debug("rejected stream %d from %s: %d %s", stream.stream_id, peer, status, reason)
         if stream.phase is RECV:
             self._receiving_bytes -= stream.body_size
         stream.phase = REJECTED
@@ -391,7 +391,7 @@ class H2Connection(InboundConnection):
             return
         if (held := STALL_LINES.due()) is not None:  # a client may hold many: throttled
             log.info("client %s opened no window on stream %d for %.0f s: stream reset (%d more"
-                     " stalls since the last line)", self.peer, stream.stream_id,
+                     " stalls since the last line)", client_tag(self.peer), stream.stream_id,
                      self.stall_timeout, held)
         stream.reset = True
         self.reset_stream(stream, ErrorCodes.CANCEL)
@@ -449,9 +449,9 @@ class H2Connection(InboundConnection):
         if isinstance(exc, Calm):  # a client may cause one per connection: throttled
             if (held := _CALM_LINES.due()) is not None:
                 log.warning("HTTP/2 client %s: %s; GOAWAY ENHANCE_YOUR_CALM (%d more since the "
-                            "last line)", self.peer, exc.kind, held)
+                            "last line)", client_tag(self.peer), exc.kind, held)
         else:
-            log.debug("HTTP/2 connection error from %s: %s", self.peer, exc)
+            log.debug("HTTP/2 connection error from %s: %s", client_tag(self.peer), exc)
         self._flush()  # the GOAWAY h2 queued
         self._cancel_all()
         self._close()

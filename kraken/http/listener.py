@@ -26,6 +26,7 @@ from kraken.errors import KrakenError, TooManyConnections, error_body
 from kraken.http.connection import Handler
 from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.h1 import H1Connection
+from kraken.logs import client_tag
 
 log = logging.getLogger("kraken.http")
 
@@ -232,4 +233,4 @@ def _log_refusal(peer: str, cap: int) -> None:
     if now - _last_log >= _LOG_EVERY_S:
         _last_log = now
         log.warning("connection from %s refused: it already holds %d (max_connections_per_ip)",
-                    peer, cap)
+                    client_tag(peer), cap)
