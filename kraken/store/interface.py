@@ -8,8 +8,9 @@ Each concern's SQL is a repository beside the store, one version per backend, re
 attribute of the store (reads) and of its transactions (writes inside the caller's transaction):
 ``store.accounts`` / ``tx.accounts`` (kraken/store/accounts_sql.py), ``store.audit`` /
 ``tx.audit`` (audit_repo.py), ``store.privacy`` / ``tx.privacy`` (privacy_sql.py),
-``store.billing`` / ``tx.billing`` (billing_sql.py), ``store.reports`` (reports_sql.py) and
-``store.owners`` (owners_sql.py: who created each file and batch). ``Tx``
+``store.billing`` / ``tx.billing`` (billing_sql.py), ``store.reports`` (reports_sql.py),
+``store.owners`` (owners_sql.py: who created each file and batch), ``store.signup``,
+``store.email_changes`` and ``store.invitations`` (pending links and invitations). ``Tx``
 also still takes the backend's own SQL (``?`` placeholders in SQLite, ``$1`` in PostgreSQL).
 """
 from __future__ import annotations
@@ -31,6 +32,10 @@ class Tx(Protocol):
     """GDPR export, erasure and the retention purge (kraken/store/privacy_sql.py)."""
     signup: Any
     """Pending sign-up links (kraken/store/signup_sql.py)."""
+    email_changes: Any
+    """Pending email changes, applied by their link (kraken/store/email_changes_sql.py)."""
+    invitations: Any
+    """Organisations' pending invitations (kraken/store/invitations_sql.py)."""
     billing: Any
     """Wallets, their ledger, monthly usage, per-key totals (kraken/store/billing_sql.py)."""
 
@@ -59,6 +64,8 @@ class Store(Protocol):
     audit: Any
     privacy: Any
     signup: Any
+    email_changes: Any
+    invitations: Any
     billing: Any
     reports: Any
     """Usage statistics over ``requests`` for the admin API and page (reports_sql.py)."""

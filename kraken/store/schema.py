@@ -305,6 +305,36 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX object_owners_customer ON object_owners (customer_id, provider, kind);
     """,
+    # 12: consent of the person a self-service change affects. email_change_links: a pending
+    # change of a customer's address, applied only through the link mailed to the new address
+    # (the token's SHA-256, never the token). org_invitations: an organisation's pending
+    # invitation, a membership only once the invitee accepts. The invitee's id has no foreign
+    # key: an invitation to an id no customer has is kept like any other, so the answer never
+    # tells whether the id exists. Erasure deletes both tables' rows of the customer.
+    """
+    CREATE TABLE email_change_links (
+        token_hash   TEXT NOT NULL PRIMARY KEY,
+        customer_id  TEXT NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+        email        TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        expires_at   REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX email_change_links_customer ON email_change_links (customer_id);
+    CREATE INDEX email_change_links_expires ON email_change_links (expires_at);
+    CREATE TABLE org_invitations (
+        id           TEXT NOT NULL PRIMARY KEY,
+        org_id       TEXT NOT NULL REFERENCES organisations (id) ON DELETE CASCADE,
+        customer_id  TEXT NOT NULL,
+        role         TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'developer', 'restricted')),
+        invited_by   TEXT NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+        created_at   REAL NOT NULL,
+        expires_at   REAL NOT NULL,
+        UNIQUE (org_id, customer_id)
+    );
+    CREATE INDEX org_invitations_customer ON org_invitations (customer_id);
+    CREATE INDEX org_invitations_invited_by ON org_invitations (invited_by);
+    CREATE INDEX org_invitations_expires ON org_invitations (expires_at);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

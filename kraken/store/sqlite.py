@@ -22,6 +22,8 @@ from kraken.store.billing_sql import SQLITE_BILLING
 from kraken.store.errors import StoreDataError, StoreError, from_sqlite
 from kraken.store.privacy_sql import SQLITE_PRIVACY
 from kraken.store.signup_sql import SQLITE_SIGNUP
+from kraken.store.email_changes_sql import SQLITE_EMAIL_CHANGES
+from kraken.store.invitations_sql import SQLITE_INVITATIONS
 from kraken.store.owners_sql import SQLITE_OWNERS
 from kraken.store.reports_sql import SQLITE_REPORTS
 from kraken.store.schema import MIGRATIONS, VERSION, statements
@@ -118,6 +120,12 @@ class SqliteStore:
 
     signup = SQLITE_SIGNUP
     """Pending sign-up links (kraken/store/signup_sql.py)."""
+
+    email_changes = SQLITE_EMAIL_CHANGES
+    """Pending email changes (kraken/store/email_changes_sql.py)."""
+
+    invitations = SQLITE_INVITATIONS
+    """Organisations' pending invitations (kraken/store/invitations_sql.py)."""
 
     owners = SQLITE_OWNERS
     """Who created each file and batch (kraken/store/owners_sql.py)."""
@@ -342,6 +350,12 @@ class _SqlTables:
 
     signup = SQLITE_SIGNUP
     """Pending sign-up links (kraken/store/signup_sql.py)."""
+
+    email_changes = SQLITE_EMAIL_CHANGES
+    """Pending email changes (kraken/store/email_changes_sql.py)."""
+
+    invitations = SQLITE_INVITATIONS
+    """Organisations' pending invitations (kraken/store/invitations_sql.py)."""
 
     billing = SQLITE_BILLING
     """Wallet debits and monthly usage inside the batch (kraken/store/billing_sql.py)."""

@@ -56,8 +56,9 @@ async def _debit(tx, records) -> None:
 
 
 async def build_source(path: Path) -> dict:
-    """Customers, an organisation with members, keys, a BYOK key, top-ups, usage debits,
-    request records, audit entries and an erased customer, all through Kraken's code."""
+    """Customers, an organisation with members and an invitation, keys, a BYOK key, top-ups,
+    usage debits, request records, audit entries, pending links and an erased customer, all
+    through Kraken's code."""
     store = await SqliteStore.open(str(path))
     try:
         alice = await service.create_customer(store, "alice@example.com", "Alice", plan="gold")
@@ -83,6 +84,10 @@ async def build_source(path: Path) -> dict:
             await tx.signup.insert(tx, hashlib.sha256(b"token").hexdigest(),
                                    "new@example.com", time.time(), time.time() + 900)
             await store.owners.claim(tx, "mockai", "file", ["file-abc"], alice.id, time.time())
+            await tx.email_changes.insert(tx, hashlib.sha256(b"change").hexdigest(), bob.id,
+                                          "bob@new.example.com", time.time(), time.time() + 900)
+            await tx.invitations.insert(tx, "inv_pending", org.id, "cus_invited", "developer",
+                                        alice.id, time.time(), time.time() + 86_400)
         records = [record(i, c, k) for i, (c, k) in enumerate(
             [(alice.id, key.key.id)] * 5 + [(bob.id, org_key.key.id)] * 4 + [(gone.id, None)] * 2)]
         for start in range(0, len(records), 4):  # several batches, as the meter writes them

@@ -39,6 +39,8 @@ TABLES: tuple[Table, ...] = (
     Table("erased_customers", "digest"),
     Table("signup_links", "token_hash"),
     Table("object_owners", "provider, kind, object_id"),
+    Table("email_change_links", "token_hash"),
+    Table("org_invitations", "id"),
     Table("requests", "rowid"),  # last and largest: file order, no index walk
 )
 

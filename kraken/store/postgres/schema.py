@@ -398,6 +398,32 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX object_owners_customer ON object_owners (customer_id, provider, kind);
     """,
+    # 12: pending email changes and organisation invitations, as SQLite's 12.
+    """
+    CREATE TABLE email_change_links (
+        token_hash   TEXT             NOT NULL PRIMARY KEY,
+        customer_id  TEXT             NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+        email        TEXT             NOT NULL,
+        created_at   DOUBLE PRECISION NOT NULL,
+        expires_at   DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX email_change_links_customer ON email_change_links (customer_id);
+    CREATE INDEX email_change_links_expires ON email_change_links (expires_at);
+    CREATE TABLE org_invitations (
+        id           TEXT             NOT NULL PRIMARY KEY,
+        org_id       TEXT             NOT NULL REFERENCES organisations (id) ON DELETE CASCADE,
+        customer_id  TEXT             NOT NULL,
+        role         TEXT             NOT NULL
+                     CHECK (role IN ('owner', 'admin', 'developer', 'restricted')),
+        invited_by   TEXT             NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+        created_at   DOUBLE PRECISION NOT NULL,
+        expires_at   DOUBLE PRECISION NOT NULL,
+        UNIQUE (org_id, customer_id)
+    );
+    CREATE INDEX org_invitations_customer ON org_invitations (customer_id);
+    CREATE INDEX org_invitations_invited_by ON org_invitations (invited_by);
+    CREATE INDEX org_invitations_expires ON org_invitations (expires_at);
+    """,
 ]
 
 VERSION = len(MIGRATIONS)

@@ -26,6 +26,8 @@ from kraken.store.postgres.audit import AUDIT
 from kraken.store.postgres.errors import FAILURES, from_asyncpg, is_disconnect
 from kraken.store.postgres.privacy import POSTGRES_PRIVACY
 from kraken.store.postgres.signup import POSTGRES_SIGNUP
+from kraken.store.postgres.email_changes import POSTGRES_EMAIL_CHANGES
+from kraken.store.postgres.invitations import POSTGRES_INVITATIONS
 from kraken.store.postgres.owners import POSTGRES_OWNERS
 from kraken.store.postgres.reports import POSTGRES_REPORTS
 from kraken.store.postgres.schema import BOOTSTRAP, ERASURE_LOCK, MIGRATION_LOCK, MIGRATIONS, VERSION
@@ -71,6 +73,12 @@ class PostgresStore:
 
     signup = POSTGRES_SIGNUP
     """Pending sign-up links (kraken/store/postgres/signup.py)."""
+
+    email_changes = POSTGRES_EMAIL_CHANGES
+    """Pending email changes (kraken/store/postgres/email_changes.py)."""
+
+    invitations = POSTGRES_INVITATIONS
+    """Organisations' pending invitations (kraken/store/postgres/invitations.py)."""
 
     owners = POSTGRES_OWNERS
     """Who created each file and batch (kraken/store/postgres/owners.py)."""
@@ -240,6 +248,12 @@ class PgTx:
 
     signup = POSTGRES_SIGNUP
     """Pending sign-up links (kraken/store/postgres/signup.py)."""
+
+    email_changes = POSTGRES_EMAIL_CHANGES
+    """Pending email changes (kraken/store/postgres/email_changes.py)."""
+
+    invitations = POSTGRES_INVITATIONS
+    """Organisations' pending invitations (kraken/store/postgres/invitations.py)."""
 
     billing = POSTGRES_BILLING
     """Wallet debits and monthly usage inside the batch (kraken/store/postgres/billing.py)."""
