@@ -32,10 +32,10 @@ pytestmark = pytest.mark.anyio
 ROLES = ("owner", "admin", "developer", "restricted")
 STRIPE_KEY = "sk_test_portal_0123456789"
 SECTIONS = {
-    "owner": ["account", "keys", "members", "usage", "export", "wallet", "delete"],
-    "admin": ["account", "keys", "members", "usage", "export", "delete"],
-    "developer": ["account", "keys", "usage", "export", "delete"],
-    "restricted": ["account", "export", "delete"],
+    "owner": ["account", "keys", "members", "invitations", "usage", "export", "wallet", "delete"],
+    "admin": ["account", "keys", "members", "invitations", "usage", "export", "delete"],
+    "developer": ["account", "keys", "invitations", "usage", "export", "delete"],
+    "restricted": ["account", "invitations", "export", "delete"],
 }
 FORCED = {  # a section the role is not shown -> (its action's form or button, the permission)
     "keys": ("#key-create button[type=submit]", "manage_own_keys"),
@@ -338,35 +338,61 @@ async def test_a_personal_key_deletes_its_account_through_the_page(world, tmp_pa
     key = (await service.create_key(world.store, cid, rounds=4)).plaintext
     seen = await anyio.to_thread.run_sync(drive_deletion, world.port, key, tmp_path)
     # A personal key is its own account's owner, but has no organisation: no members section.
-    assert seen["sections"] == ["account", "keys", "usage", "export", "wallet", "delete"]
+    assert seen["sections"] == ["account", "keys", "invitations", "usage", "export", "wallet",
+                                "delete"]
     assert seen["unconfirmed"] == "Tick the box to confirm the deletion."
     assert seen["deleted"] == "Account deleted; the key is gone with it." and seen["after"] == []
     gone = await request(world.port, "GET", "/v1/account", headers=auth_headers(key))
     assert gone.status == 401
 
 
-def drive_members(port: int, key: str, newcomer: str, downloads: Path) -> dict:
+def drive_members(port: int, key: str, newcomer: tuple[str, str], stranger: str,
+                  downloads: Path) -> dict:
+    """The admin invites ``newcomer`` (customer id, key) and ``stranger`` (an id no customer
+    has) through the page and revokes the stranger's invitation; the newcomer signs in and
+    accepts; the admin then changes the newcomer's role and removes them."""
     By = _by()
     seen: dict = {}
+    newcomer_id, newcomer_key = newcomer
     driver = browser(downloads)
     try:
         driver.get(f"http://127.0.0.1:{port}/portal")
         sign_in(driver, key)
 
-        def add():
+        def invite(customer_id: str):
             form = driver.find_element(By.ID, "member-add")
-            form.find_element(By.NAME, "customer_id").send_keys(newcomer)
+            form.find_element(By.NAME, "customer_id").send_keys(customer_id)
             form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-        seen["added"] = act(driver, add)
+        seen["invited"] = act(driver, lambda: invite(newcomer_id))
+        seen["invited_stranger"] = act(driver, lambda: invite(stranger))
+        seen["pending"] = driver.find_element(By.ID, "invitation-list").text
+        seen["members_before"] = driver.find_element(By.ID, "member-list").text
+        rows = driver.find_elements(By.CSS_SELECTOR, "#invitation-list tr")[1:]
+        stranger_row = next(tr for tr in rows if stranger in tr.text)
+        seen["revoked"] = act(driver, lambda: stranger_row.find_element(
+            By.CSS_SELECTOR, "button[data-action=revoke-invitation]").click())
+        seen["pending_after_revoke"] = driver.find_element(By.ID, "invitation-list").text
+
+        driver.find_element(By.ID, "forget").click()  # the newcomer, in the same tab
+        sign_in(driver, newcomer_key)
+        seen["newcomer_sections"] = sections(driver)
+        seen["offered"] = driver.find_element(By.ID, "my-invitations").text
+        seen["accepted"] = act(driver, lambda: driver.find_element(
+            By.CSS_SELECTOR, "button[data-action=accept-invitation]").click())
+        seen["offered_after"] = driver.find_element(By.ID, "my-invitations").text
+
+        driver.find_element(By.ID, "forget").click()  # the admin again
+        sign_in(driver, key)
 
         def set_role(role: str):
             from selenium.webdriver.support.ui import Select
 
-            Select(driver.find_element(By.CSS_SELECTOR, f"select[data-role-of='{newcomer}']")
+            Select(driver.find_element(By.CSS_SELECTOR, f"select[data-role-of='{newcomer_id}']")
                    ).select_by_value(role)
             return act(driver, lambda: driver.find_element(
-                By.CSS_SELECTOR, f"button[data-action=set-role][data-customer='{newcomer}']").click())
+                By.CSS_SELECTOR,
+                f"button[data-action=set-role][data-customer='{newcomer_id}']").click())
 
         seen["restricted"] = set_role("restricted")
         seen["owner"] = set_role("owner")  # only an owner makes an owner: the API says 403
@@ -374,19 +400,32 @@ def drive_members(port: int, key: str, newcomer: str, downloads: Path) -> dict:
                          tr.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text
                          for tr in driver.find_elements(By.CSS_SELECTOR, "#member-list tr")[1:]}
         seen["removed"] = act(driver, lambda: driver.find_element(
-            By.CSS_SELECTOR, f"button[data-action=remove-member][data-customer='{newcomer}']").click())
+            By.CSS_SELECTOR,
+            f"button[data-action=remove-member][data-customer='{newcomer_id}']").click())
         seen["list_after"] = driver.find_element(By.ID, "member-list").text
     finally:
         driver.quit()
     return seen
 
 
-async def test_an_admin_manages_members_and_roles_through_the_page(world, tmp_path):
+async def test_an_admin_invites_and_manages_members_and_roles_through_the_page(world, tmp_path):
     newcomer = (await service.create_customer(
         world.store, f"new-{uuid.uuid4().hex[:8]}@example.com", "New")).id
+    newcomer_key = (await service.create_key(world.store, newcomer, rounds=4)).plaintext
+    stranger = service.new_id("cus")
     seen = await anyio.to_thread.run_sync(drive_members, world.port, world.keys["admin"],
-                                          newcomer, tmp_path)
-    assert seen["added"] == f"Added {newcomer} as developer."
+                                          (newcomer, newcomer_key), stranger, tmp_path)
+    for who, status in ((newcomer, seen["invited"]), (stranger, seen["invited_stranger"])):
+        assert status == f"Invited {who} as developer; they join once they accept."
+    assert newcomer in seen["pending"] and stranger in seen["pending"]
+    assert newcomer not in seen["members_before"]  # invited is not a member
+    assert seen["revoked"].startswith("Invitation inv_") and seen["revoked"].endswith(" revoked.")
+    assert stranger not in seen["pending_after_revoke"] and newcomer in seen["pending_after_revoke"]
+    assert seen["newcomer_sections"] == ["account", "keys", "invitations", "usage", "export",
+                                         "wallet", "delete"]
+    assert "Acme" in seen["offered"] and "developer" in seen["offered"]
+    assert seen["accepted"] == "Joined Acme as developer."
+    assert "Acme" not in seen["offered_after"]
     assert seen["restricted"] == f"{newcomer} is now restricted."
     assert seen["owner"].startswith("HTTP 403: ") and "owner" in seen["owner"]
     assert seen["roles"][newcomer] == "restricted" and len(seen["roles"]) == 5

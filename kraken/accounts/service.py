@@ -173,9 +173,12 @@ async def update_customer(store, customer_id: str, *, email: Any = UNSET, name: 
 async def delete_customer_in(tx, customer_id: str) -> bool:
     """Delete inside the caller's transaction (GDPR erase composes it with its own deletes).
 
-    Cascades to api_keys and members; organisations left without any member are deleted too.
-    Returns False if there was no such customer."""
+    Cascades to api_keys, members and pending email changes; organisations left without any
+    member are deleted too, and so is every invitation to or from the customer (the invitee's
+    id has no foreign key: kraken/accounts/invitations.py). Returns False if there was no such
+    customer."""
     customer_id = v.identifier(customer_id, "customer_id")
+    await tx.invitations.delete_involving(tx, customer_id)
     return await tx.accounts.delete_customer(tx, customer_id)
 
 

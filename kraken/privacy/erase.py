@@ -1,5 +1,6 @@
-"""Right to erasure: the account, its keys, BYOK ciphertexts, memberships and request
-metadata go in one transaction; then the backend pushes the erased bytes out of its files.
+"""Right to erasure: the account, its keys, BYOK ciphertexts, memberships, invitations (to and
+from it), pending email changes and request metadata go in one transaction; then the backend
+pushes the erased bytes out of its files.
 
 With ``secure_delete`` on (SqliteStore sets it) SQLite zeroes freed cells and pages, and the
 TRUNCATE checkpoint moves the last page images out of the WAL and empties it, so afterwards
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from kraken import audit
-from kraken.accounts import service
+from kraken.accounts import invitations, service
 from kraken.privacy.tables import customer_tables
 from kraken.store.erased import tombstone
 from kraken.store.interface import Store, Tx
@@ -71,6 +72,11 @@ async def erase_customer(store: Store, customer_id: str, *, actor: str,
         # First: from this commit on, every batch of any process (any host) tombstones its
         # records; on PostgreSQL this waits for batches in flight, which then are deleted below.
         await tx.privacy.mark_erased(tx, customer_id, keep_billing_records=keep_billing_records)
+        # Invitations both ways: those to the customer (found by customer_id below too) and
+        # those it sent as an organisation's admin (invited_by: no walk finds them).
+        n = await invitations.delete_involving_in(tx, customer_id)
+        if n:
+            result.rows_deleted["org_invitations"] = n
         await _own_rows(tx, customer_id, [t for t, _, _ in tables], result)
         await service.delete_customer_in(tx, customer_id)
         result.rows_deleted["customers"] = 1

@@ -10,8 +10,9 @@
   const API = "/v1/account";
   // section id -> the permission (kraken/accounts/roles.py action) its account API routes need
   const SECTIONS = [["account", "call_models"], ["keys", "manage_own_keys"],
-                    ["members", "manage_members"], ["usage", "read_own_usage"],
-                    ["export", "call_models"], ["wallet", "billing"], ["delete", "call_models"]];
+                    ["members", "manage_members"], ["invitations", "call_models"],
+                    ["usage", "read_own_usage"], ["export", "call_models"],
+                    ["wallet", "billing"], ["delete", "call_models"]];
   let key = null;
   let me = null;  // GET /v1/account's answer for the key in memory
   let done = 0;
@@ -68,6 +69,11 @@
     return b;
   }
 
+  // a path under the calling key's organisation; the date an invitation lapses
+  const orgPath = (rest) => "/organisations/" + encodeURIComponent(me ? me.key.org_id : "-")
+    + rest;
+  const until = (i) => new Date(i.expires_at * 1000).toISOString().slice(0, 10);
+
   // ---- sections ------------------------------------------------------------------------
 
   function mount(allowed) {
@@ -103,7 +109,7 @@
   }
 
   async function loadMembers() {
-    const list = await json("GET", "/organisations/" + encodeURIComponent(me.key.org_id) + "/members");
+    const list = await json("GET", orgPath("/members"));
     page.grid($("member-list"), [
       ["Customer", (m) => m.customer_id], ["Role", (m) => m.role],
       ["", (m) => {
@@ -116,6 +122,26 @@
         select.dataset.roleOf = m.customer_id;
         cell.append(select, button("Set role", "set-role", { customer: m.customer_id }),
                     button("Remove", "remove-member", { customer: m.customer_id }));
+        return cell;
+      }]], list.data);
+  }
+
+  async function loadInvitations() {  // the organisation's pending invitations (admins)
+    const list = await json("GET", orgPath("/invitations"));
+    page.grid($("invitation-list"), [
+      ["Customer", (i) => i.customer_id], ["Role", (i) => i.role], ["Until", until],
+      ["", (i) => button("Revoke", "revoke-invitation", { id: i.id })]], list.data);
+  }
+
+  async function loadMyInvitations() {  // those addressed to this key's customer
+    const list = await json("GET", "/invitations");
+    page.grid($("my-invitations"), [
+      ["Organisation", (i) => i.org_name + " (" + i.org_id + ")"], ["Role", (i) => i.role],
+      ["Until", until],
+      ["", (i) => {
+        const cell = document.createElement("span");
+        cell.append(button("Accept", "accept-invitation", { id: i.id, org: i.org_name }),
+                    button("Decline", "decline-invitation", { id: i.id, org: i.org_name }));
         return cell;
       }]], list.data);
   }
@@ -140,7 +166,9 @@
       ["Reference", (t) => t.ref || ""]], w.transactions);
   }
 
-  const LOADERS = { keys: loadKeys, members: loadMembers, usage: () => loadUsage("24"),
+  const LOADERS = { keys: loadKeys,
+                    members: async () => { await loadMembers(); await loadInvitations(); },
+                    invitations: loadMyInvitations, usage: () => loadUsage("24"),
                     wallet: loadWallet };
 
   async function open() {
@@ -192,9 +220,10 @@
       return "Key " + created.key.id + " created.";
     },
     "add-member": async (form) => {
-      const m = await json("POST", "/organisations/" + encodeURIComponent(me.key.org_id) + "/members", fields(form));
-      await loadMembers();
-      return "Added " + m.customer_id + " as " + m.role + ".";
+      const inv = await json("POST", orgPath("/members"), fields(form));
+      form.reset();
+      await loadInvitations();
+      return "Invited " + inv.customer_id + " as " + inv.role + "; they join once they accept.";
     },
     "load-usage": async (form) => {
       const total = await loadUsage(form.elements.hours.value);
@@ -211,8 +240,7 @@
     },
   };
 
-  const memberPath = (b) => "/organisations/" + encodeURIComponent(me ? me.key.org_id : "-")
-    + "/members/" + encodeURIComponent(b.dataset.customer);
+  const memberPath = (b) => orgPath("/members/" + encodeURIComponent(b.dataset.customer));
 
   const CLICKS = {
     "revoke-key": async (b) => {
@@ -235,6 +263,22 @@
       await json("DELETE", memberPath(b));
       await loadMembers();
       return b.dataset.customer + " removed.";
+    },
+    "revoke-invitation": async (b) => {
+      await json("DELETE", orgPath("/invitations/" + encodeURIComponent(b.dataset.id)));
+      await loadInvitations();
+      return "Invitation " + b.dataset.id + " revoked.";
+    },
+    "accept-invitation": async (b) => {
+      const path = "/invitations/" + encodeURIComponent(b.dataset.id) + "/accept";
+      const m = await json("POST", path);
+      await loadMyInvitations();
+      return "Joined " + b.dataset.org + " as " + m.role + ".";
+    },
+    "decline-invitation": async (b) => {
+      await json("POST", "/invitations/" + encodeURIComponent(b.dataset.id) + "/decline");
+      await loadMyInvitations();
+      return "Declined the invitation of " + b.dataset.org + ".";
     },
     "export": async (b) => {
       const reply = await call("GET", "/export?format=" + encodeURIComponent(b.dataset.format));

@@ -18,7 +18,7 @@ import pytest
 from adminkit import Member, admin_doc
 from harness import TEST_KEY, free_port, http, running_kraken, running_mock
 from kraken import audit
-from kraken.accounts import service
+from kraken.accounts import invitations, service
 from kraken.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -44,6 +44,8 @@ class World:
     foreign_org: str
     foreign: Member
     """Org B's owner and its key: never reachable from org A's keys."""
+    foreign_invitation: str
+    """Org B's pending invitation of a customer of its own."""
 
     async def call(self, who: Member | str, method: str, path: str, body: Any = None):
         secret = who if isinstance(who, str) else who.secret
@@ -87,7 +89,10 @@ async def populate(port: int, store) -> World:
     foreign_owner = await new_customer(store, "foreign")
     foreign_org = (await service.create_organisation(store, "Other", foreign_owner)).id
     foreign = await new_key(store, foreign_owner, foreign_org)
-    return World(port, store, org, members, personal, foreign_org, foreign)
+    foreign_invitation = (await invitations.invite(
+        store, foreign_org, await new_customer(store, "invitee"), "developer",
+        invited_by=foreign_owner)).id
+    return World(port, store, org, members, personal, foreign_org, foreign, foreign_invitation)
 
 
 async def audited(w: World, who: Member, action: str) -> int:
@@ -120,6 +125,15 @@ SPEC: dict[str, tuple[frozenset[str], str, str, Any]] = {
                      None),
     "add_member": (frozenset(ROLES[:2]), "POST", "/v1/account/organisations/{org}/members",
                    {"customer_id": "{outsider}", "role": "developer"}),
+    "list_invitations": (frozenset(ROLES[:2]), "GET",
+                         "/v1/account/organisations/{org}/invitations", None),
+    "revoke_invitation": (frozenset(ROLES[:2]), "DELETE",
+                          "/v1/account/organisations/{org}/invitations/{invitation}", None),
+    "my_invitations": (frozenset(ROLES), "GET", "/v1/account/invitations", None),
+    "accept_invitation": (frozenset(ROLES), "POST", "/v1/account/invitations/{mine}/accept",
+                          None),
+    "decline_invitation": (frozenset(ROLES), "POST", "/v1/account/invitations/{mine}/decline",
+                           None),
     "set_role": (frozenset(ROLES[:2]), "PATCH",
                  "/v1/account/organisations/{org}/members/{member}", {"role": "restricted"}),
     "remove_member": (frozenset(ROLES[:2]), "DELETE",
@@ -130,19 +144,34 @@ PERMISSION = {"list_keys": "manage_own_keys", "create_key": "manage_own_keys",
               "revoke_key": "manage_own_keys", "delete_key": "manage_own_keys",
               "list_members": "manage_members", "add_member": "manage_members",
               "set_role": "manage_members", "remove_member": "manage_members",
+              "list_invitations": "manage_members", "revoke_invitation": "manage_members",
               "read_wallet": "billing"}
 AUDIT = {"rectify_profile": "customer.update", "create_key": "key.create",
-         "revoke_key": "key.revoke", "delete_key": "key.delete", "add_member": "member.add",
-         "set_role": "member.role", "remove_member": "member.remove"}
+         "revoke_key": "key.revoke", "delete_key": "key.delete",
+         "add_member": "invitation.create", "set_role": "member.role",
+         "remove_member": "member.remove", "revoke_invitation": "invitation.revoke",
+         "accept_invitation": "invitation.accept", "decline_invitation": "invitation.decline"}
 
 
-async def fixtures_for(w: World, caller: Member) -> dict[str, str]:
-    """Fresh targets for one case, so every case starts from the same state."""
+async def fixtures_for(w: World, caller: Member, action: str = "") -> dict[str, str]:
+    """Fresh targets for one case, so every case starts from the same state: a member of the
+    org, a key of the caller, an outsider; for the invitation cases, a pending invitation of
+    the org ("invitation") or one addressed to the caller by another org ("mine")."""
     member = await new_customer(w.store, "member")
     await service.add_member(w.store, w.org, member, "developer")
     own_key = await new_key(w.store, caller.customer_id, w.org)
-    return {"org": w.org, "key": own_key.key_id, "member": member,
-            "outsider": await new_customer(w.store, "outsider")}
+    names = {"org": w.org, "key": own_key.key_id, "member": member,
+             "outsider": await new_customer(w.store, "outsider")}
+    if action == "revoke_invitation":
+        names["invitation"] = (await invitations.invite(
+            w.store, w.org, names["outsider"], "developer",
+            invited_by=w.members["owner"].customer_id)).id
+    if action in ("accept_invitation", "decline_invitation"):
+        host = await new_customer(w.store, "host")
+        host_org = (await service.create_organisation(w.store, "Host", host)).id
+        names["mine"] = (await invitations.invite(w.store, host_org, caller.customer_id,
+                                                  "restricted", invited_by=host)).id
+    return names
 
 
 def fill(value: Any, names: dict[str, str]) -> Any:
@@ -154,12 +183,17 @@ def fill(value: Any, names: dict[str, str]) -> Any:
 
 
 async def state(w: World, caller: Member, names: dict[str, str]) -> tuple:
-    """Everything a case may change: the caller's profile, keys, and the org's members."""
+    """Everything a case may change: the caller's profile, keys, organisations and
+    invitations, and the org's members and invitations."""
     cus = await service.get_customer(w.store, caller.customer_id)
     keys = await service.list_keys(w.store, org_id=w.org)
     members = await service.list_members(w.store, w.org)
+    orgs = await service.list_organisations(w.store, customer_id=caller.customer_id)
+    invited = [*await invitations.of_org(w.store, w.org),
+               *await invitations.of_customer(w.store, caller.customer_id)]
     return (cus.as_dict(), sorted((k.id, k.status()) for k in keys),
-            sorted((m.customer_id, m.role) for m in members))
+            sorted((m.customer_id, m.role) for m in members), sorted(o.id for o in orgs),
+            sorted(i.id for i in invited))
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -167,12 +201,15 @@ async def state(w: World, caller: Member, names: dict[str, str]) -> tuple:
 async def test_permission_table(world: World, role: str, action: str):
     allowed, method, template, body = SPEC[action]
     caller = world.members[role]
-    names = await fixtures_for(world, caller)
+    names = await fixtures_for(world, caller, action)
     before = await state(world, caller, names)
     audits = await audited(world, caller, AUDIT.get(action, "-"))
     reply = await world.call(caller, method, fill(template, names), fill(body, names))
     if role in allowed:
         assert reply.status in (200, 201), (reply.status, reply.body)
+        if action == "add_member":  # an invitation, not (yet) a membership
+            assert reply.json()["object"] == "organisation.invitation"
+            assert await service.member_role(world.store, world.org, names["outsider"]) is None
         if action in AUDIT:
             assert await state(world, caller, names) != before
             assert await audited(world, caller, AUDIT[action]) == audits + 1
@@ -211,6 +248,8 @@ def foreign_routes(w: World, foreign_key: str) -> list[tuple[str, str, Any]]:
         ("POST", members, {"customer_id": w.members["admin"].customer_id, "role": "admin"}),
         ("PATCH", f"{members}/{owner}", {"role": "restricted"}),
         ("DELETE", f"{members}/{owner}", None),
+        ("GET", f"/v1/account/organisations/{org}/invitations", None),
+        ("DELETE", f"/v1/account/organisations/{org}/invitations/{w.foreign_invitation}", None),
     ]
 
 
@@ -224,6 +263,8 @@ async def test_foreign_ids_are_not_found_and_nothing_changes(world: World, role:
     assert (await service.get_key(world.store, foreign_key)).status() == "active"
     assert [(m.customer_id, m.role) for m in await service.list_members(
         world.store, world.foreign_org)] == [(world.foreign.customer_id, "owner")]
+    assert [i.id for i in await invitations.of_org(world.store, world.foreign_org)] == [
+        world.foreign_invitation]
     listed = (await world.call(caller, "GET", "/v1/account/keys")).json()["data"]
     assert foreign_key not in {k["id"] for k in listed}
 

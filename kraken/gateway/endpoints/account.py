@@ -8,6 +8,9 @@ An organisation key acts with its member's role in that organisation; a personal
 organisation) is its customer's own account, so it acts as that account's owner. A config-file
 key has no account: 403. Anything outside the key's customer or organisation is answered 404,
 as if it did not exist. Every change is audited with ``actor = "key:<key id>"``.
+
+A member added by an admin is an invitation until the invitee accepts with their own key
+(account_invitations.py): a change that affects another person waits for their consent.
 """
 from __future__ import annotations
 
@@ -192,6 +195,7 @@ def compile_route(method: str, path: str, action: str, handler: RouteHandler) ->
 @cache
 def routes() -> list[CompiledRoute]:
     """The table, built on first use (the handler modules import this one)."""
+    from kraken.gateway.endpoints import account_invitations as invited
     from kraken.gateway.endpoints import account_keys as keys
     from kraken.gateway.endpoints import account_members as members
     from kraken.gateway.endpoints import account_wallet as topup
@@ -210,6 +214,13 @@ def routes() -> list[CompiledRoute]:
         ("PATCH", "/organisations/{id}/members/{customer}", "manage_members", members.set_role),
         ("DELETE", "/organisations/{id}/members/{customer}", "manage_members",
          members.remove_member),
+        ("GET", "/organisations/{id}/invitations", "manage_members", members.list_invitations),
+        ("DELETE", "/organisations/{id}/invitations/{invitation}", "manage_members",
+         members.revoke_invitation),
+        # Invitations addressed to the caller's customer: theirs to answer, whatever the role.
+        ("GET", "/invitations", "call_models", invited.list_mine),
+        ("POST", "/invitations/{id}/accept", "call_models", invited.accept),
+        ("POST", "/invitations/{id}/decline", "call_models", invited.decline),
         ("GET", "/wallet", "billing", show_wallet),
         ("POST", "/wallet/checkout", "billing", topup.checkout),
     ]

@@ -1,9 +1,12 @@
-"""``/v1/account/organisations/{id}/members``: the calling key's organisation only (any other
-id: 404). Admins and owners manage members; only an owner may make, demote or remove an
-owner; the last owner cannot leave or be demoted (the service refuses it)."""
+"""``/v1/account/organisations/{id}/members`` and ``.../invitations``: the calling key's
+organisation only (any other id: 404). Admins and owners manage members; only an owner may
+make, demote or remove an owner; the last owner cannot leave or be demoted (the service
+refuses it). Adding a member is inviting them: the membership exists once the invitee accepts
+with their own key (account_invitations.py; the rules: kraken/accounts/invitations.py), and
+an id no customer has is answered as any other. Admins list and revoke pending invitations."""
 from __future__ import annotations
 
-from kraken.accounts import service
+from kraken.accounts import invitations, service
 from kraken.accounts import validation as v
 from kraken.gateway.endpoints.account import AccountApi, Answer, Caller, json_body
 from kraken.http.exchange import Request
@@ -37,14 +40,31 @@ async def list_members(api: AccountApi, caller: Caller, req: Request, params) ->
 
 
 async def add_member(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
+    """Invite ``customer_id``: 201 with the pending invitation, the same for any id."""
     org_id = api.visible_org(caller, params["id"])
     body = json_body(req, ("customer_id", "role"))
     role = v.text(body.get("role"), "role", required=True, max_len=32)
     if role == "owner":
         owner_only(caller, "role")
-    m = await service.add_member(api.store, org_id, body.get("customer_id"), role)
-    await api.audit(caller, "member.add", m.org_id, m.customer_id, role=m.role)
-    return 201, m.as_dict()
+    inv = await invitations.invite(api.store, org_id, body.get("customer_id"), role,
+                                   invited_by=caller.customer_id)
+    await api.audit(caller, "invitation.create", inv.org_id, inv.customer_id,
+                    invitation_id=inv.id, role=inv.role)
+    return 201, inv.as_dict()
+
+
+async def list_invitations(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
+    org_id = api.visible_org(caller, params["id"])
+    pending = await invitations.of_org(api.store, org_id)
+    return 200, {"object": "list", "data": [inv.as_dict() for inv in pending]}
+
+
+async def revoke_invitation(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
+    org_id = api.visible_org(caller, params["id"])
+    invitee = await invitations.revoke(api.store, org_id, params["invitation"])
+    await api.audit(caller, "invitation.revoke", org_id, invitee,
+                    invitation_id=params["invitation"])
+    return 200, {"id": params["invitation"], "org_id": org_id, "deleted": True}
 
 
 async def set_role(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
