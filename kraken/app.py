@@ -41,6 +41,7 @@ from kraken.policy.auth import KeyVerifier
 from kraken.policy.clientip import ClientAddress
 from kraken.policy.limits import build_limiter
 from kraken.gateway.endpoints import account as account_api
+from kraken.gateway.endpoints import account_email
 from kraken.gateway.endpoints import portal
 from kraken.gateway.pipeline import Gateway
 from kraken.policy.router import Provider, Router
@@ -249,6 +250,8 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
                             keep_billing_records=cfg.retention.keep_billing_records, meter=meter)
     account_series.register(accounts)  # /v1/account/usage/series
     portal.register(gateway)  # /portal: the customer portal page over the account API
+    if cfg.email.sends_links:  # email changes by link (without mail: refused, 503)
+        account_email.register(accounts, cfg.email)  # /v1/account/email/confirm
     if cfg.email.signup:  # POST /v1/account/signup (off by default: 404)
         from kraken.gateway.endpoints import account_signup
 

@@ -1,7 +1,8 @@
 """Sending one email through the configured SMTP server (``[email]``).
 
-The standard library's smtplib, run in a worker thread: a sign-up email is rare and off the
-metered path, so a thread per message costs nothing that matters and needs no dependency.
+The standard library's smtplib, run in a worker thread: a link email (sign-up, email change)
+is rare and off the metered path, so a thread per message costs nothing that matters and
+needs no dependency.
 Every failure becomes ``MailUnavailable`` (503) whose message names only the kind of failure:
 SMTP replies often quote the recipient's address back, so they are never repeated.
 """
@@ -63,7 +64,7 @@ async def send(cfg: EmailConfig, to: str, subject: str, text: str) -> None:
         await anyio.to_thread.run_sync(_send_blocking, cfg, msg)
     except (OSError, smtplib.SMTPException, ValueError) as exc:
         # The type only: an SMTP reply may quote the recipient's address.
-        log.warning("sign-up email not sent: SMTP %s:%d failed (%s)", cfg.host, cfg.port,
+        log.warning("email not sent: SMTP %s:%d failed (%s)", cfg.host, cfg.port,
                     type(exc).__name__)
-        raise MailUnavailable("The sign-up email could not be sent (the mail server is "
-                              "unavailable); nothing was created, try again later") from None
+        raise MailUnavailable("The email could not be sent (the mail server is unavailable); "
+                              "nothing was done, try again later") from None

@@ -1,8 +1,9 @@
-"""The ``[email]`` section: the SMTP server sign-up links go through, checked once at load.
+"""The ``[email]`` section: the SMTP server one-time links go through, checked once at load.
 
-Sign-up is off by default; with ``signup = true`` everything a link needs (server, sender,
-the public base URL) must be there, so a misconfiguration stops Kraken at startup instead of
-failing the first person who signs up. The password only ever comes from the environment.
+Sign-up is off by default; with ``signup = true``, or a sender or base URL given (email
+changes mail links too), everything a link needs (server, sender, the public base URL) must
+be there, so a misconfiguration stops Kraken at startup instead of failing the first person
+who signs up. The password only ever comes from the environment.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kraken.config.sections import ConfigError, EmailConfig
 __all__ = ["MAX_LINK_TTL_S", "email_section"]
 
 MAX_LINK_TTL_S = 86_400.0
-"""A sign-up link lives at most a day (the default is 15 minutes)."""
+"""A link lives at most a day (the default is 15 minutes)."""
 _ADDRESS = re.compile(r"[^@\s<>\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
 
 
@@ -39,15 +40,16 @@ def email_section(raw: Any, source: str, env: Mapping[str, str]) -> EmailConfig:
     above_zero(cfg.timeout_s, "email.timeout_s", source)
     at_least(cfg.per_email_per_hour, 1, "email.per_email_per_hour", source)
     at_least(cfg.per_ip_per_hour, 1, "email.per_ip_per_hour", source)
-    if not cfg.signup:
-        return cfg
+    if not (cfg.signup or cfg.from_address or cfg.base_url):
+        return cfg  # no mail: no sign-up, and customers cannot change their own address
+    why = "email.signup" if cfg.signup else "mailing links (email.from_address, email.base_url)"
     if not cfg.host.strip() or cfg.port == 0:
-        raise ConfigError(f"{source}: email.signup needs email.host and email.port")
+        raise ConfigError(f"{source}: {why} needs email.host and email.port")
     if _ADDRESS.fullmatch(cfg.from_address) is None:
-        raise ConfigError(f"{source}: email.signup needs email.from_address, an address "
+        raise ConfigError(f"{source}: {why} needs email.from_address, an address "
                           "like kraken@example.com")
     if not cfg.base_url:
-        raise ConfigError(f"{source}: email.signup needs email.base_url, the public URL "
+        raise ConfigError(f"{source}: {why} needs email.base_url, the public URL "
                           "users reach Kraken at (the links point there)")
     check_url(cfg.base_url, "email.base_url", source)
     if "?" in cfg.base_url or "#" in cfg.base_url:

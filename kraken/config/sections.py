@@ -265,7 +265,8 @@ class OtelConfig:
 
 @dataclass(frozen=True, slots=True)
 class EmailConfig:
-    """Outgoing email (``[email]``) and self-service sign-up by one-time link (off by default)."""
+    """Outgoing email (``[email]``): one-time links for self-service sign-up (off by default)
+    and for a customer's change of their own address (on once mail is set up)."""
 
     signup: bool = False
     """Serve ``POST /v1/account/signup``; false: the route answers 404, as if absent."""
@@ -281,18 +282,26 @@ class EmailConfig:
     password: str = field(default="", repr=False)
     """Read from ``password_env`` at load (never set in the file)."""
     from_address: str = ""
-    """The sender of sign-up emails (``kraken@example.com``)."""
+    """The sender of link emails (``kraken@example.com``)."""
     base_url: str = ""
     """The public base URL of the client listener, as users reach it: links are
-    ``{base_url}/v1/account/signup/confirm?token=...``."""
+    ``{base_url}/v1/account/signup/confirm?token=...`` (``/v1/account/email/confirm`` for an
+    email change)."""
     link_ttl_s: float = 900.0
-    """How long a sign-up link works (15 minutes); used or expired, it is deleted."""
+    """How long a sign-up or email change link works (15 minutes); used or expired, it is
+    deleted."""
     timeout_s: float = 10.0
     """Connecting to and talking with the SMTP server, each step."""
     per_email_per_hour: int = 3
     """Sign-up requests per address per hour (429 with Retry-After beyond)."""
     per_ip_per_hour: int = 10
     """Sign-up requests per client address (IPv6: per /64) per hour."""
+
+    @property
+    def sends_links(self) -> bool:
+        """Mail is set up for links (a sender and the URL links point to): without it a
+        customer cannot change their own address (only the operator, through the admin API)."""
+        return bool(self.from_address and self.base_url)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,10 @@ key reaches a log line, a metric, an error body or (for the token) the database.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import json
 import logging
 import re
 import sqlite3
-import threading
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,10 +22,10 @@ from urllib.parse import urlencode
 
 import anyio
 import pytest
-from aiosmtpd.controller import Controller
 
 from harness import free_port, http, kraken_mapping, running_kraken, running_mock, wait_for
 from kraken.accounts import service
+from smtpkit import smtp_server
 
 pytestmark = pytest.mark.anyio
 
@@ -45,37 +42,10 @@ def anyio_backend():
     return ("asyncio", {"use_uvloop": True})
 
 
-class Sink:
-    """aiosmtpd's handler: every message it accepts, parsed, in arrival order."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self._lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        with self._lock:
-            self.messages.append(msg)
-        return "250 OK"
-
-    def to(self, address: str) -> list[email.message.EmailMessage]:
-        with self._lock:
-            return [m for m in self.messages if m["To"] == address]
-
-    async def next_for(self, address: str, seen: int = 0) -> email.message.EmailMessage:
-        """The (seen+1)-th message to ``address``, waiting (bounded) for it to arrive."""
-        return (await wait_for(lambda: len(self.to(address)) > seen and self.to(address)))[seen]
-
-
 @pytest.fixture(scope="module")
 def smtp():
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield controller.port, sink
-    finally:
-        controller.stop()
+    with smtp_server() as (port, sink):
+        yield port, sink
 
 
 def email_section(smtp_port: int, **extra) -> dict:

@@ -9,8 +9,9 @@ organisation) is its customer's own account, so it acts as that account's owner.
 key has no account: 403. Anything outside the key's customer or organisation is answered 404,
 as if it did not exist. Every change is audited with ``actor = "key:<key id>"``.
 
-A member added by an admin is an invitation until the invitee accepts with their own key
-(account_invitations.py): a change that affects another person waits for their consent.
+A change that affects another person waits for their consent: a new email address applies
+once its owner uses the link mailed there (account_email.py), and a member added by an admin
+is an invitation until the invitee accepts with their own key (account_invitations.py).
 """
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 PREFIX = "/v1/account"
 MAX_BODY = 64 * 1024
-PROFILE_FIELDS = ("email", "name")
 
 
 class NoAccount(service.ForbiddenError):
@@ -106,6 +106,9 @@ class AccountApi:
         """The ``[stripe]`` settings, for the top-up (set by ``register``)."""
         self.rights: dict[str, Any] = {}
         """Settings of the privacy-layer routes (kraken/privacy/account_rights.py)."""
+        self.email: Any = None
+        """The ``[email]`` settings once mail is set up (account_email.register): without
+        them a customer cannot change their own address."""
         self.extra: list[CompiledRoute] = []
         """Routes served by higher layers (privacy: usage, export, erasure), added by the app."""
 
@@ -163,16 +166,6 @@ async def show_profile(api: AccountApi, caller: Caller, req: Request, params) ->
                                           "role": caller.role}, "permissions": permissions}
 
 
-async def patch_profile(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
-    """Rectification of one's own email and name (plan and opt-out are not the caller's)."""
-    body = json_body(req, PROFILE_FIELDS)
-    if not body:
-        raise service.ValidationError("body", "name at least one of email, name")
-    cus = await service.update_customer(api.store, caller.customer_id, **body)
-    await api.audit(caller, "customer.update", cus.id, cus.id, fields=sorted(body))
-    return 200, cus.as_dict()
-
-
 async def show_wallet(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
     """The caller's customer's prepaid balance and its newest ledger entries."""
     micros = await wallet.balance(api.store, caller.customer_id)
@@ -195,6 +188,7 @@ def compile_route(method: str, path: str, action: str, handler: RouteHandler) ->
 @cache
 def routes() -> list[CompiledRoute]:
     """The table, built on first use (the handler modules import this one)."""
+    from kraken.gateway.endpoints import account_email as profile
     from kraken.gateway.endpoints import account_invitations as invited
     from kraken.gateway.endpoints import account_keys as keys
     from kraken.gateway.endpoints import account_members as members
@@ -204,7 +198,7 @@ def routes() -> list[CompiledRoute]:
         # method, path under /v1/account, the roles.py action it needs, handler
         # Profile: every role has call_models, so every member may read and rectify their own.
         ("GET", "", "call_models", show_profile),
-        ("PATCH", "", "call_models", patch_profile),
+        ("PATCH", "", "call_models", profile.patch_profile),
         ("GET", "/keys", "manage_own_keys", keys.list_keys),
         ("POST", "/keys", "manage_own_keys", keys.create_key),
         ("DELETE", "/keys/{id}", "manage_own_keys", keys.delete_key),

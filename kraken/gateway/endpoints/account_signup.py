@@ -5,11 +5,11 @@
     POST /v1/account/signup/confirm    token=...      -> the new account and its first key, once
 
 No key, no password, no cookie. The GET only shows a form: a mail scanner that fetches the
-link uses nothing up; the POST does. Requests are limited per client address and per email
-address (``per_ip_per_hour``, ``per_email_per_hour``) on a limiter of the ``[limits]`` backend
-(memory, or Redis shared by every process) with a one-hour window, counted under keyed hashes:
-neither address is kept in clear. Pages are ``no-store``, framed by no one, and send no
-Referer (the link's token is in the URL). The rules are kraken/accounts/signup.py.
+link uses nothing up; the POST does (the pages: link_pages.py). Requests are limited per
+client address and per email address (``per_ip_per_hour``, ``per_email_per_hour``) on a
+limiter of the ``[limits]`` backend (memory, or Redis shared by every process) with a one-hour
+window, counted under keyed hashes: neither address is kept in clear. The rules are
+kraken/accounts/signup.py.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import html
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
 
 import orjson
 
@@ -28,6 +27,8 @@ from kraken.accounts import validation as v
 from kraken.config.sections import EmailConfig, LimitsConfig
 from kraken.errors import MethodNotAllowed, RateLimited
 from kraken.gateway.endpoints.account import json_body
+from kraken.gateway.endpoints.link_pages import (JSON_HEADERS, PAGE_HEADERS, is_form, page,
+                                                 posted_token, query_token)
 from kraken.http.exchange import Request, ResponseSink
 from kraken.policy.ratelimit import (LimitPolicy, Limiter, MemoryLimiter, RateLimitExceeded,
                                      ip_bucket)
@@ -38,15 +39,6 @@ if TYPE_CHECKING:
 PATH = "/v1/account/signup"
 CONFIRM = signup.CONFIRM_PATH
 WINDOW_S = 3600.0
-MAX_FORM = 4096
-_NO_STORE = [(b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer"),
-             (b"x-content-type-options", b"nosniff")]
-_PAGE_HEADERS = [(b"content-type", b"text/html; charset=utf-8"), *_NO_STORE,
-                 (b"content-security-policy",
-                  b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                  b"frame-ancestors 'none'"),
-                 (b"x-frame-options", b"DENY")]
-_JSON_HEADERS = [(b"content-type", b"application/json"), *_NO_STORE]
 
 
 class SignupRateLimited(RateLimited):
@@ -116,7 +108,7 @@ class SignupApi:
                           "for this email address")
         await signup.request_link(self.store, self.cfg, email)
         minutes = max(1, round(self.cfg.link_ttl_s / 60))
-        sink.respond(202, _JSON_HEADERS, orjson.dumps({
+        sink.respond(202, JSON_HEADERS, orjson.dumps({
             "status": "accepted",
             "message": "If this address can receive email, a sign-up link is on its way. "
                        f"It works once, within {minutes} minutes."}))
@@ -124,49 +116,27 @@ class SignupApi:
     async def confirm(self, req: Request, sink: ResponseSink) -> None:
         """GET: the confirmation page (uses nothing up). POST: create the account."""
         if req.method == "GET":
-            token = signup.check_token(dict(parse_qsl(req.target.partition("?")[2])).get("token"))
+            token = signup.check_token(query_token(req))
             if not await signup.link_live(self.store, token):
                 raise signup.LinkGone("This sign-up link was already used or has expired; "
                                       "ask for a new one")
-            sink.respond(200, _PAGE_HEADERS, confirm_page(token))
+            sink.respond(200, PAGE_HEADERS, confirm_page(token))
             return
         if req.method != "POST":
             raise MethodNotAllowed(f"Use GET or POST for {CONFIRM}", allow="GET, POST")
-        form = (req.header(b"content-type") or b"").startswith(
-            b"application/x-www-form-urlencoded")
-        token = signup.check_token(_form_token(req) if form
-                                   else json_body(req, ("token",)).get("token"))
+        token = signup.check_token(posted_token(req))
         done = await signup.confirm(self.store, token)
-        if form:
-            sink.respond(201, _PAGE_HEADERS, key_page(done))
+        if is_form(req):
+            sink.respond(201, PAGE_HEADERS, key_page(done))
             return
-        sink.respond(201, _JSON_HEADERS, orjson.dumps({
+        sink.respond(201, JSON_HEADERS, orjson.dumps({
             "customer": done.customer.as_dict(), "key": done.key.key.as_dict(),
             "secret": done.key.plaintext}))
 
 
-def _form_token(req: Request) -> str | None:
-    if len(req.body) > MAX_FORM:
-        raise v.ValidationError("body", f"larger than {MAX_FORM} bytes")
-    try:
-        return dict(parse_qsl(req.body.decode("ascii"))).get("token")
-    except UnicodeDecodeError:
-        raise v.ValidationError("body", "not a form") from None
-
-
-_STYLE = ("<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;"
-          "padding:0 1rem}code{word-break:break-all;background:#eee;padding:.2rem}</style>")
-
-
-def _page(title: str, body: str) -> bytes:
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<meta name=viewport content='width=device-width'><title>{title}</title>{_STYLE}"
-            f"</head><body><h1>{title}</h1>{body}</body></html>").encode()
-
-
 def confirm_page(token: str) -> bytes:
     """One button; the token goes back in the form's body, not a cookie."""
-    return _page("Create your Kraken account", (
+    return page("Create your Kraken account", (
         "<p>Press the button to create your account and see your first API key.</p>"
         f"<form method=post action='{CONFIRM}'>"
         f"<input type=hidden name=token value='{html.escape(token, quote=True)}'>"
@@ -175,7 +145,7 @@ def confirm_page(token: str) -> bytes:
 
 def key_page(done: signup.SignedUp) -> bytes:
     """The key, shown this once (the page is not stored by the browser's cache)."""
-    return _page("Your Kraken account is ready", (
+    return page("Your Kraken account is ready", (
         f"<p>Account <code>{html.escape(done.customer.id)}</code>. Your API key, shown only "
         "this once; copy it now:</p>"
         f"<p><code>{html.escape(done.key.plaintext)}</code></p>"

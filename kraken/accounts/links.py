@@ -1,0 +1,33 @@
+"""One-time email links: the token a link carries and what the store keeps of it.
+
+Sign-up (signup.py) and email change (email_change.py) both mail a link holding a random
+token; only the token's SHA-256 is stored, so a copy of the database opens no link.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from kraken.accounts import validation as v
+
+TOKEN_BYTES = 32
+"""256 random bits per link (at least 128 are needed)."""
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def new_token() -> str:
+    """A fresh token: 43 URL-safe characters."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_hash(token: str) -> str:
+    """What the store keeps of a token (a 256-bit random token needs no salt or slow hash)."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def check_token(value: object, what: str = "link") -> str:
+    """A token as issued; anything else is a 400 naming ``token`` (``what``: whose link)."""
+    if not isinstance(value, str) or _TOKEN_RE.fullmatch(value) is None:
+        raise v.ValidationError("token", f"is not a {what} token")
+    return value
