@@ -212,11 +212,13 @@ async def get_organisation(store, org_id: str) -> Organisation:
     return Organisation(*row)
 
 
-async def list_organisations(store, *, customer_id: str | None = None) -> list[Organisation]:
-    """All organisations, or those ``customer_id`` is a member of."""
+async def list_organisations(store, *, customer_id: str | None = None, after: str | None = None,
+                             limit: int | None = None) -> list[Organisation]:
+    """All organisations, or those ``customer_id`` is a member of, by id; with ``limit``, a
+    page of them after the id ``after``."""
     if customer_id is not None:
         customer_id = v.identifier(customer_id, "customer_id")
-    rows = await store.accounts.organisations(store, customer_id)
+    rows = await store.accounts.organisations(store, customer_id, after=after or "", limit=limit)
     return [Organisation(*r) for r in rows]
 
 
@@ -295,9 +297,20 @@ async def remove_member(store, org_id: str, customer_id: str, *,
     return revoked
 
 
-async def list_members(store, org_id: str) -> list[Member]:
+async def list_members(store, org_id: str, *, after: str | None = None,
+                       limit: int | None = None) -> list[Member]:
+    """Members, oldest first; with ``limit``, a page of them after the member ``after``
+    (a customer id: ValidationError naming ``after`` if it is not a member any more)."""
     org_id = v.identifier(org_id, "org_id")
-    return [Member(*r) for r in await store.accounts.members(store, org_id)]
+    position = None
+    if after is not None:
+        row = await store.accounts.member(store, org_id, v.identifier(after, "after"))
+        if row is None:
+            raise ValidationError("after", "is not a member of this organisation (removed "
+                                           "since the previous page?)")
+        position = (row[1], after)
+    rows = await store.accounts.members(store, org_id, after=position, limit=limit)
+    return [Member(*r) for r in rows]
 
 
 async def member_role(store, org_id: str, customer_id: str) -> str | None:

@@ -4,22 +4,13 @@ field names only (never values, never secrets)."""
 from __future__ import annotations
 
 from kraken.accounts import service
+from kraken.admin import paging
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
 from kraken.admin.route_group import Route, RouteGroup, changes
 from kraken.admin.server import AdminApp, AdminCall
 
 CUSTOMER_FIELDS = ("email", "name", "plan", "opted_out")
-
-
-def _page(call: AdminCall) -> tuple[int, str | None]:
-    q = call.query(("limit", "after"))
-    limit = 100
-    if q.get("limit"):
-        if not (q["limit"].isascii() and q["limit"].isdigit()) or not 1 <= int(q["limit"]) <= 10_000:
-            raise val.invalid("limit", "must be an integer between 1 and 10000")
-        limit = int(q["limit"])
-    return limit, val.ident(q.get("after"), "after", required=False)
 
 
 class AccountRoutes(RouteGroup):
@@ -54,10 +45,13 @@ class AccountRoutes(RouteGroup):
         return 201, cus.as_dict()
 
     async def list_customers(self, call: AdminCall):
-        limit, after = _page(call)
-        rows = await service.list_customers(self.store, limit=limit, after=after)
-        return 200, {"data": [c.as_dict() for c in rows],
-                     "next_after": rows[-1].id if len(rows) == limit else None}
+        q = call.query(("limit", "after"))
+        size = paging.limit(q.get("limit"), most=10_000)
+        after = val.ident(q.get("after"), "after", required=False)
+        rows = await service.list_customers(self.store, limit=size, after=after)
+        if len(rows) == size:  # one more past the page says whether there is a next one
+            rows += await service.list_customers(self.store, limit=1, after=rows[-1].id)
+        return 200, paging.page(rows, size, lambda c: c.id, lambda c: c.as_dict())
 
     async def show_customer(self, call: AdminCall):
         return 200, (await service.get_customer(self.store, call.params["id"])).as_dict()
@@ -87,10 +81,13 @@ class AccountRoutes(RouteGroup):
         return 201, org.as_dict()
 
     async def list_orgs(self, call: AdminCall):
-        q = call.query(("customer",))
+        q = call.query(("customer", "limit", "after"))
         customer = val.ident(q.get("customer"), "customer", required=False)
-        orgs = await service.list_organisations(self.store, customer_id=customer)
-        return 200, {"data": [o.as_dict() for o in orgs]}
+        size = paging.limit(q.get("limit"))
+        orgs = await service.list_organisations(
+            self.store, customer_id=customer, limit=size + 1,
+            after=val.ident(q.get("after"), "after", required=False))
+        return 200, paging.page(orgs, size, lambda o: o.id, lambda o: o.as_dict())
 
     async def get_org(self, call: AdminCall):
         org = await service.get_organisation(self.store, call.params["id"])
@@ -111,9 +108,13 @@ class AccountRoutes(RouteGroup):
 
     # ---- members -----------------------------------------------------------------------
     async def list_members(self, call: AdminCall):
+        q = call.query(("limit", "after"))
+        size = paging.limit(q.get("limit"))
         await service.get_organisation(self.store, call.params["id"])
-        members = await service.list_members(self.store, call.params["id"])
-        return 200, {"data": [m.as_dict() for m in members]}
+        members = await service.list_members(
+            self.store, call.params["id"], limit=size + 1,
+            after=val.ident(q.get("after"), "after", required=False))
+        return 200, paging.page(members, size, lambda m: m.customer_id, lambda m: m.as_dict())
 
     async def add_member(self, call: AdminCall):
         body = call.body(("customer_id", "role"))

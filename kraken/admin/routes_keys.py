@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kraken.accounts import byok, service
+from kraken.admin import paging
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
 from kraken.admin.errors import ByokNotConfigured
@@ -44,13 +45,15 @@ class KeyRoutes(RouteGroup):
         return 201, {"key": key.as_dict(), "secret": created.plaintext}
 
     async def list_keys(self, call: AdminCall):
-        q = call.query(("customer", "org", "include_revoked"))
+        q = call.query(("customer", "org", "include_revoked", "limit", "after"))
         include = val.choice(q.get("include_revoked"), "include_revoked", ("true", "false"), "true")
+        size = paging.limit(q.get("limit"))
         keys = await service.list_keys(
             self.store, customer_id=val.ident(q.get("customer"), "customer", required=False),
             org_id=val.ident(q.get("org"), "org", required=False),
-            include_revoked=include == "true")
-        return 200, {"data": [k.as_dict() for k in keys]}
+            include_revoked=include == "true", limit=size + 1,
+            after=val.ident(q.get("after"), "after", required=False))
+        return 200, paging.page(keys, size, lambda k: k.id, lambda k: k.as_dict())
 
     async def show_key(self, call: AdminCall):
         return 200, (await service.get_key(self.store, call.params["id"])).as_dict()

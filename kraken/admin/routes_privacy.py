@@ -8,11 +8,12 @@ import anyio
 
 from kraken import audit
 from kraken.accounts import service
+from kraken.admin import paging
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
 from kraken.admin.route_group import Route, RouteGroup
 from kraken.admin.server import AdminApp, AdminCall, FlowGate
-from kraken.admin.usage import GROUPS, UsageQuery, usage
+from kraken.admin.usage import GROUPS, MAX_GROUPS, UsageQuery, usage
 from kraken.privacy.erase import erase_customer, sweep_requests
 from kraken.privacy.export import CONTENT_TYPES, FORMATS, export_stream
 
@@ -83,7 +84,7 @@ class PrivacyRoutes(RouteGroup):
                     await anyio.sleep(0.05)
 
     async def usage_stats(self, call: AdminCall):
-        q = call.query(("customer", "key", "model", "group_by", "from", "to"))
+        q = call.query(("customer", "key", "model", "group_by", "from", "to", "limit", "after"))
         query = UsageQuery(
             customer=val.ident(q.get("customer"), "customer", required=False),
             key=val.ident(q.get("key"), "key", required=False),
@@ -93,15 +94,17 @@ class PrivacyRoutes(RouteGroup):
             end=val.timestamp(q.get("to"), "to"))
         if query.start is not None and query.end is not None and query.end <= query.start:
             raise val.invalid("to", "must be after from")
-        return 200, {"group_by": query.group_by, "data": await usage(self.store, query)}
+        size = paging.limit(q.get("limit"), most=MAX_GROUPS, default=paging.MOST)
+        rows = await usage(self.store, query, after=q.get("after") or None, limit=size + 1)
+        return 200, {"group_by": query.group_by,
+                     **paging.page(rows, size, lambda r: r["group"], lambda r: r)}
 
     async def audit_list(self, call: AdminCall):
         q = call.query(("after", "limit"))
         after = _int(q.get("after"), "after", 0, 2**62, 0)
-        limit = _int(q.get("limit"), "limit", 1, 1000, 100)
-        entries = await audit.list_entries(self.store, after_seq=after, limit=limit)
-        return 200, {"data": [e.to_dict() for e in entries],
-                     "next_after": entries[-1].seq if len(entries) == limit else None}
+        size = paging.limit(q.get("limit"))
+        entries = await audit.list_entries(self.store, after_seq=after, limit=size + 1)
+        return 200, paging.page(entries, size, lambda e: e.seq, lambda e: e.to_dict())
 
     async def audit_verify(self, call: AdminCall):
         result = await audit.verify(self.store)

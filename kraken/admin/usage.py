@@ -40,15 +40,18 @@ async def has_key_column(store: Store) -> bool:
     return await store.reports.has_key_column(store)
 
 
-async def usage(store: Store, q: UsageQuery) -> list[dict[str, Any]]:
-    """One dict per group (``COLUMNS``), ordered by group."""
+async def usage(store: Store, q: UsageQuery, *, after: str | None = None,
+                limit: int = MAX_GROUPS) -> list[dict[str, Any]]:
+    """One dict per group (``COLUMNS``), ordered by group: at most ``limit``, those after the
+    group ``after``."""
     if q.group_by not in GROUPS:
         raise invalid("group_by", f"must be one of {', '.join(GROUPS)}")
     if (q.key is not None or q.group_by == "key") and not await has_key_column(store):
         raise invalid("key" if q.key is not None else "group_by",
                       "request records of this Kraken version do not name the key")
     rows = await store.reports.usage(store, q.group_by, customer=q.customer, key=q.key,
-                                     model=q.model, start=q.start, end=q.end, limit=MAX_GROUPS)
+                                     model=q.model, start=q.start, end=q.end, after=after,
+                                     limit=limit)
     out = []
     for g, n, pt, ct, cost, fee, unpriced, errors, p50, p95 in rows:
         out.append({"group": g, "requests": n, "prompt_tokens": pt, "completion_tokens": ct,

@@ -44,6 +44,11 @@ STATEMENTS: dict[str, str] = {
     "organisations": "SELECT id, name, created_at FROM organisations ORDER BY id",
     "organisations_of": ("SELECT o.id, o.name, o.created_at FROM organisations o "
                          "JOIN members m ON m.org_id = o.id WHERE m.customer_id = ? ORDER BY o.id"),
+    "organisations_after": ("SELECT id, name, created_at FROM organisations WHERE id > ? "
+                            "ORDER BY id LIMIT ?"),
+    "organisations_of_after": ("SELECT o.id, o.name, o.created_at FROM organisations o "
+                               "JOIN members m ON m.org_id = o.id WHERE m.customer_id = ? "
+                               "AND o.id > ? ORDER BY o.id LIMIT ?"),
     "insert_organisation": "INSERT INTO organisations (id, name, created_at) VALUES (?, ?, ?)",
     "rename_organisation": "UPDATE organisations SET name = ? WHERE id = ?",
     "delete_organisation": "DELETE FROM organisations WHERE id = ?",
@@ -56,6 +61,11 @@ STATEMENTS: dict[str, str] = {
     "delete_member": "DELETE FROM members WHERE org_id = ? AND customer_id = ?",
     "members": ("SELECT org_id, customer_id, role, created_at FROM members WHERE org_id = ? "
                 "ORDER BY created_at, customer_id"),
+    "members_first": ("SELECT org_id, customer_id, role, created_at FROM members WHERE org_id = ? "
+                      "ORDER BY created_at, customer_id LIMIT ?"),
+    "members_after": ("SELECT org_id, customer_id, role, created_at FROM members WHERE org_id = ? "
+                      "AND (created_at > ? OR (created_at = ? AND customer_id > ?)) "
+                      "ORDER BY created_at, customer_id LIMIT ?"),
     "owners": "SELECT COUNT(*) FROM members WHERE org_id = ? AND role = 'owner'",
     # API keys: rows are KEY_COLS
     "insert_key": ("INSERT INTO api_keys (id, customer_id, org_id, name, hash, created_at, "
@@ -202,10 +212,16 @@ class AccountsRepository:
     async def organisation_exists(self, db, org_id: str) -> bool:
         return await self._one(db, "organisation_exists", (org_id,)) is not None
 
-    async def organisations(self, db, customer_id: str | None = None) -> list[tuple]:
+    async def organisations(self, db, customer_id: str | None = None, *, after: str = "",
+                            limit: int | None = None) -> list[tuple]:
+        """By id; with ``limit``, at most that many after the id ``after``."""
+        if limit is None:
+            if customer_id is None:
+                return await self._rows(db, "organisations")
+            return await self._rows(db, "organisations_of", (customer_id,))
         if customer_id is None:
-            return await self._rows(db, "organisations")
-        return await self._rows(db, "organisations_of", (customer_id,))
+            return await self._rows(db, "organisations_after", (after, limit))
+        return await self._rows(db, "organisations_of_after", (customer_id, after, limit))
 
     async def insert_organisation(self, db, org_id: str, name: str, created_at: float) -> None:
         await self._run(db, "insert_organisation", (org_id, name, created_at))
@@ -233,8 +249,16 @@ class AccountsRepository:
     async def delete_member(self, db, org_id: str, customer_id: str) -> None:
         await self._run(db, "delete_member", (org_id, customer_id))
 
-    async def members(self, db, org_id: str) -> list[tuple]:
-        return await self._rows(db, "members", (org_id,))
+    async def members(self, db, org_id: str, *, after: tuple[float, str] | None = None,
+                      limit: int | None = None) -> list[tuple]:
+        """By (created_at, customer_id); with ``limit``, at most that many after ``after``
+        (that position: a member's created_at and customer_id)."""
+        if limit is None:
+            return await self._rows(db, "members", (org_id,))
+        if after is None:
+            return await self._rows(db, "members_first", (org_id, limit))
+        since, customer_id = after
+        return await self._rows(db, "members_after", (org_id, since, since, customer_id, limit))
 
     async def owners(self, db, org_id: str) -> int:
         row = await self._one(db, "owners", (org_id,))
@@ -251,9 +275,12 @@ class AccountsRepository:
         return await self._one(db, "key", (key_id,))
 
     async def keys(self, db, *, customer_id: str | None = None, org_id: str | None = None,
-                   include_revoked: bool = True) -> list[tuple]:
-        """Newest first, filtered by customer and/or organisation."""
+                   include_revoked: bool = True, after: tuple[float, str] | None = None,
+                   limit: int | None = None) -> list[tuple]:
+        """Newest first (then by id), filtered by customer and/or organisation; at most
+        ``limit`` of those after ``after`` (that position: a key's created_at and id)."""
         where, params = [], []
+        mark = self._d.placeholder
         if customer_id is not None:
             params.append(customer_id)
             where.append(f"customer_id = {self._d.placeholder(len(params))}")
@@ -262,10 +289,19 @@ class AccountsRepository:
             where.append(f"org_id = {self._d.placeholder(len(params))}")
         if not include_revoked:
             where.append("revoked_at IS NULL")
+        if after is not None:
+            params.extend((after[0], after[0], after[1]))
+            n = len(params)
+            where.append(f"(created_at < {mark(n - 2)} OR "
+                         f"(created_at = {mark(n - 1)} AND id > {mark(n)}))")
         sql = f"SELECT {KEY_COLS} FROM api_keys"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return await db.fetch_all(sql + " ORDER BY created_at DESC, id", params)
+        sql += " ORDER BY created_at DESC, id"
+        if limit is not None:
+            params.append(limit)
+            sql += f" LIMIT {mark(len(params))}"
+        return await db.fetch_all(sql, params)
 
     async def update_key(self, db, key_id: str, changes: Mapping[str, Any]) -> None:
         """Set the named columns (of KEY_CHANGES)."""

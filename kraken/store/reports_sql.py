@@ -122,8 +122,9 @@ class ReportsRepository:
 
     def _where(self, filters: Sequence[tuple[str, str, Any]], key_ids: Sequence[str] | None,
                ) -> tuple[str, list]:
-        """``filters``: (column, operator, value) from this module's callers, None values left
-        out; ``key_ids``: requests of any of these keys (an empty list matches none)."""
+        """``filters``: (column or group expression, operator, value) from this module's
+        callers, None values left out; ``key_ids``: requests of any of these keys (an empty
+        list matches none)."""
         where, params = ["1 = 1"], []
         for column, op, value in filters:
             if value is not None:
@@ -137,14 +138,17 @@ class ReportsRepository:
 
     async def usage(self, db: Any, group_by: str, *, customer: str | None = None,
                     key: str | None = None, model: str | None = None, start: float | None = None,
-                    end: float | None = None, limit: int = 10_000) -> list[tuple]:
-        """Rows in ``USAGE_COLUMNS`` order, by group (``USAGE_GROUPS``)."""
+                    end: float | None = None, after: str | None = None,
+                    limit: int = 10_000) -> list[tuple]:
+        """Rows in ``USAGE_COLUMNS`` order, by group (``USAGE_GROUPS``); only the groups
+        after ``after`` (a page's last group), at most ``limit``."""
         if group_by not in USAGE_GROUPS:
             raise ValueError(f"group_by must be one of {', '.join(USAGE_GROUPS)}")
+        group = self._group(group_by, None)
         where, params = self._where((("customer_id", "=", customer), ("key_id", "=", key),
                                      ("model_requested", "=", model), ("ts", ">=", start),
-                                     ("ts", "<", end)), None)
-        sql = _USAGE.format(group=self._group(group_by, None), where=where, unpriced=UNPRICED,
+                                     ("ts", "<", end), (group, ">", after)), None)
+        sql = _USAGE.format(group=group, where=where, unpriced=UNPRICED,
                             errors=ERRORS, limit=int(limit))
         return [self.d.row(tuple(r)) for r in await db.fetch_all(sql, params)]
 

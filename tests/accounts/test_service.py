@@ -292,3 +292,46 @@ async def test_the_same_address_created_at_once_on_two_hosts_is_one_customer(sto
     assert all(isinstance(r, service.ConflictError) and r.field == "email"
                for r in results if r not in created)
     assert await store.fetch_all("SELECT COUNT(*) FROM customers") == [(1,)]
+
+
+# -- pages (the admin API's ?limit=&after=) -----------------------------------------------------
+
+async def _pages(fetch, size: int, cursor) -> list:
+    """Every row of ``fetch(limit, after)`` walked ``size`` at a time."""
+    rows, after = [], None
+    while True:
+        page = await fetch(size, after)
+        rows += page
+        if len(page) < size:
+            return rows
+        after = cursor(page[-1])
+
+
+async def test_pages_of_keys_organisations_and_members_keep_the_order_and_skip_nothing(store):
+    """Keys are newest first and members oldest first: rows created in the same instant are
+    ordered by id, so a page ending inside such a tie neither repeats nor loses a row."""
+    owner = await service.create_customer(store, "pages@example.com")
+    org = await service.create_organisation(store, "Pages", owner.id)
+    for i in range(6):
+        cus = await service.create_customer(store, f"m{i}@example.com")
+        await service.add_member(store, org.id, cus.id, "developer")
+        await service.create_key(store, owner.id, org_id=org.id, rounds=4)
+        await service.create_organisation(store, f"org {i}", owner.id)
+    async with store.transaction() as tx:  # one instant for all
+        await tx.execute("UPDATE api_keys SET created_at = 1000.0")
+        await tx.execute("UPDATE members SET created_at = 2000.0 WHERE role = 'developer'")
+    everything = await service.list_keys(store, customer_id=owner.id)
+    paged = await _pages(lambda n, after: service.list_keys(
+        store, customer_id=owner.id, limit=n, after=after), 4, lambda k: k.id)
+    assert paged == everything and [k.id for k in paged] == sorted(k.id for k in paged)
+    members = await service.list_members(store, org.id)
+    assert await _pages(lambda n, after: service.list_members(
+        store, org.id, limit=n, after=after), 2, lambda m: m.customer_id) == members
+    orgs = await service.list_organisations(store, customer_id=owner.id)
+    assert len(orgs) == 7 and await _pages(lambda n, after: service.list_organisations(
+        store, customer_id=owner.id, limit=n, after=after), 3, lambda o: o.id) == orgs
+    assert await _pages(lambda n, after: service.list_organisations(
+        store, limit=n, after=after), 5, lambda o: o.id) == orgs
+    assert await _field(service.list_keys(store, limit=2, after="nosuchkey")) == "after"
+    assert await _field(service.list_members(store, org.id, limit=2, after=owner.id + "x")) \
+        == "after"
