@@ -30,6 +30,15 @@ from kraken.store.errors import StoreError
 
 UNSET: Any = object()
 """Default of ``update_*`` arguments: leave the field as it is."""
+MAX_MEMBERS = 1000
+"""Members one organisation may have: its member list (admin API, account API, portal) stays
+one bounded answer."""
+
+
+class TooManyMembers(ConflictError):
+    """The organisation already has ``MAX_MEMBERS`` members: 409."""
+
+    code = "too_many_members"
 
 
 def new_id(prefix: str) -> str:
@@ -254,6 +263,9 @@ async def add_member(store, org_id: str, customer_id: str, role: str) -> Member:
             raise NotFoundError("customer_id", "no such customer")
         if await accounts.is_member(tx, org_id, customer_id):
             raise ConflictError("customer_id", "is already a member")
+        if await accounts.member_count(tx, org_id) >= MAX_MEMBERS:
+            raise TooManyMembers("customer_id", f"the organisation already has {MAX_MEMBERS} "
+                                                "members, the most it may have")
         await accounts.insert_member(tx, m.org_id, m.customer_id, m.role, m.created_at)
     return m
 

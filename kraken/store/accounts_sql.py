@@ -66,6 +66,7 @@ STATEMENTS: dict[str, str] = {
     "members_after": ("SELECT org_id, customer_id, role, created_at FROM members WHERE org_id = ? "
                       "AND (created_at > ? OR (created_at = ? AND customer_id > ?)) "
                       "ORDER BY created_at, customer_id LIMIT ?"),
+    "member_count": "SELECT COUNT(*) FROM members WHERE org_id = ?",
     "owners": "SELECT COUNT(*) FROM members WHERE org_id = ? AND role = 'owner'",
     # API keys: rows are KEY_COLS
     "insert_key": ("INSERT INTO api_keys (id, customer_id, org_id, name, hash, created_at, "
@@ -259,6 +260,10 @@ class AccountsRepository:
             return await self._rows(db, "members_first", (org_id, limit))
         since, customer_id = after
         return await self._rows(db, "members_after", (org_id, since, since, customer_id, limit))
+
+    async def member_count(self, db, org_id: str) -> int:
+        row = await self._one(db, "member_count", (org_id,))
+        return int(row[0])
 
     async def owners(self, db, org_id: str) -> int:
         row = await self._one(db, "owners", (org_id,))
