@@ -20,8 +20,10 @@ EPILOG = f"""\
 The target must be an empty database (or one a Kraken created and never used). Everything is
 copied, then checked (row counts per table, every wallet balance, the audit hash chain), in one
 transaction: a failure or mismatch leaves the target as it was. The source is opened read-only.
+A --to URL holding a password is refused (exit 2): every user of the host can read argv in ps.
 environment:
-  {DATABASE_URL_ENV}  the target when --to is not given"""
+  {DATABASE_URL_ENV}  the target when --to is not given (it may hold the password)
+  PGPASSWORD           the password for a --to URL without one (or ~/.pgpass)"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH",
                    help="the Kraken SQLite file to copy (never modified)")
     p.add_argument("--to", dest="target", metavar="postgresql://...",
-                   help=f"the empty PostgreSQL database (default: ${DATABASE_URL_ENV})")
+                   help=f"the empty PostgreSQL database, without a password (argv is visible "
+                        f"in ps; default: ${DATABASE_URL_ENV}, which may hold one)")
     p.set_defaults(func=main)
 
 
@@ -40,6 +43,10 @@ def main(args: argparse.Namespace) -> int:
     dsn = args.target or os.environ.get(DATABASE_URL_ENV, "")
     if not dsn.startswith(("postgresql://", "postgres://")):
         return _refuse(f"--to (or {DATABASE_URL_ENV}) must be a postgresql:// URL")
+    if args.target and _has_password(args.target):
+        return _refuse(f"--to: the URL holds a password, which every user of this host can read "
+                       f"in ps while the copy runs; give the URL in ${DATABASE_URL_ENV} "
+                       f"instead (or the password in $PGPASSWORD or ~/.pgpass)")
     from kraken.config.sections import StoreConfig
     from kraken.config.store import describe
     from kraken.store import migrate as mig
@@ -80,6 +87,14 @@ def _summary(report: Any) -> None:
           f"{report.wallets_compared} balances equal")
     for line in report.notes:
         print(line)
+
+
+def _has_password(url: str) -> bool:
+    """Whether ``url`` carries a password: ``user:password@`` or ``?password=``."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    return bool(parts.password) or "password" in parse_qs(parts.query)
 
 
 def _refuse(message: str) -> int:

@@ -393,3 +393,26 @@ async def test_a_target_of_a_newer_kraken_is_refused(source, pg_dsn):
     done = await migrate_cli(path, pg_dsn)
     assert done.returncode == 2 and "newer than this Kraken" in done.stderr
     assert await pg_counts(pg_dsn) is None
+
+
+@pytest.mark.parametrize("where", ["userinfo", "query"])
+async def test_a_password_on_the_command_line_is_refused_and_taken_from_the_environment(
+        source, pg_dsn, where):
+    """argv is readable by every user of the host (ps) for as long as the copy runs: a --to URL
+    holding a password is refused before anything is opened; the same URL in
+    $KRAKEN_DATABASE_URL is used."""
+    path, _ = source
+    secret = "pw-Zq81xK3"
+    if where == "userinfo":
+        with_password = pg_dsn.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
+    else:
+        with_password = f"{pg_dsn}?password={secret}"
+    assert secret in with_password
+    refused = await migrate_cli(path, with_password)
+    assert refused.returncode == 2, refused.stderr
+    assert "--to" in refused.stderr and "KRAKEN_DATABASE_URL" in refused.stderr
+    assert secret not in refused.stderr + refused.stdout
+    assert await pg_counts(pg_dsn) is None
+    done = await migrate_cli(path, None, env={"KRAKEN_DATABASE_URL": with_password})
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stderr + done.stdout
