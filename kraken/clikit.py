@@ -37,11 +37,27 @@ def load_config(path: str | None) -> Any:
 
 @contextlib.asynccontextmanager
 async def open_store(cfg: Any) -> AsyncIterator[Any]:
-    """The configured store (SQLite or PostgreSQL), closed on the way out."""
+    """The configured store (SQLite or PostgreSQL), closed on the way out. A SQLite file that
+    cannot be opened is a ``StoreError`` naming it, which each command prints as one line."""
     from kraken.store.open import opened_store
 
+    if cfg.store.backend == "sqlite":
+        _openable(cfg.store.path, cfg.source)
     async with opened_store(cfg.store, pool_size=2) as store:
         yield store
+
+
+def _openable(path: str, source: str) -> None:
+    """Try the SQLite file synchronously first (as ``kraken serve`` does): aiosqlite's own
+    failed connect escapes unmapped, as a traceback."""
+    import sqlite3
+
+    from kraken.store.errors import StoreError
+
+    try:
+        sqlite3.connect(path).close()
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{source}: store.path: cannot open {path!r}: {exc}") from None
 
 
 def run_with_store(command: Callable[[argparse.Namespace, Any, Any], Awaitable[int]]

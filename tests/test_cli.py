@@ -80,3 +80,15 @@ def test_serve_help_explains_where_it_listens_and_the_environment():
 def test_serve_port_out_of_range_on_the_command_line_is_refused():
     out = run("serve", "--port", "70000")
     assert out.returncode == 2 and "65535" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_naming_it_not_a_traceback(tmp_path):
+    path = tmp_path / "k.toml"
+    missing = tmp_path / "no-such-dir" / "kraken.db"
+    path.write_text(f'[store]\npath = "{missing}"\n')
+    for command in (("customers", "list"), ("keys", "list"), ("usage",), ("audit", "verify"),
+                    ("wallet", "balance", "cus_x"), ("byok", "list")):
+        out = run(*command, "--config", str(path))
+        assert out.returncode in (1, 3), (command, out.stderr)
+        assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert "store.path" in out.stderr and str(missing) in out.stderr, out.stderr
