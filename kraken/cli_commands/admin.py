@@ -95,10 +95,13 @@ async def _export(args: argparse.Namespace, cfg: Any, store: Any) -> int:
 
     fmt = val.choice(args.format, "--format", FORMATS, "jsonl")
     customer = (await service.get_customer(store, val.ident(args.customer, "customer"))).as_dict()
-    await audit.record(store, actor=audit.cli_actor(), action="customer.export",
-                       target=customer["id"], subject=customer["id"], detail={"format": fmt})
-    out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:  # before the audit entry: an export that cannot be written did not happen
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    except OSError as exc:
+        raise val.invalid("--output", f"cannot write {args.output!r}: {exc.strerror}") from None
     try:
+        await audit.record(store, actor=audit.cli_actor(), action="customer.export",
+                           target=customer["id"], subject=customer["id"], detail={"format": fmt})
         async for chunk in export_stream(store, customer, fmt,
                                          page_rows=cfg.admin.export_page_rows):
             out.write(chunk)

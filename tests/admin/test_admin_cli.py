@@ -59,3 +59,23 @@ async def test_usage_and_audit_as_tables_and_json(tmp_path):
     assert bad.returncode == 2 and "--limit" in bad.stderr
     nocfg = _kraken("usage", "--config", str(tmp_path / "missing.toml"))
     assert nocfg.returncode == 2 and "missing.toml" in nocfg.stderr
+
+
+async def test_export_to_a_file_that_cannot_be_written_is_one_line_and_not_audited(tmp_path):
+    async with admin_kraken(tmp_path) as (admin, k):
+        cus = await admin.customer()
+        db = k.db_path
+    cfg = tmp_path / "cli.toml"
+    write_toml(cfg, {"store": {"path": str(db)}})
+    target = tmp_path / "no-such-dir" / "export.jsonl"
+    out = _kraken("export", cus["id"], "--config", str(cfg), "-o", str(target))
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert "--output" in out.stderr and str(target) in out.stderr
+    entries = json.loads(_kraken("audit", "list", "--config", str(cfg), "--json").stdout)
+    assert "customer.export" not in {e["action"] for e in entries}
+    written = tmp_path / "export.jsonl"
+    done = _kraken("export", cus["id"], "--config", str(cfg), "-o", str(written))
+    assert done.returncode == 0 and cus["id"] in written.read_text()
+    entries = json.loads(_kraken("audit", "list", "--config", str(cfg), "--json").stdout)
+    assert [e["action"] for e in entries].count("customer.export") == 1
