@@ -12,6 +12,8 @@ from kraken.admin.server import AdminApp, AdminCall
 from kraken.billing import wallet
 
 _FIELD = re.compile(r"[a-z_]+")
+_BIGGEST_ID = 2**63 - 1
+"""The largest transaction id either database stores (a signed 64-bit integer)."""
 
 
 def _wallet_error(exc: wallet.WalletError) -> AdminError:
@@ -42,6 +44,8 @@ class WalletRoutes(RouteGroup):
                 raise val.invalid(name, "must be a non-negative integer")
         if not 1 <= int(limit) <= 1000:
             raise val.invalid("limit", "must be between 1 and 1000")
+        if before is not None and int(before) > _BIGGEST_ID:  # the driver would overflow: 500
+            raise val.invalid("before", f"must be a transaction id (at most {_BIGGEST_ID})")
         micros = await wallet.balance(self.store, cus.id)
         txs = await wallet.transactions(self.store, cus.id, limit=int(limit),
                                         before_id=int(before) if before else None)
