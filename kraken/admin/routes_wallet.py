@@ -1,8 +1,6 @@
 """Admin routes for prepaid wallets (kraken/billing/wallet.py): balance, ledger, credits."""
 from __future__ import annotations
 
-import re
-
 from kraken.accounts import service
 from kraken.admin import validate as val
 from kraken.admin.context import AdminContext
@@ -11,18 +9,23 @@ from kraken.admin.route_group import Route, RouteGroup
 from kraken.admin.server import AdminApp, AdminCall
 from kraken.billing import wallet
 
-_FIELD = re.compile(r"[a-z_]+")
 _BIGGEST_ID = 2**63 - 1
 """The largest transaction id either database stores (a signed 64-bit integer)."""
+_BODY_FIELDS = ("amount_usd", "ref", "kind")
 
 
 def _wallet_error(exc: wallet.WalletError) -> AdminError:
-    """WalletError messages start with the field's name; keep it as ``param``."""
-    first = str(exc).split(" ", 1)[0]
-    param = first if _FIELD.fullmatch(first) else None
+    """``param`` is the body field a WalletError is about: the ledger says "amount" (in micros)
+    where the body says amount_usd; other messages start with the field's name."""
+    message = str(exc)
+    first = message.split(" ", 1)[0]
+    if "amount" in message.split():
+        param: str | None = "amount_usd"
+    else:
+        param = first if first in _BODY_FIELDS else None
     if isinstance(exc, wallet.RefConflict):
-        return conflict(str(exc), param="ref")
-    return AdminError(str(exc), param=param)
+        return conflict(message, param="ref")
+    return AdminError(message, param=param)
 
 
 class WalletRoutes(RouteGroup):

@@ -201,7 +201,10 @@ async def test_wallet_credit_is_idempotent_by_ref_and_validated(tmp_path):
                             ({"amount_usd": "ten", "ref": "r3"}, "amount_usd"),
                             ({"amount_usd": [1], "ref": "r4"}, "amount_usd"),
                             ({"amount_usd": "1"}, "ref"),
-                            ({"amount_usd": "1", "ref": "r5", "kind": "usage_debit"}, "kind")):
+                            ({"amount_usd": "1", "ref": "r5", "kind": "usage_debit"}, "kind"),
+                            ({"amount_usd": "-5", "ref": "r6"}, "amount_usd"),
+                            ({"amount_usd": "0", "ref": "r7", "kind": "refund"}, "amount_usd"),
+                            ({"amount_usd": "2000000000", "ref": "r8"}, "amount_usd")):
             bad = await admin.call("POST", path, body)
             assert bad.status == 400 and bad.json()["error"]["param"] == param, (body, bad.body)
         shown = await admin.ok("GET", path)
