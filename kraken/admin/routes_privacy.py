@@ -88,7 +88,8 @@ class PrivacyRoutes(RouteGroup):
         query = UsageQuery(
             customer=val.ident(q.get("customer"), "customer", required=False),
             key=val.ident(q.get("key"), "key", required=False),
-            model=val.clean_text(q["model"], "model") if q.get("model") else None,
+            model=(val.clean_text(q["model"], "model", max_len=val.QUERY_VALUE_MAX)
+                   if q.get("model") else None),
             group_by=val.choice(q.get("group_by"), "group_by", tuple(GROUPS), "day"),
             start=val.timestamp(q.get("from"), "from"),
             end=val.timestamp(q.get("to"), "to"))

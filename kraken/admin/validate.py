@@ -20,6 +20,9 @@ from kraken.admin.errors import AdminError, invalid
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 """Shape of every identifier in a path or query (customer, org, key ids)."""
+QUERY_VALUE_MAX = 256
+"""The longest query value: a model name (kraken/policy/router.py ``MAX_MODEL_NAME``), as a
+usage filter or a usage page's ``after``."""
 
 
 def json_object(body: bytes, allowed: Iterable[str]) -> dict[str, Any]:
@@ -131,7 +134,7 @@ def query(target: str, allowed: Iterable[str]) -> dict[str, str]:
             raise invalid(key[:64], f"unknown query parameter (allowed: {', '.join(sorted(allowed))})")
         if key in out:
             raise invalid(key, "given more than once")
-        out[key] = clean_text(value, key, max_len=200, allow_empty=True)
+        out[key] = clean_text(value, key, max_len=QUERY_VALUE_MAX, allow_empty=True)
     return out
 
 

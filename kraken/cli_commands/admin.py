@@ -79,7 +79,8 @@ async def _usage(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     q = UsageQuery(
         customer=val.ident(args.customer, "--customer", required=False),
         key=val.ident(args.key, "--key", required=False),
-        model=val.clean_text(args.model, "--model") if args.model else None,
+        model=(val.clean_text(args.model, "--model", max_len=val.QUERY_VALUE_MAX)
+               if args.model else None),
         group_by=val.choice(args.group_by, "--group-by", tuple(GROUPS), "day"),
         start=val.timestamp(args.start, "--from"), end=val.timestamp(args.end, "--to"))
     rows = await usage(store, q)

@@ -88,3 +88,17 @@ async def test_usage_groups_and_audit_entries_come_in_pages(tmp_path):
             await admin.ok("PATCH", f"/admin/customers/{cus['id']}", {"name": "x"})
         entries = await walk(admin, "/admin/audit", 2)
         assert [e["seq"] for e in entries] == list(range(1, 6))
+
+
+async def test_usage_pages_past_a_model_name_of_the_longest_kind(tmp_path):
+    """A model name may be 256 characters (kraken/policy/router.py): one ending a page is the
+    next page's ``after``, and a ``model`` filter, so both take that long a value."""
+    long_name = "m/" + "x" * 254
+    async with admin_kraken(tmp_path) as (admin, k):
+        cus = await admin.customer()
+        for model in ("a-model", long_name, "z-model"):
+            await insert_requests(k.db_path, cus["id"], 1, model=model)
+        groups = await walk(admin, "/admin/usage?group_by=model", 1)
+        assert [g["group"] for g in groups] == ["a-model", long_name, "z-model"]
+        one = await admin.ok("GET", f"/admin/usage?group_by=model&model={long_name}")
+        assert [g["group"] for g in one["data"]] == [long_name]
