@@ -133,6 +133,21 @@ async def test_an_organisations_usage_is_the_admin_reports_figures_for_its_keys(
     assert mine["total"]["requests"] == len(world.stamps)  # the two keys split the stamps
 
 
+@pytest.mark.parametrize("group_by", ["key", "model", "customer"])
+async def test_the_admin_reports_pages_are_the_whole_report(world, group_by):
+    """Walked one group a page (``?limit=1&after=``), the report is the same, on both backends."""
+    whole = await world.admin(f"/admin/usage?group_by={group_by}")
+    assert whole["has_more"] is False and len(whole["data"]) > 1
+    pages, after = [], ""
+    while True:
+        page = await world.admin(f"/admin/usage?group_by={group_by}&limit=1&after={after}")
+        pages += page["data"]
+        if not page["has_more"]:
+            break
+        after = page["next_after"]
+    assert pages == whole["data"]
+
+
 def _counts(series: dict[str, list], column: str = "requests") -> dict[int, int]:
     return {t: n for t, n in zip(series["t"], series[column]) if n is not None}
 
