@@ -8,6 +8,7 @@ audited with actor ``cli:<os user>``.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from typing import Any
 
@@ -19,7 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     with_config, _run = clikit.add_config, clikit.run_with_store
     tok = sub.add_parser("admin-token", help="make an admin API token and its [admin] token_hash")
     tok.add_argument("--hash", action="store_true",
-                     help="read an existing token from stdin and print only its hash")
+                     help="read an existing token from stdin (a hidden prompt on a terminal) "
+                          "and print only its hash")
     tok.set_defaults(func=_admin_token)
 
     use = with_config(sub.add_parser("usage", help="requests, tokens, cost, latency, errors"))
@@ -58,8 +60,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _admin_token(args: argparse.Namespace) -> int:
     from kraken.admin.token import generate_token, hash_token
 
-    if args.hash:
-        token = sys.stdin.readline().strip()
+    if args.hash:  # on a terminal, not echoed (nor left in its scrollback)
+        token = (getpass.getpass("Admin token: ") if sys.stdin.isatty()
+                 else sys.stdin.readline()).strip()
         if not token:
             print("kraken: token: empty (give it on stdin)", file=sys.stderr)
             return 2

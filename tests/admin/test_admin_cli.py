@@ -3,8 +3,12 @@ JSON with --json, over the same store the server uses."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
+import time
 
 import pytest
 from adminkit import admin_kraken, insert_requests
@@ -79,3 +83,36 @@ async def test_export_to_a_file_that_cannot_be_written_is_one_line_and_not_audit
     assert done.returncode == 0 and cus["id"] in written.read_text()
     entries = json.loads(_kraken("audit", "list", "--config", str(cfg), "--json").stdout)
     assert [e["action"] for e in entries].count("customer.export") == 1
+
+
+def test_admin_token_hash_on_a_terminal_does_not_echo_the_token(tmp_path):
+    """Typed or pasted at a terminal, the token must not be shown back (scrollback, a shared
+    screen): a hidden prompt, as ``kraken keys hash`` and ``kraken byok set`` have."""
+    token = "kradm_" + "E" * 43
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kraken", "admin-token", "--hash"],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"token" not in shown.lower() and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)  # the prompt, before typing
+            if ready:
+                shown += os.read(master, 4096)
+        os.write(master, token.encode() + b"\n")
+        assert proc.wait(timeout=30) == 0
+        while select.select([master], [], [], 0)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert hash_token(token).encode() in shown
+    assert token.encode() not in shown
