@@ -209,3 +209,23 @@ async def test_huge_numbers_in_query_parameters_are_400_naming_them(tmp_path):
             r = await admin.call("GET", path)
             assert r.status == 400 and r.json()["error"]["param"] == param, (path, r.body)
         assert (await admin.ok("GET", f"{wallet}?before={2**63 - 1}"))["transactions"] == []
+
+
+async def test_a_busy_database_is_503_with_retry_after_not_a_500(tmp_path):
+    """Another writer holding SQLite's lock past the busy timeout (an operator's sqlite3 shell,
+    a long CLI command) is not Kraken's fault: 503 store_busy with Retry-After, nothing
+    changed; the same call succeeds once the lock is released."""
+    async with admin_kraken(tmp_path, store={"busy_timeout_ms": 100}) as (admin, k):
+        holder = sqlite3.connect(k.db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            busy = await admin.call("POST", "/admin/customers", {"email": "b@example.com"})
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert busy.status == 503, busy.body
+        assert busy.headers["retry-after"] == "1"
+        assert (busy.json()["error"]["code"], busy.json()["error"]["type"]) == (
+            "store_busy", "server_error")
+        assert (await admin.ok("GET", "/admin/customers"))["data"] == []
+        await admin.ok("POST", "/admin/customers", {"email": "b@example.com"}, 201)
