@@ -65,7 +65,7 @@ async def _command(args: argparse.Namespace, store) -> int:
 
                 await audit.record(store, actor=audit.cli_actor(), action=f"wallet.{args.kind}",
                                    target=args.customer_id, subject=args.customer_id,
-                                   detail={"amount_micros": micros, "ref": ref})
+                                   detail={"amount_micros": micros})
             _print({**txn.to_dict(), "duplicate": not created})
         elif args.wallet_command == "balance":
             micros = await wallet.balance(store, args.customer_id)

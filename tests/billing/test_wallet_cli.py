@@ -36,3 +36,16 @@ def test_refusals_exit_2_with_a_clear_message(tmp_path):
     assert tiny.returncode == 2 and "more than 6 decimal places" in tiny.stderr
     negative = kraken(tmp_path, "topup", "cus_a", "-5")
     assert negative.returncode == 2 and "top-up amount must be positive" in negative.stderr
+
+
+def test_the_audit_entry_of_a_topup_holds_no_free_text_reference(tmp_path):
+    """A --ref is the operator's free text (here naming a person): the audit log keeps the
+    amount, as the admin API's entry does, never the value, which erasure could not redact."""
+    ref = "invoice for ada.lovelace@example.com"
+    assert kraken(tmp_path, "topup", "cus_a", "5", "--ref", ref).returncode == 0
+    listed = subprocess.run([sys.executable, "-m", "kraken", "audit", "list", "--json",
+                             "--config", str(tmp_path / "kraken.toml")],
+                            capture_output=True, text=True, timeout=60, check=True)
+    (entry,) = json.loads(listed.stdout)
+    assert entry["action"] == "wallet.top_up" and entry["detail"] == {"amount_micros": 5_000_000}
+    assert "ada.lovelace" not in listed.stdout
