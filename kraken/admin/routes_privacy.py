@@ -96,7 +96,9 @@ class PrivacyRoutes(RouteGroup):
         if query.start is not None and query.end is not None and query.end <= query.start:
             raise val.invalid("to", "must be after from")
         size = paging.limit(q.get("limit"), most=MAX_GROUPS, default=paging.MOST)
-        rows = await usage(self.store, query, after=q.get("after") or None, limit=size + 1)
+        # after="" is the page past the group "" (requests with no customer, model, ...),
+        # which sorts first: only an absent after starts from the beginning.
+        rows = await usage(self.store, query, after=q.get("after"), limit=size + 1)
         return 200, {"group_by": query.group_by,
                      **paging.page(rows, size, lambda r: r["group"], lambda r: r)}
 

@@ -3,6 +3,8 @@
 answer. Walking the pages gives every row once, in the list's order."""
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from adminkit import admin_kraken, insert_requests
 
@@ -15,7 +17,8 @@ async def walk(admin, path: str, limit: int, cursor: str = "after") -> list[dict
     after = None
     sep = "&" if "?" in path else "?"
     for _ in range(100):
-        query = f"{path}{sep}limit={limit}" + (f"&{cursor}={after}" if after is not None else "")
+        query = f"{path}{sep}limit={limit}" + (
+            f"&{cursor}={quote(str(after), safe='')}" if after is not None else "")
         page = await admin.ok("GET", query)
         assert len(page["data"]) <= limit
         rows += page["data"]
@@ -93,12 +96,23 @@ async def test_usage_groups_and_audit_entries_come_in_pages(tmp_path):
 async def test_usage_pages_past_a_model_name_of_the_longest_kind(tmp_path):
     """A model name may be 256 characters (kraken/policy/router.py): one ending a page is the
     next page's ``after``, and a ``model`` filter, so both take that long a value."""
-    long_name = "m/" + "x" * 254
+    long_name = "m/a+b" + "x" * 251
     async with admin_kraken(tmp_path) as (admin, k):
         cus = await admin.customer()
         for model in ("a-model", long_name, "z-model"):
             await insert_requests(k.db_path, cus["id"], 1, model=model)
         groups = await walk(admin, "/admin/usage?group_by=model", 1)
         assert [g["group"] for g in groups] == ["a-model", long_name, "z-model"]
-        one = await admin.ok("GET", f"/admin/usage?group_by=model&model={long_name}")
+        one = await admin.ok("GET", f"/admin/usage?group_by=model&model={quote(long_name)}")
         assert [g["group"] for g in one["data"]] == [long_name]
+
+
+async def test_usage_pages_past_the_empty_group(tmp_path):
+    """Requests without a customer (refused before a key was known) make the group "", the
+    first in order: a page ending there must lead on to the next group, not back to itself."""
+    async with admin_kraken(tmp_path) as (admin, k):
+        cus = await admin.customer()
+        await insert_requests(k.db_path, None, 2)
+        await insert_requests(k.db_path, cus["id"], 1)
+        groups = await walk(admin, "/admin/usage?group_by=customer", 1)
+        assert [(g["group"], g["requests"]) for g in groups] == [("", 2), (cus["id"], 1)]

@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -138,13 +139,13 @@ async def test_the_admin_reports_pages_are_the_whole_report(world, group_by):
     """Walked one group a page (``?limit=1&after=``), the report is the same, on both backends."""
     whole = await world.admin(f"/admin/usage?group_by={group_by}")
     assert whole["has_more"] is False and len(whole["data"]) > 1
-    pages, after = [], ""
+    pages, cursor = [], ""
     while True:
-        page = await world.admin(f"/admin/usage?group_by={group_by}&limit=1&after={after}")
+        page = await world.admin(f"/admin/usage?group_by={group_by}&limit=1{cursor}")
         pages += page["data"]
         if not page["has_more"]:
             break
-        after = page["next_after"]
+        cursor = f"&after={quote(page['next_after'], safe='')}"
     assert pages == whole["data"]
 
 
