@@ -10,9 +10,14 @@ relay's final state otherwise). Which failures move on to the next candidate:
 * never a 4xx other than 429 (the request itself is at fault: another provider would say the
   same), and never once a byte has reached the client.
 
-A fallback candidate whose provider cannot honour a valid request (a parameter a Claude model
-lacks: ``UnsupportedParameter``/``UnsupportedValue`` while shaping, before the send) is passed
-over: the client is answered with the earlier candidates' failure, not told its request is bad.
+A candidate whose provider cannot honour a valid request (a parameter a Claude model lacks,
+``n`` > 1: ``UnsupportedParameter``/``UnsupportedValue`` while shaping, before the send) is
+passed over, first or later: the next candidate is tried. It is no attempt and no failure of
+the provider (no breaker, no health average, no ``kraken_fallbacks_total``, no
+``fallback_used``). When nothing serves, an earlier candidate's failure is the answer (the
+client is not told its request is bad), or 503 ``circuit_open`` when a candidate that might
+take it was skipped; when no candidate could take the request at all, the first refusal is
+(the 400 naming the field).
 
 Kraken's own bounds on a provider's pool - no connection freed within ``pool_wait_s``
 (``PoolExhausted``), or this key already holds its share of the pool (``PoolShareExceeded``) -
@@ -68,6 +73,7 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
     the route that answered (or failed last), ``fallback_used`` and the failed attempt's
     ``error_type``."""
     last: KrakenError | None = None
+    refusal: tuple[KrakenError, Route] | None = None  # the first _NOT_HERE, and whose
     previous: str | None = None
     tried = wait_s = 0  # wait_s: the soonest an open circuit lets a probe through
     for route in routes:
@@ -105,10 +111,11 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
                     raise
                 if breaker is not None:  # refused before the send (its shape, a BYOK key)
                     breaker.release()
-                if previous is None or not isinstance(exc, _NOT_HERE):
+                if not isinstance(exc, _NOT_HERE):
                     raise
-                tried -= 1  # a fallback that cannot take this request (e.g. a parameter Claude
-                continue  # lacks): the earlier candidates' failure is the answer, not a 400
+                tried -= 1  # this provider cannot take the request (e.g. a parameter Claude
+                refusal = refusal or (exc, route)  # lacks): another may; none failed here
+                continue
             if call.byok and isinstance(exc, UpstreamCredentialsRejected):
                 if breaker is not None:  # one customer's bad key must not open the circuit
                     breaker.release()  # for every customer of the provider
@@ -128,6 +135,11 @@ async def dispatch(router: Router, call: Call, routes: tuple[Route, ...] | list[
             return
     if last is not None:
         raise last
+    if refusal is not None and not wait_s:  # no candidate could take it (none was skipped)
+        exc, route = refusal
+        call.provider, call.model_dispatched = route.provider.name, route.model
+        call.provider_kind = route.provider.family.cfg.kind
+        raise exc
     raise CircuitOpen("Every provider for this model is failing; retry in a few seconds",
                       retry_after_s=wait_s or 1)
 

@@ -6,11 +6,13 @@ import contextlib
 import json
 
 import anyio
+import openai
 import pytest
 from harness import (
     auth_headers,
     http,
     kraken_mapping,
+    openai_client,
     running_kraken,
     running_mock,
     wait_rows,
@@ -117,6 +119,61 @@ async def test_a_fallback_that_cannot_take_the_request_leaves_the_earlier_failur
             rows = await wait_rows(k.db_path, 3)
             assert (rows[1]["status"], rows[1]["error_type"]) == (502, "upstream_error")
             assert (rows[2]["provider"], rows[2]["fallback_used"]) == ("claude", 1)
+
+
+@contextlib.asynccontextmanager
+async def claude_first(tmp_path, *others: str):
+    """A Claude route first (breaker_failures 1: one failure would open its circuit), then
+    ``others`` ("openai" for the OpenAI mock, "claude2" for a second Claude provider)."""
+    from kraken.mock.anthropic_mock import MockAnthropic
+
+    async with running_mock() as a, MockAnthropic() as claude:
+        doc = kraken_mapping(tmp_path, a.port, routing={"breaker_failures": 1})
+        claude_cfg = {"kind": "anthropic", "base_url": claude.url,
+                      "api_key": "sk-ant-provider", "models": []}
+        doc["providers"] = {"fa": provider(a.port, []), "claude": claude_cfg,
+                            "claude2": dict(claude_cfg)}
+        doc["models"] = {"gpt": ["claude/claude-test", *(
+            "fa/mock-gpt" if name == "openai" else f"{name}/claude-test" for name in others)]}
+        async with running_kraken(doc) as k:
+            yield a, claude, k
+
+
+def _claude_health() -> tuple:
+    """What a failure of the Claude route would move: breaker, health, failure counters."""
+    return (gauge("kraken_circuit_state", provider="claude"),
+            gauge("kraken_route_error_rate_ewma", provider="claude", model="claude-test"),
+            gauge("kraken_upstream_errors_total", provider="claude",
+                  error_type="invalid_request_error"),
+            gauge("kraken_fallbacks_total", provider="claude"))
+
+
+async def test_a_first_candidate_that_cannot_take_the_request_passes_it_on(tmp_path):
+    """Claude first, OpenAI behind it: ``n=2`` (which Claude cannot answer) is served by the
+    OpenAI provider, through the real SDK; passing Claude over is no failure of Claude's."""
+    async with claude_first(tmp_path, "openai") as (a, claude, k):
+        before = _claude_health()
+        answer = await openai_client(k).chat.completions.create(
+            model="gpt", n=2, messages=[{"role": "user", "content": "hi"}])
+        assert len(answer.choices) == 2
+        assert not claude.requests and len(a.requests) == 1
+        assert _claude_health() == before, "not the provider's failure"
+        r = await http(k.port, "POST", "/v1/chat/completions", chat(), auth_headers())
+        assert r.status == 200 and len(claude.requests) == 1, "Claude still serves what it can"
+        rows = await wait_rows(k.db_path, 2)
+        assert (rows[0]["provider"], rows[0]["fallback_used"], rows[0]["status"],
+                rows[0]["error_type"]) == ("fa", 0, 200, None)
+
+
+async def test_when_no_candidate_can_take_the_request_the_first_refusal_is_the_400(tmp_path):
+    async with claude_first(tmp_path, "claude2") as (_a, claude, k):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await openai_client(k).chat.completions.create(
+                model="gpt", n=2, messages=[{"role": "user", "content": "hi"}])
+        assert (refused.value.code, refused.value.param) == ("unsupported_value", "n")
+        assert not claude.requests
+        [row] = await wait_rows(k.db_path, 1)
+        assert (row["provider"], row["status"], row["fallback_used"]) == ("claude", 400, 0)
 
 
 async def test_an_unreachable_provider_falls_back(tmp_path):

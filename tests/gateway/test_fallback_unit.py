@@ -11,7 +11,7 @@ import pytest
 from kraken import config, metrics
 from kraken.errors import (
     BadRequest, InvalidValue, PoolExhausted, PoolShareExceeded, UnsupportedParameter,
-    UpstreamError, UpstreamStatus, UpstreamTimeout,
+    UnsupportedValue, UpstreamError, UpstreamStatus, UpstreamTimeout,
 )
 from kraken.gateway import fallback
 from kraken.policy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitOpen
@@ -192,6 +192,35 @@ async def test_a_fallback_its_provider_cannot_honour_leaves_the_earlier_failure(
                                           tried, call), Client())
     assert tried == ["ua", "ub"]
     assert r.breakers["ub"].count == 0, "ub was never asked"
+
+
+async def test_a_first_candidate_that_cannot_take_the_request_is_passed_over_unharmed():
+    r = router(max_attempts=1)
+    call, tried = new_call(), []
+    fallbacks = metrics.REGISTRY.get_sample_value("kraken_fallbacks_total", {"provider": "ua"})
+    await fallback.dispatch(r, call, r.candidates("m"),
+                            answering({"ua": UnsupportedValue("'n' ...", param="n"), "ub": DONE},
+                                      tried, call), Client())
+    assert tried == ["ua", "ub"], "no attempt: max_attempts 1 still reaches ub"
+    assert (call.provider, call.fallback_used, call.error_type) == ("ub", False, None)
+    assert r.breakers["ua"].consecutive == 0 and r.health.snapshot("ua", "um") == (None, 0.0)
+    assert metrics.REGISTRY.get_sample_value("kraken_fallbacks_total",
+                                             {"provider": "ua"}) == fallbacks
+
+
+@pytest.mark.parametrize("later, answer", [
+    (UnsupportedParameter("'audio' ...", param="audio"), UnsupportedValue),  # no one can
+    (UpstreamError("down"), UpstreamError),  # one could, and failed: its failure
+])
+async def test_when_nothing_serves_a_request_passed_over_first(later, answer):
+    r = router()
+    call = new_call()
+    first = UnsupportedValue("'n' ...", param="n")
+    with pytest.raises(answer) as raised:
+        await fallback.dispatch(r, call, r.candidates("m"),
+                                answering({"ua": first, "ub": later}, [], call), Client())
+    if answer is UnsupportedValue:
+        assert raised.value is first and call.provider == "ua"
 
 
 async def test_a_full_pool_is_not_the_providers_failure_and_the_next_candidate_serves():
