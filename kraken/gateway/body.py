@@ -73,17 +73,17 @@ def with_model(body: bytes, missing: str = "'model' is required and must be a st
     payload = json_object(body)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidValue(missing)
+        raise InvalidValue(missing, param="model")
     return payload
 
 
 def nonempty_array(payload: dict, key: str, message: str) -> None:
     value = payload.get(key)
     if not isinstance(value, list) or not value:
-        raise InvalidValue(message)
+        raise InvalidValue(message, param=key)
 
 
 def boolean(payload: dict, key: str, message: str) -> None:
     """An optional boolean (absent means false)."""
     if not isinstance(payload.get(key, False), bool):
-        raise InvalidValue(message)
+        raise InvalidValue(message, param=key)

@@ -73,7 +73,9 @@ class Upload:
             buf += data
             if len(buf) > limit:
                 raise _too_large(limit)
-        raise InvalidValue(f"'{name.decode()}' is required: send it as a form field before the file")
+        field = name.decode()
+        raise InvalidValue(f"'{field}' is required: send it as a form field before the file",
+                           param=field)
 
     def first_bytes(self, model: str) -> bytes:
         """The held start of the body with ``model`` as the field's value."""

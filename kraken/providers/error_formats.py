@@ -97,7 +97,7 @@ def google_error_body(exc: KrakenError) -> bytes:
 def _responses_error_body(exc: KrakenError) -> bytes:
     """The Responses API's ``error`` event payload (its answers use OpenAI's body)."""
     return orjson.dumps({"type": "error", "code": exc.code or exc.error_type,
-                         "message": exc.message, "param": None})
+                         "message": exc.message, "param": exc.param})
 
 
 def _provider_error(body: bytes) -> tuple[bool, str | None]:

@@ -110,7 +110,7 @@ class OpenAICompat(FamilyBase):
                 hide_usage = True
                 body["stream_options"] = _INCLUDE_USAGE  # read only: serialised just below
             elif not isinstance(options, dict):
-                raise InvalidValue("stream_options must be an object")
+                raise InvalidValue("stream_options must be an object", param="stream_options")
             elif options.get("include_usage") is not True:
                 hide_usage = True
                 body["stream_options"] = {**options, "include_usage": True}

@@ -40,7 +40,7 @@ def parse(body: bytes) -> dict:
             all(isinstance(p, str) for p in prompt) or all(_is_tokens(p) for p in prompt)))
     if not ok:
         raise InvalidValue("'prompt' must be a string, an array of strings, or an array of token "
-                           "arrays (non-empty)")
+                           "arrays (non-empty)", param="prompt")
     boolean(payload, "stream", "'stream' must be a boolean")
     return payload
 

@@ -44,9 +44,9 @@ def parse(body: bytes) -> dict:
         ok = False
     if not ok:
         raise InvalidValue("'input' must be a string, an array of strings, or an array of token "
-                           "arrays (non-empty)")
+                           "arrays (non-empty)", param="input")
     if payload.get("stream"):
-        raise InvalidValue("'stream' is not supported for embeddings")
+        raise InvalidValue("'stream' is not supported for embeddings", param="stream")
     return payload
 
 

@@ -103,7 +103,7 @@ def parse_body(body: bytes) -> dict:
                           "Invalid JSON payload received: the body must be an object.")
     contents = payload.get("contents")
     if not isinstance(contents, list) or not contents:
-        raise InvalidValue("'contents' must be a non-empty array")
+        raise InvalidValue("'contents' must be a non-empty array", param="contents")
     return payload
 
 

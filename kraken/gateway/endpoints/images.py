@@ -32,12 +32,14 @@ def parse(body: bytes) -> dict:
     payload = json_object(body)
     model = payload.setdefault("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model:
-        raise InvalidValue("'model' must be a non-empty string when given")
+        raise InvalidValue("'model' must be a non-empty string when given", param="model")
     prompt = payload.get("prompt")
     if not isinstance(prompt, str) or not prompt:
-        raise InvalidValue("'prompt' is required and must be a non-empty string")
+        raise InvalidValue("'prompt' is required and must be a non-empty string",
+                           param="prompt")
     if payload.get("stream") not in (None, False):
-        raise InvalidValue("'stream' is not supported for image generations here")
+        raise InvalidValue("'stream' is not supported for image generations here",
+                           param="stream")
     return payload
 
 

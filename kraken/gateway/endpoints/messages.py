@@ -34,7 +34,8 @@ def parse_messages(raw: bytes) -> dict:
     payload = parse_count_tokens(raw)
     max_tokens = payload.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise InvalidValue("max_tokens: Field required (a positive integer)")
+        raise InvalidValue("max_tokens: Field required (a positive integer)",
+                           param="max_tokens")
     boolean(payload, "stream", "stream: must be a boolean")
     return payload
 

@@ -32,13 +32,13 @@ def parse(body: bytes) -> dict:
     payload = json_object(body)
     model = payload.setdefault("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model:
-        raise InvalidValue("'model' must be a non-empty string when given")
+        raise InvalidValue("'model' must be a non-empty string when given", param="model")
     data = payload.get("input")
     ok = isinstance(data, str) or (isinstance(data, list) and bool(data) and (
         all(isinstance(x, str) for x in data) or all(isinstance(x, dict) for x in data)))
     if not ok:
         raise InvalidValue("'input' must be a string, an array of strings, or an array of "
-                           "text/image objects (non-empty)")
+                           "text/image objects (non-empty)", param="input")
     return payload
 
 

@@ -29,15 +29,16 @@ def reranks(route: Route) -> bool:
 def parse(body: bytes) -> dict:
     payload = with_model(body)
     if not isinstance(payload.get("query"), str) or not payload["query"]:
-        raise InvalidValue("'query' is required and must be a non-empty string")
+        raise InvalidValue("'query' is required and must be a non-empty string", param="query")
     docs = payload.get("documents")
     if not isinstance(docs, list) or not docs or not all(isinstance(d, (str, dict)) for d in docs):
-        raise InvalidValue("'documents' must be a non-empty array of strings or objects")
+        raise InvalidValue("'documents' must be a non-empty array of strings or objects",
+                           param="documents")
     top_n = payload.get("top_n")
     if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
-        raise InvalidValue("'top_n' must be a positive integer")
+        raise InvalidValue("'top_n' must be a positive integer", param="top_n")
     if payload.get("stream") not in (None, False):
-        raise InvalidValue("'stream' is not supported for rerank")
+        raise InvalidValue("'stream' is not supported for rerank", param="stream")
     return payload
 
 

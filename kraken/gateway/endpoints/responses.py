@@ -35,7 +35,8 @@ def parse(body: bytes) -> dict:
     payload = with_model(body)
     data = payload.get("input")
     if data is not None and not isinstance(data, (str, list)):
-        raise InvalidValue("'input' must be a string or an array of input items")
+        raise InvalidValue("'input' must be a string or an array of input items",
+                           param="input")
     boolean(payload, "stream", "'stream' must be a boolean")
     return payload
 

@@ -22,9 +22,9 @@ def parse(body: bytes) -> dict:
     payload = with_model(body)
     text = payload.get("input")
     if not isinstance(text, str) or not text:
-        raise InvalidValue("'input' is required and must be a non-empty string")
+        raise InvalidValue("'input' is required and must be a non-empty string", param="input")
     if not isinstance(payload.get("voice"), str):
-        raise InvalidValue("'voice' is required and must be a string")
+        raise InvalidValue("'voice' is required and must be a string", param="voice")
     return payload
 
 
