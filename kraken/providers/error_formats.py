@@ -130,19 +130,31 @@ def _data_only(data: bytes) -> bytes:
     return b"data: " + data + b"\r\n\r\n"
 
 
+def _calls(call_headers: Iterable, own: Headers) -> list[tuple[bytes, bytes]]:
+    """The call's headers (its ``x-ratelimit-*``, as on a success) that the error does not
+    set itself: the error's own say what refused it (a 429's limits, a provider's wait)."""
+    names = {name for name, _ in own}
+    names.add(b"request-id")  # Anthropic's head names the request itself
+    return [h for h in call_headers if h[0] not in names]
+
+
 def _head_after(content_type: bytes) -> Callable[[KrakenError, bytes, Iterable], Headers]:
-    """Content type, the error's own headers, then ``x-request-id`` (OpenAI's, Google's)."""
+    """Content type, the error's own headers, the call's, then ``x-request-id`` (OpenAI's,
+    Google's)."""
 
     def head(exc: KrakenError, request_id: bytes, call_headers: Iterable) -> Headers:
-        return [(b"content-type", content_type), *exc.headers, (b"x-request-id", request_id)]
+        own = exc.headers
+        return [(b"content-type", content_type), *own, *_calls(call_headers, own),
+                (b"x-request-id", request_id)]
 
     return head
 
 
 def _anthropic_head(exc: KrakenError, request_id: bytes, call_headers: Iterable) -> Headers:
     """Anthropic's SDK reads ``request-id``; the call's rate-limit headers come last."""
+    own = exc.headers
     return [(b"content-type", _JSON), (b"x-request-id", request_id), (b"request-id", request_id),
-            *exc.headers, *(h for h in call_headers if h[0] != b"request-id")]
+            *own, *_calls(call_headers, own)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ def test_openai_answer():
     assert OPENAI.body(exc) == (b'{"error":{"message":"bad body","type":"invalid_request_error",'
                                 b'"param":null,"code":"invalid_json"}}')
     assert OPENAI.head(exc, RID, [(b"x-ratelimit-limit-requests", b"5")]) == [
-        (b"content-type", b"application/json"), (b"x-request-id", RID)]
+        (b"content-type", b"application/json"), (b"x-ratelimit-limit-requests", b"5"),
+        (b"x-request-id", RID)]
     assert OPENAI.sse_event(exc) == b"event: error\ndata: " + OPENAI.body(exc) + b"\n\n"
 
 
@@ -36,6 +37,17 @@ def test_error_headers_come_between_the_content_type_and_the_request_id():
         head = fmt.head(exc, RID, [])
         assert head[0][0] == b"content-type" and head[-1] == (b"x-request-id", RID)
         assert head[1:-1] == exc.headers
+
+
+def test_an_errors_own_headers_win_over_the_calls():
+    """A 429 says the limits that refused it, not the call's earlier ones (no name twice)."""
+    exc = RateLimited("slow down", retry_after_s=3, limit=5)
+    call_headers = [(b"x-ratelimit-remaining-requests", b"4"), (b"x-other", b"1")]
+    for fmt in (OPENAI, GOOGLE, ANTHROPIC):
+        head = fmt.head(exc, RID, call_headers)
+        assert (b"x-ratelimit-remaining-requests", b"0") in head and (b"x-other", b"1") in head
+        names = [name for name, _ in head]
+        assert len(names) == len(set(names))
 
 
 def test_anthropic_answer_names_the_request_and_carries_the_calls_headers():
