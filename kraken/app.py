@@ -311,12 +311,14 @@ async def _listen(cfg: Config, parts: Parts, stack: contextlib.AsyncExitStack,
     loop = asyncio.get_running_loop()  # handed to every connection: one getpid, not one each
     lean_transport_index(loop)  # uvloop's index of transports: see kraken/transportindex.py
     handle = gateway.handle  # bound once, not once per connection
+    answers = gateway.paths.error_answer  # the transport's refusals, in the path's format
     if reloader is None:  # cleartext: each connection is an H1Connection from the accept on
         factory: Callable[[], asyncio.BaseProtocol] = cleartext_factory(
-            handle, cfg.server, connections, h2c=cfg.server.h2c, limiter=per_ip, loop=loop)
+            handle, cfg.server, connections, h2c=cfg.server.h2c, limiter=per_ip, loop=loop,
+            answers=answers)
     else:
         factory = partial(ProtocolSelector, handle, cfg.server, connections, h2c=cfg.server.h2c,
-                          always_headers=always, limiter=per_ip, loop=loop)
+                          always_headers=always, limiter=per_ip, loop=loop, answers=answers)
     server = await serve_socket(
         factory,
         listen_socket(cfg.server.host, cfg.server.port, reuse_port=worker is not None,

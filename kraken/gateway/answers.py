@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from kraken.errors import KrakenError
 from kraken.gateway.call import Call, new_request_id
+from kraken.http.answers import Answer, Headers
 from kraken.http.exchange import ResponseSink, SinkWrapper
 from kraken.providers.error_formats import ErrorFormat
 
-__all__ = ["IdentifiedSink", "send_error", "send_json"]
+__all__ = ["IdentifiedSink", "send_error", "send_json", "transport_answer"]
 
 _JSON = (b"content-type", b"application/json")
 
@@ -46,3 +47,10 @@ def send_error(sink: ResponseSink, fmt: ErrorFormat, exc: KrakenError, call: Cal
     (and, where the format carries them, the call's own headers)."""
     head = fmt.head(exc, call.request_id.encode(), call.response_headers)
     sink.respond(exc.status, head, fmt.body(exc))
+
+
+def transport_answer(fmt: ErrorFormat, exc: KrakenError, extra: Headers | None = None) -> Answer:
+    """``exc`` in ``fmt``'s wire format, as the transport answers it (no call: a fresh
+    request id; ``extra`` headers last)."""
+    head = fmt.head(exc, new_request_id().encode(), ())
+    return exc.status, [*head, *extra] if extra else head, fmt.body(exc)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from kraken.errors import MethodNotAllowed, NotFound
+from kraken.errors import KrakenError, MethodNotAllowed, NotFound
+from kraken.gateway.answers import transport_answer
+from kraken.http.answers import Answer, Headers
 from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.error_formats import OPENAI, ErrorFormat
 
@@ -37,6 +39,13 @@ class Paths:
     def error_format(self, path: str) -> ErrorFormat:
         """The wire format of an error under ``path`` that no endpoint answered."""
         return next((f for prefix, f in self._error_formats if path.startswith(prefix)), OPENAI)
+
+    def error_answer(self, exc: KrakenError, path: str | None,
+                     extra: Headers | None = None) -> Answer:
+        """The transport's ``ErrorAnswers`` (``kraken.http.answers``): a refusal before any
+        handler (413, 431, 408, ...), or an error one let escape, in ``path``'s wire format
+        (OpenAI's when the head did not show a path)."""
+        return transport_answer(OPENAI if path is None else self.error_format(path), exc, extra)
 
     def add_error_format(self, prefix: str, errors: ErrorFormat) -> None:
         """Errors under ``prefix`` that no endpoint answers are in the ``errors`` format."""

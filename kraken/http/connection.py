@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from kraken import metrics
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError
-from kraken.http.answers import error_answer
+from kraken.http.answers import ErrorAnswers, plain_answers
 from kraken.http.exchange import Request, ResponseSink
 from kraken.http.starts import pacer_for
 from kraken.logs import Throttle, client_tag
@@ -41,8 +41,11 @@ class InboundConnection(asyncio.Protocol):
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None,
                  on_lost: Callable[[], None] | None,
-                 loop: asyncio.AbstractEventLoop | None = None):
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 answers: ErrorAnswers = plain_answers):
         self._handler = handler
+        self._answers = answers
+        """How this listener's service says an error for a path (``kraken.http.answers``)."""
         self._cfg = cfg
         self._tracker = tracker
         """Every open connection of the listener (the app drains them at shutdown)."""
@@ -168,34 +171,37 @@ class Exchange(ResponseSink, Protocol):
 
 
 async def run_handler(handler: Handler, request: Request, sink: Exchange,
-                      done: Callable[[], None] | None = None) -> None:
-    """Run ``handler`` for one request; whatever it leaves unanswered is answered here.
-    ``done`` is called last, however the handler ended (one coroutine frame per request
-    less than a wrapper awaiting this one: it is held for as long as a stream lasts)."""
+                      done: Callable[[], None] | None = None,
+                      answers: ErrorAnswers = plain_answers) -> None:
+    """Run ``handler`` for one request; whatever it leaves unanswered is answered here (in
+    the wire format ``answers`` give the request's path). ``done`` is called last, however
+    the handler ended (one coroutine frame per request less than a wrapper awaiting this
+    one: it is held for as long as a stream lasts)."""
     try:
         await handler(request, sink)
         if sink.unfinished:
             # Returned without ending its response: don't leave the client waiting.
             log.error("request handler returned without ending its response")
-            fail(sink, KrakenError("internal error"))
+            fail(sink, KrakenError("internal error"), answers, request.path)
     except asyncio.CancelledError:
         sink.abort()
         raise
     except KrakenError as exc:  # handler let a mapped error escape
-        fail(sink, exc)
+        fail(sink, exc, answers, request.path)
     except Exception:
         log.exception("unhandled error in request handler")
-        fail(sink, KrakenError("internal error"))
+        fail(sink, KrakenError("internal error"), answers, request.path)
     finally:
         if done is not None:
             done()
 
 
-def fail(sink: Exchange, exc: KrakenError) -> None:
+def fail(sink: Exchange, exc: KrakenError, answers: ErrorAnswers = plain_answers,
+         path: str | None = None) -> None:
     """An error response if nothing was sent yet; a cut response (abort) otherwise."""
     if sink.closed:
         return
     if sink.started:
         sink.abort()
     else:
-        sink.respond(*error_answer(exc))
+        sink.respond(*answers(exc, path))

@@ -31,16 +31,16 @@ import time
 from typing import Callable
 
 from kraken.config import ServerConfig
-from kraken.http.answers import error_answer, rejection
+from kraken.http.answers import ErrorAnswers, plain_answers, rejection
 from kraken.http.bodystream import BodyStream, streams_body
 from kraken.http.connection import Handler, InboundConnection, run_handler
 from kraken.http.exchange import header_value
 from kraken.h1framing import NO_LIMIT
 from kraken.http.h1body import BodyPace, BodyRejected, ChunkedBody, FixedBody
-from kraken.http.h1exchange import H1Exchange
+from kraken.http.h1exchange import H1Exchange, header_lines
 from kraken.http.h1fast import read_common_head
-from kraken.http.h1head import (HeadRejected, check_head, find_head_end, is_chunked,
-                                keeps_alive, may_stream, parse_head_h11, skip_empty_lines)
+from kraken.http.h1head import (HeadRejected, check_head, find_head_end, is_chunked, keeps_alive,
+                                may_stream, parse_head_h11, request_path, skip_empty_lines)
 from kraken.logs import client_tag
 
 log = logging.getLogger("kraken.http")
@@ -75,14 +75,15 @@ class H1Connection(InboundConnection):
                  *, always_headers: list[tuple[bytes, bytes]] | None = None,
                  on_lost: Callable[[], None] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 on_preface: OnPreface | None = None, admit: Admit | None = None):
-        super().__init__(handler, cfg, tracker, on_lost, loop)
+                 on_preface: OnPreface | None = None, admit: Admit | None = None,
+                 answers: ErrorAnswers = plain_answers):
+        super().__init__(handler, cfg, tracker, on_lost, loop, answers)
         self._admit = admit
         """A cleartext listener's per-address cap (``listener.admit``), applied first."""
         self._on_preface = on_preface
         """Set while the first bytes may still be the HTTP/2 preface (cleartext with prior
         knowledge allowed: ``listener``); the listener's HTTP/2 side takes over if they are."""
-        self.always = _header_lines(always_headers) if always_headers else b""
+        self.always = header_lines(always_headers) if always_headers else b""
         """Header lines on every response of this connection (e.g. HSTS over TLS)."""
         self.state = HEAD
         self._buf = bytearray()
@@ -234,7 +235,7 @@ class H1Connection(InboundConnection):
             if data is None:
                 self._buf = bytearray()
         except HeadRejected as exc:
-            self._reject(exc.status, str(exc))
+            self._reject(exc.status, str(exc), buf)
             return
         rest = buf[end:] if data is not None else bytes(buf[end:])
         reader = (None if not (chunked or streamed) and len(rest) >= (length or 0)  # all here
@@ -367,8 +368,8 @@ class H1Connection(InboundConnection):
             return
         request = exchange.request(self.peer)
         # A Task named here: one left unnamed formats "Task-<n>" for itself (~0.3 us a request).
-        self._task = asyncio.Task(run_handler(self._handler, request, exchange, self._handler_done),
-                                  loop=self.loop, name=_TASK_NAME)
+        self._task = asyncio.Task(run_handler(self._handler, request, exchange, self._handler_done,
+                                              self._answers), loop=self.loop, name=_TASK_NAME)
 
     def _pause_upload(self) -> None:
         """The handler holds enough of the upload: stop reading until it takes some."""
@@ -460,10 +461,12 @@ class H1Connection(InboundConnection):
             self._reading_paused = True
             self.transport.pause_reading()
 
-    def _reject(self, status: int, reason: str) -> None:
-        """A protocol error: answer ``status`` and close; nothing reaches the gateway."""
+    def _reject(self, status: int, reason: str, head: bytes | bytearray = b"") -> None:
+        """A protocol error: answer ``status`` and close; nothing reaches the gateway. The
+        answer is in the wire format of the path the head showed (``head``: one being read)."""
         err = rejection(status, reason)
         log.debug("rejected request from %s: %d %s", client_tag(self.peer), status, reason)
+        path = self._exchange.path if self._exchange else request_path(head or self._buf)
         self._detach()
         if self.transport is None or self.disconnected or self.state is CLOSED:
             self.state = CLOSED
@@ -471,7 +474,7 @@ class H1Connection(InboundConnection):
         # A fresh exchange, whatever the request was; its end() closes (no keep-alive).
         self.state = BUSY
         self._exchange = H1Exchange(self)
-        self._exchange.respond(*error_answer(err))
+        self._exchange.respond(*self._answers(err, path))
 
     def _close(self) -> None:
         """Finish the connection after the last response: FIN, then linger."""
@@ -493,7 +496,3 @@ class H1Connection(InboundConnection):
             self._close()  # idle keep-alive, or a connection that never sent a byte
         elif state is CLOSED:
             self._lingered()
-
-
-def _header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
-    return b"".join([b"%s: %s\r\n" % h for h in headers])

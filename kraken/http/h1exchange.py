@@ -25,6 +25,7 @@ from kraken.http.date import DATE
 from kraken.http.bodystream import BodyStream
 from kraken.http.exchange import FlowControl, Request
 from kraken.http.h1body import BodyPace, ChunkedBody, FixedBody
+from kraken.http.h1head import target_path
 
 if TYPE_CHECKING:
     from kraken.http.h1 import H1Connection
@@ -110,6 +111,11 @@ class H1Exchange:
         if self.pace is not None:
             self.pace.stop()
             self.pace = None
+
+    @property
+    def path(self) -> str | None:
+        """The request's path (``Request.path``); None for the connection's own answers."""
+        return None if self.head is None else target_path(self.head.target)
 
     def request(self, peer: str) -> Request:
         """The complete request, for the handler; the body list is let go."""
@@ -290,3 +296,8 @@ class H1Exchange:
             _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, DATE.line(),
             conn.always, fields, _CRLF if fields else b"", framing,
             b"\r\n" if self.keep_alive else b"connection: close\r\n\r\n"))
+
+
+def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """``name: value`` lines for a response head (a connection's ``always`` headers)."""
+    return b"".join([b"%s: %s\r\n" % h for h in headers])

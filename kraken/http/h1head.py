@@ -52,6 +52,24 @@ def find_head_end(buf: bytearray | bytes, max_head: int, start: int = 0) -> int:
     return end + 4
 
 
+def request_path(head: bytes | bytearray) -> str | None:
+    """The path in the request line opening ``head`` (a head refused, or not all there), or
+    None when that line is not all there or not ``METHOD /path VERSION``. It only chooses
+    the wire format of a refusal (``kraken.http.answers``): nothing else is checked."""
+    end = head.find(b"\r\n")
+    if end < 0:
+        return None
+    parts = bytes(head[:end]).split(b" ")
+    if len(parts) != 3 or parts[1][:1] != b"/":
+        return None
+    return target_path(parts[1])
+
+
+def target_path(target: bytes) -> str:
+    """A request target's path (its query left out), as ``Request.path`` reads it."""
+    return target.split(b"?", 1)[0].decode("ascii", "replace")
+
+
 _MAX_LENGTH_DIGITS = 19
 """A Content-Length of more (significant) digits is past 1 << 62, which the server refuses as
 too large anyway: refused here, its value never computed (``int`` raises past 4300 digits)."""

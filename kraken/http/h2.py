@@ -46,7 +46,7 @@ from h2.settings import SettingCodes
 
 from kraken.config import ServerConfig
 from kraken.http import h2upload
-from kraken.http.answers import error_answer, rejection
+from kraken.http.answers import ErrorAnswers, plain_answers, rejection
 from kraken.http.connection import STALL_LINES, Handler, InboundConnection, run_handler
 from kraken.http.h1body import BodyPace
 from kraken.http.h2limits import (Calm, GuardedH2Connection, H2Limits,
@@ -78,8 +78,9 @@ class H2Connection(InboundConnection):
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set | None = None, *,
                  initial_data: bytes = b"", limits: H2Limits | None = None,
                  always_headers: list[tuple[bytes, bytes]] | None = None,
-                 on_lost: Callable[[], None] | None = None):
-        super().__init__(handler, cfg, tracker, on_lost)
+                 on_lost: Callable[[], None] | None = None,
+                 answers: ErrorAnswers = plain_answers):
+        super().__init__(handler, cfg, tracker, on_lost, answers=answers)
         self.always_headers = list(always_headers or ())
         """Headers on every response (e.g. HSTS over TLS)."""
         self._limits = limits or H2Limits()
@@ -290,7 +291,8 @@ class H2Connection(InboundConnection):
     def _begin(self, stream: H2Stream) -> None:
         if stream.reset or self._streams.get(stream.stream_id) is not stream:
             return  # reset, or the connection gone, while it waited for its turn
-        task = self.loop.create_task(run_handler(self._handler, stream.request(self.peer), stream))
+        task = self.loop.create_task(run_handler(self._handler, stream.request(self.peer), stream,
+                                                 None, self._answers))
         stream.task = task
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, stream))
@@ -310,8 +312,8 @@ class H2Connection(InboundConnection):
         stream.take_body()
         stream.stop_receiving()
         # a 405 here is CONNECT (no resource to ask about): Allow names what Kraken serves
-        stream.respond(*error_answer(
-            err, [(b"allow", b"GET, HEAD, POST")] if status == 405 else None))
+        stream.respond(*self._answers(err, stream.path, [(b"allow", b"GET, HEAD, POST")]
+                                      if status == 405 else None))
 
     def _on_body_timeout(self, stream: H2Stream) -> None:
         if h2upload.timed_out(stream):  # its handler answers (its read fails)
@@ -377,11 +379,9 @@ class H2Connection(InboundConnection):
         finally:
             if not stream.corked:
                 self._flush()
+        self._blocked.pop(sid, None)
         if pending:
-            self._blocked.pop(sid, None)
             self._blocked[sid] = stream  # to the back: the next window goes round-robin
-        else:
-            self._blocked.pop(sid, None)
         stream.update_producer()
 
     def stream_stalled(self, stream: H2Stream) -> None:

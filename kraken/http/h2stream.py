@@ -217,6 +217,11 @@ class H2Stream:
         self._body = []
         return body
 
+    @property
+    def path(self) -> str:
+        """The request's path (``Request.path``), known from its HEADERS on."""
+        return self.target.split("?", 1)[0]
+
     def request(self, peer: str) -> Request:
         """The complete request, for the handler (as ``H1Exchange.request``); the body is let go."""
         return Request(self.method, self.target, tuple(self.headers), self.take_body(), peer,

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from kraken.config import ServerConfig
 from kraken.errors import KrakenError, TooManyConnections, error_body
+from kraken.http.answers import ErrorAnswers, plain_answers
 from kraken.http.connection import Handler
 from kraken.http.connlimit import ConnectionLimiter
 from kraken.http.h1 import H1Connection
@@ -144,41 +145,48 @@ def _capped(limiter: ConnectionLimiter | None) -> ConnectionLimiter | None:
 
 def to_h2(handler: Handler, cfg: ServerConfig, tracker: set,
           always: list[tuple[bytes, bytes]] | None, transport: asyncio.Transport, seen: bytes,
-          on_lost: Callable[[], None] | None) -> None:
+          on_lost: Callable[[], None] | None, answers: ErrorAnswers = plain_answers) -> None:
     """Hand ``transport`` to a new ``H2Connection``, given the bytes already read."""
     # Imported at the first h2 connection (loaded at start-up with TLS: app.py).
     from kraken.http.h2 import H2Connection
 
     proto = H2Connection(handler, cfg, tracker, initial_data=seen, always_headers=always,
-                         on_lost=on_lost)
+                         on_lost=on_lost, answers=answers)
     transport.set_protocol(proto)
     proto.connection_made(transport)
 
 
 def cleartext_factory(handler: Handler, cfg: ServerConfig, tracker: set, *, h2c: bool = True,
                       limiter: ConnectionLimiter | None = None,
-                      loop: asyncio.AbstractEventLoop | None = None) -> Callable[[], H1Connection]:
+                      loop: asyncio.AbstractEventLoop | None = None,
+                      answers: ErrorAnswers = plain_answers) -> Callable[[], H1Connection]:
     """A cleartext listener's protocol factory: each accepted connection is an ``H1Connection``
     from the start, which applies the per-address cap itself and hands over to HTTP/2 on the
     preface (prior knowledge, if ``h2c``). Without TLS there is nothing for a selector to
-    wait on, and skipping it saves ~110 bytecodes and a protocol switch per connection."""
-    on_preface = partial(to_h2, handler, cfg, tracker, None) if h2c else None
+    wait on, and skipping it saves ~110 bytecodes and a protocol switch per connection.
+    ``answers``: the wire format of the transport's refusals, by path (``http.answers``)."""
+    on_preface = (partial(to_h2, handler, cfg, tracker, None, answers=answers) if h2c
+                  else None)
     capped = _capped(limiter)
     return partial(H1Connection, handler, cfg, tracker, loop=loop, on_preface=on_preface,
-                   admit=None if capped is None else partial(admit, capped))
+                   admit=None if capped is None else partial(admit, capped), answers=answers)
 
 
 class ProtocolSelector(asyncio.Protocol):
     """The protocol factory product of a TLS listener (and of any built with it): it picks the
     protocol in ``connection_made``, once ALPN has decided, and hands the transport over."""
 
-    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_limiter", "_loop")
+    __slots__ = ("_handler", "_cfg", "_tracker", "_always", "_h2c", "_limiter", "_loop",
+                 "_answers")
 
     def __init__(self, handler: Handler, cfg: ServerConfig, tracker: set, *, h2c: bool = True,
                  always_headers: list[tuple[bytes, bytes]] | None = None,
                  limiter: ConnectionLimiter | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None):
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 answers: ErrorAnswers = plain_answers):
         self._handler = handler
+        self._answers = answers
+        """The wire format of the transport's refusals, by path (``kraken.http.answers``)."""
         self._cfg = cfg
         self._tracker = tracker
         self._always = always_headers
@@ -217,13 +225,14 @@ class ProtocolSelector(asyncio.Protocol):
             return
         proto = H1Connection(self._handler, self._cfg, self._tracker, always_headers=self._always,
                              on_lost=on_lost, loop=self._loop,
-                             on_preface=self._to_h2 if maybe_h2 else None)
+                             on_preface=self._to_h2 if maybe_h2 else None, answers=self._answers)
         transport.set_protocol(proto)
         proto.connection_made(transport)
 
     def _to_h2(self, transport: asyncio.Transport, seen: bytes,
                on_lost: Callable[[], None] | None) -> None:
-        to_h2(self._handler, self._cfg, self._tracker, self._always, transport, seen, on_lost)
+        to_h2(self._handler, self._cfg, self._tracker, self._always, transport, seen, on_lost,
+              self._answers)
 
 
 def _log_refusal(peer: str, cap: int) -> None:
