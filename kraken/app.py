@@ -191,7 +191,9 @@ async def serve(
     and SO_REUSEPORT listeners shared with its siblings. The steps: start (replay the
     journal, wire the parts), listen, serve until told to stop, drain.
     """
-    reserve_descriptors()  # first, while this process has one thread: see kraken/fdtable.py
+    # First, while this process has one thread (kraken/fdtable.py); under ``kraken serve`` the
+    # CLI did it before the log writer's thread, and the table, grown, is not grown again.
+    reserve_descriptors()
     metrics.QUEUE_CAPACITY.set(cfg.meter.queue_max)
     build = buildinfo.labels()
     metrics.BUILD_INFO.labels(*(build[name] for name in metrics.BUILD_INFO.labelnames)).set(1)
@@ -257,8 +259,7 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
 
         stack.push_async_callback(
             account_signup.register(gateway, store, cfg.email, cfg.limits).aclose)
-    gateway.request_log = RequestLog(  # one line per request on stdout
-        cfg.logging, loop=asyncio.get_running_loop())
+    gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
     if cfg.otel is not None:  # the SDK is an optional extra: imported only when configured
         from kraken.telemetry.otel import Tracing
 
@@ -454,10 +455,7 @@ async def _shut_down(cfg: Config, parts: Parts, servers: list[asyncio.AbstractSe
     await _drain(servers, parts.gateway, parts.connections, cfg.server.drain_timeout_s, shutdown)
     # A store that stays down (disk full) cannot hold shutdown past the deadline:
     # what it did not take stays in the journal, replayed at the next start.
-    left = await parts.meter.close(max(deadline - anyio.current_time(), FLUSH_MIN_S))
-    if parts.gateway.request_log is not None:
-        parts.gateway.request_log.drain()  # the last turn's request lines
-    return left
+    return await parts.meter.close(max(deadline - anyio.current_time(), FLUSH_MIN_S))
 
 
 def _in_flight(connections: set) -> list[asyncio.Task]:

@@ -23,8 +23,10 @@ def _serve(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"kraken: {exc}", file=sys.stderr)
         return 2
+    from kraken.fdtable import reserve_descriptors
     from kraken.logs import setup_process_logging
 
+    reserve_descriptors()  # while this process has one thread: the log writer's comes next
     setup_process_logging(cfg.logging, worker=args.worker_index)
     if not cfg.providers:
         print("kraken: no providers configured (add [providers.*] to kraken.toml, or use --demo)",

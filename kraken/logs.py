@@ -20,7 +20,7 @@ import re
 import sys
 import time
 import traceback
-from typing import Callable, Protocol
+from typing import IO, Callable, Protocol
 
 import orjson
 
@@ -31,6 +31,7 @@ class LoggingSettings(Protocol):
 
     level: str
     format: str
+    queue_max_kib: int
 
 
 VALUE_LIMIT = 128
@@ -233,14 +234,42 @@ def cap_libraries() -> None:
         logging.getLogger(name).setLevel(level)
 
 
+class QueuedHandler(logging.Handler):
+    """Formats a record where it is logged (its arguments and traceback are live only there,
+    and ``ThirdPartyGuard`` has just rendered them) and hands the line to the log writer's
+    thread (kraken/logwriter.py): no thread, the event loop least of all, waits for stderr."""
+
+    def __init__(self, stream: IO[str], limit: int):
+        from kraken import logwriter  # its metric's module is more than the CLI tools need
+
+        super().__init__()
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self._put = logwriter.writer(stream).channel("process", limit, self.dropped_line).put
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # stderr's own errors handler: what StreamHandler's write to it produced
+            self._put((self.format(record) + "\n").encode(self.encoding, "backslashreplace"))
+        except Exception:  # as StreamHandler: logging never raises into the caller
+            self.handleError(record)
+
+    def dropped_line(self, count: int) -> bytes:
+        """The line after a gap (made on the writer's thread), in the process log's format."""
+        record = logging.LogRecord("kraken.logs", logging.WARNING, __file__, 0,
+                                   "%d process log lines dropped: stderr took nothing and "
+                                   "their queue was full", (count,), None)
+        return (self.format(record) + "\n").encode(self.encoding, "backslashreplace")
+
+
 def setup_process_logging(cfg: LoggingSettings, worker: int | None = None) -> None:
-    """Root logger at ``cfg.level`` on stderr, as JSON lines or the plain text format.
+    """Root logger at ``cfg.level`` on stderr, as JSON lines or the plain text format,
+    written by the log writer's thread (``QueuedHandler``).
 
     ``cfg.level`` is for Kraken's own loggers: libraries are capped (``cap_libraries``) and
     the handler's ``ThirdPartyGuard`` drops what they log below INFO, because at DEBUG they
     print header blocks and SQL parameters (API keys, provider keys, emails)."""
     cap_libraries()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = QueuedHandler(sys.stderr, cfg.queue_max_kib * 1024)
     handler.addFilter(ThirdPartyGuard())
     if cfg.format == "json":
         handler.setFormatter(JsonFormatter(worker))

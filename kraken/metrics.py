@@ -298,6 +298,14 @@ OTEL_SPANS_DROPPED = Counter(
     "(the collector is slow or down); export never waits on the event loop.",
     registry=REGISTRY,
 )
+LOG_LINES_DROPPED = Counter(
+    "kraken_log_lines_dropped_total",
+    "Log lines dropped because their stream's queue ([logging] queue_max_kib) was full: stdout "
+    "(request lines) or stderr (process log) did not take them, e.g. journald stalled. A line "
+    "in the stream says how many once it drains; no log write ever waits on the event loop.",
+    ("stream",),
+    registry=REGISTRY,
+)
 
 
 # ---- model label values ------------------------------------------------------------

@@ -22,7 +22,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(names.split()) for names in
     "store",                                           # the store interface and its backends
     "config",                                          # TOML + env -> frozen dataclasses
     "errors metrics metrics_core logs timers shedding sdnotify h2common h1framing plainchunk __init__"
-    " speedups _speedups buildinfo fdtable transportindex shutdown",  # leaves (_speedups: C)
+    " speedups _speedups buildinfo fdtable transportindex shutdown"
+    " logwriter",                                      # leaves (_speedups: C)
 ))
 """Top to bottom, as in ARCHITECTURE.md's table; a name is kraken's top-level module or package."""
 

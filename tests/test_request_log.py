@@ -1,36 +1,42 @@
-"""The request line: lines of calls ending in the same loop turn share one write, never more
-than PIPE_BUF bytes (atomic on a pipe shared by workers), and none is lost or torn."""
+"""The request line: made on the event loop, written by the log writer's thread (never the
+caller's), whole, in order, in writes of at most PIPE_BUF bytes (atomic on a pipe shared by
+workers); a stdout that takes nothing costs lines, counted and announced, never the caller's
+time."""
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import threading
 
-import anyio
 import orjson
-import pytest
 
+from kraken import logwriter, metrics
 from kraken.config import LoggingConfig
 from kraken.gateway.call import Call
-from kraken.gateway.request_log import _PIPE_BUF, RequestLog
+from kraken.gateway.request_log import DROPPED_MSG, RequestLog
 
-pytestmark = pytest.mark.anyio
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class CountingStream(io.BytesIO):
-    """A stdout that remembers each write it was given."""
+    """A stdout that remembers each write it was given, and the thread that gave it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[bytes] = []
+        self.threads: set[threading.Thread] = set()
 
     def write(self, data) -> int:
         self.writes.append(bytes(data))
+        self.threads.add(threading.current_thread())
         return super().write(data)
 
 
 def finished_call(n: int) -> Call:
     call = Call(0, "chat")
     call.reserved = True
-    call.status, call.provider, call.model_requested = 200, "p", "m"
+    call.status, call.provider, call.model_requested = 200, "p", f"m{n}"
     call.end_ns = 1_000_000
     return call
 
@@ -40,71 +46,73 @@ def emit(log: RequestLog, n: int) -> None:
     log.emit(call, call.to_record())
 
 
-async def test_lines_of_one_turn_share_a_write_and_none_is_lost():
+def written(out: CountingStream) -> bytes:
+    """What the writer thread wrote to ``out`` once every line emitted so far is out."""
+    assert logwriter.writer(out).flush(10)
+    return out.getvalue()
+
+
+def test_lines_are_written_by_the_writer_thread_whole_in_order_in_atomic_writes():
     out = CountingStream()
     log = RequestLog(LoggingConfig(), stream=out)
-    for n in range(3):
+    for n in range(40):
         emit(log, n)
-    assert out.writes == []  # held until the loop's next turn
-    await anyio.sleep(0)  # one turn: the drain scheduled by the first line runs
-    assert len(out.writes) == 1 and out.writes[0].count(b"\n") == 3
-    for n in range(3, 40):
+    lines = [orjson.loads(line) for line in written(out).splitlines()]
+    assert [line["model"] for line in lines] == [f"m{n}" for n in range(40)]
+    assert len({line["request_id"] for line in lines}) == 40
+    assert all(len(w) <= logwriter.PIPE_BUF and w.endswith(b"\n") for w in out.writes)
+    assert out.threads and threading.current_thread() not in out.threads
+
+
+def test_a_stdout_that_takes_nothing_costs_lines_counted_and_announced_not_time():
+    """The pipe is full and nobody reads it: every ``emit`` still returns (the caller never
+    waits); lines past the queue's budget are dropped and counted; once the pipe is read,
+    the queued lines come out in order, and at each gap one line says how many were lost."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    out = open(write_end, "wb", buffering=0)
+    dropped = metrics.LOG_LINES_DROPPED.labels("request")
+    before = dropped.get()
+    log = RequestLog(LoggingConfig(queue_max_kib=1), stream=out)
+    for n in range(200):  # ~70 KB of lines: 4 KiB fit the pipe, 1 KiB the queue
         emit(log, n)
-    await anyio.sleep(0)
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 40 and all(orjson.loads(line)["status"] == 200 for line in lines)
-    assert 2 < len(out.writes) < 38  # coalesced, but split to stay atomic
-    assert all(len(w) <= _PIPE_BUF and w.endswith(b"\n") for w in out.writes)
-    ids = [orjson.loads(line)["request_id"] for line in lines]
-    assert len(set(ids)) == 40
+    lost = dropped.get() - before
+    assert lost > 150
+    got = bytearray()
+    reader = threading.Thread(target=read_all, args=(read_end, got))
+    reader.start()
+    assert logwriter.writer(out).flush(10)  # the pipe drained: what was queued is out
+    emit(log, 200)  # the first line after the gap: its notice goes first
+    assert logwriter.writer(out).flush(10)
+    out.close()
+    reader.join(10)
+    lines = [orjson.loads(line) for line in bytes(got).splitlines()]  # none torn
+    assert dropped.get() - before == lost
+    assert lines[-2]["msg"] == DROPPED_MSG and lines[-1]["model"] == "m200"
+    expected, announced = 0, 0
+    for line in lines:
+        if line["msg"] == DROPPED_MSG:
+            assert line["level"] == "WARNING" and line["dropped"] > 0
+            expected += line["dropped"]
+            announced += line["dropped"]
+        else:
+            assert line["model"] == f"m{expected}"  # in order; every gap announced, exactly
+            expected += 1
+    assert announced == lost and expected == 201
 
 
-async def test_a_later_turn_gets_its_own_write():
-    out = CountingStream()
-    log = RequestLog(LoggingConfig(), stream=out)
-    emit(log, 1)
-    await anyio.sleep(0)
-    emit(log, 2)
-    await anyio.sleep(0)
-    assert len(out.writes) == 2
-
-
-def test_without_a_running_loop_each_line_is_written_at_once():
-    out = CountingStream()
-    log = RequestLog(LoggingConfig(), stream=out)
-    emit(log, 1)
-    assert len(out.writes) == 1 and orjson.loads(out.writes[0])["status"] == 200
-
-
-async def test_lines_wait_for_the_turn_of_the_loop_handed_down():
-    """With the serving loop handed down, its next turn writes the turn's lines at once."""
-    import asyncio
-
-    out = CountingStream()
-    log = RequestLog(LoggingConfig(), stream=out, loop=asyncio.get_running_loop())
-    for n in range(3):
-        emit(log, n)
-    assert out.writes == []
-    await asyncio.sleep(0)
-    assert len(out.writes) == 1 and out.writes[0].count(b"\n") == 3
-
-
-def test_a_closed_loop_handed_down_writes_the_line_now():
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    loop.close()
-    out = CountingStream()
-    log = RequestLog(LoggingConfig(), stream=out, loop=loop)
-    emit(log, 1)
-    assert len(out.writes) == 1 and orjson.loads(out.writes[0])["status"] == 200
+def read_all(fd: int, into: bytearray) -> None:
+    """Read the pipe until its writer closes it."""
+    while chunk := os.read(fd, 65536):
+        into += chunk
+    os.close(fd)
 
 
 def line_of(log_cfg: LoggingConfig, call: Call, rand=lambda: 0.0) -> dict | None:
     out = CountingStream()
     log = RequestLog(log_cfg, stream=out, rand=rand)
     log.emit(call, call.to_record())
-    return orjson.loads(out.getvalue()) if out.getvalue() else None
+    return orjson.loads(written(out)) if written(out) else None
 
 
 def test_model_names_are_bounded_and_nothing_else_changes():

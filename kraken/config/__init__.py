@@ -331,6 +331,7 @@ def _logging(raw: Any, source: str) -> LoggingConfig:
         raise ConfigError(f"{source}: logging.sampling must be between 0 and 1")
     if cfg.format not in ("json", "text"):
         raise ConfigError(f"{source}: logging.format must be \"json\" or \"text\"")
+    at_least(cfg.queue_max_kib, 1, "logging.queue_max_kib", source)  # 0 would drop every line
     from dataclasses import replace
 
     return replace(cfg, level=cfg.level.upper())

@@ -206,6 +206,9 @@ class LoggingConfig:
     """Share of successful requests that get a line (0..1); failed requests always do."""
     format: str = "json"
     """``json``: one JSON object per line (request lines on stdout); ``text``: key=value lines."""
+    queue_max_kib: int = 1024
+    """KiB of lines per stream (request lines, process log) waiting for the log writer's
+    thread; while stdout or stderr takes nothing (journald stalled) more are dropped, counted."""
 
 
 @dataclass(frozen=True, slots=True)

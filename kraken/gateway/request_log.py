@@ -1,22 +1,21 @@
-"""The request line: one structured line per finished call, written straight to stdout as one
-``orjson.dumps`` and one ``write`` (the ``logging`` machinery costs several µs a line). It holds
+"""The request line: one structured line per finished call, made as one ``orjson.dumps`` and
+handed to the log writer's thread (kraken/logwriter.py), which writes it to stdout; the event
+loop never waits for the write (the ``logging`` machinery costs several µs a line). It holds
 only metadata the privacy policy names; nothing is logged per chunk. Successful requests log at
-INFO and may be sampled; failed ones at WARNING, always kept. Each line is one write under
-PIPE_BUF, so workers sharing one stdout never interleave lines. The lines of calls that end in
-the same turn of the event loop share that write (up to PIPE_BUF): one syscall per turn, not per
-request; a line waits at most until the loop's next turn.
+INFO and may be sampled; failed ones at WARNING, always kept. The writer joins queued lines into
+writes of at most PIPE_BUF bytes, so workers sharing one stdout never interleave lines.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import select
 import sys
+import time
 from typing import IO, Callable
 
 import orjson
 
+from kraken import logwriter
 from kraken.config import LoggingConfig
 from kraken.gateway.call import Call
 from kraken.logs import VALUE_LIMIT, text_value
@@ -27,29 +26,20 @@ REQUEST_FIELDS = ("ts", "level", "msg", "request_id", "customer_id", "route", "m
                   "fallback", "error_type")
 """Every key a request line may carry, in order: metadata only."""
 
+DROPPED_MSG = "request lines dropped"
+"""The ``msg`` of the line that follows a gap: stdout took nothing and the queue was full."""
+
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
-
-_PIPE_BUF = getattr(select, "PIPE_BUF", 512)
-"""Writes up to this size to a pipe are atomic: workers' lines never interleave."""
-
-
-def _binary(stream: IO | None) -> IO[bytes]:
-    stream = stream if stream is not None else sys.stdout
-    return getattr(stream, "buffer", stream)
 
 
 class RequestLog:
     """Writes the request line for each finished call, honouring level and sampling."""
 
-    __slots__ = ("_write", "_flush", "_info", "_warning", "_sampling", "_every_info", "_json",
-                 "_random", "_pending", "_loop")
+    __slots__ = ("_put", "_info", "_warning", "_sampling", "_every_info", "_json", "_random")
 
     def __init__(self, cfg: LoggingConfig, stream: IO | None = None,
-                 rand: Callable[[], float] = random.random,
-                 loop: asyncio.AbstractEventLoop | None = None):
-        out = _binary(stream)
-        self._write, self._flush = out.write, out.flush
+                 rand: Callable[[], float] = random.random):
         level = logging.getLevelName(cfg.level)
         self._info = level <= logging.INFO
         self._warning = level <= logging.WARNING
@@ -58,11 +48,8 @@ class RequestLog:
         """Every successful request is logged: one check instead of three per request."""
         self._json = cfg.format == "json"
         self._random = rand
-        self._pending = bytearray()
-        """Lines of this loop turn not yet written (at most PIPE_BUF bytes)."""
-        self._loop = loop
-        """The serving loop, handed down by the app: ``asyncio.get_running_loop()`` makes a
-        getpid syscall per call on 3.11. None: looked up per turn (embedded use, tests)."""
+        self._put = logwriter.writer(stream if stream is not None else sys.stdout).channel(
+            "request", cfg.queue_max_kib * 1024, self._dropped_line).put
 
     def emit(self, call: Call, rec: RequestRecord) -> None:
         failed = rec.status >= 400 or rec.error_type is not None
@@ -100,27 +87,11 @@ class RequestLog:
         else:
             data = (" ".join(f"{k}={text_value(v)}" for k, v in line.items()
                              if k not in ("ts", "msg")) + "\n").encode()
-        pending = self._pending
-        if len(pending) + len(data) > _PIPE_BUF:
-            self.drain()
-        if not pending:
-            loop = self._loop
-            try:
-                (loop or asyncio.get_running_loop()).call_soon(self.drain)
-            except RuntimeError:  # no loop (embedded, tests), or it is closed: write it now
-                pending += data
-                self.drain()
-                return
-        pending += data
+        self._put(data)
 
-    def drain(self) -> None:
-        """Write the pending lines in one write."""
-        if not self._pending:
-            return
-        data = bytes(self._pending)
-        self._pending.clear()
-        try:
-            self._write(data)
-            self._flush()
-        except (OSError, ValueError):  # stdout closed or gone: never fail the request for a log
-            pass
+    def _dropped_line(self, count: int) -> bytes:
+        """The line after a gap (made on the writer's thread), in the request lines' format."""
+        if self._json:
+            return _dumps({"ts": round(time.time(), 3), "level": "WARNING", "msg": DROPPED_MSG,
+                           "dropped": count}, option=_NEWLINE)
+        return f"level=WARNING msg={text_value(DROPPED_MSG)} dropped={count}\n".encode()
