@@ -74,8 +74,10 @@ def test_a_stdout_that_takes_nothing_costs_lines_counted_and_announced_not_time(
     dropped = metrics.LOG_LINES_DROPPED.labels("request")
     before = dropped.get()
     log = RequestLog(LoggingConfig(queue_max_kib=1), stream=out)
-    for n in range(200):  # ~70 KB of lines: 4 KiB fit the pipe, 1 KiB the queue
-        emit(log, n)
+    caller = threading.Thread(target=lambda: [emit(log, n) for n in range(200)], daemon=True)
+    caller.start()  # ~70 KB of lines: 4 KiB fit the pipe, 1 KiB the queue
+    caller.join(10)
+    assert not caller.is_alive(), "emit waited for the full pipe"
     lost = dropped.get() - before
     assert lost > 150
     got = bytearray()
