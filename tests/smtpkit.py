@@ -1,7 +1,7 @@
 """A real local SMTP server (aiosmtpd) that keeps what it receives, for the tests of the
 emails Kraken sends (sign-up links, email change links).
 
-    from smtpkit import Sink, smtp_server
+    from smtpkit import Sink, smtp, smtp_server  # smtp: a module-scoped fixture
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import email.policy
 import threading
 from typing import Iterator
 
+import pytest
 from aiosmtpd.controller import Controller
 
 from harness import free_port, wait_for
@@ -48,3 +49,10 @@ def smtp_server() -> Iterator[tuple[int, Sink]]:
         yield controller.port, sink
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    """(port, sink) of one server for a test module."""
+    with smtp_server() as (port, sink):
+        yield port, sink

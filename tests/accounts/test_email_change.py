@@ -27,7 +27,7 @@ from harness import free_port, http, kraken_mapping, running_kraken, running_moc
 from kraken.accounts import email_change, service
 from kraken.accounts.links import new_token, token_hash
 from kraken.store.sqlite import SqliteStore
-from smtpkit import smtp_server
+from smtpkit import smtp, smtp_server  # noqa: F401 (smtp: a fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -42,11 +42,6 @@ LINK_RE = re.compile(r"(https?://\S+/v1/account/email/confirm\?token=([A-Za-z0-9
 def anyio_backend():
     return ("asyncio", {"use_uvloop": True})
 
-
-@pytest.fixture(scope="module")
-def smtp():
-    with smtp_server() as (port, sink):
-        yield port, sink
 
 
 def mail_section(smtp_port: int, **extra) -> dict:

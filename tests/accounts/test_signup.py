@@ -25,7 +25,7 @@ import pytest
 
 from harness import free_port, http, kraken_mapping, running_kraken, running_mock, wait_for
 from kraken.accounts import service
-from smtpkit import smtp_server
+from smtpkit import smtp, smtp_server  # noqa: F401 (smtp: a fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -41,11 +41,6 @@ PER_EMAIL, PER_IP = 3, 5
 def anyio_backend():
     return ("asyncio", {"use_uvloop": True})
 
-
-@pytest.fixture(scope="module")
-def smtp():
-    with smtp_server() as (port, sink):
-        yield port, sink
 
 
 def email_section(smtp_port: int, **extra) -> dict:

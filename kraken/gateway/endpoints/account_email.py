@@ -24,8 +24,8 @@ from kraken.accounts import validation as v
 from kraken.config.sections import EmailConfig
 from kraken.errors import MethodNotAllowed
 from kraken.gateway.endpoints.account import AccountApi, Answer, Caller, json_body
-from kraken.gateway.endpoints.link_pages import (JSON_HEADERS, PAGE_HEADERS, is_form, page,
-                                                 posted_token, query_token)
+from kraken.gateway.endpoints.link_pages import (JSON_HEADERS, PAGE_HEADERS, confirm_page,
+                                                 is_form, page, posted_token, query_token)
 from kraken.http.exchange import Request, ResponseSink
 
 PROFILE_FIELDS = ("email", "name")
@@ -77,7 +77,10 @@ class EmailConfirm:
             token = email_change.check_token(query_token(req), _WHAT)
             if not await email_change.link_live(self.store, token):
                 raise email_change.LinkGone(email_change.GONE_MESSAGE)
-            sink.respond(200, PAGE_HEADERS, confirm_page(token))
+            sink.respond(200, PAGE_HEADERS, confirm_page(
+                "Confirm your new email address",
+                "Press the button to make this address your Kraken account's email address.",
+                "Confirm the new address", CONFIRM, token))
             return
         if req.method != "POST":
             raise MethodNotAllowed(f"Use GET or POST for {CONFIRM}", allow="GET, POST")
@@ -90,13 +93,6 @@ class EmailConfirm:
             "email": cus.email}))
 
 
-def confirm_page(token: str) -> bytes:
-    """One button; the token goes back in the form's body, not a cookie."""
-    return page("Confirm your new email address", (
-        "<p>Press the button to make this address your Kraken account's email address.</p>"
-        f"<form method=post action='{CONFIRM}'>"
-        f"<input type=hidden name=token value='{html.escape(token, quote=True)}'>"
-        "<button type=submit>Confirm the new address</button></form>"))
 
 
 def changed_page(email: str) -> bytes:

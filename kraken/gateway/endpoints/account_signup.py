@@ -27,8 +27,8 @@ from kraken.accounts import validation as v
 from kraken.config.sections import EmailConfig, LimitsConfig
 from kraken.errors import MethodNotAllowed, RateLimited
 from kraken.gateway.endpoints.account import json_body
-from kraken.gateway.endpoints.link_pages import (JSON_HEADERS, PAGE_HEADERS, is_form, page,
-                                                 posted_token, query_token)
+from kraken.gateway.endpoints.link_pages import (JSON_HEADERS, PAGE_HEADERS, confirm_page,
+                                                 is_form, page, posted_token, query_token)
 from kraken.http.exchange import Request, ResponseSink
 from kraken.policy.ratelimit import (LimitPolicy, Limiter, MemoryLimiter, RateLimitExceeded,
                                      ip_bucket)
@@ -120,7 +120,10 @@ class SignupApi:
             if not await signup.link_live(self.store, token):
                 raise signup.LinkGone("This sign-up link was already used or has expired; "
                                       "ask for a new one")
-            sink.respond(200, PAGE_HEADERS, confirm_page(token))
+            sink.respond(200, PAGE_HEADERS, confirm_page(
+                "Create your Kraken account",
+                "Press the button to create your account and see your first API key.",
+                "Create my account", CONFIRM, token))
             return
         if req.method != "POST":
             raise MethodNotAllowed(f"Use GET or POST for {CONFIRM}", allow="GET, POST")
@@ -134,13 +137,6 @@ class SignupApi:
             "secret": done.key.plaintext}))
 
 
-def confirm_page(token: str) -> bytes:
-    """One button; the token goes back in the form's body, not a cookie."""
-    return page("Create your Kraken account", (
-        "<p>Press the button to create your account and see your first API key.</p>"
-        f"<form method=post action='{CONFIRM}'>"
-        f"<input type=hidden name=token value='{html.escape(token, quote=True)}'>"
-        "<button type=submit>Create my account</button></form>"))
 
 
 def key_page(done: signup.SignedUp) -> bytes:

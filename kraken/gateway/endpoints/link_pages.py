@@ -7,6 +7,7 @@ nothing up); the button POSTs the token back in the form's body, never in a cook
 """
 from __future__ import annotations
 
+import html
 from urllib.parse import parse_qsl
 
 from kraken.accounts import validation as v
@@ -32,6 +33,14 @@ def page(title: str, body: str) -> bytes:
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta name=viewport content='width=device-width'><title>{title}</title>{_STYLE}"
             f"</head><body><h1>{title}</h1>{body}</body></html>").encode()
+
+
+def confirm_page(title: str, text: str, button: str, action: str, token: str) -> bytes:
+    """The link's page: one button posting ``token`` to ``action`` in the form's body."""
+    return page(title, (
+        f"<p>{text}</p><form method=post action='{action}'>"
+        f"<input type=hidden name=token value='{html.escape(token, quote=True)}'>"
+        f"<button type=submit>{button}</button></form>"))
 
 
 def query_token(req: Request) -> str | None:
