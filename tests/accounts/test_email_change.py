@@ -43,7 +43,6 @@ def anyio_backend():
     return ("asyncio", {"use_uvloop": True})
 
 
-
 def mail_section(smtp_port: int, **extra) -> dict:
     """Mail set up for links, sign-up left off (its default)."""
     return {"host": "127.0.0.1", "port": smtp_port, "starttls": False,

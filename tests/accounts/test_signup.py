@@ -42,7 +42,6 @@ def anyio_backend():
     return ("asyncio", {"use_uvloop": True})
 
 
-
 def email_section(smtp_port: int, **extra) -> dict:
     return {"signup": True, "host": "127.0.0.1", "port": smtp_port, "starttls": False,
             "from_address": "kraken@example.com", "base_url": "https://kraken.example.com",
