@@ -161,6 +161,19 @@ class Overloaded(KrakenError):
         return [(b"retry-after", b"1")]
 
 
+class DatabaseBusy(KrakenError):
+    """Another writer held the database past ``[store] busy_timeout_ms`` (an operator's sqlite3
+    shell, a long CLI command): not a fault, so no 500; the same call succeeds shortly."""
+
+    status = 503
+    error_type = "server_error"
+    code = "store_busy"
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"1")]
+
+
 class PoolExhausted(KrakenError):
     """No connection to the provider freed up within ``pool_wait_s``: Kraken's own bound was
     hit, not a provider failure (feeds no breaker, no health average). Another candidate may

@@ -8,13 +8,23 @@ written by ``send_error`` alone, in the wire format the endpoint names
 """
 from __future__ import annotations
 
-from kraken.errors import KrakenError
+import logging
+
+from kraken.errors import DatabaseBusy, KrakenError
 from kraken.gateway.call import Call, new_request_id
 from kraken.http.answers import Answer, Headers
 from kraken.http.exchange import ResponseSink, SinkWrapper
 from kraken.providers.error_formats import ErrorFormat
+from kraken.store.errors import StoreBusy
 
-__all__ = ["IdentifiedSink", "send_error", "send_json", "transport_answer"]
+__all__ = ["PLAIN_REFUSALS", "IdentifiedSink", "refusal", "send_error", "send_json",
+           "transport_answer"]
+
+log = logging.getLogger("kraken.gateway")
+
+PLAIN_REFUSALS = (KrakenError, StoreBusy)
+"""What a plain endpoint (the account API, the link pages) may raise to be answered as a
+refusal (``refusal``); anything else is a fault: a 500 and its traceback."""
 
 _JSON = (b"content-type", b"application/json")
 
@@ -54,3 +64,15 @@ def transport_answer(fmt: ErrorFormat, exc: KrakenError, extra: Headers | None =
     request id; ``extra`` headers last)."""
     head = fmt.head(exc, new_request_id().encode(), ())
     return exc.status, [*head, *extra] if extra else head, fmt.body(exc)
+
+
+def refusal(exc: KrakenError | StoreBusy, path: str) -> KrakenError:
+    """The answer to a plain endpoint's ``PLAIN_REFUSALS``: a ``KrakenError`` as raised; a busy
+    database (another writer held it past ``[store] busy_timeout_ms``: an operator's sqlite3
+    shell, a long CLI command) a 503 ``store_busy`` with Retry-After, as the admin API answers
+    it, and one warning line naming the route (``path``: Kraken's, not the client's)."""
+    if isinstance(exc, KrakenError):
+        return exc
+    log.warning("%s: request refused, the database is busy (another writer held it past "
+                "[store] busy_timeout_ms)", path)
+    return DatabaseBusy("The database is busy; retry shortly")

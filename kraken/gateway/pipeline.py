@@ -29,7 +29,7 @@ from kraken.billing.guard import BillingGuard
 from kraken.billing.pricing import PriceTable
 from kraken.errors import KrakenError, Overloaded, UpstreamError
 from kraken.gateway import fallback
-from kraken.gateway.answers import IdentifiedSink, send_error, send_json
+from kraken.gateway.answers import PLAIN_REFUSALS, IdentifiedSink, refusal, send_error, send_json
 from kraken.gateway.call import Call
 from kraken.gateway.call_price import price_call
 from kraken.gateway.cost_header import answer_sink
@@ -134,15 +134,15 @@ class Gateway:
 
     def add_endpoint(self, path: str, handler: Handler, method: str | None = "POST") -> None:
         """Serve ``path`` with a plain ``handler`` (no call, no record); its answer gets a
-        fresh ``x-request-id``, a ``KrakenError`` it raises is answered in the path's format.
-        Other methods get 405 when ``method`` is set; a path ending in ``/*`` serves
-        everything under it."""
+        fresh ``x-request-id``, a ``KrakenError`` it raises (or a busy database: 503) is
+        answered in the path's format. Other methods get 405 when ``method`` is set; a path
+        ending in ``/*`` serves everything under it."""
 
         async def identified(req: Request, sink: ResponseSink) -> None:
             try:
                 await handler(req, IdentifiedSink(sink))
-            except KrakenError as exc:
-                self.refuse(req, sink, exc)
+            except PLAIN_REFUSALS as exc:
+                self.refuse(req, sink, refusal(exc, path))
 
         self.paths.add(path, identified, method)
 

@@ -454,3 +454,40 @@ async def test_a_customer_makes_at_most_max_keys_of_its_own(world: World):
     assert len(listed) == MAX_KEYS
     await world.call(mine, "DELETE", f"/v1/account/keys/{listed[0]['id']}")  # the newest
     assert (await world.call(mine, "POST", "/v1/account/keys", {})).status == 201
+
+
+async def test_a_busy_database_is_503_store_busy_with_retry_after_not_a_500(tmp_path, caplog):
+    """Another writer holding SQLite's lock past [store] busy_timeout_ms (an operator's sqlite3
+    shell, a long CLI command) is not Kraken's fault: 503 store_busy with Retry-After in
+    OpenAI's shape, one warning line and no traceback, nothing changed; the same call succeeds
+    once the lock is released (as the admin API answers it)."""
+    import logging
+    import sqlite3
+
+    caplog.set_level(logging.DEBUG, logger="kraken")
+    async with running_mock() as mock:
+        doc = admin_doc(tmp_path, mock.port, free_port(), store={"busy_timeout_ms": 100})
+        async with running_kraken(doc) as k:
+            store = await SqliteStore.open(str(k.db_path))
+            try:
+                me = await new_key(store, await new_customer(store, "busy"), None)
+            finally:
+                await store.close()
+            w = World(k.port, None, "", {}, me, "", me, "")
+            caplog.clear()
+            holder = sqlite3.connect(k.db_path, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                busy = await w.call(me, "PATCH", "/v1/account", {"name": "While busy"})
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            after = (await w.call(me, "GET", "/v1/account")).json()
+            done = await w.call(me, "PATCH", "/v1/account", {"name": "Once free"})
+    error = assert_error(busy, 503, "store_busy")
+    assert error["type"] == "server_error" and busy.headers["retry-after"] == "1"
+    assert after["name"] == "busy"
+    assert [r.getMessage() for r in logged if "busy" in r.getMessage()] and all(
+        r.exc_info is None for r in logged), [r.getMessage() for r in logged]
+    assert done.status == 200 and done.json()["name"] == "Once free"
