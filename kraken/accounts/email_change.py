@@ -13,7 +13,10 @@ address and the expiry ([email] ``link_ttl_s``). If the mail server fails, the r
 before the error goes back: no link that nobody received stays usable. ``confirm`` deletes the
 link, checks the address is still free, changes it, drops the customer's other pending changes
 and writes the audit entry, in one transaction: a link is used once, even when two
-confirmations race. Neither the token nor an address is ever logged or audited.
+confirmations race. Once that has committed, the old address gets a notice (``changed_email``)
+that names no address: if the change was an intruder's, the one who lost the account learns it
+and whom to ask. That mail failing undoes nothing (one log line). Neither the token nor an
+address is ever logged or audited.
 """
 from __future__ import annotations
 
@@ -87,6 +90,16 @@ def taken_email() -> tuple[str, str]:
         "If you did not ask for this, ignore this email.\n"))
 
 
+def changed_email() -> tuple[str, str]:
+    """(subject, text) of the notice to the old address once the change is done: it never
+    names the new address (an intruder's, perhaps, and the old mailbox may be shared)."""
+    return ("Your Kraken account's email address was changed", (
+        "Your Kraken account's email address was changed to another address. Kraken sends "
+        "that account's service messages and changes to its terms there from now on, no "
+        "longer here.\n\n"
+        "If this was not you, contact the operator of this Kraken service.\n"))
+
+
 async def request(store, cfg: EmailConfig, customer_id: str, email: object) -> None:
     """Mail a confirmation link for ``email`` (or the already-an-account notice); the answer
     and the stored state are the same whether or not the address is taken. MailUnavailable
@@ -128,13 +141,14 @@ async def link_live(store, token: object) -> bool:
     return await store.email_changes.live(store, digest, now)
 
 
-async def confirm(store, token: object) -> Customer:
-    """Use the link: the customer with its new address, audited; LinkGone if the link is used,
-    expired or unknown; ConflictError if the address got an account since the request."""
+async def confirm(store, cfg: EmailConfig, token: object) -> Customer:
+    """Use the link: the customer with its new address, audited, and the old address told;
+    LinkGone if the link is used, expired or unknown; ConflictError if the address got an
+    account since the request."""
     digest = token_hash(check_token(token, "email change link"))
     try:
         async with store.transaction() as tx:
-            outcome, customer_id = await _apply_in(tx, digest)
+            outcome, customer_id, old_email = await _apply_in(tx, digest)
     except StoreError as exc:  # the address taken meanwhile on another host (PostgreSQL)
         if store.accounts.is_duplicate(exc):
             raise v.ConflictError("email", "this address already has an account; nothing "
@@ -145,20 +159,28 @@ async def confirm(store, token: object) -> Customer:
     if outcome == "taken":
         raise v.ConflictError("email", "this address already has an account; nothing was "
                                        "changed")
+    # The change stands: its notice goes out even if the confirming client hung up.
+    with anyio.CancelScope(shield=True):
+        await mailer.notify(cfg, old_email, *changed_email(),
+                            what="email change notice to the previous address")
     return await get_customer(store, customer_id)
 
 
-async def _apply_in(tx, digest: str) -> tuple[str, str]:
+async def _apply_in(tx, digest: str) -> tuple[str, str, str]:
     """Inside one transaction: delete the link, then change the address; ("changed" | "gone"
-    | "taken", the customer id). "gone" and "taken" still commit: the link is used up."""
+    | "taken", the customer id, the address it had). "gone" and "taken" still commit: the
+    link is used up."""
     link = await tx.email_changes.consume(tx, digest)
     if link is None or link[2] <= time.time():
-        return "gone", ""
+        return "gone", "", ""
     customer_id, email = link[0], link[1]
     if await tx.accounts.email_taken(tx, email, other_than=customer_id):
-        return "taken", customer_id
+        return "taken", customer_id, ""
+    row = await tx.accounts.customer(tx, customer_id)
+    if row is None:  # erased meanwhile (its links go with it; a race between the two)
+        return "gone", "", ""
     await tx.accounts.update_customer(tx, customer_id, {"email": email})
     await tx.email_changes.delete_of_customer(tx, customer_id)  # older requests are moot
     await audit_append(tx, actor=ACTOR, action="customer.email_change", target=customer_id,
                        subject=customer_id, detail={"fields": ["email"]})
-    return "changed", customer_id
+    return "changed", customer_id, row[1]

@@ -57,14 +57,33 @@ def _send_blocking(cfg: EmailConfig, msg: EmailMessage) -> None:
         client.send_message(msg)
 
 
+_FAILURES = (OSError, smtplib.SMTPException, ValueError)
+
+
 async def send(cfg: EmailConfig, to: str, subject: str, text: str) -> None:
     """Deliver one message to the SMTP server, or raise MailUnavailable."""
     msg = message(cfg, to, subject, text)
     try:
         await anyio.to_thread.run_sync(_send_blocking, cfg, msg)
-    except (OSError, smtplib.SMTPException, ValueError) as exc:
-        # The type only: an SMTP reply may quote the recipient's address.
-        log.warning("email not sent: SMTP %s:%d failed (%s)", cfg.host, cfg.port,
-                    type(exc).__name__)
+    except _FAILURES as exc:
+        _failed(cfg, "email", exc)
         raise MailUnavailable("The email could not be sent (the mail server is unavailable); "
                               "nothing was done, try again later") from None
+
+
+async def notify(cfg: EmailConfig, to: str, subject: str, text: str, *, what: str) -> bool:
+    """Deliver a notice of something already done, which its failure must not undo: False
+    (and one warning line naming ``what``, never an address) if it could not be sent."""
+    msg = message(cfg, to, subject, text)
+    try:
+        await anyio.to_thread.run_sync(_send_blocking, cfg, msg)
+    except _FAILURES as exc:
+        _failed(cfg, what, exc)
+        return False
+    return True
+
+
+def _failed(cfg: EmailConfig, what: str, exc: BaseException) -> None:
+    # The type only: an SMTP reply may quote the recipient's address.
+    log.warning("%s not sent: SMTP %s:%d failed (%s)", what, cfg.host, cfg.port,
+                type(exc).__name__)

@@ -68,8 +68,10 @@ async def patch_profile(api: AccountApi, caller: Caller, req: Request, params) -
 class EmailConfirm:
     """``/v1/account/email/confirm``: the link's page and the change it confirms."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, cfg: EmailConfig) -> None:
         self.store = store
+        self.cfg = cfg
+        """The ``[email]`` settings: the old address is told of a confirmed change."""
 
     async def handle(self, req: Request, sink: ResponseSink) -> None:
         """GET: the confirmation page (uses nothing up). POST: change the address."""
@@ -84,7 +86,7 @@ class EmailConfirm:
             return
         if req.method != "POST":
             raise MethodNotAllowed(f"Use GET or POST for {CONFIRM}", allow="GET, POST")
-        cus = await email_change.confirm(self.store, posted_token(req))
+        cus = await email_change.confirm(self.store, self.cfg, posted_token(req))
         if is_form(req):
             sink.respond(200, PAGE_HEADERS, changed_page(cus.email))
             return
@@ -104,6 +106,6 @@ def register(api: AccountApi, cfg: EmailConfig) -> EmailConfirm:
     """Let ``api``'s customers change their address by link (call only when ``cfg.sends_links``);
     the confirm route is an exact path, so it wins over the account API's ``/v1/account/*``."""
     api.email = cfg
-    confirm = EmailConfirm(api.store)
+    confirm = EmailConfirm(api.store, cfg)
     api.gateway.add_endpoint(CONFIRM, confirm.handle, None)
     return confirm
