@@ -2,10 +2,13 @@
 
 An organisation's admin invites a customer id (``invite``); the membership exists only once
 that customer accepts with their own key (``accept``). They may decline, the organisation
-may revoke, and an invitation nobody answers lapses after ``TTL_S``. An id no customer has is
-invited like any other (stored, listed, counted, lapsing unanswered), so the answer never
-tells whether an id exists. Pending invitations are bounded per organisation and per invitee
-(409 naming which), so no one can be buried in invitations nor a table grown without bound.
+may revoke, and an invitation nobody answers lapses after ``TTL_S``. An invitation holds its
+sender's authority: a sender removed from the organisation or demoted below admin takes the
+invitations it sent with it (``service.remove_member``, ``service.set_member_role``). An id
+no customer has is invited like any other (stored, listed, counted, lapsing unanswered), so
+the answer never tells whether an id exists. Pending invitations are bounded per organisation
+and per invitee (409 naming which), so no one can be buried in invitations nor a table grown
+without bound.
 The operator's admin API still adds members directly (``service.add_member``): the operator
 is trusted. Rows are ``store.invitations`` (kraken/store/invitations_sql.py); an erasure
 deletes every invitation to or from the customer (``delete_involving_in``).

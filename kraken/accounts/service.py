@@ -271,7 +271,9 @@ async def add_member(store, org_id: str, customer_id: str, role: str) -> Member:
 
 
 async def set_member_role(store, org_id: str, customer_id: str, role: str) -> Member:
-    """Change a member's role; the last owner cannot be demoted."""
+    """Change a member's role; the last owner cannot be demoted. A member demoted below
+    ``manage_members`` loses, in the same transaction, the invitations it sent: they carried
+    an authority it no longer has (kraken/accounts/invitations.py)."""
     org_id = v.identifier(org_id, "org_id")
     customer_id = v.identifier(customer_id, "customer_id")
     role = _role(role)
@@ -282,6 +284,8 @@ async def set_member_role(store, org_id: str, customer_id: str, role: str) -> Me
         if row[0] == "owner" and role != "owner" and await tx.accounts.owners(tx, org_id) <= 1:
             raise ValidationError("role", "the last owner cannot be demoted")
         await tx.accounts.set_member_role(tx, org_id, customer_id, role)
+        if not can(role, "manage_members"):
+            await tx.invitations.revoke_sent_by(tx, org_id, customer_id)
     return Member(org_id, customer_id, role, row[1])
 
 
@@ -291,7 +295,8 @@ async def remove_member(store, org_id: str, customer_id: str, *,
 
     Its keys in the organisation are revoked with it: they acted with the role it no longer
     has. Every process refuses them within 1 s (key_events); returns their ids, for the
-    caller's own key cache. Its personal keys and other organisations' are untouched."""
+    caller's own key cache. So are the invitations it sent on the organisation's behalf, in
+    the same transaction. Its personal keys and other organisations' are untouched."""
     org_id = v.identifier(org_id, "org_id")
     customer_id = v.identifier(customer_id, "customer_id")
     async with store.transaction() as tx:
@@ -301,6 +306,7 @@ async def remove_member(store, org_id: str, customer_id: str, *,
         if row[0] == "owner" and await tx.accounts.owners(tx, org_id) <= 1:
             raise ValidationError("customer_id", "the last owner cannot be removed")
         await tx.accounts.delete_member(tx, org_id, customer_id)
+        await tx.invitations.revoke_sent_by(tx, org_id, customer_id)
         revoked = await tx.accounts.revoke_member_keys(tx, org_id, customer_id, time.time())
     if redis_url and revoked:
         from kraken.accounts.revocation import publish

@@ -37,6 +37,7 @@ STATEMENTS: dict[str, str] = {
              "RETURNING org_id, role, expires_at"),
     "revoke": "DELETE FROM org_invitations WHERE id = ? AND org_id = ? RETURNING customer_id",
     "delete_involving": "DELETE FROM org_invitations WHERE customer_id = ? OR invited_by = ?",
+    "revoke_sent_by": "DELETE FROM org_invitations WHERE org_id = ? AND invited_by = ?",
     "purge": "DELETE FROM org_invitations WHERE expires_at <= ?",
 }
 """SQLite's spelling (``?`` placeholders)."""
@@ -101,6 +102,11 @@ class InvitationsRepository:
     async def delete_involving(self, db, customer_id: str) -> int:
         """Every invitation to or from ``customer_id`` (erasure); how many went."""
         return await db.execute(self._sql["delete_involving"], (customer_id, customer_id))
+
+    async def revoke_sent_by(self, db, org_id: str, customer_id: str) -> int:
+        """Every invitation ``customer_id`` sent on behalf of the organisation (it left, or
+        may invite no more); how many went."""
+        return await db.execute(self._sql["revoke_sent_by"], (org_id, customer_id))
 
     async def purge(self, db, now: float) -> int:
         """Delete every expired invitation; how many went."""

@@ -219,3 +219,47 @@ async def test_erasure_deletes_a_customers_invitations_both_ways(store):
     assert await invitations.of_org(store, admin_org) == []
     assert [i.id for i in await invitations.of_org(store, inviting_org)] == [kept.id]
     assert received.id != kept.id and all(inv.org_id == admin_org for inv in sent)
+
+
+async def test_a_removed_members_invitations_are_revoked_with_the_removal(store):
+    """An invitation carries its sender's authority to add members: once the sender is no
+    longer a member, it must not be accepted. Others' invitations, and the sender's in
+    another organisation where it is still an admin, stay."""
+    org, owner = await organisation(store)
+    other_org, _ = await organisation(store, "Other")
+    leaver = await customer(store, "leaver")
+    await service.add_member(store, org, leaver, "admin")
+    await service.add_member(store, other_org, leaver, "admin")
+    invitee = await customer(store, "invitee")
+    sent = await invitations.invite(store, org, invitee, "developer", invited_by=leaver)
+    elsewhere = await invitations.invite(store, other_org, invitee, "developer",
+                                         invited_by=leaver)
+    kept = await invitations.invite(store, org, new_id("cus"), "developer", invited_by=owner)
+
+    await service.remove_member(store, org, leaver)
+    assert [i.id for i in await invitations.of_org(store, org)] == [kept.id]
+    assert [i.id for i in await invitations.of_org(store, other_org)] == [elsewhere.id]
+    with pytest.raises(service.NotFoundError):
+        await invitations.accept(store, sent.id, invitee)
+    assert await service.member_role(store, org, invitee) is None
+
+
+async def test_a_member_demoted_below_admin_loses_the_invitations_it_sent(store):
+    """Demoted to developer or restricted, the sender may no longer invite: what it sent goes
+    with the demotion. An owner made admin still may, and keeps them; a refused demotion (the
+    last owner) revokes nothing."""
+    org, owner = await organisation(store)
+    co_owner, admin = await customer(store, "co-owner"), await customer(store, "admin")
+    for who, role in ((co_owner, "owner"), (admin, "admin")):
+        await service.add_member(store, org, who, role)
+    by = {who: await invitations.invite(store, org, new_id("cus"), "developer", invited_by=who)
+          for who in (owner, co_owner, admin)}
+
+    await service.set_member_role(store, org, co_owner, "admin")  # still manages members
+    await service.set_member_role(store, org, admin, "developer")
+    assert {i.id for i in await invitations.of_org(store, org)} == {by[owner].id,
+                                                                    by[co_owner].id}
+    await service.set_member_role(store, org, co_owner, "restricted")
+    with pytest.raises(service.ValidationError):  # the last owner stays, and so does its
+        await service.set_member_role(store, org, owner, "developer")  # invitation
+    assert [i.id for i in await invitations.of_org(store, org)] == [by[owner].id]
