@@ -22,6 +22,17 @@ from kraken.accounts.keys import DEFAULT_ROUNDS, generate_checked_key, hash_key
 _UNSET: Any = object()
 
 
+class TooManyKeys(v.ConflictError):
+    """The customer already holds the most keys it may make itself (``max_keys``): 409."""
+
+    code = "too_many_keys"
+
+
+def _too_many(max_keys: int) -> TooManyKeys:
+    return TooManyKeys("key", f"this account already holds {max_keys} keys, the most it may make "
+                              "itself: delete unused ones first")
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """A key as listed: never its secret, never its hash."""
@@ -98,12 +109,15 @@ async def create_key(store, customer_id: str, *, name: str | None = None,
                      allowed_models: list[str] | None = None, rpm: int = 0, tpm: int = 0,
                      max_concurrent: int = 0, token_budget: int | None = None,
                      spend_budget_usd: float | None = None, env: str = "live",
-                     rounds: int = DEFAULT_ROUNDS) -> CreatedKey:
+                     rounds: int = DEFAULT_ROUNDS, max_keys: int | None = None) -> CreatedKey:
     """A new key for ``customer_id`` (optionally scoped to an organisation it belongs to).
 
     ``expires_at``: Unix seconds in the future, None = never. ``allowed_models``: public
     model names (as clients send them), None = all. rpm/tpm/max_concurrent: 0 = the plan's or
     [limits] default. Budgets: None = unlimited. bcrypt runs in a worker thread.
+    ``max_keys``: TooManyKeys if the customer already holds that many (revoked ones count),
+    counted in the inserting transaction under a lock per customer, so hosts creating keys at
+    once cannot pass it together (and, before bcrypt, refused cheaply when plainly full).
     """
     customer_id = v.identifier(customer_id, "customer_id")
     org_id = None if org_id is None else v.identifier(org_id, "org_id")
@@ -115,10 +129,16 @@ async def create_key(store, customer_id: str, *, name: str | None = None,
         raise ValidationError("env", "must be live or test")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 4 <= rounds <= 16:
         raise ValidationError("rounds", "must be between 4 and 16")
+    if max_keys is not None and await store.accounts.key_count(store, customer_id) >= max_keys:
+        raise _too_many(max_keys)
     plaintext, key_id = generate_checked_key(env)
     hashed = await anyio.to_thread.run_sync(hash_key, plaintext, rounds)
     created_at = time.time()
     async with store.transaction() as tx:
+        if max_keys is not None:
+            await tx.accounts.lock(tx, "keys-customer:" + customer_id)
+            if await tx.accounts.key_count(tx, customer_id) >= max_keys:
+                raise _too_many(max_keys)
         if not await tx.accounts.customer_exists(tx, customer_id):
             raise NotFoundError("customer_id", "no such customer")
         if org_id is not None and not await tx.accounts.is_member(tx, org_id, customer_id):

@@ -21,7 +21,8 @@ from typing import Any
 
 from kraken.accounts import validation as v
 from kraken.accounts.roles import role as _role
-from kraken.accounts.service import MAX_MEMBERS, Member, TooManyMembers, new_id
+from kraken.accounts.service import (MAX_MEMBERS, Member, new_id, room_for_member_in,
+                                     too_many_members)
 
 TTL_S = 7 * 86_400.0
 """An invitation lapses a week after it was made."""
@@ -72,11 +73,6 @@ def _invitation(row: tuple) -> Invitation:
     return Invitation(row[0], row[1], row[2], row[3], row[4], float(row[6]), float(row[7]))
 
 
-def _full() -> TooManyMembers:
-    return TooManyMembers("org_id", f"the organisation already has {MAX_MEMBERS} members, the "
-                                    "most it may have")
-
-
 def _gone() -> v.NotFoundError:
     return v.NotFoundError("invitation_id", "no such pending invitation (answered, revoked "
                                             "or expired)")
@@ -100,8 +96,8 @@ async def invite(store, org_id: str, customer_id: object, role: object, *,
             raise v.NotFoundError("org_id", "no such organisation")
         if await tx.accounts.is_member(tx, org_id, customer_id):
             raise v.ConflictError("customer_id", "is already a member")
-        if await tx.accounts.member_count(tx, org_id) >= MAX_MEMBERS:
-            raise _full()
+        if await tx.accounts.member_count(tx, org_id) >= MAX_MEMBERS:  # accept's check is exact
+            raise too_many_members("org_id")
         if await pending.invited(tx, org_id, customer_id):
             raise AlreadyInvited("customer_id", "already has a pending invitation from this "
                                                 "organisation (revoke it to invite again)")
@@ -139,9 +135,8 @@ async def accept(store, invitation_id: object, customer_id: str) -> Member:
         taken = await tx.invitations.take(tx, invitation_id, customer_id)
         live = taken is not None and taken[2] > now
         member = live and await tx.accounts.is_member(tx, taken[0], customer_id)
-        if live and not member:
-            if await tx.accounts.member_count(tx, taken[0]) >= MAX_MEMBERS:
-                raise _full()  # rolled back: the invitation stays pending for when there is room
+        if live and not member:  # full: rolled back, the invitation waits for room
+            await room_for_member_in(tx, taken[0], "org_id")
             await tx.accounts.insert_member(tx, taken[0], customer_id, taken[1], now)
     if not live:  # committed all the same: an expired invitation is deleted by the attempt
         raise _gone()

@@ -19,7 +19,8 @@ from typing import Any
 
 from kraken.accounts import validation as v
 from kraken.accounts.apikeys import (  # noqa: F401  (re-exported API)
-    ApiKey, CreatedKey, create_key, delete_key, get_key, list_keys, revoke_key, update_key,
+    ApiKey, CreatedKey, TooManyKeys, create_key, delete_key, get_key, list_keys, revoke_key,
+    update_key,
 )
 from kraken.accounts.roles import ACTIONS, ROLES, can, require  # noqa: F401
 from kraken.accounts.roles import role as _role
@@ -39,6 +40,20 @@ class TooManyMembers(ConflictError):
     """The organisation already has ``MAX_MEMBERS`` members: 409."""
 
     code = "too_many_members"
+
+
+def too_many_members(field: str) -> TooManyMembers:
+    return TooManyMembers(field, f"the organisation already has {MAX_MEMBERS} members, the "
+                                 "most it may have")
+
+
+async def room_for_member_in(tx, org_id: str, field: str = "customer_id") -> None:
+    """Inside the transaction that adds a member: TooManyMembers (naming ``field``) if the
+    organisation is full. The count holds until the transaction ends (``accounts.lock``):
+    hosts adding to one organisation at once take turns, so the cap is exact."""
+    await tx.accounts.lock(tx, "members-org:" + org_id)
+    if await tx.accounts.member_count(tx, org_id) >= MAX_MEMBERS:
+        raise too_many_members(field)
 
 
 def new_id(prefix: str) -> str:
@@ -263,9 +278,7 @@ async def add_member(store, org_id: str, customer_id: str, role: str) -> Member:
             raise NotFoundError("customer_id", "no such customer")
         if await accounts.is_member(tx, org_id, customer_id):
             raise ConflictError("customer_id", "is already a member")
-        if await accounts.member_count(tx, org_id) >= MAX_MEMBERS:
-            raise TooManyMembers("customer_id", f"the organisation already has {MAX_MEMBERS} "
-                                                "members, the most it may have")
+        await room_for_member_in(tx, org_id)
         await accounts.insert_member(tx, m.org_id, m.customer_id, m.role, m.created_at)
     return m
 

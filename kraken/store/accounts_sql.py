@@ -26,6 +26,7 @@ KEY_CHANGES = frozenset({"name", "expires_at", "allowed_models", "rpm", "tpm", "
 """The only columns an update may name (column names never come from input)."""
 
 STATEMENTS: dict[str, str] = {
+    "lock": "",  # SQLite: the transaction's write lock is already the only one
     # customers: rows are CUSTOMER_COLS
     "customer": f"SELECT {CUSTOMER_COLS} FROM customers WHERE id = ?",
     "customer_by_email": f"SELECT {CUSTOMER_COLS} FROM customers WHERE email = ?",
@@ -73,6 +74,7 @@ STATEMENTS: dict[str, str] = {
                    "expires_at, allowed_models, rpm, tpm, max_concurrent, token_budget, "
                    "spend_budget_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
     "key": f"SELECT {KEY_COLS} FROM api_keys WHERE id = ?",
+    "key_count": "SELECT COUNT(*) FROM api_keys WHERE customer_id = ?",
     "revoke_key": "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
     "delete_key": "DELETE FROM api_keys WHERE id = ?",
     "member_keys": ("SELECT id FROM api_keys WHERE org_id = ? AND customer_id = ? "
@@ -148,6 +150,13 @@ class AccountsRepository:
 
     def is_duplicate(self, exc: StoreError) -> bool:
         return self._d.duplicate(exc)
+
+    async def lock(self, db, name: str) -> None:
+        """Hold ``name`` until ``db`` (a transaction) ends: a cap counted, then inserted under
+        it, holds across PostgreSQL hosts (an advisory lock; READ COMMITTED would let each
+        count the same rows). SQLite's single writer already serialises: nothing to do."""
+        if self._sql["lock"]:
+            await db.execute(self._sql["lock"], (name,))
 
     async def _rows(self, db, name: str, params: Sequence[Any] = ()) -> list[tuple]:
         return await db.fetch_all(self._sql[name], params)
@@ -307,6 +316,11 @@ class AccountsRepository:
             params.append(limit)
             sql += f" LIMIT {mark(len(params))}"
         return await db.fetch_all(sql, params)
+
+    async def key_count(self, db, customer_id: str) -> int:
+        """The customer's keys, revoked ones included (every one is a row of its listings)."""
+        row = await self._one(db, "key_count", (customer_id,))
+        return int(row[0])
 
     async def update_key(self, db, key_id: str, changes: Mapping[str, Any]) -> None:
         """Set the named columns (of KEY_CHANGES)."""

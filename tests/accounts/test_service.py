@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 
+import anyio
 import pytest
 
 from kraken.accounts import service
@@ -292,6 +293,93 @@ async def test_the_same_address_created_at_once_on_two_hosts_is_one_customer(sto
     assert all(isinstance(r, service.ConflictError) and r.field == "email"
                for r in results if r not in created)
     assert await store.fetch_all("SELECT COUNT(*) FROM customers") == [(1,)]
+
+
+async def race(backend, attempts: list, held: tuple[str, str]) -> list:
+    """Run ``attempts`` (on several hosts' stores) at once; their results or exceptions.
+
+    On PostgreSQL the row every attempt's insert references (``held``: table, id) is locked
+    meanwhile, until all of them wait on a lock: each has counted by then, or queued for the
+    cap's own lock, and none has inserted. That is the interleaving which lets a
+    count-then-insert cap be exceeded, made certain rather than likely. (SQLite's single
+    writer runs them one after another whatever is held.)"""
+    if backend.name != "postgres":
+        return await asyncio.gather(*attempts, return_exceptions=True)
+    import asyncpg
+
+    holder, observer = await asyncpg.connect(backend.target), await asyncpg.connect(backend.target)
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+               "AND wait_event_type = 'Lock'")
+    try:
+        async with holder.transaction():
+            await holder.execute(f"SELECT 1 FROM {held[0]} WHERE id = $1 FOR UPDATE", held[1])
+            running = asyncio.ensure_future(asyncio.gather(*attempts, return_exceptions=True))
+            with anyio.fail_after(30):
+                while await observer.fetchval(waiting) < len(attempts):
+                    await asyncio.sleep(0.01)
+    finally:  # the row is released, whatever happened
+        await holder.close()
+        await observer.close()
+    return await running
+
+
+async def hosts_on(backend, store, n: int = 4) -> list:
+    """``store`` and ``n - 1`` other stores on its database (2 connections each), as hosts."""
+    return [store, *[await backend.open() for _ in range(n - 1)]]
+
+
+async def test_the_key_cap_holds_when_hosts_create_keys_at_once(store, backend):
+    """The account API's cap on a customer's own keys: each host counts, then inserts. On
+    PostgreSQL (READ COMMITTED) all would count the same keys and all insert past the cap
+    without a lock per customer."""
+    cap, racers = 3, 8
+    cus = await service.create_customer(store, "keys-race@example.com")
+    await service.create_key(store, cus.id, rounds=4)
+    hosts = await hosts_on(backend, store)
+    try:
+        results = await race(backend, [service.create_key(s, cus.id, rounds=4, max_keys=cap)
+                                       for s in hosts * (racers // len(hosts))],
+                             ("customers", cus.id))
+    finally:
+        for other in hosts[1:]:
+            await other.close()
+    made = [r for r in results if isinstance(r, service.CreatedKey)]
+    refused = [r for r in results if isinstance(r, service.TooManyKeys)]
+    assert (len(made), len(refused)) == (cap - 1, racers - cap + 1), results
+    assert (refused[0].code, refused[0].status, refused[0].field) == ("too_many_keys", 409, "key")
+    assert len(await service.list_keys(store, customer_id=cus.id)) == cap
+
+
+async def test_the_member_cap_holds_when_hosts_add_and_accept_at_once(store, backend,
+                                                                     monkeypatch):
+    """The organisation's member cap, reached at once by the operator adding members and by
+    invitees accepting, on several hosts: exactly the room left is filled, every other
+    attempt is 409 too_many_members."""
+    from kraken.accounts import invitations
+
+    cap, racers = 3, 8
+    owner = await service.create_customer(store, "members-race@example.com")
+    org = (await service.create_organisation(store, "Race", owner.id)).id
+    people = [(await service.create_customer(store, f"p{i}-race@example.com")).id
+              for i in range(racers)]
+    invited = [await invitations.invite(store, org, cid, "developer", invited_by=owner.id)
+               for cid in people[racers // 2:]]
+    monkeypatch.setattr(service, "MAX_MEMBERS", cap)
+    monkeypatch.setattr(invitations, "MAX_MEMBERS", cap)
+    hosts = await hosts_on(backend, store)
+    try:
+        results = await race(backend, [
+            *(service.add_member(s, org, cid, "developer")
+              for s, cid in zip(hosts, people[:racers // 2])),
+            *(invitations.accept(s, inv.id, inv.customer_id)
+              for s, inv in zip(hosts[::-1], invited))], ("organisations", org))
+    finally:
+        for other in hosts[1:]:
+            await other.close()
+    joined = [r for r in results if isinstance(r, service.Member)]
+    refused = [r for r in results if isinstance(r, service.TooManyMembers)]
+    assert (len(joined), len(refused)) == (cap - 1, racers - cap + 1), results
+    assert len(await service.list_members(store, org)) == cap
 
 
 # -- pages (the admin API's ?limit=&after=) -----------------------------------------------------

@@ -12,6 +12,8 @@ from kraken.store.accounts_sql import CUSTOMER_COLS, STATEMENTS, AccountsReposit
 from kraken.store.errors import StoreDataError, StoreError
 
 _MARK = re.compile(r"\?")
+ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
+"""A transaction-scoped lock named by a text (accounts' caps, invitations, email changes)."""
 
 
 def numbered(sql: str) -> str:
@@ -28,6 +30,7 @@ _EMAIL = {
 
 _SPELLED = {
     **_EMAIL,
+    "lock": ADVISORY_LOCK,
     # The identity's high-water mark (NULL until first used), not MAX(seq) of the rows kept.
     "last_key_event": ("SELECT COALESCE(pg_sequence_last_value("
                        "pg_get_serial_sequence('key_events', 'seq')::regclass), 0)"),

@@ -4,10 +4,7 @@ the transaction ends (hosts requesting one customer's changes at once take turns
 from __future__ import annotations
 
 from kraken.store.email_changes_sql import STATEMENTS, EmailChangesRepository
-from kraken.store.postgres.accounts import numbered
-
-ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
-"""A transaction-scoped lock named by a text (kraken/store/postgres/invitations.py too)."""
+from kraken.store.postgres.accounts import ADVISORY_LOCK, numbered
 
 POSTGRES_EMAIL_CHANGES = EmailChangesRepository(
     {name: numbered(ADVISORY_LOCK if name == "lock" else sql) for name, sql in STATEMENTS.items()})

@@ -4,8 +4,7 @@ transaction ends (hosts inviting into one organisation, or one invitee, at once 
 from __future__ import annotations
 
 from kraken.store.invitations_sql import STATEMENTS, InvitationsRepository
-from kraken.store.postgres.accounts import numbered
-from kraken.store.postgres.email_changes import ADVISORY_LOCK
+from kraken.store.postgres.accounts import ADVISORY_LOCK, numbered
 
 POSTGRES_INVITATIONS = InvitationsRepository(
     {name: numbered(ADVISORY_LOCK if name == "lock" else sql) for name, sql in STATEMENTS.items()})
