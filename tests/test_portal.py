@@ -270,6 +270,46 @@ async def test_developer_creates_and_revokes_a_key_and_the_tab_forgets_it(world,
     assert key not in logged and seen["secret"] not in logged and PROMPT_CANARY not in logged
 
 
+def drive_key_pages(port: int, key: str, downloads: Path) -> dict:
+    By = _by()
+    seen: dict = {}
+    driver = browser(downloads)
+
+    def shown() -> list[str]:
+        return [tr.find_element(By.CSS_SELECTOR, "td").text
+                for tr in driver.find_elements(By.CSS_SELECTOR, "#key-list tr")[1:]]
+
+    try:
+        driver.get(f"http://127.0.0.1:{port}/portal")
+        sign_in(driver, key)
+        more = driver.find_element(By.ID, "more-keys")
+        seen["first"], seen["more_offered"] = shown(), more.is_displayed()
+        seen["status"] = act(driver, more.click)
+        seen["all"], seen["more_after"] = shown(), more.is_displayed()
+        seen["revoked"] = act(driver, lambda: driver.find_element(
+            By.CSS_SELECTOR, "button[data-action=revoke-key]").click())
+        seen["after_change"], seen["more_again"] = shown(), more.is_displayed()
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_the_key_list_loads_a_page_and_more_on_demand(world, tmp_path):
+    """More keys than a page: the first page is shown with "Load more", which adds the next
+    page below it (not the whole list at once); a change shows the first page again."""
+    cid = (await service.create_customer(world.store, f"many-{uuid.uuid4().hex[:8]}@example.com",
+                                         "Many")).id
+    keys = [await service.create_key(world.store, cid, rounds=4) for _ in range(105)]
+    seen = await anyio.to_thread.run_sync(drive_key_pages, world.port, keys[0].plaintext,
+                                          tmp_path)
+    newest_first = [k.key.id for k in reversed(keys)]
+    assert seen["first"] == newest_first[:100] and seen["more_offered"]
+    assert seen["status"] == "5 more keys shown (105 in all)."
+    assert seen["all"] == newest_first and not seen["more_after"]
+    assert seen["revoked"] == f"Key {newest_first[0]} revoked."
+    assert seen["after_change"] == newest_first[:100] and seen["more_again"]
+
+
 async def test_page_and_files_have_strict_headers_and_set_no_cookie(world):
     page = await request(world.port, "GET", "/portal")
     files = [await request(world.port, "GET", f"/portal/{name}")

@@ -162,11 +162,11 @@ async def get_key(store, key_id: str) -> ApiKey:
 
 
 async def list_keys(store, *, customer_id: str | None = None, org_id: str | None = None,
-                    include_revoked: bool = True, after: str | None = None,
-                    limit: int | None = None) -> list[ApiKey]:
-    """Keys (never hashes), newest first, filtered by customer and/or organisation; with
-    ``limit``, a page of them after the key ``after`` (ValidationError naming ``after`` if
-    that key is gone)."""
+                    personal: bool = False, include_revoked: bool = True,
+                    after: str | None = None, limit: int | None = None) -> list[ApiKey]:
+    """Keys (never hashes), newest first, filtered by customer and/or organisation (or, with
+    ``personal``, only keys of no organisation); with ``limit``, a page of them after the key
+    ``after`` (ValidationError naming ``after`` if that key is gone)."""
     if customer_id is not None:
         customer_id = v.identifier(customer_id, "customer_id")
     if org_id is not None:
@@ -178,8 +178,8 @@ async def list_keys(store, *, customer_id: str | None = None, org_id: str | None
             raise ValidationError("after", "no such key (deleted since the previous page?)")
         position = (row[4], row[0])
     rows = await store.accounts.keys(store, customer_id=customer_id, org_id=org_id,
-                                     include_revoked=include_revoked, after=position,
-                                     limit=limit)
+                                     personal=personal, include_revoked=include_revoked,
+                                     after=position, limit=limit)
     return [api_key(r) for r in rows]
 
 

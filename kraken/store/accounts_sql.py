@@ -289,10 +289,12 @@ class AccountsRepository:
         return await self._one(db, "key", (key_id,))
 
     async def keys(self, db, *, customer_id: str | None = None, org_id: str | None = None,
-                   include_revoked: bool = True, after: tuple[float, str] | None = None,
-                   limit: int | None = None) -> list[tuple]:
-        """Newest first (then by id), filtered by customer and/or organisation; at most
-        ``limit`` of those after ``after`` (that position: a key's created_at and id)."""
+                   personal: bool = False, include_revoked: bool = True,
+                   after: tuple[float, str] | None = None, limit: int | None = None
+                   ) -> list[tuple]:
+        """Newest first (then by id), filtered by customer and/or organisation (``personal``:
+        keys of none); at most ``limit`` of those after ``after`` (that position: a key's
+        created_at and id)."""
         where, params = [], []
         mark = self._d.placeholder
         if customer_id is not None:
@@ -301,6 +303,8 @@ class AccountsRepository:
         if org_id is not None:
             params.append(org_id)
             where.append(f"org_id = {self._d.placeholder(len(params))}")
+        if personal:
+            where.append("org_id IS NULL")
         if not include_revoked:
             where.append("revoked_at IS NULL")
         if after is not None:

@@ -94,8 +94,17 @@
     }
   }
 
-  async function loadKeys() {
-    const list = await json("GET", "/keys");
+  // The keys shown so far, a page at a time (an organisation's admins see every member's
+  // keys): "Load more" asks for the page after the last one shown; a change starts over.
+  let keys = [];
+  let nextKeys = null;  // the next page's `after`, or null once the last page is shown
+
+  async function loadKeys(more) {
+    const after = more && nextKeys ? "?after=" + encodeURIComponent(nextKeys) : "";
+    const list = await json("GET", "/keys" + after);
+    keys = after ? keys.concat(list.data) : list.data;
+    nextKeys = list.has_more ? list.next_after : null;
+    $("more-keys").hidden = nextKeys === null;
     page.grid($("key-list"), [
       ["Key", (k) => k.id], ["Name", (k) => k.name || ""], ["Status", (k) => k.status],
       ["Owner", (k) => k.customer_id], ["Requests / min", (k) => fmt.n(k.rpm)],
@@ -105,7 +114,8 @@
         if (k.status === "active") cell.append(button("Revoke", "revoke-key", { id: k.id }));
         cell.append(button("Delete", "delete-key", { id: k.id }));
         return cell;
-      }]], list.data);
+      }]], keys);
+    return list.data.length;
   }
 
   async function loadMembers() {
@@ -243,6 +253,10 @@
   const memberPath = (b) => orgPath("/members/" + encodeURIComponent(b.dataset.customer));
 
   const CLICKS = {
+    "more-keys": async () => {
+      const n = await loadKeys(true);
+      return fmt.n(n) + " more keys shown (" + fmt.n(keys.length) + " in all).";
+    },
     "revoke-key": async (b) => {
       await json("POST", "/keys/" + encodeURIComponent(b.dataset.id) + "/revoke");
       await loadKeys();

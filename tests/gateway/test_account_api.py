@@ -416,6 +416,63 @@ async def test_a_revoked_or_deleted_key_is_refused_on_its_next_request(world: Wo
     assert await audited(world, world.members["admin"], f"key.{how}") >= 1
 
 
+async def walk(w: World, who: Member, size: int | None = None) -> tuple[list[dict], int]:
+    """Every key ``who`` may list, page after page; (the keys, how many pages)."""
+    keys, after, pages = [], None, 0
+    while True:
+        query = "&".join(f"{k}={v}" for k, v in (("limit", size), ("after", after)) if v)
+        reply = await w.call(who, "GET", "/v1/account/keys" + ("?" + query if query else ""))
+        assert reply.status == 200, reply.body
+        page = reply.json()
+        pages += 1
+        assert page["object"] == "list" and len(page["data"]) <= (size or 100)
+        keys += page["data"]
+        if not page["has_more"]:
+            assert page["next_after"] is None
+            return keys, pages
+        assert page["next_after"] == page["data"][-1]["id"]
+        after = page["next_after"]
+
+
+async def test_an_admins_key_list_is_paged_and_the_pages_are_the_whole_list(world: World):
+    """An organisation's admins list every member's keys (members x up to 1000 keys): one
+    page of ``limit`` (default 100) at a time, with ``has_more`` and ``next_after`` as the
+    admin API pages, never the whole list in one answer. Each scope pages its own keys."""
+    dev = world.members["developer"]
+    held = len(await service.list_keys(world.store, org_id=world.org))
+    for n in range(max(5, 106 - held)):  # more than a page, some the developer's own
+        await new_key(world.store, (dev if n % 2 else world.members["admin"]).customer_id,
+                      world.org)
+    org_keys = [k.id for k in await service.list_keys(world.store, org_id=world.org)]
+    first = (await world.call(world.members["admin"], "GET", "/v1/account/keys")).json()
+    assert len(first["data"]) == 100 and first["has_more"] is True
+    for size in (None, 7, 1000):
+        keys, pages = await walk(world, world.members["admin"], size)
+        assert [k["id"] for k in keys] == org_keys  # newest first, nothing twice or skipped
+        assert pages == -(-len(org_keys) // (size or 100))
+    own = [k.id for k in await service.list_keys(world.store, customer_id=dev.customer_id,
+                                                  org_id=world.org)]
+    assert [k["id"] for k in (await walk(world, dev, 3))[0]] == own
+    solo = world.personal  # its own personal keys only, though its customer may have others
+    assert [k["id"] for k in (await walk(world, solo, 1))[0]] == [solo.key_id]
+
+
+async def test_a_bad_page_query_is_a_400_naming_it(world: World):
+    """``limit`` outside 1-1000, an unknown parameter, or an ``after`` that is not a key the
+    caller may list (another organisation's answers exactly as a key that never was)."""
+    admin = world.members["admin"]
+    foreign = (await new_key(world.store, world.foreign.customer_id, world.foreign_org)).key_id
+    cases = [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"),
+             ("limit=-5", "limit"), ("page=2", "page"), (f"after={foreign}", "after"),
+             ("after=key_nosuchkey", "after")]
+    bodies = {}
+    for query, param in cases:
+        reply = await world.call(admin, "GET", f"/v1/account/keys?{query}")
+        bodies[query] = assert_error(reply, 400, "invalid_value", param=param)
+    assert bodies[f"after={foreign}"]["message"] == bodies["after=key_nosuchkey"]["message"]
+    assert all(foreign not in error["message"] for error in bodies.values())
+
+
 async def test_unknown_paths_and_methods_answer_in_openai_shape(world: World):
     owner = world.members["owner"]
     assert_error(await world.call(owner, "GET", "/v1/account/nothing"), 404, "not_found")
@@ -450,7 +507,7 @@ async def test_a_customer_makes_at_most_max_keys_of_its_own(world: World):
     reply = await world.call(mine, "POST", "/v1/account/keys", {"name": "one too many"})
     error = assert_error(reply, 409, "too_many_keys", param="key")
     assert str(MAX_KEYS) in error["message"]
-    listed = (await world.call(mine, "GET", "/v1/account/keys")).json()["data"]
+    listed = (await world.call(mine, "GET", f"/v1/account/keys?limit={MAX_KEYS}")).json()["data"]
     assert len(listed) == MAX_KEYS
     await world.call(mine, "DELETE", f"/v1/account/keys/{listed[0]['id']}")  # the newest
     assert (await world.call(mine, "POST", "/v1/account/keys", {})).status == 201

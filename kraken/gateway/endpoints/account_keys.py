@@ -1,10 +1,10 @@
 """``/v1/account/keys``: a caller's Kraken keys. Developers see and change their own keys in
 the calling key's scope; admins and owners (``manage_keys``) every key of the organisation,
-but only an owner changes an owner's key (an admin revoking them all would lock the owners
-out, as demoting them would; account_members has the same rule for roles). A new key
-belongs to the caller, in the calling key's organisation, and is never wider than the calling
-key: its limits, allow-list, budgets and expiry are bounded by the caller's own. Its secret is
-in the create answer only."""
+listed a page at a time (account_paging.py), but only an owner changes an owner's key (an
+admin revoking them all would lock the owners out, as demoting them would; account_members
+has the same rule for roles). A new key belongs to the caller, in the calling key's
+organisation, and is never wider than the calling key: its limits, allow-list, budgets and
+expiry are bounded by the caller's own. Its secret is in the create answer only."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 from kraken.accounts import service
 from kraken.accounts import validation as v
 from kraken.accounts.roles import can
+from kraken.gateway.endpoints import account_paging as paging
 from kraken.gateway.endpoints.account import AccountApi, Answer, Caller, json_body
 from kraken.gateway.endpoints.account_members import owner_only
 from kraken.http.exchange import Request
@@ -39,6 +40,15 @@ def in_scope(caller: Caller, key: service.ApiKey) -> bool:
     return key.customer_id == caller.customer_id and key.org_id == caller.org_id
 
 
+def scope(caller: Caller) -> dict[str, Any]:
+    """``in_scope`` as ``service.list_keys`` filters: a page holds only keys in scope."""
+    if caller.org_id is not None and can(caller.role, "manage_keys"):
+        return {"org_id": caller.org_id}
+    if caller.org_id is None:
+        return {"customer_id": caller.customer_id, "personal": True}
+    return {"customer_id": caller.customer_id, "org_id": caller.org_id}
+
+
 async def _key_to_change(api: AccountApi, caller: Caller, key_id: str) -> service.ApiKey:
     """The key, if ``caller`` may change it: 404 out of scope, 403 ``owner_required`` for
     another member's key in the organisation when that member is an owner and the caller not."""
@@ -55,10 +65,21 @@ async def _key_to_change(api: AccountApi, caller: Caller, key_id: str) -> servic
 
 
 async def list_keys(api: AccountApi, caller: Caller, req: Request, params) -> Answer:
-    org_wide = caller.org_id is not None and can(caller.role, "manage_keys")
-    keys = await service.list_keys(api.store, org_id=caller.org_id,
-                                   customer_id=None if org_wide else caller.customer_id)
-    return 200, {"object": "list", "data": [k.as_dict() for k in keys if in_scope(caller, k)]}
+    """One page of the keys in scope, newest first; ``after`` must be one of them (any other
+    id, another organisation's or none, is the same 400)."""
+    q = paging.query(req, ("limit", "after"))
+    size = paging.limit(q.get("limit"))
+    after = q.get("after") or None
+    if after is not None:
+        try:
+            key = await service.get_key(api.store, after)
+        except service.NotFoundError:
+            key = None
+        if key is None or not in_scope(caller, key):
+            raise service.ValidationError("after", "no such key (deleted since the previous "
+                                                   "page?)")
+    keys = await service.list_keys(api.store, after=after, limit=size + 1, **scope(caller))
+    return 200, paging.page(keys, size, lambda k: k.id, lambda k: k.as_dict())
 
 
 def _rates(api: AccountApi, caller: Caller, body: dict[str, Any]) -> dict[str, int]:
