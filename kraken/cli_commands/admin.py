@@ -129,7 +129,12 @@ async def _erase(args: argparse.Namespace, cfg: Any, store: Any) -> int:
         if not sys.stdin.isatty():
             print("kraken: --yes: required to erase without a terminal", file=sys.stderr)
             return 2
-        answer = input(f"Erase customer {cid} and all its data? This cannot be undone. [y/N] ")
+        try:
+            answer = input(f"Erase customer {cid} and all its data? This cannot be undone. "
+                           "[y/N] ")
+        except EOFError:  # Ctrl-D: no answer is a no, said on a line of its own
+            print(file=sys.stderr)
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             print("not erased", file=sys.stderr)
             return 1

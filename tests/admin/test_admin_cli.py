@@ -116,3 +116,56 @@ def test_admin_token_hash_on_a_terminal_does_not_echo_the_token(tmp_path):
             proc.kill()
     assert hash_token(token).encode() in shown
     assert token.encode() not in shown
+
+
+def on_terminal(argv: list[str], prompt: bytes, typed: bytes) -> tuple[int, bytes]:
+    """Run ``kraken <argv>`` on a pseudo-terminal, type ``typed`` once ``prompt`` is shown;
+    (exit status, everything the terminal showed)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kraken", *argv],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 30
+        while prompt not in shown and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                shown += os.read(master, 4096)
+        os.write(master, typed)
+        status = proc.wait(timeout=30)
+        while select.select([master], [], [], 0)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return status, shown
+
+
+def _customer(cfg) -> str:
+    made = _kraken("customers", "create", "--email", "erase-me@example.com", "--json",
+                   "--config", str(cfg))
+    assert made.returncode == 0, made.stderr
+    return json.loads(made.stdout)[0]["id"]
+
+
+def test_erase_answered_with_ctrl_d_is_one_line_and_erases_nothing(tmp_path):
+    """End of input at the confirmation prompt (Ctrl-D) is a "no": one line, a non-zero
+    exit, the customer still there; not an EOFError traceback."""
+    cfg = tmp_path / "cli.toml"
+    write_toml(cfg, {"store": {"path": str(tmp_path / "k.db")}})
+    cid = _customer(cfg)
+    status, shown = on_terminal(["erase", cid, "--config", str(cfg)], b"[y/N]", b"\x04")
+    after_prompt = shown.split(b"[y/N]", 1)[1].decode()
+    assert status == 1, shown
+    assert "Traceback" not in after_prompt and "EOFError" not in after_prompt, shown
+    assert after_prompt.strip() == "not erased", shown
+    assert _kraken("customers", "show", cid, "--config", str(cfg)).returncode == 0
+    entries = json.loads(_kraken("audit", "list", "--config", str(cfg), "--json").stdout)
+    assert "customer.erase" not in {e["action"] for e in entries}
