@@ -320,4 +320,17 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s %(levelname)s {who} %(message)s")
     # aiosqlite logs every statement with its parameters at DEBUG (key ids, emails, ...).
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """stdout's reader stopped early (``kraken export ... | head``): end quietly, as a Unix
+    tool killed by SIGPIPE does (a shell reports 141), not with a traceback. stdout is
+    pointed at /dev/null, so the interpreter's last flush of it cannot fail again."""
+    import signal
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE

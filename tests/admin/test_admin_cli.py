@@ -169,3 +169,28 @@ def test_erase_answered_with_ctrl_d_is_one_line_and_erases_nothing(tmp_path):
     assert _kraken("customers", "show", cid, "--config", str(cfg)).returncode == 0
     entries = json.loads(_kraken("audit", "list", "--config", str(cfg), "--json").stdout)
     assert "customer.erase" not in {e["action"] for e in entries}
+
+
+def test_export_into_a_reader_that_stops_early_exits_quietly(tmp_path):
+    """``kraken export cus_... | head -c 10``: the reader goes away with most of the export
+    unread. As a Unix tool would, Kraken stops quietly (the status a shell reports for a
+    writer killed by SIGPIPE, 141), with no BrokenPipeError traceback on the terminal."""
+    from adminkit import _insert_requests
+
+    cfg = tmp_path / "cli.toml"
+    write_toml(cfg, {"store": {"path": str(tmp_path / "k.db")}})
+    cid = _customer(cfg)
+    _insert_requests(tmp_path / "k.db", cid, 3000)  # far more than a pipe's buffer holds
+    proc = subprocess.Popen([sys.executable, "-m", "kraken", "export", cid, "--config",
+                             str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        head = proc.stdout.read(10)
+        proc.stdout.close()  # what head -c 10 does once it has its bytes
+        status = proc.wait(timeout=60)
+        errors = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert len(head) == 10
+    assert errors == "" and status == 141, (status, errors)
