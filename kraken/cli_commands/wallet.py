@@ -14,6 +14,10 @@ import orjson
 
 from kraken import clikit
 
+MOST_TRANSACTIONS = 1000
+"""The most rows ``transactions --limit`` shows (``wallet.transactions``' own bound, the admin
+API's ``?limit=``): a value outside 1..this is refused, not quietly changed."""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     wallet = sub.add_parser("wallet", help="prepaid wallet ledger").add_subparsers(
@@ -29,12 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bal.add_argument("customer_id", help="customer id (cus_...)")
     txs = wallet.add_parser("transactions", help="a customer's transactions, newest first")
     txs.add_argument("customer_id", help="customer id (cus_...)")
-    txs.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    txs.add_argument("--limit", type=int, default=50,
+                     help=f"rows to show, 1-{MOST_TRANSACTIONS} (default 50)")
     for p in (top, bal, txs):
         clikit.add_config(p, json_flag=False).set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.wallet_command == "transactions" and not 1 <= args.limit <= MOST_TRANSACTIONS:
+        print(f"kraken: --limit: must be between 1 and {MOST_TRANSACTIONS}", file=sys.stderr)
+        return 2
     cfg = clikit.load_config(args.config)
     if cfg is None:
         return 2

@@ -49,3 +49,16 @@ def test_the_audit_entry_of_a_topup_holds_no_free_text_reference(tmp_path):
     (entry,) = json.loads(listed.stdout)
     assert entry["action"] == "wallet.top_up" and entry["detail"] == {"amount_micros": 5_000_000}
     assert "ada.lovelace" not in listed.stdout
+
+
+def test_an_out_of_range_transactions_limit_is_refused_naming_it(tmp_path):
+    """--limit is 1-1000 (as the admin API's ?limit=): -5, 0 or 5000 were quietly taken as
+    1 or 1000 rows, not what the operator asked for."""
+    assert kraken(tmp_path, "topup", "cus_a", "5").returncode == 0
+    for bad in ("-5", "0", "1001"):
+        refused = kraken(tmp_path, "transactions", "cus_a", "--limit", bad)
+        assert refused.returncode == 2 and refused.stdout == "", (bad, refused)
+        assert refused.stderr == "kraken: --limit: must be between 1 and 1000\n", refused.stderr
+    for good in ("1", "1000"):
+        shown = kraken(tmp_path, "transactions", "cus_a", "--limit", good)
+        assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 1
