@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from typing import Any
 
 from kraken import clikit
@@ -33,7 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction, keys: argparse._SubParsersActio
     c.set_defaults(func=_run(_customers_create))
     c = common(cus.add_parser("list", help="list customers"))
     c.add_argument("--limit", type=int, default=100, help="rows per page (default 100)")
-    c.add_argument("--after", help="last id of the previous page")
+    c.add_argument("--after", help="last id of the previous page (a full page names it on "
+                                   "stderr when more follow)")
     c.set_defaults(func=_run(_customers_list))
     c = common(cus.add_parser("show", help="one customer"))
     c.add_argument("customer", help="customer id (cus_...)")
@@ -99,10 +101,16 @@ async def _customers_create(args, cfg, store) -> int:
 
 
 async def _customers_list(args, cfg, store) -> int:
+    """One page; when more follow, the command for the next page on stderr (stdout stays
+    the table or the JSON a script reads)."""
     from kraken.accounts import service
 
     rows = await service.list_customers(store, limit=args.limit, after=args.after)
     _print(args, [c.as_dict() for c in rows], _CUSTOMER_COLUMNS)
+    if len(rows) == args.limit and await service.list_customers(store, limit=1,
+                                                                after=rows[-1].id):
+        print(f"kraken: more customers follow: kraken customers list --limit {args.limit} "
+              f"--after {rows[-1].id}", file=sys.stderr)
     return 0
 
 

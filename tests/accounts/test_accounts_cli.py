@@ -81,3 +81,22 @@ async def test_key_commands(config, tmp_path):
     # The config-file key tools keep working beside the database ones.
     new = await cli_plain("keys", "new", "--id", "cfgkey", "--rounds", "4")
     assert new.returncode == 0 and 'id = "cfgkey"' in new.stdout
+
+
+async def test_customers_list_says_on_stderr_how_to_get_the_next_page(config):
+    """A full page may not be the end: the command names the next page's ``--after`` on
+    stderr (stdout stays the table or the JSON), and says nothing once the last page is
+    shown, even when that page is exactly full."""
+    for n in range(3):
+        made = await cli(config, "customers", "create", "--email", f"p{n}@example.com")
+        assert made.returncode == 0, made.stderr
+    ids = sorted(c["id"] for c in json.loads((await cli(config, "customers", "list",
+                                                         "--json")).stdout))
+    first = await cli(config, "customers", "list", "--limit", "2", "--json")
+    assert [c["id"] for c in json.loads(first.stdout)] == ids[:2]
+    assert first.stderr.count("\n") == 1, first.stderr
+    assert f"kraken customers list --limit 2 --after {ids[1]}" in first.stderr
+    last = await cli(config, "customers", "list", "--limit", "2", "--after", ids[1])
+    assert ids[2] in last.stdout and last.stderr == ""
+    exact = await cli(config, "customers", "list", "--limit", "3")
+    assert exact.returncode == 0 and exact.stderr == ""
