@@ -66,7 +66,8 @@ async def erase_customer(store: Store, customer_id: str, *, actor: str,
     result = Erasure(tombstone=tombstone(customer_id) if keep_billing_records else None)
     tables = await customer_tables(store)
     async with store.transaction() as tx:
-        if not await tx.accounts.customer_exists(tx, customer_id):
+        customer = await tx.accounts.customer(tx, customer_id)
+        if customer is None:
             raise service.NotFoundError("customer_id", "no such customer")
         actors = await audit.customer_actors(tx, customer_id)  # before its keys go
         # First: from this commit on, every batch of any process (any host) tombstones its
@@ -80,6 +81,11 @@ async def erase_customer(store: Store, customer_id: str, *, actor: str,
         await _own_rows(tx, customer_id, [t for t, _, _ in tables], result)
         await service.delete_customer_in(tx, customer_id)
         result.rows_deleted["customers"] = 1
+        # Links asked for the address and not used up (a second one, or expired ones no
+        # sign-up has purged yet) hold the email without a customer_id column to find it by.
+        n = await tx.privacy.delete_signup_links(tx, customer[1])
+        if n:
+            result.rows_deleted["signup_links"] = n
         await _requests(tx, customer_id, result)
         if not keep_billing_records:
             n = await _erase_wallet(tx, customer_id)

@@ -31,6 +31,9 @@ STATEMENTS: dict[str, str] = {
     "delete_rows": "DELETE FROM {table} WHERE customer_id = ?",
     "tombstone_requests": "UPDATE requests SET customer_id = ? WHERE customer_id = ?",
     "delete_requests": "DELETE FROM requests WHERE customer_id = ?",
+    # pending sign-up links of the address (a second link, or expired ones not yet purged),
+    # compared as the customers table compares addresses
+    "delete_signup_links": "DELETE FROM signup_links WHERE email = ? COLLATE NOCASE",
     # the wallet: the wallet_erasures row is what lets the schema's triggers allow the deletes
     "mark_wallet_erased": "INSERT OR IGNORE INTO wallet_erasures (wallet_id, ts) VALUES (?, ?)",
     "delete_wallet_transactions": "DELETE FROM wallet_transactions WHERE wallet_id = ?",
@@ -147,6 +150,10 @@ class PrivacyRepository:
 
     async def delete_requests(self, db, customer_id: str) -> int:
         return await db.execute(self._sql["delete_requests"], (customer_id,))
+
+    async def delete_signup_links(self, db, email: str) -> int:
+        """Delete the sign-up links of ``email`` (compared case-insensitively); rows deleted."""
+        return await db.execute(self._sql["delete_signup_links"], (email,))
 
     async def erase_wallet(self, db, wallet_id: str, now: float) -> int:
         """Delete the wallet and its transactions (rows deleted), leaving no erasure marker."""

@@ -250,3 +250,23 @@ async def test_a_batch_in_flight_during_the_erasure_leaves_no_row_under_the_id(b
     assert erased[0].requests_deleted == 13 + 4
     assert await store.fetch_all("SELECT count(*) FROM requests") == [(0,)]
     assert mine["id"].encode() not in backend.copy()
+
+
+async def test_erasure_takes_the_pending_sign_up_links_of_the_customers_address(backend, store):
+    """A second link asked for before the first was confirmed (or one the operator's manual
+    account made moot) still holds the address; expired links stay until a sign-up purges
+    them. The erasure takes them with the account; another address's link stays."""
+    marker = uuid.uuid4().hex[:10]
+    mine = await _account(backend, store, marker)
+    other = f"someone-{marker}@example.com"
+    local, _, domain = mine["email"].partition("@")
+    async with store.transaction() as tx:
+        await tx.signup.insert(tx, "a" * 64, mine["email"], 1_000.0, 9e9)  # still usable
+        await tx.signup.insert(tx, "b" * 64, f"{local.upper()}@{domain}", 1_000.0, 1_900.0)
+        await tx.signup.insert(tx, "c" * 64, other, 1_000.0, 9e9)
+    result = await erase_customer(store, mine["id"], actor="cli:test")
+    assert result.rows_deleted["signup_links"] == 2
+    assert await store.fetch_all("SELECT email FROM signup_links") == [(other,)]
+    after = backend.copy()
+    assert mine["email"].encode() not in after and local.upper().encode() not in after
+    assert other.encode() in after

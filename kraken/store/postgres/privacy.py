@@ -34,6 +34,7 @@ _CATALOGUE = {
                 "current_schema() AND table_name = ? ORDER BY ordinal_position"),
     "mark_wallet_erased": ("INSERT INTO wallet_erasures (wallet_id, ts) VALUES (?, ?) "
                            "ON CONFLICT (wallet_id) DO NOTHING"),
+    "delete_signup_links": "DELETE FROM signup_links WHERE lower(email) = lower(?)",
     "purge_requests": ("DELETE FROM requests WHERE request_id IN "
                        "(SELECT request_id FROM requests WHERE ts < ? LIMIT ?)"),
 }
