@@ -5,7 +5,9 @@ A row is metadata only: the provider holding the object, its kind (``file`` or `
 its id, the customer and when it was claimed; never a file's name or bytes. A claim of an id
 already known moves it to the new claimant (a provider that answered 2xx to a create made
 that object for this caller). Erasure and export walk the table by its ``customer_id``
-(kraken/privacy/tables.py): nothing there names it.
+(kraken/privacy/tables.py): nothing there names it. A claim of an erased customer (its upload
+was still in flight) writes nothing, checked in the claim's transaction as a batch of records
+checks (kraken/store/erased.py), so the erasure stays final.
 
 Reached as ``store.owners``; PostgreSQL's statements are these with numbered placeholders
 (kraken/store/postgres/owners.py).
@@ -13,6 +15,8 @@ Reached as ``store.owners``; PostgreSQL's statements are these with numbered pla
 from __future__ import annotations
 
 from typing import Iterable, Mapping
+
+from kraken.store.erased import digest
 
 CHUNK = 100
 """Ids asked about per statement (``owned``): a fixed statement whatever a page holds."""
@@ -26,6 +30,8 @@ STATEMENTS: dict[str, str] = {
     "owned": "SELECT object_id FROM object_owners "
              "WHERE provider = ? AND kind = ? AND customer_id = ? "
              f"AND object_id IN ({', '.join('?' * CHUNK)})",
+    "erasure_key": "SELECT key FROM erasure_key WHERE id = 1",
+    "erased": "SELECT 1 FROM erased_customers WHERE digest = ?",
 }
 """SQLite's spelling (``?`` placeholders)."""
 
@@ -33,17 +39,28 @@ STATEMENTS: dict[str, str] = {
 class OwnersRepository:
     """The statements of one backend; every method runs on ``db`` (a store or a transaction)."""
 
-    __slots__ = ("_sql",)
+    __slots__ = ("_sql", "_serialise")
 
-    def __init__(self, statements: Mapping[str, str]) -> None:
+    def __init__(self, statements: Mapping[str, str], serialise: str | None = None) -> None:
         self._sql = statements
+        self._serialise = serialise
+        """Run first in a claim's transaction so an erasure cannot overlap it (PostgreSQL:
+        the erasure lock shared, as a batch takes it); SQLite's writer is single already."""
 
     async def claim(self, db, provider: str, kind: str, object_ids: Iterable[str],
                     customer_id: str, now: float) -> None:
-        """Record ``object_ids`` as the customer's (``db`` a transaction: one commit)."""
+        """Record ``object_ids`` as the customer's (``db`` a transaction: one commit); nothing
+        if the customer was erased meanwhile."""
         rows = [(provider, kind, object_id, customer_id, now) for object_id in object_ids]
-        if rows:
+        if rows and not await self._erased(db, customer_id):
             await db.executemany(self._sql["claim"], rows)
+
+    async def _erased(self, tx, customer_id: str) -> bool:
+        if self._serialise is not None:
+            await tx.execute(self._serialise)
+        key = await tx.fetch_one(self._sql["erasure_key"])
+        return await tx.fetch_one(self._sql["erased"], (digest(bytes(key[0]), customer_id),)) \
+            is not None
 
     async def owner(self, db, provider: str, kind: str, object_id: str) -> str | None:
         rows = await db.fetch_all(self._sql["owner"], (provider, kind, object_id))
