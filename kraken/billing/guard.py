@@ -169,7 +169,6 @@ class BillingGuard:
                              tuple[list[int], dict[str, int]]] | None = None
         self._unflushed: dict[str, list[int]] = {}
         """customer -> [micro-dollars, tokens] recorded but not yet committed by the writer."""
-        self._customers_table = True
         self.key_budgets = KeyBudgets(max_keys=max_budget_keys)
         self.key_budgets.wake = self._wake_refresh
         self._wake: anyio.Event | None = None
@@ -367,13 +366,10 @@ class BillingGuard:
         rows = await store.billing.usage_of_month(store, month)
         self._month, self._span = month, month_span(month)
         self._usage = {r[0]: [r[1], r[2]] for r in rows}
-        if self._customers_table:
-            try:
-                plans = await store.billing.customer_plans(store)
-            except StoreError:  # accounts not migrated in: config keys only, default plan
-                self._customers_table = False
-            else:
-                self._customer_plans = {r[0]: r[1] for r in plans}
+        # A failure here (server restarting, a statement timeout) propagates like the reads
+        # above: the snapshot stays as it was and the next refresh reads again.
+        plans = await store.billing.customer_plans(store)
+        self._customer_plans = {r[0]: r[1] for r in plans}
         await self.key_budgets.refresh(store)
         self._export_sizes()
 

@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from kraken import metrics
 from kraken.billing import wallet
 from kraken.errors import QuotaExceeded
-from kraken.store.errors import StoreError
 from kraken.store.interface import Store
 from kraken.store.record import RequestRecord
 
@@ -79,7 +78,6 @@ class KeyBudgets:
         """Budgeted keys seen on the hot path but not in the snapshot: loaded by the next refresh."""
         self.wake: Callable[[], None] | None = None
         """Called (no arguments) when a refresh is wanted sooner than the interval."""
-        self._api_keys_table = True
         self._warned_cap = False
         self._sizes = (metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_budgets"),
                        metrics.BILLING_SNAPSHOT_ENTRIES.labels("key_unwritten"))
@@ -187,13 +185,9 @@ class KeyBudgets:
         self._export()
 
     async def _budgeted_keys(self, store: Store) -> list[str]:
-        if not self._api_keys_table:
-            return []
-        try:
-            rows = await store.billing.budgeted_keys(store, self.max_keys + 1)
-        except StoreError:  # accounts not migrated in: config keys only, no budgets
-            self._api_keys_table = False
-            return []
+        # A StoreError (server restarting, a statement timeout) propagates: the refresh keeps
+        # the snapshot it has and reads again next time.
+        rows = await store.billing.budgeted_keys(store, self.max_keys + 1)
         if len(rows) > self.max_keys:
             rows = rows[:self.max_keys]
             if not self._warned_cap:

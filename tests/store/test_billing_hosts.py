@@ -6,6 +6,7 @@ charge, one ledger row per record, no ref twice, every row's balance_after the r
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import anyio
@@ -13,10 +14,12 @@ import asyncpg
 import pytest
 
 from postgres_server import pg_dsn, pg_server  # noqa: F401  (fixtures)
+from kraken.accounts import service
 from kraken.billing import wallet
 from kraken.billing.guard import BillingGuard
 from kraken.billing.plans import PlanBook
 from kraken.store.postgres import PostgresStore
+from kraken.store.errors import StoreError
 from kraken.store.record import RequestRecord
 
 pytestmark = pytest.mark.anyio
@@ -182,3 +185,51 @@ async def test_refresh_sees_a_top_up_that_commits_after_a_later_numbered_debit(p
     finally:
         await a.close()
         await b.close()
+
+
+async def _refresh_while_locked(guard: BillingGuard, store: PostgresStore, dsn: str,
+                                table: str) -> None:
+    """One refresh while another session holds ``table`` locked (a maintenance window, an
+    operator's long transaction): the read of it times out, a failure like a server restart."""
+    other = await asyncpg.connect(dsn)
+    try:
+        async with other.transaction():
+            await other.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            with contextlib.suppress(StoreError):  # run() logs it and tries again
+                await guard.refresh(store)
+    finally:
+        await other.close()
+
+
+async def test_a_refresh_that_failed_once_still_reads_customer_plans_afterwards(pg_dsn):
+    """Plans of customers whose keys carry none (config-file keys) come from the refresh: a
+    failed read of customers is retried at the next one, never turned off for good."""
+    store = await PostgresStore.open(pg_dsn, pool_size=2, statement_timeout_ms=300)
+    try:
+        cid = (await service.create_customer(store, "planned@example.com", "P", plan="free")).id
+        guard = BillingGuard(PlanBook.from_mapping({"free": {}, "pro": {}}))
+        await guard.refresh(store)
+        assert guard.plan_for(cid).name == "free"
+        await _refresh_while_locked(guard, store, pg_dsn, "customers")
+        await service.update_customer(store, cid, plan="pro")
+        await guard.refresh(store)
+        assert guard.plan_for(cid).name == "pro"
+    finally:
+        await store.close()
+
+
+async def test_a_refresh_that_failed_once_still_loads_key_budgets_afterwards(pg_dsn):
+    """A failed read of the budgeted keys is retried at the next refresh: the budgets stay
+    enforced from the snapshot, not only for keys a request happens to ask about."""
+    store = await PostgresStore.open(pg_dsn, pool_size=2, statement_timeout_ms=300)
+    try:
+        cid = (await service.create_customer(store, "budget@example.com", "B")).id
+        key = (await service.create_key(store, cid, token_budget=10, rounds=4)).key
+        await flush(store, BillingGuard(PlanBook()),
+                    [rec(f"spent-{i}", cid, 5)._replace(key_id=key.id) for i in range(3)])
+        guard = BillingGuard(PlanBook())
+        await _refresh_while_locked(guard, store, pg_dsn, "api_keys")
+        await guard.refresh(store)
+        assert guard.key_budgets.used(key.id) == (21, 15)
+    finally:
+        await store.close()
