@@ -291,6 +291,7 @@ async def set_member_role(store, org_id: str, customer_id: str, role: str) -> Me
     customer_id = v.identifier(customer_id, "customer_id")
     role = _role(role)
     async with store.transaction() as tx:
+        await tx.accounts.lock_organisation(tx, org_id)  # two demotions at once: one waits
         row = await tx.accounts.member(tx, org_id, customer_id)
         if row is None:
             raise NotFoundError("customer_id", "is not a member of this organisation")
@@ -313,6 +314,7 @@ async def remove_member(store, org_id: str, customer_id: str, *,
     org_id = v.identifier(org_id, "org_id")
     customer_id = v.identifier(customer_id, "customer_id")
     async with store.transaction() as tx:
+        await tx.accounts.lock_organisation(tx, org_id)  # as in set_member_role
         row = await tx.accounts.member(tx, org_id, customer_id)
         if row is None:
             raise NotFoundError("customer_id", "is not a member of this organisation")

@@ -42,6 +42,9 @@ STATEMENTS: dict[str, str] = {
     # organisations: rows are (id, name, created_at)
     "organisation": "SELECT id, name, created_at FROM organisations WHERE id = ?",
     "organisation_exists": "SELECT 1 FROM organisations WHERE id = ?",
+    # SQLite: BEGIN IMMEDIATE already made this transaction the only writer (PostgreSQL locks
+    # the row: kraken/store/postgres/accounts.py)
+    "lock_organisation": "SELECT 1 FROM organisations WHERE id = ?",
     "organisations": "SELECT id, name, created_at FROM organisations ORDER BY id",
     "organisations_of": ("SELECT o.id, o.name, o.created_at FROM organisations o "
                          "JOIN members m ON m.org_id = o.id WHERE m.customer_id = ? ORDER BY o.id"),
@@ -232,6 +235,11 @@ class AccountsRepository:
         if customer_id is None:
             return await self._rows(db, "organisations_after", (after, limit))
         return await self._rows(db, "organisations_of_after", (customer_id, after, limit))
+
+    async def lock_organisation(self, db, org_id: str) -> None:
+        """Make ``db`` (a transaction) the only one changing the organisation's members until
+        it ends, so a rule over all of them (at least one owner) holds when two change at once."""
+        await self._rows(db, "lock_organisation", (org_id,))
 
     async def insert_organisation(self, db, org_id: str, name: str, created_at: float) -> None:
         await self._run(db, "insert_organisation", (org_id, name, created_at))

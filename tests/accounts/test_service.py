@@ -423,3 +423,57 @@ async def test_pages_of_keys_organisations_and_members_keep_the_order_and_skip_n
     assert await _field(service.list_keys(store, limit=2, after="nosuchkey")) == "after"
     assert await _field(service.list_members(store, org.id, limit=2, after=owner.id + "x")) \
         == "after"
+
+
+@pytest.mark.parametrize("second", ["demote", "remove"])
+async def test_two_hosts_taking_away_both_owners_at_once_leave_one(pg_server, second):  # noqa: F811
+    """PostgreSQL: each transaction counts the owners, then changes its own member. Host A is
+    held right after its count while host B does the same to the other owner: B must wait for
+    A and then find it is the last owner (READ COMMITTED would let both count two)."""
+    from kraken.store.accounts_sql import AccountsRepository
+    from kraken.store.postgres import PostgresStore
+
+    dsn = pg_server.create_database()
+    a, b = [await PostgresStore.open(dsn, pool_size=2) for _ in range(2)]
+    try:
+        one = await service.create_customer(a, "one@example.com")
+        two = await service.create_customer(a, "two@example.com")
+        org = await service.create_organisation(a, "Acme", one.id)
+        await service.add_member(a, org.id, two.id, "owner")
+        counted, b_done = asyncio.Event(), asyncio.Event()
+        real_owners = AccountsRepository.owners
+
+        async def owners(self, db, org_id):  # host A's count, then held until B waits or ends
+            n = await real_owners(self, db, org_id)
+            if not counted.is_set():
+                counted.set()
+                async with asyncio.timeout(10):
+                    while not b_done.is_set() and not await b.fetch_all(
+                            "SELECT 1 FROM pg_locks WHERE NOT granted"):
+                        await asyncio.sleep(0.01)
+            return n
+
+        AccountsRepository.owners = owners
+        try:
+            first = asyncio.ensure_future(service.set_member_role(a, org.id, one.id, "admin"))
+            await counted.wait()
+            try:
+                if second == "demote":
+                    await service.set_member_role(b, org.id, two.id, "developer")
+                else:
+                    await service.remove_member(b, org.id, two.id)
+            except service.ValidationError as exc:
+                refused = exc
+            else:
+                refused = None
+            finally:
+                b_done.set()
+            await first
+        finally:
+            AccountsRepository.owners = real_owners
+        assert refused is not None and "last owner" in str(refused)
+        assert [(m.customer_id, m.role) for m in await service.list_members(a, org.id)
+                if m.role == "owner"] == [(two.id, "owner")]
+    finally:
+        await a.close()
+        await b.close()

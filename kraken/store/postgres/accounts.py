@@ -31,6 +31,10 @@ _EMAIL = {
 _SPELLED = {
     **_EMAIL,
     "lock": ADVISORY_LOCK,
+    # Held to the transaction's end: a second one waits, then counts what the first committed
+    # (READ COMMITTED lets two transactions each count two owners and each demote one).
+    # NO KEY UPDATE: members' foreign-key checks (KEY SHARE) on the row are not blocked.
+    "lock_organisation": "SELECT 1 FROM organisations WHERE id = ? FOR NO KEY UPDATE",
     # The identity's high-water mark (NULL until first used), not MAX(seq) of the rows kept.
     "last_key_event": ("SELECT COALESCE(pg_sequence_last_value("
                        "pg_get_serial_sequence('key_events', 'seq')::regclass), 0)"),
