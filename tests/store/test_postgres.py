@@ -77,6 +77,37 @@ async def test_two_hosts_opening_at_once_apply_each_migration_once(pg_dsn):
         await second.close()
 
 
+async def test_a_host_starting_while_another_migrates_waits_past_the_statement_timeout(pg_dsn):
+    """Hosts starting together wait for the first one's migrations (README), however long they
+    take (an index over a large table, or a ``kraken migrate`` copy holding the lock): the
+    statement timeout bounds Kraken's work on the hot path, not this wait."""
+    import asyncpg
+
+    from kraken.store.postgres.schema import MIGRATION_LOCK
+
+    migrating = await asyncpg.connect(pg_dsn)
+    try:
+        holding = migrating.transaction()
+        await holding.start()
+        await migrating.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        opening = asyncio.ensure_future(PostgresStore.open(  # each call bounded by 0.6 s
+            pg_dsn, statement_timeout_ms=100, connect_timeout_s=0.5))
+        with anyio.fail_after(10):
+            while not await migrating.fetch("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                                            "AND NOT granted"):
+                await asyncio.sleep(0.01)
+        await asyncio.wait([opening], timeout=1.5)  # past both timeouts: still waiting
+        assert not opening.done(), opening.exception()
+        await holding.rollback()
+        store = await opening
+    finally:
+        await migrating.close()
+    try:
+        assert store.applied == tuple(range(1, VERSION + 1))
+    finally:
+        await store.close()
+
+
 async def test_a_database_from_a_newer_kraken_is_refused(store, pg_dsn):
     await store.fetch_all("UPDATE kraken_schema SET version = version + 1 RETURNING version")
     with pytest.raises(StoreError, match="newer"):

@@ -53,6 +53,9 @@ _INSERT = (
     arrays=", ".join(f"${i}::{_array_type(n)}" for i, n in enumerate(FIELD_NAMES, 1)),
 )
 _BEGIN_BATCH = f"BEGIN; SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK})"
+MIGRATION_TIMEOUT_S = 24 * 3600.0
+"""The client's bound on the migration lock's wait and on each migration: a day, i.e. only a
+server that never answers (a service manager's start timeout usually stops the host sooner)."""
 """One simple-query round trip: open the batch's transaction and take the erasure lock shared."""
 
 
@@ -218,13 +221,17 @@ async def _migrate(conn: asyncpg.Connection) -> tuple[int, ...]:
     """
     applied: list[int] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        # Neither the statement timeout (the hot path's bound) nor the client's may cut the wait
+        # for another host's migrations or a long one of ours (an index over a large table).
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK,
+                           timeout=MIGRATION_TIMEOUT_S)
         await conn.execute(BOOTSTRAP)
         current = await conn.fetchval("SELECT version FROM kraken_schema WHERE id = 1") or 0
         if current > VERSION:
             raise StoreError(f"open: schema version {current} is newer than this Kraken ({VERSION})")
         for version in range(current + 1, VERSION + 1):
-            await conn.execute(MIGRATIONS[version - 1])
+            await conn.execute(MIGRATIONS[version - 1], timeout=MIGRATION_TIMEOUT_S)
             applied.append(version)
         if applied:
             await conn.execute(
