@@ -399,7 +399,8 @@ class AccountsRepository:
         return await self._rows(db, "byok_entries_of", (customer_id,))
 
     async def byok_sealed(self, db) -> list[tuple]:
-        """(customer_id, provider, key_version, nonce, ciphertext) of every stored key."""
+        """(customer_id, provider, key_version, nonce, ciphertext) of every stored key, held
+        until ``db`` (the rotation's transaction) ends: nobody else changes them meanwhile."""
         return await self._rows(db, "byok_sealed")
 
     async def byok_sealed_of(self, db, customer_id: str) -> list[tuple]:

@@ -376,3 +376,42 @@ def test_request_builders_take_the_customer_key_instead_of_the_operators():
     assert [v for k, v in headers if k == b"x-api-key"] == [SECRET_B.encode()]
     shaped = an.messages_request({"messages": []}, "m").headers
     assert [v for k, v in an.authorized(shaped, SECRET_B) if k == b"x-api-key"] == [SECRET_B.encode()]
+
+
+
+async def test_a_key_set_on_another_host_during_a_rotation_is_kept(pg_server):  # noqa: F811
+    """PostgreSQL: the rotation reads every ciphertext, re-encrypts, then writes them back in one
+    transaction. A customer's new key stored by another host in between must not be replaced by
+    the re-encrypted old one (READ COMMITTED alone lets the rotation's UPDATE overwrite it)."""
+    from kraken.store.accounts_sql import AccountsRepository
+    from kraken.store.postgres import PostgresStore
+
+    dsn = pg_server.create_database()
+    a, b = [await PostgresStore.open(dsn, pool_size=2) for _ in range(2)]
+    real_reseal = AccountsRepository.reseal_byok
+    try:
+        cid = await customer(a, "rotating@example.com")
+        await byok.set_key(a, ring(V1), cid, "openai", SECRET_A)
+        read, b_done = asyncio.Event(), asyncio.Event()
+
+        async def reseal(self, db, rows):  # the rotation has read and re-encrypted: held until
+            read.set()                     # host B's write waits for it or has committed
+            async with asyncio.timeout(10):
+                while not b_done.is_set() and not await a.fetch_all(
+                        "SELECT 1 FROM pg_locks WHERE NOT granted"):
+                    await asyncio.sleep(0.01)
+            await real_reseal(self, db, rows)
+
+        AccountsRepository.reseal_byok = reseal
+        rotating = asyncio.ensure_future(byok.rotate(a, ring(V1, V2)))
+        await read.wait()
+        try:
+            await byok.set_key(b, ring(V1, V2), cid, "openai", SECRET_B)
+        finally:
+            b_done.set()
+        await rotating
+        assert await byok.keys_of(a, ring(V1, V2), cid) == {"openai": SECRET_B}
+    finally:
+        AccountsRepository.reseal_byok = real_reseal
+        await a.close()
+        await b.close()

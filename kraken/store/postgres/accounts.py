@@ -35,6 +35,10 @@ _SPELLED = {
     # (READ COMMITTED lets two transactions each count two owners and each demote one).
     # NO KEY UPDATE: members' foreign-key checks (KEY SHARE) on the row are not blocked.
     "lock_organisation": "SELECT 1 FROM organisations WHERE id = ? FOR NO KEY UPDATE",
+    # The rotation's read (kraken/accounts/byok.py): each row it will write back is locked, so
+    # a key another host stores meanwhile waits and lands after it, not under it.
+    "byok_sealed": ("SELECT customer_id, provider, key_version, nonce, ciphertext FROM byok_keys "
+                    "FOR NO KEY UPDATE"),
     # The identity's high-water mark (NULL until first used), not MAX(seq) of the rows kept.
     "last_key_event": ("SELECT COALESCE(pg_sequence_last_value("
                        "pg_get_serial_sequence('key_events', 'seq')::regclass), 0)"),
