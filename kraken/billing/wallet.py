@@ -23,6 +23,7 @@ from kraken.store.interface import Store, Tx
 from kraken.store.record import RequestRecord
 
 __all__ = [
+    "CustomerErased",
     "KINDS",
     "MICROS_PER_USD",
     "Overdraft",
@@ -60,6 +61,10 @@ class Overdraft(WalletError):
 
 class RefConflict(WalletError):
     """The ref is already used by a different transaction."""
+
+
+class CustomerErased(WalletError):
+    """The wallet's customer was erased: nothing is credited or created under its id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,9 @@ async def apply_in(tx: Tx, wallet_id: str, kind: str, amount_micros: int, ref: s
     _check(wallet_id, kind, amount_micros, ref)
     now = time.time() if now is None else now
     current = await tx.billing.wallet_for_change(tx, wallet_id, now)
+    if current is None:  # e.g. a payment completed after the erasure: refund it at Stripe
+        raise CustomerErased("customer_id names an erased customer; nothing was credited "
+                             "(refund the payment)")
     row = await tx.billing.transaction_by_ref(tx, ref)
     if row is not None:
         existing = Transaction(*row)

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from kraken.store.erased import digest
+
 TX_COLUMNS = "id, wallet_id, kind, amount_micros, ref, ts, balance_after_micros"
 _INSERT_TX = ("INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, "
               "balance_after_micros) VALUES (?, ?, ?, ?, ?, ?)")
@@ -55,6 +57,8 @@ STATEMENTS: dict[str, str] = {
                   "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id, month) DO UPDATE SET "
                   "tokens = tokens + excluded.tokens, "
                   "spend_micros = spend_micros + excluded.spend_micros"),
+    "erasure_key": "SELECT key FROM erasure_key WHERE id = 1",
+    "erased": "SELECT 1 FROM erased_customers WHERE digest = ?",
     "mark_wallet_erased": "INSERT OR IGNORE INTO wallet_erasures (wallet_id, ts) VALUES (?, ?)",
     "delete_wallet_transactions": "DELETE FROM wallet_transactions WHERE wallet_id = ?",
     "delete_wallet": "DELETE FROM wallets WHERE wallet_id = ?",
@@ -89,13 +93,24 @@ class BillingRepository:
         rows = await db.fetch_all(self.sql["tx_by_ref"], (ref,))
         return tuple(rows[0]) if rows else None
 
-    async def wallet_for_change(self, tx: Any, wallet_id: str, now: float) -> int:
+    async def wallet_for_change(self, tx: Any, wallet_id: str, now: float) -> int | None:
         """Create the wallet if needed and return its balance, held until the transaction ends
-        (SQLite: the write lock; PostgreSQL: the row, FOR UPDATE)."""
+        (SQLite: the write lock; PostgreSQL: the row, FOR UPDATE). None, creating nothing, if
+        the wallet's customer was erased: a credit arriving afterwards (a payment completed
+        later) must not bring the id back (kraken/store/erased.py)."""
+        if await self._erased(tx, wallet_id):
+            return None
         await tx.execute(self.sql["ensure_wallet"], (wallet_id, now))
         row = await tx.fetch_one(self.sql["wallet_for_change"], (wallet_id,))
         assert row is not None
         return int(row[0])
+
+    async def _erased(self, tx: Any, customer_id: str) -> bool:
+        """Is ``customer_id`` in erased_customers (as its keyed digest)? SQLite's single writer
+        already orders this transaction and any erasure."""
+        key = await tx.fetch_one(self.sql["erasure_key"])
+        return await tx.fetch_one(self.sql["erased"], (digest(bytes(key[0]), customer_id),)) \
+            is not None
 
     async def insert_transaction(self, tx: Any, row: Sequence[Any]) -> None:
         """``row``: (wallet_id, kind, amount_micros, ref, ts, balance_after_micros)."""

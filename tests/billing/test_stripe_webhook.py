@@ -337,3 +337,72 @@ async def test_events_of_one_payment_delivered_at_once_credit_once_and_all_succe
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_payment_of_an_erased_customer_credits_nothing_and_brings_no_id_back(backend):
+    """A Checkout paid (or redelivered by Stripe) after its customer was erased: crediting it
+    would recreate the wallet and a ledger row under the erased id. It is refused (400, Stripe
+    shows the failing delivery: refund the payment), the ledger holds nothing of the customer.
+    On PostgreSQL a credit still in its transaction when the erasure starts is waited for and
+    then erased with the rest."""
+    import asyncio
+
+    from kraken.accounts import service
+    from kraken.billing.guard import BillingGuard
+    from kraken.billing.plans import PlanBook
+    from kraken.billing.stripe_webhook import PATH, StripeWebhook
+    from kraken.http.exchange import Request
+    from kraken.privacy.erase import erase_customer
+    from kraken.store.billing_sql import BillingRepository
+
+    store = await backend.open()
+
+    async def post(body: bytes) -> tuple[int, dict]:
+        sink = _Sink()
+        hook = StripeWebhook(store, BillingGuard(PlanBook()), SECRET)
+        await hook.handle(Request("POST", PATH, ((b"stripe-signature", header(body).encode()),),
+                                  body, "127.0.0.1", 0), sink)
+        return sink.reply
+
+    async def holding(customer_id: str) -> list:
+        return await store.fetch_all(backend.sql(
+            "SELECT wallet_id FROM wallets WHERE wallet_id = ? UNION ALL "
+            "SELECT wallet_id FROM wallet_transactions WHERE wallet_id = ?"),
+            (customer_id, customer_id))
+
+    real_insert = BillingRepository.insert_transaction
+    try:
+        gone = (await service.create_customer(store, "paid-late@example.com")).id
+        assert (await post(checkout("evt_1", customer=gone)))[0] == 200
+        await erase_customer(store, gone, actor="test")
+        status, body = await post(checkout("evt_2", customer=gone, pi="pi_2"))
+        assert status == 400 and "erased" in body["error"]["message"]
+        assert gone not in body["error"]["message"]
+        assert await holding(gone) == []
+        if backend.name != "postgres":
+            return  # SQLite: the credit's and the erasure's transactions never overlap
+        late = (await service.create_customer(store, "paying@example.com")).id
+        inserting, erased = asyncio.Event(), asyncio.Event()
+        watcher = await backend.open()  # its own pool: the credit and the erasure hold store's
+
+        async def insert_transaction(self, tx, row):  # held until the erasure waits or ends
+            inserting.set()
+            async with asyncio.timeout(10):
+                while not erased.is_set() and not await watcher.fetch_all(
+                        "SELECT 1 FROM pg_locks WHERE NOT granted"):
+                    await asyncio.sleep(0.01)
+            await real_insert(self, tx, row)
+
+        BillingRepository.insert_transaction = insert_transaction
+        paying = asyncio.ensure_future(post(checkout("evt_3", customer=late, pi="pi_3")))
+        await inserting.wait()
+        try:
+            await erase_customer(store, late, actor="test")
+        finally:
+            erased.set()
+        await watcher.close()
+        assert (await paying)[0] == 200  # it committed first; the erasure took it along
+        assert await holding(late) == []
+    finally:
+        BillingRepository.insert_transaction = real_insert
+        await store.close()

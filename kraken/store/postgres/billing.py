@@ -23,6 +23,7 @@ from typing import Any
 
 from kraken.store.billing_sql import STATEMENTS, BillingRepository
 from kraken.store.postgres.accounts import numbered
+from kraken.store.postgres.schema import ERASURE_LOCK
 
 _PG = {
     "ensure_wallet": ("INSERT INTO wallets (wallet_id, created_ts) VALUES (?, ?) "
@@ -53,6 +54,7 @@ _PG = {
 }
 
 STATEMENTS_PG: dict[str, str] = {name: numbered(sql) for name, sql in {**STATEMENTS, **_PG}.items()}
+_SHARE_ERASURE_LOCK = f"SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK})"
 
 
 class PostgresBillingRepository(BillingRepository):
@@ -78,6 +80,12 @@ class PostgresBillingRepository(BillingRepository):
             # every amount is negative: a wallet's lowest balance_after is its new balance
             balances[wallet_id] = min(after, balances.get(wallet_id, after))
         return balances
+
+    async def _erased(self, tx: Any, customer_id: str) -> bool:
+        """As SQLite's, after taking the erasure lock shared (as a batch does): an erasure
+        waits for this credit and then erases its rows, or the credit sees the erasure."""
+        await tx.execute(_SHARE_ERASURE_LOCK)
+        return await super()._erased(tx, customer_id)
 
     async def balances_since(self, db: Any, last_tx_id: int) -> list[tuple[str, int, int]]:
         """Every wallet, whatever ``last_tx_id``: ids are taken when a row is inserted, not when
