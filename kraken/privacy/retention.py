@@ -2,7 +2,9 @@
 
 Defaults follow the privacy policy: request metadata is kept (``request_days = 0``), audit
 entries for 90 days. Audit purges remove a verified prefix of the chain and move its anchor
-(kraken/audit/log.py), so ``kraken audit verify`` still passes afterwards.
+(kraken/audit/log.py), so ``kraken audit verify`` still passes afterwards. Each pass also
+deletes expired sign-up links (an address that belongs to no customer): the sign-up routes
+purge them only as they are used, and may be turned off.
 """
 from __future__ import annotations
 
@@ -44,15 +46,20 @@ async def purge_once(store: Store, cfg: RetentionConfig, *,
     return done
 
 
+async def purge_expired_links(store: Store, *, now: float | None = None) -> int:
+    """Delete the sign-up links past their expiry; how many went."""
+    async with store.transaction() as tx:
+        return await tx.signup.purge(tx, time.time() if now is None else now)
+
+
 async def run(store: Store, cfg: RetentionConfig) -> None:
     """Purge every ``purge_interval_s`` (the first pass at most a minute after startup, not
     during it) until cancelled; errors are logged."""
-    if cfg.audit_days == 0 and cfg.request_days == 0:
-        return
     interval = max(cfg.purge_interval_s, 0.05)
     await anyio.sleep(min(interval, 60.0))
     while True:
         try:
+            await purge_expired_links(store)
             done = await purge_once(store, cfg)
             if any(done.values()):
                 log.info("retention purge: %d audit entries, %d request records",

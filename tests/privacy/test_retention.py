@@ -2,6 +2,7 @@
 purged by a background task, and the chain still verifies afterwards."""
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import anyio
@@ -92,3 +93,31 @@ async def test_the_background_task_purges_in_a_running_kraken(tmp_path):
                 assert (await audit.verify(store)).ok
             finally:
                 await store.close()
+
+
+async def test_expired_sign_up_links_go_without_any_sign_up_activity(tmp_path):
+    """A link never used keeps an address that belongs to no customer: it goes once expired
+    (README: deleted on use or expiry), not only when someone signs up again; the sign-up
+    routes may even be off. The purge runs with nothing else to retain."""
+    now = time.time()
+    store = await SqliteStore.open(str(tmp_path / "kraken.db"))
+    try:
+        async with store.transaction() as tx:
+            await tx.signup.insert(tx, "e" * 64, "never-confirmed@example.com", now - 2000,
+                                   now - 1100)
+            await tx.signup.insert(tx, "f" * 64, "still-deciding@example.com", now, now + 900)
+    finally:
+        await store.close()
+    async with running_mock() as mock:
+        doc = kraken_mapping(tmp_path, mock.port,
+                             retention={"audit_days": 0, "purge_interval_s": 0.1})
+        async with running_kraken(doc) as k:
+            def links() -> list[tuple]:
+                conn = sqlite3.connect(k.db_path)
+                try:
+                    return conn.execute("SELECT email FROM signup_links").fetchall()
+                finally:
+                    conn.close()
+
+            await wait_for(lambda: len(links()) == 1)  # the first pass: one interval after start
+            assert links() == [("still-deciding@example.com",)]
