@@ -72,9 +72,13 @@ class RevocationWatcher:
         self._next_purge = time.monotonic() + PURGE_EVERY_S
 
     async def start(self) -> None:
-        """Start from the newest event number handed out (even if purged since): nothing is
-        cached yet, so older ones do not matter, and none below it is taken for a gap."""
-        self._seq = await self._accounts.last_key_event(self._store)
+        """Start from the newest event committed: nothing is cached yet, so older ones do not
+        matter. Not from the newest number handed out, which on PostgreSQL may belong to a
+        transaction still open (a revocation while this process starts): the first polls must
+        still see it commit. With every event purged, from the newest handed out (even if
+        purged since), so that none below it is taken for a gap."""
+        newest = await self._accounts.newest_key_event(self._store)
+        self._seq = newest or await self._accounts.last_key_event(self._store)
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -92,6 +92,7 @@ STATEMENTS: dict[str, str] = {
     # key events (written by triggers; polled by kraken/accounts/revocation.py)
     "last_key_event": ("SELECT COALESCE((SELECT seq FROM sqlite_sequence "
                        "WHERE name = 'key_events'), 0)"),  # AUTOINCREMENT's high-water mark
+    "newest_key_event": "SELECT COALESCE(MAX(seq), 0) FROM key_events",  # committed, kept
     "key_events_after": "SELECT seq, key_id FROM key_events WHERE seq > ? ORDER BY seq LIMIT ?",
     "key_events_before": "SELECT 1 FROM key_events WHERE ts < ? LIMIT 1",
     "purge_key_events": "DELETE FROM key_events WHERE ts < ?",
@@ -362,6 +363,11 @@ class AccountsRepository:
 
     async def last_key_event(self, db) -> int:
         row = await self._one(db, "last_key_event")
+        return int(row[0])
+
+    async def newest_key_event(self, db) -> int:
+        """The newest event number committed and not purged (0 if none is kept)."""
+        row = await self._one(db, "newest_key_event")
         return int(row[0])
 
     async def key_events_after(self, db, seq: int, limit: int) -> list[tuple]:

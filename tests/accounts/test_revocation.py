@@ -159,3 +159,34 @@ async def test_an_event_committed_after_a_later_one_still_evicts(pg_server):  # 
         verifier.close()
         for store in (eraser, other_host, host_b):
             await store.close()
+
+
+async def test_a_revocation_in_flight_while_a_host_starts_still_evicts(pg_server):  # noqa: F811
+    """PostgreSQL hands out an event's number when its row is written: a host starting while a
+    revocation's transaction is still open (a rolling restart during an incident) must not
+    take that number as already seen, or the key it caches meanwhile is served for the cache
+    TTL (300 s) instead of 1 s."""
+    import time
+
+    target = StoreBackend("postgres", pg_server.create_database())
+    admin, host_b = [await target.open() for _ in range(2)]
+    verifier = KeyVerifier([], AuthConfig(cache_ttl_s=300), source=DbKeySource(host_b))
+    try:
+        cus = await service.create_customer(admin, "leaked@example.com")
+        await service.create_key(admin, cus.id, rounds=4)  # an older event below the new one
+        leaked = await service.create_key(admin, cus.id, rounds=4)
+        await service.update_key(admin, leaked.key.id, name="leaked")
+        token = leaked.plaintext.encode()
+        watcher = RevocationWatcher(host_b, verifier)
+        async with admin.transaction() as tx:  # the revocation, not committed yet
+            await tx.accounts.revoke_key(tx, leaked.key.id, time.time())
+            await watcher.start()  # host B starts meanwhile
+            assert (await verifier.verify(token)).customer_id == cus.id  # and caches the key
+        await watcher.poll_once()  # the revocation has committed now
+        assert verifier.lookup_cached(token) is None
+        with pytest.raises(Unauthorized):
+            await verifier.verify(token)
+    finally:
+        verifier.close()
+        for store in (admin, host_b):
+            await store.close()
