@@ -38,7 +38,10 @@ class AuditRepo(Protocol):
         """
         ...
 
-    async def insert(self, tx: Any, row: Sequence[Any]) -> None: ...
+    async def insert(self, tx: Any, row: Sequence[Any]) -> None:
+        """Append ``row`` (after ``head``), its target/subject blanked if they name a customer
+        erased by now, as ``redact`` blanks them."""
+        ...
 
     async def redact(self, tx: Any, customer_id: str, actors: Sequence[str] = ()) -> int:
         """Blank target/subject wherever they name ``customer_id``, and the actor where it is

@@ -270,3 +270,24 @@ async def test_erasure_takes_the_pending_sign_up_links_of_the_customers_address(
     after = backend.copy()
     assert mine["email"].encode() not in after and local.upper().encode() not in after
     assert other.encode() in after
+
+
+async def test_an_audit_entry_written_after_the_erasure_does_not_name_the_customer(backend, store):
+    """An admin or account call about the customer that read it before the erasure and audits
+    after it (an export, a key change) appends its entry last: it keeps the digests the chain
+    commits to, never the erased id in plain text."""
+    marker = uuid.uuid4().hex[:10]
+    mine = await _account(backend, store, marker)
+    await erase_customer(store, mine["id"], actor="cli:test")
+    await audit.record(store, actor="api:ops", action="customer.export", target=mine["id"],
+                       subject=mine["id"], detail={"format": "jsonl"})
+    await audit.record(store, actor="api:ops", action="key.delete", target="k" + marker,
+                       subject=mine["id"])
+    await audit.record(store, actor="api:ops", action="customer.update", target="cus_other",
+                       subject="cus_other")
+    entries = (await audit.list_entries(store))[-3:]
+    assert [(e.target, e.subject) for e in entries] == [
+        (None, None), (None, None), ("cus_other", "cus_other")]
+    assert (await audit.verify(store)).ok
+    await store.privacy.after_erasure(store)
+    assert mine["id"].encode() not in backend.copy()
