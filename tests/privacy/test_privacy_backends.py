@@ -291,3 +291,34 @@ async def test_an_audit_entry_written_after_the_erasure_does_not_name_the_custom
     assert (await audit.verify(store)).ok
     await store.privacy.after_erasure(store)
     assert mine["id"].encode() not in backend.copy()
+
+
+async def test_a_large_customers_erasure_outlasts_the_statement_timeout(pg_server):  # noqa: F811
+    """PostgreSQL: the erasure deletes every request and ledger row of the customer in its one
+    transaction; for a large prepaid customer (a usage debit per request, each delete checked
+    by the ledger's row trigger) one statement outlasts the hot path's statement timeout (a
+    million rows: ~7 s against the default 5 s). The erasure must still go through, on the
+    server and in the client."""
+    import asyncpg
+
+    from kraken.store.postgres import PostgresStore
+
+    dsn = pg_server.create_database()
+    store = await PostgresStore.open(dsn, statement_timeout_ms=100, connect_timeout_s=0.1)
+    try:
+        cid = (await service.create_customer(store, "big-spender@example.com")).id
+        conn = await asyncpg.connect(dsn)
+        try:  # the ledger as years of batches left it (written here without its triggers)
+            await conn.execute("SET session_replication_role = replica")
+            await conn.execute("INSERT INTO wallets (wallet_id, created_ts) VALUES ($1, 1)", cid)
+            await conn.execute(
+                "INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, "
+                "balance_after_micros) SELECT $1, 'usage_debit', -1, 'req_' || g, 1, -g "
+                "FROM generate_series(1, 150000) g", cid)
+        finally:
+            await conn.close()
+        result = await erase_customer(store, cid, actor="cli:test")
+        assert result.rows_deleted["wallets"] == 150_001
+        assert await store.fetch_all("SELECT count(*) FROM wallet_transactions") == [(0,)]
+    finally:
+        await store.close()

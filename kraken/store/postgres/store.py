@@ -243,7 +243,7 @@ async def _migrate(conn: asyncpg.Connection) -> tuple[int, ...]:
 class PgTx:
     """The statements of one open transaction (see ``PostgresStore.transaction``)."""
 
-    __slots__ = ("_conn", "inserted")
+    __slots__ = ("_conn", "inserted", "timeout")
     audit = AUDIT
     """The audit chain's SQL, for appends inside an action's transaction."""
 
@@ -269,20 +269,23 @@ class PgTx:
         self._conn = conn
         self.inserted: set[str] | None = None
         """In a batch: the request ids its insert stored (None elsewhere)."""
+        self.timeout: float | None = None
+        """The client's bound on each statement; None: the pool's (statement timeout + margin).
+        Raised by work whose statements may rightly take long (an erasure)."""
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one parameterised statement; return the number of rows changed."""
-        status = await self._conn.execute(sql, *params)
+        status = await self._conn.execute(sql, *params, timeout=self.timeout)
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """One statement per row, pipelined by asyncpg (which does not report rows changed)."""
-        await self._conn.executemany(sql, rows)
+        await self._conn.executemany(sql, rows, timeout=self.timeout)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return [tuple(r) for r in await self._conn.fetch(sql, *params)]
+        return [tuple(r) for r in await self._conn.fetch(sql, *params, timeout=self.timeout)]
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        row = await self._conn.fetchrow(sql, *params)
+        row = await self._conn.fetchrow(sql, *params, timeout=self.timeout)
         return tuple(row) if row is not None else None
