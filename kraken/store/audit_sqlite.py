@@ -8,13 +8,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from kraken.store.audit_repo import BIGGEST_SEQ, COLUMNS, ENTRY_COLUMNS, Reader
-from kraken.store.erased import digest
 
 _COLUMNS = ", ".join(COLUMNS)
 _INSERT = f"INSERT INTO audit_log ({_COLUMNS}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 _ANCHOR = "SELECT last_seq, last_hash FROM audit_anchor WHERE id = 1"
-_ERASURE_KEY = "SELECT key FROM erasure_key WHERE id = 1"
-_ERASED = "SELECT 1 FROM erased_customers WHERE digest = ?"
 _PURGE_POINT = (
     "SELECT seq, hash FROM audit_log WHERE ts < ? AND seq < "
     f"COALESCE((SELECT MIN(seq) FROM audit_log WHERE ts >= ?), {BIGGEST_SEQ}) "
@@ -53,19 +50,16 @@ class SqliteAuditRepo:
     async def insert(self, tx: Any, row: Sequence[Any]) -> None:
         """Append ``row``; a target or subject naming a customer erased by now (a call that read
         it before the erasure audits after it) is blanked as ``redact`` would have blanked it,
-        its digests kept. Called after ``head``: no erasure's redaction is in progress."""
+        its digests kept. Called after ``head``: no erasure's redaction is in progress (on
+        PostgreSQL the audit lock orders them; never the erasure lock here, which an erasure
+        takes before the audit lock)."""
         row = list(row)
         target, subject = row[4], row[5]
-        if subject is not None and await self._erased(tx, subject):
+        if subject is not None and await tx.privacy.is_erased(tx, subject):
             row[4] = row[5] = None
-        elif target is not None and await self._erased(tx, target):
+        elif target is not None and await tx.privacy.is_erased(tx, target):
             row[4] = None
         await tx.execute(self.sql(_INSERT), tuple(row))
-
-    async def _erased(self, tx: Any, customer_id: str) -> bool:
-        key = await tx.fetch_one(_ERASURE_KEY)
-        return await tx.fetch_one(self.sql(_ERASED), (digest(bytes(key[0]), customer_id),)) \
-            is not None
 
     async def redact(self, tx: Any, customer_id: str, actors: Sequence[str] = ()) -> int:
         named = f"(actor IN ({', '.join('?' for _ in actors)}) AND actor_digest <> '')" \

@@ -18,8 +18,6 @@ from typing import Any
 
 import orjson
 
-from kraken.store.erased import digest
-
 TX_COLUMNS = "id, wallet_id, kind, amount_micros, ref, ts, balance_after_micros"
 _INSERT_TX = ("INSERT INTO wallet_transactions (wallet_id, kind, amount_micros, ref, ts, "
               "balance_after_micros) VALUES (?, ?, ?, ?, ?, ?)")
@@ -57,8 +55,6 @@ STATEMENTS: dict[str, str] = {
                   "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id, month) DO UPDATE SET "
                   "tokens = tokens + excluded.tokens, "
                   "spend_micros = spend_micros + excluded.spend_micros"),
-    "erasure_key": "SELECT key FROM erasure_key WHERE id = 1",
-    "erased": "SELECT 1 FROM erased_customers WHERE digest = ?",
     "mark_wallet_erased": "INSERT OR IGNORE INTO wallet_erasures (wallet_id, ts) VALUES (?, ?)",
     "delete_wallet_transactions": "DELETE FROM wallet_transactions WHERE wallet_id = ?",
     "delete_wallet": "DELETE FROM wallets WHERE wallet_id = ?",
@@ -108,9 +104,7 @@ class BillingRepository:
     async def _erased(self, tx: Any, customer_id: str) -> bool:
         """Is ``customer_id`` in erased_customers (as its keyed digest)? SQLite's single writer
         already orders this transaction and any erasure."""
-        key = await tx.fetch_one(self.sql["erasure_key"])
-        return await tx.fetch_one(self.sql["erased"], (digest(bytes(key[0]), customer_id),)) \
-            is not None
+        return await tx.privacy.is_erased(tx, customer_id)
 
     async def insert_transaction(self, tx: Any, row: Sequence[Any]) -> None:
         """``row``: (wallet_id, kind, amount_micros, ref, ts, balance_after_micros)."""

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from kraken.store.erased import digest
-
 CHUNK = 100
 """Ids asked about per statement (``owned``): a fixed statement whatever a page holds."""
 
@@ -30,8 +28,6 @@ STATEMENTS: dict[str, str] = {
     "owned": "SELECT object_id FROM object_owners "
              "WHERE provider = ? AND kind = ? AND customer_id = ? "
              f"AND object_id IN ({', '.join('?' * CHUNK)})",
-    "erasure_key": "SELECT key FROM erasure_key WHERE id = 1",
-    "erased": "SELECT 1 FROM erased_customers WHERE digest = ?",
 }
 """SQLite's spelling (``?`` placeholders)."""
 
@@ -58,9 +54,7 @@ class OwnersRepository:
     async def _erased(self, tx, customer_id: str) -> bool:
         if self._serialise is not None:
             await tx.execute(self._serialise)
-        key = await tx.fetch_one(self._sql["erasure_key"])
-        return await tx.fetch_one(self._sql["erased"], (digest(bytes(key[0]), customer_id),)) \
-            is not None
+        return await tx.privacy.is_erased(tx, customer_id)
 
     async def owner(self, db, provider: str, kind: str, object_id: str) -> str | None:
         rows = await db.fetch_all(self._sql["owner"], (provider, kind, object_id))

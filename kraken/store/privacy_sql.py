@@ -31,6 +31,9 @@ STATEMENTS: dict[str, str] = {
     "delete_rows": "DELETE FROM {table} WHERE customer_id = ?",
     "tombstone_requests": "UPDATE requests SET customer_id = ? WHERE customer_id = ?",
     "delete_requests": "DELETE FROM requests WHERE customer_id = ?",
+    # an erased customer, looked up by its keyed digest (kraken/store/erased.py)
+    "erasure_key": "SELECT key FROM erasure_key WHERE id = 1",
+    "erased": "SELECT 1 FROM erased_customers WHERE digest = ?",
     # pending sign-up links of the address (a second link, or expired ones not yet purged),
     # compared as the customers table compares addresses
     "delete_signup_links": "DELETE FROM signup_links WHERE email = ? COLLATE NOCASE",
@@ -131,6 +134,14 @@ class PrivacyRepository:
     def leftovers(self) -> str:
         """Where erased bytes may remain on this backend (``Dialect.leftovers``)."""
         return self._d.leftovers
+
+    async def is_erased(self, db, customer_id: str) -> bool:
+        """Whether ``customer_id`` was erased. A write that may end after an erasure (a file's
+        claim, a wallet credit, an audit entry) asks in its own transaction, so the id never
+        comes back; on PostgreSQL the caller serialises with the erasure as it must."""
+        (key,), = await db.fetch_all(self._sql["erasure_key"])
+        rows = await db.fetch_all(self._sql["erased"], (erased.digest(bytes(key), customer_id),))
+        return bool(rows)
 
     async def count_members(self, db, customer_id: str) -> int:
         rows = await db.fetch_all(self._sql["count_members"], (customer_id,))
