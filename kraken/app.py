@@ -259,7 +259,8 @@ async def _start(cfg: Config, stack: contextlib.AsyncExitStack, settings: Billin
 
         stack.push_async_callback(
             account_signup.register(gateway, store, cfg.email, cfg.limits).aclose)
-    gateway.request_log = RequestLog(cfg.logging)  # one line per request on stdout
+    gateway.request_log = RequestLog(  # one line per request on stdout
+        cfg.logging, loop=asyncio.get_running_loop())
     if cfg.otel is not None:  # the SDK is an optional extra: imported only when configured
         from kraken.telemetry.otel import Tracing
 
@@ -455,7 +456,10 @@ async def _shut_down(cfg: Config, parts: Parts, servers: list[asyncio.AbstractSe
     await _drain(servers, parts.gateway, parts.connections, cfg.server.drain_timeout_s, shutdown)
     # A store that stays down (disk full) cannot hold shutdown past the deadline:
     # what it did not take stays in the journal, replayed at the next start.
-    return await parts.meter.close(max(deadline - anyio.current_time(), FLUSH_MIN_S))
+    left = await parts.meter.close(max(deadline - anyio.current_time(), FLUSH_MIN_S))
+    if parts.gateway.request_log is not None:
+        parts.gateway.request_log.drain()  # the last turn's request lines
+    return left
 
 
 def _in_flight(connections: set) -> list[asyncio.Task]:

@@ -2,11 +2,14 @@
 handed to the log writer's thread (kraken/logwriter.py), which writes it to stdout; the event
 loop never waits for the write (the ``logging`` machinery costs several µs a line). It holds
 only metadata the privacy policy names; nothing is logged per chunk. Successful requests log at
-INFO and may be sampled; failed ones at WARNING, always kept. The writer joins queued lines into
-writes of at most PIPE_BUF bytes, so workers sharing one stdout never interleave lines.
+INFO and may be sampled; failed ones at WARNING, always kept. The lines of calls that end in the
+same turn of the event loop are handed over together, up to PIPE_BUF bytes (one write per turn,
+not per request; a line waits at most until the loop's next turn), and no write is longer, so
+workers sharing one stdout never interleave lines.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import sys
@@ -36,10 +39,12 @@ _NEWLINE = orjson.OPT_APPEND_NEWLINE
 class RequestLog:
     """Writes the request line for each finished call, honouring level and sampling."""
 
-    __slots__ = ("_put", "_info", "_warning", "_sampling", "_every_info", "_json", "_random")
+    __slots__ = ("_put", "_info", "_warning", "_sampling", "_every_info", "_json", "_random",
+                 "_pending", "_loop")
 
     def __init__(self, cfg: LoggingConfig, stream: IO | None = None,
-                 rand: Callable[[], float] = random.random):
+                 rand: Callable[[], float] = random.random,
+                 loop: asyncio.AbstractEventLoop | None = None):
         level = logging.getLevelName(cfg.level)
         self._info = level <= logging.INFO
         self._warning = level <= logging.WARNING
@@ -50,6 +55,11 @@ class RequestLog:
         self._random = rand
         self._put = logwriter.writer(stream if stream is not None else sys.stdout).channel(
             "request", cfg.queue_max_kib * 1024, self._dropped_line).put
+        self._pending = bytearray()
+        """Lines of this loop turn not yet handed over (at most PIPE_BUF bytes)."""
+        self._loop = loop
+        """The serving loop, handed down by the app: ``asyncio.get_running_loop()`` makes a
+        getpid syscall per call on 3.11. None: looked up per turn (embedded use, tests)."""
 
     def emit(self, call: Call, rec: RequestRecord) -> None:
         failed = rec.status >= 400 or rec.error_type is not None
@@ -87,7 +97,23 @@ class RequestLog:
         else:
             data = (" ".join(f"{k}={text_value(v)}" for k, v in line.items()
                              if k not in ("ts", "msg")) + "\n").encode()
-        self._put(data)
+        pending = self._pending
+        if len(pending) + len(data) > logwriter.PIPE_BUF:
+            self.drain()
+        if not pending:
+            try:
+                (self._loop or asyncio.get_running_loop()).call_soon(self.drain)
+            except RuntimeError:  # no loop (embedded, tests), or it is closed: hand it over now
+                self._put(data)
+                return
+        pending += data
+
+    def drain(self) -> None:
+        """Hand this turn's lines to the log writer (written at once while stdout has room)."""
+        if self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            self._put(data)
 
     def _dropped_line(self, count: int) -> bytes:
         """The line after a gap (made on the writer's thread), in the request lines' format."""
