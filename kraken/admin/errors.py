@@ -75,18 +75,6 @@ class AdminInternalError(AdminError):
     code = "internal_error"
 
 
-class AdminStoreBusy(AdminError):
-    """Another writer held the database past its busy timeout: try again shortly."""
-
-    status = 503
-    error_type = "server_error"
-    code = "store_busy"
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"retry-after", b"1")]
-
-
 def invalid(param: str, message: str) -> AdminError:
     return AdminError(f"{param}: {message}", param=param)
 

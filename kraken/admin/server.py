@@ -16,12 +16,11 @@ from typing import Any
 import orjson
 
 from kraken.admin.errors import (
-    AdminError, AdminInternalError, AdminMethodNotAllowed, AdminNotFound, AdminStoreBusy,
-    unauthorized,
+    AdminError, AdminInternalError, AdminMethodNotAllowed, AdminNotFound, unauthorized,
 )
 from kraken.admin.token import bearer, token_matches
 from kraken.admin.validate import ID_RE, json_object, path_segment, query
-from kraken.errors import KrakenError, PayloadTooLarge
+from kraken.errors import DatabaseBusy, KrakenError, PayloadTooLarge
 from kraken.http.exchange import Request, ResponseSink
 from kraken.providers.error_formats import OPENAI
 from kraken.store.errors import StoreBusy
@@ -94,7 +93,7 @@ class AdminApp:
             log.warning("admin request refused: the database is busy (another writer held it "
                         "past [store] busy_timeout_ms)")
             if not sink.started:
-                send_json_error(sink, AdminStoreBusy("the database is busy; retry shortly"))
+                send_json_error(sink, DatabaseBusy("the database is busy; retry shortly"))
             else:
                 sink.abort()
         except Exception:
