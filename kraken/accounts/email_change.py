@@ -28,7 +28,7 @@ import anyio
 from kraken import errors
 from kraken.accounts import mailer
 from kraken.accounts import validation as v
-from kraken.accounts.links import check_token, new_token, token_hash
+from kraken.accounts.links import check_token, mail_or_withdraw, new_token, token_hash
 from kraken.accounts.service import Customer, get_customer
 from kraken.audit.log import append as audit_append
 from kraken.config.sections import EmailConfig
@@ -123,13 +123,8 @@ async def request(store, cfg: EmailConfig, customer_id: str, email: object) -> N
                 retry_after_s=max(1, math.ceil(pending[0] - now)), limit=MAX_PENDING)
         taken = await tx.accounts.email_taken(tx, email, other_than=customer_id)
         await tx.email_changes.insert(tx, digest, customer_id, email, now, now + cfg.link_ttl_s)
-    try:
-        await mailer.send(cfg, email, *(taken_email() if taken else link_email(cfg, token)))
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            async with store.transaction() as tx:
-                await tx.email_changes.delete(tx, digest)
-        raise
+    await mail_or_withdraw(store, cfg, email, taken_email() if taken else link_email(cfg, token),
+                           lambda tx: tx.email_changes.delete(tx, digest))
 
 
 async def link_live(store, token: object) -> bool:

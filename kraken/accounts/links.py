@@ -8,8 +8,13 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 
+import anyio
+
+from kraken.accounts import mailer
 from kraken.accounts import validation as v
+from kraken.config.sections import EmailConfig
 
 TOKEN_BYTES = 32
 """256 random bits per link (at least 128 are needed)."""
@@ -31,3 +36,17 @@ def check_token(value: object, what: str = "link") -> str:
     if not isinstance(value, str) or _TOKEN_RE.fullmatch(value) is None:
         raise v.ValidationError("token", f"is not a {what} token")
     return value
+
+
+async def mail_or_withdraw(store, cfg: EmailConfig, address: str, message: tuple[str, str],
+                           withdraw: Callable[..., Awaitable[object]]) -> None:
+    """Mail ``message`` (subject, text) to ``address``; if the server cannot take it (or the
+    call is cancelled), ``withdraw(tx)`` deletes the link first, so that no link nobody
+    received stays usable, and the error goes on."""
+    try:
+        await mailer.send(cfg, address, *message)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            async with store.transaction() as tx:
+                await withdraw(tx)
+        raise

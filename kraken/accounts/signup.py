@@ -26,7 +26,7 @@ from kraken.accounts import mailer
 from kraken.accounts import validation as v
 from kraken.accounts.apikeys import ApiKey, CreatedKey
 from kraken.accounts.keys import DEFAULT_ROUNDS, generate_checked_key, hash_key
-from kraken.accounts.links import TOKEN_BYTES, token_hash
+from kraken.accounts.links import TOKEN_BYTES, mail_or_withdraw, token_hash
 from kraken.accounts.links import check_token as _check_link_token
 from kraken.accounts.service import Customer, new_id
 from kraken.audit.log import append as audit_append
@@ -94,13 +94,8 @@ async def request_link(store, cfg: EmailConfig, email: str) -> None:
     if taken:
         await mailer.send(cfg, email, *exists_email())
         return
-    try:
-        await mailer.send(cfg, email, *link_email(cfg, token))
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            async with store.transaction() as tx:
-                await tx.signup.delete(tx, digest)
-        raise
+    await mail_or_withdraw(store, cfg, email, link_email(cfg, token),
+                           lambda tx: tx.signup.delete(tx, digest))
 
 
 async def link_live(store, token: str) -> bool:
