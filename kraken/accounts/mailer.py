@@ -2,22 +2,24 @@
 
 The standard library's smtplib, run in a worker thread: a link email (sign-up, email change)
 is rare and off the metered path, so a thread per message costs nothing that matters and
-needs no dependency.
+needs no dependency. smtplib and the email package are imported at the first message: they
+are ~2.4 MiB of a process's memory that a deployment sending no mail never uses.
 Every failure becomes ``MailUnavailable`` (503) whose message names only the kind of failure:
 SMTP replies often quote the recipient's address back, so they are never repeated.
 """
 from __future__ import annotations
 
 import logging
-import smtplib
 import ssl
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
 
 import anyio
 
 from kraken.config.sections import EmailConfig
 from kraken.errors import KrakenError
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 log = logging.getLogger("kraken.mail")
 
@@ -32,6 +34,9 @@ class MailUnavailable(KrakenError):
 
 def message(cfg: EmailConfig, to: str, subject: str, text: str) -> EmailMessage:
     """A plain-text message from the configured sender."""
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
     msg = EmailMessage()
     msg["From"] = cfg.from_address
     msg["To"] = to
@@ -43,6 +48,8 @@ def message(cfg: EmailConfig, to: str, subject: str, text: str) -> EmailMessage:
 
 
 def _send_blocking(cfg: EmailConfig, msg: EmailMessage) -> None:
+    import smtplib
+
     tls = ssl.create_default_context()
     if cfg.ssl:
         client: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_s,
@@ -57,7 +64,8 @@ def _send_blocking(cfg: EmailConfig, msg: EmailMessage) -> None:
         client.send_message(msg)
 
 
-_FAILURES = (OSError, smtplib.SMTPException, ValueError)
+_FAILURES = (OSError, ValueError)
+"""What a send may raise: smtplib's SMTPException is an OSError."""
 
 
 async def send(cfg: EmailConfig, to: str, subject: str, text: str) -> None:
