@@ -179,11 +179,16 @@ class ThirdPartyGuard(logging.Filter):
     any logger outside ``kraken`` is dropped below INFO (a library added later, or a level
     lowered at runtime, still cannot log at DEBUG), and what passes has its message and
     traceback rendered now without quoted literals (asyncio's "Executing <Handle cb(b'...')>"
-    in debug mode, a header value inside an exception text)."""
+    in debug mode, a header value inside an exception text). Kraken's own records keep their
+    exception messages (the operator needs them), with quoted literals blanked too: a bug's
+    ``int(value)`` or ``KeyError(key)`` would quote the client text it failed on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
         if name == "kraken" or name.startswith("kraken."):
+            if record.exc_info and not record.exc_text:  # an exception's text may quote input
+                record.exc_text = without_literals(
+                    "".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
             return True
         if record.levelno < logging.INFO:
             return False

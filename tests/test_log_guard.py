@@ -135,3 +135,23 @@ def test_text_format_keeps_every_record_on_one_line():
     forged = "2026-01-01 00:00:00,000 ERROR kraken forged line"
     assert f"model x\\n{forged}\\r\\u2028\\x1b[2K not found" in lines[0]
     assert "request failed\\nTraceback (most recent call last):" in lines[1]
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_krakens_own_exception_lines_keep_the_message_but_quote_no_value(fmt):
+    """A bug that fails on client text (``int("...")``, a ``KeyError`` of a client's key)
+    logs its type and message shape for the operator, never the value it quoted."""
+    err = run("""
+        log = logging.getLogger("kraken.gateway")
+        try:
+            int("ClientText-" + SECRET)
+        except ValueError:
+            log.exception("request handler failed")
+        try:
+            {}[SECRET]
+        except KeyError:
+            log.error("lookup failed", exc_info=True)
+    """, fmt=fmt)
+    assert SECRET not in err and "ClientText" not in err
+    assert "invalid literal for int() with base 10" in err and "KeyError" in err
+    assert "request handler failed" in err and "lookup failed" in err
