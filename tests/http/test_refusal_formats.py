@@ -79,26 +79,23 @@ def text_headers(answer) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in answer.headers.items()}
 
 
+SHAPES = {"messages_anthropic": (MESSAGES, anthropic_shaped),
+          "v1beta_google": (GEMINI, google_shaped),
+          "elsewhere_openai": (CHAT, None)}
+"""Where a refusal's path points, and the format its answer must have there (None: OpenAI's)."""
+
+
+@pytest.mark.parametrize("where", list(SHAPES))
 @pytest.mark.parametrize("refusal", list(REFUSALS))
-async def test_an_http1_refusal_under_messages_is_anthropic_shaped(kraken, refusal):
+async def test_an_http1_refusal_follows_its_paths_format(kraken, refusal, where):
     raw, status = REFUSALS[refusal]
-    answer = await refused(kraken.port, raw(MESSAGES))
+    path, shaped = SHAPES[where]
+    answer = await refused(kraken.port, raw(path))
+    if shaped is None:
+        assert is_openai_error(answer, status)
+        return
     assert answer.status == status
-    anthropic_shaped(status, answer.json(), text_headers(answer))
-
-
-@pytest.mark.parametrize("refusal", list(REFUSALS))
-async def test_an_http1_refusal_under_v1beta_is_google_shaped(kraken, refusal):
-    raw, status = REFUSALS[refusal]
-    answer = await refused(kraken.port, raw(GEMINI))
-    assert answer.status == status
-    google_shaped(status, answer.json(), text_headers(answer))
-
-
-@pytest.mark.parametrize("refusal", list(REFUSALS))
-async def test_an_http1_refusal_elsewhere_stays_openai_shaped(kraken, refusal):
-    raw, status = REFUSALS[refusal]
-    assert is_openai_error(await refused(kraken.port, raw(CHAT)), status)
+    shaped(status, answer.json(), text_headers(answer))
 
 
 @pytest.mark.parametrize("raw", [
